@@ -1,0 +1,219 @@
+"""COSE_Sign1 (tag 18) and COSE_Sign (tag 98) with EdDSA, per RFC 9052.
+
+The algorithm is pinned here, never taken from the message: ``alg`` must be
+present in the *protected* header and equal EdDSA (-8). Header labels marked
+critical must be ones we understand. Parsing returns the parts; the caller
+chooses the key by kid and calls :func:`verify_sign1` / :func:`signed_by`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from protocol import cbor
+from protocol.errors import (
+    BadAlgorithm,
+    BadSignature,
+    BadStructure,
+    KeySetError,
+    UnknownCriticalHeader,
+)
+from protocol.keys import verify_ed25519
+
+__all__ = [
+    "ALG_EDDSA",
+    "Sign1",
+    "SignMessage",
+    "Signature",
+    "decode_sign",
+    "decode_sign1",
+    "encode_sign",
+    "encode_sign1",
+    "verify_sign1",
+]
+
+ALG_EDDSA = -8
+TAG_SIGN1 = 18
+TAG_SIGN = 98
+H_ALG, H_CRIT, H_CONTENT_TYPE, H_KID = 1, 2, 3, 4
+_UNDERSTOOD = frozenset({H_ALG, H_CRIT, H_CONTENT_TYPE, H_KID})
+_HEADER_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Sign1:
+    """A parsed, not yet verified, COSE_Sign1."""
+
+    protected_raw: bytes
+    kid: bytes
+    payload: bytes
+    signature: bytes
+
+    def to_be_signed(self) -> bytes:
+        return _sig_structure1(self.protected_raw, self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """One signer of a COSE_Sign."""
+
+    protected_raw: bytes
+    kid: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SignMessage:
+    """A parsed, not yet verified, COSE_Sign with several signers."""
+
+    protected_raw: bytes
+    payload: bytes
+    signatures: tuple[Signature, ...]
+
+    def signed_by(self, keys: Mapping[bytes, Ed25519PublicKey]) -> frozenset[bytes]:
+        """Distinct kids in ``keys`` whose signature verifies (duplicates count once)."""
+        good: set[bytes] = set()
+        for sig in self.signatures:
+            key = keys.get(sig.kid)
+            if key is None or sig.kid in good:
+                continue
+            tbs = _sig_structure(self.protected_raw, sig.protected_raw, self.payload)
+            try:
+                verify_ed25519(key, sig.signature, tbs)
+            except BadSignature:
+                continue
+            good.add(sig.kid)
+        return frozenset(good)
+
+
+def _sig_structure1(protected_raw: bytes, payload: bytes) -> bytes:
+    return cbor2.dumps(["Signature1", protected_raw, b"", payload])
+
+
+def _sig_structure(body_protected: bytes, sign_protected: bytes, payload: bytes) -> bytes:
+    return cbor2.dumps(["Signature", body_protected, sign_protected, b"", payload])
+
+
+def _protected(kid: bytes | None) -> bytes:
+    header: dict[int, Any] = {H_ALG: ALG_EDDSA}
+    if kid is not None:
+        header[H_KID] = kid
+    return cbor.encode(header)
+
+
+def encode_sign1(payload: bytes, private: Ed25519PrivateKey, *, kid: bytes) -> bytes:
+    """Sign ``payload`` into a tagged COSE_Sign1 with ``{1: -8, 4: kid}`` protected."""
+    protected = _protected(kid)
+    signature = private.sign(_sig_structure1(protected, payload))
+    return cbor2.dumps(cbor2.CBORTag(TAG_SIGN1, [protected, {}, payload, signature]))
+
+
+def encode_sign(
+    payload: bytes, signers: Iterable[tuple[bytes, Ed25519PrivateKey]], *, content_type: str
+) -> bytes:
+    """Sign ``payload`` by every (kid, key) into a tagged COSE_Sign."""
+    body_protected = cbor.encode({H_CONTENT_TYPE: content_type})
+    sigs = []
+    for kid, private in signers:
+        sign_protected = _protected(kid)
+        signature = private.sign(_sig_structure(body_protected, sign_protected, payload))
+        sigs.append([sign_protected, {}, signature])
+    return cbor2.dumps(cbor2.CBORTag(TAG_SIGN, [body_protected, {}, payload, sigs]))
+
+
+def _headers(protected_raw: Any, unprotected: Any, *, need_alg: bool) -> tuple[dict, dict]:
+    if not isinstance(protected_raw, bytes):
+        raise BadStructure("protected header must be a byte string")
+    if not isinstance(unprotected, dict):
+        raise BadStructure("unprotected header must be a map")
+    protected: Any = {}
+    if protected_raw:
+        protected = cbor.decode(protected_raw, max_size=_HEADER_MAX)
+        if not isinstance(protected, dict):
+            raise BadStructure("protected header must encode a map")
+    if H_ALG in unprotected:
+        raise BadAlgorithm("alg must be in the protected header, found it unprotected")
+    if H_CRIT in unprotected:
+        raise BadStructure("crit must be in the protected header")
+    if need_alg:
+        alg = protected.get(H_ALG)
+        if alg is None:
+            raise BadAlgorithm("no alg in the protected header")
+        if alg != ALG_EDDSA:
+            raise BadAlgorithm(f"alg {alg!r} is not EdDSA (-8)")
+    elif H_ALG in protected and protected[H_ALG] != ALG_EDDSA:
+        raise BadAlgorithm(f"alg {protected[H_ALG]!r} is not EdDSA (-8)")
+    crit = protected.get(H_CRIT)
+    if crit is not None:
+        if not isinstance(crit, list) or not crit:
+            raise BadStructure("crit must be a non-empty array")
+        unknown = [label for label in crit if label not in _UNDERSTOOD]
+        if unknown:
+            raise UnknownCriticalHeader(f"critical header labels not understood: {unknown!r}")
+    return protected, unprotected
+
+
+def _kid(protected: dict, unprotected: dict) -> bytes:
+    kid = protected.get(H_KID, unprotected.get(H_KID))
+    if not isinstance(kid, bytes):
+        raise BadStructure("kid missing or not a byte string")
+    return kid
+
+
+def _untag(data: bytes, *, tag: int, max_size: int, what: str) -> list[Any]:
+    item = cbor.decode(data, max_size=max_size)
+    if not isinstance(item, cbor2.CBORTag) or item.tag != tag:
+        found = item.tag if isinstance(item, cbor2.CBORTag) else type(item).__name__
+        raise BadStructure(f"{what} must carry CBOR tag {tag}, found {found}")
+    value = item.value
+    if not isinstance(value, list) or len(value) != 4:
+        raise BadStructure(f"{what} must be an array of 4 items")
+    if not isinstance(value[2], bytes):
+        raise BadStructure(f"{what} payload must be an attached byte string")
+    return value
+
+
+def decode_sign1(data: bytes, *, max_size: int) -> Sign1:
+    """Parse a tagged COSE_Sign1 and check its headers; the signature is not checked."""
+    protected_raw, unprotected, payload, signature = _untag(
+        data, tag=TAG_SIGN1, max_size=max_size, what="COSE_Sign1"
+    )
+    protected, unprotected = _headers(protected_raw, unprotected, need_alg=True)
+    if not isinstance(signature, bytes):
+        raise BadStructure("signature must be a byte string")
+    return Sign1(protected_raw, _kid(protected, unprotected), payload, signature)
+
+
+def verify_sign1(msg: Sign1, key_for: Callable[[bytes], Ed25519PublicKey]) -> bytes:
+    """Verify ``msg`` under the key ``key_for(kid)`` and return the payload.
+
+    Raises:
+        UnknownKey: from ``key_for``.
+        BadSignature: the signature does not verify.
+    """
+    verify_ed25519(key_for(msg.kid), msg.signature, msg.to_be_signed())
+    return msg.payload
+
+
+def decode_sign(data: bytes, *, max_size: int, max_signatures: int) -> SignMessage:
+    """Parse a tagged COSE_Sign; every signer must name EdDSA and a kid."""
+    protected_raw, unprotected, payload, sigs = _untag(
+        data, tag=TAG_SIGN, max_size=max_size, what="COSE_Sign"
+    )
+    _headers(protected_raw, unprotected, need_alg=False)
+    if not isinstance(sigs, list) or not sigs:
+        raise BadStructure("COSE_Sign needs a non-empty array of signatures")
+    if len(sigs) > max_signatures:
+        raise KeySetError(f"{len(sigs)} signatures is over the limit of {max_signatures}")
+    parsed = []
+    for sig in sigs:
+        if not isinstance(sig, list) or len(sig) != 3 or not isinstance(sig[2], bytes):
+            raise BadStructure("each COSE_Signature is [protected, unprotected, signature]")
+        s_protected, s_unprotected = _headers(sig[0], sig[1], need_alg=True)
+        parsed.append(Signature(sig[0], _kid(s_protected, s_unprotected), sig[2]))
+    return SignMessage(protected_raw, payload, tuple(parsed))

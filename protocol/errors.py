@@ -1,0 +1,161 @@
+"""Typed errors for everything the protocol refuses.
+
+Two families, so callers decide on the family and logs show the leaf::
+
+    EntitleError
+    ├── UntrustedDataError            data from outside failed a check
+    │   ├── DecodeError               not well-formed (CBOR, COSE, JSON)
+    │   │   ├── TooLarge              over the size limit, checked before decoding
+    │   │   ├── BadCbor               malformed, indefinite, too deep, duplicate keys,
+    │   │   │                         trailing bytes
+    │   │   └── BadStructure          not a COSE_Sign1 / COSE_Sign of the expected shape
+    │   ├── TokenError                a well-formed token that is not acceptable
+    │   │   ├── BadAlgorithm          alg missing, unprotected, or not EdDSA
+    │   │   ├── UnknownCriticalHeader
+    │   │   ├── UnknownKey            kid not in the trusted key set
+    │   │   ├── BadSignature
+    │   │   ├── BadClaims             a required claim missing or ill-typed
+    │   │   ├── WrongSubject          sub is another device
+    │   │   ├── WrongAudience
+    │   │   ├── Expired
+    │   │   ├── NotYetValid
+    │   │   └── Rollback              ver not newer than the last accepted
+    │   ├── KeySetError               a key set that cannot be trusted
+    │   │   ├── BadKey                wrong length, non-canonical, small order
+    │   │   ├── ThresholdNotMet
+    │   │   ├── VersionNotNext
+    │   │   └── TooManyRotations
+    │   └── TopicError                a topic name or id that is not ours
+    └── TransportError                broker, serial link or network failed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadAlgorithm",
+    "BadCbor",
+    "BadClaims",
+    "BadKey",
+    "BadSignature",
+    "BadStructure",
+    "DecodeError",
+    "EntitleError",
+    "Expired",
+    "KeySetError",
+    "NotYetValid",
+    "Rollback",
+    "ThresholdNotMet",
+    "TokenError",
+    "TooLarge",
+    "TooManyRotations",
+    "TopicError",
+    "TransportError",
+    "UnknownCriticalHeader",
+    "UnknownKey",
+    "UntrustedDataError",
+    "VersionNotNext",
+    "WrongAudience",
+    "WrongSubject",
+]
+
+
+class EntitleError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    @property
+    def reason(self) -> str:
+        """Short machine-readable reason: the leaf class name in snake case."""
+        name = type(self).__name__
+        return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+class UntrustedDataError(EntitleError):
+    """Data that came from outside failed a check; the previous state is kept."""
+
+
+class DecodeError(UntrustedDataError):
+    """The bytes are not well-formed."""
+
+
+class TooLarge(DecodeError):
+    """Input over its size limit, refused before any decoding."""
+
+
+class BadCbor(DecodeError):
+    """CBOR that is malformed or outside the subset we accept."""
+
+
+class BadStructure(DecodeError):
+    """Well-formed CBOR that is not the COSE structure expected."""
+
+
+class TokenError(UntrustedDataError):
+    """A well-formed token that must not be accepted."""
+
+
+class BadAlgorithm(TokenError):
+    """The algorithm is missing, unprotected or not the pinned EdDSA."""
+
+
+class UnknownCriticalHeader(TokenError):
+    """A header marked critical that we do not understand."""
+
+
+class UnknownKey(TokenError):
+    """The key id is not in the trusted key set."""
+
+
+class BadSignature(TokenError):
+    """The signature does not verify under the named key."""
+
+
+class BadClaims(TokenError):
+    """A required claim is missing or has the wrong type."""
+
+
+class WrongSubject(TokenError):
+    """The token names another device."""
+
+
+class WrongAudience(TokenError):
+    """The token's audience is not the entitle service."""
+
+
+class Expired(TokenError):
+    """now >= exp."""
+
+
+class NotYetValid(TokenError):
+    """now < nbf - skew."""
+
+
+class Rollback(TokenError):
+    """ver is not newer than the last accepted token (or same ver, other bytes)."""
+
+
+class KeySetError(UntrustedDataError):
+    """A key set, or a key in it, that cannot be trusted."""
+
+
+class BadKey(KeySetError):
+    """A public key of the wrong length, non-canonical, or of small order."""
+
+
+class ThresholdNotMet(KeySetError):
+    """Too few distinct trusted keys signed the key set."""
+
+
+class VersionNotNext(KeySetError):
+    """A rotation's version is not exactly the current version + 1."""
+
+
+class TooManyRotations(KeySetError):
+    """A message carried more rotations than one message may apply."""
+
+
+class TopicError(UntrustedDataError):
+    """A topic or device id that does not match our topic table."""
+
+
+class TransportError(EntitleError):
+    """The broker, serial link or network failed; retry later."""

@@ -1,0 +1,57 @@
+"""MQTT topic names of the contract, built and parsed in one place.
+
+Device ids are ``[A-Za-z0-9_-]{1,64}``: no ``/``, ``+``, ``#`` or ``$``, so an
+id can never widen a subscription or an ACL pattern.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from protocol.errors import TopicError
+
+__all__ = [
+    "KEYS_TOPIC",
+    "PREFIX",
+    "Channel",
+    "check_device_id",
+    "device_topic",
+    "health_share_subscription",
+    "parse_device_topic",
+]
+
+PREFIX = "entitle/v1"
+KEYS_TOPIC = f"{PREFIX}/keys"
+Channel = Literal["entitlement", "health", "status", "cmd", "cmd/res"]
+CHANNELS: tuple[Channel, ...] = ("entitlement", "health", "status", "cmd", "cmd/res")
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DEVICE_TOPIC = re.compile(rf"{re.escape(PREFIX)}/dev/([^/]+)/(entitlement|health|status|cmd|cmd/res)")
+
+
+def check_device_id(device_id: str) -> str:
+    """Return ``device_id`` if it is a valid id; raise TopicError otherwise."""
+    if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
+        raise TopicError(f"device id {device_id!r} must match [A-Za-z0-9_-]{{1,64}}")
+    return device_id
+
+
+def device_topic(device_id: str, channel: Channel) -> str:
+    """``entitle/v1/dev/{device_id}/{channel}``."""
+    if channel not in CHANNELS:
+        raise TopicError(f"unknown channel {channel!r}")
+    return f"{PREFIX}/dev/{check_device_id(device_id)}/{channel}"
+
+
+def parse_device_topic(topic: str) -> tuple[str, Channel]:
+    """Split a concrete device topic into (device id, channel)."""
+    match = _DEVICE_TOPIC.fullmatch(topic)
+    if match is None:
+        raise TopicError(f"{topic!r} is not an entitle device topic")
+    channel: Channel = match.group(2)  # type: ignore[assignment]
+    return check_device_id(match.group(1)), channel
+
+
+def health_share_subscription(group: str = "cloud") -> str:
+    """The shared subscription cloud workers use to split the health stream."""
+    return f"$share/{group}/{PREFIX}/dev/+/health"
