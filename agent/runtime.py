@@ -1,0 +1,285 @@
+"""The running agent: store, verifier, MQTT session, expiry timer, local API.
+
+It enforces from the store before any network is up, applies every message
+through the pure verifier (a rejection is logged with its typed reason and
+changes nothing), persists an accepted state before using it, and
+re-evaluates decisions at the exact second the next one flips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.session import Connection, MqttSession
+from agent.store import Store
+from agent.verifier import Outcome, TrustState, accept_keyset, accept_token
+from protocol.errors import UntrustedDataError
+from protocol.topics import KEYS_TOPIC, device_topic
+
+__all__ = ["Agent", "Decisions", "Enforcer", "RejectCounter", "open_agent"]
+
+log = logging.getLogger(__name__)
+Decisions = Mapping[str, tuple[bool, str]]
+_HIGH_WATER_PERSIST_S = 60
+_MAX_SLEEP_S = 30.0
+
+
+class Enforcer(Protocol):
+    """Something on the device that follows the decisions (firmware, pruning, ...)."""
+
+    async def apply(self, decisions: Decisions, *, state: TrustState, now: int) -> None: ...
+
+
+@dataclass
+class RejectCounter:
+    """Rejected messages by typed reason, for status and health reports."""
+
+    by_reason: dict[str, int] = field(default_factory=dict)
+    last: str | None = None
+
+    def count(self, reason: str, detail: str) -> None:
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        self.last = f"{reason}: {detail}"
+
+
+class Agent:
+    """One device's agent; drive it with :meth:`run` or call its parts directly."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        state: TrustState,
+        connection: Connection | None = None,
+        clock: Callable[[], float] = time.time,
+        api_socket: Path | None = None,
+        enforcers: Sequence[Enforcer] = (),
+    ) -> None:
+        self.store = store
+        self._state = state
+        self.connection = connection
+        self.clock = clock
+        self.api_socket = api_socket
+        self.enforcers = list(enforcers)
+        self.rejects = RejectCounter()
+        self.listeners: list[Callable[[Decisions], None]] = []
+        self._decisions: dict[str, tuple[bool, str]] = {}
+        self._wake = asyncio.Event()
+        self._pending_token: bytes | None = None
+        self._setback_reported = 0
+        self.session: MqttSession | None = None
+        if connection is not None:
+            self.session = MqttSession(connection, self.handle, status=self.status_details)
+
+    # --- state ----------------------------------------------------------
+    @property
+    def state(self) -> TrustState:
+        return self._state
+
+    @property
+    def device_id(self) -> str:
+        return self._state.device_id
+
+    def local_now(self) -> int:
+        return int(self.clock())
+
+    def decisions(self) -> dict[str, tuple[bool, str]]:
+        return self._state.features(local_now=self.local_now())
+
+    def check(self, feature: str) -> tuple[bool, str]:
+        return self._state.feature(feature, local_now=self.local_now())
+
+    def status_details(self) -> dict[str, Any]:
+        now = self.local_now()
+        view = self._state.time(now)
+        claims = self._state.claims
+        return {
+            "device_id": self.device_id,
+            "token_ver": self._state.ver,
+            "token_exp": claims.exp if claims else None,
+            "stale_token": self._state.stale(local_now=now),
+            "keyset_version": self._state.keyset.version,
+            "keyset_epoch": self._state.keyset.epoch,
+            "trusted_time": view.now,
+            "clock_setback_s": view.setback_s,
+            "rejected": dict(self.rejects.by_reason),
+            "last_rejection": self.rejects.last,
+            "connected": bool(self.session and self.session.connected.is_set()),
+        }
+
+    def _commit(self, new: TrustState) -> None:
+        """Persist first, then use: a crash never leaves a used, unsaved state."""
+        self.store.save(new)
+        self._state = new
+
+    # --- inputs ---------------------------------------------------------
+    async def handle(self, topic: str, payload: bytes) -> None:
+        """Apply one MQTT message; rejections are counted and logged, never raised."""
+        if topic == KEYS_TOPIC:
+            await self.apply_keyset(payload)
+        elif topic == device_topic(self.device_id, "entitlement"):
+            await self.apply_token(payload)
+        else:
+            log.warning("ignoring message on unexpected topic %s", topic)
+
+    async def apply_token(self, payload: bytes) -> bool:
+        if not payload:
+            log.info("entitlement cleared by the cloud; keeping the last accepted token")
+            return False
+        try:
+            new, outcome = accept_token(self._state, payload, local_now=self.local_now())
+        except UntrustedDataError as exc:
+            if exc.reason == "unknown_key":
+                self._pending_token = payload  # may verify once a rotated key set arrives
+            self._reject("entitlement", exc)
+            return False
+        if outcome is Outcome.ACCEPTED:
+            self._commit(new)
+            log.info("accepted token ver %s (epoch %s)", new.ver, new.keyset.epoch)
+            await self._reevaluate()
+        return outcome is Outcome.ACCEPTED
+
+    async def apply_keyset(self, payload: bytes) -> bool:
+        try:
+            new, outcome = accept_keyset(self._state, payload)
+        except UntrustedDataError as exc:
+            self._reject("key set", exc)
+            return False
+        if outcome is Outcome.ACCEPTED:
+            old = self._state
+            self._commit(new)
+            log.info(
+                "accepted key set v%s (epoch %s); token %s",
+                new.keyset.version,
+                new.keyset.epoch,
+                "kept" if new.token == old.token else "dropped: no longer trusted",
+            )
+            pending, self._pending_token = self._pending_token, None
+            if pending is not None:
+                await self.apply_token(pending)
+            await self._reevaluate()
+        return outcome is Outcome.ACCEPTED
+
+    def _reject(self, what: str, exc: UntrustedDataError) -> None:
+        self.rejects.count(exc.reason, str(exc))
+        log.warning("rejected %s: %s (%s)", what, exc.reason, exc)
+
+    # --- decisions and time ---------------------------------------------
+    async def _reevaluate(self) -> None:
+        """Recompute decisions; on any change tell enforcers and listeners."""
+        now = self.local_now()
+        view = self._state.time(now)
+        if view.setback_s and view.setback_s != self._setback_reported:
+            log.warning(
+                "local clock is %ss behind trusted time; using the high-water mark %s",
+                view.setback_s,
+                view.now,
+            )
+        self._setback_reported = view.setback_s
+        observed = self._state.observe_clock(now)
+        if observed.high_water - self._state.high_water >= _HIGH_WATER_PERSIST_S:
+            self._commit(observed)
+        decisions = self._state.features(local_now=now)
+        if decisions != self._decisions:
+            for name, (allowed, why) in decisions.items():
+                if self._decisions.get(name, (None,))[0] != allowed:
+                    log.info("feature %s %s: %s", name, "ALLOWED" if allowed else "DENIED", why)
+            self._decisions = decisions
+            for enforcer in self.enforcers:
+                await enforcer.apply(decisions, state=self._state, now=view.now)
+            for listener in self.listeners:
+                listener(decisions)
+            if self.session is not None:
+                await self._publish_status()
+        self._wake.set()
+
+    async def _publish_status(self) -> None:
+        try:
+            assert self.session is not None
+            await self.session.publish_status()
+        except Exception as exc:  # the status is best effort; the session reconnects
+            log.debug("status not published: %s", exc)
+
+    async def _timer(self) -> None:
+        """Wake at the second the next decision flips (or every 30 s)."""
+        while True:
+            self._wake.clear()
+            now = self.clock()
+            nxt = self._state.next_change(local_now=int(now))
+            delay = _MAX_SLEEP_S if nxt is None else min(_MAX_SLEEP_S, max(0.0, nxt - now))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            if not self._wake.is_set():
+                # sleep can end a hair early; make sure the flip second has arrived
+                if nxt is not None and self.clock() < nxt:
+                    await asyncio.sleep(max(0.0, math.ceil(nxt) - self.clock()))
+                await self._reevaluate()
+
+    # --- running --------------------------------------------------------
+    async def run(self) -> None:
+        """Enforce from the store at once, then stay connected until cancelled."""
+        await self._reevaluate()
+        log.info(
+            "agent %s started: token ver %s, key set v%s",
+            self.device_id,
+            self._state.ver,
+            self._state.keyset.version,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._timer(), name="expiry-timer")
+            if self.session is not None:
+                tasks.create_task(self.session.run(), name="mqtt-session")
+            if self.api_socket is not None:
+                from agent.api import serve
+
+                tasks.create_task(serve(self, self.api_socket), name="local-api")
+
+
+def open_agent(
+    *,
+    device_id: str,
+    data_dir: Path,
+    connection: Connection | None,
+    root_keyset: bytes | None = None,
+    clock: Callable[[], float] = time.time,
+    skew: int = 300,
+    api_socket: Path | None = None,
+    enforcers: Sequence[Enforcer] = (),
+) -> Agent:
+    """Open (or provision) the agent's store and build the agent.
+
+    A store that already holds a state is used as it is (its key set may have
+    been rotated since provisioning); ``root_keyset`` is needed only the first
+    time.
+    """
+    from agent.store import StoreError
+    from agent.verifier import provision
+
+    store = Store(data_dir / "agent.db")
+    state = store.load(device_id=device_id, skew=skew)
+    if state is None:
+        if root_keyset is None:
+            store.close()
+            raise StoreError(
+                f"device {device_id} is not provisioned: pass the root key set "
+                "(ENTITLE_ROOT_KEYSET_FILE, from 'entitle keys show --export FILE')"
+            )
+        state = provision(device_id, root_keyset, skew=skew)
+        store.save(state)
+    return Agent(
+        store=store,
+        state=state,
+        connection=connection,
+        clock=clock,
+        api_socket=api_socket,
+        enforcers=enforcers,
+    )

@@ -1,0 +1,158 @@
+"""The agent's MQTT session: connect as this device, subscribe, hand messages on.
+
+A thin aiomqtt adapter. It connects with the device's own credentials,
+announces ``online`` on the retained status topic (the broker publishes the
+retained ``offline`` will when the device drops), subscribes to its
+entitlement topic and the key-set topic, and passes every message to a
+handler. Connection failures are retried forever with capped exponential
+backoff and full jitter; a handler error is the handler's to log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from protocol.topics import KEYS_TOPIC, device_topic
+
+__all__ = ["Connection", "MqttSession", "backoff_delay"]
+
+log = logging.getLogger(__name__)
+Handler = Callable[[str, bytes], Awaitable[None]]
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """How this device reaches the broker."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    protocol: int = 5  # 5 = MQTT 5, 4 = MQTT 3.1.1
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+def status_payload(online: bool, **details: object) -> bytes:
+    return json.dumps({"status": "online" if online else "offline", **details}).encode()
+
+
+class MqttSession:
+    """Keeps one device connected and subscribed; never gives up."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        handler: Handler,
+        *,
+        status: Callable[[], dict[str, object]] = dict,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._conn = connection
+        self._handler = handler
+        self._status = status
+        self._base, self._cap = backoff_base, backoff_cap
+        self._rng = rng or random.Random()
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.connects = 0
+
+    def _make_client(self) -> aiomqtt.Client:
+        conn = self._conn
+        v5 = conn.protocol == 5
+        return aiomqtt.Client(
+            conn.host,
+            conn.port,
+            username=conn.username,
+            password=conn.password,
+            identifier=conn.username,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            will=aiomqtt.Will(
+                device_topic(conn.username, "status"),
+                status_payload(False),
+                qos=1,
+                retain=True,
+            ),
+            clean_session=None if v5 else True,
+            keepalive=30,
+            timeout=10,
+            tls_context=conn.tls_context(),
+        )
+
+    async def publish_status(self) -> None:
+        """Announce the current status (online plus details) retained."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return
+        payload = status_payload(True, **self._status())
+        await client.publish(
+            device_topic(self._conn.username, "status"), payload, qos=1, retain=True
+        )
+
+    async def publish(self, channel: str, payload: bytes, *, qos: int = 1) -> None:
+        """Publish on one of this device's own topics (health, cmd/res)."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise aiomqtt.MqttError("not connected")
+        properties = None
+        if self._conn.protocol == 5:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ContentType = "application/json"
+        topic = device_topic(self._conn.username, channel)  # type: ignore[arg-type]
+        await client.publish(topic, payload, qos=qos, properties=properties)
+
+    async def run(self) -> None:
+        """Connect, subscribe and dispatch until cancelled."""
+        attempt = 0
+        while True:
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    await client.subscribe(device_topic(self._conn.username, "entitlement"), qos=1)
+                    await client.subscribe(KEYS_TOPIC, qos=1)
+                    self.connected.set()
+                    self.connects += 1
+                    attempt = 0
+                    log.info("connected to %s:%s as %s", self._conn.host, self._conn.port,
+                             self._conn.username)
+                    await self.publish_status()
+                    async for message in client.messages:
+                        await self._handler(str(message.topic), bytes(message.payload or b""))
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                self._client = None
+                delay = backoff_delay(attempt, base=self._base, cap=self._cap, rng=self._rng)
+                attempt += 1
+                log.warning("broker connection lost (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                self.connected.clear()
+                self._client = None

@@ -1,0 +1,109 @@
+"""The agent's local store: one SQLite file (sqlite-utils), written atomically.
+
+The whole trust state (key set, accepted token, counter, trusted-time
+high-water mark) is one row replaced in one transaction, so a crash leaves
+either the old state or the new one. The journal is WAL with synchronous
+FULL: an accepted token survives power loss once :meth:`save` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from agent.verifier import TrustState, restore
+from protocol.errors import UntrustedDataError
+
+__all__ = ["Store", "StoreError"]
+
+log = logging.getLogger(__name__)
+_STATE = "trust_state"
+_SCHEMA_VERSION = 1
+
+
+class StoreError(Exception):
+    """The store is missing, unreadable or unprovisioned; says what to do next."""
+
+
+class Store:
+    """Persistent trust state of one device."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = path
+        if read_only:
+            if not path.exists():
+                raise StoreError(f"no agent store at {path}: run 'entitle agent run' first")
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        self._db = sqlite_utils.Database(conn)
+        if not read_only and _STATE not in self._db.table_names():
+            self._db[_STATE].create(
+                {
+                    "id": int,
+                    "schema": int,
+                    "device_id": str,
+                    "keyset": bytes,
+                    "token": bytes,
+                    "ver": int,
+                    "high_water": int,
+                },
+                pk="id",
+                not_null={"device_id", "keyset", "ver", "high_water"},
+            )
+
+    def close(self) -> None:
+        self._db.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def load(self, *, device_id: str, skew: int) -> TrustState | None:
+        """The saved state, re-checked; None when nothing was provisioned yet."""
+        try:
+            row = self._db[_STATE].get(1)  # type: ignore[union-attr]
+        except sqlite_utils.db.NotFoundError:
+            return None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"agent store {self.path} is unreadable: {exc}") from exc
+        if row["device_id"] != device_id:
+            raise StoreError(
+                f"store {self.path} belongs to device {row['device_id']!r}, not {device_id!r}"
+            )
+        try:
+            return restore(
+                device_id=device_id,
+                keyset_raw=row["keyset"],
+                token=row["token"],
+                ver=row["ver"],
+                high_water=row["high_water"],
+                skew=skew,
+            )
+        except UntrustedDataError as exc:
+            raise StoreError(
+                f"the key set in {self.path} no longer verifies ({exc.reason}: {exc}); "
+                "re-provision the device with 'entitle agent run --root-keyset FILE'"
+            ) from exc
+
+    def save(self, state: TrustState) -> None:
+        """Replace the stored state in one transaction."""
+        record = {
+            "id": 1,
+            "schema": _SCHEMA_VERSION,
+            "device_id": state.device_id,
+            "keyset": state.keyset_raw,
+            "token": state.token,
+            "ver": state.ver,
+            "high_water": state.high_water,
+        }
+        with self._db.conn:
+            self._db[_STATE].upsert(record, pk="id")  # type: ignore[union-attr]
