@@ -141,10 +141,13 @@ class KeySet:
                     raise BadStructure(f"key set {name!r} entries are {{kid, x}} maps")
                 if e["kid"] in out:
                     raise KeySetError(f"duplicate kid {e['kid'].hex()} in {name!r}")
-                out[e["kid"]] = e.get("x")  # checked in __post_init__
+                x: Any = e.get("x")  # checked in __post_init__
+                out[e["kid"]] = x
             return out
 
-        version, threshold, epoch = raw.get("v"), raw.get("threshold"), raw.get("epoch", 0)
+        version: Any = raw.get("v")
+        threshold: Any = raw.get("threshold")
+        epoch: Any = raw.get("epoch", 0)
         for name, value in (("v", version), ("threshold", threshold), ("epoch", epoch)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise BadStructure(f"key set {name!r} must be an integer")

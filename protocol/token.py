@@ -159,7 +159,8 @@ def parse_claims(payload: bytes) -> Claims:
     crit = raw.get("crit", [])
     if not isinstance(crit, list):
         raise BadClaims("claim 'crit' must be an array")
-    unknown = [c for c in crit if c not in _KNOWN_PRIVATE]
+    # isinstance first: an array or map label is unhashable, `in` would raise TypeError
+    unknown = [c for c in crit if not isinstance(c, str) or c not in _KNOWN_PRIVATE]
     if unknown:
         raise BadClaims(f"critical claims not understood: {unknown!r}")
     cti = raw.get(CTI)

@@ -26,7 +26,9 @@ KEYS_TOPIC = f"{PREFIX}/keys"
 Channel = Literal["entitlement", "health", "status", "cmd", "cmd/res"]
 CHANNELS: tuple[Channel, ...] = ("entitlement", "health", "status", "cmd", "cmd/res")
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DEVICE_TOPIC = re.compile(rf"{re.escape(PREFIX)}/dev/([^/]+)/(entitlement|health|status|cmd|cmd/res)")
+_DEVICE_TOPIC = re.compile(
+    rf"{re.escape(PREFIX)}/dev/([^/]+)/(entitlement|health|status|cmd|cmd/res)"
+)
 
 
 def check_device_id(device_id: str) -> str:
