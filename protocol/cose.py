@@ -43,6 +43,10 @@ TAG_SIGN = 98
 H_ALG, H_CRIT, H_CONTENT_TYPE, H_KID = 1, 2, 3, 4
 _UNDERSTOOD = frozenset({H_ALG, H_CRIT, H_CONTENT_TYPE, H_KID})
 _HEADER_MAX = 1024
+# Our canonical protected header: map(2) {1: -8, 4: bstr(8) kid}. See _headers.
+_OURS_PREFIX = b"\xa2\x01\x27\x04\x48"
+_OURS_PREFIX_LEN = len(_OURS_PREFIX)
+_OURS_LEN = _OURS_PREFIX_LEN + 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +163,11 @@ def _headers(
     if not isinstance(unprotected, dict):
         raise BadStructure("unprotected header must be a map")
     protected: Any = {}
-    if protected_raw:
+    if len(protected_raw) == _OURS_LEN and protected_raw.startswith(_OURS_PREFIX):
+        # The header we emit: these bytes can only mean {1: -8, 4: <last 8 bytes>},
+        # exactly what the generic decode below returns for them (same checks follow).
+        protected = {H_ALG: ALG_EDDSA, H_KID: protected_raw[_OURS_PREFIX_LEN:]}
+    elif protected_raw:
         protected = cbor.decode(protected_raw, max_size=_HEADER_MAX)
         if not isinstance(protected, dict):
             raise BadStructure("protected header must encode a map")
@@ -206,11 +214,59 @@ def _untag(data: bytes, *, tag: int, max_size: int, what: str) -> list[Any]:
     return value
 
 
+def _bstr_span(data: bytes, pos: int) -> tuple[int, int] | None:
+    """(start, end) of the byte string whose head is at ``pos``, for heads of 1-3 bytes.
+
+    None if ``data[pos]`` is no such head. ``end`` is not checked against the input.
+    """
+    head = data[pos]
+    if 0x40 <= head <= 0x57:
+        return pos + 1, pos + 1 + head - 0x40
+    if head == 0x58:
+        return pos + 2, pos + 2 + data[pos + 1]
+    if head == 0x59:
+        return pos + 3, pos + 3 + int.from_bytes(data[pos + 1 : pos + 3], "big")
+    return None
+
+
+def _plain_sign1(data: bytes, *, max_size: int) -> list[Any] | None:
+    """The four parts of a COSE_Sign1 laid out as we emit it, or None for any other input.
+
+    The layout: tag 18, array(4), byte string, empty map, byte string, byte
+    string, nothing after. Such bytes pass every check of the strict decode
+    (size limit, definite lengths, tag 18, depth 2, no map keys, no trailing
+    bytes) and it would return exactly these parts, so it need not run; input
+    of any other layout, type or size goes through :func:`_untag` unchanged.
+    """
+    if type(data) is not bytes or len(data) > max_size or data[:2] != b"\xd2\x84":
+        return None
+    try:
+        protected = _bstr_span(data, 2)
+        if protected is None or data[protected[1]] != 0xA0:  # the empty unprotected map
+            return None
+        payload = _bstr_span(data, protected[1] + 1)
+        if payload is None:
+            return None
+        signature = _bstr_span(data, payload[1])
+    except IndexError:  # truncated: the strict decode says how
+        return None
+    # Spans follow each other, so the last ending at the end keeps all inside.
+    if signature is None or signature[1] != len(data):
+        return None
+    return [
+        data[protected[0] : protected[1]],
+        {},
+        data[payload[0] : payload[1]],
+        data[signature[0] : signature[1]],
+    ]
+
+
 def decode_sign1(data: bytes, *, max_size: int) -> Sign1:
     """Parse a tagged COSE_Sign1 and check its headers; the signature is not checked."""
-    protected_raw, unprotected, payload, signature = _untag(
-        data, tag=TAG_SIGN1, max_size=max_size, what="COSE_Sign1"
-    )
+    parts = _plain_sign1(data, max_size=max_size)
+    if parts is None:
+        parts = _untag(data, tag=TAG_SIGN1, max_size=max_size, what="COSE_Sign1")
+    protected_raw, unprotected, payload, signature = parts
     protected, unprotected = _headers(protected_raw, unprotected, need_alg=True)
     if not isinstance(signature, bytes):
         raise BadStructure("signature must be a byte string")

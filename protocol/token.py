@@ -110,26 +110,13 @@ def issue_token(claims: Claims, private: Ed25519PrivateKey, *, kid: bytes) -> by
     return encode_sign1(cbor.encode(claims.to_cbor()), private, kid=kid)
 
 
-def _int(claims: Mapping[Any, Any], label: Any, name: str, *, required: bool) -> int | None:
-    value = claims.get(label)
-    if value is None:
-        if required:
-            raise BadClaims(f"required claim {name!r} is missing")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadClaims(f"claim {name!r} must be a non-negative integer")
-    return value
+_UINT, _TEXT = "a non-negative integer", "text"
 
 
-def _text(claims: Mapping[Any, Any], label: Any, name: str, *, required: bool) -> str | None:
-    value = claims.get(label)
+def _claim_error(value: Any, name: str, kind: str) -> BadClaims:
     if value is None:
-        if required:
-            raise BadClaims(f"required claim {name!r} is missing")
-        return None
-    if not isinstance(value, str):
-        raise BadClaims(f"claim {name!r} must be text")
-    return value
+        return BadClaims(f"required claim {name!r} is missing")
+    return BadClaims(f"claim {name!r} must be {kind}")
 
 
 def _features(raw: Any) -> dict[str, Feature]:
@@ -141,13 +128,16 @@ def _features(raw: Any) -> dict[str, Feature]:
     for name, spec in raw.items():
         if not isinstance(name, str) or not 0 < len(name) <= _MAX_FEATURE_NAME:
             raise BadClaims("feature names must be text of 1-64 characters")
-        if not isinstance(spec, dict) or not all(isinstance(k, str) for k in spec):
+        if not isinstance(spec, dict):
             raise BadClaims(f"feature {name!r} must be a map with text keys")
-        until = spec.get("until")
-        if isinstance(until, bool) or not isinstance(until, int) or until < 0:
+        params = spec.copy()
+        until = params.pop("until", None)
+        # "until" is text: the remaining keys decide whether all keys are text
+        if params and not all(isinstance(k, str) for k in params):
+            raise BadClaims(f"feature {name!r} must be a map with text keys")
+        if type(until) is not int or until < 0:
             raise BadClaims(f"feature {name!r} needs a non-negative integer 'until'")
-        params = {k: v for k, v in spec.items() if k != "until"}
-        out[name] = Feature(until=until, params=params)
+        out[name] = Feature(until, params)
     return out
 
 
@@ -156,35 +146,58 @@ def parse_claims(payload: bytes) -> Claims:
     raw = cbor.decode(payload, max_size=MAX_TOKEN_BYTES)
     if not isinstance(raw, dict):
         raise BadClaims("the payload must be a CWT claims map")
-    crit = raw.get("crit", [])
-    if not isinstance(crit, list):
-        raise BadClaims("claim 'crit' must be an array")
-    # isinstance first: an array or map label is unhashable, `in` would raise TypeError
-    unknown = [c for c in crit if not isinstance(c, str) or c not in _KNOWN_PRIVATE]
-    if unknown:
-        raise BadClaims(f"critical claims not understood: {unknown!r}")
-    cti = raw.get(CTI)
+    if "crit" in raw:
+        crit = raw["crit"]
+        if not isinstance(crit, list):
+            raise BadClaims("claim 'crit' must be an array")
+        # isinstance first: an array or map label is unhashable, `in` would raise TypeError
+        unknown = [c for c in crit if not isinstance(c, str) or c not in _KNOWN_PRIVATE]
+        if unknown:
+            raise BadClaims(f"critical claims not understood: {unknown!r}")
+    get = raw.get
+    cti = get(CTI)
     if not isinstance(cti, bytes) or not 0 < len(cti) <= 64:
         raise BadClaims("required claim 'cti' must be 1-64 bytes")
     if "ent" not in raw:
         raise BadClaims("required claim 'ent' is missing")
-    sub = _text(raw, SUB, "sub", required=True)
-    iat = _int(raw, IAT, "iat", required=True)
-    exp = _int(raw, EXP, "exp", required=True)
-    ver = _int(raw, "ver", "ver", required=True)
-    assert sub is not None and iat is not None and exp is not None and ver is not None
+    # Checked inline, in this order: a helper call per claim costs more than its check.
+    # type() not isinstance() for integers: bool is an int subclass, never a valid claim.
+    sub, iat, exp, ver = get(SUB), get(IAT), get(EXP), get("ver")
+    if not isinstance(sub, str):
+        raise _claim_error(sub, "sub", _TEXT)
+    if type(iat) is not int or iat < 0:
+        raise _claim_error(iat, "iat", _UINT)
+    if type(exp) is not int or exp < 0:
+        raise _claim_error(exp, "exp", _UINT)
+    if type(ver) is not int or ver < 0:
+        raise _claim_error(ver, "ver", _UINT)
+    ent = _features(raw["ent"])
+    # Optional claims: absent and null both mean "not given".
+    nbf, iss, aud, inst, epoch = get(NBF), get(ISS), get(AUD), get("inst"), get("epoch")
+    if nbf is not None and (type(nbf) is not int or nbf < 0):
+        raise _claim_error(nbf, "nbf", _UINT)
+    if iss is not None and not isinstance(iss, str):
+        raise _claim_error(iss, "iss", _TEXT)
+    if aud is not None and not isinstance(aud, str):
+        raise _claim_error(aud, "aud", _TEXT)
+    if inst is not None and not isinstance(inst, str):
+        raise _claim_error(inst, "inst", _TEXT)
+    if epoch is None:
+        epoch = 0
+    elif type(epoch) is not int or epoch < 0:
+        raise _claim_error(epoch, "epoch", _UINT)
     return Claims(
         sub=sub,
         iat=iat,
         exp=exp,
         cti=cti,
         ver=ver,
-        ent=_features(raw["ent"]),
-        nbf=_int(raw, NBF, "nbf", required=False),
-        iss=_text(raw, ISS, "iss", required=False),
-        aud=_text(raw, AUD, "aud", required=False),
-        inst=_text(raw, "inst", "inst", required=False),
-        epoch=_int(raw, "epoch", "epoch", required=False) or 0,
+        ent=ent,
+        nbf=nbf,
+        iss=iss,
+        aud=aud,
+        inst=inst,
+        epoch=epoch,
     )
 
 

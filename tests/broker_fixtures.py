@@ -1,0 +1,100 @@
+"""Pytest plugin: a real Mosquitto (own config, own free port) with a cloud account.
+
+Fixtures:
+    broker         function scope; a fresh :class:`FixtureBroker` in ``tmp_path``.
+    shared_broker  session scope; one broker for tests that only need unique device ids
+                   (use ``shared_broker.new_device()``).
+    embedded_broker  function scope, async; the amqtt fallback with a cloud account.
+    require_mosquitto  session scope; the executable's path (skips when missing).
+
+Every fixture skips, with the reason shown under ``-ra``, when mosquitto is missing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from entitle.broker import EmbeddedBroker, MosquittoBroker, mosquitto_path
+
+__all__ = ["FixtureBroker", "broker", "embedded_broker", "require_mosquitto", "shared_broker"]
+
+CLOUD = "cloud"
+
+
+class FixtureBroker(MosquittoBroker):
+    """A :class:`MosquittoBroker` that remembers passwords and makes clients."""
+
+    def __init__(self, directory: Path, **kwargs: Any) -> None:
+        self.cloud_username = CLOUD
+        self.cloud_password = secrets.token_urlsafe(16)
+        self.passwords: dict[str, str] = {CLOUD: self.cloud_password}
+        super().__init__(directory, accounts={CLOUD: self.cloud_password}, **kwargs)
+
+    def add_device(self, device_id: str, password: str | None = None) -> str:
+        """Create a device login (through MosquittoAccounts + reload); its password."""
+        password = password or secrets.token_urlsafe(16)
+        self.accounts.set_password(device_id, password)
+        self.passwords[device_id] = password
+        return password
+
+    def new_device(self, prefix: str = "dev") -> tuple[str, str]:
+        """A device with a unique id, for brokers shared between tests: (id, password)."""
+        device_id = f"{prefix}-{secrets.token_hex(4)}"
+        return device_id, self.add_device(device_id)
+
+    def url(self, username: str) -> str:
+        """``mqtt://user:pass@host:port`` for a known user."""
+        return self.url_for(username, self.passwords[username])
+
+    def client(self, username: str | None, password: str | None = None, **kwargs: Any) -> Any:
+        """An MQTT 5 ``aiomqtt.Client`` (client id = username) with short timeouts."""
+        if username is not None and password is None:
+            password = self.passwords[username]
+        kwargs.setdefault("identifier", username)
+        kwargs.setdefault("protocol", aiomqtt.ProtocolVersion.V5)
+        kwargs.setdefault("timeout", 5)
+        return aiomqtt.Client(self.host, self.port, username=username, password=password, **kwargs)
+
+
+def _require_mosquitto() -> str:
+    found = mosquitto_path()
+    if found is None:
+        pytest.skip("mosquitto not installed (apt-get install mosquitto): needs a real broker")
+    return found
+
+
+@pytest.fixture(scope="session")
+def require_mosquitto() -> str:
+    """The mosquitto executable; skips the test when it is not installed."""
+    return _require_mosquitto()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[FixtureBroker]:
+    """A fresh Mosquitto for one test (persistence on, so restart() keeps retained)."""
+    _require_mosquitto()
+    with FixtureBroker(tmp_path / "broker", persistence=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FixtureBroker]:
+    """One Mosquitto for the whole session: do not restart or kill it."""
+    _require_mosquitto()
+    with FixtureBroker(tmp_path_factory.mktemp("shared-broker")) as running:
+        yield running
+
+
+@pytest.fixture
+async def embedded_broker(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
+    """The amqtt fallback with a ``cloud`` account; its password is ``.cloud_password``."""
+    password = secrets.token_urlsafe(16)
+    async with EmbeddedBroker(tmp_path / "embedded", accounts={CLOUD: password}) as running:
+        running.cloud_password = password  # type: ignore[attr-defined]
+        yield running
