@@ -63,6 +63,19 @@ def status_payload(online: bool, **details: object) -> bytes:
     return json.dumps({"status": "online" if online else "offline", **details}).encode()
 
 
+def _raise_if_cancelling() -> None:
+    """Honour a cancel that an inner await swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` (which aiomqtt uses to wait for a
+    PUBACK) can drop a cancellation that races with the awaited future
+    completing; the task then stays "cancelling" forever inside the message
+    loop. Checking the request count after each await makes shutdown certain.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class MqttSession:
     """Keeps one device connected and subscribed; never gives up."""
 
@@ -144,8 +157,10 @@ class MqttSession:
                     log.info("connected to %s:%s as %s", self._conn.host, self._conn.port,
                              self._conn.username)
                     await self.publish_status()
+                    _raise_if_cancelling()
                     async for message in client.messages:
                         await self._handler(str(message.topic), bytes(message.payload or b""))
+                        _raise_if_cancelling()
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 self._client = None

@@ -1,0 +1,108 @@
+"""Devices: register (credentials returned once), look up, remove; their tokens."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, HTTPException, Path, Response, status
+
+from cloud.api.deps import ServiceDep, SettingsDep, StoreDep
+from cloud.api.errors import http_error
+from cloud.api.schemas import (
+    DEVICE_ID_PATTERN,
+    DeviceCreate,
+    DeviceCredentialsOut,
+    DeviceOut,
+    EntitlementOut,
+    TokenSummary,
+)
+from cloud.errors import CloudError
+from cloud.store import DeviceRow, TokenRow
+from entitle.config import parse_broker_url
+
+__all__ = ["device_out", "router"]
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+DeviceId = Path(pattern=DEVICE_ID_PATTERN)
+
+
+def device_out(device: DeviceRow, token: TokenRow | None) -> DeviceOut:
+    summary = None
+    if token is not None:
+        summary = TokenSummary(
+            ver=token.ver,
+            epoch=token.epoch,
+            iat=token.iat,
+            exp=token.exp,
+            published=token.published_at is not None,
+        )
+    return DeviceOut(
+        device_id=device.id,
+        installation_id=device.installation_id,
+        kind=device.kind,
+        created_at=device.created_at,
+        token=summary,
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={404: {"description": "unknown installation"}, 409: {"description": "full or taken"}},
+)
+async def create_device(
+    body: DeviceCreate, service: ServiceDep, settings: SettingsDep
+) -> DeviceCredentialsOut:
+    """Register a device and issue its first token; the password is shown only here."""
+    try:
+        new = await service.add_device(
+            installation_id=body.installation_id, kind=body.kind, device_id=body.device_id
+        )
+    except CloudError as exc:
+        raise http_error(exc) from exc
+    broker = parse_broker_url(settings.broker_url)  # host and port only: no secrets read
+    scheme = "mqtts" if broker.tls else "mqtt"
+    return DeviceCredentialsOut(
+        device_id=new.device_id,
+        mqtt_username=new.mqtt_username,
+        mqtt_password=new.mqtt_password,
+        broker_url=f"{scheme}://{broker.host}:{broker.port}",
+    )
+
+
+@router.get("/{device_id}", responses={404: {"description": "unknown device"}})
+def get_device(store: StoreDep, device_id: str = DeviceId) -> DeviceOut:
+    with store.transaction() as tx:
+        device = tx.device(device_id)
+        if device is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}")
+        return device_out(device, tx.current_token(device_id))
+
+
+@router.delete(
+    "/{device_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "unknown device"}},
+)
+async def delete_device(service: ServiceDep, device_id: str = DeviceId) -> Response:
+    """Delete the device and its broker account, and clear its retained token."""
+    try:
+        await service.remove_device(device_id)
+    except CloudError as exc:
+        raise http_error(exc) from exc
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{device_id}/entitlement", responses={404: {"description": "unknown device"}})
+def get_entitlement(store: StoreDep, device_id: str = DeviceId) -> EntitlementOut:
+    """The device's current token and its claims."""
+    with store.transaction() as tx:
+        token = tx.current_token(device_id)
+    if token is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id} or no token yet")
+    return EntitlementOut(
+        device_id=device_id,
+        token_b64=base64.b64encode(token.token).decode("ascii"),
+        claims=token.claims,
+    )

@@ -1,0 +1,188 @@
+"""The cloud's MQTT identity: publishes tokens and key sets retained, QoS 1.
+
+One long-lived aiomqtt client, kept connected by :meth:`MqttBridge.run`
+(capped exponential backoff with jitter). On every connect it first retains
+the key-set message on ``entitle/v1/keys``. With MQTT 5 each token carries a
+Message Expiry Interval equal to its remaining lifetime, so the broker stops
+serving it once it lapsed; MQTT 3.1.1 (``mqtt_protocol = 4``) has no
+properties and relies on ``exp`` alone. A publish made while disconnected
+waits up to ``publish_timeout_s`` for the connection, then raises
+:class:`protocol.errors.TransportError`; aiomqtt's errors never leave here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Callable
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from entitle.config import BrokerAddress, Settings
+from protocol.errors import TransportError
+from protocol.topics import KEYS_TOPIC, device_topic
+
+__all__ = ["MqttBridge", "backoff_delay"]
+
+_log = logging.getLogger(__name__)
+_jitter = random.Random()
+
+
+def _raise_if_cancelling() -> None:
+    # Python 3.11's asyncio.wait_for (used inside aiomqtt) can swallow a cancellation
+    # that races with the awaited result; the task still counts it, so honour it here.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def backoff_delay(
+    attempt: int, *, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0-based): capped, with equal jitter."""
+    ceiling = min(cap_s, base_s * (1 << min(attempt, 32)))
+    return ceiling / 2 + (rng or _jitter).uniform(0, ceiling / 2)
+
+
+class MqttBridge:
+    """An :class:`~cloud.ports.EntitlementPublisher` over a real broker."""
+
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        *,
+        keyset_message: Callable[[], bytes],
+        protocol: int = 5,
+        tls_context: ssl.SSLContext | None = None,
+        identifier: str | None = None,
+        publish_timeout_s: float = 5.0,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+    ) -> None:
+        if protocol not in (4, 5):
+            raise ValueError("protocol must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
+        self._broker = broker
+        self._keyset_message = keyset_message
+        self._protocol = protocol
+        self._tls_context = tls_context
+        self._identifier = identifier
+        self._publish_timeout_s = publish_timeout_s
+        self._backoff = (backoff_base_s, backoff_cap_s)
+        self._client: aiomqtt.Client | None = None
+        self._ready = asyncio.Event()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, keyset_message: Callable[[], bytes]
+    ) -> MqttBridge:
+        broker = settings.broker
+        context = None
+        if broker.tls:
+            context = ssl.create_default_context(
+                cafile=str(settings.broker_ca_file) if settings.broker_ca_file else None
+            )
+            if settings.broker_cert_file is not None:
+                context.load_cert_chain(
+                    settings.broker_cert_file,
+                    settings.broker_key_file,
+                )
+        return cls(
+            broker,
+            keyset_message=keyset_message,
+            protocol=settings.mqtt_protocol,
+            tls_context=context,
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        """Return once connected (and the key set is retained); TransportError on timeout."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        except TimeoutError:
+            raise TransportError(
+                f"not connected to the broker at {self._broker.host}:{self._broker.port} "
+                f"within {timeout_s:g}s"
+            ) from None
+
+    def _new_client(self) -> aiomqtt.Client:
+        password = self._broker.password.get_secret_value() if self._broker.password else None
+        return aiomqtt.Client(
+            self._broker.host,
+            self._broker.port,
+            username=self._broker.username,
+            password=password,
+            identifier=self._identifier,
+            protocol=aiomqtt.ProtocolVersion.V5
+            if self._protocol == 5
+            else aiomqtt.ProtocolVersion.V311,
+            tls_context=self._tls_context,
+            timeout=self._publish_timeout_s,
+            keepalive=30,
+        )
+
+    async def run(self) -> None:
+        """Stay connected until cancelled, reconnecting with backoff."""
+        attempt = 0
+        where = f"{self._broker.host}:{self._broker.port}"
+        while True:
+            try:
+                async with self._new_client() as client:
+                    await client.publish(KEYS_TOPIC, self._keyset_message(), qos=1, retain=True)
+                    self._client = client
+                    self._ready.set()
+                    attempt = 0
+                    _log.info("connected to the broker at %s; key set retained", where)
+                    # Nothing is subscribed: the iterator ends only by raising on disconnect.
+                    async for _ in client.messages:
+                        pass
+            except aiomqtt.MqttError as exc:
+                _log.warning("broker at %s: %s", where, exc)
+            finally:
+                self._ready.clear()
+                self._client = None
+            delay = backoff_delay(attempt, base_s=self._backoff[0], cap_s=self._backoff[1])
+            attempt += 1
+            _log.info("reconnecting to %s in %.1fs", where, delay)
+            await asyncio.sleep(delay)
+
+    async def _publish(
+        self, topic: str, payload: bytes, *, properties: Properties | None = None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout_s
+        await self.wait_connected(self._publish_timeout_s)
+        client = self._client
+        if client is None:
+            raise TransportError("the broker connection dropped before publishing")
+        try:
+            await client.publish(
+                topic,
+                payload,
+                qos=1,
+                retain=True,
+                properties=properties,
+                timeout=max(0.1, deadline - loop.time()),
+            )
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"publish to {topic} failed: {exc}") from exc
+
+    async def publish_entitlement(self, device_id: str, token: bytes, *, expiry_s: int) -> None:
+        properties = None
+        if self._protocol == 5:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = max(1, int(expiry_s))
+        await self._publish(device_topic(device_id, "entitlement"), token, properties=properties)
+
+    async def publish_keyset(self, data: bytes) -> None:
+        await self._publish(KEYS_TOPIC, data)
+
+    async def clear_entitlement(self, device_id: str) -> None:
+        # A retained message with an empty payload deletes the retained one.
+        await self._publish(device_topic(device_id, "entitlement"), b"")

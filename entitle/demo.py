@@ -1,0 +1,259 @@
+"""`entitle demo`: a broker, the cloud and a few agents in one process, live.
+
+Everything is real: Mosquitto with the generated password file and ACL (or
+amqtt when mosquitto is absent), the FastAPI cloud on a local port with a
+SQLite file, and one agent per device with its own MQTT login, its own store
+and its own verifier. The demo grants and revokes services through the
+public API and prints what every device decides, as the devices decide it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from agent.runtime import Agent, open_agent
+from agent.session import Connection
+from entitle import broker as brokers
+from entitle.config import Settings
+
+__all__ = ["OPS_USER", "DemoStack", "cancel_and_wait", "run_demo", "running_stack"]
+
+FEATURES = ("remote_access", "voice_control")
+OPS_USER = "cloud-ops"
+YEAR = 366 * 86400
+
+
+class DemoStack:
+    """Handles on a running broker + cloud + agents."""
+
+    def __init__(self, *, api: httpx.AsyncClient, agents: list[Agent], broker_label: str,
+                 installation: str, broker_port: int, cloud_password: str, root: Path,
+                 root_keyset: bytes) -> None:
+        self.api = api
+        self.agents = agents
+        self.broker_label = broker_label
+        self.installation = installation
+        self.broker_port = broker_port
+        self.cloud_password = cloud_password  # of OPS_USER, not of the bridge's login
+        self.cloud_user = OPS_USER
+        self.root = root
+        self.root_keyset = root_keyset
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def stop_agent(self, agent: Agent) -> None:
+        """Stop one device's agent (as if it were switched off)."""
+        await cancel_and_wait([self.tasks.pop(agent.device_id)])
+        self.agents.remove(agent)
+
+    async def grant(self, feature: str, *, until: int, **params: Any) -> dict[str, Any]:
+        response = await self.api.post(
+            f"/api/v1/installations/{self.installation}/grants",
+            json={"feature": feature, "until": until, "params": params},
+        )
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def revoke(self, feature: str) -> dict[str, Any]:
+        response = await self.api.delete(
+            f"/api/v1/installations/{self.installation}/grants/{feature}"
+        )
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def wait_until(self, predicate: Callable[[Agent], bool], *, timeout: float) -> float:
+        """Seconds until ``predicate`` holds on every agent (TimeoutError otherwise)."""
+        start = time.perf_counter()
+        deadline = start + timeout
+        while not all(predicate(a) for a in self.agents):
+            if time.perf_counter() > deadline:
+                raise TimeoutError("devices did not follow in time")
+            await asyncio.sleep(0.002)
+        return time.perf_counter() - start
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    *, devices: int, embedded: bool = False, data_dir: Path | None = None,
+    console: Console | None = None, database_url: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[DemoStack]:
+    """Start broker, cloud and ``devices`` agents; tear everything down after."""
+    from cloud.app import create_app
+
+    say = console.print if console else (lambda *a, **k: None)
+    own_dir = data_dir is None
+    root = Path(tempfile.mkdtemp(prefix="entitle-demo-")) if data_dir is None else data_dir
+    cloud_password = secrets.token_urlsafe(18)
+    # a second identity with the cloud's ACL for operators and tests: with
+    # use_username_as_clientid, a second login as "cloud" would kick the bridge
+    ops_password = secrets.token_urlsafe(18)
+    logins = {"cloud": cloud_password, OPS_USER: ops_password}
+    use_embedded = embedded or brokers.mosquitto_path() is None
+    if use_embedded and not embedded:
+        say("[yellow]mosquitto not found[/yellow]: using the embedded amqtt broker "
+            "(install it with 'apt-get install mosquitto' for broker-enforced ACLs)")
+    async with contextlib.AsyncExitStack() as stack:
+        if own_dir:
+            stack.callback(shutil.rmtree, root, True)
+        broker_dir = root / "broker"
+        if use_embedded:
+            embedded_broker = await stack.enter_async_context(
+                brokers.EmbeddedBroker(broker_dir, accounts=logins,
+                                       cloud_username=["cloud", OPS_USER])
+            )
+            port, accounts, label = embedded_broker.port, embedded_broker.accounts, "amqtt"
+        else:
+            mosquitto = stack.enter_context(
+                brokers.MosquittoBroker(broker_dir, accounts=logins,
+                                        cloud_username=["cloud", OPS_USER])
+            )
+            port, accounts, label = mosquitto.port, mosquitto.accounts, "mosquitto"
+        http_port = brokers.find_free_port()
+        settings = Settings(
+            data_dir=root / "cloud",
+            broker_url=f"mqtt://cloud:{cloud_password}@127.0.0.1:{port}",
+            http_port=http_port,
+            database_url=database_url,
+            mqtt_protocol=4 if use_embedded else 5,  # amqtt speaks MQTT 3.1.1 only
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings, accounts=accounts), host="127.0.0.1",
+                           port=http_port, log_level="warning", lifespan="on")
+        )
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        cloud_task = tasks.create_task(server.serve(), name="cloud")
+        stack.push_async_callback(_stop_server, server, cloud_task)
+        started: list[asyncio.Task[None]] = []
+        api = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10)
+        )
+        await _wait_ready(api)
+        say(f"broker: {label} on 127.0.0.1:{port}; cloud: http://127.0.0.1:{http_port}/docs")
+        installation = (await api.post("/api/v1/installations", json={"name": "Demo home"})).json()
+        keyset = base64.b64decode((await api.get("/api/v1/keyset")).json()["keyset_b64"])
+        agents = []
+        agent_tasks: dict[str, asyncio.Task[None]] = {}
+        for i in range(devices):
+            created = await api.post(
+                "/api/v1/devices",
+                json={"installation_id": installation["id"], "kind": "gateway",
+                      "device_id": f"gw-{i + 1:02d}"},
+            )
+            created.raise_for_status()
+            creds = created.json()
+            agent = open_agent(
+                device_id=creds["device_id"],
+                data_dir=root / f"agent-{creds['device_id']}",
+                connection=Connection(host="127.0.0.1", port=port,
+                                      username=creds["mqtt_username"],
+                                      password=creds["mqtt_password"]),
+                root_keyset=keyset,
+                clock=clock,
+            )
+            stack.callback(agent.store.close)
+            agents.append(agent)
+            started.append(tasks.create_task(agent.run(), name=f"agent-{creds['device_id']}"))
+            agent_tasks[agent.device_id] = started[-1]
+        demo = DemoStack(api=api, agents=agents, broker_label=label,
+                         installation=installation["id"], broker_port=port,
+                         cloud_password=ops_password, root=root, root_keyset=keyset)
+        demo.tasks = agent_tasks
+        await demo.wait_until(lambda a: bool(a.session and a.session.connected.is_set()),
+                              timeout=15)
+        say(f"{devices} devices connected, each with its own login, store and verifier")
+        try:
+            yield demo
+        finally:
+            # agents first (they use their stores), then the cloud, gracefully
+            await cancel_and_wait(started)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]], *, every: float = 0.5) -> None:
+    """Cancel ``tasks`` and wait until all are done, re-cancelling any that swallowed it."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every)
+
+
+async def _stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    """Let uvicorn run its lifespan shutdown (bridge, jobs) instead of cancelling it."""
+    server.should_exit = True
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout=10)
+    except TimeoutError:
+        task.cancel()
+
+
+async def _wait_ready(api: httpx.AsyncClient) -> None:
+    for _ in range(200):
+        with contextlib.suppress(httpx.HTTPError):
+            if (await api.get("/api/v1/healthz")).status_code == 200:
+                return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the cloud did not become ready; run with -v to see its log")
+
+
+def _table(demo: DemoStack, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("device")
+    table.add_column("token ver", justify="right")
+    for feature in FEATURES:
+        table.add_column(feature)
+    for agent in demo.agents:
+        row = [agent.device_id, str(agent.state.ver)]
+        for feature in FEATURES:
+            allowed, why = agent.check(feature)
+            row.append(f"[green]ON[/green]  {why}" if allowed else f"[red]OFF[/red] {why}")
+        table.add_row(*row)
+    return table
+
+
+async def run_demo(
+    *, devices: int, cycles: int, interval: float, embedded: bool, console: Console
+) -> None:
+    """Grant and revoke services and show every device following, live."""
+    console.rule("Entitle demo")
+    async with running_stack(devices=devices, embedded=embedded, console=console) as demo:
+        console.print(_table(demo, "before any grant"))
+        cycle = 0
+        while cycles == 0 or cycle < cycles:
+            cycle += 1
+            now = int(time.time())
+            await demo.grant("remote_access", until=now + YEAR)
+            took = await demo.wait_until(lambda a: a.check("remote_access")[0], timeout=10)
+            console.print(f"[bold]cycle {cycle}[/bold]: granted remote_access → every device "
+                          f"ON after {took * 1000:.1f} ms")
+            short = max(2, int(interval))
+            await demo.grant("voice_control", until=int(time.time()) + short)
+            await demo.wait_until(lambda a: a.check("voice_control")[0], timeout=10)
+            console.print(_table(demo, f"voice_control granted for {short}s only"))
+            took = await demo.wait_until(lambda a: not a.check("voice_control")[0],
+                                         timeout=short + 10)
+            console.print(f"voice_control paid-through time reached → every device OFF "
+                          f"on its own, no message ({took:.1f}s later)")
+            await asyncio.sleep(interval / 2)
+            await demo.revoke("remote_access")
+            took = await demo.wait_until(lambda a: not a.check("remote_access")[0], timeout=10)
+            console.print(f"revoked remote_access → every device OFF after {took * 1000:.1f} ms")
+            console.print(_table(demo, f"after cycle {cycle}"))
+            await asyncio.sleep(interval / 2)
+    console.rule("demo finished")

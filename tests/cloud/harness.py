@@ -1,0 +1,87 @@
+"""Test harness of the cloud: a fake clock, the app run in-process, request helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI
+
+from cloud.api.deps import CloudState
+from cloud.testing import AccountsSimulator, PublisherSimulator
+from protocol.keyset import KeySet, trust_root
+
+START = 1_767_225_600  # 2026-01-01T00:00:00Z
+DAY = 86_400
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: int = START) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: int) -> None:
+        self.now += seconds
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[None]:
+    """Run the app's lifespan in its own task, as a server does, for the block."""
+    started = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(serve(), name="lifespan")
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # startup failed: raise its error
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+@dataclass
+class Cloud:
+    """The running app and everything a test looks at."""
+
+    app: FastAPI
+    http: httpx.AsyncClient
+    publisher: PublisherSimulator
+    accounts: AccountsSimulator
+    clock: FakeClock
+
+    @property
+    def state(self) -> CloudState:
+        state: CloudState = self.app.state.cloud
+        return state
+
+    async def keyset(self) -> KeySet:
+        body = (await self.http.get("/api/v1/keyset")).json()
+        return trust_root(base64.b64decode(body["keyset_b64"]))
+
+    async def installation(self, name: str = "Shop") -> str:
+        response = await self.http.post("/api/v1/installations", json={"name": name})
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    async def device(self, installation_id: str, kind: str = "gateway", **extra: str) -> dict:
+        body = {"installation_id": installation_id, "kind": kind, **extra}
+        response = await self.http.post("/api/v1/devices", json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())

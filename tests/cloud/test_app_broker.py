@@ -1,0 +1,59 @@
+"""The app with its real adapters: MQTT bridge and Mosquitto accounts, on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import aiomqtt
+import httpx
+
+from cloud import create_app
+from entitle.config import Settings
+from protocol.keyset import trust_root
+from protocol.token import verify_token
+from protocol.topics import device_topic
+from tests.broker_fixtures import FixtureBroker
+from tests.cloud.harness import DAY, FakeClock, running
+
+
+async def test_device_logs_in_with_returned_credentials_and_gets_its_grant(
+    broker: FixtureBroker, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    settings = Settings(data_dir=tmp_path / "cloud", broker_url=broker.url("cloud"))
+    app = create_app(settings, accounts=broker.accounts, clock=clock)
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as http:
+            bridge = app.state.cloud.bridge
+            await bridge.wait_connected(5)
+            assert (await http.get("/healthz")).json()["broker"] == "connected"
+            inst = (await http.post("/api/v1/installations", json={"name": "Home"})).json()["id"]
+            creds = (
+                await http.post("/api/v1/devices", json={"installation_id": inst, "kind": "camera"})
+            ).json()
+            grant = {"feature": "video_retention", "until": clock.now + DAY, "params": {"days": 7}}
+            response = await http.post(f"/api/v1/installations/{inst}/grants", json=grant)
+            assert response.json()["tokens"][0]["published"] is True
+            provisioned = (await http.get("/api/v1/keyset")).json()["keyset_b64"]
+            keyset = trust_root(base64.b64decode(provisioned))
+
+        device_id = creds["device_id"]
+        async with aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=creds["mqtt_username"],
+            password=creds["mqtt_password"],
+            identifier=device_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as device:
+            await device.subscribe(device_topic(device_id, "entitlement"), qos=1)
+            async with asyncio.timeout(5):
+                message = await anext(aiter(device.messages))
+    assert isinstance(message.payload, bytes)
+    claims = verify_token(
+        message.payload, key_for=keyset.token_key, device_id=device_id, now=clock.now
+    )
+    assert claims.ver == 2 and claims.ent["video_retention"].params == {"days": 7}
