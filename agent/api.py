@@ -63,16 +63,19 @@ def make_app(agent: Agent) -> Starlette:
 
 async def serve(agent: Agent, socket_path: Path) -> None:
     """Serve the local API until cancelled; the socket is removed afterwards."""
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    socket_path.parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
     with contextlib.suppress(FileNotFoundError):
-        socket_path.unlink()
+        socket_path.unlink()  # noqa: ASYNC240
     config = uvicorn.Config(
-        make_app(agent), uds=str(socket_path), log_level="warning", lifespan="off",
+        make_app(agent),
+        uds=str(socket_path),
+        log_level="warning",
+        lifespan="off",
         access_log=False,
     )
     server = uvicorn.Server(config)
     # the agent owns signal handling; uvicorn must not capture SIGINT/SIGTERM
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     try:
         await server.serve()
     finally:

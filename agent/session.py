@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from protocol.topics import KEYS_TOPIC, device_topic
 
@@ -137,7 +137,7 @@ class MqttSession:
             raise aiomqtt.MqttError("not connected")
         properties = None
         if self._conn.protocol == 5:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.ContentType = "application/json"
         topic = device_topic(self._conn.username, channel)  # type: ignore[arg-type]
         await client.publish(topic, payload, qos=qos, properties=properties)
@@ -154,8 +154,12 @@ class MqttSession:
                     self.connected.set()
                     self.connects += 1
                     attempt = 0
-                    log.info("connected to %s:%s as %s", self._conn.host, self._conn.port,
-                             self._conn.username)
+                    log.info(
+                        "connected to %s:%s as %s",
+                        self._conn.host,
+                        self._conn.port,
+                        self._conn.username,
+                    )
                     await self.publish_status()
                     _raise_if_cancelling()
                     async for message in client.messages:

@@ -44,7 +44,7 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
         self._db = sqlite_utils.Database(conn)
         if not read_only and _STATE not in self._db.table_names():
-            self._db[_STATE].create(
+            self._db.table(_STATE).create(
                 {
                     "id": int,
                     "schema": int,

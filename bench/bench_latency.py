@@ -60,10 +60,10 @@ async def main(grants: int, devices: int, database_url: str | None) -> None:
             start = time.perf_counter()
             if i % 2 == 0:
                 await stack.grant("remote_access", until=int(time.time()) + YEAR)
-                await stack.wait_until(lambda a: a.check("remote_access")[0], timeout=10)
+                await stack.wait_until(lambda a: a.check("remote_access")[0], within=10)
             else:
                 await stack.revoke("remote_access")
-                await stack.wait_until(lambda a: not a.check("remote_access")[0], timeout=10)
+                await stack.wait_until(lambda a: not a.check("remote_access")[0], within=10)
             samples.append(time.perf_counter() - start)
     ms = [s * 1000 for s in samples]
     raw_ms = [s * 1000 for s in raw]

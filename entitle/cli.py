@@ -130,8 +130,9 @@ def broker_run(
         console.print(f"embedded broker on 127.0.0.1:{port}\n{hint}")
         asyncio.run(brokers.run_embedded_forever(directory, port=port, cloud_password=password))
         return
-    with brokers.MosquittoBroker(directory, accounts={"cloud": password}, port=port,
-                                 persistence=True) as running:
+    with brokers.MosquittoBroker(
+        directory, accounts={"cloud": password}, port=port, persistence=True
+    ) as running:
         console.print(f"mosquitto on {running.host}:{running.port} (config {running.config_path})")
         console.print(hint)
         try:
@@ -172,8 +173,12 @@ def cloud_serve(verbose: Verbose = False) -> None:
         )
     application = create_app(settings, accounts=accounts)
     console.print(f"API docs: http://{settings.http_host}:{settings.http_port}/docs")
-    uvicorn.run(application, host=settings.http_host, port=settings.http_port,
-                log_level="info" if verbose else "warning")
+    uvicorn.run(
+        application,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info" if verbose else "warning",
+    )
 
 
 # --- agent ------------------------------------------------------------------
@@ -366,8 +371,10 @@ def token_inspect(
 def _maybe_base64(data: bytes) -> bytes:
     """Accept raw CBOR or base64 text (as the API returns it)."""
     stripped = data.strip()
-    if stripped and all(c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_"
-                        for c in stripped):
+    if stripped and all(
+        c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_"
+        for c in stripped
+    ):
         try:
             return base64.b64decode(stripped + b"=" * (-len(stripped) % 4), altchars=b"-_")
         except ValueError:

@@ -40,9 +40,18 @@ YEAR = 366 * 86400
 class DemoStack:
     """Handles on a running broker + cloud + agents."""
 
-    def __init__(self, *, api: httpx.AsyncClient, agents: list[Agent], broker_label: str,
-                 installation: str, broker_port: int, cloud_password: str, root: Path,
-                 root_keyset: bytes) -> None:
+    def __init__(
+        self,
+        *,
+        api: httpx.AsyncClient,
+        agents: list[Agent],
+        broker_label: str,
+        installation: str,
+        broker_port: int,
+        cloud_password: str,
+        root: Path,
+        root_keyset: bytes,
+    ) -> None:
         self.api = api
         self.agents = agents
         self.broker_label = broker_label
@@ -76,10 +85,10 @@ class DemoStack:
         result: dict[str, Any] = response.json()
         return result
 
-    async def wait_until(self, predicate: Callable[[Agent], bool], *, timeout: float) -> float:
+    async def wait_until(self, predicate: Callable[[Agent], bool], *, within: float) -> float:
         """Seconds until ``predicate`` holds on every agent (TimeoutError otherwise)."""
         start = time.perf_counter()
-        deadline = start + timeout
+        deadline = start + within
         while not all(predicate(a) for a in self.agents):
             if time.perf_counter() > deadline:
                 raise TimeoutError("devices did not follow in time")
@@ -89,8 +98,12 @@ class DemoStack:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    *, devices: int, embedded: bool = False, data_dir: Path | None = None,
-    console: Console | None = None, database_url: str | None = None,
+    *,
+    devices: int,
+    embedded: bool = False,
+    data_dir: Path | None = None,
+    console: Console | None = None,
+    database_url: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[DemoStack]:
     """Start broker, cloud and ``devices`` agents; tear everything down after."""
@@ -106,22 +119,26 @@ async def running_stack(
     logins = {"cloud": cloud_password, OPS_USER: ops_password}
     use_embedded = embedded or brokers.mosquitto_path() is None
     if use_embedded and not embedded:
-        say("[yellow]mosquitto not found[/yellow]: using the embedded amqtt broker "
-            "(install it with 'apt-get install mosquitto' for broker-enforced ACLs)")
+        say(
+            "[yellow]mosquitto not found[/yellow]: using the embedded amqtt broker "
+            "(install it with 'apt-get install mosquitto' for broker-enforced ACLs)"
+        )
     async with contextlib.AsyncExitStack() as stack:
         if own_dir:
             stack.callback(shutil.rmtree, root, True)
         broker_dir = root / "broker"
         if use_embedded:
             embedded_broker = await stack.enter_async_context(
-                brokers.EmbeddedBroker(broker_dir, accounts=logins,
-                                       cloud_username=["cloud", OPS_USER])
+                brokers.EmbeddedBroker(
+                    broker_dir, accounts=logins, cloud_username=["cloud", OPS_USER]
+                )
             )
             port, accounts, label = embedded_broker.port, embedded_broker.accounts, "amqtt"
         else:
             mosquitto = stack.enter_context(
-                brokers.MosquittoBroker(broker_dir, accounts=logins,
-                                        cloud_username=["cloud", OPS_USER])
+                brokers.MosquittoBroker(
+                    broker_dir, accounts=logins, cloud_username=["cloud", OPS_USER]
+                )
             )
             port, accounts, label = mosquitto.port, mosquitto.accounts, "mosquitto"
         http_port = brokers.find_free_port()
@@ -133,8 +150,13 @@ async def running_stack(
             mqtt_protocol=4 if use_embedded else 5,  # amqtt speaks MQTT 3.1.1 only
         )
         server = uvicorn.Server(
-            uvicorn.Config(create_app(settings, accounts=accounts), host="127.0.0.1",
-                           port=http_port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                create_app(settings, accounts=accounts),
+                host="127.0.0.1",
+                port=http_port,
+                log_level="warning",
+                lifespan="on",
+            )
         )
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
@@ -153,17 +175,23 @@ async def running_stack(
         for i in range(devices):
             created = await api.post(
                 "/api/v1/devices",
-                json={"installation_id": installation["id"], "kind": "gateway",
-                      "device_id": f"gw-{i + 1:02d}"},
+                json={
+                    "installation_id": installation["id"],
+                    "kind": "gateway",
+                    "device_id": f"gw-{i + 1:02d}",
+                },
             )
             created.raise_for_status()
             creds = created.json()
             agent = open_agent(
                 device_id=creds["device_id"],
                 data_dir=root / f"agent-{creds['device_id']}",
-                connection=Connection(host="127.0.0.1", port=port,
-                                      username=creds["mqtt_username"],
-                                      password=creds["mqtt_password"]),
+                connection=Connection(
+                    host="127.0.0.1",
+                    port=port,
+                    username=creds["mqtt_username"],
+                    password=creds["mqtt_password"],
+                ),
                 root_keyset=keyset,
                 clock=clock,
             )
@@ -171,12 +199,18 @@ async def running_stack(
             agents.append(agent)
             started.append(tasks.create_task(agent.run(), name=f"agent-{creds['device_id']}"))
             agent_tasks[agent.device_id] = started[-1]
-        demo = DemoStack(api=api, agents=agents, broker_label=label,
-                         installation=installation["id"], broker_port=port,
-                         cloud_password=ops_password, root=root, root_keyset=keyset)
+        demo = DemoStack(
+            api=api,
+            agents=agents,
+            broker_label=label,
+            installation=installation["id"],
+            broker_port=port,
+            cloud_password=ops_password,
+            root=root,
+            root_keyset=keyset,
+        )
         demo.tasks = agent_tasks
-        await demo.wait_until(lambda a: bool(a.session and a.session.connected.is_set()),
-                              timeout=15)
+        await demo.wait_until(lambda a: bool(a.session and a.session.connected.is_set()), within=15)
         say(f"{devices} devices connected, each with its own login, store and verifier")
         try:
             yield demo
@@ -239,20 +273,25 @@ async def run_demo(
             cycle += 1
             now = int(time.time())
             await demo.grant("remote_access", until=now + YEAR)
-            took = await demo.wait_until(lambda a: a.check("remote_access")[0], timeout=10)
-            console.print(f"[bold]cycle {cycle}[/bold]: granted remote_access → every device "
-                          f"ON after {took * 1000:.1f} ms")
+            took = await demo.wait_until(lambda a: a.check("remote_access")[0], within=10)
+            console.print(
+                f"[bold]cycle {cycle}[/bold]: granted remote_access → every device "
+                f"ON after {took * 1000:.1f} ms"
+            )
             short = max(2, int(interval))
             await demo.grant("voice_control", until=int(time.time()) + short)
-            await demo.wait_until(lambda a: a.check("voice_control")[0], timeout=10)
+            await demo.wait_until(lambda a: a.check("voice_control")[0], within=10)
             console.print(_table(demo, f"voice_control granted for {short}s only"))
-            took = await demo.wait_until(lambda a: not a.check("voice_control")[0],
-                                         timeout=short + 10)
-            console.print(f"voice_control paid-through time reached → every device OFF "
-                          f"on its own, no message ({took:.1f}s later)")
+            took = await demo.wait_until(
+                lambda a: not a.check("voice_control")[0], within=short + 10
+            )
+            console.print(
+                f"voice_control paid-through time reached → every device OFF "
+                f"on its own, no message ({took:.1f}s later)"
+            )
             await asyncio.sleep(interval / 2)
             await demo.revoke("remote_access")
-            took = await demo.wait_until(lambda a: not a.check("remote_access")[0], timeout=10)
+            took = await demo.wait_until(lambda a: not a.check("remote_access")[0], within=10)
             console.print(f"revoked remote_access → every device OFF after {took * 1000:.1f} ms")
             console.print(_table(demo, f"after cycle {cycle}"))
             await asyncio.sleep(interval / 2)

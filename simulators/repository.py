@@ -126,8 +126,12 @@ class TokenRepositorySimulator:
             self.epoch += 1
             self.versions.clear()
         if signers is None:
-            signers = list({id(k): k for k in [*old_roots[: self.threshold],
-                                               *self.root_keys[: self.threshold]]}.values())
+            signers = list(
+                {
+                    id(k): k
+                    for k in [*old_roots[: self.threshold], *self.root_keys[: self.threshold]]
+                }.values()
+            )
         data = sign_keyset(self.keyset, signers)
         self.keyset_history.append(data)
         return data

@@ -58,15 +58,15 @@ async def test_unprovisioned_agent_says_what_to_do(tmp_path):
 
 async def test_restart_with_broker_down_enforces_from_store(tmp_path, repo):
     now = int(time.time())
-    agent = open_agent(device_id="dev-a", data_dir=tmp_path, connection=None,
-                       root_keyset=repo.root_keyset)
+    agent = open_agent(
+        device_id="dev-a", data_dir=tmp_path, connection=None, root_keyset=repo.root_keyset
+    )
     assert await agent.apply_token(repo.token("dev-a", {"remote": now + DAY}, now=now))
     agent.store.close()
 
     sock = tmp_path / "api.sock"
     down = Connection(host="127.0.0.1", port=_closed_port(), username="dev-a", password="x")
-    restarted = open_agent(device_id="dev-a", data_dir=tmp_path, connection=down,
-                           api_socket=sock)
+    restarted = open_agent(device_id="dev-a", data_dir=tmp_path, connection=down, api_socket=sock)
     task = asyncio.create_task(restarted.run())
     try:
         answer = await _query(sock, "/features/remote")
@@ -84,8 +84,13 @@ async def test_restart_with_broker_down_enforces_from_store(tmp_path, repo):
 async def test_clock_set_back_a_day_is_reported_and_ignored(tmp_path, repo):
     clock = SteppingClock()
     now = int(clock())
-    agent = open_agent(device_id="dev-a", data_dir=tmp_path, connection=None,
-                       root_keyset=repo.root_keyset, clock=clock)
+    agent = open_agent(
+        device_id="dev-a",
+        data_dir=tmp_path,
+        connection=None,
+        root_keyset=repo.root_keyset,
+        clock=clock,
+    )
     await agent.apply_token(repo.token("dev-a", {"remote": now + 3600}, now=now))
     clock.offset = -DAY
     details = agent.status_details()
@@ -98,8 +103,9 @@ async def test_clock_set_back_a_day_is_reported_and_ignored(tmp_path, repo):
 
 async def test_expiry_is_enforced_at_the_second_without_a_message(tmp_path, repo):
     now = int(time.time())
-    agent = open_agent(device_id="dev-a", data_dir=tmp_path, connection=None,
-                       root_keyset=repo.root_keyset)
+    agent = open_agent(
+        device_id="dev-a", data_dir=tmp_path, connection=None, root_keyset=repo.root_keyset
+    )
     changes: list[dict] = []
     flipped = asyncio.Event()
 
@@ -125,8 +131,9 @@ async def test_expiry_is_enforced_at_the_second_without_a_message(tmp_path, repo
 
 async def test_rejected_message_is_counted_and_changes_nothing(tmp_path, repo):
     now = int(time.time())
-    agent = open_agent(device_id="dev-a", data_dir=tmp_path, connection=None,
-                       root_keyset=repo.root_keyset)
+    agent = open_agent(
+        device_id="dev-a", data_dir=tmp_path, connection=None, root_keyset=repo.root_keyset
+    )
     await agent.apply_token(repo.token("dev-a", {"remote": now + DAY}, now=now))
     before = agent.state
     await agent.handle("entitle/v1/dev/dev-a/entitlement", b"\xff not cbor")

@@ -31,8 +31,9 @@ def state(repo):
 
 
 def test_grant_allows_and_revoke_denies(repo, state):
-    state, outcome = accept_token(state, repo.token("dev-a", {"remote": NOW + DAY}, now=NOW),
-                                  local_now=NOW)
+    state, outcome = accept_token(
+        state, repo.token("dev-a", {"remote": NOW + DAY}, now=NOW), local_now=NOW
+    )
     assert outcome is Outcome.ACCEPTED
     assert state.feature("remote", local_now=NOW)[0] is True
     state, _ = accept_token(state, repo.token("dev-a", {}, now=NOW + 1), local_now=NOW + 1)
@@ -41,8 +42,9 @@ def test_grant_allows_and_revoke_denies(repo, state):
 
 
 def test_feature_stops_at_until_second(repo, state):
-    state, _ = accept_token(state, repo.token("dev-a", {"remote": NOW + 10}, now=NOW),
-                            local_now=NOW)
+    state, _ = accept_token(
+        state, repo.token("dev-a", {"remote": NOW + 10}, now=NOW), local_now=NOW
+    )
     assert state.feature("remote", local_now=NOW + 9)[0] is True
     assert state.feature("remote", local_now=NOW + 10)[0] is False
     assert state.next_change(local_now=NOW) == NOW + 10
@@ -87,8 +89,9 @@ def test_unknown_and_forged_keys_are_refused(repo, state):
 
     stranger = Ed25519PrivateKey.generate()
     with pytest.raises(UnknownKey):
-        accept_token(state, repo.token("dev-a", {"x": NOW + 9}, now=NOW, key=stranger),
-                     local_now=NOW)
+        accept_token(
+            state, repo.token("dev-a", {"x": NOW + 9}, now=NOW, key=stranger), local_now=NOW
+        )
     token = bytearray(repo.token("dev-a", {"x": NOW + 9}, now=NOW))
     token[-1] ^= 1
     with pytest.raises(BadSignature):
@@ -96,8 +99,9 @@ def test_unknown_and_forged_keys_are_refused(repo, state):
 
 
 def test_clock_set_back_uses_high_water_mark(repo, state):
-    state, _ = accept_token(state, repo.token("dev-a", {"remote": NOW + DAY}, now=NOW,
-                                              ttl=2 * DAY), local_now=NOW)
+    state, _ = accept_token(
+        state, repo.token("dev-a", {"remote": NOW + DAY}, now=NOW, ttl=2 * DAY), local_now=NOW
+    )
     view = state.time(NOW - DAY)
     assert view.now == NOW and view.setback_s == DAY and view.clock_tampered
     # a day back does not bring the feature back once it has lapsed
@@ -125,8 +129,9 @@ def test_rotation_accepted_and_new_key_tokens_verify(repo, state):
     state, outcome = accept_keyset(state, rotated)
     assert outcome is Outcome.ACCEPTED and state.keyset.version == 2
     assert state.token is None  # the old token key is no longer trusted
-    state, _ = accept_token(state, repo.token("dev-a", {"remote": NOW + DAY}, now=NOW),
-                            local_now=NOW)
+    state, _ = accept_token(
+        state, repo.token("dev-a", {"remote": NOW + DAY}, now=NOW), local_now=NOW
+    )
     assert state.feature("remote", local_now=NOW)[0] is True
     with pytest.raises(UnknownKey):
         accept_token(state, old_token, local_now=NOW)
@@ -153,19 +158,30 @@ def test_new_epoch_resets_the_counter(repo, state):
     assert state.ver == 5
     state, _ = accept_keyset(state, repo.rotate(new_epoch=True))
     assert state.ver == 0 and state.keyset.epoch == 1
-    state, _ = accept_token(state, repo.token("dev-a", {"a": NOW + DAY}, now=NOW + 9),
-                            local_now=NOW + 9)
+    state, _ = accept_token(
+        state, repo.token("dev-a", {"a": NOW + DAY}, now=NOW + 9), local_now=NOW + 9
+    )
     assert state.ver == 1
 
 
 def test_restore_rechecks_the_stored_token(repo, state):
     token = repo.token("dev-a", {"remote": NOW + DAY}, now=NOW)
     state, _ = accept_token(state, token, local_now=NOW)
-    again = restore(device_id="dev-a", keyset_raw=state.keyset_raw, token=state.token,
-                    ver=state.ver, high_water=state.high_water)
+    again = restore(
+        device_id="dev-a",
+        keyset_raw=state.keyset_raw,
+        token=state.token,
+        ver=state.ver,
+        high_water=state.high_water,
+    )
     assert again.claims == state.claims
     tampered = bytearray(token)
     tampered[-2] ^= 0x40
-    dropped = restore(device_id="dev-a", keyset_raw=state.keyset_raw, token=bytes(tampered),
-                      ver=state.ver, high_water=state.high_water)
+    dropped = restore(
+        device_id="dev-a",
+        keyset_raw=state.keyset_raw,
+        token=bytes(tampered),
+        ver=state.ver,
+        high_water=state.high_water,
+    )
     assert dropped.token is None and dropped.ver == state.ver

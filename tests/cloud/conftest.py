@@ -12,9 +12,8 @@ import pytest
 from cloud import create_app
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.config import Settings
-from tests.database_fixtures import fresh_database
 from tests.cloud.harness import DAY, Cloud, FakeClock, running
-
+from tests.database_fixtures import fresh_database
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from paho.mqtt.properties import Properties
 from agent.runtime import open_agent
 from agent.session import Connection
 from entitle.demo import DemoStack, running_stack
+from protocol.cose import decode_sign1
 from protocol.keys import key_id, public_bytes
 from protocol.keyset import KeySet, sign_keyset
 from protocol.token import Claims, issue_token, parse_claims
-from protocol.cose import decode_sign1
 from protocol.topics import KEYS_TOPIC, device_topic
 
 pytestmark = pytest.mark.usefixtures("require_mosquitto")
@@ -62,8 +62,8 @@ async def _cloud_publish(stack: DemoStack, topic: str, payload: bytes) -> None:
         await client.publish(topic, payload, qos=1, retain=True, properties=props)
 
 
-async def _rejections(agent, total: int, timeout: float = 5.0) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
+async def _rejections(agent, total: int, within: float = 5.0) -> dict[str, int]:
+    deadline = time.monotonic() + within
     while sum(agent.rejects.by_reason.values()) < total:
         assert time.monotonic() < deadline, f"rejections so far: {agent.rejects.by_reason}"
         await asyncio.sleep(0.01)
@@ -72,9 +72,9 @@ async def _rejections(agent, total: int, timeout: float = 5.0) -> dict[str, int]
 
 async def test_grant_then_revoke_reaches_every_device(stack):
     await stack.grant("remote_access", until=int(time.time()) + YEAR)
-    await stack.wait_until(_allowed("remote_access"), timeout=5)
+    await stack.wait_until(_allowed("remote_access"), within=5)
     await stack.revoke("remote_access")
-    await stack.wait_until(_denied("remote_access"), timeout=5)
+    await stack.wait_until(_denied("remote_access"), within=5)
     for agent in stack.agents:  # each holds exactly the cloud's newest token
         current = (await stack.api.get(f"/api/v1/devices/{agent.device_id}/entitlement")).json()
         assert base64.b64decode(current["token_b64"]) == agent.state.token
@@ -82,7 +82,7 @@ async def test_grant_then_revoke_reaches_every_device(stack):
 
 async def test_device_offline_during_revoke_refuses_on_reconnect(stack, tmp_path):
     await stack.grant("remote_access", until=int(time.time()) + YEAR)
-    await stack.wait_until(_allowed("remote_access"), timeout=5)
+    await stack.wait_until(_allowed("remote_access"), within=5)
     # a fourth device that is offline while the revoke happens
     created = (
         await stack.api.post(
@@ -104,17 +104,17 @@ async def test_device_offline_during_revoke_refuses_on_reconnect(stack, tmp_path
     )
     task = asyncio.create_task(late.run())
     try:
-        await _one(stack, late).wait_until(_allowed("remote_access"), timeout=5)
+        await _one(stack, late).wait_until(_allowed("remote_access"), within=5)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert late.check("remote_access")[0] is True
     await stack.revoke("remote_access")  # cam-late is offline now
-    await stack.wait_until(_denied("remote_access"), timeout=5)
+    await stack.wait_until(_denied("remote_access"), within=5)
     assert late.check("remote_access")[0] is True  # it has not heard yet
     task = asyncio.create_task(late.run())  # reconnects: the retained token is waiting
     try:
-        await _one(stack, late).wait_until(_denied("remote_access"), timeout=5)
+        await _one(stack, late).wait_until(_denied("remote_access"), within=5)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -137,12 +137,12 @@ def _one(stack: DemoStack, agent) -> DemoStack:
 async def test_forged_and_replayed_tokens_are_rejected_and_agent_keeps_running(stack):
     a, b = stack.agents[0], stack.agents[1]
     await stack.grant("remote_access", until=int(time.time()) + YEAR)
-    await stack.wait_until(_allowed("remote_access"), timeout=5)
+    await stack.wait_until(_allowed("remote_access"), within=5)
     old = base64.b64decode(
         (await stack.api.get(f"/api/v1/devices/{a.device_id}/entitlement")).json()["token_b64"]
     )
     await stack.revoke("remote_access")
-    await stack.wait_until(_denied("remote_access"), timeout=5)
+    await stack.wait_until(_denied("remote_access"), within=5)
 
     # 1. the older token (which allowed the feature) replayed by the cloud's identity
     await _cloud_publish(stack, device_topic(a.device_id, "entitlement"), old)
@@ -171,18 +171,18 @@ async def test_forged_and_replayed_tokens_are_rejected_and_agent_keeps_running(s
     assert not a.check("remote_access")[0] and not b.check("remote_access")[0]
     # still running: a fresh grant is followed
     await stack.grant("remote_access", until=int(time.time()) + YEAR)
-    await stack.wait_until(_allowed("remote_access"), timeout=5)
+    await stack.wait_until(_allowed("remote_access"), within=5)
 
 
 async def test_key_rotation_over_mqtt(stack):
     await stack.grant("remote_access", until=int(time.time()) + YEAR)
-    await stack.wait_until(_allowed("remote_access"), timeout=5)
+    await stack.wait_until(_allowed("remote_access"), within=5)
     rotated = await stack.api.post("/api/v1/keys/rotate", json={"new_root": True})
     assert rotated.status_code == 200, rotated.text
     version = rotated.json()["version"]
-    await stack.wait_until(lambda ag: ag.state.keyset.version == version, timeout=5)
+    await stack.wait_until(lambda ag: ag.state.keyset.version == version, within=5)
     # the cloud re-issued under the new token key and the devices accepted it
-    await stack.wait_until(_allowed("remote_access"), timeout=5)
+    await stack.wait_until(_allowed("remote_access"), within=5)
     kids = {decode_sign1(ag.state.token, max_size=65536).kid for ag in stack.agents}
     assert kids <= set(stack.agents[0].state.keyset.token) and len(kids) == 1
 
@@ -206,7 +206,7 @@ async def test_restart_with_broker_down_and_clock_set_back_a_day(stack, tmp_path
 
     agent = stack.agents[0]
     await stack.grant("remote_access", until=int(time.time()) + YEAR)
-    await stack.wait_until(_allowed("remote_access"), timeout=5)
+    await stack.wait_until(_allowed("remote_access"), within=5)
     agent_dir = stack.root / f"agent-{agent.device_id}"
     creds = agent.connection
     assert creds is not None
