@@ -9,6 +9,7 @@ re-evaluates decisions at the exact second the next one flips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -214,10 +215,10 @@ class Agent:
             now = self.clock()
             nxt = self._state.next_change(local_now=int(now))
             delay = _MAX_SLEEP_S if nxt is None else min(_MAX_SLEEP_S, max(0.0, nxt - now))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             if not self._wake.is_set():
                 # sleep can end a hair early; make sure the flip second has arrived
                 if nxt is not None and self.clock() < nxt:

@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 from agent.runtime import open_agent
 from agent.session import Connection
-from entitle.demo import DemoStack, running_stack
+from entitle.demo import DemoStack, cancel_and_wait, running_stack
 from protocol.cose import decode_sign1
 from protocol.keys import key_id, public_bytes
 from protocol.keyset import KeySet, sign_keyset
@@ -106,8 +106,7 @@ async def test_device_offline_during_revoke_refuses_on_reconnect(stack, tmp_path
     try:
         await _one(stack, late).wait_until(_allowed("remote_access"), within=5)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])
     assert late.check("remote_access")[0] is True
     await stack.revoke("remote_access")  # cam-late is offline now
     await stack.wait_until(_denied("remote_access"), within=5)
@@ -116,8 +115,7 @@ async def test_device_offline_during_revoke_refuses_on_reconnect(stack, tmp_path
     try:
         await _one(stack, late).wait_until(_denied("remote_access"), within=5)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])
         late.store.close()
 
 
@@ -240,8 +238,7 @@ async def test_restart_with_broker_down_and_clock_set_back_a_day(stack, tmp_path
         assert details["clock_setback_s"] >= 86400 - 5
         assert details["trusted_time"] >= agent.state.high_water
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])
 
     # once it reaches the broker it reports the set-back on its status topic
     online = Connection(
@@ -269,6 +266,5 @@ async def test_restart_with_broker_down_and_clock_set_back_a_day(stack, tmp_path
                         break
         assert status["clock_setback_s"] >= 86400 - 5
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])
         reconnecting.store.close()
