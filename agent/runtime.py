@@ -128,7 +128,7 @@ class Agent:
         elif topic == device_topic(self.device_id, "entitlement"):
             await self.apply_token(payload)
         else:
-            log.warning("ignoring message on unexpected topic %s", topic)
+            log.warning("%s: ignoring message on unexpected topic %s", self.device_id, topic)
 
     async def apply_token(self, payload: bytes) -> bool:
         if not payload:
