@@ -23,6 +23,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from entitle.mqtt import SOCKET_OPTIONS, protocol_version
 from protocol.topics import KEYS_TOPIC, device_topic
 
 __all__ = ["Connection", "MqttSession", "backoff_delay"]
@@ -107,7 +108,8 @@ class MqttSession:
             username=conn.username,
             password=conn.password,
             identifier=conn.username,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            protocol=protocol_version(conn.protocol),
+            socket_options=SOCKET_OPTIONS,
             will=aiomqtt.Will(
                 device_topic(conn.username, "status"),
                 status_payload(False),

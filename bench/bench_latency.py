@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import track
 
 from entitle.demo import running_stack
+from entitle.mqtt import SOCKET_OPTIONS
 
 YEAR = 366 * 86400
 
@@ -39,6 +40,7 @@ async def _raw_round_trips(port: int, password: str, n: int) -> list[float]:
         identifier="cloud-bench",
         password=password,
         protocol=aiomqtt.ProtocolVersion.V5,
+        socket_options=SOCKET_OPTIONS,
     ) as c:
         await c.subscribe("entitle/v1/dev/bench/health", qos=1)
         messages = c.messages

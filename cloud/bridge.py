@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from entitle.config import BrokerAddress, Settings
+from entitle.mqtt import SOCKET_OPTIONS, protocol_version
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 
@@ -119,10 +120,9 @@ class MqttBridge:
             username=self._broker.username,
             password=password,
             identifier=self._identifier,
-            protocol=aiomqtt.ProtocolVersion.V5
-            if self._protocol == 5
-            else aiomqtt.ProtocolVersion.V311,
+            protocol=protocol_version(self._protocol),
             tls_context=self._tls_context,
+            socket_options=SOCKET_OPTIONS,
             timeout=self._publish_timeout_s,
             keepalive=30,
         )
