@@ -101,7 +101,8 @@ async def test_agent_process_enforces_reports_offline_and_reconnects(tmp_path, b
             retain=True,
         )
 
-    proc = subprocess.Popen([sys.executable, "-m", "entitle.cli", "agent", "run"], env=env)
+    # the agent is another process; nothing on this loop needs to run meanwhile
+    proc = subprocess.Popen([sys.executable, "-m", "entitle.cli", "agent", "run"], env=env)  # noqa: ASYNC220
     try:
         out = _wait_check(env, "remote_access", code=0)
         assert "ALLOWED" in out and "running agent" in out
