@@ -1,9 +1,10 @@
 """The Entitle cloud: installations, devices, grants, and the tokens devices enforce.
 
 Layout: ``domain/`` pure rules; ``store/`` SQLAlchemy + Alembic; ``signer``
-issuer keys; ``issuing`` change -> token -> publish; ``bridge`` MQTT;
-``jobs`` refresh; ``api/`` + ``app`` FastAPI; ``ports`` the I/O Protocols
-and ``testing`` their simulators. Errors: see :mod:`cloud.errors`.
+issuer keys; ``apikeys`` operators' API keys; ``issuing`` change -> token ->
+publish; ``bridge`` MQTT; ``jobs`` refresh; ``api/`` + ``app`` FastAPI;
+``ports`` the I/O Protocols and ``testing`` their simulators. Errors: see
+:mod:`cloud.errors`.
 
 ``create_app`` is imported lazily so that ``cloud.domain`` stays cheap to import.
 """

@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from cloud.api.deps import CloudState
+from cloud.api.errors import validation_error
 from cloud.api.routes import api_router, health
 from cloud.bridge import MqttBridge
 from cloud.issuing import IssuingService
@@ -132,6 +134,7 @@ def create_app(
         summary="Installations, devices, service grants and signed entitlement tokens",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(api_router)
     app.include_router(health.router, include_in_schema=False)  # /healthz for load balancers
     return app

@@ -7,12 +7,17 @@
         ├── NotFound                 an id that does not exist (404)
         │   ├── UnknownInstallation
         │   ├── UnknownDevice
-        │   └── UnknownGrant
+        │   ├── UnknownGrant
+        │   └── UnknownApiKey
         ├── Conflict                 the request clashes with stored state (409)
         │   ├── InstallationFull     an 11th controller in one installation
         │   ├── DeviceExists
         │   └── AccountRefused       the broker accounts adapter refused the device id
         ├── InvalidGrant             a grant the protocol cannot carry (422)
+        ├── NotAuthenticated         no usable API key on a request (401)
+        │   ├── MissingApiKey
+        │   ├── InvalidApiKey        unknown key, or the secret does not match
+        │   └── RevokedApiKey
         └── KeyFileError             issuer key files missing, corrupt or exposed
             └── InsecureKeyFile      a private key readable by group or others
 
@@ -30,9 +35,14 @@ __all__ = [
     "DeviceExists",
     "InsecureKeyFile",
     "InstallationFull",
+    "InvalidApiKey",
     "InvalidGrant",
     "KeyFileError",
+    "MissingApiKey",
+    "NotAuthenticated",
     "NotFound",
+    "RevokedApiKey",
+    "UnknownApiKey",
     "UnknownDevice",
     "UnknownGrant",
     "UnknownInstallation",
@@ -59,6 +69,10 @@ class UnknownGrant(NotFound):
     """No active grant of this feature in the installation."""
 
 
+class UnknownApiKey(NotFound):
+    """No API key with this id."""
+
+
 class Conflict(CloudError):
     """The request contradicts what is stored."""
 
@@ -77,6 +91,22 @@ class AccountRefused(Conflict):
 
 class InvalidGrant(CloudError):
     """A grant that cannot be put into a token (reserved names, too many features)."""
+
+
+class NotAuthenticated(CloudError):
+    """A request to a protected route without a usable API key."""
+
+
+class MissingApiKey(NotAuthenticated):
+    """No ``Authorization: Bearer`` header."""
+
+
+class InvalidApiKey(NotAuthenticated):
+    """A key that no stored key matches."""
+
+
+class RevokedApiKey(NotAuthenticated):
+    """A key that was valid but has been revoked."""
 
 
 class KeyFileError(CloudError):

@@ -173,12 +173,96 @@ def cloud_serve(verbose: Verbose = False) -> None:
         )
     application = create_app(settings, accounts=accounts)
     console.print(f"API docs: http://{settings.http_host}:{settings.http_port}/docs")
+    console.print(
+        "the API wants a key: 'entitle cloud apikey create --name NAME', "
+        "sent as 'Authorization: Bearer KEY'",
+        markup=False,
+    )
     uvicorn.run(
         application,
         host=settings.http_host,
         port=settings.http_port,
         log_level="info" if verbose else "warning",
     )
+
+
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys of the REST API.")
+cloud_app.add_typer(apikey_app, name="apikey")
+
+
+def _utc(epoch: int | None) -> str:
+    import datetime
+
+    if epoch is None:
+        return ""
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="Who or what the key is for (shown by 'list').")],
+) -> None:
+    """Create an API key and print it, once: only its hash is stored."""
+    import time
+
+    from cloud.apikeys import create_api_key
+    from cloud.store import Store
+
+    settings = _settings()
+    try:
+        with Store.open(settings.effective_database_url) as store:
+            new = create_api_key(store, name=name, now=int(time.time()))
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    err.print(
+        f"API key {new.id} ({new.name}) created. It is shown only now: keep it secret and "
+        "send it as 'Authorization: Bearer KEY'."
+    )
+    typer.echo(new.key)  # alone on stdout: KEY=$(entitle cloud apikey create --name ci)
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """The API keys (id, name, public prefix, role), revoked ones included."""
+    from cloud.apikeys import list_api_keys
+    from cloud.store import Store
+
+    settings = _settings()
+    with Store.open(settings.effective_database_url) as store:
+        rows = list_api_keys(store)
+    table = Table(title=f"API keys ({len(rows)})", title_justify="left")
+    for column in ("id", "name", "prefix", "role", "created (UTC)", "revoked (UTC)"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.name,
+            f"{row.prefix}…",
+            row.role,
+            _utc(row.created_at),
+            _utc(row.revoked_at),
+        )
+    console.print(table)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    key_id: Annotated[int, typer.Argument(metavar="ID", help="The key's id (see 'list').")],
+) -> None:
+    """Revoke an API key: requests with it get 401 from now on."""
+    import time
+
+    from cloud.apikeys import revoke_api_key
+    from cloud.errors import UnknownApiKey
+    from cloud.store import Store
+
+    settings = _settings()
+    try:
+        with Store.open(settings.effective_database_url) as store:
+            row = revoke_api_key(store, key_id, now=int(time.time()))
+    except UnknownApiKey as exc:
+        raise _fail(str(exc), code=1) from exc
+    console.print(f"API key {row.id} ({row.name}) revoked at {_utc(row.revoked_at)}")
 
 
 # --- agent ------------------------------------------------------------------
@@ -266,7 +350,8 @@ def agent_check(feature: str) -> None:
         else:
             allowed, reason = state.feature(feature, local_now=int(time.time()))
         source = "agent store (agent not running)"
-    console.print(f"{feature}: {'ALLOWED' if allowed else 'DENIED'} — {reason} [{source}]")
+    verdict = "ALLOWED" if allowed else "DENIED"
+    console.print(f"{feature}: {verdict} — {reason} [{source}]", markup=False, soft_wrap=True)
     raise typer.Exit(0 if allowed else 1)
 
 
@@ -363,22 +448,38 @@ def token_inspect(
             )
             out["verified"] = True
     except UntrustedDataError as exc:
-        console.print(json.dumps({"error": exc.reason, "detail": str(exc)}))
+        console.print(
+            json.dumps({"error": exc.reason, "detail": str(exc)}), markup=False, soft_wrap=True
+        )
         raise typer.Exit(1) from exc
     console.print_json(json.dumps(out))
 
 
 def _maybe_base64(data: bytes) -> bytes:
-    """Accept raw CBOR or base64 text (as the API returns it)."""
+    """Token bytes from what a user has at hand.
+
+    Accepts raw CBOR, hex, base64 (standard or URL-safe, as the API returns
+    it), or a cose-wg example JSON file (its ``output.cbor``).
+    """
+    import binascii
+
     stripped = data.strip()
-    if stripped and all(
-        c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_"
-        for c in stripped
-    ):
+    if stripped.startswith(b"{"):
         try:
-            return base64.b64decode(stripped + b"=" * (-len(stripped) % 4), altchars=b"-_")
-        except ValueError:
+            example = json.loads(stripped.decode("utf-8-sig"))
+            return bytes.fromhex(example["output"]["cbor"])
+        except (ValueError, KeyError, TypeError):
             return data
+    text = stripped.decode("ascii", "replace")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        pass
+    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            return decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            continue
     return data
 
 

@@ -107,6 +107,7 @@ async def running_stack(
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[DemoStack]:
     """Start broker, cloud and ``devices`` agents; tear everything down after."""
+    from cloud.apikeys import bootstrap_api_key
     from cloud.app import create_app
 
     say = console.print if console else (lambda *a, **k: None)
@@ -149,6 +150,13 @@ async def running_stack(
             database_url=database_url,
             mqtt_protocol=4 if use_embedded else 5,  # amqtt speaks MQTT 3.1.1 only
         )
+        # the API needs a key: the demo makes its own in the cloud's database
+        api_key = await asyncio.to_thread(
+            bootstrap_api_key,
+            settings.effective_database_url,
+            name="entitle demo",
+            now=int(time.time()),
+        )
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings, accounts=accounts),
@@ -164,7 +172,11 @@ async def running_stack(
         stack.push_async_callback(_stop_server, server, cloud_task)
         started: list[asyncio.Task[None]] = []
         api = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10)
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{http_port}",
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout=10,
+            )
         )
         await _wait_ready(api)
         say(f"broker: {label} on 127.0.0.1:{port}; cloud: http://127.0.0.1:{http_port}/docs")

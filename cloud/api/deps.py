@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cloud.api.errors import http_error
+from cloud.apikeys import CREATE_HINT, Principal, authenticate
 from cloud.bridge import MqttBridge
+from cloud.errors import NotAuthenticated
 from cloud.issuing import IssuingService
 from cloud.jobs import RefreshJob
 from cloud.ports import Clock, EntitlementPublisher
@@ -18,12 +23,16 @@ from entitle.config import Settings
 __all__ = [
     "ClockDep",
     "CloudState",
+    "CurrentPrincipal",
     "ServiceDep",
     "SettingsDep",
     "SignerDep",
     "StateDep",
     "StoreDep",
+    "get_principal",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +74,30 @@ def get_clock(state: Annotated[CloudState, Depends(get_state)]) -> Clock:
     return state.clock
 
 
+# auto_error=False: a missing header gets our 401 with the how-to, not FastAPI's
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description=f"An API key from '{CREATE_HINT}', sent as 'Authorization: Bearer KEY'.",
+)
+
+
+def get_principal(
+    store: Annotated[Store, Depends(get_store)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The API key a request acts as; 401 (``WWW-Authenticate: Bearer``) without one."""
+    try:
+        return authenticate(store, None if credentials is None else credentials.credentials)
+    except NotAuthenticated as exc:
+        _log.info("request refused: %s", type(exc).__name__)
+        raise http_error(exc) from exc
+
+
 StateDep = Annotated[CloudState, Depends(get_state)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ServiceDep = Annotated[IssuingService, Depends(get_service)]
 SignerDep = Annotated[Signer, Depends(get_signer)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -1,22 +1,69 @@
-"""Cloud errors as HTTP errors: the one place the mapping lives."""
+"""Cloud errors as HTTP errors: the one place the mapping lives, and its OpenAPI side."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, status
+import json
+from typing import Any
 
-from cloud.errors import CloudError, Conflict, InvalidGrant, NotFound
+from fastapi import HTTPException, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 
-__all__ = ["http_error"]
+from cloud.api.schemas import ErrorOut
+from cloud.errors import (
+    CloudError,
+    Conflict,
+    InvalidGrant,
+    MissingApiKey,
+    NotAuthenticated,
+    NotFound,
+)
+
+__all__ = ["documented", "http_error", "validation_error"]
 
 
 def http_error(exc: CloudError) -> HTTPException:
-    """404 for unknown ids, 409 for conflicts, 422 for invalid grants, else 500."""
+    """401 without a usable key, 404 unknown ids, 409 conflicts, 422 invalid grants, else 500."""
+    if isinstance(exc, NotAuthenticated):
+        # RFC 6750: no error code when no credentials were sent at all
+        challenge = "Bearer" if isinstance(exc, MissingApiKey) else 'Bearer error="invalid_token"'
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail=str(exc), headers={"WWW-Authenticate": challenge}
+        )
     if isinstance(exc, NotFound):
-        code = status.HTTP_404_NOT_FOUND
-    elif isinstance(exc, Conflict):
-        code = status.HTTP_409_CONFLICT
-    elif isinstance(exc, InvalidGrant):
-        code = status.HTTP_422_UNPROCESSABLE_CONTENT
-    else:
-        code = status.HTTP_500_INTERNAL_SERVER_ERROR
-    return HTTPException(status_code=code, detail=str(exc))
+        return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
+    if isinstance(exc, Conflict):
+        return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
+    if isinstance(exc, InvalidGrant):
+        # the shape of FastAPI's own 422s, so that clients parse one kind of 422
+        detail = [{"type": "invalid_grant", "loc": ["body"], "msg": str(exc)}]
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
+    return HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, detail=str(exc))
+
+
+def documented(
+    descriptions: dict[int, str] | None = None, *, body: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route's error statuses, e.g. ``{404: "unknown device"}``.
+
+    Each gets the ``{"detail": "..."}`` body these errors carry; ``body=True``
+    adds the 400 FastAPI answers to a request body it cannot decode (it
+    documents its own 422s).
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    if body:
+        out[400] = {"model": ErrorOut, "description": "the body cannot be decoded (not UTF-8)"}
+    for code, description in (descriptions or {}).items():
+        out[code] = {"model": ErrorOut, "description": description}
+    return out
+
+
+async def validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, but as ASCII JSON.
+
+    The default handler echoes the input back as UTF-8, and a lone surrogate
+    (``"\\ud800"`` is valid JSON) cannot be encoded: the 422 became a 500.
+    """
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status.HTTP_422_UNPROCESSABLE_CONTENT, media_type="application/json")

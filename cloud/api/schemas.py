@@ -14,10 +14,13 @@ from cloud.issuing import Issued
 
 __all__ = [
     "DEVICE_ID_PATTERN",
+    "FEATURE_PATTERN",
+    "ID_PATTERN",
     "DeviceCreate",
     "DeviceCredentialsOut",
     "DeviceOut",
     "EntitlementOut",
+    "ErrorOut",
     "GrantCreate",
     "GrantOut",
     "GrantResult",
@@ -33,8 +36,11 @@ __all__ = [
     "token_versions",
 ]
 
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# ids and feature names: nothing a topic, a log line or PostgreSQL text (no NUL) chokes on
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+DEVICE_ID_PATTERN = ID_PATTERN
 FEATURE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 MAX_PARAMS_JSON = 2048
 _MAX_EPOCH_S = 2**53  # JSON-safe and far beyond any subscription
 
@@ -43,8 +49,15 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ErrorOut(BaseModel):
+    """The body of 401, 404 and 409 responses: what went wrong and what to do."""
+
+    detail: str
+
+
 class InstallationCreate(_Request):
-    name: str = Field(min_length=1, max_length=200)
+    # no control characters: they have no place in a name, and PostgreSQL refuses NUL
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
 
 
 class InstallationOut(BaseModel):
@@ -85,7 +98,7 @@ class InstallationDetail(InstallationOut):
 
 
 class DeviceCreate(_Request):
-    installation_id: str = Field(min_length=1, max_length=64)
+    installation_id: str = Field(pattern=ID_PATTERN)
     kind: DeviceKind
     device_id: str | None = Field(
         default=None, pattern=DEVICE_ID_PATTERN, description="[A-Za-z0-9_-]{1,64}; random if absent"
@@ -104,7 +117,23 @@ class DeviceCredentialsOut(BaseModel):
 class GrantCreate(_Request):
     feature: str = Field(pattern=FEATURE_PATTERN)
     until: int = Field(ge=0, le=_MAX_EPOCH_S, strict=True, description="paid through, epoch s")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            f"feature parameters (JSON, at most {MAX_PARAMS_JSON} bytes): integers within "
+            "64 bits, no NaN or Infinity, nested only as deep as devices decode; 422 if "
+            "not, or if the installation's features together would not fit in one token"
+        ),
+    )
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        # JSON has one number type: 1767225600.0 is the integer the schema asks for
+        # (strict mode alone refused it); strings, booleans and 1.5 stay refused.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
     @field_validator("params")
     @classmethod

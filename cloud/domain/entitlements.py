@@ -7,15 +7,19 @@ Pure: grants, the last issued version and ``now`` go in, a feature map or a
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloud.errors import InvalidGrant
-from protocol.token import AUDIENCE, Claims, Feature
+from protocol import cbor
+from protocol.errors import UntrustedDataError
+from protocol.token import AUDIENCE, MAX_TOKEN_BYTES, Claims, Feature, parse_claims
 
 __all__ = [
     "ISSUER",
+    "MAX_ENT_BYTES",
     "MAX_FEATURES",
     "RESERVED_PARAMS",
     "Grant",
@@ -31,6 +35,12 @@ ISSUER = "entitle"
 MAX_FEATURES = 256  # what protocol.token accepts in one token
 MAX_FEATURE_NAME = 64
 RESERVED_PARAMS = frozenset({"until"})
+# what a token may spend on its features: the rest of MAX_TOKEN_BYTES is left for the
+# other claims (ids of at most 64 characters), the COSE header and the signature
+MAX_ENT_BYTES = MAX_TOKEN_BYTES - 1024
+# far deeper than a device decodes (protocol.cbor.MAX_DEPTH), shallow enough for the
+# CBOR encoder's recursion; the exact limit is the device's, checked by decoding
+_MAX_PARAM_NESTING = 64
 
 
 class GrantStatus(enum.StrEnum):
@@ -62,24 +72,64 @@ class LastToken:
     ver: int
 
 
+def _nesting_and_finite(value: Any) -> tuple[int, bool]:
+    """How deeply ``value`` nests containers, and whether all its numbers are finite."""
+    deepest, finite = 0, True
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= _MAX_PARAM_NESTING:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, float) and not math.isfinite(item):
+            finite = False
+    return deepest, finite
+
+
 def check_grant(feature: str, params: Mapping[str, Any]) -> None:
-    """Refuse a grant the token format cannot carry.
+    """Refuse a grant the token format cannot carry, or devices could not read.
 
     Raises:
-        InvalidGrant: empty or over-long name, or a reserved parameter name.
+        InvalidGrant: empty or over-long name, a reserved parameter name, NaN or
+            infinite numbers (not JSON), or parameters a device's decoder refuses
+            (integers beyond 64 bits, nesting deeper than it reads).
     """
     if not 0 < len(feature) <= MAX_FEATURE_NAME:
         raise InvalidGrant(f"feature name must be 1-{MAX_FEATURE_NAME} characters")
     reserved = sorted(RESERVED_PARAMS.intersection(params))
     if reserved:
         raise InvalidGrant(f"parameter names {reserved} are reserved; pass 'until' separately")
+    nesting, finite = _nesting_and_finite(dict(params))
+    if not finite:
+        raise InvalidGrant("parameters must be JSON numbers: NaN and Infinity are not")
+    if nesting > _MAX_PARAM_NESTING:
+        raise InvalidGrant(
+            f"parameters nest over {_MAX_PARAM_NESTING} levels: devices read far fewer"
+        )
+    # the same decoder a device runs, on a token carrying only this feature
+    probe = Claims(
+        sub="probe", iat=0, exp=1, cti=b"\0", ver=1, ent={feature: Feature(0, dict(params))}
+    )
+    try:
+        encoded = cbor.encode(probe.to_cbor())
+    except UnicodeEncodeError as exc:  # a lone surrogate: valid JSON, not valid text
+        raise InvalidGrant("parameters must be valid Unicode text") from exc
+    try:
+        parse_claims(encoded)
+    except UntrustedDataError as exc:
+        raise InvalidGrant(
+            f"devices could not read a token with these parameters ({exc}): keep "
+            "integers within 64 bits and nesting shallow"
+        ) from exc
 
 
 def entitlements(grants: Iterable[Grant], *, now: int) -> dict[str, Feature]:
     """The feature map of a token issued at ``now``: active, unexpired grants only.
 
     Raises:
-        InvalidGrant: more features than one token may carry.
+        InvalidGrant: more features, or more bytes of them, than one token may carry.
     """
     out = {
         g.feature: Feature(until=g.until, params=dict(g.params))
@@ -88,6 +138,11 @@ def entitlements(grants: Iterable[Grant], *, now: int) -> dict[str, Feature]:
     }
     if len(out) > MAX_FEATURES:
         raise InvalidGrant(f"{len(out)} active features, a token carries at most {MAX_FEATURES}")
+    size = len(cbor.encode({name: f.to_cbor() for name, f in out.items()}))
+    if size > MAX_ENT_BYTES:
+        raise InvalidGrant(
+            f"the active features encode to {size} bytes, a token carries at most {MAX_ENT_BYTES}"
+        )
     return out
 
 

@@ -19,12 +19,13 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cloud.domain import DeviceKind, GrantStatus, TokenState
 
-__all__ = ["Base", "DeviceRow", "GrantRow", "InstallationRow", "TokenRow"]
+__all__ = ["ApiKeyRow", "Base", "DeviceRow", "GrantRow", "InstallationRow", "TokenRow"]
 
 _NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -135,3 +136,22 @@ class TokenRow(Base):
             min_until=self.min_until,
             published=self.published_at is not None,
         )
+
+
+class ApiKeyRow(Base):
+    """An operator's API key: the SHA-256 of the key and a public prefix to find it by.
+
+    The key itself is never stored. ``role`` is there so that permissions can
+    attach later; every key is ``admin`` for now. Revoked keys are kept (with
+    ``revoked_at``) so that ``apikey list`` shows what was revoked and when.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16), server_default=text("'admin'"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)

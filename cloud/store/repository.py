@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.domain import DeviceKind, Grant, GrantStatus, TokenState
 from cloud.store.database import make_engine, upgrade
-from cloud.store.models import DeviceRow, GrantRow, InstallationRow, TokenRow
+from cloud.store.models import ApiKeyRow, DeviceRow, GrantRow, InstallationRow, TokenRow
 
 __all__ = ["Store", "Tx"]
 
@@ -223,6 +223,29 @@ class Tx:
         )
         return [row.refresh_state() for row in self.session.scalars(query)]
 
+    # API keys ---------------------------------------------------------------
+    def add_api_key(
+        self, *, name: str, prefix: str, key_hash: str, role: str, now: int
+    ) -> ApiKeyRow:
+        row = ApiKeyRow(name=name, prefix=prefix, key_hash=key_hash, role=role, created_at=now)
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def api_keys_with_prefix(self, prefix: str) -> Sequence[ApiKeyRow]:
+        """Candidates for a presented key (normally one; prefixes may collide)."""
+        query = select(ApiKeyRow).where(ApiKeyRow.prefix == prefix).order_by(ApiKeyRow.id)
+        return self.session.scalars(query).all()
+
+    def api_keys(self) -> Sequence[ApiKeyRow]:
+        return self.session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id)).all()
+
+    def api_key(self, key_id: int, *, lock: bool = False) -> ApiKeyRow | None:
+        query = select(ApiKeyRow).where(ApiKeyRow.id == key_id)
+        if lock:
+            query = query.with_for_update()
+        return self.session.scalars(query).one_or_none()
+
 
 class Store:
     """The cloud database: an engine, a session factory and the schema version."""
@@ -252,3 +275,9 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

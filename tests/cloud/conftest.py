@@ -1,19 +1,37 @@
-"""Fixtures: a fake clock, the port simulators, SQLite and PostgreSQL databases, the app."""
+"""Fixtures: a fake clock, the port simulators, SQLite and PostgreSQL databases, the app.
+
+Every cloud test also fails if anything shaped like an API key or a PEM
+private key was logged while it ran (at whatever level the test captured).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
 from cloud import create_app
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.config import Settings
-from tests.cloud.harness import DAY, Cloud, FakeClock, running
+from tests.cloud.harness import DAY, Cloud, FakeClock, client, new_api_key, running
 from tests.database_fixtures import fresh_database
+
+_SECRET_SHAPES = re.compile(r"ek_[A-Za-z0-9_-]{43}|PRIVATE KEY-----")
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_shapes_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    yield
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    leaked = [
+        f"{r.name}:{r.levelname}"
+        for r in records
+        if _SECRET_SHAPES.search(f"{r.getMessage()} {r.exc_text or ''}")
+    ]
+    assert not leaked, f"an API key or a private key was logged by: {leaked}"
 
 
 @pytest.fixture
@@ -80,8 +98,9 @@ async def cloud(
     accounts: AccountsSimulator,
     clock: FakeClock,
 ) -> AsyncIterator[Cloud]:
+    """The app running in-process; ``cloud.http`` authenticates with a fresh API key."""
     app = create_app(settings, publisher=publisher, accounts=accounts, clock=clock)
     async with running(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as http:
-            yield Cloud(app, http, publisher, accounts, clock)
+        api_key = new_api_key(app)
+        async with client(app, api_key) as http:
+            yield Cloud(app, http, publisher, accounts, clock, api_key)

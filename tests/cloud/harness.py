@@ -12,7 +12,9 @@ import httpx
 from fastapi import FastAPI
 
 from cloud.api.deps import CloudState
+from cloud.apikeys import create_api_key
 from cloud.testing import AccountsSimulator, PublisherSimulator
+from entitle.config import Settings
 from protocol.keyset import KeySet, trust_root
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -56,15 +58,38 @@ async def running(app: FastAPI) -> AsyncIterator[None]:
         await task
 
 
+def client(app: FastAPI, api_key: str | None = None) -> httpx.AsyncClient:
+    """An in-process client of ``app``, sending ``api_key`` as a bearer token if given."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key is not None else {}
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://cloud", headers=headers)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment for ``entitle`` commands run (CliRunner) against the same data and database."""
+    return {
+        "ENTITLE_DATA_DIR": str(settings.data_dir),
+        "ENTITLE_DATABASE_URL": settings.effective_database_url,
+        "ENTITLE_CONFIG": "/nonexistent.toml",  # no entitle.toml from the working directory
+    }
+
+
+def new_api_key(app: FastAPI, name: str = "tests") -> str:
+    """Create an API key in the running app's database."""
+    state: CloudState = app.state.cloud
+    return create_api_key(state.store, name=name, now=state.clock()).key
+
+
 @dataclass
 class Cloud:
-    """The running app and everything a test looks at."""
+    """The running app and everything a test looks at; ``http`` sends ``api_key``."""
 
     app: FastAPI
     http: httpx.AsyncClient
     publisher: PublisherSimulator
     accounts: AccountsSimulator
     clock: FakeClock
+    api_key: str
 
     @property
     def state(self) -> CloudState:

@@ -7,7 +7,6 @@ import base64
 from pathlib import Path
 
 import aiomqtt
-import httpx
 
 from cloud import create_app
 from entitle.config import Settings
@@ -15,7 +14,7 @@ from protocol.keyset import trust_root
 from protocol.token import verify_token
 from protocol.topics import device_topic
 from tests.broker_fixtures import FixtureBroker
-from tests.cloud.harness import DAY, FakeClock, running
+from tests.cloud.harness import DAY, FakeClock, client, new_api_key, running
 
 
 async def test_device_logs_in_with_returned_credentials_and_gets_its_grant(
@@ -25,8 +24,7 @@ async def test_device_logs_in_with_returned_credentials_and_gets_its_grant(
     settings = Settings(data_dir=tmp_path / "cloud", broker_url=broker.url("cloud"))
     app = create_app(settings, accounts=broker.accounts, clock=clock)
     async with running(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cloud") as http:
+        async with client(app, new_api_key(app)) as http:
             bridge = app.state.cloud.bridge
             await bridge.wait_connected(5)
             assert (await http.get("/healthz")).json()["broker"] == "connected"

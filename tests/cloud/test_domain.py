@@ -21,7 +21,8 @@ from cloud.domain import (
     plan_refresh,
 )
 from cloud.errors import InvalidGrant
-from protocol.token import Feature
+from protocol import cbor
+from protocol.token import Feature, parse_claims
 
 NOW = 1_800_000_000
 
@@ -89,6 +90,27 @@ def test_grant_checks() -> None:
         check_grant("", {})
     with pytest.raises(InvalidGrant, match="at most 256"):
         entitlements([Grant(f"f{i}", NOW + 1) for i in range(257)], now=NOW)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=24,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=4))
+def test_grant_params_are_accepted_only_if_a_device_reads_them_back(params: dict) -> None:
+    """check_grant is the device's decoder run ahead: no token a device would refuse."""
+    try:
+        check_grant("feature", params)
+    except InvalidGrant:
+        return
+    claims = _claims(None, grants=[Grant("feature", NOW + 10, params)])
+    read = parse_claims(cbor.encode(claims.to_cbor()))
+    assert dict(read.ent["feature"].params) == params
 
 
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 3)), min_size=1, max_size=40))

@@ -44,15 +44,30 @@ def test_creates_private_files_and_reloads_the_same_keys(tmp_path: Path) -> None
     assert verify_token(token, key_for=signer.keyset.token_key, device_id="gw-1", now=NOW).ver == 1
 
 
-def test_refuses_a_key_file_readable_by_others(tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["root", "token"])
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o602, 0o700])
+def test_refuses_a_key_file_wider_than_0600(tmp_path: Path, role: str, mode: int) -> None:
     keys = tmp_path / "keys"
     Signer.load_or_create(keys)
-    [token_file] = keys.glob("token-*.pem")
-    os.chmod(token_file, 0o644)
-    with pytest.raises(InsecureKeyFile, match=f"chmod 600 {token_file}"):
-        Signer.load_or_create(keys)
-    os.chmod(token_file, 0o600)
-    Signer.load_or_create(keys)
+    [key_file] = keys.glob(f"{role}-*.pem")
+    os.chmod(key_file, mode)
+    if mode & 0o077:
+        with pytest.raises(InsecureKeyFile, match=f"mode {mode:04o}.*chmod 600 {key_file}"):
+            Signer.load_or_create(keys)
+        os.chmod(key_file, 0o600)
+    Signer.load_or_create(keys)  # 0600, or narrower for group and others
+
+
+def test_key_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        signer = Signer.load_or_create(tmp_path / "keys")
+        signer.rotate(new_root=True)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "keys").rglob("*") if p.is_file()]
+    assert len(files) >= 4
+    assert {_mode(p) for p in files} == {0o600}
 
 
 def test_refuses_a_key_that_does_not_match_the_keyset(tmp_path: Path) -> None:

@@ -28,9 +28,11 @@ def test_migrations_match_models_and_rerun(fresh_url: str) -> None:
         with store.engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
         tables = set(inspect(store.engine).get_table_names())
-        assert {"installations", "devices", "service_grants", "issued_tokens"} <= tables
+        assert {"installations", "devices", "service_grants", "issued_tokens", "api_keys"} <= tables
+        downgrade(store.engine, "0001")
+        assert "api_keys" not in inspect(store.engine).get_table_names()
         downgrade(store.engine, "base")
         assert "devices" not in inspect(store.engine).get_table_names()
         upgrade(store.engine)

@@ -1,13 +1,27 @@
-"""All ``/api/v1`` routers, one module per resource."""
+"""All ``/api/v1`` routers, one module per resource.
 
-from fastapi import APIRouter
+Every route needs an API key except the public ones: the published keys and
+key set (devices are provisioned from them) and the readiness probe. A new
+router goes under ``protected`` unless it is as public as those.
+"""
 
+from fastapi import APIRouter, Depends
+
+from cloud.api.deps import get_principal
+from cloud.api.errors import documented
 from cloud.api.routes import devices, health, installations, keys
 
 __all__ = ["api_router"]
 
+protected = APIRouter(
+    dependencies=[Depends(get_principal)],
+    responses=documented({401: "no API key, or one that is unknown or revoked"}),
+)
+protected.include_router(installations.router)
+protected.include_router(devices.router)
+protected.include_router(keys.router)
+
 api_router = APIRouter(prefix="/api/v1")
-api_router.include_router(installations.router)
-api_router.include_router(devices.router)
-api_router.include_router(keys.router)
+api_router.include_router(protected)
+api_router.include_router(keys.public_router)
 api_router.include_router(health.router)

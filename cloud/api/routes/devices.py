@@ -7,7 +7,7 @@ import base64
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from cloud.api.deps import ServiceDep, SettingsDep, StoreDep
-from cloud.api.errors import http_error
+from cloud.api.errors import documented, http_error
 from cloud.api.schemas import (
     DEVICE_ID_PATTERN,
     DeviceCreate,
@@ -49,7 +49,7 @@ def device_out(device: DeviceRow, token: TokenRow | None) -> DeviceOut:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={404: {"description": "unknown installation"}, 409: {"description": "full or taken"}},
+    responses=documented({404: "unknown installation", 409: "full or taken"}, body=True),
 )
 async def create_device(
     body: DeviceCreate, service: ServiceDep, settings: SettingsDep
@@ -71,7 +71,7 @@ async def create_device(
     )
 
 
-@router.get("/{device_id}", responses={404: {"description": "unknown device"}})
+@router.get("/{device_id}", responses=documented({404: "unknown device"}))
 def get_device(store: StoreDep, device_id: str = DeviceId) -> DeviceOut:
     with store.transaction() as tx:
         device = tx.device(device_id)
@@ -83,7 +83,7 @@ def get_device(store: StoreDep, device_id: str = DeviceId) -> DeviceOut:
 @router.delete(
     "/{device_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"description": "unknown device"}},
+    responses=documented({404: "unknown device"}),
 )
 async def delete_device(service: ServiceDep, device_id: str = DeviceId) -> Response:
     """Delete the device and its broker account, and clear its retained token."""
@@ -94,7 +94,7 @@ async def delete_device(service: ServiceDep, device_id: str = DeviceId) -> Respo
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{device_id}/entitlement", responses={404: {"description": "unknown device"}})
+@router.get("/{device_id}/entitlement", responses=documented({404: "unknown device"}))
 def get_entitlement(store: StoreDep, device_id: str = DeviceId) -> EntitlementOut:
     """The device's current token and its claims."""
     with store.transaction() as tx:

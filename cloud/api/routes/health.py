@@ -18,7 +18,9 @@ _log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", responses={503: {"model": HealthOut}})
+@router.get(
+    "/healthz", responses={503: {"model": HealthOut, "description": "the database is unreachable"}}
+)
 async def healthz(state: StateDep, response: Response) -> HealthOut:
     database = "ok"
     try:

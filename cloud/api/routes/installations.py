@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from cloud.api.deps import ClockDep, ServiceDep, StoreDep
-from cloud.api.errors import http_error
+from cloud.api.errors import documented, http_error
 from cloud.api.routes.devices import device_out
 from cloud.api.schemas import (
+    FEATURE_PATTERN,
+    ID_PATTERN,
     GrantCreate,
     GrantOut,
     GrantResult,
@@ -25,6 +27,9 @@ from cloud.store import GrantRow, InstallationRow
 __all__ = ["router"]
 
 router = APIRouter(prefix="/installations", tags=["installations"])
+
+_MAX_OFFSET = 2**31 - 1
+InstallationId = Path(pattern=ID_PATTERN)
 
 
 def _installation_out(row: InstallationRow) -> InstallationOut:
@@ -49,7 +54,7 @@ def _grant_result(installation_id: str, feature: str, issued: list[Issued]) -> G
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=documented(body=True))
 def create_installation(
     body: InstallationCreate, store: StoreDep, clock: ClockDep
 ) -> InstallationOut:
@@ -64,14 +69,15 @@ def create_installation(
 def list_installations(
     store: StoreDep,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    # bounded: SQLite takes at most a signed 64-bit integer (2**63 was a 500)
+    offset: int = Query(default=0, ge=0, le=_MAX_OFFSET),
 ) -> list[InstallationOut]:
     with store.transaction() as tx:
         return [_installation_out(r) for r in tx.installations(limit=limit, offset=offset)]
 
 
-@router.get("/{installation_id}", responses={404: {"description": "unknown installation"}})
-def get_installation(installation_id: str, store: StoreDep) -> InstallationDetail:
+@router.get("/{installation_id}", responses=documented({404: "unknown installation"}))
+def get_installation(store: StoreDep, installation_id: str = InstallationId) -> InstallationDetail:
     with store.transaction() as tx:
         row = tx.installation(installation_id)
         if row is None:
@@ -87,10 +93,10 @@ def get_installation(installation_id: str, store: StoreDep) -> InstallationDetai
 
 @router.post(
     "/{installation_id}/grants",
-    responses={404: {"description": "unknown installation"}},
+    responses=documented({404: "unknown installation"}, body=True),
 )
 async def grant_service(
-    installation_id: str, body: GrantCreate, service: ServiceDep
+    body: GrantCreate, service: ServiceDep, installation_id: str = InstallationId
 ) -> GrantResult:
     """Grant (or renew) a service; every device of the installation gets a new token."""
     try:
@@ -104,9 +110,13 @@ async def grant_service(
 
 @router.delete(
     "/{installation_id}/grants/{feature}",
-    responses={404: {"description": "unknown installation or no active grant"}},
+    responses=documented({404: "unknown installation or no active grant"}),
 )
-async def revoke_service(installation_id: str, feature: str, service: ServiceDep) -> GrantResult:
+async def revoke_service(
+    service: ServiceDep,
+    installation_id: str = InstallationId,
+    feature: str = Path(pattern=FEATURE_PATTERN),
+) -> GrantResult:
     """Revoke a service; every device of the installation gets a token without it."""
     try:
         issued = await service.end_grant(installation_id, feature)

@@ -1,22 +1,27 @@
-"""Public keys: the JWK Set and the signed key set devices are provisioned with."""
+"""Keys: the public JWK Set and signed key set (no API key needed), and rotation."""
 
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 from fastapi import APIRouter
 
-from cloud.api.deps import ServiceDep, SignerDep
+from cloud.api.deps import CurrentPrincipal, ServiceDep, SignerDep
+from cloud.api.errors import documented
 from cloud.api.schemas import KeysetOut, RotateRequest, RotateResult, token_versions
 from cloud.signer import Signer
 
-__all__ = ["router"]
+__all__ = ["public_router", "router"]
 
+_log = logging.getLogger(__name__)
+
+public_router = APIRouter(tags=["keys"])
 router = APIRouter(tags=["keys"])
 
 
-@router.get("/keys")
+@public_router.get("/keys")
 def jwks(signer: SignerDep) -> dict[str, Any]:
     """Current root and token public keys as a JWK Set (OKP / Ed25519)."""
     return signer.public_keys_jwks()
@@ -31,15 +36,18 @@ def _keyset_out(signer: Signer) -> KeysetOut:
     )
 
 
-@router.get("/keyset")
+@public_router.get("/keyset")
 def keyset(signer: SignerDep) -> KeysetOut:
     """The current signed key set (COSE_Sign, base64) for provisioning devices."""
     return _keyset_out(signer)
 
 
-@router.post("/keys/rotate")
-async def rotate(body: RotateRequest, service: ServiceDep) -> RotateResult:
+@router.post("/keys/rotate", responses=documented(body=True))
+async def rotate(
+    body: RotateRequest, service: ServiceDep, principal: CurrentPrincipal
+) -> RotateResult:
     """New token key (and root keys if asked): key set version + 1, every device re-issued."""
+    _log.info("key rotation requested by API key %d (%s)", principal.key_id, principal.name)
     issued = await service.rotate_keys(new_root=body.new_root, new_epoch=body.new_epoch)
     return RotateResult(
         **_keyset_out(service.signer).model_dump(),

@@ -1,0 +1,177 @@
+"""Operator API keys: made here, shown once, stored as a SHA-256 with a public prefix.
+
+A key is ``ek_`` and 32 random bytes in base64url (46 characters). Its first
+eleven characters are stored in clear as a lookup prefix (``entitle cloud
+apikey list`` shows them); the whole key only as its SHA-256. A slow hash
+buys nothing against guessing 256 random bits, and a fast one keeps the
+check on every request cheap. Matching uses :func:`hmac.compare_digest`.
+
+Every key has the role ``admin`` for now; the column is there so that
+permissions can attach to keys later without a new table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cloud.errors import InvalidApiKey, MissingApiKey, RevokedApiKey, UnknownApiKey
+from cloud.store import ApiKeyRow, Store
+
+__all__ = [
+    "ADMIN",
+    "CREATE_HINT",
+    "KEY_PREFIX",
+    "NewApiKey",
+    "Principal",
+    "authenticate",
+    "bootstrap_api_key",
+    "create_api_key",
+    "key_hash",
+    "key_prefix",
+    "list_api_keys",
+    "new_key",
+    "revoke_api_key",
+]
+
+_log = logging.getLogger(__name__)
+
+KEY_PREFIX = "ek_"
+ADMIN = "admin"
+CREATE_HINT = "entitle cloud apikey create --name NAME"
+MAX_NAME = 100
+_SECRET_BYTES = 32
+_LOOKUP_CHARS = len(KEY_PREFIX) + 8  # 48 random bits: rarely shared, never enough to guess
+_KEY_CHARS = len(KEY_PREFIX) + 43  # base64url of 32 bytes, unpadded
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as: the API key it presented."""
+
+    key_id: int
+    name: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewApiKey:
+    """A key just created: ``key`` is shown to the operator once and stored nowhere."""
+
+    id: int
+    name: str
+    prefix: str
+    role: str
+    created_at: int
+    key: str
+
+    def __repr__(self) -> str:
+        return f"NewApiKey(id={self.id}, name={self.name!r}, prefix={self.prefix!r})"
+
+
+def new_key() -> str:
+    """A fresh random API key."""
+    return KEY_PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
+
+
+def key_prefix(key: str) -> str:
+    """The part of a key stored in clear to find its row."""
+    return key[:_LOOKUP_CHARS]
+
+
+def key_hash(key: str) -> str:
+    """What is stored of a key: hex SHA-256 of its UTF-8 text."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not 0 < len(name) <= MAX_NAME or not name.isprintable():
+        raise ValueError(f"an API key name must be 1-{MAX_NAME} printable characters")
+    return name
+
+
+def create_api_key(store: Store, *, name: str, now: int, role: str = ADMIN) -> NewApiKey:
+    """Create and store a key; the returned :attr:`NewApiKey.key` is the only copy.
+
+    Raises:
+        ValueError: an empty, over-long or unprintable name.
+    """
+    name = _check_name(name)
+    key = new_key()
+    with store.transaction() as tx:
+        row = tx.add_api_key(
+            name=name, prefix=key_prefix(key), key_hash=key_hash(key), role=role, now=now
+        )
+    _log.info("API key %d (%s) created, role %s", row.id, row.name, row.role)
+    return NewApiKey(
+        id=row.id, name=row.name, prefix=row.prefix, role=row.role, created_at=now, key=key
+    )
+
+
+def bootstrap_api_key(database_url: str, *, name: str, now: int) -> str:
+    """Create a key in the database at ``database_url`` (migrating it first); return the key.
+
+    For a process that starts the cloud and calls it, such as ``entitle demo``.
+    """
+    with Store.open(database_url) as store:
+        return create_api_key(store, name=name, now=now).key
+
+
+def list_api_keys(store: Store) -> Sequence[ApiKeyRow]:
+    """Every key, revoked ones included, oldest first."""
+    with store.transaction() as tx:
+        return tx.api_keys()
+
+
+def revoke_api_key(store: Store, key_id: int, *, now: int) -> ApiKeyRow:
+    """Revoke a key from now on; revoking a revoked key keeps its first revocation time.
+
+    Raises:
+        UnknownApiKey: no key has this id.
+    """
+    with store.transaction() as tx:
+        row = tx.api_key(key_id, lock=True)
+        if row is None:
+            raise UnknownApiKey(f"no API key with id {key_id}: see 'entitle cloud apikey list'")
+        if row.revoked_at is None:
+            row.revoked_at = now
+            _log.info("API key %d (%s) revoked", row.id, row.name)
+    return row
+
+
+def authenticate(store: Store, presented: str | None) -> Principal:
+    """The principal a presented key stands for.
+
+    Raises:
+        MissingApiKey: no key.
+        InvalidApiKey: no stored key matches.
+        RevokedApiKey: the key matches a revoked key.
+    """
+    if not presented:
+        raise MissingApiKey(
+            f"missing API key: create one with '{CREATE_HINT}' "
+            "and send it as 'Authorization: Bearer KEY'"
+        )
+    invalid = InvalidApiKey(
+        f"invalid API key: check that it was copied whole, or create one with '{CREATE_HINT}'"
+    )
+    if len(presented) != _KEY_CHARS or not presented.startswith(KEY_PREFIX):
+        raise invalid
+    digest = key_hash(presented)
+    with store.transaction() as tx:
+        candidates = tx.api_keys_with_prefix(key_prefix(presented))
+    # every candidate is compared, so the time taken does not say which one matched
+    matches = [row for row in candidates if hmac.compare_digest(row.key_hash, digest)]
+    if not matches:
+        raise invalid
+    row = matches[0]
+    if row.revoked_at is not None:
+        raise RevokedApiKey(
+            f"API key {row.id} ({row.name}) has been revoked: create a new one with '{CREATE_HINT}'"
+        )
+    return Principal(key_id=row.id, name=row.name, role=row.role)
