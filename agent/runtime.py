@@ -255,8 +255,12 @@ def open_agent(
     skew: int = 300,
     api_socket: Path | None = None,
     enforcers: Sequence[Enforcer] = (),
+    installation_id: str | None = None,
 ) -> Agent:
     """Open (or provision) the agent's store and build the agent.
+
+    ``installation_id`` binds the device to one installation at provisioning
+    (tokens naming another are refused); it is stored and kept on restarts.
 
     A store that already holds a state is used as it is (its key set may have
     been rotated since provisioning); ``root_keyset`` is needed only the first
@@ -274,7 +278,7 @@ def open_agent(
                 f"device {device_id} is not provisioned: pass the root key set "
                 "(ENTITLE_ROOT_KEYSET_FILE, from 'entitle keys show --export FILE')"
             )
-        state = provision(device_id, root_keyset, skew=skew)
+        state = provision(device_id, root_keyset, skew=skew, installation_id=installation_id)
         store.save(state)
     return Agent(
         store=store,

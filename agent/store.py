@@ -53,6 +53,7 @@ class Store:
                     "token": bytes,
                     "ver": int,
                     "high_water": int,
+                    "installation_id": str,
                 },
                 pk="id",
                 not_null={"device_id", "keyset", "ver", "high_water"},
@@ -87,6 +88,7 @@ class Store:
                 ver=row["ver"],
                 high_water=row["high_water"],
                 skew=skew,
+                installation_id=row.get("installation_id"),
             )
         except UntrustedDataError as exc:
             raise StoreError(
@@ -104,6 +106,7 @@ class Store:
             "token": state.token,
             "ver": state.ver,
             "high_water": state.high_water,
+            "installation_id": state.installation_id,
         }
         with self._db.conn:
-            self._db[_STATE].upsert(record, pk="id")  # type: ignore[union-attr]
+            self._db[_STATE].upsert(record, pk="id", alter=True)  # type: ignore[union-attr]

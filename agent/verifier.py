@@ -9,12 +9,16 @@ returned state atomically before it uses it.
 Rules (DESIGN.md "Entitlement token", "Security requirements"):
 
 * a token is accepted only if it verifies under a *token* key of the trusted
-  key set, names this device, is fresh at trusted time, carries the key
-  set's counter epoch, and its ``ver`` is newer than the last accepted one
-  (the same ``ver`` with identical bytes is a no-op);
+  key set, names this device (and its installation, when the device knows
+  it), is fresh at trusted time, carries the key set's counter epoch, and
+  its ``ver`` is newer than the last accepted one (the same ``ver`` with
+  identical bytes is a no-op);
 * trusted time never goes backwards: it is the high-water mark of local
   clock readings and accepted ``iat``s; a clock set back further than the
-  skew is reported and the high-water mark is used instead;
+  skew is reported and the high-water mark is used instead. An ``iat``
+  raises the mark by at most the skew past the local clock, so a stolen
+  token key cannot ratchet trusted time forward token by token (a key-set
+  rotation could not undo that);
 * a key-set rotation is applied all-or-nothing; a higher epoch resets the
   ``ver`` counter (recovery from a stolen token key), and the current token
   is dropped unless it still verifies under the new key set.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from protocol.cose import decode_sign1, verify_sign1
-from protocol.errors import Rollback, UntrustedDataError
+from protocol.errors import Rollback, UntrustedDataError, WrongInstallation
 from protocol.keyset import KeySet, apply_rotations, decode_keyset_message, trust_root
 from protocol.token import (
     DEFAULT_SKEW_S,
@@ -80,6 +84,7 @@ class TrustState:
     ver: int = 0
     high_water: int = 0
     skew: int = DEFAULT_SKEW_S
+    installation_id: str | None = None  # None: tokens of any installation (sub still binds)
 
     # --- time -----------------------------------------------------------
     def time(self, local_now: int) -> TimeView:
@@ -122,10 +127,20 @@ class TrustState:
         return min(future) if future else None
 
 
-def provision(device_id: str, keyset_raw: bytes, *, skew: int = DEFAULT_SKEW_S) -> TrustState:
+def provision(
+    device_id: str,
+    keyset_raw: bytes,
+    *,
+    skew: int = DEFAULT_SKEW_S,
+    installation_id: str | None = None,
+) -> TrustState:
     """The first state of a device: a root key set that meets its own threshold."""
     return TrustState(
-        device_id=device_id, keyset=trust_root(keyset_raw), keyset_raw=keyset_raw, skew=skew
+        device_id=device_id,
+        keyset=trust_root(keyset_raw),
+        keyset_raw=keyset_raw,
+        skew=skew,
+        installation_id=installation_id,
     )
 
 
@@ -145,6 +160,10 @@ def accept_token(state: TrustState, data: bytes, *, local_now: int) -> tuple[Tru
         now=now,
         skew=state.skew,
     )
+    if state.installation_id is not None and claims.inst != state.installation_id:
+        raise WrongInstallation(
+            f"token is for installation {claims.inst!r}, not {state.installation_id!r}"
+        )
     if claims.epoch != state.keyset.epoch:
         raise Rollback(
             f"token counter epoch {claims.epoch} is not the key set's epoch {state.keyset.epoch}"
@@ -157,7 +176,7 @@ def accept_token(state: TrustState, data: bytes, *, local_now: int) -> tuple[Tru
         token=data,
         claims=claims,
         ver=claims.ver,
-        high_water=max(state.high_water, local_now, claims.iat),
+        high_water=max(state.high_water, local_now, min(claims.iat, local_now + state.skew)),
     )
     return new, Outcome.ACCEPTED
 
@@ -195,19 +214,23 @@ def restore(
     ver: int,
     high_water: int,
     skew: int = DEFAULT_SKEW_S,
+    installation_id: str | None = None,
 ) -> TrustState:
     """Rebuild a state from the store, re-checking what the store claims.
 
     The key set was accepted before: it must still parse and meet its own
-    threshold. The token must still verify under it (time is not checked:
-    an expired token is kept and simply allows nothing).
+    threshold. The token must still verify under it and name this device
+    (and ``installation_id``, when given); time is not checked: an expired
+    token is kept and simply allows nothing.
     """
     keyset = trust_root(keyset_raw)
     claims = None
     if token is not None:
         if _still_trusted(token, keyset):
             claims = parse_claims(decode_sign1(token, max_size=MAX_TOKEN_BYTES).payload)
-            if claims.sub != device_id:
+            if claims.sub != device_id or (
+                installation_id is not None and claims.inst != installation_id
+            ):
                 token, claims = None, None
         else:
             token = None
@@ -220,6 +243,7 @@ def restore(
         ver=ver,
         high_water=high_water,
         skew=skew,
+        installation_id=installation_id,
     )
 
 

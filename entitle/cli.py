@@ -307,6 +307,7 @@ def agent_run(verbose: Verbose = False) -> None:
             root_keyset=root,
             skew=settings.clock_skew_s,
             api_socket=socket_path,
+            installation_id=settings.installation_id,
         )
     except StoreError as exc:
         raise _fail(str(exc)) from exc

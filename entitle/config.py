@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     device_id: str | None = None
     agent_data_dir: Path | None = Field(default=None, description="default data_dir/agent-<id>")
     root_keyset_file: Path | None = Field(default=None, description="provisioned root key set")
+    installation_id: str | None = Field(
+        default=None, description="bind the device to this installation at provisioning"
+    )
     api_socket: Path | None = Field(default=None, description="local query API Unix socket")
     clock_skew_s: int = 300
 

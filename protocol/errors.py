@@ -16,6 +16,7 @@ Two families, so callers decide on the family and logs show the leaf::
     │   │   ├── BadSignature
     │   │   ├── BadClaims             a required claim missing or ill-typed
     │   │   ├── WrongSubject          sub is another device
+    │   │   ├── WrongInstallation     inst is not the installation the device belongs to
     │   │   ├── WrongAudience
     │   │   ├── Expired
     │   │   ├── NotYetValid
@@ -55,6 +56,7 @@ __all__ = [
     "UntrustedDataError",
     "VersionNotNext",
     "WrongAudience",
+    "WrongInstallation",
     "WrongSubject",
 ]
 
@@ -115,6 +117,10 @@ class BadClaims(TokenError):
 
 class WrongSubject(TokenError):
     """The token names another device."""
+
+
+class WrongInstallation(TokenError):
+    """The token names another installation than the one the device is bound to."""
 
 
 class WrongAudience(TokenError):

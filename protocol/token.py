@@ -223,7 +223,9 @@ def verify_token(
         raise WrongAudience(f"audience {claims.aud!r} is not {AUDIENCE!r}")
     if now >= claims.exp:
         raise Expired(f"token expired at {claims.exp}, now is {now}")
-    not_before = claims.nbf if claims.nbf is not None else claims.iat
+    # iat counts too: an accepted iat raises the device's trusted time, so a token
+    # "issued" in the future must not be able to drag that clock forward
+    not_before = claims.iat if claims.nbf is None else max(claims.nbf, claims.iat)
     if now < not_before - skew:
         raise NotYetValid(f"token valid from {not_before}, now is {now} (skew {skew}s)")
     return claims

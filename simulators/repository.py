@@ -10,14 +10,16 @@ agent's verifier and store with it; it is a simulator, not the cloud.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocol import cbor
+from protocol.cose import encode_sign
 from protocol.keys import key_id, public_bytes
-from protocol.keyset import KeySet, sign_keyset
+from protocol.keyset import CONTENT_TYPE, KeySet, sign_keyset
 from protocol.token import AUDIENCE, Claims, Feature, issue_token
 
 __all__ = ["TokenRepositorySimulator"]
@@ -71,12 +73,14 @@ class TokenRepositorySimulator:
         ttl: int | None = None,
         key: Ed25519PrivateKey | None = None,
         epoch: int | None = None,
-        inst: str = "inst_sim",
+        inst: str | None = "inst_sim",
+        kid: bytes | None = None,
         **overrides: Any,
     ) -> bytes:
         """Issue the next token for ``device_id``; ``features`` maps name → until.
 
-        ``ver``, ``key``, ``epoch`` and claim ``overrides`` let a test forge.
+        ``ver``, ``key``, ``epoch``, ``kid`` (a kid other than the signer's) and
+        claim ``overrides`` let a test forge.
         """
         if ver is None:
             ver = self.versions.get(device_id, 0) + 1
@@ -101,7 +105,7 @@ class TokenRepositorySimulator:
         if overrides:
             claims = replace(claims, **overrides)
         signer = key or self.token_key
-        return issue_token(claims, signer, kid=key_id(public_bytes(signer)))
+        return issue_token(claims, signer, kid=kid or key_id(public_bytes(signer)))
 
     def rotate(
         self,
@@ -135,3 +139,32 @@ class TokenRepositorySimulator:
         data = sign_keyset(self.keyset, signers)
         self.keyset_history.append(data)
         return data
+
+    def rotation_chain(self, count: int, **rotate_args: Any) -> bytes:
+        """``count`` rotations published as one key-set message (a CBOR array)."""
+        return cbor.encode([self.rotate(**rotate_args) for _ in range(count)])
+
+    def forged_rotation(
+        self,
+        *,
+        version: int | None = None,
+        signers: Iterable[Ed25519PrivateKey] | None = None,
+        extra_root: Iterable[bytes] = (),
+        extra_token: Iterable[bytes] = (),
+        threshold: int | None = None,
+    ) -> bytes:
+        """A key set v(version+1) built past :class:`KeySet`'s own checks; state unchanged.
+
+        ``extra_root`` / ``extra_token`` add raw public keys (small-order ones,
+        say), ``signers`` replaces the current root threshold, ``version`` and
+        ``threshold`` override. With no knob turned it is a valid rotation.
+        """
+        payload = self.keyset.to_cbor()
+        payload["v"] = self.version + 1 if version is None else version
+        if threshold is not None:
+            payload["threshold"] = threshold
+        for role, extra in (("root", extra_root), ("token", extra_token)):
+            payload[role] = [*payload[role], *({"kid": key_id(x), "x": x} for x in extra)]
+        chosen = self.root_keys[: self.threshold] if signers is None else list(signers)
+        pairs = [(key_id(public_bytes(k)), k) for k in chosen]
+        return encode_sign(cbor.encode(payload), pairs, content_type=CONTENT_TYPE)

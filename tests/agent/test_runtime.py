@@ -143,3 +143,25 @@ async def test_rejected_message_is_counted_and_changes_nothing(tmp_path, repo):
     agent.store.close()
     with Store(tmp_path / "agent.db") as store:
         assert store.load(device_id="dev-a", skew=300).ver == 1
+
+
+async def test_installation_binding_survives_a_restart(tmp_path, repo):
+    from protocol.errors import WrongInstallation
+
+    now = int(time.time())
+    agent = open_agent(
+        device_id="dev-a",
+        data_dir=tmp_path,
+        connection=None,
+        root_keyset=repo.root_keyset,
+        installation_id="inst_home",
+    )
+    assert await agent.apply_token(repo.token("dev-a", {"x": now + 60}, now=now, inst="inst_home"))
+    agent.store.close()
+    again = open_agent(device_id="dev-a", data_dir=tmp_path, connection=None)
+    assert again.state.installation_id == "inst_home"
+    assert not await again.apply_token(
+        repo.token("dev-a", {"x": now + 60}, now=now, inst="inst_other")
+    )
+    assert again.rejects.by_reason == {WrongInstallation().reason: 1}
+    again.store.close()
