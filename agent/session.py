@@ -39,12 +39,16 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) 
 
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """How this device reaches the broker."""
+    """How this device reaches the broker.
+
+    With a TLS client certificate (Mosquitto's ``use_identity_as_username``) the
+    certificate's CN is the login and ``password`` may stay None: none is sent.
+    """
 
     host: str
     port: int
     username: str
-    password: str
+    password: str | None = None
     protocol: int = 5  # 5 = MQTT 5, 4 = MQTT 3.1.1
     tls: bool = False
     ca_file: Path | None = None
@@ -131,6 +135,9 @@ class MqttSession:
         await client.publish(
             device_topic(self._conn.username, "status"), payload, qos=1, retain=True
         )
+        # A cancel swallowed by aiomqtt's wait_for would leave the agent's expiry
+        # timer looping with nobody to cancel it again (its TaskGroup already did).
+        _raise_if_cancelling()
 
     async def publish(self, channel: str, payload: bytes, *, qos: int = 1) -> None:
         """Publish on one of this device's own topics (health, cmd/res)."""
@@ -143,6 +150,7 @@ class MqttSession:
             properties.ContentType = "application/json"
         topic = device_topic(self._conn.username, channel)  # type: ignore[arg-type]
         await client.publish(topic, payload, qos=qos, properties=properties)
+        _raise_if_cancelling()
 
     async def run(self) -> None:
         """Connect, subscribe and dispatch until cancelled."""

@@ -285,13 +285,16 @@ def agent_run(verbose: Verbose = False) -> None:
     settings = _settings()
     device_id, data_dir, socket_path = _agent_paths(settings)
     address = settings.broker
-    if address.password is None:
-        raise _fail("no MQTT password: set ENTITLE_BROKER_PASSWORD_FILE or put it in the URL")
+    if address.password is None and settings.broker_cert_file is None:
+        raise _fail(
+            "no MQTT credentials: set ENTITLE_BROKER_PASSWORD_FILE (or put the password in "
+            "the URL), or use mqtts:// with ENTITLE_BROKER_CERT_FILE/_KEY_FILE"
+        )
     connection = Connection(
         host=address.host,
         port=address.port,
         username=address.username or device_id,
-        password=address.password.get_secret_value(),
+        password=address.password.get_secret_value() if address.password else None,
         protocol=settings.mqtt_protocol,
         tls=address.tls,
         ca_file=settings.broker_ca_file,

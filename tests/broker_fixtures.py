@@ -13,7 +13,7 @@ Every fixture skips, with the reason shown under ``-ra``, when mosquitto is miss
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,16 @@ CLOUD = "cloud"
 class FixtureBroker(MosquittoBroker):
     """A :class:`MosquittoBroker` that remembers passwords and makes clients."""
 
-    def __init__(self, directory: Path, **kwargs: Any) -> None:
-        self.cloud_username = CLOUD
-        self.cloud_password = secrets.token_urlsafe(16)
-        self.passwords: dict[str, str] = {CLOUD: self.cloud_password}
-        super().__init__(directory, accounts={CLOUD: self.cloud_password}, **kwargs)
+    def __init__(self, directory: Path, *, clouds: Sequence[str] = (CLOUD,), **kwargs: Any) -> None:
+        """``clouds``: logins with the cloud's ACL; with ``use_username_as_clientid``
+        two clients of one login kick each other, so a test that needs a cloud-side
+        subscriber next to a cloud publisher names two."""
+        self.passwords: dict[str, str] = {user: secrets.token_urlsafe(16) for user in clouds}
+        self.cloud_username = clouds[0]
+        self.cloud_password = self.passwords[self.cloud_username]
+        super().__init__(
+            directory, accounts=dict(self.passwords), cloud_username=list(clouds), **kwargs
+        )
 
     def add_device(self, device_id: str, password: str | None = None) -> str:
         """Create a device login (through MosquittoAccounts + reload); its password."""

@@ -1,0 +1,326 @@
+"""An ACL probe generated from the topic table, run once against a real Mosquitto.
+
+Three devices each hold one MQTT 5 connection and subscribe, with a distinct
+subscription identifier per filter, to every topic of every device (all of
+``CHANNELS``) and to the wildcards an attacker would try. The cloud publishes a
+probe on every topic twice, retained before the subscriptions and live after
+them; every device publishes on every topic and on the key-set topic while a
+cloud-side subscriber listens to ``entitle/v1/#``. All probes go out first and
+then one short wait collects what arrived.
+
+The expectation is the design's table, not the broker's ACL file: a device reads
+only its own ``entitlement`` and ``cmd`` (plus ``keys``) and writes only its own
+``health``, ``status`` and ``cmd/res``. So the own topics are the controls that
+prove the path works (they must arrive) and everything else must not. Each case
+is its own test id, e.g. ``dev-a-sub-dev-b-entitlement`` or ``dev-a-pub-keys``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+import pytest
+import pytest_asyncio
+from paho.mqtt.client import topic_matches_sub
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from entitle.demo import cancel_and_wait
+from protocol.topics import CHANNELS, KEYS_TOPIC, device_topic
+from tests.broker_fixtures import FixtureBroker
+from tests.integration.test_broker_acl import receive_until, record_pubacks, subscribe
+
+pytestmark = [pytest.mark.usefixtures("require_mosquitto"), pytest.mark.timeout(60)]
+
+DEVICES = ("dev-a", "dev-b", "dev-c")
+CLOUD, WATCH = "cloud", "cloud-watch"
+DEVICE_READS = frozenset({"entitlement", "cmd"})
+DEVICE_WRITES = frozenset({"health", "status", "cmd/res"})
+WILDCARDS = {
+    "hash": "#",
+    "plus5": "+/+/+/+/+",
+    "any-entitlement": "entitle/v1/dev/+/entitlement",
+    "sys": "$SYS/#",
+    "share-health": "$share/cloud/entitle/v1/dev/+/health",
+}
+NOT_AUTHORIZED = 0x87
+TOPICS = [device_topic(d, c) for d in DEVICES for c in CHANNELS] + [KEYS_TOPIC]
+COLLECT_TIMEOUT_S, GRACE_S = 5.0, 0.5
+
+
+def _slug(channel: str) -> str:
+    return channel.replace("/", "-")
+
+
+def _readable(device: str, topic: str) -> bool:
+    """What the design lets ``device`` read."""
+    return topic == KEYS_TOPIC or any(topic == device_topic(device, c) for c in DEVICE_READS)
+
+
+def _writable(device: str, topic: str) -> bool:
+    """What the design lets ``device`` write."""
+    return any(topic == device_topic(device, c) for c in DEVICE_WRITES)
+
+
+def _matches(sub: str, topic: str) -> bool:
+    if sub.startswith("$share/"):
+        sub = sub.split("/", 2)[2]
+    return topic_matches_sub(sub, topic)
+
+
+@dataclass(frozen=True, slots=True)
+class SubCase:
+    id: str
+    device: str
+    filter: str
+
+    def expected(self) -> frozenset[tuple[str, str]]:
+        """(kind, topic) the subscription must get: readable probes it matches.
+
+        Shared subscriptions never get retained messages (MQTT 5, 4.8.2).
+        """
+        kinds = ("live",) if self.filter.startswith("$share/") else ("retained", "live")
+        return frozenset(
+            (kind, topic)
+            for topic in TOPICS
+            if _matches(self.filter, topic) and _readable(self.device, topic)
+            for kind in kinds
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PubCase:
+    id: str
+    device: str
+    topic: str
+
+    @property
+    def allowed(self) -> bool:
+        return _writable(self.device, self.topic)
+
+
+def _topic_slug(topic: str) -> str:
+    if topic == KEYS_TOPIC:
+        return "keys"
+    _, _, _, device, channel = topic.split("/", 4)
+    return f"{device}-{_slug(channel)}"
+
+
+SUB_CASES = [
+    SubCase(f"{d}-sub-{_topic_slug(t)}", d, t) for d in DEVICES for t in TOPICS if t != KEYS_TOPIC
+] + [SubCase(f"{d}-sub-{name}", d, f) for d in DEVICES for name, f in WILDCARDS.items()]
+PUB_CASES = [PubCase(f"{d}-pub-{_topic_slug(t)}", d, t) for d in DEVICES for t in TOPICS]
+
+
+@dataclass
+class ProbeResult:
+    """What each subscription received and what each device publish achieved."""
+
+    received: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # sub case id
+    delivered: set[str] = field(default_factory=set)  # pub case ids the cloud saw
+    puback: dict[str, int] = field(default_factory=dict)  # pub case id -> reason code
+    suback: dict[str, int] = field(default_factory=dict)  # sub case id -> reason code
+
+    def complete(self) -> bool:
+        """Every message the design allows has arrived (forbidden ones may still come)."""
+        return all(
+            case.expected() <= self.received.get(case.id, set()) for case in SUB_CASES
+        ) and all(case.id in self.delivered for case in PUB_CASES if case.allowed)
+
+
+@pytest.fixture(scope="module")
+def probe_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FixtureBroker]:
+    """This module's own Mosquitto: the probe's retained messages stay here."""
+    with FixtureBroker(tmp_path_factory.mktemp("probe-broker"), clouds=(CLOUD, WATCH)) as broker:
+        for device in DEVICES:
+            broker.add_device(device)
+        yield broker
+
+
+async def _collect(
+    client: aiomqtt.Client, sink: list[aiomqtt.Message], arrived: asyncio.Event
+) -> None:
+    async for message in client.messages:
+        sink.append(message)
+        arrived.set()
+
+
+def _sub_properties(identifier: int) -> Properties:
+    properties = Properties(PacketTypes.SUBSCRIBE)
+    properties.SubscriptionIdentifier = identifier
+    return properties
+
+
+def _code(code: Any) -> int:
+    return int(code.value) if isinstance(code, ReasonCode) else int(code)
+
+
+async def _run_probe(broker: FixtureBroker) -> ProbeResult:
+    result = ProbeResult()
+    inbox: dict[str, list[aiomqtt.Message]] = {name: [] for name in (*DEVICES, WATCH)}
+    async with (
+        broker.client(CLOUD) as cloud,
+        broker.client(WATCH) as watch,
+        broker.client(DEVICES[0]) as a,
+        broker.client(DEVICES[1]) as b,
+        broker.client(DEVICES[2]) as c,
+    ):
+        devices = dict(zip(DEVICES, (a, b, c), strict=True))
+        clients = {**devices, WATCH: watch}
+        arrived = asyncio.Event()
+        collectors = [
+            asyncio.create_task(_collect(client, inbox[name], arrived), name=f"collect-{name}")
+            for name, client in clients.items()
+        ]
+        try:
+            for topic in TOPICS:
+                await cloud.publish(topic, f"retained:{topic}".encode(), qos=1, retain=True)
+            by_sub_id: dict[tuple[str, int], SubCase] = {}
+            for number, case in enumerate(SUB_CASES, start=1):
+                by_sub_id[case.device, number] = case
+                (code,) = await devices[case.device].subscribe(
+                    case.filter, qos=1, properties=_sub_properties(number)
+                )
+                result.suback[case.id] = _code(code)
+            await watch.subscribe("entitle/v1/#", qos=1)
+
+            for topic in TOPICS:
+                await cloud.publish(topic, f"live:{topic}".encode(), qos=1)
+            pubacks = {device: record_pubacks(client) for device, client in devices.items()}
+            for case in PUB_CASES:
+                await devices[case.device].publish(
+                    case.topic, f"{case.id}".encode(), qos=1, retain=True
+                )
+            for device, codes in pubacks.items():
+                cases = [case for case in PUB_CASES if case.device == device]
+                assert len(codes) == len(cases), "a PUBACK is missing"
+                result.puback.update(
+                    (case.id, _code(rc)) for case, rc in zip(cases, codes, strict=True)
+                )
+
+            # One wait: until every expected message is in, then a grace period for
+            # anything forbidden that might still be on its way.
+            async with asyncio.timeout(COLLECT_TIMEOUT_S):
+                while True:
+                    arrived.clear()
+                    if _tally(result, inbox, by_sub_id).complete():
+                        break
+                    await arrived.wait()
+            await asyncio.sleep(GRACE_S)
+        finally:
+            await cancel_and_wait(collectors)
+    return _tally(result, inbox, by_sub_id)
+
+
+def _tally(
+    result: ProbeResult,
+    inbox: dict[str, list[aiomqtt.Message]],
+    by_sub_id: dict[tuple[str, int], SubCase],
+) -> ProbeResult:
+    result.received = {case.id: set() for case in SUB_CASES}
+    for device in DEVICES:
+        for message in inbox[device]:
+            kind = message.payload.decode().partition(":")[0]  # type: ignore[union-attr]
+            for number in message.properties.SubscriptionIdentifier:  # type: ignore[union-attr]
+                result.received[by_sub_id[device, number].id].add((kind, message.topic.value))
+    pub_ids = {case.id for case in PUB_CASES}
+    result.delivered = {
+        payload
+        for message in inbox[WATCH]
+        if (payload := message.payload.decode()) in pub_ids  # type: ignore[union-attr]
+    }
+    return result
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def probe(probe_broker: FixtureBroker) -> AsyncIterator[ProbeResult]:
+    """Run every probe once for the whole module."""
+    yield await _run_probe(probe_broker)
+
+
+@pytest.mark.parametrize("case", SUB_CASES, ids=[case.id for case in SUB_CASES])
+def test_subscription_delivers_only_own_topics(probe: ProbeResult, case: SubCase) -> None:
+    # Mosquitto 2.0 grants every SUBSCRIBE and checks each delivery instead
+    assert probe.suback[case.id] in (1, NOT_AUTHORIZED)
+    got = probe.received[case.id]
+    foreign = {(kind, t) for kind, t in got if not _readable(case.device, t)}
+    assert not foreign, f"{case.device} read another's topics through {case.filter!r}"
+    assert got == case.expected()
+
+
+@pytest.mark.parametrize("case", PUB_CASES, ids=[case.id for case in PUB_CASES])
+def test_publish_reaches_the_cloud_only_on_own_write_topics(
+    probe: ProbeResult, case: PubCase
+) -> None:
+    assert (case.id in probe.delivered) is case.allowed
+    if case.allowed:
+        assert probe.puback[case.id] < 0x80
+    else:
+        assert probe.puback[case.id] == NOT_AUTHORIZED
+
+
+def test_probe_covers_the_topic_table() -> None:
+    """Every channel of every other device, the keys topic and each wildcard."""
+    sub_ids = {case.id for case in SUB_CASES}
+    pub_ids = {case.id for case in PUB_CASES}
+    for device in DEVICES:
+        for other in DEVICES:
+            for channel in CHANNELS:
+                assert f"{device}-sub-{other}-{_slug(channel)}" in sub_ids
+                assert f"{device}-pub-{other}-{_slug(channel)}" in pub_ids
+        assert f"{device}-pub-keys" in pub_ids
+        assert {f"{device}-sub-{name}" for name in WILDCARDS} <= sub_ids
+
+
+# --- session takeover -------------------------------------------------------------------
+
+
+def _persistent(
+    broker: FixtureBroker, username: str, *, identifier: str, protocol: aiomqtt.ProtocolVersion
+) -> aiomqtt.Client:
+    """A client asking to resume a stored session (clean start off, session kept)."""
+    if protocol == aiomqtt.ProtocolVersion.V5:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 300
+        return broker.client(
+            username, identifier=identifier, clean_start=False, properties=properties
+        )
+    return broker.client(username, identifier=identifier, protocol=protocol, clean_session=False)
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311],
+    ids=["mqtt5", "mqtt311"],
+)
+async def test_reused_client_id_cannot_resume_an_offline_devices_session(
+    probe_broker: FixtureBroker, protocol: aiomqtt.ProtocolVersion
+) -> None:
+    """test_broker_acl covers a victim that is online; here it is offline with a
+    persistent session holding a queued command, the message a thief would want."""
+    suffix = "5" if protocol == aiomqtt.ProtocolVersion.V5 else "4"
+    victim, thief = f"victim-{suffix}", f"thief-{suffix}"
+    probe_broker.add_device(victim)
+    probe_broker.add_device(thief)
+    async with _persistent(probe_broker, victim, identifier=victim, protocol=protocol) as v:
+        await subscribe(v, device_topic(victim, "cmd"))
+    async with probe_broker.client(CLOUD) as cloud:
+        await cloud.publish(device_topic(victim, "cmd"), b"queued for victim", qos=1)
+        async with _persistent(probe_broker, thief, identifier=victim, protocol=protocol) as t:
+            # whatever a resumed session would hold arrives before anything published now
+            await subscribe(t, device_topic(thief, "cmd"))
+            await cloud.publish(device_topic(thief, "cmd"), b"control", qos=1)
+            stolen = await receive_until(t, device_topic(thief, "cmd"))
+    assert [m.payload for m in stolen] == [b"control"]
+    async with _persistent(probe_broker, victim, identifier=victim, protocol=protocol) as v:
+        async with asyncio.timeout(3):
+            message = await anext(aiter(v.messages))
+    assert (message.topic.value, message.payload) == (
+        device_topic(victim, "cmd"),
+        b"queued for victim",
+    )
