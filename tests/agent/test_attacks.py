@@ -38,20 +38,12 @@ from protocol.keys import key_id, public_bytes
 from protocol.keyset import CONTENT_TYPE, MAX_ROTATIONS
 from protocol.token import DEFAULT_SKEW_S
 from simulators import TokenRepositorySimulator
-from tests.protocol.cose_forge import load_vector
+from tests.protocol.cose_forge import FORGED_FOR_IDENTITY, IDENTITY, SMALL_ORDER
 
 NOW = 1_800_000_000
 DAY = 86400
 SKEW = DEFAULT_SKEW_S
 DEV = "dev-a"
-
-_SMALL_ORDER_VECTOR = load_vector("ed25519-small-order-keys.json")
-SMALL_ORDER = [
-    pytest.param(bytes.fromhex(k["x_hex"]), id=f"order{k['order']}-{k['x_hex'][:8]}")
-    for k in _SMALL_ORDER_VECTOR["keys"]
-]
-IDENTITY = bytes.fromhex(_SMALL_ORDER_VECTOR["keys"][0]["x_hex"])
-FORGED_FOR_IDENTITY = bytes.fromhex(_SMALL_ORDER_VECTOR["forged_signature_for_identity_key_hex"])
 
 
 class Device:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol.keys import key_id, public_bytes
@@ -28,6 +29,16 @@ DELETE: Any = object()  # claims_map(name=DELETE) drops the claim
 def load_vector(name: str) -> Any:
     """A JSON vector file; cose-wg files may start with a byte-order mark."""
     return json.loads((VECTORS / name).read_text(encoding="utf-8-sig"))
+
+
+SMALL_ORDER_VECTOR = load_vector("ed25519-small-order-keys.json")
+# the 8 small-order public keys, as pytest params with readable ids
+SMALL_ORDER = [
+    pytest.param(bytes.fromhex(k["x_hex"]), id=f"order{k['order']}-{k['x_hex'][:8]}")
+    for k in SMALL_ORDER_VECTOR["keys"]
+]
+IDENTITY = bytes.fromhex(SMALL_ORDER_VECTOR["keys"][0]["x_hex"])
+FORGED_FOR_IDENTITY = bytes.fromhex(SMALL_ORDER_VECTOR["forged_signature_for_identity_key_hex"])
 
 
 def private_key(name: str) -> Ed25519PrivateKey:

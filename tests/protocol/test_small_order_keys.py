@@ -13,21 +13,19 @@ from protocol.keyset import KeySet, apply_rotations, trust_root
 from protocol.token import parse_claims, verify_token
 from tests.protocol.cose_forge import (
     DEVICE_ID,
+    FORGED_FOR_IDENTITY,
+    IDENTITY,
     NOW,
+    SMALL_ORDER,
+    SMALL_ORDER_VECTOR,
     claims_map,
     keyset_entries,
-    load_vector,
     private_key,
     sign_keyset_payload,
 )
 
-VECTOR = load_vector("ed25519-small-order-keys.json")
-SMALL_ORDER = [
-    pytest.param(bytes.fromhex(k["x_hex"]), id=f"order{k['order']}-{k['x_hex'][:8]}")
-    for k in VECTOR["keys"]
-]
-IDENTITY = bytes.fromhex(VECTOR["keys"][0]["x_hex"])
-FORGED = bytes.fromhex(VECTOR["forged_signature_for_identity_key_hex"])
+VECTOR = SMALL_ORDER_VECTOR
+FORGED = FORGED_FOR_IDENTITY
 _P = 2**255 - 19
 
 
