@@ -16,6 +16,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -269,8 +270,12 @@ def _table(demo: DemoStack, title: str) -> Table:
         row = [agent.device_id, str(agent.state.ver)]
         for feature in FEATURES:
             allowed, why = agent.check(feature)
-            short = why.split(" (")[0]
-            row.append(f"[green]ON[/green]  {short}" if allowed else f"[red]OFF[/red] {short}")
+            claims = agent.state.claims
+            if allowed and claims is not None:
+                until = datetime.fromtimestamp(claims.ent[feature].until, tz=UTC)
+                row.append(f"[green]ON[/green]  paid through {until:%Y-%m-%d %H:%M:%S} UTC")
+            else:
+                row.append(f"[red]OFF[/red] {why.split(' (')[0]}")
         table.add_row(*row)
     return table
 
