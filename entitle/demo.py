@@ -16,8 +16,8 @@ import secrets
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
