@@ -16,12 +16,10 @@ import asyncio
 import statistics
 import time
 
-import aiomqtt
 from rich.console import Console
 from rich.progress import track
 
-from entitle.demo import running_stack
-from entitle.mqtt import SOCKET_OPTIONS
+from entitle.demo import DemoStack, running_stack
 
 YEAR = 366 * 86400
 
@@ -31,17 +29,9 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _raw_round_trips(port: int, password: str, n: int) -> list[float]:
+async def _raw_round_trips(stack: DemoStack, n: int) -> list[float]:
     out = []
-    async with aiomqtt.Client(
-        "127.0.0.1",
-        port,
-        username="cloud-ops",
-        identifier="cloud-bench",
-        password=password,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        socket_options=SOCKET_OPTIONS,
-    ) as c:
+    async with stack.ops_client() as c:
         await c.subscribe("entitle/v1/dev/bench/health", qos=1)
         messages = c.messages
         for i in range(n):
@@ -56,7 +46,7 @@ async def _raw_round_trips(port: int, password: str, n: int) -> list[float]:
 async def main(grants: int, devices: int, database_url: str | None) -> None:
     console = Console()
     async with running_stack(devices=devices, database_url=database_url) as stack:
-        raw = await _raw_round_trips(stack.broker_port, stack.cloud_password, grants)
+        raw = await _raw_round_trips(stack, grants)
         samples = []
         for i in track(range(grants), description="grant/revoke", console=console):
             start = time.perf_counter()

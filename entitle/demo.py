@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import httpx
 import uvicorn
 from rich.console import Console
@@ -30,6 +31,7 @@ from agent.runtime import Agent, open_agent
 from agent.session import Connection
 from entitle import broker as brokers
 from entitle.config import Settings
+from entitle.mqtt import SOCKET_OPTIONS
 
 __all__ = ["OPS_USER", "DemoStack", "cancel_and_wait", "run_demo", "running_stack"]
 
@@ -63,6 +65,18 @@ class DemoStack:
         self.root = root
         self.root_keyset = root_keyset
         self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def ops_client(self) -> aiomqtt.Client:
+        """An MQTT 5 client with the cloud's ACL (as OPS_USER, not the bridge's login)."""
+        return aiomqtt.Client(
+            "127.0.0.1",
+            self.broker_port,
+            username=self.cloud_user,
+            identifier=self.cloud_user,
+            password=self.cloud_password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            socket_options=SOCKET_OPTIONS,
+        )
 
     async def stop_agent(self, agent: Agent) -> None:
         """Stop one device's agent (as if it were switched off)."""

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import time
 
-import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
@@ -49,14 +48,7 @@ def _denied(feature: str):
 
 async def _cloud_publish(stack: DemoStack, topic: str, payload: bytes) -> None:
     """Publish as the cloud's broker identity: the ACL lets it write any device topic."""
-    async with aiomqtt.Client(
-        "127.0.0.1",
-        stack.broker_port,
-        username=stack.cloud_user,
-        identifier="cloud-test",
-        password=stack.cloud_password,
-        protocol=aiomqtt.ProtocolVersion.V5,
-    ) as client:
+    async with stack.ops_client() as client:
         props = Properties(PacketTypes.PUBLISH)
         props.MessageExpiryInterval = 3600
         await client.publish(topic, payload, qos=1, retain=True, properties=props)
@@ -250,14 +242,7 @@ async def test_restart_with_broker_down_and_clock_set_back_a_day(stack, tmp_path
     )
     task = asyncio.create_task(reconnecting.run())
     try:
-        async with aiomqtt.Client(
-            "127.0.0.1",
-            stack.broker_port,
-            username=stack.cloud_user,
-            identifier="cloud-status",
-            password=stack.cloud_password,
-            protocol=aiomqtt.ProtocolVersion.V5,
-        ) as client:
+        async with stack.ops_client() as client:
             await client.subscribe(device_topic(agent.device_id, "status"), qos=1)
             async with asyncio.timeout(10):
                 async for message in client.messages:
