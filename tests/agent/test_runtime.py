@@ -13,6 +13,7 @@ import pytest
 from agent.runtime import open_agent
 from agent.session import Connection
 from agent.store import Store, StoreError
+from entitle.demo import cancel_and_wait
 from simulators import TokenRepositorySimulator
 
 DAY = 86400
@@ -75,9 +76,8 @@ async def test_restart_with_broker_down_enforces_from_store(tmp_path, repo):
         status = await _query(sock, "/status")
         assert status["connected"] is False and status["token_ver"] == 1
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
+        assert task.cancelled()
         restarted.store.close()
 
 
@@ -123,9 +123,8 @@ async def test_expiry_is_enforced_at_the_second_without_a_message(tmp_path, repo
         assert time.time() >= until  # never early
         assert changes[0]["remote"][0] is True
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
+        assert task.cancelled()
         agent.store.close()
 
 
