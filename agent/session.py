@@ -23,18 +23,13 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from entitle.mqtt import SOCKET_OPTIONS, protocol_version
+from entitle.mqtt import SOCKET_OPTIONS, backoff_delay, protocol_version
 from protocol.topics import KEYS_TOPIC, device_topic
 
-__all__ = ["Connection", "MqttSession", "backoff_delay"]
+__all__ = ["Connection", "MqttSession"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], Awaitable[None]]
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +173,7 @@ class MqttSession:
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 self._client = None
-                delay = backoff_delay(attempt, base=self._base, cap=self._cap, rng=self._rng)
+                delay = backoff_delay(attempt, base_s=self._base, cap_s=self._cap, rng=self._rng)
                 attempt += 1
                 log.warning("broker connection lost (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 from collections.abc import Callable
 
@@ -23,14 +22,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from entitle.config import BrokerAddress, Settings
-from entitle.mqtt import SOCKET_OPTIONS, protocol_version
+from entitle.mqtt import SOCKET_OPTIONS, backoff_delay, protocol_version
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 
 __all__ = ["MqttBridge", "backoff_delay"]
 
 _log = logging.getLogger(__name__)
-_jitter = random.Random()
 
 
 def _raise_if_cancelling() -> None:
@@ -39,14 +37,6 @@ def _raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def backoff_delay(
-    attempt: int, *, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None
-) -> float:
-    """Seconds to wait before reconnect ``attempt`` (0-based): capped, with equal jitter."""
-    ceiling = min(cap_s, base_s * (1 << min(attempt, 32)))
-    return ceiling / 2 + (rng or _jitter).uniform(0, ceiling / 2)
 
 
 class MqttBridge:

@@ -11,8 +11,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from cloud.bridge import MqttBridge, backoff_delay
+from cloud.bridge import MqttBridge
 from entitle.config import Settings
+from entitle.mqtt import backoff_delay
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 from tests.broker_fixtures import FixtureBroker
