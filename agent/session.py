@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from entitle.mqtt import SOCKET_OPTIONS, backoff_delay, protocol_version
 from protocol.topics import KEYS_TOPIC, device_topic
@@ -132,19 +130,6 @@ class MqttSession:
         )
         # A cancel swallowed by aiomqtt's wait_for would leave the agent's expiry
         # timer looping with nobody to cancel it again (its TaskGroup already did).
-        _raise_if_cancelling()
-
-    async def publish(self, channel: str, payload: bytes, *, qos: int = 1) -> None:
-        """Publish on one of this device's own topics (health, cmd/res)."""
-        client = self._client
-        if client is None or not self.connected.is_set():
-            raise aiomqtt.MqttError("not connected")
-        properties = None
-        if self._conn.protocol == 5:
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.ContentType = "application/json"
-        topic = device_topic(self._conn.username, channel)  # type: ignore[arg-type]
-        await client.publish(topic, payload, qos=qos, properties=properties)
         _raise_if_cancelling()
 
     async def run(self) -> None:
