@@ -21,7 +21,7 @@ from cloud.api.errors import validation_error
 from cloud.api.routes import api_router, health
 from cloud.bridge import MqttBridge
 from cloud.issuing import IssuingService
-from cloud.jobs import RefreshJob
+from cloud.jobs import Job, JobRunner, RefreshJob
 from cloud.ports import BrokerAccounts, Clock, EntitlementPublisher, system_clock
 from cloud.signer import Signer
 from cloud.store import Store
@@ -101,6 +101,8 @@ def create_app(
                 interval_s=settings.refresh_interval_s,
                 clock=now,
             )
+            jobs: list[Job] = [job]  # every background job; each is idempotent across workers
+            runner = JobRunner(jobs)
             app.state.cloud = CloudState(
                 settings=settings,
                 store=store,
@@ -110,6 +112,7 @@ def create_app(
                 bridge=bridge,
                 refresh_job=job,
                 clock=now,
+                jobs=runner,
             )
             async with asyncio.TaskGroup() as tasks:
                 running = []
@@ -117,7 +120,7 @@ def create_app(
                     running.append(tasks.create_task(bridge.run(), name="mqtt-bridge"))
                 else:
                     await service.publish_keyset()  # the bridge does this on every connect
-                running.append(tasks.create_task(job.run(), name="refresh-job"))
+                running.append(tasks.create_task(runner.run(), name="jobs"))
                 _log.info("cloud started: key set v%d", signer.keyset.version)
                 try:
                     yield

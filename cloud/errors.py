@@ -37,6 +37,7 @@ __all__ = [
     "InstallationFull",
     "InvalidApiKey",
     "InvalidGrant",
+    "Forbidden",
     "KeyFileError",
     "MissingApiKey",
     "NotAuthenticated",
@@ -107,6 +108,10 @@ class InvalidApiKey(NotAuthenticated):
 
 class RevokedApiKey(NotAuthenticated):
     """A key that was valid but has been revoked."""
+
+
+class Forbidden(CloudError):
+    """Authenticated, but the role or the scope does not allow this action (403)."""
 
 
 class KeyFileError(CloudError):

@@ -1,4 +1,9 @@
-"""Background jobs: keep every device's token fresh and published.
+"""Background jobs: one runner, many idempotent jobs; the token refresh job.
+
+:class:`JobRunner` runs each :class:`Job` every ``interval_s`` as a named
+task; every job must be idempotent and safe when several cloud workers run
+it against one database at the same moment (row locks, conditional
+updates). Tests call ``run_once`` directly with a test clock.
 
 The decision is :func:`cloud.domain.plan_refresh` (pure); :class:`RefreshJob`
 only loads the candidates, applies the plan through the
@@ -10,16 +15,60 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cloud.domain import TokenState, plan_refresh
 from cloud.issuing import Issued, IssuingService
 from cloud.ports import Clock
 from cloud.store import Store
 
-__all__ = ["RefreshJob", "RefreshReport", "plan_refresh"]
+__all__ = ["Job", "JobRunner", "RefreshJob", "RefreshReport", "plan_refresh"]
 
 _log = logging.getLogger(__name__)
+
+
+class Job(Protocol):
+    """One kind of background work, done in passes."""
+
+    name: str
+    interval_s: float
+
+    async def run_once(self) -> object:
+        """One pass at the job's clock's ``now``; idempotent, safe beside other workers."""
+        ...
+
+
+class JobRunner:
+    """Runs every job in passes until cancelled; a failed pass is logged and retried."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.jobs = list(jobs)
+
+    async def run_once(self) -> dict[str, object]:
+        """One pass of every job, in order (tests and the test clock use this)."""
+        return {job.name: await job.run_once() for job in self.jobs}
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for job in self.jobs:
+                tasks.create_task(_loop(job), name=f"job-{job.name}")
+
+
+async def _loop(job: Job) -> None:
+    while True:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # a cancellation swallowed by asyncio.wait_for (Python 3.11) during a publish
+            raise asyncio.CancelledError
+        try:
+            await job.run_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("%s pass failed; retrying in %.0fs", job.name, job.interval_s)
+        await asyncio.sleep(job.interval_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +94,11 @@ class RefreshJob:
     ) -> None:
         if interval_s <= 0:
             raise ValueError("refresh interval must be positive")
+        self.name = "token-refresh"
+        self.interval_s = interval_s
         self._service = service
         self._store = store
         self._refresh_before_s = refresh_before_s
-        self._interval_s = interval_s
         self._clock = clock
         self._republish_after_s = republish_after_s
 
@@ -81,15 +131,4 @@ class RefreshJob:
 
     async def run(self) -> None:
         """Run passes every ``interval_s`` until cancelled; a failed pass is logged."""
-        while True:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # a cancellation swallowed by asyncio.wait_for (Python 3.11) during a publish
-                raise asyncio.CancelledError
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                _log.exception("refresh pass failed; retrying in %.0fs", self._interval_s)
-            await asyncio.sleep(self._interval_s)
+        await _loop(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,9 +13,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from cloud.api.errors import http_error
 from cloud.apikeys import CREATE_HINT, Principal, authenticate
 from cloud.bridge import MqttBridge
-from cloud.errors import NotAuthenticated
+from cloud.domain.roles import Permission, allowed
+from cloud.errors import Forbidden, NotAuthenticated
 from cloud.issuing import IssuingService
-from cloud.jobs import RefreshJob
+from cloud.jobs import JobRunner, RefreshJob
 from cloud.ports import Clock, EntitlementPublisher
 from cloud.signer import Signer
 from cloud.store import Store
@@ -30,6 +32,7 @@ __all__ = [
     "StateDep",
     "StoreDep",
     "get_principal",
+    "require",
 ]
 
 _log = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ class CloudState:
     bridge: MqttBridge | None
     refresh_job: RefreshJob
     clock: Clock
+    jobs: JobRunner
 
 
 def get_state(request: Request) -> CloudState:
@@ -92,6 +96,28 @@ def get_principal(
     except NotAuthenticated as exc:
         _log.info("request refused: %s", type(exc).__name__)
         raise http_error(exc) from exc
+
+
+def require(permission: Permission) -> Callable[[Principal], Principal]:
+    """A dependency that lets the request through only if its role holds ``permission``.
+
+    403 says which permission is missing and what the role may do instead.
+    Routes declare it as ``principal: Annotated[Principal, Depends(require(P.X))]``
+    (or in ``dependencies=[...]``); the route-by-role test finds it by
+    ``dependency.permission``.
+    """
+
+    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not allowed(principal.role, permission):
+            exc = Forbidden(
+                f"the role '{principal.role}' may not do this (needs '{permission.value}'); "
+                "ask an administrator"
+            )
+            raise http_error(exc)
+        return principal
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return dependency
 
 
 StateDep = Annotated[CloudState, Depends(get_state)]

@@ -13,6 +13,7 @@ from cloud.api.schemas import ErrorOut
 from cloud.errors import (
     CloudError,
     Conflict,
+    Forbidden,
     InvalidGrant,
     MissingApiKey,
     NotAuthenticated,
@@ -23,13 +24,15 @@ __all__ = ["documented", "http_error", "validation_error"]
 
 
 def http_error(exc: CloudError) -> HTTPException:
-    """401 without a usable key, 404 unknown ids, 409 conflicts, 422 invalid grants, else 500."""
+    """401 no usable key, 403 not allowed, 404 unknown, 409 conflict, 422 bad grant, else 500."""
     if isinstance(exc, NotAuthenticated):
         # RFC 6750: no error code when no credentials were sent at all
         challenge = "Bearer" if isinstance(exc, MissingApiKey) else 'Bearer error="invalid_token"'
         return HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail=str(exc), headers={"WWW-Authenticate": challenge}
         )
+    if isinstance(exc, Forbidden):
+        return HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc))
     if isinstance(exc, NotFound):
         return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
     if isinstance(exc, Conflict):

@@ -9,7 +9,17 @@ from fastapi import APIRouter, Depends
 
 from cloud.api.deps import get_principal
 from cloud.api.errors import documented
-from cloud.api.routes import devices, health, installations, keys
+from cloud.api.routes import (
+    accounts,
+    device_health,
+    devices,
+    health,
+    installations,
+    keys,
+    orders,
+    subscriptions,
+    tickets,
+)
 
 __all__ = ["api_router"]
 
@@ -20,6 +30,11 @@ protected = APIRouter(
 protected.include_router(installations.router)
 protected.include_router(devices.router)
 protected.include_router(keys.router)
+protected.include_router(accounts.router)
+protected.include_router(subscriptions.router)
+protected.include_router(orders.router)
+protected.include_router(device_health.router)
+protected.include_router(tickets.router)
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(protected)
