@@ -1,9 +1,12 @@
-"""The running agent: store, verifier, MQTT session, expiry timer, local API.
+"""The running agent: store, verifier, MQTT session, expiry timer, local API,
+enforcers, health reports and remote commands.
 
 It enforces from the store before any network is up, applies every message
 through the pure verifier (a rejection is logged with its typed reason and
 changes nothing), persists an accepted state before using it, and
-re-evaluates decisions at the exact second the next one flips.
+re-evaluates decisions at the exact second the next one flips. Health
+reports go through a persistent outbox (:mod:`agent.health`); commands on
+the device's ``cmd`` topic are answered by :mod:`agent.commands`.
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from agent.commands import CommandHandler
+from agent.health import HealthCollector, HealthPublisher
+from agent.outbox import DEFAULT_MAX_ROWS, Outbox
 from agent.session import Connection, MqttSession
 from agent.store import Store
 from agent.verifier import Outcome, TrustState, accept_keyset, accept_token
 from protocol.errors import UntrustedDataError
 from protocol.topics import KEYS_TOPIC, device_topic
 
-__all__ = ["Agent", "Decisions", "Enforcer", "RejectCounter", "open_agent"]
+if TYPE_CHECKING:  # importing it at run time would load pyserial into every agent
+    from agent.firmware import FirmwareClient
+
+__all__ = ["Agent", "BackgroundEnforcer", "Decisions", "Enforcer", "RejectCounter", "open_agent"]
 
 log = logging.getLogger(__name__)
 Decisions = Mapping[str, tuple[bool, str]]
@@ -36,6 +45,17 @@ class Enforcer(Protocol):
     """Something on the device that follows the decisions (firmware, pruning, ...)."""
 
     async def apply(self, decisions: Decisions, *, state: TrustState, now: int) -> None: ...
+
+
+@runtime_checkable
+class BackgroundEnforcer(Enforcer, Protocol):
+    """An enforcer with its own loop (retries, probes, periodic pruning)."""
+
+    name: str
+
+    async def run(self, now: Callable[[], int]) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -62,7 +82,11 @@ class Agent:
         clock: Callable[[], float] = time.time,
         api_socket: Path | None = None,
         enforcers: Sequence[Enforcer] = (),
+        firmware: FirmwareClient | None = None,
+        health: HealthCollector | None = None,
     ) -> None:
+        """``firmware``: an :class:`agent.firmware.FirmwareClient` for commands and
+        health; ``health``: the collector, whose outbox is drained to the broker."""
         self.store = store
         self._state = state
         self.connection = connection
@@ -72,12 +96,29 @@ class Agent:
         self.rejects = RejectCounter()
         self.listeners: list[Callable[[Decisions], None]] = []
         self._decisions: dict[str, tuple[bool, str]] = {}
+        self._enforced = False
         self._wake = asyncio.Event()
         self._pending_token: bytes | None = None
         self._setback_reported = 0
         self.session: MqttSession | None = None
         if connection is not None:
             self.session = MqttSession(connection, self.handle, status=self.status_details)
+        self.firmware = firmware
+        self.commands = CommandHandler(
+            device_id=self.device_id,
+            firmware=firmware,
+            publisher=self.session,
+            on_reboot=self._firmware_rebooted,
+        )
+        self.health = health
+        self.publisher: HealthPublisher | None = None
+        if health is not None:
+            health.error_counts = self.error_counts
+            if self.session is not None:
+                self.publisher = HealthPublisher(
+                    device_id=self.device_id, outbox=health.outbox, publisher=self.session
+                )
+                health.on_report = self.publisher.notify
 
     # --- state ----------------------------------------------------------
     @property
@@ -113,7 +154,45 @@ class Agent:
             "rejected": dict(self.rejects.by_reason),
             "last_rejection": self.rejects.last,
             "connected": bool(self.session and self.session.connected.is_set()),
+            **self._telemetry_details(),
         }
+
+    def error_counts(self) -> dict[str, dict[str, int]]:
+        """Typed error counts by category, for the health report's ``errors``."""
+        counters = self.firmware.counters if self.firmware is not None else {}
+        serial = {k: int(v) for k, v in counters.items() if k != "requests" and v}
+        return {
+            "serial": serial,
+            "cmd": dict(self.commands.errors),
+            "rejected_tokens": dict(self.rejects.by_reason),
+        }
+
+    def _telemetry_details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "commands": {
+                "handled": self.commands.handled,
+                "answered": self.commands.answered,
+                "errors": dict(self.commands.errors),
+            }
+        }
+        if self.health is not None:
+            details["outbox"] = self.health.outbox.stats()
+            details["health"] = {
+                "collected": self.health.collected,
+                "published": self.publisher.published if self.publisher else 0,
+                "publish_failures": self.publisher.failures if self.publisher else 0,
+                "interval_s": self.health.interval_s,
+            }
+        for enforcer in self.enforcers:
+            if isinstance(enforcer, BackgroundEnforcer):
+                details[f"enforcer_{enforcer.name}"] = enforcer.stats()
+        return details
+
+    def _firmware_rebooted(self) -> None:
+        for enforcer in self.enforcers:
+            mark = getattr(enforcer, "mark_dirty", None)
+            if mark is not None:
+                mark()
 
     def _commit(self, new: TrustState) -> None:
         """Persist first, then use: a crash never leaves a used, unsaved state."""
@@ -127,6 +206,8 @@ class Agent:
             await self.apply_keyset(payload)
         elif topic == device_topic(self.device_id, "entitlement"):
             await self.apply_token(payload)
+        elif topic == device_topic(self.device_id, "cmd"):
+            self.commands.submit(payload)
         else:
             log.warning("%s: ignoring message on unexpected topic %s", self.device_id, topic)
 
@@ -188,18 +269,31 @@ class Agent:
         if observed.high_water - self._state.high_water >= _HIGH_WATER_PERSIST_S:
             self._commit(observed)
         decisions = self._state.features(local_now=now)
-        if decisions != self._decisions:
+        changed = decisions != self._decisions
+        if changed:
             for name, (allowed, why) in decisions.items():
                 if self._decisions.get(name, (None,))[0] != allowed:
                     log.info("feature %s %s: %s", name, "ALLOWED" if allowed else "DENIED", why)
             self._decisions = decisions
-            for enforcer in self.enforcers:
-                await enforcer.apply(decisions, state=self._state, now=view.now)
+        if changed or not self._enforced:  # enforcers also learn the first (maybe empty) set
+            self._enforced = True
+            await self._enforce(decisions, now=view.now)
+        if changed:
             for listener in self.listeners:
                 listener(decisions)
             if self.session is not None:
                 await self._publish_status()
         self._wake.set()
+
+    async def _enforce(self, decisions: Decisions, *, now: int) -> None:
+        for enforcer in self.enforcers:
+            try:
+                await enforcer.apply(decisions, state=self._state, now=now)
+            except Exception:  # an enforcer's failure must not stop the others or the agent
+                log.exception("enforcer %s failed", type(enforcer).__name__)
+
+    def trusted_now(self) -> int:
+        return self._state.time(self.local_now()).now
 
     async def _publish_status(self) -> None:
         try:
@@ -226,8 +320,24 @@ class Agent:
                 await self._reevaluate()
 
     # --- running --------------------------------------------------------
+    def close(self) -> None:
+        """Close the store and the health outbox."""
+        self.store.close()
+        if self.health is not None:
+            self.health.outbox.close()
+
     async def run(self) -> None:
-        """Enforce from the store at once, then stay connected until cancelled."""
+        """Enforce from the store at once, then stay connected until cancelled.
+
+        The firmware client (if any) is closed when this returns.
+        """
+        try:
+            await self._run()
+        finally:
+            if self.firmware is not None:
+                await self.firmware.close()
+
+    async def _run(self) -> None:
         await self._reevaluate()
         log.info(
             "agent %s started: token ver %s, key set v%s",
@@ -243,6 +353,16 @@ class Agent:
                 from agent.api import serve
 
                 tasks.create_task(serve(self, self.api_socket), name="local-api")
+            tasks.create_task(self.commands.run(), name="commands")
+            if self.health is not None:
+                tasks.create_task(self.health.run(), name="health-collector")
+            if self.publisher is not None:
+                tasks.create_task(self.publisher.run(), name="health-publisher")
+            for enforcer in self.enforcers:
+                if isinstance(enforcer, BackgroundEnforcer):
+                    tasks.create_task(
+                        enforcer.run(self.trusted_now), name=f"enforcer-{enforcer.name}"
+                    )
 
 
 def open_agent(
@@ -256,6 +376,10 @@ def open_agent(
     api_socket: Path | None = None,
     enforcers: Sequence[Enforcer] = (),
     installation_id: str | None = None,
+    firmware: FirmwareClient | None = None,
+    kind: str | None = None,
+    health_interval_s: float | None = None,
+    outbox_max_rows: int = DEFAULT_MAX_ROWS,
 ) -> Agent:
     """Open (or provision) the agent's store and build the agent.
 
@@ -264,7 +388,10 @@ def open_agent(
 
     A store that already holds a state is used as it is (its key set may have
     been rotated since provisioning); ``root_keyset`` is needed only the first
-    time.
+    time. With ``health_interval_s`` the agent samples a health report that
+    often into ``outbox.db`` beside the store and publishes it (``kind``: the
+    device kind, else the firmware's GET_INFO says); ``firmware`` answers
+    commands and adds the firmware's own health.
     """
     from agent.store import StoreError
     from agent.verifier import provision
@@ -280,6 +407,17 @@ def open_agent(
             )
         state = provision(device_id, root_keyset, skew=skew, installation_id=installation_id)
         store.save(state)
+    health = None
+    if health_interval_s is not None:
+        health = HealthCollector(
+            device_id=device_id,
+            outbox=Outbox(data_dir / "outbox.db", max_rows=outbox_max_rows),
+            clock=clock,
+            kind=kind,
+            firmware=firmware,
+            interval_s=health_interval_s,
+            disk_path=data_dir,
+        )
     return Agent(
         store=store,
         state=state,
@@ -287,4 +425,6 @@ def open_agent(
         clock=clock,
         api_socket=api_socket,
         enforcers=enforcers,
+        firmware=firmware,
+        health=health,
     )

@@ -3,9 +3,11 @@
 A thin aiomqtt adapter. It connects with the device's own credentials,
 announces ``online`` on the retained status topic (the broker publishes the
 retained ``offline`` will when the device drops), subscribes to its
-entitlement topic and the key-set topic, and passes every message to a
-handler. Connection failures are retried forever with capped exponential
-backoff and full jitter; a handler error is the handler's to log.
+entitlement and command topics and the key-set topic, and passes every
+message to a handler. :meth:`MqttSession.publish` is the bounded-time QoS 1
+publish the health publisher and command results use. Connection failures
+are retried forever with capped exponential backoff and full jitter; a
+handler error is the handler's to log.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import aiomqtt
 
 from entitle.mqtt import SOCKET_OPTIONS, backoff_delay, protocol_version
+from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 
 __all__ = ["Connection", "MqttSession"]
@@ -132,6 +135,28 @@ class MqttSession:
         # timer looping with nobody to cancel it again (its TaskGroup already did).
         _raise_if_cancelling()
 
+    async def publish(
+        self, topic: str, payload: bytes, *, timeout_s: float, retain: bool = False
+    ) -> None:
+        """Publish with QoS 1 and return once the broker acknowledged it (PUBACK).
+
+        Raises:
+            TransportError: not connected, the connection failed, or no PUBACK
+                within ``timeout_s``.
+        """
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise TransportError("not connected to the broker")
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.publish(topic, payload, qos=1, retain=retain, timeout=timeout_s)
+        except TimeoutError as exc:
+            raise TransportError(f"no PUBACK within {timeout_s}s for {topic}") from exc
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"publish to {topic} failed: {exc}") from exc
+        finally:
+            _raise_if_cancelling()
+
     async def run(self) -> None:
         """Connect, subscribe and dispatch until cancelled."""
         attempt = 0
@@ -141,6 +166,7 @@ class MqttSession:
                     self._client = client
                     await client.subscribe(device_topic(self._conn.username, "entitlement"), qos=1)
                     await client.subscribe(KEYS_TOPIC, qos=1)
+                    await client.subscribe(device_topic(self._conn.username, "cmd"), qos=1)
                     self.connected.set()
                     self.connects += 1
                     attempt = 0

@@ -6,8 +6,10 @@ apikey list`` shows them); the whole key only as its SHA-256. A slow hash
 buys nothing against guessing 256 random bits, and a fast one keeps the
 check on every request cheap. Matching uses :func:`hmac.compare_digest`.
 
-Every key has the role ``admin`` for now; the column is there so that
-permissions can attach to keys later without a new table.
+A key either belongs to a user (``user_id``; it acts as that user, with
+the user's role at the time of each request, and stops working when the user
+is disabled) or is a bare key with its own ``role`` (``admin`` from
+``entitle cloud apikey create``, to bootstrap the first accounts).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cloud.errors import InvalidApiKey, MissingApiKey, RevokedApiKey, UnknownApiKey
-from cloud.store import ApiKeyRow, Store
+from cloud.errors import InvalidApiKey, MissingApiKey, RevokedApiKey, UnknownApiKey, UnknownUser
+from cloud.store import ApiKeyRow, Store, Tx
+from cloud.store.accounts import UserRow
 
 __all__ = [
     "ADMIN",
@@ -28,6 +31,7 @@ __all__ = [
     "KEY_PREFIX",
     "NewApiKey",
     "Principal",
+    "add_api_key",
     "authenticate",
     "bootstrap_api_key",
     "create_api_key",
@@ -51,11 +55,21 @@ _KEY_CHARS = len(KEY_PREFIX) + 43  # base64url of 32 bytes, unpadded
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request acts as: the API key it presented."""
+    """Who a request acts as: an API key, or a user through a login session or their key.
 
-    key_id: int
+    ``key_id`` is None for a login session; ``user_id`` is None for a bare
+    (admin) API key. ``role`` is always set: the user's role, or the bare key's.
+    """
+
+    key_id: int | None
     name: str
     role: str
+    user_id: int | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this principal: ``user:<id>`` or ``apikey:<id>``."""
+        return f"user:{self.user_id}" if self.user_id is not None else f"apikey:{self.key_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,19 +109,42 @@ def _check_name(name: str) -> str:
     return name
 
 
-def create_api_key(store: Store, *, name: str, now: int, role: str = ADMIN) -> NewApiKey:
+def create_api_key(
+    store: Store, *, name: str, now: int, role: str = ADMIN, user_id: int | None = None
+) -> NewApiKey:
     """Create and store a key; the returned :attr:`NewApiKey.key` is the only copy.
+
+    With ``user_id`` the key acts as that user (``role`` is then the user's).
 
     Raises:
         ValueError: an empty, over-long or unprintable name.
+        UnknownUser: no user has this id.
+    """
+    with store.transaction() as tx:
+        return add_api_key(tx, name=name, now=now, role=role, user_id=user_id)
+
+
+def add_api_key(
+    tx: Tx, *, name: str, now: int, role: str = ADMIN, user_id: int | None = None
+) -> NewApiKey:
+    """:func:`create_api_key` inside the caller's transaction (to audit it in the same one).
+
+    Raises:
+        ValueError, UnknownUser: as :func:`create_api_key`.
     """
     name = _check_name(name)
     key = new_key()
-    with store.transaction() as tx:
-        row = tx.add_api_key(
-            name=name, prefix=key_prefix(key), key_hash=key_hash(key), role=role, now=now
-        )
-    _log.info("API key %d (%s) created, role %s", row.id, row.name, row.role)
+    if user_id is not None:
+        user = tx.session.get(UserRow, user_id)
+        if user is None:
+            raise UnknownUser(f"no user with id {user_id}: see 'entitle cloud user list'")
+        role = user.role.value
+    row = tx.add_api_key(
+        name=name, prefix=key_prefix(key), key_hash=key_hash(key), role=role, now=now
+    )
+    row.user_id = user_id
+    tx.session.flush()
+    _log.info("API key %d (%s) created, role %s, user %s", row.id, row.name, row.role, user_id)
     return NewApiKey(
         id=row.id, name=row.name, prefix=row.prefix, role=row.role, created_at=now, key=key
     )
@@ -150,7 +187,7 @@ def authenticate(store: Store, presented: str | None) -> Principal:
     Raises:
         MissingApiKey: no key.
         InvalidApiKey: no stored key matches.
-        RevokedApiKey: the key matches a revoked key.
+        RevokedApiKey: the key matches a revoked key, or its user is disabled.
     """
     if not presented:
         raise MissingApiKey(
@@ -165,13 +202,20 @@ def authenticate(store: Store, presented: str | None) -> Principal:
     digest = key_hash(presented)
     with store.transaction() as tx:
         candidates = tx.api_keys_with_prefix(key_prefix(presented))
-    # every candidate is compared, so the time taken does not say which one matched
-    matches = [row for row in candidates if hmac.compare_digest(row.key_hash, digest)]
-    if not matches:
-        raise invalid
-    row = matches[0]
+        # every candidate is compared, so the time taken does not say which one matched
+        matches = [row for row in candidates if hmac.compare_digest(row.key_hash, digest)]
+        if not matches:
+            raise invalid
+        row = matches[0]
+        user = None if row.user_id is None else tx.session.get(UserRow, row.user_id)
     if row.revoked_at is not None:
         raise RevokedApiKey(
             f"API key {row.id} ({row.name}) has been revoked: create a new one with '{CREATE_HINT}'"
         )
-    return Principal(key_id=row.id, name=row.name, role=row.role)
+    if row.user_id is None:
+        return Principal(key_id=row.id, name=row.name, role=row.role)
+    if user is None or user.disabled_at is not None:
+        raise RevokedApiKey(
+            f"API key {row.id} ({row.name}) belongs to a disabled user: ask an administrator"
+        )
+    return Principal(key_id=row.id, name=row.name, role=user.role.value, user_id=user.id)

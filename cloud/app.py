@@ -19,17 +19,47 @@ from fastapi.exceptions import RequestValidationError
 from cloud.api.deps import CloudState
 from cloud.api.errors import validation_error
 from cloud.api.routes import api_router, health
+from cloud.billing.jobs import PaymentReconcileJob, RefundRetryJob
+from cloud.billing.orders import Billing
 from cloud.bridge import MqttBridge
+from cloud.health.commands import (
+    CommandPublisher,
+    CommandService,
+    CommandsUnavailable,
+    CommandTimeoutJob,
+)
+from cloud.health.ingest import HealthIngest
+from cloud.health.retention import HealthRetentionJob
 from cloud.issuing import IssuingService
 from cloud.jobs import Job, JobRunner, RefreshJob
+from cloud.notifications import OutboxSender, SmtpMailer
 from cloud.ports import BrokerAccounts, Clock, EntitlementPublisher, system_clock
 from cloud.signer import Signer
 from cloud.store import Store
+from cloud.subscriptions import RenewalJob, SubscriptionService
+from cloud.testclock import TestClock
+from cloud.tickets import TicketJob, TicketService
 from entitle.config import Settings
 
 __all__ = ["create_app"]
 
 _log = logging.getLogger(__name__)
+
+
+class _NoCommandRoute:
+    """No MQTT bridge (a custom publisher was given): commands cannot reach devices."""
+
+    async def publish_command(self, device_id: str, payload: bytes) -> None:
+        raise CommandsUnavailable(
+            f"this cloud runs without an MQTT bridge: no command can reach {device_id}"
+        )
+
+
+def _command_route(publisher: object) -> CommandPublisher:
+    """A custom publisher that can also carry commands (a simulator), else none."""
+    if isinstance(publisher, CommandPublisher):
+        return publisher
+    return _NoCommandRoute()
 
 
 class _UnmanagedAccounts:
@@ -63,6 +93,7 @@ def create_app(
     publisher: EntitlementPublisher | None = None,
     accounts: BrokerAccounts | None = None,
     clock: Clock | None = None,
+    command_publisher: CommandPublisher | None = None,
 ) -> FastAPI:
     """Build the cloud app.
 
@@ -72,8 +103,10 @@ def create_app(
         accounts: broker accounts of devices; default ``entitle.broker.MosquittoAccounts``
             on ``data_dir/broker`` when that broker directory exists, else none (logged).
         clock: epoch seconds; default the system clock.
+        command_publisher: where device commands go; default the MQTT bridge, or
+            ``publisher`` when it has ``publish_command`` (else sending answers 409).
     """
-    now = clock or system_clock
+    now = clock or (TestClock() if settings.test_clock else system_clock)
     if settings.refresh_before_s >= settings.token_ttl_s:
         raise ValueError(
             f"refresh_before_s ({settings.refresh_before_s}) must be below token_ttl_s "
@@ -102,6 +135,50 @@ def create_app(
                 clock=now,
             )
             jobs: list[Job] = [job]  # every background job; each is idempotent across workers
+            billing = Billing.from_settings(settings, store, clock=now)
+            jobs += [RefundRetryJob(billing, clock=now), PaymentReconcileJob(billing, clock=now)]
+            subscriptions = SubscriptionService(store, service, billing, clock=now)
+            jobs.append(RenewalJob(subscriptions, clock=now))
+            ingest = HealthIngest(
+                store,
+                clock=now,
+                batch_size=settings.health_batch_size,
+                flush_delay_s=settings.health_flush_delay_s,
+            )
+            if bridge is not None:
+                bridge.attach(ingest)
+            commands = CommandService(
+                store,
+                command_publisher or bridge or _command_route(publisher),
+                clock=now,
+                timeout_s=settings.command_timeout_s,
+            )
+            tickets = TicketService(store, clock=now)
+            jobs += [
+                CommandTimeoutJob(store, clock=now),
+                TicketJob(store, clock=now, interval_s=settings.tickets_interval_s),
+                HealthRetentionJob(
+                    store,
+                    clock=now,
+                    raw_retention_s=settings.health_retention_s,
+                    hourly_retention_s=settings.health_hourly_retention_s,
+                    interval_s=settings.health_retention_interval_s,
+                ),
+            ]
+            mailer = SmtpMailer.from_settings(settings)
+            outbox = None
+            if mailer is None:
+                _log.warning("no ENTITLE_SMTP_HOST: e-mail notifications stay queued, unsent")
+            else:
+                outbox = OutboxSender(
+                    store,
+                    mailer,
+                    sender=settings.smtp_sender,
+                    clock=now,
+                    interval_s=settings.outbox_interval_s,
+                    send_timeout_s=2 * settings.smtp_timeout_s,
+                )
+                jobs.append(outbox)
             runner = JobRunner(jobs)
             app.state.cloud = CloudState(
                 settings=settings,
@@ -113,6 +190,12 @@ def create_app(
                 refresh_job=job,
                 clock=now,
                 jobs=runner,
+                billing=billing,
+                outbox=outbox,
+                health_ingest=ingest,
+                commands=commands,
+                tickets=tickets,
+                subscriptions=subscriptions,
             )
             async with asyncio.TaskGroup() as tasks:
                 running = []
@@ -121,6 +204,7 @@ def create_app(
                 else:
                     await service.publish_keyset()  # the bridge does this on every connect
                 running.append(tasks.create_task(runner.run(), name="jobs"))
+                running.append(tasks.create_task(ingest.run(), name="health-ingest"))
                 _log.info("cloud started: key set v%d", signer.keyset.version)
                 try:
                     yield

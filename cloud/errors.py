@@ -14,10 +14,25 @@
         │   ├── DeviceExists
         │   └── AccountRefused       the broker accounts adapter refused the device id
         ├── InvalidGrant             a grant the protocol cannot carry (422)
+        ├── InvalidRequest           input that the rules refuse before anything changes (422)
+        │   ├── UnknownProduct       a product code not in the catalogue
+        │   └── BadTerm              a term not offered, > 60 months, or a date in the past
+        ├── SubscriptionConflict     (a Conflict, 409) the subscription's state forbids this
+        │   ├── SubscriptionExists   one subscription per service per installation
+        │   └── InvalidTransition    e.g. reactivating an expired subscription
+        ├── UnknownSubscription      (a NotFound, 404)
+        ├── PaymentDeclined          the card was declined at purchase; nothing was bought (402)
         ├── NotAuthenticated         no usable API key on a request (401)
         │   ├── MissingApiKey
         │   ├── InvalidApiKey        unknown key, or the secret does not match
-        │   └── RevokedApiKey
+        │   ├── RevokedApiKey
+        │   ├── LoginFailed          wrong e-mail or password, or a disabled user
+        │   └── SessionExpired       login cookie unknown, expired or idle
+        ├── Forbidden                role or scope refuses the action (403)
+        │   └── Blacklisted          a blacklisted customer may not buy or change
+        ├── LoginThrottled           too many failed logins for an account (429)
+        ├── UnknownUser, UnknownCompany   (NotFound, 404)
+        ├── AccountExists            (a Conflict, 409) e-mail or partner id taken
         └── KeyFileError             issuer key files missing, corrupt or exposed
             └── InsecureKeyFile      a private key readable by group or others
 
@@ -29,7 +44,22 @@ from __future__ import annotations
 from protocol.errors import EntitleError
 
 __all__ = [
+    "AccountExists",
     "AccountRefused",
+    "Blacklisted",
+    "LoginFailed",
+    "LoginThrottled",
+    "SessionExpired",
+    "UnknownCompany",
+    "UnknownUser",
+    "BadTerm",
+    "InvalidRequest",
+    "PaymentDeclined",
+    "InvalidTransition",
+    "SubscriptionConflict",
+    "SubscriptionExists",
+    "UnknownProduct",
+    "UnknownSubscription",
     "CloudError",
     "Conflict",
     "DeviceExists",
@@ -94,6 +124,38 @@ class InvalidGrant(CloudError):
     """A grant that cannot be put into a token (reserved names, too many features)."""
 
 
+class InvalidRequest(CloudError):
+    """Input the rules refuse; nothing was changed (422)."""
+
+
+class UnknownProduct(InvalidRequest):
+    """A product code that is not in the catalogue."""
+
+
+class BadTerm(InvalidRequest):
+    """A term the product does not offer, a renewal over 60 months, or a past date."""
+
+
+class SubscriptionConflict(Conflict):
+    """The subscription's current state does not allow the request."""
+
+
+class SubscriptionExists(SubscriptionConflict):
+    """The installation already has a live subscription to this service."""
+
+
+class InvalidTransition(SubscriptionConflict):
+    """An event the subscription's status does not accept (e.g. reactivating an expired one)."""
+
+
+class PaymentDeclined(CloudError):
+    """A purchase or renewal whose card charge failed: nothing was bought (402)."""
+
+
+class UnknownSubscription(NotFound):
+    """No subscription with this id."""
+
+
 class NotAuthenticated(CloudError):
     """A request to a protected route without a usable API key."""
 
@@ -112,6 +174,38 @@ class RevokedApiKey(NotAuthenticated):
 
 class Forbidden(CloudError):
     """Authenticated, but the role or the scope does not allow this action (403)."""
+
+
+class Blacklisted(Forbidden):
+    """A blacklisted customer (user or company) may look but not buy or change (403)."""
+
+
+class UnknownUser(NotFound):
+    """No user with this id (or e-mail)."""
+
+
+class UnknownCompany(NotFound):
+    """No partner company with this id."""
+
+
+class AccountExists(Conflict):
+    """A user with this e-mail, or a company with this partner id, exists already."""
+
+
+class LoginFailed(NotAuthenticated):
+    """Wrong e-mail or password (which one is not said), or a disabled user."""
+
+
+class SessionExpired(NotAuthenticated):
+    """A login session cookie that is unknown, expired or idle too long."""
+
+
+class LoginThrottled(CloudError):
+    """Too many failed logins for one account: wait ``retry_after`` seconds (429)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class KeyFileError(CloudError):

@@ -54,6 +54,17 @@ class PublisherSimulator:
     async def clear_entitlement(self, device_id: str) -> None:
         self._record(Published(device_topic(device_id, "entitlement"), b"", None))
 
+    async def publish_command(self, device_id: str, payload: bytes) -> None:
+        """A :class:`~cloud.health.commands.CommandPublisher` too: logged, never retained."""
+        if self.down:
+            raise TransportError("simulated broker is down")
+        self.log.append(Published(device_topic(device_id, "cmd"), payload, None))
+
+    def commands_sent(self, device_id: str) -> list[bytes]:
+        """Every command published to ``device_id``, oldest first."""
+        topic = device_topic(device_id, "cmd")
+        return [m.payload for m in self.log if m.topic == topic]
+
     def entitlement(self, device_id: str) -> bytes | None:
         """The token currently retained for ``device_id``."""
         message = self.retained.get(device_topic(device_id, "entitlement"))

@@ -201,17 +201,29 @@ def _utc(epoch: int | None) -> str:
 @apikey_app.command("create")
 def apikey_create(
     name: Annotated[str, typer.Option(help="Who or what the key is for (shown by 'list').")],
+    user: Annotated[
+        str | None,
+        typer.Option(help="E-mail of the user the key acts as; none: a bare admin key."),
+    ] = None,
 ) -> None:
     """Create an API key and print it, once: only its hash is stored."""
     import time
 
+    from cloud.accounts.users import user_by_email
     from cloud.apikeys import create_api_key
     from cloud.store import Store
 
     settings = _settings()
     try:
         with Store.open(settings.effective_database_url) as store:
-            new = create_api_key(store, name=name, now=int(time.time()))
+            user_id = None
+            if user is not None:
+                with store.transaction() as tx:
+                    row = user_by_email(tx.session, user)
+                    user_id = None if row is None else row.id
+                if user_id is None:
+                    raise _fail(f"no user {user}: see 'entitle cloud user list'", code=1)
+            new = create_api_key(store, name=name, now=int(time.time()), user_id=user_id)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     err.print(
@@ -231,14 +243,15 @@ def apikey_list() -> None:
     with Store.open(settings.effective_database_url) as store:
         rows = list_api_keys(store)
     table = Table(title=f"API keys ({len(rows)})", title_justify="left")
-    for column in ("id", "name", "prefix", "role", "created (UTC)", "revoked (UTC)"):
+    for column in ("id", "name", "prefix", "role", "user", "created (UTC)", "revoked (UTC)"):
         table.add_column(column)
     for row in rows:
         table.add_row(
             str(row.id),
             row.name,
             f"{row.prefix}…",
-            row.role,
+            "(the user's)" if row.user_id is not None else row.role,
+            "" if row.user_id is None else str(row.user_id),
             _utc(row.created_at),
             _utc(row.revoked_at),
         )
@@ -265,6 +278,136 @@ def apikey_revoke(
     console.print(f"API key {row.id} ({row.name}) revoked at {_utc(row.revoked_at)}")
 
 
+user_app = typer.Typer(no_args_is_help=True, help="Users of the dashboard and API, and companies.")
+cloud_app.add_typer(user_app, name="user")
+
+
+def _read_password(password_file: Path | None) -> str:
+    """From the file (first line), else a hidden prompt typed twice; never an argument."""
+    if password_file is not None:
+        try:
+            lines = password_file.read_text().splitlines()
+        except OSError as exc:
+            raise _fail(f"cannot read the password file: {exc.strerror}") from exc
+        return lines[0] if lines else ""
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    return password
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="Login e-mail (unique).")],
+    role: Annotated[str, typer.Option(help="admin, cs_admin, support, partner or owner.")],
+    name: Annotated[str | None, typer.Option(help="Display name; default the e-mail.")] = None,
+    company: Annotated[
+        str | None, typer.Option(help="Partner id of the user's company (partners only).")
+    ] = None,
+    password_file: Annotated[
+        Path | None, typer.Option(help="File holding the password; default: a hidden prompt.")
+    ] = None,
+) -> None:
+    """Create a user; the password comes from a prompt or a file, never the command line."""
+    import time
+
+    from cloud.accounts.users import create_user, find_companies
+    from cloud.domain.roles import Role
+    from cloud.errors import CloudError
+    from cloud.store import Store
+
+    try:
+        user_role = Role(role)
+    except ValueError:
+        raise _fail(f"unknown role {role!r}: one of {', '.join(r.value for r in Role)}") from None
+    password = _read_password(password_file)
+    settings = _settings()
+    try:
+        with Store.open(settings.effective_database_url) as store, store.transaction() as tx:
+            company_id = None
+            if company is not None:
+                found = find_companies(tx.session, partner_id=company, limit=1)
+                if not found:
+                    raise _fail(f"no company with partner id {company}", code=1)
+                company_id = found[0].id
+            row = create_user(
+                tx.session,
+                email=email,
+                name=name or email,
+                password=password,
+                role=user_role,
+                company_id=company_id,
+                actor="system:cli",
+                now=int(time.time()),
+            )
+            shown = (row.id, row.email, row.role.value)
+    except CloudError as exc:
+        raise _fail(str(exc), code=1) from exc
+    console.print(f"user {shown[0]} ({shown[1]}) created, role {shown[2]}")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """The users (id, e-mail, role, company, blacklisted, disabled)."""
+    from cloud.accounts.users import find_users
+    from cloud.store import Store
+
+    settings = _settings()
+    with Store.open(settings.effective_database_url) as store, store.transaction() as tx:
+        rows = [
+            (r.id, r.email, r.role.value, r.company_id, r.blacklisted, r.disabled_at)
+            for r in find_users(tx.session, limit=10_000)
+        ]
+    table = Table(title=f"users ({len(rows)})", title_justify="left")
+    for column in ("id", "e-mail", "role", "company", "blacklisted", "disabled (UTC)"):
+        table.add_column(column)
+    for user_id, email, role, company_id, blacklisted, disabled_at in rows:
+        table.add_row(
+            str(user_id),
+            email,
+            role,
+            "" if company_id is None else str(company_id),
+            "yes" if blacklisted else "",
+            _utc(disabled_at),
+        )
+    console.print(table)
+
+
+@user_app.command("company")
+def user_company(
+    name: Annotated[str, typer.Option(help="Company name.")],
+    payment_type: Annotated[str, typer.Option(help="card (checkout) or invoice.")] = "card",
+    partner_id: Annotated[
+        str | None, typer.Option(help="The vendor's partner id; default generated.")
+    ] = None,
+) -> None:
+    """Create a partner company; prints its partner id (for 'user create --company')."""
+    import time
+
+    from cloud.accounts.users import create_company
+    from cloud.domain.roles import PaymentType
+    from cloud.errors import CloudError
+    from cloud.store import Store
+
+    try:
+        kind = PaymentType(payment_type)
+    except ValueError:
+        raise _fail("--payment-type is card or invoice") from None
+    settings = _settings()
+    try:
+        with Store.open(settings.effective_database_url) as store, store.transaction() as tx:
+            row = create_company(
+                tx.session,
+                name=name,
+                partner_id=partner_id,
+                payment_type=kind,
+                actor="system:cli",
+                now=int(time.time()),
+            )
+            shown = (row.id, row.partner_id)
+    except CloudError as exc:
+        raise _fail(str(exc), code=1) from exc
+    console.print(f"company {shown[0]} created, partner id {shown[1]}")
+
+
 # --- agent ------------------------------------------------------------------
 def _agent_paths(settings: Settings) -> tuple[str, Path, Path]:
     if not settings.device_id:
@@ -274,16 +417,67 @@ def _agent_paths(settings: Settings) -> tuple[str, Path, Path]:
     return settings.device_id, data_dir, socket_path
 
 
+def _agent_firmware(
+    settings: Settings, *, serial_port: str | None, kind: str | None, data_dir: Path
+) -> Any:
+    """The FirmwareClient for --serial-port, or an in-process emulator for --firmware-kind."""
+    port = serial_port or settings.serial_port
+    if port is None and kind is None:
+        return None  # and pyserial is never imported
+    from agent.firmware import FirmwareClient, InProcessLink, SerialLink
+    from protocol.errors import FirmwareUnavailable
+
+    if port:
+        try:
+            return FirmwareClient(SerialLink(port))
+        except FirmwareUnavailable as exc:
+            raise _fail(str(exc)) from exc
+    from firmware_stubs import make_emulator
+
+    recordings = settings.recordings_dir or data_dir / "recordings"
+    return FirmwareClient(InProcessLink(make_emulator(kind, recordings=recordings)))
+
+
 @agent_app.command("run")
-def agent_run(verbose: Verbose = False) -> None:
-    """The on-device agent: verify, store and enforce entitlements."""
-    from agent.runtime import open_agent
+def agent_run(
+    verbose: Verbose = False,
+    serial_port: Annotated[
+        str | None, typer.Option(help="Firmware serial port, e.g. /dev/ttyUSB0.")
+    ] = None,
+    firmware_kind: Annotated[
+        str | None,
+        typer.Option(
+            help="Device kind (gateway, camera, counter); without --serial-port it runs "
+            "that kind's firmware emulator in-process (demos)."
+        ),
+    ] = None,
+    recordings_dir: Annotated[
+        Path | None, typer.Option(help="Prune recordings here to the entitled retention.")
+    ] = None,
+    health_interval: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds between health reports.")
+    ] = None,
+) -> None:
+    """The on-device agent: verify, store and enforce entitlements; report health."""
+    from agent.enforcers import FirmwareEnforcer, RetentionPruner
+    from agent.runtime import Enforcer, open_agent
     from agent.session import Connection
     from agent.store import StoreError
 
     _logging(verbose)
     settings = _settings()
     device_id, data_dir, socket_path = _agent_paths(settings)
+    kind = firmware_kind or settings.firmware_kind
+    if kind is not None and kind not in ("gateway", "camera", "counter"):
+        raise _fail(f"--firmware-kind {kind!r}: use gateway, camera or counter")
+    if recordings_dir is not None:
+        settings.recordings_dir = recordings_dir
+    firmware = _agent_firmware(settings, serial_port=serial_port, kind=kind, data_dir=data_dir)
+    enforcers: list[Enforcer] = []
+    if firmware is not None:
+        enforcers.append(FirmwareEnforcer(firmware))
+    if settings.recordings_dir is not None:
+        enforcers.append(RetentionPruner(settings.recordings_dir))
     address = settings.broker
     if address.password is None and settings.broker_cert_file is None:
         raise _fail(
@@ -311,6 +505,10 @@ def agent_run(verbose: Verbose = False) -> None:
             skew=settings.clock_skew_s,
             api_socket=socket_path,
             installation_id=settings.installation_id,
+            firmware=firmware,
+            kind=kind,
+            enforcers=enforcers,
+            health_interval_s=health_interval or settings.health_interval_s,
         )
     except StoreError as exc:
         raise _fail(str(exc)) from exc
@@ -319,7 +517,7 @@ def agent_run(verbose: Verbose = False) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        agent.store.close()
+        agent.close()
 
 
 @agent_app.command("check")

@@ -9,8 +9,9 @@ import time.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -73,6 +74,50 @@ class Settings(BaseSettings):
     token_ttl_s: int = 14 * 86400
     refresh_before_s: int = 3 * 86400
     refresh_interval_s: float = 60.0
+    # health ingest, commands, tickets (cloud.health, cloud.tickets)
+    health_batch_size: int = Field(default=200, ge=1, le=1000)
+    health_flush_delay_s: float = Field(default=0.05, gt=0)
+    health_retention_s: int = Field(default=30 * 86400, description="raw reports kept")
+    health_hourly_retention_s: int = Field(default=730 * 86400, description="hourly aggregates")
+    health_retention_interval_s: float = 3600.0
+    command_timeout_s: int = 300
+    tickets_interval_s: float = 300.0
+    # accounts: dashboard login sessions; vendor staff are not customers' contacts
+    session_ttl_s: int = Field(default=12 * 3600, description="a login lasts at most this long")
+    session_idle_s: int = Field(default=30 * 60, description="a login ends after this idle time")
+    staff_email_domains: list[str] = Field(
+        default=["entitle.example"], description="e-mail domains of vendor staff"
+    )
+
+    # e-mail (notification outbox); no smtp_host: mails stay queued (logged at startup)
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="starttls (587), tls (implicit, 465) or none"
+    )
+    smtp_username: str | None = None
+    smtp_password_file: Path | None = Field(default=None, description="file holding the password")
+    smtp_ca_file: Path | None = Field(default=None, description="CA bundle; default system CAs")
+    smtp_sender: str = "Entitle <no-reply@entitle.invalid>"
+    smtp_timeout_s: float = 30.0
+    outbox_interval_s: float = 30.0
+    # invoices (cloud.invoices): the seller printed on every invoice
+    invoice_seller_name: str = "Entitle"
+    invoice_seller_address: str = Field(default="", description="lines separated by '\\n'")
+    invoice_seller_vat_id: str | None = None
+    invoice_vat_percent: Decimal = Field(default=Decimal(0), description="VAT in the prices")
+    test_clock: bool = Field(
+        default=False,
+        description="a settable cloud clock and POST /api/v1/test-clock/advance (demos, tests)",
+    )
+    # orders and payments (cloud.billing); "sandbox" is a test double that moves no money
+    payment_provider: Literal["sandbox"] = Field(
+        default="sandbox", description="card processor; only the sandbox test double for now"
+    )
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
+    billing_notify: list[str] = Field(
+        default=[], description="e-mails told about failed refunds, besides each buyer"
+    )
 
     # agent
     device_id: str | None = None
@@ -83,6 +128,12 @@ class Settings(BaseSettings):
     )
     api_socket: Path | None = Field(default=None, description="local query API Unix socket")
     clock_skew_s: int = 300
+    serial_port: str | None = Field(default=None, description="firmware serial port (tty)")
+    firmware_kind: Literal["gateway", "camera", "counter"] | None = Field(
+        default=None, description="device kind; without serial_port: in-process emulator"
+    )
+    recordings_dir: Path | None = Field(default=None, description="camera recordings to prune")
+    health_interval_s: float = Field(default=60.0, gt=0, description="health report interval")
 
     @field_validator("mqtt_protocol")
     @classmethod

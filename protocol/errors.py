@@ -26,8 +26,15 @@ Two families, so callers decide on the family and logs show the leaf::
     │   │   ├── ThresholdNotMet
     │   │   ├── VersionNotNext
     │   │   └── TooManyRotations
-    │   └── TopicError                a topic name or id that is not ours
+    │   ├── TopicError                a topic name or id that is not ours
+    │   └── SerialFrameError          a serial frame that cannot be used (``.consumed``)
+    │       ├── BadCrc                CRC-16 mismatch: corrupted on the line
+    │       ├── FrameTooLarge         payload length over 4 KiB, refused from the header
+    │       ├── BadFrame              bad version, flags or payload; overtaken partial frame
+    │       └── FirmwareErrorReply    the firmware answered with an ERROR frame (``.code``)
     └── TransportError                broker, serial link or network failed
+        ├── SerialTimeout             no answer from the firmware in time
+        └── FirmwareUnavailable       the serial port failed, or no answer after retries
 """
 
 from __future__ import annotations
@@ -36,15 +43,22 @@ __all__ = [
     "BadAlgorithm",
     "BadCbor",
     "BadClaims",
+    "BadCrc",
+    "BadFrame",
     "BadKey",
     "BadSignature",
     "BadStructure",
     "DecodeError",
     "EntitleError",
     "Expired",
+    "FirmwareErrorReply",
+    "FirmwareUnavailable",
+    "FrameTooLarge",
     "KeySetError",
     "NotYetValid",
     "Rollback",
+    "SerialFrameError",
+    "SerialTimeout",
     "ThresholdNotMet",
     "TokenError",
     "TooLarge",
@@ -165,3 +179,44 @@ class TopicError(UntrustedDataError):
 
 class TransportError(EntitleError):
     """The broker, serial link or network failed; retry later."""
+
+
+class SerialFrameError(UntrustedDataError):
+    """Bytes from the serial line that are not a usable frame.
+
+    ``consumed`` says how many bytes of the reader's buffer to drop before
+    reading on (``protocol.serial.read`` sets it; 0 when raised elsewhere).
+    """
+
+    def __init__(self, message: str, *, consumed: int = 0) -> None:
+        super().__init__(message)
+        self.consumed = consumed
+
+
+class BadCrc(SerialFrameError):
+    """The frame's CRC-16 does not match: corrupted on the line."""
+
+
+class FrameTooLarge(SerialFrameError):
+    """The header announces a payload over the limit; refused before reading it."""
+
+
+class BadFrame(SerialFrameError):
+    """Unknown version or flags, a payload that is not one strict CBOR map, or a
+    response whose body does not have the shape its op promises."""
+
+
+class FirmwareErrorReply(SerialFrameError):
+    """The firmware answered with an ERROR frame; ``code`` is its error code."""
+
+    def __init__(self, message: str, *, code: str, consumed: int = 0) -> None:
+        super().__init__(message, consumed=consumed)
+        self.code = code
+
+
+class SerialTimeout(TransportError):
+    """The firmware did not answer within the timeout."""
+
+
+class FirmwareUnavailable(TransportError):
+    """The serial port failed, or the firmware gave no valid answer after the retries."""

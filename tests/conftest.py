@@ -1,3 +1,3 @@
 """Shared pytest setup: each area's fixtures live in their own plugin module."""
 
-pytest_plugins = ["tests.broker_fixtures", "tests.database_fixtures"]
+pytest_plugins = ["tests.broker_fixtures", "tests.database_fixtures", "tests.smtp_fixtures"]

@@ -8,21 +8,29 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
+from cloud.accounts.sessions import resolve_session
 from cloud.api.errors import http_error
 from cloud.apikeys import CREATE_HINT, Principal, authenticate
+from cloud.billing.orders import Billing
 from cloud.bridge import MqttBridge
-from cloud.domain.roles import Permission, allowed
-from cloud.errors import Forbidden, NotAuthenticated
+from cloud.domain.roles import Permission, allowed, refusal
+from cloud.errors import Forbidden, NotAuthenticated, SessionExpired
+from cloud.health.commands import CommandService
+from cloud.health.ingest import HealthIngest
 from cloud.issuing import IssuingService
 from cloud.jobs import JobRunner, RefreshJob
+from cloud.notifications import OutboxSender
 from cloud.ports import Clock, EntitlementPublisher
 from cloud.signer import Signer
 from cloud.store import Store
+from cloud.subscriptions import SubscriptionService
+from cloud.tickets import TicketService
 from entitle.config import Settings
 
 __all__ = [
+    "SESSION_COOKIE",
     "ClockDep",
     "CloudState",
     "CurrentPrincipal",
@@ -51,6 +59,12 @@ class CloudState:
     refresh_job: RefreshJob
     clock: Clock
     jobs: JobRunner
+    health_ingest: HealthIngest | None = None  # the health stream consumer (cloud.health)
+    commands: CommandService | None = None  # remote commands to devices
+    tickets: TicketService | None = None  # support tickets and RMA
+    outbox: OutboxSender | None = None  # None without ENTITLE_SMTP_HOST
+    billing: Billing | None = None  # orders and payments (cloud.billing)
+    subscriptions: SubscriptionService | None = None  # cloud.subscriptions
 
 
 def get_state(request: Request) -> CloudState:
@@ -86,13 +100,41 @@ _bearer = HTTPBearer(
 )
 
 
+SESSION_COOKIE = "entitle_session"
+_cookie = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    scheme_name="Session",
+    description="The dashboard's login session, set by POST /api/v1/auth/login.",
+)
+
+
 def get_principal(
-    store: Annotated[Store, Depends(get_store)],
+    state: Annotated[CloudState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session_token: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
-    """The API key a request acts as; 401 (``WWW-Authenticate: Bearer``) without one."""
+    """Who a request acts as: its bearer API key, else its login session cookie.
+
+    401 (``WWW-Authenticate: Bearer``) with neither, or with one that is no longer valid.
+    """
     try:
-        return authenticate(store, None if credentials is None else credentials.credentials)
+        if credentials is not None or not session_token:
+            return authenticate(
+                state.store, None if credentials is None else credentials.credentials
+            )
+        with state.store.transaction() as tx:
+            principal = resolve_session(
+                tx.session,
+                session_token,
+                now=state.clock(),
+                idle_s=state.settings.session_idle_s,
+            )
+        if principal is None:
+            raise SessionExpired(
+                "your login session has ended (expired, idle, or logged out): log in again"
+            )
+        return principal
     except NotAuthenticated as exc:
         _log.info("request refused: %s", type(exc).__name__)
         raise http_error(exc) from exc
@@ -109,11 +151,7 @@ def require(permission: Permission) -> Callable[[Principal], Principal]:
 
     def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not allowed(principal.role, permission):
-            exc = Forbidden(
-                f"the role '{principal.role}' may not do this (needs '{permission.value}'); "
-                "ask an administrator"
-            )
-            raise http_error(exc)
+            raise http_error(Forbidden(refusal(principal.role, permission)))
         return principal
 
     dependency.permission = permission  # type: ignore[attr-defined]

@@ -15,9 +15,12 @@ from cloud.errors import (
     Conflict,
     Forbidden,
     InvalidGrant,
+    InvalidRequest,
+    LoginThrottled,
     MissingApiKey,
     NotAuthenticated,
     NotFound,
+    PaymentDeclined,
 )
 
 __all__ = ["documented", "http_error", "validation_error"]
@@ -33,6 +36,12 @@ def http_error(exc: CloudError) -> HTTPException:
         )
     if isinstance(exc, Forbidden):
         return HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc))
+    if isinstance(exc, LoginThrottled):
+        return HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=str(exc),
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     if isinstance(exc, NotFound):
         return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
     if isinstance(exc, Conflict):
@@ -40,6 +49,11 @@ def http_error(exc: CloudError) -> HTTPException:
     if isinstance(exc, InvalidGrant):
         # the shape of FastAPI's own 422s, so that clients parse one kind of 422
         detail = [{"type": "invalid_grant", "loc": ["body"], "msg": str(exc)}]
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
+    if isinstance(exc, PaymentDeclined):
+        return HTTPException(status.HTTP_402_PAYMENT_REQUIRED, detail=str(exc))
+    if isinstance(exc, InvalidRequest):
+        detail = [{"type": "invalid_request", "loc": ["body"], "msg": str(exc)}]
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
     return HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, detail=str(exc))
 

@@ -4,7 +4,16 @@ Every protected route declares the one permission it needs with
 ``Depends(require(Permission.X))`` (``cloud.api.deps``); a test walks every
 route and every role against this table. Scoping (a partner sees only the
 installations where it is a system integrator, an owner only their own) is
-decided by the accounts module on top of this table.
+decided by :mod:`cloud.accounts.access` on top of this table:
+
+- ``admin``, ``cs_admin`` and ``support`` see every installation; ``support``
+  only looks (its scope is read-only, and its permissions hold no write to
+  subscriptions, orders, grants or accounts);
+- ``partner`` users see the installations where their partner *company* is a
+  system integrator (several companies may integrate one installation);
+- ``owner`` users see the one installation(s) they own (one owner each).
+
+The README's role table is :func:`markdown_table` of this module.
 """
 
 from __future__ import annotations
@@ -12,7 +21,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
-__all__ = ["ROLE_PERMISSIONS", "Permission", "Role", "allowed"]
+__all__ = [
+    "ROLE_PERMISSIONS",
+    "PaymentType",
+    "Permission",
+    "Role",
+    "allowed",
+    "markdown_table",
+    "refusal",
+]
 
 
 class Role(StrEnum):
@@ -44,11 +61,20 @@ class Permission(StrEnum):
     ORDERS_WRITE = "orders:write"  # checkout, pay
     REFUNDS = "refunds"  # void / refund
     HEALTH_READ = "health:read"
+    FLEET_READ = "fleet:read"  # views across every installation at once (staff only)
     COMMANDS = "commands"  # send cmd to a device (self-test, log, reboot)
     TICKETS_READ = "tickets:read"
     TICKETS_WRITE = "tickets:write"
     RMA_APPROVE = "rma:approve"
     JOBS_RUN = "jobs:run"  # operator-triggered job pass / test clock
+    PROFILE = "profile"  # one's own account (GET /auth/me)
+
+
+class PaymentType(StrEnum):
+    """How a partner company pays: card (through checkout) or invoice (saved directly)."""
+
+    CARD = "card"
+    INVOICE = "invoice"
 
 
 _P = Permission
@@ -61,9 +87,11 @@ _SUPPORT = frozenset(
         _P.SUBSCRIPTIONS_READ,
         _P.ORDERS_READ,
         _P.HEALTH_READ,
+        _P.FLEET_READ,
         _P.COMMANDS,
         _P.TICKETS_READ,
         _P.TICKETS_WRITE,
+        _P.PROFILE,
     }
 )
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
@@ -84,6 +112,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             _P.HEALTH_READ,
             _P.TICKETS_READ,
             _P.TICKETS_WRITE,
+            _P.PROFILE,
         }
     ),
     Role.OWNER: frozenset(
@@ -97,6 +126,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             _P.HEALTH_READ,
             _P.TICKETS_READ,
             _P.TICKETS_WRITE,
+            _P.PROFILE,
         }
     ),
 }
@@ -108,3 +138,35 @@ def allowed(role: Role | str, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS[Role(role)]
     except ValueError:
         return False
+
+
+_WHY_NOT: Mapping[tuple[Role, Permission], str] = {
+    (Role.SUPPORT, Permission.SUBSCRIPTIONS_WRITE): "support agents never add or change "
+    "subscriptions: the customer, their partner or a customer-service admin does",
+    (Role.SUPPORT, Permission.ORDERS_WRITE): "support agents never place or pay orders",
+    (Role.SUPPORT, Permission.BLACKLIST): "only customer-service admins and admins blacklist",
+}
+
+
+def refusal(role: Role | str, permission: Permission) -> str:
+    """Why ``role`` gets a 403 for ``permission``, and who may do it instead."""
+    holders = ", ".join(r.value for r in Role if permission in ROLE_PERMISSIONS[r])
+    try:
+        reason = _WHY_NOT.get((Role(role), permission))
+    except ValueError:
+        reason = None
+    lead = reason or f"the role '{role}' may not do this"
+    return f"{lead} (needs '{permission.value}', held by: {holders}); ask an administrator"
+
+
+def markdown_table() -> str:
+    """The role table as Markdown (the README's copy; a test keeps them equal)."""
+    roles = list(Role)
+    lines = [
+        "| permission | " + " | ".join(r.value for r in roles) + " |",
+        "|---|" + "---|" * len(roles),
+    ]
+    for permission in Permission:
+        marks = ("yes" if permission in ROLE_PERMISSIONS[r] else "no" for r in roles)
+        lines.append(f"| `{permission.value}` | " + " | ".join(marks) + " |")
+    return "\n".join(lines)

@@ -8,6 +8,8 @@ The schema is managed by Alembic (``cloud/migrations``) and upgraded by
 from cloud.store import accounts as _accounts  # noqa: E402,F401
 from cloud.store import billing as _billing  # noqa: E402,F401
 from cloud.store import health as _health  # noqa: E402,F401
+from cloud.store import notifications as _notifications  # noqa: E402,F401
+from cloud.store import subscriptions as _subscriptions  # noqa: E402,F401
 from cloud.store.database import downgrade, make_engine, upgrade
 from cloud.store.models import ApiKeyRow, Base, DeviceRow, GrantRow, InstallationRow, TokenRow
 from cloud.store.repository import Store, Tx

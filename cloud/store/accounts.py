@@ -1,5 +1,128 @@
-"""Tables: users, partner companies, roles, login sessions and the audit log."""
+"""Tables: users, partner companies, installation memberships, login sessions, the audit log.
+
+Memberships: the system integrators of an installation are partner
+*companies* (every partner user of the company works on it; several
+companies may integrate one installation); its owner is one *user*
+(``installation_owners`` is keyed by the installation, so there is at most
+one). ``audit_log`` has no foreign keys and is never updated or deleted:
+triggers refuse both (migration 0003).
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, false
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloud.domain.roles import PaymentType, Role
+from cloud.store.models import Base, _enum
+
+__all__ = [
+    "AuditRow",
+    "CompanyRow",
+    "IntegratorRow",
+    "LoginSessionRow",
+    "OwnerRow",
+    "UserRow",
+]
+
+
+class CompanyRow(Base):
+    """A partner company (system integrator); ``partner_id`` is the vendor's reference."""
+
+    __tablename__ = "companies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    partner_id: Mapped[str] = mapped_column(String(32), unique=True)
+    payment_type: Mapped[PaymentType] = mapped_column(_enum(PaymentType, "payment_type"))
+    blacklisted: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class UserRow(Base):
+    """A person who logs in to the dashboard; ``password_hash`` is argon2id, never shown.
+
+    ``failed_logins`` and ``locked_until`` slow down password guessing per
+    account; ``disabled_at`` ends every login session and API key of the user.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"))
+    company_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("companies.id", ondelete="RESTRICT"), index=True
+    )
+    blacklisted: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    failed_logins: Mapped[int] = mapped_column(Integer, server_default="0")
+    locked_until: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    disabled_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    def __repr__(self) -> str:  # never the hash
+        return f"UserRow(id={self.id}, email={self.email!r}, role={self.role!r})"
+
+
+class OwnerRow(Base):
+    """The one owner of an installation."""
+
+    __tablename__ = "installation_owners"
+
+    installation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("installations.id", ondelete="RESTRICT"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="RESTRICT"), index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class IntegratorRow(Base):
+    """A partner company working on an installation (one of possibly several)."""
+
+    __tablename__ = "installation_integrators"
+
+    installation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("installations.id", ondelete="RESTRICT"), primary_key=True
+    )
+    company_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("companies.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class LoginSessionRow(Base):
+    """A dashboard login: only the SHA-256 of its random token is stored."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    last_seen_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditRow(Base):
+    """One change, appended: who (``actor``), when, what, and the object before and after."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_object", "object_type", "object_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[int] = mapped_column(BigInteger, index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    actor_user_id: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(64))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -141,8 +141,9 @@ class TokenRow(Base):
 class ApiKeyRow(Base):
     """An operator's API key: the SHA-256 of the key and a public prefix to find it by.
 
-    The key itself is never stored. ``role`` is there so that permissions can
-    attach later; every key is ``admin`` for now. Revoked keys are kept (with
+    The key itself is never stored. A key with a ``user_id`` acts as that
+    user, with the user's role; a key without one is a bare key of ``role``
+    (``admin`` from ``entitle cloud apikey create``). Revoked keys are kept (with
     ``revoked_at``) so that ``apikey list`` shows what was revoked and when.
     """
 
@@ -155,3 +156,7 @@ class ApiKeyRow(Base):
     role: Mapped[str] = mapped_column(String(16), server_default=text("'admin'"))
     created_at: Mapped[int] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+    # the user the key acts for (its role is the user's); None: a bare admin key (migration 0003)
+    user_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="RESTRICT"), index=True
+    )

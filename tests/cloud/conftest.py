@@ -1,7 +1,8 @@
 """Fixtures: a fake clock, the port simulators, SQLite and PostgreSQL databases, the app.
 
-Every cloud test also fails if anything shaped like an API key or a PEM
-private key was logged while it ran (at whatever level the test captured).
+Every cloud test also fails if anything shaped like an API key, a PEM
+private key or an argon2 password hash was logged while it ran (at whatever
+level the test captured).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from entitle.config import Settings
 from tests.cloud.harness import DAY, Cloud, FakeClock, client, new_api_key, running
 from tests.database_fixtures import fresh_database
 
-_SECRET_SHAPES = re.compile(r"ek_[A-Za-z0-9_-]{43}|PRIVATE KEY-----")
+_SECRET_SHAPES = re.compile(r"ek_[A-Za-z0-9_-]{43}|PRIVATE KEY-----|\$argon2")
 
 
 @pytest.fixture(autouse=True)

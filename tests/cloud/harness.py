@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,14 +12,17 @@ from dataclasses import dataclass
 import httpx
 from fastapi import FastAPI
 
+from cloud.accounts.users import create_company, create_user
 from cloud.api.deps import CloudState
 from cloud.apikeys import create_api_key
+from cloud.domain.roles import PaymentType, Role
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.config import Settings
 from protocol.keyset import KeySet, trust_root
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY = 86_400
+PASSWORD = "correct horse battery staple"  # every test user's, unless told otherwise
 
 
 class FakeClock:
@@ -78,6 +82,57 @@ def new_api_key(app: FastAPI, name: str = "tests") -> str:
     """Create an API key in the running app's database."""
     state: CloudState = app.state.cloud
     return create_api_key(state.store, name=name, now=state.clock()).key
+
+
+def new_company(
+    app: FastAPI, *, name: str = "Integrator Ltd", payment_type: str = "invoice"
+) -> int:
+    """Create a partner company in the running app's database; its id."""
+    state: CloudState = app.state.cloud
+    with state.store.transaction() as tx:
+        row = create_company(
+            tx.session,
+            name=name,
+            partner_id=None,
+            payment_type=PaymentType(payment_type),
+            actor="system:tests",
+            now=state.clock(),
+        )
+        return row.id
+
+
+def new_user(
+    app: FastAPI,
+    *,
+    role: str,
+    email: str | None = None,
+    company_id: int | None = None,
+    password: str = PASSWORD,
+) -> int:
+    """Create a user (a partner gets a new company unless ``company_id``); its id."""
+    if role == Role.PARTNER and company_id is None:
+        company_id = new_company(app)
+    state: CloudState = app.state.cloud
+    with state.store.transaction() as tx:
+        row = create_user(
+            tx.session,
+            email=email or f"{role}-{secrets.token_hex(4)}@customer.example",
+            name=f"Test {role}",
+            password=password,
+            role=Role(role),
+            company_id=company_id,
+            actor="system:tests",
+            now=state.clock(),
+        )
+        return row.id
+
+
+def user_api_key(app: FastAPI, user_id: int) -> str:
+    """An API key acting as the user."""
+    state: CloudState = app.state.cloud
+    return create_api_key(
+        state.store, name=f"user {user_id}", now=state.clock(), user_id=user_id
+    ).key
 
 
 @dataclass

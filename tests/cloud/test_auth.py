@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +25,15 @@ from entitle.cli import app as cli
 from entitle.config import Settings
 from tests.cloud.harness import Cloud, cli_env, client, new_api_key
 
-# (method, path) needing no key: devices are provisioned from the keys, and
-# load balancers probe readiness without credentials
+# (method, path) needing no key: devices are provisioned from the keys, load
+# balancers probe readiness without credentials, and one logs in without a session
 PUBLIC = {
     ("GET", "/api/v1/keys"),
     ("GET", "/api/v1/keyset"),
     ("GET", "/api/v1/healthz"),
     ("GET", "/healthz"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/logout"),
 }
 HINT = "entitle cloud apikey create --name NAME"
 
@@ -63,8 +66,8 @@ async def test_every_route_but_the_public_ones_needs_a_key(cloud: Cloud) -> None
         for method, path in routes:
             body: dict[str, object] | None = {} if method in ("POST", "PUT", "PATCH") else None
             response = await anonymous.request(method, _fill(path), json=body)
-            if (method, path) in PUBLIC:
-                assert response.status_code == 200, (method, path, response.text)
+            if (method, path) in PUBLIC:  # login with {} is a 422; logout without a session 204
+                assert response.status_code in (200, 204, 422), (method, path, response.text)
                 continue
             assert response.status_code == 401, (method, path, response.text)
             assert response.headers["www-authenticate"] == "Bearer"
@@ -76,13 +79,21 @@ async def test_openapi_declares_the_bearer_scheme_on_protected_routes(cloud: Clo
     spec = (await cloud.http.get("/openapi.json")).json()
     scheme = spec["components"]["securitySchemes"]["ApiKey"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    session = spec["components"]["securitySchemes"]["Session"]
+    assert (session["type"], session["in"], session["name"]) == (
+        "apiKey",
+        "cookie",
+        "entitle_session",
+    )
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             if (method.upper(), path) in PUBLIC:
                 assert "security" not in operation, path
-                assert "401" not in operation["responses"], path
+                # a login answers 401 to a wrong password; no other public route does
+                has_401 = "401" in operation["responses"]
+                assert has_401 == (path == "/api/v1/auth/login"), path
             else:
-                assert operation["security"] == [{"ApiKey": []}], (method, path)
+                assert operation["security"] == [{"ApiKey": []}, {"Session": []}], (method, path)
                 assert "401" in operation["responses"], (method, path)
 
 
@@ -183,3 +194,60 @@ async def test_cli_create_prints_a_key_that_works_and_revoke_stops_it(cloud: Clo
     assert code == 1 and "no API key with id 999" in err
     code, _, err = _cli(settings, "cloud", "apikey", "create", "--name", "  ")
     assert code == 2 and "printable" in err
+
+
+async def test_cli_user_create_reads_the_password_from_a_prompt_or_a_file(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    settings = cloud.state.settings
+    env = cli_env(settings)
+    result = CliRunner().invoke(
+        cli,
+        ["cloud", "user", "company", "--name", "Integra", "--partner-id", "P-7"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.stderr
+    password = "a long enough passphrase"
+    result = CliRunner().invoke(
+        cli,
+        ["cloud", "user", "create", "--email", "fit@integra.example", "--role", "partner"]
+        + ["--company", "P-7"],
+        input=f"{password}\n{password}\n",
+        env=env,
+    )
+    assert result.exit_code == 0, result.stderr
+    assert password not in result.stdout
+    secret = tmp_path / "pw"
+    secret.write_text("another long passphrase\n")
+    result = CliRunner().invoke(
+        cli,
+        ["cloud", "user", "create", "--email", "root@vendor.example", "--role", "admin"]
+        + ["--password-file", str(secret)],
+        env=env,
+    )
+    assert result.exit_code == 0, result.stderr
+    code, out, err = _cli(settings, "cloud", "user", "list")
+    assert code == 0 and "fit@integra.example" in out and "root@vendor.example" in out
+    code, _, err = _cli(
+        settings, "cloud", "user", "create", "--email", "x@y.example", "--role", "king"
+    )
+    assert code == 2 and "unknown role" in err
+
+    async with client(cloud.app) as http:
+        body = {"email": "FIT@integra.example", "password": password}
+        response = await http.post("/api/v1/auth/login", json=body)
+        assert response.status_code == 200 and response.json()["user"]["role"] == "partner"
+        body = {"email": "root@vendor.example", "password": "another long passphrase"}
+        assert (await http.post("/api/v1/auth/login", json=body)).status_code == 200
+
+    code, out, err = _cli(
+        settings, "cloud", "apikey", "create", "--name", "fitter", "--user", "fit@integra.example"
+    )
+    assert code == 0, err
+    async with client(cloud.app, out.strip()) as http:
+        me = (await http.get("/api/v1/auth/me")).json()
+    assert me["role"] == "partner" and me["user"]["email"] == "fit@integra.example"
+    code, _, err = _cli(
+        settings, "cloud", "apikey", "create", "--name", "x", "--user", "no@x.example"
+    )
+    assert code == 1 and "no user" in err

@@ -1,8 +1,10 @@
 """All ``/api/v1`` routers, one module per resource.
 
-Every route needs an API key except the public ones: the published keys and
-key set (devices are provisioned from them) and the readiness probe. A new
-router goes under ``protected`` unless it is as public as those.
+Every route needs an API key or a login session except the public ones: the
+published keys and key set (devices are provisioned from them), the
+readiness probe, and login/logout. A new router goes under ``protected``
+unless it is as public as those, and each of its routes declares exactly one
+``require(Permission.X)`` (tests/cloud/test_roles.py walks them all).
 """
 
 from fastapi import APIRouter, Depends
@@ -11,11 +13,14 @@ from cloud.api.deps import get_principal
 from cloud.api.errors import documented
 from cloud.api.routes import (
     accounts,
+    auth,
     device_health,
     devices,
     health,
     installations,
+    invoices,
     keys,
+    notifications,
     orders,
     subscriptions,
     tickets,
@@ -31,12 +36,16 @@ protected.include_router(installations.router)
 protected.include_router(devices.router)
 protected.include_router(keys.router)
 protected.include_router(accounts.router)
+protected.include_router(auth.router)
 protected.include_router(subscriptions.router)
 protected.include_router(orders.router)
+protected.include_router(invoices.router)
+protected.include_router(notifications.router)
 protected.include_router(device_health.router)
 protected.include_router(tickets.router)
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(protected)
 api_router.include_router(keys.public_router)
+api_router.include_router(auth.public_router)  # login and logout
 api_router.include_router(health.router)

@@ -1,12 +1,18 @@
-"""Devices: register (credentials returned once), look up, remove; their tokens."""
+"""Devices: register (credentials returned once), look up, remove; their tokens.
+
+Scoped like their installation (:mod:`cloud.accounts.access`): a device
+outside the caller's installations answers 404.
+"""
 
 from __future__ import annotations
 
 import base64
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 
-from cloud.api.deps import ServiceDep, SettingsDep, StoreDep
+from cloud.accounts.access import check_device, check_installation, ensure_device_access
+from cloud.api.deps import ServiceDep, SettingsDep, StoreDep, require
 from cloud.api.errors import documented, http_error
 from cloud.api.schemas import (
     DEVICE_ID_PATTERN,
@@ -16,6 +22,8 @@ from cloud.api.schemas import (
     EntitlementOut,
     TokenSummary,
 )
+from cloud.apikeys import Principal
+from cloud.domain.roles import Permission
 from cloud.errors import CloudError
 from cloud.store import DeviceRow, TokenRow
 from entitle.config import parse_broker_url
@@ -25,6 +33,8 @@ __all__ = ["device_out", "router"]
 router = APIRouter(prefix="/devices", tags=["devices"])
 
 DeviceId = Path(pattern=DEVICE_ID_PATTERN)
+Reader = Annotated[Principal, Depends(require(Permission.DEVICES_READ))]
+Writer = Annotated[Principal, Depends(require(Permission.DEVICES_WRITE))]
 
 
 def device_out(device: DeviceRow, token: TokenRow | None) -> DeviceOut:
@@ -52,10 +62,15 @@ def device_out(device: DeviceRow, token: TokenRow | None) -> DeviceOut:
     responses=documented({404: "unknown installation", 409: "full or taken"}, body=True),
 )
 async def create_device(
-    body: DeviceCreate, service: ServiceDep, settings: SettingsDep
+    body: DeviceCreate,
+    principal: Writer,
+    service: ServiceDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> DeviceCredentialsOut:
     """Register a device and issue its first token; the password is shown only here."""
     try:
+        await check_installation(store, principal, body.installation_id, write=True)
         new = await service.add_device(
             installation_id=body.installation_id, kind=body.kind, device_id=body.device_id
         )
@@ -72,8 +87,12 @@ async def create_device(
 
 
 @router.get("/{device_id}", responses=documented({404: "unknown device"}))
-def get_device(store: StoreDep, device_id: str = DeviceId) -> DeviceOut:
+def get_device(principal: Reader, store: StoreDep, device_id: str = DeviceId) -> DeviceOut:
     with store.transaction() as tx:
+        try:
+            ensure_device_access(tx.session, principal, device_id, write=False)
+        except CloudError as exc:
+            raise http_error(exc) from exc
         device = tx.device(device_id)
         if device is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id}")
@@ -85,9 +104,12 @@ def get_device(store: StoreDep, device_id: str = DeviceId) -> DeviceOut:
     status_code=status.HTTP_204_NO_CONTENT,
     responses=documented({404: "unknown device"}),
 )
-async def delete_device(service: ServiceDep, device_id: str = DeviceId) -> Response:
+async def delete_device(
+    principal: Writer, service: ServiceDep, store: StoreDep, device_id: str = DeviceId
+) -> Response:
     """Delete the device and its broker account, and clear its retained token."""
     try:
+        await check_device(store, principal, device_id, write=True)
         await service.remove_device(device_id)
     except CloudError as exc:
         raise http_error(exc) from exc
@@ -95,9 +117,15 @@ async def delete_device(service: ServiceDep, device_id: str = DeviceId) -> Respo
 
 
 @router.get("/{device_id}/entitlement", responses=documented({404: "unknown device"}))
-def get_entitlement(store: StoreDep, device_id: str = DeviceId) -> EntitlementOut:
+def get_entitlement(
+    principal: Reader, store: StoreDep, device_id: str = DeviceId
+) -> EntitlementOut:
     """The device's current token and its claims."""
     with store.transaction() as tx:
+        try:
+            ensure_device_access(tx.session, principal, device_id, write=False)
+        except CloudError as exc:
+            raise http_error(exc) from exc
         token = tx.current_token(device_id)
     if token is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id} or no token yet")

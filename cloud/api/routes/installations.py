@@ -1,12 +1,29 @@
-"""Installations: create, list, show with devices and grants; grant and revoke services."""
+"""Installations: create, list, show with devices and grants; grant and revoke services;
+members (system integrators, owner) and authorised contacts.
+
+Partners and owners see only their installations (others answer 404, as if
+they did not exist: :mod:`cloud.accounts.access`). A partner creating an
+installation makes its company a system integrator of it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from sqlalchemy import select
 
-from cloud.api.deps import ClockDep, ServiceDep, StoreDep
+from cloud.accounts import audit, memberships
+from cloud.accounts.access import (
+    check_installation,
+    ensure_installation_access,
+    visible_installation_ids,
+)
+from cloud.accounts.users import authorised_contacts, user
+from cloud.api.account_schemas import ContactOut, IntegratorAdd, MembersOut, OwnerSet
+from cloud.api.deps import ClockDep, ServiceDep, SettingsDep, StoreDep, require
 from cloud.api.errors import documented, http_error
 from cloud.api.routes.devices import device_out
 from cloud.api.schemas import (
@@ -20,9 +37,11 @@ from cloud.api.schemas import (
     InstallationOut,
     token_versions,
 )
+from cloud.apikeys import Principal
+from cloud.domain.roles import Permission, Role
 from cloud.errors import CloudError
 from cloud.issuing import Issued
-from cloud.store import GrantRow, InstallationRow
+from cloud.store import GrantRow, InstallationRow, Store
 
 __all__ = ["router"]
 
@@ -30,6 +49,11 @@ router = APIRouter(prefix="/installations", tags=["installations"])
 
 _MAX_OFFSET = 2**31 - 1
 InstallationId = Path(pattern=ID_PATTERN)
+Reader = Annotated[Principal, Depends(require(Permission.INSTALLATIONS_READ))]
+Writer = Annotated[Principal, Depends(require(Permission.INSTALLATIONS_WRITE))]
+Granter = Annotated[Principal, Depends(require(Permission.GRANTS_WRITE))]
+AccountReader = Annotated[Principal, Depends(require(Permission.ACCOUNTS_READ))]
+AccountWriter = Annotated[Principal, Depends(require(Permission.ACCOUNTS_WRITE))]
 
 
 def _installation_out(row: InstallationRow) -> InstallationOut:
@@ -54,31 +78,63 @@ def _grant_result(installation_id: str, feature: str, issued: list[Issued]) -> G
     )
 
 
+def _members_out(m: memberships.Members) -> MembersOut:
+    return MembersOut(
+        installation_id=m.installation_id,
+        owner_user_id=m.owner_user_id,
+        integrator_company_ids=list(m.integrator_company_ids),
+    )
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, responses=documented(body=True))
 def create_installation(
-    body: InstallationCreate, store: StoreDep, clock: ClockDep
+    body: InstallationCreate, principal: Writer, store: StoreDep, clock: ClockDep
 ) -> InstallationOut:
-    with store.transaction() as tx:
-        row = tx.add_installation(
-            installation_id=f"inst_{secrets.token_hex(8)}", name=body.name, now=clock()
-        )
-    return _installation_out(row)
+    """Create an installation; a partner's company becomes its system integrator."""
+    now = clock()
+    try:
+        with store.transaction() as tx:
+            row = tx.add_installation(
+                installation_id=f"inst_{secrets.token_hex(8)}", name=body.name, now=now
+            )
+            if principal.role == Role.PARTNER and principal.user_id is not None:
+                company_id = user(tx.session, principal.user_id).company_id
+                if company_id is not None:
+                    memberships.add_integrator(
+                        tx.session, row.id, company_id, actor=principal, now=now
+                    )
+            return _installation_out(row)
+    except CloudError as exc:
+        raise http_error(exc) from exc
 
 
 @router.get("")
 def list_installations(
+    principal: Reader,
     store: StoreDep,
     limit: int = Query(default=100, ge=1, le=1000),
     # bounded: SQLite takes at most a signed 64-bit integer (2**63 was a 500)
     offset: int = Query(default=0, ge=0, le=_MAX_OFFSET),
 ) -> list[InstallationOut]:
+    """The installations the caller may see (partners and owners: only theirs)."""
     with store.transaction() as tx:
-        return [_installation_out(r) for r in tx.installations(limit=limit, offset=offset)]
+        query = select(InstallationRow).order_by(InstallationRow.created_at, InstallationRow.id)
+        visible = visible_installation_ids(tx.session, principal)
+        if visible is not None:
+            query = query.where(InstallationRow.id.in_(visible))
+        rows = tx.session.scalars(query.limit(limit).offset(offset)).all()
+        return [_installation_out(r) for r in rows]
 
 
 @router.get("/{installation_id}", responses=documented({404: "unknown installation"}))
-def get_installation(store: StoreDep, installation_id: str = InstallationId) -> InstallationDetail:
+def get_installation(
+    principal: Reader, store: StoreDep, installation_id: str = InstallationId
+) -> InstallationDetail:
     with store.transaction() as tx:
+        try:
+            ensure_installation_access(tx.session, principal, installation_id, write=False)
+        except CloudError as exc:
+            raise http_error(exc) from exc
         row = tx.installation(installation_id)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no installation {installation_id}")
@@ -91,20 +147,52 @@ def get_installation(store: StoreDep, installation_id: str = InstallationId) -> 
     )
 
 
+async def _audit_grant(
+    store: Store,
+    principal: Principal,
+    action: str,
+    installation_id: str,
+    after: dict[str, Any],
+    now: int,
+) -> None:
+    def write() -> None:
+        with store.transaction() as tx:
+            audit.record(
+                tx.session,
+                actor=principal,
+                action=action,
+                object_type="installation",
+                object_id=installation_id,
+                before=None,
+                after=after,
+                now=now,
+            )
+
+    await asyncio.to_thread(write)
+
+
 @router.post(
     "/{installation_id}/grants",
     responses=documented({404: "unknown installation"}, body=True),
 )
 async def grant_service(
-    body: GrantCreate, service: ServiceDep, installation_id: str = InstallationId
+    body: GrantCreate,
+    principal: Granter,
+    service: ServiceDep,
+    store: StoreDep,
+    clock: ClockDep,
+    installation_id: str = InstallationId,
 ) -> GrantResult:
     """Grant (or renew) a service; every device of the installation gets a new token."""
     try:
+        await check_installation(store, principal, installation_id, write=True)
         issued = await service.grant(
             installation_id, body.feature, until=body.until, params=body.params
         )
     except CloudError as exc:
         raise http_error(exc) from exc
+    grant = {"feature": body.feature, "until": body.until, "params": body.params}
+    await _audit_grant(store, principal, "grant.set", installation_id, grant, clock())
     return _grant_result(installation_id, body.feature, issued)
 
 
@@ -113,13 +201,121 @@ async def grant_service(
     responses=documented({404: "unknown installation or no active grant"}),
 )
 async def revoke_service(
+    principal: Granter,
     service: ServiceDep,
+    store: StoreDep,
+    clock: ClockDep,
     installation_id: str = InstallationId,
     feature: str = Path(pattern=FEATURE_PATTERN),
 ) -> GrantResult:
     """Revoke a service; every device of the installation gets a token without it."""
     try:
+        await check_installation(store, principal, installation_id, write=True)
         issued = await service.end_grant(installation_id, feature)
     except CloudError as exc:
         raise http_error(exc) from exc
+    await _audit_grant(
+        store, principal, "grant.revoke", installation_id, {"feature": feature}, clock()
+    )
     return _grant_result(installation_id, feature, issued)
+
+
+# members and contacts -----------------------------------------------------------
+@router.get("/{installation_id}/members", responses=documented({404: "unknown installation"}))
+def get_members(
+    principal: Reader, store: StoreDep, installation_id: str = InstallationId
+) -> MembersOut:
+    """Its system integrators (partner companies) and its owner (a user)."""
+    try:
+        with store.transaction() as tx:
+            ensure_installation_access(tx.session, principal, installation_id, write=False)
+            return _members_out(memberships.members(tx.session, installation_id))
+    except CloudError as exc:
+        raise http_error(exc) from exc
+
+
+@router.put(
+    "/{installation_id}/owner",
+    responses=documented({404: "unknown installation or user"}, body=True),
+)
+def set_owner(
+    body: OwnerSet,
+    principal: AccountWriter,
+    store: StoreDep,
+    clock: ClockDep,
+    installation_id: str = InstallationId,
+) -> MembersOut:
+    """Make a user with the owner role the installation's one owner (replacing any other)."""
+    try:
+        with store.transaction() as tx:
+            m = memberships.set_owner(
+                tx.session, installation_id, body.user_id, actor=principal, now=clock()
+            )
+            return _members_out(m)
+    except CloudError as exc:
+        raise http_error(exc) from exc
+
+
+@router.post(
+    "/{installation_id}/integrators",
+    responses=documented({404: "unknown installation or company"}, body=True),
+)
+def add_integrator(
+    body: IntegratorAdd,
+    principal: AccountWriter,
+    store: StoreDep,
+    clock: ClockDep,
+    installation_id: str = InstallationId,
+) -> MembersOut:
+    """Add a partner company as a system integrator."""
+    try:
+        with store.transaction() as tx:
+            m = memberships.add_integrator(
+                tx.session, installation_id, body.company_id, actor=principal, now=clock()
+            )
+            return _members_out(m)
+    except CloudError as exc:
+        raise http_error(exc) from exc
+
+
+@router.delete(
+    "/{installation_id}/integrators/{company_id}",
+    responses=documented({404: "unknown installation, or not an integrator"}),
+)
+def remove_integrator(
+    principal: AccountWriter,
+    store: StoreDep,
+    clock: ClockDep,
+    installation_id: str = InstallationId,
+    company_id: int = Path(ge=1, le=2**31 - 1),
+) -> MembersOut:
+    try:
+        with store.transaction() as tx:
+            m = memberships.remove_integrator(
+                tx.session, installation_id, company_id, actor=principal, now=clock()
+            )
+            return _members_out(m)
+    except CloudError as exc:
+        raise http_error(exc) from exc
+
+
+@router.get("/{installation_id}/contacts", responses=documented({404: "unknown installation"}))
+def get_contacts(
+    principal: AccountReader,
+    store: StoreDep,
+    settings: SettingsDep,
+    installation_id: str = InstallationId,
+) -> list[ContactOut]:
+    """Authorised contacts: the owner and the integrators' partner users, not vendor staff."""
+    try:
+        with store.transaction() as tx:
+            ensure_installation_access(tx.session, principal, installation_id, write=False)
+            contacts = authorised_contacts(
+                tx.session, installation_id, staff_domains=settings.staff_email_domains
+            )
+    except CloudError as exc:
+        raise http_error(exc) from exc
+    return [
+        ContactOut(user_id=c.user_id, email=c.email, name=c.name, company_id=c.company_id)
+        for c in contacts
+    ]

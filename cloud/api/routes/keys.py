@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from cloud.api.deps import CurrentPrincipal, ServiceDep, SignerDep
+from cloud.api.deps import ServiceDep, SignerDep, require
 from cloud.api.errors import documented
 from cloud.api.schemas import KeysetOut, RotateRequest, RotateResult, token_versions
+from cloud.apikeys import Principal
+from cloud.domain.roles import Permission
 from cloud.signer import Signer
 
 __all__ = ["public_router", "router"]
@@ -44,10 +46,12 @@ def keyset(signer: SignerDep) -> KeysetOut:
 
 @router.post("/keys/rotate", responses=documented(body=True))
 async def rotate(
-    body: RotateRequest, service: ServiceDep, principal: CurrentPrincipal
+    body: RotateRequest,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.KEYS_ROTATE))],
 ) -> RotateResult:
     """New token key (and root keys if asked): key set version + 1, every device re-issued."""
-    _log.info("key rotation requested by API key %d (%s)", principal.key_id, principal.name)
+    _log.info("key rotation requested by %s (%s)", principal.actor, principal.name)
     issued = await service.rotate_keys(new_root=body.new_root, new_epoch=body.new_epoch)
     return RotateResult(
         **_keyset_out(service.signer).model_dump(),

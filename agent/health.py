@@ -1,0 +1,269 @@
+"""Health collection and publishing: sample the device, queue the report, deliver it.
+
+:class:`HealthCollector` samples on an interval: host figures
+(:mod:`agent.hoststats`), the firmware's GET_HEALTH when a firmware client
+is configured, the serial link's counters and the agent's error counters
+(serial, cmd, rejected tokens). The report is validated against :mod:`protocol.health` and appended
+to the :class:`~agent.outbox.Outbox`, which gives it its ``seq``.
+
+:class:`HealthPublisher` drains the outbox in ``seq`` order over the MQTT
+session with QoS 1 and deletes a report only after the broker's PUBACK; each
+publish is bounded in time. While the broker is away reports stay queued
+(the outbox is bounded and counts what it drops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.hoststats import HostSampler
+from agent.outbox import Outbox
+from protocol.errors import EntitleError
+from protocol.health import (
+    ERROR_CATEGORIES,
+    KINDS,
+    BadHealthReport,
+    health_from_dict,
+    health_to_dict,
+    health_to_json,
+)
+from protocol.topics import device_topic
+
+__all__ = ["FirmwareHealth", "HealthCollector", "HealthPublisher", "Publisher"]
+
+log = logging.getLogger(__name__)
+_MAX_REASONS = 60  # of the schema's 64, leaving room for the collector's own
+
+
+class FirmwareHealth(Protocol):
+    """The part of :class:`agent.firmware.FirmwareClient` health collection uses."""
+
+    @property
+    def counters(self) -> Mapping[str, int]: ...
+
+    async def get_info(self) -> dict[str, Any]: ...
+
+    async def get_health(self) -> dict[str, Any]: ...
+
+
+class Publisher(Protocol):
+    """Publishes one message and returns after the broker acknowledged it (QoS 1)."""
+
+    async def publish(self, topic: str, payload: bytes, *, timeout_s: float) -> None: ...
+
+    @property
+    def connected(self) -> asyncio.Event: ...
+
+
+def _merge_firmware(report: dict[str, Any], health: Mapping[str, Any]) -> None:
+    """Overlay what the firmware knows better than the host; the rest is kind_specific."""
+    known = {"uptime_s", "cpu_temp_c", "mem_used_pct", "reboots", "disk", "net", "fw", "kind"}
+    for key in ("uptime_s", "cpu_temp_c", "mem_used_pct", "fw"):
+        if health.get(key) is not None:
+            report[key] = health[key]
+    for key in ("reboots", "disk", "net"):
+        part = health.get(key)
+        if isinstance(part, Mapping):
+            report[key] = {**report[key], **{k: v for k, v in part.items() if k in report[key]}}
+    extra = health.get("kind_specific")
+    specific = dict(extra) if isinstance(extra, Mapping) else {}
+    specific.update({k: v for k, v in health.items() if k not in known and k != "kind_specific"})
+    report["kind_specific"] = specific
+
+
+class HealthCollector:
+    """Builds one report per :meth:`collect_once`; :meth:`run` does it every interval."""
+
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        outbox: Outbox,
+        clock: Callable[[], float],
+        kind: str | None = None,
+        firmware: FirmwareHealth | None = None,
+        error_counts: Callable[[], Mapping[str, Mapping[str, int]]] = dict,
+        interval_s: float = 60.0,
+        disk_path: Path = Path("/"),
+        on_report: Callable[[int], None] | None = None,
+    ) -> None:
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        self._learn_kind = kind is None  # then the firmware's GET_INFO says
+        self.device_id = device_id
+        self.outbox = outbox
+        self.clock = clock
+        self.kind = kind or "gateway"
+        self.firmware = firmware
+        self.error_counts = error_counts
+        self.interval_s = interval_s
+        self.disk_path = disk_path
+        self.on_report = on_report
+        self.collected = 0
+        self.firmware_failures: dict[str, int] = {}
+        self._fw_version: str | None = None
+        self._host = HostSampler(disk_path=disk_path)
+
+    def _firmware_failed(self, exc: EntitleError) -> None:
+        self.firmware_failures[exc.reason] = self.firmware_failures.get(exc.reason, 0) + 1
+        log.info("firmware health not read: %s (%s)", exc.reason, exc)
+
+    async def _firmware_health(self) -> dict[str, Any] | None:
+        if self.firmware is None:
+            return None
+        try:
+            if self._fw_version is None:
+                info = await self.firmware.get_info()
+                fw = info.get("fw") or info.get("version")
+                self._fw_version = str(fw)[:64] if fw else None
+                if self._learn_kind and info.get("kind") in KINDS:
+                    self.kind = str(info["kind"])
+            return await self.firmware.get_health()
+        except EntitleError as exc:
+            self._firmware_failed(exc)
+            return None
+
+    def _errors(self) -> dict[str, dict[str, int]]:
+        given = self.error_counts()
+        # the schema allows 64 reasons per category; keep the most frequent
+        errors = {
+            c: dict(sorted(given.get(c, {}).items(), key=lambda kv: -kv[1])[:_MAX_REASONS])
+            for c in ERROR_CATEGORIES
+        }
+        for reason, n in self.firmware_failures.items():
+            errors["serial"][reason] = errors["serial"].get(reason, 0) + n
+        return errors
+
+    def _serial(self) -> dict[str, int]:
+        counters = self.firmware.counters if self.firmware is not None else {}
+        return {
+            "crc_errors": int(counters.get("crc_errors", 0)),
+            "timeouts": int(counters.get("timeouts", 0)),
+        }
+
+    async def build(self, *, with_firmware: bool = True) -> dict[str, Any]:
+        """One validated report without ``seq``/``dropped`` (the outbox adds those).
+
+        Raises:
+            BadHealthReport: only if the host's own figures fail the schema (a bug).
+        """
+        now = self.clock()
+        report: dict[str, Any] = {
+            "v": 1,
+            "device_id": self.device_id,
+            "ts": int(now),
+            "kind": self.kind,
+            "fw": self._fw_version,
+            "reboots": {"count": 0, "last_reason": None},
+            "kind_specific": {},
+            **self._host.sample(now=now),
+        }
+        health = await self._firmware_health() if with_firmware else None
+        if health is not None:
+            _merge_firmware(report, health)
+            report["fw"] = report.get("fw") or self._fw_version
+        report["kind"] = self.kind
+        report["serial"] = self._serial()
+        report["errors"] = self._errors()
+        try:
+            checked = health_from_dict({**report, "seq": 1, "dropped": 0})
+        except BadHealthReport as exc:
+            if health is None:
+                raise
+            # the firmware's figures are untrusted too: keep the host's, count the refusal
+            log.warning("firmware health refused (%s): %s", exc.reason, exc)
+            self.firmware_failures["bad_health"] = self.firmware_failures.get("bad_health", 0) + 1
+            return await self.build(with_firmware=False)
+        out = health_to_dict(checked)
+        del out["seq"], out["dropped"]
+        return out
+
+    async def collect_once(self) -> int:
+        """Sample, validate and queue one report; its seq."""
+        report = await self.build()
+        seq = self.outbox.append(report)
+        self.collected += 1
+        if self.on_report is not None:
+            self.on_report(seq)
+        return seq
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.collect_once()
+            except Exception:  # a sampling bug must not stop health reporting for good
+                log.exception("health collection failed")
+            await asyncio.sleep(self.interval_s)
+
+
+class HealthPublisher:
+    """Drains the outbox to ``entitle/v1/dev/{id}/health``, deleting only acked reports."""
+
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        outbox: Outbox,
+        publisher: Publisher,
+        publish_timeout_s: float = 10.0,
+        batch: int = 100,
+        retry_s: float = 1.0,
+    ) -> None:
+        self.outbox = outbox
+        self.publisher = publisher
+        self.topic = device_topic(device_id, "health")
+        self.publish_timeout_s = publish_timeout_s
+        self.batch = batch
+        self.retry_s = retry_s
+        self.published = 0
+        self.failures = 0
+        self.wake = asyncio.Event()
+
+    def notify(self, seq: int = 0) -> None:
+        """Something was queued: drain soon."""
+        self.wake.set()
+
+    async def drain_once(self) -> int:
+        """Publish queued reports until empty or a publish fails; how many were acked."""
+        acked_total = 0
+        while True:
+            queued = self.outbox.pending(self.batch)
+            if not queued:
+                return acked_total
+            acked: list[int] = []
+            try:
+                for item in queued:
+                    payload = health_to_json(health_from_dict(item.report))
+                    await self.publisher.publish(
+                        self.topic, payload, timeout_s=self.publish_timeout_s
+                    )
+                    acked.append(item.seq)
+            except BadHealthReport as exc:  # cannot happen for reports we built; never loop on it
+                log.error("dropping unpublishable report %s: %s", queued[len(acked)].seq, exc)
+                acked.append(queued[len(acked)].seq)
+                raise
+            finally:
+                if acked:
+                    self.outbox.delete(acked)
+                    self.published += len(acked)
+                    acked_total += len(acked)
+
+    async def run(self) -> None:
+        while True:
+            await self.publisher.connected.wait()
+            self.wake.clear()
+            try:
+                await self.drain_once()
+            except (EntitleError, TimeoutError) as exc:
+                self.failures += 1
+                log.info("health publish interrupted (%s); %d queued", exc, len(self.outbox))
+                await asyncio.sleep(self.retry_s)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.retry_s * 5):
+                    await self.wake.wait()

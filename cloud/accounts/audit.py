@@ -1,0 +1,96 @@
+"""The audit log: who changed what, when, with the object before and after. Append-only.
+
+Nothing here (or anywhere) updates or deletes a row; the database refuses
+both with a trigger (migration 0003). Callers pass the session of the
+transaction that makes the change, so the entry commits or rolls back with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.apikeys import Principal
+from cloud.store.accounts import AuditRow
+
+__all__ = ["entries", "record"]
+
+MAX_FIELD = 64
+
+
+def _bounded(text: str, what: str) -> str:
+    if not text or len(text) > MAX_FIELD:
+        raise ValueError(f"an audit {what} must have 1-{MAX_FIELD} characters: {text[:80]!r}")
+    return text
+
+
+def record(
+    session: Session,
+    *,
+    actor: Principal | str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    now: int,
+) -> None:
+    """Append one entry.
+
+    Args:
+        actor: the principal of the request, or ``"system:<job>"`` for a job.
+        action: dotted verb, e.g. ``user.role``, ``subscription.renew``, ``company.blacklist``.
+        object_type, object_id: what changed (``user``/``5``, ``installation``/``inst_...``).
+        before, after: JSON-able snapshots of the object (None when it did not/no longer exist).
+        now: epoch seconds.
+    """
+    if isinstance(actor, Principal):
+        name, user_id = actor.actor, actor.user_id
+    else:
+        name, user_id = _bounded(actor, "actor"), None
+    session.add(
+        AuditRow(
+            at=now,
+            actor=name,
+            actor_user_id=user_id,
+            action=_bounded(action, "action"),
+            object_type=_bounded(object_type, "object type"),
+            object_id=_bounded(str(object_id), "object id"),
+            before=None if before is None else dict(before),
+            after=None if after is None else dict(after),
+        )
+    )
+    session.flush()
+
+
+def entries(
+    session: Session,
+    *,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Sequence[AuditRow]:
+    """Entries matching every filter given, newest first (``since <= at < until``)."""
+    query = select(AuditRow)
+    if object_type is not None:
+        query = query.where(AuditRow.object_type == object_type)
+    if object_id is not None:
+        query = query.where(AuditRow.object_id == object_id)
+    if actor is not None:
+        query = query.where(AuditRow.actor == actor)
+    if action is not None:
+        query = query.where(AuditRow.action == action)
+    if since is not None:
+        query = query.where(AuditRow.at >= since)
+    if until is not None:
+        query = query.where(AuditRow.at < until)
+    query = query.order_by(AuditRow.at.desc(), AuditRow.id.desc())
+    return session.scalars(query.limit(limit).offset(offset)).all()

@@ -1,0 +1,136 @@
+"""Who works on an installation: system integrators (partner companies) and its one owner.
+
+Several partner companies may integrate one installation; every partner user
+of such a company sees it. The owner is one user with the ``owner`` role
+(the table is keyed by installation, so setting an owner replaces the
+previous one). A partner creating an installation makes its company an
+integrator. Every change is audited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.accounts import audit
+from cloud.accounts.users import company, user
+from cloud.apikeys import Principal
+from cloud.domain.roles import Role
+from cloud.errors import InvalidRequest, NotFound, UnknownInstallation
+from cloud.store import InstallationRow
+from cloud.store.accounts import IntegratorRow, OwnerRow
+
+__all__ = ["Members", "add_integrator", "members", "remove_integrator", "set_owner"]
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    installation_id: str
+    owner_user_id: int | None
+    integrator_company_ids: tuple[int, ...]
+
+
+def _installation(session: Session, installation_id: str) -> None:
+    if session.get(InstallationRow, installation_id) is None:
+        raise UnknownInstallation(f"no installation {installation_id}")
+
+
+def members(session: Session, installation_id: str) -> Members:
+    """Raises: UnknownInstallation."""
+    _installation(session, installation_id)
+    owner = session.get(OwnerRow, installation_id)
+    companies = session.scalars(
+        select(IntegratorRow.company_id)
+        .where(IntegratorRow.installation_id == installation_id)
+        .order_by(IntegratorRow.company_id)
+    ).all()
+    return Members(
+        installation_id=installation_id,
+        owner_user_id=None if owner is None else owner.user_id,
+        integrator_company_ids=tuple(companies),
+    )
+
+
+def _snapshot(m: Members) -> dict[str, object]:
+    return {"owner_user_id": m.owner_user_id, "integrators": list(m.integrator_company_ids)}
+
+
+def set_owner(
+    session: Session, installation_id: str, user_id: int, *, actor: Principal | str, now: int
+) -> Members:
+    """Make ``user_id`` (an owner user) the one owner, replacing any previous owner.
+
+    Raises:
+        UnknownInstallation, UnknownUser, InvalidRequest (the user is not an owner user).
+    """
+    before = members(session, installation_id)
+    if user(session, user_id).role is not Role.OWNER:
+        raise InvalidRequest(f"user {user_id} does not have the owner role")
+    row = session.get(OwnerRow, installation_id, with_for_update=True)
+    if row is None:
+        session.add(OwnerRow(installation_id=installation_id, user_id=user_id, created_at=now))
+    else:
+        row.user_id, row.created_at = user_id, now
+    session.flush()
+    after = members(session, installation_id)
+    _audit(session, "installation.owner", before, after, actor=actor, now=now)
+    return after
+
+
+def add_integrator(
+    session: Session, installation_id: str, company_id: int, *, actor: Principal | str, now: int
+) -> Members:
+    """Add a partner company as a system integrator (adding it twice changes nothing).
+
+    Raises:
+        UnknownInstallation, UnknownCompany.
+    """
+    before = members(session, installation_id)
+    company(session, company_id)
+    if company_id in before.integrator_company_ids:
+        return before
+    session.add(
+        IntegratorRow(installation_id=installation_id, company_id=company_id, created_at=now)
+    )
+    session.flush()
+    after = members(session, installation_id)
+    _audit(session, "installation.integrator.add", before, after, actor=actor, now=now)
+    return after
+
+
+def remove_integrator(
+    session: Session, installation_id: str, company_id: int, *, actor: Principal | str, now: int
+) -> Members:
+    """Raises: UnknownInstallation, NotFound (the company is not an integrator of it)."""
+    before = members(session, installation_id)
+    row = session.get(IntegratorRow, (installation_id, company_id))
+    if row is None:
+        raise NotFound(f"company {company_id} is not a system integrator of {installation_id}")
+    session.delete(row)
+    session.flush()
+    after = members(session, installation_id)
+    _audit(session, "installation.integrator.remove", before, after, actor=actor, now=now)
+    return after
+
+
+def _audit(
+    session: Session,
+    action: str,
+    before: Members,
+    after: Members,
+    *,
+    actor: Principal | str,
+    now: int,
+) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        object_type="installation",
+        object_id=before.installation_id,
+        before=_snapshot(before),
+        after=_snapshot(after),
+        now=now,
+    )

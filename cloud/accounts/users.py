@@ -1,0 +1,384 @@
+"""Users: create, change, disable, blacklist (users and companies), look up, contacts.
+
+The company functions of :mod:`cloud.accounts.companies` are re-exported
+here, so that ``cloud.accounts.users.company_payment_type`` is one import
+with ``user_contact`` and ``is_blacklisted``. Only partner users belong to
+a company (and must); the others stand alone. Every change is audited in
+the caller's transaction. A password hash never leaves this module's rows:
+:func:`user_view` is what the API and the audit log see of a user.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from cloud.accounts import audit
+from cloud.accounts.companies import (
+    company,
+    company_payment_type,
+    company_view,
+    create_company,
+    find_companies,
+    update_company,
+)
+from cloud.accounts.passwords import check_password, hash_password
+from cloud.apikeys import Principal
+from cloud.domain.roles import Role
+from cloud.errors import (
+    AccountExists,
+    Forbidden,
+    InvalidRequest,
+    UnknownInstallation,
+    UnknownUser,
+)
+from cloud.store import InstallationRow
+from cloud.store.accounts import IntegratorRow, LoginSessionRow, OwnerRow, UserRow
+
+__all__ = [
+    "Contact",
+    "authorised_contacts",
+    "company",
+    "company_payment_type",
+    "company_view",
+    "create_company",
+    "create_user",
+    "disable_user",
+    "find_companies",
+    "find_users",
+    "is_blacklisted",
+    "normalise_email",
+    "set_blacklisted",
+    "update_company",
+    "update_user",
+    "user",
+    "user_by_email",
+    "user_contact",
+    "user_view",
+]
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Where to reach a user (notifications, invoices, support look-ups)."""
+
+    user_id: int
+    email: str
+    name: str
+    company_id: int | None
+
+
+def normalise_email(email: str) -> str:
+    """Trimmed and lower-cased, so that one address is one account.
+
+    Raises:
+        InvalidRequest: not shaped like an address, or longer than 254 characters.
+    """
+    email = email.strip().lower()
+    if len(email) > 254 or not _EMAIL.fullmatch(email) or not email.isprintable():
+        raise InvalidRequest(f"{email[:80]!r} is not an e-mail address")
+    return email
+
+
+def user_view(row: UserRow) -> dict[str, Any]:
+    """The user as shown and audited: everything but the password hash and login counters."""
+    return {
+        "id": row.id,
+        "email": row.email,
+        "name": row.name,
+        "role": row.role.value,
+        "company_id": row.company_id,
+        "blacklisted": row.blacklisted,
+        "created_at": row.created_at,
+        "disabled_at": row.disabled_at,
+    }
+
+
+# look-ups ---------------------------------------------------------------------
+def user(session: Session, user_id: int, *, lock: bool = False) -> UserRow:
+    """Raises: UnknownUser."""
+    query = select(UserRow).where(UserRow.id == user_id)
+    row = session.scalars(query.with_for_update() if lock else query).one_or_none()
+    if row is None:
+        raise UnknownUser(f"no user with id {user_id}")
+    return row
+
+
+def user_by_email(session: Session, email: str, *, lock: bool = False) -> UserRow | None:
+    query = select(UserRow).where(UserRow.email == email.strip().lower())
+    return session.scalars(query.with_for_update() if lock else query).one_or_none()
+
+
+def user_contact(session: Session, user_id: int) -> Contact:
+    """Raises: UnknownUser."""
+    row = user(session, user_id)
+    return Contact(user_id=row.id, email=row.email, name=row.name, company_id=row.company_id)
+
+
+def is_blacklisted(session: Session, user_id: int) -> bool:
+    """Whether the user, or the user's company, is blacklisted (then they cannot buy).
+
+    Raises:
+        UnknownUser: no user with this id.
+    """
+    row = user(session, user_id)
+    if row.blacklisted:
+        return True
+    return row.company_id is not None and company(session, row.company_id).blacklisted
+
+
+def find_users(
+    session: Session,
+    *,
+    email: str | None = None,
+    role: Role | None = None,
+    company_id: int | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Sequence[UserRow]:
+    """Users matching every filter given (``email``: a case-insensitive substring)."""
+    query = select(UserRow)
+    if email:
+        query = query.where(func.lower(UserRow.email).contains(email.strip().lower()))
+    if role is not None:
+        query = query.where(UserRow.role == role)
+    if company_id is not None:
+        query = query.where(UserRow.company_id == company_id)
+    return session.scalars(query.order_by(UserRow.id).limit(limit).offset(offset)).all()
+
+
+def authorised_contacts(
+    session: Session, installation_id: str, *, staff_domains: Sequence[str]
+) -> list[Contact]:
+    """The owner and the integrators' partner users of an installation, staff excluded.
+
+    Vendor staff (an address at one of ``staff_domains``) may be members for
+    support work; they are not contacts of the customer. Disabled users neither.
+
+    Raises:
+        UnknownInstallation: no such installation.
+    """
+    if session.get(InstallationRow, installation_id) is None:
+        raise UnknownInstallation(f"no installation {installation_id}")
+    owners = select(OwnerRow.user_id).where(OwnerRow.installation_id == installation_id)
+    companies = select(IntegratorRow.company_id).where(
+        IntegratorRow.installation_id == installation_id
+    )
+    query = (
+        select(UserRow)
+        .where(
+            UserRow.disabled_at.is_(None),
+            UserRow.id.in_(owners)
+            | (UserRow.company_id.in_(companies) & (UserRow.role == Role.PARTNER)),
+        )
+        .order_by(UserRow.id)
+    )
+    domains = {d.lower().lstrip("@") for d in staff_domains}
+    return [
+        Contact(user_id=r.id, email=r.email, name=r.name, company_id=r.company_id)
+        for r in session.scalars(query)
+        if r.email.rpartition("@")[2] not in domains
+    ]
+
+
+# changes ----------------------------------------------------------------------
+def _check_role_change(actor: Principal, old: Role | None, new: Role) -> None:
+    if actor.role != Role.ADMIN and Role.ADMIN in (old, new):
+        raise Forbidden("only an admin may give, take or change an admin account")
+
+
+def _check_company(session: Session, role: Role, company_id: int | None) -> None:
+    if role is Role.PARTNER:
+        if company_id is None:
+            raise InvalidRequest("a partner user belongs to a partner company: give company_id")
+        company(session, company_id)
+    elif company_id is not None:
+        raise InvalidRequest(f"only partner users belong to a company, not {role.value} users")
+
+
+def create_user(
+    session: Session,
+    *,
+    email: str,
+    name: str,
+    password: str,
+    role: Role,
+    company_id: int | None,
+    actor: Principal | str,
+    now: int,
+) -> UserRow:
+    """Create a user (audited as ``user.create``).
+
+    Raises:
+        InvalidRequest: a bad address or password, or a company that does not fit the role.
+        AccountExists: the address is taken.
+        Forbidden: a non-admin creating an admin.
+        UnknownCompany: no such company.
+    """
+    if isinstance(actor, Principal):
+        _check_role_change(actor, None, role)
+    email = normalise_email(email)
+    try:
+        check_password(password)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    _check_company(session, role, company_id)
+    if user_by_email(session, email) is not None:
+        raise AccountExists(f"a user with the e-mail {email} exists already")
+    row = UserRow(
+        email=email,
+        name=name,
+        password_hash=hash_password(password),
+        role=role,
+        company_id=company_id,
+        blacklisted=False,
+        failed_logins=0,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="user.create",
+        object_type="user",
+        object_id=str(row.id),
+        before=None,
+        after=user_view(row),
+        now=now,
+    )
+    return row
+
+
+def update_user(
+    session: Session,
+    user_id: int,
+    *,
+    actor: Principal | str,
+    now: int,
+    name: str | None = None,
+    role: Role | None = None,
+    company_id: int | None = _UNSET,
+    password: str | None = None,
+) -> UserRow:
+    """Change a user's name, role, company or password (audited; the hash is not).
+
+    A role change ends the user's login sessions, so the new role applies at once.
+
+    Raises:
+        UnknownUser, UnknownCompany, InvalidRequest, Forbidden: as for :func:`create_user`.
+    """
+    row = user(session, user_id, lock=True)
+    before = user_view(row)
+    new_role = role or row.role
+    if isinstance(actor, Principal):
+        _check_role_change(actor, row.role, new_role)
+    new_company = row.company_id if company_id is _UNSET else company_id
+    if role is not None and role is not Role.PARTNER and company_id is _UNSET:
+        new_company = None  # leaving the partner role leaves the company
+    _check_company(session, new_role, new_company)
+    if password is not None:
+        try:
+            row.password_hash = hash_password(check_password(password))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+    if name is not None:
+        row.name = name
+    role_changed = new_role is not row.role
+    row.role, row.company_id = new_role, new_company
+    session.flush()
+    if role_changed or password is not None:
+        session.execute(delete(LoginSessionRow).where(LoginSessionRow.user_id == row.id))
+    after = user_view(row)
+    action = "user.role" if role_changed else "user.update"
+    if password is not None:
+        after["password_changed"] = True
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        object_type="user",
+        object_id=str(row.id),
+        before=before,
+        after=after,
+        now=now,
+    )
+    return row
+
+
+def disable_user(session: Session, user_id: int, *, actor: Principal | str, now: int) -> UserRow:
+    """Disable a user: logins, sessions and API keys stop working (rows are kept).
+
+    Raises:
+        UnknownUser, Forbidden (a non-admin disabling an admin).
+    """
+    row = user(session, user_id, lock=True)
+    if isinstance(actor, Principal):
+        _check_role_change(actor, row.role, row.role)
+    before = user_view(row)
+    if row.disabled_at is None:
+        row.disabled_at = now
+        session.execute(delete(LoginSessionRow).where(LoginSessionRow.user_id == row.id))
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="user.disable",
+            object_type="user",
+            object_id=str(row.id),
+            before=before,
+            after=user_view(row),
+            now=now,
+        )
+    return row
+
+
+def set_blacklisted(
+    session: Session,
+    *,
+    kind: Literal["user", "company"],
+    object_id: int,
+    blacklisted: bool,
+    reason: str,
+    actor: Principal | str,
+    now: int,
+) -> dict[str, Any]:
+    """Put a customer on (or off) the blacklist; returns its view. Audited with the reason.
+
+    The permission (``blacklist``: cs_admin and admin only) is checked by the
+    route; this function trusts its caller.
+
+    Raises:
+        UnknownUser, UnknownCompany.
+    """
+    if kind == "user":
+        user_row = user(session, object_id, lock=True)
+        before = user_view(user_row)
+        user_row.blacklisted = blacklisted
+        session.flush()
+        after = user_view(user_row)
+    else:
+        company_row = company(session, object_id, lock=True)
+        before = company_view(company_row)
+        company_row.blacklisted = blacklisted
+        session.flush()
+        after = company_view(company_row)
+    audit.record(
+        session,
+        actor=actor,
+        action=f"{kind}.{'blacklist' if blacklisted else 'unblacklist'}",
+        object_type=kind,
+        object_id=str(object_id),
+        before=before,
+        after={**after, "reason": reason},
+        now=now,
+    )
+    return after

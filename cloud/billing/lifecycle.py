@@ -1,0 +1,229 @@
+"""The order and transaction lifecycle as pure rules: statuses, transitions, amounts, retries.
+
+No I/O and no clock: every decision takes ``now`` or the stored facts and
+returns a value or raises a typed error from :mod:`cloud.billing.errors`.
+
+Order statuses are the vendors' manual's own words::
+
+    Processing ──pay/charge──▶ Succeed ──void──▶ Cancel
+        │  ▲                     ▲
+        │  └── pay again ─ Failed│
+        │                   ▲    │
+        ├──▶ Time out ──▶ System Processing (reconciling with the provider)
+        └──▶ Cancel (unpaid)
+
+* ``Time out``: the provider did not answer a charge in time; nobody knows
+  whether money moved. Reconciliation moves it to ``System Processing`` and
+  asks the provider by the charge's idempotency key: charged → ``Succeed``,
+  never charged or declined → ``Failed``. A charge still ``Processing`` after
+  :data:`STALE_CHARGE_S` (a worker died mid-charge) is reconciled the same way.
+* A void cancels the whole unsettled charge (order → ``Cancel``); a refund
+  returns part or all of a settled one (the order stays ``Succeed``; the
+  refund is a transaction of its own).
+* A failed refund is retried once a day (:data:`REFUND_RETRY_INTERVAL_S`)
+  :data:`REFUND_RETRIES` times; when the last retry fails the order's notify
+  list is emailed and the refund is left for a person.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from cloud.billing.errors import (
+    BadOrderRequest,
+    ChargeNotSettled,
+    ChargeSettled,
+    OrderStateConflict,
+    PartialVoid,
+    RefundTooLarge,
+)
+
+__all__ = [
+    "MAX_LINES",
+    "MAX_ORDER_CENTS",
+    "REFUND_RETRIES",
+    "REFUND_RETRY_INTERVAL_S",
+    "STALE_CHARGE_S",
+    "OrderKind",
+    "OrderLine",
+    "OrderStatus",
+    "PayWith",
+    "TxnType",
+    "check_lines",
+    "check_transition",
+    "next_refund_retry",
+    "order_number",
+    "plan_refund",
+    "plan_void",
+    "status_after_charge",
+]
+
+MAX_LINES = 50
+MAX_ORDER_CENTS = 10**10  # 100 million in the currency: far above any real order
+MAX_MONTHS = 240
+REFUND_RETRY_INTERVAL_S = 86_400
+REFUND_RETRIES = 3
+STALE_CHARGE_S = 600
+_PRODUCT_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+class OrderStatus(StrEnum):
+    """Status of an order and of each of its transactions (the manual's words)."""
+
+    PROCESSING = "Processing"
+    SUCCEED = "Succeed"
+    FAILED = "Failed"
+    TIME_OUT = "Time out"
+    CANCEL = "Cancel"
+    SYSTEM_PROCESSING = "System Processing"
+
+    # lower-case aliases, the spelling of the work-split contract
+    processing = "Processing"
+    succeed = "Succeed"
+    failed = "Failed"
+    time_out = "Time out"
+    cancel = "Cancel"
+    system_processing = "System Processing"
+
+
+class OrderKind(StrEnum):
+    PURCHASE = "purchase"
+    RENEWAL = "renewal"
+    REACTIVATION = "reactivation"
+
+
+class PayWith(StrEnum):
+    CARD = "card"
+    INVOICE = "invoice"
+
+
+class TxnType(StrEnum):
+    CHARGE = "charge"
+    VOID = "void"
+    REFUND = "refund"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    """One product on an order: ``months`` of ``product_code`` for ``amount_cents``."""
+
+    product_code: str
+    description: str
+    months: int
+    amount_cents: int
+
+
+_S = OrderStatus
+_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    _S.PROCESSING: frozenset({_S.SUCCEED, _S.FAILED, _S.TIME_OUT, _S.CANCEL}),
+    _S.FAILED: frozenset({_S.PROCESSING, _S.CANCEL}),
+    _S.TIME_OUT: frozenset({_S.SYSTEM_PROCESSING}),
+    _S.SYSTEM_PROCESSING: frozenset({_S.SUCCEED, _S.FAILED}),
+    _S.SUCCEED: frozenset({_S.CANCEL}),
+    _S.CANCEL: frozenset(),
+}
+
+
+def check_transition(before: OrderStatus, after: OrderStatus) -> None:
+    """Refuse a status change the lifecycle does not have.
+
+    Raises:
+        OrderStateConflict: ``before`` cannot become ``after``.
+    """
+    if after not in _TRANSITIONS[before]:
+        raise OrderStateConflict(f"an order in status '{before}' cannot become '{after}'")
+
+
+def order_number(order_id: int, *, now: int) -> str:
+    """The human-readable number, ``EN-<year>-<id, 6+ digits>``: unique because the id is."""
+    year = datetime.fromtimestamp(now, UTC).year
+    return f"EN-{year}-{order_id:06d}"
+
+
+def check_lines(lines: Sequence[OrderLine]) -> int:
+    """Validate the lines of a new order and return its total in cents.
+
+    Raises:
+        BadOrderRequest: no lines, too many, a bad product code, negative
+            amounts or months, or a total over :data:`MAX_ORDER_CENTS`.
+    """
+    if not lines:
+        raise BadOrderRequest("an order needs at least one line")
+    if len(lines) > MAX_LINES:
+        raise BadOrderRequest(f"an order has at most {MAX_LINES} lines")
+    total = 0
+    for line in lines:
+        if not _PRODUCT_CODE.match(line.product_code):
+            raise BadOrderRequest(f"bad product code {line.product_code!r}")
+        if not 0 <= line.months <= MAX_MONTHS:
+            raise BadOrderRequest(f"months must be 0-{MAX_MONTHS}, not {line.months}")
+        if line.amount_cents < 0:
+            raise BadOrderRequest("a line amount cannot be negative")
+        if len(line.description) > 200:
+            raise BadOrderRequest("a line description has at most 200 characters")
+        total += line.amount_cents
+    if total > MAX_ORDER_CENTS:
+        raise BadOrderRequest(f"an order total is at most {MAX_ORDER_CENTS} cents")
+    return total
+
+
+def status_after_charge(charge_status: str) -> OrderStatus:
+    """Order status for a provider's answer to a charge."""
+    return {
+        "succeeded": _S.SUCCEED,
+        "declined": _S.FAILED,
+        "timed_out": _S.TIME_OUT,
+    }[charge_status]
+
+
+def plan_void(*, charge_cents: int, requested_cents: int | None, settled: bool) -> int:
+    """The amount to void: always the whole charge.
+
+    Raises:
+        ChargeSettled: the charge settled; refund it instead.
+        PartialVoid: ``requested_cents`` is not the whole charge.
+    """
+    if requested_cents is not None and requested_cents != charge_cents:
+        raise PartialVoid(
+            f"a void cancels the whole charge of {charge_cents} cents, not {requested_cents}; "
+            "refund part of it once it has settled"
+        )
+    if settled:
+        raise ChargeSettled("the charge has settled and cannot be voided: refund it instead")
+    return charge_cents
+
+
+def plan_refund(
+    *, charge_cents: int, refunded_cents: int, requested_cents: int | None, settled: bool
+) -> int:
+    """The amount to refund: ``requested_cents`` or what is left of the charge.
+
+    ``refunded_cents`` counts refunds done, pending and queued for retries.
+
+    Raises:
+        ChargeNotSettled: the charge has not settled; void it instead.
+        RefundTooLarge: more than is left (or nothing is left).
+        BadOrderRequest: a refund of zero or fewer cents.
+    """
+    if not settled:
+        raise ChargeNotSettled("the charge has not settled yet: void it instead")
+    left = charge_cents - refunded_cents
+    amount = left if requested_cents is None else requested_cents
+    if amount <= 0:
+        if requested_cents is None:
+            raise RefundTooLarge("the charge has been refunded in full already")
+        raise BadOrderRequest("a refund must be of at least 1 cent")
+    if amount > left:
+        raise RefundTooLarge(f"only {left} of {charge_cents} cents are left to refund")
+    return amount
+
+
+def next_refund_retry(*, retries_done: int, now: int) -> int | None:
+    """When to retry a failed refund next, or None when the retries are used up."""
+    if retries_done >= REFUND_RETRIES:
+        return None
+    return now + REFUND_RETRY_INTERVAL_S

@@ -1,0 +1,430 @@
+"""The billing service: place orders, check out, cancel, reconcile lost answers.
+
+:class:`Billing` persists what :mod:`cloud.billing.lifecycle` decides and
+talks to the :class:`~cloud.billing.payments.PaymentProvider`. Database work
+runs in a thread (the store is synchronous); no transaction is held open
+while the provider is called: the order and its ``Processing`` charge are
+committed first, the answer is recorded after.
+
+One idempotency key, one order, one charge: the order's key is unique, and
+the provider sees ``order:<id>:charge:<n>`` (unique too), so two workers
+placing the same renewal at once make one order and one charge, and a
+charge retried after a crash is not charged twice.
+
+``on_paid`` callbacks run when an order becomes ``Succeed`` *after*
+:meth:`Billing.place_order` returned (a checkout paid with
+``POST /orders/{id}/pay``, or a lost answer reconciled as charged). An order
+that succeeds inside ``place_order`` is reported by its
+:class:`OrderResult` instead. Callbacks must be idempotent: they are re-run
+by the reconcile job until they all return without raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloud.accounts.users import user_contact
+from cloud.apikeys import Principal
+from cloud.billing import repository as repo
+from cloud.billing.errors import (
+    BadOrderRequest,
+    IdempotencyConflict,
+    OrderStateConflict,
+    UnknownOrder,
+)
+from cloud.billing.lifecycle import (
+    OrderKind,
+    OrderLine,
+    OrderStatus,
+    PayWith,
+    TxnType,
+    check_lines,
+    status_after_charge,
+)
+from cloud.billing.payments import Charge, PaymentProvider, SandboxPaymentProvider
+from cloud.billing.reconcile import ReconcileReport, reconcile
+from cloud.billing.refunds import Refunds
+from cloud.errors import UnknownInstallation
+from cloud.invoices import invoice_filename, invoice_for_order, render_invoice
+from cloud.notifications import enqueue
+from cloud.ports import Clock
+from cloud.store import InstallationRow, Store
+from cloud.store.billing import OrderRow, TransactionRow
+from entitle.config import Settings
+
+__all__ = ["Billing", "OnPaid", "OrderLine", "OrderResult", "OrderStatus", "ReconcileReport"]
+
+_log = logging.getLogger(__name__)
+
+OnPaid = Callable[[int], Awaitable[None]]
+"""``async callback(order_id)`` run once an order is paid (see the module docstring)."""
+
+_MAX_KEY = 128
+_MAX_TOKEN = 256
+_S = OrderStatus
+
+
+@dataclass(frozen=True, slots=True)
+class OrderResult:
+    """What became of an order; ``replayed`` when the idempotency key was seen before."""
+
+    order_id: int
+    number: str
+    status: OrderStatus
+    amount_cents: int
+    replayed: bool = False
+
+
+def _result(row: OrderRow, *, replayed: bool = False) -> OrderResult:
+    return OrderResult(
+        order_id=row.id,
+        number=row.number,
+        status=OrderStatus(row.status),
+        amount_cents=row.amount_cents,
+        replayed=replayed,
+    )
+
+
+def _actor(buyer: Principal | int) -> repo.Actor:
+    return buyer if isinstance(buyer, Principal) else f"user:{buyer}"
+
+
+def _buyer_id(buyer: Principal | int) -> int | None:
+    return buyer if isinstance(buyer, int) else buyer.user_id
+
+
+class Billing:
+    """Orders and payments of one cloud (one store, one provider, one currency)."""
+
+    def __init__(
+        self,
+        store: Store,
+        provider: PaymentProvider,
+        *,
+        currency: str = "EUR",
+        provider_name: str = "sandbox",
+        notify: Sequence[str] = (),
+        invoice_settings: Settings | None = None,
+    ) -> None:
+        """``notify``: addresses told about every order (e.g. accounts receivable).
+
+        ``invoice_settings``: the seller printed on invoices; without it an
+        invoiced order's mail goes out without the PDF (logged).
+        """
+        if len(currency) != 3 or not currency.isalpha():
+            raise ValueError(f"currency must be an ISO 4217 code like EUR, not {currency!r}")
+        self.store = store
+        self.provider = provider
+        self.currency = currency.upper()
+        self.provider_name = provider_name
+        self.notify = tuple(notify)
+        self.invoice_settings = invoice_settings
+        self._on_paid: list[OnPaid] = []
+        self.refunds = Refunds(store, provider, provider_name=provider_name)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store, *, clock: Clock) -> Billing:
+        """The service with the provider ``settings.payment_provider`` names.
+
+        Only ``"sandbox"`` exists: :class:`SandboxPaymentProvider`, a test double
+        that moves no money (a real processor is a new adapter behind
+        :class:`PaymentProvider`). Its charges settle after a day of ``clock``.
+        """
+        if settings.payment_provider != "sandbox":
+            raise ValueError(f"unknown payment provider {settings.payment_provider!r}")
+        _log.warning("payments go to the sandbox test double: no money moves")
+        provider = SandboxPaymentProvider(clock=clock, settle_after_s=86_400)
+        return cls(
+            store,
+            provider,
+            currency=settings.currency,
+            provider_name=settings.payment_provider,
+            notify=settings.billing_notify,
+            invoice_settings=settings,
+        )
+
+    def on_paid(self, callback: OnPaid) -> OnPaid:
+        """Register ``async callback(order_id)``; returns it (usable as a decorator)."""
+        self._on_paid.append(callback)
+        return callback
+
+    # placing ----------------------------------------------------------------
+    async def place_order(
+        self,
+        *,
+        kind: OrderKind | str,
+        buyer: Principal | int,
+        installation_id: str,
+        lines: Sequence[OrderLine],
+        pay_with: PayWith | str,
+        card_token: str | None,
+        idempotency_key: str,
+        now: int,
+    ) -> OrderResult:
+        """Place an order once per ``idempotency_key`` and pay it as far as possible now.
+
+        Card with a token: charged now (``Succeed``, ``Failed`` or ``Time out``).
+        Card without one: ``Processing`` until checkout (:meth:`pay`). Invoice:
+        ``Succeed`` at once and the invoice mailed. A total of 0: ``Succeed``.
+
+        Raises:
+            BadOrderRequest: bad lines, kind, pay_with, key or token.
+            UnknownInstallation: no such installation.
+            IdempotencyConflict: the key was used for a different order.
+        """
+        try:
+            kind, pay_with = OrderKind(kind), PayWith(pay_with)
+        except ValueError as exc:
+            raise BadOrderRequest(str(exc)) from None
+        total = check_lines(lines)
+        if not 0 < len(idempotency_key) <= _MAX_KEY:
+            raise BadOrderRequest(f"an idempotency key has 1-{_MAX_KEY} characters")
+        if card_token is not None and not 0 < len(card_token) <= _MAX_TOKEN:
+            raise BadOrderRequest("bad card token")
+        charge_now = pay_with is PayWith.CARD and card_token is not None and total > 0
+
+        def create() -> tuple[OrderRow, TransactionRow | None, bool]:
+            with self.store.transaction() as tx:
+                found = repo.order_by_key(tx.session, idempotency_key)
+                if found is not None:
+                    return found, None, True
+                if tx.session.get(InstallationRow, installation_id) is None:
+                    raise UnknownInstallation(f"no installation {installation_id}")
+                buyer_id = _buyer_id(buyer)
+                row = repo.insert_order(
+                    tx.session,
+                    kind=kind,
+                    installation_id=installation_id,
+                    buyer_user_id=buyer_id,
+                    pay_with=pay_with,
+                    lines=lines,
+                    amount_cents=total,
+                    currency=self.currency,
+                    idempotency_key=idempotency_key,
+                    notify=self._notify_list(tx.session, buyer_id),
+                    actor=_actor(buyer),
+                    now=now,
+                )
+                row.paid_handled_at = now  # the caller learns the outcome from the result
+                txn = None
+                if charge_now:
+                    txn = self._new_charge(tx.session, row, now=now)
+                elif total == 0 or pay_with is PayWith.INVOICE:
+                    repo.set_order_status(tx.session, row, _S.SUCCEED, actor=_actor(buyer), now=now)
+                    if pay_with is PayWith.INVOICE and total > 0:
+                        self._mail_invoice(tx.session, row, now=now)
+                return row, txn, False
+
+        try:
+            row, txn, replayed = await asyncio.to_thread(create)
+        except IntegrityError:
+            # another worker committed the same key first: theirs is the order
+            _log.info("order key placed by another worker at the same moment: replaying it")
+            row, txn, replayed = await asyncio.to_thread(self._by_key, idempotency_key), None, True
+        if replayed:
+            self._check_same(row, kind=kind, installation_id=installation_id, total=total)
+            return _result(row, replayed=True)
+        if txn is not None:
+            assert card_token is not None
+            row = await self._charge(row, txn, card_token=card_token, actor=_actor(buyer), now=now)
+        return _result(row)
+
+    def _by_key(self, idempotency_key: str) -> OrderRow:
+        with self.store.transaction() as tx:
+            row = repo.order_by_key(tx.session, idempotency_key)
+        if row is None:  # the other insert failed on something else
+            raise IdempotencyConflict("the order could not be stored; try again")
+        return row
+
+    @staticmethod
+    def _check_same(row: OrderRow, *, kind: OrderKind, installation_id: str, total: int) -> None:
+        if (row.kind, row.installation_id, row.amount_cents) != (kind, installation_id, total):
+            raise IdempotencyConflict(
+                f"idempotency key already used for order {row.number} "
+                "(another installation, kind or amount): use a new key"
+            )
+
+    def _notify_list(self, session: Session, buyer_id: int | None) -> list[str]:
+        emails = list(self.notify)
+        if buyer_id is not None:
+            email = user_contact(session, buyer_id).email
+            if email:
+                emails.insert(0, email)
+        return list(dict.fromkeys(emails))
+
+    def _mail_invoice(self, session: Session, row: OrderRow, *, now: int) -> None:
+        if not row.notify:
+            _log.warning("order %s is invoiced but has nobody to send the invoice to", row.number)
+            return
+        amount = f"{row.amount_cents / 100:.2f} {row.currency}"
+        attachments = []
+        if self.invoice_settings is None:
+            _log.warning(
+                "no invoice settings: the invoice of %s is mailed without its PDF", row.number
+            )
+        else:
+            invoice = invoice_for_order(session, row.id, settings=self.invoice_settings)
+            pdf = render_invoice(invoice)
+            attachments.append((invoice_filename(invoice), "application/pdf", pdf))
+        enqueue(
+            session,
+            kind="invoice",
+            attachments=attachments,
+            to=row.notify,
+            subject=f"Invoice for order {row.number}",
+            body=f"Order {row.number} ({row.kind}) for installation {row.installation_id}: "
+            f"{amount}, payable by invoice.",
+            now=now,
+            dedupe_key=f"invoice:{row.id}",
+        )
+
+    def _new_charge(self, session: Session, row: OrderRow, *, now: int) -> TransactionRow:
+        attempts = sum(1 for t in repo.transactions_of(session, row.id) if t.type == TxnType.CHARGE)
+        return repo.add_transaction(
+            session,
+            order_id=row.id,
+            type=TxnType.CHARGE,
+            amount_cents=row.amount_cents,
+            idempotency_key=f"order:{row.id}:charge:{attempts + 1}",
+            provider=self.provider_name,
+            now=now,
+        )
+
+    async def _charge(
+        self, row: OrderRow, txn: TransactionRow, *, card_token: str, actor: repo.Actor, now: int
+    ) -> OrderRow:
+        try:
+            charge = await self.provider.charge(
+                amount_cents=txn.amount_cents,
+                currency=row.currency,
+                card_token=card_token,
+                idempotency_key=txn.idempotency_key,
+            )
+        except Exception as exc:  # any failure leaves the outcome unknown: reconcile it
+            _log.warning("charge of order %s failed: %s", row.number, type(exc).__name__)
+            charge = Charge(charge_id="", status="timed_out", settled=False)
+        return await asyncio.to_thread(self.record_charge, txn.id, charge, actor, now)
+
+    def record_charge(self, txn_id: int, charge: Charge, actor: repo.Actor, now: int) -> OrderRow:
+        """Store the provider's answer to a charge on its transaction and order (sync)."""
+        with self.store.transaction() as tx:
+            txn = tx.session.get(TransactionRow, txn_id)
+            assert txn is not None
+            row = repo.get_order(tx.session, txn.order_id, lock=True)
+            assert row is not None
+            if txn.status not in (_S.PROCESSING, _S.SYSTEM_PROCESSING):
+                return row  # recorded already (by reconciliation)
+            if txn.status == _S.SYSTEM_PROCESSING and charge.status == "timed_out":
+                return row  # still unknown: reconciliation owns it
+            status = status_after_charge(charge.status)
+            repo.set_txn_status(
+                tx.session,
+                txn,
+                status,
+                actor=actor,
+                now=now,
+                error=charge.decline_reason or ("no answer" if status is _S.TIME_OUT else None),
+                charge_id=charge.charge_id,
+            )
+            txn.settled = charge.settled
+            repo.set_order_status(tx.session, row, status, actor=actor, now=now)
+            return row
+
+    # checkout and cancel ------------------------------------------------------
+    async def pay(
+        self, order_id: int, *, card_token: str, actor: repo.Actor, now: int
+    ) -> OrderResult:
+        """Check out a card order that is ``Processing`` (or pay again after ``Failed``).
+
+        Raises:
+            UnknownOrder, OrderStateConflict (paid, cancelled, invoiced, or being paid).
+        """
+        if not 0 < len(card_token) <= _MAX_TOKEN:
+            raise BadOrderRequest("bad card token")
+
+        def start() -> tuple[OrderRow, TransactionRow]:
+            with self.store.transaction() as tx:
+                row = repo.get_order(tx.session, order_id, lock=True)
+                if row is None:
+                    raise UnknownOrder(f"no order {order_id}")
+                if row.pay_with != PayWith.CARD:
+                    raise OrderStateConflict(f"order {row.number} is paid by invoice")
+                if row.amount_cents == 0:
+                    raise OrderStateConflict(f"order {row.number} has nothing to pay")
+                charges = [
+                    t for t in repo.transactions_of(tx.session, row.id) if t.type == TxnType.CHARGE
+                ]
+                if row.status not in (_S.PROCESSING, _S.FAILED) or any(
+                    t.status != _S.FAILED for t in charges
+                ):
+                    raise OrderStateConflict(
+                        f"order {row.number} is '{row.status}' "
+                        "(paid, cancelled or being paid): it cannot be paid now"
+                    )
+                repo.set_order_status(tx.session, row, _S.PROCESSING, actor=actor, now=now)
+                row.paid_handled_at = None
+                return row, self._new_charge(tx.session, row, now=now)
+
+        row, txn = await asyncio.to_thread(start)
+        row = await self._charge(row, txn, card_token=card_token, actor=actor, now=now)
+        if row.status == _S.SUCCEED:
+            await self.run_callbacks(row.id, now=now)
+        return _result(row)
+
+    async def cancel(self, order_id: int, *, actor: repo.Actor, now: int) -> OrderResult:
+        """Cancel an order nobody has paid (``Processing`` with no charge running, or ``Failed``).
+
+        Raises:
+            UnknownOrder, OrderStateConflict (paid or being paid: void or refund instead).
+        """
+
+        def run() -> OrderRow:
+            with self.store.transaction() as tx:
+                row = repo.get_order(tx.session, order_id, lock=True)
+                if row is None:
+                    raise UnknownOrder(f"no order {order_id}")
+                running = any(
+                    t.type == TxnType.CHARGE and t.status != _S.FAILED
+                    for t in repo.transactions_of(tx.session, row.id)
+                )
+                if row.status not in (_S.PROCESSING, _S.FAILED) or running:
+                    raise OrderStateConflict(
+                        f"order {row.number} is '{row.status}' and cannot be cancelled; "
+                        "a paid order is voided or refunded instead"
+                    )
+                repo.set_order_status(tx.session, row, _S.CANCEL, actor=actor, now=now)
+                return row
+
+        return _result(await asyncio.to_thread(run))
+
+    # callbacks and reconciliation ---------------------------------------------
+    async def run_callbacks(self, order_id: int, *, now: int) -> bool:
+        """Run every on-paid callback for the order; True (and noted) when all succeeded."""
+        for callback in self._on_paid:
+            try:
+                await callback(order_id)
+            except Exception:
+                _log.exception("an on-paid callback failed for order %d; retried later", order_id)
+                return False
+
+        def done() -> None:
+            with self.store.transaction() as tx:
+                row = repo.get_order(tx.session, order_id, lock=True)
+                if row is not None and row.paid_handled_at is None:
+                    row.paid_handled_at = now
+
+        await asyncio.to_thread(done)
+        return True
+
+    async def reconcile(self, *, now: int) -> ReconcileReport:
+        """Settle charges whose outcome is unknown; re-run pending on-paid callbacks.
+
+        See :func:`cloud.billing.reconcile.reconcile`.
+        """
+        return await reconcile(self, now=now)

@@ -1,0 +1,367 @@
+"""Queries and writes of orders, transactions and refund retries, inside the caller's session.
+
+Every function takes a SQLAlchemy ``Session`` (``tx.session``) and commits
+nothing. Status changes go through :func:`set_order_status` and
+:func:`set_txn_status`, which check the lifecycle and write the audit log.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from cloud.accounts import audit
+from cloud.apikeys import Principal
+from cloud.billing.lifecycle import (
+    OrderKind,
+    OrderLine,
+    OrderStatus,
+    PayWith,
+    TxnType,
+    check_transition,
+    order_number,
+)
+from cloud.store.billing import OrderLineRow, OrderRow, RefundRetryRow, TransactionRow
+
+__all__ = [
+    "OrderQuery",
+    "Actor",
+    "add_retry",
+    "add_transaction",
+    "charge_of",
+    "claim_due_retries",
+    "claim_unknown_charges",
+    "get_order",
+    "insert_order",
+    "lines_of",
+    "order_by_key",
+    "refunded_cents",
+    "retries_of",
+    "search_orders",
+    "set_order_status",
+    "set_txn_status",
+    "transactions_of",
+    "unhandled_paid_orders",
+]
+
+Actor = Principal | str
+_OPEN_REFUND = (OrderStatus.PROCESSING, OrderStatus.SUCCEED, OrderStatus.SYSTEM_PROCESSING)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderQuery:
+    """Filters of the order history (exact matches; ``number`` ignores case)."""
+
+    kind: OrderKind | None = None
+    status: OrderStatus | None = None
+    number: str | None = None
+    installation_id: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+def _audit_order(
+    session: Session,
+    row: OrderRow,
+    *,
+    actor: Actor,
+    action: str,
+    before: dict[str, object] | None,
+    now: int,
+) -> None:
+    after = {"status": str(row.status), "number": row.number, "amount_cents": row.amount_cents}
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        object_type="order",
+        object_id=str(row.id),
+        before=before,
+        after=after,
+        now=now,
+    )
+
+
+def insert_order(
+    session: Session,
+    *,
+    kind: OrderKind,
+    installation_id: str,
+    buyer_user_id: int | None,
+    pay_with: PayWith,
+    lines: Sequence[OrderLine],
+    amount_cents: int,
+    currency: str,
+    idempotency_key: str,
+    notify: Sequence[str],
+    actor: Actor,
+    now: int,
+) -> OrderRow:
+    """Add an order in ``Processing`` with its lines; flushes (a duplicate key raises here)."""
+    row = OrderRow(
+        number=f"pending-{secrets.token_hex(12)}",  # the real one needs the id
+        kind=kind,
+        installation_id=installation_id,
+        buyer_user_id=buyer_user_id,
+        status=OrderStatus.PROCESSING,
+        pay_with=pay_with,
+        amount_cents=amount_cents,
+        currency=currency,
+        idempotency_key=idempotency_key,
+        notify=list(notify),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    row.number = order_number(row.id, now=now)
+    for line in lines:
+        session.add(
+            OrderLineRow(
+                order_id=row.id,
+                product_code=line.product_code,
+                description=line.description,
+                months=line.months,
+                amount_cents=line.amount_cents,
+            )
+        )
+    session.flush()
+    _audit_order(session, row, actor=actor, action="order.create", before=None, now=now)
+    return row
+
+
+def order_by_key(session: Session, idempotency_key: str) -> OrderRow | None:
+    query = select(OrderRow).where(OrderRow.idempotency_key == idempotency_key)
+    return session.scalars(query).one_or_none()
+
+
+def get_order(session: Session, order_id: int, *, lock: bool = False) -> OrderRow | None:
+    query = select(OrderRow).where(OrderRow.id == order_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def lines_of(session: Session, order_id: int) -> Sequence[OrderLineRow]:
+    query = select(OrderLineRow).where(OrderLineRow.order_id == order_id)
+    return session.scalars(query.order_by(OrderLineRow.id)).all()
+
+
+def transactions_of(session: Session, order_id: int) -> Sequence[TransactionRow]:
+    query = select(TransactionRow).where(TransactionRow.order_id == order_id)
+    return session.scalars(query.order_by(TransactionRow.id)).all()
+
+
+def retries_of(session: Session, txn_ids: Sequence[int]) -> dict[int, RefundRetryRow]:
+    if not txn_ids:
+        return {}
+    query = select(RefundRetryRow).where(RefundRetryRow.transaction_id.in_(txn_ids))
+    return {row.transaction_id: row for row in session.scalars(query)}
+
+
+def charge_of(session: Session, order_id: int) -> TransactionRow | None:
+    """The order's successful charge, if any (an order is charged at most once)."""
+    query = select(TransactionRow).where(
+        TransactionRow.order_id == order_id,
+        TransactionRow.type == TxnType.CHARGE,
+        TransactionRow.status == OrderStatus.SUCCEED,
+    )
+    return session.scalars(query).first()
+
+
+def refunded_cents(session: Session, charge_id: int) -> int:
+    """Cents of the charge refunded, being refunded, or queued for a refund retry."""
+    queued = select(RefundRetryRow.transaction_id).where(
+        RefundRetryRow.exhausted_at.is_(None), RefundRetryRow.resolved_at.is_(None)
+    )
+    query = select(func.coalesce(func.sum(TransactionRow.amount_cents), 0)).where(
+        TransactionRow.parent_id == charge_id,
+        TransactionRow.type == TxnType.REFUND,
+        or_(TransactionRow.status.in_(_OPEN_REFUND), TransactionRow.id.in_(queued)),
+    )
+    return int(session.scalar(query) or 0)
+
+
+def add_transaction(
+    session: Session,
+    *,
+    order_id: int,
+    type: TxnType,
+    amount_cents: int,
+    idempotency_key: str,
+    provider: str,
+    now: int,
+    parent_id: int | None = None,
+) -> TransactionRow:
+    """Add a transaction in ``Processing``; flushes (a duplicate key raises here)."""
+    row = TransactionRow(
+        order_id=order_id,
+        parent_id=parent_id,
+        type=type,
+        status=OrderStatus.PROCESSING,
+        provider=provider,
+        idempotency_key=idempotency_key,
+        settled=False,
+        amount_cents=amount_cents,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def set_order_status(
+    session: Session, row: OrderRow, status: OrderStatus, *, actor: Actor, now: int
+) -> None:
+    """Move an order along its lifecycle and audit it.
+
+    Raises:
+        OrderStateConflict: a transition the lifecycle does not have.
+    """
+    if row.status == status:
+        return
+    check_transition(row.status, status)
+    before: dict[str, object] = {"status": str(row.status)}
+    row.status = status
+    row.updated_at = now
+    session.flush()
+    _audit_order(session, row, actor=actor, action="order.status", before=before, now=now)
+
+
+def set_txn_status(
+    session: Session,
+    row: TransactionRow,
+    status: OrderStatus,
+    *,
+    actor: Actor,
+    now: int,
+    error: str | None = None,
+    charge_id: str | None = None,
+) -> None:
+    """Record what the provider answered for a transaction, and audit it on its order."""
+    before: dict[str, object] = {"status": str(row.status)}
+    row.status = status
+    row.updated_at = now
+    if error is not None:
+        row.error = error[:1000]
+    if charge_id:
+        row.provider_charge_id = charge_id
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action=f"transaction.{row.type}",
+        object_type="order",
+        object_id=str(row.order_id),
+        before=before,
+        after={"transaction": row.id, "status": str(status), "amount_cents": row.amount_cents},
+        now=now,
+    )
+
+
+def add_retry(session: Session, *, txn_id: int, next_attempt_at: int, error: str) -> None:
+    session.add(
+        RefundRetryRow(
+            transaction_id=txn_id, attempts=0, next_attempt_at=next_attempt_at, last_error=error
+        )
+    )
+    session.flush()
+
+
+def claim_due_retries(
+    session: Session, *, now: int, lease_s: int, limit: int = 100
+) -> list[tuple[RefundRetryRow, TransactionRow]]:
+    """Refund retries due at ``now``, claimed for ``lease_s`` so that no other worker takes them.
+
+    ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers anyway.
+    """
+    query = (
+        select(RefundRetryRow)
+        .where(
+            RefundRetryRow.next_attempt_at <= now,
+            RefundRetryRow.exhausted_at.is_(None),
+            RefundRetryRow.resolved_at.is_(None),
+        )
+        .order_by(RefundRetryRow.next_attempt_at, RefundRetryRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = []
+    for retry in session.scalars(query).all():
+        retry.next_attempt_at = now + lease_s
+        txn = session.get(TransactionRow, retry.transaction_id)
+        if txn is not None:
+            claimed.append((retry, txn))
+    session.flush()
+    return claimed
+
+
+def search_orders(
+    session: Session, query: OrderQuery, *, visible: Select[tuple[str]] | None
+) -> Sequence[OrderRow]:
+    """The order history, newest first, filtered, within ``visible`` installation ids.
+
+    ``visible`` is :func:`cloud.accounts.access.visible_installation_ids` (None: all).
+    """
+    stmt = select(OrderRow)
+    if query.kind is not None:
+        stmt = stmt.where(OrderRow.kind == query.kind)
+    if query.status is not None:
+        stmt = stmt.where(OrderRow.status == query.status)
+    if query.number is not None:
+        stmt = stmt.where(OrderRow.number == query.number.strip().upper())
+    if query.installation_id is not None:
+        stmt = stmt.where(OrderRow.installation_id == query.installation_id)
+    if visible is not None:
+        stmt = stmt.where(OrderRow.installation_id.in_(visible.scalar_subquery()))
+    stmt = stmt.order_by(OrderRow.id.desc()).limit(query.limit).offset(query.offset)
+    return session.scalars(stmt).all()
+
+
+def claim_unknown_charges(
+    session: Session, *, stale_before: int, actor: Actor, now: int, limit: int = 100
+) -> list[tuple[int, str]]:
+    """Claim charges of unknown outcome as ``System Processing``; (transaction id, key) each.
+
+    ``Time out`` charges, and ``Processing`` / ``System Processing`` ones not
+    changed since ``stale_before``; ``FOR UPDATE SKIP LOCKED`` so that two
+    workers claim different ones.
+    """
+    query = (
+        select(TransactionRow)
+        .where(
+            TransactionRow.type == TxnType.CHARGE,
+            (TransactionRow.status == OrderStatus.TIME_OUT)
+            | (
+                TransactionRow.status.in_([OrderStatus.PROCESSING, OrderStatus.SYSTEM_PROCESSING])
+                & (TransactionRow.updated_at <= stale_before)
+            ),
+        )
+        .order_by(TransactionRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = []
+    for txn in session.scalars(query).all():
+        row = get_order(session, txn.order_id, lock=True)
+        assert row is not None
+        if row.status == OrderStatus.PROCESSING:  # died mid-charge: same as a lost answer
+            set_order_status(session, row, OrderStatus.TIME_OUT, actor=actor, now=now)
+        set_txn_status(session, txn, OrderStatus.SYSTEM_PROCESSING, actor=actor, now=now)
+        set_order_status(session, row, OrderStatus.SYSTEM_PROCESSING, actor=actor, now=now)
+        row.paid_handled_at = None
+        claimed.append((txn.id, txn.idempotency_key))
+    return claimed
+
+
+def unhandled_paid_orders(session: Session, *, limit: int = 100) -> list[int]:
+    """Orders that succeeded but whose on-paid callbacks have not all run."""
+    query = select(OrderRow.id).where(
+        OrderRow.status == OrderStatus.SUCCEED, OrderRow.paid_handled_at.is_(None)
+    )
+    return list(session.scalars(query.order_by(OrderRow.id).limit(limit)))

@@ -1,0 +1,389 @@
+"""Diagnose a device from its recent health history (pure, no I/O, ``now`` passed in).
+
+The rules are a table (:data:`RULES`), not an if-chain: each names a metric of
+the health report (a dotted path, or ``status.offline`` for the broker's
+online/offline messages), how it is measured over a window, a threshold, the
+verdict and the action. :func:`diagnose` evaluates every rule and returns a
+:class:`Diagnosis` carrying the evidence of each rule that fired.
+
+Counters in a report (``disk.write_errors``, ``serial.crc_errors``,
+``reboots.count``, ``kind_specific.frame_drops``, ...) count since the
+device booted, so they are measured as their *increase* across the window
+(a drop means a reboot reset the counter; the new value counts as increase).
+
+The device-kind fields in ``kind_specific`` read here: camera
+``frame_drops`` (counter) and ``obstructed`` (bool); counter
+``zero_count_open_hours`` (opening hours in a row that counted nobody).
+
+An RMA is only *recommended* from the reports: the verdict's action is
+``run_self_test`` until a firmware self-test reports a hardware fault
+(``replace_device``); a newer self-test that passed turns an RMA recommendation
+into fix-remotely, so a device whose hardware tests fine is never sent back.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "RULES",
+    "Action",
+    "Diagnosis",
+    "Evidence",
+    "History",
+    "Measure",
+    "Rule",
+    "StatusEvent",
+    "Verdict",
+    "diagnose",
+    "metric_values",
+]
+
+HOUR = 3600
+DAY = 86_400
+
+
+class Verdict(enum.StrEnum):
+    """What support should do with the device, in increasing severity."""
+
+    HEALTHY = "healthy"
+    FIX_REMOTELY = "fix_remotely"
+    RMA_RECOMMENDED = "rma_recommended"
+
+
+class Action(enum.StrEnum):
+    """The next step the verdict suggests."""
+
+    NONE = "none"
+    REBOOT = "reboot"
+    FIRMWARE_UPDATE = "firmware_update"
+    RECONFIGURE = "reconfigure"
+    CLEAN_LENS = "clean_lens"
+    CHECK_CABLE = "check_cable"
+    CHECK_NETWORK = "check_network"
+    CHECK_COOLING = "check_cooling"
+    FREE_STORAGE = "free_storage"
+    RUN_SELF_TEST = "run_self_test"
+    REPLACE_DEVICE = "replace_device"
+
+
+class Measure(enum.StrEnum):
+    """How a rule reduces the samples in its window to one value."""
+
+    INCREASE = "increase"  # counter increase, reset-aware
+    SUSTAINED_ABOVE = "sustained_above"  # the lowest sample: every sample is at least this
+    SUSTAINED_BELOW = "sustained_below"  # the highest sample: every sample is at most this
+    MEAN = "mean"
+    LATEST = "latest"
+    EVENTS = "events"  # number of samples (status events) in the window
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """One retained ``status`` message: the device went online or offline at ``at``."""
+
+    at: int
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What :func:`diagnose` looks at; reports are health-report dicts with ``ts``."""
+
+    reports: Sequence[Mapping[str, Any]] = ()
+    status: Sequence[StatusEvent] = ()
+    self_test: Mapping[str, Any] | None = None  # firmware self-test result, latest
+    self_test_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One row of the table: fires when ``measure(metric over window)`` reaches ``threshold``."""
+
+    id: str
+    metric: str
+    measure: Measure
+    threshold: float
+    window_s: int
+    verdict: Verdict
+    action: Action
+    min_samples: int = 1
+    kinds: frozenset[str] | None = None  # None: every device kind
+
+    def reached(self, value: float) -> bool:
+        if self.measure is Measure.SUSTAINED_BELOW:
+            return value <= self.threshold
+        return value >= self.threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Why a rule fired: the values it saw in its window and the threshold they reached."""
+
+    rule: str
+    metric: str
+    measure: str
+    value: float
+    values: tuple[float, ...]
+    threshold: float
+    window_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """A verdict, the action to take and the evidence of every rule that fired."""
+
+    verdict: Verdict
+    action: Action
+    evidence: tuple[Evidence, ...]
+
+
+_FIX, _RMA = Verdict.FIX_REMOTELY, Verdict.RMA_RECOMMENDED
+_M, _A = Measure, Action
+_CAMERA, _COUNTER = frozenset({"camera"}), frozenset({"counter"})
+
+# Order matters only within a verdict: the first rule that fires gives the action.
+RULES: tuple[Rule, ...] = (
+    # hardware: strong, repeated evidence only
+    Rule(
+        "storage.write_errors_many",
+        "disk.write_errors",
+        _M.INCREASE,
+        50,
+        DAY,
+        _RMA,
+        _A.REPLACE_DEVICE,
+    ),  # noqa: E501
+    Rule(
+        "storage.reallocated", "disk.reallocated", _M.INCREASE, 10, 7 * DAY, _RMA, _A.REPLACE_DEVICE
+    ),  # noqa: E501
+    Rule(
+        "thermal.critical",
+        "cpu_temp_c",
+        _M.SUSTAINED_ABOVE,
+        90,
+        HOUR,
+        _RMA,
+        _A.REPLACE_DEVICE,
+        min_samples=3,
+    ),  # noqa: E501
+    Rule("reboot.persistent_loop", "reboots.count", _M.INCREASE, 30, DAY, _RMA, _A.REPLACE_DEVICE),  # noqa: E501
+    # remotely fixable
+    Rule("reboot.loop", "reboots.count", _M.INCREASE, 5, HOUR, _FIX, _A.FIRMWARE_UPDATE),
+    Rule("storage.write_errors", "disk.write_errors", _M.INCREASE, 1, DAY, _FIX, _A.RECONFIGURE),
+    Rule("storage.full", "disk.used_pct", _M.LATEST, 95, DAY, _FIX, _A.FREE_STORAGE),
+    Rule(
+        "thermal.hot",
+        "cpu_temp_c",
+        _M.SUSTAINED_ABOVE,
+        75,
+        HOUR,
+        _FIX,
+        _A.CHECK_COOLING,
+        min_samples=3,
+    ),  # noqa: E501
+    Rule(
+        "memory.exhausted",
+        "mem_used_pct",
+        _M.SUSTAINED_ABOVE,
+        95,
+        HOUR,
+        _FIX,
+        _A.REBOOT,
+        min_samples=3,
+    ),  # noqa: E501
+    Rule("serial.crc_errors", "serial.crc_errors", _M.INCREASE, 20, HOUR, _FIX, _A.CHECK_CABLE),
+    Rule("serial.timeouts", "serial.timeouts", _M.INCREASE, 20, HOUR, _FIX, _A.REBOOT),
+    Rule("connectivity.flapping", "status.offline", _M.EVENTS, 5, HOUR, _FIX, _A.CHECK_NETWORK),
+    Rule(
+        "connectivity.loss",
+        "net.loss_pct",
+        _M.MEAN,
+        10,
+        HOUR,
+        _FIX,
+        _A.CHECK_NETWORK,
+        min_samples=3,
+    ),  # noqa: E501
+    Rule(
+        "connectivity.weak_signal",
+        "net.rssi_dbm",
+        _M.SUSTAINED_BELOW,
+        -85,
+        HOUR,
+        _FIX,
+        _A.CHECK_NETWORK,
+        min_samples=3,
+    ),  # noqa: E501
+    Rule(
+        "camera.frame_drops",
+        "kind_specific.frame_drops",
+        _M.INCREASE,
+        500,
+        HOUR,
+        _FIX,
+        _A.RECONFIGURE,
+        kinds=_CAMERA,
+    ),  # noqa: E501
+    Rule(
+        "camera.obstructed",
+        "kind_specific.obstructed",
+        _M.SUSTAINED_ABOVE,
+        1,
+        HOUR,
+        _FIX,
+        _A.CLEAN_LENS,
+        min_samples=2,
+        kinds=_CAMERA,
+    ),  # noqa: E501
+    Rule(
+        "counter.zero_counts",
+        "kind_specific.zero_count_open_hours",
+        _M.LATEST,
+        2,
+        DAY,
+        _FIX,
+        _A.CLEAN_LENS,
+        kinds=_COUNTER,
+    ),  # noqa: E501
+)
+
+
+def _lookup(report: Mapping[str, Any], path: str) -> float | None:
+    value: Any = report
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def metric_values(
+    history: History, metric: str, *, since: int, until: int
+) -> tuple[tuple[int, float], ...]:
+    """``(ts, value)`` of ``metric`` in ``[since, until]``, oldest first."""
+    if metric == "status.offline":
+        return tuple(
+            (e.at, 1.0)
+            for e in sorted(history.status, key=lambda e: e.at)
+            if since <= e.at <= until and not e.online
+        )
+    out: list[tuple[int, float]] = []
+    for report in history.reports:
+        ts = report.get("ts")
+        if not isinstance(ts, int) or not since <= ts <= until:
+            continue
+        value = _lookup(report, metric)
+        if value is not None:
+            out.append((ts, value))
+    out.sort(key=lambda item: item[0])
+    return tuple(out)
+
+
+def _increase(values: Sequence[float]) -> float:
+    total = 0.0
+    for before, after in zip(values, values[1:], strict=False):
+        total += after - before if after >= before else after  # a reboot reset the counter
+    return total
+
+
+_REDUCE: Mapping[Measure, Callable[[Sequence[float]], float]] = {
+    Measure.INCREASE: _increase,
+    Measure.SUSTAINED_ABOVE: min,
+    Measure.SUSTAINED_BELOW: max,
+    Measure.MEAN: lambda values: sum(values) / len(values),
+    Measure.LATEST: lambda values: values[-1],
+    Measure.EVENTS: lambda values: float(len(values)),
+}
+
+
+def _evaluate(rule: Rule, history: History, *, now: int) -> Evidence | None:
+    samples = metric_values(history, rule.metric, since=now - rule.window_s, until=now)
+    values = tuple(value for _, value in samples)
+    needed = max(rule.min_samples, 2 if rule.measure is Measure.INCREASE else 1)
+    if len(values) < needed:
+        return None
+    value = _REDUCE[rule.measure](values)
+    if not rule.reached(value):
+        return None
+    return Evidence(
+        rule=rule.id,
+        metric=rule.metric,
+        measure=rule.measure.value,
+        value=value,
+        values=values[-20:],  # the newest: enough to show the trend
+        threshold=rule.threshold,
+        window_s=rule.window_s,
+    )
+
+
+def _self_test_evidence(history: History) -> tuple[Verdict, Evidence] | None:
+    result = history.self_test
+    if result is None or result.get("passed") is True:
+        return None
+    hardware = result.get("hardware_fault") is True
+    rule = "self_test.hardware_fault" if hardware else "self_test.failed"
+    evidence = Evidence(
+        rule=rule,
+        metric="self_test.hardware_fault" if hardware else "self_test.passed",
+        measure=Measure.LATEST.value,
+        value=1.0 if hardware else 0.0,
+        values=(1.0 if hardware else 0.0,),
+        threshold=1.0 if hardware else 0.0,
+        window_s=0,
+    )
+    return (Verdict.RMA_RECOMMENDED if hardware else Verdict.FIX_REMOTELY), evidence
+
+
+def _kind(history: History) -> str | None:
+    for report in reversed(history.reports):
+        kind = report.get("kind")
+        if isinstance(kind, str):
+            return kind
+    return None
+
+
+def diagnose(history: History, *, now: int, rules: Sequence[Rule] = RULES) -> Diagnosis:
+    """Evaluate every rule over ``history`` at ``now``; the worst verdict wins.
+
+    A self-test that passed within the last day overrides RMA rules (the
+    hardware tests fine, so what the reports show is treated as fixable).
+    """
+    kind = _kind(history)
+    fired: list[tuple[Verdict, Action, Evidence]] = []
+    self_test = _self_test_evidence(history)
+    if self_test is not None:
+        verdict, evidence = self_test
+        action = Action.REPLACE_DEVICE if verdict is _RMA else Action.RECONFIGURE
+        fired.append((verdict, action, evidence))
+    for rule in rules:
+        if rule.kinds is not None and kind not in rule.kinds:
+            continue
+        found = _evaluate(rule, history, now=now)
+        if found is not None:
+            fired.append((rule.verdict, rule.action, found))
+    if not fired:
+        return Diagnosis(Verdict.HEALTHY, Action.NONE, ())
+    evidence = tuple(item for _, _, item in fired)
+    if self_test is not None and self_test[0] is _RMA:
+        return Diagnosis(_RMA, Action.REPLACE_DEVICE, evidence)
+    fixes = [action for verdict, action, _ in fired if verdict is _FIX]
+    if any(verdict is _RMA for verdict, _, _ in fired):
+        passed = (
+            history.self_test is not None
+            and history.self_test.get("passed") is True
+            and history.self_test_at is not None
+            and history.self_test_at >= now - DAY
+        )
+        if not passed:
+            return Diagnosis(_RMA, Action.RUN_SELF_TEST, evidence)
+        return Diagnosis(_FIX, fixes[0] if fixes else Action.FIRMWARE_UPDATE, evidence)
+    return Diagnosis(_FIX, fixes[0], evidence)

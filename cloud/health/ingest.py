@@ -1,0 +1,259 @@
+"""The health stream consumer: batches device messages into the database, then acks them.
+
+The MQTT bridge delivers every message of the subscriptions below to
+:meth:`HealthIngest.offer` with an ``ack`` callback, on a persistent session
+with manual acknowledgement. :meth:`HealthIngest.run` commits a batch
+(``batch_size`` messages, or whatever arrived within ``flush_delay_s``) in
+one transaction and only then acks its messages. A worker killed mid-batch
+never acked them, so the broker delivers them again (to the same session
+when it reconnects); ``INSERT ... ON CONFLICT DO NOTHING`` on
+``(device_id, seq)`` makes the second delivery a no-op: each report is
+stored exactly once.
+
+Refused messages (malformed JSON, wrong version, oversized, a ``device_id``
+that is not the topic's, an unknown device, a result for an unknown command)
+are counted by reason in ``health_rejects``, never stored, and acked: the
+consumer keeps going. If the database is down the batch is kept and retried;
+a message the database itself refuses is isolated (:meth:`HealthIngest.commit`).
+Redelivered refusals are counted again: the counters are "refusals seen".
+
+Status is a plain subscription, not ``$share/``: shared subscriptions get no
+retained messages, and every worker must learn the devices' last status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from cloud.health import repository as repo
+from cloud.ports import Clock
+from cloud.store import Store
+from protocol.commands import BadCommand, parse_command_result
+from protocol.errors import TopicError
+from protocol.health import BadHealthReport, health_to_dict, parse_health
+from protocol.topics import PREFIX, parse_device_topic
+
+__all__ = ["SUBSCRIPTIONS", "BatchReport", "HealthIngest", "Incoming"]
+
+_log = logging.getLogger(__name__)
+
+SUBSCRIPTIONS: tuple[str, ...] = (
+    f"$share/cloud/{PREFIX}/dev/+/health",
+    f"$share/cloud/{PREFIX}/dev/+/cmd/res",
+    f"{PREFIX}/dev/+/status",
+)
+_MAX_STATUS_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One delivered message and how to acknowledge it (once it is committed)."""
+
+    topic: str
+    payload: bytes
+    ack: Callable[[], None] = lambda: None
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What one committed batch did."""
+
+    stored: int = 0
+    duplicates: int = 0
+    statuses: int = 0
+    answers: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class _Parsed:
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[tuple[str, bool]] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+def _status(payload: bytes) -> bool | None:
+    if not payload:
+        return None  # a cleared retained message
+    if len(payload) > _MAX_STATUS_BYTES:
+        raise ValueError("too_large")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("bad_json") from None
+    status = obj.get("status") if isinstance(obj, dict) else None
+    if status not in ("online", "offline"):
+        raise ValueError("bad_schema")
+    return bool(status == "online")
+
+
+def _parse(batch: list[Incoming]) -> _Parsed:
+    out = _Parsed()
+    for message in batch:
+        try:
+            device_id, channel = parse_device_topic(message.topic)
+        except TopicError:
+            out.rejected["bad_topic"] += 1
+            continue
+        try:
+            if channel == "health":
+                report = parse_health(message.payload, topic_device_id=device_id)
+                out.reports.append(health_to_dict(report))
+            elif channel == "cmd/res":
+                out.results.append(parse_command_result(message.payload, topic_device_id=device_id))
+            elif channel == "status":
+                online = _status(message.payload)
+                if online is not None:
+                    out.statuses.append((device_id, online))
+            else:
+                out.rejected["bad_topic"] += 1
+        except (BadHealthReport, BadCommand) as exc:
+            prefix = "cmd_res_" if channel == "cmd/res" else ""
+            out.rejected[prefix + exc.reason] += 1
+        except ValueError as exc:
+            out.rejected[f"status_{exc}"] += 1
+    return out
+
+
+class HealthIngest:
+    """Consumes health, status and cmd/res; see the module docstring."""
+
+    subscriptions = SUBSCRIPTIONS
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock,
+        batch_size: int = 200,
+        flush_delay_s: float = 0.05,
+        retry_delay_s: float = 1.0,
+    ) -> None:
+        if batch_size < 1 or flush_delay_s <= 0:
+            raise ValueError("batch_size must be >= 1 and flush_delay_s > 0")
+        self._store = store
+        self._clock = clock
+        self._batch_size = batch_size
+        self._flush_delay_s = flush_delay_s
+        self._retry_delay_s = retry_delay_s
+        self._pending: list[Incoming] = []
+        self._wake = asyncio.Event()
+        self.totals = BatchReport()
+
+    def offer(self, message: Incoming) -> None:
+        """Queue a delivered message; bounded by the broker's in-flight window (unacked)."""
+        self._pending.append(message)
+        self._wake.set()
+
+    def process(self, batch: list[Incoming]) -> BatchReport:
+        """Commit one batch (blocking; the consumer runs it in a thread; tests call it)."""
+        parsed = _parse(batch)
+        now = self._clock()
+        report = BatchReport(rejected=parsed.rejected)
+        with self._store.transaction() as tx:
+            session = tx.session
+            named = [r["device_id"] for r in parsed.reports]
+            named += [device for device, _ in parsed.statuses]
+            named += [result.device_id for result in parsed.results]
+            known = repo.existing_devices(session, named)
+            reports = [r for r in parsed.reports if r["device_id"] in known]
+            report.rejected["unknown_device"] += len(parsed.reports) - len(reports)
+            stored = repo.insert_reports(session, reports, now=now)
+            report.stored = len(stored)
+            report.duplicates = len(reports) - len(stored)
+            for device_id, online in parsed.statuses:
+                if device_id in known:
+                    repo.record_status(session, device_id=device_id, online=online, now=now)
+                    report.statuses += 1
+                else:
+                    report.rejected["status_unknown_device"] += 1
+            for result in parsed.results:
+                outcome = repo.answer_command(
+                    session,
+                    command_id=result.id,
+                    device_id=result.device_id,
+                    ok=result.ok,
+                    result=result.result
+                    if result.ok
+                    else {"reason": result.error_reason, "detail": result.error_detail},
+                    now=now,
+                )
+                if outcome.status == "answered":
+                    report.answers += 1
+                elif outcome.status == "unknown_command":
+                    report.rejected["cmd_res_unknown_command"] += 1
+            report.rejected = +report.rejected  # drop zero counts
+            if report.rejected:
+                repo.bump_rejects(session, report.rejected, now=now)
+        return report
+
+    def commit(self, batch: list[Incoming]) -> BatchReport:
+        """:meth:`process`, isolating a message the database refuses (a constraint).
+
+        A device deleted between the known-device check and the insert would fail
+        the whole batch on every retry; split, the one message is counted as
+        ``store_error`` and acked, the others stored. A database that is down
+        (other errors) still raises, and the batch is retried whole.
+        """
+        try:
+            return self.process(batch)
+        except IntegrityError:
+            if len(batch) > 1:
+                done = BatchReport()
+                for message in batch:
+                    one = self.commit([message])
+                    done.stored += one.stored
+                    done.duplicates += one.duplicates
+                    done.statuses += one.statuses
+                    done.answers += one.answers
+                    done.rejected.update(one.rejected)
+                return done
+            _log.warning("health message on %s refused by the database", batch[0].topic)
+            refused = BatchReport(rejected=Counter({"store_error": 1}))
+            with self._store.transaction() as tx:
+                repo.bump_rejects(tx.session, refused.rejected, now=self._clock())
+            return refused
+
+    def _account(self, done: BatchReport) -> None:
+        total = self.totals
+        total.stored += done.stored
+        total.duplicates += done.duplicates
+        total.statuses += done.statuses
+        total.answers += done.answers
+        total.rejected.update(done.rejected)
+        if done.rejected:
+            _log.info("health ingest refused %s", dict(done.rejected))
+
+    async def run(self) -> None:
+        """Flush batches until cancelled; acks follow each commit."""
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            if len(self._pending) < self._batch_size:
+                await asyncio.sleep(self._flush_delay_s)
+            batch = self._pending[: self._batch_size]
+            try:
+                done = await asyncio.to_thread(self.commit, batch)
+            except SQLAlchemyError as exc:
+                _log.warning(
+                    "health batch of %d not committed (%s); retrying in %.1fs",
+                    len(batch),
+                    type(exc).__name__,
+                    self._retry_delay_s,
+                )
+                await asyncio.sleep(self._retry_delay_s)
+                continue
+            del self._pending[: len(batch)]
+            for message in batch:
+                message.ack()
+            self._account(done)

@@ -1,0 +1,311 @@
+"""Queries and writes of health data, each taking the SQLAlchemy ``Session`` of a transaction.
+
+Inserts that may meet a row another worker (or an MQTT redelivery) already
+wrote use the dialect's ``INSERT ... ON CONFLICT`` so they are idempotent on
+SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Insert, Table, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cloud.domain.diagnostics import History, StatusEvent
+from cloud.store.health import (
+    CommandRow,
+    CommandStatus,
+    HealthHourlyRow,
+    HealthRejectRow,
+    HealthReportRow,
+    HealthStateRow,
+    StatusEventRow,
+)
+from cloud.store.models import DeviceRow
+
+__all__ = [
+    "HOURLY_METRICS",
+    "AnswerOutcome",
+    "answer_command",
+    "bump_rejects",
+    "diagnosis_history",
+    "downsample_before",
+    "existing_devices",
+    "insert_reports",
+    "record_status",
+    "rejects",
+    "time_out_commands",
+    "upsert",
+]
+
+# What the hourly aggregates keep: (name, dotted path in the report)
+HOURLY_METRICS: tuple[tuple[str, str], ...] = (
+    ("cpu_temp_c", "cpu_temp_c"),
+    ("mem_used_pct", "mem_used_pct"),
+    ("disk_used_pct", "disk.used_pct"),
+    ("loss_pct", "net.loss_pct"),
+    ("rssi_dbm", "net.rssi_dbm"),
+)
+_HISTORY_WINDOW_S = 7 * 86_400  # the longest rule window in cloud.domain.diagnostics
+_HISTORY_LIMIT = 2000
+
+
+def upsert(session: Session, table: Table | type[Any]) -> Insert:
+    """``INSERT`` that supports ``on_conflict_do_*`` in the session's dialect."""
+    target = getattr(table, "__table__", table)
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(target)
+    return sqlite.insert(target)
+
+
+def _path(report: Mapping[str, Any], dotted: str) -> float | None:
+    value: Any = report
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def existing_devices(session: Session, device_ids: Iterable[str]) -> set[str]:
+    ids = sorted(set(device_ids))
+    if not ids:
+        return set()
+    return set(session.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(ids))))
+
+
+def insert_reports(
+    session: Session, reports: Sequence[Mapping[str, Any]], *, now: int
+) -> list[Mapping[str, Any]]:
+    """Store reports not stored yet (by ``(device_id, seq)``); the ones inserted now.
+
+    The per-device state then follows the newest report (by ``ts``) of those inserted.
+    """
+    unique: dict[tuple[str, int], Mapping[str, Any]] = {}
+    for r in reports:  # a batch may hold one report twice (a redelivery)
+        unique.setdefault((r["device_id"], r["seq"]), r)
+    reports = list(unique.values())
+    if not reports:
+        return []
+    rows = [
+        {
+            "device_id": r["device_id"],
+            "seq": r["seq"],
+            "ts": r["ts"],
+            "received_at": now,
+            "kind": r["kind"],
+            "report": dict(r),
+            "cpu_temp_c": _path(r, "cpu_temp_c"),
+            "mem_used_pct": _path(r, "mem_used_pct"),
+            "disk_used_pct": _path(r, "disk.used_pct"),
+            "loss_pct": _path(r, "net.loss_pct"),
+        }
+        for r in reports
+    ]
+    statement = (
+        upsert(session, HealthReportRow)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["device_id", "seq"])
+        .returning(HealthReportRow.device_id, HealthReportRow.seq)
+    )
+    inserted = {(row.device_id, row.seq) for row in session.execute(statement)}
+    fresh = [r for r in reports if (r["device_id"], r["seq"]) in inserted]
+    newest: dict[str, Mapping[str, Any]] = {}
+    for r in fresh:
+        if r["device_id"] not in newest or r["ts"] >= newest[r["device_id"]]["ts"]:
+            newest[r["device_id"]] = r
+    for device_id in sorted(newest):  # one lock order for every worker
+        r = newest[device_id]
+        table = HealthStateRow.__table__
+        values = {
+            "device_id": device_id,
+            "latest_seq": r["seq"],
+            "latest_ts": r["ts"],
+            "latest_report": dict(r),
+            "last_seen": now,
+        }
+        stmt = upsert(session, HealthStateRow).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["device_id"],
+            set_={k: stmt.excluded[k] for k in values if k != "device_id"},
+            where=or_(table.c.latest_ts.is_(None), table.c.latest_ts <= stmt.excluded.latest_ts),
+        )
+        session.execute(stmt)
+    return fresh
+
+
+def record_status(session: Session, *, device_id: str, online: bool, now: int) -> bool:
+    """Record an online/offline message; True if it changed the device's status."""
+    stmt = upsert(session, HealthStateRow).values(device_id=device_id, last_seen=now)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["device_id"]))
+    state = session.scalars(
+        select(HealthStateRow).where(HealthStateRow.device_id == device_id).with_for_update()
+    ).one()
+    changed = state.online is not online
+    state.last_seen = max(state.last_seen, now)
+    if changed:
+        state.online = online
+        state.status_at = now
+        session.add(StatusEventRow(device_id=device_id, online=online, at=now))
+    session.flush()
+    return changed
+
+
+def bump_rejects(session: Session, reasons: Counter[str], *, now: int) -> None:
+    for reason in sorted(reasons):
+        stmt = upsert(session, HealthRejectRow).values(
+            reason=reason, count=reasons[reason], last_at=now
+        )
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["reason"],
+                set_={
+                    "count": HealthRejectRow.__table__.c.count + stmt.excluded["count"],
+                    "last_at": stmt.excluded.last_at,
+                },
+            )
+        )
+
+
+def rejects(session: Session) -> dict[str, int]:
+    rows = session.execute(select(HealthRejectRow.reason, HealthRejectRow.count))
+    return {row.reason: row.count for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerOutcome:
+    """What a ``cmd/res`` did: ``answered``, or why it was dropped."""
+
+    status: str  # answered | unknown_command | already_answered
+
+
+def answer_command(
+    session: Session,
+    *,
+    command_id: str,
+    device_id: str,
+    ok: bool,
+    result: Mapping[str, Any] | None,
+    now: int,
+) -> AnswerOutcome:
+    """Settle a pending command from its result; the answering device must be its device."""
+    done = session.execute(
+        update(CommandRow)
+        .where(
+            CommandRow.id == command_id,
+            CommandRow.device_id == device_id,
+            CommandRow.status == CommandStatus.PENDING,
+        )
+        .values(status=CommandStatus.ANSWERED, ok=ok, result=dict(result or {}), answered_at=now)
+    )
+    if done.rowcount:  # type: ignore[attr-defined]
+        return AnswerOutcome("answered")
+    known = session.scalar(
+        select(func.count())
+        .select_from(CommandRow)
+        .where(CommandRow.id == command_id, CommandRow.device_id == device_id)
+    )
+    return AnswerOutcome("already_answered" if known else "unknown_command")
+
+
+def time_out_commands(session: Session, *, now: int) -> int:
+    """Mark pending commands past their deadline timed out (a conditional UPDATE)."""
+    done = session.execute(
+        update(CommandRow)
+        .where(CommandRow.status == CommandStatus.PENDING, CommandRow.timeout_at <= now)
+        .values(status=CommandStatus.TIMED_OUT)
+    )
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+def diagnosis_history(session: Session, device_id: str, *, now: int) -> History:
+    """The recent reports, status changes and latest self-test result of one device."""
+    since = now - _HISTORY_WINDOW_S
+    reports = session.scalars(
+        select(HealthReportRow.report)
+        .where(HealthReportRow.device_id == device_id, HealthReportRow.ts >= since)
+        .order_by(HealthReportRow.ts.desc())
+        .limit(_HISTORY_LIMIT)
+    ).all()
+    events = session.execute(
+        select(StatusEventRow.at, StatusEventRow.online).where(
+            StatusEventRow.device_id == device_id, StatusEventRow.at >= since
+        )
+    ).all()
+    test = session.execute(
+        select(CommandRow.result, CommandRow.answered_at)
+        .where(
+            CommandRow.device_id == device_id,
+            CommandRow.cmd == "self_test",
+            CommandRow.status == CommandStatus.ANSWERED,
+            CommandRow.ok.is_(True),
+        )
+        .order_by(CommandRow.answered_at.desc())
+        .limit(1)
+    ).one_or_none()
+    return History(
+        reports=list(reversed(reports)),
+        status=[StatusEvent(at=e.at, online=e.online) for e in events],
+        self_test=None if test is None else test.result,
+        self_test_at=None if test is None else test.answered_at,
+    )
+
+
+def downsample_before(session: Session, *, cutoff: int, limit: int) -> int:
+    """Fold up to ``limit`` raw reports with ``ts < cutoff`` into hourly aggregates, delete them.
+
+    The rows are claimed with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so two
+    workers fold disjoint rows; aggregates merge (count, sum, min, max).
+    """
+    query = (
+        select(HealthReportRow.id, HealthReportRow.device_id, HealthReportRow.ts)
+        .add_columns(HealthReportRow.report)
+        .where(HealthReportRow.ts < cutoff)
+        .order_by(HealthReportRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = session.execute(query).all()
+    if not rows:
+        return 0
+    folded: dict[tuple[str, int, str], list[float]] = {}
+    for row in rows:
+        hour = row.ts - row.ts % 3600
+        for name, dotted in HOURLY_METRICS:
+            value = _path(row.report, dotted)
+            if value is not None:
+                folded.setdefault((row.device_id, hour, name), []).append(value)
+    for device_id, hour, metric in sorted(folded):
+        values = folded[(device_id, hour, metric)]
+        stmt = upsert(session, HealthHourlyRow).values(
+            device_id=device_id,
+            hour=hour,
+            metric=metric,
+            n=len(values),
+            total=sum(values),
+            min=min(values),
+            max=max(values),
+        )
+        table = HealthHourlyRow.__table__.c
+        least = func.least if session.get_bind().dialect.name == "postgresql" else func.min
+        greatest = func.greatest if session.get_bind().dialect.name == "postgresql" else func.max
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["device_id", "hour", "metric"],
+                set_={
+                    "n": table.n + stmt.excluded.n,
+                    "total": table.total + stmt.excluded.total,
+                    "min": least(table.min, stmt.excluded.min),
+                    "max": greatest(table.max, stmt.excluded.max),
+                },
+            )
+        )
+    session.execute(delete(HealthReportRow).where(HealthReportRow.id.in_([r.id for r in rows])))
+    return len(rows)

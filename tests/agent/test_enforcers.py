@@ -1,0 +1,227 @@
+"""Enforcers: SET_FEATURES over a real pty follows the grants and the link; retention pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.enforcers import FirmwareEnforcer, RetentionPruner
+from agent.enforcers.retention import DAY_S
+from agent.firmware import FirmwareClient, SerialLink
+from agent.runtime import open_agent
+from entitle.demo import cancel_and_wait
+from firmware_stubs import CameraEmulator, Faults, GatewayEmulator, PtyFirmware
+from simulators import TokenRepositorySimulator
+from tests.agent.test_runtime import SteppingClock
+
+DEV = "dev-enf"
+
+
+@pytest.fixture
+def repo() -> TokenRepositorySimulator:
+    return TokenRepositorySimulator()
+
+
+async def _until(predicate, *, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
+        await asyncio.sleep(0.02)
+
+
+async def test_set_features_follows_grants_and_the_firmware_coming_back(tmp_path, repo):
+    emulator = GatewayEmulator()
+    now = int(time.time())
+    with PtyFirmware(emulator) as pty:
+        firmware = FirmwareClient(SerialLink(pty.port), timeout_s=0.3, retries=1)
+        enforcer = FirmwareEnforcer(firmware, retry_s=0.05, probe_s=0.1)
+        agent = open_agent(
+            device_id=DEV,
+            data_dir=tmp_path,
+            connection=None,
+            root_keyset=repo.root_keyset,
+            enforcers=[enforcer],
+            firmware=firmware,
+        )
+        task = asyncio.create_task(agent.run())
+        try:
+            # nothing granted yet: the firmware is told "no features" at start
+            await _until(lambda: enforcer.pushes >= 1)
+            assert emulator.features == {}
+
+            token = repo.token(
+                DEV,
+                {"remote_access": now + DAY_S, "voice_control": (now + DAY_S, {"lang": "de"})},
+                now=now,
+            )
+            assert await agent.apply_token(token)
+            await _until(lambda: set(emulator.features) == {"remote_access", "voice_control"})
+            assert emulator.features["voice_control"] == {"lang": "de"}
+
+            # the firmware goes quiet (power cut, cable): a grant change cannot be pushed
+            emulator.faults.silent = True
+            assert await agent.apply_token(repo.token(DEV, {"remote_access": now + DAY_S}, now=now))
+            await _until(lambda: enforcer.failures.get("firmware_unavailable", 0) >= 1)
+            assert set(emulator.features) == {"remote_access", "voice_control"}
+            assert enforcer.dirty and enforcer.link_up is False
+
+            # it comes back having lost its switches: the agent pushes the current set again
+            emulator.features = {}
+            emulator.faults.silent = False
+            await _until(lambda: emulator.features == {"remote_access": {}})
+            assert not enforcer.dirty and enforcer.link_up is True
+            assert agent.status_details()["enforcer_firmware"]["in_sync"] is True
+        finally:
+            await cancel_and_wait([task])
+            agent.close()
+    assert firmware.counters["timeouts"] >= 1  # the outage went over the real pty
+
+
+async def test_reboot_command_makes_the_enforcer_push_again(tmp_path, repo):
+    emulator = GatewayEmulator()
+    now = int(time.time())
+    with PtyFirmware(emulator) as pty:
+        firmware = FirmwareClient(SerialLink(pty.port), timeout_s=0.5)
+        enforcer = FirmwareEnforcer(firmware, retry_s=0.05, probe_s=5)
+        agent = open_agent(
+            device_id=DEV,
+            data_dir=tmp_path,
+            connection=None,
+            root_keyset=repo.root_keyset,
+            enforcers=[enforcer],
+            firmware=firmware,
+        )
+        assert await agent.apply_token(repo.token(DEV, {"app_access": now + DAY_S}, now=now))
+        task = asyncio.create_task(agent.run())
+        try:
+            await _until(lambda: emulator.features == {"app_access": {}})
+            pushes = enforcer.pushes
+            emulator.features = {}  # what a real reboot does to volatile switches
+            result = await agent.commands.handle(b'{"v":1,"id":"rb-1","cmd":"reboot","args":{}}')
+            assert result.ok
+            await _until(lambda: enforcer.pushes > pushes)
+            assert emulator.features == {"app_access": {}}
+        finally:
+            await cancel_and_wait([task])
+            agent.close()
+
+
+# --- retention ------------------------------------------------------------------------
+def _recordings(folder: Path, ages_days: dict[str, float], *, now: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, age in ages_days.items():
+        path = folder / name
+        path.write_bytes(b"mp4")
+        stamp = now - age * DAY_S
+        os.utime(path, (stamp, stamp))
+
+
+def _left(folder: Path) -> set[str]:
+    return {p.name for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+AGES = {"a-half-day.mp4": 0.5, "b-two-days.mp4": 2.0, "c-five-days.mp4": 5.0, "d-ten.mp4": 10.0}
+
+
+async def test_recordings_follow_the_entitled_retention_days(tmp_path, repo):
+    clock = SteppingClock()
+    now = int(clock())
+    folder = tmp_path / "recordings"
+    _recordings(folder, AGES, now=now)
+    pruner = RetentionPruner(folder)
+    agent = open_agent(
+        device_id=DEV,
+        data_dir=tmp_path / "agent",
+        connection=None,
+        root_keyset=repo.root_keyset,
+        clock=clock,
+        enforcers=[pruner],
+    )
+    try:
+        # a 7-day tier keeps up to 7 days
+        assert await agent.apply_token(
+            repo.token(DEV, {"video_retention": (now + 30 * DAY_S, {"days": 7})}, now=now)
+        )
+        assert pruner.days == 7
+        assert _left(folder) == {"a-half-day.mp4", "b-two-days.mp4", "c-five-days.mp4"}
+
+        # downgraded to 3 days
+        assert await agent.apply_token(
+            repo.token(DEV, {"video_retention": (now + 30 * DAY_S, {"days": 3})}, now=now)
+        )
+        assert _left(folder) == {"a-half-day.mp4", "b-two-days.mp4"}
+
+        # two days later, by the injected clock, the 2-day file is 4 days old
+        clock.offset = 2 * DAY_S
+        pruner.prune(now=agent.trusted_now())
+        assert _left(folder) == {"a-half-day.mp4"}
+    finally:
+        agent.close()
+
+
+async def test_without_entitlement_one_day_is_kept(tmp_path, repo):
+    now = int(time.time())
+    folder = tmp_path / "recordings"
+    _recordings(folder, AGES, now=now)
+    (folder / "cam2").mkdir()
+    _recordings(folder / "cam2", {"old.mp4": 3, "new.mp4": 0.1}, now=now)
+    outside = tmp_path / "precious.mp4"
+    _recordings(tmp_path, {"precious.mp4": 30}, now=now)
+    (folder / "link.mp4").symlink_to(outside)
+    os.utime(folder / "link.mp4", (now - 30 * DAY_S,) * 2, follow_symlinks=False)
+
+    pruner = RetentionPruner(folder)
+    agent = open_agent(
+        device_id=DEV,
+        data_dir=tmp_path / "agent",
+        connection=None,
+        root_keyset=repo.root_keyset,
+        enforcers=[pruner],
+    )
+    try:
+        # a token without video_retention (and a lapsed one) leave the 1-day default
+        assert await agent.apply_token(
+            repo.token(
+                DEV,
+                {"remote_access": now + DAY_S, "video_retention": (now - 1, {"days": 30})},
+                now=now,
+            )
+        )
+        assert pruner.days == 1
+        assert _left(folder) == {"a-half-day.mp4", "new.mp4", "link.mp4"}
+        assert outside.exists()  # never followed out of the folder
+    finally:
+        agent.close()
+
+
+async def test_camera_firmware_gets_the_retention_days_over_a_pty(tmp_path, repo):
+    """The camera prunes its own folder by the days the agent pushed."""
+    now = int(time.time())
+    camera = CameraEmulator(recordings=tmp_path / "cam", interval_s=6 * 3600, faults=Faults())
+    files_before = len(camera.recording_files())
+    with PtyFirmware(camera) as pty:
+        firmware = FirmwareClient(SerialLink(pty.port), timeout_s=1.0)
+        enforcer = FirmwareEnforcer(firmware, retry_s=0.05, probe_s=5)
+        agent = open_agent(
+            device_id=DEV,
+            data_dir=tmp_path / "agent",
+            connection=None,
+            root_keyset=repo.root_keyset,
+            enforcers=[enforcer],
+            firmware=firmware,
+        )
+        assert await agent.apply_token(
+            repo.token(DEV, {"video_retention": (now + DAY_S, {"days": 14})}, now=now)
+        )
+        task = asyncio.create_task(agent.run())
+        try:
+            await _until(lambda: camera.retention_days == 14)
+        finally:
+            await cancel_and_wait([task])
+            agent.close()
+    assert files_before >= 1 and camera.features["video_retention"] == {"days": 14}

@@ -1,0 +1,173 @@
+"""Health collection (host + firmware over the serial codec) and publishing to a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiomqtt
+
+from agent.firmware import FirmwareClient, InProcessLink, SerialLink
+from agent.health import HealthCollector
+from agent.outbox import Outbox
+from agent.runtime import open_agent
+from agent.session import Connection
+from entitle.demo import cancel_and_wait
+from firmware_stubs import CameraEmulator, Faults, GatewayEmulator, PtyFirmware
+from protocol.health import parse_health
+from protocol.topics import device_topic
+from simulators import TokenRepositorySimulator
+
+
+async def test_report_combines_host_firmware_and_error_counts(tmp_path):
+    camera = CameraEmulator(recordings=tmp_path / "rec", faults=Faults(overheating=True))
+    firmware = FirmwareClient(InProcessLink(camera), timeout_s=0.2)
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        collector = HealthCollector(
+            device_id="cam-7",
+            outbox=outbox,
+            clock=time.time,
+            kind="camera",
+            firmware=firmware,
+            error_counts=lambda: {"rejected_tokens": {"expired": 3}, "cmd": {"bad_json": 1}},
+            disk_path=tmp_path,
+        )
+        assert await collector.collect_once() == 1
+        report = outbox.pending()[0].report
+    parsed = parse_health(json.dumps(report).encode(), topic_device_id="cam-7")
+    assert parsed.kind == "camera" and parsed.fw == "2.4.1"
+    assert parsed.cpu_temp_c == 93.5  # the firmware's figure, not the host's
+    assert parsed.kind_specific["retention_days"] == 1
+    assert parsed.errors["rejected_tokens"] == {"expired": 3}
+    assert parsed.errors["cmd"] == {"bad_json": 1}
+    assert parsed.mem_used_pct is not None and parsed.disk.used_pct is not None
+
+
+async def test_silent_firmware_still_reports_the_host_and_counts_the_failure(tmp_path):
+    with PtyFirmware(GatewayEmulator(faults=Faults(silent=True))) as pty:
+        firmware = FirmwareClient(SerialLink(pty.port), timeout_s=0.1, retries=1)
+        with Outbox(tmp_path / "outbox.db") as outbox:
+            collector = HealthCollector(
+                device_id="gw-7", outbox=outbox, clock=time.time, firmware=firmware
+            )
+            try:
+                await collector.collect_once()
+            finally:
+                await firmware.close()
+            report = outbox.pending()[0].report
+    assert report["fw"] is None and report["uptime_s"] > 0
+    assert report["serial"]["timeouts"] == 2  # over the real pty
+    assert report["errors"]["serial"]["firmware_unavailable"] == 1
+
+
+def _persistent_subscriber(broker) -> aiomqtt.Client:
+    """The cloud login with a session the broker keeps (and persists) while it is away."""
+    return broker.client(
+        broker.cloud_username, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False
+    )
+
+
+async def _collect(broker, topic: str, *, until, within: float = 30.0) -> list[dict]:
+    got: list[dict] = []
+    async with _persistent_subscriber(broker) as client:
+        await client.subscribe(topic, qos=1)
+        async with asyncio.timeout(within):
+            async for message in client.messages:
+                got.append(json.loads(bytes(message.payload)))
+                if until(got):
+                    return got
+    return got
+
+
+async def test_publisher_delivers_in_seq_order_keeps_during_outage_and_delivers_after(
+    tmp_path, broker
+):
+    device = "gw-health"
+    password = broker.add_device(device)
+    topic = device_topic(device, "health")
+    async with _persistent_subscriber(broker) as client:  # create the kept session
+        await client.subscribe(topic, qos=1)
+    repo = TokenRepositorySimulator()
+    agent = open_agent(
+        device_id=device,
+        data_dir=tmp_path / "agent",
+        connection=Connection(
+            host=broker.host, port=broker.port, username=device, password=password
+        ),
+        root_keyset=repo.root_keyset,
+        firmware=FirmwareClient(InProcessLink(GatewayEmulator()), timeout_s=0.2),
+        health_interval_s=0.05,
+    )
+    assert agent.health is not None and agent.publisher is not None
+    outbox = agent.health.outbox
+    task = asyncio.create_task(agent.run())
+    try:
+        first = await _collect(broker, topic, until=lambda got: len(got) >= 5)
+        seqs = [r["seq"] for r in first]
+        assert seqs == sorted(set(seqs)) and seqs[0] == 1
+        for report in first:
+            parse_health(json.dumps(report).encode(), topic_device_id=device)
+        # acknowledged reports are gone from the outbox
+        assert not set(seqs) & {q.seq for q in outbox.pending(1000)}
+
+        broker.stop()
+        stopped_at = outbox.last_seq
+        deadline = time.monotonic() + 20
+        while len(outbox) < 20:  # reports pile up while the broker is away
+            assert time.monotonic() < deadline, "reports did not accumulate"
+            await asyncio.sleep(0.05)
+        queued = [q.seq for q in outbox.pending(1000)]
+        assert queued == sorted(queued) and queued[-1] > stopped_at
+        broker.start()
+
+        target = queued[-1]
+        after = await _collect(
+            broker, topic, until=lambda got: target in {r["seq"] for r in got}, within=60
+        )
+        delivered = {r["seq"] for r in first} | {r["seq"] for r in after}
+        # nothing lost: every seq up to the last one queued during the outage arrived
+        assert set(range(1, target + 1)) <= delivered
+        # the PUBACK reaches the agent after the subscriber has its copy: poll
+        deadline = time.monotonic() + 10
+        while target in {q.seq for q in outbox.pending(1000)}:
+            assert time.monotonic() < deadline, "acknowledged reports were not deleted"
+            await asyncio.sleep(0.02)
+        assert agent.publisher.published >= target
+        status = agent.status_details()
+        assert status["outbox"]["last_seq"] >= target and status["outbox"]["dropped_total"] == 0
+    finally:
+        await cancel_and_wait([task])
+        agent.close()
+
+
+async def test_kind_comes_from_the_firmware_when_not_configured(tmp_path):
+    camera = CameraEmulator(recordings=tmp_path / "rec")
+    firmware = FirmwareClient(InProcessLink(camera), timeout_s=0.2)
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        collector = HealthCollector(
+            device_id="cam-8", outbox=outbox, clock=time.time, firmware=firmware
+        )
+        await collector.collect_once()
+        report = outbox.pending()[0].report
+    assert report["kind"] == "camera" and report["kind_specific"]["recordings"] >= 1
+
+
+class _LyingGateway(GatewayEmulator):
+    """Firmware whose health figures are out of range (a corrupted sensor register)."""
+
+    def health(self) -> dict:
+        return {**super().health(), "cpu_temp_c": 900.0, "mem_used_pct": "lots"}
+
+
+async def test_firmware_figures_out_of_range_are_refused_and_counted(tmp_path):
+    firmware = FirmwareClient(InProcessLink(_LyingGateway()), timeout_s=0.2)
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        collector = HealthCollector(
+            device_id="gw-9", outbox=outbox, clock=time.time, firmware=firmware
+        )
+        await collector.collect_once()
+        report = outbox.pending()[0].report
+    assert report["cpu_temp_c"] != 900.0 and report["mem_used_pct"] != "lots"
+    assert report["errors"]["serial"]["bad_health"] == 1
+    parse_health(json.dumps(report).encode(), topic_device_id="gw-9")

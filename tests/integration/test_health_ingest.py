@@ -1,0 +1,400 @@
+"""Health ingest through a real Mosquitto (issue 9 must-shows 2, 4, 5).
+
+- must-show 2: reports delivered more than once are stored once; a cloud worker
+  process killed -9 mid-stream and the broker restarted mid-stream still leave
+  every report stored exactly once; two workers share the stream.
+- must-show 5: malformed JSON, wrong version, oversized payloads and a report
+  naming another device, published as raw MQTT on the device's own topic, are
+  counted and never stored while the consumer keeps going. Publishing on
+  *another* device's topic is refused by the broker ACL itself (shown here);
+  the cloud's own check for that case is exercised by calling the handler
+  directly in tests/cloud/test_health_ingest.py.
+- must-show 4: a ticket, a self-test command round trip with a scripted
+  device answering on ``cmd/res``, and the RMA approval (409 before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from sqlalchemy import func, select
+
+from cloud import create_app
+from cloud.domain import DeviceKind
+from cloud.health import repository as repo
+from cloud.store import Store
+from cloud.store.health import HealthReportRow
+from entitle.config import Settings
+from protocol.commands import ok_result, parse_command, result_to_json
+from protocol.health import HealthReport, health_to_json
+from protocol.topics import device_topic
+from tests.broker_fixtures import FixtureBroker
+from tests.cloud.harness import FakeClock, client, new_api_key, running
+
+pytestmark = pytest.mark.usefixtures("require_mosquitto")
+
+# One cloud worker: the bridge (persistent session, manual acks) and the ingest.
+# SIGTERM prints its totals as JSON and exits.
+WORKER = """
+import asyncio, json, signal, sys, time
+from cloud.bridge import MqttBridge
+from cloud.health import HealthIngest
+from cloud.store import Store
+from entitle.config import parse_broker_url
+
+async def main():
+    store = Store.open(sys.argv[2], migrate=False)
+    ingest = HealthIngest(store, clock=lambda: int(time.time()), batch_size=int(sys.argv[3]))
+    bridge = MqttBridge(parse_broker_url(sys.argv[1]), keyset_message=lambda: b"keys",
+                        consumer=ingest, backoff_base_s=0.05, backoff_cap_s=0.5)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    tasks = [asyncio.create_task(bridge.run()), asyncio.create_task(ingest.run())]
+    await bridge.wait_connected(10)  # and subscribed
+    print("started", flush=True)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    t = ingest.totals
+    print(json.dumps({"stored": t.stored, "duplicates": t.duplicates,
+                      "rejected": dict(t.rejected)}), flush=True)
+
+asyncio.run(main())
+"""
+
+
+class Worker:
+    """A cloud worker in its own process (so that it can be killed -9)."""
+
+    def __init__(self, broker: FixtureBroker, user: str, database_url: str, batch: int = 50):
+        self.args = [sys.executable, "-c", WORKER, broker.url(user), database_url, str(batch)]
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> Worker:
+        self.process = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "started"
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdout is not None
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=20)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cloud.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def clouds(tmp_path: Path) -> Iterator[FixtureBroker]:
+    """Mosquitto (persistence on) with two cloud worker logins."""
+    with FixtureBroker(
+        tmp_path / "broker", clouds=("cloud-a", "cloud-b"), persistence=True
+    ) as running_broker:
+        yield running_broker
+
+
+def prepare(database_url: str, devices: list[str]) -> Store:
+    store = Store.open(database_url)
+    with store.transaction() as tx:
+        tx.add_installation(installation_id="inst-1", name="Site", now=0)
+        for device in devices:
+            tx.add_device(
+                device_id=device,
+                installation_id="inst-1",
+                kind=DeviceKind.GATEWAY,
+                password_hash="x",
+                now=0,
+            )
+    return store
+
+
+def stored(store: Store) -> int:
+    with store.transaction() as tx:
+        return int(tx.session.scalar(select(func.count()).select_from(HealthReportRow)) or 0)
+
+
+def distinct_stored(store: Store) -> int:
+    with store.transaction() as tx:
+        keys = tx.session.execute(select(HealthReportRow.device_id, HealthReportRow.seq)).all()
+    return len(set(keys))
+
+
+def report(device_id: str, seq: int) -> bytes:
+    return health_to_json(
+        HealthReport(
+            device_id=device_id,
+            seq=seq,
+            ts=1_767_225_600 + seq,
+            kind="gateway",
+            uptime_s=seq,
+            cpu_temp_c=40.0,
+        )
+    )
+
+
+async def wait_for(predicate: Any, *, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def publish_all(
+    broker: FixtureBroker, device_id: str, seqs: list[int], *, copies: int = 1
+) -> None:
+    """At-least-once publisher: each report is re-sent until the broker PUBACKs it."""
+    pending = [seq for seq in seqs for _ in range(copies)]
+    while pending:
+        try:
+            async with broker.client(device_id, timeout=2) as mqtt:
+                while pending:
+                    await mqtt.publish(
+                        device_topic(device_id, "health"), report(device_id, pending[0]), qos=1
+                    )
+                    pending.pop(0)
+        except aiomqtt.MqttError:
+            await asyncio.sleep(0.1)  # broker restarting: try again
+
+
+async def test_killed_worker_and_restarted_broker_store_every_report_once(
+    clouds: FixtureBroker, database_url: str
+) -> None:
+    devices = [f"gw-{i}" for i in range(4)]
+    for device in devices:
+        clouds.add_device(device)
+    store = prepare(database_url, devices)
+    per_device = 300
+    total = per_device * len(devices)
+    worker = Worker(clouds, "cloud-a", database_url).start()
+    try:
+        stream = asyncio.gather(
+            *(publish_all(clouds, d, list(range(1, per_device + 1))) for d in devices)
+        )
+        stream_task = asyncio.ensure_future(stream)
+        await wait_for(lambda: stored(store) >= total // 4, within=60, what="first quarter")
+        worker.kill()  # kill -9 mid-stream: unacked deliveries are lost with it
+        killed_at = stored(store)
+        await asyncio.sleep(0.3)
+        worker = Worker(clouds, "cloud-a", database_url).start()  # same session resumes
+        await wait_for(lambda: stored(store) >= total // 2, within=60, what="second quarter")
+        await asyncio.to_thread(clouds.restart)  # broker restarted mid-stream
+        await stream_task
+        await wait_for(lambda: stored(store) >= total, within=90, what="every report")
+        await asyncio.sleep(0.5)  # late redeliveries, if any, must change nothing
+        totals = worker.stop()
+    finally:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.kill()
+    assert killed_at < total
+    assert stored(store) == total == distinct_stored(store)
+    assert totals["rejected"] == {}
+    store.close()
+
+
+async def test_two_workers_share_the_stream_and_duplicates_store_once(
+    clouds: FixtureBroker, database_url: str
+) -> None:
+    devices = [f"cam-{i}" for i in range(3)]
+    for device in devices:
+        clouds.add_device(device)
+    store = prepare(database_url, devices)
+    per_device = 200
+    a = Worker(clouds, "cloud-a", database_url, batch=20).start()
+    b = Worker(clouds, "cloud-b", database_url, batch=20).start()
+    try:
+        await asyncio.gather(
+            *(publish_all(clouds, d, list(range(1, per_device + 1)), copies=2) for d in devices)
+        )
+        total = per_device * len(devices)
+        await wait_for(lambda: stored(store) >= total, within=60, what="every report")
+        await asyncio.sleep(0.5)
+        got_a, got_b = a.stop(), b.stop()
+    finally:
+        for w in (a, b):
+            if w.process is not None and w.process.poll() is None:
+                w.kill()
+    assert stored(store) == total == distinct_stored(store)
+    assert got_a["stored"] > 0 and got_b["stored"] > 0  # both workers did part of it
+    assert got_a["stored"] + got_b["stored"] == total
+    assert got_a["duplicates"] + got_b["duplicates"] == total  # every second copy
+    store.close()
+
+
+async def test_bad_reports_over_mqtt_are_counted_not_stored(
+    clouds: FixtureBroker, tmp_path: Path
+) -> None:
+    """Must-show 5 over the wire; the consumer goes on to store the good report after."""
+    database_url = f"sqlite:///{tmp_path / 'cloud.db'}"
+    clouds.add_device("gw-1")
+    clouds.add_device("gw-2")
+    clouds.add_device("stranger")  # a broker login the cloud never registered
+    store = prepare(database_url, ["gw-1", "gw-2"])
+    worker = Worker(clouds, "cloud-a", database_url, batch=5).start()
+    try:
+        good = report("gw-1", 1)
+        bad = {
+            "bad_json": b"{not json",
+            "wrong_version": json.dumps({**json.loads(good), "v": 9}).encode(),
+            "too_large": b'{"v":1,"pad":"' + b"x" * 20_000 + b'"}',
+            "wrong_device": report("gw-2", 5),  # gw-2's report, published by gw-1
+        }
+        async with clouds.client("gw-1") as mqtt:
+            for payload in bad.values():
+                await mqtt.publish(device_topic("gw-1", "health"), payload, qos=1)
+        async with clouds.client("stranger") as mqtt:
+            await mqtt.publish(device_topic("stranger", "health"), report("stranger", 1), qos=1)
+        async with clouds.client("gw-1") as mqtt:
+            # the ACL: gw-1 may not write gw-2's topic; Mosquitto drops it (MQTT 5 reason 0x87)
+            await mqtt.publish(device_topic("gw-2", "health"), report("gw-2", 6), qos=1)
+            await mqtt.publish(device_topic("gw-1", "health"), good, qos=1)
+        await wait_for(lambda: stored(store) == 1, within=20, what="the good report")
+
+        def counters() -> dict[str, int]:
+            with store.transaction() as tx:
+                return repo.rejects(tx.session)
+
+        await wait_for(lambda: sum(counters().values()) == 5, within=20, what="5 rejects")
+        assert counters() == {**{reason: 1 for reason in bad}, "unknown_device": 1}
+        with store.transaction() as tx:
+            rows = tx.session.execute(select(HealthReportRow.device_id, HealthReportRow.seq)).all()
+        assert [tuple(r) for r in rows] == [("gw-1", 1)]  # nothing of gw-2, stranger, junk
+        worker.stop()
+    finally:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.kill()
+    store.close()
+
+
+# --- must-show 4: ticket -> self-test round trip -> RMA ---------------------------------
+
+
+@pytest.fixture
+async def cloud_app(clouds: FixtureBroker, tmp_path: Path) -> AsyncIterator[Any]:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'app.db'}",
+        broker_url=clouds.url("cloud-a"),
+        command_timeout_s=60,
+    )
+    clock = FakeClock(int(time.time()))
+    app = create_app(settings, accounts=clouds.accounts, clock=clock)
+    async with running(app):
+        async with client(app, new_api_key(app)) as http:
+            await app.state.cloud.bridge.wait_connected(10)
+            yield http, clock
+
+
+async def scripted_device(
+    clouds: FixtureBroker, device_id: str, password: str, answers: list[dict[str, Any]]
+) -> None:
+    """Answers each self_test with the next result of ``answers`` on its cmd/res."""
+    async with clouds.client(device_id, password) as mqtt:
+        await mqtt.subscribe(device_topic(device_id, "cmd"), qos=1)
+        ready.set()
+        async for message in mqtt.messages:
+            command = parse_command(bytes(message.payload))  # type: ignore[arg-type]
+            result = answers.pop(0)
+            await mqtt.publish(
+                device_topic(device_id, "cmd/res"),
+                result_to_json(ok_result(command.id, device_id=device_id, result=result)),
+                qos=1,
+            )
+            if not answers:
+                return
+
+
+ready = asyncio.Event()
+
+
+async def self_test(http: Any, device_id: str) -> dict[str, Any]:
+    sent = await http.post(f"/api/v1/devices/{device_id}/commands", json={"cmd": "self_test"})
+    assert sent.status_code == 202, sent.text
+    command = sent.json()
+    assert command["status"] == "pending"
+    deadline = time.monotonic() + 15
+    while True:
+        got = (await http.get(f"/api/v1/devices/{device_id}/commands/{command['id']}")).json()
+        if got["status"] != "pending":
+            return dict(got)
+        assert time.monotonic() < deadline, "no answer from the device"
+        await asyncio.sleep(0.05)
+
+
+async def test_ticket_self_test_round_trip_then_rma(cloud_app: Any, clouds: FixtureBroker) -> None:
+    http, clock = cloud_app
+    inst = (await http.post("/api/v1/installations", json={"name": "Shop"})).json()
+    created = await http.post(
+        "/api/v1/devices",
+        json={"installation_id": inst["id"], "kind": "camera", "device_id": "cam-9"},
+    )
+    assert created.status_code == 201, created.text
+    password = created.json()["mqtt_password"]
+    ticket = await http.post(
+        "/api/v1/tickets",
+        json={
+            "category": "device_fault",
+            "subject": "camera reboots",
+            "body": "it keeps rebooting",
+            "installation_id": inst["id"],
+            "device_ids": ["cam-9"],
+        },
+    )
+    assert ticket.status_code == 201, ticket.text
+    tid = ticket.json()["id"]
+
+    refused = await http.post(f"/api/v1/tickets/{tid}/rma", json={"device_id": "cam-9"})
+    assert refused.status_code == 409 and refused.json()["why"] == "no_self_test"
+
+    passed = {"passed": True, "hardware_fault": False, "faults": []}
+    fault = {
+        "passed": False,
+        "hardware_fault": True,
+        "faults": [{"component": "sensor", "code": "E_SENSOR", "detail": "no frames"}],
+    }
+    ready.clear()
+    device = asyncio.create_task(scripted_device(clouds, "cam-9", password, [passed, fault]))
+    await asyncio.wait_for(ready.wait(), 10)
+    clock.advance(10)
+    first = await self_test(http, "cam-9")
+    assert first["status"] == "answered" and first["result"] == passed
+    refused = await http.post(f"/api/v1/tickets/{tid}/rma", json={"device_id": "cam-9"})
+    assert refused.status_code == 409 and refused.json()["why"] == "self_test_passed"
+
+    clock.advance(10)
+    second = await self_test(http, "cam-9")
+    assert second["result"]["hardware_fault"] is True
+    await asyncio.wait_for(device, 10)
+    approved = await http.post(f"/api/v1/tickets/{tid}/rma", json={"device_id": "cam-9"})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["approved"] is True
+    assert approved.json()["command_id"] == second["id"]
+    health = (await http.get("/api/v1/devices/cam-9/health")).json()
+    assert health["diagnosis"]["verdict"] == "rma_recommended"
+    assert health["diagnosis"]["action"] == "replace_device"
+    shown = (await http.get(f"/api/v1/tickets/{tid}")).json()
+    assert shown["rma"][0]["command_id"] == second["id"]
