@@ -30,6 +30,7 @@ agent_app = typer.Typer(no_args_is_help=True, help="The on-device agent.")
 keys_app = typer.Typer(no_args_is_help=True, help="Issuer keys and key sets.")
 token_app = typer.Typer(no_args_is_help=True, help="Entitlement tokens.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
+sim_app = typer.Typer(no_args_is_help=True, help="Simulated fleets.")
 for sub, name in (
     (broker_app, "broker"),
     (cloud_app, "cloud"),
@@ -37,6 +38,7 @@ for sub, name in (
     (keys_app, "keys"),
     (token_app, "token"),
     (config_app, "config"),
+    (sim_app, "sim"),
 ):
     app.add_typer(sub, name=name)
 
@@ -73,6 +75,22 @@ def demo(
     embedded_broker: Annotated[
         bool, typer.Option("--embedded-broker", help="Use amqtt even if mosquitto exists.")
     ] = False,
+    fast_forward: Annotated[
+        int,
+        typer.Option(
+            "--fast-forward",
+            metavar="DAYS",
+            help="Buy a subscription, then move a test clock DAYS days, day by day "
+            "(renewal notice, charge, renewal or expiry on the devices).",
+        ),
+    ] = 0,
+    card: Annotated[
+        str, typer.Option(help="With --fast-forward: the card on file, 'ok' or 'declined'.")
+    ] = "ok",
+    start: Annotated[
+        str | None,
+        typer.Option(help="With --fast-forward: the purchase day, YYYY-MM-DD (UTC); default now."),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Broker + cloud + simulated devices, with live enforcement."""
@@ -81,7 +99,34 @@ def demo(
     _logging(verbose)
     if not 1 <= devices <= 10:
         raise _fail("--devices must be 1..10 (one installation has at most 10 controllers)")
+    if not 0 <= fast_forward <= 3660:
+        raise _fail("--fast-forward must be 1..3660 days")
+    if card not in ("ok", "declined"):
+        raise _fail("--card must be 'ok' or 'declined'")
+    start_at = None
+    if start is not None:
+        from datetime import UTC, datetime
+
+        try:
+            day = datetime.strptime(start, "%Y-%m-%d").replace(hour=12, tzinfo=UTC)
+        except ValueError:
+            raise _fail(f"--start {start!r} is not a day like 2026-01-31") from None
+        start_at = int(day.timestamp())
     try:
+        if fast_forward:
+            from entitle.fastforward import run_fast_forward
+
+            asyncio.run(
+                run_fast_forward(
+                    devices=devices,
+                    days=fast_forward,
+                    card=card,
+                    embedded=embedded_broker,
+                    console=console,
+                    start=start_at,
+                )
+            )
+            return
         asyncio.run(
             run_demo(
                 devices=devices,
@@ -690,6 +735,68 @@ def _maybe_base64(data: bytes) -> bytes:
 def config_show() -> None:
     """The effective configuration (secrets redacted)."""
     console.print_json(json.dumps(_settings().redacted()))
+
+
+# --- sim --------------------------------------------------------------------
+@sim_app.command("fleet")
+def sim_fleet(
+    devices: Annotated[int, typer.Option("--devices", "-n", min=1, help="Simulated devices.")] = 10,
+    mix: Annotated[
+        str, typer.Option(help="Device kinds by weight.")
+    ] = "gateway:60,camera:30,counter:10",
+    faults: Annotated[str, typer.Option(help="Share of devices with a fault, e.g. 5%.")] = "5%",
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between health reports.")
+    ] = 10.0,
+    duration: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds to run after the ramp-up; default: until ^C."),
+    ] = None,
+    processes: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes; default: one per 2,500 devices.")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Start a fresh Mosquitto and cloud for the fleet.")
+    ] = False,
+    api_url: Annotated[
+        str | None, typer.Option(help="The cloud's API; default from ENTITLE_HTTP_HOST/PORT.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="ENTITLE_API_KEY", help="An admin API key.")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="The cloud's database, to count stored reports.")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Device id prefix.")] = "sim",
+    verbose: Verbose = False,
+) -> None:
+    """Real agents against firmware emulators, against the configured broker and cloud."""
+    from simulators.fleet import parse_faults, parse_mix, plan_fleet
+    from simulators.fleet_view import FleetOptions, simulate
+
+    _logging(verbose)
+    settings = _settings()
+    try:
+        plans = plan_fleet(
+            devices=devices, mix=parse_mix(mix), fault_fraction=parse_faults(faults), prefix=prefix
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    options = FleetOptions(
+        interval_s=interval,
+        duration_s=duration,
+        processes=processes,
+        local=local,
+        api_url=api_url or f"http://{settings.http_host}:{settings.http_port}",
+        api_key=api_key,
+        database_url=database_url or (settings.database_url if not local else None),
+        data_dir=None,
+    )
+    try:
+        code = asyncio.run(simulate(plans, options, console))
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
 
 
 def main() -> None:

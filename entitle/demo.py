@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import httpx
@@ -32,6 +32,9 @@ from agent.session import Connection
 from entitle import broker as brokers
 from entitle.config import Settings
 from entitle.mqtt import SOCKET_OPTIONS
+
+if TYPE_CHECKING:
+    from cloud.testclock import TestClock
 
 __all__ = ["OPS_USER", "DemoStack", "cancel_and_wait", "run_demo", "running_stack"]
 
@@ -120,8 +123,13 @@ async def running_stack(
     console: Console | None = None,
     database_url: str | None = None,
     clock: Callable[[], float] = time.time,
+    test_clock: TestClock | None = None,
 ) -> AsyncIterator[DemoStack]:
-    """Start broker, cloud and ``devices`` agents; tear everything down after."""
+    """Start broker, cloud and ``devices`` agents; tear everything down after.
+
+    With ``test_clock`` the cloud (``settings.test_clock``: the advance route),
+    its jobs and every agent read that clock instead of ``clock``.
+    """
     from cloud.apikeys import bootstrap_api_key
     from cloud.app import create_app
 
@@ -164,6 +172,7 @@ async def running_stack(
             http_port=http_port,
             database_url=database_url,
             mqtt_protocol=4 if use_embedded else 5,  # amqtt speaks MQTT 3.1.1 only
+            test_clock=test_clock is not None,
         )
         # the API needs a key: the demo makes its own in the cloud's database
         api_key = await asyncio.to_thread(
@@ -174,7 +183,7 @@ async def running_stack(
         )
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(settings, accounts=accounts),
+                create_app(settings, accounts=accounts, clock=test_clock),
                 host="127.0.0.1",
                 port=http_port,
                 log_level="warning",
@@ -221,7 +230,7 @@ async def running_stack(
                     protocol=settings.mqtt_protocol,
                 ),
                 root_keyset=keyset,
-                clock=clock,
+                clock=clock if test_clock is None else test_clock,
             )
             stack.callback(agent.store.close)
             agents.append(agent)

@@ -11,14 +11,19 @@ Counters in a report (``disk.write_errors``, ``serial.crc_errors``,
 device booted, so they are measured as their *increase* across the window
 (a drop means a reboot reset the counter; the new value counts as increase).
 
-The device-kind fields in ``kind_specific`` read here: camera
-``frame_drops`` (counter) and ``obstructed`` (bool); counter
-``zero_count_open_hours`` (opening hours in a row that counted nobody).
+The device-kind fields in ``kind_specific`` read here are the firmware's
+GET_HEALTH fields (docs/serial-protocol.md, "Health body"): camera
+``frame_drops`` (counter) and ``lens_contrast_pct`` (image contrast against
+its baseline; low means a dirty or covered lens); counter
+``open_s_since_last_count`` (opening-hours seconds since anything was counted).
 
 An RMA is only *recommended* from the reports: the verdict's action is
 ``run_self_test`` until a firmware self-test reports a hardware fault
-(``replace_device``); a newer self-test that passed turns an RMA recommendation
-into fix-remotely, so a device whose hardware tests fine is never sent back.
+(``replace_device``); a self-test within the last day that found no hardware
+fault (it passed, or failed only on remotely fixable faults) turns an RMA
+recommendation into fix-remotely, so a device whose hardware tests fine is never
+sent back. A failed self-test's action is its first fault's remedy from
+``protocol.serial.FAULT_CODES`` (e.g. ``firmware_update`` for ``reboot_loop``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from protocol.serial import FAULT_CODES
 
 __all__ = [
     "RULES",
@@ -231,9 +238,9 @@ RULES: tuple[Rule, ...] = (
     ),  # noqa: E501
     Rule(
         "camera.obstructed",
-        "kind_specific.obstructed",
-        _M.SUSTAINED_ABOVE,
-        1,
+        "kind_specific.lens_contrast_pct",
+        _M.SUSTAINED_BELOW,
+        20,
         HOUR,
         _FIX,
         _A.CLEAN_LENS,
@@ -242,9 +249,9 @@ RULES: tuple[Rule, ...] = (
     ),  # noqa: E501
     Rule(
         "counter.zero_counts",
-        "kind_specific.zero_count_open_hours",
+        "kind_specific.open_s_since_last_count",
         _M.LATEST,
-        2,
+        2 * HOUR,
         DAY,
         _FIX,
         _A.CLEAN_LENS,
@@ -343,6 +350,20 @@ def _self_test_evidence(history: History) -> tuple[Verdict, Evidence] | None:
     return (Verdict.RMA_RECOMMENDED if hardware else Verdict.FIX_REMOTELY), evidence
 
 
+_ACTIONS = frozenset(action.value for action in Action)
+
+
+def _self_test_action(result: Mapping[str, Any]) -> Action:
+    """The remedy of the first known, remotely fixable fault a failed self-test names."""
+    faults = result.get("faults")
+    for fault in faults if isinstance(faults, Sequence) else ():
+        code = fault.get("code") if isinstance(fault, Mapping) else None
+        known = FAULT_CODES.get(code) if isinstance(code, str) else None
+        if known is not None and not known.hardware and known.action in _ACTIONS:
+            return Action(known.action)
+    return Action.RECONFIGURE
+
+
 def _kind(history: History) -> str | None:
     for report in reversed(history.reports):
         kind = report.get("kind")
@@ -354,16 +375,19 @@ def _kind(history: History) -> str | None:
 def diagnose(history: History, *, now: int, rules: Sequence[Rule] = RULES) -> Diagnosis:
     """Evaluate every rule over ``history`` at ``now``; the worst verdict wins.
 
-    A self-test that passed within the last day overrides RMA rules (the
-    hardware tests fine, so what the reports show is treated as fixable).
+    A self-test within the last day that found no hardware fault overrides RMA
+    rules (the hardware tests fine, so what the reports show is treated as
+    fixable).
     """
     kind = _kind(history)
     fired: list[tuple[Verdict, Action, Evidence]] = []
     self_test = _self_test_evidence(history)
     if self_test is not None:
-        verdict, evidence = self_test
-        action = Action.REPLACE_DEVICE if verdict is _RMA else Action.RECONFIGURE
-        fired.append((verdict, action, evidence))
+        verdict, test_evidence = self_test
+        action = (
+            Action.REPLACE_DEVICE if verdict is _RMA else _self_test_action(history.self_test or {})
+        )
+        fired.append((verdict, action, test_evidence))
     for rule in rules:
         if rule.kinds is not None and kind not in rule.kinds:
             continue
@@ -377,13 +401,16 @@ def diagnose(history: History, *, now: int, rules: Sequence[Rule] = RULES) -> Di
         return Diagnosis(_RMA, Action.REPLACE_DEVICE, evidence)
     fixes = [action for verdict, action, _ in fired if verdict is _FIX]
     if any(verdict is _RMA for verdict, _, _ in fired):
-        passed = (
+        hardware_fine = (  # passed, or failed only on remotely fixable faults
             history.self_test is not None
-            and history.self_test.get("passed") is True
+            and (
+                history.self_test.get("passed") is True
+                or history.self_test.get("hardware_fault") is False
+            )
             and history.self_test_at is not None
             and history.self_test_at >= now - DAY
         )
-        if not passed:
+        if not hardware_fine:
             return Diagnosis(_RMA, Action.RUN_SELF_TEST, evidence)
         return Diagnosis(_FIX, fixes[0] if fixes else Action.FIRMWARE_UPDATE, evidence)
     return Diagnosis(_FIX, fixes[0], evidence)

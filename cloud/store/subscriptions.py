@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -52,7 +53,12 @@ class SubscriptionRow(Base):
     """One service of one installation (unique), with its renewal bookkeeping."""
 
     __tablename__ = "subscriptions"
-    __table_args__ = (UniqueConstraint("installation_id", "service"),)
+    __table_args__ = (
+        UniqueConstraint("installation_id", "service"),
+        # (due_at, id) is the job's ORDER BY: with due_at alone, a batch of 100 out of
+        # 100,000 rows due at one moment sorted them all (~110 ms a batch, not ~4 ms)
+        Index("ix_subscriptions_due_at", "due_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     installation_id: Mapped[str] = mapped_column(
@@ -76,7 +82,7 @@ class SubscriptionRow(Base):
     charging: Mapped[int | None] = mapped_column(Integer)
     charge_sent_at: Mapped[int | None] = mapped_column(BigInteger)
     next_retry_at: Mapped[int | None] = mapped_column(BigInteger)
-    due_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    due_at: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
     version: Mapped[int] = mapped_column(Integer)

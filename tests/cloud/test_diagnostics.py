@@ -40,8 +40,8 @@ def report(seq: int, ts: int, kind: str = "gateway", **changes: Any) -> dict[str
         "net": {"rssi_dbm": -60.0, "loss_pct": 0.5},
         "serial": {"crc_errors": 0, "timeouts": 0},
         "kind_specific": {
-            "camera": {"frame_drops": 0, "obstructed": False},
-            "counter": {"zero_count_open_hours": 0},
+            "camera": {"frame_drops": 0, "lens_contrast_pct": 87.0},
+            "counter": {"open_s_since_last_count": 0.0},
         }.get(kind, {}),
         "dropped": 0,
         "errors": {"serial": {}, "cmd": {}, "rejected_tokens": {}},
@@ -128,12 +128,14 @@ CASES: dict[str, tuple[Callable[[], History], float]] = {
         600,
     ),
     "camera.obstructed": (
-        lambda: History(series([{"kind_specific__obstructed": True}] * 2, kind="camera")),
-        1,
+        lambda: History(series([{"kind_specific__lens_contrast_pct": 4.0}] * 2, kind="camera")),
+        4,
     ),
     "counter.zero_counts": (
-        lambda: History(series([{"kind_specific__zero_count_open_hours": 3}], kind="counter")),
-        3,
+        lambda: History(
+            series([{"kind_specific__open_s_since_last_count": 3 * 3600}], kind="counter")
+        ),
+        3 * 3600,
     ),
 }
 
@@ -209,6 +211,34 @@ def test_failed_self_test_without_hardware_fault_is_fixable() -> None:
     assert diagnosis.evidence[0].rule == "self_test.failed"
 
 
+def test_failed_self_test_takes_the_remedy_of_its_fault_code() -> None:
+    result = {
+        "passed": False,
+        "hardware_fault": False,
+        "faults": [{"component": "serial", "code": "line_noise", "detail": "loopback"}],
+    }
+    diagnosis = diagnose(History(series([{}]), self_test=result, self_test_at=NOW), now=NOW)
+    assert diagnosis.verdict is Verdict.FIX_REMOTELY
+    assert diagnosis.action is Action.CHECK_CABLE
+
+
+def test_self_test_with_only_fixable_faults_overrides_rma_rules() -> None:
+    """A reboot loop seen for a day recommends an RMA until the self-test says firmware."""
+    make, _ = CASES["reboot.persistent_loop"]
+    result = {
+        "passed": False,
+        "hardware_fault": False,
+        "faults": [{"component": "firmware", "code": "reboot_loop", "detail": "watchdog"}],
+    }
+    history = History(make().reports, self_test=result, self_test_at=NOW - 60)
+    diagnosis = diagnose(history, now=NOW)
+    assert diagnosis.verdict is Verdict.FIX_REMOTELY
+    assert diagnosis.action is Action.FIRMWARE_UPDATE
+    assert "reboot.persistent_loop" in {e.rule for e in diagnosis.evidence}  # still shown
+    stale = History(history.reports, self_test=result, self_test_at=NOW - 2 * 86_400)
+    assert diagnose(stale, now=NOW).action is Action.RUN_SELF_TEST
+
+
 def test_passed_self_test_overrides_rma_rules() -> None:
     make, _ = CASES["storage.reallocated"]
     history = make()
@@ -257,9 +287,9 @@ def healthy_history(draw: st.DrawFn) -> History:
         }
         if kind == "camera":
             changes["kind_specific__frame_drops"] = frames
-            changes["kind_specific__obstructed"] = False
+            changes["kind_specific__lens_contrast_pct"] = draw(st.floats(40, 100))
         if kind == "counter":
-            changes["kind_specific__zero_count_open_hours"] = draw(st.integers(0, 1))
+            changes["kind_specific__open_s_since_last_count"] = draw(st.floats(0, 3600))
         reports.append(report(i + 1, ts, kind, **changes))
     flaps = draw(st.integers(0, 2))
     return History(reports, status=offline_flaps(flaps))

@@ -63,7 +63,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_subscriptions"),
         sa.UniqueConstraint("installation_id", "service", name="uq_subscriptions_installation_id"),
     )
-    op.create_index("ix_subscriptions_due_at", "subscriptions", ["due_at"])
+    op.create_index("ix_subscriptions_due_at", "subscriptions", ["due_at", "id"])
     op.create_table(
         "subscription_orders",
         sa.Column("order_id", sa.Integer(), nullable=False),
