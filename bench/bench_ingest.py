@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -99,7 +101,7 @@ async def _publish(
     """Each login publishes its messages, QoS 1, ``WINDOW`` awaiting PUBACK at once."""
 
     async def one(user: str, password: str, items: list[tuple[str, bytes]]) -> None:
-        async with _client(cloud, user, password, max_inflight=WINDOW) as client:
+        async with _client(cloud, user, password, max_inflight_messages=WINDOW) as client:
             limit = asyncio.Semaphore(WINDOW)
 
             async def send(topic: str, payload: bytes) -> None:
@@ -130,16 +132,26 @@ async def _raw(cloud: LocalCloud, clouds: dict[str, str], total: int, size: int)
     props.ReceiveMaximum = RECEIVE_MAXIMUM
     async with _client(cloud, "bench-sub", clouds["bench-sub"], properties=props) as sub:
         await sub.subscribe("entitle/v1/bench/+", qos=1)
-        received = 0
         start = time.perf_counter()
-        publishing = asyncio.create_task(_publish(cloud, publishers, messages))
-        async for _ in sub.messages:
-            received += 1
-            if received >= expected:
-                break
+
+        async def receive() -> None:
+            received = 0
+            async for _ in sub.messages:
+                received += 1
+                if received >= expected:
+                    return
+
+        async with asyncio.timeout(600), asyncio.TaskGroup() as tasks:
+            tasks.create_task(_publish(cloud, publishers, messages))
+            tasks.create_task(receive())
         elapsed = time.perf_counter() - start
-        await publishing
     return expected / elapsed
+
+
+async def _stored_at_least(cloud: LocalCloud, count: int) -> None:
+    async with asyncio.timeout(120):
+        while await asyncio.to_thread(stored_reports, cloud.database_url) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
 
 
 async def _ours(
@@ -149,8 +161,7 @@ async def _ours(
     logins = [(login.device_id, login.password) for login in cloud.logins]
     # warm-up: one report each, so every worker is subscribed and every device known
     await _publish(cloud, logins, [[(device_topic(u, "health"), _report(u, 1))] for u, _ in logins])
-    while await asyncio.to_thread(stored_reports, cloud.database_url) < len(logins):
-        await asyncio.sleep(0.2)
+    await _stored_at_least(cloud, len(logins))
     base = len(logins)
     per = total // len(logins)
     messages = [
@@ -180,7 +191,12 @@ async def _measure(
     clouds["bench-sub"] = secrets.token_urlsafe(12)
     plans = [DevicePlan(f"bench-{i:04d}", "gateway") for i in range(args.publishers)]
     size = len(_report(plans[0].device_id, 10_000))
-    with LocalCloud(root, plans, workers=workers, database_url=url, extra_clouds=clouds) as cloud:
+    cleanup = contextlib.ExitStack()
+    cleanup.callback(shutil.rmtree, root, True)
+    with (
+        cleanup,
+        LocalCloud(root, plans, workers=workers, database_url=url, extra_clouds=clouds) as cloud,
+    ):
         console.print(f"[{database}, {workers} worker(s)] broker on port {cloud.port}; raw ...")
         raw = await _raw(cloud, clouds, args.messages, size)
         console.print(f"[{database}, {workers} worker(s)] ours ...")
@@ -189,6 +205,7 @@ async def _measure(
 
 
 async def main(args: argparse.Namespace) -> None:
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt warns of any window > 10
     console = Console()
     size = len(_report("bench-0000", 10_000))
     rows = []

@@ -239,7 +239,10 @@ async def test_two_workers_share_the_stream_and_duplicates_store_once(
             if w.process is not None and w.process.poll() is None:
                 w.kill()
     assert stored(store) == total == distinct_stored(store)
-    assert got_a["stored"] > 0 and got_b["stored"] > 0  # both workers did part of it
+    # both workers took part of the stream (which copy of a report lands first, and so
+    # counts as "stored" rather than "duplicate", depends on batch timing)
+    assert got_a["stored"] + got_a["duplicates"] > 0
+    assert got_b["stored"] + got_b["duplicates"] > 0
     assert got_a["stored"] + got_b["stored"] == total
     assert got_a["duplicates"] + got_b["duplicates"] == total  # every second copy
     store.close()
