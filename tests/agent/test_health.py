@@ -80,6 +80,14 @@ async def _collect(broker, topic: str, *, until, within: float = 30.0) -> list[d
     return got
 
 
+async def _until_acknowledged(outbox: Outbox, seqs: set[int], *, within: float = 10.0) -> None:
+    """The PUBACK reaches the agent after the subscriber has its copy: poll for the delete."""
+    deadline = time.monotonic() + within
+    while seqs & {q.seq for q in outbox.pending(1000)}:
+        assert time.monotonic() < deadline, f"acknowledged reports {sorted(seqs)} not deleted"
+        await asyncio.sleep(0.02)
+
+
 async def test_publisher_delivers_in_seq_order_keeps_during_outage_and_delivers_after(
     tmp_path, broker
 ):
@@ -109,7 +117,7 @@ async def test_publisher_delivers_in_seq_order_keeps_during_outage_and_delivers_
         for report in first:
             parse_health(json.dumps(report).encode(), topic_device_id=device)
         # acknowledged reports are gone from the outbox
-        assert not set(seqs) & {q.seq for q in outbox.pending(1000)}
+        await _until_acknowledged(outbox, set(seqs))
 
         broker.stop()
         stopped_at = outbox.last_seq
@@ -128,11 +136,7 @@ async def test_publisher_delivers_in_seq_order_keeps_during_outage_and_delivers_
         delivered = {r["seq"] for r in first} | {r["seq"] for r in after}
         # nothing lost: every seq up to the last one queued during the outage arrived
         assert set(range(1, target + 1)) <= delivered
-        # the PUBACK reaches the agent after the subscriber has its copy: poll
-        deadline = time.monotonic() + 10
-        while target in {q.seq for q in outbox.pending(1000)}:
-            assert time.monotonic() < deadline, "acknowledged reports were not deleted"
-            await asyncio.sleep(0.02)
+        await _until_acknowledged(outbox, {target})
         assert agent.publisher.published >= target
         status = agent.status_details()
         assert status["outbox"]["last_seq"] >= target and status["outbox"]["dropped_total"] == 0
