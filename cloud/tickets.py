@@ -3,10 +3,10 @@
 Each operation is one transaction: load the ticket row (locked), apply the
 pure rule with ``now``, store the result. Who is the customer follows the
 role: owners and partners write as the customer, staff as support.
-RMA approval reads the device's self-test commands and asks
-:func:`cloud.domain.tickets.decide_rma`. :class:`TicketJob` auto-closes
-tickets left in suggest-close for 7 days and flags SLA breaches; both are
-conditional updates, safe in every worker.
+RMA approval reads the ticket, whether the device is attached to it and the
+device's self-test commands, and asks :func:`cloud.domain.tickets.decide_rma`.
+:class:`TicketJob` auto-closes tickets left in suggest-close for 7 days and
+flags SLA breaches; both are conditional updates, safe in every worker.
 """
 
 from __future__ import annotations
@@ -312,34 +312,37 @@ class TicketService:
             return self._view(session, row, now=now)
 
     def approve_rma(self, principal: Principal, ticket_id: int, *, device_id: str) -> RmaDecision:
-        """Approve if a self-test answered since the ticket opened reports a hardware fault.
+        """Approve if the rules of :func:`cloud.domain.tickets.decide_rma` hold.
 
         Raises:
             UnknownTicket, UnknownDevice: out of scope or missing.
-            RmaRefused: no confirming self-test (``why`` says which case).
+            RmaRefused: closed ticket, device not attached, or no recent self-test
+                confirming a hardware fault (``why`` says which case).
         """
         now = self._clock()
         with self._store.transaction() as tx:
             session = tx.session
             row = self._load(session, principal, ticket_id, lock=True)
             ensure_device_access(session, principal, device_id, write=False)
+            attached = session.get(TicketDeviceRow, (row.id, device_id)) is not None
             tests = session.scalars(
                 select(CommandRow)
                 .where(
                     CommandRow.device_id == device_id,
                     CommandRow.cmd == "self_test",
                     CommandRow.status == CommandStatus.ANSWERED,
+                    CommandRow.created_at >= row.opened_at,
                 )
                 .order_by(CommandRow.created_at, CommandRow.answered_at)
             ).all()
             decision = decide_rma(
                 device_id=device_id,
-                ticket_opened_at=row.opened_at,
+                ticket=_state(row),
+                device_on_ticket=attached,
                 self_tests=[
-                    SelfTestOutcome(t.id, t.answered_at or 0, bool(t.ok), t.result)
-                    for t in tests
-                    if t.created_at >= row.opened_at
+                    SelfTestOutcome(t.id, t.answered_at or 0, bool(t.ok), t.result) for t in tests
                 ],
+                now=now,
             )
             if not decision.approved:
                 raise RmaRefused(decision.detail, why=decision.why)
@@ -359,9 +362,6 @@ class TicketService:
                         approved_at=now,
                     )
                 )
-                have = session.get(TicketDeviceRow, (row.id, device_id))
-                if have is None:
-                    session.add(TicketDeviceRow(ticket_id=row.id, device_id=device_id))
                 row.updated_at = now
             _log.info("RMA of %s approved on ticket %d", device_id, row.id)
             return decision

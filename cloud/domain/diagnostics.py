@@ -7,9 +7,24 @@ verdict and the action. :func:`diagnose` evaluates every rule and returns a
 :class:`Diagnosis` carrying the evidence of each rule that fired.
 
 Counters in a report (``disk.write_errors``, ``serial.crc_errors``,
-``reboots.count``, ``kind_specific.frame_drops``, ...) count since the
-device booted, so they are measured as their *increase* across the window
-(a drop means a reboot reset the counter; the new value counts as increase).
+``reboots.count``, ``kind_specific.frame_drops``, ...) are measured as their
+*increase* across the window. A counter that drops while ``uptime_s`` also
+went back (the device rebooted) was reset, and its new value counts as
+increase; a drop *without* an uptime reset is a failed read (a firmware that
+answered nothing reported 0), so that sample is skipped and the next one is
+measured from the last good value: a dip to 0 and back is no increase, and
+never a reboot. An absent or non-numeric value is no sample at all, never 0.
+
+Rules over windows longer than :data:`RAW_WINDOW_S` read
+:attr:`History.series`, a narrow per-metric series covering their whole
+window (the adapter selects every report's value of just those metrics), so
+a 7-day rule sees 7 days at any report interval, not the newest N reports.
+
+The firmware's own ``serial.rx_errors`` (corrupted requests it dropped: the
+agent-to-firmware direction of the line, which the agent only sees as a
+timeout) arrives in ``kind_specific.serial.rx_errors`` and has its rule,
+``serial.rx_errors``, ordered before ``serial.timeouts``: when both fire the
+timeouts are line noise, so the action is to check the cable, not reboot.
 
 The device-kind fields in ``kind_specific`` read here are the firmware's
 GET_HEALTH fields (docs/serial-protocol.md, "Health body"): camera
@@ -19,7 +34,10 @@ its baseline; low means a dirty or covered lens); counter
 
 An RMA is only *recommended* from the reports: the verdict's action is
 ``run_self_test`` until a firmware self-test reports a hardware fault
-(``replace_device``); a self-test within the last day that found no hardware
+(``replace_device``). Only the latest self-test counts (a later pass
+supersedes an earlier fault), and only for :data:`SELF_TEST_MAX_AGE_S`: an
+older result is evidence of nothing, so an old fault does not keep a device
+at ``replace_device`` forever. A recent self-test that found no hardware
 fault (it passed, or failed only on remotely fixable faults) turns an RMA
 recommendation into fix-remotely, so a device whose hardware tests fine is never
 sent back. A failed self-test's action is its first fault's remedy from
@@ -31,27 +49,33 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.serial import FAULT_CODES
 
 __all__ = [
+    "RAW_WINDOW_S",
     "RULES",
+    "SELF_TEST_MAX_AGE_S",
     "Action",
     "Diagnosis",
     "Evidence",
     "History",
     "Measure",
     "Rule",
+    "Sample",
     "StatusEvent",
     "Verdict",
     "diagnose",
+    "long_window_metrics",
     "metric_values",
 ]
 
 HOUR = 3600
 DAY = 86_400
+SELF_TEST_MAX_AGE_S = DAY  # a self-test result older than this is evidence of nothing
+RAW_WINDOW_S = HOUR  # rules over longer windows read History.series
 
 
 class Verdict(enum.StrEnum):
@@ -98,13 +122,27 @@ class StatusEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of a metric, when it was reported and the device's uptime then."""
+
+    ts: int
+    value: float
+    uptime_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class History:
-    """What :func:`diagnose` looks at; reports are health-report dicts with ``ts``."""
+    """What :func:`diagnose` looks at; reports are health-report dicts with ``ts``.
+
+    ``series`` maps a metric to its samples over a long window (oldest first);
+    a metric found there is read from it instead of from ``reports``.
+    """
 
     reports: Sequence[Mapping[str, Any]] = ()
     status: Sequence[StatusEvent] = ()
     self_test: Mapping[str, Any] | None = None  # firmware self-test result, latest
     self_test_at: int | None = None
+    series: Mapping[str, Sequence[Sample]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +242,15 @@ RULES: tuple[Rule, ...] = (
         min_samples=3,
     ),  # noqa: E501
     Rule("serial.crc_errors", "serial.crc_errors", _M.INCREASE, 20, HOUR, _FIX, _A.CHECK_CABLE),
+    Rule(
+        "serial.rx_errors",
+        "kind_specific.serial.rx_errors",
+        _M.INCREASE,
+        20,
+        HOUR,
+        _FIX,
+        _A.CHECK_CABLE,
+    ),
     Rule("serial.timeouts", "serial.timeouts", _M.INCREASE, 20, HOUR, _FIX, _A.REBOOT),
     Rule("connectivity.flapping", "status.offline", _M.EVENTS, 5, HOUR, _FIX, _A.CHECK_NETWORK),
     Rule(
@@ -273,37 +320,60 @@ def _lookup(report: Mapping[str, Any], path: str) -> float | None:
     return None
 
 
-def metric_values(
-    history: History, metric: str, *, since: int, until: int
-) -> tuple[tuple[int, float], ...]:
-    """``(ts, value)`` of ``metric`` in ``[since, until]``, oldest first."""
+def long_window_metrics(rules: Sequence[Rule] = RULES) -> frozenset[str]:
+    """The report metrics of rules whose window is longer than :data:`RAW_WINDOW_S`."""
+    return frozenset(
+        r.metric for r in rules if r.window_s > RAW_WINDOW_S and r.metric != "status.offline"
+    )
+
+
+def _uptime(report: Mapping[str, Any]) -> float | None:
+    return _lookup(report, "uptime_s")
+
+
+def metric_values(history: History, metric: str, *, since: int, until: int) -> tuple[Sample, ...]:
+    """Samples of ``metric`` in ``[since, until]``, oldest first."""
     if metric == "status.offline":
         return tuple(
-            (e.at, 1.0)
+            Sample(e.at, 1.0)
             for e in sorted(history.status, key=lambda e: e.at)
             if since <= e.at <= until and not e.online
         )
-    out: list[tuple[int, float]] = []
+    found = history.series.get(metric)
+    if found is not None:
+        return tuple(sorted((s for s in found if since <= s.ts <= until), key=lambda s: s.ts))
+    out: list[Sample] = []
     for report in history.reports:
         ts = report.get("ts")
         if not isinstance(ts, int) or not since <= ts <= until:
             continue
         value = _lookup(report, metric)
         if value is not None:
-            out.append((ts, value))
-    out.sort(key=lambda item: item[0])
+            out.append(Sample(ts, value, _uptime(report)))
+    out.sort(key=lambda item: item.ts)
     return tuple(out)
 
 
-def _increase(values: Sequence[float]) -> float:
+def _increase(samples: Sequence[Sample]) -> float:
+    """Reset-aware increase; a drop without an uptime reset is a bad read, skipped."""
     total = 0.0
-    for before, after in zip(values, values[1:], strict=False):
-        total += after - before if after >= before else after  # a reboot reset the counter
+    last = samples[0]
+    for sample in samples[1:]:
+        if sample.value >= last.value:
+            total += sample.value - last.value
+        elif (
+            sample.uptime_s is not None
+            and last.uptime_s is not None
+            and sample.uptime_s < last.uptime_s
+        ):
+            total += sample.value  # the device rebooted and the counter restarted
+        else:
+            continue  # not a reset: keep measuring from the last good value
+        last = sample
     return total
 
 
 _REDUCE: Mapping[Measure, Callable[[Sequence[float]], float]] = {
-    Measure.INCREASE: _increase,
     Measure.SUSTAINED_ABOVE: min,
     Measure.SUSTAINED_BELOW: max,
     Measure.MEAN: lambda values: sum(values) / len(values),
@@ -314,11 +384,14 @@ _REDUCE: Mapping[Measure, Callable[[Sequence[float]], float]] = {
 
 def _evaluate(rule: Rule, history: History, *, now: int) -> Evidence | None:
     samples = metric_values(history, rule.metric, since=now - rule.window_s, until=now)
-    values = tuple(value for _, value in samples)
+    values = tuple(sample.value for sample in samples)
     needed = max(rule.min_samples, 2 if rule.measure is Measure.INCREASE else 1)
     if len(values) < needed:
         return None
-    value = _REDUCE[rule.measure](values)
+    if rule.measure is Measure.INCREASE:
+        value = _increase(samples)
+    else:
+        value = _REDUCE[rule.measure](values)
     if not rule.reached(value):
         return None
     return Evidence(
@@ -332,8 +405,15 @@ def _evaluate(rule: Rule, history: History, *, now: int) -> Evidence | None:
     )
 
 
-def _self_test_evidence(history: History) -> tuple[Verdict, Evidence] | None:
-    result = history.self_test
+def _recent_self_test(history: History, *, now: int) -> Mapping[str, Any] | None:
+    """The latest self-test result if it is at most :data:`SELF_TEST_MAX_AGE_S` old."""
+    at = history.self_test_at
+    if history.self_test is None or at is None or not now - SELF_TEST_MAX_AGE_S <= at <= now:
+        return None
+    return history.self_test
+
+
+def _self_test_evidence(result: Mapping[str, Any] | None) -> tuple[Verdict, Evidence] | None:
     if result is None or result.get("passed") is True:
         return None
     hardware = result.get("hardware_fault") is True
@@ -375,18 +455,17 @@ def _kind(history: History) -> str | None:
 def diagnose(history: History, *, now: int, rules: Sequence[Rule] = RULES) -> Diagnosis:
     """Evaluate every rule over ``history`` at ``now``; the worst verdict wins.
 
-    A self-test within the last day that found no hardware fault overrides RMA
-    rules (the hardware tests fine, so what the reports show is treated as
-    fixable).
+    Only a self-test of the last :data:`SELF_TEST_MAX_AGE_S` counts; one that
+    found no hardware fault overrides RMA rules (the hardware tests fine, so
+    what the reports show is treated as fixable).
     """
     kind = _kind(history)
     fired: list[tuple[Verdict, Action, Evidence]] = []
-    self_test = _self_test_evidence(history)
+    test_result = _recent_self_test(history, now=now)
+    self_test = _self_test_evidence(test_result)
     if self_test is not None:
         verdict, test_evidence = self_test
-        action = (
-            Action.REPLACE_DEVICE if verdict is _RMA else _self_test_action(history.self_test or {})
-        )
+        action = Action.REPLACE_DEVICE if verdict is _RMA else _self_test_action(test_result or {})
         fired.append((verdict, action, test_evidence))
     for rule in rules:
         if rule.kinds is not None and kind not in rule.kinds:
@@ -401,14 +480,8 @@ def diagnose(history: History, *, now: int, rules: Sequence[Rule] = RULES) -> Di
         return Diagnosis(_RMA, Action.REPLACE_DEVICE, evidence)
     fixes = [action for verdict, action, _ in fired if verdict is _FIX]
     if any(verdict is _RMA for verdict, _, _ in fired):
-        hardware_fine = (  # passed, or failed only on remotely fixable faults
-            history.self_test is not None
-            and (
-                history.self_test.get("passed") is True
-                or history.self_test.get("hardware_fault") is False
-            )
-            and history.self_test_at is not None
-            and history.self_test_at >= now - DAY
+        hardware_fine = test_result is not None and (  # passed, or only fixable faults
+            test_result.get("passed") is True or test_result.get("hardware_fault") is False
         )
         if not hardware_fine:
             return Diagnosis(_RMA, Action.RUN_SELF_TEST, evidence)

@@ -3,9 +3,17 @@
 A ticket has a category with an SLA (time to a proposed resolution), a stage
 (``first_line`` -> ``second_line`` -> ``suggest_close`` -> ``closed``) and the
 party who owes the next action. A ticket left in ``suggest_close`` for
-:data:`AUTO_CLOSE_AFTER_S` closes itself. An RMA is approved only when a
-firmware self-test that answered after the ticket was opened reports a
-hardware fault (:func:`decide_rma`).
+:data:`AUTO_CLOSE_AFTER_S` closes itself.
+
+An RMA is approved (:func:`decide_rma`) only on an open (not closed) ticket,
+for a device *attached to that ticket* (attaching checks the device is in
+the principal's scope and shows on the ticket which devices it is about; a
+device of the same installation that nobody attached is not what the ticket
+is about), when the latest self-test of that device answered since the
+ticket opened, at most ``max_age_s`` ago (:data:`SELF_TEST_MAX_AGE_S`), reports
+a hardware fault. A later self-test that passed supersedes an earlier fault.
+The category is not checked: it is the customer's first guess, and the
+self-test, not the category, is the evidence.
 """
 
 from __future__ import annotations
@@ -15,10 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cloud.domain.diagnostics import SELF_TEST_MAX_AGE_S
 from cloud.errors import Conflict
 
 __all__ = [
     "AUTO_CLOSE_AFTER_S",
+    "SELF_TEST_MAX_AGE_S",
     "SLA_S",
     "TRANSITIONS",
     "Category",
@@ -179,20 +189,39 @@ class SelfTestOutcome:
 @dataclass(frozen=True, slots=True)
 class RmaDecision:
     approved: bool
-    why: str  # approved | no_self_test | self_test_error | self_test_passed | remotely_fixable
+    # approved | ticket_closed | device_not_on_ticket | no_self_test | self_test_stale
+    # | self_test_error | self_test_passed | remotely_fixable
+    why: str
     detail: str
     command_id: str | None
 
 
 def decide_rma(
-    *, device_id: str, ticket_opened_at: int, self_tests: Sequence[SelfTestOutcome]
+    *,
+    device_id: str,
+    ticket: TicketState,
+    device_on_ticket: bool,
+    self_tests: Sequence[SelfTestOutcome],
+    now: int,
+    max_age_s: int = SELF_TEST_MAX_AGE_S,
 ) -> RmaDecision:
     """Approve an RMA only on the newest self-test since the ticket opened saying hardware_fault.
 
     ``self_tests`` are in the order they were sent; of two answered in the same
-    second the later one counts.
+    second the later one counts. The newest must be at most ``max_age_s`` old.
     """
-    recent = [t for t in self_tests if t.answered_at >= ticket_opened_at]
+    if ticket.stage is Stage.CLOSED:
+        return RmaDecision(
+            False, "ticket_closed", "the ticket is closed: open a new ticket for the device", None
+        )
+    if not device_on_ticket:
+        return RmaDecision(
+            False,
+            "device_not_on_ticket",
+            f"{device_id} is not attached to this ticket: attach it first",
+            None,
+        )
+    recent = [t for t in self_tests if ticket.opened_at <= t.answered_at <= now]
     if not recent:
         return RmaDecision(
             False,
@@ -203,7 +232,13 @@ def decide_rma(
         )
     latest = max(enumerate(recent), key=lambda pair: (pair[1].answered_at, pair[0]))[1]
     result = latest.result or {}
-    if not latest.ok:
+    if latest.answered_at < now - max_age_s:
+        why, detail = (
+            "self_test_stale",
+            f"the latest self-test of {device_id} is older than {max_age_s // 3600} h: "
+            "send the self_test command again",
+        )
+    elif not latest.ok:
         why, detail = "self_test_error", "the latest self-test did not run; send it again"
     elif result.get("hardware_fault") is True:
         faults = [f.get("component") for f in result.get("faults", []) if isinstance(f, Mapping)]

@@ -16,7 +16,15 @@ from sqlalchemy import Insert, Table, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cloud.domain.diagnostics import History, StatusEvent
+from cloud.domain.diagnostics import (
+    RAW_WINDOW_S,
+    RULES,
+    SELF_TEST_MAX_AGE_S,
+    History,
+    Sample,
+    StatusEvent,
+    long_window_metrics,
+)
 from cloud.store.health import (
     CommandRow,
     CommandStatus,
@@ -33,9 +41,11 @@ __all__ = [
     "AnswerOutcome",
     "answer_command",
     "bump_rejects",
+    "diagnosis_histories",
     "diagnosis_history",
     "downsample_before",
     "existing_devices",
+    "hourly",
     "insert_reports",
     "record_status",
     "rejects",
@@ -51,8 +61,8 @@ HOURLY_METRICS: tuple[tuple[str, str], ...] = (
     ("loss_pct", "net.loss_pct"),
     ("rssi_dbm", "net.rssi_dbm"),
 )
-_HISTORY_WINDOW_S = 7 * 86_400  # the longest rule window in cloud.domain.diagnostics
-_HISTORY_LIMIT = 2000
+_HISTORY_WINDOW_S = max(rule.window_s for rule in RULES)
+_LONG_METRICS = tuple(sorted(long_window_metrics()))
 
 
 def upsert(session: Session, table: Table | type[Any]) -> Insert:
@@ -225,36 +235,112 @@ def time_out_commands(session: Session, *, now: int) -> int:
     return int(done.rowcount)  # type: ignore[attr-defined]
 
 
-def diagnosis_history(session: Session, device_id: str, *, now: int) -> History:
-    """The recent reports, status changes and latest self-test result of one device."""
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def diagnosis_histories(
+    session: Session, device_ids: Sequence[str], *, now: int
+) -> dict[str, History]:
+    """What the rules need of each device, in a few queries for all of them.
+
+    Full reports of the last :data:`RAW_WINDOW_S` (the short rules and the
+    device kind); for the long rules, every report's value of just their
+    metrics over the longest window (no row cap: a 7-day rule sees 7 days at
+    any interval); status changes; the latest self-test young enough to count.
+    """
+    ids = sorted(set(device_ids))
+    found: dict[str, History] = {}
+    if not ids:
+        return found
     since = now - _HISTORY_WINDOW_S
-    reports = session.scalars(
-        select(HealthReportRow.report)
-        .where(HealthReportRow.device_id == device_id, HealthReportRow.ts >= since)
-        .order_by(HealthReportRow.ts.desc())
-        .limit(_HISTORY_LIMIT)
-    ).all()
-    events = session.execute(
-        select(StatusEventRow.at, StatusEventRow.online).where(
-            StatusEventRow.device_id == device_id, StatusEventRow.at >= since
-        )
-    ).all()
-    test = session.execute(
-        select(CommandRow.result, CommandRow.answered_at)
+    raw: dict[str, list[Mapping[str, Any]]] = {d: [] for d in ids}
+    for row in session.execute(
+        select(HealthReportRow.device_id, HealthReportRow.report)
         .where(
-            CommandRow.device_id == device_id,
+            HealthReportRow.device_id.in_(ids),
+            HealthReportRow.ts >= now - RAW_WINDOW_S,
+            HealthReportRow.ts <= now,
+        )
+        .order_by(HealthReportRow.device_id, HealthReportRow.ts)
+    ):
+        raw[row.device_id].append(row.report)
+    series: dict[str, dict[str, list[Sample]]] = {d: {m: [] for m in _LONG_METRICS} for d in ids}
+    paths = [HealthReportRow.report[tuple(m.split("."))] for m in _LONG_METRICS]
+    for row in session.execute(
+        select(
+            HealthReportRow.device_id,
+            HealthReportRow.ts,
+            HealthReportRow.report["uptime_s"],
+            *paths,
+        )
+        .where(
+            HealthReportRow.device_id.in_(ids),
+            HealthReportRow.ts >= since,
+            HealthReportRow.ts <= now,
+        )
+        .order_by(HealthReportRow.device_id, HealthReportRow.ts)
+    ):
+        device_id, ts, uptime, *values = row
+        for metric, value in zip(_LONG_METRICS, values, strict=True):
+            number = _number(value)
+            if number is not None:
+                series[device_id][metric].append(Sample(ts, number, _number(uptime)))
+    events: dict[str, list[StatusEvent]] = {d: [] for d in ids}
+    for event in session.execute(
+        select(StatusEventRow.device_id, StatusEventRow.at, StatusEventRow.online)
+        .where(StatusEventRow.device_id.in_(ids), StatusEventRow.at >= since)
+        .order_by(StatusEventRow.at, StatusEventRow.id)
+    ):
+        events[event.device_id].append(StatusEvent(at=event.at, online=event.online))
+    tests: dict[str, tuple[Mapping[str, Any] | None, int]] = {}
+    for test in session.execute(  # ascending, so the latest of each device is kept
+        select(CommandRow.device_id, CommandRow.result, CommandRow.answered_at)
+        .where(
+            CommandRow.device_id.in_(ids),
             CommandRow.cmd == "self_test",
             CommandRow.status == CommandStatus.ANSWERED,
             CommandRow.ok.is_(True),
+            CommandRow.answered_at >= now - SELF_TEST_MAX_AGE_S,
         )
-        .order_by(CommandRow.answered_at.desc())
-        .limit(1)
-    ).one_or_none()
-    return History(
-        reports=list(reversed(reports)),
-        status=[StatusEvent(at=e.at, online=e.online) for e in events],
-        self_test=None if test is None else test.result,
-        self_test_at=None if test is None else test.answered_at,
+        .order_by(CommandRow.answered_at, CommandRow.created_at)
+    ):
+        tests[test.device_id] = (test.result, test.answered_at)
+    for device_id in ids:
+        result, at = tests.get(device_id, (None, None))
+        found[device_id] = History(
+            reports=raw[device_id],
+            status=events[device_id],
+            self_test=result,
+            self_test_at=at,
+            series=series[device_id],
+        )
+    return found
+
+
+def diagnosis_history(session: Session, device_id: str, *, now: int) -> History:
+    """The reports, status changes and latest self-test result of one device."""
+    return diagnosis_histories(session, [device_id], now=now)[device_id]
+
+
+def hourly(
+    session: Session, device_id: str, *, since: int, until: int, limit: int, offset: int
+) -> list[HealthHourlyRow]:
+    """Hourly aggregates of one device with ``since <= hour <= until``, oldest first."""
+    return list(
+        session.scalars(
+            select(HealthHourlyRow)
+            .where(
+                HealthHourlyRow.device_id == device_id,
+                HealthHourlyRow.hour >= since,
+                HealthHourlyRow.hour <= until,
+            )
+            .order_by(HealthHourlyRow.hour, HealthHourlyRow.metric)
+            .limit(limit)
+            .offset(offset)
+        )
     )
 
 

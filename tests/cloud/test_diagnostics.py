@@ -106,6 +106,17 @@ CASES: dict[str, tuple[Callable[[], History], float]] = {
         lambda: History(series([{"serial__crc_errors": 5}, {"serial__crc_errors": 30}])),
         25,
     ),
+    "serial.rx_errors": (
+        lambda: History(
+            series(
+                [
+                    {"kind_specific__serial": {"rx_errors": 2}},
+                    {"kind_specific__serial": {"rx_errors": 30}},
+                ]
+            )
+        ),
+        28,
+    ),
     "serial.timeouts": (
         lambda: History(series([{"serial__timeouts": 0}, {"serial__timeouts": 21}])),
         21,
@@ -187,9 +198,37 @@ def test_camera_rules_ignore_other_kinds() -> None:
 
 
 def test_counter_reset_by_reboot_counts_the_new_value() -> None:
-    history = History(series([{"serial__crc_errors": 40}, {"serial__crc_errors": 25}]))
+    history = History(
+        series([{"serial__crc_errors": 40}, {"serial__crc_errors": 25, "uptime_s": 60}])
+    )
     evidence = {e.rule: e for e in diagnose(history, now=NOW).evidence}
     assert evidence["serial.crc_errors"].value == 25
+
+
+def test_a_drop_without_an_uptime_reset_is_a_bad_read_not_a_reset() -> None:
+    """A failed firmware read reported 0: no increase, and never a reboot."""
+    history = History(series([{"serial__crc_errors": 40}, {"serial__crc_errors": 25}]))
+    assert "serial.crc_errors" not in {e.rule for e in diagnose(history, now=NOW).evidence}
+
+
+def test_reboot_count_dipping_to_zero_for_single_reports_is_no_reboot() -> None:
+    """The false RMA: a count of 12 reading 0 now and then, once every 10 reports, all day.
+
+    Counted as resets, each return to 12 was 12 reboots: hundreds a day, persistent loop.
+    """
+    step = 600
+    values: list[dict[str, Any]] = [
+        {"reboots__count": 0 if i % 10 == 5 else 12} for i in range(24 * 3600 // step)
+    ]
+    values += [{"reboots__count": None}, {}]  # unknown or absent: no sample, not 0
+    reports = series(values, step=step)
+    del reports[-1]["reboots"]
+    diagnosis = diagnose(History(reports), now=NOW)
+    assert diagnosis.verdict is Verdict.HEALTHY, diagnosis
+    # a real reboot loop still counts: the count goes up with each boot
+    looping = series([{"reboots__count": 12 + i, "uptime_s": 30} for i in range(8)], step=step // 2)
+    fired = {e.rule: e.value for e in diagnose(History(looping), now=NOW).evidence}
+    assert fired["reboot.loop"] == 7  # 8 boots, each one more
 
 
 def test_hardware_fault_from_self_test_is_rma_replace() -> None:
@@ -315,3 +354,16 @@ def test_isolated_glitches_never_recommend_rma(history: History, data: st.DataOb
         later["reboots"]["count"] += data.draw(st.integers(0, 2)) if later is reports[i] else 0
     diagnosis = diagnose(History(reports, status=history.status), now=NOW)
     assert diagnosis.verdict is not Verdict.RMA_RECOMMENDED, diagnosis
+
+
+def test_a_hardware_fault_self_test_counts_only_while_recent() -> None:
+    """An old fault does not keep a device at replace_device forever."""
+    from cloud.domain.diagnostics import SELF_TEST_MAX_AGE_S
+
+    fault = {"passed": False, "hardware_fault": True, "faults": [{"component": "flash"}]}
+    recent = History(series([{}]), self_test=fault, self_test_at=NOW - SELF_TEST_MAX_AGE_S)
+    assert diagnose(recent, now=NOW).action is Action.REPLACE_DEVICE
+    stale = History(series([{}]), self_test=fault, self_test_at=NOW - SELF_TEST_MAX_AGE_S - 1)
+    assert diagnose(stale, now=NOW).verdict is Verdict.HEALTHY
+    undated = History(series([{}]), self_test=fault, self_test_at=None)
+    assert diagnose(undated, now=NOW).verdict is Verdict.HEALTHY

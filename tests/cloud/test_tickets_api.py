@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from cloud import create_app
 from cloud.api.deps import CloudState
 from cloud.apikeys import create_api_key
+from cloud.domain.tickets import SELF_TEST_MAX_AGE_S
 from cloud.health import Incoming
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.config import Settings
@@ -148,6 +149,9 @@ async def test_rma_needs_a_confirming_self_test(api: App) -> None:
         assert got.json()["detail"]
         return str(got.json()["why"])
 
+    assert await refused() == "device_not_on_ticket"  # not attached: not what it is about
+    attached = await api.http.post(f"/api/v1/tickets/{tid}/attach", json={"device_ids": ["cam-1"]})
+    assert attached.status_code == 200, attached.text
     assert await refused() == "no_self_test"
     for result, ok, why in [
         ({"passed": True, "hardware_fault": False, "faults": []}, True, "self_test_passed"),
@@ -181,6 +185,58 @@ async def test_rma_needs_a_confirming_self_test(api: App) -> None:
     }
     ticket = (await api.http.get(f"/api/v1/tickets/{tid}")).json()
     assert [a["device_id"] for a in ticket["rma"]] == ["cam-1"]
+
+
+async def self_test(api: App, device_id: str, result: dict[str, Any]) -> str:
+    sent = await api.http.post(f"/api/v1/devices/{device_id}/commands", json={"cmd": "self_test"})
+    assert sent.status_code == 202, sent.text
+    api.clock.advance(5)
+    api.answer(device_id, result)
+    return str(sent.json()["id"])
+
+
+async def test_rma_refuses_another_device_a_stale_test_and_a_closed_ticket(api: App) -> None:
+    inst = await setup_device(api.http)
+    made = await api.http.post(
+        "/api/v1/devices", json={"installation_id": inst, "kind": "camera", "device_id": "cam-2"}
+    )
+    assert made.status_code == 201
+    tid = (await open_ticket(api.http, inst, device_ids=["cam-1"]))["id"]
+    rma = f"/api/v1/tickets/{tid}/rma"
+
+    async def refused(device_id: str) -> str:
+        got = await api.http.post(rma, json={"device_id": device_id})
+        assert got.status_code == 409, got.text
+        assert got.json()["detail"]
+        return str(got.json()["why"])
+
+    # cam-2 (same installation, not on the ticket) has the hardware fault: refused
+    api.clock.advance(10)
+    await self_test(api, "cam-2", FAULT)
+    assert await refused("cam-2") == "device_not_on_ticket"
+    assert await refused("cam-1") == "no_self_test"  # cam-2's fault is not cam-1's
+    # cam-1's fault, but older than a day by the time someone approves: refused
+    await self_test(api, "cam-1", FAULT)
+    api.clock.advance(SELF_TEST_MAX_AGE_S + 1)
+    assert await refused("cam-1") == "self_test_stale"
+    health = (await api.http.get("/api/v1/devices/cam-1/health")).json()
+    assert health["diagnosis"]["verdict"] == "healthy"  # the stale fault is evidence of nothing
+    # a fresh fault, then a later pass: the pass supersedes, in the RMA and the diagnosis
+    await self_test(api, "cam-1", FAULT)
+    health = (await api.http.get("/api/v1/devices/cam-1/health")).json()
+    assert health["diagnosis"]["action"] == "replace_device"
+    api.clock.advance(10)
+    await self_test(api, "cam-1", {"passed": True, "hardware_fault": False, "faults": []})
+    assert await refused("cam-1") == "self_test_passed"
+    health = (await api.http.get("/api/v1/devices/cam-1/health")).json()
+    assert health["diagnosis"]["verdict"] == "healthy"
+    # a fresh fault on a closed ticket: refused
+    api.clock.advance(10)
+    await self_test(api, "cam-1", FAULT)
+    closed = await api.http.post(f"/api/v1/tickets/{tid}/stage", json={"stage": "closed"})
+    assert closed.status_code == 200, closed.text
+    assert await refused("cam-1") == "ticket_closed"
+    assert (await api.http.get(f"/api/v1/tickets/{tid}")).json()["rma"] == []
 
 
 async def test_commands_time_out_and_validate(api: App) -> None:

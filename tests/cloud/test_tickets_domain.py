@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud.domain.tickets import (
     AUTO_CLOSE_AFTER_S,
+    SELF_TEST_MAX_AGE_S,
     SLA_S,
     TRANSITIONS,
     Category,
@@ -128,7 +131,36 @@ SOFT = {"passed": False, "hardware_fault": False, "faults": [{"component": "conf
     ],
 )
 def test_rma_decision(tests: list[SelfTestOutcome], approved: bool, why: str) -> None:
-    decision = decide_rma(device_id="cam-1", ticket_opened_at=T0, self_tests=tests)
+    ticket = open_ticket(Category.DEVICE_FAULT, now=T0)
+    decision = decide_rma(
+        device_id="cam-1", ticket=ticket, device_on_ticket=True, self_tests=tests, now=T0 + 60
+    )
     assert decision.approved is approved
     assert decision.why == why
     assert decision.detail
+
+
+def test_rma_needs_an_open_ticket_the_device_is_attached_to_and_a_recent_test() -> None:
+    ticket = open_ticket(Category.DEVICE_FAULT, now=T0)
+    fault = [SelfTestOutcome("c1", T0 + 5, True, FAULT)]
+
+    def why(**changes: Any) -> str:
+        args: dict[str, Any] = {
+            "device_id": "cam-1",
+            "ticket": ticket,
+            "device_on_ticket": True,
+            "self_tests": fault,
+            "now": T0 + 60,
+            **changes,
+        }
+        return decide_rma(**args).why
+
+    assert why() == "approved"
+    assert why(device_on_ticket=False) == "device_not_on_ticket"
+    assert why(ticket=move(ticket, Stage.CLOSED, now=T0 + 30)) == "ticket_closed"
+    assert why(now=T0 + 5 + SELF_TEST_MAX_AGE_S) == "approved"
+    assert why(now=T0 + 6 + SELF_TEST_MAX_AGE_S) == "self_test_stale"
+    assert why(now=T0 + 60, max_age_s=30) == "self_test_stale"
+    # a later pass supersedes the fault, however recent the fault is
+    later_pass = [*fault, SelfTestOutcome("c2", T0 + 9, True, PASSED)]
+    assert why(self_tests=later_pass) == "self_test_passed"

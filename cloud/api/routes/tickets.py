@@ -70,7 +70,9 @@ class RmaOut(BaseModel):
 
 class RmaRefusedOut(BaseModel):
     detail: str
-    why: str  # no_self_test | self_test_error | self_test_passed | remotely_fixable
+    # ticket_closed | device_not_on_ticket | no_self_test | self_test_stale
+    # | self_test_error | self_test_passed | remotely_fixable
+    why: str
 
 
 def _service(state: StateDep) -> TicketService:
@@ -181,7 +183,11 @@ async def attach(
     "/{ticket_id}/rma",
     responses={
         **documented({404: "unknown ticket or device"}, body=True),
-        409: {"model": RmaRefusedOut, "description": "no self-test confirms a hardware fault"},
+        409: {
+            "model": RmaRefusedOut,
+            "description": "closed ticket, device not attached, or no recent self-test "
+            "confirms a hardware fault",
+        },
     },
 )
 async def approve_rma(
@@ -190,7 +196,11 @@ async def approve_rma(
     principal: Annotated[Principal, Depends(require(Permission.RMA_APPROVE))],
     service: Service,
 ) -> Any:
-    """Approve an RMA: only after a self-test since the ticket opened found a hardware fault."""
+    """Approve an RMA of a device attached to this open ticket.
+
+    Only when its latest self-test, answered since the ticket opened and at most
+    a day ago, found a hardware fault.
+    """
     try:
         decision = await asyncio.to_thread(
             service.approve_rma, principal, ticket_id, device_id=body.device_id
