@@ -32,7 +32,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["health"])
 
 DeviceId = Path(pattern=DEVICE_ID_PATTERN)
-_FLEET_MAX = 5000  # devices diagnosed per overview request
+_FLEET_PAGE = 500  # devices whose histories are loaded together
 
 
 class EvidenceOut(BaseModel):
@@ -71,6 +71,21 @@ class DeviceHealthOut(BaseModel):
 class HistoryOut(BaseModel):
     device_id: str
     reports: list[dict[str, Any]]
+    next_offset: int | None
+
+
+class HourlyOut(BaseModel):
+    hour: int  # epoch seconds of the hour's start
+    metric: str
+    n: int
+    mean: float
+    min: float
+    max: float
+
+
+class HourlyPageOut(BaseModel):
+    device_id: str
+    aggregates: list[HourlyOut]
     next_offset: int | None
 
 
@@ -156,34 +171,73 @@ def device_history(
     )
 
 
+@router.get("/devices/{device_id}/health/hourly", responses=documented({404: "unknown device"}))
+def device_hourly(
+    principal: Annotated[Principal, Depends(require(Permission.HEALTH_READ))],
+    store: StoreDep,
+    device_id: str = DeviceId,
+    since: Annotated[int, Query(ge=0, le=2**53)] = 0,
+    until: Annotated[int, Query(ge=0, le=2**53)] = 2**53,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> HourlyPageOut:
+    """Hourly aggregates (reports older than the raw retention) with ``since <= hour <= until``."""
+    with store.transaction() as tx:
+        _device_scope(tx.session, principal, device_id)
+        rows = repo.hourly(
+            tx.session, device_id, since=since, until=until, limit=limit + 1, offset=offset
+        )
+        aggregates = [
+            HourlyOut(hour=r.hour, metric=r.metric, n=r.n, mean=r.total / r.n, min=r.min, max=r.max)
+            for r in rows[:limit]
+        ]
+    return HourlyPageOut(
+        device_id=device_id,
+        aggregates=aggregates,
+        next_offset=offset + limit if len(rows) > limit else None,
+    )
+
+
 @router.get("/health/fleet")
 def fleet(
     principal: Annotated[Principal, Depends(require(Permission.HEALTH_READ))],
     store: StoreDep,
     clock: ClockDep,
 ) -> FleetOut:
-    """Counts of the principal's devices by verdict, and the ones needing attention."""
+    """Counts of all the principal's devices by verdict, and the ones needing attention.
+
+    Every device is diagnosed: the ids are walked in pages of ``_FLEET_PAGE``,
+    each page's histories loaded in a few queries.
+    """
     now = clock()
+    counts: Counter[str] = Counter({v.value: 0 for v in Verdict})
+    attention = []
+    devices = 0
     with store.transaction() as tx:
-        query = select(DeviceRow.id).order_by(DeviceRow.id).limit(_FLEET_MAX)
         scope = visible_installation_ids(tx.session, principal)
-        if scope is not None:
-            query = query.where(DeviceRow.installation_id.in_(scope))
-        ids = tx.session.scalars(query).all()
-        counts: Counter[str] = Counter({v.value: 0 for v in Verdict})
-        attention = []
-        for device_id in ids:
-            found = diagnose(repo.diagnosis_history(tx.session, device_id, now=now), now=now)
-            counts[found.verdict.value] += 1
-            if found.verdict is not Verdict.HEALTHY:
-                attention.append(
-                    {
-                        "device_id": device_id,
-                        "verdict": found.verdict.value,
-                        "action": found.action.value,
-                    }
-                )
-    return FleetOut(devices=len(ids), by_verdict=dict(counts), attention=attention)
+        after = ""
+        while True:
+            query = select(DeviceRow.id).where(DeviceRow.id > after)
+            if scope is not None:
+                query = query.where(DeviceRow.installation_id.in_(scope))
+            ids = tx.session.scalars(query.order_by(DeviceRow.id).limit(_FLEET_PAGE)).all()
+            if not ids:
+                break
+            after = ids[-1]
+            devices += len(ids)
+            histories = repo.diagnosis_histories(tx.session, ids, now=now)
+            for device_id in ids:
+                found = diagnose(histories[device_id], now=now)
+                counts[found.verdict.value] += 1
+                if found.verdict is not Verdict.HEALTHY:
+                    attention.append(
+                        {
+                            "device_id": device_id,
+                            "verdict": found.verdict.value,
+                            "action": found.action.value,
+                        }
+                    )
+    return FleetOut(devices=devices, by_verdict=dict(counts), attention=attention)
 
 
 @router.get("/health/rejects")
