@@ -16,7 +16,9 @@ or change anything.
 
 ``write`` means the request changes what the installation has: devices,
 grants, subscriptions, orders, memberships. Reading, support tickets and
-diagnostic commands are ``write=False``.
+diagnostic commands are ``write=False``: support must still reach a
+blacklisted customer. A change that names no installation yet (creating
+one) asks :func:`ensure_may_change` directly, the same rule and message.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "check_installation",
     "ensure_device_access",
     "ensure_installation_access",
+    "ensure_may_change",
     "visible_installation_ids",
 ]
 
@@ -95,7 +98,17 @@ def ensure_installation_access(
         return
     if not _is_member(session, principal, role, installation_id):
         raise unknown
-    if write and principal.user_id is not None and is_blacklisted(session, principal.user_id):
+    if write:
+        ensure_may_change(session, principal)
+
+
+def ensure_may_change(session: Session, principal: Principal) -> None:
+    """Return unless ``principal`` is a blacklisted customer (user, or user of such a company).
+
+    Raises:
+        Blacklisted: they may look, but not buy or change anything.
+    """
+    if principal.user_id is not None and is_blacklisted(session, principal.user_id):
         raise Blacklisted(
             "this account is blacklisted: it may look but not buy or change anything; "
             "contact customer service"

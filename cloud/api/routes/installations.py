@@ -19,6 +19,7 @@ from cloud.accounts import audit, memberships
 from cloud.accounts.access import (
     check_installation,
     ensure_installation_access,
+    ensure_may_change,
     visible_installation_ids,
 )
 from cloud.accounts.users import authorised_contacts, user
@@ -86,7 +87,11 @@ def _members_out(m: memberships.Members) -> MembersOut:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=documented(body=True))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=documented({403: "the role may not, or the caller is blacklisted"}, body=True),
+)
 def create_installation(
     body: InstallationCreate, principal: Writer, store: StoreDep, clock: ClockDep
 ) -> InstallationOut:
@@ -94,6 +99,7 @@ def create_installation(
     now = clock()
     try:
         with store.transaction() as tx:
+            ensure_may_change(tx.session, principal)
             row = tx.add_installation(
                 installation_id=f"inst_{secrets.token_hex(8)}", name=body.name, now=now
             )
