@@ -15,8 +15,15 @@ charge retried after a crash is not charged twice.
 :meth:`Billing.place_order` returned (a checkout paid with
 ``POST /orders/{id}/pay``, or a lost answer reconciled as charged). An order
 that succeeds inside ``place_order`` is reported by its
-:class:`OrderResult` instead. Callbacks must be idempotent: they are re-run
-by the reconcile job until they all return without raising.
+:class:`OrderResult` instead — unless the caller passed ``prepare``: then
+what the order pays for was recorded with the order, before any money moved,
+and the callbacks deliver it (the caller runs them with :meth:`run_callbacks`;
+after a crash the reconcile job does). Callbacks must be idempotent: they are
+re-run by the reconcile job until they all return without raising.
+
+``on_reversed`` callbacks run when an order is given back: cancelled unpaid,
+its charge voided, or refunded in full (a partial refund is not a reversal).
+They must be idempotent too.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from cloud.apikeys import Principal
 from cloud.billing import repository as repo
 from cloud.billing.errors import (
     BadOrderRequest,
+    ChargeSettled,
     IdempotencyConflict,
     OrderStateConflict,
     UnknownOrder,
@@ -58,12 +66,23 @@ from cloud.store import InstallationRow, Store
 from cloud.store.billing import OrderRow, TransactionRow
 from entitle.config import Settings
 
-__all__ = ["Billing", "OnPaid", "OrderLine", "OrderResult", "OrderStatus", "ReconcileReport"]
+__all__ = [
+    "Billing",
+    "OnPaid",
+    "OrderLine",
+    "OrderResult",
+    "OrderStatus",
+    "Prepare",
+    "ReconcileReport",
+]
 
 _log = logging.getLogger(__name__)
 
 OnPaid = Callable[[int], Awaitable[None]]
 """``async callback(order_id)`` run once an order is paid (see the module docstring)."""
+
+Prepare = Callable[[Session, OrderRow], None]
+"""``prepare(session, order)``: record what a new order pays for, in the order's transaction."""
 
 _MAX_KEY = 128
 _MAX_TOKEN = 256
@@ -127,6 +146,7 @@ class Billing:
         self.invoice_settings = invoice_settings
         self._on_paid: list[OnPaid] = []
         self.refunds = Refunds(store, provider, provider_name=provider_name)
+        self._on_reversed = self.refunds.on_reversed
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store, *, clock: Clock) -> Billing:
@@ -154,6 +174,12 @@ class Billing:
         self._on_paid.append(callback)
         return callback
 
+    def on_reversed(self, callback: OnPaid) -> OnPaid:
+        """Register ``async callback(order_id)`` run when an order is cancelled, voided or
+        refunded in full; returns it."""
+        self._on_reversed.append(callback)
+        return callback
+
     # placing ----------------------------------------------------------------
     async def place_order(
         self,
@@ -166,12 +192,17 @@ class Billing:
         card_token: str | None,
         idempotency_key: str,
         now: int,
+        prepare: Prepare | None = None,
     ) -> OrderResult:
         """Place an order once per ``idempotency_key`` and pay it as far as possible now.
 
         Card with a token: charged now (``Succeed``, ``Failed`` or ``Time out``).
         Card without one: ``Processing`` until checkout (:meth:`pay`). Invoice:
         ``Succeed`` at once and the invoice mailed. A total of 0: ``Succeed``.
+
+        ``prepare`` runs in the transaction that creates the order, before any
+        charge (not for a replayed key); what it raises undoes the order. Its
+        order's on-paid callbacks stay due until :meth:`run_callbacks` ran them.
 
         Raises:
             BadOrderRequest: bad lines, kind, pay_with, key or token.
@@ -211,7 +242,10 @@ class Billing:
                     actor=_actor(buyer),
                     now=now,
                 )
-                row.paid_handled_at = now  # the caller learns the outcome from the result
+                if prepare is None:  # the caller learns the outcome from the result
+                    row.paid_handled_at = now
+                else:
+                    prepare(tx.session, row)
                 txn = None
                 if charge_now:
                     txn = self._new_charge(tx.session, row, now=now)
@@ -378,7 +412,8 @@ class Billing:
         return _result(row)
 
     async def cancel(self, order_id: int, *, actor: repo.Actor, now: int) -> OrderResult:
-        """Cancel an order nobody has paid (``Processing`` with no charge running, or ``Failed``).
+        """Cancel an order nobody has paid (``Processing`` with no charge running, or ``Failed``);
+        the on-reversed callbacks run.
 
         Raises:
             UnknownOrder, OrderStateConflict (paid or being paid: void or refund instead).
@@ -386,22 +421,69 @@ class Billing:
 
         def run() -> OrderRow:
             with self.store.transaction() as tx:
+                return self.cancel_unpaid(tx.session, order_id, actor=actor, now=now)
+
+        row = await asyncio.to_thread(run)
+        await self.refunds.run_reversed(order_id)
+        return _result(row)
+
+    @staticmethod
+    def cancel_unpaid(session: Session, order_id: int, *, actor: repo.Actor, now: int) -> OrderRow:
+        """:meth:`cancel` inside the caller's transaction, without the callbacks (sync)."""
+        row = repo.get_order(session, order_id, lock=True)
+        if row is None:
+            raise UnknownOrder(f"no order {order_id}")
+        running = any(
+            t.type == TxnType.CHARGE and t.status != _S.FAILED
+            for t in repo.transactions_of(session, row.id)
+        )
+        if row.status not in (_S.PROCESSING, _S.FAILED) or running:
+            raise OrderStateConflict(
+                f"order {row.number} is '{row.status}' and cannot be cancelled; "
+                "a paid order is voided or refunded instead"
+            )
+        repo.set_order_status(session, row, _S.CANCEL, actor=actor, now=now)
+        return row
+
+    async def withdraw(self, order_id: int, *, actor: repo.Actor, now: int) -> None:
+        """Give a paid order back in full: void its charge, or refund it once settled, or
+        cancel its invoice (the notify list is told). A failed refund joins the retry queue.
+
+        Raises:
+            UnknownOrder, OrderStateConflict: nothing paid to give back.
+            PaymentProviderError: the provider failed (nothing changed; try again).
+        """
+
+        def invoiced() -> bool:
+            with self.store.transaction() as tx:
                 row = repo.get_order(tx.session, order_id, lock=True)
                 if row is None:
                     raise UnknownOrder(f"no order {order_id}")
-                running = any(
-                    t.type == TxnType.CHARGE and t.status != _S.FAILED
-                    for t in repo.transactions_of(tx.session, row.id)
-                )
-                if row.status not in (_S.PROCESSING, _S.FAILED) or running:
-                    raise OrderStateConflict(
-                        f"order {row.number} is '{row.status}' and cannot be cancelled; "
-                        "a paid order is voided or refunded instead"
-                    )
+                if row.status != _S.SUCCEED:
+                    raise OrderStateConflict(f"order {row.number} is '{row.status}', not paid")
+                if row.pay_with == PayWith.CARD and row.amount_cents > 0:
+                    return False
                 repo.set_order_status(tx.session, row, _S.CANCEL, actor=actor, now=now)
-                return row
+                if row.pay_with == PayWith.INVOICE and row.amount_cents > 0 and row.notify:
+                    enqueue(
+                        tx.session,
+                        kind="invoice_cancelled",
+                        to=row.notify,
+                        subject=f"Invoice for order {row.number} is cancelled",
+                        body=f"Order {row.number} for installation {row.installation_id} was "
+                        "cancelled: its invoice is void and must not be paid (or is credited).",
+                        now=now,
+                        dedupe_key=f"invoice_cancelled:{row.id}",
+                    )
+                return True
 
-        return _result(await asyncio.to_thread(run))
+        if await asyncio.to_thread(invoiced):
+            await self.refunds.run_reversed(order_id)
+            return
+        try:
+            await self.refunds.void(order_id, amount_cents=None, actor=actor, now=now)
+        except ChargeSettled:
+            await self.refunds.refund(order_id, amount_cents=None, actor=actor, now=now)
 
     # callbacks and reconciliation ---------------------------------------------
     async def run_callbacks(self, order_id: int, *, now: int) -> bool:

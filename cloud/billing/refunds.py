@@ -15,12 +15,18 @@ refund is left to a person (it no longer counts against the charge, so a
 new refund can be issued). A retry is claimed by pushing its due time out by
 :data:`LEASE_S` in the claiming transaction, so two workers never send the
 same retry.
+
+After a void, and after a refund that leaves nothing of the charge (done or
+queued), the ``on_reversed`` callbacks run (``async callback(order_id)``; the
+subscriptions take back what the order bought). A callback that fails is
+logged; it must be idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -93,6 +99,22 @@ class Refunds:
         self.store = store
         self.provider = provider
         self.provider_name = provider_name
+        self.on_reversed: list[Callable[[int], Awaitable[None]]] = []
+
+    async def run_reversed(self, order_id: int) -> None:
+        """Run the on-reversed callbacks of an order that was given back."""
+        for callback in self.on_reversed:
+            try:
+                await callback(order_id)
+            except Exception:
+                _log.exception("an on-reversed callback failed for order %d", order_id)
+
+    def _fully_refunded(self, order_id: int) -> bool:
+        with self.store.transaction() as tx:
+            charge = repo.charge_of(tx.session, order_id)
+            if charge is None:
+                return False
+            return repo.refunded_cents(tx.session, charge.id) >= charge.amount_cents
 
     def _charged(self, session: Session, order_id: int) -> tuple[OrderRow, TransactionRow]:
         row = repo.get_order(session, order_id, lock=True)
@@ -176,7 +198,9 @@ class Refunds:
         except ChargeSettled as exc:
             await asyncio.to_thread(self._finish, txn.id, _S.FAILED, actor, now, str(exc))
             raise
-        return await asyncio.to_thread(self._finish, txn.id, _S.SUCCEED, actor, now, None)
+        done = await asyncio.to_thread(self._finish, txn.id, _S.SUCCEED, actor, now, None)
+        await self.run_reversed(order_id)
+        return done
 
     def _finish(
         self,
@@ -253,10 +277,14 @@ class Refunds:
             raise
         except PaymentProviderError as exc:
             _log.warning("refund %d failed, queued for retry: %s", txn.id, exc)
-            return await asyncio.to_thread(
+            done = await asyncio.to_thread(
                 self._finish, txn.id, _S.FAILED, actor, now, str(exc), True
             )
-        return await asyncio.to_thread(self._finish, txn.id, _S.SUCCEED, actor, now, None)
+        else:
+            done = await asyncio.to_thread(self._finish, txn.id, _S.SUCCEED, actor, now, None)
+        if await asyncio.to_thread(self._fully_refunded, order_id):
+            await self.run_reversed(order_id)
+        return done
 
     # the retry queue ------------------------------------------------------------
     async def retry_due(self, *, now: int) -> RetryReport:

@@ -18,7 +18,8 @@ Auto-renewal of a term ending at ``end``:
 * still unpaid at ``end``: expired, the grant ends, devices stop;
 * the renewal paid late (a succeeded charge for that ``end``, or a manual
   renewal) covers the same period from the old ``end`` on, and the
-  subscription is active again: ``end`` never moves backwards.
+  subscription is active again: ``end`` never moves backwards, unless a
+  payment is reversed (below).
 
 A charge in flight is remembered (``charging``); a tick re-emits it only
 after :data:`CHARGE_LEASE_S`, with the same idempotency key, so a worker that
@@ -28,6 +29,35 @@ reactivating user the purchaser with nothing due now (if a charge was already
 tried for this end, the next attempt goes to the new purchaser on the charge
 day, or at the next tick after it). Attempt numbers, and so charge keys, are
 never reused for one end, even across a change of purchaser.
+
+Money rule: every payment that succeeds is either applied to the term or
+refunded — never kept silently. A payment event (:class:`Activate`,
+:class:`ChargeSucceeded`, :class:`RenewalPaid`) names the end it pays beyond;
+the rule applies it, or emits :class:`RefundPayment` when it can no longer
+deliver it:
+
+* a second payment for an end that was paid already (A's charge in flight, A
+  deactivates, B reactivates and both charges succeed; or a manual renewal
+  while the automatic charge is in flight) is refunded, not added as a further
+  term: exactly one purchaser buys exactly one term per end, and nobody asked
+  for the second one;
+* a payment whose term would already be over when it arrives is refunded;
+* a checkout paid after it was cancelled (or paid twice) is refunded.
+
+The adapter delivers each order's payment to the rule once (it records the
+outcome on the order's link), so a duplicate delivery never reaches it.
+
+Reversals: cancelling a purchase's unpaid checkout (:class:`Abandon`; the job
+does it :data:`ABANDON_AFTER_S` after an unpaid checkout was placed) ends the
+not-yet-activated subscription, so the service can be bought again. Voiding or
+refunding in full the payment that was applied (:class:`PaymentReversed`)
+takes back what it bought: a reversed purchase ends the subscription (grant
+ended, devices stop); a reversed renewal moves the end back by its months
+(expired, if that end has passed) and stops automatic renewal, so the
+disputed term is not charged again at once (the purchaser renews or
+reactivates). A partial refund is a goodwill gesture and changes nothing. An
+ended subscription that was never paid reads "cancelled" and is bought again
+(renew and reactivate refuse it).
 """
 
 from __future__ import annotations
@@ -42,10 +72,12 @@ from cloud.domain.catalogue import Product, term_price
 from cloud.errors import BadTerm, InvalidTransition
 
 __all__ = [
+    "ABANDON_AFTER_S",
     "CHARGE_LEASE_S",
     "MAX_RENEWAL_MONTHS",
     "MAX_START_AHEAD_S",
     "RETRY_INTERVAL_S",
+    "Abandon",
     "Activate",
     "Charge",
     "ChargeFailed",
@@ -55,7 +87,10 @@ __all__ = [
     "Event",
     "GrantService",
     "Notify",
+    "PaymentReversed",
     "Reactivate",
+    "RefundPayment",
+    "RenewalPaid",
     "Renew",
     "Status",
     "Subscription",
@@ -76,6 +111,7 @@ CHARGE_MONTHS = 1
 RETRY_INTERVAL_S = 3 * DAY_S
 CHARGE_LEASE_S = 15 * 60  # a charge unanswered this long is re-sent (same idempotency key)
 MAX_START_AHEAD_S = 366 * DAY_S
+ABANDON_AFTER_S = DAY_S  # an unpaid checkout is cancelled this long after it was placed
 
 
 # state ----------------------------------------------------------------------
@@ -98,7 +134,7 @@ class Subscription:
     start: int  # when it takes (took) effect
     end: int  # exclusive; service allowed while now < end
     auto_renew: bool = True
-    awaiting_payment: bool = False  # a card purchase that waits for checkout
+    awaiting_payment: bool = False  # no paid purchase: waits for checkout (or was cancelled)
     notice_for: int | None = None  # the end whose renewal notice went out
     attempts: int = 0  # renewal charges tried for the current end
     charging: int | None = None  # the attempt whose outcome is awaited
@@ -143,6 +179,32 @@ class Renew:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewalPaid:
+    """The payment of a manual renewal of ``months`` beyond ``end`` arrived (maybe late)."""
+
+    end: int
+    months: int
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """The purchase's unpaid checkout was cancelled (by the buyer, or left unpaid too long)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentReversed:
+    """The applied payment of a purchase, or of a renewal of ``months`` beyond ``end``,
+    was voided or refunded in full; ``attempt`` is the renewal charge's (-1: manual);
+    ``ref`` names the payment (its order), so each reversal is told once."""
+
+    purchase: bool
+    end: int = 0
+    months: int = 0
+    attempt: int = -1
+    ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Deactivate:
     """No further renewals; the service runs to its end."""
 
@@ -156,7 +218,18 @@ class Reactivate:
     by: int
 
 
-Event = Tick | Activate | ChargeSucceeded | ChargeFailed | Renew | Deactivate | Reactivate
+Event = (
+    Tick
+    | Activate
+    | ChargeSucceeded
+    | ChargeFailed
+    | Renew
+    | RenewalPaid
+    | Deactivate
+    | Reactivate
+    | Abandon
+    | PaymentReversed
+)
 
 
 # effects --------------------------------------------------------------------
@@ -199,7 +272,14 @@ class Charge:
     attempt: int
 
 
-Effect = GrantService | EndService | Notify | Charge
+@dataclass(frozen=True, slots=True)
+class RefundPayment:
+    """Give back the payment being applied: it cannot be delivered (``reason`` says why)."""
+
+    reason: str
+
+
+Effect = GrantService | EndService | Notify | Charge | RefundPayment
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +347,8 @@ def apply(sub: Subscription, event: Event, *, now: int) -> Transition:
             return _activate(sub, now=now)
         case ChargeSucceeded(end=end):
             return _paid(sub, end=end, months=sub.term_months, now=now, strict=False)
+        case RenewalPaid(end=end, months=months):
+            return _paid(sub, end=end, months=months, now=now, strict=False)
         case ChargeFailed():
             return _declined(sub, event, now=now)
         case Renew(months=months):
@@ -274,6 +356,8 @@ def apply(sub: Subscription, event: Event, *, now: int) -> Transition:
                 raise BadTerm(f"renew by 1 to {MAX_RENEWAL_MONTHS} months at once, not {months}")
             if sub.status is Status.PENDING:
                 raise InvalidTransition("the subscription is not activated yet: nothing to renew")
+            if _cancelled(sub):
+                raise InvalidTransition(_CANCELLED)
             return _paid(sub, end=sub.end, months=months, now=now, strict=True)
         case Deactivate():
             if sub.status is Status.EXPIRED:
@@ -287,6 +371,12 @@ def apply(sub: Subscription, event: Event, *, now: int) -> Transition:
             )
         case Reactivate(by=by):
             return _reactivate(sub, by=by, now=now)
+        case Abandon():
+            if sub.status is not Status.PENDING or not sub.awaiting_payment:
+                return Transition(sub)  # paid meanwhile, or ended already
+            return Transition(replace(sub, status=Status.EXPIRED))
+        case PaymentReversed():
+            return _reversed(sub, event, now=now)
     raise TypeError(f"not a subscription event: {event!r}")
 
 
@@ -294,9 +384,22 @@ def _grant(sub: Subscription) -> GrantService:
     return GrantService(feature=sub.product.feature, params=sub.product.params, until=sub.end)
 
 
+_CANCELLED = "the subscription was cancelled before it was paid: purchase it again"
+
+
+def _cancelled(sub: Subscription) -> bool:
+    """Ended without a paid purchase (checkout cancelled, or the purchase reversed)."""
+    return sub.status is Status.EXPIRED and sub.awaiting_payment
+
+
+def _refund(sub: Subscription, reason: str) -> Transition:
+    return Transition(sub, (RefundPayment(reason),))
+
+
 def _activate(sub: Subscription, *, now: int) -> Transition:
     if sub.status is not Status.PENDING or not sub.awaiting_payment:
-        return Transition(sub)  # paid twice, or already active: nothing new
+        why = "cancelled" if _cancelled(sub) else "paid already"
+        return _refund(sub, f"the purchase of {sub.product.name} was {why}")
     start = max(sub.start, now)
     ready = replace(sub, awaiting_payment=False, start=start, end=term_end(start, sub.term_months))
     return _tick(ready, now=now)
@@ -374,9 +477,14 @@ def _charge_if_due(sub: Subscription, *, now: int, effects: list[Effect]) -> Sub
 
 
 def _paid(sub: Subscription, *, end: int, months: int, now: int, strict: bool) -> Transition:
-    """Money received for the term after ``end``: extend from ``end`` (never backwards)."""
-    if sub.status is Status.PENDING or end != sub.end:
-        return Transition(sub)  # a duplicate: that end was paid already
+    """Money received for the term after ``end``: extend from ``end``, or refund it.
+
+    ``strict`` (a renewal asked for now, not yet paid) raises instead of refunding.
+    """
+    if sub.status is Status.PENDING or _cancelled(sub):
+        return _refund(sub, f"{sub.product.name} is not activated: nothing to renew")
+    if end != sub.end:
+        return _refund(sub, f"the term after {iso(end)} was paid already")
     new_end = add_months(sub.end, months)
     if new_end <= now:
         if strict:
@@ -384,8 +492,7 @@ def _paid(sub: Subscription, *, end: int, months: int, now: int, strict: bool) -
                 f"paying {months} months from {iso(sub.end)} ends at {iso(new_end)}, "
                 "which has passed: renew more months"
             )
-        # a very late payment of a charge: recorded, still expired
-        return Transition(replace(sub, end=new_end, charging=None, attempts=0))
+        return _refund(sub, f"the term it paid for ended at {iso(new_end)}, before it arrived")
     renewed = replace(
         sub,
         status=Status.ACTIVE,
@@ -396,6 +503,50 @@ def _paid(sub: Subscription, *, end: int, months: int, now: int, strict: bool) -
         next_retry_at=None,
     )
     return Transition(renewed, (_grant(renewed),))
+
+
+def _reversed(sub: Subscription, event: PaymentReversed, *, now: int) -> Transition:
+    """Take back what a voided or refunded payment bought (see the module docstring)."""
+    if _cancelled(sub):
+        return Transition(sub)  # ended without a paid purchase already: nothing bought is left
+    effects: list[Effect] = []
+    if event.purchase:
+        after = replace(
+            sub, status=Status.EXPIRED, awaiting_payment=True, charging=None, next_retry_at=None
+        )
+        what = f"{sub.product.name} of installation {sub.installation_id} was cancelled"
+    else:
+        end = add_months(sub.end, -event.months)
+        attempts = max(sub.attempts, event.attempt + 1) if end == event.end else sub.attempts
+        after = replace(
+            sub,
+            end=end,
+            auto_renew=False,
+            attempts=attempts,
+            charging=None,
+            charge_sent_at=None,
+            next_retry_at=None,
+        )
+        if after.status is Status.ACTIVE and now >= end:
+            after = replace(after, status=Status.EXPIRED)
+        what = (
+            f"The renewal of {sub.product.name} of installation {sub.installation_id} was "
+            f"reversed: it is paid through {iso(end)} and no longer renews on its own"
+        )
+    if sub.status is Status.ACTIVE:
+        effects.append(
+            _grant(after) if after.status is Status.ACTIVE else EndService(sub.product.feature)
+        )
+    effects.append(
+        Notify(
+            kind="payment_reversed",
+            to_user=sub.purchaser,
+            subject=f"{sub.product.name}: a payment was returned",
+            body=f"{what}, because its payment was returned.",
+            dedupe_key=f"payment_reversed:{sub.id}:{event.ref}",
+        )
+    )
+    return Transition(after, tuple(effects))
 
 
 def _declined(sub: Subscription, event: ChargeFailed, *, now: int) -> Transition:
@@ -427,6 +578,8 @@ def _declined(sub: Subscription, event: ChargeFailed, *, now: int) -> Transition
 
 
 def _reactivate(sub: Subscription, *, by: int, now: int) -> Transition:
+    if _cancelled(sub):
+        raise InvalidTransition(_CANCELLED)
     if sub.status is Status.EXPIRED:
         raise InvalidTransition(
             "the subscription has expired: pay the renewal or purchase it again"
@@ -468,9 +621,12 @@ def due_at(sub: Subscription) -> int | None:
 
 
 def status_text(sub: Subscription) -> str:
-    """'not yet activated', 'active, renews at DATE', 'active, expires at DATE', 'expired'."""
+    """'not yet activated', 'active, renews at DATE', 'active, expires at DATE', 'expired',
+    'cancelled' (ended before it was paid)."""
     if sub.status is Status.PENDING:
         return "not yet activated"
+    if _cancelled(sub):
+        return "cancelled"
     if sub.status is Status.EXPIRED:
         return "expired"
     verb = "renews" if sub.auto_renew else "expires"

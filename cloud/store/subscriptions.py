@@ -9,6 +9,7 @@ stale read fails instead of overwriting a newer state.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,12 +37,16 @@ from cloud.domain.lifecycle import (
 from cloud.store.models import Base, _enum
 
 __all__ = [
+    "Outcome",
     "SubscriptionOrderRow",
     "SubscriptionRow",
+    "abandoned_checkouts",
     "add_order_link",
     "due_subscriptions",
+    "links_of",
     "load",
     "order_link",
+    "refunds_due",
     "save",
     "snapshot",
     "subscription_of",
@@ -90,10 +95,26 @@ class SubscriptionRow(Base):
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
+class Outcome(enum.StrEnum):
+    """What became of an order's payment (NULL: not paid yet, or paid and not yet settled)."""
+
+    APPLIED = "applied"  # delivered: activated or renewed the subscription
+    REFUND = "refund"  # could not be delivered: a refund is due (the job retries it)
+    REFUNDED = "refunded"  # given back in full
+    REVERSED = "reversed"  # applied, then voided or refunded: what it bought was taken back
+    CANCELLED = "cancelled"  # never paid: the order was cancelled
+
+
 class SubscriptionOrderRow(Base):
-    """Which subscription event an order pays for (a checkout, a renewal charge)."""
+    """Which subscription event an order pays for (a checkout, a renewal charge).
+
+    Written in the order's own transaction, before any charge is sent, so a
+    payment whose answer was lost is still delivered (or refunded) when
+    reconciliation finds it; ``outcome`` makes that happen once per order.
+    """
 
     __tablename__ = "subscription_orders"
+    __table_args__ = (Index("ix_subscription_orders_outcome_created_at", "outcome", "created_at"),)
 
     order_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscription_id: Mapped[str] = mapped_column(
@@ -104,6 +125,7 @@ class SubscriptionOrderRow(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     months: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str | None] = mapped_column(String(16))
 
 
 def load(row: SubscriptionRow) -> Subscription:
@@ -260,5 +282,43 @@ def add_order_link(
     session.flush()
 
 
-def order_link(session: Session, order_id: int) -> SubscriptionOrderRow | None:
-    return session.get(SubscriptionOrderRow, order_id)
+def order_link(
+    session: Session, order_id: int, *, lock: bool = False
+) -> SubscriptionOrderRow | None:
+    return session.get(SubscriptionOrderRow, order_id, with_for_update=lock or None)
+
+
+def links_of(session: Session, subscription_id: str) -> Sequence[SubscriptionOrderRow]:
+    query = select(SubscriptionOrderRow).where(
+        SubscriptionOrderRow.subscription_id == subscription_id
+    )
+    return session.scalars(query.order_by(SubscriptionOrderRow.order_id)).all()
+
+
+def abandoned_checkouts(session: Session, *, placed_before: int, limit: int = 100) -> list[int]:
+    """Order ids of purchases still unsettled that were placed before ``placed_before``."""
+    query = (
+        select(SubscriptionOrderRow.order_id)
+        .join(SubscriptionRow, SubscriptionRow.id == SubscriptionOrderRow.subscription_id)
+        .where(
+            SubscriptionOrderRow.outcome.is_(None),
+            SubscriptionOrderRow.kind == "purchase",
+            SubscriptionOrderRow.created_at <= placed_before,
+            SubscriptionRow.status == Status.PENDING,
+            SubscriptionRow.awaiting_payment.is_(True),
+        )
+        .order_by(SubscriptionOrderRow.order_id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def refunds_due(session: Session, *, limit: int = 100) -> list[int]:
+    """Order ids whose payment could not be delivered and is not given back yet."""
+    query = (
+        select(SubscriptionOrderRow.order_id)
+        .where(SubscriptionOrderRow.outcome == Outcome.REFUND)
+        .order_by(SubscriptionOrderRow.order_id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))

@@ -7,9 +7,18 @@ sent in that same commit, so another worker does not send it again until the
 lease of :data:`~cloud.domain.lifecycle.CHARGE_LEASE_S` runs out. Then each
 charge is placed as an order with the idempotency key the rule made
 (``renewal:{sub}:{end}:{attempt}``: one order, one charge, however many
-workers), and its answer is applied under the row lock; a duplicate answer
-changes nothing. A charge whose answer was lost (``Time out``) is left to
-the lease and to billing's reconcile job.
+workers), with its link written in the order's transaction, before the
+charge. A success is delivered (or refunded) through the on-paid callbacks
+(:mod:`cloud.subscriptions.settlement`, once per order); a decline is applied
+under the row lock, and a duplicate decline changes nothing. A charge whose
+answer was lost (``Time out``) is left to the lease and to billing's
+reconcile job, whose success is delivered through the same callbacks — or
+refunded, if the subscription can no longer take it.
+
+Each pass also cancels purchase checkouts left unpaid for
+:data:`~cloud.domain.lifecycle.ABANDON_AFTER_S` (which ends their
+not-yet-activated subscriptions) and sends again every refund that is due
+and not yet confirmed by billing.
 """
 
 from __future__ import annotations
@@ -18,14 +27,15 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from cloud.billing.errors import OrderStateConflict
 from cloud.billing.lifecycle import OrderLine, OrderStatus
-from cloud.domain.lifecycle import Charge, ChargeFailed, ChargeSucceeded, Event, Tick, apply
+from cloud.domain.lifecycle import ABANDON_AFTER_S, Charge, ChargeFailed, Tick, apply
 from cloud.ports import Clock
-from cloud.store import Tx
 from cloud.store import subscriptions as rows
-from cloud.store.subscriptions import SubscriptionRow
+from cloud.store.billing import OrderRow
 from cloud.subscriptions.service import SubscriptionService
 
 __all__ = ["RenewalJob", "RenewalReport"]
@@ -44,6 +54,8 @@ class RenewalReport:
     charged: int
     paid: int
     declined: int
+    abandoned: int = 0  # unpaid purchase checkouts cancelled
+    refunded: int = 0  # undeliverable payments given back
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,27 +90,45 @@ class RenewalJob:
             await self._service.reissue(devices)
             for item in pending:
                 try:
-                    event, order_id = await self._charge(item, now=now)
+                    status = await self._charge(item, now=now)
                 except Exception:  # the lease sends it again (same key) on a later pass
                     _log.exception("renewal charge %s failed", item.charge.idempotency_key)
                     continue
                 charged += 1
-                if event is None:
-                    continue
-                paid += isinstance(event, ChargeSucceeded)
-                declined += isinstance(event, ChargeFailed)
-                await self._answer(item, event, order_id=order_id, now=now)
+                paid += status is OrderStatus.SUCCEED
+                declined += status in (OrderStatus.FAILED, OrderStatus.PROCESSING)
             if selected < _BATCH:
                 break
-        if ticked or charged:
+        abandoned = await self._cancel_abandoned(now=now)
+        refunded = await self._service.settlement.refund_due()
+        if ticked or charged or abandoned or refunded:
             _log.info(
-                "renewals: %d ticked, %d charged (%d paid, %d declined)",
+                "renewals: %d ticked, %d charged (%d paid, %d declined), "
+                "%d checkouts abandoned, %d refunded",
                 ticked,
                 charged,
                 paid,
                 declined,
+                abandoned,
+                refunded,
             )
-        return RenewalReport(ticked=ticked, charged=charged, paid=paid, declined=declined)
+        return RenewalReport(ticked, charged, paid, declined, abandoned, refunded)
+
+    async def _cancel_abandoned(self, *, now: int) -> int:
+        """Cancel purchase checkouts unpaid for ABANDON_AFTER_S; their subscriptions end."""
+
+        def due() -> list[int]:
+            with self._service.store.transaction() as tx:
+                return rows.abandoned_checkouts(tx.session, placed_before=now - ABANDON_AFTER_S)
+
+        cancelled = 0
+        for order_id in await asyncio.to_thread(due):
+            try:
+                await self._service.billing.cancel(order_id, actor=ACTOR, now=now)
+            except OrderStateConflict:  # paid, being paid, or its answer is being reconciled
+                continue
+            cancelled += 1
+        return cancelled
 
     def _tick_due(self, now: int) -> tuple[int, int, list[_Pending], list[str]]:
         """(rows selected, rows changed, charges to place, devices to re-issue for)."""
@@ -136,8 +166,21 @@ class RenewalJob:
             return 0, 0, [], []
         return len(due), ticked, pending, devices
 
-    async def _charge(self, item: _Pending, *, now: int) -> tuple[Event | None, int]:
+    async def _charge(self, item: _Pending, *, now: int) -> OrderStatus:
         charge = item.charge
+
+        def link(session: Session, order: OrderRow) -> None:
+            rows.add_order_link(
+                session,
+                order_id=order.id,
+                subscription_id=item.sub_id,
+                kind="renewal",
+                ends_at=charge.end,
+                attempt=charge.attempt,
+                months=charge.months,
+                now=now,
+            )
+
         order = await self._service.billing.place_order(
             kind="renewal",
             buyer=charge.buyer,
@@ -149,46 +192,26 @@ class RenewalJob:
             card_token=item.card_token if item.pay_with == "card" else None,
             idempotency_key=charge.idempotency_key,
             now=now,
+            prepare=link,
         )
-        event: Event | None = None
-        if order.status is OrderStatus.SUCCEED:
-            event = ChargeSucceeded(end=charge.end, attempt=charge.attempt)
+        if order.status is OrderStatus.SUCCEED:  # delivered (or refunded) once per order
+            await self._service.billing.run_callbacks(order.order_id, now=now)
         elif order.status is OrderStatus.FAILED:
-            event = ChargeFailed(end=charge.end, attempt=charge.attempt)
+            await self._declined(item, ChargeFailed(end=charge.end, attempt=charge.attempt), now)
         elif order.status is OrderStatus.PROCESSING:  # no card on file: it waits for checkout
-            event = ChargeFailed(
-                end=charge.end, attempt=charge.attempt, reason="not paid (no card on file)"
-            )
+            reason = "not paid (no card on file)"
+            event = ChargeFailed(end=charge.end, attempt=charge.attempt, reason=reason)
+            await self._declined(item, event, now)
         # else time out / system processing: the lease and billing's reconcile settle it
-        return event, order.order_id
+        return order.status
 
-    async def _answer(self, item: _Pending, event: Event, *, order_id: int, now: int) -> None:
-        charge = item.charge
-
-        def link(tx: Tx, row: SubscriptionRow) -> None:
-            rows.add_order_link(
-                tx.session,
-                order_id=order_id,
-                subscription_id=item.sub_id,
-                kind="renewal",
-                ends_at=charge.end,
-                attempt=charge.attempt,
-                months=charge.months,
-                now=now,
-            )
-
-        action = (
-            "subscription.charge_paid"
-            if isinstance(event, ChargeSucceeded)
-            else "subscription.charge_failed"
-        )
+    async def _declined(self, item: _Pending, event: ChargeFailed, now: int) -> None:
         _, devices, _ = await asyncio.to_thread(
             self._service.apply_event,
             item.sub_id,
             event,
             actor=ACTOR,
-            action=action,
+            action="subscription.charge_failed",
             now=now,
-            link=link,
         )
         await self._service.reissue(devices)

@@ -8,9 +8,12 @@ its notifications (outbox, deduplicated) and the installation's service grant
 together. After the commit the installation's devices get new tokens through
 the :class:`~cloud.issuing.IssuingService`, so they follow on their own.
 
-Orders go through :class:`cloud.billing.orders.Billing` *before* the
-subscription transaction, and are validated before that: a refused request
-changes nothing. Money moves only through orders with idempotency keys.
+Requests are validated before any order: a refused request changes
+nothing. Orders go through :class:`cloud.billing.orders.Billing`, and what an
+order pays for (its link) is written in the order's own transaction, before
+any money moves; the payment is then delivered or refunded by
+:mod:`cloud.subscriptions.settlement`, however late it arrives. Money moves
+only through orders with idempotency keys.
 """
 
 from __future__ import annotations
@@ -21,19 +24,19 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
 from cloud.accounts.access import ensure_installation_access
 from cloud.accounts.users import user_contact
 from cloud.apikeys import Principal
+from cloud.billing.errors import OrderStateConflict
 from cloud.billing.lifecycle import OrderLine, OrderStatus
 from cloud.billing.orders import Billing, OrderResult
 from cloud.domain import GrantStatus
 from cloud.domain.catalogue import product, term_price
 from cloud.domain.lifecycle import (
-    Activate,
-    ChargeSucceeded,
     Deactivate,
     EndService,
     Event,
@@ -47,8 +50,9 @@ from cloud.domain.lifecycle import (
     apply,
     purchase,
 )
+from cloud.domain.roles import Role
 from cloud.errors import (
-    CloudError,
+    Forbidden,
     PaymentDeclined,
     SubscriptionExists,
     UnknownSubscription,
@@ -56,10 +60,12 @@ from cloud.errors import (
 from cloud.issuing import IssuingService
 from cloud.notifications import enqueue
 from cloud.ports import Clock
-from cloud.store import Store, Tx
+from cloud.store import InstallationRow, Store, Tx
 from cloud.store import subscriptions as rows
-from cloud.store.subscriptions import SubscriptionRow
+from cloud.store.billing import OrderRow
+from cloud.store.subscriptions import Outcome, SubscriptionRow
 from cloud.subscriptions.payer import payment_method, purchaser
+from cloud.subscriptions.settlement import MANUAL, Settlement
 from cloud.subscriptions.views import PurchaseResult, subscription_view
 
 __all__ = ["SubscriptionService"]
@@ -67,7 +73,7 @@ __all__ = ["SubscriptionService"]
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 GRANT_SOURCE = "subscription"
-MANUAL = -1  # ``attempt`` of an order link for a renewal the user asked for
+_DECLINED = "subscription.purchase_declined"
 
 
 class SubscriptionService:
@@ -80,7 +86,7 @@ class SubscriptionService:
         self.issuing = issuing
         self.billing = billing
         self.clock = clock
-        billing.on_paid(self.on_order_paid)
+        self.settlement = Settlement(self)
 
     async def _in_thread(self, work: Callable[[], _T]) -> _T:
         return await asyncio.to_thread(work)
@@ -149,19 +155,13 @@ class SubscriptionService:
         actor: Principal | str,
         action: str,
         now: int,
-        link: Callable[[Tx, SubscriptionRow], None] | None = None,
-        expect: Callable[[SubscriptionRow], bool] | None = None,
     ) -> tuple[SubscriptionRow, list[str], Transition]:
         with self.store.transaction() as tx:
             row = rows.subscription_of(tx.session, sub_id, lock=True)
             if row is None:
                 raise UnknownSubscription(f"no subscription {sub_id}")
             before = rows.load(row)
-            if expect is not None and not expect(row):
-                return row, [], Transition(before)
             t = apply(before, event, now=now)
-            if link is not None:
-                link(tx, row)
             if t.state == before:
                 return row, [], t
             row, devices = self.commit(tx, row, before, t, actor=actor, action=action, now=now)
@@ -194,11 +194,17 @@ class SubscriptionService:
     ) -> PurchaseResult:
         """Buy a service for an installation.
 
+        The subscription (not yet activated) and the link to its order are
+        written with the order, before the card is charged; the payment
+        activates it (at once, at checkout, or when a lost answer is
+        reconciled). A charge whose answer was lost answers ``Time out`` with
+        the subscription waiting for it.
+
         Raises:
             UnknownProduct, BadTerm, InvalidRequest: refused input (nothing changed).
             UnknownInstallation, Forbidden, Blacklisted: scope and role.
             SubscriptionExists: the installation already has this service.
-            PaymentDeclined: the card was declined (nothing bought).
+            PaymentDeclined: the card was declined (nothing bought; the order is cancelled).
         """
         now = self.clock()
         item = product(product_code)
@@ -215,110 +221,130 @@ class SubscriptionService:
             start=start,
         )
 
-        def check() -> tuple[str, int, str]:
+        def check() -> tuple[str | None, int, str]:
             with self.store.transaction() as tx:
                 ensure_installation_access(tx.session, principal, installation_id, write=True)
                 buyer = purchaser(principal, purchaser_id)
                 how = payment_method(tx.session, buyer, pay_with)
                 existing = rows.subscription_for_service(tx.session, installation_id, item.feature)
                 if existing is not None and existing.status is not Status.EXPIRED:
-                    raise SubscriptionExists(
-                        f"installation {installation_id} already has {item.feature} "
-                        f"({existing.product_code}, {existing.id}): renew or reactivate it"
-                    )
-                sub_id = existing.id if existing is not None else f"sub_{secrets.token_hex(8)}"
-                return sub_id, buyer, how
+                    raise _exists(installation_id, item.feature, existing)
+                return (None if existing is None else existing.id), buyer, how
 
-        sub_id, buyer, how = await self._in_thread(check)
+        reuse, buyer, how = await self._in_thread(check)
+        sub_id = reuse or f"sub_{secrets.token_hex(8)}"
+        card = card_token if how == "card" else None
+        previous: list[tuple[Subscription, tuple[str, str | None]]] = []
+
+        def prepare(session: Session, order: OrderRow) -> None:
+            """In the order's transaction: the pending subscription and what the order pays."""
+            # FOR NO KEY UPDATE: the order row already holds a KEY SHARE lock on the
+            # installation (its foreign key); FOR UPDATE here would deadlock two buyers
+            session.execute(
+                select(InstallationRow.id)
+                .where(InstallationRow.id == installation_id)
+                .with_for_update(key_share=True)
+            )
+            existing = rows.subscription_for_service(
+                session, installation_id, item.feature, lock=True
+            )
+            if existing is not None and existing.status is not Status.EXPIRED:
+                raise _exists(installation_id, item.feature, existing)
+            if (None if existing is None else existing.id) != reuse:
+                raise SubscriptionExists(
+                    f"installation {installation_id} got {item.feature} at the same moment"
+                )
+            before = None if existing is None else rows.load(existing)
+            if existing is not None and before is not None:
+                previous.append((before, (existing.pay_with, existing.card_token)))
+            t = purchase(
+                sub_id=sub_id,
+                installation_id=installation_id,
+                product=item,
+                purchaser=buyer,
+                term_months=term,
+                now=now,
+                paid=False,
+                start=start,
+            )
+            rows.save(session, t.state, now=now, row=existing, pay=(how, card))
+            _audit(session, principal, "subscription.purchase", before, t.state, now=now)
+            rows.add_order_link(
+                session,
+                order_id=order.id,
+                subscription_id=sub_id,
+                kind="purchase",
+                ends_at=t.state.end,
+                attempt=0,
+                months=term,
+                now=now,
+            )
+
         order = await self.billing.place_order(
             kind="purchase",
             buyer=buyer,
             installation_id=installation_id,
             lines=[OrderLine(item.code, item.name, term, term_price(item, term))],
             pay_with=how,
-            card_token=card_token if how == "card" else None,
+            card_token=card,
             idempotency_key=f"purchase:{sub_id}:{now}",
             now=now,
+            prepare=prepare,
         )
-        if order.status not in (OrderStatus.SUCCEED, OrderStatus.PROCESSING):
-            raise PaymentDeclined(
-                f"the card was declined or not answered (order {order.number}: "
-                f"{order.status}): nothing was bought; try another card"
+        if order.status is OrderStatus.FAILED:
+            await self._in_thread(
+                lambda: self._declined(order, sub_id, previous, actor=principal, now=now)
             )
-        paid = order.status is OrderStatus.SUCCEED
-
-        def save() -> tuple[dict[str, Any], list[str]]:
-            with self.store.transaction() as tx:
-                tx.installation(installation_id, lock=True)
-                existing = rows.subscription_for_service(
-                    tx.session, installation_id, item.feature, lock=True
-                )
-                if existing is not None and existing.status is not Status.EXPIRED:
-                    raise SubscriptionExists(
-                        f"installation {installation_id} got {item.feature} at the same moment"
-                    )
-                t = purchase(
-                    sub_id=sub_id,
-                    installation_id=installation_id,
-                    product=item,
-                    purchaser=buyer,
-                    term_months=term,
-                    now=now,
-                    paid=paid,
-                    start=start,
-                )
-                before = None if existing is None else rows.load(existing)
-                row, devices = self.commit(
-                    tx,
-                    existing,
-                    before,
-                    t,
-                    actor=principal,
-                    action="subscription.purchase",
-                    now=now,
-                    pay=(how, card_token if how == "card" else None),
-                )
-                rows.add_order_link(
-                    tx.session,
-                    order_id=order.order_id,
-                    subscription_id=sub_id,
-                    kind="purchase",
-                    ends_at=t.state.end,
-                    attempt=0,
-                    months=term,
-                    now=now,
-                )
-                tx.session.flush()
-                return subscription_view(row), devices
-
-        try:
-            view, devices = await self._in_thread(save)
-        except SubscriptionExists:
-            await self._undo_order(order, now=now)
-            raise
-        await self.reissue(devices)
+            raise PaymentDeclined(
+                f"the card was declined (order {order.number}): nothing was bought; "
+                "try another card"
+            )
+        if order.status is OrderStatus.SUCCEED:
+            await self.billing.run_callbacks(order.order_id, now=now)
+        view = await self._in_thread(lambda: self._view(sub_id))
         _log.info("subscription %s: %s bought %s (%s)", sub_id, buyer, item.code, order.status)
+        paid = order.status is OrderStatus.SUCCEED
         return PurchaseResult(
             view, order.order_id, str(order.status), order.amount_cents if paid else 0
         )
 
-    async def _undo_order(self, order: OrderResult, *, now: int) -> None:
-        """Another purchase of the service won the race after our order was placed."""
-        actor = "system:subscriptions"
-        try:
-            if order.status is OrderStatus.PROCESSING:
-                await self.billing.cancel(order.order_id, actor=actor, now=now)
-            elif order.status is OrderStatus.SUCCEED and order.amount_cents > 0:
-                try:
-                    await self.billing.refunds.void(
-                        order.order_id, amount_cents=None, actor=actor, now=now
-                    )
-                except CloudError:  # settled already, or an invoice: refund it
-                    await self.billing.refunds.refund(
-                        order.order_id, amount_cents=None, actor=actor, now=now
-                    )
-        except Exception:
-            _log.exception("order %s of a lost purchase race: reverse it by hand", order.number)
+    def _declined(
+        self,
+        order: OrderResult,
+        sub_id: str,
+        previous: list[tuple[Subscription, tuple[str, str | None]]],
+        *,
+        actor: Principal,
+        now: int,
+    ) -> None:
+        """A declined purchase: cancel its order and put the subscription back as it was."""
+        with self.store.transaction() as tx:
+            try:
+                self.billing.cancel_unpaid(tx.session, order.order_id, actor=actor, now=now)
+            except OrderStateConflict:  # being paid by someone at this moment: a checkout now
+                return
+            link = rows.order_link(tx.session, order.order_id, lock=True)
+            row = rows.subscription_of(tx.session, sub_id, lock=True)
+            if link is None or row is None:
+                return
+            tx.session.delete(link)
+            pending = rows.load(row)
+            if previous:
+                before, pay = previous[0]
+                rows.save(tx.session, before, now=now, row=row, pay=pay)
+                _audit(
+                    tx.session, actor, "subscription.purchase_declined", pending, before, now=now
+                )
+            else:
+                tx.session.delete(row)
+                _audit(tx.session, actor, _DECLINED, pending, None, now=now)
+
+    def _view(self, sub_id: str) -> dict[str, Any]:
+        with self.store.transaction() as tx:
+            row = rows.subscription_of(tx.session, sub_id)
+            if row is None:
+                raise UnknownSubscription(f"no subscription {sub_id}")
+            return subscription_view(row)
 
     # renew, deactivate, reactivate ----------------------------------------------
     async def renew(
@@ -331,6 +357,10 @@ class SubscriptionService:
         card_token: str | None,
     ) -> PurchaseResult:
         """Pay ``months`` more now (1-60); after expiry this is the late payment.
+
+        The payment goes through the same rule as every other: applied to the
+        end it was asked for, or refunded when that end was paid meanwhile.
+        Paid by the purchaser with a card, that card becomes the one on file.
 
         Raises:
             BadTerm, InvalidTransition, UnknownSubscription, Forbidden, PaymentDeclined.
@@ -347,68 +377,78 @@ class SubscriptionService:
 
         sub, buyer, how = await self._in_thread(check)
         item = sub.product
+        card = card_token if how == "card" else None
+
+        def prepare(session: Session, order: OrderRow) -> None:
+            rows.add_order_link(
+                session,
+                order_id=order.id,
+                subscription_id=sub.id,
+                kind="renewal",
+                ends_at=sub.end,
+                attempt=MANUAL,
+                months=months,
+                now=now,
+            )
+
         order = await self.billing.place_order(
             kind="renewal",
             buyer=buyer,
             installation_id=sub.installation_id,
             lines=[OrderLine(item.code, f"{item.name}, renewal", months, term_price(item, months))],
             pay_with=how,
-            card_token=card_token if how == "card" else None,
-            idempotency_key=f"renew:{sub.id}:{sub.end}:{months}",
+            card_token=card,
+            # ``now`` in the key: a renewal asked again after a reversal is a new order
+            idempotency_key=f"renew:{sub.id}:{sub.end}:{months}:{now}",
             now=now,
+            prepare=prepare,
         )
-        if order.status not in (OrderStatus.SUCCEED, OrderStatus.PROCESSING):
+        if order.status is OrderStatus.FAILED:
             raise PaymentDeclined(
-                f"the card was declined or not answered (order {order.number}: "
-                f"{order.status}): nothing was renewed; try another card"
+                f"the card was declined (order {order.number}): nothing was renewed; "
+                "pay that order with another card, or try another card"
             )
-        row, devices = await self._paid_renewal(
-            sub.id, order, months=months, end=sub.end, actor=principal, now=now
-        )
-        await self.reissue(devices)
-        return PurchaseResult(subscription_view(row), order.order_id, str(order.status))
+        if order.status is OrderStatus.SUCCEED:
+            await self.billing.run_callbacks(order.order_id, now=now)
+            if card is not None:
+                await self._in_thread(
+                    lambda: self._keep_card(order.order_id, buyer, card, actor=principal, now=now)
+                )
+        view = await self._in_thread(lambda: self._view(sub.id))
+        return PurchaseResult(view, order.order_id, str(order.status))
 
-    async def _paid_renewal(
-        self,
-        sub_id: str,
-        order: OrderResult,
-        *,
-        months: int,
-        end: int,
-        actor: Principal | str,
-        now: int,
-    ) -> tuple[SubscriptionRow, list[str]]:
-        paid = order.status is OrderStatus.SUCCEED
+    def _keep_card(
+        self, order_id: int, buyer: int, card: str, *, actor: Principal, now: int
+    ) -> None:
+        """A renewal the purchaser paid by card: that card pays the next renewals."""
+        with self.store.transaction() as tx:
+            link = rows.order_link(tx.session, order_id)
+            if link is None or link.outcome != Outcome.APPLIED:
+                return  # refunded: that card bought nothing here
+            row = rows.subscription_of(tx.session, link.subscription_id, lock=True)
+            if row is None or row.purchaser_id != buyer:
+                return  # someone else paid once: the purchaser's card stays
+            _set_card(tx.session, row, card, actor=actor, now=now)
 
-        def link(tx: Tx, row: SubscriptionRow) -> None:
-            rows.add_order_link(
-                tx.session,
-                order_id=order.order_id,
-                subscription_id=sub_id,
-                kind="renewal",
-                ends_at=end,
-                attempt=MANUAL,
-                months=months,
-                now=now,
-            )
+    async def set_card(self, principal: Principal, sub_id: str, card_token: str) -> dict[str, Any]:
+        """Set the card that pays the subscription's renewals (the purchaser or an admin).
 
-        def work() -> tuple[SubscriptionRow, list[str]]:
-            if not paid:  # awaiting checkout: only remember what the order is for
-                with self.store.transaction() as tx:
-                    row = rows.subscription_of(tx.session, sub_id, lock=True)
-                    assert row is not None
-                    link(tx, row)
-                    return row, []
-            row, devices, _ = self.apply_event(
-                sub_id,
-                Renew(months=months, by=0),
-                actor=actor,
-                action="subscription.renew",
-                now=now,
-                link=link,
-                expect=lambda r: r.ends_at == end,
-            )
-            return row, devices
+        Raises:
+            UnknownSubscription, Forbidden, Blacklisted.
+        """
+        now = self.clock()
+
+        def work() -> dict[str, Any]:
+            with self.store.transaction() as tx:
+                row = self._scoped(tx, principal, sub_id, write=True, lock=True)
+                admin = principal.role in (Role.ADMIN, Role.CS_ADMIN)
+                if not admin and principal.user_id != row.purchaser_id:
+                    raise Forbidden(
+                        "only the subscription's purchaser (or an admin) may change its card; "
+                        "reactivate it to become the purchaser"
+                    )
+                _set_card(tx.session, row, card_token, actor=principal, now=now)
+                return subscription_view(row)
 
         return await self._in_thread(work)
 
@@ -475,44 +515,59 @@ class SubscriptionService:
         ensure_installation_access(tx.session, principal, row.installation_id, write=write)
         return row
 
-    # payments that arrive after the request ---------------------------------------
-    async def on_order_paid(self, order_id: int) -> None:
-        """Billing's on-paid callback: a checkout or a late renewal payment. Idempotent."""
-        now = self.clock()
+    def notify(self, session: Session, effect: Notify, *, now: int) -> None:
+        """Queue a lifecycle message (deduplicated)."""
+        _notify(session, effect, now=now)
 
-        def work() -> list[str]:
-            with self.store.transaction() as tx:
-                found = rows.order_link(tx.session, order_id)
-            if found is None:
-                return []  # not a subscription's order
-            sub_id, kind, end, attempt, months = (
-                found.subscription_id,
-                found.kind,
-                found.ends_at,
-                found.attempt,
-                found.months,
-            )
-            if kind == "purchase":
-                event: Event = Activate()
-                action = "subscription.activate"
-            elif attempt == MANUAL:
-                event, action = Renew(months=months, by=0), "subscription.renew"
-            else:
-                event, action = (
-                    ChargeSucceeded(end=end, attempt=attempt),
-                    "subscription.charge_paid",
-                )
-            _, devices, _ = self.apply_event(
-                sub_id,
-                event,
-                actor="system:billing",
-                action=action,
-                now=now,
-                expect=lambda r: kind == "purchase" or r.ends_at == end,
-            )
-            return devices
 
-        await self.reissue(await self._in_thread(work))
+def _exists(installation_id: str, feature: str, row: SubscriptionRow) -> SubscriptionExists:
+    return SubscriptionExists(
+        f"installation {installation_id} already has {feature} "
+        f"({row.product_code}, {row.id}): renew or reactivate it"
+    )
+
+
+def _audit(
+    session: Session,
+    actor: Principal | str,
+    action: str,
+    before: Subscription | None,
+    after: Subscription | None,
+    *,
+    now: int,
+) -> None:
+    subject = after if after is not None else before
+    assert subject is not None
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        object_type="subscription",
+        object_id=subject.id,
+        before=None if before is None else rows.snapshot(before),
+        after=None if after is None else rows.snapshot(after),
+        now=now,
+    )
+
+
+def _set_card(
+    session: Session, row: SubscriptionRow, card: str, *, actor: Principal, now: int
+) -> None:
+    """Renewals of ``row`` are paid with ``card`` from now on (audited, token not logged)."""
+    before = {"pay_with": row.pay_with, "card_last4": (row.card_token or "")[-4:] or None}
+    row.pay_with, row.card_token = "card", card
+    row.updated_at = now
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="subscription.card",
+        object_type="subscription",
+        object_id=row.id,
+        before=before,
+        after={"pay_with": "card", "card_last4": card[-4:]},
+        now=now,
+    )
 
 
 def _notify(session: Session, effect: Notify, *, now: int) -> None:

@@ -32,6 +32,7 @@ def subscription_view(row: SubscriptionRow) -> dict[str, Any]:
         "service": row.service,
         "purchaser_id": row.purchaser_id,
         "pay_with": row.pay_with,
+        "card_last4": row.card_token[-4:] if row.pay_with == "card" and row.card_token else None,
         "status": row.status.value,
         "status_text": status_text(sub),
         "term_months": row.term_months,

@@ -11,6 +11,7 @@ from cloud.domain.lifecycle import (
     CHARGE_LEASE_S,
     MAX_RENEWAL_MONTHS,
     RETRY_INTERVAL_S,
+    Abandon,
     Activate,
     Charge,
     ChargeFailed,
@@ -19,8 +20,11 @@ from cloud.domain.lifecycle import (
     EndService,
     GrantService,
     Notify,
+    PaymentReversed,
     Reactivate,
+    RefundPayment,
     Renew,
+    RenewalPaid,
     Status,
     Subscription,
     Tick,
@@ -188,7 +192,8 @@ def test_card_purchase_takes_effect_only_after_checkout() -> None:
     paid = apply(sub, Activate(), now=ts(2026, 2, 3))  # paid in February: runs from then
     assert paid.state.status is Status.ACTIVE and paid.state.end == ts(2027, 3, 1)
     assert paid.effects == (GrantService("remote_access", {}, ts(2027, 3, 1)),)
-    assert apply(paid.state, Activate(), now=ts(2026, 2, 4)).state == paid.state  # paid twice
+    twice = apply(paid.state, Activate(), now=ts(2026, 2, 4))  # paid twice: refunded
+    assert twice.state == paid.state and [type(e) for e in twice.effects] == [RefundPayment]
 
 
 # renewal cycle ------------------------------------------------------------------
@@ -221,9 +226,10 @@ def test_notice_two_months_before_then_charge_one_month_before_then_renewal() ->
     renewed = apply(sub, ChargeSucceeded(end=charge.end, attempt=0), now=ts(2027, 1, 1, 0, 2))
     assert renewed.state.end == ts(2028, 2, 1)
     assert renewed.effects == (GrantService("remote_access", {}, ts(2028, 2, 1)),)
-    # the same success delivered again changes nothing
+    # a second payment for the same end is not a further term: it is refunded
     again = apply(renewed.state, ChargeSucceeded(end=charge.end, attempt=0), now=ts(2027, 1, 2))
-    assert again.state == renewed.state and again.effects == ()
+    assert again.state == renewed.state
+    assert [type(e) for e in again.effects] == [RefundPayment]
 
 
 def test_declined_charge_notifies_retries_every_3_days_then_expires_and_late_payment_restores() -> (
@@ -341,3 +347,75 @@ def test_a_charge_abandoned_by_deactivation_never_shares_its_key_with_the_next_p
     # A's charge, answered late, still pays the renewal (money received is never lost)
     late = apply(t.state, ChargeSucceeded(end=to_a.end, attempt=0), now=ts(2027, 1, 4))
     assert late.state.end == ts(2028, 2, 1)
+    assert late.effects == (GrantService("remote_access", {}, ts(2028, 2, 1)),)
+    # B's charge succeeds too: the same term paid twice, so B's payment is refunded
+    second = apply(late.state, ChargeSucceeded(end=to_b.end, attempt=1), now=ts(2027, 1, 5))
+    assert second.state == late.state
+    [refund] = second.effects
+    assert isinstance(refund, RefundPayment) and "paid already" in refund.reason
+
+
+# money: every payment is applied or refunded -------------------------------------
+def test_a_manual_renewal_while_the_automatic_charge_is_in_flight_refunds_the_charge() -> None:
+    sub, effects = _run(bought(ts(2026, 1, 31)), ts(2027, 1, 1))
+    [charge] = [e for e in effects if isinstance(e, Charge)]
+    manual = apply(sub, RenewalPaid(end=sub.end, months=12), now=ts(2027, 1, 2))
+    assert manual.state.end == ts(2028, 2, 1) and manual.state.charging is None
+    late = apply(manual.state, ChargeSucceeded(end=charge.end, attempt=0), now=ts(2027, 1, 3))
+    assert late.state == manual.state and [type(e) for e in late.effects] == [RefundPayment]
+    # the other order: the automatic charge first, the manual payment refunded
+    auto = apply(sub, ChargeSucceeded(end=charge.end, attempt=0), now=ts(2027, 1, 2))
+    extra = apply(auto.state, RenewalPaid(end=charge.end, months=12), now=ts(2027, 1, 3))
+    assert extra.state == auto.state and [type(e) for e in extra.effects] == [RefundPayment]
+
+
+def test_a_charge_reconciled_after_expiry_renews_or_is_refunded_when_its_term_is_over() -> None:
+    sub, effects = _run(bought(ts(2026, 1, 31), months=12), ts(2027, 1, 1))
+    [charge] = [e for e in effects if isinstance(e, Charge)]
+    expired, _ = _run(sub, ts(2027, 2, 1))  # the answer was lost; expiry clears `charging`
+    assert expired.status is Status.EXPIRED and expired.charging is None
+    on = apply(expired, ChargeSucceeded(end=charge.end, attempt=0), now=ts(2027, 2, 3))
+    assert on.state.status is Status.ACTIVE and on.state.end == ts(2028, 2, 1)
+    over = apply(expired, ChargeSucceeded(end=charge.end, attempt=0), now=ts(2028, 2, 1))
+    assert over.state == expired and [type(e) for e in over.effects] == [RefundPayment]
+
+
+def test_a_cancelled_checkout_ends_the_subscription_and_a_late_payment_is_refunded() -> None:
+    sub = bought(ts(2026, 1, 10), paid=False)
+    gone = apply(sub, Abandon(), now=ts(2026, 1, 11))
+    assert gone.state.status is Status.EXPIRED and status_text(gone.state) == "cancelled"
+    assert gone.effects == () and due_at(gone.state) is None
+    for event in (Renew(months=12, by=A), Reactivate(by=A)):
+        with pytest.raises(InvalidTransition, match="purchase it again"):
+            apply(gone.state, event, now=ts(2026, 1, 12))
+    paid = apply(gone.state, Activate(), now=ts(2026, 1, 12))  # reconciled after the cancel
+    assert paid.state == gone.state and [type(e) for e in paid.effects] == [RefundPayment]
+    assert apply(bought(ts(2026, 1, 10)), Abandon(), now=ts(2026, 1, 11)).effects == ()
+
+
+def test_a_reversed_purchase_ends_the_service() -> None:
+    sub = bought(ts(2026, 1, 31))
+    t = apply(sub, PaymentReversed(purchase=True), now=ts(2026, 2, 10))
+    assert t.state.status is Status.EXPIRED and status_text(t.state) == "cancelled"
+    assert t.effects[0] == EndService("remote_access")
+    assert [e.kind for e in t.effects if isinstance(e, Notify)] == ["payment_reversed"]
+    assert apply(t.state, PaymentReversed(purchase=True), now=ts(2026, 2, 11)).effects == ()
+    with pytest.raises(InvalidTransition):
+        apply(t.state, Renew(months=12, by=A), now=ts(2026, 2, 11))
+
+
+def test_a_reversed_renewal_moves_the_end_back_and_stops_renewing() -> None:
+    sub, effects = _run(bought(ts(2026, 1, 31)), ts(2027, 1, 1))
+    [charge] = [e for e in effects if isinstance(e, Charge)]
+    paid = apply(sub, ChargeSucceeded(end=charge.end, attempt=0), now=ts(2027, 1, 1)).state
+    back = apply(paid, PaymentReversed(False, charge.end, 12, 0), now=ts(2027, 1, 5))
+    assert back.state.end == charge.end and back.state.status is Status.ACTIVE
+    assert not back.state.auto_renew and back.state.attempts == 1  # the key is never reused
+    assert back.effects[0] == GrantService("remote_access", {}, charge.end)
+    assert apply(back.state, Tick(), now=ts(2027, 1, 6)).effects == ()  # not charged again
+    on = apply(back.state, Reactivate(by=A), now=ts(2027, 1, 6)).state
+    [again] = apply(on, Tick(), now=ts(2027, 1, 6)).effects
+    assert isinstance(again, Charge) and again.attempt == 1
+    # reversed after the old end has passed: expired at once
+    late = apply(paid, PaymentReversed(False, charge.end, 12, 0), now=ts(2027, 3, 1))
+    assert late.state.status is Status.EXPIRED and late.effects[0] == EndService("remote_access")

@@ -1,14 +1,17 @@
 """A hypothesis state machine over subscription events and time steps, with invariants.
 
 Invariants: exactly one purchaser (always one of the users who bought or
-reactivated); the end never moves backwards; after a tick nothing is active at
-or after its end; each effect key (charge idempotency key, notice dedupe key)
-is issued for one meaning only, and replaying an event or a tick at the same
-moment issues no new effect; the devices' grant always equals the paid end.
+reactivated); the end never moves backwards unless a payment is reversed;
+after a tick nothing is active at or after its end; each effect key (charge
+idempotency key, notice dedupe key) is issued for one meaning only, and
+replaying a declined answer or a tick at the same moment issues no new
+effect; the devices' grant always equals the paid end; every payment that
+succeeds is either applied to the term or refunded, never both, never neither.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, settings
@@ -17,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from cloud.domain.catalogue import CATALOGUE
 from cloud.domain.lifecycle import (
+    Abandon,
     Activate,
     Charge,
     ChargeFailed,
@@ -25,8 +29,11 @@ from cloud.domain.lifecycle import (
     EndService,
     GrantService,
     Notify,
+    PaymentReversed,
     Reactivate,
+    RefundPayment,
     Renew,
+    RenewalPaid,
     Status,
     Tick,
     Transition,
@@ -51,10 +58,27 @@ class Lifecycle(RuleBasedStateMachine):
         self.notices: dict[str, Notify] = {}
         self.granted_until: int | None = None  # what the devices were last told
         self.buyers: set[int] = set()
+        self.payments = self.applied = self.refunded = 0
+        self.applied_terms: list[PaymentReversed] = []  # what a reversal would take back
 
-    def _take(self, t: Transition) -> None:
+    def _pay(self, t: Transition, *, reversal: PaymentReversed) -> None:
+        """A succeeded payment: applied to the term, or refunded (exactly one of the two)."""
         before = self.sub
-        if before is not None:
+        refunds = [e for e in t.effects if isinstance(e, RefundPayment)]
+        self.payments += 1
+        if refunds:
+            assert len(refunds) == 1 and t.state == before, "refunded but also applied"
+            self.refunded += 1
+        else:
+            assert before is not None and t.state != before, "a payment kept, nothing delivered"
+            assert t.state.end > before.end or before.awaiting_payment, "paid, not extended"
+            self.applied += 1
+            self.applied_terms.append(reversal)
+        self._take(t)
+
+    def _take(self, t: Transition, *, reversed_: bool = False) -> None:
+        before = self.sub
+        if before is not None and not reversed_:
             assert t.state.end >= before.end, "the end moved backwards"
         for effect in t.effects:
             if isinstance(effect, Charge):
@@ -131,31 +155,66 @@ class Lifecycle(RuleBasedStateMachine):
     @rule()
     @precondition(lambda self: self.sub is not None)
     def checkout_paid(self) -> None:
-        self._take(apply(self.sub, Activate(), now=self.now))
+        self._pay(apply(self.sub, Activate(), now=self.now), reversal=PaymentReversed(True))
+
+    @rule()
+    @precondition(lambda self: self.sub is not None)
+    def checkout_cancelled(self) -> None:
+        self._take(apply(self.sub, Abandon(), now=self.now))
 
     @rule(ok=st.booleans(), twice=st.booleans())
     @precondition(lambda self: bool(self.outstanding))
     def charge_answered(self, ok: bool, twice: bool) -> None:
         charge = self.outstanding.pop(0)
-        event = (
-            ChargeSucceeded(end=charge.end, attempt=charge.attempt)
-            if ok
-            else ChargeFailed(end=charge.end, attempt=charge.attempt)
-        )
+        if ok:  # each order's payment reaches the rule once (the adapter records it)
+            paid = ChargeSucceeded(end=charge.end, attempt=charge.attempt)
+            back = PaymentReversed(False, charge.end, charge.months, charge.attempt)
+            self._pay(apply(self.sub, paid, now=self.now), reversal=back)
+            return
+        event = ChargeFailed(end=charge.end, attempt=charge.attempt)
         self._take(apply(self.sub, event, now=self.now))
-        if twice:  # a duplicate delivery
+        if twice:  # a duplicate delivery of the decline
             dup = apply(self.sub, event, now=self.now)
             assert dup.effects == () and dup.state == self.sub
+
+    @rule(months=st.sampled_from([1, 12, 60]), stale=st.booleans())
+    @precondition(lambda self: self.sub is not None)
+    def manual_renewal_paid(self, months: int, stale: bool) -> None:
+        """A manual renewal's payment arrives; ``stale``: placed before the last renewal."""
+        end = self.sub.end if not stale or not self.applied_terms else self.applied_terms[-1].end
+        t = apply(self.sub, RenewalPaid(end=end, months=months), now=self.now)
+        self._pay(t, reversal=PaymentReversed(False, end, months))
+
+    @rule()
+    @precondition(lambda self: bool(self.applied_terms))
+    def last_payment_reversed(self) -> None:
+        """A cs_admin voids or refunds the payment applied last."""
+        event = self.applied_terms.pop()
+        event = replace(event, ref=f"order-{self.payments}-{len(self.applied_terms)}")
+        before = self.sub
+        t = apply(before, event, now=self.now)
+        self._take(t, reversed_=True)
+        if before.status is Status.EXPIRED and before.awaiting_payment:
+            assert t.state == before
+        elif event.purchase:
+            assert self.sub.status is Status.EXPIRED and self.sub.awaiting_payment
+        else:
+            assert self.sub.end == add_months(before.end, -event.months)
+            assert not self.sub.auto_renew
+        if self.sub.status is not Status.ACTIVE:
+            self.granted_until = None if before.status is Status.ACTIVE else self.granted_until
 
     @rule(months=st.integers(-2, 64), who=st.sampled_from(USERS))
     @precondition(lambda self: self.sub is not None)
     def renew(self, months: int, who: int) -> None:
         try:
-            self._take(apply(self.sub, Renew(months=months, by=who), now=self.now))
+            t = apply(self.sub, Renew(months=months, by=who), now=self.now)
         except BadTerm:
             assert not 1 <= months <= 60 or add_months(self.sub.end, months) <= self.now
         except InvalidTransition:
-            assert self.sub.status is Status.PENDING
+            assert self.sub.status is Status.PENDING or self.sub.awaiting_payment
+        else:
+            self._pay(t, reversal=PaymentReversed(False, self.sub.end, months))
 
     @rule(who=st.sampled_from(USERS))
     @precondition(lambda self: self.sub is not None)
@@ -196,6 +255,10 @@ class Lifecycle(RuleBasedStateMachine):
             assert self.granted_until == self.sub.end
         else:  # expired and very-late-paid ends are recorded without a grant
             assert self.granted_until <= self.sub.end
+
+    @invariant()
+    def every_succeeded_payment_is_applied_or_refunded(self) -> None:
+        assert self.payments == self.applied + self.refunded
 
     @invariant()
     def charges_go_to_the_purchaser_of_their_time(self) -> None:

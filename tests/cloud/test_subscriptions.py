@@ -89,7 +89,8 @@ async def test_invoiced_partner_purchase_is_active_on_save_and_devices_get_it(cl
         actions = tx.session.scalars(
             select(AuditRow.action).where(AuditRow.object_id == sub["id"])
         ).all()
-    assert list(actions) == ["subscription.purchase"]
+    # recorded with its order before the payment, then activated by the payment
+    assert list(actions) == ["subscription.purchase", "subscription.activate"]
 
 
 async def test_card_partner_subscription_waits_for_checkout(cloud: Cloud) -> None:
@@ -167,8 +168,11 @@ async def test_declined_renewal_notifies_retries_expires_and_late_payment_restor
         )
         assert r.status_code == 201 and r.json()["order_status"] == "Succeed", r.text
         sub_id = r.json()["subscription"]["id"]
-        with cloud.state.store.transaction() as tx:  # the card on file starts declining
-            tx.session.get(SubscriptionRow, sub_id).card_token = CARD_DECLINED
+        # the card on file starts declining: the purchaser puts that card on file
+        card = await si.put(
+            f"/api/v1/subscriptions/{sub_id}/card", json={"card_token": CARD_DECLINED}
+        )
+        assert card.status_code == 200 and card.json()["card_last4"] == "0002", card.text
         cloud.clock.now = ts(2026, 12, 31)
         await _days(cloud, 31)  # through 31 Jan 2027
         with cloud.state.store.transaction() as tx:
@@ -190,6 +194,8 @@ async def test_declined_renewal_notifies_retries_expires_and_late_payment_restor
         assert (
             late.json()["subscription"]["status_text"] == "active, renews at 2028-02-01T00:00:00Z"
         )
+        # the purchaser paid the late renewal with a working card: it is the card on file now
+        assert late.json()["subscription"]["card_last4"] == CARD_OK[-4:]
     assert await _device_features(cloud, dev) == {"remote_access": ts(2028, 2, 1)}
 
 
@@ -287,8 +293,10 @@ async def test_future_start_activates_on_its_day_and_a_failed_renewal_order_paid
         assert _grant(cloud, inst, "voice_control") is None
         await _days(cloud, 1)  # 13 May: takes effect, devices follow
         assert (await _device_features(cloud, dev)) == {"voice_control": ts(2027, 6, 1)}
-        with cloud.state.store.transaction() as tx:
-            tx.session.get(SubscriptionRow, sub["id"]).card_token = CARD_DECLINED
+        card = await si.put(
+            f"/api/v1/subscriptions/{sub['id']}/card", json={"card_token": CARD_DECLINED}
+        )
+        assert card.status_code == 200, card.text
         cloud.clock.now = ts(2027, 4, 30)
         await _days(cloud, 32)  # charged from 1 May, declined every time; 1 Jun: expired
         assert (await si.get(f"/api/v1/subscriptions/{sub['id']}")).json()["status"] == "expired"

@@ -95,10 +95,11 @@ async def test_two_workers_charge_each_renewal_once_and_lose_no_transition(
                     )
                     assert r.status_code == 201, r.text
                     subs[r.json()["subscription"]["id"]] = inst
-            declining = set(list(subs)[: SUBSCRIPTIONS // 2])
-            with app_a.state.cloud.store.transaction() as tx:
-                for sub_id in declining:
-                    tx.session.get(SubscriptionRow, sub_id).card_token = CARD_DECLINED
+                declining = set(list(subs)[: SUBSCRIPTIONS // 2])
+                for sub_id in declining:  # the purchaser puts a declining card on file
+                    card = {"card_token": CARD_DECLINED}
+                    r = await si.put(f"/api/v1/subscriptions/{sub_id}/card", json=card)
+                    assert r.status_code == 200, r.text
 
             jobs = [_renewals(app_a), _renewals(app_b)]
             clock.set(ts(2026, 12, 31))

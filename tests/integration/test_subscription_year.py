@@ -27,7 +27,6 @@ from cloud.accounts import memberships
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.store.billing import OrderRow
 from cloud.store.notifications import NotificationRow
-from cloud.store.subscriptions import SubscriptionRow
 from cloud.testclock import TestClock
 from entitle.config import Settings
 from entitle.demo import cancel_and_wait
@@ -140,8 +139,10 @@ async def test_a_year_of_renewal_decline_expiry_and_late_payment(
                 await _until(agents, True)
 
                 # the card on file starts declining before the next charge (1 Jan 2028)
-                with app.state.cloud.store.transaction() as tx:
-                    tx.session.get(SubscriptionRow, sub["id"]).card_token = CARD_DECLINED
+                card = await si.put(
+                    f"/api/v1/subscriptions/{sub['id']}/card", json={"card_token": CARD_DECLINED}
+                )
+                assert card.status_code == 200, card.text
                 await advance(333)  # 31 Dec 2027
                 assert len(_renewal_orders(app)) == 1
                 await advance(1)  # 1 Jan 2028: declined, the purchaser is told

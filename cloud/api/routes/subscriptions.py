@@ -34,7 +34,7 @@ Writer = Annotated[Principal, Depends(require(Permission.SUBSCRIPTIONS_WRITE))]
 _ERRORS = documented(
     {
         402: "the card was declined: nothing was bought",
-        403: "the role may not, or the buyer is blacklisted",
+        403: "the role may not, the buyer is blacklisted, or not the purchaser's card to set",
         404: "unknown installation or subscription",
         409: "the installation has this service already, or the state forbids it",
     },
@@ -65,6 +65,10 @@ class RenewIn(_Body):
 class ReactivateIn(_Body):
     pay_with: Literal["card", "invoice"] | None = None
     card_token: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class CardIn(_Body):
+    card_token: str = Field(min_length=1, max_length=256, description="sandbox: a test card number")
 
 
 class AdvanceIn(_Body):
@@ -181,6 +185,17 @@ async def reactivate(
     except CloudError as exc:
         raise http_error(exc) from exc
     return _out(result)
+
+
+@router.put("/subscriptions/{sub_id}/card", responses=_ERRORS)
+async def set_card(
+    body: CardIn, principal: Writer, service: Service, sub_id: str = SubId
+) -> dict[str, Any]:
+    """Set the card that pays the renewals (the purchaser, or an admin); audited."""
+    try:
+        return await service.set_card(principal, sub_id, body.card_token)
+    except CloudError as exc:
+        raise http_error(exc) from exc
 
 
 _CLOCK_ERRORS = documented({404: "the test clock is off"}, body=True)

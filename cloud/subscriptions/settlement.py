@@ -1,0 +1,215 @@
+"""Payments of subscription orders: delivered or refunded, once each; reversals taken back.
+
+Every subscription order has a link (:class:`~cloud.store.subscriptions.SubscriptionOrderRow`)
+written in the order's own transaction, before any money moves. Billing's
+callbacks land here:
+
+* on paid (at once, after a checkout, or when reconciliation finds a lost
+  answer was charged): the payment event goes to the pure rule under the
+  link's and the subscription's row locks; the rule applies it or emits
+  :class:`~cloud.domain.lifecycle.RefundPayment`. The link's ``outcome``
+  records which (``applied`` / ``refund``), so a payment delivered twice is
+  handled once. A refund is audited, the buyer is told, and it is sent after
+  the commit; until billing confirms it (``refunded``), the renewal job sends
+  it again each pass, so a crash in between loses nothing.
+* on reversed (cancelled unpaid, voided, refunded in full): an unpaid
+  purchase's cancel ends the pending subscription; an applied payment's
+  reversal takes back what it bought (:class:`~cloud.domain.lifecycle.PaymentReversed`);
+  a reversed purchase also gives back the renewals paid on top of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from cloud.accounts import audit
+from cloud.billing import repository as billing_repo
+from cloud.billing.errors import OrderStateConflict, RefundTooLarge
+from cloud.domain.lifecycle import (
+    Abandon,
+    Activate,
+    ChargeSucceeded,
+    Event,
+    Notify,
+    PaymentReversed,
+    RefundPayment,
+    RenewalPaid,
+    apply,
+)
+from cloud.store import Tx
+from cloud.store import subscriptions as rows
+from cloud.store.subscriptions import Outcome, SubscriptionOrderRow
+
+if TYPE_CHECKING:
+    from cloud.subscriptions.service import SubscriptionService
+
+__all__ = ["MANUAL", "Settlement"]
+
+_log = logging.getLogger(__name__)
+MANUAL = -1  # ``attempt`` of an order link for a renewal the user asked for
+_ACTOR = "system:billing"
+_ACTIONS = {
+    "purchase": "subscription.activate",
+    "manual": "subscription.renew",
+    "renewal": "subscription.charge_paid",
+}
+
+
+class Settlement:
+    """Billing's on-paid and on-reversed callbacks for subscription orders."""
+
+    def __init__(self, service: SubscriptionService) -> None:
+        self._service = service
+        service.billing.on_paid(self.on_paid)
+        service.billing.on_reversed(self.on_reversed)
+
+    # paid -----------------------------------------------------------------------
+    async def on_paid(self, order_id: int) -> None:
+        """Deliver the order's payment, or refund it; idempotent."""
+        service = self._service
+        now = service.clock()
+
+        def work() -> tuple[list[str], bool]:
+            with service.store.transaction() as tx:
+                link = rows.order_link(tx.session, order_id, lock=True)
+                if link is None or link.outcome is not None:
+                    return [], False  # not a subscription's order, or settled already
+                row = rows.subscription_of(tx.session, link.subscription_id, lock=True)
+                assert row is not None  # links cascade with their subscription
+                before = rows.load(row)
+                t = apply(before, _payment(link), now=now)
+                refund = next((e for e in t.effects if isinstance(e, RefundPayment)), None)
+                link.outcome = Outcome.APPLIED if refund is None else Outcome.REFUND
+                if refund is not None:
+                    self._refund_due(tx, link, refund.reason, now=now)
+                    return [], True
+                action = _ACTIONS[link.kind if link.attempt != MANUAL else "manual"]
+                _, devices = service.commit(
+                    tx, row, before, t, actor=_ACTOR, action=action, now=now
+                )
+                return devices, False
+
+        devices, refund = await service._in_thread(work)
+        await service.reissue(devices)
+        if refund:
+            await self.refund(order_id)
+
+    def _refund_due(self, tx: Tx, link: SubscriptionOrderRow, reason: str, *, now: int) -> None:
+        """Audit a payment that cannot be delivered and tell its buyer; the refund follows."""
+        order = billing_repo.get_order(tx.session, link.order_id)
+        assert order is not None
+        audit.record(
+            tx.session,
+            actor=_ACTOR,
+            action="subscription.payment_refunded",
+            object_type="subscription",
+            object_id=link.subscription_id,
+            before=None,
+            after={"order": order.number, "amount_cents": order.amount_cents, "reason": reason},
+            now=now,
+        )
+        if order.buyer_user_id is None:
+            return
+        amount = f"{order.amount_cents / 100:.2f} {order.currency}"
+        self._service.notify(
+            tx.session,
+            Notify(
+                kind="payment_refunded",
+                to_user=order.buyer_user_id,
+                subject=f"Your payment for order {order.number} is refunded",
+                body=f"Order {order.number} ({amount}) for installation "
+                f"{order.installation_id} could not be delivered: {reason}. "
+                "The payment is given back in full.",
+                dedupe_key=f"payment_refunded:{order.id}",
+            ),
+            now=now,
+        )
+
+    async def refund(self, order_id: int) -> bool:
+        """Give back an order whose outcome is ``refund``; True once billing has it."""
+        now = self._service.clock()
+        try:
+            await self._service.billing.withdraw(order_id, actor=_ACTOR, now=now)
+        except (OrderStateConflict, RefundTooLarge):  # given back already (voided, refunded)
+            await self.on_reversed(order_id)
+        except Exception:  # the provider failed: the renewal job tries again
+            _log.exception("refund of order %d failed; retried by the renewal job", order_id)
+            return False
+        return True
+
+    async def refund_due(self, *, limit: int = 100) -> int:
+        """Send every refund that is due and not confirmed (the renewal job's pass)."""
+
+        def due() -> list[int]:
+            with self._service.store.transaction() as tx:
+                return rows.refunds_due(tx.session, limit=limit)
+
+        done = 0
+        for order_id in await self._service._in_thread(due):
+            done += await self.refund(order_id)
+        return done
+
+    # reversed -------------------------------------------------------------------
+    async def on_reversed(self, order_id: int) -> None:
+        """Take back what a cancelled, voided or fully refunded order bought; idempotent."""
+        service = self._service
+        now = service.clock()
+
+        def work() -> tuple[list[str], list[int]]:
+            with service.store.transaction() as tx:
+                link = rows.order_link(tx.session, order_id, lock=True)
+                if link is None:
+                    return [], []
+                if link.outcome == Outcome.REFUND:
+                    link.outcome = Outcome.REFUNDED
+                    return [], []
+                if link.outcome not in (None, Outcome.APPLIED):
+                    return [], []  # refunded, reversed or cancelled already
+                row = rows.subscription_of(tx.session, link.subscription_id, lock=True)
+                assert row is not None
+                before = rows.load(row)
+                applied = link.outcome == Outcome.APPLIED
+                link.outcome = Outcome.REVERSED if applied else Outcome.CANCELLED
+                purchase = link.kind == "purchase"
+                if applied:
+                    event: Event = PaymentReversed(
+                        purchase=purchase,
+                        end=link.ends_at,
+                        months=link.months,
+                        attempt=link.attempt,
+                        ref=str(order_id),
+                    )
+                    action = "subscription.payment_reversed"
+                elif purchase:
+                    event, action = Abandon(), "subscription.checkout_cancelled"
+                else:
+                    return [], []  # an unpaid renewal order: nothing was bought
+                t = apply(before, event, now=now)
+                refunds = []
+                if applied and purchase:  # renewals paid on top of a reversed purchase
+                    for other in rows.links_of(tx.session, row.id):
+                        if other.kind != "purchase" and other.outcome == Outcome.APPLIED:
+                            other.outcome = Outcome.REFUND
+                            self._refund_due(tx, other, "the purchase was reversed", now=now)
+                            refunds.append(other.order_id)
+                if t.state == before:
+                    return [], refunds
+                _, devices = service.commit(
+                    tx, row, before, t, actor=_ACTOR, action=action, now=now
+                )
+                return devices, refunds
+
+        devices, refunds = await service._in_thread(work)
+        await service.reissue(devices)
+        for other_id in refunds:
+            await self.refund(other_id)
+
+
+def _payment(link: SubscriptionOrderRow) -> Event:
+    """The lifecycle event of a link's payment."""
+    if link.kind == "purchase":
+        return Activate()
+    if link.attempt == MANUAL:
+        return RenewalPaid(end=link.ends_at, months=link.months)
+    return ChargeSucceeded(end=link.ends_at, attempt=link.attempt)
