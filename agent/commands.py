@@ -6,7 +6,10 @@ firmware's result, or an error with a typed reason. Malformed commands,
 unknown commands and firmware failures are counted by reason for the next
 health report and never raised: nothing a command carries can stop the
 agent. Commands run one at a time from a bounded queue, off the MQTT
-message loop, so a slow self-test never delays an entitlement.
+message loop, so a slow self-test never delays an entitlement. A command
+that finds the queue full is answered at once with the error ``busy`` (send
+it again later); those answers wait in a second bounded queue, and only a
+flood past both bounds goes unanswered (counted as ``busy_unanswered``).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class CommandHandler:
         firmware: FirmwareCommands | None,
         publisher: Publisher | None,
         queue_size: int = 16,
+        busy_queue_size: int = 64,
         publish_timeout_s: float = 10.0,
         on_reboot: Callable[[], None] | None = None,
     ) -> None:
@@ -68,17 +72,36 @@ class CommandHandler:
         self.answered = 0
         self.topic = device_topic(device_id, "cmd/res")
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
+        self._refusals: asyncio.Queue[CommandResult] = asyncio.Queue(busy_queue_size)
 
     def _count(self, reason: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
     def submit(self, payload: bytes) -> None:
-        """Queue a received command; when the queue is full it is counted and dropped."""
+        """Queue a received command; when the queue is full it is refused as ``busy``."""
         try:
             self._queue.put_nowait(bytes(payload))
         except asyncio.QueueFull:
-            self._count("busy")
-            log.warning("command dropped: %d commands already queued", self._queue.qsize())
+            self._refuse_busy(payload)
+
+    def _refuse_busy(self, payload: bytes) -> None:
+        self._count("busy")
+        try:
+            command_id = parse_command(payload).id
+        except BadCommand as exc:
+            command_id = exc.command_id or UNKNOWN_ID
+        queued = self._queue.qsize()
+        log.warning("command %s refused: %d commands already queued", command_id, queued)
+        result = error_result(
+            command_id,
+            device_id=self.device_id,
+            reason="busy",
+            detail=f"{queued} commands already queued on the device; send it again later",
+        )
+        try:
+            self._refusals.put_nowait(result)
+        except asyncio.QueueFull:
+            self._count("busy_unanswered")
 
     async def _run(self, command: Command) -> dict[str, Any]:
         firmware = self.firmware
@@ -134,10 +157,20 @@ class CommandHandler:
         return True
 
     async def run(self) -> None:
-        """Handle queued commands one at a time until cancelled."""
+        """Handle queued commands one at a time, and answer refusals, until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._answer_refusals(), name="commands-busy")
+            tasks.create_task(self._work(), name="commands-work")
+
+    async def _work(self) -> None:
         while True:
             payload = await self._queue.get()
             await self.answer(await self.handle(payload))
+
+    async def _answer_refusals(self) -> None:
+        """Busy answers go out beside a running command, not after it."""
+        while True:
+            await self.answer(await self._refusals.get())
 
 
 class _NoFirmware(EntitleError):

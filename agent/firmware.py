@@ -32,6 +32,7 @@ from protocol.errors import (
     BadFrame,
     FirmwareErrorReply,
     FirmwareUnavailable,
+    FrameTooLarge,
     SerialFrameError,
     SerialTimeout,
 )
@@ -55,7 +56,16 @@ COUNTERS = (
     "retries",
     "error_replies",
     "bad_frames",
+    "frame_too_large",
+    "garbage",
     "stale_frames",
+    "skipped_bytes",
+)
+# what each frame error the codec raises is counted as (the rest are bad_frames)
+_ERROR_COUNTERS: tuple[tuple[type[SerialFrameError], str], ...] = (
+    (BadCrc, "crc_errors"),
+    (FrameTooLarge, "frame_too_large"),
+    (codec.Garbage, "garbage"),
 )
 _MAX_BUFFER = 4 * codec.MAX_FRAME
 
@@ -296,7 +306,9 @@ class FirmwareClient:
             if chunk:
                 self._buffer += chunk
                 if len(self._buffer) > _MAX_BUFFER:  # bounded even on a babbling line
-                    del self._buffer[: len(self._buffer) - _MAX_BUFFER]
+                    overflow = len(self._buffer) - _MAX_BUFFER
+                    del self._buffer[:overflow]
+                    self.counters["skipped_bytes"] += overflow
 
     def _drain(
         self, op: codec.Op, request_id: int
@@ -307,10 +319,15 @@ class FirmwareClient:
             try:
                 frame, consumed = codec.read(self._buffer)
             except SerialFrameError as exc:
-                del self._buffer[: max(exc.consumed, 1)]
-                key = "crc_errors" if isinstance(exc, BadCrc) else "bad_frames"
+                dropped = max(exc.consumed, 1)
+                del self._buffer[:dropped]
+                self.counters["skipped_bytes"] += dropped
+                key = next((k for t, k in _ERROR_COUNTERS if isinstance(exc, t)), "bad_frames")
                 self.counters[key] += 1
-                corrupted = exc
+                if not isinstance(exc, codec.Garbage):
+                    # noise between frames says nothing about the answer; a broken frame may
+                    # have been it, so asking again beats waiting out the timeout
+                    corrupted = exc
                 continue
             del self._buffer[:consumed]
             if frame is None:

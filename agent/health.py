@@ -159,7 +159,9 @@ class HealthCollector:
             "ts": int(now),
             "kind": self.kind,
             "fw": self._fw_version,
-            "reboots": {"count": 0, "last_reason": None},
+            # only the firmware knows its reboots: unknown (null) unless it answered, since
+            # a stand-in 0 between two real counts reads as a reset to the cloud
+            "reboots": {"count": None, "last_reason": None},
             "kind_specific": {},
             **self._host.sample(now=now),
         }

@@ -1,88 +1,81 @@
 """Host figures for health reports: uptime, memory, disk, CPU temperature, packet loss.
 
-On Linux they are read straight from ``/proc``, ``/sys`` and ``statvfs``:
-importing psutil costs ~2.6 MB of resident memory, which a small device's
-agent does not need to pay for five numbers. Elsewhere psutil (imported
-lazily) gives the same figures. Anything the host cannot say is None.
+Read through psutil on every platform it supports (one code path, so the
+figures a Linux gateway sends are the ones the tests see). psutil is
+imported when the first sampler is made, so an agent without health
+reporting never loads it. Anything the host cannot say is None.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HostSampler"]
+__all__ = ["HostSampler", "net_counters"]
 
-_PROC = Path("/proc")
-_THERMAL = Path("/sys/class/thermal")
-_NUMBER = (int, float)
-
-
-def _pct(used: float, total: float) -> float | None:
-    return round(min(100.0, max(0.0, 100.0 * used / total)), 1) if total > 0 else None
+_LOOPBACK = ("lo", "lo0", "Loopback Pseudo-Interface 1")
+_PSUTIL_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, ValueError)
 
 
-def _linux_uptime(now: float) -> int:
-    return int(float((_PROC / "uptime").read_text().split()[0]))
+def _pct(value: float) -> float:
+    return round(min(100.0, max(0.0, float(value))), 1)
 
 
-def _linux_mem() -> float | None:
-    fields: dict[str, int] = {}
-    for line in (_PROC / "meminfo").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("MemTotal", "MemAvailable"):
-            fields[name] = int(rest.split()[0])
-    total, available = fields.get("MemTotal", 0), fields.get("MemAvailable")
-    return None if available is None else _pct(total - available, total)
+def net_counters() -> tuple[int, int] | None:
+    """(errors + drops, packets) over every interface but loopback; None if unknown."""
+    import psutil
 
-
-def _linux_temp() -> float | None:
-    for zone in sorted(_THERMAL.glob("thermal_zone*")):
-        try:
-            value = int((zone / "temp").read_text().strip()) / 1000
-        except (OSError, ValueError):
+    per_nic = psutil.net_io_counters(pernic=True)
+    if not per_nic:
+        return None
+    lost = packets = 0
+    for name, io in per_nic.items():
+        if name in _LOOPBACK:
             continue
-        if -100 <= value <= 200:
-            return round(value, 1)
+        packets += io.packets_sent + io.packets_recv
+        lost += io.errin + io.errout + io.dropin + io.dropout
+    return int(lost), int(packets)
+
+
+def _temperature(psutil: Any) -> float | None:
+    """The first plausible sensor reading (not every platform has sensors)."""
+    sensors: dict[str, Any]
+    try:
+        sensors = getattr(psutil, "sensors_temperatures", dict)()
+    except _PSUTIL_ERRORS:
+        return None
+    for entries in sensors.values():
+        for entry in entries:
+            current = entry.current
+            if isinstance(current, int | float) and -100 <= current <= 200:
+                return round(float(current), 1)
     return None
 
 
-def _linux_net() -> tuple[int, int] | None:
-    """(errors + drops, packets) over every interface but loopback."""
-    lost = packets = 0
-    for line in (_PROC / "net" / "dev").read_text().splitlines()[2:]:
-        name, _, rest = line.partition(":")
-        if name.strip() == "lo":
-            continue
-        f = [int(x) for x in rest.split()]
-        packets += f[1] + f[9]
-        lost += f[2] + f[3] + f[10] + f[11]
-    return lost, packets
-
-
-def _disk(path: Path) -> float | None:
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return None
-    used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    return _pct(used, used + st.f_bavail * st.f_frsize)  # as df and psutil count it
-
-
 class HostSampler:
-    """Samples the host; packet loss is the ratio between two samples (None at first)."""
+    """Samples the host; packet loss is the ratio between two samples (None at first).
 
-    def __init__(self, *, disk_path: Path) -> None:
+    ``net`` reads the cumulative (lost, packets) counters; tests pass their own.
+    """
+
+    def __init__(
+        self,
+        *,
+        disk_path: Path,
+        net: Callable[[], tuple[int, int] | None] = net_counters,
+    ) -> None:
+        import psutil
+
+        self._psutil = psutil
         self.disk_path = disk_path
+        self._net = net
         self._last_net: tuple[int, int] | None = None
-        self._linux = (_PROC / "meminfo").exists()
 
-    def _loss_pct(self, read: Callable[[], tuple[int, int] | None]) -> float | None:
+    def _loss_pct(self) -> float | None:
         try:
-            sample = read()
-        except (OSError, ValueError, IndexError):
+            sample = self._net()
+        except _PSUTIL_ERRORS:
             return None
         last, self._last_net = self._last_net, sample
         if sample is None or last is None or sample[1] <= last[1]:
@@ -90,48 +83,28 @@ class HostSampler:
         lost = max(0, sample[0] - last[0])
         return round(min(100.0, 100.0 * lost / (sample[1] - last[1] + lost)), 3)
 
+    def _disk_pct(self) -> float | None:
+        try:
+            # used / (used + available to us), as df counts it
+            return _pct(self._psutil.disk_usage(str(self.disk_path)).percent)
+        except _PSUTIL_ERRORS:
+            return None
+
     def sample(self, *, now: float) -> dict[str, Any]:
         """``uptime_s``, ``cpu_temp_c``, ``mem_used_pct``, ``disk`` and ``net`` of a report."""
-        if self._linux:
-            try:
-                uptime, mem, temp = _linux_uptime(now), _linux_mem(), _linux_temp()
-            except (OSError, ValueError, IndexError):
-                uptime, mem, temp = 0, None, None
-            loss = self._loss_pct(_linux_net)
-        else:
-            uptime, mem, temp, loss = self._psutil(now)
+        psutil = self._psutil
+        try:
+            uptime = int(now - psutil.boot_time())
+        except _PSUTIL_ERRORS:
+            uptime = 0
+        try:
+            mem: float | None = _pct(psutil.virtual_memory().percent)
+        except _PSUTIL_ERRORS:
+            mem = None
         return {
             "uptime_s": max(0, uptime),
-            "cpu_temp_c": temp,
+            "cpu_temp_c": _temperature(psutil),
             "mem_used_pct": mem,
-            "disk": {"used_pct": _disk(self.disk_path), "write_errors": None, "reallocated": None},
-            "net": {"rssi_dbm": None, "loss_pct": loss},
+            "disk": {"used_pct": self._disk_pct(), "write_errors": None, "reallocated": None},
+            "net": {"rssi_dbm": None, "loss_pct": self._loss_pct()},
         }
-
-    def _psutil(self, now: float) -> tuple[int, float | None, float | None, float | None]:
-        import psutil  # lazily, and only where /proc is not there to read
-
-        def net() -> tuple[int, int] | None:
-            io = psutil.net_io_counters()
-            if io is None:
-                return None
-            return (
-                int(io.dropin + io.dropout + io.errin + io.errout),
-                int(io.packets_sent + io.packets_recv),
-            )
-
-        temp: float | None = None
-        sensors: dict[str, Any]
-        try:
-            sensors = getattr(psutil, "sensors_temperatures", dict)()
-        except (OSError, RuntimeError):
-            sensors = {}
-        for entries in sensors.values():
-            for entry in entries:
-                if isinstance(entry.current, _NUMBER) and -100 <= entry.current <= 200:
-                    temp = round(float(entry.current), 1)
-                    break
-            if temp is not None:
-                break
-        mem = round(float(psutil.virtual_memory().percent), 1)
-        return int(now - psutil.boot_time()), mem, temp, self._loss_pct(net)

@@ -47,15 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         faults=faults,
         seed=args.seed,
     )
-    with PtyFirmware(emulator) as firmware:
-        print(firmware.port, flush=True)
-        if recordings is not None:
-            print(f"recordings: {recordings}", file=sys.stderr, flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
-        try:
+    # before the port is printed: whoever reads it may stop us at once
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with PtyFirmware(emulator) as firmware:
+            print(firmware.port, flush=True)
+            if recordings is not None:
+                print(f"recordings: {recordings}", file=sys.stderr, flush=True)
             signal.pause()
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -5,6 +5,11 @@ named ``rec-YYYYmmddTHHMMSSZ.mp4`` after the start of its interval. After
 every tick the files older than the retention window are deleted: the
 ``video_retention`` feature's ``days`` when entitled, one day otherwise.
 Files whose names do not follow the pattern are never touched.
+
+The feature switches live in RAM, so after a boot the camera does not know
+what retention is paid for: it deletes nothing until the host has sent
+SET_FEATURES (or :attr:`CameraEmulator.FEATURES_GRACE_S` of uptime passed
+without a host), so a reboot never costs footage the entitlement keeps.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class CameraEmulator(Emulator):
     HOT_FRAME_DROP_PERIOD_S = 10.0  # thermal throttling drops far more
     DISK_ERROR_EVERY = 3  # with the disk fault, every third recording write fails
     DISK_ERRORS_OVER_TIME = False
+    FEATURES_GRACE_S = 600.0  # after a boot, wait this long for the host's features
 
     def __init__(self, *, recordings: Path, interval_s: int = 3600, **kwargs: Any) -> None:
         if interval_s < 1:
@@ -59,6 +65,7 @@ class CameraEmulator(Emulator):
         self._drop_budget = 0.0
         self._writes = 0
         self._next_start: int | None = None
+        self._features_known = False  # SET_FEATURES since the last boot
         super().__init__(**kwargs)
         self.tick()
 
@@ -79,7 +86,12 @@ class CameraEmulator(Emulator):
                     f"video_retention.days must be an int from 1 to {MAX_RETENTION_DAYS}",
                 )
         super().set_features(features)
+        self._features_known = True
         self.prune()
+
+    def features_lost(self) -> None:
+        super().features_lost()
+        self._features_known = False
 
     def advance(self, before: float, now: float) -> None:
         hot = self.faults.overheating
@@ -110,7 +122,12 @@ class CameraEmulator(Emulator):
         self._next_start = max(current + self.interval_s, first)
 
     def prune(self) -> list[str]:
-        """Delete the recordings that started before the retention window; return their names."""
+        """Delete the recordings that started before the retention window; return their names.
+
+        Nothing is deleted after a boot until the retention is known (see the module).
+        """
+        if not self._features_known and self.uptime_s() < self.FEATURES_GRACE_S:
+            return []
         cutoff = self._cutoff(int(self.now()))
         removed = []
         for path in self.recordings.iterdir():

@@ -115,8 +115,9 @@ class Emulator:
                 frame, consumed = codec.read(self._inbox)
             except SerialFrameError as exc:
                 del self._inbox[: max(exc.consumed, 1)]
-                self.rx_errors += 1
-                self.log("warn", f"serial rx: {exc.reason}")
+                if not isinstance(exc, codec.Garbage):  # rx_errors counts broken requests
+                    self.rx_errors += 1
+                    self.log("warn", f"serial rx: {exc.reason}")
                 continue
             del self._inbox[:consumed]
             if frame is None:
@@ -200,6 +201,7 @@ class Emulator:
                 self.reboots += resets
                 self.last_reboot_reason = "watchdog"
                 self._boot += resets * self.REBOOT_LOOP_PERIOD_S
+                self.features_lost()
                 self.log("error", f"watchdog reset x{resets}: main loop stalled")
         if self.faults.disk_write_errors and self.DISK_ERRORS_OVER_TIME:
             self._disk_error_budget += elapsed / self.DISK_ERROR_PERIOD_S
@@ -222,7 +224,12 @@ class Emulator:
         self.reboots += 1
         self.last_reboot_reason = reason
         self._boot = self._now()
+        self.features_lost()
         self.log("info", f"reboot ({reason})")
+
+    def features_lost(self) -> None:
+        """A reboot clears the feature switches (RAM only): the host must push them again."""
+        self.features = {}
 
     def uptime_s(self) -> int:
         return max(int(self._now() - self._boot), 0)
@@ -241,6 +248,7 @@ class Emulator:
             "fw": FIRMWARE_VERSION,
             "hw_rev": "B",
             "protocol": codec.VERSION,
+            "boot_count": self.reboots + 1,
             "features": self.features,
         }
 

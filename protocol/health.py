@@ -4,7 +4,7 @@ Shape (DESIGN.md "Health report" plus ``dropped`` and ``errors``)::
 
     {"v": 1, "device_id": str, "seq": int >= 1, "ts": epoch s, "kind": "gateway"|"camera"|"counter",
      "fw": str | null, "uptime_s": int,
-     "reboots": {"count": int, "last_reason": str | null},
+     "reboots": {"count": int | null, "last_reason": str | null},   # null: not known
      "cpu_temp_c": number | null, "mem_used_pct": number | null,
      "disk": {"used_pct": number | null, "write_errors": int | null, "reallocated": int | null},
      "net": {"rssi_dbm": number | null, "loss_pct": number | null},
@@ -17,6 +17,10 @@ Shape (DESIGN.md "Health report" plus ``dropped`` and ``errors``)::
 type and range, and that ``device_id`` is the publishing topic's device. It
 raises :class:`BadHealthReport` whose ``reason`` is one of ``too_large``,
 ``bad_json``, ``bad_schema``, ``wrong_version``, ``wrong_device``. Pure: no I/O.
+
+``reboots.count`` is the firmware's own counter; a report built without the
+firmware's figures (the read failed, or there is no firmware) carries null,
+never a guess: a made-up 0 between two real counts would read as a reset.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ class BadHealthReport(UntrustedDataError):
 
 @dataclass(frozen=True, slots=True)
 class Reboots:
-    count: int = 0
+    count: int | None = None  # None: not known (no firmware figures in this report)
     last_reason: str | None = None
 
 
@@ -148,7 +152,7 @@ def health_from_dict(obj: Mapping[str, Any], *, topic_device_id: str | None = No
         fw=f.text("fw", max_len=64, null=True),
         uptime_s=f.integer("uptime_s"),
         reboots=Reboots(
-            count=reboots.integer("count"),
+            count=reboots.integer("count", null=True),
             last_reason=reboots.text("last_reason", max_len=64, null=True),
         ),
         cpu_temp_c=f.number("cpu_temp_c", lo=-100, hi=200, null=True),

@@ -15,11 +15,13 @@ length field (a length corrupted to a smaller or larger value leaves a
 truncated item or trailing bytes even in the 1 in 65 536 case where the CRC
 read from the wrong place happens to match).
 
-The reader resynchronises: bytes before a start marker are skipped (and
-counted in ``consumed``); a bad frame raises a
-:class:`~protocol.errors.SerialFrameError` whose ``consumed`` drops only the
-first marker byte, so a real frame hidden behind a false marker is found on
-the next read.
+The reader resynchronises and accounts for every byte it drops: bytes
+before a start marker raise :class:`Garbage` (``consumed`` = their number);
+a bad frame raises a :class:`~protocol.errors.SerialFrameError` leaf whose
+``consumed`` drops only the first marker byte, so a real frame hidden behind
+a false marker is found on the next read (the rest of the bad frame then
+comes out as garbage). A reader that adds up ``consumed`` of every error has
+counted every byte that was not part of a frame.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "FaultCode",
     "Frame",
     "FrameKind",
+    "Garbage",
     "Op",
     "check_self_test",
     "crc16",
@@ -118,6 +121,14 @@ FAULT_CODES: Mapping[str, FaultCode] = {
 }
 
 
+class Garbage(SerialFrameError):
+    """Bytes outside any frame: line noise, or the rest of a frame whose marker was dropped.
+
+    ``consumed`` is the number of bytes; a leaf of ``SerialFrameError`` beside
+    ``BadCrc``, ``FrameTooLarge`` and ``BadFrame`` (reason ``garbage``).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded frame. ``op`` stays an int when it is not an :class:`Op`."""
@@ -171,40 +182,42 @@ def write(frame: Frame) -> bytes:
 def read(buf: bytes | bytearray) -> tuple[Frame | None, int]:
     """Decode the first frame in ``buf``.
 
-    Returns ``(frame, consumed)``, or ``(None, consumed)`` when no complete
-    frame is there yet; ``consumed`` counts skipped garbage too, so the caller
-    drops that many bytes and keeps the rest for the next call.
+    Returns ``(frame, consumed)``, or ``(None, 0)`` when no complete frame is
+    there yet: the caller drops ``consumed`` bytes and keeps the rest for the
+    next call. Nothing is dropped silently: bytes before the first start
+    marker raise :class:`Garbage`.
 
     Raises:
-        SerialFrameError: a leaf (BadCrc, FrameTooLarge, BadFrame) whose
-            ``consumed`` the caller drops before reading on.
+        SerialFrameError: a leaf (Garbage, BadCrc, FrameTooLarge, BadFrame)
+            whose ``consumed`` (at least 1) the caller drops before reading on.
     """
     start = buf.find(SOF)
     if start < 0:
         # a trailing first marker byte may be the start of a marker
-        keep = 1 if buf[-1:] == SOF[:1] else 0
-        return None, len(buf) - keep
-    if len(buf) - start < HEADER_SIZE:
-        return None, start
-    _, version, op, flags, request_id, length = _HEADER.unpack_from(buf, start)
-    _check_header(version, flags, length, consumed=start + 1)
-    end = start + HEADER_SIZE + length + CRC_SIZE
+        start = len(buf) - (1 if buf[-1:] == SOF[:1] else 0)
+    if start > 0:
+        raise Garbage(f"{start} bytes outside any frame", consumed=start)
+    if len(buf) < HEADER_SIZE:
+        return None, 0
+    # from here the buffer starts with a marker: an error drops that first byte only
+    _, version, op, flags, request_id, length = _HEADER.unpack_from(buf)
+    _check_header(version, flags, length, consumed=1)
+    end = HEADER_SIZE + length + CRC_SIZE
     if len(buf) < end:
-        later = _complete_frame_after(buf, start + 1)
+        later = _complete_frame_after(buf, 1)
         if later is not None:
             # A false marker announced more bytes than ever came; a whole frame
             # that arrived after it proves it so.
             raise BadFrame(
-                f"partial frame at offset {start} overtaken by a complete frame at {later}",
-                consumed=later,
+                f"partial frame overtaken by a complete frame {later} bytes on", consumed=later
             )
-        return None, start
+        return None, 0
     crc = int.from_bytes(buf[end - CRC_SIZE : end], "big")
-    if crc16(buf[start : end - CRC_SIZE]) != crc:
-        raise BadCrc(f"CRC mismatch in the frame at offset {start}", consumed=start + 1)
+    if crc16(buf[: end - CRC_SIZE]) != crc:
+        raise BadCrc("CRC mismatch", consumed=1)
     # On a bad body too only the marker byte goes: in the 1 in 65 536 case of a
     # corrupted length whose CRC still matched, a real frame may start inside.
-    body = _decode_body(bytes(buf[start + HEADER_SIZE : end - CRC_SIZE]), consumed=start + 1)
+    body = _decode_body(bytes(buf[HEADER_SIZE : end - CRC_SIZE]), consumed=1)
     return Frame(op=_op(op), request_id=request_id, kind=FrameKind(flags), body=body), end
 
 

@@ -3,7 +3,11 @@
 Every device is an :class:`agent.runtime.Agent` with its own MQTT connection
 and broker login, its own SQLite store and outbox in its own folder, its own
 verifier, and a :class:`agent.firmware.FirmwareClient` speaking the serial
-protocol to its own emulator over :class:`agent.firmware.InProcessLink`.
+protocol to its own emulator over :class:`agent.firmware.InProcessLink`, with
+the enforcer a real device has: :class:`agent.enforcers.FirmwareEnforcer`
+pushes the entitled features (SET_FEATURES) to that emulator, and a camera's
+firmware prunes its own recordings by the ``video_retention`` days it was
+given (so no agent-side pruner walks the folder as well).
 What the devices share is only the simulation's: the event loop, the
 process and the machine. Large fleets are split over worker processes
 (:func:`worker_main`), each running :func:`run_shard`.
@@ -29,6 +33,9 @@ __all__ = ["ShardJob", "ShardStats", "run_shard", "worker_main"]
 
 log = logging.getLogger(__name__)
 _STATS_EVERY_S = 1.0
+# the enforcer asks the firmware who it is this often (a reboot loses its features);
+# 10,000 devices at the agent's default 10 s would double the firmware traffic
+_PROBE_MIN_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,7 @@ def _raise_fd_limit() -> None:
 
 
 def _build_agent(login: DeviceLogin, job: ShardJob, index: int) -> Any:
+    from agent.enforcers import FirmwareEnforcer
     from agent.firmware import FirmwareClient, InProcessLink
     from agent.runtime import open_agent
     from agent.session import Connection
@@ -95,6 +103,8 @@ def _build_agent(login: DeviceLogin, job: ShardJob, index: int) -> Any:
         faults=faults,
         seed=index,
     )
+    firmware = FirmwareClient(InProcessLink(emulator), timeout_s=0.5, retries=2)
+    enforcer = FirmwareEnforcer(firmware, probe_s=max(job.interval_s, _PROBE_MIN_S))
     return open_agent(
         device_id=plan.device_id,
         data_dir=folder,
@@ -106,7 +116,8 @@ def _build_agent(login: DeviceLogin, job: ShardJob, index: int) -> Any:
             protocol=job.protocol,
         ),
         root_keyset=job.root_keyset,
-        firmware=FirmwareClient(InProcessLink(emulator), timeout_s=0.5, retries=2),
+        enforcers=[enforcer],
+        firmware=firmware,
         kind=plan.kind,
         health_interval_s=job.interval_s,
     )

@@ -34,8 +34,11 @@ class FirmwareFeatures(Protocol):
 
 
 def _boot_marker(info: Mapping[str, Any]) -> object:
-    """Something that changes when the firmware restarts, if GET_INFO says so."""
-    for key in ("boot_id", "boots", "boot_count"):
+    """Something that changes when the firmware restarts: GET_INFO's ``boot_count``.
+
+    ``boot_id`` and ``boots`` are read too, for firmware that names it so.
+    """
+    for key in ("boot_count", "boot_id", "boots"):
         if key in info:
             return info[key]
     return None
@@ -122,6 +125,8 @@ class FirmwareEnforcer:
 
     async def run(self, now: Callable[[], int] | None = None) -> None:
         """Push when dirty, otherwise probe the link every ``probe_s``; until cancelled."""
+        # learn the boot marker before the first push, so a reboot right after it shows
+        await self.probe()
         while True:
             if self.dirty and self.desired is not None:
                 await self.sync()

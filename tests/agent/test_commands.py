@@ -6,6 +6,7 @@ The firmware is an emulator from ``firmware_stubs`` behind ``InProcessLink``
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from agent.commands import UNKNOWN_ID, CommandHandler
 from agent.firmware import FirmwareClient, InProcessLink, SerialLink
 from agent.runtime import open_agent
+from entitle.demo import cancel_and_wait
 from firmware_stubs import Faults, GatewayEmulator, PtyFirmware
 from protocol.commands import (
     BadCommand,
@@ -211,3 +213,54 @@ async def test_arbitrary_payloads_never_crash_and_are_counted_in_the_next_report
         assert agent.commands.handled == len(payloads)
     finally:
         agent.close()
+
+
+class RecordingPublisherSimulator:
+    """A connected broker that acknowledges every publish and keeps what was sent."""
+
+    def __init__(self, *, expect: int) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.all_sent = asyncio.Event()  # ``expect`` results were published
+        self._expect = expect
+        self._connected = asyncio.Event()
+        self._connected.set()
+
+    @property
+    def connected(self) -> asyncio.Event:
+        return self._connected
+
+    async def publish(self, topic: str, payload: bytes, *, timeout_s: float) -> None:
+        self.sent.append((topic, payload))
+        if len(self.sent) >= self._expect:
+            self.all_sent.set()
+
+
+async def test_a_full_queue_answers_busy_and_counts_it():
+    """Commands beyond the queue get a typed ``busy`` answer each, not silence."""
+    publisher = RecordingPublisherSimulator(expect=3)
+    handler = CommandHandler(
+        device_id=DEV,
+        firmware=FirmwareClient(InProcessLink(GatewayEmulator()), timeout_s=0.2),
+        publisher=publisher,
+        queue_size=1,
+    )
+    # three arrive before the handler runs: one fits, two find the queue full
+    handler.submit(_cmd(id="first"))
+    handler.submit(_cmd(id="second", cmd="fetch_log"))
+    handler.submit(b'{"v": 1, "id": "third", "cmd": 42}')  # malformed too: still busy
+    assert handler.errors == {"busy": 2}
+    task = asyncio.create_task(handler.run())
+    try:
+        async with asyncio.timeout(10):
+            await publisher.all_sent.wait()
+    finally:
+        await cancel_and_wait([task])
+    results = {
+        r.id: r for r in (parse_command_result(p, topic_device_id=DEV) for _, p in publisher.sent)
+    }
+    assert set(results) == {"first", "second", "third"}
+    assert results["first"].ok
+    for busy in ("second", "third"):
+        assert not results[busy].ok and results[busy].error_reason == "busy"
+    assert {topic for topic, _ in publisher.sent} == {f"entitle/v1/dev/{DEV}/cmd/res"}
+    assert handler.errors == {"busy": 2} and handler.answered == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from agent.enforcers.retention import DAY_S
 from agent.firmware import FirmwareClient, SerialLink
 from agent.runtime import open_agent
 from entitle.demo import cancel_and_wait
-from firmware_stubs import CameraEmulator, Faults, GatewayEmulator, PtyFirmware
+from firmware_stubs import CameraEmulator, GatewayEmulator, PtyFirmware
+from firmware_stubs.camera import recording_name
 from simulators import TokenRepositorySimulator
 from tests.agent.test_runtime import SteppingClock
 
@@ -199,11 +201,76 @@ async def test_without_entitlement_one_day_is_kept(tmp_path, repo):
         agent.close()
 
 
-async def test_camera_firmware_gets_the_retention_days_over_a_pty(tmp_path, repo):
-    """The camera prunes its own folder by the days the agent pushed."""
+class _Clock:
+    """The firmware's clock, moved by the test (read from the pty's thread)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_firmware_self_reboot_makes_the_enforcer_push_again(tmp_path, repo):
+    """A watchdog reset (the reboot_loop knob) clears the switches; GET_INFO's boot_count
+    tells the agent, which pushes SET_FEATURES again over the pty."""
     now = int(time.time())
-    camera = CameraEmulator(recordings=tmp_path / "cam", interval_s=6 * 3600, faults=Faults())
-    files_before = len(camera.recording_files())
+    clock = _Clock(now)
+    emulator = GatewayEmulator(now=clock)
+    with PtyFirmware(emulator) as pty:
+        firmware = FirmwareClient(SerialLink(pty.port), timeout_s=0.5)
+        enforcer = FirmwareEnforcer(firmware, retry_s=0.05, probe_s=0.05)
+        agent = open_agent(
+            device_id=DEV,
+            data_dir=tmp_path,
+            connection=None,
+            root_keyset=repo.root_keyset,
+            enforcers=[enforcer],
+            firmware=firmware,
+        )
+        assert await agent.apply_token(repo.token(DEV, {"app_access": now + DAY_S}, now=now))
+        task = asyncio.create_task(agent.run())
+        try:
+            await _until(lambda: emulator.features == {"app_access": {}})
+            pushes = enforcer.pushes
+            emulator.faults.reboot_loop = True
+            clock.now += emulator.REBOOT_LOOP_PERIOD_S + 1  # the watchdog fires once
+            await _until(lambda: emulator.reboots == 1)
+            emulator.faults.reboot_loop = False
+            await _until(lambda: enforcer.pushes > pushes)
+            await _until(lambda: emulator.features == {"app_access": {}})
+            assert emulator.last_reboot_reason == "watchdog"
+        finally:
+            await cancel_and_wait([task])
+            agent.close()
+
+
+def _camera_recordings(camera: CameraEmulator, ages_days: list[float], *, now: int) -> None:
+    """Files named as the camera itself names them, started ``ages_days`` before ``now``."""
+    for age in ages_days:
+        (camera.recordings / recording_name(now - int(age * DAY_S))).write_bytes(b"mp4")
+
+
+def _kept_ages(camera: CameraEmulator, *, now: int) -> list[float]:
+    """Days since each recording started, oldest first (the camera's own file is 0)."""
+    return [(now - _start(name)) / DAY_S for name in camera.recording_files()]
+
+
+def _start(name: str) -> int:
+    stamp = datetime.strptime(name, "rec-%Y%m%dT%H%M%SZ.mp4").replace(tzinfo=UTC)
+    return int(stamp.timestamp())
+
+
+async def test_camera_firmware_keeps_exactly_the_entitled_days_over_a_pty(tmp_path, repo):
+    """The camera prunes its own folder by the days the agent pushed, as the grants change."""
+    now = int(time.time())
+    now -= now % 3600  # recordings start on whole hours
+    clock = _Clock(now)
+    camera = CameraEmulator(recordings=tmp_path / "cam", interval_s=3600, now=clock)
+    _camera_recordings(camera, [30, 20, 14.5, 13.5, 6, 4.5, 3, 0.5], now=now)
+    (camera.recordings / "notes.txt").write_text("not a recording")
+    # just booted, not told its retention yet: it deletes nothing
+    assert _kept_ages(camera, now=now) == [30, 20, 14.5, 13.5, 6, 4.5, 3, 0.5, 0]
     with PtyFirmware(camera) as pty:
         firmware = FirmwareClient(SerialLink(pty.port), timeout_s=1.0)
         enforcer = FirmwareEnforcer(firmware, retry_s=0.05, probe_s=5)
@@ -215,13 +282,28 @@ async def test_camera_firmware_gets_the_retention_days_over_a_pty(tmp_path, repo
             enforcers=[enforcer],
             firmware=firmware,
         )
+        grant = now + 30 * DAY_S
         assert await agent.apply_token(
-            repo.token(DEV, {"video_retention": (now + DAY_S, {"days": 14})}, now=now)
+            repo.token(DEV, {"video_retention": (grant, {"days": 14})}, now=now)
         )
         task = asyncio.create_task(agent.run())
         try:
-            await _until(lambda: camera.retention_days == 14)
+            # 14 days: what started more than 14 days ago goes, the rest stays
+            await _until(lambda: _kept_ages(camera, now=now) == [13.5, 6, 4.5, 3, 0.5, 0])
+            assert camera.features["video_retention"] == {"days": 14}
+
+            # a newer token with 5 days: more goes at once
+            assert await agent.apply_token(
+                repo.token(DEV, {"video_retention": (grant, {"days": 5})}, now=now)
+            )
+            await _until(lambda: _kept_ages(camera, now=now) == [4.5, 3, 0.5, 0])
+            assert camera.retention_days == 5
+
+            # the entitlement is gone: the documented one day is kept
+            assert await agent.apply_token(repo.token(DEV, {"remote_access": grant}, now=now))
+            await _until(lambda: _kept_ages(camera, now=now) == [0.5, 0])
+            assert "video_retention" not in camera.features and camera.retention_days == 1
+            assert (camera.recordings / "notes.txt").exists()
         finally:
             await cancel_and_wait([task])
             agent.close()
-    assert files_before >= 1 and camera.features["video_retention"] == {"days": 14}

@@ -77,7 +77,10 @@ async def test_every_request_round_trips(rig: Rig) -> None:
         "retries": 0,
         "error_replies": 0,
         "bad_frames": 0,
+        "frame_too_large": 0,
+        "garbage": 0,
         "stale_frames": 0,
+        "skipped_bytes": 0,
     }
 
 

@@ -348,3 +348,39 @@ def test_a_failing_disk_is_an_internal_error_reply(tmp_path: Path, clock: Steppi
     clock.advance(120)
     reply = ask(camera, codec.Op.GET_HEALTH)
     assert reply.kind is codec.FrameKind.ERROR and reply.body["code"] == "internal"
+
+
+# -- reboots -------------------------------------------------------------------
+
+
+def test_boot_count_tells_every_reboot_and_a_reboot_clears_the_features(
+    emulator: Emulator, clock: SteppingClock
+) -> None:
+    ask(emulator, codec.Op.SET_FEATURES, {"features": {"remote_access": {}}})
+    info = ask(emulator, codec.Op.GET_INFO, request_id=2).body
+    assert info["boot_count"] == 1 and info["features"] == {"remote_access": {}}
+    ask(emulator, codec.Op.REBOOT, request_id=3)
+    info = ask(emulator, codec.Op.GET_INFO, request_id=4).body
+    assert info["boot_count"] == 2 and info["features"] == {}  # switches live in RAM
+    ask(emulator, codec.Op.SET_FEATURES, {"features": {"remote_access": {}}}, request_id=5)
+    emulator.faults.reboot_loop = True
+    clock.advance(2 * emulator.REBOOT_LOOP_PERIOD_S)
+    info = ask(emulator, codec.Op.GET_INFO, request_id=6).body
+    assert info["boot_count"] == 4 and info["features"] == {}
+
+
+def test_a_rebooted_camera_deletes_nothing_until_told_its_retention(tmp_path: Path) -> None:
+    clock = SteppingClock(MIDNIGHT)
+    camera = CameraEmulator(recordings=tmp_path, interval_s=DAY, now=clock)
+    ask(camera, codec.Op.SET_FEATURES, {"features": {"video_retention": {"days": 30}}})
+    clock.advance(10 * DAY)
+    ask(camera, codec.Op.REBOOT, request_id=2)
+    clock.advance(60)
+    ask(camera, codec.Op.GET_HEALTH, request_id=3)
+    assert len(camera.recording_files()) == 11  # not cut to the 1-day default
+    ask(camera, codec.Op.SET_FEATURES, {"features": {"video_retention": {"days": 3}}}, request_id=4)
+    assert len(camera.recording_files()) == 3  # started within the last 3 days
+    ask(camera, codec.Op.REBOOT, request_id=5)  # and no host says anything for a while
+    clock.advance(CameraEmulator.FEATURES_GRACE_S)
+    ask(camera, codec.Op.GET_HEALTH, request_id=6)
+    assert len(camera.recording_files()) == 1  # the default day

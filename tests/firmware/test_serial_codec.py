@@ -84,18 +84,24 @@ def test_byte_layout_is_as_documented() -> None:
     assert int.from_bytes(data[-2:], "big") == codec.crc16(data[:-2])
 
 
-def test_partial_frame_waits_and_garbage_before_it_is_consumed() -> None:
+def test_partial_frame_waits_and_garbage_before_it_is_a_typed_error() -> None:
     data = codec.write(codec.request(codec.Op.GET_INFO, 7))
     for cut in range(len(data)):
-        assert codec.read(b"junk" + data[:cut]) == (None, 4)
-    assert codec.read(b"no marker\xa5") == (None, 9)  # keeps a possible first marker byte
+        with pytest.raises(codec.Garbage) as caught:
+            codec.read(b"junk" + data[:cut])
+        assert caught.value.consumed == 4 and caught.value.reason == "garbage"
+        assert codec.read(data[:cut]) == (None, 0)
+    with pytest.raises(codec.Garbage) as caught:
+        codec.read(b"no marker\xa5")
+    assert caught.value.consumed == 9  # keeps a possible first marker byte
+    assert codec.read(b"\xa5") == (None, 0)
 
 
 def test_oversized_length_is_refused_from_the_header_alone() -> None:
     header = struct.pack(">2sBBBHH", codec.SOF, 1, 1, 0, 1, codec.MAX_PAYLOAD + 1)
     with pytest.raises(FrameTooLarge) as caught:
-        codec.read(b"xx" + header)  # no payload bytes at all: not waited for
-    assert caught.value.consumed == 3
+        codec.read(header)  # no payload bytes at all: not waited for
+    assert caught.value.consumed == 1
     assert caught.value.reason == "frame_too_large"
 
 
@@ -144,6 +150,24 @@ def test_arbitrary_bytes_raise_only_typed_errors_and_always_progress(data: bytes
     results, consumed = codec.read_all(data)
     assert all(isinstance(item, codec.Frame | SerialFrameError) for item in results)
     assert consumed <= len(data)
+
+
+@given(st.lists(st.binary(max_size=80) | frames.map(codec.write), max_size=6))
+def test_every_byte_is_a_frame_a_typed_error_or_still_waiting(pieces: list[bytes]) -> None:
+    """Nothing is skipped silently: frames + errors' ``consumed`` + what waits = the input."""
+    data = b"".join(pieces)
+    results, consumed = codec.read_all(data)
+    in_frames = sum(len(codec.write(r)) for r in results if isinstance(r, codec.Frame))
+    in_errors = sum(r.consumed for r in results if isinstance(r, SerialFrameError))
+    assert in_frames + in_errors == consumed
+    # what is not consumed is a possible frame start, waiting for more
+    assert codec.read(data[consumed:]) == (None, 0)
+    assert {type(r) for r in results if isinstance(r, SerialFrameError)} <= {
+        codec.Garbage,
+        BadCrc,
+        BadFrame,
+        FrameTooLarge,
+    }
 
 
 @settings(max_examples=300)
