@@ -66,7 +66,10 @@ async def _shop(cloud: Cloud, http: httpx.AsyncClient, partner: int, company: in
 
 
 def _requests(shop: _Shop) -> dict[tuple[str, str], tuple[str, dict[str, Any] | None]]:
-    """(method, route path) → (the path with this shop's ids, a body the route would accept)."""
+    """(method, route path) → (the path with this shop's ids, a body the route would accept).
+
+    A route listed here that the app does not have (yet) is not called.
+    """
     sub, order = shop.subscription, shop.unpaid_order
     return {
         ("POST", "/api/v1/installations"): ("/api/v1/installations", {"name": "Another"}),
@@ -89,6 +92,10 @@ def _requests(shop: _Shop) -> dict[tuple[str, str], tuple[str, dict[str, Any] | 
         ),
         ("POST", "/api/v1/subscriptions/{sub_id}/reactivate"): (
             f"/api/v1/subscriptions/{sub}/reactivate",
+            {"card_token": CARD_OK},
+        ),
+        ("PUT", "/api/v1/subscriptions/{sub_id}/card"): (
+            f"/api/v1/subscriptions/{sub}/card",
             {"card_token": CARD_OK},
         ),
         ("POST", "/api/v1/orders/{order_id}/pay"): (
@@ -131,8 +138,9 @@ async def test_a_blacklisted_partner_changes_nothing_anywhere(
     partner = new_user(cloud.app, role="partner", company_id=company)
     async with client(cloud.app, user_api_key(cloud.app, partner)) as http:
         shop = await _shop(cloud, http, partner, company)
-        requests = _requests(shop)
-        assert set(requests) == _customer_writes(cloud), (
+        routes = _customer_writes(cloud)
+        requests = {route: r for route, r in _requests(shop).items() if route in routes}
+        assert set(requests) == routes, (
             "a customer write route is not walked here: add it (and its blacklist check)"
         )
         target = f"companies/{company}" if blacklisted == "company" else f"users/{partner}"
