@@ -93,7 +93,8 @@ def ensure_installation_access(
         if write:
             raise Forbidden(
                 "support agents look up installations but do not change them "
-                "(devices, services, subscriptions): ask a customer-service admin"
+                "(devices, services, subscriptions): ask the customer, their partner "
+                "or an administrator"
             )
         return
     if not _is_member(session, principal, role, installation_id):

@@ -142,7 +142,7 @@ def allowed(role: Role | str, permission: Permission) -> bool:
 
 _WHY_NOT: Mapping[tuple[Role, Permission], str] = {
     (Role.SUPPORT, Permission.SUBSCRIPTIONS_WRITE): "support agents never add or change "
-    "subscriptions: the customer, their partner or a customer-service admin does",
+    "subscriptions: the customer or their partner does",
     (Role.SUPPORT, Permission.ORDERS_WRITE): "support agents never place or pay orders",
     (Role.SUPPORT, Permission.BLACKLIST): "only customer-service admins and admins blacklist",
 }
