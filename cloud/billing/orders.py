@@ -131,7 +131,8 @@ class Billing:
         notify: Sequence[str] = (),
         invoice_settings: Settings | None = None,
     ) -> None:
-        """``notify``: addresses told about every order (e.g. accounts receivable).
+        """``notify``: the operator's addresses told when a refund gives up (e.g. finance);
+        they are not on any order's notify list, so customers never see them.
 
         ``invoice_settings``: the seller printed on invoices; without it an
         invoiced order's mail goes out without the PDF (logged).
@@ -145,7 +146,7 @@ class Billing:
         self.notify = tuple(notify)
         self.invoice_settings = invoice_settings
         self._on_paid: list[OnPaid] = []
-        self.refunds = Refunds(store, provider, provider_name=provider_name)
+        self.refunds = Refunds(store, provider, provider_name=provider_name, notify=self.notify)
         self._on_reversed = self.refunds.on_reversed
 
     @classmethod
@@ -285,12 +286,11 @@ class Billing:
             )
 
     def _notify_list(self, session: Session, buyer_id: int | None) -> list[str]:
-        emails = list(self.notify)
-        if buyer_id is not None:
-            email = user_contact(session, buyer_id).email
-            if email:
-                emails.insert(0, email)
-        return list(dict.fromkeys(emails))
+        """Who hears about this order: its buyer."""
+        if buyer_id is None:
+            return []
+        email = user_contact(session, buyer_id).email
+        return [email] if email else []
 
     def _mail_invoice(self, session: Session, row: OrderRow, *, now: int) -> None:
         if not row.notify:

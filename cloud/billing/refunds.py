@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -95,8 +95,17 @@ class _Charged:
 class Refunds:
     """Voids and refunds of charged orders; the retry queue of failed refunds."""
 
-    def __init__(self, store: Store, provider: PaymentProvider, *, provider_name: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        provider: PaymentProvider,
+        *,
+        provider_name: str,
+        notify: Sequence[str] = (),
+    ) -> None:
+        """``notify``: operator addresses told, besides the order's, when a refund gives up."""
         self.store = store
+        self.notify = tuple(notify)
         self.provider = provider
         self.provider_name = provider_name
         self.on_reversed: list[Callable[[int], Awaitable[None]]] = []
@@ -337,11 +346,11 @@ class Refunds:
             self._mail_failure(tx.session, row, txn, error=error, now=now)
             return True
 
-    @staticmethod
     def _mail_failure(
-        session: Session, row: OrderRow, txn: TransactionRow, *, error: str, now: int
+        self, session: Session, row: OrderRow, txn: TransactionRow, *, error: str, now: int
     ) -> None:
-        if not row.notify:
+        to = list(dict.fromkeys([*row.notify, *self.notify]))
+        if not to:
             _log.error(
                 "refund %d of order %s gave up and nobody is on its notify list", txn.id, row.number
             )
@@ -350,7 +359,7 @@ class Refunds:
         enqueue(
             session,
             kind="refund_failed",
-            to=row.notify,
+            to=to,
             subject=f"Refund of {amount} for order {row.number} failed",
             body=(
                 f"The refund of {amount} for order {row.number} (installation "
