@@ -28,6 +28,7 @@ Two families, so callers decide on the family and logs show the leaf::
     │   │   └── TooManyRotations
     │   ├── TopicError                a topic name or id that is not ours
     │   └── SerialFrameError          a serial frame that cannot be used (``.consumed``)
+    │       ├── Garbage               bytes outside any frame (line noise, a lost marker)
     │       ├── BadCrc                CRC-16 mismatch: corrupted on the line
     │       ├── FrameTooLarge         payload length over 4 KiB, refused from the header
     │       ├── BadFrame              bad version, flags or payload; overtaken partial frame
@@ -54,6 +55,7 @@ __all__ = [
     "FirmwareErrorReply",
     "FirmwareUnavailable",
     "FrameTooLarge",
+    "Garbage",
     "KeySetError",
     "NotYetValid",
     "Rollback",
@@ -191,6 +193,13 @@ class SerialFrameError(UntrustedDataError):
     def __init__(self, message: str, *, consumed: int = 0) -> None:
         super().__init__(message)
         self.consumed = consumed
+
+
+class Garbage(SerialFrameError):
+    """Bytes outside any frame: line noise, or the rest of a frame whose marker was dropped.
+
+    ``consumed`` is the number of bytes skipped (reason ``garbage``).
+    """
 
 
 class BadCrc(SerialFrameError):

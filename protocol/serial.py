@@ -36,7 +36,14 @@ from typing import Any
 import cbor2
 
 from protocol import cbor
-from protocol.errors import BadCrc, BadFrame, DecodeError, FrameTooLarge, SerialFrameError
+from protocol.errors import (
+    BadCrc,
+    BadFrame,
+    DecodeError,
+    FrameTooLarge,
+    Garbage,
+    SerialFrameError,
+)
 
 __all__ = [
     "CRC_SIZE",
@@ -119,14 +126,6 @@ FAULT_CODES: Mapping[str, FaultCode] = {
     "reboot_loop": FaultCode(hardware=False, action="firmware_update"),
     "line_noise": FaultCode(hardware=False, action="check_cable"),
 }
-
-
-class Garbage(SerialFrameError):
-    """Bytes outside any frame: line noise, or the rest of a frame whose marker was dropped.
-
-    ``consumed`` is the number of bytes; a leaf of ``SerialFrameError`` beside
-    ``BadCrc``, ``FrameTooLarge`` and ``BadFrame`` (reason ``garbage``).
-    """
 
 
 @dataclass(frozen=True, slots=True)
