@@ -149,6 +149,11 @@ class HealthIngest:
         self._wake = asyncio.Event()
         self.totals = BatchReport()
 
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet committed (so not acked): this worker's backlog."""
+        return len(self._pending)
+
     def offer(self, message: Incoming) -> None:
         """Queue a delivered message; bounded by the broker's in-flight window (unacked)."""
         self._pending.append(message)

@@ -95,6 +95,16 @@ class FleetOut(BaseModel):
     attention: list[dict[str, str]]  # devices not healthy: id, verdict, action
 
 
+class IngestOut(BaseModel):
+    connected: bool  # this worker's MQTT bridge is connected and subscribed
+    pending: int  # received, not committed yet (so not acked)
+    stored: int
+    duplicates: int
+    statuses: int
+    answers: int
+    rejected: dict[str, int]
+
+
 class CommandArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_bytes: int | None = Field(default=None, ge=1, le=MAX_LOG_BYTES, description="fetch_log")
@@ -248,6 +258,26 @@ def rejects(
     """How many health / status / cmd-res messages were refused, by reason (every device)."""
     with store.transaction() as tx:
         return repo.rejects(tx.session)
+
+
+@router.get("/health/ingest")
+def ingest(
+    principal: Annotated[Principal, Depends(require(Permission.FLEET_READ))],
+    state: StateDep,
+) -> IngestOut:
+    """This worker's health ingest: its backlog and what it stored since it started."""
+    consumer = state.health_ingest
+    assert consumer is not None
+    totals = consumer.totals
+    return IngestOut(
+        connected=state.bridge is not None and state.bridge.connected,
+        pending=consumer.pending,
+        stored=totals.stored,
+        duplicates=totals.duplicates,
+        statuses=totals.statuses,
+        answers=totals.answers,
+        rejected=dict(totals.rejected),
+    )
 
 
 @router.post(
