@@ -119,35 +119,42 @@ def insert_reports(
         }
         for r in reports
     ]
+    # executemany with one compiled statement (SQLAlchemy's insertmanyvalues batches it
+    # into multi-row VALUES): a literal multi-row ``.values(rows)`` is compiled anew for
+    # every batch size, which cost more than the database's own work
     statement = (
         upsert(session, HealthReportRow)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["device_id", "seq"])
         .returning(HealthReportRow.device_id, HealthReportRow.seq)
     )
-    inserted = {(row.device_id, row.seq) for row in session.execute(statement)}
+    inserted = {(row.device_id, row.seq) for row in session.execute(statement, rows)}
     fresh = [r for r in reports if (r["device_id"], r["seq"]) in inserted]
     newest: dict[str, Mapping[str, Any]] = {}
     for r in fresh:
         if r["device_id"] not in newest or r["ts"] >= newest[r["device_id"]]["ts"]:
             newest[r["device_id"]] = r
-    for device_id in sorted(newest):  # one lock order for every worker
-        r = newest[device_id]
+    if newest:
         table = HealthStateRow.__table__
-        values = {
-            "device_id": device_id,
-            "latest_seq": r["seq"],
-            "latest_ts": r["ts"],
-            "latest_report": dict(r),
-            "last_seen": now,
-        }
-        stmt = upsert(session, HealthStateRow).values(values)
+        stmt = upsert(session, HealthStateRow)
         stmt = stmt.on_conflict_do_update(
             index_elements=["device_id"],
-            set_={k: stmt.excluded[k] for k in values if k != "device_id"},
+            set_={
+                k: stmt.excluded[k]
+                for k in ("latest_seq", "latest_ts", "latest_report", "last_seen")
+            },
             where=or_(table.c.latest_ts.is_(None), table.c.latest_ts <= stmt.excluded.latest_ts),
         )
-        session.execute(stmt)
+        states = [
+            {
+                "device_id": device_id,
+                "latest_seq": newest[device_id]["seq"],
+                "latest_ts": newest[device_id]["ts"],
+                "latest_report": dict(newest[device_id]),
+                "last_seen": now,
+            }
+            for device_id in sorted(newest)  # one lock order for every worker
+        ]
+        session.execute(stmt, states)
     return fresh
 
 
