@@ -10,13 +10,15 @@ message loop, so a slow self-test never delays an entitlement. A command
 that finds the queue full is answered at once with the error ``busy`` (send
 it again later); those answers wait in a second bounded queue, and only a
 flood past both bounds goes unanswered (counted as ``busy_unanswered``).
+``resend_health`` needs no firmware: it re-queues kept health reports in the
+outbox (the cloud's gap repair) and answers how many, and which seqs are gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from agent.health import Publisher
@@ -61,12 +63,15 @@ class CommandHandler:
         busy_queue_size: int = 64,
         publish_timeout_s: float = 10.0,
         on_reboot: Callable[[], None] | None = None,
+        resend_health: Callable[[int, int], Mapping[str, Any]] | None = None,
     ) -> None:
+        """``resend_health(from_seq, to_seq)`` re-queues kept health reports (None: no outbox)."""
         self.device_id = device_id
         self.firmware = firmware
         self.publisher = publisher
         self.publish_timeout_s = publish_timeout_s
         self.on_reboot = on_reboot
+        self.resend_health = resend_health
         self.errors: dict[str, int] = {}
         self.handled = 0
         self.answered = 0
@@ -104,6 +109,12 @@ class CommandHandler:
             self._count("busy_unanswered")
 
     async def _run(self, command: Command) -> dict[str, Any]:
+        if command.cmd == "resend_health":
+            if self.resend_health is None:
+                raise _NoOutbox("this device keeps no health outbox: nothing to resend")
+            return dict(
+                self.resend_health(int(command.args["from_seq"]), int(command.args["to_seq"]))
+            )
         firmware = self.firmware
         if firmware is None:
             raise _NoFirmware("no firmware link is configured on this device")
@@ -175,3 +186,7 @@ class CommandHandler:
 
 class _NoFirmware(EntitleError):
     """A command needs the firmware but this agent has no firmware link."""
+
+
+class _NoOutbox(EntitleError):
+    """``resend_health`` on an agent that does not report health."""

@@ -7,7 +7,8 @@ is configured, the serial link's counters and the agent's error counters
 to the :class:`~agent.outbox.Outbox`, which gives it its ``seq``.
 
 :class:`HealthPublisher` drains the outbox in ``seq`` order over the MQTT
-session with QoS 1 and deletes a report only after the broker's PUBACK; each
+session with QoS 1 and marks a report sent only after the broker's PUBACK (the
+outbox keeps sent reports a while, for the cloud's ``resend_health``); each
 publish is bounded in time. While the broker is away reports stay queued
 (the outbox is bounded and counts what it drops).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -204,7 +206,7 @@ class HealthCollector:
 
 
 class HealthPublisher:
-    """Drains the outbox to ``entitle/v1/dev/{id}/health``, deleting only acked reports."""
+    """Drains the outbox to ``entitle/v1/dev/{id}/health``, marking only acked reports sent."""
 
     def __init__(
         self,
@@ -215,8 +217,10 @@ class HealthPublisher:
         publish_timeout_s: float = 10.0,
         batch: int = 100,
         retry_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = outbox
+        self.clock = clock
         self.publisher = publisher
         self.topic = device_topic(device_id, "health")
         self.publish_timeout_s = publish_timeout_s
@@ -251,7 +255,7 @@ class HealthPublisher:
                 raise
             finally:
                 if acked:
-                    self.outbox.delete(acked)
+                    self.outbox.mark_sent(acked, now=int(self.clock()))
                     self.published += len(acked)
                     acked_total += len(acked)
 

@@ -4,8 +4,15 @@ One SQLite file beside the agent's store (``outbox.db``, WAL, synchronous
 FULL). :meth:`Outbox.append` assigns the report's ``seq`` and stores it in one
 transaction, so a ``seq`` is never reused, even after a kill -9: the counter
 row and the report row commit together or not at all. When the outbox holds
-``max_rows`` reports the oldest are dropped in that same transaction and
-counted in the appended report's ``dropped`` field. Acknowledged reports are deleted by ``seq``.
+``max_rows`` unsent reports the oldest unsent are dropped in that same
+transaction and counted in the appended report's ``dropped`` field.
+
+Acknowledged reports are not deleted but marked sent (:meth:`Outbox.mark_sent`)
+and kept for a while, at most the newest ``keep_sent`` of them and none older
+than ``keep_sent_s``, so that the cloud can ask for them again
+(:meth:`Outbox.resend`): a broker may PUBACK a report and still lose it
+(Mosquitto 2.0 does not restore shared subscriptions after a restart). Sent
+rows are bounded on their own and never push out an unsent report.
 """
 
 from __future__ import annotations
@@ -19,9 +26,18 @@ from typing import Any
 
 import sqlite_utils
 
-__all__ = ["DEFAULT_MAX_ROWS", "Outbox", "Queued"]
+__all__ = [
+    "DEFAULT_KEEP_SENT",
+    "DEFAULT_KEEP_SENT_S",
+    "DEFAULT_MAX_ROWS",
+    "Outbox",
+    "Queued",
+    "Resent",
+]
 
 DEFAULT_MAX_ROWS = 10_000
+DEFAULT_KEEP_SENT = 2_000
+DEFAULT_KEEP_SENT_S = 24 * 3600
 _REPORTS = "outbox"
 _META = "outbox_meta"
 
@@ -34,15 +50,35 @@ class Queued:
     report: dict[str, Any]
 
 
-class Outbox:
-    """FIFO of reports by ``seq``; bounded to ``max_rows``; survives restarts."""
+@dataclass(frozen=True, slots=True)
+class Resent:
+    """What :meth:`Outbox.resend` did: reports queued again, and seq ranges no longer held."""
 
-    def __init__(self, path: Path, *, max_rows: int = DEFAULT_MAX_ROWS) -> None:
+    requeued: int
+    already_queued: int
+    not_held: tuple[tuple[int, int], ...]
+
+
+class Outbox:
+    """FIFO of reports by ``seq``; bounded to ``max_rows`` unsent; survives restarts."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        keep_sent: int = DEFAULT_KEEP_SENT,
+        keep_sent_s: int = DEFAULT_KEEP_SENT_S,
+    ) -> None:
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
+        if keep_sent < 0 or keep_sent_s < 0:
+            raise ValueError("keep_sent and keep_sent_s must not be negative")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_rows = max_rows
+        self.keep_sent = keep_sent
+        self.keep_sent_s = keep_sent_s
         # autocommit mode: every transaction below is an explicit BEGIN IMMEDIATE
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -55,6 +91,12 @@ class Outbox:
         )
         self._db.table(_META).create(
             {"id": int, "last_seq": int, "dropped_total": int}, pk="id", if_not_exists=True
+        )
+        if "sent_at" not in self._db.table(_REPORTS).columns_dict:
+            # outboxes written before reports were kept: every row there is unsent
+            conn.execute(f"ALTER TABLE {_REPORTS} ADD COLUMN sent_at INTEGER")
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS ix_{_REPORTS}_sent_at_seq ON {_REPORTS} (sent_at, seq)"
         )
         conn.execute(f"INSERT OR IGNORE INTO {_META} VALUES (1, 0, 0)")
 
@@ -79,22 +121,25 @@ class Outbox:
     def append(self, report: Mapping[str, Any]) -> int:
         """Store ``report`` with the next ``seq``; return that seq.
 
-        If the outbox is full the oldest reports are dropped first, in the same
-        transaction. The new report's ``dropped`` is the number of reports
-        dropped now plus the ``dropped`` the victims themselves carried, so the
-        ``dropped`` fields of the reports the cloud receives always add up to
-        the reports it will never see.
+        If ``max_rows`` reports are unsent the oldest unsent are dropped first,
+        in the same transaction (reports kept after sending do not count). The
+        new report's ``dropped`` is the number of reports dropped now plus the
+        ``dropped`` the victims themselves carried, so the ``dropped`` fields
+        of the reports the cloud receives always add up to the reports it will
+        never see.
         """
         conn = self._db.conn
         with self._transaction():
             last_seq, dropped_total = self._meta()
             seq = last_seq + 1
-            (count,) = conn.execute(f"SELECT COUNT(*) FROM {_REPORTS}").fetchone()
+            count = self._unsent()
             overflow = max(0, count + 1 - self.max_rows)
             carried = 0
             if overflow:
                 victims = conn.execute(
-                    f"SELECT seq, dropped FROM {_REPORTS} ORDER BY seq LIMIT ?", (overflow,)
+                    f"SELECT seq, dropped FROM {_REPORTS} WHERE sent_at IS NULL"
+                    " ORDER BY seq LIMIT ?",
+                    (overflow,),
                 ).fetchall()
                 carried = sum(d for _, d in victims)
                 conn.executemany(
@@ -112,23 +157,96 @@ class Outbox:
             )
         return seq
 
+    def _unsent(self) -> int:
+        (count,) = self._db.conn.execute(
+            f"SELECT COUNT(*) FROM {_REPORTS} WHERE sent_at IS NULL"
+        ).fetchone()
+        return int(count)
+
     def pending(self, limit: int = 100) -> list[Queued]:
-        """Up to ``limit`` reports in ``seq`` order, oldest first."""
+        """Up to ``limit`` unsent reports in ``seq`` order, oldest first."""
         rows = self._db.conn.execute(
-            f"SELECT seq, body FROM {_REPORTS} ORDER BY seq LIMIT ?", (limit,)
+            f"SELECT seq, body FROM {_REPORTS} WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+            (limit,),
         ).fetchall()
         return [Queued(seq=seq, report=json.loads(body)) for seq, body in rows]
 
     def delete(self, seqs: Iterable[int]) -> int:
-        """Forget acknowledged reports; how many rows went."""
+        """Forget reports outright (sent or not); how many rows went."""
         wanted = [(int(s),) for s in seqs]
         with self._transaction():
             before = self._db.conn.total_changes
             self._db.conn.executemany(f"DELETE FROM {_REPORTS} WHERE seq = ?", wanted)
             return self._db.conn.total_changes - before
 
+    def mark_sent(self, seqs: Iterable[int], *, now: int) -> int:
+        """Mark acknowledged reports sent (kept for :meth:`resend`); how many were unsent.
+
+        Sent reports beyond the newest ``keep_sent``, or sent before
+        ``now - keep_sent_s``, are deleted in the same transaction.
+        """
+        wanted = [(int(now), int(s)) for s in seqs]
+        conn = self._db.conn
+        with self._transaction():
+            before = conn.total_changes
+            conn.executemany(
+                f"UPDATE {_REPORTS} SET sent_at = ? WHERE seq = ? AND sent_at IS NULL", wanted
+            )
+            marked = conn.total_changes - before
+            conn.execute(
+                f"DELETE FROM {_REPORTS} WHERE sent_at IS NOT NULL AND sent_at < ?",
+                (int(now) - self.keep_sent_s,),
+            )
+            conn.execute(
+                f"DELETE FROM {_REPORTS} WHERE sent_at IS NOT NULL AND seq NOT IN"
+                f" (SELECT seq FROM {_REPORTS} WHERE sent_at IS NOT NULL"
+                " ORDER BY seq DESC LIMIT ?)",
+                (self.keep_sent,),
+            )
+        return marked
+
+    def resend(self, from_seq: int, to_seq: int) -> Resent:
+        """Queue the kept reports ``from_seq..to_seq`` (inclusive) to be published again.
+
+        They go out in ``seq`` order with the other unsent reports. Seqs this
+        outbox no longer holds (pruned after sending, dropped when full, or
+        never assigned) are returned as ranges, so the asker stops asking.
+        """
+        if from_seq > to_seq:
+            return Resent(requeued=0, already_queued=0, not_held=())
+        conn = self._db.conn
+        with self._transaction():
+            rows = conn.execute(
+                f"SELECT seq, sent_at FROM {_REPORTS} WHERE seq BETWEEN ? AND ?",
+                (from_seq, to_seq),
+            ).fetchall()
+            sent = [(seq,) for seq, at in rows if at is not None]
+            conn.executemany(f"UPDATE {_REPORTS} SET sent_at = NULL WHERE seq = ?", sent)
+        not_held: list[tuple[int, int]] = []
+        expect = from_seq
+        for seq in sorted(seq for seq, _ in rows):
+            if seq > expect:
+                not_held.append((expect, seq - 1))
+            expect = seq + 1
+        if expect <= to_seq:
+            not_held.append((expect, to_seq))
+        return Resent(
+            requeued=len(sent), already_queued=len(rows) - len(sent), not_held=tuple(not_held)
+        )
+
     def __len__(self) -> int:
-        (count,) = self._db.conn.execute(f"SELECT COUNT(*) FROM {_REPORTS}").fetchone()
+        """Unsent reports."""
+        return self._unsent()
+
+    @property
+    def kept_sent(self) -> int:
+        """Sent reports still kept for :meth:`resend`."""
+        return self._sent()
+
+    def _sent(self) -> int:
+        (count,) = self._db.conn.execute(
+            f"SELECT COUNT(*) FROM {_REPORTS} WHERE sent_at IS NOT NULL"
+        ).fetchone()
         return int(count)
 
     @property
@@ -141,9 +259,14 @@ class Outbox:
         return self._meta()[1]
 
     def stats(self) -> dict[str, int]:
-        """Figures for status and health: queued, last_seq, dropped_total."""
+        """Figures for status and health: queued, kept_sent, last_seq, dropped_total."""
         last_seq, dropped_total = self._meta()
-        return {"queued": len(self), "last_seq": last_seq, "dropped_total": dropped_total}
+        return {
+            "queued": len(self),
+            "kept_sent": self._sent(),
+            "last_seq": last_seq,
+            "dropped_total": dropped_total,
+        }
 
 
 class _Transaction:

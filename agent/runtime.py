@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from agent.commands import CommandHandler
 from agent.health import HealthCollector, HealthPublisher
-from agent.outbox import DEFAULT_MAX_ROWS, Outbox
+from agent.outbox import DEFAULT_KEEP_SENT, DEFAULT_MAX_ROWS, Outbox
 from agent.session import Connection, MqttSession
 from agent.store import Store
 from agent.verifier import Outcome, TrustState, accept_keyset, accept_token
@@ -109,14 +109,19 @@ class Agent:
             firmware=firmware,
             publisher=self.session,
             on_reboot=self._firmware_rebooted,
+            resend_health=self._resend_health if health is not None else None,
         )
         self.health = health
+        self.resent_health = 0  # reports re-queued by resend_health
         self.publisher: HealthPublisher | None = None
         if health is not None:
             health.error_counts = self.error_counts
             if self.session is not None:
                 self.publisher = HealthPublisher(
-                    device_id=self.device_id, outbox=health.outbox, publisher=self.session
+                    device_id=self.device_id,
+                    outbox=health.outbox,
+                    publisher=self.session,
+                    clock=clock,
                 )
                 health.on_report = self.publisher.notify
 
@@ -181,12 +186,26 @@ class Agent:
                 "collected": self.health.collected,
                 "published": self.publisher.published if self.publisher else 0,
                 "publish_failures": self.publisher.failures if self.publisher else 0,
+                "resent": self.resent_health,
                 "interval_s": self.health.interval_s,
             }
         for enforcer in self.enforcers:
             if isinstance(enforcer, BackgroundEnforcer):
                 details[f"enforcer_{enforcer.name}"] = enforcer.stats()
         return details
+
+    def _resend_health(self, from_seq: int, to_seq: int) -> dict[str, Any]:
+        """The ``resend_health`` command: re-queue kept reports, wake the publisher."""
+        assert self.health is not None  # only wired when health is reported
+        done = self.health.outbox.resend(from_seq, to_seq)
+        self.resent_health += done.requeued
+        if done.requeued and self.publisher is not None:
+            self.publisher.notify()
+        return {
+            "requeued": done.requeued,
+            "already_queued": done.already_queued,
+            "not_held": [list(r) for r in done.not_held],
+        }
 
     def _firmware_rebooted(self) -> None:
         for enforcer in self.enforcers:
@@ -380,6 +399,7 @@ def open_agent(
     kind: str | None = None,
     health_interval_s: float | None = None,
     outbox_max_rows: int = DEFAULT_MAX_ROWS,
+    outbox_keep_sent: int = DEFAULT_KEEP_SENT,
 ) -> Agent:
     """Open (or provision) the agent's store and build the agent.
 
@@ -411,7 +431,9 @@ def open_agent(
     if health_interval_s is not None:
         health = HealthCollector(
             device_id=device_id,
-            outbox=Outbox(data_dir / "outbox.db", max_rows=outbox_max_rows),
+            outbox=Outbox(
+                data_dir / "outbox.db", max_rows=outbox_max_rows, keep_sent=outbox_keep_sent
+            ),
             clock=clock,
             kind=kind,
             firmware=firmware,

@@ -3,9 +3,14 @@
 Command::
 
     {"v": 1, "id": "<correlation id, [A-Za-z0-9_.:-]{1,64}>",
-     "cmd": "self_test" | "fetch_log" | "reboot", "args": {...}}
+     "cmd": "self_test" | "fetch_log" | "reboot" | "resend_health", "args": {...}}
 
-    args: self_test {}, reboot {}, fetch_log {"max_bytes": 1..16384 (optional)}
+    args: self_test {}, reboot {}, fetch_log {"max_bytes": 1..16384 (optional)},
+          resend_health {"from_seq": >= 1, "to_seq": from_seq .. from_seq + 999}
+
+``resend_health`` asks the agent to publish its kept health reports in that
+seq range again (the cloud's gap repair); its result is
+``{"requeued": int, "not_held": [[from, to], ...]}``.
 
 Result, answered with the command's ``id``::
 
@@ -36,6 +41,7 @@ __all__ = [
     "COMMAND_VERSION",
     "MAX_COMMAND_BYTES",
     "MAX_LOG_BYTES",
+    "MAX_RESEND_SEQS",
     "MAX_RESULT_BYTES",
     "BadCommand",
     "Command",
@@ -53,8 +59,9 @@ COMMAND_VERSION = 1
 MAX_COMMAND_BYTES = 4 * 1024
 MAX_RESULT_BYTES = 64 * 1024
 MAX_LOG_BYTES = 16 * 1024
-CommandName = Literal["self_test", "fetch_log", "reboot"]
-COMMANDS: tuple[CommandName, ...] = ("self_test", "fetch_log", "reboot")
+MAX_RESEND_SEQS = 1000  # seqs one resend_health may name: bounds the work one command queues
+CommandName = Literal["self_test", "fetch_log", "reboot", "resend_health"]
+COMMANDS: tuple[CommandName, ...] = ("self_test", "fetch_log", "reboot", "resend_health")
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _RESULT_DEPTH = 6
 _MAX_REASON = 64
@@ -121,6 +128,10 @@ def _args(cmd: CommandName, args: Fields) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if cmd == "fetch_log" and args.has("max_bytes"):
         out["max_bytes"] = args.integer("max_bytes", lo=1, hi=MAX_LOG_BYTES)
+    elif cmd == "resend_health":
+        first = args.integer("from_seq", lo=1)
+        out["from_seq"] = first
+        out["to_seq"] = args.integer("to_seq", lo=first, hi=first + MAX_RESEND_SEQS - 1)
     args.done()
     return out
 
