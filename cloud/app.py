@@ -28,6 +28,7 @@ from cloud.health.commands import (
     CommandsUnavailable,
     CommandTimeoutJob,
 )
+from cloud.health.gaps import HealthGapJob
 from cloud.health.ingest import HealthIngest
 from cloud.health.retention import HealthRetentionJob
 from cloud.issuing import IssuingService
@@ -163,6 +164,15 @@ def create_app(
                     raw_retention_s=settings.health_retention_s,
                     hourly_retention_s=settings.health_hourly_retention_s,
                     interval_s=settings.health_retention_interval_s,
+                ),
+                HealthGapJob(
+                    store,
+                    commands,
+                    clock=now,
+                    interval_s=settings.health_gap_interval_s,
+                    grace_s=settings.health_gap_grace_s,
+                    backoff_s=settings.health_gap_backoff_s,
+                    window_s=settings.health_gap_window_s,
                 ),
             ]
             mailer = SmtpMailer.from_settings(settings)

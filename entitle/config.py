@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     health_retention_s: int = Field(default=30 * 86400, description="raw reports kept")
     health_hourly_retention_s: int = Field(default=730 * 86400, description="hourly aggregates")
     health_retention_interval_s: float = 3600.0
+    # gap repair (cloud.health.gaps): ask devices again for reports the broker lost
+    health_gap_interval_s: float = Field(default=30.0, gt=0, description="gap job interval")
+    health_gap_grace_s: int = Field(default=10, ge=0, description="in-flight reports, not gaps")
+    health_gap_backoff_s: int = Field(default=300, ge=0, description="before asking again")
+    health_gap_window_s: int = Field(default=3600, gt=0, description="how far back to look")
     command_timeout_s: int = 300
     tickets_interval_s: float = 300.0
     # accounts: dashboard login sessions; vendor staff are not customers' contacts

@@ -34,7 +34,9 @@ __all__ = [
     "HealthHourlyRow",
     "HealthRejectRow",
     "HealthReportRow",
+    "HealthResendAskRow",
     "HealthStateRow",
+    "HealthUnrecoverableRow",
     "RmaApprovalRow",
     "StatusEventRow",
     "TicketCcRow",
@@ -147,6 +149,33 @@ class CommandRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     timeout_at: Mapped[int] = mapped_column(BigInteger)
     answered_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class HealthResendAskRow(Base):
+    """A ``resend_health`` the gap job asked of a device (so no worker asks again soon)."""
+
+    __tablename__ = "health_resend_asks"
+    __table_args__ = (Index("ix_health_resend_asks_device_id_asked_at", "device_id", "asked_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    from_seq: Mapped[int] = mapped_column(BigInteger)
+    to_seq: Mapped[int] = mapped_column(BigInteger)
+    asked_at: Mapped[int] = mapped_column(BigInteger)
+    command_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class HealthUnrecoverableRow(Base):
+    """Seqs a device answered it no longer holds: never asked for again."""
+
+    __tablename__ = "health_unrecoverable"
+
+    device_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    from_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    to_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    recorded_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class TicketRow(Base):

@@ -33,6 +33,10 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
+from agent.commands import CommandHandler
+from agent.health import HealthPublisher
+from agent.outbox import Outbox
+from agent.session import Connection, MqttSession
 from cloud import create_app
 from cloud.apikeys import bootstrap_api_key
 from cloud.domain import DeviceKind
@@ -189,11 +193,19 @@ async def publish_all(
 class CloudServe:
     """``entitle cloud serve`` in its own process: the real cloud worker, killable with -9."""
 
-    def __init__(self, root: Path, broker: FixtureBroker, user: str, database_url: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        broker: FixtureBroker,
+        user: str,
+        database_url: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.port = find_free_port()
         self.env = {
             **os.environ,
+            **(env or {}),
             "ENTITLE_DATA_DIR": str(root / "data"),
             "ENTITLE_DATABASE_URL": database_url,
             "ENTITLE_BROKER_URL": broker.url(user),
@@ -295,6 +307,105 @@ class Publishers:
         await wait_for(past, within=30, what=f"every publisher publishing after {what}")
 
 
+class AgentPublishers:
+    """Devices delivering through the agent's own path: outbox, publisher, session, commands.
+
+    Each appends a report every 10 ms to its :class:`~agent.outbox.Outbox`; the
+    :class:`~agent.health.HealthPublisher` sends them over an
+    :class:`~agent.session.MqttSession` and marks them sent on PUBACK, and the
+    :class:`~agent.commands.CommandHandler` answers the cloud's ``resend_health``.
+    ``published[device]`` is the highest seq the broker PUBACKed.
+    """
+
+    def __init__(self, broker: FixtureBroker, devices: list[str], root: Path) -> None:
+        self.broker = broker
+        self.root = root
+        self.published = dict.fromkeys(devices, 0)
+        self.stopping = asyncio.Event()
+        self.ts0 = int(time.time())
+        self.appended = dict.fromkeys(devices, 0)
+
+    async def run(self, device_id: str) -> None:
+        """Until cancelled: keep appending until ``stopping``, then keep delivering."""
+        outbox = Outbox(self.root / device_id / "outbox.db")
+        connection = Connection(
+            host=self.broker.host,
+            port=self.broker.port,
+            username=device_id,
+            password=self.broker.passwords[device_id],
+        )
+
+        async def on_message(topic: str, payload: bytes) -> None:
+            if topic == device_topic(device_id, "cmd"):
+                commands.submit(payload)
+
+        session = MqttSession(connection, on_message, backoff_base=0.05, backoff_cap=0.5)
+        counting = _CountingPublisher(session, self.published, device_id)
+        publisher = HealthPublisher(
+            device_id=device_id,
+            outbox=outbox,
+            publisher=counting,
+            publish_timeout_s=2,
+            retry_s=0.1,
+        )
+
+        def resend(first: int, last: int) -> dict[str, Any]:
+            done = outbox.resend(first, last)
+            publisher.notify()
+            return {"requeued": done.requeued, "not_held": [list(r) for r in done.not_held]}
+
+        commands = CommandHandler(
+            device_id=device_id, firmware=None, publisher=session, resend_health=resend
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(session.run(), name=f"{device_id}-session")
+                tasks.create_task(publisher.run(), name=f"{device_id}-health")
+                tasks.create_task(commands.run(), name=f"{device_id}-commands")
+                n = 0
+                while not self.stopping.is_set():
+                    n += 1
+                    body = json.loads(report(device_id, n, ts0=self.ts0))
+                    del body["seq"], body["dropped"]
+                    self.appended[device_id] = outbox.append(body)
+                    publisher.notify()
+                    await asyncio.sleep(0.01)
+        finally:
+            outbox.close()
+
+    def total(self) -> int:
+        """Reports appended; every one was PUBACKed once :meth:`drained`."""
+        return sum(self.appended.values())
+
+    def drained(self) -> bool:
+        """The publisher sends in seq order: the last seq acked means all before it were."""
+        return all(self.published[d] >= n for d, n in self.appended.items())
+
+    async def wait_past(self, mark: dict[str, int], what: str) -> None:
+        def past() -> bool:
+            return all(self.published[d] > n for d, n in mark.items())
+
+        await wait_for(past, within=30, what=f"every device publishing after {what}")
+
+
+class _CountingPublisher:
+    """The session's publish, noting the highest health seq PUBACKed."""
+
+    def __init__(self, session: MqttSession, published: dict[str, int], device_id: str) -> None:
+        self.session = session
+        self.published = published
+        self.device_id = device_id
+
+    @property
+    def connected(self) -> asyncio.Event:
+        return self.session.connected
+
+    async def publish(self, topic: str, payload: bytes, *, timeout_s: float) -> None:
+        await self.session.publish(topic, payload, timeout_s=timeout_s)
+        seq = int(json.loads(payload)["seq"])
+        self.published[self.device_id] = max(self.published[self.device_id], seq)
+
+
 class IngestLock:
     """Holds ``health_reports`` locked (PostgreSQL), so no worker can commit a batch.
 
@@ -392,47 +503,66 @@ async def test_cloud_killed_mid_batch_stores_every_report_once(
     assert totals["rejected"] == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Mosquitto 2.0 does not restore a persistent session's $share subscriptions "
-    "from its persistence file (plain ones it does): reports published after the broker "
-    "is back and before the cloud re-subscribes are dropped. Needs a bridge/broker fix.",
-)
+# gap repair on a short clock, so that the test sees it within its waits
+GAP_REPAIR_ENV = {
+    "ENTITLE_HEALTH_GAP_INTERVAL_S": "0.5",
+    "ENTITLE_HEALTH_GAP_GRACE_S": "2",
+    "ENTITLE_HEALTH_GAP_BACKOFF_S": "10",
+}
+
+
 async def test_broker_restarted_mid_batch_stores_every_report_once(
-    clouds: FixtureBroker, postgres_url: str, tmp_path: Path, stream: Any
+    clouds: FixtureBroker, postgres_url: str, tmp_path: Path
 ) -> None:
     """Must-show 2 (broker restart), on the real ``entitle cloud serve`` with PostgreSQL.
 
     Locked as above, the broker restarts while the worker holds a batch: the broker
     redelivers those unacked messages, so once unlocked the worker commits the held
     copies and counts the redelivered ones as duplicates (at least what was held).
-    The publishers publish after the restart; every report published is stored once.
+
+    Mosquitto 2.0 does not restore the session's ``$share`` subscription from its
+    persistence file, so reports published after the broker is back and before the
+    worker subscribes again are PUBACKed and dropped. The devices here deliver through
+    the agent's own outbox, which keeps sent reports; the cloud's gap job asks for the
+    missing seqs with ``resend_health``, and every report appended is stored once.
 
     The restart is Mosquitto's clean stop (it saves its persistence): a Mosquitto
-    killed -9 loses what it PUBACKed since its last autosave, the broker's durability,
-    not the cloud's; for the cloud, the connection is gone either way.
+    killed -9 loses what it PUBACKed since its last autosave; gap repair covers that too.
     """
-    store, publishers = stream
-    cloud = await CloudServe(tmp_path, clouds, "cloud-a", postgres_url).start()
-    tasks = [asyncio.create_task(publishers.run(d)) for d in publishers.published]
+    devices = [f"gw-{i}" for i in range(4)]
+    for device in devices:
+        clouds.add_device(device)
+    store = prepare(postgres_url, devices)
+    agents = AgentPublishers(clouds, devices, tmp_path / "agents")
+    cloud = await CloudServe(tmp_path, clouds, "cloud-a", postgres_url, GAP_REPAIR_ENV).start()
+    tasks = [asyncio.create_task(agents.run(d)) for d in devices]
     lock: IngestLock | None = None
     try:
         await wait_for(lambda: stored(store) >= 200, within=30, what="the first reports")
         lock, held = await hold_a_batch(postgres_url, cloud)
-        at_restart = dict(publishers.published)
+        at_restart = dict(agents.published)
         await asyncio.to_thread(clouds.restart)  # broker restarted mid-stream
         await cloud.wait_connected()  # the same session again: unacked ones come back
         lock.release()
         lock = None
-        await publishers.wait_past(at_restart, "the broker restart")
-        total = await finish(store, publishers, tasks)
+        await agents.wait_past(at_restart, "the broker restart")
+        agents.stopping.set()  # no new reports; the agents keep delivering and answering
+        await wait_for(agents.drained, within=30, what="every outbox drained (all PUBACKed)")
+        total = agents.total()
+        await wait_for(lambda: stored(store) >= total, within=60, what="every report")
+        await asyncio.sleep(0.5)  # late redeliveries, if any, must change nothing
         totals = await asyncio.to_thread(cloud.ingest)
+        count, distinct = stored(store), distinct_stored(store)
     finally:
         if lock is not None:
             lock.release()
         cloud.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        store.close()
     assert totals["duplicates"] >= held > 0  # the held batch came back from the broker
-    assert stored(store) == total == distinct_stored(store)
+    assert count == total == distinct
     assert totals["rejected"] == {}
 
 

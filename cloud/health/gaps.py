@@ -1,0 +1,237 @@
+"""Health gap repair: ask devices again for reports the cloud never stored.
+
+A broker may PUBACK a report and still lose it: Mosquitto 2.0 does not restore
+a persistent session's ``$share`` subscription after a restart, so what devices
+publish before a cloud worker subscribes again is dropped. Devices keep sent
+reports a while (:mod:`agent.outbox`); each pass of :class:`HealthGapJob`
+
+1. records the seq ranges that answered ``resend_health`` commands say the
+   device no longer holds (``health_unrecoverable``, never asked again);
+2. finds devices whose stored seqs over the window have holes (one query);
+3. per device, under that device's ``device_health_state`` row lock (skipped
+   when another worker holds it), plans with :func:`cloud.domain.gaps.find_gaps`
+   and records the asks (``health_resend_asks``) before committing;
+4. sends ``resend_health`` through :class:`~cloud.health.commands.CommandService`.
+
+A send that fails is simply asked again after the back-off; the re-sent
+reports are stored once by ``(device_id, seq)`` like any other delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from cloud.domain.gaps import Asked, SeqRange, Stored, find_gaps
+from cloud.health import repository as repo
+from cloud.health.commands import CommandService
+from cloud.ports import Clock
+from cloud.store import Store
+from cloud.store.health import (
+    CommandRow,
+    CommandStatus,
+    HealthReportRow,
+    HealthResendAskRow,
+    HealthStateRow,
+    HealthUnrecoverableRow,
+)
+from protocol.commands import MAX_RESEND_SEQS
+from protocol.errors import EntitleError
+
+__all__ = ["GapPass", "HealthGapJob", "RESEND_REQUESTER"]
+
+_log = logging.getLogger(__name__)
+RESEND_REQUESTER = "gap-repair"
+
+
+@dataclass(frozen=True, slots=True)
+class GapPass:
+    """What one pass did."""
+
+    unrecoverable: int
+    asked: tuple[tuple[str, int, int], ...]
+    not_sent: int
+
+
+def _not_held(result: Mapping[str, Any] | None) -> list[tuple[int, int]]:
+    """The ``not_held`` ranges of a resend_health result (a device's word: checked)."""
+    ranges = (result or {}).get("not_held")
+    out: list[tuple[int, int]] = []
+    if not isinstance(ranges, list):
+        return out
+    for item in ranges[:MAX_RESEND_SEQS]:
+        if (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+            and 1 <= item[0] <= item[1]
+        ):
+            out.append((item[0], item[1]))
+    return out
+
+
+class HealthGapJob:
+    name = "health-gaps"
+
+    def __init__(
+        self,
+        store: Store,
+        commands: CommandService,
+        *,
+        clock: Clock,
+        interval_s: float = 30.0,
+        grace_s: int = 10,
+        backoff_s: int = 300,
+        window_s: int = 3600,
+        max_devices: int = 200,
+    ) -> None:
+        self._store = store
+        self._commands = commands
+        self._clock = clock
+        self.interval_s = interval_s
+        self._grace_s = grace_s
+        self._backoff_s = backoff_s
+        self._window_s = window_s
+        self._max_devices = max_devices
+
+    def _record_unrecoverable(self, session: Session, *, now: int) -> int:
+        answered = session.execute(
+            select(CommandRow.device_id, CommandRow.result).where(
+                CommandRow.cmd == "resend_health",
+                CommandRow.status == CommandStatus.ANSWERED,
+                CommandRow.ok.is_(True),
+                CommandRow.answered_at >= now - self._window_s,
+            )
+        ).all()
+        rows = [
+            {"device_id": device, "from_seq": lo, "to_seq": hi, "recorded_at": now}
+            for device, result in answered
+            for lo, hi in _not_held(result)
+        ]
+        if not rows:
+            return 0
+        insert = repo.upsert(session, HealthUnrecoverableRow)
+        done = session.execute(insert.on_conflict_do_nothing(), rows)  # type: ignore[attr-defined]
+        return max(0, int(done.rowcount or 0))  # type: ignore[attr-defined]
+
+    def _devices_with_holes(self, session: Session, *, since: int) -> list[str]:
+        r = HealthReportRow
+        found = session.scalars(
+            select(r.device_id)
+            .where(r.received_at >= since)
+            .group_by(r.device_id)
+            .having(func.max(r.seq) - func.min(r.seq) + 1 > func.count())
+            .order_by(r.device_id)
+            .limit(self._max_devices)
+        ).all()
+        return list(found)
+
+    def _plan(self, session: Session, device_id: str, *, now: int) -> list[SeqRange]:
+        """Plan and record the asks for one device, under its state row's lock."""
+        locked = session.scalar(
+            select(HealthStateRow.device_id)
+            .where(HealthStateRow.device_id == device_id)
+            .with_for_update(skip_locked=True)
+        )
+        if locked is None:
+            return []  # another worker is on it (or the device is gone)
+        r = HealthReportRow
+        stored = [
+            Stored(seq=int(seq), received_at=int(at), dropped=int(dropped or 0))
+            for seq, at, dropped in session.execute(
+                select(r.seq, r.received_at, r.report["dropped"].as_integer()).where(
+                    r.device_id == device_id, r.received_at >= now - self._window_s
+                )
+            )
+        ]
+        a = HealthResendAskRow
+        asked = [
+            Asked(first=int(lo), last=int(hi), asked_at=int(at))
+            for lo, hi, at in session.execute(
+                select(a.from_seq, a.to_seq, a.asked_at).where(
+                    a.device_id == device_id, a.asked_at > now - self._backoff_s
+                )
+            )
+        ]
+        u = HealthUnrecoverableRow
+        lost = [
+            (int(lo), int(hi))
+            for lo, hi in session.execute(
+                select(u.from_seq, u.to_seq).where(u.device_id == device_id)
+            )
+        ]
+        plan = find_gaps(
+            stored,
+            now=now,
+            grace_s=self._grace_s,
+            backoff_s=self._backoff_s,
+            asked=asked,
+            unrecoverable=lost,
+            max_range=MAX_RESEND_SEQS,
+        )
+        for gap in plan:
+            session.add(
+                HealthResendAskRow(
+                    device_id=device_id, from_seq=gap.first, to_seq=gap.last, asked_at=now
+                )
+            )
+        return plan
+
+    def _planned(self, *, now: int) -> tuple[int, list[tuple[str, SeqRange]]]:
+        with self._store.transaction() as tx:
+            unrecoverable = self._record_unrecoverable(tx.session, now=now)
+            devices = self._devices_with_holes(tx.session, since=now - self._window_s)
+        plans: list[tuple[str, SeqRange]] = []
+        for device_id in devices:
+            with self._store.transaction() as tx:
+                plans += [(device_id, gap) for gap in self._plan(tx.session, device_id, now=now)]
+        return unrecoverable, plans
+
+    def _note_command(self, asks: Iterable[tuple[str, SeqRange, str]], *, now: int) -> None:
+        with self._store.transaction() as tx:
+            for device_id, gap, command_id in asks:
+                a = HealthResendAskRow
+                tx.session.execute(
+                    update(a)
+                    .where(
+                        a.device_id == device_id,
+                        a.from_seq == gap.first,
+                        a.to_seq == gap.last,
+                        a.asked_at == now,
+                    )
+                    .values(command_id=command_id)
+                )
+
+    async def run_once(self) -> GapPass:
+        """One pass at the clock's ``now``; idempotent, safe beside other workers."""
+        now = self._clock()
+        unrecoverable, plans = await asyncio.to_thread(lambda: self._planned(now=now))
+        sent: list[tuple[str, SeqRange, str]] = []
+        for device_id, gap in plans:
+            try:
+                view = await self._commands.send(
+                    device_id=device_id,
+                    cmd="resend_health",
+                    args={"from_seq": gap.first, "to_seq": gap.last},
+                    requested_by=RESEND_REQUESTER,
+                )
+            except EntitleError as exc:  # asked again after the back-off
+                _log.warning(
+                    "resend_health %d..%d to %s not sent: %s", gap.first, gap.last, device_id, exc
+                )
+                continue
+            sent.append((device_id, gap, view.id))
+        if sent:
+            await asyncio.to_thread(lambda: self._note_command(sent, now=now))
+            _log.info("health gaps: asked %d range(s) again", len(sent))
+        return GapPass(
+            unrecoverable=unrecoverable,
+            asked=tuple((d, g.first, g.last) for d, g, _ in sent),
+            not_sent=len(plans) - len(sent),
+        )
