@@ -93,7 +93,9 @@ class HealthCollector:
         interval_s: float = 60.0,
         disk_path: Path = Path("/"),
         on_report: Callable[[int], None] | None = None,
+        host: HostSampler | None = None,
     ) -> None:
+        """``host``: the host's sampler (default: one of this device's, over ``disk_path``)."""
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
         self._learn_kind = kind is None  # then the firmware's GET_INFO says
@@ -109,7 +111,7 @@ class HealthCollector:
         self.collected = 0
         self.firmware_failures: dict[str, int] = {}
         self._fw_version: str | None = None
-        self._host = HostSampler(disk_path=disk_path)
+        self._host = host or HostSampler(disk_path=disk_path)
 
     def _firmware_failed(self, exc: EntitleError) -> None:
         self.firmware_failures[exc.reason] = self.firmware_failures.get(exc.reason, 0) + 1

@@ -64,13 +64,23 @@ class HostSampler:
         *,
         disk_path: Path,
         net: Callable[[], tuple[int, int] | None] = net_counters,
+        reuse_s: float = 0.0,
     ) -> None:
+        """``reuse_s``: answer with the last sample while it is younger than this (one
+        sampler shared by the simulated devices of one host reads the host once a second).
+        """
         import psutil
 
         self._psutil = psutil
         self.disk_path = disk_path
         self._net = net
         self._last_net: tuple[int, int] | None = None
+        self._reuse_s = reuse_s
+        self._last: tuple[float, dict[str, Any]] | None = None
+        try:
+            self._boot_time: float | None = psutil.boot_time()  # fixed for this boot
+        except _PSUTIL_ERRORS:
+            self._boot_time = None
 
     def _loss_pct(self) -> float | None:
         try:
@@ -92,19 +102,21 @@ class HostSampler:
 
     def sample(self, *, now: float) -> dict[str, Any]:
         """``uptime_s``, ``cpu_temp_c``, ``mem_used_pct``, ``disk`` and ``net`` of a report."""
+        if self._last is not None and 0 <= now - self._last[0] < self._reuse_s:
+            taken, sample = self._last
+            return {**sample, "uptime_s": sample["uptime_s"] + int(now - taken)}
         psutil = self._psutil
-        try:
-            uptime = int(now - psutil.boot_time())
-        except _PSUTIL_ERRORS:
-            uptime = 0
+        uptime = 0 if self._boot_time is None else int(now - self._boot_time)
         try:
             mem: float | None = _pct(psutil.virtual_memory().percent)
         except _PSUTIL_ERRORS:
             mem = None
-        return {
+        sample = {
             "uptime_s": max(0, uptime),
             "cpu_temp_c": _temperature(psutil),
             "mem_used_pct": mem,
             "disk": {"used_pct": self._disk_pct(), "write_errors": None, "reallocated": None},
             "net": {"rssi_dbm": None, "loss_pct": self._loss_pct()},
         }
+        self._last = (now, sample)
+        return sample

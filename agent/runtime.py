@@ -32,6 +32,7 @@ from protocol.topics import KEYS_TOPIC, device_topic
 
 if TYPE_CHECKING:  # importing it at run time would load pyserial into every agent
     from agent.firmware import FirmwareClient
+    from agent.hoststats import HostSampler
 
 __all__ = ["Agent", "BackgroundEnforcer", "Decisions", "Enforcer", "RejectCounter", "open_agent"]
 
@@ -400,6 +401,7 @@ def open_agent(
     health_interval_s: float | None = None,
     outbox_max_rows: int = DEFAULT_MAX_ROWS,
     outbox_keep_sent: int = DEFAULT_KEEP_SENT,
+    host: HostSampler | None = None,
 ) -> Agent:
     """Open (or provision) the agent's store and build the agent.
 
@@ -411,7 +413,8 @@ def open_agent(
     time. With ``health_interval_s`` the agent samples a health report that
     often into ``outbox.db`` beside the store and publishes it (``kind``: the
     device kind, else the firmware's GET_INFO says); ``firmware`` answers
-    commands and adds the firmware's own health.
+    commands and adds the firmware's own health; ``host`` samples the host (a
+    simulated fleet shares one per process: its devices share the machine).
     """
     from agent.store import StoreError
     from agent.verifier import provision
@@ -439,6 +442,7 @@ def open_agent(
             firmware=firmware,
             interval_s=health_interval_s,
             disk_path=data_dir,
+            host=host,
         )
     return Agent(
         store=store,

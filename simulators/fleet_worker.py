@@ -9,7 +9,10 @@ pushes the entitled features (SET_FEATURES) to that emulator, and a camera's
 firmware prunes its own recordings by the ``video_retention`` days it was
 given (so no agent-side pruner walks the folder as well).
 What the devices share is only the simulation's: the event loop, the
-process and the machine. Large fleets are split over worker processes
+process and the machine — and so one host sampler per process
+(:class:`agent.hoststats.HostSampler` reading the machine at most once a
+second), since they all run on one host; each device's firmware figures
+(temperature, disk, counters) are its own emulator's. Large fleets are split over worker processes
 (:func:`worker_main`), each running :func:`run_shard`.
 """
 
@@ -81,7 +84,7 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _build_agent(login: DeviceLogin, job: ShardJob, index: int) -> Any:
+def _build_agent(login: DeviceLogin, job: ShardJob, index: int, host: Any) -> Any:
     from agent.enforcers import FirmwareEnforcer
     from agent.firmware import FirmwareClient, InProcessLink
     from agent.runtime import open_agent
@@ -120,6 +123,7 @@ def _build_agent(login: DeviceLogin, job: ShardJob, index: int) -> Any:
         firmware=firmware,
         kind=plan.kind,
         health_interval_s=job.interval_s,
+        host=host,
     )
 
 
@@ -155,6 +159,9 @@ async def run_shard(
     tasks: list[asyncio.Task[None]] = []
     step = job.ramp_s / max(1, len(job.logins))
     started_at = time.monotonic()
+    from agent.hoststats import HostSampler
+
+    host = HostSampler(disk_path=job.data_dir, reuse_s=1.0)  # the machine they all run on
     try:
         for index, login in enumerate(job.logins):
             delay = started_at + index * step - time.monotonic()
@@ -162,7 +169,7 @@ async def run_shard(
                 await asyncio.sleep(delay)
             if stop():
                 break
-            agent = _build_agent(login, job, job.shard * 1_000_000 + index)
+            agent = _build_agent(login, job, job.shard * 1_000_000 + index, host)
             agents.append(agent)
             tasks.append(asyncio.create_task(agent.run(), name=f"agent-{agent.device_id}"))
             if index % 200 == 0:
