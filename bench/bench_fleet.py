@@ -75,6 +75,7 @@ class Outcome:
     error: str | None = None
     interval_s: float = 10.0
     steady_connected_min: int = 0
+    all_connected_s: float | None = None
 
     @property
     def expected_per_s(self) -> float:
@@ -167,9 +168,20 @@ async def _one(size: int, args: argparse.Namespace, console: Console) -> Outcome
             start = time.monotonic()
             finished = asyncio.Event()
 
+            connected_at: float | None = None
+
             def update(stats: FleetStats) -> None:
-                nonlocal latest
+                nonlocal latest, connected_at
                 latest = stats
+                if connected_at is None and stats.connected == size:
+                    connected_at = time.monotonic()
+
+            def steady_done(stats: FleetStats) -> bool:
+                """Run ``duration`` past one interval after every device connected."""
+                return (
+                    connected_at is not None
+                    and time.monotonic() - connected_at >= args.interval + args.duration
+                )
 
             async def sample() -> None:
                 while not finished.is_set():
@@ -204,10 +216,12 @@ async def _one(size: int, args: argparse.Namespace, console: Console) -> Outcome
                         root_keyset=cloud.root_keyset,
                         data_dir=root / "devices",
                         interval_s=args.interval,
-                        duration_s=args.duration + args.interval,
+                        # a fleet that never connects fully stops after a late margin
+                        duration_s=args.duration + args.interval + ramp + 120,
                         processes=processes,
                         ramp_s=ramp,
                         on_update=update,
+                        should_stop=steady_done,
                     )
                 finally:
                     finished.set()
@@ -237,7 +251,13 @@ def _analyse(outcome: Outcome, *, ramp: float, interval: float) -> None:
         return
     outcome.interval_s = interval
     outcome.peak_connected = max(s.connected for s in samples)
-    steady = [s for s in samples if s.t >= ramp + interval]
+    # the steady window opens one interval after the last device connected (on a
+    # loaded machine the connections trail the planned ramp), never before the ramp
+    connected_at = next((s.t for s in samples if s.connected == outcome.size), None)
+    if connected_at is None:
+        return
+    outcome.all_connected_s = connected_at
+    steady = [s for s in samples if s.t >= max(ramp, connected_at) + interval]
     if len(steady) < 2:
         return
     outcome.steady_connected_min = min(s.connected for s in steady)
@@ -264,6 +284,7 @@ def _table(outcomes: list[Outcome], args: argparse.Namespace) -> Table:
     for column in (
         "devices",
         "connected (peak / steady min)",
+        "all connected at",
         "RSS / device",
         "reports/s produced (expected)",
         "reports/s stored",
@@ -278,6 +299,7 @@ def _table(outcomes: list[Outcome], args: argparse.Namespace) -> Table:
         table.add_row(
             f"{o.size:,}",
             f"{o.peak_connected:,} / {o.steady_connected_min:,}",
+            "never" if o.all_connected_s is None else f"{o.all_connected_s:.0f} s",
             f"{o.rss_per_device / 1024:,.0f} KiB",
             f"{o.produced_per_s:,.0f} ({o.expected_per_s:,.0f})",
             f"{o.stored_per_s:,.0f}",
