@@ -199,12 +199,21 @@ class HealthCollector:
         return seq
 
     async def run(self) -> None:
+        """Collect every ``interval_s`` on a fixed cadence: a slow collection (a firmware
+        timeout, a busy machine) does not stretch the period; a missed tick is skipped,
+        not made up in a burst."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
             try:
                 await self.collect_once()
             except Exception:  # a sampling bug must not stop health reporting for good
                 log.exception("health collection failed")
-            await asyncio.sleep(self.interval_s)
+            due += self.interval_s
+            now = loop.time()
+            if due < now:  # behind by more than one interval
+                due = now
+            await asyncio.sleep(due - now)
 
 
 class HealthPublisher:
