@@ -116,9 +116,13 @@ class HealthGapJob:
         ]
         if not rows:
             return 0
-        insert = repo.upsert(session, HealthUnrecoverableRow)
-        done = session.execute(insert.on_conflict_do_nothing(), rows)  # type: ignore[attr-defined]
-        return max(0, int(done.rowcount or 0))  # type: ignore[attr-defined]
+        # rowcount is unreliable for executemany (psycopg): count what RETURNING gives back
+        insert = (
+            repo.upsert(session, HealthUnrecoverableRow)
+            .on_conflict_do_nothing()  # type: ignore[attr-defined]
+            .returning(HealthUnrecoverableRow.device_id)
+        )
+        return len(session.execute(insert, rows).all())
 
     def _devices_with_holes(self, session: Session, *, since: int) -> list[str]:
         r = HealthReportRow
