@@ -215,6 +215,9 @@ class Outbox:
         They go out in ``seq`` order with the other unsent reports. Seqs this
         outbox no longer holds (pruned after sending, dropped when full, or
         never assigned) are returned as ranges, so the asker stops asking.
+        Only as many are queued again as the unsent bound (``max_rows``) has
+        room for, oldest first; the rest stay kept and are not counted in
+        ``requeued``, so the asker sees them still missing and asks again later.
         """
         if from_seq > to_seq:
             return Resent(requeued=0, already_queued=0, not_held=())
@@ -224,7 +227,8 @@ class Outbox:
                 f"SELECT seq, sent_at FROM {_REPORTS} WHERE seq BETWEEN ? AND ?",
                 (from_seq, to_seq),
             ).fetchall()
-            sent = [(seq,) for seq, at in rows if at is not None]
+            room = max(0, self.max_rows - self._unsent())
+            sent = sorted((seq,) for seq, at in rows if at is not None)[:room]
             conn.executemany(f"UPDATE {_REPORTS} SET sent_at = NULL WHERE seq = ?", sent)
         not_held: list[tuple[int, int]] = []
         expect = from_seq
@@ -234,9 +238,8 @@ class Outbox:
             expect = seq + 1
         if expect <= to_seq:
             not_held.append((expect, to_seq))
-        return Resent(
-            requeued=len(sent), already_queued=len(rows) - len(sent), not_held=tuple(not_held)
-        )
+        already = sum(1 for _, at in rows if at is None)
+        return Resent(requeued=len(sent), already_queued=already, not_held=tuple(not_held))
 
     def __len__(self) -> int:
         """Unsent reports."""

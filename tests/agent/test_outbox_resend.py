@@ -119,3 +119,15 @@ async def test_resend_health_command_round_trip_on_the_handler(tmp_path):
         nothing = await bare.handle(payload)
         assert not nothing.ok and nothing.error_reason == "no_outbox"
         assert handler.errors == {"bad_schema": 1} and bare.errors == {"no_outbox": 1}
+
+
+def test_resend_queues_only_what_the_unsent_bound_has_room_for(tmp_path):
+    with Outbox(tmp_path / "o.db", max_rows=2, keep_sent=10) as box:
+        for _ in range(2):
+            box.append({})
+        _send_all(box, now=1)
+        box.append({})  # seq 3 unsent: room for one more
+        done = box.resend(1, 2)
+        assert (done.requeued, done.already_queued, done.not_held) == (1, 0, ())
+        assert [q.seq for q in box.pending()] == [1, 3] and len(box) == 2
+        assert box.kept_sent == 1  # 2 stays kept: asked again later, it goes out then

@@ -196,7 +196,16 @@ def test_sim_fleet_command_runs_a_local_fleet_and_prints_the_summary():
     }
     assert rows["devices"] == "8"
     assert rows["connected (at the end)"] == "8"
-    assert int(rows["reports sent and acked (PUBACK)"].replace(",", "")) >= 8
-    assert rows["reports stored by the cloud"] == rows["reports sent and acked (PUBACK)"]
+    collected, acked, stored = (
+        int(rows[name].replace(",", ""))
+        for name in (
+            "reports collected",
+            "reports sent and acked (PUBACK)",
+            "reports stored by the cloud",
+        )
+    )
+    # every acked report is stored; a report in flight when the fleet stopped may be
+    # stored without its PUBACK having reached the (stopped) agent
+    assert 8 <= acked <= stored <= collected
     assert sum(int(v) for k, v in rows.items() if k.startswith("fault injected")) == 2
     assert sum(int(v) for k, v in rows.items() if k.startswith("diagnosis:")) == 8
