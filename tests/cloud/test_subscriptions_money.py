@@ -6,6 +6,7 @@ the card on file set through the API."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -58,14 +59,24 @@ def _kinds(cloud: Cloud, model: type, column: object, value: str) -> list[object
         return list(tx.session.scalars(select(model).where(column == value)).all())
 
 
+async def _buy(si: Any, inst: str, *, card: str = CARD_OK) -> Any:
+    """Remote Services bought by ``si`` with ``card``; the HTTP reply."""
+    return await si.post(
+        BUY, json={"installation_id": inst, "product": "TSF16100", "card_token": card}
+    )
+
+
+async def _card(si: Any, sub_id: str, card: str) -> None:
+    """Put ``card`` on file for the subscription's renewals."""
+    assert (await si.put(f"{BUY}/{sub_id}/card", json={"card_token": card})).status_code == 200
+
+
 async def test_a_timed_out_purchase_is_activated_when_reconciled(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31)
     inst = await cloud.installation()
     _, si = await _partner(cloud, inst)
     async with si:
-        r = await si.post(
-            BUY, json={"installation_id": inst, "product": "TSF16100", "card_token": CARD_TIMEOUT}
-        )
+        r = await _buy(si, inst, card=CARD_TIMEOUT)
         assert r.status_code == 201, r.text  # not "nothing was bought": it waits for the answer
         body = r.json()
         assert body["order_status"] == "Time out"
@@ -84,12 +95,9 @@ async def test_a_renewal_paid_twice_refunds_the_second_payment(cloud: Cloud) -> 
     inst = await cloud.installation()
     uid, si = await _partner(cloud, inst)
     async with si:
-        r = await si.post(
-            BUY, json={"installation_id": inst, "product": "TSF16100", "card_token": CARD_OK}
-        )
+        r = await _buy(si, inst)
         sub_id = r.json()["subscription"]["id"]
-        timeout = {"card_token": CARD_TIMEOUT}
-        assert (await si.put(f"{BUY}/{sub_id}/card", json=timeout)).status_code == 200
+        await _card(si, sub_id, CARD_TIMEOUT)
         cloud.clock.now = ts(2027, 1, 1)
         await _renewals(cloud)  # charged on 1 Jan 2027: no answer
         [auto] = _kinds(cloud, OrderRow, OrderRow.kind, "renewal")
@@ -114,12 +122,9 @@ async def test_a_lost_renewal_answer_after_expiry_still_renews(cloud: Cloud) -> 
     inst = await cloud.installation()
     _, si = await _partner(cloud, inst)
     async with si:
-        r = await si.post(
-            BUY, json={"installation_id": inst, "product": "TSF16100", "card_token": CARD_OK}
-        )
+        r = await _buy(si, inst)
         sub_id = r.json()["subscription"]["id"]
-        timeout = {"card_token": CARD_TIMEOUT}
-        assert (await si.put(f"{BUY}/{sub_id}/card", json=timeout)).status_code == 200
+        await _card(si, sub_id, CARD_TIMEOUT)
         cloud.clock.now = ts(2027, 1, 31)
         await _renewals(cloud)  # charged on its last day, no answer
         cloud.clock.now = ts(2027, 2, 1)
@@ -161,9 +166,7 @@ async def test_a_voided_purchase_ends_the_service_and_a_refunded_renewal_moves_t
     inst = await cloud.installation()
     _, si = await _partner(cloud, inst)
     async with si:
-        r = await si.post(
-            BUY, json={"installation_id": inst, "product": "TSF16100", "card_token": CARD_OK}
-        )
+        r = await _buy(si, inst)
         sub_id = r.json()["subscription"]["id"]
         renewal = await si.post(f"{BUY}/{sub_id}/renew", json={"months": 12, "card_token": CARD_OK})
         assert renewal.json()["subscription"]["end"] == ts(2028, 2, 1)
@@ -187,9 +190,7 @@ async def test_the_card_on_file_is_set_by_the_purchaser_or_an_admin_only(cloud: 
     uid, si = await _partner(cloud, inst)
     other, si_b = await _partner(cloud, inst)
     async with si, si_b:
-        r = await si.post(
-            BUY, json={"installation_id": inst, "product": "TSF16100", "card_token": CARD_OK}
-        )
+        r = await _buy(si, inst)
         sub_id = r.json()["subscription"]["id"]
         path = f"{BUY}/{sub_id}/card"
         mine = await si.put(path, json={"card_token": "4000000000005126"})
