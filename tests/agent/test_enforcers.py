@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,20 +39,42 @@ async def _until(predicate, *, within: float = 15.0) -> None:
         await asyncio.sleep(0.02)
 
 
+@contextlib.contextmanager
+def _pty_agent(
+    emulator: object,
+    data_dir: Path,
+    repo: TokenRepositorySimulator,
+    *,
+    client: dict,
+    enforcer: dict,
+) -> Iterator[tuple[Any, FirmwareEnforcer]]:
+    """An agent (no broker) whose FirmwareEnforcer drives ``emulator`` over a real pty."""
+    with PtyFirmware(emulator) as pty:
+        firmware = FirmwareClient(SerialLink(pty.port), **client)
+        pushes = FirmwareEnforcer(firmware, **enforcer)
+        yield (
+            open_agent(
+                device_id=DEV,
+                data_dir=data_dir,
+                connection=None,
+                root_keyset=repo.root_keyset,
+                enforcers=[pushes],
+                firmware=firmware,
+            ),
+            pushes,
+        )
+
+
 async def test_set_features_follows_grants_and_the_firmware_coming_back(tmp_path, repo):
     emulator = GatewayEmulator()
     now = int(time.time())
-    with PtyFirmware(emulator) as pty:
-        firmware = FirmwareClient(SerialLink(pty.port), timeout_s=0.3, retries=1)
-        enforcer = FirmwareEnforcer(firmware, retry_s=0.05, probe_s=0.1)
-        agent = open_agent(
-            device_id=DEV,
-            data_dir=tmp_path,
-            connection=None,
-            root_keyset=repo.root_keyset,
-            enforcers=[enforcer],
-            firmware=firmware,
-        )
+    with _pty_agent(
+        emulator,
+        tmp_path,
+        repo,
+        client=dict(timeout_s=0.3, retries=1),
+        enforcer=dict(retry_s=0.05, probe_s=0.1),
+    ) as (agent, enforcer):
         task = asyncio.create_task(agent.run())
         try:
             # nothing granted yet: the firmware is told "no features" at start
@@ -81,23 +106,15 @@ async def test_set_features_follows_grants_and_the_firmware_coming_back(tmp_path
         finally:
             await cancel_and_wait([task])
             agent.close()
-    assert firmware.counters["timeouts"] >= 1  # the outage went over the real pty
+    assert agent.firmware.counters["timeouts"] >= 1  # the outage went over the real pty
 
 
 async def test_reboot_command_makes_the_enforcer_push_again(tmp_path, repo):
     emulator = GatewayEmulator()
     now = int(time.time())
-    with PtyFirmware(emulator) as pty:
-        firmware = FirmwareClient(SerialLink(pty.port), timeout_s=0.5)
-        enforcer = FirmwareEnforcer(firmware, retry_s=0.05, probe_s=5)
-        agent = open_agent(
-            device_id=DEV,
-            data_dir=tmp_path,
-            connection=None,
-            root_keyset=repo.root_keyset,
-            enforcers=[enforcer],
-            firmware=firmware,
-        )
+    with _pty_agent(
+        emulator, tmp_path, repo, client=dict(timeout_s=0.5), enforcer=dict(retry_s=0.05, probe_s=5)
+    ) as (agent, enforcer):
         assert await agent.apply_token(repo.token(DEV, {"app_access": now + DAY_S}, now=now))
         task = asyncio.create_task(agent.run())
         try:
@@ -217,17 +234,13 @@ async def test_a_firmware_self_reboot_makes_the_enforcer_push_again(tmp_path, re
     now = int(time.time())
     clock = _Clock(now)
     emulator = GatewayEmulator(now=clock)
-    with PtyFirmware(emulator) as pty:
-        firmware = FirmwareClient(SerialLink(pty.port), timeout_s=0.5)
-        enforcer = FirmwareEnforcer(firmware, retry_s=0.05, probe_s=0.05)
-        agent = open_agent(
-            device_id=DEV,
-            data_dir=tmp_path,
-            connection=None,
-            root_keyset=repo.root_keyset,
-            enforcers=[enforcer],
-            firmware=firmware,
-        )
+    with _pty_agent(
+        emulator,
+        tmp_path,
+        repo,
+        client=dict(timeout_s=0.5),
+        enforcer=dict(retry_s=0.05, probe_s=0.05),
+    ) as (agent, enforcer):
         assert await agent.apply_token(repo.token(DEV, {"app_access": now + DAY_S}, now=now))
         task = asyncio.create_task(agent.run())
         try:
@@ -271,17 +284,13 @@ async def test_camera_firmware_keeps_exactly_the_entitled_days_over_a_pty(tmp_pa
     (camera.recordings / "notes.txt").write_text("not a recording")
     # just booted, not told its retention yet: it deletes nothing
     assert _kept_ages(camera, now=now) == [30, 20, 14.5, 13.5, 6, 4.5, 3, 0.5, 0]
-    with PtyFirmware(camera) as pty:
-        firmware = FirmwareClient(SerialLink(pty.port), timeout_s=1.0)
-        enforcer = FirmwareEnforcer(firmware, retry_s=0.05, probe_s=5)
-        agent = open_agent(
-            device_id=DEV,
-            data_dir=tmp_path / "agent",
-            connection=None,
-            root_keyset=repo.root_keyset,
-            enforcers=[enforcer],
-            firmware=firmware,
-        )
+    with _pty_agent(
+        camera,
+        tmp_path / "agent",
+        repo,
+        client=dict(timeout_s=1.0),
+        enforcer=dict(retry_s=0.05, probe_s=5),
+    ) as (agent, enforcer):
         grant = now + 30 * DAY_S
         assert await agent.apply_token(
             repo.token(DEV, {"video_retention": (grant, {"days": 14})}, now=now)
