@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,18 +45,30 @@ class JobRunner:
 
     def __init__(self, jobs: Sequence[Job]) -> None:
         self.jobs = list(jobs)
+        # set once every job has finished (or failed) its first pass, the one at start-up
+        self.first_passes_done = asyncio.Event()
 
     async def run_once(self) -> dict[str, object]:
         """One pass of every job, in order (tests and the test clock use this)."""
         return {job.name: await job.run_once() for job in self.jobs}
 
     async def run(self) -> None:
+        remaining = len(self.jobs)
+
+        def first_pass_done() -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                self.first_passes_done.set()
+
+        if not self.jobs:
+            self.first_passes_done.set()
         async with asyncio.TaskGroup() as tasks:
             for job in self.jobs:
-                tasks.create_task(_loop(job), name=f"job-{job.name}")
+                tasks.create_task(_loop(job, first_pass_done), name=f"job-{job.name}")
 
 
-async def _loop(job: Job) -> None:
+async def _loop(job: Job, after_first_pass: Callable[[], None] | None = None) -> None:
     while True:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
@@ -68,6 +80,9 @@ async def _loop(job: Job) -> None:
             raise
         except Exception:
             _log.exception("%s pass failed; retrying in %.0fs", job.name, job.interval_s)
+        if after_first_pass is not None:
+            after_first_pass()
+            after_first_pass = None
         await asyncio.sleep(job.interval_s)
 
 

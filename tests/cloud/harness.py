@@ -55,6 +55,12 @@ async def running(app: FastAPI) -> AsyncIterator[None]:
     waiter.cancel()
     if task.done():
         task.result()  # startup failed: raise its error
+    jobs = getattr(getattr(app.state, "cloud", None), "jobs", None)
+    if jobs is not None:
+        # the jobs' start-up passes (e.g. reconciling timed-out charges) must not race
+        # the test's first requests
+        async with asyncio.timeout(30):
+            await jobs.first_passes_done.wait()
     try:
         yield
     finally:
