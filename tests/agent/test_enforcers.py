@@ -101,7 +101,9 @@ async def test_set_features_follows_grants_and_the_firmware_coming_back(tmp_path
             emulator.features = {}
             emulator.faults.silent = False
             await _until(lambda: emulator.features == {"remote_access": {}})
-            assert not enforcer.dirty and enforcer.link_up is True
+            # the firmware sets its switches before it answers: wait for the answer
+            await _until(lambda: not enforcer.dirty and enforcer.link_up is True)
+            assert emulator.features == {"remote_access": {}}
             assert agent.status_details()["enforcer_firmware"]["in_sync"] is True
         finally:
             await cancel_and_wait([task])
