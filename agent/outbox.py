@@ -48,10 +48,16 @@ _META = "outbox_meta"
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """One stored report: its ``seq`` and the report (``seq`` and ``dropped`` filled in)."""
+    """One stored report: its ``seq`` and its JSON as stored (``seq`` and ``dropped`` in it)."""
 
     seq: int
-    report: dict[str, Any]
+    body: bytes
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The report as a dict (parsed on each use: the publisher sends ``body`` as it is)."""
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,7 @@ class Outbox:
             f"CREATE INDEX IF NOT EXISTS ix_{_REPORTS}_sent_at_seq ON {_REPORTS} (sent_at, seq)"
         )
         conn.execute(f"INSERT OR IGNORE INTO {_META} VALUES (1, 0, 0)")
+        self._kept = self._sent()  # sent rows held; kept in step so an ack need not count them
 
     def close(self) -> None:
         self._db.conn.close()
@@ -153,7 +160,7 @@ class Outbox:
             body = {**report, "seq": seq, "dropped": dropped}
             conn.execute(
                 f"INSERT INTO {_REPORTS} (seq, dropped, body) VALUES (?, ?, ?)",
-                (seq, dropped, json.dumps(body, separators=(",", ":"))),
+                (seq, dropped, json.dumps(body, separators=(",", ":"), allow_nan=False)),
             )
             conn.execute(
                 f"UPDATE {_META} SET last_seq = ?, dropped_total = ? WHERE id = 1",
@@ -173,7 +180,7 @@ class Outbox:
             f"SELECT seq, body FROM {_REPORTS} WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
             (limit,),
         ).fetchall()
-        return [Queued(seq=seq, report=json.loads(body)) for seq, body in rows]
+        return [Queued(seq=seq, body=body.encode()) for seq, body in rows]
 
     def delete(self, seqs: Iterable[int]) -> int:
         """Forget reports outright (sent or not); how many rows went."""
@@ -181,7 +188,9 @@ class Outbox:
         with self._transaction():
             before = self._db.conn.total_changes
             self._db.conn.executemany(f"DELETE FROM {_REPORTS} WHERE seq = ?", wanted)
-            return self._db.conn.total_changes - before
+            gone = self._db.conn.total_changes - before
+        self._kept = self._sent()
+        return gone
 
     def mark_sent(self, seqs: Iterable[int], *, now: int) -> int:
         """Mark acknowledged reports sent (kept for :meth:`resend`); how many were unsent.
@@ -197,16 +206,22 @@ class Outbox:
                 f"UPDATE {_REPORTS} SET sent_at = ? WHERE seq = ? AND sent_at IS NULL", wanted
             )
             marked = conn.total_changes - before
+            before = conn.total_changes
+            # a range of the (sent_at, seq) index: nothing is read when nothing is that old
             conn.execute(
                 f"DELETE FROM {_REPORTS} WHERE sent_at IS NOT NULL AND sent_at < ?",
                 (int(now) - self.keep_sent_s,),
             )
-            conn.execute(
-                f"DELETE FROM {_REPORTS} WHERE sent_at IS NOT NULL AND seq NOT IN"
-                f" (SELECT seq FROM {_REPORTS} WHERE sent_at IS NOT NULL"
-                " ORDER BY seq DESC LIMIT ?)",
-                (self.keep_sent,),
-            )
+            kept = self._kept + marked - (conn.total_changes - before)
+            if kept > self.keep_sent:
+                before = conn.total_changes
+                conn.execute(
+                    f"DELETE FROM {_REPORTS} WHERE seq IN (SELECT seq FROM {_REPORTS}"
+                    " WHERE sent_at IS NOT NULL ORDER BY seq LIMIT ?)",
+                    (kept - self.keep_sent,),
+                )
+                kept -= conn.total_changes - before
+        self._kept = kept
         return marked
 
     def resend(self, from_seq: int, to_seq: int) -> Resent:
@@ -230,6 +245,7 @@ class Outbox:
             room = max(0, self.max_rows - self._unsent())
             sent = sorted((seq,) for seq, at in rows if at is not None)[:room]
             conn.executemany(f"UPDATE {_REPORTS} SET sent_at = NULL WHERE seq = ?", sent)
+        self._kept -= len(sent)
         not_held: list[tuple[int, int]] = []
         expect = from_seq
         for seq in sorted(seq for seq, _ in rows):

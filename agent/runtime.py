@@ -187,6 +187,7 @@ class Agent:
                 "collected": self.health.collected,
                 "published": self.publisher.published if self.publisher else 0,
                 "publish_failures": self.publisher.failures if self.publisher else 0,
+                "unpublishable": self.publisher.unpublishable if self.publisher else 0,
                 "resent": self.resent_health,
                 "interval_s": self.health.interval_s,
             }

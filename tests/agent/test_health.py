@@ -308,3 +308,43 @@ def test_a_failing_host_source_leaves_the_figure_unknown(tmp_path):
     sampler = HostSampler(disk_path=tmp_path / "gone", net=broken)
     figures = sampler.sample(now=time.time())
     assert figures["net"]["loss_pct"] is None and figures["disk"]["used_pct"] is None
+
+
+class RecordingPublisher:
+    """Test double for the MQTT session: every publish is acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self._connected = asyncio.Event()
+        self._connected.set()
+
+    @property
+    def connected(self) -> asyncio.Event:
+        return self._connected
+
+    async def publish(self, topic: str, payload: bytes, *, timeout_s: float) -> None:
+        self.sent.append((topic, payload))
+
+
+async def test_publisher_sends_the_stored_bytes_and_skips_an_oversized_report(tmp_path):
+    from agent.health import HealthPublisher
+    from protocol.health import MAX_HEALTH_BYTES
+
+    with Outbox(tmp_path / "o.db") as outbox:
+        collector = HealthCollector(
+            device_id="gw-bytes",
+            outbox=outbox,
+            clock=time.time,
+            firmware=FirmwareClient(InProcessLink(GatewayEmulator()), timeout_s=0.2),
+        )
+        await collector.collect_once()
+        outbox.append({"padding": "x" * MAX_HEALTH_BYTES})  # no collector builds this
+        await collector.collect_once()
+        stored = {q.seq: q.body for q in outbox.pending()}
+        sink = RecordingPublisher()
+        publisher = HealthPublisher(device_id="gw-bytes", outbox=outbox, publisher=sink)
+        assert await publisher.drain_once() == 3
+        assert [p for _, p in sink.sent] == [stored[1], stored[3]]
+        assert publisher.unpublishable == 1 and len(outbox) == 0
+        for _, payload in sink.sent:  # what the cloud will parse, as it arrives
+            assert parse_health(payload, topic_device_id="gw-bytes").device_id == "gw-bytes"

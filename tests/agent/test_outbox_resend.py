@@ -74,23 +74,41 @@ def test_unsent_reports_are_never_evicted_by_sent_ones(tmp_path):
 @given(
     max_rows=st.integers(1, 6),
     keep_sent=st.integers(0, 6),
-    steps=st.lists(st.tuples(st.sampled_from("asr"), st.integers(1, 30)), max_size=40),
+    keep_sent_s=st.integers(0, 20),
+    steps=st.lists(st.tuples(st.sampled_from("asrdo"), st.integers(1, 30)), max_size=40),
 )
-@settings(max_examples=40, deadline=None)
-def test_kept_and_unsent_stay_within_their_own_bounds(max_rows, keep_sent, steps):
+@settings(max_examples=60, deadline=None)
+def test_kept_and_unsent_stay_within_their_own_bounds(max_rows, keep_sent, keep_sent_s, steps):
+    def open_box(folder: str) -> Outbox:
+        return Outbox(
+            Path(folder) / "o.db", max_rows=max_rows, keep_sent=keep_sent, keep_sent_s=keep_sent_s
+        )
+
     with tempfile.TemporaryDirectory() as tmp:
-        with Outbox(Path(tmp) / "o.db", max_rows=max_rows, keep_sent=keep_sent) as box:
+        box = open_box(tmp)
+        try:
+            clock = 0
             for op, n in steps:
                 if op == "a":
                     box.append({})
                 elif op == "s":
-                    _send_all(box, now=n)
-                else:
+                    clock += n  # acks come in time order, some long after the last
+                    _send_all(box, now=clock)
+                elif op == "r":
                     box.resend(n, n + 5)
+                elif op == "d":
+                    box.delete([n])
+                else:  # the agent restarts
+                    box.close()
+                    box = open_box(tmp)
                 assert len(box) <= max_rows
                 assert box.kept_sent <= keep_sent
+                # the count an ack prunes by is the count of sent rows on disk
+                assert box._kept == box.kept_sent
                 pending = [q.seq for q in box.pending(1000)]
                 assert pending == sorted(pending)
+        finally:
+            box.close()
 
 
 async def test_resend_health_command_round_trip_on_the_handler(tmp_path):
