@@ -7,9 +7,11 @@ start) and ``--workers`` cloud processes on one database
 processes of at most 2,500 devices each (:func:`simulators.fleet_run.run_fleet`),
 and samples every 5 s: connected devices, reports sent (PUBACK) and stored
 (rows in the database). It prints connected devices, RSS per simulated device,
-reports/s produced vs stored over the steady window, and the backlog
-(sent - stored): its slope over the steady window says whether the cloud
-keeps up. A size "holds" when every device stayed connected through the
+reports/s produced vs stored over the steady window (from one interval
+after the last device connected to the moment the fleet is told to stop;
+the samples taken while thousands of agents shut down are left out), and
+the backlog (sent - stored): its slope over the steady window says whether
+the cloud keeps up. A size "holds" when every device stayed connected through the
 steady window, the fleet produced at least 95% of one report per device per
 interval, and the backlog does not grow (slope < 2% of the input).
 
@@ -76,6 +78,7 @@ class Outcome:
     interval_s: float = 10.0
     steady_connected_min: int = 0
     all_connected_s: float | None = None
+    stop_at: float | None = None  # when the fleet was told to stop (seconds from start)
 
     @property
     def expected_per_s(self) -> float:
@@ -178,10 +181,13 @@ async def _one(size: int, args: argparse.Namespace, console: Console) -> Outcome
 
             def steady_done(stats: FleetStats) -> bool:
                 """Run ``duration`` past one interval after every device connected."""
-                return (
+                done = (
                     connected_at is not None
                     and time.monotonic() - connected_at >= args.interval + args.duration
                 )
+                if done and outcome.stop_at is None:  # later samples watch the fleet stop
+                    outcome.stop_at = time.monotonic() - start
+                return done
 
             async def sample() -> None:
                 while not finished.is_set():
@@ -257,7 +263,10 @@ def _analyse(outcome: Outcome, *, ramp: float, interval: float) -> None:
     if connected_at is None:
         return
     outcome.all_connected_s = connected_at
-    steady = [s for s in samples if s.t >= max(ramp, connected_at) + interval]
+    # ... and closes when the fleet is told to stop: stopping thousands of agents takes
+    # a while, and samples taken then would count a fleet that no longer reports
+    end = outcome.stop_at if outcome.stop_at is not None else math.inf
+    steady = [s for s in samples if max(ramp, connected_at) + interval <= s.t <= end]
     if len(steady) < 2:
         return
     outcome.steady_connected_min = min(s.connected for s in steady)

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import multiprocessing.synchronize
 import os
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,30 @@ def _stats(job: ShardJob, agents: list[Any], *, done: bool = False) -> ShardStat
     )
 
 
+@contextlib.contextmanager
+def _quiet_closed_sockets(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """While the shard stops its agents, drop one known harmless error.
+
+    aiomqtt registers a socket for writing through ``call_soon_threadsafe``;
+    an agent cancelled in between closes the socket first, and the queued
+    ``add_writer`` then fails (EBADF) with a traceback per device. Anything
+    else still goes to the default handler.
+    """
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno == errno.EBADF:
+            return
+        loop.default_exception_handler(context)
+
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(handler)
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+
+
 async def run_shard(
     job: ShardJob, *, stop: Callable[[], bool], report: Callable[[ShardStats], None]
 ) -> ShardStats:
@@ -181,10 +206,12 @@ async def run_shard(
         last = _stats(job, agents)
     finally:
         pending = {t for t in tasks if not t.done()}
-        while pending:  # an agent swallowing one cancel gets another
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.5)
+        with _quiet_closed_sockets(asyncio.get_running_loop()):
+            while pending:  # an agent swallowing one cancel gets another
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.5)
+            await asyncio.sleep(0)  # the add_writer calls queued by the last cancels
         for agent in agents:
             with contextlib.suppress(Exception):
                 agent.close()
