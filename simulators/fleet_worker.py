@@ -153,21 +153,26 @@ def _stats(job: ShardJob, agents: list[Any], *, done: bool = False) -> ShardStat
 
 @contextlib.contextmanager
 def _quiet_closed_sockets(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-    """While the shard stops its agents, drop one known harmless error.
+    """While the shard runs, drop one known harmless error.
 
     aiomqtt registers a socket for writing through ``call_soon_threadsafe``;
-    an agent cancelled in between closes the socket first, and the queued
-    ``add_writer`` then fails (EBADF) with a traceback per device. Anything
-    else still goes to the default handler.
+    an agent whose connection attempt ends in between (a connect timeout
+    while thousands connect, or the shard stopping it) closes the socket
+    first, and the queued ``add_writer`` then fails (EBADF) with a traceback
+    per device. Anything else goes to the handler that was there before.
     """
+
+    previous = loop.get_exception_handler()
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
         if isinstance(error, OSError) and error.errno == errno.EBADF:
             return
-        loop.default_exception_handler(context)
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
-    previous = loop.get_exception_handler()
     loop.set_exception_handler(handler)
     try:
         yield
@@ -179,6 +184,13 @@ async def run_shard(
     job: ShardJob, *, stop: Callable[[], bool], report: Callable[[ShardStats], None]
 ) -> ShardStats:
     """Run the shard's agents until ``stop()`` is true; ``report`` gets figures every second."""
+    with _quiet_closed_sockets(asyncio.get_running_loop()):
+        return await _run_agents(job, stop=stop, report=report)
+
+
+async def _run_agents(
+    job: ShardJob, *, stop: Callable[[], bool], report: Callable[[ShardStats], None]
+) -> ShardStats:
     agents: list[Any] = []
     last = _stats(job, agents)
     tasks: list[asyncio.Task[None]] = []
@@ -206,12 +218,11 @@ async def run_shard(
         last = _stats(job, agents)
     finally:
         pending = {t for t in tasks if not t.done()}
-        with _quiet_closed_sockets(asyncio.get_running_loop()):
-            while pending:  # an agent swallowing one cancel gets another
-                for task in pending:
-                    task.cancel()
-                _, pending = await asyncio.wait(pending, timeout=0.5)
-            await asyncio.sleep(0)  # the add_writer calls queued by the last cancels
+        while pending:  # an agent swallowing one cancel gets another
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        await asyncio.sleep(0)  # the add_writer calls queued by the last cancels
         for agent in agents:
             with contextlib.suppress(Exception):
                 agent.close()

@@ -209,3 +209,30 @@ def test_sim_fleet_command_runs_a_local_fleet_and_prints_the_summary():
     assert 8 <= acked <= stored <= collected
     assert sum(int(v) for k, v in rows.items() if k.startswith("fault injected")) == 2
     assert sum(int(v) for k, v in rows.items() if k.startswith("diagnosis:")) == 8
+
+
+async def test_a_shard_drops_only_the_closed_socket_error_of_a_cut_connection():
+    import errno
+
+    from simulators.fleet_worker import _quiet_closed_sockets
+
+    loop = asyncio.get_running_loop()
+    seen: list[object] = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context.get("exception")))
+    try:
+
+        def fail(error: Exception) -> None:
+            raise error
+
+        other = OSError(errno.ECONNRESET, "reset")
+        with _quiet_closed_sockets(loop):
+            loop.call_soon(fail, OSError(errno.EBADF, "Bad file descriptor"))
+            loop.call_soon(fail, other)
+            await asyncio.sleep(0.01)
+        assert seen == [other]
+        assert loop.get_exception_handler() is not None  # the test's own, restored
+        loop.call_soon(fail, OSError(errno.EBADF, "after the shard"))
+        await asyncio.sleep(0.01)
+        assert len(seen) == 2
+    finally:
+        loop.set_exception_handler(None)
