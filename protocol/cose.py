@@ -182,8 +182,8 @@ def _headers(
         # type check too: -8.0 == -8 in Python, but a float is not a COSE alg
         if type(alg) is not int or alg != ALG_EDDSA:
             raise BadAlgorithm(f"alg {alg!r} is not EdDSA (-8)")
-    crit = protected.get(H_CRIT)
-    if crit is not None:
+    if H_CRIT in protected:  # present, even as null: then a non-empty array
+        crit = protected[H_CRIT]
         if not isinstance(crit, list) or not crit:
             raise BadStructure("crit must be a non-empty array")
         if not all(type(label) is int or isinstance(label, str) for label in crit):

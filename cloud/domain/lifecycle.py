@@ -140,6 +140,10 @@ class Subscription:
     charging: int | None = None  # the attempt whose outcome is awaited
     charge_sent_at: int | None = None
     next_retry_at: int | None = None
+    # renewal charges ever sent, never reset: part of each charge's idempotency key, so a
+    # key is never reused even when the end moves back (a reversed renewal) and a new
+    # purchaser is charged for the same end and attempt
+    charges_sent: int = 0
 
 
 # events ---------------------------------------------------------------------
@@ -456,16 +460,18 @@ def _charge_if_due(sub: Subscription, *, now: int, effects: list[Effect]) -> Sub
     if sub.charging is not None:
         if sub.charge_sent_at is not None and now < sub.charge_sent_at + CHARGE_LEASE_S:
             return sub  # another worker (or this one) is waiting for the answer
-        attempt = sub.charging
+        attempt, serial = sub.charging, sub.charges_sent - 1  # the charge in flight
     elif now < add_months(sub.end, -CHARGE_MONTHS):
         return sub
     elif sub.attempts == 0 or (sub.next_retry_at is not None and now >= sub.next_retry_at):
-        attempt = sub.attempts
+        attempt, serial = sub.attempts, sub.charges_sent
     else:
         return sub
+    # serial -1: a charge sent before keys carried the serial keeps its old key
+    suffix = f":{serial}" if serial >= 0 else ""
     effects.append(
         Charge(
-            idempotency_key=f"renewal:{sub.id}:{sub.end}:{attempt}",
+            idempotency_key=f"renewal:{sub.id}:{sub.end}:{attempt}{suffix}",
             buyer=sub.purchaser,
             months=sub.term_months,
             amount_cents=term_price(sub.product, sub.term_months),
@@ -473,7 +479,13 @@ def _charge_if_due(sub: Subscription, *, now: int, effects: list[Effect]) -> Sub
             attempt=attempt,
         )
     )
-    return replace(sub, charging=attempt, charge_sent_at=now, next_retry_at=None)
+    return replace(
+        sub,
+        charging=attempt,
+        charge_sent_at=now,
+        next_retry_at=None,
+        charges_sent=max(sub.charges_sent, serial + 1),
+    )
 
 
 def _paid(sub: Subscription, *, end: int, months: int, now: int, strict: bool) -> Transition:

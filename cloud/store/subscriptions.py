@@ -87,6 +87,7 @@ class SubscriptionRow(Base):
     charging: Mapped[int | None] = mapped_column(Integer)
     charge_sent_at: Mapped[int | None] = mapped_column(BigInteger)
     next_retry_at: Mapped[int | None] = mapped_column(BigInteger)
+    charges_sent: Mapped[int] = mapped_column(Integer, server_default="0")
     due_at: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
@@ -146,6 +147,7 @@ def load(row: SubscriptionRow) -> Subscription:
         charging=row.charging,
         charge_sent_at=row.charge_sent_at,
         next_retry_at=row.next_retry_at,
+        charges_sent=row.charges_sent,
     )
 
 
@@ -188,6 +190,7 @@ def save(
     row.charging = sub.charging
     row.charge_sent_at = sub.charge_sent_at
     row.next_retry_at = sub.next_retry_at
+    row.charges_sent = sub.charges_sent
     row.due_at = due_at(sub)
     row.updated_at = now
     session.flush()

@@ -6,7 +6,8 @@ on PostgreSQL: a row another worker holds is skipped, not waited for), apply
 sent in that same commit, so another worker does not send it again until the
 lease of :data:`~cloud.domain.lifecycle.CHARGE_LEASE_S` runs out. Then each
 charge is placed as an order with the idempotency key the rule made
-(``renewal:{sub}:{end}:{attempt}``: one order, one charge, however many
+(``renewal:{sub}:{end}:{attempt}:{serial}``, the serial counting every renewal
+charge the subscription ever sent: one order, one charge, however many
 workers), with its link written in the order's transaction, before the
 charge. A success is delivered (or refunded) through the on-paid callbacks
 (:mod:`cloud.subscriptions.settlement`, once per order); a decline is applied

@@ -222,7 +222,7 @@ def test_notice_two_months_before_then_charge_one_month_before_then_renewal() ->
     [charge] = effects
     assert isinstance(charge, Charge)
     assert (charge.buyer, charge.months, charge.amount_cents) == (A, 12, 6000)
-    assert charge.idempotency_key == f"renewal:s1:{ts(2027, 2, 1)}:0"
+    assert charge.idempotency_key == f"renewal:s1:{ts(2027, 2, 1)}:0:0"
     renewed = apply(sub, ChargeSucceeded(end=charge.end, attempt=0), now=ts(2027, 1, 1, 0, 2))
     assert renewed.state.end == ts(2028, 2, 1)
     assert renewed.effects == (GrantService("remote_access", {}, ts(2028, 2, 1)),)

@@ -273,3 +273,22 @@ TestLifecycle.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_a_reversed_renewal_and_a_new_purchaser_never_reuse_a_charge_key() -> None:
+    """Found by the machine above: a charge was declined for the end E; a manual
+    renewal moved the end on and was refunded (the end back at E, its attempt count
+    lost); a new purchaser reactivated, and the next charge for E, attempt 0, reused
+    the first one's key, so the provider would have answered with purchaser 2's
+    charge instead of charging purchaser 1."""
+    state = Lifecycle()
+    state.buy(ahead_days=0, code="TSF12125", paid=True, who=2)
+    state.jump_near(hours=0, point="retry")
+    state.manual_renewal_paid(months=1, stale=False)
+    state.last_payment_reversed()
+    state.reactivate(who=1)
+    state.jump_near(hours=0, point="notice")  # asserts one key, one charge
+    keys = list(state.charges)
+    assert len(keys) == len(set(keys)) >= 2
+    assert {c.buyer for c in state.charges.values()} == {1, 2}
+    state.teardown()

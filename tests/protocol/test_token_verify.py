@@ -314,7 +314,7 @@ def test_known_critical_header_accepted(
 
 
 @pytest.mark.parametrize(
-    "crit", [[], 1, "alg", {1: 1}, [[1]], [{1: 2}], [b"\x01"], [1.5], [True]], ids=repr
+    "crit", [[], None, 1, "alg", {1: 1}, [[1]], [{1: 2}], [b"\x01"], [1.5], [True]], ids=repr
 )
 def test_ill_formed_crit(
     verify: Callable[..., Claims],
