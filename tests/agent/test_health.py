@@ -310,25 +310,10 @@ def test_a_failing_host_source_leaves_the_figure_unknown(tmp_path):
     assert figures["net"]["loss_pct"] is None and figures["disk"]["used_pct"] is None
 
 
-class RecordingPublisher:
-    """Test double for the MQTT session: every publish is acknowledged at once."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-        self._connected = asyncio.Event()
-        self._connected.set()
-
-    @property
-    def connected(self) -> asyncio.Event:
-        return self._connected
-
-    async def publish(self, topic: str, payload: bytes, *, timeout_s: float) -> None:
-        self.sent.append((topic, payload))
-
-
 async def test_publisher_sends_the_stored_bytes_and_skips_an_oversized_report(tmp_path):
     from agent.health import HealthPublisher
     from protocol.health import MAX_HEALTH_BYTES
+    from tests.agent.test_commands import RecordingPublisherSimulator
 
     with Outbox(tmp_path / "o.db") as outbox:
         collector = HealthCollector(
@@ -341,7 +326,7 @@ async def test_publisher_sends_the_stored_bytes_and_skips_an_oversized_report(tm
         outbox.append({"padding": "x" * MAX_HEALTH_BYTES})  # no collector builds this
         await collector.collect_once()
         stored = {q.seq: q.body for q in outbox.pending()}
-        sink = RecordingPublisher()
+        sink = RecordingPublisherSimulator(expect=2)
         publisher = HealthPublisher(device_id="gw-bytes", outbox=outbox, publisher=sink)
         assert await publisher.drain_once() == 3
         assert [p for _, p in sink.sent] == [stored[1], stored[3]]

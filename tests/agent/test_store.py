@@ -6,11 +6,18 @@ import sqlite3
 from dataclasses import replace
 
 from agent.store import Store
-from agent.verifier import accept_token, provision
+from agent.verifier import TrustState, accept_token, provision
 from simulators import TokenRepositorySimulator
 
 DEV = "dev-store"
 T0 = 1_800_000_000
+
+
+def _reopened(path) -> TrustState:
+    with Store(path) as store:
+        loaded = store.load(device_id=DEV, skew=300)
+    assert loaded is not None
+    return loaded
 
 
 def _synchronous(store: Store) -> int:
@@ -33,22 +40,18 @@ def test_high_water_raises_and_a_token_after_them_survive_a_reopen(tmp_path):
         store.save(state)
         state = state.observe_clock(T0 + 240)
         store.save(state)
-    with Store(path) as store:
-        loaded = store.load(device_id=DEV, skew=300)
-    assert loaded is not None
+    loaded = _reopened(path)
     assert (loaded.high_water, loaded.token, loaded.ver) == (T0 + 240, token, 1)
 
 
-def test_a_new_key_set_with_the_same_high_water_is_written_whole(tmp_path):
+def test_a_change_beside_the_high_water_is_written_whole(tmp_path):
     repo = TokenRepositorySimulator()
     path = tmp_path / "agent.db"
     state = provision(DEV, repo.root_keyset).observe_clock(T0)
     with Store(path) as store:
         store.save(state)
         store.save(replace(state, installation_id="inst_1"))
-    with Store(path) as store:
-        loaded = store.load(device_id=DEV, skew=300)
-    assert loaded is not None and loaded.installation_id == "inst_1"
+    assert _reopened(path).installation_id == "inst_1"
 
 
 def test_a_store_written_before_installation_binding_opens_and_saves(tmp_path):
@@ -68,6 +71,5 @@ def test_a_store_written_before_installation_binding_opens_and_saves(tmp_path):
         loaded = store.load(device_id=DEV, skew=300)
         assert loaded is not None and loaded.high_water == T0
         store.save(replace(loaded, installation_id="inst_2").observe_clock(T0 + 60))
-    with Store(path) as store:
-        again = store.load(device_id=DEV, skew=300)
-    assert again is not None and (again.installation_id, again.high_water) == ("inst_2", T0 + 60)
+    again = _reopened(path)
+    assert (again.installation_id, again.high_water) == ("inst_2", T0 + 60)
