@@ -7,7 +7,15 @@ reports a while (:mod:`agent.outbox`); each pass of :class:`HealthGapJob`
 
 1. records the seq ranges that answered ``resend_health`` commands say the
    device no longer holds (``health_unrecoverable``, never asked again);
-2. finds devices whose stored seqs over the window have holes (one query);
+2. finds the devices that may have holes: a sweep (a worker's first pass,
+   then every ``sweep_s``) compares each device's seq span with its count
+   over the whole window, one scan of an hour of reports; the passes between
+   sweeps look only at reports that arrived in the last few passes whose
+   predecessor is not stored (a primary-key probe each) and at devices with
+   an ask not yet filled (to ask again after the back-off). At 10,000
+   devices reporting every 10 s the sweep reads 3.6 million rows (1.3-1.5 s
+   on PostgreSQL here, measured on a synthetic table), a pass between sweeps
+   70,000 primary-key probes (0.3-0.4 s);
 3. per device, under that device's ``device_health_state`` row lock (skipped
    when another worker holds it), plans with :func:`cloud.domain.gaps.find_gaps`
    and records the asks (``health_resend_asks``) before committing;
@@ -25,8 +33,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, union, update
+from sqlalchemy.orm import Session, aliased
 
 from cloud.domain.gaps import Asked, SeqRange, Stored, find_gaps
 from cloud.health import repository as repo
@@ -89,6 +97,7 @@ class HealthGapJob:
         grace_s: int = 10,
         backoff_s: int = 300,
         window_s: int = 3600,
+        sweep_s: int = 600,
         max_devices: int = 200,
     ) -> None:
         self._store = store
@@ -98,6 +107,11 @@ class HealthGapJob:
         self._grace_s = grace_s
         self._backoff_s = backoff_s
         self._window_s = window_s
+        self._sweep_s = sweep_s
+        # a pass between sweeps looks at reports received this long ago: a report past
+        # its grace is seen by the next pass, or by the one after if a pass runs late
+        self._recent_s = int(2 * interval_s + grace_s)
+        self._swept_at: int | None = None  # this worker's last sweep
         self._max_devices = max_devices
 
     def _record_unrecoverable(self, session: Session, *, now: int) -> int:
@@ -124,15 +138,43 @@ class HealthGapJob:
         )
         return len(session.execute(insert, rows).all())
 
-    def _devices_with_holes(self, session: Session, *, since: int) -> list[str]:
+    def _devices_with_holes(self, session: Session, *, now: int, sweep: bool) -> list[str]:
+        """The devices that may have holes (see the module's step 2); find_gaps decides."""
         r = HealthReportRow
+        if sweep:
+            found = session.scalars(
+                select(r.device_id)
+                .where(r.received_at >= now - self._window_s)
+                .group_by(r.device_id)
+                .having(func.max(r.seq) - func.min(r.seq) + 1 > func.count())
+                .order_by(r.device_id)
+                .limit(self._max_devices)
+            ).all()
+            return list(found)
+        before = aliased(HealthReportRow)
+        # a scalar subquery, not NOT EXISTS: PostgreSQL turns NOT EXISTS into an anti-join
+        # that hashes the whole table (0.5 s at 10,000 devices); this stays one probe of
+        # the primary key per recent report
+        predecessor = (
+            select(before.seq)
+            .where(before.device_id == r.device_id, before.seq == r.seq - 1)
+            .limit(1)
+            .scalar_subquery()
+        )
+        recent = select(r.device_id).where(
+            r.received_at >= now - self._recent_s, r.seq > 1, predecessor.is_(None)
+        )
+        a, held = HealthResendAskRow, aliased(HealthReportRow)
+        unfilled = select(a.device_id).where(
+            a.asked_at > now - self._window_s,
+            select(func.count())
+            .where(held.device_id == a.device_id, held.seq.between(a.from_seq, a.to_seq))
+            .scalar_subquery()
+            <= a.to_seq - a.from_seq,
+        )
+        candidates = union(recent, unfilled).subquery()
         found = session.scalars(
-            select(r.device_id)
-            .where(r.received_at >= since)
-            .group_by(r.device_id)
-            .having(func.max(r.seq) - func.min(r.seq) + 1 > func.count())
-            .order_by(r.device_id)
-            .limit(self._max_devices)
+            select(candidates.c.device_id).order_by(candidates.c.device_id).limit(self._max_devices)
         ).all()
         return list(found)
 
@@ -190,7 +232,10 @@ class HealthGapJob:
     def _planned(self, *, now: int) -> tuple[int, list[tuple[str, SeqRange]]]:
         with self._store.transaction() as tx:
             unrecoverable = self._record_unrecoverable(tx.session, now=now)
-            devices = self._devices_with_holes(tx.session, since=now - self._window_s)
+            sweep = self._swept_at is None or now - self._swept_at >= self._sweep_s
+            devices = self._devices_with_holes(tx.session, now=now, sweep=sweep)
+        if sweep:
+            self._swept_at = now
         plans: list[tuple[str, SeqRange]] = []
         for device_id in devices:
             with self._store.transaction() as tx:

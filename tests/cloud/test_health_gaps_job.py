@@ -114,3 +114,38 @@ async def test_two_workers_ask_once_and_a_not_held_answer_is_never_asked_again(
     clock.now += BACKOFF * 2
     assert all(p.asked == () for p in await asyncio.gather(*(w.run_once() for w in workers)))
     assert len(published.sent) == 1
+
+
+async def test_between_sweeps_new_holes_are_found_and_unfilled_asks_asked_again(
+    stores: tuple[Store, Store],
+) -> None:
+    """Only a worker's first pass sweeps the window here; the rest look at new arrivals
+    (a report whose predecessor is missing) and at asks not yet filled."""
+    store, _ = stores
+    clock = Clock()
+    ingest = HealthIngest(store, clock=clock)
+    published = RecordingPublisher()
+    commands = CommandService(store, published, clock=clock, timeout_s=300)
+    job = HealthGapJob(
+        store, commands, clock=clock, grace_s=GRACE, backoff_s=BACKOFF, sweep_s=10**9
+    )
+    ingest.process([_report(seq) for seq in (1, 2, 3)])
+    assert (await job.run_once()).asked == ()  # the sweep: nothing missing
+
+    clock.now += 30
+    ingest.process([_report(seq) for seq in (4, 5, 9)])  # 6..8 lost, after the sweep
+    clock.now += GRACE + 1
+    assert (await job.run_once()).asked == (("gw-1", 6, 8),)
+
+    # the device never answers, and its reports stop: long after the arrival, the unfilled
+    # ask alone brings the device back, and it is asked again once the back-off is over
+    clock.now += BACKOFF - 1
+    assert (await job.run_once()).asked == ()
+    clock.now += 2
+    assert (await job.run_once()).asked == (("gw-1", 6, 8),)
+
+    # filled: nothing is asked again
+    ingest.process([_report(seq) for seq in (6, 7, 8)])
+    clock.now += BACKOFF + 1
+    assert (await job.run_once()).asked == ()
+    assert [c["args"] for _, c in published.sent] == [{"from_seq": 6, "to_seq": 8}] * 2
