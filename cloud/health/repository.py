@@ -48,6 +48,7 @@ __all__ = [
     "hourly",
     "insert_reports",
     "record_status",
+    "report_row",
     "rejects",
     "time_out_commands",
     "upsert",
@@ -84,6 +85,22 @@ def _path(report: Mapping[str, Any], dotted: str) -> float | None:
     return float(value)
 
 
+def report_row(report: Mapping[str, Any], *, received_at: int) -> dict[str, Any]:
+    """The ``health_reports`` row of a validated report: the JSON and its indexed figures."""
+    return {
+        "device_id": report["device_id"],
+        "seq": report["seq"],
+        "ts": report["ts"],
+        "received_at": received_at,
+        "kind": report["kind"],
+        "report": dict(report),
+        "cpu_temp_c": _path(report, "cpu_temp_c"),
+        "mem_used_pct": _path(report, "mem_used_pct"),
+        "disk_used_pct": _path(report, "disk.used_pct"),
+        "loss_pct": _path(report, "net.loss_pct"),
+    }
+
+
 def existing_devices(session: Session, device_ids: Iterable[str]) -> set[str]:
     ids = sorted(set(device_ids))
     if not ids:
@@ -104,21 +121,7 @@ def insert_reports(
     reports = list(unique.values())
     if not reports:
         return []
-    rows = [
-        {
-            "device_id": r["device_id"],
-            "seq": r["seq"],
-            "ts": r["ts"],
-            "received_at": now,
-            "kind": r["kind"],
-            "report": dict(r),
-            "cpu_temp_c": _path(r, "cpu_temp_c"),
-            "mem_used_pct": _path(r, "mem_used_pct"),
-            "disk_used_pct": _path(r, "disk.used_pct"),
-            "loss_pct": _path(r, "net.loss_pct"),
-        }
-        for r in reports
-    ]
+    rows = [report_row(r, received_at=now) for r in reports]
     # executemany with one compiled statement (SQLAlchemy's insertmanyvalues batches it
     # into multi-row VALUES): a literal multi-row ``.values(rows)`` is compiled anew for
     # every batch size, which cost more than the database's own work

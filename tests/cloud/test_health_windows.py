@@ -14,6 +14,7 @@ from sqlalchemy import func, insert, select
 
 from cloud.apikeys import create_api_key
 from cloud.domain import DeviceKind
+from cloud.health.repository import report_row
 from cloud.health.retention import HealthRetentionJob
 from cloud.store import DeviceRow, Store
 from cloud.store.health import HealthHourlyRow, HealthReportRow, StatusEventRow
@@ -48,18 +49,7 @@ def add_devices(store: Store, ids: list[str], *, now: int, kind: str = "gateway"
 
 
 def add_reports(store: Store, reports: list[dict[str, Any]], *, now: int) -> None:
-    rows = [
-        {
-            "device_id": r["device_id"],
-            "seq": r["seq"],
-            "ts": r["ts"],
-            "received_at": now,
-            "kind": r["kind"],
-            "report": r,
-            "cpu_temp_c": r.get("cpu_temp_c"),
-        }
-        for r in reports
-    ]
+    rows = [report_row(r, received_at=now) for r in reports]
     with store.transaction() as tx:
         for start in range(0, len(rows), 10_000):
             tx.session.execute(insert(HealthReportRow), rows[start : start + 10_000])
