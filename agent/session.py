@@ -13,13 +13,16 @@ handler error is the handler's to log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -27,7 +30,7 @@ from entitle.mqtt import SOCKET_OPTIONS, backoff_delay, protocol_version
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 
-__all__ = ["Connection", "MqttSession"]
+__all__ = ["Connection", "MqttSession", "quiet_closed_sockets"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], Awaitable[None]]
@@ -191,3 +194,32 @@ class MqttSession:
             finally:
                 self.connected.clear()
                 self._client = None
+
+
+@contextlib.contextmanager
+def quiet_closed_sockets(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """While it is open, drop one known harmless error of the MQTT client.
+
+    aiomqtt registers a socket for writing through ``call_soon_threadsafe``;
+    a session whose connection attempt ends in between (a connect timeout,
+    or the agent being stopped) closes the socket first, and the queued
+    ``add_writer`` then fails (EBADF) with a traceback (one per device in a
+    simulated fleet). Anything else goes to the handler that was there before.
+    """
+
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno == errno.EBADF:
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)

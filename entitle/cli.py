@@ -538,7 +538,7 @@ def agent_run(
     """The on-device agent: verify, store and enforce entitlements; report health."""
     from agent.enforcers import FirmwareEnforcer, RetentionPruner
     from agent.runtime import Enforcer, open_agent
-    from agent.session import Connection
+    from agent.session import Connection, quiet_closed_sockets
     from agent.store import StoreError
 
     _logging(verbose)
@@ -589,8 +589,13 @@ def agent_run(
         )
     except StoreError as exc:
         raise _fail(str(exc)) from exc
+
+    async def run() -> None:
+        with quiet_closed_sockets(asyncio.get_running_loop()):
+            await agent.run()
+
     try:
-        asyncio.run(agent.run())
+        asyncio.run(run())
     except KeyboardInterrupt:
         pass
     finally:

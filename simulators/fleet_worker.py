@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import multiprocessing.synchronize
 import os
 import resource
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -151,40 +150,13 @@ def _stats(job: ShardJob, agents: list[Any], *, done: bool = False) -> ShardStat
     )
 
 
-@contextlib.contextmanager
-def _quiet_closed_sockets(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-    """While the shard runs, drop one known harmless error.
-
-    aiomqtt registers a socket for writing through ``call_soon_threadsafe``;
-    an agent whose connection attempt ends in between (a connect timeout
-    while thousands connect, or the shard stopping it) closes the socket
-    first, and the queued ``add_writer`` then fails (EBADF) with a traceback
-    per device. Anything else goes to the handler that was there before.
-    """
-
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        error = context.get("exception")
-        if isinstance(error, OSError) and error.errno == errno.EBADF:
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
-    try:
-        yield
-    finally:
-        loop.set_exception_handler(previous)
-
-
 async def run_shard(
     job: ShardJob, *, stop: Callable[[], bool], report: Callable[[ShardStats], None]
 ) -> ShardStats:
     """Run the shard's agents until ``stop()`` is true; ``report`` gets figures every second."""
-    with _quiet_closed_sockets(asyncio.get_running_loop()):
+    from agent.session import quiet_closed_sockets
+
+    with quiet_closed_sockets(asyncio.get_running_loop()):
         return await _run_agents(job, stop=stop, report=report)
 
 

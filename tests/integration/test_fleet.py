@@ -211,10 +211,10 @@ def test_sim_fleet_command_runs_a_local_fleet_and_prints_the_summary():
     assert sum(int(v) for k, v in rows.items() if k.startswith("diagnosis:")) == 8
 
 
-async def test_a_shard_drops_only_the_closed_socket_error_of_a_cut_connection():
+async def test_only_the_closed_socket_error_of_a_cut_connection_is_dropped():
     import errno
 
-    from simulators.fleet_worker import _quiet_closed_sockets
+    from agent.session import quiet_closed_sockets
 
     loop = asyncio.get_running_loop()
     seen: list[object] = []
@@ -225,7 +225,7 @@ async def test_a_shard_drops_only_the_closed_socket_error_of_a_cut_connection():
             raise error
 
         other = OSError(errno.ECONNRESET, "reset")
-        with _quiet_closed_sockets(loop):
+        with quiet_closed_sockets(loop):
             loop.call_soon(fail, OSError(errno.EBADF, "Bad file descriptor"))
             loop.call_soon(fail, other)
             await asyncio.sleep(0.01)
