@@ -2,9 +2,13 @@
 
 A device numbers its health reports 1, 2, 3, ... A hole between two stored
 reports is a gap, unless the device declared it: a report's ``dropped`` says
-how many reports its full outbox dropped before it, and those are the highest
-seqs of the nearest gap below (the publisher sends in seq order, so what is
-dropped is the oldest *unsent* report, just above what was sent). A gap is
+how many reports its full outbox dropped before it, counted against the
+nearest gaps below. A gap the declared drops cover whole is not asked for; a
+gap they cover only in part is asked for whole, because which of its seqs
+were dropped is not known: the outbox drops its oldest *unsent* report, which
+is above reports acknowledged and then lost by the broker, but below reports
+still queued that the broker loses after a reconnect. The device answers the
+seqs it no longer holds (``not_held``), and those are never asked again. A gap is
 asked for only once the report above it has been stored for ``grace_s`` (an
 in-flight report is not lost), never again within ``backoff_s`` of asking,
 and never when the device answered that it no longer holds those seqs.
@@ -102,7 +106,7 @@ def find_gaps(
         declared = min(credit, size)
         credit -= declared
         if size > declared and by_seq[upper].received_at <= now - grace_s:
-            gaps.append(SeqRange(lower + 1, upper - 1 - declared))
+            gaps.append(SeqRange(lower + 1, upper - 1))
     gaps.reverse()
     recent = [(a.first, a.last) for a in asked if a.asked_at > now - backoff_s]
     wanted = _subtract(_subtract(gaps, unrecoverable), recent)

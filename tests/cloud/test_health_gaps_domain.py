@@ -30,11 +30,14 @@ def test_a_gap_inside_the_grace_period_is_not_asked_yet():
     assert find_gaps(stored, now=NOW + 5, grace_s=10, backoff_s=60) == [SeqRange(3, 4)]
 
 
-def test_declared_drops_are_the_top_of_the_nearest_gap_below():
-    # 3..6 missing; report 8 says one was dropped, report 9 says two: 4..6 dropped, 3 lost
+def test_a_gap_declared_whole_is_not_asked_a_gap_declared_in_part_is_asked_whole():
+    # 3..6 missing, reports 8 and 9 declare three drops: which three is not known (dropped
+    # below reports lost after a reconnect, or above reports lost before the outage)
     stored = _stored([1, 2, 7, 8, 9], dropped={8: 1, 9: 2})
-    assert _find(stored) == [SeqRange(3, 3)]
+    assert _find(stored) == [SeqRange(3, 6)]
     assert _find(_stored([1, 2, 7], dropped={7: 4})) == []
+    # drops are counted against the nearest gaps below first: 5 covers 4, 3 is asked
+    assert _find(_stored([1, 3, 5], dropped={5: 1})) == [SeqRange(2, 2)]
 
 
 def test_asked_within_the_backoff_and_unrecoverable_are_not_asked_again():
@@ -82,9 +85,11 @@ def test_asks_exactly_the_missing_seqs_not_excluded(present, unrecoverable, aske
     st.sets(st.integers(1, 100), min_size=2),
     st.dictionaries(st.integers(1, 100), st.integers(0, 5)),
 )
-def test_declared_drops_never_ask_more_than_missing_minus_declared(present, drops):
+def test_declared_drops_only_spare_gaps_they_cover_whole(present, drops):
     dropped = {s: d for s, d in drops.items() if s in present}
     got = _find(_stored(present, dropped=dropped), max_ranges=10_000)
     missing = max(present) - min(present) + 1 - len(present)
     asked = sum(len(r) for r in got)
     assert max(0, missing - sum(dropped.values())) <= asked <= missing
+    # every asked range is a whole gap: both its neighbours are stored
+    assert all(r.first - 1 in present and r.last + 1 in present for r in got)
