@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
+from cloud.api.body_limit import BodyLimit
 from cloud.api.deps import CloudState
 from cloud.api.errors import validation_error
 from cloud.api.routes import api_router, health
 from cloud.billing.jobs import PaymentReconcileJob, RefundRetryJob
 from cloud.billing.orders import Billing
 from cloud.bridge import MqttBridge
+from cloud.dynsec import DynsecAccounts
 from cloud.health.commands import (
     CommandPublisher,
     CommandService,
@@ -73,17 +75,14 @@ class _UnmanagedAccounts:
         _log.warning("no broker accounts adapter: remove the broker login of %s yourself", username)
 
 
-def _default_accounts(settings: Settings) -> BrokerAccounts:
-    """Mosquitto's password file in ``data_dir/broker`` (``entitle broker run``), if any."""
-    broker_dir = settings.data_dir / "broker"
-    if (broker_dir / "passwd").exists():
-        from entitle.broker import MosquittoAccounts
-
-        return MosquittoAccounts(broker_dir)
+def _default_accounts(settings: Settings, *, real_broker: bool) -> BrokerAccounts:
+    """Device logins on the broker the cloud publishes to: Mosquitto's dynamic-security
+    plugin, administered with the cloud's own login; none with a custom publisher."""
+    if real_broker:
+        return DynsecAccounts.from_settings(settings)
     _log.warning(
-        "no broker directory at %s: device credentials will not reach a broker "
-        "(start one with 'entitle broker run' or pass accounts= to create_app)",
-        broker_dir,
+        "no broker accounts adapter with a custom publisher: device credentials will "
+        "not reach a broker (pass accounts= to create_app)"
     )
     return _UnmanagedAccounts()
 
@@ -101,8 +100,9 @@ def create_app(
     Args:
         settings: effective configuration (database URL, keys dir, broker, TTLs).
         publisher: where tokens go; default the MQTT bridge to ``settings.broker``.
-        accounts: broker accounts of devices; default ``entitle.broker.MosquittoAccounts``
-            on ``data_dir/broker`` when that broker directory exists, else none (logged).
+        accounts: broker accounts of devices; default :class:`cloud.dynsec.DynsecAccounts`
+            with the cloud's broker login when ``publisher`` is the default bridge, else
+            none (logged).
         clock: epoch seconds; default the system clock.
         command_publisher: where device commands go; default the MQTT bridge, or
             ``publisher`` when it has ``publish_command`` (else sending answers 409).
@@ -116,7 +116,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        device_accounts = accounts if accounts is not None else _default_accounts(settings)
+        device_accounts = (
+            accounts
+            if accounts is not None
+            else _default_accounts(settings, real_broker=publisher is None)
+        )
         store = await asyncio.to_thread(Store.open, settings.effective_database_url)
         try:
             signer = await asyncio.to_thread(Signer.load_or_create, settings.keys_dir)
@@ -224,6 +228,8 @@ def create_app(
             _log.info("cloud stopped")
         finally:
             await asyncio.to_thread(store.close)
+            if accounts is None and isinstance(device_accounts, DynsecAccounts):
+                await asyncio.to_thread(device_accounts.close)
 
     app = FastAPI(
         title="Entitle cloud",
@@ -232,6 +238,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     app.include_router(api_router)
     app.include_router(health.router, include_in_schema=False)  # /healthz for load balancers
     return app

@@ -31,6 +31,7 @@
         ├── Forbidden                role or scope refuses the action (403)
         │   └── Blacklisted          a blacklisted customer may not buy or change
         ├── LoginThrottled           too many failed logins for an account (429)
+        ├── BrokerUnavailable        the broker did not take a device login; retry (503)
         ├── UnknownUser, UnknownCompany   (NotFound, 404)
         ├── AccountExists            (a Conflict, 409) e-mail or partner id taken
         └── KeyFileError             issuer key files missing, corrupt or exposed
@@ -46,6 +47,7 @@ from protocol.errors import EntitleError
 __all__ = [
     "AccountExists",
     "AccountRefused",
+    "BrokerUnavailable",
     "Blacklisted",
     "LoginFailed",
     "LoginThrottled",
@@ -206,6 +208,10 @@ class LoginThrottled(CloudError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BrokerUnavailable(CloudError):
+    """The broker could not create or remove a device login; nothing changed (503)."""
 
 
 class KeyFileError(CloudError):

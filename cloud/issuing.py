@@ -37,6 +37,7 @@ from cloud.domain import (
 )
 from cloud.errors import (
     AccountRefused,
+    BrokerUnavailable,
     DeviceExists,
     UnknownDevice,
     UnknownGrant,
@@ -252,6 +253,10 @@ class IssuingService:
                             raise AccountRefused(
                                 f"the broker refused a login for {device_id}: {exc}"
                             ) from exc
+                        except TransportError as exc:
+                            raise BrokerUnavailable(
+                                f"device {device_id} not added: {exc}; try again"
+                            ) from exc
                         account_created = True
                 except IntegrityError as exc:  # the same id registered concurrently
                     raise DeviceExists(f"device {device_id} is already registered") from exc
@@ -287,7 +292,12 @@ class IssuingService:
                 if tx.device(device_id, lock=True) is None:
                     raise UnknownDevice(f"no device {device_id}")
                 tx.delete_device(device_id)
-                self._accounts.remove(device_id)
+                try:
+                    self._accounts.remove(device_id)
+                except TransportError as exc:
+                    raise BrokerUnavailable(
+                        f"device {device_id} not removed: {exc}; try again"
+                    ) from exc
 
         await self._in_thread(work)
         self._sent.pop(device_id, None)

@@ -1,14 +1,18 @@
-"""The MQTT broker the contract needs: Mosquitto with a generated password file and ACL.
+"""The MQTT broker the contract needs: Mosquitto with the dynamic-security plugin.
 
-Every device logs in as its own id and may only read its own ``entitlement`` and
-``cmd`` (plus ``keys``) and only write its own ``health``, ``status`` and ``cmd/res``;
-the cloud user reads and writes everything under ``entitle/v1/``. The rules live once,
-in :data:`ACL_RULES` / :data:`CLOUD_RULES`, and are rendered into Mosquitto's
-``acl_file`` or enforced by the embedded amqtt fallback.
+Every device logs in as its own id (its client id pinned to it) and may only
+subscribe to and read its own ``entitlement`` and ``cmd`` (plus ``keys``) and only
+write its own ``health``, ``status`` and ``cmd/res``; the cloud's logins read and
+write everything under ``entitle/v1/`` and administer device logins. The rules come
+from one table (:mod:`protocol.topics`); :mod:`cloud.dynsec` renders them as
+dynamic-security roles, which Mosquitto checks at SUBSCRIBE as well as on each
+delivery and publish. Device logins are added and removed at run time over
+``$CONTROL`` (:class:`cloud.dynsec.DynsecAccounts`): nothing is rewritten or
+reloaded. The embedded amqtt fallback enforces the same table from a password file.
 
-Errors: :class:`BrokerError` (a :class:`~protocol.errors.TransportError`) and its leaf
-:class:`MosquittoNotFound`; an invalid device id raises
-:class:`~protocol.errors.TopicError`.
+Errors: :class:`BrokerError` (a :class:`~protocol.errors.TransportError`) and its
+leaves :class:`MosquittoNotFound` and :class:`DynsecPluginNotFound`; an invalid
+device id raises :class:`~protocol.errors.TopicError`.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import base64
 import contextlib
 import ctypes
 import fcntl
+import glob
 import hashlib
 import hmac
+import json
 import logging
 import os
 import pwd
@@ -42,19 +48,26 @@ from amqtt.contexts import Action, BaseContext
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from protocol.errors import TransportError
-from protocol.topics import KEYS_TOPIC, PREFIX, check_device_id
+from cloud.dynsec import DynsecAccounts, merge_config
+from protocol.errors import TopicError, TransportError
+from protocol.topics import (
+    PREFIX,
+    check_device_id,
+    cloud_subscriptions,
+    device_reads,
+    device_writes,
+)
 
 __all__ = [
-    "ACL_RULES",
-    "CLOUD_RULES",
-    "AclRule",
     "BrokerError",
+    "DynsecPluginNotFound",
+    "EMBEDDED_GAPS",
     "EmbeddedBroker",
-    "MosquittoAccounts",
     "MosquittoBroker",
     "MosquittoNotFound",
+    "PasswdFileAccounts",
     "TlsListener",
+    "dynsec_plugin_path",
     "ensure_mosquitto",
     "find_free_port",
     "hash_password",
@@ -66,62 +79,53 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CONF_NAME, PASSWD_NAME, ACL_NAME = "mosquitto.conf", "passwd", "acl"
+CONF_NAME, PASSWD_NAME, DYNSEC_NAME = "mosquitto.conf", "passwd", "dynamic-security.json"
 PID_NAME, LOG_NAME, OUT_NAME, DATA_NAME = "mosquitto.pid", "mosquitto.log", "mosquitto.out", "data"
 _RUNNING = " running\n"  # Mosquitto's "mosquitto version X running", once listening
-_RELOADED = "Reloading config."  # Mosquitto's info line, written as it re-reads passwd/ACL
+_DYNSEC_GLOBS = (
+    "/usr/lib/*/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+)
 
 
 class BrokerError(TransportError):
-    """The broker could not be configured, started, stopped or reloaded."""
+    """The broker could not be configured, started or stopped."""
 
 
 class MosquittoNotFound(BrokerError):
     """No ``mosquitto`` executable on this machine."""
 
 
-# --- access rules --------------------------------------------------------------------
+class DynsecPluginNotFound(BrokerError):
+    """Mosquitto is there but its dynamic-security plugin is not (Mosquitto < 2.0)."""
 
 
-@dataclass(frozen=True, slots=True)
-class AclRule:
-    """One ACL line; ``%u`` in ``topic`` stands for the client's username."""
-
-    access: Literal["read", "write", "readwrite"]
-    topic: str
-
-    def for_user(self, username: str) -> str:
-        return self.topic.replace("%u", username)
-
-    def allows(self, access: Literal["read", "write"]) -> bool:
-        return self.access in (access, "readwrite")
+def dynsec_plugin_path() -> str:
+    """Mosquitto's dynamic-security plugin (Debian's ``mosquitto`` package ships it)."""
+    for pattern in _DYNSEC_GLOBS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    raise DynsecPluginNotFound(
+        "mosquitto_dynamic_security.so not found: install Mosquitto 2.0 or newer "
+        "('apt-get install mosquitto') or run with --embedded-broker"
+    )
 
 
-_DEV = f"{PREFIX}/dev/%u"
-# Applies to every authenticated user. Mosquitto applies `pattern` lines to all users
-# but `topic` lines before the first `user` line to anonymous clients only, so the
-# keys topic is a pattern too (Mosquitto logs a harmless warning that it has no %u).
-ACL_RULES: tuple[AclRule, ...] = (
-    AclRule("read", f"{_DEV}/entitlement"),
-    AclRule("read", f"{_DEV}/cmd"),
-    AclRule("write", f"{_DEV}/health"),
-    AclRule("write", f"{_DEV}/status"),
-    AclRule("write", f"{_DEV}/cmd/res"),
-    AclRule("read", KEYS_TOPIC),
-)
-# The cloud's own lines. `$share/cloud/...` needs no line: Mosquitto 2.0's ACL file
-# does not check SUBSCRIBE at all, only each delivery (read) and publish (write).
-CLOUD_RULES: tuple[AclRule, ...] = (AclRule("readwrite", f"{PREFIX}/#"),)
+# --- access rules (the embedded broker; Mosquitto's are in cloud.dynsec) ---------------
 
 
-def render_acl(cloud_usernames: Collection[str]) -> str:
-    """The Mosquitto ``acl_file`` text: general patterns first, then the cloud users."""
-    lines = ["# generated by entitle; edits are overwritten", "# every authenticated user"]
-    lines += [f"pattern {rule.access} {rule.topic}" for rule in ACL_RULES]
-    for user in cloud_usernames:
-        lines += ["", f"user {check_device_id(user)}"]
-        lines += [f"topic {rule.access} {rule.topic}" for rule in CLOUD_RULES]
-    return "\n".join(lines) + "\n"
+def _may(
+    user: str, *, clouds: Collection[str], access: Literal["read", "write"]
+) -> tuple[str, ...]:
+    """The filters ``user`` may read (subscribe to) or write, from the one topic table."""
+    if user in clouds:
+        return cloud_subscriptions() if access == "read" else (f"{PREFIX}/#",)
+    try:
+        return device_reads(user) if access == "read" else device_writes(user)
+    except TopicError:
+        return ()
 
 
 # --- password file -------------------------------------------------------------------
@@ -212,46 +216,65 @@ def write_broker_config(
     tls: TlsListener | None = None,
     replace_accounts: bool = False,
 ) -> Path:
-    """Write ``mosquitto.conf``, ``passwd`` (0600) and ``acl`` into ``directory``.
+    """Write ``mosquitto.conf`` and the dynamic-security file (both 0600) into ``directory``.
 
     Args:
         accounts: username -> clear-text password; usernames must be valid device ids.
-        cloud_username: the user(s) granted the cloud's ACL; one per cloud worker,
-            since ``use_username_as_clientid`` makes two logins as one user kick each other.
-        replace_accounts: drop accounts already in an existing ``passwd`` (by default
-            they are kept, so a regenerated config keeps the devices the cloud added).
+            Those named in ``cloud_username`` get the cloud's role, the rest a device's.
+        cloud_username: the cloud's login(s); one per cloud worker, so that each
+            worker's persistent session (client id = username) is its own.
+        replace_accounts: drop logins already in an existing dynamic-security file (by
+            default they are kept, so a regenerated config keeps the devices the cloud
+            added at run time).
 
     Returns:
         The path of ``mosquitto.conf``.
 
     Raises:
         TopicError: a username that is not a valid device id.
+        DynsecPluginNotFound: Mosquitto's dynamic-security plugin is not installed.
     """
     directory = Path(directory)
     clouds = [cloud_username] if isinstance(cloud_username, str) else list(cloud_username)
     for user in [*accounts, *clouds]:
         check_device_id(user)
+    plugin = dynsec_plugin_path()
     directory.mkdir(parents=True, exist_ok=True)
     d = _safe_path(directory)
 
-    passwd = directory / PASSWD_NAME
-    entries = {} if replace_accounts else _read_passwd(passwd)
-    entries.update({user: hash_password(pw) for user, pw in accounts.items()})
-    _write_passwd(passwd, entries)
-    _write_private(directory / ACL_NAME, render_acl(clouds))
+    dynsec = directory / DYNSEC_NAME
+    existing = None
+    if dynsec.exists() and not replace_accounts:
+        try:
+            existing = json.loads(dynsec.read_text())
+        except ValueError as exc:
+            raise BrokerError(
+                f"{dynsec} is not valid JSON ({exc}): restore it from a backup, or delete it "
+                "to start with no device logins"
+            ) from exc
+    config = merge_config(
+        existing,
+        clouds={u: p for u, p in accounts.items() if u in clouds},
+        devices={u: p for u, p in accounts.items() if u not in clouds},
+    )
+    _write_private(dynsec, json.dumps(config, indent=1) + "\n")
+    # a password file here would be the embedded broker's, and stale
+    (directory / PASSWD_NAME).unlink(missing_ok=True)
 
     conf = [
         "# generated by entitle; edits are overwritten",
         "per_listener_settings false",
         "allow_anonymous false",
-        f"password_file {d}/{PASSWD_NAME}",
-        f"acl_file {d}/{ACL_NAME}",
+        # Logins and access rules: devices are added and removed at run time over
+        # $CONTROL; the plugin checks SUBSCRIBE, each delivery and each publish.
+        f"plugin {plugin}",
+        f"plugin_opt_config_file {d}/{DYNSEC_NAME}",
         f"max_queued_messages {max_queued_messages}",
         f"max_packet_size {max_packet_size}",
         "set_tcp_nodelay true",
         f"pid_file {d}/{PID_NAME}",
         # Run as whoever started us: as root, Mosquitto would otherwise switch to the
-        # `mosquitto` user, which cannot write this directory.
+        # `mosquitto` user, which cannot write this directory (nor the plugin's file).
         f"user {pwd.getpwuid(os.geteuid()).pw_name}",
         f"log_dest file {d}/{LOG_NAME}",
         "log_type error",
@@ -270,7 +293,10 @@ def write_broker_config(
         ]
     else:
         conf.append("persistence false")
-    conf += ["", f"listener {port} {bind}", "use_username_as_clientid true"]
+    # No use_username_as_clientid here: the plugin pins each device's client id to its
+    # username instead, and the cloud's login may then hold two connections (its
+    # bridge and its accounts channel).
+    conf += ["", f"listener {port} {bind}"]
     if tls is not None:
         conf += [
             "",
@@ -279,6 +305,8 @@ def write_broker_config(
             f"certfile {_safe_path(tls.cert_file)}",
             f"keyfile {_safe_path(tls.key_file)}",
             "tls_version tlsv1.2",
+            # a certificate identity skips the plugin's login check, so its pinned
+            # client id too: the listener pins it instead
             "use_username_as_clientid true",
         ]
         if tls.require_certificate:
@@ -288,7 +316,58 @@ def write_broker_config(
     return path
 
 
-# --- accounts ------------------------------------------------------------------------
+# --- accounts of the embedded broker ------------------------------------------------
+
+
+class PasswdFileAccounts:
+    """Device logins in a ``$7$`` password file, for the embedded amqtt broker (which
+    re-reads the file when it changes). Mosquitto's logins are
+    :class:`cloud.dynsec.DynsecAccounts`.
+
+    Rewrites the file atomically under a thread lock and a file lock (the cloud and
+    ``entitle broker run --embedded-broker`` may share the directory).
+    """
+
+    def __init__(
+        self, directory: Path | str, *, protected_usernames: Collection[str] = ("cloud",)
+    ) -> None:
+        self.directory = Path(directory)
+        self.protected = frozenset(protected_usernames)
+        self._lock = threading.Lock()
+
+    def set_password(self, username: str, password: str) -> None:
+        """Create or change a device login (a device may not take a protected name)."""
+        check_device_id(username)
+        if username in self.protected:
+            raise ValueError(f"{username!r} is reserved for the cloud; pick another device id")
+        self._update(username, hash_password(password))
+
+    def remove(self, username: str) -> None:
+        """Delete a device login (unknown: no-op); an open connection stays until it ends."""
+        if username in self.protected:
+            raise ValueError(f"{username!r} is reserved for the cloud")
+        self._update(username, None)
+
+    def _update(self, username: str, hashed: str | None) -> None:
+        path = self.directory / PASSWD_NAME
+        with self._lock, _file_lock(self.directory / f".{PASSWD_NAME}.lock"):
+            entries = _read_passwd(path)
+            if hashed is None:
+                if entries.pop(username, None) is None:
+                    return
+            else:
+                entries[username] = hashed
+            _write_passwd(path, entries)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _log_size(path: Path) -> int:
@@ -306,98 +385,6 @@ def _logged_since(path: Path, offset: int, needle: str) -> bool:
             return needle.encode() in f.read()
     except FileNotFoundError:
         return False
-
-
-def _is_mosquitto(pid: int) -> bool:
-    """Guard against a stale pid file naming an unrelated process (SIGHUP would kill it)."""
-    try:
-        return b"mosquitto" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()  # no procfs: trust the pid file
-    except OSError:
-        return False
-
-
-def _signal_reload(pid: int, log_file: Path, *, timeout: float) -> None:
-    """SIGHUP the broker and wait until its log shows the reload (it logs to a file)."""
-    offset = _log_size(log_file)
-    os.kill(pid, signal.SIGHUP)
-    deadline = time.monotonic() + timeout
-    while not _logged_since(log_file, offset, _RELOADED):
-        if time.monotonic() > deadline:
-            raise BrokerError(f"broker pid {pid} did not reload within {timeout}s")
-        time.sleep(0.01)
-
-
-class MosquittoAccounts:
-    """Adds and removes device logins in a broker directory's ``passwd`` file.
-
-    The real :class:`cloud.ports.BrokerAccounts`.
-    Rewrites the file atomically under a thread lock and a file lock (the cloud and
-    ``entitle broker run`` may share the directory), then SIGHUPs the broker named by
-    the pid file so the change takes effect; without a running broker it only writes.
-    """
-
-    def __init__(
-        self,
-        directory: Path | str,
-        *,
-        protected_usernames: Collection[str] = ("cloud",),
-        reload_timeout: float = 5.0,
-    ) -> None:
-        self.directory = Path(directory)
-        self.protected = frozenset(protected_usernames)
-        self.reload_timeout = reload_timeout
-        self._lock = threading.Lock()
-
-    def set_password(self, username: str, password: str) -> None:
-        """Create or change a device login (a device may not take a protected name)."""
-        check_device_id(username)
-        if username in self.protected:
-            raise ValueError(f"{username!r} is reserved for the cloud; pick another device id")
-        self._update(username, hash_password(password))
-
-    def remove(self, username: str) -> None:
-        """Delete a device login (unknown: no-op); an open connection stays until it ends."""
-        if username in self.protected:
-            raise ValueError(f"{username!r} is reserved for the cloud")
-        self._update(username, None)
-
-    def reload(self) -> None:
-        """Make the running broker (if any) re-read its password and ACL files."""
-        try:
-            pid = int((self.directory / PID_NAME).read_text().strip())
-        except (OSError, ValueError):
-            return  # no Mosquitto running here (or the embedded broker: it polls)
-        if not _is_mosquitto(pid):
-            log.info("stale %s (pid %d is not mosquitto); not signalling", PID_NAME, pid)
-            return
-        try:
-            _signal_reload(pid, self.directory / LOG_NAME, timeout=self.reload_timeout)
-        except ProcessLookupError:
-            log.info("broker pid %d is gone; %s updated for its next start", pid, PASSWD_NAME)
-
-    def _update(self, username: str, hashed: str | None) -> None:
-        path = self.directory / PASSWD_NAME
-        with self._lock, _file_lock(self.directory / f".{PASSWD_NAME}.lock"):
-            entries = _read_passwd(path)
-            if hashed is None:
-                if entries.pop(username, None) is None:
-                    return
-            else:
-                entries[username] = hashed
-            _write_passwd(path, entries)
-            self.reload()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 # --- Mosquitto process ---------------------------------------------------------------
@@ -482,7 +469,8 @@ class MosquittoBroker:
         self.port = port or 0
         self.startup_timeout = startup_timeout
         clouds = [cloud_username] if isinstance(cloud_username, str) else list(cloud_username)
-        self.accounts = MosquittoAccounts(self.directory, protected_usernames=clouds)
+        self._admin = next(((u, accounts[u]) for u in clouds if u in accounts), None)
+        self._accounts: DynsecAccounts | None = None
         self._config: dict[str, Any] = dict(
             bind=host,
             accounts=dict(accounts),
@@ -515,6 +503,18 @@ class MosquittoBroker:
     def url_for(self, username: str, password: str) -> str:
         """``mqtt://user:pass@host:port`` for ``ENTITLE_BROKER_URL``."""
         return _url(self.host, self.port, username, password)
+
+    @property
+    def accounts(self) -> DynsecAccounts:
+        """Device logins of this running broker, administered with the first cloud login."""
+        if self._admin is None:
+            raise BrokerError("no cloud login with a known password was given to this broker")
+        if not self.port:
+            raise BrokerError("mosquitto is not running; start() it first")
+        if self._accounts is None:
+            user, password = self._admin
+            self._accounts = DynsecAccounts(self.host, self.port, username=user, password=password)
+        return self._accounts
 
     def log_tail(self, lines: int = 20) -> str:
         return _tail(self.log_path, lines) + "\n" + _tail(self.directory / OUT_NAME, lines)
@@ -562,8 +562,14 @@ class MosquittoBroker:
         self.kill()
         return False
 
+    def _close_accounts(self) -> None:
+        if self._accounts is not None:
+            self._accounts.close()
+            self._accounts = None
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (Mosquitto saves persistence) and wait; SIGKILL if it hangs."""
+        self._close_accounts()
         if self._process is None:
             return
         if self._process.poll() is None:
@@ -577,6 +583,7 @@ class MosquittoBroker:
 
     def kill(self) -> None:
         """SIGKILL: a crash, nothing saved since the last autosave."""
+        self._close_accounts()
         if self._process is not None:
             if self._process.poll() is None:
                 self._process.kill()
@@ -595,12 +602,6 @@ class MosquittoBroker:
         """Stop and start on the same port with the same files and persistence."""
         self.stop()
         return self.start()
-
-    def reload(self) -> None:
-        """SIGHUP: re-read passwd and ACL; returns once the broker has done so."""
-        if self._process is None or not self.is_running:
-            raise BrokerError("mosquitto is not running; start() it first")
-        _signal_reload(self._process.pid, self.log_path, timeout=5.0)
 
     def __enter__(self) -> MosquittoBroker:
         return self.start()
@@ -656,7 +657,7 @@ class _PasswdAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
 
 
 class _AclTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
-    """amqtt topic checks from :data:`ACL_RULES` / :data:`CLOUD_RULES`.
+    """amqtt topic checks from the topic table (:mod:`protocol.topics`).
 
     amqtt sends retained messages to a new subscription without a RECEIVE check, so a
     SUBSCRIBE is allowed only if every topic its filter matches is readable.
@@ -672,17 +673,26 @@ class _AclTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
         user = session.username if session else None
         if not user or not topic:
             return False
-        rules = ACL_RULES + (CLOUD_RULES if user in self.config.cloud_usernames else ())
         want: Literal["read", "write"] = "write" if action == Action.PUBLISH else "read"
-        return any(
-            rule.allows(want) and _filter_covers(rule.for_user(user), topic) for rule in rules
-        )
+        allowed = _may(user, clouds=self.config.cloud_usernames, access=want)
+        return any(_filter_covers(filter_, topic) for filter_ in allowed)
+
+
+EMBEDDED_GAPS = (
+    "a client that connects with another's client id (even one that then fails to log "
+    "in) discards that client's session",
+    "MQTT 3.1.1 only: no message expiry on retained tokens, no shared subscriptions",
+    "no persistence across restarts, no max_queued_messages or max_packet_size limits",
+    "no TLS client-certificate identities",
+)
 
 
 class EmbeddedBroker:
     """amqtt broker for `entitle demo` when Mosquitto is not installed.
 
-    Same passwd file and ACL rules as Mosquitto, no anonymous logins. It lacks:
+    The same topic table as Mosquitto's roles, checked at SUBSCRIBE and PUBLISH, logins
+    from a ``$7$`` password file, no anonymous logins. It lacks (and says so in a
+    warning when it starts, see :data:`EMBEDDED_GAPS`):
     MQTT 5 (clients must use 3.1.1, so no message expiry, no shared subscriptions:
     subscribe to ``entitle/v1/dev/+/health`` directly), ``use_username_as_clientid``
     (a client connecting with another's client id, even one that then fails to log in,
@@ -706,7 +716,7 @@ class EmbeddedBroker:
         for user in [*accounts, *self._clouds]:
             check_device_id(user)
         self._accounts = dict(accounts)
-        self.accounts = MosquittoAccounts(self.directory, protected_usernames=self._clouds)
+        self.accounts = PasswdFileAccounts(self.directory, protected_usernames=self._clouds)
         self._broker: AmqttBroker | None = None
 
     def url_for(self, username: str, password: str) -> str:
@@ -734,7 +744,13 @@ class EmbeddedBroker:
             raise BrokerError(
                 f"embedded broker did not start on {self.host}:{self.port}: {exc}"
             ) from exc
-        log.info("embedded amqtt broker on %s:%d", self.host, self.port)
+        log.warning(
+            "embedded amqtt broker on %s:%d, a fallback for trying entitle out; it does not "
+            "enforce everything Mosquitto does: %s. Install mosquitto for real devices.",
+            self.host,
+            self.port,
+            "; ".join(EMBEDDED_GAPS),
+        )
         return self
 
     async def stop(self) -> None:

@@ -175,7 +175,7 @@ def broker_run(
     ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Mosquitto with a generated password file and ACL (amqtt if absent)."""
+    """Mosquitto with the dynamic-security plugin: device logins added at run time."""
     from entitle import broker as brokers
 
     _logging(verbose)
@@ -231,17 +231,16 @@ def cloud_serve(verbose: Verbose = False) -> None:
     import uvicorn
 
     from cloud.app import create_app
-    from entitle.broker import MosquittoAccounts
+    from entitle.broker import PASSWD_NAME, PasswdFileAccounts
 
     _logging(verbose)
     settings = _settings()
     broker_dir = settings.data_dir / "broker"
-    accounts = MosquittoAccounts(broker_dir) if (broker_dir / "passwd").exists() else None
-    if accounts is None:
-        err.print(
-            f"no broker directory at {broker_dir}: device credentials will not reach a "
-            "broker (start one with 'entitle broker run')"
-        )
+    # The embedded broker reads device logins from a password file beside it;
+    # Mosquitto gets them over $CONTROL with the cloud's own login (the default).
+    accounts = None
+    if (broker_dir / PASSWD_NAME).exists():
+        accounts = PasswdFileAccounts(broker_dir)
     application = create_app(settings, accounts=accounts)
     console.print(f"API docs: http://{settings.http_host}:{settings.http_port}/docs")
     console.print(

@@ -14,8 +14,14 @@ from protocol.errors import TopicError
 __all__ = [
     "KEYS_TOPIC",
     "PREFIX",
+    "CLOUD_GROUP",
+    "DEVICE_READS",
+    "DEVICE_WRITES",
     "Channel",
     "check_device_id",
+    "cloud_subscriptions",
+    "device_reads",
+    "device_writes",
     "device_topic",
     "health_share_subscription",
     "parse_device_topic",
@@ -25,6 +31,13 @@ PREFIX = "entitle/v1"
 KEYS_TOPIC = f"{PREFIX}/keys"
 Channel = Literal["entitlement", "health", "status", "cmd", "cmd/res"]
 CHANNELS: tuple[Channel, ...] = ("entitlement", "health", "status", "cmd", "cmd/res")
+# Who may do what, the one table every broker's access rules are generated from:
+# a device reads only its own entitlement and commands (and the key set), and
+# writes only its own health, status and command results. Nothing else: no
+# wildcard, no other device, no shared-subscription group.
+DEVICE_READS: tuple[Channel, ...] = ("entitlement", "cmd")
+DEVICE_WRITES: tuple[Channel, ...] = ("health", "status", "cmd/res")
+CLOUD_GROUP = "cloud"  # the shared-subscription group cloud workers split the stream in
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DEVICE_TOPIC = re.compile(
     rf"{re.escape(PREFIX)}/dev/([^/]+)/(entitlement|health|status|cmd|cmd/res)"
@@ -54,6 +67,22 @@ def parse_device_topic(topic: str) -> tuple[str, Channel]:
     return check_device_id(match.group(1)), channel
 
 
-def health_share_subscription(group: str = "cloud") -> str:
+def health_share_subscription(group: str = CLOUD_GROUP) -> str:
     """The shared subscription cloud workers use to split the health stream."""
     return f"$share/{group}/{PREFIX}/dev/+/health"
+
+
+def device_reads(device_id: str) -> tuple[str, ...]:
+    """The exact topics ``device_id`` may subscribe to and receive."""
+    return (*(device_topic(device_id, c) for c in DEVICE_READS), KEYS_TOPIC)
+
+
+def device_writes(device_id: str) -> tuple[str, ...]:
+    """The exact topics ``device_id`` may publish to (its LWT included)."""
+    return tuple(device_topic(device_id, c) for c in DEVICE_WRITES)
+
+
+def cloud_subscriptions(group: str = CLOUD_GROUP) -> tuple[str, ...]:
+    """The filters a cloud login may subscribe to: all of ``PREFIX``, plainly or in
+    its own shared group (no other group, so a cloud login cannot starve another)."""
+    return (f"{PREFIX}/#", f"$share/{group}/{PREFIX}/#")

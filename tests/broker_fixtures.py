@@ -31,9 +31,9 @@ class FixtureBroker(MosquittoBroker):
     """A :class:`MosquittoBroker` that remembers passwords and makes clients."""
 
     def __init__(self, directory: Path, *, clouds: Sequence[str] = (CLOUD,), **kwargs: Any) -> None:
-        """``clouds``: logins with the cloud's ACL; with ``use_username_as_clientid``
-        two clients of one login kick each other, so a test that needs a cloud-side
-        subscriber next to a cloud publisher names two."""
+        """``clouds``: logins with the cloud's role; :meth:`client` uses the username
+        as client id, and two clients with one id kick each other, so a test that needs
+        a cloud-side subscriber next to a cloud publisher names two."""
         self.passwords: dict[str, str] = {user: secrets.token_urlsafe(16) for user in clouds}
         self.cloud_username = clouds[0]
         self.cloud_password = self.passwords[self.cloud_username]
@@ -42,7 +42,7 @@ class FixtureBroker(MosquittoBroker):
         )
 
     def add_device(self, device_id: str, password: str | None = None) -> str:
-        """Create a device login (through MosquittoAccounts + reload); its password."""
+        """Create a device login (over the broker's $CONTROL topic, at once); its password."""
         password = password or secrets.token_urlsafe(16)
         self.accounts.set_password(device_id, password)
         self.passwords[device_id] = password

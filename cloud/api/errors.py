@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 
 from cloud.api.schemas import ErrorOut
 from cloud.errors import (
+    BrokerUnavailable,
     CloudError,
     Conflict,
     Forbidden,
@@ -50,6 +51,10 @@ def http_error(exc: CloudError) -> HTTPException:
         # the shape of FastAPI's own 422s, so that clients parse one kind of 422
         detail = [{"type": "invalid_grant", "loc": ["body"], "msg": str(exc)}]
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
+    if isinstance(exc, BrokerUnavailable):
+        return HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "5"}
+        )
     if isinstance(exc, PaymentDeclined):
         return HTTPException(status.HTTP_402_PAYMENT_REQUIRED, detail=str(exc))
     if isinstance(exc, InvalidRequest):

@@ -1,16 +1,17 @@
-"""The broker enforces who may log in, read and write, with real MQTT 5 clients.
+"""The broker enforces who may log in, subscribe, read and write, with real MQTT 5 clients.
 
-Mosquitto 2.0's acl_file does not check SUBSCRIBE: every SUBACK grants the QoS and
-each *delivery* (retained ones too) is checked instead; a denied PUBLISH is dropped
-and answered with PUBACK "Not authorized" (0x87). So every denial below is proven by
-non-delivery: a control message on a topic the client may read is published after the
-forbidden one by the same publisher, and once it arrives (plus a short grace period)
-nothing forbidden may have been received.
+Mosquitto's dynamic-security plugin refuses a forbidden SUBSCRIBE with reason code
+"Not authorized" (0x87) and also checks each delivery; a denied PUBLISH is dropped
+and answered with PUBACK 0x87. Denials are proven both ways: by the reason code, and
+by non-delivery (a control message on a topic the client may read is published after
+the forbidden one by the same publisher, and once it arrives, plus a short grace
+period, nothing forbidden may have been received).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 from pathlib import Path
@@ -22,10 +23,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud.dynsec import BrokerAccountsUnavailable, DynsecAccounts
 from entitle.broker import (
     BrokerError,
-    MosquittoAccounts,
     MosquittoBroker,
+    PasswdFileAccounts,
     TlsListener,
     find_free_port,
     hash_password,
@@ -95,6 +97,7 @@ def test_hash_password_is_mosquitto_7_format() -> None:
 
 
 def test_config_files(tmp_path) -> None:
+    (tmp_path / "passwd").write_text("stale:$7$embedded\n")  # the embedded broker's
     conf = write_broker_config(
         tmp_path, port=18830, accounts={"cloud": "c", "dev-1": "d"}, persistence=True
     )
@@ -102,36 +105,83 @@ def test_config_files(tmp_path) -> None:
     for line in (
         "per_listener_settings false",
         "allow_anonymous false",
+        "plugin /usr/lib/",
+        f"plugin_opt_config_file {tmp_path.resolve()}/dynamic-security.json",
         "max_queued_messages 100000",
         "max_packet_size 262144",
         "set_tcp_nodelay true",
         f"persistence_location {tmp_path.resolve()}/data/",
-        "listener 18830 127.0.0.1\nuse_username_as_clientid true",
+        "listener 18830 127.0.0.1",
     ):
         assert line in text
-    assert stat.S_IMODE(os.stat(tmp_path / "passwd").st_mode) == 0o600
-    acl = (tmp_path / "acl").read_text()
-    # pattern lines (all users) come before the first `user` line
-    assert acl.index("pattern read entitle/v1/dev/%u/entitlement") < acl.index("user cloud")
-    assert "pattern read entitle/v1/keys" in acl
-    # a rewrite keeps accounts the cloud added since
-    MosquittoAccounts(tmp_path).set_password("dev-2", "x")
+    assert "acl_file" not in text and "password_file" not in text
+    assert not (tmp_path / "passwd").exists()
+    dynsec_file = tmp_path / "dynamic-security.json"
+    assert stat.S_IMODE(os.stat(dynsec_file).st_mode) == 0o600
+    config = json.loads(dynsec_file.read_text())
+    assert config["defaultACLAccess"] == {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
+    clients = {c["username"]: c for c in config["clients"]}
+    assert clients["dev-1"]["clientid"] == "dev-1" and "clientid" not in clients["cloud"]
+    roles = {r["rolename"]: r for r in config["roles"]}
+    device_acls = {(a["acltype"], a["topic"]) for a in roles["entitle-device-dev-1"]["acls"]}
+    assert device_acls == {
+        *(
+            (t, device_topic("dev-1", c))
+            for t in ("subscribeLiteral", "publishClientReceive")
+            for c in ("entitlement", "cmd")
+        ),
+        ("subscribeLiteral", KEYS_TOPIC),
+        ("publishClientReceive", KEYS_TOPIC),
+        *(("publishClientSend", device_topic("dev-1", c)) for c in ("health", "status", "cmd/res")),
+    }
+    # a rewrite keeps logins added since (the broker writes them into this file)
+    write_broker_config(tmp_path, port=18830, accounts={"dev-2": "x"})
     write_broker_config(tmp_path, port=18830, accounts={"cloud": "c2"})
-    users = {line.split(":")[0] for line in (tmp_path / "passwd").read_text().splitlines()}
-    assert users == {"cloud", "dev-1", "dev-2"}
+    config = json.loads(dynsec_file.read_text())
+    assert {c["username"] for c in config["clients"]} == {"cloud", "dev-1", "dev-2"}
+    write_broker_config(tmp_path, port=18830, accounts={"cloud": "c3"}, replace_accounts=True)
+    config = json.loads(dynsec_file.read_text())
+    assert {c["username"] for c in config["clients"]} == {"cloud"}
+
+
+def test_a_corrupt_dynamic_security_file_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "dynamic-security.json").write_text("{not json")
+    with pytest.raises(BrokerError, match="not valid JSON.*restore it"):
+        write_broker_config(tmp_path, port=18830, accounts={"cloud": "c"})
+    assert (tmp_path / "dynamic-security.json").read_text() == "{not json"
 
 
 @pytest.mark.parametrize("bad", ["a/b", "+", "#", "$SYS", "", "x" * 65, "a b", "é"])
 def test_invalid_usernames_refused(tmp_path, bad: str) -> None:
     with pytest.raises(TopicError):
         write_broker_config(tmp_path, port=1, accounts={bad: "pw"})
+    # refused before any connection is tried (port 1: nothing listens)
     with pytest.raises(TopicError):
-        MosquittoAccounts(tmp_path).set_password(bad, "pw")
+        DynsecAccounts("127.0.0.1", 1, username="cloud", password="x").set_password(bad, "pw")
+    with pytest.raises(TopicError):
+        PasswdFileAccounts(tmp_path).set_password(bad, "pw")
 
 
-def test_device_cannot_take_the_cloud_username(tmp_path) -> None:
+async def test_device_cannot_take_a_cloud_login(broker: FixtureBroker) -> None:
+    with pytest.raises(ValueError, match="not a device's"):
+        await asyncio.to_thread(broker.accounts.set_password, "cloud", "pw")
+    with pytest.raises(ValueError, match="not a device's"):
+        await asyncio.to_thread(broker.accounts.remove, "cloud")
+    async with broker.client("cloud"):  # its password is unchanged
+        pass
     with pytest.raises(ValueError, match="reserved"):
-        MosquittoAccounts(tmp_path).set_password("cloud", "pw")
+        PasswdFileAccounts(broker.directory).set_password("cloud", "pw")
+
+
+def test_accounts_of_a_broker_that_is_not_there_say_what_to_do() -> None:
+    accounts = DynsecAccounts("127.0.0.1", find_free_port(), username="cloud", password="x")
+    with pytest.raises(BrokerAccountsUnavailable, match="dynamic-security plugin"):
+        accounts.set_password("dev-1", "pw")
 
 
 # --- authentication -------------------------------------------------------------------
@@ -147,7 +197,7 @@ async def test_anonymous_and_wrong_password_refused(broker: FixtureBroker) -> No
 
 
 async def test_added_device_logs_in_and_removed_one_cannot(broker: FixtureBroker) -> None:
-    password = broker.add_device("dev-1")  # hash_password's output, accepted by mosquitto
+    password = broker.add_device("dev-1")  # over $CONTROL: no file rewritten, no reload
     async with broker.client("dev-1"):
         pass
     broker.accounts.remove("dev-1")
@@ -155,8 +205,24 @@ async def test_added_device_logs_in_and_removed_one_cannot(broker: FixtureBroker
         async with broker.client("dev-1", password):
             pass
     broker.accounts.set_password("dev-1", "new")
-    async with broker.client("dev-1", "new"):
+    broker.accounts.set_password("dev-1", "newer")  # an existing device: a new password
+    with pytest.raises(aiomqtt.MqttCodeError):
+        async with broker.client("dev-1", "new"):
+            pass
+    async with broker.client("dev-1", "newer"):
         pass
+    assert "Reloading config" not in broker.log_path.read_text()
+
+
+async def test_removed_device_is_disconnected_at_once(broker: FixtureBroker) -> None:
+    broker.add_device("dev-1")
+    async with broker.client("dev-1") as device:
+        await subscribe(device, device_topic("dev-1", "cmd"))
+        await asyncio.to_thread(broker.accounts.remove, "dev-1")
+        with pytest.raises(aiomqtt.MqttError):
+            async with asyncio.timeout(10):  # a hang guard: the kick comes at once
+                await anext(aiter(device.messages))
+    assert "disconnected by administrative action" in broker.log_path.read_text()
 
 
 # --- authorisation --------------------------------------------------------------------
@@ -169,7 +235,7 @@ async def test_device_cannot_read_another_devices_topics(broker: FixtureBroker) 
         # a retained token for B is there before A subscribes
         await cloud.publish(device_topic("B", "entitlement"), b"token-B", qos=1, retain=True)
         for topic in (device_topic("B", "entitlement"), device_topic("B", "cmd")):
-            assert await subscribe(a, topic) in (GRANTED_QOS1, NOT_AUTHORIZED)
+            assert await subscribe(a, topic) == NOT_AUTHORIZED
         assert await subscribe(a, device_topic("A", "cmd")) == GRANTED_QOS1
         await cloud.publish(device_topic("B", "entitlement"), b"token-B2", qos=1)
         await cloud.publish(device_topic("B", "cmd"), b'{"op": "reboot"}', qos=1)
@@ -178,7 +244,7 @@ async def test_device_cannot_read_another_devices_topics(broker: FixtureBroker) 
     assert topics(got) == [device_topic("A", "cmd")]
 
 
-async def test_wildcard_subscriptions_deliver_only_own_topics(broker: FixtureBroker) -> None:
+async def test_wildcard_subscriptions_are_refused(broker: FixtureBroker) -> None:
     broker.add_device("A")
     broker.add_device("B")
     async with broker.client("cloud") as cloud:
@@ -186,23 +252,22 @@ async def test_wildcard_subscriptions_deliver_only_own_topics(broker: FixtureBro
             topic = device_topic(device, "entitlement")
             await cloud.publish(topic, f"token-{device}".encode(), qos=1, retain=True)
         await cloud.publish(KEYS_TOPIC, b"keyset", qos=1, retain=True)
-        for wildcard in ("#", "entitle/v1/dev/+/entitlement", "entitle/v1/#"):
+        for wildcard in (
+            "#",
+            "entitle/v1/dev/+/entitlement",
+            "entitle/v1/#",
+            "entitle/v1/dev/A/#",
+            "$SYS/#",
+            health_share_subscription(),
+            "$share/other/entitle/v1/dev/A/entitlement",
+        ):
             async with broker.client("A") as a:
-                assert await subscribe(a, wildcard) in (GRANTED_QOS1, NOT_AUTHORIZED)
+                assert await subscribe(a, wildcard) == NOT_AUTHORIZED, wildcard
                 await subscribe(a, device_topic("A", "cmd"))
                 await cloud.publish(device_topic("B", "cmd"), b"not for A", qos=1)
                 await cloud.publish(device_topic("A", "cmd"), b"control", qos=1)
                 got = await receive_until(a, device_topic("A", "cmd"))
-            assert device_topic("B", "entitlement") not in topics(got), wildcard
-            assert device_topic("B", "cmd") not in topics(got), wildcard
-            assert set(topics(got)) <= {
-                device_topic("A", "entitlement"),
-                device_topic("A", "cmd"),
-                KEYS_TOPIC,
-            }
-            if wildcard != "entitle/v1/dev/+/entitlement":
-                assert KEYS_TOPIC in topics(got)
-            assert device_topic("A", "entitlement") in topics(got)
+            assert topics(got) == [device_topic("A", "cmd")], wildcard
 
 
 async def test_device_cannot_publish_as_another_device(broker: FixtureBroker) -> None:
@@ -267,22 +332,19 @@ async def test_cloud_consumes_health_with_a_shared_subscription(broker: FixtureB
     assert received == {device_topic("A", "health"), device_topic("B", "health")}
 
 
-async def test_client_id_is_the_username_so_no_session_takeover(broker: FixtureBroker) -> None:
+async def test_client_id_is_pinned_so_no_session_takeover(broker: FixtureBroker) -> None:
     broker.add_device("A")
     broker.add_device("B")
     async with broker.client("cloud") as cloud, broker.client("B") as b:
         await subscribe(b, device_topic("B", "cmd"))
-        async with broker.client("A", identifier="B") as a:
-            # A's session is "A": it gets A's messages, and B is still connected
-            await subscribe(a, device_topic("A", "cmd"))
-            await cloud.publish(device_topic("A", "cmd"), b"for A", qos=1)
-            assert topics(await receive_until(a, device_topic("A", "cmd"))) == [
-                device_topic("A", "cmd")
-            ]
+        # A's login may only use client id "A": as "B" it is refused before any session
+        with pytest.raises(aiomqtt.MqttCodeError) as refused:
+            async with broker.client("A", identifier="B"):
+                pass
+        assert refused.value.rc is not None and refused.value.rc.value == NOT_AUTHORIZED
         await cloud.publish(device_topic("B", "cmd"), b"for B", qos=1)
         got = await receive_until(b, device_topic("B", "cmd"))
-    assert [m.payload for m in got] == [b"for B"]
-    assert "as A (p5" in broker.log_path.read_text()
+    assert [m.payload for m in got] == [b"for B"]  # B was never disconnected
 
 
 async def test_oversized_packet_disconnects_the_client(broker: FixtureBroker) -> None:
@@ -331,13 +393,16 @@ def test_start_failure_names_the_log(tmp_path) -> None:
     assert not second.is_running
 
 
-def test_kill_then_start_again(broker: FixtureBroker) -> None:
+async def test_kill_then_start_again(broker: FixtureBroker) -> None:
     pid = broker.pid
     broker.kill()
     assert not broker.is_running and not (broker.directory / "mosquitto.pid").exists()
     broker.start()
     assert broker.pid != pid and broker.is_running
-    broker.reload()
+    # the accounts channel connects to the new process
+    broker.add_device("after-restart")
+    async with broker.client("after-restart"):
+        pass
 
 
 async def test_shared_broker_with_unique_devices(shared_broker: FixtureBroker) -> None:
@@ -380,6 +445,7 @@ async def test_tls_client_certificate_is_the_identity(tmp_path) -> None:
     assert stat.S_IMODE(os.stat(pki / "clients/A.key").st_mode) == 0o600
     with FixtureBroker(tmp_path / "broker", tls=tls) as broker:
         broker.tls_port = tls.port  # type: ignore[attr-defined]
+        broker.add_device("A")  # its role; the certificate, not a password, logs it in
         with pytest.raises(aiomqtt.MqttError):  # no client certificate: handshake refused
             async with tls_client(broker, pki, None, timeout=1):
                 pass

@@ -59,7 +59,14 @@ def device_out(device: DeviceRow, token: TokenRow | None) -> DeviceOut:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=documented({404: "unknown installation", 409: "full or taken"}, body=True),
+    responses=documented(
+        {
+            404: "unknown installation",
+            409: "full or taken",
+            503: "the broker did not take the device's login; nothing was stored, retry",
+        },
+        body=True,
+    ),
 )
 async def create_device(
     body: DeviceCreate,
@@ -102,7 +109,9 @@ def get_device(principal: Reader, store: StoreDep, device_id: str = DeviceId) ->
 @router.delete(
     "/{device_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=documented({404: "unknown device"}),
+    responses=documented(
+        {404: "unknown device", 503: "the broker did not remove the login; nothing changed"}
+    ),
 )
 async def delete_device(
     principal: Writer, service: ServiceDep, store: StoreDep, device_id: str = DeviceId
