@@ -694,8 +694,8 @@ class EmbeddedBroker:
     from a ``$7$`` password file, no anonymous logins. It lacks (and says so in a
     warning when it starts, see :data:`EMBEDDED_GAPS`):
     MQTT 5 (clients must use 3.1.1, so no message expiry, no shared subscriptions:
-    subscribe to ``entitle/v1/dev/+/health`` directly), ``use_username_as_clientid``
-    (a client connecting with another's client id, even one that then fails to log in,
+    subscribe to ``entitle/v1/dev/+/health`` directly), client-id pinning (a client
+    connecting with another's client id, even one that then fails to log in,
     discards that client's session), persistence across restarts, ``max_queued_messages``
     and ``max_packet_size`` limits, and TLS client-certificate identities.
     """

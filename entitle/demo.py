@@ -1,7 +1,7 @@
 """`entitle demo`: a broker, the cloud and a few agents in one process, live.
 
-Everything is real: Mosquitto with the generated password file and ACL (or
-amqtt when mosquitto is absent), the FastAPI cloud on a local port with a
+Everything is real: Mosquitto with the dynamic-security plugin (or amqtt
+when mosquitto is absent), the FastAPI cloud on a local port with a
 SQLite file, and one agent per device with its own MQTT login, its own store
 and its own verifier. The demo grants and revokes services through the
 public API and prints what every device decides, as the devices decide it.
@@ -137,8 +137,8 @@ async def running_stack(
     own_dir = data_dir is None
     root = Path(tempfile.mkdtemp(prefix="entitle-demo-")) if data_dir is None else data_dir
     cloud_password = secrets.token_urlsafe(18)
-    # a second identity with the cloud's ACL for operators and tests: with
-    # use_username_as_clientid, a second login as "cloud" would kick the bridge
+    # a second identity with the cloud's role for operators and tests: the demo's
+    # clients use the username as client id, and a second "cloud" would kick the bridge
     ops_password = secrets.token_urlsafe(18)
     logins = {"cloud": cloud_password, OPS_USER: ops_password}
     use_embedded = embedded or brokers.mosquitto_path() is None

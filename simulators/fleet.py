@@ -11,8 +11,9 @@ Registration, two ways:
 * :func:`register_via_api` -- through the cloud's public API with an admin
   API key (``POST /api/v1/installations``, ``POST /api/v1/devices``): the
   cloud creates each broker login and issues the first token, exactly as for
-  real devices. Each registration rewrites the broker's password file and
-  reloads it, so this is for fleets of hundreds, not thousands.
+  real devices. Each registration adds a dynamic-security login over the
+  broker's ``$CONTROL`` topic, and Mosquitto rewrites its whole JSON file on
+  each change, so this is for fleets of hundreds, not thousands.
 * :func:`register_in_store` -- rows written straight into the cloud's
   database (installations of ten, devices) for large fleets, with the broker
   logins returned for the caller to give Mosquitto at start. No first token is
@@ -218,7 +219,7 @@ def register_in_store(
 ) -> list[DeviceLogin]:
     """Write installations and devices straight into the cloud's database (migrated first).
 
-    Returns the logins, for the broker's password file.
+    Returns the logins, for the broker's dynamic-security file at its start.
     """
     from cloud.credentials import hash_password, new_password
     from cloud.domain import DeviceKind

@@ -34,7 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from entitle.demo import cancel_and_wait
 from protocol.topics import CHANNELS, KEYS_TOPIC, device_topic
 from tests.broker_fixtures import FixtureBroker
-from tests.integration.test_broker_acl import receive_until, record_pubacks, subscribe
+from tests.integration.test_broker_acl import record_pubacks, subscribe
 
 pytestmark = [pytest.mark.usefixtures("require_mosquitto"), pytest.mark.timeout(60)]
 

@@ -1,8 +1,9 @@
 """Cloud → real Mosquitto → real agents, end to end (issue 2 must-shows 1, 2, 4, 5).
 
-The stack is the demo's: Mosquitto with the generated password file and
-ACL, the FastAPI cloud on a local port (SQLite file, or PostgreSQL when
-reachable), and real agents each with its own login, store and verifier.
+The stack is the demo's: Mosquitto with the dynamic-security plugin (device
+logins added by the cloud at run time), the FastAPI cloud on a local port
+(SQLite file, or PostgreSQL when reachable), and real agents each with its own
+login, store and verifier.
 """
 
 from __future__ import annotations

@@ -371,7 +371,10 @@ def test_generated_config_is_hardened(tmp_path: Path) -> None:
         # set, and with room for the largest token or key set (64 KiB) plus headers
         assert 65_536 < int(_setting(settings, "max_packet_size")) <= 1_048_576
         assert _setting(settings, "per_listener_settings") == "false"
-        assert _setting(blocks["listener 1884 127.0.0.1"], "use_username_as_clientid") == "true"
+        # logins and access rules: the dynamic-security plugin, which checks SUBSCRIBE
+        # and pins each device's client id to its username (test_broker_acl.py)
+        assert _setting(settings, "plugin").endswith("/mosquitto_dynamic_security.so")
+        assert _setting(settings, "plugin_opt_config_file").endswith("/dynamic-security.json")
         assert not any("require_certificate" in line for line in blocks["listener 1884 127.0.0.1"])
 
     assert set(plain) == {"global", "listener 1884 127.0.0.1"}
