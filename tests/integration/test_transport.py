@@ -74,6 +74,10 @@ def transport_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trans
     broker = TransportBroker(tmp_path_factory.mktemp("broker"), clouds=(CLOUD, WATCH), tls=tls)
     broker.tls_port, broker.pki = tls.port, pki
     with broker:
+        # each device's role, as the cloud makes it; its certificate, not the password,
+        # logs it in
+        for device in TLS_DEVICES:
+            broker.add_device(device)
         yield broker
 
 
