@@ -28,6 +28,7 @@ from agent.session import Connection, MqttSession
 from agent.store import Store
 from agent.verifier import Outcome, TrustState, accept_keyset, accept_token
 from protocol.errors import UntrustedDataError
+from protocol.token import when
 from protocol.topics import KEYS_TOPIC, device_topic
 
 if TYPE_CHECKING:  # importing it at run time would load pyserial into every agent
@@ -283,7 +284,7 @@ class Agent:
             log.warning(
                 "local clock is %ss behind trusted time; using the high-water mark %s",
                 view.setback_s,
-                view.now,
+                when(view.now),
             )
         self._setback_reported = view.setback_s
         observed = self._state.observe_clock(now)
@@ -291,12 +292,9 @@ class Agent:
             self._commit(observed)
         decisions = self._state.features(local_now=now)
         changed = decisions != self._decisions
-        if changed:
-            for name, (allowed, why) in decisions.items():
-                if self._decisions.get(name, (None,))[0] != allowed:
-                    log.info("feature %s %s: %s", name, "ALLOWED" if allowed else "DENIED", why)
-            self._decisions = decisions
         if changed or not self._enforced:  # enforcers also learn the first (maybe empty) set
+            self._log_decisions(decisions, local_now=now)
+            self._decisions = decisions
             self._enforced = True
             await self._enforce(decisions, now=view.now)
         if changed:
@@ -305,6 +303,25 @@ class Agent:
             if self.session is not None:
                 await self._publish_status()
         self._wake.set()
+
+    def _log_decisions(self, decisions: Decisions, *, local_now: int) -> None:
+        """Say what is enforced now: each feature whose decision changed, and why."""
+        before = self._decisions
+        gone = {
+            name: self._state.feature(name, local_now=local_now)
+            for name in before.keys() - decisions.keys()
+        }
+        for name, (allowed, why) in sorted({**gone, **decisions}.items()):
+            if before.get(name) != (allowed, why):
+                log.info("feature %s %s: %s", name, "ALLOWED" if allowed else "DENIED", why)
+        if not decisions:
+            claims = self._state.claims
+            log.info(
+                "%s: every feature is denied",
+                "no entitlement token accepted yet"
+                if claims is None
+                else f"token ver {claims.ver} names no feature",
+            )
 
     async def _enforce(self, decisions: Decisions, *, now: int) -> None:
         for enforcer in self.enforcers:

@@ -6,8 +6,9 @@ retained ``offline`` will when the device drops), subscribes to its
 entitlement and command topics and the key-set topic, and passes every
 message to a handler. :meth:`MqttSession.publish` is the bounded-time QoS 1
 publish the health publisher and command results use. Connection failures
-are retried forever with capped exponential backoff and full jitter; a
-handler error is the handler's to log.
+are retried forever with capped exponential backoff and jitter, and logged
+once per change (a refused login as an error naming the settings to check);
+a handler error is the handler's to log.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import aiomqtt
 
-from entitle.mqtt import SOCKET_OPTIONS, backoff_delay, protocol_version
+from entitle.mqtt import SOCKET_OPTIONS, ConnectionLog, backoff_delay, protocol_version
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 
@@ -163,6 +164,9 @@ class MqttSession:
     async def run(self) -> None:
         """Connect, subscribe and dispatch until cancelled."""
         attempt = 0
+        conn = self._conn
+        where = f"{conn.host}:{conn.port}"
+        report = ConnectionLog(log, where=where, login=conn.username)
         while True:
             try:
                 async with self._make_client() as client:
@@ -173,11 +177,8 @@ class MqttSession:
                     self.connected.set()
                     self.connects += 1
                     attempt = 0
-                    log.info(
-                        "connected to %s:%s as %s",
-                        self._conn.host,
-                        self._conn.port,
-                        self._conn.username,
+                    report.connected(
+                        f"connected to the broker at {where} as device {conn.username}"
                     )
                     await self.publish_status()
                     _raise_if_cancelling()
@@ -189,7 +190,7 @@ class MqttSession:
                 self._client = None
                 delay = backoff_delay(attempt, base_s=self._base, cap_s=self._cap, rng=self._rng)
                 attempt += 1
-                log.warning("broker connection lost (%s); retrying in %.1fs", exc, delay)
+                report.failed(exc, retry_in_s=delay)
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()

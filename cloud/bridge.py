@@ -35,7 +35,7 @@ from paho.mqtt.properties import Properties
 
 from cloud.health.ingest import Incoming
 from entitle.config import BrokerAddress, Settings
-from entitle.mqtt import SOCKET_OPTIONS, backoff_delay, protocol_version
+from entitle.mqtt import SOCKET_OPTIONS, ConnectionLog, backoff_delay, protocol_version
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 
@@ -211,6 +211,7 @@ class MqttBridge:
         """Stay connected until cancelled, reconnecting with backoff."""
         attempt = 0
         where = f"{self._broker.host}:{self._broker.port}"
+        report = ConnectionLog(_log, where=where, login=self._broker.username or "")
         while True:
             try:
                 async with self._new_client() as client:
@@ -221,16 +222,17 @@ class MqttBridge:
                     self._client = client
                     self._ready.set()
                     attempt = 0
-                    _log.info("connected to the broker at %s; key set retained", where)
+                    report.connected(f"connected to the broker at {where}; key set retained")
                     await self._consume(client)
+                failure = aiomqtt.MqttError("the connection ended")
             except aiomqtt.MqttError as exc:
-                _log.warning("broker at %s: %s", where, exc)
+                failure = exc
             finally:
                 self._ready.clear()
                 self._client = None
             delay = backoff_delay(attempt, base_s=self._backoff[0], cap_s=self._backoff[1])
             attempt += 1
-            _log.info("reconnecting to %s in %.1fs", where, delay)
+            report.failed(failure, retry_in_s=delay)
             await asyncio.sleep(delay)
 
     async def _publish(

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from cloud.errors import InsecureKeyFile, KeyFileError
 from protocol import cbor
+from protocol.cose import ALG_EDDSA
 from protocol.errors import EntitleError
 from protocol.keys import key_id, public_bytes
 from protocol.keyset import (
@@ -53,6 +54,10 @@ _log = logging.getLogger(__name__)
 KEYSET_FILE = "keyset.cbor"
 HISTORY_DIR = "keysets"
 _MAX_KEY_FILE = 4096
+# COSE_Key labels and values (RFC 9052 section 7.1, RFC 9053 section 7.2; IANA COSE registries)
+_COSE_KTY, _COSE_KID, _COSE_ALG, _COSE_KEY_OPS = 1, 2, 3, 4
+_COSE_OKP_CRV, _COSE_OKP_X = -1, -2
+_COSE_KTY_OKP, _COSE_OP_VERIFY, _COSE_CRV_ED25519 = 1, 2, 6
 
 
 def _b64url(raw: bytes) -> str:
@@ -296,9 +301,23 @@ class Signer:
         )
         return state.signed
 
-    def public_keys_jwks(self) -> dict[str, Any]:
-        """The current public keys as a JWK Set (RFC 8037 OKP keys)."""
+    def _public_keys(self) -> list[tuple[str, bytes, bytes]]:
+        """``(role, kid, raw)`` of every current public key: token keys first."""
         keyset = self._state.keyset
+        return [
+            (role, kid, raw)
+            for role, group in (("token", keyset.token), ("root", keyset.root))
+            for kid, raw in sorted(group.items())
+        ]
+
+    def public_keys_jwks(self) -> dict[str, Any]:
+        """The current public keys as a JWK Set (RFC 8037 OKP keys).
+
+        A JWK ``kid`` is text and our COSE kids are 8 raw bytes, which no JWK
+        loader maps back (``cwt`` takes the text's UTF-8 bytes): the ``kid`` here
+        is the base64url of the COSE kid, for display and JOSE tools. COSE
+        libraries load :meth:`public_keys_cose`, whose kids match tokens' own.
+        """
         keys = [
             {
                 "kty": "OKP",
@@ -309,7 +328,29 @@ class Signer:
                 "key_ops": ["verify"],
                 "entitle_role": role,
             }
-            for role, group in (("token", keyset.token), ("root", keyset.root))
-            for kid, raw in sorted(group.items())
+            for role, kid, raw in self._public_keys()
         ]
         return {"keys": keys}
+
+    def public_keys_cose(self) -> bytes:
+        """The current public keys as a COSE_KeySet (RFC 9052 section 7), in CBOR.
+
+        Each COSE_Key is ``{kty: OKP, kid, alg: EdDSA, key_ops: [verify],
+        crv: Ed25519, x}`` plus the text label ``"entitle_role"`` ("token" keys
+        sign tokens, "root" keys sign key sets); the kid is the bytes tokens
+        carry, so COSE libraries select the key by it.
+        """
+        return cbor.encode(
+            [
+                {
+                    _COSE_KTY: _COSE_KTY_OKP,
+                    _COSE_KID: kid,
+                    _COSE_ALG: ALG_EDDSA,
+                    _COSE_KEY_OPS: [_COSE_OP_VERIFY],
+                    _COSE_OKP_CRV: _COSE_CRV_ED25519,
+                    _COSE_OKP_X: raw,
+                    "entitle_role": role,
+                }
+                for role, kid, raw in self._public_keys()
+            ]
+        )

@@ -80,16 +80,25 @@ def _logging(verbose: bool) -> None:
     )
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+def _fail(*lines: str, code: int = 2) -> typer.Exit:
+    """Print ``error: <line>`` for each line on stderr; the Exit to raise.
+
+    Plain click output, not rich: it is the agent's error path too, and a
+    message is printed as it is (no markup, no wrapping).
+    """
+    for line in lines:
+        typer.secho("error: ", fg="red", err=True, nl=False)
+        typer.echo(line, err=True)
     return typer.Exit(code)
 
 
 def _settings() -> Settings:
+    from entitle.config import ConfigError, load_settings
+
     try:
-        return Settings()
-    except Exception as exc:  # pydantic's ValidationError names the variable
-        raise _fail(f"invalid configuration: {exc}") from exc
+        return load_settings()
+    except ConfigError as exc:
+        raise _fail(*exc.problems) from None
 
 
 # --- demo -------------------------------------------------------------------
@@ -541,6 +550,9 @@ def agent_run(
     from agent.store import StoreError
 
     _logging(verbose)
+    # the agent's own INFO lines are what a person watching it wants: connected to
+    # which broker as which device, and each feature allowed or denied until when
+    logging.getLogger("agent").setLevel(logging.INFO)
     settings = _settings()
     device_id, data_dir, socket_path = _agent_paths(settings)
     kind = firmware_kind or settings.firmware_kind
@@ -554,7 +566,13 @@ def agent_run(
         enforcers.append(FirmwareEnforcer(firmware))
     if settings.recordings_dir is not None:
         enforcers.append(RetentionPruner(settings.recordings_dir))
-    address = settings.broker
+    try:
+        address = settings.broker
+    except OSError as exc:
+        raise _fail(
+            f"ENTITLE_BROKER_PASSWORD_FILE: cannot read {settings.broker_password_file} "
+            f"({exc.strerror}); name a file holding this device's MQTT password"
+        ) from None
     if address.password is None and settings.broker_cert_file is None:
         raise _fail(
             "no MQTT credentials: set ENTITLE_BROKER_PASSWORD_FILE (or put the password in "
@@ -571,7 +589,13 @@ def agent_run(
         cert_file=settings.broker_cert_file,
         key_file=settings.broker_key_file,
     )
-    root = settings.root_keyset_file.read_bytes() if settings.root_keyset_file else None
+    try:
+        root = settings.root_keyset_file.read_bytes() if settings.root_keyset_file else None
+    except OSError as exc:
+        raise _fail(
+            f"ENTITLE_ROOT_KEYSET_FILE: cannot read {settings.root_keyset_file} "
+            f"({exc.strerror}); export one with 'entitle keys show --export FILE'"
+        ) from None
     try:
         agent = open_agent(
             device_id=device_id,
@@ -700,6 +724,19 @@ def _show_keyset(info: dict[str, Any], where: Path) -> None:
 
 
 # --- token ------------------------------------------------------------------
+_MAX_INPUT_BYTES = 1 << 20  # far above any token or key set, in any of the encodings read
+_TOKEN_HINT = (
+    "pass the token itself: the retained message of entitle/v1/dev/ID/entitlement "
+    "(raw bytes), the JSON of GET /api/v1/devices/ID/entitlement or its token_b64 value, "
+    "or - to read standard input"
+)
+_KEYS_HINT = (
+    "pass a signed key set: 'entitle keys show --export FILE' writes one, and "
+    "GET /api/v1/keyset answers one (its JSON or its keyset_b64 value); the JWK Set of "
+    "GET /api/v1/keys is not it"
+)
+
+
 @token_app.command("inspect")
 def token_inspect(
     source: Annotated[str, typer.Argument(help="Token file, or - for standard input.")],
@@ -709,7 +746,11 @@ def token_inspect(
     device: Annotated[str | None, typer.Option(help="Device id the token must name.")] = None,
     now: Annotated[int | None, typer.Option(help="Verify at this epoch second.")] = None,
 ) -> None:
-    """Decode a token to JSON; with --keys also verify it (exit 1 with the reason)."""
+    """Decode a token to JSON; with --keys also verify it (exit 1 with the reason).
+
+    The token may be raw CBOR, hex, base64, the JSON of
+    GET /api/v1/devices/ID/entitlement or a cose-wg example file.
+    """
     import time
 
     from protocol.cose import decode_sign1
@@ -717,14 +758,20 @@ def token_inspect(
     from protocol.keyset import trust_root
     from protocol.token import MAX_TOKEN_BYTES, parse_claims, verify_token
 
-    data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    data = _maybe_base64(data)
+    name = "standard input" if source == "-" else source
+    data = _user_bytes(_read_input(source, _TOKEN_HINT), name=name, what="token", hint=_TOKEN_HINT)
+    keyset = None
+    if keys is not None:
+        raw = _read_input(str(keys), _KEYS_HINT)
+        try:
+            keyset = trust_root(_user_bytes(raw, name=str(keys), what="key set", hint=_KEYS_HINT))
+        except UntrustedDataError as exc:
+            raise _fail(f"{keys} is not a key set ({exc.reason}: {exc}); {_KEYS_HINT}") from None
     try:
         msg = decode_sign1(data, max_size=MAX_TOKEN_BYTES)
         claims = parse_claims(msg.payload)
         out: dict[str, Any] = {"kid": msg.kid.hex(), "claims": claims.to_json()}
-        if keys is not None:
-            keyset = trust_root(_maybe_base64(keys.read_bytes()))
+        if keyset is not None:
             verify_token(
                 data,
                 key_for=keyset.token_key,
@@ -740,21 +787,56 @@ def token_inspect(
     console.print_json(json.dumps(out))
 
 
-def _maybe_base64(data: bytes) -> bytes:
-    """Token bytes from what a user has at hand.
+def _read_input(source: str, hint: str) -> bytes:
+    """The bytes of file ``source`` (``-``: standard input), or a sentence saying why not."""
+    name = "standard input" if source == "-" else source
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(_MAX_INPUT_BYTES + 1)
+        else:
+            with Path(source).open("rb") as file:
+                data = file.read(_MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise _fail(f"cannot read {name}: {exc.strerror or exc}; {hint}") from None
+    if not data.strip():
+        raise _fail(f"{name} is empty; {hint}")
+    if len(data) > _MAX_INPUT_BYTES:
+        raise _fail(f"{name} is over {_MAX_INPUT_BYTES >> 20} MiB: too large; {hint}")
+    return data
+
+
+_API_FIELDS = {"token": "token_b64", "key set": "keyset_b64"}
+
+
+def _user_bytes(data: bytes, *, name: str, what: str, hint: str) -> bytes:
+    """Token or key set bytes from what a user has at hand.
 
     Accepts raw CBOR, hex, base64 (standard or URL-safe, as the API returns
-    it), or a cose-wg example JSON file (its ``output.cbor``).
+    it), the API's JSON holding it (``token_b64``, ``keyset_b64``), or
+    a cose-wg example JSON file (its ``output.cbor``). Other JSON is a
+    mistake worth a sentence, not a CBOR error.
     """
     import binascii
 
+    field = _API_FIELDS[what]
     stripped = data.strip()
-    if stripped.startswith(b"{"):
+    if stripped[:1] in (b"{", b"["):  # never the first byte of a COSE message
         try:
-            example = json.loads(stripped.decode("utf-8-sig"))
-            return bytes.fromhex(example["output"]["cbor"])
-        except (ValueError, KeyError, TypeError):
-            return data
+            document = json.loads(stripped.decode("utf-8-sig"))
+        except (ValueError, RecursionError):
+            document = None  # not JSON (or too deep for it): let the decoder say what it is
+        if document is not None:
+            if isinstance(document, dict) and isinstance(document.get(field), str):
+                try:
+                    return base64.b64decode(document[field], validate=True)
+                except binascii.Error:
+                    raise _fail(f"{name}: its {field} is not base64; {hint}") from None
+            try:
+                return bytes.fromhex(document["output"]["cbor"])
+            except (KeyError, TypeError, ValueError):
+                keys = ", ".join(sorted(document)[:6]) if isinstance(document, dict) else ""
+                shape = f"JSON with {keys}" if keys else "JSON"
+                raise _fail(f"{name} holds {shape}, not a {what}; {hint}") from None
     text = stripped.decode("ascii", "replace")
     try:
         return bytes.fromhex(text)

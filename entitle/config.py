@@ -9,6 +9,8 @@ import time.
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +24,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["BrokerAddress", "Settings", "parse_broker_url"]
+__all__ = ["BrokerAddress", "ConfigError", "Settings", "load_settings", "parse_broker_url"]
+
+_ENV_PREFIX = "ENTITLE_"
+
+
+def _toml_path() -> Path:
+    return Path(os.environ.get(f"{_ENV_PREFIX}CONFIG", "entitle.toml"))
 
 
 class BrokerAddress(BaseModel):
@@ -36,14 +44,27 @@ class BrokerAddress(BaseModel):
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://user:pass@host:port`` or ``mqtts://...`` into its parts."""
+    """``mqtt://user:pass@host:port`` or ``mqtts://...`` into its parts.
+
+    Raises:
+        ValueError: another scheme, or a port that is not 1-65535 (the message
+            never repeats the URL: it may hold a password).
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
+        raise ValueError(
+            "must start with mqtt:// (or mqtts:// for TLS), like mqtt://user@host:1883"
+        )
     tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("the port must be a number 1-65535, like mqtt://user@host:1883")
     return BrokerAddress(
         host=parts.hostname or "127.0.0.1",
-        port=parts.port or (8883 if tls else 1883),
+        port=port or (8883 if tls else 1883),
         tls=tls,
         username=unquote(parts.username) if parts.username else None,
         password=SecretStr(unquote(parts.password)) if parts.password else None,
@@ -53,7 +74,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
 class Settings(BaseSettings):
     """Effective configuration of every entitle command."""
 
-    model_config = SettingsConfigDict(env_prefix="ENTITLE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="ignore")
 
     data_dir: Path = Field(default=Path.home() / ".local/share/entitle")
     database_url: str | None = Field(
@@ -140,11 +161,17 @@ class Settings(BaseSettings):
     recordings_dir: Path | None = Field(default=None, description="camera recordings to prune")
     health_interval_s: float = Field(default=60.0, gt=0, description="health report interval")
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        parse_broker_url(value)  # refused at load, not when the agent first connects
+        return value
+
     @field_validator("mqtt_protocol")
     @classmethod
     def _protocol(cls, value: int) -> int:
         if value not in (4, 5):
-            raise ValueError("mqtt_protocol must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
+            raise ValueError("must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
         return value
 
     @classmethod
@@ -156,7 +183,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = Path(os.environ.get("ENTITLE_CONFIG", "entitle.toml"))
+        toml = _toml_path()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
@@ -189,9 +216,106 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The settings as shown by `entitle config show`: no secret values."""
         shown = self.model_dump(mode="json")
-        parts = urlsplit(self.broker_url)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            shown["broker_url"] = parts._replace(netloc=netloc).geturl()
-        shown["effective_database_url"] = self.effective_database_url
+        shown["broker_url"] = _without_password(self.broker_url)
+        if self.database_url is not None:
+            shown["database_url"] = _without_password(self.database_url)
+        shown["effective_database_url"] = _without_password(self.effective_database_url)
         return shown
+
+
+# scheme://user:password@host: the netloc ends at "/", "?" or "#", its userinfo at its last "@"
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#:@]*):[^/?#]*@")
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part shown as ``***``."""
+    return _URL_PASSWORD.sub(r"\1:***@", url, count=1)
+
+
+# --- errors a person can act on ---------------------------------------------
+class ConfigError(ValueError):
+    """Settings that cannot be loaded: one sentence per problem, each naming the
+    ``ENTITLE_*`` variable or the TOML key it came from."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+# pydantic's wording, for the types settings use, said the way a person types them
+_EXPECTED = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "decimal_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "list_type": 'must be a JSON list, like ["a", "b"]',
+}
+_SHOWN_CHARS = 60
+
+
+def _source(field: str) -> str:
+    """Where ``field``'s value came from: its variable if set, else its TOML key."""
+    env = f"{_ENV_PREFIX}{field}".upper()
+    if any(name.upper() == env for name in os.environ):
+        return env
+    toml = _toml_path()
+    try:
+        with toml.open("rb") as file:
+            in_toml = field in tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError):
+        in_toml = False
+    return f"{field} in {toml}" if in_toml else env
+
+
+def _shown(value: Any) -> str:
+    """A value as a user typed it, without a URL's password, cut short."""
+    if not isinstance(value, str | int | float | Decimal) or isinstance(value, bool):
+        return ""
+    text = _without_password(str(value))
+    if len(text) > _SHOWN_CHARS:
+        text = text[: _SHOWN_CHARS - 1] + "…"
+    return f" (got {text!r})"
+
+
+def _problem(error: Any) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    where = _source(loc[0]) if loc else "the configuration"
+    if len(loc) > 1:
+        where += f" (item {'.'.join(loc[1:])})"
+    kind = error.get("type", "")
+    cause = (error.get("ctx") or {}).get("error")
+    if kind == "value_error" and cause is not None:
+        message = str(cause)
+    else:
+        message = _EXPECTED.get(kind) or str(error.get("msg", "is not valid"))
+        message = message.replace("Input should be", "must be", 1)
+        message = message.replace("String should", "must", 1)
+    return f"{where}: {message}{_shown(error.get('input'))}"
+
+
+def load_settings() -> Settings:
+    """:class:`Settings`, or a :class:`ConfigError` a person can act on.
+
+    pydantic names the field (``http_port``) where the person set
+    ``ENTITLE_HTTP_PORT`` or a TOML key; this names what they set.
+
+    Raises:
+        ConfigError: one problem per invalid value, or an unreadable TOML file.
+    """
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError([_problem(error) for error in exc.errors()]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{_toml_path()} is not valid TOML: {exc}"]) from exc
+    except SettingsError as exc:  # a list or map variable that is not JSON
+        field = str(exc).partition('field "')[2].partition('"')[0]
+        where = _source(field) if field else "a setting"
+        raise ConfigError([f'{where}: must be JSON, like ["a", "b"] for a list']) from exc

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -32,6 +33,7 @@ __all__ = [
     "issue_token",
     "parse_claims",
     "verify_token",
+    "when",
 ]
 
 MAX_TOKEN_BYTES = 64 * 1024
@@ -222,12 +224,12 @@ def verify_token(
     if claims.aud is not None and claims.aud != AUDIENCE:
         raise WrongAudience(f"audience {claims.aud!r} is not {AUDIENCE!r}")
     if now >= claims.exp:
-        raise Expired(f"token expired at {claims.exp}, now is {now}")
+        raise Expired(f"token expired at {when(claims.exp)}, now is {when(now)}")
     # iat counts too: an accepted iat raises the device's trusted time, so a token
     # "issued" in the future must not be able to drag that clock forward
     not_before = claims.iat if claims.nbf is None else max(claims.nbf, claims.iat)
     if now < not_before - skew:
-        raise NotYetValid(f"token valid from {not_before}, now is {now} (skew {skew}s)")
+        raise NotYetValid(f"token valid from {when(not_before)}, now is {when(now)} (skew {skew}s)")
     return claims
 
 
@@ -236,10 +238,27 @@ def feature_allowed(claims: Claims | None, feature: str, *, now: int) -> tuple[b
     if claims is None:
         return False, "no entitlement token accepted yet"
     if now >= claims.exp:
-        return False, f"token ver {claims.ver} expired at {claims.exp} (stale: no fresh token)"
+        return (
+            False,
+            f"token ver {claims.ver} expired at {when(claims.exp)} (stale: no fresh token)",
+        )
     spec = claims.ent.get(feature)
     if spec is None:
         return False, f"feature not in token ver {claims.ver}"
     if now >= spec.until:
-        return False, f"paid through {spec.until}, now is {now}"
-    return True, f"paid through {spec.until} (token ver {claims.ver}, fresh until {claims.exp})"
+        return False, f"paid through {when(spec.until)}, now is {when(now)}"
+    return (
+        True,
+        f"paid through {when(spec.until)} (token ver {claims.ver}, fresh until {when(claims.exp)})",
+    )
+
+
+def when(at: int) -> str:
+    """Epoch second ``at`` as ISO 8601 UTC (``2027-01-31T00:00:00Z``), for people to read.
+
+    Any non-negative integer is a valid ``until``; one past year 9999 is shown as it is.
+    """
+    try:
+        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"epoch second {at}"

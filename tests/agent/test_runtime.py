@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import socket
 import time
 from pathlib import Path
@@ -164,3 +166,34 @@ async def test_installation_binding_survives_a_restart(tmp_path, repo):
     )
     assert again.rejects.by_reason == {WrongInstallation().reason: 1}
     again.store.close()
+
+
+async def test_what_is_enforced_is_logged_with_dates_not_epoch_seconds(tmp_path, repo, caplog):
+    """Each feature whose decision changed, revoked ones too, until when (ISO 8601 UTC)."""
+    caplog.set_level(logging.INFO, logger="agent.runtime")
+    now = 1_767_225_600  # 2026-01-01T00:00:00Z
+    agent = open_agent(
+        device_id="dev-a",
+        data_dir=tmp_path,
+        connection=None,
+        root_keyset=repo.root_keyset,
+        clock=lambda: float(now),
+    )
+    try:
+        await agent.apply_token(
+            repo.token("dev-a", {"remote": now + 31 * DAY, "voice": now - DAY}, now=now, ttl=DAY)
+        )
+        await agent.apply_token(repo.token("dev-a", {"voice": now - DAY}, now=now, ttl=DAY))
+        await agent.apply_token(repo.token("dev-a", {}, now=now, ttl=DAY))
+    finally:
+        agent.store.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "agent.runtime"]
+    assert [m for m in said if m.startswith("feature") or "every feature" in m] == [
+        "feature remote ALLOWED: paid through 2026-02-01T00:00:00Z "
+        "(token ver 1, fresh until 2026-01-02T00:00:00Z)",
+        "feature voice DENIED: paid through 2025-12-31T00:00:00Z, now is 2026-01-01T00:00:00Z",
+        "feature remote DENIED: feature not in token ver 2",
+        "feature voice DENIED: feature not in token ver 3",
+        "token ver 3 names no feature: every feature is denied",
+    ]
+    assert not [m for m in said if re.search(r"\b1\d{9}\b", m)], said

@@ -40,6 +40,7 @@ from protocol.token import (
     Feature,
     feature_allowed,
     verify_token,
+    when,
 )
 from tests.protocol.cose_forge import (
     DELETE,
@@ -660,3 +661,14 @@ def test_feature_stale_token(make_claims: Callable[..., Claims]) -> None:
     assert feature_allowed(claims, "voice", now=NOW + 9)[0] is True
     allowed, why = feature_allowed(claims, "voice", now=NOW + 10)
     assert not allowed and "expired" in why
+
+
+def test_reasons_give_dates_not_epoch_seconds(make_claims: Callable[..., Claims]) -> None:
+    claims = make_claims(ent={"voice": Feature(until=1_798_761_600)}, exp=1_768_435_200)
+    allowed, why = feature_allowed(claims, "voice", now=1_767_225_600)
+    assert allowed and why == (
+        f"paid through 2027-01-01T00:00:00Z (token ver {claims.ver}, "
+        "fresh until 2026-01-15T00:00:00Z)"
+    )
+    assert when(1_767_225_600) == "2026-01-01T00:00:00Z"
+    assert when(10**15) == "epoch second 1000000000000000"  # past year 9999: as it is
