@@ -176,7 +176,8 @@ def repo() -> TokenRepositorySimulator:
 @settings(
     max_examples=60,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    # too_slow as in every profile: a list given here replaces the profile's
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 async def test_arbitrary_payloads_never_crash_and_are_counted_in_the_next_report(
     tmp_path_factory, repo, payloads

@@ -235,7 +235,10 @@ _line_pieces = st.one_of(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    # too_slow as in every profile: a list given here replaces the profile's
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(pieces=st.lists(_line_pieces, max_size=12))
 async def test_arbitrary_line_bytes_are_typed_errors_counted_in_the_next_report(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.commands import CommandHandler
@@ -76,6 +76,13 @@ def test_unsent_reports_are_never_evicted_by_sent_ones(tmp_path):
     keep_sent=st.integers(0, 6),
     keep_sent_s=st.integers(0, 20),
     steps=st.lists(st.tuples(st.sampled_from("asrdo"), st.integers(1, 30)), max_size=40),
+)
+# found by this test: resend re-queued every kept report, past the unsent bound
+@example(
+    max_rows=2,
+    keep_sent=6,
+    keep_sent_s=20,
+    steps=[("a", 1), ("a", 1), ("s", 1), ("a", 1), ("r", 1)],
 )
 @settings(max_examples=60, deadline=None)
 def test_kept_and_unsent_stay_within_their_own_bounds(max_rows, keep_sent, keep_sent_s, steps):

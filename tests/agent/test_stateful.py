@@ -7,7 +7,8 @@ from the honest cloud; after every step the device must allow nothing that
 token denies, its counter and trusted time must not go back, and a restart
 must give back exactly the state it saved.
 
-Profiles (``default``, ``long``) are registered in ``tests/agent/conftest.py``.
+Profiles (``ci``, the derandomized default, and the soak run ``long``) are registered
+once for the suite in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -307,7 +308,7 @@ class TrustChainMachine(RuleBasedStateMachine):
 
 
 TestTrustChain = TrustChainMachine.TestCase
-# CI-sized under hypothesis' own profiles ("ci" is loaded automatically on CI, and
-# would run 100 x 50 steps); a soak profile such as "long" sets its own numbers.
+# CI-sized under the suite's "ci" profile (tests/conftest.py; it would run 100 x 50
+# steps) and hypothesis' "default"; the soak profile "long" sets its own numbers.
 if settings.get_current_profile_name() in {"default", "ci"}:
     TestTrustChain.settings = settings(max_examples=50, stateful_step_count=30, deadline=None)
