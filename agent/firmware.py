@@ -289,9 +289,13 @@ class FirmwareClient:
         Raises SerialTimeout at the deadline, and the frame error when a frame
         was corrupted and no valid answer followed it in what had arrived
         (the answer may have been that frame: retrying beats waiting).
+        Past the deadline, what has already arrived is read once more before it is
+        called a timeout: an agent stalled beyond the deadline (a busy CPU, a GC
+        pause) must not count an answer waiting in the buffer as a silent firmware.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
+        read_after_deadline = False
         while True:
             found, corrupted = self._drain(op, request_id)
             if found is not None:
@@ -299,10 +303,11 @@ class FirmwareClient:
             if corrupted is not None:
                 raise corrupted
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 and read_after_deadline:
                 self.counters["timeouts"] += 1
                 raise SerialTimeout(f"no answer to {op.name} within {self._timeout_s} s")
-            chunk = await self._receive(remaining)
+            read_after_deadline = remaining <= 0
+            chunk = await self._receive(max(remaining, 0.0))
             if chunk:
                 self._buffer += chunk
                 if len(self._buffer) > _MAX_BUFFER:  # bounded even on a babbling line

@@ -7,6 +7,8 @@ serial port does.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +168,26 @@ async def test_a_corrupted_answer_is_retried_with_the_same_id(rig: Rig) -> None:
     assert rig.emulator.reboots == 1  # answered from the firmware's cache the second time
     assert client.counters["crc_errors"] == 1 and client.counters["retries"] == 1
     assert client.counters["timeouts"] == 0  # retried at once, not after a timeout
+
+
+async def test_an_answer_waiting_when_the_deadline_passed_is_read_not_timed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An agent stalled past its deadline (a busy CPU, a GC pause) with the answer in the
+    buffer: the answer counts. Each look at the clock here is 10 s after the last; before,
+    the deadline was checked before the buffer, so a loaded machine saw timeouts and
+    retries where the firmware had answered at once. In process only: over a pty the
+    answer may not have arrived yet when the clock is read."""
+    emulator = GatewayEmulator()
+    client = FirmwareClient(InProcessLink(emulator), timeout_s=0.2, retries=0)
+    loop = asyncio.get_running_loop()
+    real_time, looks = loop.time, itertools.count()
+    with monkeypatch.context() as patched:
+        patched.setattr(loop, "time", lambda: real_time() + 10 * next(looks))
+        info = await client.get_info()
+        await client.reboot()
+    assert info["kind"] == "gateway" and emulator.reboots == 1
+    assert client.counters["timeouts"] == 0 and client.counters["retries"] == 0
 
 
 def test_a_missing_port_is_unavailable(tmp_path: Path) -> None:
