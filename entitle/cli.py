@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from entitle.config import Settings
+from entitle.config import BrokerAddress, Settings
 
 __all__ = ["app", "main"]
 
@@ -90,6 +90,17 @@ def _fail(*lines: str, code: int = 2) -> typer.Exit:
         typer.secho("error: ", fg="red", err=True, nl=False)
         typer.echo(line, err=True)
     return typer.Exit(code)
+
+
+def _broker_address(settings: Settings, *, whose: str) -> BrokerAddress:
+    """The broker URL with the password file read, or a sentence saying what to fix."""
+    try:
+        return settings.broker
+    except OSError as exc:
+        raise _fail(
+            f"ENTITLE_BROKER_PASSWORD_FILE: cannot read {settings.broker_password_file} "
+            f"({exc.strerror}); name a file holding {whose} MQTT password"
+        ) from None
 
 
 def _settings() -> Settings:
@@ -244,6 +255,7 @@ def cloud_serve(verbose: Verbose = False) -> None:
 
     _logging(verbose)
     settings = _settings()
+    _broker_address(settings, whose="the cloud's")  # read once here: a sentence, not a trace
     broker_dir = settings.data_dir / "broker"
     # The embedded broker reads device logins from a password file beside it;
     # Mosquitto gets them over $CONTROL with the cloud's own login (the default).
@@ -566,13 +578,7 @@ def agent_run(
         enforcers.append(FirmwareEnforcer(firmware))
     if settings.recordings_dir is not None:
         enforcers.append(RetentionPruner(settings.recordings_dir))
-    try:
-        address = settings.broker
-    except OSError as exc:
-        raise _fail(
-            f"ENTITLE_BROKER_PASSWORD_FILE: cannot read {settings.broker_password_file} "
-            f"({exc.strerror}); name a file holding this device's MQTT password"
-        ) from None
+    address = _broker_address(settings, whose="this device's")
     if address.password is None and settings.broker_cert_file is None:
         raise _fail(
             "no MQTT credentials: set ENTITLE_BROKER_PASSWORD_FILE (or put the password in "

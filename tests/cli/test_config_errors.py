@@ -132,3 +132,17 @@ def test_agent_run_names_an_unreadable_password_file(tmp_path: Path) -> None:
         f"error: ENTITLE_BROKER_PASSWORD_FILE: cannot read {missing} (No such file or "
         "directory); name a file holding this device's MQTT password"
     ]
+
+
+def test_cloud_serve_names_an_unreadable_password_file(tmp_path: Path) -> None:
+    missing = tmp_path / "password"
+    assert _refused(
+        "cloud",
+        "serve",
+        ENTITLE_DATA_DIR=str(tmp_path / "data"),
+        ENTITLE_BROKER_URL="mqtt://cloud@127.0.0.1:1883",
+        ENTITLE_BROKER_PASSWORD_FILE=str(missing),
+    ) == [
+        f"error: ENTITLE_BROKER_PASSWORD_FILE: cannot read {missing} (No such file or "
+        "directory); name a file holding the cloud's MQTT password"
+    ]
