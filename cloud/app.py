@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from cloud.api.body_limit import BodyLimit
 from cloud.api.deps import CloudState
 from cloud.api.errors import validation_error
+from cloud.api.inputs import RULES
 from cloud.api.routes import api_router, health
 from cloud.billing.jobs import PaymentReconcileJob, RefundRetryJob
 from cloud.billing.orders import Billing
@@ -235,6 +236,7 @@ def create_app(
         title="Entitle cloud",
         version="1",
         summary="Installations, devices, service grants and signed entitlement tokens",
+        description=RULES,
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # cloud
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    http_max_body_bytes: int = Field(
+        default=1 << 20, ge=1, description="larger request bodies get 413, unread"
+    )
     token_ttl_s: int = 14 * 86400
     refresh_before_s: int = 3 * 86400
     refresh_interval_s: float = 60.0

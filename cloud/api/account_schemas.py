@@ -6,11 +6,12 @@ create, change) and is never echoed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from cloud.accounts.passwords import MAX_PASSWORD, MIN_PASSWORD
+from cloud.api.inputs import BY_VALUE, StrictBody
 from cloud.api.schemas import NAME_PATTERN
 from cloud.domain.roles import PaymentType, Role
 
@@ -38,11 +39,7 @@ EMAIL_PATTERN = r"^[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,6
 _PASSWORD = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, repr=False)
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LoginRequest(_Request):
+class LoginRequest(StrictBody):
     email: str = Field(min_length=1, max_length=254, pattern=NAME_PATTERN)
     password: str = Field(min_length=1, max_length=MAX_PASSWORD, repr=False)
 
@@ -75,34 +72,34 @@ class MeOut(BaseModel):
     permissions: list[str]
 
 
-class UserCreate(_Request):
+class UserCreate(StrictBody):
     email: str = Field(max_length=254, pattern=EMAIL_PATTERN)
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     password: str = _PASSWORD
-    role: Role
+    role: Annotated[Role, BY_VALUE]
     company_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
-class UserUpdate(_Request):
+class UserUpdate(StrictBody):
     """Only the fields sent change; ``company_id: null`` takes the user out of a company."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
-    role: Role | None = None
+    role: Annotated[Role | None, BY_VALUE] = None
     company_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     password: str | None = Field(
         default=None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, repr=False
     )
 
 
-class CompanyCreate(_Request):
+class CompanyCreate(StrictBody):
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     partner_id: str | None = Field(default=None, pattern=PARTNER_ID_PATTERN)
-    payment_type: PaymentType
+    payment_type: Annotated[PaymentType, BY_VALUE]
 
 
-class CompanyUpdate(_Request):
+class CompanyUpdate(StrictBody):
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
-    payment_type: PaymentType | None = None
+    payment_type: Annotated[PaymentType | None, BY_VALUE] = None
 
 
 class CompanyOut(BaseModel):
@@ -114,7 +111,7 @@ class CompanyOut(BaseModel):
     created_at: int
 
 
-class BlacklistRequest(_Request):
+class BlacklistRequest(StrictBody):
     blacklisted: bool
     reason: str = Field(min_length=1, max_length=500, pattern=NAME_PATTERN)
 
@@ -132,11 +129,11 @@ class MembersOut(BaseModel):
     integrator_company_ids: list[int]
 
 
-class OwnerSet(_Request):
+class OwnerSet(StrictBody):
     user_id: int = Field(ge=1, le=2**31 - 1)
 
 
-class IntegratorAdd(_Request):
+class IntegratorAdd(StrictBody):
     company_id: int = Field(ge=1, le=2**31 - 1)
 
 

@@ -12,6 +12,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from cloud.accounts.sessions import resolve_session
 from cloud.api.errors import http_error
+from cloud.api.inputs import refuse_loose_parameters
 from cloud.apikeys import CREATE_HINT, Principal, authenticate
 from cloud.billing.orders import Billing
 from cloud.bridge import MqttBridge
@@ -140,18 +141,24 @@ def get_principal(
         raise http_error(exc) from exc
 
 
-def require(permission: Permission) -> Callable[[Principal], Principal]:
+def require(permission: Permission) -> Callable[..., Principal]:
     """A dependency that lets the request through only if its role holds ``permission``.
 
     403 says which permission is missing and what the role may do instead.
-    Routes declare it as ``principal: Annotated[Principal, Depends(require(P.X))]``
+    A request let through then has its URL parameters checked (422,
+    :func:`cloud.api.inputs.refuse_loose_parameters`): a role that may not
+    call a route learns that, not how to spell its parameters. Routes
+    declare it as ``principal: Annotated[Principal, Depends(require(P.X))]``
     (or in ``dependencies=[...]``); the route-by-role test finds it by
     ``dependency.permission``.
     """
 
-    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    def dependency(
+        principal: Annotated[Principal, Depends(get_principal)], request: Request
+    ) -> Principal:
         if not allowed(principal.role, permission):
             raise http_error(Forbidden(refusal(principal.role, permission)))
+        refuse_loose_parameters(request)
         return principal
 
     dependency.permission = permission  # type: ignore[attr-defined]

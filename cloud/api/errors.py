@@ -24,7 +24,7 @@ from cloud.errors import (
     PaymentDeclined,
 )
 
-__all__ = ["documented", "http_error", "validation_error"]
+__all__ = ["body_too_large", "documented", "http_error", "validation_error"]
 
 
 def http_error(exc: CloudError) -> HTTPException:
@@ -63,18 +63,28 @@ def http_error(exc: CloudError) -> HTTPException:
     return HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, detail=str(exc))
 
 
+def body_too_large(limit: int) -> HTTPException:
+    """413: a request body over ``http_max_body_bytes`` (:mod:`cloud.api.body_limit`)."""
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"the request body is over {limit} bytes: send a smaller one "
+        "(the server's limit is ENTITLE_HTTP_MAX_BODY_BYTES)",
+    )
+
+
 def documented(
     descriptions: dict[int, str] | None = None, *, body: bool = False
 ) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route's error statuses, e.g. ``{404: "unknown device"}``.
 
     Each gets the ``{"detail": "..."}`` body these errors carry; ``body=True``
-    adds the 400 FastAPI answers to a request body it cannot decode (it
-    documents its own 422s).
+    adds the 400 FastAPI answers to a request body it cannot decode and the
+    413 of one over the size limit (FastAPI documents its own 422s).
     """
     out: dict[int | str, dict[str, Any]] = {}
     if body:
         out[400] = {"model": ErrorOut, "description": "the body cannot be decoded (not UTF-8)"}
+        out[413] = {"model": ErrorOut, "description": "the body is over the server's size limit"}
     for code, description in (descriptions or {}).items():
         out[code] = {"model": ErrorOut, "description": description}
     return out

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from cloud.api.inputs import BY_VALUE, StrictBody
 from cloud.domain import DeviceKind, GrantStatus
 from cloud.domain.entitlements import RESERVED_PARAMS
 from cloud.issuing import Issued
@@ -45,17 +46,13 @@ MAX_PARAMS_JSON = 2048
 _MAX_EPOCH_S = 2**53  # JSON-safe and far beyond any subscription
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class ErrorOut(BaseModel):
     """The body of 401, 404 and 409 responses: what went wrong and what to do."""
 
     detail: str
 
 
-class InstallationCreate(_Request):
+class InstallationCreate(StrictBody):
     # no control characters: they have no place in a name, and PostgreSQL refuses NUL
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
 
@@ -97,9 +94,9 @@ class InstallationDetail(InstallationOut):
     grants: list[GrantOut]
 
 
-class DeviceCreate(_Request):
+class DeviceCreate(StrictBody):
     installation_id: str = Field(pattern=ID_PATTERN)
-    kind: DeviceKind
+    kind: Annotated[DeviceKind, BY_VALUE]
     device_id: str | None = Field(
         default=None, pattern=DEVICE_ID_PATTERN, description="[A-Za-z0-9_-]{1,64}; random if absent"
     )
@@ -114,9 +111,9 @@ class DeviceCredentialsOut(BaseModel):
     broker_url: str
 
 
-class GrantCreate(_Request):
+class GrantCreate(StrictBody):
     feature: str = Field(pattern=FEATURE_PATTERN)
-    until: int = Field(ge=0, le=_MAX_EPOCH_S, strict=True, description="paid through, epoch s")
+    until: int = Field(ge=0, le=_MAX_EPOCH_S, description="paid through, epoch s")
     params: dict[str, Any] = Field(
         default_factory=dict,
         description=(
@@ -125,15 +122,6 @@ class GrantCreate(_Request):
             "not, or if the installation's features together would not fit in one token"
         ),
     )
-
-    @field_validator("until", mode="before")
-    @classmethod
-    def _integral(cls, value: Any) -> Any:
-        # JSON has one number type: 1767225600.0 is the integer the schema asks for
-        # (strict mode alone refused it); strings, booleans and 1.5 stay refused.
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value
 
     @field_validator("params")
     @classmethod
@@ -176,7 +164,7 @@ class KeysetOut(BaseModel):
     keyset_b64: str
 
 
-class RotateRequest(_Request):
+class RotateRequest(StrictBody):
     new_root: bool = Field(default=False, description="replace the root keys too")
     new_epoch: bool = Field(default=False, description="restart token versions (key theft)")
 

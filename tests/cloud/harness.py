@@ -8,14 +8,17 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from cloud.accounts.users import create_company, create_user
 from cloud.api.deps import CloudState
 from cloud.apikeys import create_api_key
 from cloud.domain.roles import PaymentType, Role
+from cloud.store.models import Base
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.config import Settings
 from protocol.keyset import KeySet, trust_root
@@ -131,6 +134,19 @@ def new_user(
             now=state.clock(),
         )
         return row.id
+
+
+def every_row(app: FastAPI) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the running app's database, in primary-key order."""
+    state: CloudState = app.state.cloud
+    with state.store.transaction() as tx:
+        return {
+            table.name: [
+                tuple(row)
+                for row in tx.session.execute(select(table).order_by(*table.primary_key.columns))
+            ]
+            for table in Base.metadata.sorted_tables
+        }
 
 
 def user_api_key(app: FastAPI, user_id: int) -> str:

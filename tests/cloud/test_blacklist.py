@@ -15,13 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from cloud.accounts import memberships
 from cloud.billing.payments import CARD_OK
 from cloud.domain.roles import Permission, Role, allowed
-from cloud.store.models import Base
-from tests.cloud.harness import Cloud, client, new_company, new_user, user_api_key
+from tests.cloud.harness import Cloud, client, every_row, new_company, new_user, user_api_key
 from tests.cloud.test_roles import api_routes
 
 # open to blacklisted customers on purpose: support must still reach them
@@ -118,18 +116,6 @@ def _customer_writes(cloud: Cloud) -> set[tuple[str, str]]:
     }
 
 
-def _snapshot(cloud: Cloud) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in primary-key order."""
-    with cloud.state.store.transaction() as tx:
-        return {
-            table.name: [
-                tuple(row)
-                for row in tx.session.execute(select(table).order_by(*table.primary_key.columns))
-            ]
-            for table in Base.metadata.sorted_tables
-        }
-
-
 @pytest.mark.parametrize("blacklisted", ["company", "user"])
 async def test_a_blacklisted_partner_changes_nothing_anywhere(
     cloud: Cloud, blacklisted: str
@@ -149,7 +135,7 @@ async def test_a_blacklisted_partner_changes_nothing_anywhere(
         )
         assert response.status_code == 200, response.text
 
-        before = _snapshot(cloud)
+        before = every_row(cloud.app)
         answers = {}
         for route, (path, body) in sorted(requests.items()):
             response = await http.request(route[0], path, json=body)
@@ -160,7 +146,7 @@ async def test_a_blacklisted_partner_changes_nothing_anywhere(
             if answer[0] != 403 or "blacklisted" not in answer[1] or "may look" not in answer[1]
         }
         assert not wrong, wrong
-        assert _snapshot(cloud) == before, "a refused change stored something"
+        assert every_row(cloud.app) == before, "a refused change stored something"
         # still looks
         for path in (
             f"/api/v1/installations/{shop.installation}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -148,3 +149,38 @@ async def test_other_partners_installation_answers_like_an_unknown_one(shop) -> 
         )
         assert r.status_code == 404
         assert _snapshot(cloud) == before
+
+
+def _charges(cloud: Cloud) -> tuple[int, list[tuple[object, ...]]]:
+    """What the sandbox card processor was asked for: the count and every charge."""
+    provider = cloud.state.billing.provider  # type: ignore[union-attr]
+    return provider.charges_made, [dataclasses.astuple(e) for e in provider.ledger.values()]
+
+
+@pytest.mark.parametrize("months", [True, "12", 1.0, "1", None, [1]], ids=repr)
+async def test_months_must_be_a_json_integer(shop, months: object) -> None:
+    """``true`` was renewed as one month and ``"12"`` as twelve, and the card was charged."""
+    cloud, si, _, _, sub_id = shop
+    before, charged = _snapshot(cloud), _charges(cloud)
+    r = await si.post(
+        f"/api/v1/subscriptions/{sub_id}/renew",
+        json={"months": months, "pay_with": "card", "card_token": "4242424242424242"},
+    )
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "months"], error
+    assert _snapshot(cloud) == before and _charges(cloud) == charged
+    card = {"pay_with": "card", "card_token": "4242424242424242"}
+    ok = await si.post(f"/api/v1/subscriptions/{sub_id}/renew", json={"months": 1, **card})
+    assert ok.status_code == 200, ok.text  # the same renewal, written as an integer
+    assert _charges(cloud)[0] == charged[0] + 1
+
+
+async def test_a_body_over_the_limit_is_refused_before_a_route_without_one_runs(shop) -> None:
+    """A declared length over the limit is answered first: /deactivate takes no body."""
+    cloud, si, _, _, sub_id = shop
+    before = _snapshot(cloud)
+    big = b"x" * (cloud.state.settings.http_max_body_bytes + 1)
+    r = await si.post(f"/api/v1/subscriptions/{sub_id}/deactivate", content=big)
+    assert r.status_code == 413 and "ENTITLE_HTTP_MAX_BODY_BYTES" in r.json()["detail"]
+    assert _snapshot(cloud) == before

@@ -4,13 +4,17 @@ Every route needs an API key or a login session except the public ones: the
 published keys and key set (devices are provisioned from them), the
 readiness probe, and login/logout. A new router goes under ``protected``
 unless it is as public as those, and each of its routes declares exactly one
-``require(Permission.X)`` (tests/cloud/test_roles.py walks them all).
+``require(Permission.X)`` (tests/cloud/test_roles.py walks them all). Every
+route refuses URL parameters it does not take or cannot read exactly
+(:func:`cloud.api.inputs.refuse_loose_parameters`): a protected one in its
+``require``, after the permission check, a public one here.
 """
 
 from fastapi import APIRouter, Depends
 
 from cloud.api.deps import get_principal
 from cloud.api.errors import documented
+from cloud.api.inputs import refuse_loose_parameters
 from cloud.api.routes import (
     accounts,
     auth,
@@ -44,8 +48,11 @@ protected.include_router(notifications.router)
 protected.include_router(device_health.router)
 protected.include_router(tickets.router)
 
+public = APIRouter(dependencies=[Depends(refuse_loose_parameters)])
+public.include_router(keys.public_router)
+public.include_router(auth.public_router)  # login and logout
+public.include_router(health.router)
+
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(protected)
-api_router.include_router(keys.public_router)
-api_router.include_router(auth.public_router)  # login and logout
-api_router.include_router(health.router)
+api_router.include_router(public)

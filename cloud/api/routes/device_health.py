@@ -8,13 +8,14 @@ from collections import Counter
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.accounts.access import ensure_device_access, visible_installation_ids
 from cloud.api.deps import ClockDep, StateDep, StoreDep, require
 from cloud.api.errors import documented, http_error
+from cloud.api.inputs import StrictBody
 from cloud.api.schemas import DEVICE_ID_PATTERN
 from cloud.apikeys import Principal
 from cloud.domain.diagnostics import Diagnosis, Verdict, diagnose
@@ -105,13 +106,11 @@ class IngestOut(BaseModel):
     rejected: dict[str, int]
 
 
-class CommandArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CommandArgs(StrictBody):
     max_bytes: int | None = Field(default=None, ge=1, le=MAX_LOG_BYTES, description="fetch_log")
 
 
-class CommandCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CommandCreate(StrictBody):
     cmd: Literal["self_test", "fetch_log", "reboot"]
     args: CommandArgs = Field(default_factory=CommandArgs)
 

@@ -12,11 +12,12 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from cloud.accounts.access import ensure_installation_access, visible_installation_ids
 from cloud.api.deps import ClockDep, StateDep, StoreDep, require
 from cloud.api.errors import documented, http_error
+from cloud.api.inputs import StrictBody
 from cloud.api.schemas import ID_PATTERN
 from cloud.apikeys import Principal
 from cloud.billing import repository as repo
@@ -41,21 +42,17 @@ _MAX_OFFSET = 2**31 - 1
 _NOT_FOUND = {404: "unknown order (or not one of yours)"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PayIn(_Strict):
+class PayIn(StrictBody):
     card_token: str = Field(min_length=1, max_length=256, description="sandbox: a test card number")
 
 
-class VoidIn(_Strict):
+class VoidIn(StrictBody):
     amount_cents: int | None = Field(
         default=None, ge=1, le=MAX_ORDER_CENTS, description="if given, must be the whole charge"
     )
 
 
-class RefundIn(_Strict):
+class RefundIn(StrictBody):
     amount_cents: int | None = Field(
         default=None, ge=1, le=MAX_ORDER_CENTS, description="default: all that is left"
     )

@@ -12,10 +12,11 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cloud.api.deps import StateDep, require
 from cloud.api.errors import documented, http_error
+from cloud.api.inputs import IsoDay, StrictBody
 from cloud.api.schemas import ID_PATTERN
 from cloud.apikeys import Principal
 from cloud.domain.catalogue import CATALOGUE
@@ -42,36 +43,32 @@ _ERRORS = documented(
 )
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PurchaseIn(_Body):
+class PurchaseIn(StrictBody):
     installation_id: str = Field(pattern=ID_PATTERN)
     product: str = Field(min_length=1, max_length=32, description="a catalogue code")
     term_months: int | None = Field(default=None, ge=1, le=1200)
     pay_with: Literal["card", "invoice"] | None = None
     card_token: str | None = Field(default=None, min_length=1, max_length=256)
-    start: date | None = Field(default=None, description="UTC day it takes effect (today+)")
+    start: IsoDay | None = Field(default=None, description="UTC day it takes effect (today+)")
     purchaser_id: int | None = Field(default=None, ge=1, description="admin keys only")
 
 
-class RenewIn(_Body):
+class RenewIn(StrictBody):
     months: int = Field(ge=-1000, le=1000, description="1-60")
     pay_with: Literal["card", "invoice"] | None = None
     card_token: str | None = Field(default=None, min_length=1, max_length=256)
 
 
-class ReactivateIn(_Body):
+class ReactivateIn(StrictBody):
     pay_with: Literal["card", "invoice"] | None = None
     card_token: str | None = Field(default=None, min_length=1, max_length=256)
 
 
-class CardIn(_Body):
+class CardIn(StrictBody):
     card_token: str = Field(min_length=1, max_length=256, description="sandbox: a test card number")
 
 
-class AdvanceIn(_Body):
+class AdvanceIn(StrictBody):
     days: int = Field(ge=1, le=3660)
 
 

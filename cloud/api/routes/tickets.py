@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from cloud.api.deps import StateDep, require
 from cloud.api.errors import documented, http_error
+from cloud.api.inputs import BY_VALUE, StrictBody
 from cloud.api.schemas import DEVICE_ID_PATTERN, ID_PATTERN
 from cloud.apikeys import Principal
 from cloud.domain.roles import Permission
@@ -27,12 +28,8 @@ _EMAIL = r"^[^@\x00-\x20\x7f-\x9f]{1,64}@[^@\x00-\x20\x7f-\x9f]{1,189}$"  # no s
 _TEXT = r"^[^\x00]*$"  # PostgreSQL refuses NUL in text
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TicketCreate(_Request):
-    category: Category
+class TicketCreate(StrictBody):
+    category: Annotated[Category, BY_VALUE]
     subject: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
     body: str = Field(min_length=1, max_length=20_000, pattern=_TEXT)
     installation_id: str | None = Field(default=None, pattern=ID_PATTERN)
@@ -42,22 +39,22 @@ class TicketCreate(_Request):
     cc: list[Annotated[str, Field(pattern=_EMAIL)]] = Field(default_factory=list, max_length=20)
 
 
-class MessageCreate(_Request):
+class MessageCreate(StrictBody):
     body: str = Field(min_length=1, max_length=20_000, pattern=_TEXT)
 
 
-class StageChange(_Request):
-    stage: Stage
+class StageChange(StrictBody):
+    stage: Annotated[Stage, BY_VALUE]
 
 
-class Attach(_Request):
+class Attach(StrictBody):
     device_ids: list[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]] = Field(
         default_factory=list, max_length=20
     )
     cc: list[Annotated[str, Field(pattern=_EMAIL)]] = Field(default_factory=list, max_length=20)
 
 
-class RmaRequest(_Request):
+class RmaRequest(StrictBody):
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
 
 
