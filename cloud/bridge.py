@@ -101,19 +101,9 @@ class MqttBridge:
     def from_settings(
         cls, settings: Settings, *, keyset_message: Callable[[], bytes]
     ) -> MqttBridge:
-        broker = settings.broker
-        context = None
-        if broker.tls:
-            context = ssl.create_default_context(
-                cafile=str(settings.broker_ca_file) if settings.broker_ca_file else None
-            )
-            if settings.broker_cert_file is not None:
-                context.load_cert_chain(
-                    settings.broker_cert_file,
-                    settings.broker_key_file,
-                )
+        context = settings.broker_tls_context()
         return cls(
-            broker,
+            settings.broker,
             keyset_message=keyset_message,
             protocol=settings.mqtt_protocol,
             tls_context=context,

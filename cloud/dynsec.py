@@ -193,19 +193,12 @@ class DynsecAccounts:
     def from_settings(cls, settings: Any) -> DynsecAccounts:
         """With the cloud's own broker login (``ENTITLE_BROKER_URL`` and password file)."""
         broker = settings.broker
-        context = None
-        if broker.tls:
-            context = ssl.create_default_context(
-                cafile=str(settings.broker_ca_file) if settings.broker_ca_file else None
-            )
-            if settings.broker_cert_file is not None:
-                context.load_cert_chain(settings.broker_cert_file, settings.broker_key_file)
         return cls(
             broker.host,
             broker.port,
             username=broker.username or "",
             password=broker.password.get_secret_value() if broker.password else None,
-            tls_context=context,
+            tls_context=settings.broker_tls_context(),
         )
 
     # --- BrokerAccounts -------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -204,6 +205,17 @@ class Settings(BaseSettings):
             secret = self.broker_password_file.read_text().strip()
             address = address.model_copy(update={"password": SecretStr(secret)})
         return address
+
+    def broker_tls_context(self) -> ssl.SSLContext | None:
+        """For ``mqtts://``: trust ``broker_ca_file`` (else the system's) and present the
+        client certificate when one is set; ``None`` for plain ``mqtt://``."""
+        if not self.broker.tls:
+            return None
+        cafile = str(self.broker_ca_file) if self.broker_ca_file else None
+        context = ssl.create_default_context(cafile=cafile)
+        if self.broker_cert_file is not None:
+            context.load_cert_chain(self.broker_cert_file, self.broker_key_file)
+        return context
 
     @property
     def keys_dir(self) -> Path:
