@@ -16,6 +16,7 @@ from pathlib import Path
 from firmware_stubs import KINDS, Faults, PtyFirmware, make_emulator
 
 _DEFAULT_NOISE = 0.002
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,21 +48,20 @@ def main(argv: list[str] | None = None) -> int:
         faults=faults,
         seed=args.seed,
     )
-    # before the port is printed: whoever reads it may stop us at once
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with PtyFirmware(emulator) as firmware:
-            print(firmware.port, flush=True)
-            if recordings is not None:
-                print(f"recordings: {recordings}", file=sys.stderr, flush=True)
-            signal.pause()
-    except KeyboardInterrupt:
-        pass
+    # The stop signals are blocked before the pty thread starts (it inherits the mask)
+    # and before the port is printed (whoever reads it may stop us at once), then taken
+    # by sigwait: a blocked signal stays pending until then, also when SIGINT came
+    # inherited as ignored (a background job of a non-interactive shell, as CI and
+    # job runners start the suite), where Python installs no KeyboardInterrupt and
+    # Ctrl-C never stopped us; and signal.pause() could sleep through a signal that
+    # Python had handled just before it began.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    with PtyFirmware(emulator) as firmware:
+        print(firmware.port, flush=True)
+        if recordings is not None:
+            print(f"recordings: {recordings}", file=sys.stderr, flush=True)
+        signal.sigwait(_STOP_SIGNALS)
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -14,10 +14,22 @@ from agent.firmware import FirmwareClient, SerialLink
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-async def test_cli_serves_a_faulty_camera_until_stopped(tmp_path: Path, stop: int) -> None:
+# a background job of a non-interactive shell (how CI and job runners often start the
+# suite) inherits SIGINT ignored, and so does everything the tests start
+_SIGINT_IGNORED = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"]
+
+
+@pytest.mark.parametrize(
+    ("stop", "launcher"),
+    [(signal.SIGINT, []), (signal.SIGTERM, []), (signal.SIGINT, _SIGINT_IGNORED)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-inherited-ignored"],
+)
+async def test_cli_serves_a_faulty_camera_until_stopped(
+    tmp_path: Path, stop: int, launcher: list[str]
+) -> None:
     recordings = tmp_path / "rec"
     process = await asyncio.create_subprocess_exec(
+        *launcher,
         *[sys.executable, "-m", "firmware_stubs", "--kind", "camera"],
         *["--fault", "overheating", "--recordings", str(recordings)],
         stdout=asyncio.subprocess.PIPE,
