@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
+from agent.outbox import Outbox
 from entitle.demo import running_stack
 from simulators.fleet import (
     EXPECTED_VERDICT,
@@ -100,6 +101,15 @@ def _stored(database_url: str) -> dict[str, tuple[int, int, int]]:
     return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
 
+def _outboxes(devices: Path) -> dict[str, tuple[int, list[int]]]:
+    """Per device: its last seq and the seqs left in its outbox (no PUBACK seen)."""
+    found: dict[str, tuple[int, list[int]]] = {}
+    for folder in sorted(devices.iterdir()):
+        with Outbox(folder / "outbox.db") as outbox:
+            found[folder.name] = (outbox.last_seq, [q.seq for q in outbox.pending(100_000)])
+    return found
+
+
 @pytest.mark.usefixtures("require_mosquitto")
 async def test_small_fleet_connects_reports_once_and_is_diagnosed(tmp_path: Path):
     database_url = f"sqlite:///{tmp_path / 'cloud.db'}"
@@ -150,9 +160,23 @@ async def test_small_fleet_connects_reports_once_and_is_diagnosed(tmp_path: Path
         verdicts, attention = await fleet_diagnoses(stack.api)
 
     assert set(stored) == {p.device_id for p in plans}
-    assert sum(rows for rows, _, _ in stored.values()) == stats.acked
     for rows, distinct, highest in stored.values():
         assert rows == distinct == highest  # seq 1..n, each exactly once
+    # Every acked report is stored; besides them the cloud has only reports that were in
+    # flight when the fleet stopped: published, stored, their PUBACK never seen (each
+    # still in its device's outbox, in order). Counted exactly, not as slack.
+    outboxes = _outboxes(tmp_path / "devices")
+    acked_total = in_flight = 0
+    for device, (_, _, highest) in stored.items():
+        last, left = outboxes[device]
+        acked = last - len(left)
+        assert left == list(range(acked + 1, last + 1))  # the unacked are the newest
+        assert acked <= highest <= last, (device, highest, acked, left)
+        acked_total += acked
+        in_flight += highest - acked
+    assert acked_total == stats.acked
+    assert sum(len(left) for _, left in outboxes.values()) == stats.queued
+    assert sum(rows for rows, _, _ in stored.values()) == stats.acked + in_flight
     for device, verdict in expected.items():
         assert attention.get(device) == verdict, (device, attention)
     healthy = {p.device_id for p in plans if p.fault is None}
