@@ -29,6 +29,7 @@ from protocol.commands import (
     result_to_json,
 )
 from simulators import TokenRepositorySimulator
+from tests.waiting import HANG_S
 
 DEV = "gw-cmd"
 
@@ -252,7 +253,7 @@ async def test_a_full_queue_answers_busy_and_counts_it():
     assert handler.errors == {"busy": 2}
     task = asyncio.create_task(handler.run())
     try:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(HANG_S):
             await publisher.all_sent.wait()
     finally:
         await cancel_and_wait([task])

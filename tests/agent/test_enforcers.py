@@ -22,6 +22,7 @@ from firmware_stubs import CameraEmulator, GatewayEmulator, PtyFirmware
 from firmware_stubs.camera import recording_name
 from simulators import TokenRepositorySimulator
 from tests.agent.test_runtime import SteppingClock
+from tests.waiting import eventually
 
 DEV = "dev-enf"
 
@@ -29,14 +30,6 @@ DEV = "dev-enf"
 @pytest.fixture
 def repo() -> TokenRepositorySimulator:
     return TokenRepositorySimulator()
-
-
-async def _until(predicate, *, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never became true")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.contextmanager
@@ -78,7 +71,7 @@ async def test_set_features_follows_grants_and_the_firmware_coming_back(tmp_path
         task = asyncio.create_task(agent.run())
         try:
             # nothing granted yet: the firmware is told "no features" at start
-            await _until(lambda: enforcer.pushes >= 1)
+            await eventually(lambda: enforcer.pushes >= 1)
             assert emulator.features == {}
 
             token = repo.token(
@@ -87,22 +80,22 @@ async def test_set_features_follows_grants_and_the_firmware_coming_back(tmp_path
                 now=now,
             )
             assert await agent.apply_token(token)
-            await _until(lambda: set(emulator.features) == {"remote_access", "voice_control"})
+            await eventually(lambda: set(emulator.features) == {"remote_access", "voice_control"})
             assert emulator.features["voice_control"] == {"lang": "de"}
 
             # the firmware goes quiet (power cut, cable): a grant change cannot be pushed
             emulator.faults.silent = True
             assert await agent.apply_token(repo.token(DEV, {"remote_access": now + DAY_S}, now=now))
-            await _until(lambda: enforcer.failures.get("firmware_unavailable", 0) >= 1)
+            await eventually(lambda: enforcer.failures.get("firmware_unavailable", 0) >= 1)
             assert set(emulator.features) == {"remote_access", "voice_control"}
             assert enforcer.dirty and enforcer.link_up is False
 
             # it comes back having lost its switches: the agent pushes the current set again
             emulator.features = {}
             emulator.faults.silent = False
-            await _until(lambda: emulator.features == {"remote_access": {}})
+            await eventually(lambda: emulator.features == {"remote_access": {}})
             # the firmware sets its switches before it answers: wait for the answer
-            await _until(lambda: not enforcer.dirty and enforcer.link_up is True)
+            await eventually(lambda: not enforcer.dirty and enforcer.link_up is True)
             assert emulator.features == {"remote_access": {}}
             assert agent.status_details()["enforcer_firmware"]["in_sync"] is True
         finally:
@@ -120,12 +113,12 @@ async def test_reboot_command_makes_the_enforcer_push_again(tmp_path, repo):
         assert await agent.apply_token(repo.token(DEV, {"app_access": now + DAY_S}, now=now))
         task = asyncio.create_task(agent.run())
         try:
-            await _until(lambda: emulator.features == {"app_access": {}})
+            await eventually(lambda: emulator.features == {"app_access": {}})
             pushes = enforcer.pushes
             emulator.features = {}  # what a real reboot does to volatile switches
             result = await agent.commands.handle(b'{"v":1,"id":"rb-1","cmd":"reboot","args":{}}')
             assert result.ok
-            await _until(lambda: enforcer.pushes > pushes)
+            await eventually(lambda: enforcer.pushes > pushes)
             assert emulator.features == {"app_access": {}}
         finally:
             await cancel_and_wait([task])
@@ -246,14 +239,14 @@ async def test_a_firmware_self_reboot_makes_the_enforcer_push_again(tmp_path, re
         assert await agent.apply_token(repo.token(DEV, {"app_access": now + DAY_S}, now=now))
         task = asyncio.create_task(agent.run())
         try:
-            await _until(lambda: emulator.features == {"app_access": {}})
+            await eventually(lambda: emulator.features == {"app_access": {}})
             pushes = enforcer.pushes
             emulator.faults.reboot_loop = True
             clock.now += emulator.REBOOT_LOOP_PERIOD_S + 1  # the watchdog fires once
-            await _until(lambda: emulator.reboots == 1)
+            await eventually(lambda: emulator.reboots == 1)
             emulator.faults.reboot_loop = False
-            await _until(lambda: enforcer.pushes > pushes)
-            await _until(lambda: emulator.features == {"app_access": {}})
+            await eventually(lambda: enforcer.pushes > pushes)
+            await eventually(lambda: emulator.features == {"app_access": {}})
             assert emulator.last_reboot_reason == "watchdog"
         finally:
             await cancel_and_wait([task])
@@ -300,19 +293,19 @@ async def test_camera_firmware_keeps_exactly_the_entitled_days_over_a_pty(tmp_pa
         task = asyncio.create_task(agent.run())
         try:
             # 14 days: what started more than 14 days ago goes, the rest stays
-            await _until(lambda: _kept_ages(camera, now=now) == [13.5, 6, 4.5, 3, 0.5, 0])
+            await eventually(lambda: _kept_ages(camera, now=now) == [13.5, 6, 4.5, 3, 0.5, 0])
             assert camera.features["video_retention"] == {"days": 14}
 
             # a newer token with 5 days: more goes at once
             assert await agent.apply_token(
                 repo.token(DEV, {"video_retention": (grant, {"days": 5})}, now=now)
             )
-            await _until(lambda: _kept_ages(camera, now=now) == [4.5, 3, 0.5, 0])
+            await eventually(lambda: _kept_ages(camera, now=now) == [4.5, 3, 0.5, 0])
             assert camera.retention_days == 5
 
             # the entitlement is gone: the documented one day is kept
             assert await agent.apply_token(repo.token(DEV, {"remote_access": grant}, now=now))
-            await _until(lambda: _kept_ages(camera, now=now) == [0.5, 0])
+            await eventually(lambda: _kept_ages(camera, now=now) == [0.5, 0])
             assert "video_retention" not in camera.features and camera.retention_days == 1
             assert (camera.recordings / "notes.txt").exists()
         finally:

@@ -25,6 +25,7 @@ from protocol.errors import BadCrc, BadFrame, FrameTooLarge, SerialFrameError
 from protocol.health import parse_health
 from protocol.topics import device_topic
 from simulators import TokenRepositorySimulator
+from tests.waiting import eventually
 
 
 async def test_report_combines_host_firmware_and_error_counts(tmp_path):
@@ -87,12 +88,12 @@ async def _collect(broker, topic: str, *, until, within: float = 30.0) -> list[d
     return got
 
 
-async def _until_acknowledged(outbox: Outbox, seqs: set[int], *, within: float = 10.0) -> None:
+async def _until_acknowledged(outbox: Outbox, seqs: set[int]) -> None:
     """The PUBACK reaches the agent after the subscriber has its copy: poll for the delete."""
-    deadline = time.monotonic() + within
-    while seqs & {q.seq for q in outbox.pending(1000)}:
-        assert time.monotonic() < deadline, f"acknowledged reports {sorted(seqs)} not deleted"
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: not seqs & {q.seq for q in outbox.pending(1000)},
+        what=f"acknowledged reports {sorted(seqs)} deleted",
+    )
 
 
 async def test_publisher_delivers_in_seq_order_keeps_during_outage_and_delivers_after(
@@ -128,10 +129,8 @@ async def test_publisher_delivers_in_seq_order_keeps_during_outage_and_delivers_
 
         broker.stop()
         stopped_at = outbox.last_seq
-        deadline = time.monotonic() + 20
-        while len(outbox) < 20:  # reports pile up while the broker is away
-            assert time.monotonic() < deadline, "reports did not accumulate"
-            await asyncio.sleep(0.05)
+        # reports pile up while the broker is away
+        await eventually(lambda: len(outbox) >= 20, what="20 reports queued")
         queued = [q.seq for q in outbox.pending(1000)]
         assert queued == sorted(queued) and queued[-1] > stopped_at
         broker.start()

@@ -17,6 +17,7 @@ from agent.session import Connection
 from agent.store import Store, StoreError
 from entitle.demo import cancel_and_wait
 from simulators import TokenRepositorySimulator
+from tests.waiting import HANG_S
 
 DAY = 86400
 
@@ -45,13 +46,14 @@ def repo() -> TokenRepositorySimulator:
 async def _query(sock: Path, path: str) -> dict:
     transport = httpx.AsyncHTTPTransport(uds=str(sock))
     async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
-        for _ in range(100):
+        deadline = time.monotonic() + HANG_S
+        while True:
             try:
                 response = await client.get(path)
                 return response.json()
-            except (httpx.ConnectError, FileNotFoundError):
+            except (httpx.ConnectError, FileNotFoundError):  # not listening yet
+                assert time.monotonic() < deadline, f"local API at {sock} never answered"
                 await asyncio.sleep(0.05)
-    raise AssertionError(f"local API at {sock} never answered")
 
 
 async def test_unprovisioned_agent_says_what_to_do(tmp_path):
@@ -121,7 +123,7 @@ async def test_expiry_is_enforced_at_the_second_without_a_message(tmp_path, repo
     await agent.apply_token(repo.token("dev-a", {"remote": until}, now=now))
     task = asyncio.create_task(agent.run())
     try:
-        await asyncio.wait_for(flipped.wait(), timeout=10)
+        await asyncio.wait_for(flipped.wait(), timeout=HANG_S)
         assert time.time() >= until  # never early
         assert changes[0]["remote"][0] is True
     finally:

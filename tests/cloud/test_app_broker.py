@@ -15,6 +15,7 @@ from protocol.token import verify_token
 from protocol.topics import device_topic
 from tests.broker_fixtures import FixtureBroker
 from tests.cloud.harness import DAY, FakeClock, client, new_api_key, running
+from tests.waiting import HANG_S
 
 
 async def test_device_logs_in_with_returned_credentials_and_gets_its_grant(
@@ -26,7 +27,7 @@ async def test_device_logs_in_with_returned_credentials_and_gets_its_grant(
     async with running(app):
         async with client(app, new_api_key(app)) as http:
             bridge = app.state.cloud.bridge
-            await bridge.wait_connected(5)
+            await bridge.wait_connected(HANG_S)
             assert (await http.get("/healthz")).json()["broker"] == "connected"
             inst = (await http.post("/api/v1/installations", json={"name": "Home"})).json()["id"]
             creds = (
@@ -48,7 +49,7 @@ async def test_device_logs_in_with_returned_credentials_and_gets_its_grant(
             protocol=aiomqtt.ProtocolVersion.V5,
         ) as device:
             await device.subscribe(device_topic(device_id, "entitlement"), qos=1)
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(HANG_S):
                 message = await anext(aiter(device.messages))
     assert isinstance(message.payload, bytes)
     claims = verify_token(

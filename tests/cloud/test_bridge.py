@@ -17,6 +17,7 @@ from entitle.mqtt import backoff_delay
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 from tests.broker_fixtures import FixtureBroker
+from tests.waiting import HANG_S, eventually
 
 
 def test_backoff_is_capped_and_jittered() -> None:
@@ -44,7 +45,7 @@ def _bridge(broker: FixtureBroker, tmp_path: Path, *, protocol: int = 5) -> Mqtt
 async def _running(bridge: MqttBridge) -> AsyncIterator[None]:
     task = asyncio.create_task(bridge.run(), name="bridge")
     try:
-        await bridge.wait_connected(5)
+        await bridge.wait_connected(HANG_S)
         yield
     finally:
         task.cancel()
@@ -59,7 +60,7 @@ async def _retained(broker: FixtureBroker, device_id: str, n: int) -> dict[str, 
         await client.subscribe(device_topic(device_id, "entitlement"), qos=1)
         await client.subscribe(KEYS_TOPIC, qos=1)
         try:
-            async with asyncio.timeout(0.5 if n == 0 else 5):
+            async with asyncio.timeout(0.5 if n == 0 else HANG_S):
                 async for message in client.messages:
                     got[str(message.topic)] = message
                     if len(got) == n:
@@ -101,18 +102,14 @@ async def test_publish_while_down_raises_then_reconnects(
     bridge = _bridge(broker, tmp_path)
     async with _running(bridge):
         broker.stop()
-        for _ in range(500):  # the bridge notices the lost connection
-            if not bridge.connected:
-                break
-            await asyncio.sleep(0.01)
-        assert not bridge.connected
+        await eventually(lambda: not bridge.connected, what="the bridge noticed the broker gone")
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(TransportError, match="not connected"):
             await bridge.publish_entitlement("gw-2", b"lost", expiry_s=60)
         assert 0.4 < loop.time() - started < 2  # waited for the publish timeout, no longer
         broker.start()
-        await bridge.wait_connected(5)
+        await bridge.wait_connected(HANG_S)
         await bridge.publish_entitlement("gw-2", b"after-restart", expiry_s=60)
         got = await _retained(broker, "gw-2", 2)
         assert got[device_topic("gw-2", "entitlement")].payload == b"after-restart"

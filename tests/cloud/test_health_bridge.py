@@ -27,6 +27,7 @@ from entitle.config import parse_broker_url
 from protocol.health import HealthReport, health_to_json
 from protocol.topics import device_topic
 from tests.broker_fixtures import FixtureBroker
+from tests.waiting import eventually
 
 
 def _store(path: Path) -> Store:
@@ -71,10 +72,7 @@ async def _publish_and_wait(host: str, port: int, password: str, store: Store) -
         for seq in (1, 2, 2):
             report = HealthReport(device_id="gw-1", seq=seq, ts=seq, kind="gateway", uptime_s=1)
             await device.publish(device_topic("gw-1", "health"), health_to_json(report), qos=1)
-    deadline = time.monotonic() + 10
-    while _count(store) < 2:
-        assert time.monotonic() < deadline, "reports did not arrive"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: _count(store) >= 2, what="2 reports stored")
 
 
 async def test_mqtt311_on_mosquitto(broker: FixtureBroker, tmp_path: Path) -> None:

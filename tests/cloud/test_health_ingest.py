@@ -30,6 +30,7 @@ from cloud.store.health import (
 from protocol.commands import ok_result, result_to_json
 from protocol.health import Disk, HealthReport, health_to_json
 from protocol.topics import device_topic
+from tests.waiting import eventually
 
 T0 = 1_767_225_600
 
@@ -232,10 +233,7 @@ async def test_acks_follow_the_commit(store: Store) -> None:
     try:
         for seq in range(1, 8):
             ingest.offer(acker(seq))
-        for _ in range(500):
-            if len(seen) == 7:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(seen) == 7, what=lambda: f"7 acks, got {seen}")
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

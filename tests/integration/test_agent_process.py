@@ -21,6 +21,7 @@ import pytest
 from agent.runtime import open_agent
 from protocol.topics import device_topic
 from simulators import TokenRepositorySimulator
+from tests.waiting import HANG_S
 
 DEVICE = "gw-proc"
 
@@ -47,29 +48,24 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def _retained(broker, topic: str) -> bytes | None:
+async def _wait_status(broker, want: str, *, within: float = HANG_S) -> dict:
+    """The agent's status once it says ``want``: the retained one, then each update."""
+    seen: list[str] = []
     async with broker.client(broker.cloud_username) as client:
-        await client.subscribe(topic, qos=1)
+        await client.subscribe(device_topic(DEVICE, "status"), qos=1)
         try:
-            async with asyncio.timeout(1):
+            async with asyncio.timeout(within):
                 async for message in client.messages:
-                    return bytes(message.payload)
+                    status = json.loads(bytes(message.payload))
+                    if status["status"] == want:
+                        return dict(status)
+                    seen.append(status["status"])
         except TimeoutError:
-            return None
-    return None
+            pass
+    raise AssertionError(f"status never became {want!r} within {within:g} s (saw {seen})")
 
 
-async def _wait_status(broker, want: str, *, within: float = 10) -> dict:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        payload = await _retained(broker, device_topic(DEVICE, "status"))
-        if payload and json.loads(payload)["status"] == want:
-            return dict(json.loads(payload))
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"status never became {want!r}")
-
-
-def _wait_check(env: dict[str, str], feature: str, *, code: int, within: float = 10) -> str:
+def _wait_check(env: dict[str, str], feature: str, *, code: int, within: float = HANG_S) -> str:
     deadline = time.monotonic() + within
     while True:
         result = _cli(env, "agent", "check", feature)

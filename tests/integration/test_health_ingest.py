@@ -50,6 +50,7 @@ from protocol.health import HealthReport, health_to_json
 from protocol.topics import device_topic
 from tests.broker_fixtures import FixtureBroker
 from tests.cloud.harness import FakeClock, client, new_api_key, running
+from tests.waiting import HANG_S
 
 pytestmark = pytest.mark.usefixtures("require_mosquitto")
 
@@ -689,7 +690,7 @@ async def self_test(http: Any, device_id: str) -> dict[str, Any]:
     assert sent.status_code == 202, sent.text
     command = sent.json()
     assert command["status"] == "pending"
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + HANG_S
     while True:
         got = (await http.get(f"/api/v1/devices/{device_id}/commands/{command['id']}")).json()
         if got["status"] != "pending":
@@ -731,7 +732,7 @@ async def test_ticket_self_test_round_trip_then_rma(cloud_app: Any, clouds: Fixt
     }
     ready.clear()
     device = asyncio.create_task(scripted_device(clouds, "cam-9", password, [passed, fault]))
-    await asyncio.wait_for(ready.wait(), 10)
+    await asyncio.wait_for(ready.wait(), HANG_S)
     clock.advance(10)
     first = await self_test(http, "cam-9")
     assert first["status"] == "answered" and first["result"] == passed
@@ -741,7 +742,7 @@ async def test_ticket_self_test_round_trip_then_rma(cloud_app: Any, clouds: Fixt
     clock.advance(10)
     second = await self_test(http, "cam-9")
     assert second["result"]["hardware_fault"] is True
-    await asyncio.wait_for(device, 10)
+    await asyncio.wait_for(device, HANG_S)
     approved = await http.post(f"/api/v1/tickets/{tid}/rma", json={"device_id": "cam-9"})
     assert approved.status_code == 200, approved.text
     assert approved.json()["approved"] is True

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from cloud.testclock import TestClock
 from entitle.config import Settings
 from entitle.demo import cancel_and_wait
 from tests.cloud.harness import client, new_api_key, new_company, new_user, running, user_api_key
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("require_mosquitto")
 FEATURE = "remote_access"
@@ -40,11 +40,11 @@ def ts(y: int, m: int, d: int, h: int = 0) -> int:
     return int(datetime(y, m, d, h, tzinfo=UTC).timestamp())
 
 
-async def _until(agents, allowed: bool, *, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while any(a.check(FEATURE)[0] is not allowed for a in agents):
-        assert time.monotonic() < deadline, [a.check(FEATURE) for a in agents]
-        await asyncio.sleep(0.01)
+async def _until(agents, allowed: bool) -> None:
+    await eventually(
+        lambda: all(a.check(FEATURE)[0] is allowed for a in agents),
+        what=lambda: [a.check(FEATURE) for a in agents],
+    )
 
 
 def _kinds(app, kind: str) -> list[NotificationRow]:

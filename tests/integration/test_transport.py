@@ -12,7 +12,7 @@ import os
 import ssl
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from protocol.topics import KEYS_TOPIC, device_topic
 from simulators import TokenRepositorySimulator
 from tests.broker_fixtures import FixtureBroker
 from tests.integration.test_broker_acl import receive_until, subscribe
+from tests.waiting import HANG_S, eventually
 
 pytestmark = [pytest.mark.usefixtures("require_mosquitto"), pytest.mark.timeout(60)]
 
@@ -126,13 +127,6 @@ async def running(agent: Agent) -> AsyncIterator[Agent]:
         agent.store.close()
 
 
-async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def remaining_lifetime(token: bytes, *, now: int) -> int:
     """The Message Expiry Interval the cloud gives a token (cloud.issuing does the same)."""
     return max(1, parse_claims(decode_sign1(token, max_size=65536).payload).exp - now)
@@ -180,7 +174,7 @@ async def test_bridge_sets_expiry_to_the_tokens_remaining_lifetime(
     async with broker.client(WATCH) as watch, running_bridge(broker, repo) as bridge:
         await subscribe(watch, device_topic(device, "entitlement"))
         await bridge.publish_entitlement(device, token, expiry_s=expiry)
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(HANG_S):
             message = await anext(aiter(watch.messages))
     assert message.payload == token
     # the broker forwards the interval minus whole seconds it held the message
@@ -212,7 +206,7 @@ async def test_agent_over_tls_with_a_client_certificate_and_no_password(
     token = repo.token(device, {"remote_access": now + DAY}, now=now)
     async with running(agent), running_bridge(broker, repo, tls=True) as bridge:
         assert agent.session is not None
-        await asyncio.wait_for(agent.session.connected.wait(), 5)
+        await asyncio.wait_for(agent.session.connected.wait(), HANG_S)
         await bridge.publish_entitlement(device, token, expiry_s=remaining_lifetime(token, now=now))
         await eventually(lambda: agent.check("remote_access")[0])
         assert agent.check("voice_control")[0] is False
@@ -305,7 +299,7 @@ async def test_mqtt311_agent_gets_the_retained_token_and_exp_still_protects(
     async with broker.client(WATCH) as watch, running_bridge(broker, repo, protocol=4) as bridge:
         await subscribe(watch, device_topic(device, "entitlement"))
         await bridge.publish_entitlement(device, token, expiry_s=3)
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(HANG_S):
             seen = await anext(aiter(watch.messages))
     assert seen.payload == token
     assert not hasattr(seen.properties, "MessageExpiryInterval")  # nothing to expire it
