@@ -71,9 +71,13 @@ case "${1:-}" in
     ruff check . && ruff format --check --quiet .
     say "mypy --strict protocol agent"
     mypy protocol agent
-    say "pytest"
+    # one worker per core (pytest-xdist); each worker has its own brokers, ports,
+    # temp dirs and PostgreSQL databases; an idle worker takes over tests queued for
+    # the other (worksteal: the schema tests alone are ~30% of the time).
+    # './run.sh test -n 0' runs in one process.
+    say "pytest (a worker per core)"
     set +e
-    python -m pytest "$@"
+    python -m pytest -n auto --dist worksteal "$@"
     rc=$?
     set -e
     if [ "$rc" = 5 ]; then die "pytest collected no tests: that is a failure, not a pass"; fi
