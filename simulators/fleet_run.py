@@ -220,8 +220,12 @@ async def run_fleet(
     should_stop: Callable[[FleetStats], bool] = lambda stats: False,
     protocol: int = 5,
 ) -> FleetStats:
-    """Run the fleet for ``duration_s`` (None: until cancelled); the final figures.
+    """Run the fleet for ``duration_s`` after the ramp-up (None: until cancelled); the
+    final figures.
 
+    The ramp-up is over when every device has started, however long that took: on a
+    busy machine spawning the workers alone can outlast the planned ramp, and a
+    window timed from the call stopped fleets before their devices existed.
     ``processes`` 0 runs every agent in this event loop (tests); otherwise the
     devices are dealt over that many spawned worker processes.
     """
@@ -241,10 +245,17 @@ async def run_fleet(
         )
         for i, shard in enumerate(_shards(logins, processes))
     ]
-    deadline = None if duration_s is None else time.monotonic() + ramp + duration_s
+    ramped_at: float | None = None
 
     def over() -> bool:
-        return (deadline is not None and time.monotonic() >= deadline) or should_stop(total)
+        nonlocal ramped_at
+        if should_stop(total):
+            return True
+        if duration_s is None or total.started < total.devices:
+            return False
+        if ramped_at is None:
+            ramped_at = time.monotonic()
+        return time.monotonic() - ramped_at >= duration_s
 
     if processes == 0:
         flag = asyncio.Event()
