@@ -9,6 +9,10 @@ import sys
 
 import pytest
 
+# the subprocess timeouts below (up to 300 s) are the hang guards; pytest's own
+# per-test timeout (120 s) must not cut a slow machine's run short of them
+pytestmark = pytest.mark.timeout(330)
+
 
 def _run_demo(*args: str, columns: int = 120, timeout: float = 120) -> str:
     env = dict(os.environ, COLUMNS=str(columns), NO_COLOR="1", TERM="dumb")

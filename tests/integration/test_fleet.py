@@ -186,6 +186,7 @@ async def test_small_fleet_connects_reports_once_and_is_diagnosed(tmp_path: Path
 
 
 @pytest.mark.usefixtures("require_mosquitto")
+@pytest.mark.timeout(210)  # the subprocess' own timeout (180 s) is the hang guard
 def test_sim_fleet_command_runs_a_local_fleet_and_prints_the_summary():
     env = dict(os.environ, COLUMNS="120", NO_COLOR="1", TERM="dumb")
     result = subprocess.run(
