@@ -29,18 +29,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 from sqlalchemy import func, insert, select
 
+from cloud.accounts.rules import Role
 from cloud.accounts.users import create_user
 from cloud.billing.orders import Billing
-from cloud.domain import GrantStatus
-from cloud.domain.catalogue import product
-from cloud.domain.installations import DeviceKind
-from cloud.domain.lifecycle import Status, Subscription, due_at
-from cloud.domain.roles import Role
-from cloud.issuing import IssuingService
-from cloud.signer import Signer
-from cloud.store import DeviceRow, GrantRow, InstallationRow, Store
-from cloud.store.subscriptions import SubscriptionRow
-from cloud.subscriptions import RenewalJob, SubscriptionService
+from cloud.database import Store
+from cloud.devices.issuing import IssuingService
+from cloud.devices.rules import GrantStatus
+from cloud.devices.rules.installations import DeviceKind
+from cloud.devices.signer import Signer
+from cloud.devices.tables import DeviceRow, GrantRow, InstallationRow
+from cloud.subscriptions.jobs import RenewalJob
+from cloud.subscriptions.rules.catalogue import product
+from cloud.subscriptions.rules.lifecycle import Status, Subscription, due_at
+from cloud.subscriptions.service import SubscriptionService
+from cloud.subscriptions.tables import SubscriptionRow
 from cloud.testclock import TestClock
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.config import Settings
@@ -82,7 +84,7 @@ def _seed(store: Store, *, n: int, devices: bool, progress: Progress) -> None:
     now = YEAR_BEFORE
     with store.transaction() as tx:
         buyer = create_user(
-            tx.session,
+            tx,
             email="owner@bench.example",
             name="Bench owner",
             password="correct horse battery staple",
@@ -171,7 +173,7 @@ def _due(store: Store) -> int:
     with store.transaction() as tx:
         query = select(func.count()).select_from(SubscriptionRow)
         query = query.where(SubscriptionRow.due_at.is_not(None), SubscriptionRow.due_at <= END + 1)
-        return int(tx.session.scalar(query) or 0)
+        return int(tx.scalar(query) or 0)
 
 
 async def _sweep(url: str, *, n: int, devices: bool, label: str, progress: Progress) -> Sweep:
@@ -208,7 +210,7 @@ async def _sweep(url: str, *, n: int, devices: bool, label: str, progress: Progr
             if left:
                 raise RuntimeError(f"{left} subscriptions still due after {passes} passes")
             with store.transaction() as tx:
-                expired = tx.session.scalar(
+                expired = tx.scalar(
                     select(func.count())
                     .select_from(SubscriptionRow)
                     .where(SubscriptionRow.status == Status.EXPIRED)

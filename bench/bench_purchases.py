@@ -42,13 +42,14 @@ from rich.table import Table
 from sqlalchemy import func, insert, select
 
 from cloud.accounts import memberships
+from cloud.accounts.apikeys import create_api_key
 from cloud.accounts.companies import create_company
+from cloud.accounts.rules import PaymentType, Role
 from cloud.accounts.users import create_user
-from cloud.apikeys import create_api_key
 from cloud.billing.payments import CARD_OK
-from cloud.domain.roles import PaymentType, Role
-from cloud.store import InstallationRow, Store
-from cloud.store.subscriptions import SubscriptionRow
+from cloud.database import Store
+from cloud.devices.tables import InstallationRow
+from cloud.subscriptions.tables import SubscriptionRow
 from entitle.broker import find_free_port
 from entitle.config import Settings
 
@@ -86,12 +87,12 @@ def _setup(store: Store, *, n: int) -> dict[str, tuple[str, list[str]]]:
     for mode in ("invoice", "card"):
         installations = [f"{mode}-{i:06d}" for i in range(n)]
         with store.transaction() as tx:
-            tx.session.execute(
+            tx.execute(
                 insert(InstallationRow),
                 [{"id": i, "name": f"Site {i}", "created_at": now} for i in installations],
             )
             company = create_company(
-                tx.session,
+                tx,
                 name=f"Bench SI ({mode})",
                 partner_id=None,
                 payment_type=PaymentType(mode),
@@ -99,9 +100,9 @@ def _setup(store: Store, *, n: int) -> dict[str, tuple[str, list[str]]]:
                 now=now,
             ).id
             for inst in installations:
-                memberships.add_integrator(tx.session, inst, company, actor="system:bench", now=now)
+                memberships.add_integrator(tx, inst, company, actor="system:bench", now=now)
             user = create_user(
-                tx.session,
+                tx,
                 email=f"si-{mode}@bench.example",
                 name=f"Bench {mode} partner",
                 password="correct horse battery staple",
@@ -206,7 +207,7 @@ async def _run(kind: str, *, n: int, concurrency: int, progress: Progress) -> Fi
             process.terminate()
             await asyncio.to_thread(process.join, 10)
         with store.transaction() as tx:
-            bought = tx.session.scalar(select(func.count()).select_from(SubscriptionRow))
+            bought = tx.scalar(select(func.count()).select_from(SubscriptionRow))
         if bought != 2 * n:
             raise RuntimeError(f"expected {2 * n} subscriptions, found {bought}")
         raw = await asyncio.to_thread(raw_insert_rate, store.engine, rows=min(n, 2000))

@@ -6,7 +6,7 @@ publish; ``bridge`` MQTT; ``jobs`` refresh; ``api/`` + ``app`` FastAPI;
 ``ports`` the I/O Protocols and ``testing`` their simulators. Errors: see
 :mod:`cloud.errors`.
 
-``create_app`` is imported lazily so that ``cloud.domain`` stays cheap to import.
+``create_app`` is imported lazily so that ``cloud.devices.rules`` stays cheap to import.
 """
 
 from __future__ import annotations

@@ -16,14 +16,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from cloud.api.body_limit import BodyLimit
-from cloud.api.deps import CloudState
-from cloud.api.errors import validation_error
-from cloud.api.inputs import RULES
-from cloud.api.routes import api_router, health
+from cloud import schema as _schema  # noqa: F401  every table, before the first query
 from cloud.billing.jobs import PaymentReconcileJob, RefundRetryJob
 from cloud.billing.orders import Billing
 from cloud.bridge import MqttBridge
+from cloud.database import Store
+from cloud.devices.issuing import IssuingService
+from cloud.devices.jobs import RefreshJob
+from cloud.devices.signer import Signer
 from cloud.dynsec import DynsecAccounts
 from cloud.health.commands import (
     CommandPublisher,
@@ -34,15 +34,20 @@ from cloud.health.commands import (
 from cloud.health.gaps import HealthGapJob
 from cloud.health.ingest import HealthIngest
 from cloud.health.retention import HealthRetentionJob
-from cloud.issuing import IssuingService
-from cloud.jobs import Job, JobRunner, RefreshJob
-from cloud.notifications import OutboxSender, SmtpMailer
+from cloud.http import probe
+from cloud.http.body_limit import BodyLimit
+from cloud.http.deps import CloudState
+from cloud.http.errors import validation_error
+from cloud.http.inputs import RULES
+from cloud.http.router import api_router
+from cloud.jobs import Job, JobRunner
+from cloud.notifications.mailer import SmtpMailer
+from cloud.notifications.sender import OutboxSender
 from cloud.ports import BrokerAccounts, Clock, EntitlementPublisher, system_clock
-from cloud.signer import Signer
-from cloud.store import Store
-from cloud.subscriptions import RenewalJob, SubscriptionService
+from cloud.subscriptions.jobs import RenewalJob
+from cloud.subscriptions.service import SubscriptionService
 from cloud.testclock import TestClock
-from cloud.tickets import TicketJob, TicketService
+from cloud.tickets.service import TicketJob, TicketService
 from entitle.config import Settings
 
 __all__ = ["create_app"]
@@ -242,5 +247,5 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     app.include_router(api_router)
-    app.include_router(health.router, include_in_schema=False)  # /healthz for load balancers
+    app.include_router(probe.router, include_in_schema=False)  # /healthz for load balancers
     return app

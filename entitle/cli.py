@@ -300,9 +300,9 @@ def apikey_create(
     """Create an API key and print it, once: only its hash is stored."""
     import time
 
+    from cloud.accounts.apikeys import create_api_key
     from cloud.accounts.users import user_by_email
-    from cloud.apikeys import create_api_key
-    from cloud.store import Store
+    from cloud.database import Store
 
     settings = _settings()
     try:
@@ -310,7 +310,7 @@ def apikey_create(
             user_id = None
             if user is not None:
                 with store.transaction() as tx:
-                    row = user_by_email(tx.session, user)
+                    row = user_by_email(tx, user)
                     user_id = None if row is None else row.id
                 if user_id is None:
                     raise _fail(f"no user {user}: see 'entitle cloud user list'", code=1)
@@ -327,8 +327,8 @@ def apikey_create(
 @apikey_app.command("list")
 def apikey_list() -> None:
     """The API keys (id, name, public prefix, role), revoked ones included."""
-    from cloud.apikeys import list_api_keys
-    from cloud.store import Store
+    from cloud.accounts.apikeys import list_api_keys
+    from cloud.database import Store
 
     settings = _settings()
     with Store.open(settings.effective_database_url) as store:
@@ -358,9 +358,9 @@ def apikey_revoke(
     """Revoke an API key: requests with it get 401 from now on."""
     import time
 
-    from cloud.apikeys import revoke_api_key
+    from cloud.accounts.apikeys import revoke_api_key
+    from cloud.database import Store
     from cloud.errors import UnknownApiKey
-    from cloud.store import Store
 
     settings = _settings()
     try:
@@ -402,10 +402,10 @@ def user_create(
     """Create a user; the password comes from a prompt or a file, never the command line."""
     import time
 
+    from cloud.accounts.rules import Role
     from cloud.accounts.users import create_user, find_companies
-    from cloud.domain.roles import Role
+    from cloud.database import Store
     from cloud.errors import CloudError
-    from cloud.store import Store
 
     try:
         user_role = Role(role)
@@ -417,12 +417,12 @@ def user_create(
         with Store.open(settings.effective_database_url) as store, store.transaction() as tx:
             company_id = None
             if company is not None:
-                found = find_companies(tx.session, partner_id=company, limit=1)
+                found = find_companies(tx, partner_id=company, limit=1)
                 if not found:
                     raise _fail(f"no company with partner id {company}", code=1)
                 company_id = found[0].id
             row = create_user(
-                tx.session,
+                tx,
                 email=email,
                 name=name or email,
                 password=password,
@@ -441,13 +441,13 @@ def user_create(
 def user_list() -> None:
     """The users (id, e-mail, role, company, blacklisted, disabled)."""
     from cloud.accounts.users import find_users
-    from cloud.store import Store
+    from cloud.database import Store
 
     settings = _settings()
     with Store.open(settings.effective_database_url) as store, store.transaction() as tx:
         rows = [
             (r.id, r.email, r.role.value, r.company_id, r.blacklisted, r.disabled_at)
-            for r in find_users(tx.session, limit=10_000)
+            for r in find_users(tx, limit=10_000)
         ]
     from rich.table import Table
 
@@ -477,10 +477,10 @@ def user_company(
     """Create a partner company; prints its partner id (for 'user create --company')."""
     import time
 
+    from cloud.accounts.rules import PaymentType
     from cloud.accounts.users import create_company
-    from cloud.domain.roles import PaymentType
+    from cloud.database import Store
     from cloud.errors import CloudError
-    from cloud.store import Store
 
     try:
         kind = PaymentType(payment_type)
@@ -490,7 +490,7 @@ def user_company(
     try:
         with Store.open(settings.effective_database_url) as store, store.transaction() as tx:
             row = create_company(
-                tx.session,
+                tx,
                 name=name,
                 partner_id=partner_id,
                 payment_type=kind,
@@ -675,7 +675,7 @@ def keys_init(
     threshold: Annotated[int, typer.Option(help="Root signatures needed to rotate.")] = 1,
 ) -> None:
     """Create the issuer keys (mode 0600) and the first signed key set."""
-    from cloud.signer import Signer
+    from cloud.devices.signer import Signer
 
     settings = _settings()
     signer = Signer.load_or_create(settings.keys_dir, root_keys=root_keys, threshold=threshold)
@@ -689,7 +689,7 @@ def keys_show(
     ] = None,
 ) -> None:
     """Show the current key set (public parts only)."""
-    from cloud.signer import Signer
+    from cloud.devices.signer import Signer
 
     settings = _settings()
     signer = Signer.load_or_create(settings.keys_dir)
@@ -707,7 +707,7 @@ def keys_rotate(
     ] = False,
 ) -> None:
     """Publish key set version+1, signed by old and new root keys."""
-    from cloud.signer import Signer
+    from cloud.devices.signer import Signer
 
     settings = _settings()
     signer = Signer.load_or_create(settings.keys_dir)

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     token_ttl_s: int = 14 * 86400
     refresh_before_s: int = 3 * 86400
     refresh_interval_s: float = 60.0
-    # health ingest, commands, tickets (cloud.health, cloud.tickets)
+    # health ingest, commands, tickets (cloud.health, cloud.tickets.service)
     health_batch_size: int = Field(default=200, ge=1, le=1000)
     health_flush_delay_s: float = Field(default=0.05, gt=0)
     health_retention_s: int = Field(default=30 * 86400, description="raw reports kept")
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     smtp_sender: str = "Entitle <no-reply@entitle.invalid>"
     smtp_timeout_s: float = 30.0
     outbox_interval_s: float = 30.0
-    # invoices (cloud.invoices): the seller printed on every invoice
+    # invoices (cloud.billing.invoices): the seller printed on every invoice
     invoice_seller_name: str = "Entitle"
     invoice_seller_address: str = Field(default="", description="lines separated by '\\n'")
     invoice_seller_vat_id: str | None = None

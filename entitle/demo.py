@@ -130,7 +130,7 @@ async def running_stack(
     With ``test_clock`` the cloud (``settings.test_clock``: the advance route),
     its jobs and every agent read that clock instead of ``clock``.
     """
-    from cloud.apikeys import bootstrap_api_key
+    from cloud.accounts.apikeys import bootstrap_api_key
     from cloud.app import create_app
 
     say = console.print if console else (lambda *a, **k: None)

@@ -34,6 +34,8 @@ from typing import Any
 
 import httpx
 
+from cloud.devices import queries as device_queries
+
 __all__ = [
     "EXPECTED_VERDICT",
     "FAULT_KNOBS",
@@ -54,7 +56,7 @@ FAULT_KNOBS: Mapping[str, tuple[str, ...]] = {
     "camera": ("overheating", "lens_obstruction", "noisy_line", "disk_write_errors"),
     "counter": ("overheating", "zero_counts", "noisy_line", "disk_write_errors"),
 }
-# What the cloud's diagnostics (cloud/domain/diagnostics.py) conclude within a
+# What the cloud's diagnostics (cloud/health/rules/diagnostics.py) conclude within a
 # few reports, checked by tests/integration/test_fleet.py. The other knobs need
 # an hour or a day of history (reboot loops every 90 s, one disk error a minute)
 # or report a field the rules do not read yet (the camera's lens contrast).
@@ -63,7 +65,7 @@ EXPECTED_VERDICT: Mapping[str, str] = {
     "noisy_line": "fix_remotely",  # serial.crc_errors: >= 20 corrupted frames
 }
 NOISE = 0.01  # fraction of the firmware's bytes flipped by the noisy_line knob
-INSTALLATION_SIZE = 10  # cloud.domain.installations.MAX_DEVICES
+INSTALLATION_SIZE = 10  # cloud.devices.rules.installations.MAX_DEVICES
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +223,9 @@ def register_in_store(
 
     Returns the logins, for the broker's dynamic-security file at its start.
     """
-    from cloud.credentials import hash_password, new_password
-    from cloud.domain import DeviceKind
-    from cloud.store import Store
+    from cloud.database import Store
+    from cloud.devices.credentials import hash_password, new_password
+    from cloud.devices.rules import DeviceKind
 
     logins = [DeviceLogin(plan, new_password()) for plan in plans]
     with Store.open(database_url) as store:
@@ -232,9 +234,12 @@ def register_in_store(
                 for offset in range(start, min(start + 500, len(logins)), INSTALLATION_SIZE):
                     group = logins[offset : offset + INSTALLATION_SIZE]
                     installation = f"inst-{group[0].device_id}"
-                    tx.add_installation(installation_id=installation, name=installation, now=now)
+                    device_queries.add_installation(
+                        tx, installation_id=installation, name=installation, now=now
+                    )
                     for login in group:
-                        tx.add_device(
+                        device_queries.add_device(
+                            tx,
                             device_id=login.device_id,
                             installation_id=installation,
                             kind=DeviceKind(login.plan.kind),

@@ -1,18 +1,17 @@
-"""Accounts: users and partner companies, memberships, login sessions, scoping, the audit log.
+"""Accounts: who may do what.
 
-Modules (imported by name; this package imports none of them, so that the
-store and the API can import any one without cycles):
+Owns users and partner companies (and how they pay), memberships (system
+integrators and the owner of an installation), dashboard login sessions,
+API keys, roles and permissions, which installations and devices a principal
+may see or change, the blacklist and the append-only audit log.
 
-- :mod:`cloud.accounts.passwords`   argon2id hashing, rehash when the parameters change
-- :mod:`cloud.accounts.users`       users, blacklist, authorised contacts
-- :mod:`cloud.accounts.companies`   partner companies and how they pay
-- :mod:`cloud.accounts.memberships` system integrators (companies) and the owner (a user)
-- :mod:`cloud.accounts.sessions`    dashboard logins: throttled attempts, hashed session tokens
-- :mod:`cloud.accounts.access`      which installations and devices a principal may see or change
-- :mod:`cloud.accounts.audit`       the append-only audit log
-
-Every function takes the SQLAlchemy ``Session`` of the caller's transaction
-(``with store.transaction() as tx: tx.session``) and ``now`` where time matters.
+- ``rules``        roles and permissions (pure)
+- ``tables``       the rows: companies, users, owners, integrators, login sessions, audit, API keys
+- ``passwords``    argon2id hashing of people's passwords
+- ``users`` ``companies`` ``memberships`` ``sessions`` ``apikeys`` ``access`` ``audit``
+                   the queries and writes, each inside the caller's session
+- ``schemas``      the HTTP bodies
+- ``routes``       ``/accounts``, ``/companies``, ``/users``, ``/api-keys``, ``/auth``
 """
 
 __all__: list[str] = []

@@ -1,6 +1,6 @@
 """Scoping: which installations and devices a principal may see or change.
 
-The role table (:mod:`cloud.domain.roles`) says *what* a principal may do;
+The role table (:mod:`cloud.accounts.rules`) says *what* a principal may do;
 this module says *where*:
 
 - ``admin`` and ``cs_admin``: every installation, read and write;
@@ -29,12 +29,13 @@ from typing import Any
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import Role
+from cloud.accounts.tables import IntegratorRow, OwnerRow, UserRow
 from cloud.accounts.users import is_blacklisted
-from cloud.apikeys import Principal
-from cloud.domain.roles import Role
+from cloud.database import Store
+from cloud.devices.tables import DeviceRow, InstallationRow
 from cloud.errors import Blacklisted, Forbidden, UnknownDevice, UnknownInstallation
-from cloud.store import DeviceRow, InstallationRow, Store
-from cloud.store.accounts import IntegratorRow, OwnerRow, UserRow
 
 __all__ = [
     "check_device",
@@ -157,7 +158,7 @@ async def check_installation(
 
     def check() -> None:
         with store.transaction() as tx:
-            ensure_installation_access(tx.session, principal, installation_id, write=write)
+            ensure_installation_access(tx, principal, installation_id, write=write)
 
     await asyncio.to_thread(check)
 
@@ -167,6 +168,6 @@ async def check_device(store: Store, principal: Principal, device_id: str, *, wr
 
     def check() -> None:
         with store.transaction() as tx:
-            ensure_device_access(tx.session, principal, device_id, write=write)
+            ensure_device_access(tx, principal, device_id, write=write)
 
     await asyncio.to_thread(check)

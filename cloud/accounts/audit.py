@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.apikeys import Principal
-from cloud.store.accounts import AuditRow
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.tables import AuditRow
 
 __all__ = ["entries", "record"]
 

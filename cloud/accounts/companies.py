@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
-from cloud.apikeys import Principal
-from cloud.domain.roles import PaymentType
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import PaymentType
+from cloud.accounts.tables import CompanyRow
 from cloud.errors import AccountExists, UnknownCompany
-from cloud.store.accounts import CompanyRow
 
 __all__ = [
     "company",

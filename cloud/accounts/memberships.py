@@ -15,12 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import Role
+from cloud.accounts.tables import IntegratorRow, OwnerRow
 from cloud.accounts.users import company, user
-from cloud.apikeys import Principal
-from cloud.domain.roles import Role
+from cloud.devices.tables import InstallationRow
 from cloud.errors import InvalidRequest, NotFound, UnknownInstallation
-from cloud.store import InstallationRow
-from cloud.store.accounts import IntegratorRow, OwnerRow
 
 __all__ = ["Members", "add_integrator", "members", "remove_integrator", "set_owner"]
 

@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from cloud.accounts.apikeys import Principal
 from cloud.accounts.passwords import (
     hash_password,
     needs_rehash,
     verify_password,
     waste_a_verification,
 )
+from cloud.accounts.tables import LoginSessionRow, UserRow
 from cloud.accounts.users import user_by_email
-from cloud.apikeys import Principal
 from cloud.errors import LoginFailed, LoginThrottled, NotAuthenticated
-from cloud.store.accounts import LoginSessionRow, UserRow
 
 __all__ = [
     "LOCK_AFTER",

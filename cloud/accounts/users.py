@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
+from cloud.accounts.apikeys import Principal
 from cloud.accounts.companies import (
     company,
     company_payment_type,
@@ -28,8 +29,9 @@ from cloud.accounts.companies import (
     update_company,
 )
 from cloud.accounts.passwords import check_password, hash_password
-from cloud.apikeys import Principal
-from cloud.domain.roles import Role
+from cloud.accounts.rules import Role
+from cloud.accounts.tables import IntegratorRow, LoginSessionRow, OwnerRow, UserRow
+from cloud.devices.tables import InstallationRow
 from cloud.errors import (
     AccountExists,
     Forbidden,
@@ -37,8 +39,6 @@ from cloud.errors import (
     UnknownInstallation,
     UnknownUser,
 )
-from cloud.store import InstallationRow
-from cloud.store.accounts import IntegratorRow, LoginSessionRow, OwnerRow, UserRow
 
 __all__ = [
     "Contact",

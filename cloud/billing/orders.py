@@ -1,6 +1,6 @@
 """The billing service: place orders, check out, cancel, reconcile lost answers.
 
-:class:`Billing` persists what :mod:`cloud.billing.lifecycle` decides and
+:class:`Billing` persists what :mod:`cloud.billing.rules` decides and
 talks to the :class:`~cloud.billing.payments.PaymentProvider`. Database work
 runs in a thread (the store is synchronous); no transaction is held open
 while the provider is called: the order and its ``Processing`` charge are
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cloud.accounts.apikeys import Principal
 from cloud.accounts.users import user_contact
-from cloud.apikeys import Principal
 from cloud.billing import repository as repo
 from cloud.billing.errors import (
     BadOrderRequest,
@@ -46,7 +46,11 @@ from cloud.billing.errors import (
     OrderStateConflict,
     UnknownOrder,
 )
-from cloud.billing.lifecycle import (
+from cloud.billing.invoices import invoice_filename, invoice_for_order, render_invoice
+from cloud.billing.payments import Charge, PaymentProvider, SandboxPaymentProvider
+from cloud.billing.reconcile import ReconcileReport, reconcile
+from cloud.billing.refunds import Refunds
+from cloud.billing.rules import (
     OrderKind,
     OrderLine,
     OrderStatus,
@@ -55,15 +59,12 @@ from cloud.billing.lifecycle import (
     check_lines,
     status_after_charge,
 )
-from cloud.billing.payments import Charge, PaymentProvider, SandboxPaymentProvider
-from cloud.billing.reconcile import ReconcileReport, reconcile
-from cloud.billing.refunds import Refunds
+from cloud.billing.tables import OrderRow, TransactionRow
+from cloud.database import Store
+from cloud.devices.tables import InstallationRow
 from cloud.errors import UnknownInstallation
-from cloud.invoices import invoice_filename, invoice_for_order, render_invoice
-from cloud.notifications import enqueue
+from cloud.notifications.outbox import enqueue
 from cloud.ports import Clock
-from cloud.store import InstallationRow, Store
-from cloud.store.billing import OrderRow, TransactionRow
 from entitle.config import Settings
 
 __all__ = [
@@ -223,14 +224,14 @@ class Billing:
 
         def create() -> tuple[OrderRow, TransactionRow | None, bool]:
             with self.store.transaction() as tx:
-                found = repo.order_by_key(tx.session, idempotency_key)
+                found = repo.order_by_key(tx, idempotency_key)
                 if found is not None:
                     return found, None, True
-                if tx.session.get(InstallationRow, installation_id) is None:
+                if tx.get(InstallationRow, installation_id) is None:
                     raise UnknownInstallation(f"no installation {installation_id}")
                 buyer_id = _buyer_id(buyer)
                 row = repo.insert_order(
-                    tx.session,
+                    tx,
                     kind=kind,
                     installation_id=installation_id,
                     buyer_user_id=buyer_id,
@@ -239,21 +240,21 @@ class Billing:
                     amount_cents=total,
                     currency=self.currency,
                     idempotency_key=idempotency_key,
-                    notify=self._notify_list(tx.session, buyer_id),
+                    notify=self._notify_list(tx, buyer_id),
                     actor=_actor(buyer),
                     now=now,
                 )
                 if prepare is None:  # the caller learns the outcome from the result
                     row.paid_handled_at = now
                 else:
-                    prepare(tx.session, row)
+                    prepare(tx, row)
                 txn = None
                 if charge_now:
-                    txn = self._new_charge(tx.session, row, now=now)
+                    txn = self._new_charge(tx, row, now=now)
                 elif total == 0 or pay_with is PayWith.INVOICE:
-                    repo.set_order_status(tx.session, row, _S.SUCCEED, actor=_actor(buyer), now=now)
+                    repo.set_order_status(tx, row, _S.SUCCEED, actor=_actor(buyer), now=now)
                     if pay_with is PayWith.INVOICE and total > 0:
-                        self._mail_invoice(tx.session, row, now=now)
+                        self._mail_invoice(tx, row, now=now)
                 return row, txn, False
 
         try:
@@ -272,7 +273,7 @@ class Billing:
 
     def _by_key(self, idempotency_key: str) -> OrderRow:
         with self.store.transaction() as tx:
-            row = repo.order_by_key(tx.session, idempotency_key)
+            row = repo.order_by_key(tx, idempotency_key)
         if row is None:  # the other insert failed on something else
             raise IdempotencyConflict("the order could not be stored; try again")
         return row
@@ -348,9 +349,9 @@ class Billing:
     def record_charge(self, txn_id: int, charge: Charge, actor: repo.Actor, now: int) -> OrderRow:
         """Store the provider's answer to a charge on its transaction and order (sync)."""
         with self.store.transaction() as tx:
-            txn = tx.session.get(TransactionRow, txn_id)
+            txn = tx.get(TransactionRow, txn_id)
             assert txn is not None
-            row = repo.get_order(tx.session, txn.order_id, lock=True)
+            row = repo.get_order(tx, txn.order_id, lock=True)
             assert row is not None
             if txn.status not in (_S.PROCESSING, _S.SYSTEM_PROCESSING):
                 return row  # recorded already (by reconciliation)
@@ -358,7 +359,7 @@ class Billing:
                 return row  # still unknown: reconciliation owns it
             status = status_after_charge(charge.status)
             repo.set_txn_status(
-                tx.session,
+                tx,
                 txn,
                 status,
                 actor=actor,
@@ -367,7 +368,7 @@ class Billing:
                 charge_id=charge.charge_id,
             )
             txn.settled = charge.settled
-            repo.set_order_status(tx.session, row, status, actor=actor, now=now)
+            repo.set_order_status(tx, row, status, actor=actor, now=now)
             return row
 
     # checkout and cancel ------------------------------------------------------
@@ -384,16 +385,14 @@ class Billing:
 
         def start() -> tuple[OrderRow, TransactionRow]:
             with self.store.transaction() as tx:
-                row = repo.get_order(tx.session, order_id, lock=True)
+                row = repo.get_order(tx, order_id, lock=True)
                 if row is None:
                     raise UnknownOrder(f"no order {order_id}")
                 if row.pay_with != PayWith.CARD:
                     raise OrderStateConflict(f"order {row.number} is paid by invoice")
                 if row.amount_cents == 0:
                     raise OrderStateConflict(f"order {row.number} has nothing to pay")
-                charges = [
-                    t for t in repo.transactions_of(tx.session, row.id) if t.type == TxnType.CHARGE
-                ]
+                charges = [t for t in repo.transactions_of(tx, row.id) if t.type == TxnType.CHARGE]
                 if row.status not in (_S.PROCESSING, _S.FAILED) or any(
                     t.status != _S.FAILED for t in charges
                 ):
@@ -401,9 +400,9 @@ class Billing:
                         f"order {row.number} is '{row.status}' "
                         "(paid, cancelled or being paid): it cannot be paid now"
                     )
-                repo.set_order_status(tx.session, row, _S.PROCESSING, actor=actor, now=now)
+                repo.set_order_status(tx, row, _S.PROCESSING, actor=actor, now=now)
                 row.paid_handled_at = None
-                return row, self._new_charge(tx.session, row, now=now)
+                return row, self._new_charge(tx, row, now=now)
 
         row, txn = await asyncio.to_thread(start)
         row = await self._charge(row, txn, card_token=card_token, actor=actor, now=now)
@@ -421,7 +420,7 @@ class Billing:
 
         def run() -> OrderRow:
             with self.store.transaction() as tx:
-                return self.cancel_unpaid(tx.session, order_id, actor=actor, now=now)
+                return self.cancel_unpaid(tx, order_id, actor=actor, now=now)
 
         row = await asyncio.to_thread(run)
         await self.refunds.run_reversed(order_id)
@@ -456,17 +455,17 @@ class Billing:
 
         def invoiced() -> bool:
             with self.store.transaction() as tx:
-                row = repo.get_order(tx.session, order_id, lock=True)
+                row = repo.get_order(tx, order_id, lock=True)
                 if row is None:
                     raise UnknownOrder(f"no order {order_id}")
                 if row.status != _S.SUCCEED:
                     raise OrderStateConflict(f"order {row.number} is '{row.status}', not paid")
                 if row.pay_with == PayWith.CARD and row.amount_cents > 0:
                     return False
-                repo.set_order_status(tx.session, row, _S.CANCEL, actor=actor, now=now)
+                repo.set_order_status(tx, row, _S.CANCEL, actor=actor, now=now)
                 if row.pay_with == PayWith.INVOICE and row.amount_cents > 0 and row.notify:
                     enqueue(
-                        tx.session,
+                        tx,
                         kind="invoice_cancelled",
                         to=row.notify,
                         subject=f"Invoice for order {row.number} is cancelled",
@@ -497,7 +496,7 @@ class Billing:
 
         def done() -> None:
             with self.store.transaction() as tx:
-                row = repo.get_order(tx.session, order_id, lock=True)
+                row = repo.get_order(tx, order_id, lock=True)
                 if row is not None and row.paid_handled_at is None:
                     row.paid_handled_at = now
 

@@ -1,7 +1,7 @@
 """Reconciliation: what became of charges whose answer was lost, and on-paid callbacks to redo.
 
 A charge in ``Time out`` (or still ``Processing`` / ``System Processing``
-:data:`~cloud.billing.lifecycle.STALE_CHARGE_S` after its last change: a
+:data:`~cloud.billing.rules.STALE_CHARGE_S` after its last change: a
 worker died mid-charge or mid-reconcile) is claimed as ``System
 Processing`` in one transaction (row locks, ``SKIP LOCKED``), then looked up
 at the provider by its idempotency key, which never charges:
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cloud.billing import repository as repo
-from cloud.billing.lifecycle import STALE_CHARGE_S, OrderStatus
 from cloud.billing.payments import Charge
+from cloud.billing.rules import STALE_CHARGE_S, OrderStatus
 
 if TYPE_CHECKING:
     from cloud.billing.orders import Billing
@@ -52,7 +52,7 @@ async def reconcile(billing: Billing, *, now: int) -> ReconcileReport:
     def claim() -> list[tuple[int, str]]:
         with billing.store.transaction() as tx:
             return repo.claim_unknown_charges(
-                tx.session, stale_before=now - STALE_CHARGE_S, actor=_ACTOR, now=now
+                tx, stale_before=now - STALE_CHARGE_S, actor=_ACTOR, now=now
             )
 
     resolved: list[tuple[int, OrderStatus]] = []
@@ -79,7 +79,7 @@ async def reconcile(billing: Billing, *, now: int) -> ReconcileReport:
 
     def pending() -> list[int]:
         with billing.store.transaction() as tx:
-            return repo.unhandled_paid_orders(tx.session)
+            return repo.unhandled_paid_orders(tx)
 
     ran = []
     for order_id in await asyncio.to_thread(pending):

@@ -8,8 +8,8 @@ charge has settled is asked of the provider first (``lookup``), since the
 processor settles on its own schedule.
 
 A refund the provider fails joins the retry queue: retried once a day
-(:data:`~cloud.billing.lifecycle.REFUND_RETRY_INTERVAL_S`) for
-:data:`~cloud.billing.lifecycle.REFUND_RETRIES` days; when the last retry
+(:data:`~cloud.billing.rules.REFUND_RETRY_INTERVAL_S`) for
+:data:`~cloud.billing.rules.REFUND_RETRIES` days; when the last retry
 fails, the order's notify list is emailed (kind ``refund_failed``) and the
 refund is left to a person (it no longer counts against the charge, so a
 new refund can be issued). A retry is claimed by pushing its due time out by
@@ -41,7 +41,8 @@ from cloud.billing.errors import (
     UnknownOrder,
     VoidFailed,
 )
-from cloud.billing.lifecycle import (
+from cloud.billing.payments import PaymentProvider
+from cloud.billing.rules import (
     REFUND_RETRIES,
     OrderStatus,
     TxnType,
@@ -49,10 +50,9 @@ from cloud.billing.lifecycle import (
     plan_refund,
     plan_void,
 )
-from cloud.billing.payments import PaymentProvider
-from cloud.notifications import enqueue
-from cloud.store import Store
-from cloud.store.billing import OrderRow, RefundRetryRow, TransactionRow
+from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
+from cloud.database import Store
+from cloud.notifications.outbox import enqueue
 
 __all__ = ["LEASE_S", "Refunds", "Reversal", "RetryReport"]
 
@@ -120,10 +120,10 @@ class Refunds:
 
     def _fully_refunded(self, order_id: int) -> bool:
         with self.store.transaction() as tx:
-            charge = repo.charge_of(tx.session, order_id)
+            charge = repo.charge_of(tx, order_id)
             if charge is None:
                 return False
-            return repo.refunded_cents(tx.session, charge.id) >= charge.amount_cents
+            return repo.refunded_cents(tx, charge.id) >= charge.amount_cents
 
     def _charged(self, session: Session, order_id: int) -> tuple[OrderRow, TransactionRow]:
         row = repo.get_order(session, order_id, lock=True)
@@ -142,7 +142,7 @@ class Refunds:
 
         def find() -> _Charged:
             with self.store.transaction() as tx:
-                row, charge = self._charged(tx.session, order_id)
+                row, charge = self._charged(tx, order_id)
                 assert charge.provider_charge_id is not None
                 return _Charged(
                     row.id, charge.id, charge.idempotency_key, charge.provider_charge_id
@@ -154,7 +154,7 @@ class Refunds:
 
         def note() -> None:
             with self.store.transaction() as tx:
-                txn = tx.session.get(TransactionRow, charged.txn_id)
+                txn = tx.get(TransactionRow, charged.txn_id)
                 if txn is not None and txn.settled != settled:
                     txn.settled = settled
 
@@ -176,17 +176,15 @@ class Refunds:
 
         def start() -> tuple[TransactionRow, str]:
             with self.store.transaction() as tx:
-                _, charge = self._charged(tx.session, order_id)
+                _, charge = self._charged(tx, order_id)
                 plan_void(
                     charge_cents=charge.amount_cents, requested_cents=amount_cents, settled=settled
                 )
-                if repo.refunded_cents(tx.session, charge.id):
+                if repo.refunded_cents(tx, charge.id):
                     raise OrderStateConflict("the charge is being refunded: it cannot be voided")
-                n = 1 + sum(
-                    1 for t in repo.transactions_of(tx.session, order_id) if t.type == TxnType.VOID
-                )
+                n = 1 + sum(1 for t in repo.transactions_of(tx, order_id) if t.type == TxnType.VOID)
                 txn = repo.add_transaction(
-                    tx.session,
+                    tx,
                     order_id=order_id,
                     type=TxnType.VOID,
                     amount_cents=charge.amount_cents,
@@ -221,20 +219,18 @@ class Refunds:
         queue: bool = False,
     ) -> Reversal:
         with self.store.transaction() as tx:
-            txn = tx.session.get(TransactionRow, txn_id)
+            txn = tx.get(TransactionRow, txn_id)
             assert txn is not None
-            row = repo.get_order(tx.session, txn.order_id, lock=True)
+            row = repo.get_order(tx, txn.order_id, lock=True)
             assert row is not None
-            repo.set_txn_status(tx.session, txn, status, actor=actor, now=now, error=error)
+            repo.set_txn_status(tx, txn, status, actor=actor, now=now, error=error)
             if txn.type == TxnType.VOID and status == _S.SUCCEED:
-                repo.set_order_status(tx.session, row, _S.CANCEL, actor=actor, now=now)
+                repo.set_order_status(tx, row, _S.CANCEL, actor=actor, now=now)
             retry_at = None
             if queue:
                 retry_at = next_refund_retry(retries_done=0, now=now)
                 assert retry_at is not None
-                repo.add_retry(
-                    tx.session, txn_id=txn.id, next_attempt_at=retry_at, error=error or "failed"
-                )
+                repo.add_retry(tx, txn_id=txn.id, next_attempt_at=retry_at, error=error or "failed")
             return Reversal(row.id, txn.id, TxnType(txn.type), status, txn.amount_cents, retry_at)
 
     async def refund(
@@ -253,20 +249,18 @@ class Refunds:
 
         def start() -> tuple[TransactionRow, str]:
             with self.store.transaction() as tx:
-                _, charge = self._charged(tx.session, order_id)
+                _, charge = self._charged(tx, order_id)
                 amount = plan_refund(
                     charge_cents=charge.amount_cents,
-                    refunded_cents=repo.refunded_cents(tx.session, charge.id),
+                    refunded_cents=repo.refunded_cents(tx, charge.id),
                     requested_cents=amount_cents,
                     settled=settled,
                 )
                 n = 1 + sum(
-                    1
-                    for t in repo.transactions_of(tx.session, order_id)
-                    if t.type == TxnType.REFUND
+                    1 for t in repo.transactions_of(tx, order_id) if t.type == TxnType.REFUND
                 )
                 txn = repo.add_transaction(
-                    tx.session,
+                    tx,
                     order_id=order_id,
                     type=TxnType.REFUND,
                     amount_cents=amount,
@@ -302,8 +296,8 @@ class Refunds:
         def claim() -> list[tuple[int, int, str, int]]:
             with self.store.transaction() as tx:
                 out = []
-                for retry, txn in repo.claim_due_retries(tx.session, now=now, lease_s=LEASE_S):
-                    charge = tx.session.get(TransactionRow, txn.parent_id)
+                for retry, txn in repo.claim_due_retries(tx, now=now, lease_s=LEASE_S):
+                    charge = tx.get(TransactionRow, txn.parent_id)
                     assert charge is not None and charge.provider_charge_id is not None
                     out.append((retry.id, txn.id, charge.provider_charge_id, txn.amount_cents))
                 return out
@@ -326,24 +320,24 @@ class Refunds:
 
     def _after_retry(self, retry_id: int, error: str | None, now: int) -> bool:
         with self.store.transaction() as tx:
-            retry = tx.session.get(RefundRetryRow, retry_id, with_for_update=True)
+            retry = tx.get(RefundRetryRow, retry_id, with_for_update=True)
             assert retry is not None
-            txn = tx.session.get(TransactionRow, retry.transaction_id)
+            txn = tx.get(TransactionRow, retry.transaction_id)
             assert txn is not None
             retry.attempts += 1
             if error is None:
                 retry.resolved_at, retry.next_attempt_at = now, None
-                repo.set_txn_status(tx.session, txn, _S.SUCCEED, actor=_JOB_ACTOR, now=now)
+                repo.set_txn_status(tx, txn, _S.SUCCEED, actor=_JOB_ACTOR, now=now)
                 return False
             retry.last_error = error[:1000]
             retry.next_attempt_at = next_refund_retry(retries_done=retry.attempts, now=now)
-            repo.set_txn_status(tx.session, txn, _S.FAILED, actor=_JOB_ACTOR, now=now, error=error)
+            repo.set_txn_status(tx, txn, _S.FAILED, actor=_JOB_ACTOR, now=now, error=error)
             if retry.next_attempt_at is not None:
                 return False
             retry.exhausted_at = now
-            row = repo.get_order(tx.session, txn.order_id)
+            row = repo.get_order(tx, txn.order_id)
             assert row is not None
-            self._mail_failure(tx.session, row, txn, error=error, now=now)
+            self._mail_failure(tx, row, txn, error=error, now=now)
             return True
 
     def _mail_failure(

@@ -1,6 +1,6 @@
 """Queries and writes of orders, transactions and refund retries, inside the caller's session.
 
-Every function takes a SQLAlchemy ``Session`` (``tx.session``) and commits
+Every function takes a SQLAlchemy ``Session`` (``tx``) and commits
 nothing. Status changes go through :func:`set_order_status` and
 :func:`set_txn_status`, which check the lifecycle and write the audit log.
 """
@@ -15,8 +15,8 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
-from cloud.apikeys import Principal
-from cloud.billing.lifecycle import (
+from cloud.accounts.apikeys import Principal
+from cloud.billing.rules import (
     OrderKind,
     OrderLine,
     OrderStatus,
@@ -25,7 +25,7 @@ from cloud.billing.lifecycle import (
     check_transition,
     order_number,
 )
-from cloud.store.billing import OrderLineRow, OrderRow, RefundRetryRow, TransactionRow
+from cloud.billing.tables import OrderLineRow, OrderRow, RefundRetryRow, TransactionRow
 
 __all__ = [
     "OrderQuery",

@@ -1,11 +1,14 @@
-"""Device health in the cloud: the ingest consumer, its queries, remote commands.
+"""Device health: what devices report, what it means, and what support can do remotely.
 
-``ingest`` (MQTT -> database, batched, acked after commit), ``repository``
-(queries taking a SQLAlchemy session), ``commands`` (send a command, time out
-unanswered ones) and ``jobs`` (retention). The rules themselves are pure, in
-:mod:`cloud.domain.diagnostics`.
+Owns health ingest (MQTT to the database, batched, acked after commit),
+the health tables and hourly roll-ups, diagnostics that tell a remote fix
+from a true RMA, remote commands and their answers, gap repair (asking a
+device to resend what the cloud never got), and retention.
+
+- ``rules``        diagnostics and gap planning (pure)
+- ``tables``       the rows
+- ``ingest`` ``repository`` ``commands`` ``gaps`` ``retention``
+- ``routes``       ``/devices/{id}/health``, ``/devices/{id}/commands``
 """
 
-from cloud.health.ingest import SUBSCRIPTIONS, BatchReport, HealthIngest, Incoming
-
-__all__ = ["SUBSCRIPTIONS", "BatchReport", "HealthIngest", "Incoming"]
+__all__: list[str] = []

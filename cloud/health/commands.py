@@ -16,12 +16,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import select
 
+from cloud.database import Store
+from cloud.devices.tables import DeviceRow
 from cloud.errors import Conflict, NotFound, UnknownDevice
 from cloud.health import repository as repo
+from cloud.health.tables import CommandRow, CommandStatus
 from cloud.ports import Clock
-from cloud.store import Store
-from cloud.store.health import CommandRow, CommandStatus
-from cloud.store.models import DeviceRow
 from protocol.commands import Command, command_to_json, parse_command
 from protocol.errors import TransportError
 
@@ -112,7 +112,7 @@ class CommandService:
 
         def add() -> CommandView:
             with self._store.transaction() as tx:
-                if tx.session.get(DeviceRow, device_id) is None:
+                if tx.get(DeviceRow, device_id) is None:
                     raise UnknownDevice(f"no device {device_id}")
                 row = CommandRow(
                     id=command.id,
@@ -124,8 +124,8 @@ class CommandService:
                     created_at=now,
                     timeout_at=now + self._timeout_s,
                 )
-                tx.session.add(row)
-                tx.session.flush()
+                tx.add(row)
+                tx.flush()
                 return CommandView.of(row)
 
         view = await asyncio.to_thread(add)
@@ -139,7 +139,7 @@ class CommandService:
 
     def _fail(self, command_id: str) -> None:
         with self._store.transaction() as tx:
-            row = tx.session.get(CommandRow, command_id, with_for_update=True)
+            row = tx.get(CommandRow, command_id, with_for_update=True)
             if row is not None and row.status == CommandStatus.PENDING:
                 row.status = CommandStatus.TIMED_OUT
                 row.result = {"reason": "not_sent", "detail": "the broker did not take it"}
@@ -147,14 +147,14 @@ class CommandService:
     def get(self, command_id: str) -> CommandView:
         """Raises UnknownCommand."""
         with self._store.transaction() as tx:
-            row = tx.session.get(CommandRow, command_id)
+            row = tx.get(CommandRow, command_id)
             if row is None:
                 raise UnknownCommand(f"no command {command_id}")
             return CommandView.of(row)
 
     def list_for(self, device_id: str, *, limit: int = 50) -> list[CommandView]:
         with self._store.transaction() as tx:
-            rows = tx.session.scalars(
+            rows = tx.scalars(
                 select(CommandRow)
                 .where(CommandRow.device_id == device_id)
                 .order_by(CommandRow.created_at.desc(), CommandRow.id)
@@ -178,6 +178,6 @@ class CommandTimeoutJob:
 
         def work() -> int:
             with self._store.transaction() as tx:
-                return repo.time_out_commands(tx.session, now=now)
+                return repo.time_out_commands(tx, now=now)
 
         return await asyncio.to_thread(work)

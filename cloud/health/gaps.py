@@ -17,7 +17,7 @@ reports a while (:mod:`agent.outbox`); each pass of :class:`HealthGapJob`
    on PostgreSQL here, measured on a synthetic table), a pass between sweeps
    70,000 primary-key probes (0.3-0.4 s);
 3. per device, under that device's ``device_health_state`` row lock (skipped
-   when another worker holds it), plans with :func:`cloud.domain.gaps.find_gaps`
+   when another worker holds it), plans with :func:`cloud.health.rules.gaps.find_gaps`
    and records the asks (``health_resend_asks``) before committing;
 4. sends ``resend_health`` through :class:`~cloud.health.commands.CommandService`.
 
@@ -36,12 +36,11 @@ from typing import Any
 from sqlalchemy import func, select, union, update
 from sqlalchemy.orm import Session, aliased
 
-from cloud.domain.gaps import Asked, SeqRange, Stored, find_gaps
+from cloud.database import Store
 from cloud.health import repository as repo
 from cloud.health.commands import CommandService
-from cloud.ports import Clock
-from cloud.store import Store
-from cloud.store.health import (
+from cloud.health.rules.gaps import Asked, SeqRange, Stored, find_gaps
+from cloud.health.tables import (
     CommandRow,
     CommandStatus,
     HealthReportRow,
@@ -49,6 +48,7 @@ from cloud.store.health import (
     HealthStateRow,
     HealthUnrecoverableRow,
 )
+from cloud.ports import Clock
 from protocol.commands import MAX_RESEND_SEQS
 from protocol.errors import EntitleError
 
@@ -231,22 +231,22 @@ class HealthGapJob:
 
     def _planned(self, *, now: int) -> tuple[int, list[tuple[str, SeqRange]]]:
         with self._store.transaction() as tx:
-            unrecoverable = self._record_unrecoverable(tx.session, now=now)
+            unrecoverable = self._record_unrecoverable(tx, now=now)
             sweep = self._swept_at is None or now - self._swept_at >= self._sweep_s
-            devices = self._devices_with_holes(tx.session, now=now, sweep=sweep)
+            devices = self._devices_with_holes(tx, now=now, sweep=sweep)
         if sweep:
             self._swept_at = now
         plans: list[tuple[str, SeqRange]] = []
         for device_id in devices:
             with self._store.transaction() as tx:
-                plans += [(device_id, gap) for gap in self._plan(tx.session, device_id, now=now)]
+                plans += [(device_id, gap) for gap in self._plan(tx, device_id, now=now)]
         return unrecoverable, plans
 
     def _note_command(self, asks: Iterable[tuple[str, SeqRange, str]], *, now: int) -> None:
         with self._store.transaction() as tx:
             for device_id, gap, command_id in asks:
                 a = HealthResendAskRow
-                tx.session.execute(
+                tx.execute(
                     update(a)
                     .where(
                         a.device_id == device_id,

@@ -33,9 +33,9 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from cloud.database import Store
 from cloud.health import repository as repo
 from cloud.ports import Clock
-from cloud.store import Store
 from protocol.commands import BadCommand, parse_command_result
 from protocol.errors import TopicError
 from protocol.health import BadHealthReport, health_to_dict, parse_health
@@ -165,7 +165,7 @@ class HealthIngest:
         now = self._clock()
         report = BatchReport(rejected=parsed.rejected)
         with self._store.transaction() as tx:
-            session = tx.session
+            session = tx
             named = [r["device_id"] for r in parsed.reports]
             named += [device for device, _ in parsed.statuses]
             named += [result.device_id for result in parsed.results]
@@ -225,7 +225,7 @@ class HealthIngest:
             _log.warning("health message on %s refused by the database", batch[0].topic)
             refused = BatchReport(rejected=Counter({"store_error": 1}))
             with self._store.transaction() as tx:
-                repo.bump_rejects(tx.session, refused.rejected, now=self._clock())
+                repo.bump_rejects(tx, refused.rejected, now=self._clock())
             return refused
 
     def _account(self, done: BatchReport) -> None:

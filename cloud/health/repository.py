@@ -16,7 +16,8 @@ from sqlalchemy import Insert, Table, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cloud.domain.diagnostics import (
+from cloud.devices.tables import DeviceRow
+from cloud.health.rules.diagnostics import (
     RAW_WINDOW_S,
     RULES,
     SELF_TEST_MAX_AGE_S,
@@ -25,7 +26,7 @@ from cloud.domain.diagnostics import (
     StatusEvent,
     long_window_metrics,
 )
-from cloud.store.health import (
+from cloud.health.tables import (
     CommandRow,
     CommandStatus,
     HealthHourlyRow,
@@ -34,7 +35,6 @@ from cloud.store.health import (
     HealthStateRow,
     StatusEventRow,
 )
-from cloud.store.models import DeviceRow
 
 __all__ = [
     "HOURLY_METRICS",

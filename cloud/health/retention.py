@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete
 
+from cloud.database import Store
 from cloud.health import repository as repo
+from cloud.health.tables import HealthHourlyRow, StatusEventRow
 from cloud.ports import Clock
-from cloud.store import Store
-from cloud.store.health import HealthHourlyRow, StatusEventRow
 
 __all__ = ["HealthRetentionJob", "RetentionPass"]
 
@@ -58,14 +58,14 @@ class HealthRetentionJob:
 
         def fold() -> int:
             with self._store.transaction() as tx:
-                return repo.downsample_before(tx.session, cutoff=cutoff, limit=self._batch)
+                return repo.downsample_before(tx, cutoff=cutoff, limit=self._batch)
 
         def prune() -> int:
             with self._store.transaction() as tx:
-                gone = tx.session.execute(
+                gone = tx.execute(
                     delete(HealthHourlyRow).where(HealthHourlyRow.hour < now - self._hourly_s)
                 ).rowcount  # type: ignore[attr-defined]
-                tx.session.execute(delete(StatusEventRow).where(StatusEventRow.at < cutoff))
+                tx.execute(delete(StatusEventRow).where(StatusEventRow.at < cutoff))
                 return int(gone)
 
         folded = 0

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection handed over by cloud.store.database.
+"""Alembic environment: runs on the connection handed over by cloud.database.
 
 ``alembic -x url=postgresql+psycopg://... revision --autogenerate`` works too
 (script_location = cloud/migrations) for writing new revisions.
@@ -9,10 +9,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from cloud.store.database import make_engine
-from cloud.store.models import Base
+from cloud.database import make_engine
+from cloud.schema import metadata
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(connection: Connection) -> None:

@@ -1,36 +1,13 @@
-"""E-mail notifications: a transactional outbox, a sender job, and the texts of each kind.
+"""Notifications: e-mail through a transactional outbox.
 
-Producers (subscriptions, billing) call :func:`enqueue` inside their own
-transaction with a text made by a pure ``render_*`` function from
-:mod:`cloud.notifications.templates`; the :class:`OutboxSender` job sends due
-rows through a :class:`Mailer` (:class:`SmtpMailer` in production).
+Owns the outbox rows, the texts of each kind of mail, the sender job with
+its retry schedule, and the SMTP adapter.
 
-Errors::
-
-    TransportError (protocol.errors)
-    └── MailUnavailable      the mail server could not be reached or said "try later" (retried)
-    CloudError (cloud.errors)
-    └── MailRejected         the server refused the message for good (not retried)
+- ``tables``       the outbox rows and their queries
+- ``outbox`` ``templates``  what to send
+- ``mailer``       the ``Mailer`` boundary and the SMTP adapter
+- ``sender``       the sender job
+- ``routes``       ``/notifications``
 """
 
-from cloud.notifications import templates
-from cloud.notifications.mailer import Mailer, MailRejected, MailUnavailable, SmtpMailer
-from cloud.notifications.outbox import build_message, compose, enqueue
-from cloud.notifications.sender import OutboxReport, OutboxSender, retry_delay
-from cloud.notifications.templates import Notice, enqueue_invoice
-
-__all__ = [
-    "MailRejected",
-    "MailUnavailable",
-    "Mailer",
-    "Notice",
-    "OutboxReport",
-    "OutboxSender",
-    "SmtpMailer",
-    "build_message",
-    "compose",
-    "enqueue",
-    "enqueue_invoice",
-    "retry_delay",
-    "templates",
-]
+__all__: list[str] = []

@@ -16,7 +16,7 @@ from email.utils import formatdate
 
 from sqlalchemy.orm import Session
 
-from cloud.store.notifications import Attachment, OutboxMessage, add_notification
+from cloud.notifications.tables import Attachment, OutboxMessage, add_notification
 
 __all__ = [
     "MAX_ATTACHMENT_BYTES",
@@ -52,7 +52,7 @@ def enqueue(
     """Queue an e-mail in ``session``'s transaction; it is sent only if that transaction commits.
 
     Args:
-        session: the caller's session (``tx.session``); nothing is committed here.
+        session: the caller's session (``tx``); nothing is committed here.
         kind: what the mail is about (``renewal_notice``, ``invoice``, ...).
         to: recipient addresses (``name@domain``), at least one, at most 50; duplicates dropped.
         subject: one line.

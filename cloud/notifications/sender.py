@@ -1,7 +1,7 @@
 """The outbox sender job: claims due notifications, sends them, records the outcome.
 
 Safe with several workers on one database: a claim leases rows under a row
-lock (see :mod:`cloud.store.notifications`), a sender never starts a send
+lock (see :mod:`cloud.notifications.tables`), a sender never starts a send
 that its lease might not cover, and outcomes are recorded only for the
 attempt this worker claimed. A worker that dies after the mail server took a
 message but before recording it may cause one duplicate after its lease ends
@@ -17,17 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parseaddr
 
+from cloud.database import Store
 from cloud.notifications.mailer import Mailer, MailRejected, MailUnavailable
 from cloud.notifications.outbox import build_message
-from cloud.ports import Clock
-from cloud.store import Store
-from cloud.store.notifications import (
+from cloud.notifications.tables import (
     OutboxMessage,
     claim_due,
     mark_failed,
     mark_retry,
     mark_sent,
 )
+from cloud.ports import Clock
 
 __all__ = ["OutboxReport", "OutboxSender", "retry_delay"]
 
@@ -121,7 +121,7 @@ class OutboxSender:
 
     def _claim(self, now: int, limit: int) -> list[OutboxMessage]:
         with self._store.transaction() as tx:
-            return claim_due(tx.session, now=now, lease_s=self._lease_s, limit=limit)
+            return claim_due(tx, now=now, lease_s=self._lease_s, limit=limit)
 
     async def _deliver(self, message: OutboxMessage) -> str:
         now = self._clock()
@@ -166,5 +166,5 @@ class OutboxSender:
 
     def _settle(self, mark: Callable[..., bool], message: OutboxMessage, **values: object) -> None:
         with self._store.transaction() as tx:
-            if not mark(tx.session, message, **values):
+            if not mark(tx, message, **values):
                 _log.warning("notification %d was claimed again before its outcome", message.id)

@@ -3,7 +3,7 @@
 Callers render, then enqueue in their own transaction::
 
     notice = templates.charge_failed(order_number=..., ...)
-    enqueue(tx.session, to=[contact.email], now=now, dedupe_key=..., **notice.fields())
+    enqueue(tx, to=[contact.email], now=now, dedupe_key=..., **notice.fields())
 
 :func:`enqueue_invoice` does both for invoices, attaching the PDF. Subjects
 start with the thing the reader must act on; bodies say what happened, what
@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from cloud.invoices import Invoice, format_date, format_money, invoice_filename, render_invoice
+from cloud.billing.invoices import (
+    Invoice,
+    format_date,
+    format_money,
+    invoice_filename,
+    render_invoice,
+)
 from cloud.notifications.outbox import enqueue
 
 __all__ = [

@@ -1,17 +1,14 @@
-"""Subscriptions: the service (purchase, renew, deactivate, reactivate) and the renewal job.
+"""Subscriptions: the vendors' renewal rules and the service that applies them.
 
-The rules are :mod:`cloud.domain.lifecycle` (pure) and the catalogue
-:mod:`cloud.domain.catalogue`; the rows :mod:`cloud.store.subscriptions`.
+Owns the catalogue of plans, the calendar and lifecycle rules (purchase,
+renew, deactivate, reactivate, grace), the subscription rows and their order
+links, settlement of the orders they place, and the renewal job.
+
+- ``rules``        calendar, catalogue, lifecycle (pure)
+- ``tables``       the rows and their queries
+- ``service`` ``settlement`` ``payer`` ``views``
+- ``jobs``         the renewal job
+- ``routes``       ``/subscriptions``
 """
 
-from cloud.subscriptions.job import RenewalJob, RenewalReport
-from cloud.subscriptions.service import SubscriptionService
-from cloud.subscriptions.views import PurchaseResult, subscription_view
-
-__all__ = [
-    "PurchaseResult",
-    "RenewalJob",
-    "RenewalReport",
-    "SubscriptionService",
-    "subscription_view",
-]
+__all__: list[str] = []

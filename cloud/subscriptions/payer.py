@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import Role
 from cloud.accounts.users import company_payment_type, user
-from cloud.apikeys import Principal
-from cloud.domain.roles import Role
 from cloud.errors import InvalidRequest
 
 __all__ = ["payment_method", "purchaser"]

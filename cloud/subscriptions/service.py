@@ -2,11 +2,11 @@
 
 Every change is one transaction: the subscription row is locked (``FOR
 UPDATE``; the row's ``version`` catches a stale write), the pure rule
-(:mod:`cloud.domain.lifecycle`) decides, and the new state, its audit entry,
+(:mod:`cloud.subscriptions.rules.lifecycle`) decides, and the new state, its audit entry,
 its notifications (outbox, deduplicated) and the installation's service grant
 (``source="subscription"``, ``valid_until`` = the paid-through end) commit
 together. After the commit the installation's devices get new tokens through
-the :class:`~cloud.issuing.IssuingService`, so they follow on their own.
+the :class:`~cloud.devices.issuing.IssuingService`, so they follow on their own.
 
 Requests are validated before any order: a refused request changes
 nothing. Orders go through :class:`cloud.billing.orders.Billing`, and what an
@@ -29,14 +29,30 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
 from cloud.accounts.access import ensure_installation_access
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import Role
 from cloud.accounts.users import user_contact
-from cloud.apikeys import Principal
 from cloud.billing.errors import OrderStateConflict
-from cloud.billing.lifecycle import OrderLine, OrderStatus
 from cloud.billing.orders import Billing, OrderResult
-from cloud.domain import GrantStatus
-from cloud.domain.catalogue import product, term_price
-from cloud.domain.lifecycle import (
+from cloud.billing.rules import OrderLine, OrderStatus
+from cloud.billing.tables import OrderRow
+from cloud.database import Store
+from cloud.devices import queries as device_queries
+from cloud.devices.issuing import IssuingService
+from cloud.devices.rules import GrantStatus
+from cloud.devices.tables import InstallationRow
+from cloud.errors import (
+    Forbidden,
+    PaymentDeclined,
+    SubscriptionExists,
+    UnknownSubscription,
+)
+from cloud.notifications.outbox import enqueue
+from cloud.ports import Clock
+from cloud.subscriptions import tables as rows
+from cloud.subscriptions.payer import payment_method, purchaser
+from cloud.subscriptions.rules.catalogue import product, term_price
+from cloud.subscriptions.rules.lifecycle import (
     Deactivate,
     EndService,
     Event,
@@ -50,22 +66,8 @@ from cloud.domain.lifecycle import (
     apply,
     purchase,
 )
-from cloud.domain.roles import Role
-from cloud.errors import (
-    Forbidden,
-    PaymentDeclined,
-    SubscriptionExists,
-    UnknownSubscription,
-)
-from cloud.issuing import IssuingService
-from cloud.notifications import enqueue
-from cloud.ports import Clock
-from cloud.store import InstallationRow, Store, Tx
-from cloud.store import subscriptions as rows
-from cloud.store.billing import OrderRow
-from cloud.store.subscriptions import Outcome, SubscriptionRow
-from cloud.subscriptions.payer import payment_method, purchaser
 from cloud.subscriptions.settlement import MANUAL, Settlement
+from cloud.subscriptions.tables import Outcome, SubscriptionRow
 from cloud.subscriptions.views import PurchaseResult, subscription_view
 
 __all__ = ["SubscriptionService"]
@@ -94,7 +96,7 @@ class SubscriptionService:
     # the one place a transition is persisted ---------------------------------------
     def commit(
         self,
-        tx: Tx,
+        tx: Session,
         row: SubscriptionRow | None,
         before: Subscription | None,
         t: Transition,
@@ -106,7 +108,7 @@ class SubscriptionService:
     ) -> tuple[SubscriptionRow, list[str]]:
         """Save ``t.state`` with its audit entry and effects; returns the row and devices to
         re-issue for. Charges are *not* handled here: the caller places them after commit."""
-        session = tx.session
+        session = tx
         row = rows.save(session, t.state, now=now, row=row, pay=pay)
         audit.record(
             session,
@@ -121,7 +123,8 @@ class SubscriptionService:
         grants_changed = False
         for effect in t.effects:
             if isinstance(effect, GrantService):
-                tx.upsert_grant(
+                device_queries.upsert_grant(
+                    tx,
                     installation_id=t.state.installation_id,
                     feature=effect.feature,
                     until=effect.until,
@@ -131,7 +134,8 @@ class SubscriptionService:
                 )
                 grants_changed = True
             elif isinstance(effect, EndService):
-                tx.end_grant(
+                device_queries.end_grant(
+                    tx,
                     installation_id=t.state.installation_id,
                     feature=effect.feature,
                     status=GrantStatus.ENDED,
@@ -140,7 +144,11 @@ class SubscriptionService:
                 grants_changed = True
             elif isinstance(effect, Notify):
                 _notify(session, effect, now=now)
-        devices = [d.id for d in tx.devices_of(t.state.installation_id)] if grants_changed else []
+        devices = (
+            [d.id for d in device_queries.devices_of(tx, t.state.installation_id)]
+            if grants_changed
+            else []
+        )
         return row, devices
 
     async def reissue(self, device_ids: Sequence[str]) -> None:
@@ -157,7 +165,7 @@ class SubscriptionService:
         now: int,
     ) -> tuple[SubscriptionRow, list[str], Transition]:
         with self.store.transaction() as tx:
-            row = rows.subscription_of(tx.session, sub_id, lock=True)
+            row = rows.subscription_of(tx, sub_id, lock=True)
             if row is None:
                 raise UnknownSubscription(f"no subscription {sub_id}")
             before = rows.load(row)
@@ -174,10 +182,8 @@ class SubscriptionService:
 
     def list_for(self, principal: Principal, installation_id: str) -> list[dict[str, Any]]:
         with self.store.transaction() as tx:
-            ensure_installation_access(tx.session, principal, installation_id, write=False)
-            return [
-                subscription_view(r) for r in rows.subscriptions_of(tx.session, installation_id)
-            ]
+            ensure_installation_access(tx, principal, installation_id, write=False)
+            return [subscription_view(r) for r in rows.subscriptions_of(tx, installation_id)]
 
     # purchase -------------------------------------------------------------------
     async def purchase(
@@ -223,10 +229,10 @@ class SubscriptionService:
 
         def check() -> tuple[str | None, int, str]:
             with self.store.transaction() as tx:
-                ensure_installation_access(tx.session, principal, installation_id, write=True)
+                ensure_installation_access(tx, principal, installation_id, write=True)
                 buyer = purchaser(principal, purchaser_id)
-                how = payment_method(tx.session, buyer, pay_with)
-                existing = rows.subscription_for_service(tx.session, installation_id, item.feature)
+                how = payment_method(tx, buyer, pay_with)
+                existing = rows.subscription_for_service(tx, installation_id, item.feature)
                 if existing is not None and existing.status is not Status.EXPIRED:
                     raise _exists(installation_id, item.feature, existing)
                 return (None if existing is None else existing.id), buyer, how
@@ -320,28 +326,26 @@ class SubscriptionService:
         """A declined purchase: cancel its order and put the subscription back as it was."""
         with self.store.transaction() as tx:
             try:
-                self.billing.cancel_unpaid(tx.session, order.order_id, actor=actor, now=now)
+                self.billing.cancel_unpaid(tx, order.order_id, actor=actor, now=now)
             except OrderStateConflict:  # being paid by someone at this moment: a checkout now
                 return
-            link = rows.order_link(tx.session, order.order_id, lock=True)
-            row = rows.subscription_of(tx.session, sub_id, lock=True)
+            link = rows.order_link(tx, order.order_id, lock=True)
+            row = rows.subscription_of(tx, sub_id, lock=True)
             if link is None or row is None:
                 return
-            tx.session.delete(link)
+            tx.delete(link)
             pending = rows.load(row)
             if previous:
                 before, pay = previous[0]
-                rows.save(tx.session, before, now=now, row=row, pay=pay)
-                _audit(
-                    tx.session, actor, "subscription.purchase_declined", pending, before, now=now
-                )
+                rows.save(tx, before, now=now, row=row, pay=pay)
+                _audit(tx, actor, "subscription.purchase_declined", pending, before, now=now)
             else:
-                tx.session.delete(row)
-                _audit(tx.session, actor, _DECLINED, pending, None, now=now)
+                tx.delete(row)
+                _audit(tx, actor, _DECLINED, pending, None, now=now)
 
     def _view(self, sub_id: str) -> dict[str, Any]:
         with self.store.transaction() as tx:
-            row = rows.subscription_of(tx.session, sub_id)
+            row = rows.subscription_of(tx, sub_id)
             if row is None:
                 raise UnknownSubscription(f"no subscription {sub_id}")
             return subscription_view(row)
@@ -373,7 +377,7 @@ class SubscriptionService:
                 sub = rows.load(row)
                 apply(sub, Renew(months=months, by=0), now=now)  # refuses before any order
                 buyer = purchaser(principal, None, default=row.purchaser_id)
-                return sub, buyer, payment_method(tx.session, buyer, pay_with or row.pay_with)
+                return sub, buyer, payment_method(tx, buyer, pay_with or row.pay_with)
 
         sub, buyer, how = await self._in_thread(check)
         item = sub.product
@@ -422,13 +426,13 @@ class SubscriptionService:
     ) -> None:
         """A renewal the purchaser paid by card: that card pays the next renewals."""
         with self.store.transaction() as tx:
-            link = rows.order_link(tx.session, order_id)
+            link = rows.order_link(tx, order_id)
             if link is None or link.outcome != Outcome.APPLIED:
                 return  # refunded: that card bought nothing here
-            row = rows.subscription_of(tx.session, link.subscription_id, lock=True)
+            row = rows.subscription_of(tx, link.subscription_id, lock=True)
             if row is None or row.purchaser_id != buyer:
                 return  # someone else paid once: the purchaser's card stays
-            _set_card(tx.session, row, card, actor=actor, now=now)
+            _set_card(tx, row, card, actor=actor, now=now)
 
     async def set_card(self, principal: Principal, sub_id: str, card_token: str) -> dict[str, Any]:
         """Set the card that pays the subscription's renewals (the purchaser or an admin).
@@ -447,7 +451,7 @@ class SubscriptionService:
                         "only the subscription's purchaser (or an admin) may change its card; "
                         "reactivate it to become the purchaser"
                     )
-                _set_card(tx.session, row, card_token, actor=principal, now=now)
+                _set_card(tx, row, card_token, actor=principal, now=now)
                 return subscription_view(row)
 
         return await self._in_thread(work)
@@ -468,7 +472,7 @@ class SubscriptionService:
             with self.store.transaction() as tx:
                 row = self._scoped(tx, principal, sub_id, write=True, lock=True)
                 buyer = purchaser(principal, None, default=row.purchaser_id)
-                how = payment_method(tx.session, buyer, pay_with)
+                how = payment_method(tx, buyer, pay_with)
                 before = rows.load(row)
                 t = apply(before, Reactivate(by=buyer), now=now)
                 if t.state == before:
@@ -507,12 +511,12 @@ class SubscriptionService:
         return await self._in_thread(work)
 
     def _scoped(
-        self, tx: Tx, principal: Principal, sub_id: str, *, write: bool, lock: bool = False
+        self, tx: Session, principal: Principal, sub_id: str, *, write: bool, lock: bool = False
     ) -> SubscriptionRow:
-        row = rows.subscription_of(tx.session, sub_id, lock=lock)
+        row = rows.subscription_of(tx, sub_id, lock=lock)
         if row is None:
             raise UnknownSubscription(f"no subscription {sub_id}")
-        ensure_installation_access(tx.session, principal, row.installation_id, write=write)
+        ensure_installation_access(tx, principal, row.installation_id, write=write)
         return row
 
     def notify(self, session: Session, effect: Notify, *, now: int) -> None:

@@ -1,20 +1,21 @@
 """Payments of subscription orders: delivered or refunded, once each; reversals taken back.
 
-Every subscription order has a link (:class:`~cloud.store.subscriptions.SubscriptionOrderRow`)
+Every subscription order has a link (:class:`~cloud.subscriptions.tables.SubscriptionOrderRow`)
 written in the order's own transaction, before any money moves. Billing's
 callbacks land here:
 
 * on paid (at once, after a checkout, or when reconciliation finds a lost
   answer was charged): the payment event goes to the pure rule under the
   link's and the subscription's row locks; the rule applies it or emits
-  :class:`~cloud.domain.lifecycle.RefundPayment`. The link's ``outcome``
+  :class:`~cloud.subscriptions.rules.lifecycle.RefundPayment`. The link's ``outcome``
   records which (``applied`` / ``refund``), so a payment delivered twice is
   handled once. A refund is audited, the buyer is told, and it is sent after
   the commit; until billing confirms it (``refunded``), the renewal job sends
   it again each pass, so a crash in between loses nothing.
 * on reversed (cancelled unpaid, voided, refunded in full): an unpaid
   purchase's cancel ends the pending subscription; an applied payment's
-  reversal takes back what it bought (:class:`~cloud.domain.lifecycle.PaymentReversed`);
+  reversal takes back what it bought
+  (:class:`~cloud.subscriptions.rules.lifecycle.PaymentReversed`);
   a reversed purchase also gives back the renewals paid on top of it.
 """
 
@@ -23,10 +24,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from sqlalchemy.orm import Session
+
 from cloud.accounts import audit
 from cloud.billing import repository as billing_repo
 from cloud.billing.errors import OrderStateConflict, RefundTooLarge
-from cloud.domain.lifecycle import (
+from cloud.subscriptions import tables as rows
+from cloud.subscriptions.rules.lifecycle import (
     Abandon,
     Activate,
     ChargeSucceeded,
@@ -37,9 +41,7 @@ from cloud.domain.lifecycle import (
     RenewalPaid,
     apply,
 )
-from cloud.store import Tx
-from cloud.store import subscriptions as rows
-from cloud.store.subscriptions import Outcome, SubscriptionOrderRow
+from cloud.subscriptions.tables import Outcome, SubscriptionOrderRow
 
 if TYPE_CHECKING:
     from cloud.subscriptions.service import SubscriptionService
@@ -72,10 +74,10 @@ class Settlement:
 
         def work() -> tuple[list[str], bool]:
             with service.store.transaction() as tx:
-                link = rows.order_link(tx.session, order_id, lock=True)
+                link = rows.order_link(tx, order_id, lock=True)
                 if link is None or link.outcome is not None:
                     return [], False  # not a subscription's order, or settled already
-                row = rows.subscription_of(tx.session, link.subscription_id, lock=True)
+                row = rows.subscription_of(tx, link.subscription_id, lock=True)
                 assert row is not None  # links cascade with their subscription
                 before = rows.load(row)
                 t = apply(before, _payment(link), now=now)
@@ -95,12 +97,14 @@ class Settlement:
         if refund:
             await self.refund(order_id)
 
-    def _refund_due(self, tx: Tx, link: SubscriptionOrderRow, reason: str, *, now: int) -> None:
+    def _refund_due(
+        self, tx: Session, link: SubscriptionOrderRow, reason: str, *, now: int
+    ) -> None:
         """Audit a payment that cannot be delivered and tell its buyer; the refund follows."""
-        order = billing_repo.get_order(tx.session, link.order_id)
+        order = billing_repo.get_order(tx, link.order_id)
         assert order is not None
         audit.record(
-            tx.session,
+            tx,
             actor=_ACTOR,
             action="subscription.payment_refunded",
             object_type="subscription",
@@ -113,7 +117,7 @@ class Settlement:
             return
         amount = f"{order.amount_cents / 100:.2f} {order.currency}"
         self._service.notify(
-            tx.session,
+            tx,
             Notify(
                 kind="payment_refunded",
                 to_user=order.buyer_user_id,
@@ -143,7 +147,7 @@ class Settlement:
 
         def due() -> list[int]:
             with self._service.store.transaction() as tx:
-                return rows.refunds_due(tx.session, limit=limit)
+                return rows.refunds_due(tx, limit=limit)
 
         done = 0
         for order_id in await self._service._in_thread(due):
@@ -158,7 +162,7 @@ class Settlement:
 
         def work() -> tuple[list[str], list[int]]:
             with service.store.transaction() as tx:
-                link = rows.order_link(tx.session, order_id, lock=True)
+                link = rows.order_link(tx, order_id, lock=True)
                 if link is None:
                     return [], []
                 if link.outcome == Outcome.REFUND:
@@ -166,7 +170,7 @@ class Settlement:
                     return [], []
                 if link.outcome not in (None, Outcome.APPLIED):
                     return [], []  # refunded, reversed or cancelled already
-                row = rows.subscription_of(tx.session, link.subscription_id, lock=True)
+                row = rows.subscription_of(tx, link.subscription_id, lock=True)
                 assert row is not None
                 before = rows.load(row)
                 applied = link.outcome == Outcome.APPLIED
@@ -188,7 +192,7 @@ class Settlement:
                 t = apply(before, event, now=now)
                 refunds = []
                 if applied and purchase:  # renewals paid on top of a reversed purchase
-                    for other in rows.links_of(tx.session, row.id):
+                    for other in rows.links_of(tx, row.id):
                         if other.kind != "purchase" and other.outcome == Outcome.APPLIED:
                             other.outcome = Outcome.REFUND
                             self._refund_due(tx, other, "the purchase was reversed", now=now)

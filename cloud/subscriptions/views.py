@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cloud.domain.lifecycle import status_text
-from cloud.store import subscriptions as rows
-from cloud.store.subscriptions import SubscriptionRow
+from cloud.subscriptions import tables as rows
+from cloud.subscriptions.rules.lifecycle import status_text
+from cloud.subscriptions.tables import SubscriptionRow
 
 __all__ = ["PurchaseResult", "subscription_view"]
 

@@ -2,7 +2,7 @@
 
 A report must never claim a figure it does not know: when a firmware read
 fails, ``reboots.count`` is null, not a stand-in 0 that the cloud's
-reset-aware counter (``cloud.domain.diagnostics``) would read as one reboot
+reset-aware counter (``cloud.health.rules.diagnostics``) would read as one reboot
 each time the real count comes back. The diagnostics are pure, so the test
 runs them on the reports the agent really built.
 
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from agent.firmware import FirmwareClient, InProcessLink
 from agent.health import HealthCollector
 from agent.outbox import Outbox
-from cloud.domain.diagnostics import History, diagnose
+from cloud.health.rules.diagnostics import History, diagnose
 from firmware_stubs import Faults, GatewayEmulator
 from protocol.errors import FirmwareUnavailable
 from protocol.health import health_to_dict, parse_health

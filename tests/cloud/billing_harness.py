@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from cloud.accounts import memberships, users
+from cloud.accounts.rules import Role
+from cloud.accounts.tables import AuditRow
 from cloud.billing.orders import Billing, OrderLine, OrderResult
 from cloud.billing.payments import SandboxPaymentProvider
-from cloud.domain.roles import Role
-from cloud.store import Store
-from cloud.store.accounts import AuditRow
-from cloud.store.billing import OrderRow, TransactionRow
+from cloud.billing.tables import OrderRow, TransactionRow
+from cloud.database import Store
+from cloud.devices import queries as device_queries
 from tests.cloud.harness import FakeClock
 
 __all__ = ["LINES", "Shop", "open_shop"]
@@ -41,7 +42,7 @@ class Shop:
     def add_user(self, email: str, role: Role = Role.OWNER) -> int:
         with self.store.transaction() as tx:
             row = users.create_user(
-                tx.session,
+                tx,
                 email=email,
                 name=email.split("@")[0],
                 password=PASSWORD,
@@ -52,7 +53,7 @@ class Shop:
             )
             if role is Role.OWNER:
                 memberships.set_owner(
-                    tx.session, self.installation_id, row.id, actor="system:tests", now=self.clock()
+                    tx, self.installation_id, row.id, actor="system:tests", now=self.clock()
                 )
             return row.id
 
@@ -79,24 +80,21 @@ class Shop:
 
     def orders(self) -> list[OrderRow]:
         with self.store.transaction() as tx:
-            return list(tx.session.scalars(select(OrderRow).order_by(OrderRow.id)))
+            return list(tx.scalars(select(OrderRow).order_by(OrderRow.id)))
 
     def transactions(self, order_id: int | None = None) -> list[TransactionRow]:
         with self.store.transaction() as tx:
             query = select(TransactionRow).order_by(TransactionRow.id)
             if order_id is not None:
                 query = query.where(TransactionRow.order_id == order_id)
-            return list(tx.session.scalars(query))
+            return list(tx.scalars(query))
 
     def audit(self, order_id: int) -> list[tuple[str, dict | None, dict | None]]:
         with self.store.transaction() as tx:
             query = select(AuditRow).where(
                 AuditRow.object_type == "order", AuditRow.object_id == str(order_id)
             )
-            return [
-                (r.action, r.before, r.after)
-                for r in tx.session.scalars(query.order_by(AuditRow.id))
-            ]
+            return [(r.action, r.before, r.after) for r in tx.scalars(query.order_by(AuditRow.id))]
 
 
 @contextmanager
@@ -104,7 +102,9 @@ def open_shop(database_url: str, clock: FakeClock, **billing: object) -> Iterato
     """A :class:`Shop` on ``database_url`` (migrated), closed after the block."""
     with Store.open(database_url) as store:
         with store.transaction() as tx:
-            tx.add_installation(installation_id="inst_shop", name="Shop", now=clock())
+            device_queries.add_installation(
+                tx, installation_id="inst_shop", name="Shop", now=clock()
+            )
         provider = SandboxPaymentProvider(clock=clock)
         service = Billing(store, provider, **billing)  # type: ignore[arg-type]
         shop = Shop(store, provider, service, clock, "inst_shop")

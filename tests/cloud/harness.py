@@ -14,11 +14,11 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from cloud.accounts.apikeys import create_api_key
+from cloud.accounts.rules import PaymentType, Role
 from cloud.accounts.users import create_company, create_user
-from cloud.api.deps import CloudState
-from cloud.apikeys import create_api_key
-from cloud.domain.roles import PaymentType, Role
-from cloud.store.models import Base
+from cloud.database import Base
+from cloud.http.deps import CloudState
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.config import Settings
 from protocol.keyset import KeySet, trust_root
@@ -100,7 +100,7 @@ def new_company(
     state: CloudState = app.state.cloud
     with state.store.transaction() as tx:
         row = create_company(
-            tx.session,
+            tx,
             name=name,
             partner_id=None,
             payment_type=PaymentType(payment_type),
@@ -124,7 +124,7 @@ def new_user(
     state: CloudState = app.state.cloud
     with state.store.transaction() as tx:
         row = create_user(
-            tx.session,
+            tx,
             email=email or f"{role}-{secrets.token_hex(4)}@customer.example",
             name=f"Test {role}",
             password=password,
@@ -142,8 +142,7 @@ def every_row(app: FastAPI) -> dict[str, list[tuple[Any, ...]]]:
     with state.store.transaction() as tx:
         return {
             table.name: [
-                tuple(row)
-                for row in tx.session.execute(select(table).order_by(*table.primary_key.columns))
+                tuple(row) for row in tx.execute(select(table).order_by(*table.primary_key.columns))
             ]
             for table in Base.metadata.sorted_tables
         }

@@ -7,9 +7,10 @@ import base64
 import pytest
 from sqlalchemy import func, select
 
-from cloud.credentials import verify_password
-from cloud.domain import MAX_DEVICES, DeviceKind
-from cloud.store import DeviceRow, TokenRow
+from cloud.devices import queries as device_queries
+from cloud.devices.credentials import verify_password
+from cloud.devices.rules import MAX_DEVICES, DeviceKind
+from cloud.devices.tables import DeviceRow, TokenRow
 from protocol.keyset import KeySet
 from protocol.token import Claims, verify_token
 from protocol.topics import KEYS_TOPIC
@@ -89,9 +90,9 @@ async def test_eleventh_device_is_refused_and_nothing_stored(cloud: Cloud) -> No
     assert "cam-x" not in cloud.accounts.passwords
     assert len(cloud.publisher.log) == published
     with cloud.state.store.transaction() as tx:
-        assert tx.device("cam-x") is None
-        assert tx.count_devices(inst) == MAX_DEVICES
-        assert tx.session.scalar(select(func.count()).select_from(TokenRow)) == MAX_DEVICES
+        assert device_queries.device(tx, "cam-x") is None
+        assert device_queries.count_devices(tx, inst) == MAX_DEVICES
+        assert tx.scalar(select(func.count()).select_from(TokenRow)) == MAX_DEVICES
 
 
 async def test_credentials_returned_once_and_only_hash_stored(cloud: Cloud) -> None:
@@ -102,7 +103,7 @@ async def test_credentials_returned_once_and_only_hash_stored(cloud: Cloud) -> N
     assert creds["broker_url"] == "mqtt://broker.example:1883"
     assert cloud.accounts.passwords[creds["device_id"]] == creds["mqtt_password"]
     with cloud.state.store.transaction() as tx:
-        row = tx.session.get(DeviceRow, creds["device_id"])
+        row = tx.get(DeviceRow, creds["device_id"])
         assert row is not None
         stored = row.mqtt_password_hash
     assert creds["mqtt_password"] not in stored
@@ -233,6 +234,6 @@ async def test_accounts_failure_stores_nothing(cloud: Cloud) -> None:
             installation_id=inst, kind=DeviceKind.GATEWAY, device_id="gw-z"
         )
     with cloud.state.store.transaction() as tx:
-        assert tx.device("gw-z") is None
-        assert tx.current_tokens(["gw-z"]) == {}
+        assert device_queries.device(tx, "gw-z") is None
+        assert device_queries.current_tokens(tx, ["gw-z"]) == {}
     assert cloud.publisher.entitlement("gw-z") is None

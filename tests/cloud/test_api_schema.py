@@ -46,8 +46,8 @@ from schemathesis.python import asgi
 
 from cloud import create_app
 from cloud.accounts import passwords
-from cloud.apikeys import bootstrap_api_key
-from cloud.health import Incoming
+from cloud.accounts.apikeys import bootstrap_api_key
+from cloud.health.ingest import Incoming
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.config import Settings
 from protocol.commands import ok_result, result_to_json
@@ -96,16 +96,26 @@ _BUSINESS_RULES = [
 # examples; each has its own test of the successful path, named here.
 _STATEFUL = {
     "POST /api/v1/notifications/{notification_id}/retry": (
-        "a mail that failed for good: tests/cloud/test_notifications_sender.py"
+        "a mail that failed for good: tests/cloud/notifications/test_notifications_sender.py"
     ),
-    "POST /api/v1/test-clock/advance": "the test clock on: tests/cloud/test_subscriptions.py",
-    "POST /api/v1/orders/{order_id}/pay": "an unpaid card order: tests/cloud/test_orders_api.py",
-    "POST /api/v1/orders/{order_id}/cancel": "an unpaid order: tests/cloud/test_orders_api.py",
-    "POST /api/v1/orders/{order_id}/void": "an unsettled charge: tests/cloud/test_refunds.py",
-    "POST /api/v1/orders/{order_id}/refund": "a settled charge: tests/cloud/test_refunds.py",
+    "POST /api/v1/test-clock/advance": (
+        "the test clock on: tests/cloud/subscriptions/test_subscriptions.py"
+    ),
+    "POST /api/v1/orders/{order_id}/pay": (
+        "an unpaid card order: tests/cloud/billing/test_orders_api.py"
+    ),
+    "POST /api/v1/orders/{order_id}/cancel": (
+        "an unpaid order: tests/cloud/billing/test_orders_api.py"
+    ),
+    "POST /api/v1/orders/{order_id}/void": (
+        "an unsettled charge: tests/cloud/billing/test_refunds.py"
+    ),
+    "POST /api/v1/orders/{order_id}/refund": (
+        "a settled charge: tests/cloud/billing/test_refunds.py"
+    ),
     # random calls close the seeded ticket or move the test clock past the self-test's age
     "POST /api/v1/tickets/{ticket_id}/rma": (
-        "an open ticket, its device's fresh hardware fault: tests/cloud/test_tickets_api.py"
+        "an open ticket, its device's fresh hardware fault: tests/cloud/tickets/test_tickets_api.py"
     ),
 }
 

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.serialization import (
 from typer.testing import CliRunner
 
 from cloud import create_app
-from cloud.apikeys import new_key, revoke_api_key
+from cloud.accounts import queries as account_queries
+from cloud.accounts.apikeys import new_key, revoke_api_key
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.cli import app as cli
 from entitle.config import Settings
@@ -100,7 +101,7 @@ async def test_no_secret_is_logged_at_debug(
         wrong = [new_key(), api_key[:-1] + ("A" if api_key[-1] != "A" else "B"), cli_key]
         secrets |= dict.fromkeys(wrong, "a refused API key")
         with app.state.cloud.store.transaction() as tx:
-            [cli_row] = [row for row in tx.api_keys() if row.name == "ci"]
+            [cli_row] = [row for row in account_queries.api_keys(tx) if row.name == "ci"]
         revoke_api_key(app.state.cloud.store, cli_row.id, now=clock())
         for key in wrong:
             async with client(app, key) as http:

@@ -24,7 +24,7 @@ import pytest
 from agent.firmware import FirmwareClient, FirmwareLink, InProcessLink, SerialLink
 from agent.health import HealthCollector
 from agent.outbox import Outbox
-from cloud.domain.diagnostics import (
+from cloud.health.rules.diagnostics import (
     RULES,
     Action,
     Diagnosis,

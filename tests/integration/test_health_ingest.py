@@ -9,7 +9,7 @@
   counted and never stored while the consumer keeps going. Publishing on
   *another* device's topic is refused by the broker ACL itself (shown here);
   the cloud's own check for that case is exercised by calling the handler
-  directly in tests/cloud/test_health_ingest.py.
+  directly in tests/cloud/health/test_health_ingest.py.
 - must-show 4: a ticket, a self-test command round trip with a scripted
   device answering on ``cmd/res``, and the RMA approval (409 before).
 """
@@ -38,11 +38,12 @@ from agent.health import HealthPublisher
 from agent.outbox import Outbox
 from agent.session import Connection, MqttSession
 from cloud import create_app
-from cloud.apikeys import bootstrap_api_key
-from cloud.domain import DeviceKind
+from cloud.accounts.apikeys import bootstrap_api_key
+from cloud.database import Store
+from cloud.devices import queries as device_queries
+from cloud.devices.rules import DeviceKind
 from cloud.health import repository as repo
-from cloud.store import Store
-from cloud.store.health import HealthReportRow
+from cloud.health.tables import HealthReportRow
 from entitle.broker import find_free_port
 from entitle.config import Settings
 from protocol.commands import ok_result, parse_command, result_to_json
@@ -59,8 +60,8 @@ pytestmark = pytest.mark.usefixtures("require_mosquitto")
 WORKER = """
 import asyncio, json, signal, sys, time
 from cloud.bridge import MqttBridge
-from cloud.health import HealthIngest
-from cloud.store import Store
+from cloud.health.ingest import HealthIngest
+from cloud.database import Store
 from entitle.config import parse_broker_url
 
 async def main():
@@ -131,9 +132,10 @@ def clouds(tmp_path: Path) -> Iterator[FixtureBroker]:
 def prepare(database_url: str, devices: list[str]) -> Store:
     store = Store.open(database_url)
     with store.transaction() as tx:
-        tx.add_installation(installation_id="inst-1", name="Site", now=0)
+        device_queries.add_installation(tx, installation_id="inst-1", name="Site", now=0)
         for device in devices:
-            tx.add_device(
+            device_queries.add_device(
+                tx,
                 device_id=device,
                 installation_id="inst-1",
                 kind=DeviceKind.GATEWAY,
@@ -145,12 +147,12 @@ def prepare(database_url: str, devices: list[str]) -> Store:
 
 def stored(store: Store) -> int:
     with store.transaction() as tx:
-        return int(tx.session.scalar(select(func.count()).select_from(HealthReportRow)) or 0)
+        return int(tx.scalar(select(func.count()).select_from(HealthReportRow)) or 0)
 
 
 def distinct_stored(store: Store) -> int:
     with store.transaction() as tx:
-        keys = tx.session.execute(select(HealthReportRow.device_id, HealthReportRow.seq)).all()
+        keys = tx.execute(select(HealthReportRow.device_id, HealthReportRow.seq)).all()
     return len(set(keys))
 
 
@@ -630,12 +632,12 @@ async def test_bad_reports_over_mqtt_are_counted_not_stored(
 
         def counters() -> dict[str, int]:
             with store.transaction() as tx:
-                return repo.rejects(tx.session)
+                return repo.rejects(tx)
 
         await wait_for(lambda: sum(counters().values()) == 5, within=20, what="5 rejects")
         assert counters() == {**{reason: 1 for reason in bad}, "unknown_device": 1}
         with store.transaction() as tx:
-            rows = tx.session.execute(select(HealthReportRow.device_id, HealthReportRow.seq)).all()
+            rows = tx.execute(select(HealthReportRow.device_id, HealthReportRow.seq)).all()
         assert [tuple(r) for r in rows] == [("gw-1", 1)]  # nothing of gw-2, stranger, junk
         worker.stop()
     finally:

@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cloud import create_app
-from cloud.store.health import HealthReportRow
+from cloud.health.tables import HealthReportRow
 from entitle.config import Settings
 from protocol.commands import ok_result, parse_command, result_to_json
 from protocol.topics import CHANNELS, CLOUD_GROUP, PREFIX, device_topic
@@ -149,7 +149,7 @@ async def test_a_device_in_the_clouds_shared_group_takes_nothing(cloud: Any) -> 
         def stored_reports() -> int:
             with store.transaction() as tx:
                 count = select(func.count()).select_from(HealthReportRow)
-                return int(tx.session.scalar(count.where(HealthReportRow.device_id == "B")) or 0)
+                return int(tx.scalar(count.where(HealthReportRow.device_id == "B")) or 0)
 
         async def all_answers() -> bool:
             statuses = [

@@ -24,8 +24,8 @@ from agent.session import Connection
 from cloud import create_app
 from cloud.accounts import memberships
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
-from cloud.store.billing import OrderRow
-from cloud.store.notifications import NotificationRow
+from cloud.billing.tables import OrderRow
+from cloud.notifications.tables import NotificationRow
 from cloud.testclock import TestClock
 from entitle.config import Settings
 from entitle.demo import cancel_and_wait
@@ -49,15 +49,13 @@ async def _until(agents, allowed: bool) -> None:
 
 def _kinds(app, kind: str) -> list[NotificationRow]:
     with app.state.cloud.store.transaction() as tx:
-        return list(
-            tx.session.scalars(select(NotificationRow).where(NotificationRow.kind == kind)).all()
-        )
+        return list(tx.scalars(select(NotificationRow).where(NotificationRow.kind == kind)).all())
 
 
 def _renewal_orders(app) -> list[OrderRow]:
     with app.state.cloud.store.transaction() as tx:
         query = select(OrderRow).where(OrderRow.kind == "renewal").order_by(OrderRow.id)
-        return list(tx.session.scalars(query).all())
+        return list(tx.scalars(query).all())
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -91,7 +89,7 @@ async def test_a_year_of_renewal_decline_expiry_and_late_payment(
 
             inst = (await ops.post("/api/v1/installations", json={"name": "Shop"})).json()["id"]
             with app.state.cloud.store.transaction() as tx:
-                memberships.add_integrator(tx.session, inst, company, actor="t", now=clock())
+                memberships.add_integrator(tx, inst, company, actor="t", now=clock())
             keyset = base64.b64decode((await ops.get("/api/v1/keyset")).json()["keyset_b64"])
             for i in range(2):
                 body = {"installation_id": inst, "kind": "gateway", "device_id": f"gw-{i}"}

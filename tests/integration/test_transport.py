@@ -128,7 +128,7 @@ async def running(agent: Agent) -> AsyncIterator[Agent]:
 
 
 def remaining_lifetime(token: bytes, *, now: int) -> int:
-    """The Message Expiry Interval the cloud gives a token (cloud.issuing does the same)."""
+    """The Message Expiry Interval the cloud gives a token (cloud.devices.issuing does the same)."""
     return max(1, parse_claims(decode_sign1(token, max_size=65536).payload).exp - now)
 
 

@@ -1,0 +1,148 @@
+"""HTTP bodies of the account routes: logins, users, companies, memberships, audit.
+
+No model carries a password hash; a password travels only inward (login,
+create, change) and is never echoed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from cloud.accounts.passwords import MAX_PASSWORD, MIN_PASSWORD
+from cloud.accounts.rules import PaymentType, Role
+from cloud.http.inputs import BY_VALUE, StrictBody
+from cloud.http.schemas import NAME_PATTERN
+
+__all__ = [
+    "AuditOut",
+    "BlacklistRequest",
+    "CompanyCreate",
+    "CompanyOut",
+    "CompanyUpdate",
+    "ContactOut",
+    "IntegratorAdd",
+    "LoginRequest",
+    "MeOut",
+    "MembersOut",
+    "OwnerSet",
+    "SessionOut",
+    "UserCreate",
+    "UserOut",
+    "UserUpdate",
+]
+
+PARTNER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+# what a new account's address may look like (ASCII; compared lower-cased)
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$"
+_PASSWORD = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, repr=False)
+
+
+class LoginRequest(StrictBody):
+    email: str = Field(min_length=1, max_length=254, pattern=NAME_PATTERN)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD, repr=False)
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    role: Role
+    company_id: int | None
+    blacklisted: bool
+    created_at: int
+    disabled_at: int | None
+
+
+class SessionOut(BaseModel):
+    """The login's user and when the session ends (the token is only in the cookie)."""
+
+    user: UserOut
+    expires_at: int
+    idle_timeout_s: int
+
+
+class MeOut(BaseModel):
+    """Who the request acts as: a user (session or their API key) or a bare API key."""
+
+    role: Role | str
+    user: UserOut | None
+    api_key_id: int | None
+    permissions: list[str]
+
+
+class UserCreate(StrictBody):
+    email: str = Field(max_length=254, pattern=EMAIL_PATTERN)
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    password: str = _PASSWORD
+    role: Annotated[Role, BY_VALUE]
+    company_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
+class UserUpdate(StrictBody):
+    """Only the fields sent change; ``company_id: null`` takes the user out of a company."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    role: Annotated[Role | None, BY_VALUE] = None
+    company_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    password: str | None = Field(
+        default=None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, repr=False
+    )
+
+
+class CompanyCreate(StrictBody):
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    partner_id: str | None = Field(default=None, pattern=PARTNER_ID_PATTERN)
+    payment_type: Annotated[PaymentType, BY_VALUE]
+
+
+class CompanyUpdate(StrictBody):
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    payment_type: Annotated[PaymentType | None, BY_VALUE] = None
+
+
+class CompanyOut(BaseModel):
+    id: int
+    name: str
+    partner_id: str
+    payment_type: PaymentType
+    blacklisted: bool
+    created_at: int
+
+
+class BlacklistRequest(StrictBody):
+    blacklisted: bool
+    reason: str = Field(min_length=1, max_length=500, pattern=NAME_PATTERN)
+
+
+class ContactOut(BaseModel):
+    user_id: int
+    email: str
+    name: str
+    company_id: int | None
+
+
+class MembersOut(BaseModel):
+    installation_id: str
+    owner_user_id: int | None
+    integrator_company_ids: list[int]
+
+
+class OwnerSet(StrictBody):
+    user_id: int = Field(ge=1, le=2**31 - 1)
+
+
+class IntegratorAdd(StrictBody):
+    company_id: int = Field(ge=1, le=2**31 - 1)
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: int
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None

@@ -1,0 +1,156 @@
+"""The cloud database: engine, migrations, the declarative base and transactions.
+
+SQLite file or PostgreSQL (``postgresql+psycopg://``). Each feature keeps its
+tables in its own ``tables`` module on :class:`Base`; :mod:`cloud.schema`
+imports them all so that ``Base.metadata`` is the whole schema.
+
+SQLite runs in WAL mode with foreign keys on and every transaction started
+``BEGIN IMMEDIATE``, so two writers queue on the busy timeout instead of
+failing on a lock upgrade. PostgreSQL migrations take an advisory lock, so
+several workers starting at once upgrade the schema once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, Enum, MetaData, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+__all__ = ["MIGRATIONS_DIR", "Base", "Store", "downgrade", "enum_column", "make_engine", "upgrade"]
+
+_log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK = 0x656E7469746C65  # "entitle": one advisory lock id for schema upgrades
+_SQLITE_BUSY_MS = 10_000
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url`` set up for our access pattern."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, **kwargs)
+        _sqlite_setup(engine)
+        return engine
+    return create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # The connection is handed over directly: no URL (and no password) in the config.
+    config.attributes["connection"] = connection
+    return config
+
+
+def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
+        step = command.downgrade if down else command.upgrade
+        step(_alembic_config(connection), revision)
+    _log.info("database schema at %s (%s)", revision, engine.url.render_as_string())
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` (Alembic), in one transaction where supported."""
+    _migrate(engine, revision, down=False)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema down to ``revision`` (``"base"`` drops every table)."""
+    _migrate(engine, revision, down=True)
+
+
+_NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def enum_column(cls: type, name: str) -> Enum:
+    # VARCHAR + CHECK rather than a native type: the same DDL on SQLite and
+    # PostgreSQL, and adding a value later is a plain migration.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=_NAMING)
+
+
+class Store:
+    """The cloud database: an engine, a session factory and the schema version."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        """Connect to ``url`` and, by default, upgrade the schema to the newest revision."""
+        engine = make_engine(url)
+        if migrate:
+            upgrade(engine)
+        return cls(engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back on an exception.
+
+        Every feature's reads and writes are functions taking this session
+        (``queries.device(tx, device_id)``); rows stay readable after it ends
+        (no lazy loading: the models have no relationships).
+        """
+        with self._sessions.begin() as session:
+            yield session
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

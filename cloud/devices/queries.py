@@ -1,0 +1,263 @@
+"""Queries and writes, grouped so that one change is one transaction.
+
+``with store.transaction() as tx:`` commits on success and rolls back on any
+exception. Rows returned stay readable after the transaction (no lazy
+loading: the models have no relationships).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from cloud.devices.rules import DeviceKind, Grant, GrantStatus, TokenState
+from cloud.devices.tables import DeviceRow, GrantRow, InstallationRow, TokenRow
+
+__all__ = [
+    "active_grants",
+    "add_device",
+    "add_installation",
+    "add_tokens",
+    "count_devices",
+    "current_token",
+    "current_tokens",
+    "delete_device",
+    "device",
+    "device_ids",
+    "devices",
+    "devices_of",
+    "end_grant",
+    "grants_of",
+    "installation",
+    "installations",
+    "mark_published",
+    "refresh_candidates",
+    "upsert_grant",
+]
+
+
+# installations ----------------------------------------------------------
+def add_installation(
+    session: Session, *, installation_id: str, name: str, now: int
+) -> InstallationRow:
+    row = InstallationRow(id=installation_id, name=name, created_at=now)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def installation(
+    session: Session, installation_id: str, *, lock: bool = False
+) -> InstallationRow | None:
+    query = select(InstallationRow).where(InstallationRow.id == installation_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def installations(session: Session, *, limit: int, offset: int = 0) -> Sequence[InstallationRow]:
+    query = select(InstallationRow).order_by(InstallationRow.created_at, InstallationRow.id)
+    return session.scalars(query.limit(limit).offset(offset)).all()
+
+
+# devices ----------------------------------------------------------------
+def add_device(
+    session: Session,
+    *,
+    device_id: str,
+    installation_id: str,
+    kind: DeviceKind,
+    password_hash: str,
+    now: int,
+) -> DeviceRow:
+    row = DeviceRow(
+        id=device_id,
+        installation_id=installation_id,
+        kind=kind,
+        mqtt_password_hash=password_hash,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def device(session: Session, device_id: str, *, lock: bool = False) -> DeviceRow | None:
+    query = select(DeviceRow).where(DeviceRow.id == device_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def devices(
+    session: Session, device_ids: Sequence[str], *, lock: bool = False
+) -> Sequence[DeviceRow]:
+    """The devices with these ids that exist, locked in id order (no deadlock cycles)."""
+    if not device_ids:
+        return []
+    query = select(DeviceRow).where(DeviceRow.id.in_(device_ids)).order_by(DeviceRow.id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).all()
+
+
+def devices_of(
+    session: Session, installation_id: str, *, lock: bool = False
+) -> Sequence[DeviceRow]:
+    query = (
+        select(DeviceRow).where(DeviceRow.installation_id == installation_id).order_by(DeviceRow.id)
+    )
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).all()
+
+
+def count_devices(session: Session, installation_id: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(DeviceRow)
+        .where(DeviceRow.installation_id == installation_id)
+    )
+    return int(session.scalar(query) or 0)
+
+
+def device_ids(session: Session) -> Sequence[str]:
+    return session.scalars(select(DeviceRow.id).order_by(DeviceRow.id)).all()
+
+
+def delete_device(session: Session, device_id: str) -> None:
+    session.execute(delete(TokenRow).where(TokenRow.device_id == device_id))
+    session.execute(delete(DeviceRow).where(DeviceRow.id == device_id))
+
+
+# grants -----------------------------------------------------------------
+def grants_of(session: Session, installation_id: str) -> Sequence[GrantRow]:
+    query = (
+        select(GrantRow)
+        .where(GrantRow.installation_id == installation_id)
+        .order_by(GrantRow.feature)
+    )
+    return session.scalars(query).all()
+
+
+def active_grants(session: Session, installation_id: str) -> list[Grant]:
+    query = select(GrantRow).where(
+        GrantRow.installation_id == installation_id,
+        GrantRow.status == GrantStatus.ACTIVE,
+    )
+    return [
+        Grant(feature=g.feature, until=g.valid_until, params=g.params, status=g.status)
+        for g in session.scalars(query)
+    ]
+
+
+def upsert_grant(
+    session: Session,
+    *,
+    installation_id: str,
+    feature: str,
+    until: int,
+    params: dict[str, Any],
+    source: str,
+    now: int,
+) -> GrantRow:
+    """Create the grant or make the existing one active with these terms."""
+    query = select(GrantRow).where(
+        GrantRow.installation_id == installation_id, GrantRow.feature == feature
+    )
+    row = session.scalars(query.with_for_update()).one_or_none()
+    if row is None:
+        row = GrantRow(
+            installation_id=installation_id,
+            feature=feature,
+            created_at=now,
+        )
+        session.add(row)
+    row.params = dict(params)
+    row.valid_until = until
+    row.source = source
+    row.status = GrantStatus.ACTIVE
+    row.updated_at = now
+    row.ended_at = None
+    session.flush()
+    return row
+
+
+def end_grant(
+    session: Session, *, installation_id: str, feature: str, status: GrantStatus, now: int
+) -> GrantRow | None:
+    """Mark an active grant revoked or ended; None if there is no active grant."""
+    query = select(GrantRow).where(
+        GrantRow.installation_id == installation_id,
+        GrantRow.feature == feature,
+        GrantRow.status == GrantStatus.ACTIVE,
+    )
+    row = session.scalars(query.with_for_update()).one_or_none()
+    if row is None:
+        return None
+    row.status = status
+    row.updated_at = now
+    row.ended_at = now
+    session.flush()
+    return row
+
+
+# tokens -----------------------------------------------------------------
+def current_token(session: Session, device_id: str) -> TokenRow | None:
+    query = (
+        select(TokenRow)
+        .where(TokenRow.device_id == device_id)
+        .order_by(TokenRow.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def current_tokens(session: Session, device_ids: Sequence[str]) -> dict[str, TokenRow]:
+    """The current token of each of these devices that has one."""
+    if not device_ids:
+        return {}
+    latest = (
+        select(func.max(TokenRow.id))
+        .where(TokenRow.device_id.in_(device_ids))
+        .group_by(TokenRow.device_id)
+        .scalar_subquery()
+    )
+    rows = session.scalars(select(TokenRow).where(TokenRow.id.in_(latest)))
+    return {row.device_id: row for row in rows}
+
+
+def add_tokens(session: Session, rows: Sequence[TokenRow]) -> None:
+    """Insert issued tokens; their ids are set on return."""
+    session.add_all(rows)
+    session.flush()
+
+
+def mark_published(session: Session, token_ids: Sequence[int], *, now: int) -> None:
+    if token_ids:
+        session.execute(
+            update(TokenRow)
+            .where(TokenRow.id.in_(token_ids), TokenRow.published_at.is_(None))
+            .values(published_at=now)
+        )
+
+
+def refresh_candidates(
+    session: Session, *, now: int, refresh_before_s: int, epoch: int
+) -> list[TokenState]:
+    """Current tokens that may need work: a superset of what the job acts on."""
+    current = select(func.max(TokenRow.id)).group_by(TokenRow.device_id).scalar_subquery()
+    query = select(TokenRow).where(
+        TokenRow.id.in_(current),
+        (TokenRow.exp < now + refresh_before_s)
+        | (TokenRow.min_until <= now)
+        | TokenRow.published_at.is_(None)
+        | (TokenRow.epoch != epoch),
+    )
+    return [row.refresh_state() for row in session.scalars(query)]
+
+
+# API keys ---------------------------------------------------------------

@@ -1,0 +1,35 @@
+"""Pure cloud rules: entitlements and token versions, installation limits, refresh.
+
+No I/O, no clocks: ``now`` and every input are parameters.
+"""
+
+from cloud.devices.rules.entitlements import (
+    Grant,
+    GrantStatus,
+    LastToken,
+    check_grant,
+    entitlements,
+    next_claims,
+    next_version,
+)
+from cloud.devices.rules.installations import MAX_DEVICES, DeviceKind, check_capacity
+from cloud.devices.rules.refresh import RefreshPlan, TokenState, plan_refresh, reissue_reason
+from cloud.errors import InstallationFull
+
+__all__ = [
+    "MAX_DEVICES",
+    "DeviceKind",
+    "Grant",
+    "GrantStatus",
+    "InstallationFull",
+    "LastToken",
+    "RefreshPlan",
+    "TokenState",
+    "check_capacity",
+    "check_grant",
+    "entitlements",
+    "next_claims",
+    "next_version",
+    "plan_refresh",
+    "reissue_reason",
+]

@@ -1,0 +1,113 @@
+"""Tables of the cloud database (SQLAlchemy 2 typed models).
+
+Times are integer epoch seconds (UTC). Every schema change gets an Alembic
+revision in ``cloud/migrations/versions``; a test checks they agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloud.database import Base
+from cloud.database import enum_column as _enum
+from cloud.devices.rules import DeviceKind, GrantStatus, TokenState
+
+__all__ = ["DeviceRow", "GrantRow", "InstallationRow", "TokenRow"]
+
+
+class InstallationRow(Base):
+    """Controllers sharing one configuration; grants apply to all of them."""
+
+    __tablename__ = "installations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeviceRow(Base):
+    """A device and the hash of its broker password (never the password)."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    installation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("installations.id", ondelete="RESTRICT"), index=True
+    )
+    kind: Mapped[DeviceKind] = mapped_column(_enum(DeviceKind, "device_kind"))
+    mqtt_password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class GrantRow(Base):
+    """One service granted to an installation; upserted and ended, never deleted.
+
+    A manual grant and a future subscription lifecycle drive the same row:
+    ``source`` says who set it, ``status`` whether it still counts.
+    """
+
+    __tablename__ = "service_grants"
+    __table_args__ = (UniqueConstraint("installation_id", "feature"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    installation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("installations.id", ondelete="RESTRICT")
+    )
+    feature: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    valid_until: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(32))
+    status: Mapped[GrantStatus] = mapped_column(_enum(GrantStatus, "grant_status"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    ended_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class TokenRow(Base):
+    """Every token issued; the one with the highest id per device is current.
+
+    ``ver`` restarts at 1 in a new key-set epoch, hence unique per
+    (device, epoch, ver). ``min_until`` (earliest feature end) and
+    ``published_at`` let the refresh job find work with one indexed query.
+    """
+
+    __tablename__ = "issued_tokens"
+    __table_args__ = (
+        UniqueConstraint("device_id", "epoch", "ver"),
+        Index("ix_issued_tokens_device_id_id", "device_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    ver: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[int] = mapped_column(Integer)
+    cti: Mapped[bytes] = mapped_column(LargeBinary(64))
+    iat: Mapped[int] = mapped_column(BigInteger)
+    exp: Mapped[int] = mapped_column(BigInteger)
+    min_until: Mapped[int | None] = mapped_column(BigInteger)
+    token: Mapped[bytes] = mapped_column(LargeBinary)
+    claims: Mapped[dict[str, Any]] = mapped_column(JSON)
+    published_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    def refresh_state(self) -> TokenState:
+        """What :func:`cloud.devices.rules.plan_refresh` needs to know about this token."""
+        return TokenState(
+            device_id=self.device_id,
+            epoch=self.epoch,
+            iat=self.iat,
+            exp=self.exp,
+            min_until=self.min_until,
+            published=self.published_at is not None,
+        )

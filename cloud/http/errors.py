@@ -1,0 +1,101 @@
+"""Cloud errors as HTTP errors: the one place the mapping lives, and its OpenAPI side."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import HTTPException, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+
+from cloud.errors import (
+    BrokerUnavailable,
+    CloudError,
+    Conflict,
+    Forbidden,
+    InvalidGrant,
+    InvalidRequest,
+    LoginThrottled,
+    MissingApiKey,
+    NotAuthenticated,
+    NotFound,
+    PaymentDeclined,
+)
+from cloud.http.schemas import ErrorOut
+
+__all__ = ["body_too_large", "documented", "http_error", "validation_error"]
+
+
+def http_error(exc: CloudError) -> HTTPException:
+    """401 no usable key, 403 not allowed, 404 unknown, 409 conflict, 422 bad grant, else 500."""
+    if isinstance(exc, NotAuthenticated):
+        # RFC 6750: no error code when no credentials were sent at all
+        challenge = "Bearer" if isinstance(exc, MissingApiKey) else 'Bearer error="invalid_token"'
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail=str(exc), headers={"WWW-Authenticate": challenge}
+        )
+    if isinstance(exc, Forbidden):
+        return HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc))
+    if isinstance(exc, LoginThrottled):
+        return HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=str(exc),
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    if isinstance(exc, NotFound):
+        return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
+    if isinstance(exc, Conflict):
+        return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
+    if isinstance(exc, InvalidGrant):
+        # the shape of FastAPI's own 422s, so that clients parse one kind of 422
+        detail = [{"type": "invalid_grant", "loc": ["body"], "msg": str(exc)}]
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
+    if isinstance(exc, BrokerUnavailable):
+        return HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "5"}
+        )
+    if isinstance(exc, PaymentDeclined):
+        return HTTPException(status.HTTP_402_PAYMENT_REQUIRED, detail=str(exc))
+    if isinstance(exc, InvalidRequest):
+        detail = [{"type": "invalid_request", "loc": ["body"], "msg": str(exc)}]
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
+    return HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, detail=str(exc))
+
+
+def body_too_large(limit: int) -> HTTPException:
+    """413: a request body over ``http_max_body_bytes`` (:mod:`cloud.http.body_limit`)."""
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"the request body is over {limit} bytes: send a smaller one "
+        "(the server's limit is ENTITLE_HTTP_MAX_BODY_BYTES)",
+    )
+
+
+def documented(
+    descriptions: dict[int, str] | None = None, *, body: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route's error statuses, e.g. ``{404: "unknown device"}``.
+
+    Each gets the ``{"detail": "..."}`` body these errors carry; ``body=True``
+    adds the 400 FastAPI answers to a request body it cannot decode and the
+    413 of one over the size limit (FastAPI documents its own 422s).
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    if body:
+        out[400] = {"model": ErrorOut, "description": "the body cannot be decoded (not UTF-8)"}
+        out[413] = {"model": ErrorOut, "description": "the body is over the server's size limit"}
+    for code, description in (descriptions or {}).items():
+        out[code] = {"model": ErrorOut, "description": description}
+    return out
+
+
+async def validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, but as ASCII JSON.
+
+    The default handler echoes the input back as UTF-8, and a lone surrogate
+    (``"\\ud800"`` is valid JSON) cannot be encoded: the 422 became a 500.
+    """
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status.HTTP_422_UNPROCESSABLE_CONTENT, media_type="application/json")

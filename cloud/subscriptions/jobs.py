@@ -1,0 +1,218 @@
+"""The renewal job: notices, charges, retries and expiry, each on its day.
+
+One pass: lock the subscriptions with work due (``FOR UPDATE SKIP LOCKED``
+on PostgreSQL: a row another worker holds is skipped, not waited for), apply
+:class:`~cloud.subscriptions.rules.lifecycle.Tick` and commit — the charge is marked as
+sent in that same commit, so another worker does not send it again until the
+lease of :data:`~cloud.subscriptions.rules.lifecycle.CHARGE_LEASE_S` runs out. Then each
+charge is placed as an order with the idempotency key the rule made
+(``renewal:{sub}:{end}:{attempt}:{serial}``, the serial counting every renewal
+charge the subscription ever sent: one order, one charge, however many
+workers), with its link written in the order's transaction, before the
+charge. A success is delivered (or refunded) through the on-paid callbacks
+(:mod:`cloud.subscriptions.settlement`, once per order); a decline is applied
+under the row lock, and a duplicate decline changes nothing. A charge whose
+answer was lost (``Time out``) is left to the lease and to billing's
+reconcile job, whose success is delivered through the same callbacks — or
+refunded, if the subscription can no longer take it.
+
+Each pass also cancels purchase checkouts left unpaid for
+:data:`~cloud.subscriptions.rules.lifecycle.ABANDON_AFTER_S` (which ends their
+not-yet-activated subscriptions) and sends again every refund that is due
+and not yet confirmed by billing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from cloud.billing.errors import OrderStateConflict
+from cloud.billing.rules import OrderLine, OrderStatus
+from cloud.billing.tables import OrderRow
+from cloud.ports import Clock
+from cloud.subscriptions import tables as rows
+from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S, Charge, ChargeFailed, Tick, apply
+from cloud.subscriptions.service import SubscriptionService
+
+__all__ = ["RenewalJob", "RenewalReport"]
+
+_log = logging.getLogger(__name__)
+ACTOR = "system:renewals"
+_BATCH = 100
+_MAX_BATCHES = 50  # per pass; the next pass takes the rest
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalReport:
+    """What one pass did (counts)."""
+
+    ticked: int
+    charged: int
+    paid: int
+    declined: int
+    abandoned: int = 0  # unpaid purchase checkouts cancelled
+    refunded: int = 0  # undeliverable payments given back
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    sub_id: str
+    installation_id: str
+    product_code: str
+    description: str
+    pay_with: str
+    card_token: str | None
+    charge: Charge
+
+
+class RenewalJob:
+    """Runs the subscription lifecycle's time-driven rules; safe in every worker."""
+
+    def __init__(
+        self, service: SubscriptionService, *, clock: Clock, interval_s: float = 60.0
+    ) -> None:
+        self.name = "subscription-renewals"
+        self.interval_s = interval_s
+        self._service = service
+        self._clock = clock
+
+    async def run_once(self) -> RenewalReport:
+        """Every subscription due at the clock's ``now``, in batches; idempotent."""
+        now = self._clock()
+        ticked = charged = paid = declined = 0
+        for _ in range(_MAX_BATCHES):
+            selected, changed, pending, devices = await asyncio.to_thread(self._tick_due, now)
+            ticked += changed
+            await self._service.reissue(devices)
+            for item in pending:
+                try:
+                    status = await self._charge(item, now=now)
+                except Exception:  # the lease sends it again (same key) on a later pass
+                    _log.exception("renewal charge %s failed", item.charge.idempotency_key)
+                    continue
+                charged += 1
+                paid += status is OrderStatus.SUCCEED
+                declined += status in (OrderStatus.FAILED, OrderStatus.PROCESSING)
+            if selected < _BATCH:
+                break
+        abandoned = await self._cancel_abandoned(now=now)
+        refunded = await self._service.settlement.refund_due()
+        if ticked or charged or abandoned or refunded:
+            _log.info(
+                "renewals: %d ticked, %d charged (%d paid, %d declined), "
+                "%d checkouts abandoned, %d refunded",
+                ticked,
+                charged,
+                paid,
+                declined,
+                abandoned,
+                refunded,
+            )
+        return RenewalReport(ticked, charged, paid, declined, abandoned, refunded)
+
+    async def _cancel_abandoned(self, *, now: int) -> int:
+        """Cancel purchase checkouts unpaid for ABANDON_AFTER_S; their subscriptions end."""
+
+        def due() -> list[int]:
+            with self._service.store.transaction() as tx:
+                return rows.abandoned_checkouts(tx, placed_before=now - ABANDON_AFTER_S)
+
+        cancelled = 0
+        for order_id in await asyncio.to_thread(due):
+            try:
+                await self._service.billing.cancel(order_id, actor=ACTOR, now=now)
+            except OrderStateConflict:  # paid, being paid, or its answer is being reconciled
+                continue
+            cancelled += 1
+        return cancelled
+
+    def _tick_due(self, now: int) -> tuple[int, int, list[_Pending], list[str]]:
+        """(rows selected, rows changed, charges to place, devices to re-issue for)."""
+        pending: list[_Pending] = []
+        devices: list[str] = []
+        ticked = 0
+        try:
+            with self._service.store.transaction() as tx:
+                due = rows.due_subscriptions(tx, now=now, limit=_BATCH)
+                for row in due:
+                    before = rows.load(row)
+                    t = apply(before, Tick(), now=now)
+                    if t.state == before:
+                        continue
+                    ticked += 1
+                    row, changed = self._service.commit(
+                        tx, row, before, t, actor=ACTOR, action="subscription.tick", now=now
+                    )
+                    devices += changed
+                    pending += [
+                        _Pending(
+                            sub_id=row.id,
+                            installation_id=row.installation_id,
+                            product_code=row.product_code,
+                            description=f"{before.product.name}, renewal",
+                            pay_with=row.pay_with,
+                            card_token=row.card_token,
+                            charge=e,
+                        )
+                        for e in t.effects
+                        if isinstance(e, Charge)
+                    ]
+        except StaleDataError:  # another worker wrote the row between read and write
+            _log.info("renewals: a subscription changed under this pass; the next pass sees it")
+            return 0, 0, [], []
+        return len(due), ticked, pending, devices
+
+    async def _charge(self, item: _Pending, *, now: int) -> OrderStatus:
+        charge = item.charge
+
+        def link(session: Session, order: OrderRow) -> None:
+            rows.add_order_link(
+                session,
+                order_id=order.id,
+                subscription_id=item.sub_id,
+                kind="renewal",
+                ends_at=charge.end,
+                attempt=charge.attempt,
+                months=charge.months,
+                now=now,
+            )
+
+        order = await self._service.billing.place_order(
+            kind="renewal",
+            buyer=charge.buyer,
+            installation_id=item.installation_id,
+            lines=[
+                OrderLine(item.product_code, item.description, charge.months, charge.amount_cents)
+            ],
+            pay_with=item.pay_with,
+            card_token=item.card_token if item.pay_with == "card" else None,
+            idempotency_key=charge.idempotency_key,
+            now=now,
+            prepare=link,
+        )
+        if order.status is OrderStatus.SUCCEED:  # delivered (or refunded) once per order
+            await self._service.billing.run_callbacks(order.order_id, now=now)
+        elif order.status is OrderStatus.FAILED:
+            await self._declined(item, ChargeFailed(end=charge.end, attempt=charge.attempt), now)
+        elif order.status is OrderStatus.PROCESSING:  # no card on file: it waits for checkout
+            reason = "not paid (no card on file)"
+            event = ChargeFailed(end=charge.end, attempt=charge.attempt, reason=reason)
+            await self._declined(item, event, now)
+        # else time out / system processing: the lease and billing's reconcile settle it
+        return order.status
+
+    async def _declined(self, item: _Pending, event: ChargeFailed, now: int) -> None:
+        _, devices, _ = await asyncio.to_thread(
+            self._service.apply_event,
+            item.sub_id,
+            event,
+            actor=ACTOR,
+            action="subscription.charge_failed",
+            now=now,
+        )
+        await self._service.reissue(devices)

@@ -1,0 +1,217 @@
+"""Subscriptions: catalogue, purchase, renewal, deactivate/reactivate; the test clock.
+
+Every input is checked before anything is stored: an unknown product, a term
+not offered, a renewal over 60 months, a start in the past, a blacklisted
+buyer or a declined card answer 4xx and leave the store as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from pydantic import Field
+
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import Permission
+from cloud.errors import CloudError
+from cloud.http.deps import StateDep, require
+from cloud.http.errors import documented, http_error
+from cloud.http.inputs import IsoDay, StrictBody
+from cloud.http.schemas import ID_PATTERN
+from cloud.subscriptions.rules.catalogue import CATALOGUE
+from cloud.subscriptions.service import SubscriptionService
+from cloud.subscriptions.views import PurchaseResult
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["subscriptions"])
+
+_SUB_ID = r"^sub_[0-9a-f]{16}$"
+SubId = Path(pattern=_SUB_ID)
+Reader = Annotated[Principal, Depends(require(Permission.SUBSCRIPTIONS_READ))]
+Writer = Annotated[Principal, Depends(require(Permission.SUBSCRIPTIONS_WRITE))]
+_ERRORS = documented(
+    {
+        402: "the card was declined: nothing was bought",
+        403: "the role may not, the buyer is blacklisted, or not the purchaser's card to set",
+        404: "unknown installation or subscription",
+        409: "the installation has this service already, or the state forbids it",
+    },
+    body=True,
+)
+
+
+class PurchaseIn(StrictBody):
+    installation_id: str = Field(pattern=ID_PATTERN)
+    product: str = Field(min_length=1, max_length=32, description="a catalogue code")
+    term_months: int | None = Field(default=None, ge=1, le=1200)
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+    start: IsoDay | None = Field(default=None, description="UTC day it takes effect (today+)")
+    purchaser_id: int | None = Field(default=None, ge=1, description="admin keys only")
+
+
+class RenewIn(StrictBody):
+    months: int = Field(ge=-1000, le=1000, description="1-60")
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class ReactivateIn(StrictBody):
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class CardIn(StrictBody):
+    card_token: str = Field(min_length=1, max_length=256, description="sandbox: a test card number")
+
+
+class AdvanceIn(StrictBody):
+    days: int = Field(ge=1, le=3660)
+
+
+def _service(state: StateDep) -> SubscriptionService:
+    if state.subscriptions is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "subscriptions are not running")
+    return state.subscriptions
+
+
+Service = Annotated[SubscriptionService, Depends(_service)]
+
+
+def _out(result: PurchaseResult) -> dict[str, Any]:
+    return {
+        "subscription": result.subscription,
+        "order_id": result.order_id,
+        "order_status": result.order_status,
+        "due_now_cents": result.due_now_cents,
+    }
+
+
+def _epoch(day: date | None) -> int | None:
+    if day is None:
+        return None
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+@router.get("/subscriptions/catalogue")
+def catalogue(principal: Reader) -> list[dict[str, Any]]:
+    """Every product: code, feature devices enforce, parameters, terms and prices (cents)."""
+    return [p.to_json() for p in CATALOGUE.values()]
+
+
+@router.post("/subscriptions", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+async def purchase(body: PurchaseIn, principal: Writer, service: Service) -> dict[str, Any]:
+    """Buy a service for an installation (card: now or at checkout; invoice: on save)."""
+    try:
+        result = await service.purchase(
+            principal,
+            installation_id=body.installation_id,
+            product_code=body.product,
+            term_months=body.term_months,
+            pay_with=body.pay_with,
+            card_token=body.card_token,
+            start=_epoch(body.start),
+            purchaser_id=body.purchaser_id,
+        )
+    except CloudError as exc:
+        raise http_error(exc) from exc
+    return _out(result)
+
+
+@router.get("/subscriptions", responses=_ERRORS)
+async def list_subscriptions(
+    principal: Reader, service: Service, installation_id: str = Query(pattern=ID_PATTERN)
+) -> list[dict[str, Any]]:
+    """The subscriptions of one installation (within the caller's scope)."""
+    try:
+        return await asyncio.to_thread(service.list_for, principal, installation_id)
+    except CloudError as exc:
+        raise http_error(exc) from exc
+
+
+@router.get("/subscriptions/{sub_id}", responses=_ERRORS)
+async def get_subscription(
+    principal: Reader, service: Service, sub_id: str = SubId
+) -> dict[str, Any]:
+    try:
+        return await asyncio.to_thread(service.get, principal, sub_id)
+    except CloudError as exc:
+        raise http_error(exc) from exc
+
+
+@router.post("/subscriptions/{sub_id}/renew", responses=_ERRORS)
+async def renew(
+    body: RenewIn, principal: Writer, service: Service, sub_id: str = SubId
+) -> dict[str, Any]:
+    """Pay 1-60 more months now; after expiry, the late payment that switches it on again."""
+    try:
+        result = await service.renew(
+            principal,
+            sub_id,
+            months=body.months,
+            pay_with=body.pay_with,
+            card_token=body.card_token,
+        )
+    except CloudError as exc:
+        raise http_error(exc) from exc
+    return _out(result)
+
+
+@router.post("/subscriptions/{sub_id}/deactivate", responses=_ERRORS)
+async def deactivate(principal: Writer, service: Service, sub_id: str = SubId) -> dict[str, Any]:
+    """No next renewal: the service runs to its end date."""
+    try:
+        return await service.deactivate(principal, sub_id)
+    except CloudError as exc:
+        raise http_error(exc) from exc
+
+
+@router.post("/subscriptions/{sub_id}/reactivate", responses=_ERRORS)
+async def reactivate(
+    principal: Writer, service: Service, sub_id: str = SubId, body: ReactivateIn | None = None
+) -> dict[str, Any]:
+    """Renew again; whoever reactivates becomes the purchaser (0 due now)."""
+    body = body or ReactivateIn()
+    try:
+        result = await service.reactivate(
+            principal, sub_id, pay_with=body.pay_with, card_token=body.card_token
+        )
+    except CloudError as exc:
+        raise http_error(exc) from exc
+    return _out(result)
+
+
+@router.put("/subscriptions/{sub_id}/card", responses=_ERRORS)
+async def set_card(
+    body: CardIn, principal: Writer, service: Service, sub_id: str = SubId
+) -> dict[str, Any]:
+    """Set the card that pays the renewals (the purchaser, or an admin); audited."""
+    try:
+        return await service.set_card(principal, sub_id, body.card_token)
+    except CloudError as exc:
+        raise http_error(exc) from exc
+
+
+_CLOCK_ERRORS = documented({404: "the test clock is off"}, body=True)
+
+
+@router.post("/test-clock/advance", responses=_CLOCK_ERRORS)
+async def advance_test_clock(
+    body: AdvanceIn,
+    state: StateDep,
+    principal: Annotated[Principal, Depends(require(Permission.JOBS_RUN))],
+) -> dict[str, Any]:
+    """Move the test clock ``days`` days, one day at a time, running every job each day."""
+    clock = state.clock
+    if not state.settings.test_clock or not hasattr(clock, "advance"):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, "the test clock is off (settings.test_clock)"
+        )
+    for _ in range(body.days):
+        clock.advance(86_400)
+        await state.jobs.run_once()
+    return {"now": clock(), "days": body.days}

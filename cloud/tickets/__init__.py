@@ -1,0 +1,9 @@
+"""Tickets: support cases, their messages, devices and RMA approvals.
+
+- ``rules``        stages, owners, categories and their transitions (pure)
+- ``tables``       the rows
+- ``service``      open, answer, escalate, approve an RMA, close
+- ``routes``       ``/tickets``
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,414 @@
+"""Support tickets: the service around the pure rules of :mod:`cloud.tickets.rules`.
+
+Each operation is one transaction: load the ticket row (locked), apply the
+pure rule with ``now``, store the result. Who is the customer follows the
+role: owners and partners write as the customer, staff as support.
+RMA approval reads the ticket, whether the device is attached to it and the
+device's self-test commands, and asks :func:`cloud.tickets.rules.decide_rma`.
+:class:`TicketJob` auto-closes tickets left in suggest-close for 7 days and
+flags SLA breaches; both are conditional updates, safe in every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cloud.accounts.access import (
+    ensure_device_access,
+    ensure_installation_access,
+    visible_installation_ids,
+)
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import Role
+from cloud.database import Store
+from cloud.errors import Forbidden, NotFound
+from cloud.health.tables import CommandRow, CommandStatus
+from cloud.ports import Clock
+from cloud.tickets.rules import (
+    AUTO_CLOSE_AFTER_S,
+    Category,
+    Owner,
+    RmaDecision,
+    RmaRefused,
+    SelfTestOutcome,
+    Stage,
+    TicketState,
+    decide_rma,
+    move,
+    on_message,
+    open_ticket,
+    sla_breached,
+)
+from cloud.tickets.tables import (
+    RmaApprovalRow,
+    TicketCcRow,
+    TicketDeviceRow,
+    TicketMessageRow,
+    TicketRow,
+)
+
+__all__ = ["TicketJob", "TicketService", "TicketView", "UnknownTicket"]
+
+_log = logging.getLogger(__name__)
+_STAFF = frozenset({Role.ADMIN, Role.CS_ADMIN, Role.SUPPORT})
+
+
+class UnknownTicket(NotFound):
+    """No ticket with this id (or not one the principal may see)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TicketView:
+    id: int
+    subject: str
+    category: str
+    stage: str
+    next_action: str
+    installation_id: str | None
+    opened_by: str
+    opened_at: int
+    due_at: int
+    suggest_close_at: int | None
+    closed_at: int | None
+    sla_breached: bool
+    devices: list[str]
+    cc: list[str]
+    messages: list[dict[str, Any]]
+    rma: list[dict[str, Any]]
+
+
+def _is_staff(principal: Principal) -> bool:
+    return principal.role in {r.value for r in _STAFF}
+
+
+def _label(principal: Principal) -> str:
+    if principal.user_id is not None:
+        return f"user:{principal.user_id}"
+    return f"key:{principal.key_id}"
+
+
+def _state(row: TicketRow) -> TicketState:
+    return TicketState(
+        category=Category(row.category),
+        stage=Stage(row.stage),
+        next_action=Owner(row.next_action),
+        opened_at=row.opened_at,
+        due_at=row.due_at,
+        suggest_close_at=row.suggest_close_at,
+        closed_at=row.closed_at,
+    )
+
+
+def _apply(row: TicketRow, state: TicketState, *, now: int) -> None:
+    row.stage = state.stage
+    row.next_action = state.next_action
+    row.suggest_close_at = state.suggest_close_at
+    row.closed_at = state.closed_at
+    row.updated_at = now
+    if row.sla_breached_at is None and sla_breached(state, now=now):
+        row.sla_breached_at = now
+
+
+class TicketService:
+    def __init__(self, store: Store, *, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    # reading ---------------------------------------------------------------
+    def _load(
+        self, session: Session, principal: Principal, ticket_id: int, *, lock: bool = False
+    ) -> TicketRow:
+        row = session.get(TicketRow, ticket_id, with_for_update=lock)
+        missing = UnknownTicket(f"no ticket {ticket_id}")
+        if row is None:
+            raise missing
+        if not _is_staff(principal):
+            if row.installation_id is None:
+                raise missing
+            try:
+                ensure_installation_access(session, principal, row.installation_id, write=False)
+            except NotFound:
+                raise missing from None
+        return row
+
+    def _view(self, session: Session, row: TicketRow, *, now: int) -> TicketView:
+        tid = row.id
+        messages = session.scalars(
+            select(TicketMessageRow)
+            .where(TicketMessageRow.ticket_id == tid)
+            .order_by(TicketMessageRow.id)
+        ).all()
+        devices = session.scalars(
+            select(TicketDeviceRow.device_id).where(TicketDeviceRow.ticket_id == tid)
+        ).all()
+        cc = session.scalars(select(TicketCcRow.email).where(TicketCcRow.ticket_id == tid)).all()
+        rma = session.scalars(select(RmaApprovalRow).where(RmaApprovalRow.ticket_id == tid)).all()
+        return TicketView(
+            id=tid,
+            subject=row.subject,
+            category=Category(row.category).value,
+            stage=Stage(row.stage).value,
+            next_action=Owner(row.next_action).value,
+            installation_id=row.installation_id,
+            opened_by=row.opened_by,
+            opened_at=row.opened_at,
+            due_at=row.due_at,
+            suggest_close_at=row.suggest_close_at,
+            closed_at=row.closed_at,
+            sla_breached=row.sla_breached_at is not None or sla_breached(_state(row), now=now),
+            devices=sorted(devices),
+            cc=sorted(cc),
+            messages=[
+                {
+                    "author": m.author,
+                    "from_customer": m.from_customer,
+                    "body": m.body,
+                    "at": m.created_at,
+                }
+                for m in messages
+            ],
+            rma=[
+                {
+                    "device_id": a.device_id,
+                    "command_id": a.command_id,
+                    "approved_by": a.approved_by,
+                    "approved_at": a.approved_at,
+                }
+                for a in rma
+            ],
+        )
+
+    def get(self, principal: Principal, ticket_id: int) -> TicketView:
+        now = self._clock()
+        with self._store.transaction() as tx:
+            return self._view(tx, self._load(tx, principal, ticket_id), now=now)
+
+    def list(
+        self, principal: Principal, *, stage: Stage | None, limit: int, offset: int
+    ) -> list[TicketView]:
+        now = self._clock()
+        with self._store.transaction() as tx:
+            query = select(TicketRow).order_by(TicketRow.id.desc())
+            if stage is not None:
+                query = query.where(TicketRow.stage == stage)
+            scope = visible_installation_ids(tx, principal)
+            if scope is not None:
+                query = query.where(TicketRow.installation_id.in_(scope))
+            rows = tx.scalars(query.limit(limit).offset(offset)).all()
+            return [self._view(tx, row, now=now) for row in rows]
+
+    # writing ---------------------------------------------------------------
+    def open(
+        self,
+        principal: Principal,
+        *,
+        category: Category,
+        subject: str,
+        body: str,
+        installation_id: str | None,
+        device_ids: Sequence[str],
+        cc: Sequence[str],
+    ) -> TicketView:
+        """Raises UnknownInstallation/UnknownDevice (out of scope), Forbidden."""
+        now = self._clock()
+        with self._store.transaction() as tx:
+            session = tx
+            if installation_id is not None:
+                ensure_installation_access(session, principal, installation_id, write=False)
+            elif not _is_staff(principal):
+                raise Forbidden("name the installation the ticket is about (installation_id)")
+            for device_id in device_ids:
+                ensure_device_access(session, principal, device_id, write=False)
+            state = open_ticket(category, now=now)
+            row = TicketRow(
+                subject=subject,
+                category=state.category,
+                stage=state.stage,
+                next_action=state.next_action,
+                installation_id=installation_id,
+                opened_by=_label(principal),
+                opened_at=now,
+                due_at=state.due_at,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            session.add(
+                TicketMessageRow(
+                    ticket_id=row.id,
+                    author=_label(principal),
+                    from_customer=not _is_staff(principal),
+                    body=body,
+                    created_at=now,
+                )
+            )
+            session.add_all(TicketDeviceRow(ticket_id=row.id, device_id=d) for d in set(device_ids))
+            session.add_all(TicketCcRow(ticket_id=row.id, email=e) for e in set(cc))
+            session.flush()
+            _log.info("ticket %d opened (%s)", row.id, state.category.value)
+            return self._view(session, row, now=now)
+
+    def add_message(self, principal: Principal, ticket_id: int, *, body: str) -> TicketView:
+        """Raises UnknownTicket, InvalidTransition (closed)."""
+        now = self._clock()
+        with self._store.transaction() as tx:
+            row = self._load(tx, principal, ticket_id, lock=True)
+            customer = not _is_staff(principal)
+            _apply(row, on_message(_state(row), from_customer=customer, now=now), now=now)
+            tx.add(
+                TicketMessageRow(
+                    ticket_id=row.id,
+                    author=_label(principal),
+                    from_customer=customer,
+                    body=body,
+                    created_at=now,
+                )
+            )
+            tx.flush()
+            return self._view(tx, row, now=now)
+
+    def move(self, principal: Principal, ticket_id: int, *, to: Stage) -> TicketView:
+        """Raises UnknownTicket, InvalidTransition, Forbidden (customers only close)."""
+        now = self._clock()
+        with self._store.transaction() as tx:
+            row = self._load(tx, principal, ticket_id, lock=True)
+            if not _is_staff(principal) and to is not Stage.CLOSED:
+                raise Forbidden("customers may close their ticket; support moves it otherwise")
+            _apply(row, move(_state(row), to, now=now), now=now)
+            tx.flush()
+            return self._view(tx, row, now=now)
+
+    def attach(
+        self, principal: Principal, ticket_id: int, *, device_ids: Sequence[str], cc: Sequence[str]
+    ) -> TicketView:
+        now = self._clock()
+        with self._store.transaction() as tx:
+            session = tx
+            row = self._load(session, principal, ticket_id, lock=True)
+            for device_id in device_ids:
+                ensure_device_access(session, principal, device_id, write=False)
+            have = set(
+                session.scalars(
+                    select(TicketDeviceRow.device_id).where(TicketDeviceRow.ticket_id == row.id)
+                )
+            )
+            emails = set(
+                session.scalars(select(TicketCcRow.email).where(TicketCcRow.ticket_id == row.id))
+            )
+            session.add_all(
+                TicketDeviceRow(ticket_id=row.id, device_id=d) for d in set(device_ids) - have
+            )
+            session.add_all(TicketCcRow(ticket_id=row.id, email=e) for e in set(cc) - emails)
+            row.updated_at = now
+            session.flush()
+            return self._view(session, row, now=now)
+
+    def approve_rma(self, principal: Principal, ticket_id: int, *, device_id: str) -> RmaDecision:
+        """Approve if the rules of :func:`cloud.tickets.rules.decide_rma` hold.
+
+        Raises:
+            UnknownTicket, UnknownDevice: out of scope or missing.
+            RmaRefused: closed ticket, device not attached, or no recent self-test
+                confirming a hardware fault (``why`` says which case).
+        """
+        now = self._clock()
+        with self._store.transaction() as tx:
+            session = tx
+            row = self._load(session, principal, ticket_id, lock=True)
+            ensure_device_access(session, principal, device_id, write=False)
+            attached = session.get(TicketDeviceRow, (row.id, device_id)) is not None
+            tests = session.scalars(
+                select(CommandRow)
+                .where(
+                    CommandRow.device_id == device_id,
+                    CommandRow.cmd == "self_test",
+                    CommandRow.status == CommandStatus.ANSWERED,
+                    CommandRow.created_at >= row.opened_at,
+                )
+                .order_by(CommandRow.created_at, CommandRow.answered_at)
+            ).all()
+            decision = decide_rma(
+                device_id=device_id,
+                ticket=_state(row),
+                device_on_ticket=attached,
+                self_tests=[
+                    SelfTestOutcome(t.id, t.answered_at or 0, bool(t.ok), t.result) for t in tests
+                ],
+                now=now,
+            )
+            if not decision.approved:
+                raise RmaRefused(decision.detail, why=decision.why)
+            assert decision.command_id is not None
+            exists = session.scalars(
+                select(RmaApprovalRow).where(
+                    RmaApprovalRow.ticket_id == row.id, RmaApprovalRow.device_id == device_id
+                )
+            ).one_or_none()
+            if exists is None:
+                session.add(
+                    RmaApprovalRow(
+                        ticket_id=row.id,
+                        device_id=device_id,
+                        command_id=decision.command_id,
+                        approved_by=_label(principal),
+                        approved_at=now,
+                    )
+                )
+                row.updated_at = now
+            _log.info("RMA of %s approved on ticket %d", device_id, row.id)
+            return decision
+
+
+@dataclass(frozen=True, slots=True)
+class TicketPass:
+    closed: int
+    breached: int
+
+
+class TicketJob:
+    """Auto-closes tickets 7 days after suggest-close; flags SLA breaches."""
+
+    name = "tickets"
+
+    def __init__(self, store: Store, *, clock: Clock, interval_s: float = 300.0) -> None:
+        self._store = store
+        self._clock = clock
+        self.interval_s = interval_s
+
+    async def run_once(self) -> TicketPass:
+        now = self._clock()
+
+        def work() -> TicketPass:
+            with self._store.transaction() as tx:
+                closed = tx.execute(
+                    update(TicketRow)
+                    .where(
+                        TicketRow.stage == Stage.SUGGEST_CLOSE,
+                        TicketRow.suggest_close_at <= now - AUTO_CLOSE_AFTER_S,
+                    )
+                    .values(
+                        stage=Stage.CLOSED, next_action=Owner.NOBODY, closed_at=now, updated_at=now
+                    )
+                ).rowcount  # type: ignore[attr-defined]
+                breached = tx.execute(
+                    update(TicketRow)
+                    .where(
+                        TicketRow.stage.in_([Stage.FIRST_LINE, Stage.SECOND_LINE]),
+                        TicketRow.sla_breached_at.is_(None),
+                        TicketRow.due_at < now,
+                    )
+                    .values(sla_breached_at=now)
+                ).rowcount  # type: ignore[attr-defined]
+            return TicketPass(closed=int(closed), breached=int(breached))
+
+        done = await asyncio.to_thread(work)
+        if done.closed or done.breached:
+            _log.info("tickets: %d auto-closed, %d SLA breached", done.closed, done.breached)
+        return done

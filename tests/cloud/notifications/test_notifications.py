@@ -1,0 +1,267 @@
+"""The outbox: enqueue in the caller's transaction, dedupe, checks, and the texts of each kind."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy.orm import Session
+
+from cloud.billing.invoices import Invoice, InvoiceLine, Party
+from cloud.database import Store
+from cloud.notifications import templates
+from cloud.notifications.outbox import build_message, compose, enqueue
+from cloud.notifications.tables import NotificationStatus, claim_due, notifications
+from cloud.notifications.templates import enqueue_invoice
+from tests.cloud.harness import DAY, START
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    with Store.open(database_url) as opened:
+        yield opened
+
+
+def _queued(store: Store) -> list[tuple[str, list[str], str]]:
+    with store.transaction() as tx:
+        return [(row.kind, row.recipients, row.subject) for row in notifications(tx)]
+
+
+class _Boom(Exception):
+    pass
+
+
+def _mail(session: Session, **fields: Any) -> None:
+    defaults = {"kind": "charge_failed", "to": ["a@example.com"], "subject": "S", "body": "B"}
+    enqueue(session, now=START, **(defaults | fields))
+
+
+def test_enqueue_in_a_rolled_back_transaction_queues_nothing(store: Store) -> None:
+    with pytest.raises(_Boom), store.transaction() as tx:
+        _mail(tx)
+        raise _Boom  # the change that caused the mail failed
+    assert _queued(store) == []
+    with store.transaction() as tx:
+        _mail(tx)
+    assert _queued(store) == [("charge_failed", ["a@example.com"], "S")]
+
+
+def test_dedupe_key_queues_once_and_keeps_the_first(store: Store) -> None:
+    for subject in ("first", "second"):
+        with store.transaction() as tx:
+            _mail(tx, subject=subject, dedupe_key="renewal_notice:sub-1:2026-03")
+    with store.transaction() as tx:
+        _mail(tx, subject="no key")
+        _mail(tx, subject="no key")
+    assert sorted(subject for _, _, subject in _queued(store)) == ["first", "no key", "no key"]
+
+
+def test_two_workers_enqueueing_the_same_key_at_once_queue_one(store: Store) -> None:
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            with store.transaction() as tx:
+                barrier.wait()
+                _mail(tx, subject=name, dedupe_key="invoice:2026-000001")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(_queued(store)) == 1
+
+
+def test_attachments_are_stored_with_the_notification(store: Store) -> None:
+    pdf = b"%PDF-1.4 fake but bytes\x00\xff"
+    with store.transaction() as tx:
+        _mail(
+            tx,
+            to=["b@example.com", "b@example.com"],
+            attachments=[("invoice-1.pdf", "application/pdf", pdf)],
+        )
+    with store.transaction() as tx:
+        [message] = claim_due(tx, now=START, lease_s=60, limit=10)
+    assert message.recipients == ("b@example.com",)  # duplicates dropped
+    assert [(a.filename, a.content_type, a.data) for a in message.attachments] == [
+        ("invoice-1.pdf", "application/pdf", pdf)
+    ]
+    with store.transaction() as tx:
+        [row] = notifications(tx)
+        assert row.status is NotificationStatus.QUEUED and row.attempts == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"subject": "Invoice\r\nBcc: victim@example.com"},
+        {"subject": "line\u2028break"},
+        {"subject": "  "},
+        {"to": ["a@example.com\r\nBcc: x@example.com"]},
+        {"to": ["Someone <a@example.com>"]},
+        {"to": []},
+        {"to": [f"u{i}@example.com" for i in range(51)]},
+        {"kind": "Renewal Notice"},
+        {"body": "nul\x00byte"},
+        {"attachments": [("../../etc/passwd", "text/plain", b"x")]},
+        {"attachments": [("a.pdf", "application/pdf\r\nX: y", b"x")]},
+        {"attachments": [("a.bin", "application/octet-stream", b"x" * (10 * 1024 * 1024 + 1))]},
+        {"dedupe_key": ""},
+    ],
+)
+def test_enqueue_refuses_what_cannot_be_a_clean_email(store: Store, change: dict) -> None:
+    fields = {"kind": "invoice", "to": ["a@example.com"], "subject": "S", "body": "B"} | change
+    with pytest.raises(ValueError), store.transaction() as tx:
+        enqueue(tx, now=START, **fields)
+    assert _queued(store) == []
+
+
+_header_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=_header_text, body=st.text(max_size=300), name=_header_text)
+def test_a_composed_message_keeps_its_headers_whatever_the_text(
+    subject: str, body: str, name: str
+) -> None:
+    """Whatever text a caller passes, it is refused or ends up exactly where it was put."""
+    try:
+        message = compose(
+            kind="invoice",
+            to=["a@example.com"],
+            subject=subject,
+            body=body,
+            attachments=[("invoice.pdf", "application/pdf", name.encode())],
+        )
+    except ValueError:
+        return
+    mail = build_message(
+        message, sender="Entitle <billing@example.com>", domain="example.com", now=START
+    )
+    parsed = email.message_from_bytes(mail.as_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == subject
+    assert parsed["To"] == "a@example.com"
+    assert parsed["Bcc"] is None and parsed["Cc"] is None
+    text = re.sub(r"\r\n|\r", "\n", body)  # SMTP line endings; set_content ends with one
+    assert parsed.get_body(("plain",)).get_content() == (
+        text if text.endswith("\n") else text + "\n"
+    )
+    [attachment] = list(parsed.iter_attachments())
+    assert attachment.get_content() == name.encode()
+
+
+def _invoice() -> Invoice:
+    return Invoice(
+        number="2026-000042",
+        order_number="2026-000042",
+        issued_at=START,
+        seller=Party("Entitle GmbH"),
+        buyer=Party("Acme Security"),
+        lines=(InvoiceLine("TSF16100", "Remote Services", 13, 9900),),
+        currency="EUR",
+        vat_percent=Decimal("19"),
+        due_at=START + 30 * DAY,
+    )
+
+
+_NOTICES = {
+    "renewal_notice": lambda: templates.renewal_notice(
+        installation="Shop",
+        services=[templates.ServiceLine("TSF16100", "Remote Services", START + 60 * DAY)],
+        renews_on=START + 30 * DAY,
+        amount_cents=9900,
+        currency="EUR",
+        pay_with="card",
+    ),
+    "charge_failed": lambda: templates.charge_failed(
+        installation="Shop",
+        order_number="2026-000042",
+        amount_cents=9900,
+        currency="EUR",
+        reason="card declined",
+        next_retry_at=START + 7 * DAY,
+        expires_at=START + 30 * DAY,
+    ),
+    "charge_retry_failed": lambda: templates.charge_retry_failed(
+        installation="Shop",
+        order_number="2026-000042",
+        amount_cents=9900,
+        currency="EUR",
+        attempt=3,
+        next_retry_at=None,
+        expires_at=START + 30 * DAY,
+    ),
+    "subscription_expired": lambda: templates.subscription_expired(
+        installation="Shop",
+        services=[templates.ServiceLine("TSF16100", "Remote Services", START)],
+        expired_at=START,
+    ),
+    "refund_failed": lambda: templates.refund_failed(
+        order_number="2026-000042",
+        amount_cents=9900,
+        currency="EUR",
+        charge_id="ch_1",
+        attempts=3,
+        last_error="provider timeout",
+    ),
+    "invoice": lambda: templates.invoice(_invoice()),
+    "payment_received": lambda: templates.payment_received(
+        installation="Shop",
+        order_number="2026-000042",
+        amount_cents=9900,
+        currency="EUR",
+        paid_at=START,
+    ),
+}
+
+
+def test_every_kind_has_a_template() -> None:
+    assert set(_NOTICES) == set(templates.KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(_NOTICES))
+def test_each_template_renders_a_clean_notice_with_the_facts(kind: str) -> None:
+    notice = _NOTICES[kind]()
+    assert notice.kind == kind
+    compose(to=["a@example.com"], **notice.fields())  # a valid e-mail
+    text = notice.subject + notice.body
+    if kind != "subscription_expired" and kind != "renewal_notice":
+        assert "2026-000042" in text  # the order number
+    if kind in ("renewal_notice", "charge_failed", "invoice", "payment_received"):
+        assert "EUR 99.00" in text
+    if kind in ("charge_failed", "charge_retry_failed", "subscription_expired"):
+        assert "Shop" in notice.subject
+    assert "2026-01-31" in notice.body or "2026-01-01" in notice.body or kind == "refund_failed"
+
+
+def test_templates_say_what_happens_next() -> None:
+    assert "try again on 2026-01-08" in _NOTICES["charge_failed"]().body
+    assert "stop on that date" in _NOTICES["charge_retry_failed"]().body.replace("\n", " ")
+    assert "last automatic attempt" in _NOTICES["charge_retry_failed"]().body
+    assert "Action needed" in _NOTICES["charge_failed"]().subject
+    assert "provider timeout" in _NOTICES["refund_failed"]().body
+    assert "pay it by 2026-01-31" in _NOTICES["invoice"]().body
+
+
+def test_enqueue_invoice_attaches_the_pdf_once(store: Store) -> None:
+    for _ in range(2):
+        with store.transaction() as tx:
+            enqueue_invoice(tx, bill=_invoice(), to=["acme@example.com"], now=START)
+    with store.transaction() as tx:
+        [message] = claim_due(tx, now=START, lease_s=60, limit=10)
+    assert message.kind == "invoice" and message.dedupe_key == "invoice:2026-000042"
+    [pdf] = message.attachments
+    assert pdf.filename == "invoice-2026-000042.pdf" and pdf.data.startswith(b"%PDF-")
