@@ -12,10 +12,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from typing import TypeVar
 
+from entitle.config import Settings
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
+from cloud import probe
 from cloud import schema as _schema  # noqa: F401  every table, before the first query
 from cloud.billing.jobs import PaymentReconcileJob, RefundRetryJob
 from cloud.billing.orders import Billing
@@ -34,25 +38,61 @@ from cloud.health.commands import (
 from cloud.health.gaps import HealthGapJob
 from cloud.health.ingest import HealthIngest
 from cloud.health.retention import HealthRetentionJob
-from cloud.http import probe
 from cloud.http.body_limit import BodyLimit
-from cloud.http.deps import CloudState
-from cloud.http.errors import validation_error
+from cloud.http.errors import entitle_error, validation_error
 from cloud.http.inputs import RULES
-from cloud.http.router import api_router
 from cloud.jobs import Job, JobRunner
 from cloud.notifications.mailer import SmtpMailer
 from cloud.notifications.sender import OutboxSender
 from cloud.ports import BrokerAccounts, Clock, EntitlementPublisher, system_clock
+from cloud.router import api_router
 from cloud.subscriptions.jobs import RenewalJob
 from cloud.subscriptions.service import SubscriptionService
 from cloud.testclock import TestClock
 from cloud.tickets.service import TicketJob, TicketService
-from entitle.config import Settings
+from protocol.errors import EntitleError
 
-__all__ = ["create_app"]
+__all__ = ["CloudState", "create_app"]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class CloudState:
+    """Everything the lifespan built, hung on ``app.state.cloud``.
+
+    Routes reach it through :mod:`cloud.http.deps` (store, settings, clock,
+    bridge) and each slice's own ``provided(Service)`` alias.
+    """
+
+    settings: Settings
+    store: Store
+    signer: Signer
+    service: IssuingService
+    publisher: EntitlementPublisher
+    bridge: MqttBridge | None
+    refresh_job: RefreshJob
+    clock: Clock
+    jobs: JobRunner
+    health_ingest: HealthIngest | None = None  # the health stream consumer (cloud.health)
+    commands: CommandService | None = None  # remote commands to devices
+    tickets: TicketService | None = None  # support tickets and RMA
+    outbox: OutboxSender | None = None  # None without ENTITLE_SMTP_HOST
+    billing: Billing | None = None  # orders and payments (cloud.billing)
+    subscriptions: SubscriptionService | None = None  # cloud.subscriptions
+
+    def provided(self, kind: type[_T]) -> _T:
+        """The one ``kind`` the lifespan built (:func:`cloud.http.deps.provided`).
+
+        Raises:
+            LookupError: it built none (e.g. no outbox sender without SMTP).
+        """
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, kind):
+                return value
+        raise LookupError(f"this cloud runs without a {kind.__name__}")
 
 
 class _NoCommandRoute:
@@ -245,6 +285,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(EntitleError, entitle_error)  # the error tree, as HTTP
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     app.include_router(api_router)
     app.include_router(probe.router, include_in_schema=False)  # /healthz for load balancers

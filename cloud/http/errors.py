@@ -7,11 +7,13 @@ from typing import Any
 
 from fastapi import HTTPException, Request, Response, status
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
+from cloud.billing.errors import PaymentProviderError
 from cloud.errors import (
     BrokerUnavailable,
-    CloudError,
     Conflict,
     Forbidden,
     InvalidGrant,
@@ -23,12 +25,22 @@ from cloud.errors import (
     PaymentDeclined,
 )
 from cloud.http.schemas import ErrorOut
+from protocol.commands import BadCommand
+from protocol.errors import EntitleError, TransportError
 
-__all__ = ["body_too_large", "documented", "http_error", "validation_error"]
+__all__ = ["body_too_large", "documented", "entitle_error", "http_error", "validation_error"]
 
 
-def http_error(exc: CloudError) -> HTTPException:
-    """401 no usable key, 403 not allowed, 404 unknown, 409 conflict, 422 bad grant, else 500."""
+def http_error(exc: EntitleError) -> HTTPException:
+    """401 no usable key, 403 not allowed, 404 unknown, 409 conflict, 422 bad grant or
+    command, 502 the payment provider failed, 503 the broker did not take it, else 500."""
+    if isinstance(exc, BadCommand):  # e.g. max_bytes given to reboot: FastAPI's 422 shape
+        detail = [{"type": "invalid_command", "loc": ["body", "args"], "msg": str(exc)}]
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
+    if isinstance(exc, TransportError):
+        if isinstance(exc, PaymentProviderError):
+            return HTTPException(status.HTTP_502_BAD_GATEWAY, detail=f"payment provider: {exc}")
+        return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc))
     if isinstance(exc, NotAuthenticated):
         # RFC 6750: no error code when no credentials were sent at all
         challenge = "Bearer" if isinstance(exc, MissingApiKey) else 'Bearer error="invalid_token"'
@@ -61,6 +73,22 @@ def http_error(exc: CloudError) -> HTTPException:
         detail = [{"type": "invalid_request", "loc": ["body"], "msg": str(exc)}]
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
     return HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, detail=str(exc))
+
+
+async def entitle_error(request: Request, exc: Exception) -> Response:
+    """The one handler that turns the error tree into HTTP: routes raise, never map.
+
+    An error with a ``why`` (a machine-readable reason, e.g. an RMA refusal)
+    carries it in the body beside ``detail``.
+    """
+    assert isinstance(exc, EntitleError)
+    http = http_error(exc)
+    why = getattr(exc, "why", None)
+    if isinstance(why, str):
+        return JSONResponse(
+            {"detail": http.detail, "why": why}, status_code=http.status_code, headers=http.headers
+        )
+    return await http_exception_handler(request, http)
 
 
 def body_too_large(limit: int) -> HTTPException:
