@@ -29,6 +29,7 @@ from rich.table import Table
 
 from agent.runtime import Agent, open_agent
 from agent.session import Connection
+from common.tasks import cancel_and_wait
 from entitle import broker as brokers
 from entitle.config import Settings
 from entitle.mqtt import SOCKET_OPTIONS
@@ -254,15 +255,6 @@ async def running_stack(
         finally:
             # agents first (they use their stores), then the cloud, gracefully
             await cancel_and_wait(started)
-
-
-async def cancel_and_wait(tasks: list[asyncio.Task[None]], *, every: float = 0.5) -> None:
-    """Cancel ``tasks`` and wait until all are done, re-cancelling any that swallowed it."""
-    pending = {t for t in tasks if not t.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=every)
 
 
 async def _stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:

@@ -1,4 +1,11 @@
-"""Shared pytest setup: hypothesis profiles, and each area's fixtures in their own plugin module.
+"""Shared pytest setup: the hypothesis profiles, and nothing that needs more than pytest.
+
+This file only needs pytest and hypothesis, so ``tests/agent`` and ``tests/protocol``
+run where only the agent is installed (tests/packaging/test_agent_alone.py does
+that). The fixtures of a real Mosquitto, PostgreSQL and an SMTP server live in
+their own modules (``tests/broker_fixtures.py``, ``tests/database_fixtures.py``,
+``tests/smtp_fixtures.py``); the conftest of each folder that uses them
+(``tests/cli``, ``tests/cloud``, ``tests/integration``) imports them.
 
 Hypothesis profiles are registered here, once for the whole suite (this file is
 imported before any test module, so every ``@settings`` inherits the loaded one):
@@ -28,8 +35,6 @@ import os
 
 import pytest
 from hypothesis import HealthCheck, is_hypothesis_test, settings
-
-pytest_plugins = ["tests.broker_fixtures", "tests.database_fixtures", "tests.smtp_fixtures"]
 
 settings.register_profile(
     "ci",

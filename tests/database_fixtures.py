@@ -5,7 +5,7 @@ Fixtures:
     postgres_url    function scope; a fresh ``entitle_test_<hex>`` database, dropped after.
 
 Other test packages can use it by listing ``"tests.database_fixtures"`` in the
-root conftest's ``pytest_plugins``.
+conftest of the folder that needs them.
 """
 
 from __future__ import annotations

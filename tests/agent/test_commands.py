@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from agent.commands import UNKNOWN_ID, CommandHandler
 from agent.firmware import FirmwareClient, InProcessLink, SerialLink
 from agent.runtime import open_agent
-from entitle.demo import cancel_and_wait
+from common.tasks import cancel_and_wait
 from firmware_stubs import Faults, GatewayEmulator, PtyFirmware
 from protocol.commands import (
     BadCommand,

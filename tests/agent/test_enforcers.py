@@ -17,7 +17,7 @@ from agent.enforcers import FirmwareEnforcer, RetentionPruner
 from agent.enforcers.retention import DAY_S
 from agent.firmware import FirmwareClient, SerialLink
 from agent.runtime import open_agent
-from entitle.demo import cancel_and_wait
+from common.tasks import cancel_and_wait
 from firmware_stubs import CameraEmulator, GatewayEmulator, PtyFirmware
 from firmware_stubs.camera import recording_name
 from simulators import TokenRepositorySimulator

@@ -15,7 +15,7 @@ import pytest
 from agent.runtime import open_agent
 from agent.session import Connection
 from agent.store import Store, StoreError
-from entitle.demo import cancel_and_wait
+from common.tasks import cancel_and_wait
 from simulators import TokenRepositorySimulator
 from tests.waiting import HANG_S
 

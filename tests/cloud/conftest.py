@@ -17,8 +17,10 @@ import pytest
 from cloud import create_app
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.config import Settings
+from tests.broker_fixtures import broker  # noqa: F401  (fixture)
 from tests.cloud.harness import DAY, Cloud, FakeClock, client, new_api_key, running
-from tests.database_fixtures import fresh_database
+from tests.database_fixtures import fresh_database, postgres_admin, postgres_url  # noqa: F401
+from tests.smtp_fixtures import smtp_server  # noqa: F401  (fixture)
 
 _SECRET_SHAPES = re.compile(r"ek_[A-Za-z0-9_-]{43}|PRIVATE KEY-----|\$argon2")
 
@@ -51,7 +53,7 @@ def accounts() -> AccountsSimulator:
 
 
 @pytest.fixture(scope="session")
-def cloud_postgres_url(postgres_admin: None) -> Iterator[str]:
+def cloud_postgres_url(postgres_admin: None) -> Iterator[str]:  # noqa: F811 (the fixture)
     """One fresh database for this session's cloud tests (emptied before each test)."""
     with fresh_database() as url:
         yield url

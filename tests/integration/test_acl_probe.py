@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from entitle.demo import cancel_and_wait
+from common.tasks import cancel_and_wait
 from protocol.topics import CHANNELS, KEYS_TOPIC, device_topic
 from tests.broker_fixtures import FixtureBroker
 from tests.integration.test_broker_acl import record_pubacks, subscribe

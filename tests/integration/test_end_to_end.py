@@ -19,7 +19,8 @@ from paho.mqtt.properties import Properties
 
 from agent.runtime import open_agent
 from agent.session import Connection
-from entitle.demo import DemoStack, cancel_and_wait, running_stack
+from common.tasks import cancel_and_wait
+from entitle.demo import DemoStack, running_stack
 from protocol.cose import decode_sign1
 from protocol.keys import key_id, public_bytes
 from protocol.keyset import KeySet, sign_keyset

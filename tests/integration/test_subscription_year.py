@@ -27,8 +27,8 @@ from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.billing.tables import OrderRow
 from cloud.notifications.tables import NotificationRow
 from cloud.testclock import TestClock
+from common.tasks import cancel_and_wait
 from entitle.config import Settings
-from entitle.demo import cancel_and_wait
 from tests.cloud.harness import client, new_api_key, new_company, new_user, running, user_api_key
 from tests.waiting import eventually
 

@@ -26,10 +26,10 @@ from typer.testing import CliRunner
 from agent.runtime import Agent, open_agent
 from agent.session import Connection
 from cloud.bridge import MqttBridge
+from common.tasks import cancel_and_wait
 from entitle.broker import TlsListener, find_free_port, write_broker_config
 from entitle.certs import issue_local_pki
 from entitle.config import BrokerAddress
-from entitle.demo import cancel_and_wait
 from protocol.cose import decode_sign1
 from protocol.token import parse_claims
 from protocol.topics import KEYS_TOPIC, device_topic
