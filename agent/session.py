@@ -27,7 +27,7 @@ from typing import Any
 
 import aiomqtt
 
-from entitle.mqtt import SOCKET_OPTIONS, ConnectionLog, backoff_delay, protocol_version
+from common.mqtt import SOCKET_OPTIONS, ConnectionLog, backoff_delay, protocol_version
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 

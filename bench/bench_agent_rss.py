@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from agent.runtime import open_agent
-from entitle.broker import MosquittoBroker
+from broker.mosquitto import MosquittoBroker
 from simulators import TokenRepositorySimulator
 
 

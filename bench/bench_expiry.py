@@ -38,6 +38,7 @@ from cloud.devices.rules import GrantStatus
 from cloud.devices.rules.installations import DeviceKind
 from cloud.devices.signer import Signer
 from cloud.devices.tables import DeviceRow, GrantRow, InstallationRow
+from cloud.settings import CloudSettings
 from cloud.subscriptions.jobs import RenewalJob
 from cloud.subscriptions.rules.catalogue import product
 from cloud.subscriptions.rules.lifecycle import Status, Subscription, due_at
@@ -45,7 +46,6 @@ from cloud.subscriptions.service import SubscriptionService
 from cloud.subscriptions.tables import SubscriptionRow
 from cloud.testclock import TestClock
 from cloud.testing import AccountsSimulator, PublisherSimulator
-from entitle.config import Settings
 
 END = 1_801_440_000  # 2027-02-01T00:00:00Z: every subscription ends here
 YEAR_BEFORE = 1_769_904_000  # 2026-02-01T00:00:00Z
@@ -178,7 +178,7 @@ def _due(store: Store) -> int:
 
 async def _sweep(url: str, *, n: int, devices: bool, label: str, progress: Progress) -> Sweep:
     with tempfile.TemporaryDirectory(prefix="entitle-bench-") as root:
-        settings = Settings(data_dir=Path(root), database_url=url)
+        settings = CloudSettings(data_dir=Path(root), database_url=url)
         store = await asyncio.to_thread(Store.open, url)
         try:
             start = time.perf_counter()

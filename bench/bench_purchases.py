@@ -41,6 +41,7 @@ from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, insert, select
 
+from broker.mosquitto import find_free_port
 from cloud.accounts import memberships
 from cloud.accounts.apikeys import create_api_key
 from cloud.accounts.companies import create_company
@@ -49,9 +50,8 @@ from cloud.accounts.users import create_user
 from cloud.billing.payments import CARD_OK
 from cloud.database import Store
 from cloud.devices.tables import InstallationRow
+from cloud.settings import CloudSettings
 from cloud.subscriptions.tables import SubscriptionRow
-from entitle.broker import find_free_port
-from entitle.config import Settings
 
 PRODUCT = "TSF16100"
 
@@ -75,7 +75,7 @@ def _serve(url: str, data_dir: str, port: int) -> None:
     from cloud.testing import AccountsSimulator, PublisherSimulator
 
     logging.basicConfig(level=logging.ERROR)
-    settings = Settings(data_dir=Path(data_dir), database_url=url, http_port=port)
+    settings = CloudSettings(data_dir=Path(data_dir), database_url=url, http_port=port)
     app = create_app(settings, publisher=PublisherSimulator(), accounts=AccountsSimulator())
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 

@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
-from entitle.config import Settings
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
@@ -28,7 +27,6 @@ from cloud.database import Store
 from cloud.devices.issuing import IssuingService
 from cloud.devices.jobs import RefreshJob
 from cloud.devices.signer import Signer
-from cloud.dynsec import DynsecAccounts
 from cloud.health.commands import (
     CommandPublisher,
     CommandService,
@@ -46,10 +44,12 @@ from cloud.notifications.mailer import SmtpMailer
 from cloud.notifications.sender import OutboxSender
 from cloud.ports import BrokerAccounts, Clock, EntitlementPublisher, system_clock
 from cloud.router import api_router
+from cloud.settings import CloudSettings
 from cloud.subscriptions.jobs import RenewalJob
 from cloud.subscriptions.service import SubscriptionService
 from cloud.testclock import TestClock
 from cloud.tickets.service import TicketJob, TicketService
+from common.dynsec import DynsecAccounts
 from protocol.errors import EntitleError
 
 __all__ = ["CloudState", "create_app"]
@@ -66,7 +66,7 @@ class CloudState:
     bridge) and each slice's own ``provided(Service)`` alias.
     """
 
-    settings: Settings
+    settings: CloudSettings
     store: Store
     signer: Signer
     service: IssuingService
@@ -121,7 +121,7 @@ class _UnmanagedAccounts:
         _log.warning("no broker accounts adapter: remove the broker login of %s yourself", username)
 
 
-def _default_accounts(settings: Settings, *, real_broker: bool) -> BrokerAccounts:
+def _default_accounts(settings: CloudSettings, *, real_broker: bool) -> BrokerAccounts:
     """Device logins on the broker the cloud publishes to: Mosquitto's dynamic-security
     plugin, administered with the cloud's own login; none with a custom publisher."""
     if real_broker:
@@ -134,7 +134,7 @@ def _default_accounts(settings: Settings, *, real_broker: bool) -> BrokerAccount
 
 
 def create_app(
-    settings: Settings,
+    settings: CloudSettings,
     *,
     publisher: EntitlementPublisher | None = None,
     accounts: BrokerAccounts | None = None,
@@ -146,7 +146,7 @@ def create_app(
     Args:
         settings: effective configuration (database URL, keys dir, broker, TTLs).
         publisher: where tokens go; default the MQTT bridge to ``settings.broker``.
-        accounts: broker accounts of devices; default :class:`cloud.dynsec.DynsecAccounts`
+        accounts: broker accounts of devices; default :class:`common.dynsec.DynsecAccounts`
             with the cloud's broker login when ``publisher`` is the default bridge, else
             none (logged).
         clock: epoch seconds; default the system clock.

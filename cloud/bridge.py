@@ -34,8 +34,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud.health.ingest import Incoming
-from entitle.config import BrokerAddress, Settings
-from entitle.mqtt import SOCKET_OPTIONS, ConnectionLog, backoff_delay, protocol_version
+from cloud.settings import CloudSettings
+from common.mqtt import SOCKET_OPTIONS, ConnectionLog, backoff_delay, protocol_version
+from common.settings import BrokerAddress
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 
@@ -99,7 +100,7 @@ class MqttBridge:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, keyset_message: Callable[[], bytes]
+        cls, settings: CloudSettings, *, keyset_message: Callable[[], bytes]
     ) -> MqttBridge:
         context = settings.broker_tls_context()
         return cls(

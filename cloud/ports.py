@@ -1,7 +1,7 @@
 """The cloud's I/O boundaries, one small Protocol each, plus the clock.
 
 Each has a real adapter (:class:`cloud.bridge.MqttBridge`,
-``cloud.dynsec.DynsecAccounts``) and a simulator in :mod:`cloud.testing`.
+``common.dynsec.DynsecAccounts``) and a simulator in :mod:`cloud.testing`.
 """
 
 from __future__ import annotations

@@ -13,11 +13,18 @@ import logging
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
-from entitle.config import BrokerAddress, Settings
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agent.settings import AgentSettings
+    from cloud.settings import CloudSettings
+    from common.settings import BrokerAddress, BrokerClientSettings, EntitleSettings
+
+S = TypeVar("S", bound="EntitleSettings")
 
 __all__ = ["app", "main"]
 
@@ -39,9 +46,6 @@ for sub, name in (
     (sim_app, "sim"),
 ):
     app.add_typer(sub, name=name)
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 
 class _LazyConsole:
@@ -92,7 +96,7 @@ def _fail(*lines: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _broker_address(settings: Settings, *, whose: str) -> BrokerAddress:
+def _broker_address(settings: BrokerClientSettings, *, whose: str) -> BrokerAddress:
     """The broker URL with the password file read, or a sentence saying what to fix."""
     try:
         return settings.broker
@@ -103,13 +107,27 @@ def _broker_address(settings: Settings, *, whose: str) -> BrokerAddress:
         ) from None
 
 
-def _settings() -> Settings:
-    from entitle.config import ConfigError, load_settings
+def _settings(kind: type[S]) -> S:
+    """The settings of one process (only its own fields are loaded), or exit 2 with
+    one line per problem."""
+    from common.settings import ConfigError
 
     try:
-        return load_settings()
+        return kind.load()
     except ConfigError as exc:
         raise _fail(*exc.problems) from None
+
+
+def _cloud_settings() -> CloudSettings:
+    from cloud.settings import CloudSettings
+
+    return _settings(CloudSettings)
+
+
+def _agent_settings() -> AgentSettings:
+    from agent.settings import AgentSettings
+
+    return _settings(AgentSettings)
 
 
 # --- demo -------------------------------------------------------------------
@@ -196,32 +214,33 @@ def broker_run(
     verbose: Verbose = False,
 ) -> None:
     """Mosquitto with the dynamic-security plugin: device logins added at run time."""
-    from entitle import broker as brokers
+    from broker import embedded, mosquitto
+    from broker.settings import BrokerSettings
 
     _logging(verbose)
-    settings = _settings()
-    directory = settings.data_dir / "broker"
+    settings = _settings(BrokerSettings)
+    directory = settings.broker_dir
     directory.mkdir(parents=True, exist_ok=True)
     secret_file = directory / "cloud.secret"
     if not secret_file.exists():
         secret_file.touch(mode=0o600)
         secret_file.write_text(secrets.token_urlsafe(24))
     password = secret_file.read_text().strip()
-    port = port or brokers.find_free_port()
+    port = port or mosquitto.find_free_port()
     hint = (
         f"cloud: ENTITLE_BROKER_URL=mqtt://cloud@127.0.0.1:{port} "
         f"ENTITLE_BROKER_PASSWORD_FILE={secret_file}"
     )
-    if embedded_broker or brokers.mosquitto_path() is None:
+    if embedded_broker or mosquitto.mosquitto_path() is None:
         if not embedded_broker:
             err.print(
                 "mosquitto not found: using the embedded amqtt broker (install mosquitto "
                 "with 'apt-get install mosquitto' for ACLs enforced by the broker)"
             )
         console.print(f"embedded broker on 127.0.0.1:{port}\n{hint}")
-        asyncio.run(brokers.run_embedded_forever(directory, port=port, cloud_password=password))
+        asyncio.run(embedded.run_embedded_forever(directory, port=port, cloud_password=password))
         return
-    with brokers.MosquittoBroker(
+    with mosquitto.MosquittoBroker(
         directory, accounts={"cloud": password}, port=port, persistence=True
     ) as running:
         console.print(f"mosquitto on {running.host}:{running.port} (config {running.config_path})")
@@ -237,10 +256,11 @@ def broker_certs(
     devices: Annotated[list[str], typer.Argument(help="Device ids to issue client certs for.")],
 ) -> None:
     """A local CA, a server certificate and per-device client certificates."""
-    from entitle.certs import issue_local_pki
+    from broker.certs import issue_local_pki
+    from broker.settings import BrokerSettings
 
-    settings = _settings()
-    out = issue_local_pki(settings.data_dir / "pki", devices=devices)
+    settings = _settings(BrokerSettings)
+    out = issue_local_pki(settings.pki_dir, devices=devices)
     console.print(f"certificates written to {out}")
 
 
@@ -250,11 +270,11 @@ def cloud_serve(verbose: Verbose = False) -> None:
     """The API, dashboard, MQTT bridge and jobs."""
     import uvicorn
 
+    from broker.passwd import PASSWD_NAME, PasswdFileAccounts
     from cloud.app import create_app
-    from entitle.broker import PASSWD_NAME, PasswdFileAccounts
 
     _logging(verbose)
-    settings = _settings()
+    settings = _cloud_settings()
     _broker_address(settings, whose="the cloud's")  # read once here: a sentence, not a trace
     broker_dir = settings.data_dir / "broker"
     # The embedded broker reads device logins from a password file beside it;
@@ -304,7 +324,7 @@ def apikey_create(
     from cloud.accounts.users import user_by_email
     from cloud.database import Store
 
-    settings = _settings()
+    settings = _cloud_settings()
     try:
         with Store.open(settings.effective_database_url) as store:
             user_id = None
@@ -330,7 +350,7 @@ def apikey_list() -> None:
     from cloud.accounts.apikeys import list_api_keys
     from cloud.database import Store
 
-    settings = _settings()
+    settings = _cloud_settings()
     with Store.open(settings.effective_database_url) as store:
         rows = list_api_keys(store)
     from rich.table import Table
@@ -362,7 +382,7 @@ def apikey_revoke(
     from cloud.database import Store
     from cloud.errors import UnknownApiKey
 
-    settings = _settings()
+    settings = _cloud_settings()
     try:
         with Store.open(settings.effective_database_url) as store:
             row = revoke_api_key(store, key_id, now=int(time.time()))
@@ -412,7 +432,7 @@ def user_create(
     except ValueError:
         raise _fail(f"unknown role {role!r}: one of {', '.join(r.value for r in Role)}") from None
     password = _read_password(password_file)
-    settings = _settings()
+    settings = _cloud_settings()
     try:
         with Store.open(settings.effective_database_url) as store, store.transaction() as tx:
             company_id = None
@@ -443,7 +463,7 @@ def user_list() -> None:
     from cloud.accounts.users import find_users
     from cloud.database import Store
 
-    settings = _settings()
+    settings = _cloud_settings()
     with Store.open(settings.effective_database_url) as store, store.transaction() as tx:
         rows = [
             (r.id, r.email, r.role.value, r.company_id, r.blacklisted, r.disabled_at)
@@ -486,7 +506,7 @@ def user_company(
         kind = PaymentType(payment_type)
     except ValueError:
         raise _fail("--payment-type is card or invoice") from None
-    settings = _settings()
+    settings = _cloud_settings()
     try:
         with Store.open(settings.effective_database_url) as store, store.transaction() as tx:
             row = create_company(
@@ -504,7 +524,7 @@ def user_company(
 
 
 # --- agent ------------------------------------------------------------------
-def _agent_paths(settings: Settings) -> tuple[str, Path, Path]:
+def _agent_paths(settings: AgentSettings) -> tuple[str, Path, Path]:
     if not settings.device_id:
         raise _fail("set ENTITLE_DEVICE_ID to this device's id")
     data_dir = settings.agent_dir()
@@ -513,7 +533,7 @@ def _agent_paths(settings: Settings) -> tuple[str, Path, Path]:
 
 
 def _agent_firmware(
-    settings: Settings, *, serial_port: str | None, kind: str | None, data_dir: Path
+    settings: AgentSettings, *, serial_port: str | None, kind: str | None, data_dir: Path
 ) -> Any:
     """The FirmwareClient for --serial-port, or an in-process emulator for --firmware-kind."""
     port = serial_port or settings.serial_port
@@ -565,7 +585,7 @@ def agent_run(
     # the agent's own INFO lines are what a person watching it wants: connected to
     # which broker as which device, and each feature allowed or denied until when
     logging.getLogger("agent").setLevel(logging.INFO)
-    settings = _settings()
+    settings = _agent_settings()
     device_id, data_dir, socket_path = _agent_paths(settings)
     kind = firmware_kind or settings.firmware_kind
     if kind is not None and kind not in ("gateway", "camera", "counter"):
@@ -640,7 +660,7 @@ def agent_check(feature: str) -> None:
 
     from agent.store import Store, StoreError
 
-    settings = _settings()
+    settings = _agent_settings()
     device_id, data_dir, socket_path = _agent_paths(settings)
     allowed: bool
     if socket_path.exists():
@@ -677,7 +697,7 @@ def keys_init(
     """Create the issuer keys (mode 0600) and the first signed key set."""
     from cloud.devices.signer import Signer
 
-    settings = _settings()
+    settings = _cloud_settings()
     signer = Signer.load_or_create(settings.keys_dir, root_keys=root_keys, threshold=threshold)
     _show_keyset(signer.keyset.to_json(), settings.keys_dir)
 
@@ -691,7 +711,7 @@ def keys_show(
     """Show the current key set (public parts only)."""
     from cloud.devices.signer import Signer
 
-    settings = _settings()
+    settings = _cloud_settings()
     signer = Signer.load_or_create(settings.keys_dir)
     _show_keyset(signer.keyset.to_json(), settings.keys_dir)
     if export is not None:
@@ -709,7 +729,7 @@ def keys_rotate(
     """Publish key set version+1, signed by old and new root keys."""
     from cloud.devices.signer import Signer
 
-    settings = _settings()
+    settings = _cloud_settings()
     signer = Signer.load_or_create(settings.keys_dir)
     signer.rotate(new_root=new_root, new_epoch=new_epoch)
     _show_keyset(signer.keyset.to_json(), settings.keys_dir)
@@ -860,7 +880,9 @@ def _user_bytes(data: bytes, *, name: str, what: str, hint: str) -> bytes:
 @config_app.command("show")
 def config_show() -> None:
     """The effective configuration (secrets redacted)."""
-    console.print_json(json.dumps(_settings().redacted()))
+    from entitle.config import AllSettings
+
+    console.print_json(json.dumps(_settings(AllSettings).redacted()))
 
 
 # --- sim --------------------------------------------------------------------
@@ -901,7 +923,7 @@ def sim_fleet(
     from simulators.fleet_view import FleetOptions, simulate
 
     _logging(verbose)
-    settings = _settings()
+    settings = _cloud_settings()
     try:
         plans = plan_fleet(
             devices=devices, mix=parse_mix(mix), fault_fraction=parse_faults(faults), prefix=prefix

@@ -29,10 +29,11 @@ from rich.table import Table
 
 from agent.runtime import Agent, open_agent
 from agent.session import Connection
+from broker.embedded import EmbeddedBroker
+from broker.mosquitto import MosquittoBroker, find_free_port, mosquitto_path
+from cloud.settings import CloudSettings
+from common.mqtt import SOCKET_OPTIONS
 from common.tasks import cancel_and_wait
-from entitle import broker as brokers
-from entitle.config import Settings
-from entitle.mqtt import SOCKET_OPTIONS
 
 if TYPE_CHECKING:
     from cloud.testclock import TestClock
@@ -142,7 +143,7 @@ async def running_stack(
     # clients use the username as client id, and a second "cloud" would kick the bridge
     ops_password = secrets.token_urlsafe(18)
     logins = {"cloud": cloud_password, OPS_USER: ops_password}
-    use_embedded = embedded or brokers.mosquitto_path() is None
+    use_embedded = embedded or mosquitto_path() is None
     if use_embedded and not embedded:
         say(
             "[yellow]mosquitto not found[/yellow]: using the embedded amqtt broker "
@@ -154,20 +155,16 @@ async def running_stack(
         broker_dir = root / "broker"
         if use_embedded:
             embedded_broker = await stack.enter_async_context(
-                brokers.EmbeddedBroker(
-                    broker_dir, accounts=logins, cloud_username=["cloud", OPS_USER]
-                )
+                EmbeddedBroker(broker_dir, accounts=logins, cloud_username=["cloud", OPS_USER])
             )
             port, accounts, label = embedded_broker.port, embedded_broker.accounts, "amqtt"
         else:
             mosquitto = stack.enter_context(
-                brokers.MosquittoBroker(
-                    broker_dir, accounts=logins, cloud_username=["cloud", OPS_USER]
-                )
+                MosquittoBroker(broker_dir, accounts=logins, cloud_username=["cloud", OPS_USER])
             )
             port, accounts, label = mosquitto.port, mosquitto.accounts, "mosquitto"
-        http_port = brokers.find_free_port()
-        settings = Settings(
+        http_port = find_free_port()
+        settings = CloudSettings(
             data_dir=root / "cloud",
             broker_url=f"mqtt://cloud:{cloud_password}@127.0.0.1:{port}",
             http_port=http_port,

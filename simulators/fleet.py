@@ -224,8 +224,8 @@ def register_in_store(
     Returns the logins, for the broker's dynamic-security file at its start.
     """
     from cloud.database import Store
-    from cloud.devices.credentials import hash_password, new_password
     from cloud.devices.rules import DeviceKind
+    from common.credentials import hash_password, new_password
 
     logins = [DeviceLogin(plan, new_password()) for plan in plans]
     with Store.open(database_url) as store:

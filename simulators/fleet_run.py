@@ -101,8 +101,8 @@ class LocalCloud:
         self._processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> LocalCloud:
+        from broker.mosquitto import MosquittoBroker, find_free_port
         from cloud.accounts.apikeys import bootstrap_api_key
-        from entitle.broker import MosquittoBroker, find_free_port
 
         self.cloud_dir.mkdir(parents=True, exist_ok=True)
         now = int(time.time())

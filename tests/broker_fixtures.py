@@ -20,7 +20,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from entitle.broker import EmbeddedBroker, MosquittoBroker, mosquitto_path
+from broker.embedded import EmbeddedBroker
+from broker.mosquitto import MosquittoBroker, mosquitto_path
 
 __all__ = ["FixtureBroker", "broker", "embedded_broker", "require_mosquitto", "shared_broker"]
 

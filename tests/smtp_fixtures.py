@@ -27,7 +27,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from entitle.certs import issue_local_pki
+from broker.certs import issue_local_pki
 
 __all__ = ["Delivery", "SmtpServer", "smtp_server"]
 

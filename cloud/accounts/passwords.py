@@ -47,7 +47,7 @@ def hash_password(password: str, *, hasher: PasswordHasher | None = None) -> str
     return (hasher or _HASHER).hash(password)
 
 
-def verify_password(stored: str, password: str) -> bool:
+def verify_password(password: str, stored: str) -> bool:
     """Whether ``password`` matches ``stored``; a malformed stored hash matches nothing."""
     try:
         return _HASHER.verify(stored, password)
@@ -65,7 +65,7 @@ def needs_rehash(stored: str) -> bool:
 
 def waste_a_verification(password: str) -> None:
     """Spend what a verification costs, so an unknown e-mail answers as slowly as a known one."""
-    verify_password(_dummy_hash(), password)
+    verify_password(password, _dummy_hash())
 
 
 @functools.cache

@@ -97,7 +97,7 @@ def attempt_login(
             f"too many failed logins for this account: try again in {wait} s", retry_after=wait
         )
         return LoginOutcome(token=None, user=None, expires_at=None, error=throttled)
-    if not verify_password(row.password_hash, password):
+    if not verify_password(password, row.password_hash):
         row.failed_logins += 1
         lock = lock_seconds(row.failed_logins)
         row.locked_until = now + lock if lock else None

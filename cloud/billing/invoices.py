@@ -30,7 +30,7 @@ from cloud.billing.errors import UnknownOrder
 from cloud.billing.rules import OrderStatus, PayWith
 from cloud.devices.tables import InstallationRow
 from cloud.errors import Conflict, NotFound
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 
 __all__ = [
     "PAYMENT_TERMS_DAYS",
@@ -159,7 +159,7 @@ def invoice_filename(invoice: Invoice) -> str:
     return f"invoice-{safe}.pdf"
 
 
-def seller_from_settings(settings: Settings) -> Party:
+def seller_from_settings(settings: CloudSettings) -> Party:
     """The seller of ``ENTITLE_INVOICE_SELLER_*``."""
     address = tuple(
         line.strip()
@@ -286,7 +286,7 @@ def render_invoice(invoice: Invoice) -> bytes:
     return bytes(pdf.output())
 
 
-def invoice_for_order(session: Session, order_id: int, *, settings: Settings) -> Invoice:
+def invoice_for_order(session: Session, order_id: int, *, settings: CloudSettings) -> Invoice:
     """The invoice of a paid (card) or invoiced order, from the stored order.
 
     The invoice number is the order number: one order, one invoice.

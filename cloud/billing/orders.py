@@ -65,7 +65,7 @@ from cloud.devices.tables import InstallationRow
 from cloud.errors import UnknownInstallation
 from cloud.notifications.outbox import enqueue
 from cloud.ports import Clock
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 
 __all__ = [
     "Billing",
@@ -130,7 +130,7 @@ class Billing:
         currency: str = "EUR",
         provider_name: str = "sandbox",
         notify: Sequence[str] = (),
-        invoice_settings: Settings | None = None,
+        invoice_settings: CloudSettings | None = None,
     ) -> None:
         """``notify``: the operator's addresses told when a refund gives up (e.g. finance);
         they are not on any order's notify list, so customers never see them.
@@ -151,7 +151,7 @@ class Billing:
         self._on_reversed = self.refunds.on_reversed
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store, *, clock: Clock) -> Billing:
+    def from_settings(cls, settings: CloudSettings, store: Store, *, clock: Clock) -> Billing:
         """The service with the provider ``settings.payment_provider`` names.
 
         Only ``"sandbox"`` exists: :class:`SandboxPaymentProvider`, a test double

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from cloud.database import Store
 from cloud.devices import queries as device_queries
-from cloud.devices.credentials import hash_password, new_password
 from cloud.devices.rules import (
     DeviceKind,
     Grant,
@@ -49,6 +48,7 @@ from cloud.errors import (
     UnknownInstallation,
 )
 from cloud.ports import BrokerAccounts, Clock, EntitlementPublisher
+from common.credentials import hash_password, new_password
 from protocol.errors import TransportError
 
 __all__ = ["IssuingService", "Issued", "NewDevice"]

@@ -27,9 +27,9 @@ from cloud.http.inputs import refuse_loose_parameters
 from cloud.jobs import JobRunner
 from cloud.notifications.sender import OutboxSender
 from cloud.ports import Clock, EntitlementPublisher
+from cloud.settings import CloudSettings
 from cloud.subscriptions.service import SubscriptionService
 from cloud.tickets.service import TicketService
-from entitle.config import Settings
 
 __all__ = [
     "SESSION_COOKIE",
@@ -52,7 +52,7 @@ _log = logging.getLogger(__name__)
 class CloudState:
     """Everything the lifespan built, hung on ``app.state.cloud``."""
 
-    settings: Settings
+    settings: CloudSettings
     store: Store
     signer: Signer
     service: IssuingService
@@ -86,7 +86,7 @@ def get_signer(state: Annotated[CloudState, Depends(get_state)]) -> Signer:
     return state.signer
 
 
-def get_settings(state: Annotated[CloudState, Depends(get_state)]) -> Settings:
+def get_settings(state: Annotated[CloudState, Depends(get_state)]) -> CloudSettings:
     return state.settings
 
 
@@ -170,6 +170,6 @@ StateDep = Annotated[CloudState, Depends(get_state)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ServiceDep = Annotated[IssuingService, Depends(get_service)]
 SignerDep = Annotated[Signer, Depends(get_signer)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[CloudSettings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

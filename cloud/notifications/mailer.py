@@ -20,7 +20,7 @@ from typing import Literal, Protocol, runtime_checkable
 import aiosmtplib
 
 from cloud.errors import CloudError
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 from protocol.errors import TransportError
 
 __all__ = ["MailRejected", "MailUnavailable", "Mailer", "SmtpMailer"]
@@ -66,7 +66,7 @@ class SmtpMailer:
     timeout_s: float = 30.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpMailer | None:
+    def from_settings(cls, settings: CloudSettings) -> SmtpMailer | None:
         """The mailer of ``ENTITLE_SMTP_*``; ``None`` without ``smtp_host``.
 
         Raises:

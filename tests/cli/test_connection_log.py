@@ -1,4 +1,4 @@
-"""The MQTT reconnect loops' log (entitle.mqtt.ConnectionLog): each change of state once."""
+"""The MQTT reconnect loops' log (common.mqtt.ConnectionLog): each change of state once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from entitle.mqtt import ConnectionLog, refused_login
+from common.mqtt import ConnectionLog, refused_login
 
 _log = logging.getLogger("test.connection")
 

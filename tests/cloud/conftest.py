@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from cloud import create_app
+from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
-from entitle.config import Settings
 from tests.broker_fixtures import broker  # noqa: F401  (fixture)
 from tests.cloud.harness import DAY, Cloud, FakeClock, client, new_api_key, running
 from tests.database_fixtures import fresh_database, postgres_admin, postgres_url  # noqa: F401
@@ -83,8 +83,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(
+def settings(tmp_path: Path, database_url: str) -> CloudSettings:
+    return CloudSettings(
         data_dir=tmp_path / "data",
         database_url=database_url,
         broker_url="mqtt://cloud:secret@broker.example:1883",
@@ -96,7 +96,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 async def cloud(
-    settings: Settings,
+    settings: CloudSettings,
     publisher: PublisherSimulator,
     accounts: AccountsSimulator,
     clock: FakeClock,

@@ -19,8 +19,8 @@ from cloud.accounts.rules import PaymentType, Role
 from cloud.accounts.users import create_company, create_user
 from cloud.database import Base
 from cloud.http.deps import CloudState
+from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
-from entitle.config import Settings
 from protocol.keyset import KeySet, trust_root
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -78,7 +78,7 @@ def client(app: FastAPI, api_key: str | None = None) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://cloud", headers=headers)
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
+def cli_env(settings: CloudSettings) -> dict[str, str]:
     """Environment for ``entitle`` commands run (CliRunner) against the same data and database."""
     return {
         "ENTITLE_DATA_DIR": str(settings.data_dir),

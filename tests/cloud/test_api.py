@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from cloud.devices import queries as device_queries
-from cloud.devices.credentials import verify_password
 from cloud.devices.rules import MAX_DEVICES, DeviceKind
 from cloud.devices.tables import DeviceRow, TokenRow
+from common.credentials import verify_password
 from protocol.keyset import KeySet
 from protocol.token import Claims, verify_token
 from protocol.topics import KEYS_TOPIC

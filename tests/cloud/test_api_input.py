@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from cloud import create_app
+from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
-from entitle.config import Settings
 from protocol.token import verify_token
 from tests.cloud.harness import (
     DAY,
@@ -271,10 +271,10 @@ async def test_a_body_over_the_limit_is_refused_unread(cloud: Cloud, declared: b
 
 
 async def test_the_body_limit_is_a_setting(
-    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    settings: CloudSettings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ENTITLE_HTTP_MAX_BODY_BYTES", "64")
-    small = Settings(**settings.model_dump(exclude={"http_max_body_bytes"}))
+    small = CloudSettings(**settings.model_dump(exclude={"http_max_body_bytes"}))
     assert small.http_max_body_bytes == 64
     app = create_app(
         small, publisher=PublisherSimulator(), accounts=AccountsSimulator(), clock=clock

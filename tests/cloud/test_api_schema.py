@@ -48,8 +48,8 @@ from cloud import create_app
 from cloud.accounts import passwords
 from cloud.accounts.apikeys import bootstrap_api_key
 from cloud.health.ingest import Incoming
+from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
-from entitle.config import Settings
 from protocol.commands import ok_result, result_to_json
 from protocol.topics import device_topic
 from tests.cloud.harness import PASSWORD, FakeClock
@@ -123,7 +123,9 @@ _STATEFUL = {
 @functools.cache
 def _document() -> dict[str, Any]:
     """The app's OpenAPI document; the same for every app, so it is built once per run."""
-    unused = Settings(data_dir=Path("/nonexistent"), broker_url="mqtt://cloud@broker.example:1883")
+    unused = CloudSettings(
+        data_dir=Path("/nonexistent"), broker_url="mqtt://cloud@broker.example:1883"
+    )
     app = create_app(unused, publisher=PublisherSimulator(), accounts=AccountsSimulator())
     return app.openapi()
 
@@ -163,7 +165,7 @@ def _patterns() -> dict[str, re.Pattern[str]]:
 
 @pytest.fixture
 def api(
-    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    settings: CloudSettings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[schemathesis.BaseSchema, Seeded]]:
     counter = itertools.count(1)
     # ids the cloud would draw at random (installations, subscriptions, commands, order

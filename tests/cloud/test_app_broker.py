@@ -9,7 +9,7 @@ from pathlib import Path
 import aiomqtt
 
 from cloud import create_app
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 from protocol.keyset import trust_root
 from protocol.token import verify_token
 from protocol.topics import device_topic
@@ -22,7 +22,7 @@ async def test_device_logs_in_with_returned_credentials_and_gets_its_grant(
     broker: FixtureBroker, tmp_path: Path
 ) -> None:
     clock = FakeClock()
-    settings = Settings(data_dir=tmp_path / "cloud", broker_url=broker.url("cloud"))
+    settings = CloudSettings(data_dir=tmp_path / "cloud", broker_url=broker.url("cloud"))
     app = create_app(settings, accounts=broker.accounts, clock=clock)
     async with running(app):
         async with client(app, new_api_key(app)) as http:

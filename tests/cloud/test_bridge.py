@@ -12,8 +12,8 @@ import aiomqtt
 import pytest
 
 from cloud.bridge import MqttBridge
-from entitle.config import Settings
-from entitle.mqtt import backoff_delay
+from cloud.settings import CloudSettings
+from common.mqtt import backoff_delay
 from protocol.errors import TransportError
 from protocol.topics import KEYS_TOPIC, device_topic
 from tests.broker_fixtures import FixtureBroker
@@ -30,7 +30,9 @@ def test_backoff_is_capped_and_jittered() -> None:
 
 
 def _bridge(broker: FixtureBroker, tmp_path: Path, *, protocol: int = 5) -> MqttBridge:
-    settings = Settings(data_dir=tmp_path, broker_url=broker.url("cloud"), mqtt_protocol=protocol)
+    settings = CloudSettings(
+        data_dir=tmp_path, broker_url=broker.url("cloud"), mqtt_protocol=protocol
+    )
     return MqttBridge(
         settings.broker,
         keyset_message=lambda: b"keyset-message",

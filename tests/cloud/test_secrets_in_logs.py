@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 from cloud import create_app
 from cloud.accounts import queries as account_queries
 from cloud.accounts.apikeys import new_key, revoke_api_key
+from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from entitle.cli import app as cli
-from entitle.config import Settings
 from tests.cloud.harness import DAY, FakeClock, cli_env, client, new_api_key, running
 
 
@@ -58,7 +58,7 @@ def _every_logger_at_debug(caplog: pytest.LogCaptureFixture) -> None:
 
 
 async def test_no_secret_is_logged_at_debug(
-    settings: Settings,
+    settings: CloudSettings,
     publisher: PublisherSimulator,
     accounts: AccountsSimulator,
     clock: FakeClock,

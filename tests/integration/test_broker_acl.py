@@ -23,18 +23,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud.dynsec import BrokerAccountsUnavailable, DynsecAccounts
-from entitle.broker import (
-    BrokerError,
-    MosquittoBroker,
-    PasswdFileAccounts,
-    TlsListener,
-    find_free_port,
-    hash_password,
-    verify_password,
-    write_broker_config,
-)
-from entitle.certs import issue_local_pki
+from broker.certs import issue_local_pki
+from broker.errors import BrokerError
+from broker.mosquitto import MosquittoBroker, TlsListener, find_free_port, write_broker_config
+from broker.passwd import PasswdFileAccounts
+from common.credentials import mosquitto_hash as hash_password
+from common.credentials import verify_password
+from common.dynsec import BrokerAccountsUnavailable, DynsecAccounts
 from protocol.errors import TopicError
 from protocol.topics import KEYS_TOPIC, device_topic, health_share_subscription
 from tests.broker_fixtures import FixtureBroker

@@ -37,6 +37,7 @@ from agent.commands import CommandHandler
 from agent.health import HealthPublisher
 from agent.outbox import Outbox
 from agent.session import Connection, MqttSession
+from broker.mosquitto import find_free_port
 from cloud import create_app
 from cloud.accounts.apikeys import bootstrap_api_key
 from cloud.database import Store
@@ -44,8 +45,7 @@ from cloud.devices import queries as device_queries
 from cloud.devices.rules import DeviceKind
 from cloud.health import repository as repo
 from cloud.health.tables import HealthReportRow
-from entitle.broker import find_free_port
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 from protocol.commands import ok_result, parse_command, result_to_json
 from protocol.health import HealthReport, health_to_json
 from protocol.topics import device_topic
@@ -62,7 +62,7 @@ import asyncio, json, signal, sys, time
 from cloud.bridge import MqttBridge
 from cloud.health.ingest import HealthIngest
 from cloud.database import Store
-from entitle.config import parse_broker_url
+from common.settings import parse_broker_url
 
 async def main():
     store = Store.open(sys.argv[2], migrate=False)
@@ -651,7 +651,7 @@ async def test_bad_reports_over_mqtt_are_counted_not_stored(
 
 @pytest.fixture
 async def cloud_app(clouds: FixtureBroker, tmp_path: Path) -> AsyncIterator[Any]:
-    settings = Settings(
+    settings = CloudSettings(
         data_dir=tmp_path / "data",
         database_url=f"sqlite:///{tmp_path / 'app.db'}",
         broker_url=clouds.url("cloud-a"),

@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 
 from cloud import create_app
 from cloud.health.tables import HealthReportRow
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 from protocol.commands import ok_result, parse_command, result_to_json
 from protocol.topics import CHANNELS, CLOUD_GROUP, PREFIX, device_topic
 from tests.broker_fixtures import FixtureBroker
@@ -75,7 +75,7 @@ def test_the_probe_covers_the_shared_groups_of_every_channel() -> None:
 async def cloud(tmp_path: Path) -> AsyncIterator[tuple[Any, FixtureBroker, Any]]:
     """The real cloud app on a real broker; the device logins made through its API."""
     with FixtureBroker(tmp_path / "broker", clouds=("cloud-a",)) as broker:
-        settings = Settings(
+        settings = CloudSettings(
             data_dir=tmp_path / "data",
             database_url=f"sqlite:///{tmp_path / 'app.db'}",
             broker_url=broker.url("cloud-a"),

@@ -26,9 +26,9 @@ from cloud.accounts import memberships
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.billing.tables import OrderRow
 from cloud.notifications.tables import NotificationRow
+from cloud.settings import CloudSettings
 from cloud.testclock import TestClock
 from common.tasks import cancel_and_wait
-from entitle.config import Settings
 from tests.cloud.harness import client, new_api_key, new_company, new_user, running, user_api_key
 from tests.waiting import eventually
 
@@ -68,7 +68,7 @@ async def test_a_year_of_renewal_decline_expiry_and_late_payment(
         else f"sqlite:///{tmp_path / 'cloud.db'}"
     )
     clock = TestClock(ts(2026, 1, 31, 10))
-    settings = Settings(
+    settings = CloudSettings(
         data_dir=tmp_path / "cloud",
         database_url=url,
         broker_url=broker.url("cloud"),

@@ -25,11 +25,11 @@ from typer.testing import CliRunner
 
 from agent.runtime import Agent, open_agent
 from agent.session import Connection
+from broker.certs import issue_local_pki
+from broker.mosquitto import TlsListener, find_free_port, write_broker_config
 from cloud.bridge import MqttBridge
+from common.settings import BrokerAddress
 from common.tasks import cancel_and_wait
-from entitle.broker import TlsListener, find_free_port, write_broker_config
-from entitle.certs import issue_local_pki
-from entitle.config import BrokerAddress
 from protocol.cose import decode_sign1
 from protocol.token import parse_claims
 from protocol.topics import KEYS_TOPIC, device_topic

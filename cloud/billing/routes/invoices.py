@@ -22,7 +22,7 @@ from cloud.database import Store
 from cloud.errors import CloudError, UnknownInstallation
 from cloud.http.deps import SettingsDep, StoreDep, require
 from cloud.http.errors import documented, http_error
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 
 __all__ = ["router"]
 
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/orders", tags=["orders"])
 OrderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-def _invoice(store: Store, principal: Principal, order_id: int, settings: Settings) -> Invoice:
+def _invoice(store: Store, principal: Principal, order_id: int, settings: CloudSettings) -> Invoice:
     with store.transaction() as tx:
         row = orders.get_order(tx, order_id)
         if row is None:

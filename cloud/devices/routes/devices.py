@@ -27,7 +27,7 @@ from cloud.http.schemas import (
     EntitlementOut,
     TokenSummary,
 )
-from entitle.config import parse_broker_url
+from common.settings import parse_broker_url
 
 __all__ = ["device_out", "router"]
 

@@ -22,8 +22,8 @@ from cloud.errors import (
     RevokedApiKey,
     UnknownApiKey,
 )
+from cloud.settings import CloudSettings
 from entitle.cli import app as cli
-from entitle.config import Settings
 from tests.cloud.harness import Cloud, cli_env, client, new_api_key
 
 # (method, path) needing no key: devices are provisioned from the keys, load
@@ -167,7 +167,7 @@ def test_authenticate_errors_without_a_database() -> None:
     assert all(issubclass(e, NotAuthenticated) for e in (InvalidApiKey, RevokedApiKey))
 
 
-def _cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+def _cli(settings: CloudSettings, *args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, list(args), env=cli_env(settings))
     return result.exit_code, result.stdout, result.stderr
 

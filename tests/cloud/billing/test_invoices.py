@@ -25,7 +25,7 @@ from cloud.billing.invoices import (
 )
 from cloud.billing.orders import OrderLine
 from cloud.billing.payments import CARD_OK
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 from tests.cloud.harness import DAY, START, Cloud, client
 
 SELLER = Party("Entitle GmbH", ("Hauptstrasse 1", "10115 Berlin"), vat_id="DE123456789")
@@ -226,7 +226,7 @@ def test_the_seller_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ENTITLE_INVOICE_SELLER_NAME", "Entitle GmbH")
     monkeypatch.setenv("ENTITLE_INVOICE_SELLER_ADDRESS", "Hauptstrasse 1\\n10115 Berlin")
     monkeypatch.setenv("ENTITLE_INVOICE_VAT_PERCENT", "19")
-    settings = Settings()
+    settings = CloudSettings()
     assert seller_from_settings(settings) == Party(
         "Entitle GmbH", ("Hauptstrasse 1", "10115 Berlin")
     )

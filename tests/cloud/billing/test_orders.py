@@ -23,7 +23,7 @@ from cloud.billing.rules import STALE_CHARGE_S, TxnType
 from cloud.database import Store
 from cloud.errors import UnknownInstallation
 from cloud.notifications.tables import NotificationAttachmentRow, notifications
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 from tests.cloud.billing_harness import LINES, TOTAL, Shop, open_shop
 from tests.cloud.harness import FakeClock
 
@@ -185,7 +185,9 @@ async def test_a_failed_callback_is_run_again_by_reconciliation(shop: Shop) -> N
 async def test_invoice_orders_succeed_at_once_and_mail_the_invoice(
     shop: Shop, tmp_path: Path
 ) -> None:
-    shop.billing.invoice_settings = Settings(data_dir=tmp_path, invoice_seller_name="Entitle AB")
+    shop.billing.invoice_settings = CloudSettings(
+        data_dir=tmp_path, invoice_seller_name="Entitle AB"
+    )
     result = await shop.order("k1", pay_with="invoice")
     assert result.status == S.SUCCEED and shop.transactions() == []
     with shop.store.transaction() as tx:

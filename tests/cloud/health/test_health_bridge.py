@@ -17,14 +17,14 @@ from pathlib import Path
 import aiomqtt
 from sqlalchemy import func, select
 
+from broker.embedded import EmbeddedBroker
 from cloud.bridge import MqttBridge
 from cloud.database import Store
 from cloud.devices import queries as device_queries
 from cloud.devices.rules import DeviceKind
 from cloud.health.ingest import HealthIngest
 from cloud.health.tables import HealthReportRow
-from entitle.broker import EmbeddedBroker
-from entitle.config import parse_broker_url
+from common.settings import parse_broker_url
 from protocol.health import HealthReport, health_to_json
 from protocol.topics import device_topic
 from tests.broker_fixtures import FixtureBroker

@@ -14,7 +14,7 @@ from cloud.notifications.mailer import MailUnavailable, SmtpMailer
 from cloud.notifications.outbox import enqueue
 from cloud.notifications.sender import OutboxSender, retry_delay
 from cloud.notifications.tables import NotificationStatus, claim_due, mark_sent, notifications
-from entitle.config import Settings
+from cloud.settings import CloudSettings
 from tests.cloud.harness import START, Cloud, FakeClock
 from tests.smtp_fixtures import SmtpServer
 
@@ -189,7 +189,7 @@ async def test_two_senders_on_one_database_send_each_message_once(
 async def test_starttls_login_with_a_password_file(smtp_server: SmtpServer, tmp_path: Path) -> None:
     ca_file = smtp_server.secure(tmp_path, username="mailer", password="s3cret-pass")
     (tmp_path / "smtp-password").write_text("s3cret-pass\n")
-    settings = Settings(
+    settings = CloudSettings(
         data_dir=tmp_path,
         smtp_host="localhost",
         smtp_port=smtp_server.port,
@@ -232,10 +232,10 @@ async def test_starttls_login_with_a_password_file(smtp_server: SmtpServer, tmp_
 
 
 def test_settings_without_a_password_file_say_what_to_do(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, smtp_host="mail.example", smtp_username="u")
+    settings = CloudSettings(data_dir=tmp_path, smtp_host="mail.example", smtp_username="u")
     with pytest.raises(ValueError, match="ENTITLE_SMTP_PASSWORD_FILE"):
         SmtpMailer.from_settings(settings)
-    assert SmtpMailer.from_settings(Settings(data_dir=tmp_path)) is None
+    assert SmtpMailer.from_settings(CloudSettings(data_dir=tmp_path)) is None
 
 
 def test_retry_delays_grow_and_stop() -> None:
@@ -246,7 +246,7 @@ def test_retry_delays_grow_and_stop() -> None:
 
 
 async def test_the_app_runs_the_outbox_sender_as_a_job(
-    settings: Settings, smtp_server: SmtpServer, clock: FakeClock, tmp_path: Path
+    settings: CloudSettings, smtp_server: SmtpServer, clock: FakeClock, tmp_path: Path
 ) -> None:
     from cloud import create_app
     from cloud.testing import AccountsSimulator, PublisherSimulator

@@ -29,9 +29,9 @@ from cloud.accounts import memberships
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.http.deps import CloudState
 from cloud.notifications.tables import NotificationStatus, notifications
+from cloud.settings import CloudSettings
 from cloud.testclock import TestClock
 from cloud.testing import AccountsSimulator, PublisherSimulator
-from entitle.config import Settings
 from tests.cloud.harness import client, new_api_key, new_company, new_user, running, user_api_key
 from tests.smtp_fixtures import Delivery, SmtpServer
 
@@ -71,7 +71,7 @@ class _Flow:
 
 
 @pytest.fixture
-async def flow(settings: Settings, smtp_server: SmtpServer) -> AsyncIterator[_Flow]:
+async def flow(settings: CloudSettings, smtp_server: SmtpServer) -> AsyncIterator[_Flow]:
     clock = TestClock(ts(2026, 1, 31))  # bought on 31 Jan 2026: runs to 1 Feb 2027
     configured = settings.model_copy(
         update={

@@ -17,10 +17,10 @@ from cloud.accounts.tables import AuditRow
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.billing.tables import OrderRow
 from cloud.notifications.tables import NotificationRow
+from cloud.settings import CloudSettings
 from cloud.subscriptions.tables import SubscriptionRow
 from cloud.testclock import TestClock
 from cloud.testing import AccountsSimulator, PublisherSimulator
-from entitle.config import Settings
 from tests.cloud.harness import (
     DAY,
     client,
@@ -38,8 +38,8 @@ def ts(y: int, m: int, d: int) -> int:
     return int(datetime(y, m, d, tzinfo=UTC).timestamp())
 
 
-def _settings(tmp_path: Path, url: str, name: str) -> Settings:
-    return Settings(
+def _settings(tmp_path: Path, url: str, name: str) -> CloudSettings:
+    return CloudSettings(
         data_dir=tmp_path / name,
         database_url=url,
         broker_url="mqtt://cloud:secret@broker.example:1883",

@@ -19,9 +19,9 @@ from cloud import create_app
 from cloud.accounts.apikeys import create_api_key
 from cloud.health.ingest import Incoming
 from cloud.http.deps import CloudState
+from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from cloud.tickets.rules import SELF_TEST_MAX_AGE_S
-from entitle.config import Settings
 from protocol.commands import error_result, ok_result, parse_command, result_to_json
 from protocol.health import HealthReport, health_to_json
 from protocol.topics import device_topic
@@ -62,7 +62,7 @@ class App:
 
 @pytest.fixture
 async def api(
-    settings: Settings,
+    settings: CloudSettings,
     publisher: PublisherSimulator,
     accounts: AccountsSimulator,
     clock: FakeClock,

@@ -4,82 +4,58 @@ Every device logs in as its own id (its client id pinned to it) and may only
 subscribe to and read its own ``entitlement`` and ``cmd`` (plus ``keys``) and only
 write its own ``health``, ``status`` and ``cmd/res``; the cloud's logins read and
 write everything under ``entitle/v1/`` and administer device logins. The rules come
-from one table (:mod:`protocol.topics`); :mod:`cloud.dynsec` renders them as
+from one table (:mod:`protocol.topics`); :mod:`common.dynsec` renders them as
 dynamic-security roles, which Mosquitto checks at SUBSCRIBE as well as on each
 delivery and publish. Device logins are added and removed at run time over
-``$CONTROL`` (:class:`cloud.dynsec.DynsecAccounts`): nothing is rewritten or
-reloaded. The embedded amqtt fallback enforces the same table from a password file.
+``$CONTROL`` (:class:`common.dynsec.DynsecAccounts`): nothing is rewritten or
+reloaded. The embedded amqtt fallback (:mod:`broker.embedded`) enforces the same
+table from a password file.
 
-Errors: :class:`BrokerError` (a :class:`~protocol.errors.TransportError`) and its
-leaves :class:`MosquittoNotFound` and :class:`DynsecPluginNotFound`; an invalid
-device id raises :class:`~protocol.errors.TopicError`.
+Errors: :mod:`broker.errors`; an invalid device id raises
+:class:`~protocol.errors.TopicError`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import ctypes
-import fcntl
 import glob
-import hashlib
-import hmac
 import json
 import logging
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Any
 
-from amqtt.broker import Broker as AmqttBroker
-from amqtt.contexts import Action, BaseContext
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-from amqtt.session import Session
-
-from cloud.dynsec import DynsecAccounts, merge_config
-from protocol.errors import TopicError, TransportError
-from protocol.topics import (
-    PREFIX,
-    check_device_id,
-    cloud_subscriptions,
-    device_reads,
-    device_writes,
-)
+from broker.errors import BrokerError, DynsecPluginNotFound, MosquittoNotFound
+from broker.passwd import PASSWD_NAME, write_private
+from common.dynsec import DynsecAccounts, merge_config
+from common.settings import broker_url
+from protocol.topics import check_device_id
 
 __all__ = [
-    "BrokerError",
-    "DynsecPluginNotFound",
-    "EMBEDDED_GAPS",
-    "EmbeddedBroker",
+    "CONF_NAME",
+    "DYNSEC_NAME",
     "MosquittoBroker",
-    "MosquittoNotFound",
-    "PasswdFileAccounts",
     "TlsListener",
     "dynsec_plugin_path",
     "ensure_mosquitto",
     "find_free_port",
-    "hash_password",
     "mosquitto_path",
-    "run_embedded_forever",
-    "verify_password",
     "write_broker_config",
 ]
 
 log = logging.getLogger(__name__)
 
-CONF_NAME, PASSWD_NAME, DYNSEC_NAME = "mosquitto.conf", "passwd", "dynamic-security.json"
+CONF_NAME, DYNSEC_NAME = "mosquitto.conf", "dynamic-security.json"
 PID_NAME, LOG_NAME, OUT_NAME, DATA_NAME = "mosquitto.pid", "mosquitto.log", "mosquitto.out", "data"
 _RUNNING = " running\n"  # Mosquitto's "mosquitto version X running", once listening
 _DYNSEC_GLOBS = (
@@ -87,18 +63,6 @@ _DYNSEC_GLOBS = (
     "/usr/lib/mosquitto_dynamic_security.so",
     "/usr/local/lib/mosquitto_dynamic_security.so",
 )
-
-
-class BrokerError(TransportError):
-    """The broker could not be configured, started or stopped."""
-
-
-class MosquittoNotFound(BrokerError):
-    """No ``mosquitto`` executable on this machine."""
-
-
-class DynsecPluginNotFound(BrokerError):
-    """Mosquitto is there but its dynamic-security plugin is not (Mosquitto < 2.0)."""
 
 
 def dynsec_plugin_path() -> str:
@@ -111,74 +75,6 @@ def dynsec_plugin_path() -> str:
         "mosquitto_dynamic_security.so not found: install Mosquitto 2.0 or newer "
         "('apt-get install mosquitto') or run with --embedded-broker"
     )
-
-
-# --- access rules (the embedded broker; Mosquitto's are in cloud.dynsec) ---------------
-
-
-def _may(
-    user: str, *, clouds: Collection[str], access: Literal["read", "write"]
-) -> tuple[str, ...]:
-    """The filters ``user`` may read (subscribe to) or write, from the one topic table."""
-    if user in clouds:
-        return cloud_subscriptions() if access == "read" else (f"{PREFIX}/#",)
-    try:
-        return device_reads(user) if access == "read" else device_writes(user)
-    except TopicError:
-        return ()
-
-
-# --- password file -------------------------------------------------------------------
-
-_ITERATIONS, _SALT_LEN = 101, 12
-
-
-def hash_password(password: str) -> str:
-    """A Mosquitto 2 password-file hash: ``$7$`` = PBKDF2-HMAC-SHA512, 101 rounds."""
-    salt = secrets.token_bytes(_SALT_LEN)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _ITERATIONS)
-    b64 = base64.b64encode
-    return f"$7${_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def verify_password(password: str, hashed: str) -> bool:
-    """True if ``password`` matches a ``$7$`` hash (used by the embedded broker)."""
-    try:
-        _, kind, rounds, salt, digest = hashed.split("$")
-        if kind != "7":
-            return False
-        expected = base64.b64decode(digest, validate=True)
-        got = hashlib.pbkdf2_hmac(
-            "sha512", password.encode(), base64.b64decode(salt, validate=True), int(rounds)
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(got, expected)
-
-
-def _read_passwd(path: Path) -> dict[str, str]:
-    entries: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            user, sep, hashed = line.partition(":")
-            if sep and not line.startswith("#"):
-                entries[user] = hashed
-    return entries
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write-temp-then-rename with mode 0600: a crash leaves the old file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_passwd(path: Path, entries: Mapping[str, str]) -> None:
-    _write_private(path, "".join(f"{user}:{hashed}\n" for user, hashed in sorted(entries.items())))
 
 
 # --- configuration -------------------------------------------------------------------
@@ -257,7 +153,7 @@ def write_broker_config(
         clouds={u: p for u, p in accounts.items() if u in clouds},
         devices={u: p for u, p in accounts.items() if u not in clouds},
     )
-    _write_private(dynsec, json.dumps(config, indent=1) + "\n")
+    write_private(dynsec, json.dumps(config, indent=1) + "\n")
     # a password file here would be the embedded broker's, and stale
     (directory / PASSWD_NAME).unlink(missing_ok=True)
 
@@ -312,62 +208,8 @@ def write_broker_config(
         if tls.require_certificate:
             conf += ["require_certificate true", "use_identity_as_username true"]
     path = directory / CONF_NAME
-    _write_private(path, "\n".join(conf) + "\n")
+    write_private(path, "\n".join(conf) + "\n")
     return path
-
-
-# --- accounts of the embedded broker ------------------------------------------------
-
-
-class PasswdFileAccounts:
-    """Device logins in a ``$7$`` password file, for the embedded amqtt broker (which
-    re-reads the file when it changes). Mosquitto's logins are
-    :class:`cloud.dynsec.DynsecAccounts`.
-
-    Rewrites the file atomically under a thread lock and a file lock (the cloud and
-    ``entitle broker run --embedded-broker`` may share the directory).
-    """
-
-    def __init__(
-        self, directory: Path | str, *, protected_usernames: Collection[str] = ("cloud",)
-    ) -> None:
-        self.directory = Path(directory)
-        self.protected = frozenset(protected_usernames)
-        self._lock = threading.Lock()
-
-    def set_password(self, username: str, password: str) -> None:
-        """Create or change a device login (a device may not take a protected name)."""
-        check_device_id(username)
-        if username in self.protected:
-            raise ValueError(f"{username!r} is reserved for the cloud; pick another device id")
-        self._update(username, hash_password(password))
-
-    def remove(self, username: str) -> None:
-        """Delete a device login (unknown: no-op); an open connection stays until it ends."""
-        if username in self.protected:
-            raise ValueError(f"{username!r} is reserved for the cloud")
-        self._update(username, None)
-
-    def _update(self, username: str, hashed: str | None) -> None:
-        path = self.directory / PASSWD_NAME
-        with self._lock, _file_lock(self.directory / f".{PASSWD_NAME}.lock"):
-            entries = _read_passwd(path)
-            if hashed is None:
-                if entries.pop(username, None) is None:
-                    return
-            else:
-                entries[username] = hashed
-            _write_passwd(path, entries)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _log_size(path: Path) -> int:
@@ -388,10 +230,6 @@ def _logged_since(path: Path, offset: int, needle: str) -> bool:
 
 
 # --- Mosquitto process ---------------------------------------------------------------
-
-
-def _url(host: str, port: int, username: str, password: str) -> str:
-    return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{host}:{port}"
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -502,7 +340,7 @@ class MosquittoBroker:
 
     def url_for(self, username: str, password: str) -> str:
         """``mqtt://user:pass@host:port`` for ``ENTITLE_BROKER_URL``."""
-        return _url(self.host, self.port, username, password)
+        return broker_url(self.host, self.port, username, password)
 
     @property
     def accounts(self) -> DynsecAccounts:
@@ -616,166 +454,3 @@ class MosquittoBroker:
 
     def __repr__(self) -> str:
         return f"<MosquittoBroker {self.host}:{self.port} pid={self.pid} dir={self.directory}>"
-
-
-# --- embedded fallback (amqtt) -------------------------------------------------------
-
-
-def _filter_covers(allowed: str, requested: str) -> bool:
-    """True if every topic ``requested`` (a topic or filter) matches is in ``allowed``."""
-    want = requested.split("/")
-    for i, level in enumerate(allowed.split("/")):
-        if level == "#":
-            return True
-        if i >= len(want) or want[i] == "#" or (level != "+" and want[i] != level):
-            return False
-    return len(want) == len(allowed.split("/"))
-
-
-class _PasswdAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
-    """amqtt login against the same ``$7$`` passwd file; re-read when it changes."""
-
-    @dataclass
-    class Config:
-        password_file: str = ""
-
-    def __init__(self, context: BaseContext) -> None:
-        super().__init__(context)
-        self._path = Path(self.config.password_file)
-        self._stamp: tuple[int, int, int] | None = None
-        self._users: dict[str, str] = {}
-
-    async def authenticate(self, *, session: Session) -> bool:
-        if not session.username or session.password is None:
-            return False
-        st = self._path.stat()
-        if (st.st_ino, st.st_mtime_ns, st.st_size) != self._stamp:
-            self._users = _read_passwd(self._path)
-            self._stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        hashed = self._users.get(session.username)
-        return hashed is not None and verify_password(session.password, hashed)
-
-
-class _AclTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
-    """amqtt topic checks from the topic table (:mod:`protocol.topics`).
-
-    amqtt sends retained messages to a new subscription without a RECEIVE check, so a
-    SUBSCRIBE is allowed only if every topic its filter matches is readable.
-    """
-
-    @dataclass
-    class Config:
-        cloud_usernames: list[str] = field(default_factory=list)
-
-    async def topic_filtering(
-        self, *, session: Session | None = None, topic: str | None = None, action: Any = None
-    ) -> bool:
-        user = session.username if session else None
-        if not user or not topic:
-            return False
-        want: Literal["read", "write"] = "write" if action == Action.PUBLISH else "read"
-        allowed = _may(user, clouds=self.config.cloud_usernames, access=want)
-        return any(_filter_covers(filter_, topic) for filter_ in allowed)
-
-
-EMBEDDED_GAPS = (
-    "a client that connects with another's client id (even one that then fails to log "
-    "in) discards that client's session",
-    "MQTT 3.1.1 only: no message expiry on retained tokens, no shared subscriptions",
-    "no persistence across restarts, no max_queued_messages or max_packet_size limits",
-    "no TLS client-certificate identities",
-)
-
-
-class EmbeddedBroker:
-    """amqtt broker for `entitle demo` when Mosquitto is not installed.
-
-    The same topic table as Mosquitto's roles, checked at SUBSCRIBE and PUBLISH, logins
-    from a ``$7$`` password file, no anonymous logins. It lacks (and says so in a
-    warning when it starts, see :data:`EMBEDDED_GAPS`):
-    MQTT 5 (clients must use 3.1.1, so no message expiry, no shared subscriptions:
-    subscribe to ``entitle/v1/dev/+/health`` directly), client-id pinning (a client
-    connecting with another's client id, even one that then fails to log in,
-    discards that client's session), persistence across restarts, ``max_queued_messages``
-    and ``max_packet_size`` limits, and TLS client-certificate identities.
-    """
-
-    def __init__(
-        self,
-        directory: Path | str,
-        *,
-        accounts: Mapping[str, str],
-        cloud_username: str | Collection[str] = "cloud",
-        host: str = "127.0.0.1",
-        port: int | None = None,
-    ) -> None:
-        self.directory = Path(directory)
-        self.host = host
-        self.port = port or 0
-        self._clouds = [cloud_username] if isinstance(cloud_username, str) else list(cloud_username)
-        for user in [*accounts, *self._clouds]:
-            check_device_id(user)
-        self._accounts = dict(accounts)
-        self.accounts = PasswdFileAccounts(self.directory, protected_usernames=self._clouds)
-        self._broker: AmqttBroker | None = None
-
-    def url_for(self, username: str, password: str) -> str:
-        return _url(self.host, self.port, username, password)
-
-    async def start(self) -> EmbeddedBroker:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        passwd = self.directory / PASSWD_NAME
-        entries = _read_passwd(passwd)
-        entries.update({user: hash_password(pw) for user, pw in self._accounts.items()})
-        _write_passwd(passwd, entries)
-        self.port = self.port or find_free_port(self.host)
-        config = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {
-                f"{__name__}._PasswdAuthPlugin": {"password_file": str(passwd)},
-                f"{__name__}._AclTopicPlugin": {"cloud_usernames": self._clouds},
-            },
-        }
-        self._broker = AmqttBroker(config)
-        try:
-            await self._broker.start()
-        except Exception as exc:  # amqtt raises its own BrokerError or an OSError
-            self._broker = None
-            raise BrokerError(
-                f"embedded broker did not start on {self.host}:{self.port}: {exc}"
-            ) from exc
-        log.warning(
-            "embedded amqtt broker on %s:%d, a fallback for trying entitle out; it does not "
-            "enforce everything Mosquitto does: %s. Install mosquitto for real devices.",
-            self.host,
-            self.port,
-            "; ".join(EMBEDDED_GAPS),
-        )
-        return self
-
-    async def stop(self) -> None:
-        if self._broker is not None:
-            broker, self._broker = self._broker, None
-            await broker.shutdown()
-
-    async def __aenter__(self) -> EmbeddedBroker:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
-async def run_embedded_forever(
-    directory: Path | str, *, port: int, cloud_password: str, host: str = "127.0.0.1"
-) -> None:
-    """`entitle broker run --embedded-broker`: serve until cancelled (Ctrl-C)."""
-    async with EmbeddedBroker(
-        directory, accounts={"cloud": cloud_password}, host=host, port=port
-    ) as broker:
-        log.info("embedded broker serving on %s:%d", broker.host, broker.port)
-        await asyncio.Event().wait()

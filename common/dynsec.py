@@ -10,7 +10,7 @@ reason code 135, so a device can never join the cloud's ``$share/cloud/…``
 group and take half of the health stream. Mosquitto 2.0.11's plugin does not
 expand ``%u``/``%c`` in subscribe ACLs, hence one role per device.
 
-:class:`DynsecAccounts` is the real :class:`cloud.ports.BrokerAccounts` for
+:class:`DynsecAccounts` is the real ``cloud.ports.BrokerAccounts`` for
 Mosquitto: it sends ``createClient``/``deleteClient`` on
 ``$CONTROL/dynamic-security/v1`` with the cloud's own login, so a device can log
 in the moment it is created, and a deleted device is disconnected at once (the
@@ -24,8 +24,6 @@ the command; ``ValueError``: a username that must not become a device.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import secrets
@@ -38,6 +36,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from common.credentials import mosquitto_secret
+from common.settings import BrokerClientSettings
 from protocol.errors import TransportError
 from protocol.topics import check_device_id, cloud_subscriptions, device_reads, device_writes
 
@@ -55,7 +55,6 @@ _log = logging.getLogger(__name__)
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 CLOUD_ROLE = "entitle-cloud"
-_ITERATIONS, _SALT_LEN = 101, 12  # what mosquitto_ctrl writes
 
 
 class BrokerAccountsUnavailable(TransportError):
@@ -91,17 +90,6 @@ def cloud_acls() -> list[dict[str, Any]]:
     return acls
 
 
-def _hashed(password: str) -> dict[str, Any]:
-    """PBKDF2-HMAC-SHA512 as the plugin stores it (salt and hash base64)."""
-    salt = secrets.token_bytes(_SALT_LEN)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _ITERATIONS)
-    return {
-        "password": base64.b64encode(digest).decode(),
-        "salt": base64.b64encode(salt).decode(),
-        "iterations": _ITERATIONS,
-    }
-
-
 def merge_config(
     existing: Mapping[str, Any] | None,
     *,
@@ -120,13 +108,13 @@ def merge_config(
         clients[username] = {
             "username": username,
             "textName": "entitle cloud",
-            **_hashed(password),
+            **mosquitto_secret(password),
             "roles": [{"rolename": CLOUD_ROLE}],
         }
     for device_id, password in devices.items():
         role = device_role_name(device_id)
         roles[role] = {"rolename": role, "acls": device_acls(device_id)}
-        clients[device_id] = _device_client(device_id, _hashed(password))
+        clients[device_id] = _device_client(device_id, mosquitto_secret(password))
     config["clients"] = sorted(clients.values(), key=lambda c: str(c["username"]))
     config["roles"] = sorted(roles.values(), key=lambda r: str(r["rolename"]))
     config.setdefault("groups", [])
@@ -190,7 +178,7 @@ class DynsecAccounts:
         self._client: mqtt.Client | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> DynsecAccounts:
+    def from_settings(cls, settings: BrokerClientSettings) -> DynsecAccounts:
         """With the cloud's own broker login (``ENTITLE_BROKER_URL`` and password file)."""
         broker = settings.broker
         return cls(

@@ -1,0 +1,99 @@
+"""The cloud's settings: HTTP, database, jobs, e-mail, invoices and payments.
+
+Only the cloud's own fields, on the common base
+(:class:`common.settings.BrokerClientSettings`) that also says how to reach the
+broker. Built in the app factory or the CLI command, never at import time.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from common.settings import BrokerClientSettings, without_password
+
+__all__ = ["CloudSettings"]
+
+
+class CloudSettings(BrokerClientSettings):
+    """Effective configuration of ``entitle cloud serve`` and the cloud's commands."""
+
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite file in data_dir"
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    http_max_body_bytes: int = Field(
+        default=1 << 20, ge=1, description="larger request bodies get 413, unread"
+    )
+    token_ttl_s: int = 14 * 86400
+    refresh_before_s: int = 3 * 86400
+    refresh_interval_s: float = 60.0
+    # health ingest, commands, tickets (cloud.health, cloud.tickets.service)
+    health_batch_size: int = Field(default=200, ge=1, le=1000)
+    health_flush_delay_s: float = Field(default=0.05, gt=0)
+    health_retention_s: int = Field(default=30 * 86400, description="raw reports kept")
+    health_hourly_retention_s: int = Field(default=730 * 86400, description="hourly aggregates")
+    health_retention_interval_s: float = 3600.0
+    # gap repair (cloud.health.gaps): ask devices again for reports the broker lost
+    health_gap_interval_s: float = Field(default=30.0, gt=0, description="gap job interval")
+    health_gap_grace_s: int = Field(default=10, ge=0, description="in-flight reports, not gaps")
+    health_gap_backoff_s: int = Field(default=300, ge=0, description="before asking again")
+    health_gap_window_s: int = Field(default=3600, gt=0, description="how far back to look")
+    command_timeout_s: int = 300
+    tickets_interval_s: float = 300.0
+    # accounts: dashboard login sessions; vendor staff are not customers' contacts
+    session_ttl_s: int = Field(default=12 * 3600, description="a login lasts at most this long")
+    session_idle_s: int = Field(default=30 * 60, description="a login ends after this idle time")
+    staff_email_domains: list[str] = Field(
+        default=["entitle.example"], description="e-mail domains of vendor staff"
+    )
+
+    # e-mail (notification outbox); no smtp_host: mails stay queued (logged at startup)
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="starttls (587), tls (implicit, 465) or none"
+    )
+    smtp_username: str | None = None
+    smtp_password_file: Path | None = Field(default=None, description="file holding the password")
+    smtp_ca_file: Path | None = Field(default=None, description="CA bundle; default system CAs")
+    smtp_sender: str = "Entitle <no-reply@entitle.invalid>"
+    smtp_timeout_s: float = 30.0
+    outbox_interval_s: float = 30.0
+    # invoices (cloud.billing.invoices): the seller printed on every invoice
+    invoice_seller_name: str = "Entitle"
+    invoice_seller_address: str = Field(default="", description="lines separated by '\\n'")
+    invoice_seller_vat_id: str | None = None
+    invoice_vat_percent: Decimal = Field(default=Decimal(0), description="VAT in the prices")
+    test_clock: bool = Field(
+        default=False,
+        description="a settable cloud clock and POST /api/v1/test-clock/advance (demos, tests)",
+    )
+    # orders and payments (cloud.billing); "sandbox" is a test double that moves no money
+    payment_provider: Literal["sandbox"] = Field(
+        default="sandbox", description="card processor; only the sandbox test double for now"
+    )
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
+    billing_notify: list[str] = Field(
+        default=[], description="e-mails told about failed refunds, besides each buyer"
+    )
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'cloud.db'}"
+
+    @property
+    def keys_dir(self) -> Path:
+        """The issuer's signing keys (mode 0600)."""
+        return self.data_dir / "keys"
+
+    def redacted(self) -> dict[str, Any]:
+        shown = super().redacted()
+        if self.database_url is not None:
+            shown["database_url"] = without_password(self.database_url)
+        shown["effective_database_url"] = without_password(self.effective_database_url)
+        return shown
