@@ -17,21 +17,31 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
+from agent.cli import make_app as make_agent_app
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from agent.settings import AgentSettings
+    from agent.firmware import Emulator
     from cloud.settings import CloudSettings
     from common.settings import BrokerAddress, BrokerClientSettings, EntitleSettings
 
 S = TypeVar("S", bound="EntitleSettings")
+
+
+def _firmware_emulator(kind: str, recordings: Path) -> Emulator:
+    """The in-process firmware emulator ``entitle agent run --firmware-kind`` runs (demos)."""
+    from firmware_stubs import make_emulator
+
+    return make_emulator(kind, recordings=recordings)
+
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 broker_app = typer.Typer(no_args_is_help=True, help="The MQTT broker.")
 cloud_app = typer.Typer(no_args_is_help=True, help="The cloud service.")
-agent_app = typer.Typer(no_args_is_help=True, help="The on-device agent.")
+agent_app = make_agent_app(emulator=_firmware_emulator)  # = entitle-agent, plus the emulators
 keys_app = typer.Typer(no_args_is_help=True, help="Issuer keys and key sets.")
 token_app = typer.Typer(no_args_is_help=True, help="Entitlement tokens.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
@@ -122,12 +132,6 @@ def _cloud_settings() -> CloudSettings:
     from cloud.settings import CloudSettings
 
     return _settings(CloudSettings)
-
-
-def _agent_settings() -> AgentSettings:
-    from agent.settings import AgentSettings
-
-    return _settings(AgentSettings)
 
 
 # --- demo -------------------------------------------------------------------
@@ -521,171 +525,6 @@ def user_company(
     except CloudError as exc:
         raise _fail(str(exc), code=1) from exc
     console.print(f"company {shown[0]} created, partner id {shown[1]}")
-
-
-# --- agent ------------------------------------------------------------------
-def _agent_paths(settings: AgentSettings) -> tuple[str, Path, Path]:
-    if not settings.device_id:
-        raise _fail("set ENTITLE_DEVICE_ID to this device's id")
-    data_dir = settings.agent_dir()
-    socket_path = settings.api_socket or data_dir / "agent.sock"
-    return settings.device_id, data_dir, socket_path
-
-
-def _agent_firmware(
-    settings: AgentSettings, *, serial_port: str | None, kind: str | None, data_dir: Path
-) -> Any:
-    """The FirmwareClient for --serial-port, or an in-process emulator for --firmware-kind."""
-    port = serial_port or settings.serial_port
-    if not port and kind is None:
-        return None  # and pyserial is never imported
-    from agent.firmware import FirmwareClient, InProcessLink, SerialLink
-    from protocol.errors import FirmwareUnavailable
-
-    if port:
-        try:
-            return FirmwareClient(SerialLink(port))
-        except FirmwareUnavailable as exc:
-            raise _fail(str(exc)) from exc
-    if kind is None:
-        return None
-    from firmware_stubs import make_emulator
-
-    recordings = settings.recordings_dir or data_dir / "recordings"
-    return FirmwareClient(InProcessLink(make_emulator(kind, recordings=recordings)))
-
-
-@agent_app.command("run")
-def agent_run(
-    verbose: Verbose = False,
-    serial_port: Annotated[
-        str | None, typer.Option(help="Firmware serial port, e.g. /dev/ttyUSB0.")
-    ] = None,
-    firmware_kind: Annotated[
-        str | None,
-        typer.Option(
-            help="Device kind (gateway, camera, counter); without --serial-port it runs "
-            "that kind's firmware emulator in-process (demos)."
-        ),
-    ] = None,
-    recordings_dir: Annotated[
-        Path | None, typer.Option(help="Prune recordings here to the entitled retention.")
-    ] = None,
-    health_interval: Annotated[
-        float | None, typer.Option(min=0.001, help="Seconds between health reports.")
-    ] = None,
-) -> None:
-    """The on-device agent: verify, store and enforce entitlements; report health."""
-    from agent.enforcers import FirmwareEnforcer, RetentionPruner
-    from agent.runtime import Enforcer, open_agent
-    from agent.session import Connection, quiet_closed_sockets
-    from agent.store import StoreError
-
-    _logging(verbose)
-    # the agent's own INFO lines are what a person watching it wants: connected to
-    # which broker as which device, and each feature allowed or denied until when
-    logging.getLogger("agent").setLevel(logging.INFO)
-    settings = _agent_settings()
-    device_id, data_dir, socket_path = _agent_paths(settings)
-    kind = firmware_kind or settings.firmware_kind
-    if kind is not None and kind not in ("gateway", "camera", "counter"):
-        raise _fail(f"--firmware-kind {kind!r}: use gateway, camera or counter")
-    if recordings_dir is not None:
-        settings.recordings_dir = recordings_dir
-    firmware = _agent_firmware(settings, serial_port=serial_port, kind=kind, data_dir=data_dir)
-    enforcers: list[Enforcer] = []
-    if firmware is not None:
-        enforcers.append(FirmwareEnforcer(firmware))
-    if settings.recordings_dir is not None:
-        enforcers.append(RetentionPruner(settings.recordings_dir))
-    address = _broker_address(settings, whose="this device's")
-    if address.password is None and settings.broker_cert_file is None:
-        raise _fail(
-            "no MQTT credentials: set ENTITLE_BROKER_PASSWORD_FILE (or put the password in "
-            "the URL), or use mqtts:// with ENTITLE_BROKER_CERT_FILE/_KEY_FILE"
-        )
-    connection = Connection(
-        host=address.host,
-        port=address.port,
-        username=address.username or device_id,
-        password=address.password.get_secret_value() if address.password else None,
-        protocol=settings.mqtt_protocol,
-        tls=address.tls,
-        ca_file=settings.broker_ca_file,
-        cert_file=settings.broker_cert_file,
-        key_file=settings.broker_key_file,
-    )
-    try:
-        root = settings.root_keyset_file.read_bytes() if settings.root_keyset_file else None
-    except OSError as exc:
-        raise _fail(
-            f"ENTITLE_ROOT_KEYSET_FILE: cannot read {settings.root_keyset_file} "
-            f"({exc.strerror}); export one with 'entitle keys show --export FILE'"
-        ) from None
-    try:
-        agent = open_agent(
-            device_id=device_id,
-            data_dir=data_dir,
-            connection=connection,
-            root_keyset=root,
-            skew=settings.clock_skew_s,
-            api_socket=socket_path,
-            installation_id=settings.installation_id,
-            firmware=firmware,
-            kind=kind,
-            enforcers=enforcers,
-            health_interval_s=health_interval or settings.health_interval_s,
-        )
-    except StoreError as exc:
-        raise _fail(str(exc)) from exc
-
-    async def run() -> None:
-        with quiet_closed_sockets(asyncio.get_running_loop()):
-            await agent.run()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        agent.close()
-
-
-@agent_app.command("check")
-def agent_check(feature: str) -> None:
-    """Exit 0 if FEATURE is allowed now, 1 if not; print why."""
-    import time
-
-    import httpx
-
-    from agent.store import Store, StoreError
-
-    settings = _agent_settings()
-    device_id, data_dir, socket_path = _agent_paths(settings)
-    allowed: bool
-    if socket_path.exists():
-        try:
-            transport = httpx.HTTPTransport(uds=str(socket_path))
-            with httpx.Client(transport=transport, base_url="http://agent", timeout=5) as client:
-                answer = client.get(f"/features/{feature}").json()
-            allowed, reason = bool(answer["allowed"]), str(answer["reason"])
-            source = "running agent"
-        except httpx.HTTPError:
-            socket_path = Path("/nonexistent")
-    if not socket_path.exists():
-        try:
-            with Store(data_dir / "agent.db", read_only=True) as store:
-                state = store.load(device_id=device_id, skew=settings.clock_skew_s)
-        except StoreError as exc:
-            raise _fail(str(exc)) from exc
-        if state is None:
-            allowed, reason = False, "device not provisioned"
-        else:
-            allowed, reason = state.feature(feature, local_now=int(time.time()))
-        source = "agent store (agent not running)"
-    verdict = "ALLOWED" if allowed else "DENIED"
-    console.print(f"{feature}: {verdict} — {reason} [{source}]", markup=False, soft_wrap=True)
-    raise typer.Exit(0 if allowed else 1)
 
 
 # --- keys -------------------------------------------------------------------
