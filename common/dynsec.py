@@ -30,7 +30,7 @@ import secrets
 import ssl
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -249,7 +249,7 @@ class DynsecAccounts:
         correlation = secrets.token_hex(8)
         for command in commands:
             command["correlationData"] = correlation
-        done, out = threading.Event(), []
+        done, out = threading.Event(), cast(list[list[dict[str, Any]]], [])
         with self._pending_lock:
             self._pending[correlation] = (done, out)
         try:
@@ -301,7 +301,7 @@ class DynsecAccounts:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.reconnect_delay_set(0.1, 5)
+        client.reconnect_delay_set(0.1, 5)  # type: ignore[arg-type]  # paho sleeps a float
         try:
             client.connect(self.host, self.port, keepalive=30)
         except OSError as exc:

@@ -1,17 +1,54 @@
-"""MQTT client options shared by the agent's session and the cloud's bridge."""
+"""The one MQTT client of the project: aiomqtt's documented reconnect loop, written once.
+
+The agent's session and the cloud's bridge both stand on :class:`MqttClient`::
+
+    client = MqttClient(Endpoint(host, port, username=..., password=...), log=log)
+    await client.run(on_connect=subscribe_and_announce, consume=handle_messages,
+                     connected_message="connected to the broker at ...")
+
+:meth:`MqttClient.run` is ``while True: try: async with client: ... except
+MqttError: await asyncio.sleep(backoff)``: on each connection it calls
+``on_connect`` with a :class:`Link` (subscribe, publish retained state), marks
+itself connected, then awaits ``consume`` until the connection drops, and
+reconnects with capped exponential backoff and jitter (:func:`backoff_delay`),
+logging each change of state once (:class:`ConnectionLog`). It never gives up
+and ends only when cancelled.
+
+Errors: aiomqtt's never leave this module. What a caller can meet is
+:class:`LinkError`, a :class:`~protocol.errors.TransportError`: not connected,
+no PUBACK in time, the connection failed. A refused login stays inside the
+loop, logged as an error that names the settings to check.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import NoReturn
 
 import aiomqtt
+import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError  # a refused CONNACK; not re-exported
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from protocol.errors import TransportError
 
 __all__ = [
     "SOCKET_OPTIONS",
     "ConnectionLog",
+    "Endpoint",
+    "Link",
+    "LinkError",
+    "MqttClient",
+    "PersistentSession",
+    "Received",
+    "Will",
     "backoff_delay",
     "protocol_version",
     "refused_login",
@@ -20,6 +57,11 @@ __all__ = [
 # Entitlements and health are small messages: without TCP_NODELAY, Nagle's
 # algorithm meets the peer's delayed ACK and adds ~40 ms to a QoS 1 round trip.
 SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+class LinkError(TransportError):
+    """The broker connection cannot carry the request: not connected, no PUBACK in
+    time, or the connection failed (aiomqtt's ``MqttError``, mapped here)."""
 
 
 def protocol_version(number: int) -> aiomqtt.ProtocolVersion:
@@ -55,7 +97,7 @@ _REFUSED_LOGIN = {
 }
 
 
-def refused_login(exc: aiomqtt.MqttError) -> str | None:
+def refused_login(exc: BaseException) -> str | None:
     """Why the broker refused our login (a CONNACK code), or None for any other error."""
     if not isinstance(exc, MqttConnectError):
         return None
@@ -82,7 +124,7 @@ class ConnectionLog:
         self._last = None
         self._log.info("%s", message)
 
-    def failed(self, exc: aiomqtt.MqttError, *, retry_in_s: float) -> None:
+    def failed(self, exc: Exception, *, retry_in_s: float) -> None:
         refused = refused_login(exc)
         if refused is not None:
             state = f"refused:{refused}"
@@ -101,3 +143,323 @@ class ConnectionLog:
             return
         self._last = state
         self._log.log(level, "%s", message)
+
+
+# --- the client ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and as whom to connect.
+
+    ``identifier`` is the MQTT client id (None: a random one); ``password`` may
+    stay None with a TLS client certificate (its CN is the login).
+    """
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    identifier: str | None = None
+    protocol: int = 5  # 5 = MQTT 5, 4 = MQTT 3.1.1
+    tls_context: ssl.SSLContext | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The message the broker publishes (QoS 1) when the connection drops unannounced."""
+
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PersistentSession:
+    """A session the broker keeps across reconnects, with acknowledgements sent by hand.
+
+    The broker redelivers every message not acknowledged on the connection that
+    received it, so a consumer acks only once a message is safe (committed).
+    ``receive_maximum`` (MQTT 5) is announced, or Mosquitto allows only
+    ``max_inflight_messages`` (20) unacked deliveries at a time.
+    """
+
+    expiry_s: int = 7 * 86_400
+    receive_maximum: int = 1000
+
+
+def _acked_on_arrival() -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message as the broker delivered it; ``ack()`` sends its PUBACK in a
+    :class:`PersistentSession` (only on the connection that received it) and does
+    nothing otherwise (the client acked it on arrival)."""
+
+    topic: str
+    payload: bytes
+    ack: Callable[[], None] = _acked_on_arrival
+
+
+def _raise_if_cancelling() -> None:
+    """Honour a cancel that an inner await swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` (which aiomqtt uses to wait for a
+    PUBACK) can drop a cancellation that races with the awaited future
+    completing; the task then stays "cancelling" forever inside the message
+    loop. Checking the request count after each await makes shutdown certain.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return b"" if payload is None else str(payload).encode()
+
+
+def _paho(client: aiomqtt.Client) -> paho.Client:
+    """The paho client that ``client`` wraps, for manual acknowledgements only.
+
+    aiomqtt 2.5 has no public switch for them (empicano/aiomqtt#345 is open and its
+    pull request #346, which would add ``Client(manual_ack=True)`` and
+    ``Client.ack(message)``, is a draft); paho's own public ``manual_ack_set`` and
+    ``ack`` are used on the client aiomqtt keeps. This is the one place the
+    project reaches inside aiomqtt: when aiomqtt gains the switch, only this goes.
+    """
+    inner: paho.Client = client._client  # noqa: SLF001 (see the docstring)
+    return inner
+
+
+class Link:
+    """One live connection: subscribe, publish with QoS 1, receive.
+
+    Made by :meth:`MqttClient.run` for each connection and valid until it drops;
+    every failure is a :class:`LinkError`.
+    """
+
+    def __init__(self, client: aiomqtt.Client, *, protocol: int, manual_ack: bool) -> None:
+        self._client = client
+        self._protocol = protocol
+        self._manual_ack = manual_ack
+        self.open = True
+
+    async def subscribe(self, *filters: str) -> None:
+        """Subscribe to ``filters`` with QoS 1."""
+        try:
+            await self._client.subscribe([(topic, 1) for topic in filters])
+        except aiomqtt.MqttError as exc:
+            raise LinkError(f"subscribe to {', '.join(filters)} failed: {exc}") from exc
+        finally:
+            _raise_if_cancelling()
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        timeout_s: float,
+        retain: bool = False,
+        expiry_s: int | None = None,
+    ) -> None:
+        """Publish with QoS 1 and return once the broker acknowledged it (PUBACK).
+
+        Args:
+            expiry_s: MQTT 5's Message Expiry Interval (the broker stops serving the
+                message after it); ignored on MQTT 3.1.1, which has no properties.
+
+        Raises:
+            LinkError: the connection failed, or no PUBACK within ``timeout_s``.
+        """
+        properties = None
+        if expiry_s is not None and self._protocol == 5:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = max(1, int(expiry_s))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._client.publish(
+                    topic,
+                    payload,
+                    qos=1,
+                    retain=retain,
+                    properties=properties,
+                    timeout=timeout_s,
+                )
+        except TimeoutError as exc:
+            raise LinkError(f"no PUBACK within {timeout_s}s for {topic}") from exc
+        except aiomqtt.MqttError as exc:
+            raise LinkError(f"publish to {topic} failed: {exc}") from exc
+        finally:
+            _raise_if_cancelling()
+
+    async def messages(self) -> AsyncIterator[Received]:
+        """The messages of every subscription, until the connection drops (LinkError)."""
+        try:
+            async for message in self._client.messages:
+                yield Received(message.topic.value, _payload(message), self._acker(message))
+                _raise_if_cancelling()
+        except aiomqtt.MqttError as exc:
+            raise LinkError(str(exc)) from exc
+
+    def _acker(self, message: aiomqtt.Message) -> Callable[[], None]:
+        if not self._manual_ack or message.qos == 0:
+            return _acked_on_arrival
+
+        def ack() -> None:
+            # On another connection the mid means nothing: the broker redelivers instead.
+            if self.open:
+                _paho(self._client).ack(message.mid, message.qos)
+
+        return ack
+
+
+class MqttClient:
+    """Keeps one broker connection up until cancelled; see the module docstring."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        log: logging.Logger,
+        will: Will | None = None,
+        keepalive_s: int = 30,
+        timeout_s: float = 10.0,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if endpoint.protocol not in (4, 5):
+            raise ValueError("protocol must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
+        self.endpoint = endpoint
+        self._log = log
+        self._will = will
+        self._keepalive_s = keepalive_s
+        self._timeout_s = timeout_s
+        self._backoff = (backoff_base_s, backoff_cap_s)
+        self._rng = rng
+        self._session: PersistentSession | None = None
+        self._link: Link | None = None
+        self.connected = asyncio.Event()
+        self.connects = 0
+
+    def persist(self, session: PersistentSession) -> None:
+        """From the next connection on, keep a persistent session with manual acks."""
+        self._session = session
+
+    @property
+    def link(self) -> Link:
+        """The live connection.
+
+        Raises:
+            LinkError: not connected now.
+        """
+        link = self._link
+        if link is None or not self.connected.is_set():
+            raise LinkError("not connected to the broker")
+        return link
+
+    async def wait_connected(self, timeout_s: float) -> Link:
+        """The live connection, waiting up to ``timeout_s`` for one.
+
+        Raises:
+            LinkError: not connected within ``timeout_s``.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.connected.wait()
+        except TimeoutError:
+            raise LinkError(
+                f"not connected to the broker at {self.endpoint.where} within {timeout_s:g}s"
+            ) from None
+        return self.link
+
+    def _new_client(self) -> aiomqtt.Client:
+        ep = self.endpoint
+        v5 = ep.protocol == 5
+        session = self._session
+        options: dict[str, object] = {}
+        identifier = ep.identifier
+        if session is not None:
+            # Persistent: a restarted worker (same client id) gets back what it had not
+            # acked. MQTT 3.1.1 needs an explicit client id, and takes clean session off
+            # (paho refuses clean_start there); MQTT 5 takes clean start off.
+            identifier = identifier or ep.username
+            options["clean_start"] = False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY
+            options["clean_session"] = None if v5 else False
+            if v5:
+                properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                properties.SessionExpiryInterval = session.expiry_s
+                properties.ReceiveMaximum = session.receive_maximum
+                options["properties"] = properties
+        else:
+            options["clean_session"] = None if v5 else True
+        will = self._will
+        client = aiomqtt.Client(
+            ep.host,
+            ep.port,
+            username=ep.username,
+            password=ep.password,
+            identifier=identifier,
+            protocol=protocol_version(ep.protocol),
+            tls_context=ep.tls_context,
+            socket_options=SOCKET_OPTIONS,
+            keepalive=self._keepalive_s,
+            timeout=self._timeout_s,
+            will=None if will is None else aiomqtt.Will(will.topic, will.payload, 1, will.retain),
+            **options,  # type: ignore[arg-type]
+        )
+        if session is not None:
+            _paho(client).manual_ack_set(True)
+        return client
+
+    async def run(
+        self,
+        *,
+        on_connect: Callable[[Link], Awaitable[None]],
+        consume: Callable[[Link], Awaitable[None]],
+        connected_message: str,
+    ) -> NoReturn:
+        """Connect, call ``on_connect``, mark connected, ``consume``; again, until cancelled.
+
+        A failure of either callback's :class:`LinkError` (or the connection's) ends
+        the connection and is retried after a backoff; any other error propagates.
+        """
+        attempt = 0
+        ep = self.endpoint
+        report = ConnectionLog(self._log, where=ep.where, login=ep.username or "")
+        while True:
+            failure: Exception
+            try:
+                async with self._new_client() as client:
+                    link = Link(client, protocol=ep.protocol, manual_ack=self._session is not None)
+                    try:
+                        await on_connect(link)
+                        _raise_if_cancelling()
+                        self._link = link
+                        self.connected.set()
+                        self.connects += 1
+                        attempt = 0
+                        report.connected(connected_message)
+                        await consume(link)
+                    finally:
+                        link.open = False
+                        self.connected.clear()
+                        self._link = None
+                failure = LinkError("the connection ended")
+            except (aiomqtt.MqttError, LinkError) as exc:
+                failure = exc
+            delay = backoff_delay(
+                attempt, base_s=self._backoff[0], cap_s=self._backoff[1], rng=self._rng
+            )
+            attempt += 1
+            report.failed(failure, retry_in_s=delay)
+            await asyncio.sleep(delay)

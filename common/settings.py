@@ -28,6 +28,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from common.tls import client_tls_context
+
 __all__ = [
     "ENV_PREFIX",
     "BrokerAddress",
@@ -35,7 +37,6 @@ __all__ = [
     "ConfigError",
     "EntitleSettings",
     "broker_url",
-    "client_tls_context",
     "parse_broker_url",
     "toml_path",
     "without_password",
@@ -91,16 +92,6 @@ def parse_broker_url(url: str) -> BrokerAddress:
 def broker_url(host: str, port: int, username: str, password: str) -> str:
     """``mqtt://user:pass@host:port``, each part quoted: the inverse of :func:`parse_broker_url`."""
     return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{host}:{port}"
-
-
-def client_tls_context(
-    *, ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None
-) -> ssl.SSLContext:
-    """Trust ``ca_file`` (else the system's CAs) and present the client certificate if set."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    if cert_file is not None:
-        context.load_cert_chain(cert_file, key_file)
-    return context
 
 
 class EntitleSettings(BaseSettings):

@@ -27,7 +27,6 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +35,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from cloud.database import Store
 from cloud.health import repository as repo
 from cloud.ports import Clock
+from common.mqtt import Received
 from protocol.commands import BadCommand, parse_command_result
 from protocol.errors import TopicError
 from protocol.health import BadHealthReport, health_to_dict, parse_health
@@ -53,13 +53,9 @@ SUBSCRIPTIONS: tuple[str, ...] = (
 _MAX_STATUS_BYTES = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One delivered message and how to acknowledge it (once it is committed)."""
-
-    topic: str
-    payload: bytes
-    ack: Callable[[], None] = lambda: None
+Incoming = Received
+"""One delivered message and how to acknowledge it (once it is committed): the MQTT
+client's own :class:`common.mqtt.Received`, handed over by the bridge as it is."""
 
 
 @dataclass(slots=True)
