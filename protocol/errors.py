@@ -1,6 +1,7 @@
 """Typed errors for everything the protocol refuses.
 
-Two families, so callers decide on the family and logs show the leaf::
+Three families (data from outside, the transport, our own stored state), so
+callers decide on the family and logs show the leaf::
 
     EntitleError
     ├── UntrustedDataError            data from outside failed a check
@@ -33,9 +34,17 @@ Two families, so callers decide on the family and logs show the leaf::
     │       ├── FrameTooLarge         payload length over 4 KiB, refused from the header
     │       ├── BadFrame              bad version, flags or payload; overtaken partial frame
     │       └── FirmwareErrorReply    the firmware answered with an ERROR frame (``.code``)
-    └── TransportError                broker, serial link or network failed
-        ├── SerialTimeout             no answer from the firmware in time
-        └── FirmwareUnavailable       the serial port failed, or no answer after retries
+    ├── TransportError                broker, serial link or network failed
+    │   ├── SerialTimeout             no answer from the firmware in time
+    │   └── FirmwareUnavailable       the serial port failed, or no answer after retries
+    └── StoreError                    this side's own stored state is missing, unreadable,
+                                      another device's or not provisioned: not retried,
+                                      the message says what to do next
+
+Message-specific refusals live beside their codecs and join the first family:
+``protocol.health.BadHealthReport``, ``protocol.status.BadStatus`` and
+``protocol.commands.BadCommand`` are ``UntrustedDataError`` leaves whose
+``reason`` says which check failed (too_large, bad_json, bad_schema, ...).
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ __all__ = [
     "Rollback",
     "SerialFrameError",
     "SerialTimeout",
+    "StoreError",
     "ThresholdNotMet",
     "TokenError",
     "TooLarge",
@@ -229,3 +239,11 @@ class SerialTimeout(TransportError):
 
 class FirmwareUnavailable(TransportError):
     """The serial port failed, or the firmware gave no valid answer after the retries."""
+
+
+class StoreError(EntitleError):
+    """The local store is missing, unreadable, another device's or unprovisioned.
+
+    Not untrusted input and not a passing transport failure: retrying changes
+    nothing, so the message says what the operator should do next.
+    """

@@ -1,7 +1,10 @@
 """MQTT topic names of the contract, built and parsed in one place.
 
 Device ids are ``[A-Za-z0-9_-]{1,64}``: no ``/``, ``+``, ``#`` or ``$``, so an
-id can never widen a subscription or an ACL pattern.
+id can never widen a subscription or an ACL pattern. That rule lives here
+once: :data:`DEVICE_ID_REGEX` for code that matches whole strings,
+:data:`DEVICE_ID_PATTERN` (anchored) for schema validators (pydantic, the
+OpenAPI document), :data:`DEVICE_ID_MAX_LEN` for columns and length checks.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ __all__ = [
     "KEYS_TOPIC",
     "PREFIX",
     "CLOUD_GROUP",
+    "DEVICE_ID_MAX_LEN",
+    "DEVICE_ID_PATTERN",
+    "DEVICE_ID_REGEX",
     "DEVICE_READS",
     "DEVICE_WRITES",
     "Channel",
@@ -38,7 +44,10 @@ CHANNELS: tuple[Channel, ...] = ("entitlement", "health", "status", "cmd", "cmd/
 DEVICE_READS: tuple[Channel, ...] = ("entitlement", "cmd")
 DEVICE_WRITES: tuple[Channel, ...] = ("health", "status", "cmd/res")
 CLOUD_GROUP = "cloud"  # the shared-subscription group cloud workers split the stream in
-_DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DEVICE_ID_MAX_LEN = 64
+DEVICE_ID_REGEX = rf"[A-Za-z0-9_-]{{1,{DEVICE_ID_MAX_LEN}}}"
+DEVICE_ID_PATTERN = f"^{DEVICE_ID_REGEX}$"
+_DEVICE_ID = re.compile(DEVICE_ID_REGEX)
 _DEVICE_TOPIC = re.compile(
     rf"{re.escape(PREFIX)}/dev/([^/]+)/(entitlement|health|status|cmd|cmd/res)"
 )
@@ -47,7 +56,7 @@ _DEVICE_TOPIC = re.compile(
 def check_device_id(device_id: str) -> str:
     """Return ``device_id`` if it is a valid id; raise TopicError otherwise."""
     if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
-        raise TopicError(f"device id {device_id!r} must match [A-Za-z0-9_-]{{1,64}}")
+        raise TopicError(f"device id {device_id!r} must match {DEVICE_ID_REGEX}")
     return device_id
 
 

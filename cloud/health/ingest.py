@@ -24,7 +24,6 @@ retained messages, and every worker must learn the devices' last status.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +37,9 @@ from cloud.ports import Clock
 from common.mqtt import Received
 from protocol.commands import BadCommand, parse_command_result
 from protocol.errors import TopicError
-from protocol.health import BadHealthReport, health_to_dict, parse_health
+from protocol.health import BadHealthReport, HealthReport, parse_health
+from protocol.status import BadStatus
+from protocol.status import read as read_status
 from protocol.topics import PREFIX, parse_device_topic
 
 __all__ = ["SUBSCRIPTIONS", "BatchReport", "HealthIngest", "Incoming"]
@@ -50,7 +51,6 @@ SUBSCRIPTIONS: tuple[str, ...] = (
     f"$share/cloud/{PREFIX}/dev/+/cmd/res",
     f"{PREFIX}/dev/+/status",
 )
-_MAX_STATUS_BYTES = 4096
 
 
 Incoming = Received
@@ -71,25 +71,10 @@ class BatchReport:
 
 @dataclass(slots=True)
 class _Parsed:
-    reports: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[HealthReport] = field(default_factory=list)
     statuses: list[tuple[str, bool]] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
-
-
-def _status(payload: bytes) -> bool | None:
-    if not payload:
-        return None  # a cleared retained message
-    if len(payload) > _MAX_STATUS_BYTES:
-        raise ValueError("too_large")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("bad_json") from None
-    status = obj.get("status") if isinstance(obj, dict) else None
-    if status not in ("online", "offline"):
-        raise ValueError("bad_schema")
-    return bool(status == "online")
 
 
 def _parse(batch: list[Incoming]) -> _Parsed:
@@ -102,21 +87,19 @@ def _parse(batch: list[Incoming]) -> _Parsed:
             continue
         try:
             if channel == "health":
-                report = parse_health(message.payload, topic_device_id=device_id)
-                out.reports.append(health_to_dict(report))
+                out.reports.append(parse_health(message.payload, topic_device_id=device_id))
             elif channel == "cmd/res":
                 out.results.append(parse_command_result(message.payload, topic_device_id=device_id))
             elif channel == "status":
-                online = _status(message.payload)
-                if online is not None:
-                    out.statuses.append((device_id, online))
+                if message.payload:  # empty: a cleared retained message, not a status
+                    out.statuses.append((device_id, read_status(message.payload).online))
             else:
                 out.rejected["bad_topic"] += 1
         except (BadHealthReport, BadCommand) as exc:
             prefix = "cmd_res_" if channel == "cmd/res" else ""
             out.rejected[prefix + exc.reason] += 1
-        except ValueError as exc:
-            out.rejected[f"status_{exc}"] += 1
+        except BadStatus as exc:
+            out.rejected[f"status_{exc.reason}"] += 1
     return out
 
 
@@ -162,11 +145,11 @@ class HealthIngest:
         report = BatchReport(rejected=parsed.rejected)
         with self._store.transaction() as tx:
             session = tx
-            named = [r["device_id"] for r in parsed.reports]
+            named = [r.device_id for r in parsed.reports]
             named += [device for device, _ in parsed.statuses]
             named += [result.device_id for result in parsed.results]
             known = repo.existing_devices(session, named)
-            reports = [r for r in parsed.reports if r["device_id"] in known]
+            reports = [r for r in parsed.reports if r.device_id in known]
             report.rejected["unknown_device"] += len(parsed.reports) - len(reports)
             stored = repo.insert_reports(session, reports, now=now)
             report.stored = len(stored)

@@ -12,6 +12,7 @@ from cloud.devices.issuing import Issued
 from cloud.devices.rules import DeviceKind, GrantStatus
 from cloud.devices.rules.entitlements import RESERVED_PARAMS
 from cloud.http.inputs import BY_VALUE, StrictBody
+from protocol.topics import DEVICE_ID_PATTERN, DEVICE_ID_REGEX
 
 __all__ = [
     "DEVICE_ID_PATTERN",
@@ -39,7 +40,7 @@ __all__ = [
 
 # ids and feature names: nothing a topic, a log line or PostgreSQL text (no NUL) chokes on
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-DEVICE_ID_PATTERN = ID_PATTERN
+# DEVICE_ID_PATTERN: protocol.topics' rule, re-exported for the routes' path parameters
 FEATURE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 MAX_PARAMS_JSON = 2048
@@ -98,7 +99,7 @@ class DeviceCreate(StrictBody):
     installation_id: str = Field(pattern=ID_PATTERN)
     kind: Annotated[DeviceKind, BY_VALUE]
     device_id: str | None = Field(
-        default=None, pattern=DEVICE_ID_PATTERN, description="[A-Za-z0-9_-]{1,64}; random if absent"
+        default=None, pattern=DEVICE_ID_PATTERN, description=f"{DEVICE_ID_REGEX}; random if absent"
     )
 
 
