@@ -3,8 +3,9 @@
 :class:`HealthCollector` samples on an interval: host figures
 (:mod:`agent.hoststats`), the firmware's GET_HEALTH when a firmware client
 is configured, the serial link's counters and the agent's error counters
-(serial, cmd, rejected tokens). The report is validated against :mod:`protocol.health` and appended
-to the :class:`~agent.outbox.Outbox`, which gives it its ``seq``.
+(serial, cmd, rejected tokens). The figures are validated against
+:mod:`protocol.health` into one :class:`~protocol.health.HealthReport` and
+appended to the :class:`~agent.outbox.Outbox`, which gives it its ``seq``.
 
 A report is validated once, when it is built (the firmware's figures are
 untrusted); the outbox keeps it as the JSON that goes on the wire, and the
@@ -26,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,8 +39,8 @@ from protocol.health import (
     KINDS,
     MAX_HEALTH_BYTES,
     BadHealthReport,
+    HealthReport,
     health_from_dict,
-    health_to_dict,
 )
 from protocol.topics import device_topic
 
@@ -156,8 +158,8 @@ class HealthCollector:
             "timeouts": int(counters.get("timeouts", 0)),
         }
 
-    async def build(self, *, with_firmware: bool = True) -> dict[str, Any]:
-        """One validated report without ``seq``/``dropped`` (the outbox adds those).
+    async def build(self, *, with_firmware: bool = True) -> HealthReport:
+        """One validated report, not numbered yet (``seq`` 0: the outbox numbers it).
 
         Raises:
             BadHealthReport: only if the host's own figures fail the schema (a bug).
@@ -191,9 +193,7 @@ class HealthCollector:
             log.warning("firmware health refused (%s): %s", exc.reason, exc)
             self.firmware_failures["bad_health"] = self.firmware_failures.get("bad_health", 0) + 1
             return await self.build(with_firmware=False)
-        out = health_to_dict(checked)
-        del out["seq"], out["dropped"]
-        return out
+        return replace(checked, seq=0)
 
     async def collect_once(self) -> int:
         """Sample, validate and queue one report; its seq."""

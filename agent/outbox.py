@@ -5,7 +5,8 @@ NORMAL: a commit survives the agent being killed, and a power cut may lose
 only the last few reports, never corrupt the file; the entitlement store,
 whose state must never go back, stays FULL. FULL fsyncs every commit, twice
 per report, which cost a simulated fleet most of its CPU).
-:meth:`Outbox.append` assigns the report's ``seq`` and stores it in one
+:meth:`Outbox.append` takes a :class:`protocol.health.HealthReport`, assigns its
+``seq`` and stores its JSON (the bytes the publisher sends) in one
 transaction, so a ``seq`` is never reused, even after a kill -9: the counter
 row and the report row commit together or not at all. When the outbox holds
 ``max_rows`` unsent reports the oldest unsent are dropped in that same
@@ -23,12 +24,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
+from protocol.health import HealthReport, health_to_json
 
 __all__ = [
     "DEFAULT_KEEP_SENT",
@@ -55,7 +58,7 @@ class Queued:
 
     @property
     def report(self) -> dict[str, Any]:
-        """The report as a dict (parsed on each use: the publisher sends ``body`` as it is)."""
+        """The stored JSON object, for a look inside (the publisher sends ``body`` as it is)."""
         parsed: dict[str, Any] = json.loads(self.body)
         return parsed
 
@@ -129,8 +132,12 @@ class Outbox:
         ).fetchone()
         return int(row[0]), int(row[1])
 
-    def append(self, report: Mapping[str, Any]) -> int:
-        """Store ``report`` with the next ``seq``; return that seq.
+    def append(self, report: HealthReport) -> int:
+        """Number ``report`` with the next ``seq`` and store its JSON; return that seq.
+
+        The report's own ``seq`` and ``dropped`` are replaced: the outbox assigns
+        both. The JSON is stored as built, whatever its size: the publisher
+        refuses to send a report over the wire limit (and counts it).
 
         If ``max_rows`` reports are unsent the oldest unsent are dropped first,
         in the same transaction (reports kept after sending do not count). The
@@ -157,10 +164,10 @@ class Outbox:
                     f"DELETE FROM {_REPORTS} WHERE seq = ?", [(s,) for s, _ in victims]
                 )
             dropped = overflow + carried
-            body = {**report, "seq": seq, "dropped": dropped}
+            body = health_to_json(replace(report, seq=seq, dropped=dropped), max_bytes=None)
             conn.execute(
                 f"INSERT INTO {_REPORTS} (seq, dropped, body) VALUES (?, ?, ?)",
-                (seq, dropped, json.dumps(body, separators=(",", ":"), allow_nan=False)),
+                (seq, dropped, body.decode()),
             )
             conn.execute(
                 f"UPDATE {_META} SET last_seq = ?, dropped_total = ? WHERE id = 1",

@@ -32,7 +32,7 @@ from typing import Any
 
 from protocol.errors import TopicError, UntrustedDataError
 from protocol.jsonwire import Fields, decode_object
-from protocol.topics import check_device_id
+from protocol.topics import DEVICE_ID_MAX_LEN, check_device_id
 
 __all__ = [
     "ERROR_CATEGORIES",
@@ -98,7 +98,14 @@ class SerialCounters:
 
 @dataclass(frozen=True, slots=True)
 class HealthReport:
-    """One validated health report; ``(device_id, seq)`` identifies it."""
+    """One health report; ``(device_id, seq)`` identifies it.
+
+    The agent's collector builds it (validated, ``seq`` 0 and ``dropped`` 0:
+    not numbered yet); its outbox numbers it and stores its JSON
+    (:func:`health_to_json`), the bytes published; the cloud reads those bytes
+    back into this value (:func:`parse_health`) and writes its row from the
+    attributes. On the wire ``seq`` is always at least 1.
+    """
 
     device_id: str
     seq: int
@@ -129,7 +136,7 @@ def health_from_dict(obj: Mapping[str, Any], *, topic_device_id: str | None = No
     version = f.integer("v", lo=0)
     if version != HEALTH_VERSION:
         raise BadHealthReport("wrong_version", f"version {version} is not {HEALTH_VERSION}")
-    device_id = f.text("device_id", max_len=64)
+    device_id = f.text("device_id", max_len=DEVICE_ID_MAX_LEN)
     try:
         check_device_id(device_id)
     except TopicError as exc:
@@ -214,9 +221,14 @@ def health_to_dict(report: HealthReport) -> dict[str, Any]:
     }
 
 
-def health_to_json(report: HealthReport) -> bytes:
-    """Compact UTF-8 JSON of ``report``; over 16 KiB raises BadHealthReport(too_large)."""
+def health_to_json(report: HealthReport, *, max_bytes: int | None = MAX_HEALTH_BYTES) -> bytes:
+    """Compact UTF-8 JSON of ``report``.
+
+    Raises:
+        BadHealthReport: too_large, over ``max_bytes`` (16 KiB; None: no limit,
+            for a store that keeps what was built and refuses it on sending).
+    """
     data = json.dumps(health_to_dict(report), separators=(",", ":"), allow_nan=False).encode()
-    if len(data) > MAX_HEALTH_BYTES:
+    if max_bytes is not None and len(data) > max_bytes:
         raise BadHealthReport("too_large", f"report is {len(data)} bytes")
     return data

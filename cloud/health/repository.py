@@ -22,6 +22,7 @@ from cloud.health.rules.diagnostics import (
     RULES,
     SELF_TEST_MAX_AGE_S,
     History,
+    Metric,
     Sample,
     StatusEvent,
     long_window_metrics,
@@ -35,6 +36,7 @@ from cloud.health.tables import (
     HealthStateRow,
     StatusEventRow,
 )
+from protocol.health import HealthReport, health_to_dict
 
 __all__ = [
     "HOURLY_METRICS",
@@ -54,13 +56,13 @@ __all__ = [
     "upsert",
 ]
 
-# What the hourly aggregates keep: (name, dotted path in the report)
-HOURLY_METRICS: tuple[tuple[str, str], ...] = (
-    ("cpu_temp_c", "cpu_temp_c"),
-    ("mem_used_pct", "mem_used_pct"),
-    ("disk_used_pct", "disk.used_pct"),
-    ("loss_pct", "net.loss_pct"),
-    ("rssi_dbm", "net.rssi_dbm"),
+# What the hourly aggregates keep: (the aggregate's name, the report's figure)
+HOURLY_METRICS: tuple[tuple[str, Metric], ...] = (
+    ("cpu_temp_c", Metric.CPU_TEMP_C),
+    ("mem_used_pct", Metric.MEM_USED_PCT),
+    ("disk_used_pct", Metric.DISK_USED_PCT),
+    ("loss_pct", Metric.NET_LOSS_PCT),
+    ("rssi_dbm", Metric.NET_RSSI_DBM),
 )
 _HISTORY_WINDOW_S = max(rule.window_s for rule in RULES)
 _LONG_METRICS = tuple(sorted(long_window_metrics()))
@@ -74,30 +76,31 @@ def upsert(session: Session, table: Table | type[Any]) -> Insert:
     return sqlite.insert(target)
 
 
-def _path(report: Mapping[str, Any], dotted: str) -> float | None:
+def _figure(report: Mapping[str, Any], metric: Metric) -> float | None:
+    """A stored report's figure as the aggregates count it (a bool is not a number)."""
     value: Any = report
-    for part in dotted.split("."):
+    for key in metric.path:
         if not isinstance(value, Mapping):
             return None
-        value = value.get(part)
+        value = value.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
 
 
-def report_row(report: Mapping[str, Any], *, received_at: int) -> dict[str, Any]:
-    """The ``health_reports`` row of a validated report: the JSON and its indexed figures."""
+def report_row(report: HealthReport, *, received_at: int) -> dict[str, Any]:
+    """The ``health_reports`` row of a validated report: its JSON and its indexed figures."""
     return {
-        "device_id": report["device_id"],
-        "seq": report["seq"],
-        "ts": report["ts"],
+        "device_id": report.device_id,
+        "seq": report.seq,
+        "ts": report.ts,
         "received_at": received_at,
-        "kind": report["kind"],
-        "report": dict(report),
-        "cpu_temp_c": _path(report, "cpu_temp_c"),
-        "mem_used_pct": _path(report, "mem_used_pct"),
-        "disk_used_pct": _path(report, "disk.used_pct"),
-        "loss_pct": _path(report, "net.loss_pct"),
+        "kind": report.kind,
+        "report": health_to_dict(report),
+        "cpu_temp_c": report.cpu_temp_c,
+        "mem_used_pct": report.mem_used_pct,
+        "disk_used_pct": report.disk.used_pct,
+        "loss_pct": report.net.loss_pct,
     }
 
 
@@ -109,19 +112,20 @@ def existing_devices(session: Session, device_ids: Iterable[str]) -> set[str]:
 
 
 def insert_reports(
-    session: Session, reports: Sequence[Mapping[str, Any]], *, now: int
-) -> list[Mapping[str, Any]]:
+    session: Session, reports: Sequence[HealthReport], *, now: int
+) -> list[HealthReport]:
     """Store reports not stored yet (by ``(device_id, seq)``); the ones inserted now.
 
     The per-device state then follows the newest report (by ``ts``) of those inserted.
     """
-    unique: dict[tuple[str, int], Mapping[str, Any]] = {}
+    unique: dict[tuple[str, int], HealthReport] = {}
     for r in reports:  # a batch may hold one report twice (a redelivery)
-        unique.setdefault((r["device_id"], r["seq"]), r)
+        unique.setdefault((r.device_id, r.seq), r)
     reports = list(unique.values())
     if not reports:
         return []
     rows = [report_row(r, received_at=now) for r in reports]
+    rows_by_key = {(row["device_id"], row["seq"]): row for row in rows}
     # executemany with one compiled statement (SQLAlchemy's insertmanyvalues batches it
     # into multi-row VALUES): a literal multi-row ``.values(rows)`` is compiled anew for
     # every batch size, which cost more than the database's own work
@@ -131,11 +135,11 @@ def insert_reports(
         .returning(HealthReportRow.device_id, HealthReportRow.seq)
     )
     inserted = {(row.device_id, row.seq) for row in session.execute(statement, rows)}
-    fresh = [r for r in reports if (r["device_id"], r["seq"]) in inserted]
-    newest: dict[str, Mapping[str, Any]] = {}
+    fresh = [r for r in reports if (r.device_id, r.seq) in inserted]
+    newest: dict[str, HealthReport] = {}
     for r in fresh:
-        if r["device_id"] not in newest or r["ts"] >= newest[r["device_id"]]["ts"]:
-            newest[r["device_id"]] = r
+        if r.device_id not in newest or r.ts >= newest[r.device_id].ts:
+            newest[r.device_id] = r
     if newest:
         table = HealthStateRow.__table__
         stmt = upsert(session, HealthStateRow)
@@ -150,12 +154,12 @@ def insert_reports(
         states = [
             {
                 "device_id": device_id,
-                "latest_seq": newest[device_id]["seq"],
-                "latest_ts": newest[device_id]["ts"],
-                "latest_report": dict(newest[device_id]),
+                "latest_seq": report.seq,
+                "latest_ts": report.ts,
+                "latest_report": rows_by_key[(device_id, report.seq)]["report"],
                 "last_seen": now,
             }
-            for device_id in sorted(newest)  # one lock order for every worker
+            for device_id, report in sorted(newest.items())  # one lock order for every worker
         ]
         session.execute(stmt, states)
     return fresh
@@ -277,13 +281,13 @@ def diagnosis_histories(
         .order_by(HealthReportRow.device_id, HealthReportRow.ts)
     ):
         raw[row.device_id].append(row.report)
-    series: dict[str, dict[str, list[Sample]]] = {d: {m: [] for m in _LONG_METRICS} for d in ids}
-    paths = [HealthReportRow.report[tuple(m.split("."))] for m in _LONG_METRICS]
+    series: dict[str, dict[Metric, list[Sample]]] = {d: {m: [] for m in _LONG_METRICS} for d in ids}
+    paths = [HealthReportRow.report[m.path] for m in _LONG_METRICS]
     for row in session.execute(
         select(
             HealthReportRow.device_id,
             HealthReportRow.ts,
-            HealthReportRow.report["uptime_s"],
+            HealthReportRow.report[Metric.UPTIME_S.path],
             *paths,
         )
         .where(
@@ -374,8 +378,8 @@ def downsample_before(session: Session, *, cutoff: int, limit: int) -> int:
     folded: dict[tuple[str, int, str], list[float]] = {}
     for row in rows:
         hour = row.ts - row.ts % 3600
-        for name, dotted in HOURLY_METRICS:
-            value = _path(row.report, dotted)
+        for name, metric in HOURLY_METRICS:
+            value = _figure(row.report, metric)
             if value is not None:
                 folded.setdefault((row.device_id, hour, name), []).append(value)
     for device_id, hour, metric in sorted(folded):

@@ -231,7 +231,7 @@ def test_a_failing_host_source_leaves_the_figure_unknown(tmp_path):
 
 async def test_publisher_sends_the_stored_bytes_and_skips_an_oversized_report(tmp_path):
     from agent.health import HealthPublisher
-    from protocol.health import MAX_HEALTH_BYTES
+    from protocol.health import MAX_HEALTH_BYTES, HealthReport
     from tests.agent.test_commands import RecordingPublisherSimulator
 
     with Outbox(tmp_path / "o.db") as outbox:
@@ -242,7 +242,12 @@ async def test_publisher_sends_the_stored_bytes_and_skips_an_oversized_report(tm
             firmware=FirmwareClient(InProcessLink(GatewayEmulator()), timeout_s=0.2),
         )
         await collector.collect_once()
-        outbox.append({"padding": "x" * MAX_HEALTH_BYTES})  # no collector builds this
+        padded = {"padding": "x" * MAX_HEALTH_BYTES}  # no collector builds this
+        outbox.append(
+            HealthReport(
+                device_id="gw-bytes", seq=0, ts=0, kind="gateway", uptime_s=0, kind_specific=padded
+            )
+        )
         await collector.collect_once()
         stored = {q.seq: q.body for q in outbox.pending()}
         sink = RecordingPublisherSimulator(expect=2)

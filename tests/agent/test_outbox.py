@@ -17,31 +17,37 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from agent.outbox import Outbox
+from protocol.health import HealthReport
+
+
+def report(n: int = 0) -> HealthReport:
+    """A report for the outbox to number, told apart by its ``uptime_s``."""
+    return HealthReport(device_id="gw-1", seq=0, ts=1_800_000_000, kind="gateway", uptime_s=n)
 
 
 def test_seq_is_assigned_in_order_and_persisted(tmp_path):
     with Outbox(tmp_path / "o.db") as box:
-        assert [box.append({"n": i}) for i in range(3)] == [1, 2, 3]
-        assert [q.report["n"] for q in box.pending()] == [0, 1, 2]
+        assert [box.append(report(i)) for i in range(3)] == [1, 2, 3]
+        assert [q.report["uptime_s"] for q in box.pending()] == [0, 1, 2]
         assert [q.report["seq"] for q in box.pending()] == [1, 2, 3]
         assert box.delete([1, 2, 3]) == 3
     with Outbox(tmp_path / "o.db") as box:
         assert len(box) == 0
-        assert box.append({}) == 4  # never reused, even when everything was acknowledged
+        assert box.append(report()) == 4  # never reused, even when everything was acknowledged
 
 
 def test_full_outbox_drops_oldest_and_counts_them_in_the_next_report(tmp_path):
     with Outbox(tmp_path / "o.db", max_rows=3) as box:
         for i in range(5):
-            box.append({"n": i})
+            box.append(report(i))
         queued = box.pending()
         assert [q.seq for q in queued] == [3, 4, 5]
         assert [q.report["dropped"] for q in queued] == [0, 1, 1]
         assert box.dropped_total == 2
         # a dropped report's own "dropped" moves on to the report that drops it
-        box.append({"n": 5})
+        box.append(report(5))
         assert [(q.seq, q.report["dropped"]) for q in box.pending()] == [(4, 1), (5, 1), (6, 1)]
-        box.append({"n": 6})  # drops seq 4, which carried 1
+        box.append(report(6))  # drops seq 4, which carried 1
         assert [(q.seq, q.report["dropped"]) for q in box.pending()] == [(5, 1), (6, 1), (7, 2)]
 
 
@@ -52,7 +58,7 @@ def test_received_dropped_fields_add_up_to_the_missing_reports(max_rows, deliver
     with tempfile.TemporaryDirectory() as tmp, Outbox(Path(tmp) / "o.db", max_rows=max_rows) as box:
         received: list[dict] = []
         for deliver in deliver_now:
-            box.append({})
+            box.append(report())
             if deliver:
                 queued = box.pending(1000)
                 received += [q.report for q in queued]
@@ -77,7 +83,7 @@ class OutboxMachine(RuleBasedStateMachine):
 
     @rule(marker=st.integers(0, 1000))
     def append(self, marker):
-        seq = self.box.append({"marker": marker})
+        seq = self.box.append(report(marker))
         assert seq == self.last_seq + 1
         self.last_seq = seq
         self.model[seq] = {"marker": marker}
@@ -107,7 +113,7 @@ class OutboxMachine(RuleBasedStateMachine):
     def stored_matches_model(self):
         queued = self.box.pending(1000)
         assert [q.seq for q in queued] == sorted(self.model)
-        assert all(q.report["marker"] == self.model[q.seq]["marker"] for q in queued)
+        assert all(q.report["uptime_s"] == self.model[q.seq]["marker"] for q in queued)
         assert all(q.report["seq"] == q.seq for q in queued)
         assert self.box.last_seq == self.last_seq
         assert self.box.dropped_total == self.dropped
@@ -126,12 +132,15 @@ _WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from agent.outbox import Outbox
+    from protocol.health import HealthReport
+    def report(n):
+        return HealthReport(device_id="gw-1", seq=0, ts=0, kind="gateway", uptime_s=n)
     box = Outbox(Path(sys.argv[1]), max_rows=50)
     print("ready", flush=True)
     n = 0
     while True:
         n += 1
-        box.append({"n": n})
+        box.append(report(n))
         if n % 7 == 0:
             box.delete([q.seq for q in box.pending(3)])
     """
@@ -158,10 +167,10 @@ def test_kill_9_mid_write_leaves_a_consistent_outbox(tmp_path, run_ms):
     with Outbox(path, max_rows=50) as box:
         queued = box.pending(1000)
         assert len(queued) <= 50
-        assert all(q.report["seq"] == q.seq and q.report["n"] == q.seq for q in queued)
+        assert all(q.report["seq"] == q.seq and q.report["uptime_s"] == q.seq for q in queued)
         assert [q.seq for q in queued] == sorted(q.seq for q in queued)
         last = box.last_seq
         assert last >= max((q.seq for q in queued), default=0)
-        assert box.append({"n": -1}) == last + 1
+        assert box.append(report(-1)) == last + 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -12,6 +12,7 @@ from agent.commands import CommandHandler
 from agent.outbox import Outbox, Resent
 from protocol.commands import parse_command_result, result_to_json
 from tests.agent.test_commands import _cmd
+from tests.agent.test_outbox import report
 
 
 def _send_all(box: Outbox, *, now: int) -> list[int]:
@@ -23,7 +24,7 @@ def _send_all(box: Outbox, *, now: int) -> list[int]:
 def test_sent_reports_are_kept_not_pending_and_survive_a_restart(tmp_path):
     with Outbox(tmp_path / "o.db") as box:
         for i in range(3):
-            box.append({"n": i})
+            box.append(report(i))
         assert box.mark_sent([1, 2], now=100) == 2
         assert box.mark_sent([1, 2], now=100) == 0  # already sent
         assert [q.seq for q in box.pending()] == [3]
@@ -35,12 +36,12 @@ def test_sent_reports_are_kept_not_pending_and_survive_a_restart(tmp_path):
 def test_sent_reports_are_pruned_by_count_and_by_age(tmp_path):
     with Outbox(tmp_path / "o.db", keep_sent=3, keep_sent_s=1000) as box:
         for _ in range(5):
-            box.append({})
+            box.append(report())
         box.mark_sent([1, 2, 3, 4, 5], now=100)
         assert box.kept_sent == 3  # the newest three: 3, 4, 5
         assert box.resend(1, 5) == Resent(requeued=3, already_queued=0, not_held=((1, 2),))
         box.mark_sent([3, 4, 5], now=100)
-        box.append({})
+        box.append(report())
         box.mark_sent([6], now=1101)  # 3, 4 and 5 were sent more than 1000 s before
         assert box.kept_sent == 1
         assert box.resend(1, 6).not_held == ((1, 5),)
@@ -49,23 +50,28 @@ def test_sent_reports_are_pruned_by_count_and_by_age(tmp_path):
 def test_resend_requeues_in_seq_order_before_newer_reports(tmp_path):
     with Outbox(tmp_path / "o.db") as box:
         for i in range(6):
-            box.append({"n": i})
+            box.append(report(i))
         _send_all(box, now=10)
-        box.append({"n": 6})  # seq 7, never sent
+        box.append(report(6))  # seq 7, never sent
         done = box.resend(2, 4)
         assert done == Resent(requeued=3, already_queued=0, not_held=())
         assert [q.seq for q in box.pending()] == [2, 3, 4, 7]
-        assert [q.report["n"] for q in box.pending()] == [1, 2, 3, 6]  # the very same reports
+        assert [q.report["uptime_s"] for q in box.pending()] == [
+            1,
+            2,
+            3,
+            6,
+        ]  # the very same reports
         assert box.resend(3, 9) == Resent(requeued=2, already_queued=3, not_held=((8, 9),))
 
 
 def test_unsent_reports_are_never_evicted_by_sent_ones(tmp_path):
     with Outbox(tmp_path / "o.db", max_rows=3, keep_sent=100) as box:
         for _ in range(50):
-            box.append({})
+            box.append(report())
         _send_all(box, now=1)  # 48, 49, 50 (the others were dropped while full)
         for _ in range(3):
-            box.append({})
+            box.append(report())
         assert [q.seq for q in box.pending()] == [51, 52, 53]
         assert [q.report["dropped"] for q in box.pending()] == [0, 0, 0]
         assert box.kept_sent == 3
@@ -97,7 +103,7 @@ def test_kept_and_unsent_stay_within_their_own_bounds(max_rows, keep_sent, keep_
             clock = 0
             for op, n in steps:
                 if op == "a":
-                    box.append({})
+                    box.append(report())
                 elif op == "s":
                     clock += n  # acks come in time order, some long after the last
                     _send_all(box, now=clock)
@@ -121,7 +127,7 @@ def test_kept_and_unsent_stay_within_their_own_bounds(max_rows, keep_sent, keep_
 async def test_resend_health_command_round_trip_on_the_handler(tmp_path):
     with Outbox(tmp_path / "o.db") as box:
         for _ in range(4):
-            box.append({})
+            box.append(report())
         _send_all(box, now=1)
 
         def resend(first: int, last: int) -> dict:
@@ -149,9 +155,9 @@ async def test_resend_health_command_round_trip_on_the_handler(tmp_path):
 def test_resend_queues_only_what_the_unsent_bound_has_room_for(tmp_path):
     with Outbox(tmp_path / "o.db", max_rows=2, keep_sent=10) as box:
         for _ in range(2):
-            box.append({})
+            box.append(report())
         _send_all(box, now=1)
-        box.append({})  # seq 3 unsent: room for one more
+        box.append(report())  # seq 3 unsent: room for one more
         done = box.resend(1, 2)
         assert (done.requeued, done.already_queued, done.not_held) == (1, 0, ())
         assert [q.seq for q in box.pending()] == [1, 3] and len(box) == 2

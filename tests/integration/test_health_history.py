@@ -15,8 +15,7 @@ reset is fooled by a stand-in count.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from agent.outbox import Outbox
 from cloud.health.rules.diagnostics import History, diagnose
 from firmware_stubs import Faults, GatewayEmulator
 from protocol.errors import FirmwareUnavailable
-from protocol.health import health_to_dict, parse_health
+from protocol.health import HealthReport, health_to_dict, health_to_json, parse_health
 from simulators.fleet import NOISE
 
 DEV = "gw-noisy"
@@ -62,8 +61,8 @@ def _reboot_rules(reports: list[dict[str, Any]], *, now: int) -> list[str]:
     return [e.rule for e in diagnosis.evidence if e.rule.startswith("reboot.")]
 
 
-def _as_the_cloud_stores_it(report: Mapping[str, Any], seq: int) -> dict[str, Any]:
-    data = json.dumps({**report, "seq": seq, "dropped": 0}).encode()
+def _as_the_cloud_stores_it(report: HealthReport, seq: int) -> dict[str, Any]:
+    data = health_to_json(replace(report, seq=seq, dropped=0))
     return health_to_dict(parse_health(data, topic_device_id=DEV))
 
 

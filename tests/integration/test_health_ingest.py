@@ -47,7 +47,7 @@ from cloud.health import repository as repo
 from cloud.health.tables import HealthReportRow
 from cloud.settings import CloudSettings
 from protocol.commands import ok_result, parse_command, result_to_json
-from protocol.health import HealthReport, health_to_json
+from protocol.health import HealthReport, health_to_json, parse_health
 from protocol.topics import device_topic
 from tests.broker_fixtures import FixtureBroker
 from tests.cloud.harness import FakeClock, client, new_api_key, running
@@ -368,8 +368,9 @@ class AgentPublishers:
                 n = 0
                 while not self.stopping.is_set():
                     n += 1
-                    body = json.loads(report(device_id, n, ts0=self.ts0))
-                    del body["seq"], body["dropped"]
+                    body = parse_health(
+                        report(device_id, n, ts0=self.ts0), topic_device_id=device_id
+                    )
                     self.appended[device_id] = outbox.append(body)
                     publisher.notify()
                     await asyncio.sleep(0.01)

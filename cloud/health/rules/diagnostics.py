@@ -1,9 +1,9 @@
 """Diagnose a device from its recent health history (pure, no I/O, ``now`` passed in).
 
-The rules are a table (:data:`RULES`), not an if-chain: each names a metric of
-the health report (a dotted path, or ``status.offline`` for the broker's
-online/offline messages), how it is measured over a window, a threshold, the
-verdict and the action. :func:`diagnose` evaluates every rule and returns a
+The rules are a table (:data:`RULES`), not an if-chain: each names a
+:class:`Metric` (a figure of the health report, or ``status.offline`` for the
+devices' online/offline messages), how it is measured over a window, a
+threshold, the verdict and the action. :func:`diagnose` evaluates every rule and returns a
 :class:`Diagnosis` carrying the evidence of each rule that fired.
 
 Counters in a report (``disk.write_errors``, ``serial.crc_errors``,
@@ -63,6 +63,7 @@ __all__ = [
     "Evidence",
     "History",
     "Measure",
+    "Metric",
     "Rule",
     "Sample",
     "StatusEvent",
@@ -100,6 +101,56 @@ class Action(enum.StrEnum):
     FREE_STORAGE = "free_storage"
     RUN_SELF_TEST = "run_self_test"
     REPLACE_DEVICE = "replace_device"
+
+
+class Metric(enum.StrEnum):
+    """A figure the rules read. The value is the name evidence shows (stable: the API
+    and the tickets carry it), spelled as the figure's place in the report's JSON
+    object; :attr:`path` is that place as keys, for stored reports and SQL JSON paths."""
+
+    UPTIME_S = "uptime_s"
+    CPU_TEMP_C = "cpu_temp_c"
+    MEM_USED_PCT = "mem_used_pct"
+    DISK_USED_PCT = "disk.used_pct"
+    DISK_WRITE_ERRORS = "disk.write_errors"
+    DISK_REALLOCATED = "disk.reallocated"
+    NET_LOSS_PCT = "net.loss_pct"
+    NET_RSSI_DBM = "net.rssi_dbm"
+    REBOOTS = "reboots.count"
+    SERIAL_CRC_ERRORS = "serial.crc_errors"
+    SERIAL_TIMEOUTS = "serial.timeouts"
+    # the device kinds' own fields (docs/serial-protocol.md, "Health body")
+    FIRMWARE_RX_ERRORS = "kind_specific.serial.rx_errors"
+    FRAME_DROPS = "kind_specific.frame_drops"
+    LENS_CONTRAST_PCT = "kind_specific.lens_contrast_pct"
+    OPEN_S_SINCE_LAST_COUNT = "kind_specific.open_s_since_last_count"
+    # not in a report: one sample per offline status message
+    STATUS_OFFLINE = "status.offline"
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The keys leading to this figure in a report's JSON object."""
+        return _PATHS[self]
+
+    @property
+    def in_report(self) -> bool:
+        return self is not Metric.STATUS_OFFLINE
+
+    def read(self, report: Mapping[str, Any]) -> float | None:
+        """This figure of a stored report; None when absent, null or not a number."""
+        value: Any = report
+        for key in self.path:
+            if not isinstance(value, Mapping) or key not in value:
+                return None
+            value = value[key]
+        if isinstance(value, bool):
+            return 1.0 if value else 0.0
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+        return None
+
+
+_PATHS: Mapping[Metric, tuple[str, ...]] = {m: tuple(m.value.split(".")) for m in Metric}
 
 
 class Measure(enum.StrEnum):
@@ -150,7 +201,7 @@ class Rule:
     """One row of the table: fires when ``measure(metric over window)`` reaches ``threshold``."""
 
     id: str
-    metric: str
+    metric: Metric
     measure: Measure
     threshold: float
     window_s: int
@@ -196,7 +247,7 @@ RULES: tuple[Rule, ...] = (
     # hardware: strong, repeated evidence only
     Rule(
         "storage.write_errors_many",
-        "disk.write_errors",
+        Metric.DISK_WRITE_ERRORS,
         _M.INCREASE,
         50,
         DAY,
@@ -204,11 +255,17 @@ RULES: tuple[Rule, ...] = (
         _A.REPLACE_DEVICE,
     ),  # noqa: E501
     Rule(
-        "storage.reallocated", "disk.reallocated", _M.INCREASE, 10, 7 * DAY, _RMA, _A.REPLACE_DEVICE
+        "storage.reallocated",
+        Metric.DISK_REALLOCATED,
+        _M.INCREASE,
+        10,
+        7 * DAY,
+        _RMA,
+        _A.REPLACE_DEVICE,
     ),  # noqa: E501
     Rule(
         "thermal.critical",
-        "cpu_temp_c",
+        Metric.CPU_TEMP_C,
         _M.SUSTAINED_ABOVE,
         90,
         HOUR,
@@ -216,14 +273,16 @@ RULES: tuple[Rule, ...] = (
         _A.REPLACE_DEVICE,
         min_samples=3,
     ),  # noqa: E501
-    Rule("reboot.persistent_loop", "reboots.count", _M.INCREASE, 30, DAY, _RMA, _A.REPLACE_DEVICE),  # noqa: E501
+    Rule("reboot.persistent_loop", Metric.REBOOTS, _M.INCREASE, 30, DAY, _RMA, _A.REPLACE_DEVICE),  # noqa: E501
     # remotely fixable
-    Rule("reboot.loop", "reboots.count", _M.INCREASE, 5, HOUR, _FIX, _A.FIRMWARE_UPDATE),
-    Rule("storage.write_errors", "disk.write_errors", _M.INCREASE, 1, DAY, _FIX, _A.RECONFIGURE),
-    Rule("storage.full", "disk.used_pct", _M.LATEST, 95, DAY, _FIX, _A.FREE_STORAGE),
+    Rule("reboot.loop", Metric.REBOOTS, _M.INCREASE, 5, HOUR, _FIX, _A.FIRMWARE_UPDATE),
+    Rule(
+        "storage.write_errors", Metric.DISK_WRITE_ERRORS, _M.INCREASE, 1, DAY, _FIX, _A.RECONFIGURE
+    ),
+    Rule("storage.full", Metric.DISK_USED_PCT, _M.LATEST, 95, DAY, _FIX, _A.FREE_STORAGE),
     Rule(
         "thermal.hot",
-        "cpu_temp_c",
+        Metric.CPU_TEMP_C,
         _M.SUSTAINED_ABOVE,
         75,
         HOUR,
@@ -233,7 +292,7 @@ RULES: tuple[Rule, ...] = (
     ),  # noqa: E501
     Rule(
         "memory.exhausted",
-        "mem_used_pct",
+        Metric.MEM_USED_PCT,
         _M.SUSTAINED_ABOVE,
         95,
         HOUR,
@@ -241,21 +300,25 @@ RULES: tuple[Rule, ...] = (
         _A.REBOOT,
         min_samples=3,
     ),  # noqa: E501
-    Rule("serial.crc_errors", "serial.crc_errors", _M.INCREASE, 20, HOUR, _FIX, _A.CHECK_CABLE),
+    Rule(
+        "serial.crc_errors", Metric.SERIAL_CRC_ERRORS, _M.INCREASE, 20, HOUR, _FIX, _A.CHECK_CABLE
+    ),
     Rule(
         "serial.rx_errors",
-        "kind_specific.serial.rx_errors",
+        Metric.FIRMWARE_RX_ERRORS,
         _M.INCREASE,
         20,
         HOUR,
         _FIX,
         _A.CHECK_CABLE,
     ),
-    Rule("serial.timeouts", "serial.timeouts", _M.INCREASE, 20, HOUR, _FIX, _A.REBOOT),
-    Rule("connectivity.flapping", "status.offline", _M.EVENTS, 5, HOUR, _FIX, _A.CHECK_NETWORK),
+    Rule("serial.timeouts", Metric.SERIAL_TIMEOUTS, _M.INCREASE, 20, HOUR, _FIX, _A.REBOOT),
+    Rule(
+        "connectivity.flapping", Metric.STATUS_OFFLINE, _M.EVENTS, 5, HOUR, _FIX, _A.CHECK_NETWORK
+    ),
     Rule(
         "connectivity.loss",
-        "net.loss_pct",
+        Metric.NET_LOSS_PCT,
         _M.MEAN,
         10,
         HOUR,
@@ -265,7 +328,7 @@ RULES: tuple[Rule, ...] = (
     ),  # noqa: E501
     Rule(
         "connectivity.weak_signal",
-        "net.rssi_dbm",
+        Metric.NET_RSSI_DBM,
         _M.SUSTAINED_BELOW,
         -85,
         HOUR,
@@ -275,7 +338,7 @@ RULES: tuple[Rule, ...] = (
     ),  # noqa: E501
     Rule(
         "camera.frame_drops",
-        "kind_specific.frame_drops",
+        Metric.FRAME_DROPS,
         _M.INCREASE,
         500,
         HOUR,
@@ -285,7 +348,7 @@ RULES: tuple[Rule, ...] = (
     ),  # noqa: E501
     Rule(
         "camera.obstructed",
-        "kind_specific.lens_contrast_pct",
+        Metric.LENS_CONTRAST_PCT,
         _M.SUSTAINED_BELOW,
         20,
         HOUR,
@@ -296,7 +359,7 @@ RULES: tuple[Rule, ...] = (
     ),  # noqa: E501
     Rule(
         "counter.zero_counts",
-        "kind_specific.open_s_since_last_count",
+        Metric.OPEN_S_SINCE_LAST_COUNT,
         _M.LATEST,
         2 * HOUR,
         DAY,
@@ -307,33 +370,16 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def _lookup(report: Mapping[str, Any], path: str) -> float | None:
-    value: Any = report
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def long_window_metrics(rules: Sequence[Rule] = RULES) -> frozenset[str]:
+def long_window_metrics(rules: Sequence[Rule] = RULES) -> frozenset[Metric]:
     """The report metrics of rules whose window is longer than :data:`RAW_WINDOW_S`."""
-    return frozenset(
-        r.metric for r in rules if r.window_s > RAW_WINDOW_S and r.metric != "status.offline"
-    )
+    return frozenset(r.metric for r in rules if r.window_s > RAW_WINDOW_S and r.metric.in_report)
 
 
-def _uptime(report: Mapping[str, Any]) -> float | None:
-    return _lookup(report, "uptime_s")
-
-
-def metric_values(history: History, metric: str, *, since: int, until: int) -> tuple[Sample, ...]:
+def metric_values(
+    history: History, metric: Metric, *, since: int, until: int
+) -> tuple[Sample, ...]:
     """Samples of ``metric`` in ``[since, until]``, oldest first."""
-    if metric == "status.offline":
+    if metric is Metric.STATUS_OFFLINE:
         return tuple(
             Sample(e.at, 1.0)
             for e in sorted(history.status, key=lambda e: e.at)
@@ -347,9 +393,9 @@ def metric_values(history: History, metric: str, *, since: int, until: int) -> t
         ts = report.get("ts")
         if not isinstance(ts, int) or not since <= ts <= until:
             continue
-        value = _lookup(report, metric)
+        value = metric.read(report)
         if value is not None:
-            out.append(Sample(ts, value, _uptime(report)))
+            out.append(Sample(ts, value, Metric.UPTIME_S.read(report)))
     out.sort(key=lambda item: item.ts)
     return tuple(out)
 
@@ -396,7 +442,7 @@ def _evaluate(rule: Rule, history: History, *, now: int) -> Evidence | None:
         return None
     return Evidence(
         rule=rule.id,
-        metric=rule.metric,
+        metric=rule.metric.value,
         measure=rule.measure.value,
         value=value,
         values=values[-20:],  # the newest: enough to show the trend

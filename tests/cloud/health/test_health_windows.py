@@ -20,6 +20,7 @@ from cloud.devices.tables import DeviceRow
 from cloud.health.repository import report_row
 from cloud.health.retention import HealthRetentionJob
 from cloud.health.tables import HealthHourlyRow, HealthReportRow, StatusEventRow
+from protocol.health import Disk, HealthReport, Net, Reboots
 from tests.cloud.harness import Cloud, client
 
 DAY = 86_400
@@ -50,15 +51,23 @@ def add_devices(store: Store, ids: list[str], *, now: int, kind: str = "gateway"
         )
 
 
-def add_reports(store: Store, reports: list[dict[str, Any]], *, now: int) -> None:
+def add_reports(store: Store, reports: list[HealthReport], *, now: int) -> None:
     rows = [report_row(r, received_at=now) for r in reports]
     with store.transaction() as tx:
         for start in range(0, len(rows), 10_000):
             tx.execute(insert(HealthReportRow), rows[start : start + 10_000])
 
 
-def report(device_id: str, seq: int, ts: int, **fields: Any) -> dict[str, Any]:
-    return {"device_id": device_id, "seq": seq, "ts": ts, "kind": "gateway", **fields}
+_PARTS: dict[str, Any] = {"disk": Disk, "net": Net, "reboots": Reboots}
+
+
+def report(device_id: str, seq: int, ts: int, **fields: Any) -> HealthReport:
+    """A gateway's report; nested figures as dicts (``disk={"reallocated": 3}``)."""
+    given = {k: _PARTS[k](**v) if k in _PARTS else v for k, v in fields.items()}
+    uptime_s = given.pop("uptime_s", 0)
+    return HealthReport(
+        device_id=device_id, seq=seq, ts=ts, kind="gateway", uptime_s=uptime_s, **given
+    )
 
 
 async def test_a_seven_day_pattern_at_ten_seconds_fires_its_rule(cloud: Cloud) -> None:
