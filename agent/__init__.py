@@ -2,8 +2,10 @@
 
 verifier (pure trust state machine) → store (SQLite, atomic) → runtime
 (MQTT session, expiry timer, enforcers) → api (local Unix-socket queries).
-Errors: untrusted input raises :mod:`protocol.errors` leaves; the store
-raises :class:`agent.store.StoreError`; transport errors are retried.
+Errors are :mod:`protocol.errors`' tree: untrusted input raises an
+``UntrustedDataError`` leaf (logged and counted, the state kept); transport
+errors are retried; the store raises ``StoreError`` (re-exported as
+:class:`agent.store.StoreError`), which says what to do next.
 """
 
 from agent.runtime import Agent, Enforcer

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
@@ -20,19 +21,33 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-if TYPE_CHECKING:
-    from agent.runtime import Agent
-
-__all__ = ["make_app", "serve"]
+__all__ = ["AgentView", "make_app", "serve"]
 
 log = logging.getLogger(__name__)
+
+
+class AgentView(Protocol):
+    """What the local API reads of the agent (:class:`agent.runtime.Agent` is one).
+
+    The API depends on this small interface, not on the runtime, so the runtime
+    can start the API without the two importing each other.
+    """
+
+    @property
+    def device_id(self) -> str: ...
+
+    def decisions(self) -> Mapping[str, tuple[bool, str]]: ...
+
+    def check(self, feature: str) -> tuple[bool, str]: ...
+
+    def status_details(self) -> dict[str, Any]: ...
 
 
 def _decision(name: str, allowed: bool, reason: str) -> dict[str, object]:
     return {"feature": name, "allowed": allowed, "reason": reason}
 
 
-def make_app(agent: Agent) -> Starlette:
+def make_app(agent: AgentView) -> Starlette:
     """The ASGI app answering from ``agent``'s current state."""
 
     async def features(request: Request) -> JSONResponse:
@@ -61,7 +76,7 @@ def make_app(agent: Agent) -> Starlette:
     )
 
 
-async def serve(agent: Agent, socket_path: Path) -> None:
+async def serve(agent: AgentView, socket_path: Path) -> None:
     """Serve the local API until cancelled; the socket is removed afterwards."""
     socket_path.parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
     with contextlib.suppress(FileNotFoundError):

@@ -24,17 +24,13 @@ from pathlib import Path
 import sqlite_utils
 
 from agent.verifier import TrustState, restore
-from protocol.errors import UntrustedDataError
+from protocol.errors import StoreError, UntrustedDataError
 
 __all__ = ["Store", "StoreError"]
 
 log = logging.getLogger(__name__)
 _STATE = "trust_state"
 _SCHEMA_VERSION = 1
-
-
-class StoreError(Exception):
-    """The store is missing, unreadable or unprovisioned; says what to do next."""
 
 
 class Store:
