@@ -16,17 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.mqtt import Endpoint, Link, MqttClient, Will
 from common.tls import client_tls_context
+from protocol.status import OFFLINE, BadStatus, Status
+from protocol.status import write as write_status
 from protocol.topics import KEYS_TOPIC, device_topic
 
 __all__ = ["Connection", "MqttSession", "quiet_closed_sockets"]
@@ -62,8 +63,17 @@ class Connection:
         )
 
 
-def status_payload(online: bool, **details: object) -> bytes:
-    return json.dumps({"status": "online" if online else "offline", **details}).encode()
+def online_payload(details: Mapping[str, object]) -> bytes:
+    """The retained ``online`` status with the agent's details (:mod:`protocol.status`).
+
+    Details that would not make a status the cloud accepts (over its size
+    limit, not JSON) are left out, so the device still shows up online.
+    """
+    try:
+        return write_status(Status(online=True, details=details))
+    except BadStatus as exc:
+        log.warning("status published without its details: %s (%s)", exc.reason, exc)
+        return write_status(Status(online=True))
 
 
 class MqttSession:
@@ -93,7 +103,7 @@ class MqttSession:
                 tls_context=connection.tls_context(),
             ),
             log=log,
-            will=Will(device_topic(connection.username, "status"), status_payload(False)),
+            will=Will(device_topic(connection.username, "status"), write_status(OFFLINE)),
             timeout_s=_TIMEOUT_S,
             backoff_base_s=backoff_base,
             backoff_cap_s=backoff_cap,
@@ -114,7 +124,7 @@ class MqttSession:
         """
         if not self.connected.is_set():
             return
-        payload = status_payload(True, **self._status())
+        payload = online_payload(self._status())
         topic = device_topic(self._conn.username, "status")
         await self._client.link.publish(topic, payload, retain=True, timeout_s=_TIMEOUT_S)
 
