@@ -14,14 +14,16 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts.access import ensure_device_access, visible_installation_ids
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.devices.tables import DeviceRow
 from cloud.errors import CloudError
 from cloud.health import repository as repo
 from cloud.health.commands import CommandView
+from cloud.health.deps import CommandsDep, HealthIngestDep
 from cloud.health.rules.diagnostics import Diagnosis, Verdict, diagnose
 from cloud.health.tables import HealthReportRow, HealthStateRow
-from cloud.http.deps import ClockDep, StateDep, StoreDep, require
+from cloud.http.deps import BridgeDep, ClockDep, StoreDep
 from cloud.http.errors import documented, http_error
 from cloud.http.inputs import StrictBody
 from cloud.http.schemas import DEVICE_ID_PATTERN
@@ -260,14 +262,13 @@ def rejects(
 @router.get("/health/ingest")
 def ingest(
     principal: Annotated[Principal, Depends(require(Permission.FLEET_READ))],
-    state: StateDep,
+    consumer: HealthIngestDep,
+    bridge: BridgeDep,
 ) -> IngestOut:
     """This worker's health ingest: its backlog and what it stored since it started."""
-    consumer = state.health_ingest
-    assert consumer is not None
     totals = consumer.totals
     return IngestOut(
-        connected=state.bridge is not None and state.bridge.connected,
+        connected=bridge is not None and bridge.connected,
         pending=consumer.pending,
         stored=totals.stored,
         duplicates=totals.duplicates,
@@ -292,19 +293,19 @@ def ingest(
 async def send_command(
     body: CommandCreate,
     principal: Annotated[Principal, Depends(require(Permission.COMMANDS))],
-    state: StateDep,
+    store: StoreDep,
+    commands: CommandsDep,
     device_id: str = DeviceId,
 ) -> CommandView:
     """Send ``self_test``, ``fetch_log`` or ``reboot``; poll the command for its result."""
 
     def check() -> None:
-        with state.store.transaction() as tx:
+        with store.transaction() as tx:
             _device_scope(tx, principal, device_id)
 
     await asyncio.to_thread(check)
-    assert state.commands is not None
     try:
-        view = await state.commands.send(
+        view = await commands.send(
             device_id=device_id,
             cmd=body.cmd,
             args=body.args.model_dump(exclude_none=True),
@@ -328,15 +329,15 @@ async def send_command(
 )
 def get_command(
     principal: Annotated[Principal, Depends(require(Permission.COMMANDS))],
-    state: StateDep,
+    store: StoreDep,
+    commands: CommandsDep,
     device_id: str = DeviceId,
     command_id: str = Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$"),
 ) -> CommandView:
-    with state.store.transaction() as tx:
+    with store.transaction() as tx:
         _device_scope(tx, principal, device_id)
-    assert state.commands is not None
     try:
-        view = state.commands.get(command_id)
+        view = commands.get(command_id)
     except CloudError as exc:
         raise http_error(exc) from exc
     if view.device_id != device_id:

@@ -1,175 +1,95 @@
-"""What routes depend on, as ``Annotated`` aliases (FastAPI full-stack template style)."""
+"""What every route may depend on, as ``Annotated`` aliases (FastAPI full-stack template style).
+
+This is plumbing: it imports no feature. The app's lifespan hangs what it
+built on ``app.state.cloud`` (:class:`cloud.app.CloudState`); a route reaches
+the store, the settings and the clock through the aliases here, and its own
+feature's service through an alias its slice declares with :func:`provided`::
+
+    TicketsDep = Annotated[TicketService, Depends(provided(TicketService))]
+
+Who is calling (``CurrentPrincipal``, ``require(Permission.X)``) is
+:mod:`cloud.accounts.deps`.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from cloud.accounts.apikeys import CREATE_HINT, Principal, authenticate
-from cloud.accounts.rules import Permission, allowed, refusal
-from cloud.accounts.sessions import resolve_session
-from cloud.billing.orders import Billing
 from cloud.bridge import MqttBridge
 from cloud.database import Store
-from cloud.devices.issuing import IssuingService
-from cloud.devices.jobs import RefreshJob
-from cloud.devices.signer import Signer
-from cloud.errors import Forbidden, NotAuthenticated, SessionExpired
-from cloud.health.commands import CommandService
-from cloud.health.ingest import HealthIngest
-from cloud.http.errors import http_error
-from cloud.http.inputs import refuse_loose_parameters
-from cloud.jobs import JobRunner
-from cloud.notifications.sender import OutboxSender
-from cloud.ports import Clock, EntitlementPublisher
 from cloud.settings import CloudSettings
-from cloud.subscriptions.service import SubscriptionService
-from cloud.tickets.service import TicketService
+from common.clock import Clock
 
 __all__ = [
-    "SESSION_COOKIE",
+    "AppState",
+    "BridgeDep",
     "ClockDep",
-    "CloudState",
-    "CurrentPrincipal",
-    "ServiceDep",
     "SettingsDep",
-    "SignerDep",
-    "StateDep",
     "StoreDep",
-    "get_principal",
-    "require",
+    "get_state",
+    "provided",
 ]
 
-_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
-class CloudState:
-    """Everything the lifespan built, hung on ``app.state.cloud``."""
+class AppState(Protocol):
+    """What every route may reach on ``app.state.cloud``; the app's state has more."""
 
-    settings: CloudSettings
-    store: Store
-    signer: Signer
-    service: IssuingService
-    publisher: EntitlementPublisher
-    bridge: MqttBridge | None
-    refresh_job: RefreshJob
-    clock: Clock
-    jobs: JobRunner
-    health_ingest: HealthIngest | None = None  # the health stream consumer (cloud.health)
-    commands: CommandService | None = None  # remote commands to devices
-    tickets: TicketService | None = None  # support tickets and RMA
-    outbox: OutboxSender | None = None  # None without ENTITLE_SMTP_HOST
-    billing: Billing | None = None  # orders and payments (cloud.billing)
-    subscriptions: SubscriptionService | None = None  # cloud.subscriptions
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def settings(self) -> CloudSettings: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def bridge(self) -> MqttBridge | None:
+        """The cloud's MQTT link; None when a custom publisher was given."""
+        ...
+
+    def provided(self, kind: type[_T]) -> _T:
+        """The one ``kind`` the lifespan built; LookupError if it built none."""
+        ...
 
 
-def get_state(request: Request) -> CloudState:
-    state: CloudState = request.app.state.cloud
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.cloud
     return state
 
 
-def get_store(state: Annotated[CloudState, Depends(get_state)]) -> Store:
-    return state.store
+def provided(kind: type[_T]) -> Callable[[Request], _T]:
+    """A dependency returning the app's ``kind`` (a service the lifespan built), found by class."""
 
+    def dependency(request: Request) -> _T:
+        return get_state(request).provided(kind)
 
-def get_service(state: Annotated[CloudState, Depends(get_state)]) -> IssuingService:
-    return state.service
-
-
-def get_signer(state: Annotated[CloudState, Depends(get_state)]) -> Signer:
-    return state.signer
-
-
-def get_settings(state: Annotated[CloudState, Depends(get_state)]) -> CloudSettings:
-    return state.settings
-
-
-def get_clock(state: Annotated[CloudState, Depends(get_state)]) -> Clock:
-    return state.clock
-
-
-# auto_error=False: a missing header gets our 401 with the how-to, not FastAPI's
-_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="ApiKey",
-    description=f"An API key from '{CREATE_HINT}', sent as 'Authorization: Bearer KEY'.",
-)
-
-
-SESSION_COOKIE = "entitle_session"
-_cookie = APIKeyCookie(
-    name=SESSION_COOKIE,
-    auto_error=False,
-    scheme_name="Session",
-    description="The dashboard's login session, set by POST /api/v1/auth/login.",
-)
-
-
-def get_principal(
-    state: Annotated[CloudState, Depends(get_state)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    session_token: Annotated[str | None, Depends(_cookie)],
-) -> Principal:
-    """Who a request acts as: its bearer API key, else its login session cookie.
-
-    401 (``WWW-Authenticate: Bearer``) with neither, or with one that is no longer valid.
-    """
-    try:
-        if credentials is not None or not session_token:
-            return authenticate(
-                state.store, None if credentials is None else credentials.credentials
-            )
-        with state.store.transaction() as tx:
-            principal = resolve_session(
-                tx,
-                session_token,
-                now=state.clock(),
-                idle_s=state.settings.session_idle_s,
-            )
-        if principal is None:
-            raise SessionExpired(
-                "your login session has ended (expired, idle, or logged out): log in again"
-            )
-        return principal
-    except NotAuthenticated as exc:
-        _log.info("request refused: %s", type(exc).__name__)
-        raise http_error(exc) from exc
-
-
-def require(permission: Permission) -> Callable[..., Principal]:
-    """A dependency that lets the request through only if its role holds ``permission``.
-
-    403 says which permission is missing and what the role may do instead.
-    A request let through then has its URL parameters checked (422,
-    :func:`cloud.http.inputs.refuse_loose_parameters`): a role that may not
-    call a route learns that, not how to spell its parameters. Routes
-    declare it as ``principal: Annotated[Principal, Depends(require(P.X))]``
-    (or in ``dependencies=[...]``); the route-by-role test finds it by
-    ``dependency.permission``.
-    """
-
-    def dependency(
-        principal: Annotated[Principal, Depends(get_principal)], request: Request
-    ) -> Principal:
-        if not allowed(principal.role, permission):
-            raise http_error(Forbidden(refusal(principal.role, permission)))
-        refuse_loose_parameters(request)
-        return principal
-
-    dependency.permission = permission  # type: ignore[attr-defined]
+    dependency.__name__ = f"provided_{kind.__name__}"
     return dependency
 
 
-StateDep = Annotated[CloudState, Depends(get_state)]
+def get_store(state: Annotated[AppState, Depends(get_state)]) -> Store:
+    return state.store
+
+
+def get_settings(state: Annotated[AppState, Depends(get_state)]) -> CloudSettings:
+    return state.settings
+
+
+def get_clock(state: Annotated[AppState, Depends(get_state)]) -> Clock:
+    return state.clock
+
+
+def get_bridge(state: Annotated[AppState, Depends(get_state)]) -> MqttBridge | None:
+    return state.bridge
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
-ServiceDep = Annotated[IssuingService, Depends(get_service)]
-SignerDep = Annotated[Signer, Depends(get_signer)]
 SettingsDep = Annotated[CloudSettings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+BridgeDep = Annotated[MqttBridge | None, Depends(get_bridge)]

@@ -14,9 +14,10 @@ from pydantic import BaseModel
 
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.errors import Conflict, NotFound
-from cloud.http.deps import ClockDep, StoreDep, require
+from cloud.http.deps import ClockDep, StoreDep
 from cloud.http.errors import documented, http_error
 from cloud.notifications.tables import (
     NotificationRow,

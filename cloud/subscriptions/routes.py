@@ -15,14 +15,16 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import Field
 
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.errors import CloudError
-from cloud.http.deps import StateDep, require
+from cloud.http.deps import ClockDep, SettingsDep, provided
 from cloud.http.errors import documented, http_error
 from cloud.http.inputs import IsoDay, StrictBody
 from cloud.http.schemas import ID_PATTERN
+from cloud.jobs import JobRunner
+from cloud.subscriptions.deps import SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE
-from cloud.subscriptions.service import SubscriptionService
 from cloud.subscriptions.views import PurchaseResult
 
 __all__ = ["router"]
@@ -73,13 +75,7 @@ class AdvanceIn(StrictBody):
     days: int = Field(ge=1, le=3660)
 
 
-def _service(state: StateDep) -> SubscriptionService:
-    if state.subscriptions is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "subscriptions are not running")
-    return state.subscriptions
-
-
-Service = Annotated[SubscriptionService, Depends(_service)]
+Service = SubscriptionsDep
 
 
 def _out(result: PurchaseResult) -> dict[str, Any]:
@@ -202,16 +198,17 @@ _CLOCK_ERRORS = documented({404: "the test clock is off"}, body=True)
 @router.post("/test-clock/advance", responses=_CLOCK_ERRORS)
 async def advance_test_clock(
     body: AdvanceIn,
-    state: StateDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    jobs: Annotated[JobRunner, Depends(provided(JobRunner))],
     principal: Annotated[Principal, Depends(require(Permission.JOBS_RUN))],
 ) -> dict[str, Any]:
     """Move the test clock ``days`` days, one day at a time, running every job each day."""
-    clock = state.clock
-    if not state.settings.test_clock or not hasattr(clock, "advance"):
+    if not settings.test_clock or not hasattr(clock, "advance"):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, "the test clock is off (settings.test_clock)"
         )
     for _ in range(body.days):
         clock.advance(86_400)
-        await state.jobs.run_once()
+        await jobs.run_once()
     return {"now": clock(), "days": body.days}

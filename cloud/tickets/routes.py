@@ -11,14 +11,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.errors import CloudError
-from cloud.http.deps import StateDep, require
 from cloud.http.errors import documented, http_error
 from cloud.http.inputs import BY_VALUE, StrictBody
 from cloud.http.schemas import DEVICE_ID_PATTERN, ID_PATTERN
+from cloud.tickets.deps import TicketsDep
 from cloud.tickets.rules import Category, RmaRefused, Stage
-from cloud.tickets.service import TicketService, TicketView
+from cloud.tickets.service import TicketView
 
 __all__ = ["router"]
 
@@ -72,12 +73,7 @@ class RmaRefusedOut(BaseModel):
     why: str
 
 
-def _service(state: StateDep) -> TicketService:
-    assert state.tickets is not None
-    return state.tickets
-
-
-Service = Annotated[TicketService, Depends(_service)]
+Service = TicketsDep
 TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from cloud.accounts.apikeys import create_api_key
 from cloud.accounts.rules import PaymentType, Role
 from cloud.accounts.users import create_company, create_user
+from cloud.app import CloudState
 from cloud.database import Base
-from cloud.http.deps import CloudState
 from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from protocol.keyset import KeySet, trust_root

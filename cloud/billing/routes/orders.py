@@ -16,16 +16,18 @@ from pydantic import BaseModel, Field
 
 from cloud.accounts.access import ensure_installation_access, visible_installation_ids
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.billing import repository as repo
+from cloud.billing.deps import BillingDep
 from cloud.billing.errors import PaymentProviderError, UnknownOrder
-from cloud.billing.orders import Billing, OrderResult
+from cloud.billing.orders import OrderResult
 from cloud.billing.refunds import Reversal
 from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus, PayWith, TxnType
 from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
 from cloud.database import Store
 from cloud.errors import CloudError, UnknownInstallation
-from cloud.http.deps import ClockDep, StateDep, StoreDep, require
+from cloud.http.deps import ClockDep, StoreDep
 from cloud.http.errors import documented, http_error
 from cloud.http.inputs import StrictBody
 from cloud.http.schemas import ID_PATTERN
@@ -129,15 +131,6 @@ def _error(exc: Exception) -> HTTPException:
         return HTTPException(status.HTTP_502_BAD_GATEWAY, detail=f"payment provider: {exc}")
     assert isinstance(exc, CloudError)
     return http_error(exc)
-
-
-def _billing(state: StateDep) -> Billing:
-    if state.billing is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "billing is not configured")
-    return state.billing
-
-
-BillingDep = Annotated[Billing, Depends(_billing)]
 
 
 def _order_out(row: OrderRow) -> OrderOut:

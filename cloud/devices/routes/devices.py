@@ -13,11 +13,13 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 
 from cloud.accounts.access import check_device, check_installation, ensure_device_access
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.devices import queries as device_queries
+from cloud.devices.deps import IssuingDep
 from cloud.devices.tables import DeviceRow, TokenRow
 from cloud.errors import CloudError
-from cloud.http.deps import ServiceDep, SettingsDep, StoreDep, require
+from cloud.http.deps import SettingsDep, StoreDep
 from cloud.http.errors import documented, http_error
 from cloud.http.schemas import (
     DEVICE_ID_PATTERN,
@@ -72,7 +74,7 @@ def device_out(device: DeviceRow, token: TokenRow | None) -> DeviceOut:
 async def create_device(
     body: DeviceCreate,
     principal: Writer,
-    service: ServiceDep,
+    service: IssuingDep,
     store: StoreDep,
     settings: SettingsDep,
 ) -> DeviceCredentialsOut:
@@ -115,7 +117,7 @@ def get_device(principal: Reader, store: StoreDep, device_id: str = DeviceId) ->
     ),
 )
 async def delete_device(
-    principal: Writer, service: ServiceDep, store: StoreDep, device_id: str = DeviceId
+    principal: Writer, service: IssuingDep, store: StoreDep, device_id: str = DeviceId
 ) -> Response:
     """Delete the device and its broker account, and clear its retained token."""
     try:

@@ -23,16 +23,18 @@ from cloud.accounts.access import (
     visible_installation_ids,
 )
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission, Role
 from cloud.accounts.schemas import ContactOut, IntegratorAdd, MembersOut, OwnerSet
 from cloud.accounts.users import authorised_contacts, user
 from cloud.database import Store
 from cloud.devices import queries as device_queries
+from cloud.devices.deps import IssuingDep
 from cloud.devices.issuing import Issued
 from cloud.devices.routes.devices import device_out
 from cloud.devices.tables import GrantRow, InstallationRow
 from cloud.errors import CloudError
-from cloud.http.deps import ClockDep, ServiceDep, SettingsDep, StoreDep, require
+from cloud.http.deps import ClockDep, SettingsDep, StoreDep
 from cloud.http.errors import documented, http_error
 from cloud.http.schemas import (
     FEATURE_PATTERN,
@@ -184,7 +186,7 @@ async def _audit_grant(
 async def grant_service(
     body: GrantCreate,
     principal: Granter,
-    service: ServiceDep,
+    service: IssuingDep,
     store: StoreDep,
     clock: ClockDep,
     installation_id: str = InstallationId,
@@ -208,7 +210,7 @@ async def grant_service(
 )
 async def revoke_service(
     principal: Granter,
-    service: ServiceDep,
+    service: IssuingDep,
     store: StoreDep,
     clock: ClockDep,
     installation_id: str = InstallationId,

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
+from cloud.devices.deps import IssuingDep, SignerDep
 from cloud.devices.signer import Signer
-from cloud.http.deps import ServiceDep, SignerDep, require
 from cloud.http.errors import documented
 from cloud.http.schemas import KeysetOut, RotateRequest, RotateResult, token_versions
 
@@ -101,7 +102,7 @@ def keyset(signer: SignerDep) -> KeysetOut:
 @router.post("/keys/rotate", responses=documented(body=True))
 async def rotate(
     body: RotateRequest,
-    service: ServiceDep,
+    service: IssuingDep,
     principal: Annotated[Principal, Depends(require(Permission.KEYS_ROTATE))],
 ) -> RotateResult:
     """New token key (and root keys if asked): key set version + 1, every device re-issued."""

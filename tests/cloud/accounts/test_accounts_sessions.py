@@ -16,11 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from cloud.accounts.deps import SESSION_COOKIE
 from cloud.accounts.sessions import LOCK_AFTER, lock_seconds
 from cloud.accounts.tables import LoginSessionRow, UserRow
 from cloud.accounts.users import normalise_email
 from cloud.errors import InvalidRequest
-from cloud.http.deps import SESSION_COOKIE
 from tests.cloud.harness import PASSWORD, Cloud, client, new_user, user_api_key
 
 EMAIL = "ops@customer.example"

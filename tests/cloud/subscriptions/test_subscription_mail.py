@@ -26,8 +26,8 @@ from fastapi import FastAPI
 
 from cloud import create_app
 from cloud.accounts import memberships
+from cloud.app import CloudState
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
-from cloud.http.deps import CloudState
 from cloud.notifications.tables import NotificationStatus, notifications
 from cloud.settings import CloudSettings
 from cloud.testclock import TestClock

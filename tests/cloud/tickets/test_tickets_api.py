@@ -17,8 +17,8 @@ from fastapi import FastAPI
 
 from cloud import create_app
 from cloud.accounts.apikeys import create_api_key
+from cloud.app import CloudState
 from cloud.health.ingest import Incoming
-from cloud.http.deps import CloudState
 from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from cloud.tickets.rules import SELF_TEST_MAX_AGE_S

@@ -8,7 +8,8 @@ import logging
 from fastapi import APIRouter, Response, status
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud.http.deps import StateDep
+from cloud.devices.deps import SignerDep
+from cloud.http.deps import BridgeDep, StoreDep
 from cloud.http.schemas import HealthOut
 
 __all__ = ["router"]
@@ -21,17 +22,19 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/healthz", responses={503: {"model": HealthOut, "description": "the database is unreachable"}}
 )
-async def healthz(state: StateDep, response: Response) -> HealthOut:
+async def healthz(
+    store: StoreDep, bridge: BridgeDep, signer: SignerDep, response: Response
+) -> HealthOut:
     database = "ok"
     try:
-        await asyncio.wait_for(asyncio.to_thread(state.store.ping), timeout=5)
+        await asyncio.wait_for(asyncio.to_thread(store.ping), timeout=5)
     except (SQLAlchemyError, TimeoutError) as exc:
         _log.warning("readiness: database not reachable: %s", exc)
         database = "unreachable"
-    if state.bridge is None:
+    if bridge is None:
         broker = "external"
     else:
-        broker = "connected" if state.bridge.connected else "disconnected"
+        broker = "connected" if bridge.connected else "disconnected"
     ok = database == "ok"
     if not ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -39,5 +42,5 @@ async def healthz(state: StateDep, response: Response) -> HealthOut:
         status="ok" if ok else "unavailable",
         database=database,
         broker=broker,
-        keyset_version=state.signer.keyset.version,
+        keyset_version=signer.keyset.version,
     )

@@ -12,12 +12,12 @@ route refuses URL parameters it does not take or cannot read exactly
 
 from fastapi import APIRouter, Depends
 
+from cloud import probe as health
+from cloud.accounts.deps import get_principal
 from cloud.accounts.routes import accounts, auth
 from cloud.billing.routes import invoices, orders
 from cloud.devices.routes import devices, installations, keys
 from cloud.health import routes as device_health
-from cloud.http import probe as health
-from cloud.http.deps import get_principal
 from cloud.http.errors import documented
 from cloud.http.inputs import refuse_loose_parameters
 from cloud.notifications import routes as notifications

@@ -1,0 +1,104 @@
+"""Who a request acts as, and ``require(Permission.X)``, as ``Annotated`` dependencies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+
+from cloud.accounts.apikeys import CREATE_HINT, Principal, authenticate
+from cloud.accounts.rules import Permission, allowed, refusal
+from cloud.accounts.service import AccountService
+from cloud.accounts.sessions import resolve_session
+from cloud.errors import Forbidden, NotAuthenticated, SessionExpired
+from cloud.http.deps import AppState, get_state, provided
+from cloud.http.errors import http_error
+from cloud.http.inputs import refuse_loose_parameters
+
+__all__ = [
+    "SESSION_COOKIE",
+    "AccountsDep",
+    "CurrentPrincipal",
+    "get_principal",
+    "require",
+]
+
+_log = logging.getLogger(__name__)
+
+# auto_error=False: a missing header gets our 401 with the how-to, not FastAPI's
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description=f"An API key from '{CREATE_HINT}', sent as 'Authorization: Bearer KEY'.",
+)
+
+
+SESSION_COOKIE = "entitle_session"
+_cookie = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    scheme_name="Session",
+    description="The dashboard's login session, set by POST /api/v1/auth/login.",
+)
+
+
+def get_principal(
+    state: Annotated[AppState, Depends(get_state)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session_token: Annotated[str | None, Depends(_cookie)],
+) -> Principal:
+    """Who a request acts as: its bearer API key, else its login session cookie.
+
+    401 (``WWW-Authenticate: Bearer``) with neither, or with one that is no longer valid.
+    """
+    try:
+        if credentials is not None or not session_token:
+            return authenticate(
+                state.store, None if credentials is None else credentials.credentials
+            )
+        with state.store.transaction() as tx:
+            principal = resolve_session(
+                tx,
+                session_token,
+                now=state.clock(),
+                idle_s=state.settings.session_idle_s,
+            )
+        if principal is None:
+            raise SessionExpired(
+                "your login session has ended (expired, idle, or logged out): log in again"
+            )
+        return principal
+    except NotAuthenticated as exc:
+        _log.info("request refused: %s", type(exc).__name__)
+        raise http_error(exc) from exc
+
+
+def require(permission: Permission) -> Callable[..., Principal]:
+    """A dependency that lets the request through only if its role holds ``permission``.
+
+    403 says which permission is missing and what the role may do instead.
+    A request let through then has its URL parameters checked (422,
+    :func:`cloud.http.inputs.refuse_loose_parameters`): a role that may not
+    call a route learns that, not how to spell its parameters. Routes
+    declare it as ``principal: Annotated[Principal, Depends(require(P.X))]``
+    (or in ``dependencies=[...]``); the route-by-role test finds it by
+    ``dependency.permission``.
+    """
+
+    def dependency(
+        principal: Annotated[Principal, Depends(get_principal)], request: Request
+    ) -> Principal:
+        if not allowed(principal.role, permission):
+            raise http_error(Forbidden(refusal(principal.role, permission)))
+        refuse_loose_parameters(request)
+        return principal
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return dependency
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+AccountsDep = Annotated[AccountService, Depends(provided(AccountService))]

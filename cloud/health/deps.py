@@ -1,0 +1,16 @@
+"""The health services a route depends on, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from cloud.health.commands import CommandService
+from cloud.health.ingest import HealthIngest
+from cloud.http.deps import provided
+
+__all__ = ["CommandsDep", "HealthIngestDep"]
+
+CommandsDep = Annotated[CommandService, Depends(provided(CommandService))]
+HealthIngestDep = Annotated[HealthIngest, Depends(provided(HealthIngest))]
