@@ -69,8 +69,8 @@ case "${1:-}" in
     shift; setup
     say "ruff (lint and format)"
     ruff check . && ruff format --check --quiet .
-    say "mypy --strict protocol agent"
-    mypy protocol agent
+    say "mypy --strict protocol common agent broker"
+    mypy protocol common agent broker
     # one worker per core (pytest-xdist); each worker has its own brokers, ports,
     # temp dirs and PostgreSQL databases; an idle worker takes over tests queued for
     # the other (worksteal: the schema tests alone are ~30% of the time).

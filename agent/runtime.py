@@ -27,6 +27,7 @@ from agent.outbox import DEFAULT_KEEP_SENT, DEFAULT_MAX_ROWS, Outbox
 from agent.session import Connection, MqttSession
 from agent.store import Store
 from agent.verifier import Outcome, TrustState, accept_keyset, accept_token
+from common.clock import Clock
 from protocol.errors import UntrustedDataError
 from protocol.token import when
 from protocol.topics import KEYS_TOPIC, device_topic
@@ -55,7 +56,7 @@ class BackgroundEnforcer(Enforcer, Protocol):
 
     name: str
 
-    async def run(self, now: Callable[[], int]) -> None: ...
+    async def run(self, now: Clock) -> None: ...
 
     def stats(self) -> dict[str, Any]: ...
 

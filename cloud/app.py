@@ -42,13 +42,14 @@ from cloud.http.inputs import RULES
 from cloud.jobs import Job, JobRunner
 from cloud.notifications.mailer import SmtpMailer
 from cloud.notifications.sender import OutboxSender
-from cloud.ports import BrokerAccounts, Clock, EntitlementPublisher, system_clock
+from cloud.ports import BrokerAccounts, EntitlementPublisher
 from cloud.router import api_router
 from cloud.settings import CloudSettings
 from cloud.subscriptions.jobs import RenewalJob
 from cloud.subscriptions.service import SubscriptionService
 from cloud.testclock import TestClock
 from cloud.tickets.service import TicketJob, TicketService
+from common.clock import Clock, system_clock
 from common.dynsec import DynsecAccounts
 from protocol.errors import EntitleError
 

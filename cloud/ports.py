@@ -1,4 +1,4 @@
-"""The cloud's I/O boundaries, one small Protocol each, plus the clock.
+"""The cloud's I/O boundaries, one small Protocol each (the clock is :mod:`common.clock`).
 
 Each has a real adapter (:class:`cloud.bridge.MqttBridge`,
 ``common.dynsec.DynsecAccounts``) and a simulator in :mod:`cloud.testing`.
@@ -6,19 +6,9 @@ Each has a real adapter (:class:`cloud.bridge.MqttBridge`,
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["BrokerAccounts", "Clock", "EntitlementPublisher", "system_clock"]
-
-Clock = Callable[[], int]
-"""Returns the current time in epoch seconds."""
-
-
-def system_clock() -> int:
-    """Wall-clock epoch seconds: the production :data:`Clock`."""
-    return int(time.time())
+__all__ = ["BrokerAccounts", "EntitlementPublisher"]
 
 
 @runtime_checkable

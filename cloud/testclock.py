@@ -14,7 +14,7 @@ __all__ = ["TestClock"]
 
 
 class TestClock:
-    """A :data:`cloud.ports.Clock` (callable → epoch seconds) that can be set and advanced."""
+    """A :data:`common.clock.Clock` (callable → epoch seconds) that can be set and advanced."""
 
     __test__ = False  # not a pytest test class
 

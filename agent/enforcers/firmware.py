@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from agent.enforcers.entitled import entitled_features
 from agent.verifier import TrustState
+from common.clock import Clock
 from protocol.errors import EntitleError
 
 __all__ = ["FirmwareEnforcer", "FirmwareFeatures"]
@@ -123,7 +124,7 @@ class FirmwareEnforcer:
             log.info("firmware %s: pushing features again", "rebooted" if rebooted else "is back")
             self.dirty = True
 
-    async def run(self, now: Callable[[], int] | None = None) -> None:
+    async def run(self, now: Clock | None = None) -> None:
         """Push when dirty, otherwise probe the link every ``probe_s``; until cancelled."""
         # learn the boot marker before the first push, so a reboot right after it shows
         await self.probe()

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from agent.enforcers.entitled import entitled_features
 from agent.verifier import TrustState
+from common.clock import Clock
 
 __all__ = ["DAY_S", "RetentionPruner", "retention_days"]
 
@@ -97,7 +98,7 @@ class RetentionPruner:
             log.info("pruned %d recordings older than %d days", len(deleted), self.days)
         return deleted
 
-    async def run(self, now: Callable[[], int]) -> None:
+    async def run(self, now: Clock) -> None:
         """Prune every ``interval_s`` by trusted time ``now()``; until cancelled."""
         while True:
             await asyncio.sleep(self.interval_s)

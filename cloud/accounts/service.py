@@ -31,7 +31,7 @@ from cloud.accounts.sessions import attempt_login, end_session
 from cloud.accounts.tables import AuditRow, CompanyRow, UserRow
 from cloud.database import Store
 from cloud.errors import InvalidRequest
-from cloud.ports import Clock
+from common.clock import Clock
 
 __all__ = ["AccountService", "AuditFilter", "Login", "NewKeyOut"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from cloud.billing.orders import Billing
 from cloud.billing.reconcile import ReconcileReport
 from cloud.billing.refunds import RetryReport
-from cloud.ports import Clock
+from common.clock import Clock
 
 __all__ = ["PaymentReconcileJob", "RefundRetryJob"]
 

@@ -64,8 +64,8 @@ from cloud.database import Store
 from cloud.devices.tables import InstallationRow
 from cloud.errors import UnknownInstallation
 from cloud.notifications.outbox import enqueue
-from cloud.ports import Clock
 from cloud.settings import CloudSettings
+from common.clock import Clock
 
 __all__ = [
     "Billing",

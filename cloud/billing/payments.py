@@ -31,7 +31,7 @@ from cloud.billing.errors import (
     RefundTooLarge,
     UnknownCharge,
 )
-from cloud.ports import Clock
+from common.clock import Clock
 
 __all__ = [
     "CARD_DECLINED",

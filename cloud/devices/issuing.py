@@ -47,7 +47,8 @@ from cloud.errors import (
     UnknownGrant,
     UnknownInstallation,
 )
-from cloud.ports import BrokerAccounts, Clock, EntitlementPublisher
+from cloud.ports import BrokerAccounts, EntitlementPublisher
+from common.clock import Clock
 from common.credentials import hash_password, new_password
 from protocol.errors import TransportError
 

@@ -17,7 +17,7 @@ from cloud.devices import queries as device_queries
 from cloud.devices.issuing import Issued, IssuingService
 from cloud.devices.rules import TokenState, plan_refresh
 from cloud.jobs import run_passes
-from cloud.ports import Clock
+from common.clock import Clock
 
 __all__ = ["RefreshJob", "RefreshReport"]
 

@@ -21,7 +21,7 @@ from cloud.devices.tables import DeviceRow
 from cloud.errors import Conflict, NotFound, UnknownDevice
 from cloud.health import repository as repo
 from cloud.health.tables import CommandRow, CommandStatus
-from cloud.ports import Clock
+from common.clock import Clock
 from protocol.commands import Command, command_to_json, parse_command
 from protocol.errors import TransportError
 

@@ -48,7 +48,7 @@ from cloud.health.tables import (
     HealthStateRow,
     HealthUnrecoverableRow,
 )
-from cloud.ports import Clock
+from common.clock import Clock
 from protocol.commands import MAX_RESEND_SEQS
 from protocol.errors import EntitleError
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cloud.database import Store
 from cloud.health import repository as repo
-from cloud.ports import Clock
+from common.clock import Clock
 from common.mqtt import Received
 from protocol.commands import BadCommand, parse_command_result
 from protocol.errors import TopicError

@@ -17,7 +17,7 @@ from sqlalchemy import delete
 from cloud.database import Store
 from cloud.health import repository as repo
 from cloud.health.tables import HealthHourlyRow, StatusEventRow
-from cloud.ports import Clock
+from common.clock import Clock
 
 __all__ = ["HealthRetentionJob", "RetentionPass"]
 

@@ -27,7 +27,7 @@ from cloud.notifications.tables import (
     mark_retry,
     mark_sent,
 )
-from cloud.ports import Clock
+from common.clock import Clock
 
 __all__ = ["OutboxReport", "OutboxSender", "retry_delay"]
 

@@ -48,7 +48,6 @@ from cloud.errors import (
     UnknownSubscription,
 )
 from cloud.notifications.outbox import enqueue
-from cloud.ports import Clock
 from cloud.subscriptions import tables as rows
 from cloud.subscriptions.payer import payment_method, purchaser
 from cloud.subscriptions.rules.catalogue import product, term_price
@@ -69,6 +68,7 @@ from cloud.subscriptions.rules.lifecycle import (
 from cloud.subscriptions.settlement import MANUAL, Settlement
 from cloud.subscriptions.tables import Outcome, SubscriptionRow
 from cloud.subscriptions.views import PurchaseResult, subscription_view
+from common.clock import Clock
 
 __all__ = ["SubscriptionService"]
 

@@ -30,7 +30,6 @@ from cloud.accounts.rules import Role
 from cloud.database import Store
 from cloud.errors import Forbidden, NotFound
 from cloud.health.tables import CommandRow, CommandStatus
-from cloud.ports import Clock
 from cloud.tickets.rules import (
     AUTO_CLOSE_AFTER_S,
     Category,
@@ -53,6 +52,7 @@ from cloud.tickets.tables import (
     TicketMessageRow,
     TicketRow,
 )
+from common.clock import Clock
 
 __all__ = ["TicketJob", "TicketService", "TicketView", "UnknownTicket"]
 
