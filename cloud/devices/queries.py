@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cloud.devices.rules import DeviceKind, Grant, GrantStatus, TokenState
@@ -58,8 +58,13 @@ def installation(
     return session.scalars(query).one_or_none()
 
 
-def installations(session: Session, *, limit: int, offset: int = 0) -> Sequence[InstallationRow]:
+def installations(
+    session: Session, *, limit: int, offset: int = 0, within: Select[Any] | None = None
+) -> Sequence[InstallationRow]:
+    """Installations oldest first; ``within``: a query of the ids to keep (None: all)."""
     query = select(InstallationRow).order_by(InstallationRow.created_at, InstallationRow.id)
+    if within is not None:
+        query = query.where(InstallationRow.id.in_(within))
     return session.scalars(query.limit(limit).offset(offset)).all()
 
 
