@@ -40,7 +40,10 @@ from protocol.health import (
     MAX_HEALTH_BYTES,
     BadHealthReport,
     HealthReport,
+    Reboots,
+    SerialCounters,
     health_from_dict,
+    health_to_dict,
 )
 from protocol.topics import device_topic
 
@@ -70,8 +73,15 @@ class Publisher(Protocol):
     def connected(self) -> asyncio.Event: ...
 
 
-def _merge_firmware(report: dict[str, Any], health: Mapping[str, Any]) -> None:
-    """Overlay what the firmware knows better than the host; the rest is kind_specific."""
+def _validated(fields: dict[str, Any]) -> HealthReport:
+    """The schema's checks on a report being built (seq 1 stands in: the outbox numbers it)."""
+    return replace(health_from_dict({**fields, "seq": 1}), seq=0)
+
+
+def _merge_firmware(report: dict[str, Any], health: Mapping[str, Any]) -> dict[str, Any]:
+    """Overlay what the firmware (untrusted: validated after) knows better than the host;
+    the rest of its fields go in kind_specific. Changes and returns ``report``."""
+    fw = report["fw"]
     known = {"uptime_s", "cpu_temp_c", "mem_used_pct", "reboots", "disk", "net", "fw", "kind"}
     for key in ("uptime_s", "cpu_temp_c", "mem_used_pct", "fw"):
         if health.get(key) is not None:
@@ -84,6 +94,8 @@ def _merge_firmware(report: dict[str, Any], health: Mapping[str, Any]) -> None:
     specific = dict(extra) if isinstance(extra, Mapping) else {}
     specific.update({k: v for k, v in health.items() if k not in known and k != "kind_specific"})
     report["kind_specific"] = specific
+    report["fw"] = report["fw"] or fw
+    return report
 
 
 class HealthCollector:
@@ -151,12 +163,12 @@ class HealthCollector:
             errors["serial"][reason] = errors["serial"].get(reason, 0) + n
         return errors
 
-    def _serial(self) -> dict[str, int]:
+    def _serial(self) -> SerialCounters:
         counters = self.firmware.counters if self.firmware is not None else {}
-        return {
-            "crc_errors": int(counters.get("crc_errors", 0)),
-            "timeouts": int(counters.get("timeouts", 0)),
-        }
+        return SerialCounters(
+            crc_errors=int(counters.get("crc_errors", 0)),
+            timeouts=int(counters.get("timeouts", 0)),
+        )
 
     async def build(self, *, with_firmware: bool = True) -> HealthReport:
         """One validated report, not numbered yet (``seq`` 0: the outbox numbers it).
@@ -165,35 +177,34 @@ class HealthCollector:
             BadHealthReport: only if the host's own figures fail the schema (a bug).
         """
         now = self.clock()
-        report: dict[str, Any] = {
-            "v": 1,
-            "device_id": self.device_id,
-            "ts": int(now),
-            "kind": self.kind,
-            "fw": self._fw_version,
-            # only the firmware knows its reboots: unknown (null) unless it answered, since
-            # a stand-in 0 between two real counts reads as a reset to the cloud
-            "reboots": {"count": None, "last_reason": None},
-            "kind_specific": {},
-            **self._host.sample(now=now),
-        }
+        host = self._host.sample(now=now)
         health = await self._firmware_health() if with_firmware else None
-        if health is not None:
-            _merge_firmware(report, health)
-            report["fw"] = report.get("fw") or self._fw_version
-        report["kind"] = self.kind
-        report["serial"] = self._serial()
-        report["errors"] = self._errors()
+        report = HealthReport(
+            device_id=self.device_id,
+            seq=0,
+            ts=int(now),
+            kind=self.kind,
+            uptime_s=host.uptime_s,
+            fw=self._fw_version,
+            # only the firmware knows its reboots: unknown (None) unless it answered, since
+            # a stand-in 0 between two real counts reads as a reset to the cloud
+            reboots=Reboots(),
+            cpu_temp_c=host.cpu_temp_c,
+            mem_used_pct=host.mem_used_pct,
+            disk=host.disk,
+            net=host.net,
+            serial=self._serial(),
+            errors=self._errors(),
+        )
+        if health is None:
+            return _validated(health_to_dict(report))
         try:
-            checked = health_from_dict({**report, "seq": 1, "dropped": 0})
+            return _validated(_merge_firmware(health_to_dict(report), health))
         except BadHealthReport as exc:
-            if health is None:
-                raise
             # the firmware's figures are untrusted too: keep the host's, count the refusal
             log.warning("firmware health refused (%s): %s", exc.reason, exc)
             self.firmware_failures["bad_health"] = self.firmware_failures.get("bad_health", 0) + 1
             return await self.build(with_firmware=False)
-        return replace(checked, seq=0)
 
     async def collect_once(self) -> int:
         """Sample, validate and queue one report; its seq."""

@@ -9,10 +9,13 @@ reporting never loads it. Anything the host cannot say is None.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HostSampler", "net_counters"]
+from protocol.health import Disk, Net
+
+__all__ = ["HostFigures", "HostSampler", "net_counters"]
 
 _LOOPBACK = ("lo", "lo0", "Loopback Pseudo-Interface 1")
 _PSUTIL_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, ValueError)
@@ -53,6 +56,17 @@ def _temperature(psutil: Any) -> float | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class HostFigures:
+    """What the host says for a health report; None where it cannot say."""
+
+    uptime_s: int
+    cpu_temp_c: float | None
+    mem_used_pct: float | None
+    disk: Disk
+    net: Net
+
+
 class HostSampler:
     """Samples the host; packet loss is the ratio between two samples (None at first).
 
@@ -76,7 +90,7 @@ class HostSampler:
         self._net = net
         self._last_net: tuple[int, int] | None = None
         self._reuse_s = reuse_s
-        self._last: tuple[float, dict[str, Any]] | None = None
+        self._last: tuple[float, HostFigures] | None = None
         try:
             self._boot_time: float | None = psutil.boot_time()  # fixed for this boot
         except _PSUTIL_ERRORS:
@@ -100,23 +114,23 @@ class HostSampler:
         except _PSUTIL_ERRORS:
             return None
 
-    def sample(self, *, now: float) -> dict[str, Any]:
-        """``uptime_s``, ``cpu_temp_c``, ``mem_used_pct``, ``disk`` and ``net`` of a report."""
+    def sample(self, *, now: float) -> HostFigures:
+        """Uptime, CPU temperature, memory, disk and packet loss, as of ``now``."""
         if self._last is not None and 0 <= now - self._last[0] < self._reuse_s:
             taken, sample = self._last
-            return {**sample, "uptime_s": sample["uptime_s"] + int(now - taken)}
+            return replace(sample, uptime_s=sample.uptime_s + int(now - taken))
         psutil = self._psutil
         uptime = 0 if self._boot_time is None else int(now - self._boot_time)
         try:
             mem: float | None = _pct(psutil.virtual_memory().percent)
         except _PSUTIL_ERRORS:
             mem = None
-        sample = {
-            "uptime_s": max(0, uptime),
-            "cpu_temp_c": _temperature(psutil),
-            "mem_used_pct": mem,
-            "disk": {"used_pct": self._disk_pct(), "write_errors": None, "reallocated": None},
-            "net": {"rssi_dbm": None, "loss_pct": self._loss_pct()},
-        }
+        sample = HostFigures(
+            uptime_s=max(0, uptime),
+            cpu_temp_c=_temperature(psutil),
+            mem_used_pct=mem,
+            disk=Disk(used_pct=self._disk_pct()),
+            net=Net(loss_pct=self._loss_pct()),
+        )
         self._last = (now, sample)
         return sample

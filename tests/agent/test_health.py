@@ -208,14 +208,14 @@ def test_host_figures_come_from_psutil(tmp_path):
     sampler = HostSampler(disk_path=tmp_path, net=lambda: next(readings))
     now = time.time()
     first = sampler.sample(now=now)
-    assert first["uptime_s"] == int(now - psutil.boot_time())
-    assert abs(first["mem_used_pct"] - psutil.virtual_memory().percent) < 5
-    assert abs(first["disk"]["used_pct"] - psutil.disk_usage(str(tmp_path)).percent) < 1
-    assert first["disk"]["write_errors"] is None and first["net"]["rssi_dbm"] is None
-    assert first["net"]["loss_pct"] is None  # a ratio needs two samples
+    assert first.uptime_s == int(now - psutil.boot_time())
+    assert abs(first.mem_used_pct - psutil.virtual_memory().percent) < 5
+    assert abs(first.disk.used_pct - psutil.disk_usage(str(tmp_path)).percent) < 1
+    assert first.disk.write_errors is None and first.net.rssi_dbm is None
+    assert first.net.loss_pct is None  # a ratio needs two samples
     # 5 more lost while 100 more went through: 5 of 105
-    assert sampler.sample(now=now)["net"]["loss_pct"] == round(100 * 5 / 105, 3)
-    assert sampler.sample(now=now)["net"]["loss_pct"] is None  # no traffic, no ratio
+    assert sampler.sample(now=now).net.loss_pct == round(100 * 5 / 105, 3)
+    assert sampler.sample(now=now).net.loss_pct is None  # no traffic, no ratio
     lost, packets = net_counters() or (0, 0)
     assert isinstance(lost, int) and isinstance(packets, int) and 0 <= lost
 
@@ -226,7 +226,7 @@ def test_a_failing_host_source_leaves_the_figure_unknown(tmp_path):
 
     sampler = HostSampler(disk_path=tmp_path / "gone", net=broken)
     figures = sampler.sample(now=time.time())
-    assert figures["net"]["loss_pct"] is None and figures["disk"]["used_pct"] is None
+    assert figures.net.loss_pct is None and figures.disk.used_pct is None
 
 
 async def test_publisher_sends_the_stored_bytes_and_skips_an_oversized_report(tmp_path):
