@@ -1,30 +1,51 @@
-"""Idle RSS of a real `entitle agent run` process, beside a bare interpreter.
+"""Idle RSS of a real agent process, before and after a change, in the same run.
 
-Starts Mosquitto with a generated config, provisions one device from an
-in-memory token repository (simulator), starts the agent as its own process
-connected to the broker with its local API socket, lets it sit idle, then
-reads VmRSS from /proc. The bare `python -c 'sleep'` figure of the same run
-is the floor no Python agent can go under.
+Starts Mosquitto with a generated config and, one after the other, runs the
+agent as its own process from two source trees: ``--before`` (a git revision,
+extracted with ``git archive`` into a temporary folder; default ad5c58b, the
+last commit before the agent got its own distribution) and the current tree.
+Each agent provisions itself from the same root key set, connects to the
+broker with its local API socket, sits idle, and then its VmRSS is read from
+/proc. The current tree is measured both as a gateway runs it
+(``entitle-agent run``, i.e. ``python -m agent.cli run``) and as the
+development tool runs it (``entitle agent run``). The bare ``python -c sleep``
+figure of the same run is the floor no Python agent can go under.
 
     python bench/bench_agent_rss.py --idle 5
+    python bench/bench_agent_rss.py --before HEAD~3
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import secrets
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from agent.runtime import open_agent
 from broker.mosquitto import MosquittoBroker
 from simulators import TokenRepositorySimulator
+
+REPO = Path(__file__).resolve().parent.parent
+BEFORE = "ad5c58b"
+GOAL_MB = 60
+_ENTITLE_AGENT_RUN = ["-m", "entitle.cli", "agent", "run"]
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    label: str
+    tree: Path
+    command: Sequence[str]  # after ``python``
 
 
 def rss_mb(pid: int) -> float:
@@ -34,63 +55,90 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def main(idle: float) -> None:
+def extract(rev: str, into: Path) -> Path:
+    """The tree of ``rev`` in ``into`` (git archive: no worktree left behind in .git)."""
+    tar = subprocess.run(
+        ["git", "archive", "--format=tar", rev], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(into, filter="data")
+    return into
+
+
+def idle_rss(
+    variant: Variant, *, broker: MosquittoBroker, password: str, root: Path, idle: float
+) -> float:
+    """Start the agent of ``variant`` (its own tree first on sys.path), let it idle, read RSS."""
+    device = "dev-rss"
+    data_dir = root / f"agent-{secrets.token_hex(4)}"
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(variant.tree),
+        ENTITLE_DEVICE_ID=device,
+        ENTITLE_AGENT_DATA_DIR=str(data_dir),
+        ENTITLE_ROOT_KEYSET_FILE=str(root / "root-keyset.cbor"),
+        ENTITLE_BROKER_URL=broker.url_for(device, password),
+    )
+    proc = subprocess.Popen([sys.executable, *variant.command], cwd=variant.tree, env=env)
+    try:
+        transport = httpx.HTTPTransport(uds=str(data_dir / "agent.sock"))
+        with httpx.Client(transport=transport, base_url="http://a", timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/status").json()["connected"]:
+                        break
+                except (httpx.HTTPError, OSError, ValueError):
+                    pass
+                if proc.poll() is not None:
+                    raise SystemExit(f"{variant.label}: the agent exited; see its log above")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{variant.label}: agent did not connect; see its log above")
+                time.sleep(0.1)
+            time.sleep(idle)
+            client.get("/features")
+        return rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main(*, idle: float, before: str) -> None:
     repo = TokenRepositorySimulator()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        (root / "root-keyset.cbor").write_bytes(repo.root_keyset)
+        old = extract(before, root / "before")
+        variants = [
+            Variant(f"before ({before}): entitle agent run", old, _ENTITLE_AGENT_RUN),
+            Variant("after: entitle-agent run", REPO, ["-m", "agent.cli", "run"]),
+            Variant("after: entitle agent run", REPO, _ENTITLE_AGENT_RUN),
+        ]
         password = secrets.token_urlsafe(12)
         with MosquittoBroker(
             root / "broker", accounts={"cloud": "x" + password, "dev-rss": password}
         ) as broker:
-            data_dir = root / "agent"
-            agent = open_agent(
-                device_id="dev-rss",
-                data_dir=data_dir,
-                connection=None,
-                root_keyset=repo.root_keyset,
-            )
-            now = int(time.time())
-            agent.store.save(agent.state)
-            agent.store.close()
-            token = repo.token("dev-rss", {"remote_access": now + 86400}, now=now)
-            (root / "token.cbor").write_bytes(token)
-            env = dict(
-                os.environ,
-                ENTITLE_DEVICE_ID="dev-rss",
-                ENTITLE_AGENT_DATA_DIR=str(data_dir),
-                ENTITLE_BROKER_URL=broker.url_for("dev-rss", password),
-            )
-            proc = subprocess.Popen([sys.executable, "-m", "entitle.cli", "agent", "run"], env=env)
-            bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-            try:
-                sock = data_dir / "agent.sock"
-                transport = httpx.HTTPTransport(uds=str(sock))
-                with httpx.Client(transport=transport, base_url="http://a") as client:
-                    deadline = time.time() + 20
-                    while True:
-                        try:
-                            if client.get("/status").json()["connected"]:
-                                break
-                        except (httpx.HTTPError, OSError):
-                            pass
-                        if time.time() > deadline:
-                            raise SystemExit("agent did not connect; see its log above")
-                        time.sleep(0.1)
-                    time.sleep(idle)
-                    client.get("/features")
-                agent_rss, bare_rss = rss_mb(proc.pid), rss_mb(bare.pid)
-            finally:
-                proc.terminate()
-                bare.terminate()
-                proc.wait(10)
-                bare.wait(10)
-    print(
-        f"agent idle RSS: {agent_rss:.1f} MB (goal < 60 MB); "
-        f"bare python interpreter in the same run: {bare_rss:.1f} MB"
-    )
+            figures = [
+                (v.label, idle_rss(v, broker=broker, password=password, root=root, idle=idle))
+                for v in variants
+            ]
+        bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            time.sleep(min(idle, 1.0))
+            bare_rss = rss_mb(bare.pid)
+        finally:
+            bare.terminate()
+            bare.wait(10)
+    width = max(len(label) for label, _ in figures)
+    print(f"agent idle RSS after {idle:g} s connected (goal < {GOAL_MB} MB):")
+    for label, rss in figures:
+        print(f"  {label:<{width}}  {rss:5.1f} MB")
+    print(f"  {'bare python interpreter, same run':<{width}}  {bare_rss:5.1f} MB")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=float, default=5.0)
-    main(parser.parse_args().idle)
+    parser.add_argument("--before", default=BEFORE, help="git revision to compare with")
+    args = parser.parse_args()
+    main(idle=args.idle, before=args.before)
