@@ -27,8 +27,6 @@ from broker.certs import issue_local_pki
 from broker.errors import BrokerError
 from broker.mosquitto import MosquittoBroker, TlsListener, find_free_port, write_broker_config
 from broker.passwd import PasswdFileAccounts
-from common.credentials import mosquitto_hash as hash_password
-from common.credentials import verify_password
 from common.dynsec import BrokerAccountsUnavailable, DynsecAccounts
 from protocol.errors import TopicError
 from protocol.topics import KEYS_TOPIC, device_topic, health_share_subscription
@@ -81,14 +79,6 @@ async def subscribe(client: aiomqtt.Client, topic: str) -> int:
 
 
 # --- config and accounts --------------------------------------------------------------
-
-
-def test_hash_password_is_mosquitto_7_format() -> None:
-    hashed = hash_password("s3cret")
-    _, kind, rounds, salt, digest = hashed.split("$")
-    assert (kind, rounds, len(salt), len(digest)) == ("7", "101", 16, 88)
-    assert verify_password("s3cret", hashed) and not verify_password("other", hashed)
-    assert hash_password("s3cret") != hashed  # random salt
 
 
 def test_config_files(tmp_path) -> None:
