@@ -32,6 +32,7 @@ imported before any test module, so every ``@settings`` inherits the loaded one)
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, is_hypothesis_test, settings
@@ -63,3 +64,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if isinstance(item, pytest.Function) and is_hypothesis_test(item.obj):
             item.add_marker(pytest.mark.timeout(0))
+
+
+@pytest.fixture
+def clean_entitle_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the ``ENTITLE_*`` variables a test sets, and no entitle.toml from the working
+    directory (the test runs in ``tmp_path``): for tests of the commands' settings."""
+    for name in list(os.environ):
+        if name.upper().startswith("ENTITLE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ENTITLE_DATA_DIR", str(tmp_path / "data"))

@@ -6,7 +6,6 @@ These run where only the agent is installed (tests/packaging/test_agent_alone.py
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,7 @@ from typer.testing import CliRunner
 from agent.cli import app, make_app
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the variables a test sets, and no entitle.toml from the working directory."""
-    for name in list(os.environ):
-        if name.upper().startswith("ENTITLE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ENTITLE_DATA_DIR", str(tmp_path / "data"))
+pytestmark = pytest.mark.usefixtures("clean_entitle_environment")
 
 
 def _refused(*args: str, **env: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,7 @@ from typer.testing import CliRunner
 from entitle.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the variables a test sets, and no entitle.toml from the working directory."""
-    for name in list(os.environ):
-        if name.upper().startswith("ENTITLE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ENTITLE_DATA_DIR", str(tmp_path / "data"))
+pytestmark = pytest.mark.usefixtures("clean_entitle_environment")
 
 
 def _refused(*args: str, **env: str) -> list[str]:
