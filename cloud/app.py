@@ -20,12 +20,15 @@ from fastapi.exceptions import RequestValidationError
 
 from cloud import probe
 from cloud import schema as _schema  # noqa: F401  every table, before the first query
+from cloud.accounts.service import AccountService
 from cloud.billing.jobs import PaymentReconcileJob, RefundRetryJob
 from cloud.billing.orders import Billing
+from cloud.billing.service import OrderService
 from cloud.bridge import MqttBridge
 from cloud.database import Store
 from cloud.devices.issuing import IssuingService
 from cloud.devices.jobs import RefreshJob
+from cloud.devices.service import DeviceService, InstallationService
 from cloud.devices.signer import Signer
 from cloud.health.commands import (
     CommandPublisher,
@@ -36,12 +39,14 @@ from cloud.health.commands import (
 from cloud.health.gaps import HealthGapJob
 from cloud.health.ingest import HealthIngest
 from cloud.health.retention import HealthRetentionJob
+from cloud.health.service import HealthService
 from cloud.http.body_limit import BodyLimit
 from cloud.http.errors import entitle_error, validation_error
 from cloud.http.inputs import RULES
 from cloud.jobs import Job, JobRunner
 from cloud.notifications.mailer import SmtpMailer
 from cloud.notifications.sender import OutboxSender
+from cloud.notifications.service import NotificationService
 from cloud.ports import BrokerAccounts, EntitlementPublisher
 from cloud.router import api_router
 from cloud.settings import CloudSettings
@@ -51,6 +56,7 @@ from cloud.testclock import TestClock
 from cloud.tickets.service import TicketJob, TicketService
 from common.clock import Clock, system_clock
 from common.dynsec import DynsecAccounts
+from common.settings import parse_broker_url
 from protocol.errors import EntitleError
 
 __all__ = ["CloudState", "create_app"]
@@ -82,6 +88,13 @@ class CloudState:
     outbox: OutboxSender | None = None  # None without ENTITLE_SMTP_HOST
     billing: Billing | None = None  # orders and payments (cloud.billing)
     subscriptions: SubscriptionService | None = None  # cloud.subscriptions
+    # what the routes call, one service per slice (cloud.<slice>.service)
+    accounts: AccountService | None = None
+    installations: InstallationService | None = None
+    devices: DeviceService | None = None
+    orders: OrderService | None = None
+    health: HealthService | None = None
+    notifications: NotificationService | None = None
 
     def provided(self, kind: type[_T]) -> _T:
         """The one ``kind`` the lifespan built (:func:`cloud.http.deps.provided`).
@@ -241,6 +254,23 @@ def create_app(
                 )
                 jobs.append(outbox)
             runner = JobRunner(jobs)
+            broker = parse_broker_url(settings.broker_url)  # host and port only: no secrets
+            scheme = "mqtts" if broker.tls else "mqtt"
+            account_service = AccountService(
+                store,
+                clock=now,
+                session_ttl_s=settings.session_ttl_s,
+                session_idle_s=settings.session_idle_s,
+            )
+            installation_service = InstallationService(
+                store, service, clock=now, staff_email_domains=settings.staff_email_domains
+            )
+            device_service = DeviceService(
+                store, service, broker_url=f"{scheme}://{broker.host}:{broker.port}"
+            )
+            order_service = OrderService(store, billing, clock=now, settings=settings)
+            health_service = HealthService(store, commands, ingest, bridge=bridge, clock=now)
+            notification_service = NotificationService(store, clock=now)
             app.state.cloud = CloudState(
                 settings=settings,
                 store=store,
@@ -257,6 +287,12 @@ def create_app(
                 commands=commands,
                 tickets=tickets,
                 subscriptions=subscriptions,
+                accounts=account_service,
+                installations=installation_service,
+                devices=device_service,
+                orders=order_service,
+                health=health_service,
+                notifications=notification_service,
             )
             async with asyncio.TaskGroup() as tasks:
                 running = []

@@ -7,19 +7,18 @@ buyer or a declined card answer 4xx and leave the store as it was.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 from pydantic import Field
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
-from cloud.errors import CloudError
+from cloud.errors import NotFound
 from cloud.http.deps import ClockDep, SettingsDep, provided
-from cloud.http.errors import documented, http_error
+from cloud.http.errors import documented
 from cloud.http.inputs import IsoDay, StrictBody
 from cloud.http.schemas import ID_PATTERN
 from cloud.jobs import JobRunner
@@ -102,41 +101,30 @@ def catalogue(principal: Reader) -> list[dict[str, Any]]:
 @router.post("/subscriptions", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
 async def purchase(body: PurchaseIn, principal: Writer, service: Service) -> dict[str, Any]:
     """Buy a service for an installation (card: now or at checkout; invoice: on save)."""
-    try:
-        result = await service.purchase(
-            principal,
-            installation_id=body.installation_id,
-            product_code=body.product,
-            term_months=body.term_months,
-            pay_with=body.pay_with,
-            card_token=body.card_token,
-            start=_epoch(body.start),
-            purchaser_id=body.purchaser_id,
-        )
-    except CloudError as exc:
-        raise http_error(exc) from exc
+    result = await service.purchase(
+        principal,
+        installation_id=body.installation_id,
+        product_code=body.product,
+        term_months=body.term_months,
+        pay_with=body.pay_with,
+        card_token=body.card_token,
+        start=_epoch(body.start),
+        purchaser_id=body.purchaser_id,
+    )
     return _out(result)
 
 
 @router.get("/subscriptions", responses=_ERRORS)
-async def list_subscriptions(
+def list_subscriptions(
     principal: Reader, service: Service, installation_id: str = Query(pattern=ID_PATTERN)
 ) -> list[dict[str, Any]]:
     """The subscriptions of one installation (within the caller's scope)."""
-    try:
-        return await asyncio.to_thread(service.list_for, principal, installation_id)
-    except CloudError as exc:
-        raise http_error(exc) from exc
+    return service.list_for(principal, installation_id)
 
 
 @router.get("/subscriptions/{sub_id}", responses=_ERRORS)
-async def get_subscription(
-    principal: Reader, service: Service, sub_id: str = SubId
-) -> dict[str, Any]:
-    try:
-        return await asyncio.to_thread(service.get, principal, sub_id)
-    except CloudError as exc:
-        raise http_error(exc) from exc
+def get_subscription(principal: Reader, service: Service, sub_id: str = SubId) -> dict[str, Any]:
+    return service.get(principal, sub_id)
 
 
 @router.post("/subscriptions/{sub_id}/renew", responses=_ERRORS)
@@ -144,26 +132,20 @@ async def renew(
     body: RenewIn, principal: Writer, service: Service, sub_id: str = SubId
 ) -> dict[str, Any]:
     """Pay 1-60 more months now; after expiry, the late payment that switches it on again."""
-    try:
-        result = await service.renew(
-            principal,
-            sub_id,
-            months=body.months,
-            pay_with=body.pay_with,
-            card_token=body.card_token,
-        )
-    except CloudError as exc:
-        raise http_error(exc) from exc
+    result = await service.renew(
+        principal,
+        sub_id,
+        months=body.months,
+        pay_with=body.pay_with,
+        card_token=body.card_token,
+    )
     return _out(result)
 
 
 @router.post("/subscriptions/{sub_id}/deactivate", responses=_ERRORS)
 async def deactivate(principal: Writer, service: Service, sub_id: str = SubId) -> dict[str, Any]:
     """No next renewal: the service runs to its end date."""
-    try:
-        return await service.deactivate(principal, sub_id)
-    except CloudError as exc:
-        raise http_error(exc) from exc
+    return await service.deactivate(principal, sub_id)
 
 
 @router.post("/subscriptions/{sub_id}/reactivate", responses=_ERRORS)
@@ -172,12 +154,9 @@ async def reactivate(
 ) -> dict[str, Any]:
     """Renew again; whoever reactivates becomes the purchaser (0 due now)."""
     body = body or ReactivateIn()
-    try:
-        result = await service.reactivate(
-            principal, sub_id, pay_with=body.pay_with, card_token=body.card_token
-        )
-    except CloudError as exc:
-        raise http_error(exc) from exc
+    result = await service.reactivate(
+        principal, sub_id, pay_with=body.pay_with, card_token=body.card_token
+    )
     return _out(result)
 
 
@@ -186,10 +165,7 @@ async def set_card(
     body: CardIn, principal: Writer, service: Service, sub_id: str = SubId
 ) -> dict[str, Any]:
     """Set the card that pays the renewals (the purchaser, or an admin); audited."""
-    try:
-        return await service.set_card(principal, sub_id, body.card_token)
-    except CloudError as exc:
-        raise http_error(exc) from exc
+    return await service.set_card(principal, sub_id, body.card_token)
 
 
 _CLOCK_ERRORS = documented({404: "the test clock is off"}, body=True)
@@ -205,9 +181,7 @@ async def advance_test_clock(
 ) -> dict[str, Any]:
     """Move the test clock ``days`` days, one day at a time, running every job each day."""
     if not settings.test_clock or not hasattr(clock, "advance"):
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, "the test clock is off (settings.test_clock)"
-        )
+        raise NotFound("the test clock is off (settings.test_clock)")
     for _ in range(body.days):
         clock.advance(86_400)
         await jobs.run_once()

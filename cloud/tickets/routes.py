@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
-from cloud.errors import CloudError
-from cloud.http.errors import documented, http_error
+from cloud.http.errors import documented
 from cloud.http.inputs import BY_VALUE, StrictBody
 from cloud.http.schemas import DEVICE_ID_PATTERN, ID_PATTERN
 from cloud.tickets.deps import TicketsDep
-from cloud.tickets.rules import Category, RmaRefused, Stage
+from cloud.tickets.rules import Category, Stage
 from cloud.tickets.service import TicketView
 
 __all__ = ["router"]
@@ -77,26 +74,18 @@ Service = TicketsDep
 TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    except CloudError as exc:
-        raise http_error(exc) from exc
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     responses=documented({403: "no installation named", 404: "unknown installation"}, body=True),
 )
-async def open_ticket(
+def open_ticket(
     body: TicketCreate,
     principal: Annotated[Principal, Depends(require(Permission.TICKETS_WRITE))],
     service: Service,
 ) -> TicketView:
     """Open a ticket; it is due after its category's SLA (1 or 3 days)."""
-    view = await _call(
-        service.open,
+    return service.open(
         principal,
         category=body.category,
         subject=body.subject,
@@ -105,42 +94,41 @@ async def open_ticket(
         device_ids=body.device_ids,
         cc=body.cc,
     )
-    return view
 
 
 @router.get("")
-async def list_tickets(
+def list_tickets(
     principal: Annotated[Principal, Depends(require(Permission.TICKETS_READ))],
     service: Service,
     stage: Stage | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[TicketView]:
-    views = await _call(service.list, principal, stage=stage, limit=limit, offset=offset)
+    views = service.list(principal, stage=stage, limit=limit, offset=offset)
     return list(views)
 
 
 @router.get("/{ticket_id}", responses=documented({404: "unknown ticket"}))
-async def get_ticket(
+def get_ticket(
     ticket_id: TicketId,
     principal: Annotated[Principal, Depends(require(Permission.TICKETS_READ))],
     service: Service,
 ) -> TicketView:
-    return await _call(service.get, principal, ticket_id)
+    return service.get(principal, ticket_id)
 
 
 @router.post(
     "/{ticket_id}/messages",
     responses=documented({404: "unknown ticket", 409: "closed"}, body=True),
 )
-async def add_message(
+def add_message(
     ticket_id: TicketId,
     body: MessageCreate,
     principal: Annotated[Principal, Depends(require(Permission.TICKETS_WRITE))],
     service: Service,
 ) -> TicketView:
     """A message hands the next action to the other party; a customer reply reopens."""
-    return await _call(service.add_message, principal, ticket_id, body=body.body)
+    return service.add_message(principal, ticket_id, body=body.body)
 
 
 @router.post(
@@ -149,27 +137,26 @@ async def add_message(
         {403: "customers only close", 404: "unknown ticket", 409: "not allowed"}, body=True
     ),
 )
-async def change_stage(
+def change_stage(
     ticket_id: TicketId,
     body: StageChange,
     principal: Annotated[Principal, Depends(require(Permission.TICKETS_WRITE))],
     service: Service,
 ) -> TicketView:
-    return await _call(service.move, principal, ticket_id, to=body.stage)
+    return service.move(principal, ticket_id, to=body.stage)
 
 
 @router.post(
     "/{ticket_id}/attach", responses=documented({404: "unknown ticket or device"}, body=True)
 )
-async def attach(
+def attach(
     ticket_id: TicketId,
     body: Attach,
     principal: Annotated[Principal, Depends(require(Permission.TICKETS_WRITE))],
     service: Service,
 ) -> TicketView:
     """Attach device serials and CC addresses."""
-    view = await _call(service.attach, principal, ticket_id, device_ids=body.device_ids, cc=body.cc)
-    return view
+    return service.attach(principal, ticket_id, device_ids=body.device_ids, cc=body.cc)
 
 
 @router.post(
@@ -183,26 +170,16 @@ async def attach(
         },
     },
 )
-async def approve_rma(
+def approve_rma(
     ticket_id: TicketId,
     body: RmaRequest,
     principal: Annotated[Principal, Depends(require(Permission.RMA_APPROVE))],
     service: Service,
-) -> Any:
+) -> RmaOut:
     """Approve an RMA of a device attached to this open ticket.
 
     Only when its latest self-test, answered since the ticket opened and at most
     a day ago, found a hardware fault.
     """
-    try:
-        decision = await asyncio.to_thread(
-            service.approve_rma, principal, ticket_id, device_id=body.device_id
-        )
-    except RmaRefused as exc:
-        return JSONResponse(
-            RmaRefusedOut(detail=str(exc), why=exc.why).model_dump(),
-            status_code=status.HTTP_409_CONFLICT,
-        )
-    except CloudError as exc:
-        raise http_error(exc) from exc
+    decision = service.approve_rma(principal, ticket_id, device_id=body.device_id)
     return RmaOut(**dataclasses.asdict(decision))
