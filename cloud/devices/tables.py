@@ -23,8 +23,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cloud.database import Base
 from cloud.database import enum_column as _enum
 from cloud.devices.rules import DeviceKind, GrantStatus, TokenState
+from protocol.topics import DEVICE_ID_MAX_LEN
 
-__all__ = ["DeviceRow", "GrantRow", "InstallationRow", "TokenRow"]
+__all__ = ["DeviceRow", "GrantRow", "InstallationRow", "IntegratorRow", "OwnerRow", "TokenRow"]
 
 
 class InstallationRow(Base):
@@ -42,7 +43,7 @@ class DeviceRow(Base):
 
     __tablename__ = "devices"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(DEVICE_ID_MAX_LEN), primary_key=True)
     installation_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("installations.id", ondelete="RESTRICT"), index=True
     )
@@ -90,7 +91,9 @@ class TokenRow(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE")
+    )
     ver: Mapped[int] = mapped_column(BigInteger)
     epoch: Mapped[int] = mapped_column(Integer)
     cti: Mapped[bytes] = mapped_column(LargeBinary(64))
@@ -111,3 +114,31 @@ class TokenRow(Base):
             min_until=self.min_until,
             published=self.published_at is not None,
         )
+
+
+class OwnerRow(Base):
+    """The one owner of an installation."""
+
+    __tablename__ = "installation_owners"
+
+    installation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("installations.id", ondelete="RESTRICT"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="RESTRICT"), index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class IntegratorRow(Base):
+    """A partner company working on an installation (one of possibly several)."""
+
+    __tablename__ = "installation_integrators"
+
+    installation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("installations.id", ondelete="RESTRICT"), primary_key=True
+    )
+    company_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("companies.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.database import Base
 from cloud.database import enum_column as _enum
+from protocol.topics import DEVICE_ID_MAX_LEN
 
 __all__ = [
     "CommandRow",
@@ -57,7 +58,9 @@ class HealthReportRow(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE")
+    )
     seq: Mapped[int] = mapped_column(BigInteger)
     ts: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[int] = mapped_column(BigInteger)
@@ -75,7 +78,7 @@ class HealthStateRow(Base):
     __tablename__ = "device_health_state"
 
     device_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
     latest_seq: Mapped[int | None] = mapped_column(BigInteger)
     latest_ts: Mapped[int | None] = mapped_column(BigInteger)
@@ -92,7 +95,9 @@ class StatusEventRow(Base):
     __table_args__ = (Index("ix_device_status_events_device_id_at", "device_id", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE")
+    )
     online: Mapped[bool] = mapped_column(Boolean)
     at: Mapped[int] = mapped_column(BigInteger)
 
@@ -103,7 +108,7 @@ class HealthHourlyRow(Base):
     __tablename__ = "health_hourly"
 
     device_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
     hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     metric: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -133,7 +138,9 @@ class CommandRow(Base):
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE")
+    )
     cmd: Mapped[str] = mapped_column(String(16))
     args: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[CommandStatus] = mapped_column(_enum(CommandStatus, "command_status"))
@@ -152,7 +159,9 @@ class HealthResendAskRow(Base):
     __table_args__ = (Index("ix_health_resend_asks_device_id_asked_at", "device_id", "asked_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE")
+    )
     from_seq: Mapped[int] = mapped_column(BigInteger)
     to_seq: Mapped[int] = mapped_column(BigInteger)
     asked_at: Mapped[int] = mapped_column(BigInteger)
@@ -165,7 +174,7 @@ class HealthUnrecoverableRow(Base):
     __tablename__ = "health_unrecoverable"
 
     device_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
     from_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     to_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cloud.database import Base
 from cloud.database import enum_column as _enum
 from cloud.tickets.rules import Category, Owner, Stage
+from protocol.topics import DEVICE_ID_MAX_LEN
 
 __all__ = ["RmaApprovalRow", "TicketCcRow", "TicketDeviceRow", "TicketMessageRow", "TicketRow"]
 
@@ -63,7 +64,7 @@ class TicketDeviceRow(Base):
     ticket_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
     )
-    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(DEVICE_ID_MAX_LEN), primary_key=True)
 
 
 class TicketCcRow(Base):
@@ -83,7 +84,7 @@ class RmaApprovalRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ticket_id: Mapped[int] = mapped_column(Integer, ForeignKey("tickets.id", ondelete="CASCADE"))
-    device_id: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(DEVICE_ID_MAX_LEN))
     command_id: Mapped[str] = mapped_column(String(64))
     approved_by: Mapped[str] = mapped_column(String(100))
     approved_at: Mapped[int] = mapped_column(BigInteger)
