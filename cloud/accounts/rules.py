@@ -4,7 +4,7 @@ Every protected route declares the one permission it needs with
 ``Depends(require(Permission.X))`` (``cloud.http.deps``); a test walks every
 route and every role against this table. Scoping (a partner sees only the
 installations where it is a system integrator, an owner only their own) is
-decided by :mod:`cloud.accounts.access` on top of this table:
+decided by :mod:`cloud.devices.access` on top of this table:
 
 - ``admin``, ``cs_admin`` and ``support`` see every installation; ``support``
   only looks (its scope is read-only, and its permissions hold no write to

@@ -23,9 +23,7 @@ __all__ = [
     "ApiKeyRow",
     "AuditRow",
     "CompanyRow",
-    "IntegratorRow",
     "LoginSessionRow",
-    "OwnerRow",
     "UserRow",
 ]
 
@@ -68,34 +66,6 @@ class UserRow(Base):
 
     def __repr__(self) -> str:  # never the hash
         return f"UserRow(id={self.id}, email={self.email!r}, role={self.role!r})"
-
-
-class OwnerRow(Base):
-    """The one owner of an installation."""
-
-    __tablename__ = "installation_owners"
-
-    installation_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("installations.id", ondelete="RESTRICT"), primary_key=True
-    )
-    user_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("users.id", ondelete="RESTRICT"), index=True
-    )
-    created_at: Mapped[int] = mapped_column(BigInteger)
-
-
-class IntegratorRow(Base):
-    """A partner company working on an installation (one of possibly several)."""
-
-    __tablename__ = "installation_integrators"
-
-    installation_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("installations.id", ondelete="RESTRICT"), primary_key=True
-    )
-    company_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("companies.id", ondelete="RESTRICT"), primary_key=True, index=True
-    )
-    created_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class LoginSessionRow(Base):

@@ -30,19 +30,16 @@ from cloud.accounts.companies import (
 )
 from cloud.accounts.passwords import check_password, hash_password
 from cloud.accounts.rules import Role
-from cloud.accounts.tables import IntegratorRow, LoginSessionRow, OwnerRow, UserRow
-from cloud.devices.tables import InstallationRow
+from cloud.accounts.tables import LoginSessionRow, UserRow
 from cloud.errors import (
     AccountExists,
     Forbidden,
     InvalidRequest,
-    UnknownInstallation,
     UnknownUser,
 )
 
 __all__ = [
     "Contact",
-    "authorised_contacts",
     "company",
     "company_payment_type",
     "company_view",
@@ -153,40 +150,6 @@ def find_users(
     if company_id is not None:
         query = query.where(UserRow.company_id == company_id)
     return session.scalars(query.order_by(UserRow.id).limit(limit).offset(offset)).all()
-
-
-def authorised_contacts(
-    session: Session, installation_id: str, *, staff_domains: Sequence[str]
-) -> list[Contact]:
-    """The owner and the integrators' partner users of an installation, staff excluded.
-
-    Vendor staff (an address at one of ``staff_domains``) may be members for
-    support work; they are not contacts of the customer. Disabled users neither.
-
-    Raises:
-        UnknownInstallation: no such installation.
-    """
-    if session.get(InstallationRow, installation_id) is None:
-        raise UnknownInstallation(f"no installation {installation_id}")
-    owners = select(OwnerRow.user_id).where(OwnerRow.installation_id == installation_id)
-    companies = select(IntegratorRow.company_id).where(
-        IntegratorRow.installation_id == installation_id
-    )
-    query = (
-        select(UserRow)
-        .where(
-            UserRow.disabled_at.is_(None),
-            UserRow.id.in_(owners)
-            | (UserRow.company_id.in_(companies) & (UserRow.role == Role.PARTNER)),
-        )
-        .order_by(UserRow.id)
-    )
-    domains = {d.lower().lstrip("@") for d in staff_domains}
-    return [
-        Contact(user_id=r.id, email=r.email, name=r.name, company_id=r.company_id)
-        for r in session.scalars(query)
-        if r.email.rpartition("@")[2] not in domains
-    ]
 
 
 # changes ----------------------------------------------------------------------

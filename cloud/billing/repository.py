@@ -306,7 +306,7 @@ def search_orders(
 ) -> Sequence[OrderRow]:
     """The order history, newest first, filtered, within ``visible`` installation ids.
 
-    ``visible`` is :func:`cloud.accounts.access.visible_installation_ids` (None: all).
+    ``visible`` is :func:`cloud.devices.access.visible_installation_ids` (None: all).
     """
     stmt = select(OrderRow)
     if query.kind is not None:

@@ -2,7 +2,7 @@
 
 :class:`InstallationService` and :class:`DeviceService` are built once by
 :func:`cloud.app.create_app`. Each method checks the caller's scope
-(:mod:`cloud.accounts.access`: out of scope answers like unknown), does its
+(:mod:`cloud.devices.access`: out of scope answers like unknown), does its
 work in one transaction or through :class:`~cloud.devices.issuing.IssuingService`
 (which signs and publishes tokens), and returns what the API shows. Errors
 are the error tree's; the app's one handler answers them.
@@ -15,8 +15,14 @@ import base64
 import secrets
 from typing import Any
 
-from cloud.accounts import audit, memberships
-from cloud.accounts.access import (
+from cloud.accounts import audit
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import Role
+from cloud.accounts.schemas import ContactOut, MembersOut
+from cloud.accounts.users import user
+from cloud.database import Store
+from cloud.devices import memberships, queries
+from cloud.devices.access import (
     check_device,
     check_installation,
     ensure_device_access,
@@ -24,13 +30,8 @@ from cloud.accounts.access import (
     ensure_may_change,
     visible_installation_ids,
 )
-from cloud.accounts.apikeys import Principal
-from cloud.accounts.rules import Role
-from cloud.accounts.schemas import ContactOut, MembersOut
-from cloud.accounts.users import authorised_contacts, user
-from cloud.database import Store
-from cloud.devices import queries
 from cloud.devices.issuing import Issued, IssuingService
+from cloud.devices.memberships import authorised_contacts
 from cloud.devices.tables import DeviceRow, GrantRow, InstallationRow, TokenRow
 from cloud.errors import UnknownDevice, UnknownInstallation
 from cloud.http.schemas import (

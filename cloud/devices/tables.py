@@ -25,7 +25,7 @@ from cloud.database import enum_column as _enum
 from cloud.devices.rules import DeviceKind, GrantStatus, TokenState
 from protocol.topics import DEVICE_ID_MAX_LEN
 
-__all__ = ["DeviceRow", "GrantRow", "InstallationRow", "TokenRow"]
+__all__ = ["DeviceRow", "GrantRow", "InstallationRow", "IntegratorRow", "OwnerRow", "TokenRow"]
 
 
 class InstallationRow(Base):
@@ -114,3 +114,31 @@ class TokenRow(Base):
             min_until=self.min_until,
             published=self.published_at is not None,
         )
+
+
+class OwnerRow(Base):
+    """The one owner of an installation."""
+
+    __tablename__ = "installation_owners"
+
+    installation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("installations.id", ondelete="RESTRICT"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="RESTRICT"), index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class IntegratorRow(Base):
+    """A partner company working on an installation (one of possibly several)."""
+
+    __tablename__ = "installation_integrators"
+
+    installation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("installations.id", ondelete="RESTRICT"), primary_key=True
+    )
+    company_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("companies.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -2,7 +2,7 @@
 
 One :class:`HealthService` per app (built in :func:`cloud.app.create_app`).
 Each method checks that the caller may see the device (out of scope answers
-like unknown, :mod:`cloud.accounts.access`), reads in one transaction, and
+like unknown, :mod:`cloud.devices.access`), reads in one transaction, and
 diagnoses with the app's clock. Errors are the error tree's (and
 :class:`~protocol.commands.BadCommand`, :class:`~protocol.errors.TransportError`
 for commands); the app's one handler answers them.
@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from cloud.accounts.access import ensure_device_access, visible_installation_ids
 from cloud.accounts.apikeys import Principal
 from cloud.bridge import MqttBridge
 from cloud.database import Store
+from cloud.devices.access import ensure_device_access, visible_installation_ids
 from cloud.devices.tables import DeviceRow
 from cloud.health import repository as repo
 from cloud.health.commands import CommandService, CommandView, UnknownCommand

@@ -28,7 +28,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
-from cloud.accounts.access import ensure_installation_access
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import Role
 from cloud.accounts.users import user_contact
@@ -38,6 +37,7 @@ from cloud.billing.rules import OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
 from cloud.database import Store
 from cloud.devices import queries as device_queries
+from cloud.devices.access import ensure_installation_access
 from cloud.devices.issuing import IssuingService
 from cloud.devices.rules import GrantStatus
 from cloud.devices.tables import InstallationRow

@@ -20,14 +20,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cloud.accounts.access import (
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import Role
+from cloud.database import Store
+from cloud.devices.access import (
     ensure_device_access,
     ensure_installation_access,
     visible_installation_ids,
 )
-from cloud.accounts.apikeys import Principal
-from cloud.accounts.rules import Role
-from cloud.database import Store
 from cloud.errors import Forbidden, NotFound
 from cloud.health.tables import CommandRow, CommandStatus
 from cloud.tickets.rules import (

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from cloud.accounts import memberships, users
+from cloud.accounts import users
 from cloud.accounts.rules import Role
 from cloud.accounts.tables import AuditRow
 from cloud.billing.orders import Billing, OrderLine, OrderResult
 from cloud.billing.payments import SandboxPaymentProvider
 from cloud.billing.tables import OrderRow, TransactionRow
 from cloud.database import Store
+from cloud.devices import memberships
 from cloud.devices import queries as device_queries
 from tests.cloud.harness import FakeClock
 

@@ -22,9 +22,9 @@ from sqlalchemy import select
 from agent.runtime import open_agent
 from agent.session import Connection
 from cloud import create_app
-from cloud.accounts import memberships
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.billing.tables import OrderRow
+from cloud.devices import memberships
 from cloud.notifications.tables import NotificationRow
 from cloud.settings import CloudSettings
 from cloud.testclock import TestClock

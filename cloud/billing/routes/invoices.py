@@ -12,7 +12,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
 
-from cloud.accounts.access import ensure_installation_access
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
@@ -20,6 +19,7 @@ from cloud.billing import repository as orders
 from cloud.billing.errors import UnknownOrder
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
 from cloud.database import Store
+from cloud.devices.access import ensure_installation_access
 from cloud.errors import CloudError, UnknownInstallation
 from cloud.http.deps import SettingsDep, StoreDep
 from cloud.http.errors import documented, http_error

@@ -14,7 +14,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 
-from cloud.accounts.access import ensure_installation_access, visible_installation_ids
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
@@ -26,6 +25,7 @@ from cloud.billing.refunds import Reversal
 from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus, PayWith, TxnType
 from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
 from cloud.database import Store
+from cloud.devices.access import ensure_installation_access, visible_installation_ids
 from cloud.errors import CloudError, UnknownInstallation
 from cloud.http.deps import ClockDep, StoreDep
 from cloud.http.errors import documented, http_error

@@ -1,6 +1,6 @@
 """Devices: register (credentials returned once), look up, remove; their tokens.
 
-Scoped like their installation (:mod:`cloud.accounts.access`): a device
+Scoped like their installation (:mod:`cloud.devices.access`): a device
 outside the caller's installations answers 404.
 """
 

@@ -2,7 +2,7 @@
 members (system integrators, owner) and authorised contacts.
 
 Partners and owners see only their installations (others answer 404, as if
-they did not exist: :mod:`cloud.accounts.access`). A partner creating an
+they did not exist: :mod:`cloud.devices.access`). A partner creating an
 installation makes its company a system integrator of it.
 """
 

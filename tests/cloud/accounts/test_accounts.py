@@ -9,9 +9,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from cloud.accounts.access import ensure_installation_access
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.users import company_payment_type, is_blacklisted, user_contact
+from cloud.devices.access import ensure_installation_access
 from cloud.errors import Blacklisted, Forbidden, UnknownCompany, UnknownInstallation, UnknownUser
 from tests.cloud.harness import PASSWORD, Cloud, client, new_company, new_user, user_api_key
 

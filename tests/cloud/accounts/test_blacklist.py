@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cloud.accounts import memberships
 from cloud.accounts.rules import Permission, Role, allowed
 from cloud.billing.payments import CARD_OK
+from cloud.devices import memberships
 from tests.cloud.accounts.test_roles import api_routes
 from tests.cloud.harness import Cloud, client, every_row, new_company, new_user, user_api_key
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud.accounts import memberships, users
+from cloud.accounts import users
 from cloud.accounts.apikeys import create_api_key
 from cloud.accounts.rules import Role
 from cloud.billing.invoices import (
@@ -25,6 +25,7 @@ from cloud.billing.invoices import (
 )
 from cloud.billing.orders import OrderLine
 from cloud.billing.payments import CARD_OK
+from cloud.devices import memberships
 from cloud.settings import CloudSettings
 from tests.cloud.harness import DAY, START, Cloud, client
 

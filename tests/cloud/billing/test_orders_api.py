@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.accounts import memberships, users
+from cloud.accounts import users
 from cloud.accounts.apikeys import create_api_key
 from cloud.accounts.rules import PaymentType, Role
 from cloud.billing.orders import Billing, OrderStatus
 from cloud.billing.payments import CARD_DECLINED, CARD_OK, CARD_REFUND_FAILS, CARD_TIMEOUT
+from cloud.devices import memberships
 from tests.cloud.billing_harness import LINES, PASSWORD, TOTAL
 from tests.cloud.harness import Cloud, client
 

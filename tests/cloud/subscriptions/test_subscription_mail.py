@@ -25,9 +25,9 @@ import pytest
 from fastapi import FastAPI
 
 from cloud import create_app
-from cloud.accounts import memberships
 from cloud.app import CloudState
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
+from cloud.devices import memberships
 from cloud.notifications.tables import NotificationStatus, notifications
 from cloud.settings import CloudSettings
 from cloud.testclock import TestClock

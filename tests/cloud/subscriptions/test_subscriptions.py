@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
-from cloud.accounts import memberships
 from cloud.accounts.tables import AuditRow, UserRow
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.billing.tables import OrderRow
+from cloud.devices import memberships
 from cloud.devices import queries as device_queries
 from cloud.devices.tables import GrantRow
 from cloud.notifications.tables import NotificationRow

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from cloud.accounts import memberships, users
+from cloud.accounts import users
 from cloud.accounts.tables import AuditRow
 from cloud.billing.payments import CARD_DECLINED
 from cloud.billing.tables import OrderRow
+from cloud.devices import memberships
 from cloud.devices.tables import GrantRow
 from cloud.notifications.tables import NotificationRow
 from cloud.subscriptions.tables import SubscriptionOrderRow, SubscriptionRow

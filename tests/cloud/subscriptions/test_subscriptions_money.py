@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from cloud.accounts import memberships, users
+from cloud.accounts import users
 from cloud.accounts.tables import AuditRow
 from cloud.billing.payments import CARD_OK, CARD_TIMEOUT
 from cloud.billing.tables import OrderRow, TransactionRow
+from cloud.devices import memberships
 from cloud.devices import queries as device_queries
 from cloud.notifications.tables import NotificationRow
 from tests.cloud.harness import DAY, Cloud, client, new_company, new_user, user_api_key

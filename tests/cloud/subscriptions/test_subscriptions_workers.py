@@ -12,10 +12,10 @@ from pathlib import Path
 from sqlalchemy import select
 
 from cloud import create_app
-from cloud.accounts import memberships
 from cloud.accounts.tables import AuditRow
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.billing.tables import OrderRow
+from cloud.devices import memberships
 from cloud.notifications.tables import NotificationRow
 from cloud.settings import CloudSettings
 from cloud.subscriptions.tables import SubscriptionRow

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import httpx
 
-from cloud.accounts import memberships
 from cloud.billing.payments import CARD_OK
+from cloud.devices import memberships
 from tests.cloud.harness import Cloud, client, new_user, user_api_key
 
 

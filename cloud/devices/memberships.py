@@ -9,6 +9,7 @@ integrator. Every change is audited.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -17,12 +18,19 @@ from sqlalchemy.orm import Session
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import Role
-from cloud.accounts.tables import IntegratorRow, OwnerRow
-from cloud.accounts.users import company, user
-from cloud.devices.tables import InstallationRow
+from cloud.accounts.tables import UserRow
+from cloud.accounts.users import Contact, company, user
+from cloud.devices.tables import InstallationRow, IntegratorRow, OwnerRow
 from cloud.errors import InvalidRequest, NotFound, UnknownInstallation
 
-__all__ = ["Members", "add_integrator", "members", "remove_integrator", "set_owner"]
+__all__ = [
+    "Members",
+    "add_integrator",
+    "authorised_contacts",
+    "members",
+    "remove_integrator",
+    "set_owner",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +142,37 @@ def _audit(
         after=_snapshot(after),
         now=now,
     )
+
+
+def authorised_contacts(
+    session: Session, installation_id: str, *, staff_domains: Sequence[str]
+) -> list[Contact]:
+    """The owner and the integrators' partner users of an installation, staff excluded.
+
+    Vendor staff (an address at one of ``staff_domains``) may be members for
+    support work; they are not contacts of the customer. Disabled users neither.
+
+    Raises:
+        UnknownInstallation: no such installation.
+    """
+    if session.get(InstallationRow, installation_id) is None:
+        raise UnknownInstallation(f"no installation {installation_id}")
+    owners = select(OwnerRow.user_id).where(OwnerRow.installation_id == installation_id)
+    companies = select(IntegratorRow.company_id).where(
+        IntegratorRow.installation_id == installation_id
+    )
+    query = (
+        select(UserRow)
+        .where(
+            UserRow.disabled_at.is_(None),
+            UserRow.id.in_(owners)
+            | (UserRow.company_id.in_(companies) & (UserRow.role == Role.PARTNER)),
+        )
+        .order_by(UserRow.id)
+    )
+    domains = {d.lower().lstrip("@") for d in staff_domains}
+    return [
+        Contact(user_id=r.id, email=r.email, name=r.name, company_id=r.company_id)
+        for r in session.scalars(query)
+        if r.email.rpartition("@")[2] not in domains
+    ]

@@ -31,10 +31,10 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import Role
-from cloud.accounts.tables import IntegratorRow, OwnerRow, UserRow
+from cloud.accounts.tables import UserRow
 from cloud.accounts.users import is_blacklisted
 from cloud.database import Store
-from cloud.devices.tables import DeviceRow, InstallationRow
+from cloud.devices.tables import DeviceRow, InstallationRow, IntegratorRow, OwnerRow
 from cloud.errors import Blacklisted, Forbidden, UnknownDevice, UnknownInstallation
 
 __all__ = [
