@@ -22,6 +22,7 @@
         │   └── InvalidTransition    e.g. reactivating an expired subscription
         ├── UnknownSubscription      (a NotFound, 404)
         ├── PaymentDeclined          the card was declined at purchase; nothing was bought (402)
+        ├── UpstreamFailed           the payment provider (a service we rely on) failed (502)
         ├── NotAuthenticated         no usable API key on a request (401)
         │   ├── MissingApiKey
         │   ├── InvalidApiKey        unknown key, or the secret does not match
@@ -57,6 +58,7 @@ __all__ = [
     "BadTerm",
     "InvalidRequest",
     "PaymentDeclined",
+    "UpstreamFailed",
     "InvalidTransition",
     "SubscriptionConflict",
     "SubscriptionExists",
@@ -152,6 +154,10 @@ class InvalidTransition(SubscriptionConflict):
 
 class PaymentDeclined(CloudError):
     """A purchase or renewal whose card charge failed: nothing was bought (402)."""
+
+
+class UpstreamFailed(CloudError):
+    """A service the cloud relies on (the payment provider) failed at the request (502)."""
 
 
 class UnknownSubscription(NotFound):

@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import Depends
 
 from cloud.billing.orders import Billing
+from cloud.billing.service import OrderService
 from cloud.http.deps import provided
 
-__all__ = ["BillingDep"]
+__all__ = ["BillingDep", "OrdersDep"]
 
 BillingDep = Annotated[Billing, Depends(provided(Billing))]
+OrdersDep = Annotated[OrderService, Depends(provided(OrderService))]

@@ -11,7 +11,6 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from cloud.billing.errors import PaymentProviderError
 from cloud.errors import (
     BrokerUnavailable,
     Conflict,
@@ -23,6 +22,7 @@ from cloud.errors import (
     NotAuthenticated,
     NotFound,
     PaymentDeclined,
+    UpstreamFailed,
 )
 from cloud.http.schemas import ErrorOut
 from protocol.commands import BadCommand
@@ -38,9 +38,9 @@ def http_error(exc: EntitleError) -> HTTPException:
         detail = [{"type": "invalid_command", "loc": ["body", "args"], "msg": str(exc)}]
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
     if isinstance(exc, TransportError):
-        if isinstance(exc, PaymentProviderError):
-            return HTTPException(status.HTTP_502_BAD_GATEWAY, detail=f"payment provider: {exc}")
         return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc))
+    if isinstance(exc, UpstreamFailed):
+        return HTTPException(status.HTTP_502_BAD_GATEWAY, detail=str(exc))
     if isinstance(exc, NotAuthenticated):
         # RFC 6750: no error code when no credentials were sent at all
         challenge = "Bearer" if isinstance(exc, MissingApiKey) else 'Bearer error="invalid_token"'

@@ -1,0 +1,255 @@
+"""Orders as the API uses them: history and detail, invoices, checkout, cancel and reversals.
+
+One :class:`OrderService` per app (built in :func:`cloud.app.create_app`)
+over :class:`~cloud.billing.orders.Billing`. Every method first checks that
+the caller may see the order (write: change it): an order of an installation
+out of the caller's scope is :class:`~cloud.billing.errors.UnknownOrder`,
+like one that does not exist. Errors are the error tree's; the app's one
+handler answers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from cloud.accounts.apikeys import Principal
+from cloud.billing import repository as repo
+from cloud.billing.errors import PaymentProviderError, UnknownOrder
+from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
+from cloud.billing.orders import Billing, OrderResult
+from cloud.billing.refunds import Reversal
+from cloud.billing.rules import OrderKind, OrderStatus
+from cloud.billing.schemas import (
+    LineOut,
+    OrderDetail,
+    OrderOut,
+    OrderResultOut,
+    RetryOut,
+    ReversalOut,
+    TransactionOut,
+)
+from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
+from cloud.database import Store
+from cloud.devices.access import ensure_installation_access, visible_installation_ids
+from cloud.errors import UnknownInstallation, UpstreamFailed
+from cloud.settings import CloudSettings
+from common.clock import Clock
+
+__all__ = ["InvoicePdf", "OrderService"]
+
+
+@dataclass(frozen=True, slots=True)
+class InvoicePdf:
+    filename: str
+    pdf: bytes
+
+
+def _order_out(row: OrderRow) -> OrderOut:
+    return OrderOut(
+        id=row.id,
+        number=row.number,
+        type=row.kind,
+        installation_id=row.installation_id,
+        buyer_user_id=row.buyer_user_id,
+        status=row.status,
+        pay_with=row.pay_with,
+        amount_cents=row.amount_cents,
+        currency=row.currency,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _txn_out(row: TransactionRow, retry: RefundRetryRow | None) -> TransactionOut:
+    return TransactionOut(
+        id=row.id,
+        type=row.type,
+        status=row.status,
+        amount_cents=row.amount_cents,
+        parent_id=row.parent_id,
+        provider=row.provider,
+        provider_charge_id=row.provider_charge_id,
+        settled=row.settled,
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        retry=None
+        if retry is None
+        else RetryOut(
+            attempts=retry.attempts,
+            next_attempt_at=retry.next_attempt_at,
+            last_error=retry.last_error,
+            exhausted_at=retry.exhausted_at,
+            resolved_at=retry.resolved_at,
+        ),
+    )
+
+
+def _result_out(result: OrderResult) -> OrderResultOut:
+    return OrderResultOut(
+        order_id=result.order_id,
+        number=result.number,
+        status=result.status,
+        amount_cents=result.amount_cents,
+    )
+
+
+def _reversal_out(result: Reversal) -> ReversalOut:
+    return ReversalOut(
+        order_id=result.order_id,
+        transaction_id=result.transaction_id,
+        type=result.type,
+        status=result.status,
+        amount_cents=result.amount_cents,
+        retry_at=result.retry_at,
+    )
+
+
+@asynccontextmanager
+async def _provider_edge() -> AsyncIterator[None]:
+    """The payment provider's failures, as the error tree's (502 at the HTTP edge)."""
+    try:
+        yield
+    except PaymentProviderError as exc:
+        raise UpstreamFailed(f"payment provider: {exc}") from exc
+
+
+class OrderService:
+    """Orders scoped to the caller; payments and reversals through :class:`Billing`."""
+
+    def __init__(
+        self, store: Store, billing: Billing, *, clock: Clock, settings: CloudSettings
+    ) -> None:
+        self._store = store
+        self._billing = billing
+        self._clock = clock
+        self._settings = settings
+
+    def _scoped(self, principal: Principal, order_id: int, *, write: bool) -> OrderDetail:
+        """The order if ``principal`` may see it (``write``: change it); else UnknownOrder."""
+        with self._store.transaction() as tx:
+            row = repo.get_order(tx, order_id)
+            if row is None:
+                raise UnknownOrder(f"no order {order_id}")
+            try:
+                ensure_installation_access(tx, principal, row.installation_id, write=write)
+            except UnknownInstallation:
+                raise UnknownOrder(f"no order {order_id}") from None
+            txns = repo.transactions_of(tx, order_id)
+            retries = repo.retries_of(tx, [t.id for t in txns])
+            lines = [
+                LineOut(
+                    product_code=line.product_code,
+                    description=line.description,
+                    months=line.months,
+                    amount_cents=line.amount_cents,
+                )
+                for line in repo.lines_of(tx, order_id)
+            ]
+            return OrderDetail(
+                **_order_out(row).model_dump(),
+                notify=list(row.notify),
+                lines=lines,
+                transactions=[_txn_out(t, retries.get(t.id)) for t in txns],
+            )
+
+    def search(
+        self,
+        principal: Principal,
+        *,
+        kind: OrderKind | None,
+        status: OrderStatus | None,
+        number: str | None,
+        installation_id: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[OrderOut]:
+        """The order history, newest first; partners and owners see their installations' only.
+
+        Raises:
+            UnknownInstallation: ``installation_id`` unknown or not one of the caller's.
+        """
+        query = repo.OrderQuery(
+            kind=kind,
+            status=status,
+            number=number,
+            installation_id=installation_id,
+            limit=limit,
+            offset=offset,
+        )
+        with self._store.transaction() as tx:
+            if installation_id is not None:
+                ensure_installation_access(tx, principal, installation_id, write=False)
+            visible = visible_installation_ids(tx, principal)
+            return [_order_out(r) for r in repo.search_orders(tx, query, visible=visible)]
+
+    def detail(self, principal: Principal, order_id: int) -> OrderDetail:
+        """One order with its lines and transactions (charges, voids, refunds, retries)."""
+        return self._scoped(principal, order_id, write=False)
+
+    async def invoice_pdf(self, principal: Principal, order_id: int) -> InvoicePdf:
+        """The invoice of a paid or invoiced order, rendered as a PDF.
+
+        Raises:
+            UnknownOrder: no such order, or not one of the caller's.
+            Conflict: the order is not paid or invoiced yet.
+        """
+
+        def load() -> Invoice:
+            with self._store.transaction() as tx:
+                row = repo.get_order(tx, order_id)
+                if row is None:
+                    raise UnknownOrder(f"no order {order_id}")
+                try:
+                    ensure_installation_access(tx, principal, row.installation_id, write=False)
+                except UnknownInstallation:
+                    raise UnknownOrder(f"no order {order_id}") from None
+                return invoice_for_order(tx, order_id, settings=self._settings)
+
+        invoice = await asyncio.to_thread(load)
+        pdf = await asyncio.to_thread(render_invoice, invoice)
+        return InvoicePdf(filename=invoice_filename(invoice), pdf=pdf)
+
+    async def _check(self, principal: Principal, order_id: int) -> None:
+        await asyncio.to_thread(self._scoped, principal, order_id, write=True)
+
+    async def pay(self, principal: Principal, order_id: int, *, card_token: str) -> OrderResultOut:
+        """Checkout: charge a card for an order in ``Processing`` (or ``Failed``, again)."""
+        await self._check(principal, order_id)
+        async with _provider_edge():
+            result = await self._billing.pay(
+                order_id, card_token=card_token, actor=principal, now=self._clock()
+            )
+        return _result_out(result)
+
+    async def cancel(self, principal: Principal, order_id: int) -> OrderResultOut:
+        """Cancel an order nobody paid; it becomes ``Cancel``."""
+        await self._check(principal, order_id)
+        async with _provider_edge():
+            result = await self._billing.cancel(order_id, actor=principal, now=self._clock())
+        return _result_out(result)
+
+    async def void(
+        self, principal: Principal, order_id: int, *, amount_cents: int | None
+    ) -> ReversalOut:
+        """Void the order's whole unsettled charge (no partial void)."""
+        await self._check(principal, order_id)
+        async with _provider_edge():
+            result = await self._billing.refunds.void(
+                order_id, amount_cents=amount_cents, actor=principal, now=self._clock()
+            )
+        return _reversal_out(result)
+
+    async def refund(
+        self, principal: Principal, order_id: int, *, amount_cents: int | None
+    ) -> ReversalOut:
+        """Refund part or all (default) of a settled charge; a provider failure is retried."""
+        await self._check(principal, order_id)
+        async with _provider_edge():
+            result = await self._billing.refunds.refund(
+                order_id, amount_cents=amount_cents, actor=principal, now=self._clock()
+            )
+        return _reversal_out(result)
