@@ -2,7 +2,7 @@
 
 Owns placing orders, checkout by card or invoice, voids and refunds with
 their daily retries, reconciling charges whose answer was lost, and the
-invoice PDF.
+invoice PDF, and the texts of its mails.
 
 - ``rules``        statuses, transitions, amounts, the retry schedule (pure)
 - ``errors``       the billing branch of the error tree
@@ -10,6 +10,7 @@ invoice PDF.
 - ``repository``   the SQL, inside the caller's session
 - ``payments``     the ``PaymentProvider`` boundary and its sandbox test double
 - ``orders`` ``reconcile`` ``refunds`` ``invoices``
+- ``notices``      the texts of billing's mails, and the invoice mail with its PDF
 - ``jobs``         the refund-retry and reconcile jobs
 - ``routes``       ``/orders``, ``/invoices``
 """

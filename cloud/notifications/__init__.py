@@ -1,10 +1,11 @@
 """Notifications: e-mail through a transactional outbox.
 
-Owns the outbox rows, the texts of each kind of mail, the sender job with
-its retry schedule, and the SMTP adapter.
+Owns the outbox rows, the sender job with its retry schedule, and the SMTP
+adapter. It sends what a feature composed: the texts and attachments of
+billing's mails are :mod:`cloud.billing.notices`.
 
 - ``tables``       the outbox rows and their queries
-- ``outbox`` ``templates``  what to send
+- ``outbox``       queue a mail in the caller's transaction
 - ``mailer``       the ``Mailer`` boundary and the SMTP adapter
 - ``sender``       the sender job
 - ``routes``       ``/notifications``

@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
+from cloud.billing import notices
 from cloud.billing.invoices import Invoice, InvoiceLine, Party
+from cloud.billing.notices import enqueue_invoice
 from cloud.database import Store
-from cloud.notifications import templates
 from cloud.notifications.outbox import build_message, compose, enqueue
 from cloud.notifications.tables import NotificationStatus, claim_due, notifications
-from cloud.notifications.templates import enqueue_invoice
 from tests.cloud.harness import DAY, START
 
 
@@ -178,15 +178,15 @@ def _invoice() -> Invoice:
 
 
 _NOTICES = {
-    "renewal_notice": lambda: templates.renewal_notice(
+    "renewal_notice": lambda: notices.renewal_notice(
         installation="Shop",
-        services=[templates.ServiceLine("TSF16100", "Remote Services", START + 60 * DAY)],
+        services=[notices.ServiceLine("TSF16100", "Remote Services", START + 60 * DAY)],
         renews_on=START + 30 * DAY,
         amount_cents=9900,
         currency="EUR",
         pay_with="card",
     ),
-    "charge_failed": lambda: templates.charge_failed(
+    "charge_failed": lambda: notices.charge_failed(
         installation="Shop",
         order_number="2026-000042",
         amount_cents=9900,
@@ -195,7 +195,7 @@ _NOTICES = {
         next_retry_at=START + 7 * DAY,
         expires_at=START + 30 * DAY,
     ),
-    "charge_retry_failed": lambda: templates.charge_retry_failed(
+    "charge_retry_failed": lambda: notices.charge_retry_failed(
         installation="Shop",
         order_number="2026-000042",
         amount_cents=9900,
@@ -204,12 +204,12 @@ _NOTICES = {
         next_retry_at=None,
         expires_at=START + 30 * DAY,
     ),
-    "subscription_expired": lambda: templates.subscription_expired(
+    "subscription_expired": lambda: notices.subscription_expired(
         installation="Shop",
-        services=[templates.ServiceLine("TSF16100", "Remote Services", START)],
+        services=[notices.ServiceLine("TSF16100", "Remote Services", START)],
         expired_at=START,
     ),
-    "refund_failed": lambda: templates.refund_failed(
+    "refund_failed": lambda: notices.refund_failed(
         order_number="2026-000042",
         amount_cents=9900,
         currency="EUR",
@@ -217,8 +217,8 @@ _NOTICES = {
         attempts=3,
         last_error="provider timeout",
     ),
-    "invoice": lambda: templates.invoice(_invoice()),
-    "payment_received": lambda: templates.payment_received(
+    "invoice": lambda: notices.invoice(_invoice()),
+    "payment_received": lambda: notices.payment_received(
         installation="Shop",
         order_number="2026-000042",
         amount_cents=9900,
@@ -229,7 +229,7 @@ _NOTICES = {
 
 
 def test_every_kind_has_a_template() -> None:
-    assert set(_NOTICES) == set(templates.KINDS)
+    assert set(_NOTICES) == set(notices.KINDS)
 
 
 @pytest.mark.parametrize("kind", sorted(_NOTICES))

@@ -1,12 +1,13 @@
-"""The texts of every notification kind: pure functions from facts to a :class:`Notice`.
+"""The texts of billing's and subscriptions' mails: pure functions from facts to a :class:`Notice`.
 
 Callers render, then enqueue in their own transaction::
 
-    notice = templates.charge_failed(order_number=..., ...)
+    notice = notices.charge_failed(order_number=..., ...)
     enqueue(tx, to=[contact.email], now=now, dedupe_key=..., **notice.fields())
 
-:func:`enqueue_invoice` does both for invoices, attaching the PDF. Subjects
-start with the thing the reader must act on; bodies say what happened, what
+:func:`enqueue_invoice` does both for invoices, attaching the PDF: billing
+composes the mail and its attachment, notifications only queues and sends.
+Subjects start with the thing the reader must act on; bodies say what happened, what
 happens next and by when, in plain text. Dates are UTC calendar dates.
 """
 
