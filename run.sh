@@ -71,6 +71,9 @@ case "${1:-}" in
     ruff check . && ruff format --check --quiet .
     say "mypy --strict protocol common agent broker"
     mypy protocol common agent broker
+    # the house's shape: layers, no import cycles, pure rules ([tool.importlinter] in pyproject.toml)
+    say "import contracts (lint-imports)"
+    lint-imports
     # one worker per core (pytest-xdist); each worker has its own brokers, ports,
     # temp dirs and PostgreSQL databases; an idle worker takes over tests queued for
     # the other (worksteal: the schema tests alone are ~30% of the time).
