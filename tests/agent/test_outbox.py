@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from agent.outbox import Outbox
-from protocol.health import HealthReport
+from protocol.health import HealthReport, parse_health
+from tests.protocol.test_health_report import REPORTS
 
 
 def report(n: int = 0) -> HealthReport:
@@ -174,3 +176,15 @@ def test_kill_9_mid_write_leaves_a_consistent_outbox(tmp_path, run_ms):
         assert box.append(report(-1)) == last + 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@given(st.lists(REPORTS, min_size=1, max_size=5))
+@settings(max_examples=30, deadline=None)
+def test_the_stored_bytes_are_the_report_numbered_by_the_outbox(reports):
+    """What the publisher sends parses back to the very report appended, with its seq."""
+    with tempfile.TemporaryDirectory() as tmp, Outbox(Path(tmp) / "o.db", max_rows=3) as box:
+        seqs = [box.append(r) for r in reports]
+        for q in box.pending():
+            built = reports[seqs.index(q.seq)]
+            got = parse_health(q.body, topic_device_id=built.device_id)
+            assert got == replace(built, seq=q.seq, dropped=q.report["dropped"])

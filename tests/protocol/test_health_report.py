@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from protocol.errors import UntrustedDataError
 from protocol.health import (
+    ERROR_CATEGORIES,
+    KINDS,
     MAX_HEALTH_BYTES,
     BadHealthReport,
     Disk,
@@ -21,6 +23,8 @@ from protocol.health import (
     health_to_json,
     parse_health,
 )
+from tests.protocol.test_status_message import json_values
+from tests.protocol.test_topic_names import DEVICE_IDS
 
 DEV = "cam-1"
 
@@ -165,3 +169,50 @@ def test_any_field_replaced_by_any_json_parses_or_raises_typed(key, value):
     else:
         # whatever was accepted re-encodes to something accepted again
         assert parse_health(health_to_json(report), topic_device_id=DEV) == report
+
+
+_INT = st.integers(min_value=0, max_value=2**63 - 1)
+
+
+def _maybe(values: st.SearchStrategy) -> st.SearchStrategy:
+    return st.none() | values
+
+
+def _names(max_size: int) -> st.SearchStrategy[str]:
+    return st.text(min_size=1, max_size=max_size)
+
+
+REPORTS = st.builds(
+    HealthReport,
+    device_id=DEVICE_IDS,
+    seq=st.integers(min_value=1, max_value=2**63 - 1),
+    ts=_INT,
+    kind=st.sampled_from(KINDS),
+    uptime_s=_INT,
+    fw=_maybe(_names(64)),
+    reboots=st.builds(Reboots, count=_maybe(_INT), last_reason=_maybe(_names(64))),
+    cpu_temp_c=_maybe(st.floats(-100, 200)),
+    mem_used_pct=_maybe(st.floats(0, 100)),
+    disk=st.builds(
+        Disk,
+        used_pct=_maybe(st.floats(0, 100)),
+        write_errors=_maybe(_INT),
+        reallocated=_maybe(_INT),
+    ),
+    net=st.builds(Net, rssi_dbm=_maybe(st.floats(-200, 0)), loss_pct=_maybe(st.floats(0, 100))),
+    serial=st.builds(SerialCounters, crc_errors=_INT, timeouts=_INT),
+    kind_specific=st.dictionaries(st.text(max_size=8), json_values(3), max_size=4),
+    dropped=_INT,
+    errors=st.fixed_dictionaries(
+        {c: st.dictionaries(_names(16), _INT, max_size=3) for c in ERROR_CATEGORIES}
+    ),
+)
+"""Any report the schema accepts, as the typed value (the agent's and the cloud's)."""
+
+
+@given(REPORTS)
+def test_the_typed_report_round_trips_through_its_bytes(report: HealthReport) -> None:
+    data = health_to_json(report)
+    assert len(data) <= MAX_HEALTH_BYTES
+    assert parse_health(data, topic_device_id=report.device_id) == report
+    assert health_to_json(parse_health(data, topic_device_id=report.device_id)) == data
