@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from protocol.errors import TopicError, UntrustedDataError
+from protocol.errors import BadMessage, TopicError
 from protocol.jsonwire import Fields, check_json_value, decode_object
 from protocol.topics import check_device_id
 
@@ -68,17 +68,12 @@ _MAX_REASON = 64
 _MAX_DETAIL = 1024
 
 
-class BadCommand(UntrustedDataError):
+class BadCommand(BadMessage):
     """A command or result that is refused; ``command_id`` is set when it was readable."""
 
     def __init__(self, reason: str, detail: str = "", *, command_id: str | None = None) -> None:
-        super().__init__(detail or reason)
-        self._reason = reason
+        super().__init__(reason, detail)
         self.command_id = command_id
-
-    @property
-    def reason(self) -> str:
-        return self._reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,11 @@ callers decide on the family and logs show the leaf::
     │   │   ├── VersionNotNext
     │   │   └── TooManyRotations
     │   ├── TopicError                a topic name or id that is not ours
+    │   ├── BadMessage                a JSON message refused (``.reason``: too_large,
+    │   │   │                         bad_json, bad_schema, wrong_version, wrong_device)
+    │   │   ├── BadHealthReport       protocol.health
+    │   │   ├── BadStatus             protocol.status
+    │   │   └── BadCommand            protocol.commands (``.command_id`` when readable)
     │   └── SerialFrameError          a serial frame that cannot be used (``.consumed``)
     │       ├── Garbage               bytes outside any frame (line noise, a lost marker)
     │       ├── BadCrc                CRC-16 mismatch: corrupted on the line
@@ -41,10 +46,7 @@ callers decide on the family and logs show the leaf::
                                       another device's or not provisioned: not retried,
                                       the message says what to do next
 
-Message-specific refusals live beside their codecs and join the first family:
-``protocol.health.BadHealthReport``, ``protocol.status.BadStatus`` and
-``protocol.commands.BadCommand`` are ``UntrustedDataError`` leaves whose
-``reason`` says which check failed (too_large, bad_json, bad_schema, ...).
+The three ``BadMessage`` leaves live beside their codecs.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ __all__ = [
     "BadCrc",
     "BadFrame",
     "BadKey",
+    "BadMessage",
     "BadSignature",
     "BadStructure",
     "DecodeError",
@@ -187,6 +190,23 @@ class TooManyRotations(KeySetError):
 
 class TopicError(UntrustedDataError):
     """A topic or device id that does not match our topic table."""
+
+
+class BadMessage(UntrustedDataError):
+    """A JSON message (health report, status, command) that is refused.
+
+    ``reason`` names the check that failed, as the codec says it (``too_large``,
+    ``bad_json``, ``bad_schema``, ...), not the class name: one class per message
+    family, many reasons, counted by reason where they are refused.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self._reason = reason
+
+    @property
+    def reason(self) -> str:
+        return self._reason
 
 
 class TransportError(EntitleError):

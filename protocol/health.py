@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.errors import TopicError, UntrustedDataError
+from protocol.errors import BadMessage, TopicError
 from protocol.jsonwire import Fields, decode_object
 from protocol.topics import DEVICE_ID_MAX_LEN, check_device_id
 
@@ -59,16 +59,8 @@ _KIND_SPECIFIC_DEPTH = 4
 _MAX_REASONS = 64
 
 
-class BadHealthReport(UntrustedDataError):
+class BadHealthReport(BadMessage):
     """A health report that is refused; ``reason`` says which check failed."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(detail or reason)
-        self._reason = reason
-
-    @property
-    def reason(self) -> str:
-        return self._reason
 
 
 @dataclass(frozen=True, slots=True)

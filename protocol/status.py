@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.errors import UntrustedDataError
+from protocol.errors import BadMessage
 from protocol.jsonwire import check_json_value, decode_object
 
 __all__ = ["MAX_STATUS_BYTES", "OFFLINE", "BadStatus", "Status", "read", "write"]
@@ -37,16 +37,8 @@ _DETAILS_DEPTH = 8
 _WORDS = {"online": True, "offline": False}
 
 
-class BadStatus(UntrustedDataError):
+class BadStatus(BadMessage):
     """A status message that is refused; ``reason`` says which check failed."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(detail or reason)
-        self._reason = reason
-
-    @property
-    def reason(self) -> str:
-        return self._reason
 
 
 @dataclass(frozen=True, slots=True)
