@@ -1,7 +1,10 @@
 """The Entitle protocol: pure code shared by the cloud and the agent.
 
 Token format (COSE_Sign1 + CWT), key sets with threshold rotation, topic
-names and the error tree (see :mod:`protocol.errors`). No I/O, no clocks.
+names and the one device-id rule, the messages devices and cloud exchange
+(:mod:`protocol.health`, :mod:`protocol.status`, :mod:`protocol.commands`, the
+serial frames of :mod:`protocol.serial`), each one typed value with its codec,
+and the error tree (see :mod:`protocol.errors`). No I/O, no clocks.
 """
 
 from protocol.errors import *  # noqa: F403
