@@ -508,4 +508,10 @@ class Billing:
 
         See :func:`cloud.billing.reconcile.reconcile`.
         """
-        return await reconcile(self, now=now)
+        return await reconcile(
+            self.store,
+            self.provider,
+            record_charge=self.record_charge,
+            run_callbacks=lambda order_id: self.run_callbacks(order_id, now=now),
+            now=now,
+        )

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cloud.billing import repository as repo
-from cloud.billing.payments import Charge
+from cloud.billing.payments import Charge, PaymentProvider
 from cloud.billing.rules import STALE_CHARGE_S, OrderStatus
-
-if TYPE_CHECKING:
-    from cloud.billing.orders import Billing
+from cloud.billing.tables import OrderRow
+from cloud.database import Store
 
 __all__ = ["ReconcileReport", "reconcile"]
 
@@ -46,11 +45,23 @@ class ReconcileReport:
     callbacks_run: tuple[int, ...]
 
 
-async def reconcile(billing: Billing, *, now: int) -> ReconcileReport:
-    """One pass at ``now`` (idempotent, safe beside other workers)."""
+async def reconcile(
+    store: Store,
+    provider: PaymentProvider,
+    *,
+    record_charge: Callable[[int, Charge, str, int], OrderRow],
+    run_callbacks: Callable[[int], Awaitable[bool]],
+    now: int,
+) -> ReconcileReport:
+    """One pass at ``now`` (idempotent, safe beside other workers).
+
+    The billing service owns the pass and hands in what it needs:
+    ``record_charge(txn_id, charge, actor, now)`` records a looked-up
+    outcome, ``run_callbacks(order_id)`` re-runs an order's on-paid callbacks.
+    """
 
     def claim() -> list[tuple[int, str]]:
-        with billing.store.transaction() as tx:
+        with store.transaction() as tx:
             return repo.claim_unknown_charges(
                 tx, stale_before=now - STALE_CHARGE_S, actor=_ACTOR, now=now
             )
@@ -59,7 +70,7 @@ async def reconcile(billing: Billing, *, now: int) -> ReconcileReport:
     unknown: list[int] = []
     for txn_id, key in await asyncio.to_thread(claim):
         try:
-            charge = await billing.provider.lookup(key)
+            charge = await provider.lookup(key)
         except Exception as exc:  # the provider is down: ask again next time
             _log.warning("lookup of charge %s failed: %s", key, type(exc).__name__)
             unknown.append(txn_id)
@@ -74,15 +85,15 @@ async def reconcile(billing: Billing, *, now: int) -> ReconcileReport:
         if charge.status == "timed_out":
             unknown.append(txn_id)
             continue
-        row = await asyncio.to_thread(billing.record_charge, txn_id, charge, _ACTOR, now)
+        row = await asyncio.to_thread(record_charge, txn_id, charge, _ACTOR, now)
         resolved.append((row.id, OrderStatus(row.status)))
 
     def pending() -> list[int]:
-        with billing.store.transaction() as tx:
+        with store.transaction() as tx:
             return repo.unhandled_paid_orders(tx)
 
     ran = []
     for order_id in await asyncio.to_thread(pending):
-        if await billing.run_callbacks(order_id, now=now):
+        if await run_callbacks(order_id):
             ran.append(order_id)
     return ReconcileReport(tuple(resolved), tuple(unknown), tuple(ran))

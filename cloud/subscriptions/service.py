@@ -88,7 +88,14 @@ class SubscriptionService:
         self.issuing = issuing
         self.billing = billing
         self.clock = clock
-        self.settlement = Settlement(self)
+        self.settlement = Settlement(
+            store,
+            billing,
+            clock=clock,
+            commit=self.commit,
+            reissue=self.reissue,
+            notify=self.notify,
+        )
 
     async def _in_thread(self, work: Callable[[], _T]) -> _T:
         return await asyncio.to_thread(work)

@@ -21,14 +21,18 @@ callbacks land here:
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
 from cloud.billing import repository as billing_repo
 from cloud.billing.errors import OrderStateConflict, RefundTooLarge
+from cloud.billing.orders import Billing
+from cloud.database import Store
 from cloud.subscriptions import tables as rows
 from cloud.subscriptions.rules.lifecycle import (
     Abandon,
@@ -39,12 +43,12 @@ from cloud.subscriptions.rules.lifecycle import (
     PaymentReversed,
     RefundPayment,
     RenewalPaid,
+    Subscription,
+    Transition,
     apply,
 )
-from cloud.subscriptions.tables import Outcome, SubscriptionOrderRow
-
-if TYPE_CHECKING:
-    from cloud.subscriptions.service import SubscriptionService
+from cloud.subscriptions.tables import Outcome, SubscriptionOrderRow, SubscriptionRow
+from common.clock import Clock
 
 __all__ = ["MANUAL", "Settlement"]
 
@@ -58,22 +62,62 @@ _ACTIONS = {
 }
 
 
-class Settlement:
-    """Billing's on-paid and on-reversed callbacks for subscription orders."""
+class Commit(Protocol):
+    """The subscriptions service's one place a transition is persisted (its ``commit``)."""
 
-    def __init__(self, service: SubscriptionService) -> None:
-        self._service = service
-        service.billing.on_paid(self.on_paid)
-        service.billing.on_reversed(self.on_reversed)
+    def __call__(
+        self,
+        tx: Session,
+        row: SubscriptionRow | None,
+        before: Subscription | None,
+        t: Transition,
+        *,
+        actor: str,
+        action: str,
+        now: int,
+    ) -> tuple[SubscriptionRow, list[str]]: ...
+
+
+class Notifier(Protocol):
+    """The subscriptions service's ``notify``: queue a lifecycle message (deduplicated)."""
+
+    def __call__(self, session: Session, effect: Notify, *, now: int) -> None: ...
+
+
+class Settlement:
+    """Billing's on-paid and on-reversed callbacks for subscription orders.
+
+    A collaborator the subscriptions service owns: it is handed the store,
+    billing, the clock and the service's ``commit``, ``reissue`` and ``notify``,
+    and knows nothing else of the service.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        billing: Billing,
+        *,
+        clock: Clock,
+        commit: Commit,
+        reissue: Callable[[Sequence[str]], Awaitable[None]],
+        notify: Notifier,
+    ) -> None:
+        self._store = store
+        self._billing = billing
+        self._clock = clock
+        self._commit = commit
+        self._reissue = reissue
+        self._notify = notify
+        billing.on_paid(self.on_paid)
+        billing.on_reversed(self.on_reversed)
 
     # paid -----------------------------------------------------------------------
     async def on_paid(self, order_id: int) -> None:
         """Deliver the order's payment, or refund it; idempotent."""
-        service = self._service
-        now = service.clock()
+        now = self._clock()
 
         def work() -> tuple[list[str], bool]:
-            with service.store.transaction() as tx:
+            with self._store.transaction() as tx:
                 link = rows.order_link(tx, order_id, lock=True)
                 if link is None or link.outcome is not None:
                     return [], False  # not a subscription's order, or settled already
@@ -87,13 +131,11 @@ class Settlement:
                     self._refund_due(tx, link, refund.reason, now=now)
                     return [], True
                 action = _ACTIONS[link.kind if link.attempt != MANUAL else "manual"]
-                _, devices = service.commit(
-                    tx, row, before, t, actor=_ACTOR, action=action, now=now
-                )
+                _, devices = self._commit(tx, row, before, t, actor=_ACTOR, action=action, now=now)
                 return devices, False
 
-        devices, refund = await service._in_thread(work)
-        await service.reissue(devices)
+        devices, refund = await asyncio.to_thread(work)
+        await self._reissue(devices)
         if refund:
             await self.refund(order_id)
 
@@ -116,7 +158,7 @@ class Settlement:
         if order.buyer_user_id is None:
             return
         amount = f"{order.amount_cents / 100:.2f} {order.currency}"
-        self._service.notify(
+        self._notify(
             tx,
             Notify(
                 kind="payment_refunded",
@@ -132,9 +174,9 @@ class Settlement:
 
     async def refund(self, order_id: int) -> bool:
         """Give back an order whose outcome is ``refund``; True once billing has it."""
-        now = self._service.clock()
+        now = self._clock()
         try:
-            await self._service.billing.withdraw(order_id, actor=_ACTOR, now=now)
+            await self._billing.withdraw(order_id, actor=_ACTOR, now=now)
         except (OrderStateConflict, RefundTooLarge):  # given back already (voided, refunded)
             await self.on_reversed(order_id)
         except Exception:  # the provider failed: the renewal job tries again
@@ -146,22 +188,21 @@ class Settlement:
         """Send every refund that is due and not confirmed (the renewal job's pass)."""
 
         def due() -> list[int]:
-            with self._service.store.transaction() as tx:
+            with self._store.transaction() as tx:
                 return rows.refunds_due(tx, limit=limit)
 
         done = 0
-        for order_id in await self._service._in_thread(due):
+        for order_id in await asyncio.to_thread(due):
             done += await self.refund(order_id)
         return done
 
     # reversed -------------------------------------------------------------------
     async def on_reversed(self, order_id: int) -> None:
         """Take back what a cancelled, voided or fully refunded order bought; idempotent."""
-        service = self._service
-        now = service.clock()
+        now = self._clock()
 
         def work() -> tuple[list[str], list[int]]:
-            with service.store.transaction() as tx:
+            with self._store.transaction() as tx:
                 link = rows.order_link(tx, order_id, lock=True)
                 if link is None:
                     return [], []
@@ -199,13 +240,11 @@ class Settlement:
                             refunds.append(other.order_id)
                 if t.state == before:
                     return [], refunds
-                _, devices = service.commit(
-                    tx, row, before, t, actor=_ACTOR, action=action, now=now
-                )
+                _, devices = self._commit(tx, row, before, t, actor=_ACTOR, action=action, now=now)
                 return devices, refunds
 
-        devices, refunds = await service._in_thread(work)
-        await service.reissue(devices)
+        devices, refunds = await asyncio.to_thread(work)
+        await self._reissue(devices)
         for other_id in refunds:
             await self.refund(other_id)
 
