@@ -17,9 +17,11 @@
         ├── InvalidRequest           input that the rules refuse before anything changes (422)
         │   ├── UnknownProduct       a product code not in the catalogue
         │   └── BadTerm              a term not offered, > 60 months, or a date in the past
+        ├── InvalidTransition        (a Conflict, 409) a state machine refuses the change in
+        │                            its state: reactivating an expired subscription,
+        │                            moving a closed ticket
         ├── SubscriptionConflict     (a Conflict, 409) the subscription's state forbids this
-        │   ├── SubscriptionExists   one subscription per service per installation
-        │   └── InvalidTransition    e.g. reactivating an expired subscription
+        │   └── SubscriptionExists   one subscription per service per installation
         ├── UnknownSubscription      (a NotFound, 404)
         ├── PaymentDeclined          the card was declined at purchase; nothing was bought (402)
         ├── UpstreamFailed           the payment provider (a service we rely on) failed (502)
@@ -39,6 +41,29 @@
             └── InsecureKeyFile      a private key readable by group or others
 
 Transport failures (broker down) are :class:`protocol.errors.TransportError`.
+
+A feature's own leaves hang on these branches and live beside the feature;
+the HTTP status is the branch's::
+
+    NotFound      UnknownOrder (cloud.billing.errors), UnknownCommand
+                  (cloud.health.commands), UnknownTicket (cloud.tickets.service)
+    Conflict      OrderStateConflict, IdempotencyConflict, ChargeSettled,
+                  ChargeNotSettled (cloud.billing.errors), NoInvoice
+                  (cloud.billing.invoices), CommandsUnavailable (cloud.health.commands),
+                  RmaRefused (cloud.tickets.rules, with a machine-readable ``why``)
+    InvalidRequest
+    └── BadOrderRequest      (cloud.billing.errors) an order that can never be valid
+        ├── PartialVoid
+        └── RefundTooLarge
+    CloudError    MailRejected (cloud.notifications.mailer) the mail server refused for good
+    TransportError
+    └── PaymentProviderError (cloud.billing.errors) the provider did not do it
+        ├── UnknownCharge
+        ├── VoidFailed
+        └── RefundFailed
+
+:mod:`cloud.billing.errors` is the billing branch. An error defined anywhere
+else in ``cloud`` belongs in this list.
 """
 
 from __future__ import annotations
@@ -148,8 +173,9 @@ class SubscriptionExists(SubscriptionConflict):
     """The installation already has a live subscription to this service."""
 
 
-class InvalidTransition(SubscriptionConflict):
-    """An event the subscription's status does not accept (e.g. reactivating an expired one)."""
+class InvalidTransition(Conflict):
+    """A change the object's state does not accept: an event a subscription's status
+    refuses (reactivating an expired one), a stage a ticket cannot move to (it is closed)."""
 
 
 class PaymentDeclined(CloudError):

@@ -1,4 +1,4 @@
-"""Typed errors of orders and payments (the tree is in :mod:`cloud.billing`)."""
+"""Typed errors of orders and payments: the billing branch of the tree in :mod:`cloud.errors`."""
 
 from __future__ import annotations
 

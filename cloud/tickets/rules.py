@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cloud.errors import Conflict
+from cloud.errors import Conflict, InvalidTransition
 from cloud.health.rules.diagnostics import SELF_TEST_MAX_AGE_S
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "SLA_S",
     "TRANSITIONS",
     "Category",
-    "InvalidTransition",
     "Owner",
     "RmaDecision",
     "RmaRefused",
@@ -91,10 +90,6 @@ TRANSITIONS: Mapping[Stage, frozenset[Stage]] = {
     Stage.SUGGEST_CLOSE: frozenset({Stage.FIRST_LINE, Stage.SECOND_LINE, Stage.CLOSED}),
     Stage.CLOSED: frozenset(),
 }
-
-
-class InvalidTransition(Conflict):
-    """A stage change the ticket's current stage does not allow."""
 
 
 class RmaRefused(Conflict):

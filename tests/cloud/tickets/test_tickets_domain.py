@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloud.errors import InvalidTransition
 from cloud.tickets.rules import (
     AUTO_CLOSE_AFTER_S,
     SELF_TEST_MAX_AGE_S,
     SLA_S,
     TRANSITIONS,
     Category,
-    InvalidTransition,
     Owner,
     SelfTestOutcome,
     Stage,
