@@ -32,9 +32,7 @@ from cloud.devices.access import (
 )
 from cloud.devices.issuing import Issued, IssuingService
 from cloud.devices.memberships import authorised_contacts
-from cloud.devices.tables import DeviceRow, GrantRow, InstallationRow, TokenRow
-from cloud.errors import UnknownDevice, UnknownInstallation
-from cloud.http.schemas import (
+from cloud.devices.schemas import (
     DeviceCreate,
     DeviceCredentialsOut,
     DeviceOut,
@@ -48,6 +46,8 @@ from cloud.http.schemas import (
     TokenSummary,
     token_versions,
 )
+from cloud.devices.tables import DeviceRow, GrantRow, InstallationRow, TokenRow
+from cloud.errors import UnknownDevice, UnknownInstallation
 from common.clock import Clock
 
 __all__ = ["DeviceService", "InstallationService"]

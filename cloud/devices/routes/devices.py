@@ -14,14 +14,9 @@ from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.devices.deps import DevicesDep
+from cloud.devices.schemas import DeviceCreate, DeviceCredentialsOut, DeviceOut, EntitlementOut
 from cloud.http.errors import documented
-from cloud.http.schemas import (
-    DEVICE_ID_PATTERN,
-    DeviceCreate,
-    DeviceCredentialsOut,
-    DeviceOut,
-    EntitlementOut,
-)
+from cloud.http.schemas import DEVICE_ID_PATTERN
 
 __all__ = ["router"]
 

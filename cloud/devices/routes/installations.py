@@ -17,16 +17,16 @@ from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.accounts.schemas import ContactOut, IntegratorAdd, MembersOut, OwnerSet
 from cloud.devices.deps import InstallationsDep
-from cloud.http.errors import documented
-from cloud.http.schemas import (
+from cloud.devices.schemas import (
     FEATURE_PATTERN,
-    ID_PATTERN,
     GrantCreate,
     GrantResult,
     InstallationCreate,
     InstallationDetail,
     InstallationOut,
 )
+from cloud.http.errors import documented
+from cloud.http.schemas import ID_PATTERN
 
 __all__ = ["router"]
 

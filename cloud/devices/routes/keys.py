@@ -12,9 +12,9 @@ from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.devices.deps import IssuingDep, SignerDep
+from cloud.devices.schemas import KeysetOut, RotateRequest, RotateResult, token_versions
 from cloud.devices.signer import Signer
 from cloud.http.errors import documented
-from cloud.http.schemas import KeysetOut, RotateRequest, RotateResult, token_versions
 
 __all__ = ["public_router", "router"]
 
