@@ -1,10 +1,15 @@
 """The Entitle cloud: installations, devices, grants, and the tokens devices enforce.
 
-Layout: ``domain/`` pure rules; ``store/`` SQLAlchemy + Alembic; ``signer``
-issuer keys; ``apikeys`` operators' API keys; ``issuing`` change -> token ->
-publish; ``bridge`` MQTT; ``jobs`` refresh; ``api/`` + ``app`` FastAPI;
-``ports`` the I/O Protocols and ``testing`` their simulators. Errors: see
-:mod:`cloud.errors`.
+Layout: one package per feature, each with its ``rules`` (pure), ``tables``,
+queries or service, ``deps``, ``schemas``, ``routes`` and ``jobs`` (see each
+package's docstring). Bottom to top, each importing only those below it (a
+layers contract in pyproject.toml keeps it): the plumbing (``errors``,
+``ports``, ``settings``; ``database``, ``jobs``, ``bridge``; ``http``), then
+``accounts`` < ``devices`` < ``notifications`` < ``billing`` <
+``subscriptions`` < ``health`` < ``tickets``, then ``schema`` (every table),
+``probe``, ``router`` (every feature's routes) and ``app`` (the factory and
+``CloudState``). ``testing`` holds the simulators of the I/O boundaries.
+Errors: see :mod:`cloud.errors`.
 
 ``create_app`` is imported lazily so that ``cloud.devices.rules`` stays cheap to import.
 """

@@ -15,7 +15,6 @@ from cloud.accounts.service import AccountService
 from cloud.accounts.sessions import resolve_session
 from cloud.errors import Forbidden, NotAuthenticated, SessionExpired
 from cloud.http.deps import AppState, get_state, provided
-from cloud.http.errors import http_error
 from cloud.http.inputs import refuse_loose_parameters
 
 __all__ = [
@@ -73,7 +72,7 @@ def get_principal(
         return principal
     except NotAuthenticated as exc:
         _log.info("request refused: %s", type(exc).__name__)
-        raise http_error(exc) from exc
+        raise  # the app's one handler answers it (cloud.http.errors)
 
 
 def require(permission: Permission) -> Callable[..., Principal]:
@@ -92,7 +91,7 @@ def require(permission: Permission) -> Callable[..., Principal]:
         principal: Annotated[Principal, Depends(get_principal)], request: Request
     ) -> Principal:
         if not allowed(principal.role, permission):
-            raise http_error(Forbidden(refusal(principal.role, permission)))
+            raise Forbidden(refusal(principal.role, permission))
         refuse_loose_parameters(request)
         return principal
 

@@ -12,6 +12,7 @@ invoice PDF, and the texts of its mails.
 - ``orders`` ``reconcile`` ``refunds`` ``invoices``
 - ``notices``      the texts of billing's mails, and the invoice mail with its PDF
 - ``jobs``         the refund-retry and reconcile jobs
+- ``deps``         the services a route depends on
 - ``routes``       ``/orders``, ``/invoices``
 """
 

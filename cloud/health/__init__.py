@@ -8,6 +8,7 @@ device to resend what the cloud never got), and retention.
 - ``rules``        diagnostics and gap planning (pure)
 - ``tables``       the rows
 - ``ingest`` ``repository`` ``commands`` ``gaps`` ``retention``
+- ``deps``         the services a route depends on
 - ``routes``       ``/devices/{id}/health``, ``/devices/{id}/commands``
 """
 

@@ -1,11 +1,12 @@
-"""HTTP plumbing shared by every feature's routes.
+"""HTTP plumbing shared by every feature's routes; it imports no feature.
 
-``deps`` (who is calling, the app's state, ``require(Permission.X)``),
-``errors`` (the one mapper from the error tree to HTTP), ``inputs`` (strict
-bodies and URL parameters), ``body_limit``, ``router`` (every feature's
-routes under ``/api/v1``) and ``probe`` (readiness). Import the router from
-:mod:`cloud.http.router`; this package imports nothing, so a feature's
-routes can import ``cloud.http.deps`` without a cycle.
+``deps`` (the app's store, settings, clock and bridge, and ``provided(Service)``
+for a slice's own ``Annotated`` alias), ``errors`` (the one handler that maps
+the error tree to HTTP, and the OpenAPI side of it), ``inputs`` (strict bodies
+and URL parameters), ``body_limit`` and ``schemas`` (the error and readiness
+bodies, the id patterns). Who is calling is :mod:`cloud.accounts.deps`; the
+router of every feature's routes is :mod:`cloud.router`, the readiness probe
+:mod:`cloud.probe`.
 """
 
 __all__: list[str] = []

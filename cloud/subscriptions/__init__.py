@@ -8,6 +8,7 @@ links, settlement of the orders they place, and the renewal job.
 - ``tables``       the rows and their queries
 - ``service`` ``settlement`` ``payer`` ``views``
 - ``jobs``         the renewal job
+- ``deps``         the service a route depends on
 - ``routes``       ``/subscriptions``
 """
 

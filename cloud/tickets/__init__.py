@@ -3,6 +3,7 @@
 - ``rules``        stages, owners, categories and their transitions (pure)
 - ``tables``       the rows
 - ``service``      open, answer, escalate, approve an RMA, close
+- ``deps``         the service a route depends on
 - ``routes``       ``/tickets``
 """
 
