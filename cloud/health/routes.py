@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
-from pydantic import BaseModel, Field
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
 from cloud.health.commands import CommandView
 from cloud.health.deps import HealthDep
-from cloud.health.rules.diagnostics import Diagnosis
+from cloud.health.schemas import (
+    CommandCreate,
+    DeviceHealthOut,
+    DiagnosisOut,
+    FleetOut,
+    HistoryOut,
+    HourlyOut,
+    HourlyPageOut,
+    IngestOut,
+)
 from cloud.http.errors import documented
-from cloud.http.inputs import StrictBody
 from cloud.http.schemas import DEVICE_ID_PATTERN
-from protocol.commands import MAX_LOG_BYTES
 
 __all__ = ["router"]
 
@@ -27,85 +33,6 @@ DeviceId = Path(pattern=DEVICE_ID_PATTERN)
 Reader = Annotated[Principal, Depends(require(Permission.HEALTH_READ))]
 FleetReader = Annotated[Principal, Depends(require(Permission.FLEET_READ))]
 Commander = Annotated[Principal, Depends(require(Permission.COMMANDS))]
-
-
-class EvidenceOut(BaseModel):
-    rule: str
-    metric: str
-    measure: str
-    value: float
-    values: list[float]
-    threshold: float
-    window_s: int
-
-
-class DiagnosisOut(BaseModel):
-    verdict: str
-    action: str
-    evidence: list[EvidenceOut]
-
-    @classmethod
-    def of(cls, diagnosis: Diagnosis) -> DiagnosisOut:
-        return cls(
-            verdict=diagnosis.verdict.value,
-            action=diagnosis.action.value,
-            evidence=[EvidenceOut(**dataclasses.asdict(e)) for e in diagnosis.evidence],
-        )
-
-
-class DeviceHealthOut(BaseModel):
-    device_id: str
-    online: bool | None
-    status_at: int | None
-    last_seen: int | None
-    latest: dict[str, Any] | None
-    diagnosis: DiagnosisOut
-
-
-class HistoryOut(BaseModel):
-    device_id: str
-    reports: list[dict[str, Any]]
-    next_offset: int | None
-
-
-class HourlyOut(BaseModel):
-    hour: int  # epoch seconds of the hour's start
-    metric: str
-    n: int
-    mean: float
-    min: float
-    max: float
-
-
-class HourlyPageOut(BaseModel):
-    device_id: str
-    aggregates: list[HourlyOut]
-    next_offset: int | None
-
-
-class FleetOut(BaseModel):
-    devices: int
-    by_verdict: dict[str, int]
-    attention: list[dict[str, str]]  # devices not healthy: id, verdict, action
-
-
-class IngestOut(BaseModel):
-    connected: bool  # this worker's MQTT bridge is connected and subscribed
-    pending: int  # received, not committed yet (so not acked)
-    stored: int
-    duplicates: int
-    statuses: int
-    answers: int
-    rejected: dict[str, int]
-
-
-class CommandArgs(StrictBody):
-    max_bytes: int | None = Field(default=None, ge=1, le=MAX_LOG_BYTES, description="fetch_log")
-
-
-class CommandCreate(StrictBody):
-    cmd: Literal["self_test", "fetch_log", "reboot"]
-    args: CommandArgs = Field(default_factory=CommandArgs)
 
 
 @router.get("/devices/{device_id}/health", responses=documented({404: "unknown device"}))

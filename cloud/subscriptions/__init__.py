@@ -9,6 +9,7 @@ links, settlement of the orders they place, and the renewal job.
 - ``service`` ``settlement`` ``payer`` ``views``
 - ``jobs``         the renewal job
 - ``deps``         the service a route depends on
+- ``schemas``      the HTTP bodies
 - ``routes``       ``/subscriptions``
 """
 

@@ -8,10 +8,9 @@ buyer or a declined card answer 4xx and leave the store as it was.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, status
-from pydantic import Field
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import require
@@ -19,11 +18,11 @@ from cloud.accounts.rules import Permission
 from cloud.errors import NotFound
 from cloud.http.deps import ClockDep, SettingsDep, provided
 from cloud.http.errors import documented
-from cloud.http.inputs import IsoDay, StrictBody
 from cloud.http.schemas import ID_PATTERN
 from cloud.jobs import JobRunner
 from cloud.subscriptions.deps import SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE
+from cloud.subscriptions.schemas import AdvanceIn, CardIn, PurchaseIn, ReactivateIn, RenewIn
 from cloud.subscriptions.views import PurchaseResult
 
 __all__ = ["router"]
@@ -43,35 +42,6 @@ _ERRORS = documented(
     },
     body=True,
 )
-
-
-class PurchaseIn(StrictBody):
-    installation_id: str = Field(pattern=ID_PATTERN)
-    product: str = Field(min_length=1, max_length=32, description="a catalogue code")
-    term_months: int | None = Field(default=None, ge=1, le=1200)
-    pay_with: Literal["card", "invoice"] | None = None
-    card_token: str | None = Field(default=None, min_length=1, max_length=256)
-    start: IsoDay | None = Field(default=None, description="UTC day it takes effect (today+)")
-    purchaser_id: int | None = Field(default=None, ge=1, description="admin keys only")
-
-
-class RenewIn(StrictBody):
-    months: int = Field(ge=-1000, le=1000, description="1-60")
-    pay_with: Literal["card", "invoice"] | None = None
-    card_token: str | None = Field(default=None, min_length=1, max_length=256)
-
-
-class ReactivateIn(StrictBody):
-    pay_with: Literal["card", "invoice"] | None = None
-    card_token: str | None = Field(default=None, min_length=1, max_length=256)
-
-
-class CardIn(StrictBody):
-    card_token: str = Field(min_length=1, max_length=256, description="sandbox: a test card number")
-
-
-class AdvanceIn(StrictBody):
-    days: int = Field(ge=1, le=3660)
 
 
 Service = SubscriptionsDep

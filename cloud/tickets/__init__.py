@@ -4,6 +4,7 @@
 - ``tables``       the rows
 - ``service``      open, answer, escalate, approve an RMA, close
 - ``deps``         the service a route depends on
+- ``schemas``      the HTTP bodies
 - ``routes``       ``/tickets``
 """
 

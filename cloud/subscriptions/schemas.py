@@ -1,0 +1,41 @@
+"""HTTP bodies of subscriptions and the test clock (pydantic: the edge)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from cloud.http.inputs import IsoDay, StrictBody
+from cloud.http.schemas import ID_PATTERN
+
+__all__ = ["AdvanceIn", "CardIn", "PurchaseIn", "ReactivateIn", "RenewIn"]
+
+
+class PurchaseIn(StrictBody):
+    installation_id: str = Field(pattern=ID_PATTERN)
+    product: str = Field(min_length=1, max_length=32, description="a catalogue code")
+    term_months: int | None = Field(default=None, ge=1, le=1200)
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+    start: IsoDay | None = Field(default=None, description="UTC day it takes effect (today+)")
+    purchaser_id: int | None = Field(default=None, ge=1, description="admin keys only")
+
+
+class RenewIn(StrictBody):
+    months: int = Field(ge=-1000, le=1000, description="1-60")
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class ReactivateIn(StrictBody):
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class CardIn(StrictBody):
+    card_token: str = Field(min_length=1, max_length=256, description="sandbox: a test card number")
+
+
+class AdvanceIn(StrictBody):
+    days: int = Field(ge=1, le=3660)
