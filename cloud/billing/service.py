@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from cloud.accounts.apikeys import Principal
 from cloud.billing import repository as repo
 from cloud.billing.errors import PaymentProviderError, UnknownOrder
@@ -108,6 +110,25 @@ def _reversal_out(result: Reversal) -> ReversalOut:
     )
 
 
+def _order_in_scope(
+    session: Session, principal: Principal, order_id: int, *, write: bool
+) -> OrderRow:
+    """The order if ``principal`` may see it (``write``: change it).
+
+    Raises:
+        UnknownOrder: no such order, or one of an installation out of scope.
+        Forbidden, Blacklisted: as :func:`~cloud.devices.access.ensure_installation_access`.
+    """
+    row = repo.get_order(session, order_id)
+    if row is None:
+        raise UnknownOrder(f"no order {order_id}")
+    try:
+        ensure_installation_access(session, principal, row.installation_id, write=write)
+    except UnknownInstallation:
+        raise UnknownOrder(f"no order {order_id}") from None
+    return row
+
+
 @asynccontextmanager
 async def _provider_edge() -> AsyncIterator[None]:
     """The payment provider's failures, as the error tree's (502 at the HTTP edge)."""
@@ -131,13 +152,7 @@ class OrderService:
     def _scoped(self, principal: Principal, order_id: int, *, write: bool) -> OrderDetail:
         """The order if ``principal`` may see it (``write``: change it); else UnknownOrder."""
         with self._store.transaction() as tx:
-            row = repo.get_order(tx, order_id)
-            if row is None:
-                raise UnknownOrder(f"no order {order_id}")
-            try:
-                ensure_installation_access(tx, principal, row.installation_id, write=write)
-            except UnknownInstallation:
-                raise UnknownOrder(f"no order {order_id}") from None
+            row = _order_in_scope(tx, principal, order_id, write=write)
             txns = repo.transactions_of(tx, order_id)
             retries = repo.retries_of(tx, [t.id for t in txns])
             lines = [
@@ -200,13 +215,7 @@ class OrderService:
 
         def load() -> Invoice:
             with self._store.transaction() as tx:
-                row = repo.get_order(tx, order_id)
-                if row is None:
-                    raise UnknownOrder(f"no order {order_id}")
-                try:
-                    ensure_installation_access(tx, principal, row.installation_id, write=False)
-                except UnknownInstallation:
-                    raise UnknownOrder(f"no order {order_id}") from None
+                _order_in_scope(tx, principal, order_id, write=False)
                 return invoice_for_order(tx, order_id, settings=self._settings)
 
         invoice = await asyncio.to_thread(load)
