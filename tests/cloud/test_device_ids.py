@@ -9,7 +9,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import Field, TypeAdapter, ValidationError
 
-from cloud.http.schemas import DEVICE_ID_PATTERN, DeviceCreate
+from cloud.devices.schemas import DeviceCreate
+from cloud.http.schemas import DEVICE_ID_PATTERN
 from protocol.errors import TopicError
 from protocol.topics import check_device_id
 from tests.protocol.test_topic_names import BAD_IDS, DEVICE_IDS
