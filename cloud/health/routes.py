@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
@@ -15,10 +14,8 @@ from cloud.health.deps import HealthDep
 from cloud.health.schemas import (
     CommandCreate,
     DeviceHealthOut,
-    DiagnosisOut,
     FleetOut,
     HistoryOut,
-    HourlyOut,
     HourlyPageOut,
     IngestOut,
 )
@@ -40,15 +37,7 @@ def device_health(
     principal: Reader, service: HealthDep, device_id: str = DeviceId
 ) -> DeviceHealthOut:
     """Latest report, online/offline, and the diagnosis with its evidence."""
-    found = service.device_health(principal, device_id)
-    return DeviceHealthOut(
-        device_id=found.device_id,
-        online=found.online,
-        status_at=found.status_at,
-        last_seen=found.last_seen,
-        latest=found.latest,
-        diagnosis=DiagnosisOut.of(found.diagnosis),
-    )
+    return service.device_health(principal, device_id)
 
 
 @router.get("/devices/{device_id}/health/history", responses=documented({404: "unknown device"}))
@@ -62,10 +51,9 @@ def device_history(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> HistoryOut:
     """Raw reports of the device with ``since <= ts <= until``, oldest first, paginated."""
-    page = service.history(
+    return service.history(
         principal, device_id, since=since, until=until, limit=limit, offset=offset
     )
-    return HistoryOut(device_id=page.device_id, reports=page.items, next_offset=page.next_offset)
 
 
 @router.get("/devices/{device_id}/health/hourly", responses=documented({404: "unknown device"}))
@@ -79,13 +67,8 @@ def device_hourly(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> HourlyPageOut:
     """Hourly aggregates (reports older than the raw retention) with ``since <= hour <= until``."""
-    page = service.hourly(
+    return service.hourly(
         principal, device_id, since=since, until=until, limit=limit, offset=offset
-    )
-    return HourlyPageOut(
-        device_id=page.device_id,
-        aggregates=[HourlyOut(**item) for item in page.items],
-        next_offset=page.next_offset,
     )
 
 
@@ -96,7 +79,7 @@ def fleet(principal: Reader, service: HealthDep) -> FleetOut:
     Every device is diagnosed: the ids are walked in pages, each page's
     histories loaded in a few queries.
     """
-    return FleetOut(**dataclasses.asdict(service.fleet(principal)))
+    return service.fleet(principal)
 
 
 @router.get("/health/rejects")
@@ -108,7 +91,7 @@ def rejects(principal: FleetReader, service: HealthDep) -> dict[str, int]:
 @router.get("/health/ingest")
 def ingest(principal: FleetReader, service: HealthDep) -> IngestOut:
     """This worker's health ingest: its backlog and what it stored since it started."""
-    return IngestOut(**dataclasses.asdict(service.ingest_status()))
+    return service.ingest_status()
 
 
 @router.post(

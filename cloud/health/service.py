@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -27,52 +26,22 @@ from cloud.devices.tables import DeviceRow
 from cloud.health import repository as repo
 from cloud.health.commands import CommandService, CommandView, UnknownCommand
 from cloud.health.ingest import HealthIngest
-from cloud.health.rules.diagnostics import Diagnosis, Verdict, diagnose
+from cloud.health.rules.diagnostics import Verdict, diagnose
+from cloud.health.schemas import (
+    DeviceHealthOut,
+    DiagnosisOut,
+    FleetOut,
+    HistoryOut,
+    HourlyOut,
+    HourlyPageOut,
+    IngestOut,
+)
 from cloud.health.tables import HealthReportRow, HealthStateRow
 from common.clock import Clock
 
-__all__ = ["DeviceHealth", "FleetSummary", "HealthService", "IngestStatus", "Page"]
+__all__ = ["HealthService"]
 
 _FLEET_PAGE = 500  # devices whose histories are loaded together
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceHealth:
-    """A device's latest state and its diagnosis now."""
-
-    device_id: str
-    online: bool | None
-    status_at: int | None
-    last_seen: int | None
-    latest: dict[str, Any] | None
-    diagnosis: Diagnosis
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a device's history, and where the next one starts (None: the last)."""
-
-    device_id: str
-    items: list[dict[str, Any]]
-    next_offset: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class FleetSummary:
-    devices: int
-    by_verdict: dict[str, int]
-    attention: list[dict[str, str]]  # devices not healthy: id, verdict, action
-
-
-@dataclass(frozen=True, slots=True)
-class IngestStatus:
-    connected: bool  # this worker's MQTT bridge is connected and subscribed
-    pending: int  # received, not committed yet (so not acked)
-    stored: int
-    duplicates: int
-    statuses: int
-    answers: int
-    rejected: dict[str, int]
 
 
 def _reports(
@@ -118,7 +87,7 @@ class HealthService:
         self._bridge = bridge
         self._clock = clock
 
-    def device_health(self, principal: Principal, device_id: str) -> DeviceHealth:
+    def device_health(self, principal: Principal, device_id: str) -> DeviceHealthOut:
         """Latest report, online/offline, and the diagnosis with its evidence.
 
         Raises:
@@ -129,13 +98,13 @@ class HealthService:
             now = self._clock()
             state = tx.get(HealthStateRow, device_id)
             history = repo.diagnosis_history(tx, device_id, now=now)
-            return DeviceHealth(
+            return DeviceHealthOut(
                 device_id=device_id,
                 online=None if state is None else state.online,
                 status_at=None if state is None else state.status_at,
                 last_seen=None if state is None else state.last_seen,
                 latest=None if state is None else state.latest_report,
-                diagnosis=diagnose(history, now=now),
+                diagnosis=DiagnosisOut.of(diagnose(history, now=now)),
             )
 
     def history(
@@ -147,15 +116,15 @@ class HealthService:
         until: int,
         limit: int,
         offset: int,
-    ) -> Page:
+    ) -> HistoryOut:
         """Raw reports with ``since <= ts <= until``, oldest first."""
         with self._store.transaction() as tx:
             ensure_device_access(tx, principal, device_id, write=False)
             rows = _reports(tx, device_id, since=since, until=until, limit=limit + 1, offset=offset)
         more = len(rows) > limit
-        return Page(
+        return HistoryOut(
             device_id=device_id,
-            items=[dict(r) for r in rows[:limit]],
+            reports=[dict(r) for r in rows[:limit]],
             next_offset=offset + limit if more else None,
         )
 
@@ -168,31 +137,26 @@ class HealthService:
         until: int,
         limit: int,
         offset: int,
-    ) -> Page:
-        """Hourly aggregates with ``since <= hour <= until`` (hour, metric, n, mean, min, max)."""
+    ) -> HourlyPageOut:
+        """Hourly aggregates with ``since <= hour <= until``, oldest first."""
         with self._store.transaction() as tx:
             ensure_device_access(tx, principal, device_id, write=False)
             rows = repo.hourly(
                 tx, device_id, since=since, until=until, limit=limit + 1, offset=offset
             )
-            items = [
-                {
-                    "hour": r.hour,
-                    "metric": r.metric,
-                    "n": r.n,
-                    "mean": r.total / r.n,
-                    "min": r.min,
-                    "max": r.max,
-                }
+            aggregates = [
+                HourlyOut(
+                    hour=r.hour, metric=r.metric, n=r.n, mean=r.total / r.n, min=r.min, max=r.max
+                )
                 for r in rows[:limit]
             ]
-        return Page(
+        return HourlyPageOut(
             device_id=device_id,
-            items=items,
+            aggregates=aggregates,
             next_offset=offset + limit if len(rows) > limit else None,
         )
 
-    def fleet(self, principal: Principal) -> FleetSummary:
+    def fleet(self, principal: Principal) -> FleetOut:
         """Every device of the caller's diagnosed: counts by verdict, the ones needing attention.
 
         The ids are walked in pages of ``_FLEET_PAGE``, each page's histories
@@ -223,17 +187,17 @@ class HealthService:
                                 "action": found.action.value,
                             }
                         )
-        return FleetSummary(devices=devices, by_verdict=dict(counts), attention=attention)
+        return FleetOut(devices=devices, by_verdict=dict(counts), attention=attention)
 
     def rejects(self) -> dict[str, int]:
         """Refused health / status / cmd-res messages by reason (every device)."""
         with self._store.transaction() as tx:
             return repo.rejects(tx)
 
-    def ingest_status(self) -> IngestStatus:
+    def ingest_status(self) -> IngestOut:
         """This worker's health ingest: its backlog and what it stored since it started."""
         totals = self._ingest.totals
-        return IngestStatus(
+        return IngestOut(
             connected=self._bridge is not None and self._bridge.connected,
             pending=self._ingest.pending,
             stored=totals.stored,
