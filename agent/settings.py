@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from common.settings import BrokerClientSettings
+from protocol.topics import DEVICE_ID_PATTERN
 
 __all__ = ["AgentSettings"]
 
@@ -20,7 +21,11 @@ __all__ = ["AgentSettings"]
 class AgentSettings(BrokerClientSettings):
     """Effective configuration of ``entitle agent run`` and ``entitle agent check``."""
 
-    device_id: str | None = None
+    # the id names the store's folder and the MQTT topics: the one device-id rule, so
+    # that "../x" or "a/b" never becomes a path or a topic level
+    device_id: str | None = Field(
+        default=None, pattern=DEVICE_ID_PATTERN, description="this device's id"
+    )
     agent_data_dir: Path | None = Field(default=None, description="default data_dir/agent-<id>")
     root_keyset_file: Path | None = Field(default=None, description="provisioned root key set")
     installation_id: str | None = Field(

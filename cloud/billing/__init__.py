@@ -7,7 +7,7 @@ invoice PDF, and the texts of its mails.
 - ``rules``        statuses, transitions, amounts, the retry schedule (pure)
 - ``errors``       the billing branch of the error tree
 - ``tables``       the rows: orders, lines, transactions, refund retries
-- ``repository``   the SQL, inside the caller's session
+- ``queries``      the SQL, inside the caller's session
 - ``payments``     the ``PaymentProvider`` boundary and its sandbox test double
 - ``orders`` ``reconcile`` ``refunds`` ``invoices``
 - ``notices``      the texts of billing's mails, and the invoice mail with its PDF

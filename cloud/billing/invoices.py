@@ -25,7 +25,7 @@ from fpdf.enums import Align, XPos, YPos
 from sqlalchemy.orm import Session
 
 from cloud.accounts import users
-from cloud.billing import repository as orders
+from cloud.billing import queries as orders
 from cloud.billing.errors import UnknownOrder
 from cloud.billing.rules import OrderStatus, PayWith
 from cloud.devices.tables import InstallationRow

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.users import user_contact
-from cloud.billing import repository as repo
+from cloud.billing import queries as repo
 from cloud.billing.errors import (
     BadOrderRequest,
     ChargeSettled,

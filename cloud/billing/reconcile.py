@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from cloud.billing import repository as repo
+from cloud.billing import queries as repo
 from cloud.billing.payments import Charge, PaymentProvider
 from cloud.billing.rules import STALE_CHARGE_S, OrderStatus
 from cloud.billing.tables import OrderRow

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from cloud.billing import repository as repo
+from cloud.billing import queries as repo
 from cloud.billing.errors import (
     ChargeNotSettled,
     ChargeSettled,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
-from cloud.billing import repository as repo
+from cloud.billing import queries as repo
 from cloud.billing.errors import PaymentProviderError, UnknownOrder
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
 from cloud.billing.orders import Billing, OrderResult

@@ -7,7 +7,7 @@ device to resend what the cloud never got), and retention.
 
 - ``rules``        diagnostics and gap planning (pure)
 - ``tables``       the rows
-- ``ingest`` ``repository`` ``commands`` ``gaps`` ``retention``
+- ``queries`` ``ingest`` ``commands`` ``gaps`` ``retention``
 - ``deps``         the services a route depends on
 - ``schemas``      the HTTP bodies
 - ``routes``       ``/devices/{id}/health``, ``/devices/{id}/commands``

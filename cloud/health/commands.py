@@ -1,7 +1,7 @@
 """Remote commands: store a row, publish it on the device's ``cmd`` topic, time it out.
 
 The row's id is the correlation id the device echoes on ``cmd/res``; the
-ingest settles the row from the result (:func:`cloud.health.repository.answer_command`,
+ingest settles the row from the result (:func:`cloud.health.queries.answer_command`,
 only if the answering device is the command's device). :class:`CommandTimeoutJob`
 marks commands nobody answered in time.
 """
@@ -19,7 +19,7 @@ from sqlalchemy import select
 from cloud.database import Store
 from cloud.devices.tables import DeviceRow
 from cloud.errors import Conflict, NotFound, UnknownDevice
-from cloud.health import repository as repo
+from cloud.health import queries as repo
 from cloud.health.tables import CommandRow, CommandStatus
 from common.clock import Clock
 from protocol.commands import Command, command_to_json, parse_command

@@ -37,7 +37,7 @@ from sqlalchemy import func, select, union, update
 from sqlalchemy.orm import Session, aliased
 
 from cloud.database import Store
-from cloud.health import repository as repo
+from cloud.health import queries as repo
 from cloud.health.commands import CommandService
 from cloud.health.rules.gaps import Asked, SeqRange, Stored, find_gaps
 from cloud.health.tables import (

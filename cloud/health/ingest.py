@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cloud.database import Store
-from cloud.health import repository as repo
+from cloud.health import queries as repo
 from common.clock import Clock
 from common.mqtt import Received
 from protocol.commands import BadCommand, parse_command_result

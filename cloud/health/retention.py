@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete
 
 from cloud.database import Store
-from cloud.health import repository as repo
+from cloud.health import queries as repo
 from cloud.health.tables import HealthHourlyRow, StatusEventRow
 from common.clock import Clock
 

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
-
-from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
 from cloud.bridge import MqttBridge
 from cloud.database import Store
 from cloud.devices.access import ensure_device_access, visible_installation_ids
-from cloud.devices.tables import DeviceRow
-from cloud.health import repository as repo
+from cloud.health import queries as repo
 from cloud.health.commands import CommandService, CommandView, UnknownCommand
 from cloud.health.ingest import HealthIngest
 from cloud.health.rules.diagnostics import Verdict, diagnose
@@ -36,37 +31,12 @@ from cloud.health.schemas import (
     HourlyPageOut,
     IngestOut,
 )
-from cloud.health.tables import HealthReportRow, HealthStateRow
+from cloud.health.tables import HealthStateRow
 from common.clock import Clock
 
 __all__ = ["HealthService"]
 
 _FLEET_PAGE = 500  # devices whose histories are loaded together
-
-
-def _reports(
-    session: Session, device_id: str, *, since: int, until: int, limit: int, offset: int
-) -> Sequence[dict[str, Any]]:
-    return session.scalars(
-        select(HealthReportRow.report)
-        .where(
-            HealthReportRow.device_id == device_id,
-            HealthReportRow.ts >= since,
-            HealthReportRow.ts <= until,
-        )
-        .order_by(HealthReportRow.ts, HealthReportRow.seq)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-
-
-def _device_ids_after(
-    session: Session, after: str, *, within: Select[Any] | None, limit: int
-) -> Sequence[str]:
-    query = select(DeviceRow.id).where(DeviceRow.id > after)
-    if within is not None:
-        query = query.where(DeviceRow.installation_id.in_(within))
-    return session.scalars(query.order_by(DeviceRow.id).limit(limit)).all()
 
 
 class HealthService:
@@ -120,7 +90,9 @@ class HealthService:
         """Raw reports with ``since <= ts <= until``, oldest first."""
         with self._store.transaction() as tx:
             ensure_device_access(tx, principal, device_id, write=False)
-            rows = _reports(tx, device_id, since=since, until=until, limit=limit + 1, offset=offset)
+            rows = repo.reports(
+                tx, device_id, since=since, until=until, limit=limit + 1, offset=offset
+            )
         more = len(rows) > limit
         return HistoryOut(
             device_id=device_id,
@@ -170,7 +142,7 @@ class HealthService:
             scope = visible_installation_ids(tx, principal)
             after = ""
             while True:
-                ids = _device_ids_after(tx, after, within=scope, limit=_FLEET_PAGE)
+                ids = repo.device_ids_after(tx, after, within=scope, limit=_FLEET_PAGE)
                 if not ids:
                     break
                 after = ids[-1]

@@ -29,7 +29,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
-from cloud.billing import repository as billing_repo
+from cloud.billing import queries as billing_repo
 from cloud.billing.errors import OrderStateConflict, RefundTooLarge
 from cloud.billing.orders import Billing
 from cloud.database import Store

@@ -36,6 +36,15 @@ def test_run_without_a_device_id_says_which_variable() -> None:
     assert _refused("run") == ["error: set ENTITLE_DEVICE_ID to this device's id"]
 
 
+@pytest.mark.parametrize("device_id", ["../escape", "a/b", "gw 1", "x" * 65])
+def test_a_device_id_outside_the_rule_is_refused_before_it_names_a_folder(
+    device_id: str, tmp_path: Path
+) -> None:
+    lines = _refused("run", ENTITLE_DEVICE_ID=device_id, ENTITLE_DATA_DIR=str(tmp_path))
+    assert any("ENTITLE_DEVICE_ID" in line for line in lines), lines
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_firmware_kind_without_a_serial_port_needs_the_emulators_it_does_not_have() -> None:
     lines = _refused("run", "--firmware-kind", "gateway", ENTITLE_DEVICE_ID="gw-1")
     assert len(lines) == 1

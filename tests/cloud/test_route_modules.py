@@ -81,7 +81,7 @@ def test_route_module_has_no_persistence_and_maps_no_error(path: Path) -> None:
         ("from cloud.database import Store\n", "imports cloud.database"),
         ("from cloud.devices import queries\n", "imports cloud.devices.queries"),
         ("from cloud.health.tables import HealthStateRow\n", "imports cloud.health.tables"),
-        ("from cloud.billing import repository as repo\n", "imports cloud.billing.repository"),
+        ("from cloud.billing import queries as repo\n", "imports cloud.billing.queries"),
         ("def f(store):\n    with store.transaction() as tx:\n        pass\n", ".transaction()"),
         ("from fastapi import HTTPException\n", "imports HTTPException"),
         ("from cloud.http.errors import http_error\n", "imports http_error"),

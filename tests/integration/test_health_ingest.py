@@ -43,7 +43,7 @@ from cloud.accounts.apikeys import bootstrap_api_key
 from cloud.database import Store
 from cloud.devices import queries as device_queries
 from cloud.devices.rules import DeviceKind
-from cloud.health import repository as repo
+from cloud.health import queries as repo
 from cloud.health.tables import HealthReportRow
 from cloud.settings import CloudSettings
 from protocol.commands import ok_result, parse_command, result_to_json

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from cloud.billing import repository as repo
+from cloud.billing import queries as repo
 from cloud.billing.errors import (
     BadOrderRequest,
     IdempotencyConflict,

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, text
 from cloud.database import Store
 from cloud.devices import queries as device_queries
 from cloud.devices.rules import DeviceKind
-from cloud.health import repository as repo
+from cloud.health import queries as repo
 from cloud.health.commands import CommandTimeoutJob
 from cloud.health.ingest import HealthIngest, Incoming
 from cloud.health.retention import HealthRetentionJob

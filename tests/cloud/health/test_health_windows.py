@@ -17,7 +17,7 @@ from cloud.database import Store
 from cloud.devices import queries as device_queries
 from cloud.devices.rules import DeviceKind
 from cloud.devices.tables import DeviceRow
-from cloud.health.repository import report_row
+from cloud.health.queries import report_row
 from cloud.health.retention import HealthRetentionJob
 from cloud.health.tables import HealthHourlyRow, HealthReportRow, StatusEventRow
 from protocol.health import Disk, HealthReport, Net, Reboots

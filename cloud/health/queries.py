@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, Table, delete, func, or_, select, update
+from sqlalchemy import Insert, Select, Table, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,8 @@ from cloud.health.tables import (
 from protocol.health import HealthReport, health_to_dict
 
 __all__ = [
+    "device_ids_after",
+    "reports",
     "HOURLY_METRICS",
     "AnswerOutcome",
     "answer_command",
@@ -409,3 +411,28 @@ def downsample_before(session: Session, *, cutoff: int, limit: int) -> int:
         )
     session.execute(delete(HealthReportRow).where(HealthReportRow.id.in_([r.id for r in rows])))
     return len(rows)
+
+
+def reports(
+    session: Session, device_id: str, *, since: int, until: int, limit: int, offset: int
+) -> Sequence[dict[str, Any]]:
+    return session.scalars(
+        select(HealthReportRow.report)
+        .where(
+            HealthReportRow.device_id == device_id,
+            HealthReportRow.ts >= since,
+            HealthReportRow.ts <= until,
+        )
+        .order_by(HealthReportRow.ts, HealthReportRow.seq)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+
+
+def device_ids_after(
+    session: Session, after: str, *, within: Select[Any] | None, limit: int
+) -> Sequence[str]:
+    query = select(DeviceRow.id).where(DeviceRow.id > after)
+    if within is not None:
+        query = query.where(DeviceRow.installation_id.in_(within))
+    return session.scalars(query.order_by(DeviceRow.id).limit(limit)).all()
