@@ -16,7 +16,7 @@ from email.utils import formatdate
 
 from sqlalchemy.orm import Session
 
-from cloud.notifications.tables import Attachment, OutboxMessage, add_notification
+from cloud.notifications.queries import Attachment, OutboxMessage, add_notification
 
 __all__ = [
     "MAX_ATTACHMENT_BYTES",

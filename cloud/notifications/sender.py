@@ -20,13 +20,7 @@ from email.utils import parseaddr
 from cloud.database import Store
 from cloud.notifications.mailer import Mailer, MailRejected, MailUnavailable
 from cloud.notifications.outbox import build_message
-from cloud.notifications.tables import (
-    OutboxMessage,
-    claim_due,
-    mark_failed,
-    mark_retry,
-    mark_sent,
-)
+from cloud.notifications.queries import OutboxMessage, claim_due, mark_failed, mark_retry, mark_sent
 from common.clock import Clock
 
 __all__ = ["OutboxReport", "OutboxSender", "retry_delay"]

@@ -11,13 +11,9 @@ from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.database import Store
 from cloud.errors import Conflict, NotFound
+from cloud.notifications.queries import notifications, requeue_failed
 from cloud.notifications.schemas import NotificationOut
-from cloud.notifications.tables import (
-    NotificationRow,
-    NotificationStatus,
-    notifications,
-    requeue_failed,
-)
+from cloud.notifications.tables import NotificationRow, NotificationStatus
 from common.clock import Clock
 
 __all__ = ["NotificationService"]

@@ -5,7 +5,8 @@ renew, deactivate, reactivate, grace), the subscription rows and their order
 links, settlement of the orders they place, and the renewal job.
 
 - ``rules``        calendar, catalogue, lifecycle (pure)
-- ``tables``       the rows and their queries
+- ``tables``       the rows
+- ``queries``      their reads and writes, inside the caller's session
 - ``service`` ``settlement`` ``payer`` ``views``
 - ``jobs``         the renewal job
 - ``deps``         the service a route depends on

@@ -34,7 +34,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from cloud.billing.errors import OrderStateConflict
 from cloud.billing.rules import OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
-from cloud.subscriptions import tables as rows
+from cloud.subscriptions import queries as rows
 from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S, Charge, ChargeFailed, Tick, apply
 from cloud.subscriptions.service import SubscriptionService
 from common.clock import Clock

@@ -48,7 +48,7 @@ from cloud.errors import (
     UnknownSubscription,
 )
 from cloud.notifications.outbox import enqueue
-from cloud.subscriptions import tables as rows
+from cloud.subscriptions import queries as rows
 from cloud.subscriptions.payer import payment_method, purchaser
 from cloud.subscriptions.rules.catalogue import product, term_price
 from cloud.subscriptions.rules.lifecycle import (

@@ -33,7 +33,7 @@ from cloud.billing import queries as billing_repo
 from cloud.billing.errors import OrderStateConflict, RefundTooLarge
 from cloud.billing.orders import Billing
 from cloud.database import Store
-from cloud.subscriptions import tables as rows
+from cloud.subscriptions import queries as rows
 from cloud.subscriptions.rules.lifecycle import (
     Abandon,
     Activate,

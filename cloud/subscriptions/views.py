@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cloud.subscriptions import tables as rows
+from cloud.subscriptions import queries as rows
 from cloud.subscriptions.rules.lifecycle import status_text
 from cloud.subscriptions.tables import SubscriptionRow
 

@@ -12,7 +12,7 @@ from cloud.billing.invoices import Invoice, InvoiceLine, Party
 from cloud.billing.notices import enqueue_invoice
 from cloud.database import Store
 from cloud.notifications.outbox import compose
-from cloud.notifications.tables import claim_due
+from cloud.notifications.queries import claim_due
 from tests.cloud.harness import DAY, START
 
 

@@ -22,7 +22,8 @@ from cloud.billing.payments import CARD_DECLINED, CARD_OK, CARD_TIMEOUT, Sandbox
 from cloud.billing.rules import STALE_CHARGE_S, TxnType
 from cloud.database import Store
 from cloud.errors import UnknownInstallation
-from cloud.notifications.tables import NotificationAttachmentRow, notifications
+from cloud.notifications.queries import notifications
+from cloud.notifications.tables import NotificationAttachmentRow
 from cloud.settings import CloudSettings
 from tests.cloud.billing_harness import LINES, TOTAL, Shop, open_shop
 from tests.cloud.harness import FakeClock

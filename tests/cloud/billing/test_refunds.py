@@ -23,8 +23,8 @@ from cloud.billing.rules import REFUND_RETRIES, REFUND_RETRY_INTERVAL_S
 from cloud.billing.tables import RefundRetryRow
 from cloud.database import Store
 from cloud.notifications.mailer import SmtpMailer
+from cloud.notifications.queries import notifications
 from cloud.notifications.sender import OutboxSender
-from cloud.notifications.tables import notifications
 from tests.cloud.billing_harness import TOTAL, Shop, open_shop
 from tests.cloud.harness import DAY, FakeClock
 from tests.smtp_fixtures import SmtpServer

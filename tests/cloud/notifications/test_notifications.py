@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from cloud.database import Store
 from cloud.notifications.outbox import build_message, compose, enqueue
-from cloud.notifications.tables import NotificationStatus, claim_due, notifications
+from cloud.notifications.queries import claim_due, notifications
+from cloud.notifications.tables import NotificationStatus
 from tests.cloud.harness import START
 
 

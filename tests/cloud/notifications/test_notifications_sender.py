@@ -12,8 +12,9 @@ import pytest
 from cloud.database import Store
 from cloud.notifications.mailer import MailUnavailable, SmtpMailer
 from cloud.notifications.outbox import enqueue
+from cloud.notifications.queries import claim_due, mark_sent, notifications
 from cloud.notifications.sender import OutboxSender, retry_delay
-from cloud.notifications.tables import NotificationStatus, claim_due, mark_sent, notifications
+from cloud.notifications.tables import NotificationStatus
 from cloud.settings import CloudSettings
 from tests.cloud.harness import START, Cloud, FakeClock
 from tests.smtp_fixtures import SmtpServer

@@ -28,7 +28,8 @@ from cloud import create_app
 from cloud.app import CloudState
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.devices import memberships
-from cloud.notifications.tables import NotificationStatus, notifications
+from cloud.notifications.queries import notifications
+from cloud.notifications.tables import NotificationStatus
 from cloud.settings import CloudSettings
 from cloud.testclock import TestClock
 from cloud.testing import AccountsSimulator, PublisherSimulator

@@ -1,0 +1,235 @@
+"""Subscriptions' reads and writes, inside the caller's session; rows to rules' values and back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    select,
+)
+from sqlalchemy.orm import Session
+
+from cloud.subscriptions.rules.catalogue import product
+from cloud.subscriptions.rules.lifecycle import (
+    NOTICE_MONTHS,
+    Status,
+    Subscription,
+    add_months,
+    due_at,
+    status_text,
+)
+from cloud.subscriptions.tables import Outcome, SubscriptionOrderRow, SubscriptionRow
+
+__all__ = [
+    "abandoned_checkouts",
+    "add_order_link",
+    "due_subscriptions",
+    "links_of",
+    "load",
+    "order_link",
+    "refunds_due",
+    "save",
+    "snapshot",
+    "subscription_for_service",
+    "subscription_of",
+    "subscriptions_of",
+]
+
+
+def load(row: SubscriptionRow) -> Subscription:
+    """The lifecycle state of a row."""
+    return Subscription(
+        id=row.id,
+        installation_id=row.installation_id,
+        product=product(row.product_code),
+        purchaser=row.purchaser_id,
+        status=row.status,
+        term_months=row.term_months,
+        start=row.starts_at,
+        end=row.ends_at,
+        auto_renew=row.auto_renew,
+        awaiting_payment=row.awaiting_payment,
+        notice_for=row.notice_for,
+        attempts=row.attempts,
+        charging=row.charging,
+        charge_sent_at=row.charge_sent_at,
+        next_retry_at=row.next_retry_at,
+        charges_sent=row.charges_sent,
+    )
+
+
+def save(
+    session: Session,
+    sub: Subscription,
+    *,
+    now: int,
+    row: SubscriptionRow | None,
+    pay: tuple[str, str | None] | None = None,
+) -> SubscriptionRow:
+    """Write ``sub`` into ``row`` (a new row when None); flushes (version check included).
+
+    ``pay``: how renewals are paid from now on, ``(pay_with, card_token)``.
+    """
+    if row is None:
+        row = SubscriptionRow(id=sub.id, created_at=now)
+        session.add(row)
+    if pay is not None:
+        row.pay_with, row.card_token = pay
+    row.installation_id = sub.installation_id
+    row.service = sub.product.feature
+    row.product_code = sub.product.code
+    row.purchaser_id = sub.purchaser
+    row.status = sub.status
+    row.term_months = sub.term_months
+    row.starts_at = sub.start
+    row.ends_at = sub.end
+    row.auto_renew = sub.auto_renew
+    row.awaiting_payment = sub.awaiting_payment
+    row.notice_for = sub.notice_for
+    live = sub.status is not Status.EXPIRED and sub.auto_renew
+    row.next_notice_at = (
+        add_months(sub.end, -NOTICE_MONTHS) if live and sub.notice_for != sub.end else None
+    )
+    row.next_charge_at = (
+        (sub.next_retry_at if sub.attempts else add_months(sub.end, -1)) if live else None
+    )
+    row.attempts = sub.attempts
+    row.charging = sub.charging
+    row.charge_sent_at = sub.charge_sent_at
+    row.next_retry_at = sub.next_retry_at
+    row.charges_sent = sub.charges_sent
+    row.due_at = due_at(sub)
+    row.updated_at = now
+    session.flush()
+    return row
+
+
+def snapshot(sub: Subscription) -> dict[str, Any]:
+    """A JSON-able picture of the state, for the audit log."""
+    return {
+        "product": sub.product.code,
+        "purchaser": sub.purchaser,
+        "status": sub.status.value,
+        "status_text": status_text(sub),
+        "term_months": sub.term_months,
+        "start": sub.start,
+        "end": sub.end,
+        "auto_renew": sub.auto_renew,
+        "awaiting_payment": sub.awaiting_payment,
+        "attempts": sub.attempts,
+        "charging": sub.charging,
+        "next_retry_at": sub.next_retry_at,
+    }
+
+
+def subscription_of(session: Session, sub_id: str, *, lock: bool = False) -> SubscriptionRow | None:
+    query = select(SubscriptionRow).where(SubscriptionRow.id == sub_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def subscription_for_service(
+    session: Session, installation_id: str, service: str, *, lock: bool = False
+) -> SubscriptionRow | None:
+    query = select(SubscriptionRow).where(
+        SubscriptionRow.installation_id == installation_id, SubscriptionRow.service == service
+    )
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def subscriptions_of(session: Session, installation_id: str) -> Sequence[SubscriptionRow]:
+    query = (
+        select(SubscriptionRow)
+        .where(SubscriptionRow.installation_id == installation_id)
+        .order_by(SubscriptionRow.service)
+    )
+    return session.scalars(query).all()
+
+
+def due_subscriptions(session: Session, *, now: int, limit: int) -> Sequence[SubscriptionRow]:
+    """Rows with work due, locked; rows another worker holds are skipped (PostgreSQL).
+
+    SQLite ignores ``SKIP LOCKED``: its ``BEGIN IMMEDIATE`` already lets one writer in.
+    """
+    query = (
+        select(SubscriptionRow)
+        .where(SubscriptionRow.due_at.is_not(None), SubscriptionRow.due_at <= now)
+        .order_by(SubscriptionRow.due_at, SubscriptionRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(query).all()
+
+
+def add_order_link(
+    session: Session,
+    *,
+    order_id: int,
+    subscription_id: str,
+    kind: str,
+    ends_at: int,
+    attempt: int,
+    months: int,
+    now: int,
+) -> None:
+    """Remember what an order pays for (a second link for the same order is ignored)."""
+    if session.get(SubscriptionOrderRow, order_id) is not None:
+        return
+    session.add(
+        SubscriptionOrderRow(
+            order_id=order_id,
+            subscription_id=subscription_id,
+            kind=kind,
+            ends_at=ends_at,
+            attempt=attempt,
+            months=months,
+            created_at=now,
+        )
+    )
+    session.flush()
+
+
+def order_link(
+    session: Session, order_id: int, *, lock: bool = False
+) -> SubscriptionOrderRow | None:
+    return session.get(SubscriptionOrderRow, order_id, with_for_update=lock or None)
+
+
+def links_of(session: Session, subscription_id: str) -> Sequence[SubscriptionOrderRow]:
+    query = select(SubscriptionOrderRow).where(
+        SubscriptionOrderRow.subscription_id == subscription_id
+    )
+    return session.scalars(query.order_by(SubscriptionOrderRow.order_id)).all()
+
+
+def abandoned_checkouts(session: Session, *, placed_before: int, limit: int = 100) -> list[int]:
+    """Order ids of purchases still unsettled that were placed before ``placed_before``."""
+    query = (
+        select(SubscriptionOrderRow.order_id)
+        .join(SubscriptionRow, SubscriptionRow.id == SubscriptionOrderRow.subscription_id)
+        .where(
+            SubscriptionOrderRow.outcome.is_(None),
+            SubscriptionOrderRow.kind == "purchase",
+            SubscriptionOrderRow.created_at <= placed_before,
+            SubscriptionRow.status == Status.PENDING,
+            SubscriptionRow.awaiting_payment.is_(True),
+        )
+        .order_by(SubscriptionOrderRow.order_id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def refunds_due(session: Session, *, limit: int = 100) -> list[int]:
+    """Order ids whose payment could not be delivered and is not given back yet."""
+    query = (
+        select(SubscriptionOrderRow.order_id)
+        .where(SubscriptionOrderRow.outcome == Outcome.REFUND)
+        .order_by(SubscriptionOrderRow.order_id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
