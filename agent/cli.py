@@ -169,6 +169,7 @@ def make_app(*, emulator: EmulatorFactory | None = None) -> typer.Typer:
         connection = Connection(
             host=address.host,
             port=address.port,
+            fallbacks=address.fallbacks,
             username=address.username or device_id,
             password=address.password.get_secret_value() if address.password else None,
             protocol=settings.mqtt_protocol,

@@ -54,6 +54,7 @@ class Connection:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    fallbacks: tuple[tuple[str, int], ...] = ()  # the other nodes of a broker cluster
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:
@@ -101,6 +102,7 @@ class MqttSession:
                 identifier=connection.username,
                 protocol=connection.protocol,
                 tls_context=connection.tls_context(),
+                fallbacks=connection.fallbacks,
             ),
             log=log,
             will=Will(device_topic(connection.username, "status"), write_status(OFFLINE)),

@@ -75,6 +75,7 @@ class MqttBridge:
                 identifier=identifier,
                 protocol=protocol,
                 tls_context=tls_context,
+                fallbacks=broker.fallbacks,
             ),
             log=_log,
             timeout_s=publish_timeout_s,

@@ -12,7 +12,10 @@ MqttError: await asyncio.sleep(backoff)``: on each connection it calls
 itself connected, then awaits ``consume`` until the connection drops, and
 reconnects with capped exponential backoff and jitter (:func:`backoff_delay`),
 logging each change of state once (:class:`ConnectionLog`). It never gives up
-and ends only when cancelled.
+and ends only when cancelled. An :class:`Endpoint` with ``fallbacks`` (the other
+nodes of a clustered broker) fails over: after each failed connect or lost
+connection the next attempt goes to the next address, round robin, with the
+same backoff.
 
 Errors: aiomqtt's never leave this module. What a caller can meet is
 :class:`LinkError`, a :class:`~protocol.errors.TransportError`: not connected,
@@ -153,7 +156,9 @@ class Endpoint:
     """Where and as whom to connect.
 
     ``identifier`` is the MQTT client id (None: a random one); ``password`` may
-    stay None with a TLS client certificate (its CN is the login).
+    stay None with a TLS client certificate (its CN is the login). ``fallbacks``:
+    more ``(host, port)`` of the same broker cluster, tried in turn after
+    ``(host, port)`` when a connect fails or a connection drops.
     """
 
     host: str
@@ -163,10 +168,16 @@ class Endpoint:
     identifier: str | None = None
     protocol: int = 5  # 5 = MQTT 5, 4 = MQTT 3.1.1
     tls_context: ssl.SSLContext | None = None
+    fallbacks: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Every address to try, in order: ``(host, port)`` first."""
+        return ((self.host, self.port), *self.fallbacks)
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}"
+        return ",".join(f"{host}:{port}" for host, port in self.addresses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +359,14 @@ class MqttClient:
         self._rng = rng
         self._session: PersistentSession | None = None
         self._link: Link | None = None
+        self._address = 0  # index into endpoint.addresses: the one tried next
         self.connected = asyncio.Event()
         self.connects = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The broker address of the current connection (or of the next attempt)."""
+        return self.endpoint.addresses[self._address]
 
     def persist(self, session: PersistentSession) -> None:
         """From the next connection on, keep a persistent session with manual acks."""
@@ -403,9 +420,10 @@ class MqttClient:
         else:
             options["clean_session"] = None if v5 else True
         will = self._will
+        host, port = self.address
         client = aiomqtt.Client(
-            ep.host,
-            ep.port,
+            host,
+            port,
             username=ep.username,
             password=ep.password,
             identifier=identifier,
@@ -462,4 +480,7 @@ class MqttClient:
             )
             attempt += 1
             report.failed(failure, retry_in_s=delay)
+            # the next attempt goes to the next node of a cluster (a dead node's
+            # address would otherwise be retried for as long as it stays down)
+            self._address = (self._address + 1) % len(ep.addresses)
             await asyncio.sleep(delay)

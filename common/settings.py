@@ -59,15 +59,33 @@ class BrokerAddress(BaseModel):
     tls: bool
     username: str | None = None
     password: SecretStr | None = None
+    # the other nodes of a clustered broker, tried in turn when this one fails
+    fallbacks: tuple[tuple[str, int], ...] = ()
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
     """``mqtt://user:pass@host:port`` or ``mqtts://...`` into its parts.
 
+    Several URLs separated by commas name the nodes of one broker cluster: the
+    first gives the login and scheme, the others add ``fallbacks`` (their own
+    login, if any, must be the same).
+
     Raises:
         ValueError: another scheme, or a port that is not 1-65535 (the message
             never repeats the URL: it may hold a password).
     """
+    first, *others = (part.strip() for part in url.split(","))
+    address = _parse_one_broker_url(first)
+    fallbacks = []
+    for other in others:
+        node = _parse_one_broker_url(other)
+        if node.tls != address.tls or (node.username or address.username) != address.username:
+            raise ValueError("every URL of a broker cluster needs the same scheme and login")
+        fallbacks.append((node.host, node.port))
+    return address.model_copy(update={"fallbacks": tuple(fallbacks)})
+
+
+def _parse_one_broker_url(url: str) -> BrokerAddress:
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ValueError(
@@ -207,8 +225,9 @@ _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#:@]*):[^/?#]*@")
 
 
 def without_password(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part shown as ``***``."""
-    return _URL_PASSWORD.sub(r"\1:***@", url, count=1)
+    """``url`` with the password of its ``user:password@`` part shown as ``***`` (in
+    each URL of a comma-separated list)."""
+    return ",".join(_URL_PASSWORD.sub(r"\1:***@", part, count=1) for part in url.split(","))
 
 
 # --- errors a person can act on ---------------------------------------------

@@ -1,0 +1,77 @@
+"""A list of broker URLs (the nodes of a cluster): parsed once, and the client fails over."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+import pytest
+
+from common.mqtt import Endpoint, Link, MqttClient
+from common.settings import parse_broker_url, without_password
+from tests.broker_fixtures import FixtureBroker, shared_broker  # noqa: F401  (fixture)
+from tests.waiting import HANG_S
+
+_log = logging.getLogger("test.failover")
+
+
+def test_comma_separated_urls_are_the_nodes_of_one_cluster() -> None:
+    address = parse_broker_url(
+        "mqtt://dev-1:pw@node1:1883, mqtt://node2:1884,mqtt://dev-1@node3:1885"
+    )
+    assert (address.host, address.port, address.username) == ("node1", 1883, "dev-1")
+    assert address.password is not None and address.password.get_secret_value() == "pw"
+    assert address.fallbacks == (("node2", 1884), ("node3", 1885))
+    assert parse_broker_url("mqtt://u:p@h:1").fallbacks == ()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mqtt://a:p@h:1,mqtts://h2:2", "mqtt://a:p@h:1,mqtt://b:p@h2:2", "mqtt://a@h:1,http://h2:2"],
+)
+def test_a_cluster_has_one_scheme_and_one_login(url: str) -> None:
+    with pytest.raises(ValueError):
+        parse_broker_url(url)
+
+
+def test_no_password_of_any_node_is_shown() -> None:
+    shown = without_password("mqtt://u:secret1@h:1,mqtt://u:secret2@h2:2")
+    assert "secret" not in shown and shown.count("***") == 2
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens once the socket is closed
+
+
+async def test_a_dead_first_node_fails_over_to_the_next(shared_broker: FixtureBroker) -> None:  # noqa: F811
+    user, password = shared_broker.new_device("failover")
+    dead = _closed_port()
+    endpoint = Endpoint(
+        "127.0.0.1",
+        dead,
+        username=user,
+        password=password,
+        identifier=user,
+        fallbacks=(("127.0.0.1", shared_broker.port),),
+    )
+    client = MqttClient(endpoint, log=_log, backoff_base_s=0.01, backoff_cap_s=0.05)
+    assert client.address == ("127.0.0.1", dead)
+
+    async def idle(link: Link) -> None:
+        await asyncio.Event().wait()
+
+    async def nothing(link: Link) -> None:
+        pass
+
+    task = asyncio.create_task(client.run(on_connect=nothing, consume=idle, connected_message="up"))
+    try:
+        await client.wait_connected(HANG_S)
+        assert client.address == ("127.0.0.1", shared_broker.port)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
