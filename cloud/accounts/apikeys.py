@@ -68,6 +68,7 @@ class Principal:
     name: str
     role: str
     user_id: int | None = None
+    locale: str | None = None  # the user's dashboard language (None: the browser's)
 
     @property
     def actor(self) -> str:

@@ -148,7 +148,9 @@ def resolve_session(session: Session, token: str, *, now: int, idle_s: int) -> P
         return None
     if now - row.last_seen_at >= _TOUCH_EVERY_S:
         row.last_seen_at = now
-    return Principal(key_id=None, name=user.email, role=user.role.value, user_id=user.id)
+    return Principal(
+        key_id=None, name=user.email, role=user.role.value, user_id=user.id, locale=user.locale
+    )
 
 
 def end_session(session: Session, token: str) -> bool:
