@@ -31,6 +31,7 @@ from protocol.topics import DEVICE_ID_MAX_LEN
 __all__ = [
     "CommandRow",
     "CommandStatus",
+    "DeviceVerdictRow",
     "HealthHourlyRow",
     "HealthRejectRow",
     "HealthReportRow",
@@ -179,3 +180,33 @@ class HealthUnrecoverableRow(Base):
     from_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     to_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     recorded_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeviceVerdictRow(Base):
+    """Per device: its diagnosis as last made, so the fleet is counted and paged without
+    diagnosing every device on every request (:mod:`cloud.health.verdicts` keeps it).
+
+    ``seen_at`` is the device's ``last_seen`` when it was diagnosed: a later
+    ``last_seen`` means there is news to diagnose. ``fw`` and the ``token_*``
+    figures are copied in the same pass so the fleet sorts and filters on one row.
+    """
+
+    __tablename__ = "device_verdicts"
+    __table_args__ = (
+        Index("ix_device_verdicts_verdict", "verdict"),
+        Index("ix_device_verdicts_diagnosed_at", "diagnosed_at"),
+    )
+
+    device_id: Mapped[str] = mapped_column(
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    verdict: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    rule: Mapped[str | None] = mapped_column(String(64))  # the first evidence's rule
+    evidence: Mapped[int] = mapped_column(Integer)  # how many rules fired
+    fw: Mapped[str | None] = mapped_column(String(64))
+    token_ver: Mapped[int | None] = mapped_column(BigInteger)
+    token_exp: Mapped[int | None] = mapped_column(BigInteger)
+    token_published: Mapped[bool | None] = mapped_column(Boolean)
+    seen_at: Mapped[int | None] = mapped_column(BigInteger)
+    diagnosed_at: Mapped[int] = mapped_column(BigInteger)
