@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.tables import CompanyRow, UserRow
 from cloud.billing.rules import (
     OrderKind,
     OrderLine,
@@ -26,23 +27,29 @@ from cloud.billing.rules import (
     order_number,
 )
 from cloud.billing.tables import OrderLineRow, OrderRow, RefundRetryRow, TransactionRow
+from cloud.devices.tables import InstallationRow
 
 __all__ = [
+    "ORDER_SORTS",
     "OrderQuery",
+    "OrderSummary",
     "Actor",
     "add_retry",
     "add_transaction",
     "charge_of",
     "claim_due_retries",
     "claim_unknown_charges",
+    "count_orders",
     "get_order",
     "insert_order",
     "lines_of",
     "order_by_key",
+    "order_summaries",
     "refunded_cents",
     "retries_of",
     "search_orders",
     "set_order_status",
+    "service_codes",
     "set_txn_status",
     "transactions_of",
     "unhandled_paid_orders",
@@ -52,9 +59,18 @@ Actor = Principal | str
 _OPEN_REFUND = (OrderStatus.PROCESSING, OrderStatus.SUCCEED, OrderStatus.SYSTEM_PROCESSING)
 
 
+# what the order history may be sorted by; the id breaks ties, so pages never overlap
+ORDER_SORTS = ("date", "number", "amount", "status")
+
+
 @dataclass(frozen=True, slots=True)
 class OrderQuery:
-    """Filters of the order history (exact matches; ``number`` ignores case)."""
+    """Filters of the order history (exact matches; ``number`` ignores case).
+
+    ``service``: a product code on one of the order's lines; ``customer``: any
+    part (case ignored) of the buyer's name or e-mail, the buyer's company
+    name, or the installation's id or name; ``since <= created_at < until``.
+    """
 
     kind: OrderKind | None = None
     status: OrderStatus | None = None
@@ -62,6 +78,23 @@ class OrderQuery:
     installation_id: str | None = None
     limit: int = 100
     offset: int = 0
+    service: str | None = None
+    customer: str | None = None
+    since: int | None = None
+    until: int | None = None
+    sort: str = "date"  # one of ORDER_SORTS
+    descending: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSummary:
+    """What a row of the order history shows besides the order itself."""
+
+    customer_name: str | None
+    customer_email: str | None
+    installation_name: str | None
+    services: tuple[str, ...]
+    last_error: str | None  # of the latest failed charge
 
 
 def _audit_order(
@@ -301,13 +334,7 @@ def claim_due_retries(
     return claimed
 
 
-def search_orders(
-    session: Session, query: OrderQuery, *, visible: Select[tuple[str]] | None
-) -> Sequence[OrderRow]:
-    """The order history, newest first, filtered, within ``visible`` installation ids.
-
-    ``visible`` is :func:`cloud.devices.access.visible_installation_ids` (None: all).
-    """
+def _filtered(query: OrderQuery, visible: Select[tuple[str]] | None) -> Select[tuple[OrderRow]]:
     stmt = select(OrderRow)
     if query.kind is not None:
         stmt = stmt.where(OrderRow.kind == query.kind)
@@ -317,10 +344,126 @@ def search_orders(
         stmt = stmt.where(OrderRow.number == query.number.strip().upper())
     if query.installation_id is not None:
         stmt = stmt.where(OrderRow.installation_id == query.installation_id)
+    if query.service is not None:
+        lines = select(OrderLineRow.order_id).where(OrderLineRow.product_code == query.service)
+        stmt = stmt.where(OrderRow.id.in_(lines))
+    if query.customer:
+        text = query.customer.strip().lower()
+        buyers = (
+            select(UserRow.id)
+            .outerjoin(CompanyRow, UserRow.company_id == CompanyRow.id)
+            .where(
+                func.lower(UserRow.email).contains(text, autoescape=True)
+                | func.lower(UserRow.name).contains(text, autoescape=True)
+                | func.lower(CompanyRow.name).contains(text, autoescape=True)
+            )
+        )
+        places = select(InstallationRow.id).where(
+            func.lower(InstallationRow.id).contains(text, autoescape=True)
+            | func.lower(InstallationRow.name).contains(text, autoescape=True)
+        )
+        stmt = stmt.where(OrderRow.buyer_user_id.in_(buyers) | OrderRow.installation_id.in_(places))
+    if query.since is not None:
+        stmt = stmt.where(OrderRow.created_at >= query.since)
+    if query.until is not None:
+        stmt = stmt.where(OrderRow.created_at < query.until)
     if visible is not None:
         stmt = stmt.where(OrderRow.installation_id.in_(visible.scalar_subquery()))
-    stmt = stmt.order_by(OrderRow.id.desc()).limit(query.limit).offset(query.offset)
+    return stmt
+
+
+_SORT_COLUMNS = {
+    "date": (OrderRow.created_at,),
+    "number": (),
+    "amount": (OrderRow.amount_cents,),
+    "status": (OrderRow.status,),
+}
+
+
+def search_orders(
+    session: Session, query: OrderQuery, *, visible: Select[tuple[str]] | None
+) -> Sequence[OrderRow]:
+    """The order history, newest first (or as ``query.sort``), filtered, within ``visible``.
+
+    ``visible`` is :func:`cloud.devices.access.visible_installation_ids` (None: all).
+
+    Raises:
+        ValueError: a sort key not in :data:`ORDER_SORTS`.
+    """
+    if query.sort not in _SORT_COLUMNS:
+        raise ValueError(f"sort by one of {', '.join(ORDER_SORTS)}, not {query.sort!r}")
+    columns = (*_SORT_COLUMNS[query.sort], OrderRow.id)
+    order = [c.desc() if query.descending else c.asc() for c in columns]
+    stmt = _filtered(query, visible).order_by(*order).limit(query.limit).offset(query.offset)
     return session.scalars(stmt).all()
+
+
+def count_orders(session: Session, query: OrderQuery, *, visible: Select[tuple[str]] | None) -> int:
+    """How many orders :func:`search_orders` would find without its limit and offset."""
+    found = _filtered(query, visible).with_only_columns(OrderRow.id).subquery()
+    return int(session.scalar(select(func.count()).select_from(found)) or 0)
+
+
+def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, OrderSummary]:
+    """Buyer, installation name, product codes and last charge error of each order (by id)."""
+    ids = [r.id for r in rows]
+    if not ids:
+        return {}
+    buyer_ids = {r.buyer_user_id for r in rows if r.buyer_user_id is not None}
+    buyers = {
+        u.id: (u.name, u.email)
+        for u in session.execute(
+            select(UserRow.id, UserRow.name, UserRow.email).where(UserRow.id.in_(sorted(buyer_ids)))
+        )
+    }
+    places = {
+        place_id: name
+        for place_id, name in session.execute(
+            select(InstallationRow.id, InstallationRow.name).where(
+                InstallationRow.id.in_(sorted({r.installation_id for r in rows}))
+            )
+        )
+    }
+    codes: dict[int, list[str]] = {}
+    for order_id, code in session.execute(
+        select(OrderLineRow.order_id, OrderLineRow.product_code)
+        .where(OrderLineRow.order_id.in_(ids))
+        .order_by(OrderLineRow.id)
+    ):
+        if code not in codes.setdefault(order_id, []):
+            codes[order_id].append(code)
+    errors: dict[int, str | None] = {}
+    for order_id, error in session.execute(
+        select(TransactionRow.order_id, TransactionRow.error)
+        .where(
+            TransactionRow.order_id.in_(ids),
+            TransactionRow.type == TxnType.CHARGE,
+            TransactionRow.status == OrderStatus.FAILED,
+        )
+        .order_by(TransactionRow.id)
+    ):
+        errors[order_id] = error  # the latest wins
+    out = {}
+    for row in rows:
+        name, email = buyers.get(row.buyer_user_id or 0, (None, None))
+        out[row.id] = OrderSummary(
+            customer_name=name,
+            customer_email=email,
+            installation_name=places.get(row.installation_id),
+            services=tuple(codes.get(row.id, ())),
+            last_error=errors.get(row.id),
+        )
+    return out
+
+
+def service_codes(session: Session, *, visible: Select[tuple[str]] | None) -> list[str]:
+    """The product codes found on the orders within ``visible`` (the history's service filter)."""
+    stmt = select(OrderLineRow.product_code).distinct()
+    if visible is not None:
+        stmt = stmt.join(OrderRow, OrderRow.id == OrderLineRow.order_id).where(
+            OrderRow.installation_id.in_(visible.scalar_subquery())
+        )
+    return sorted(session.scalars(stmt))
 
 
 def claim_unknown_charges(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus, PayWith, TxnType
@@ -10,15 +12,22 @@ from cloud.http.inputs import StrictBody
 __all__ = [
     "LineOut",
     "OrderDetail",
+    "OrderHistoryOut",
     "OrderOut",
+    "OrderSummaryOut",
     "OrderResultOut",
     "PayIn",
     "RefundIn",
     "RetryOut",
+    "ReversalOptionOut",
     "ReversalOut",
     "TransactionOut",
     "VoidIn",
+    "WhyNot",
 ]
+
+# why an order's money cannot be given back now (the dashboard words each one)
+WhyNot = Literal["not_paid", "invoiced", "provider_down", "refunded", "refund_running"]
 
 
 class PayIn(StrictBody):
@@ -101,3 +110,32 @@ class ReversalOut(BaseModel):
     status: OrderStatus
     amount_cents: int
     retry_at: int | None = Field(description="a failed refund is retried daily from then")
+
+
+class OrderSummaryOut(OrderOut):
+    """A row of the order history as the dashboard lists it."""
+
+    customer_name: str | None
+    customer_email: str | None
+    installation_name: str | None
+    services: list[str]
+    last_error: str | None = Field(description="why the latest failed charge failed")
+
+
+class OrderHistoryOut(BaseModel):
+    """One page of the order history, how many orders match in all, and the service codes."""
+
+    items: list[OrderSummaryOut]
+    total: int
+    services: list[str]
+
+
+class ReversalOptionOut(BaseModel):
+    """What giving an order's money back would do now: void, refund, or nothing (and why)."""
+
+    action: Literal["void", "refund"] | None
+    settled: bool | None
+    charge_cents: int
+    refunded_cents: int
+    left_cents: int
+    why_not: WhyNot | None = None

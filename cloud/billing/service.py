@@ -23,15 +23,19 @@ from cloud.billing.errors import PaymentProviderError, UnknownOrder
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
 from cloud.billing.orders import Billing, OrderResult
 from cloud.billing.refunds import Reversal
-from cloud.billing.rules import OrderKind, OrderStatus
+from cloud.billing.rules import OrderKind, OrderStatus, PayWith
 from cloud.billing.schemas import (
     LineOut,
     OrderDetail,
+    OrderHistoryOut,
     OrderOut,
     OrderResultOut,
+    OrderSummaryOut,
     RetryOut,
+    ReversalOptionOut,
     ReversalOut,
     TransactionOut,
+    WhyNot,
 )
 from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
 from cloud.database import Store
@@ -40,13 +44,31 @@ from cloud.errors import UnknownInstallation, UpstreamFailed
 from cloud.settings import CloudSettings
 from common.clock import Clock
 
-__all__ = ["InvoicePdf", "OrderService"]
+__all__ = ["InvoicePdf", "OrderFilter", "OrderService"]
 
 
 @dataclass(frozen=True, slots=True)
 class InvoicePdf:
     filename: str
     pdf: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFilter:
+    """The order history's search, sort and page (see :class:`cloud.billing.queries.OrderQuery`)."""
+
+    kind: OrderKind | None = None
+    status: OrderStatus | None = None
+    number: str | None = None
+    service: str | None = None
+    customer: str | None = None
+    installation_id: str | None = None
+    since: int | None = None
+    until: int | None = None
+    sort: str = "date"
+    descending: bool = True
+    limit: int = 25
+    offset: int = 0
 
 
 def _order_out(row: OrderRow) -> OrderOut:
@@ -200,6 +222,101 @@ class OrderService:
                 ensure_installation_access(tx, principal, installation_id, write=False)
             visible = visible_installation_ids(tx, principal)
             return [_order_out(r) for r in repo.search_orders(tx, query, visible=visible)]
+
+    def history(self, principal: Principal, which: OrderFilter) -> OrderHistoryOut:
+        """A page of the order history with buyers and services, the total, the service codes.
+
+        Raises:
+            UnknownInstallation: ``which.installation_id`` unknown or not one of the caller's.
+        """
+        query = repo.OrderQuery(
+            kind=which.kind,
+            status=which.status,
+            number=which.number,
+            installation_id=which.installation_id,
+            service=which.service,
+            customer=which.customer,
+            since=which.since,
+            until=which.until,
+            sort=which.sort,
+            descending=which.descending,
+            limit=which.limit,
+            offset=which.offset,
+        )
+        with self._store.transaction() as tx:
+            if which.installation_id is not None:
+                ensure_installation_access(tx, principal, which.installation_id, write=False)
+            visible = visible_installation_ids(tx, principal)
+            rows = repo.search_orders(tx, query, visible=visible)
+            more = repo.order_summaries(tx, rows)
+            items = [
+                OrderSummaryOut(
+                    **_order_out(r).model_dump(),
+                    customer_name=more[r.id].customer_name,
+                    customer_email=more[r.id].customer_email,
+                    installation_name=more[r.id].installation_name,
+                    services=list(more[r.id].services),
+                    last_error=more[r.id].last_error,
+                )
+                for r in rows
+            ]
+            return OrderHistoryOut(
+                items=items,
+                total=repo.count_orders(tx, query, visible=visible),
+                services=repo.service_codes(tx, visible=visible),
+            )
+
+    async def reversal_option(self, principal: Principal, order_id: int) -> ReversalOptionOut:
+        """Whether the order's card charge would be voided (unsettled) or refunded (settled) now.
+
+        Asks the payment provider whether the charge settled, and changes nothing.
+
+        Raises:
+            UnknownOrder: no such order, or not one of the caller's.
+        """
+
+        def load() -> tuple[OrderRow, str | None, int, int]:
+            with self._store.transaction() as tx:
+                row = _order_in_scope(tx, principal, order_id, write=False)
+                charge = repo.charge_of(tx, order_id)
+                if charge is None or not charge.provider_charge_id:
+                    return row, None, 0, 0
+                refunded = repo.refunded_cents(tx, charge.id)
+                return row, charge.idempotency_key, charge.amount_cents, refunded
+
+        row, key, charged, refunded = await asyncio.to_thread(load)
+        left = charged - refunded
+
+        def none(why: WhyNot, settled: bool | None = None) -> ReversalOptionOut:
+            return ReversalOptionOut(
+                action=None,
+                settled=settled,
+                charge_cents=charged,
+                refunded_cents=refunded,
+                left_cents=left,
+                why_not=why,
+            )
+
+        if row.status is not OrderStatus.SUCCEED:
+            return none("not_paid")
+        if row.pay_with is PayWith.INVOICE or key is None:
+            return none("invoiced")
+        try:
+            answer = await self._billing.provider.lookup(key)
+        except PaymentProviderError:
+            return none("provider_down")
+        settled = answer is not None and answer.settled
+        if settled and left <= 0:
+            return none("refunded", settled)
+        if not settled and refunded > 0:
+            return none("refund_running", settled)
+        return ReversalOptionOut(
+            action="refund" if settled else "void",
+            settled=settled,
+            charge_cents=charged,
+            refunded_cents=refunded,
+            left_cents=left,
+        )
 
     def detail(self, principal: Principal, order_id: int) -> OrderDetail:
         """One order with its lines and transactions (charges, voids, refunds, retries)."""
