@@ -1,0 +1,253 @@
+"""The NATS auth-callout responder: who may connect, as what, answered beside each node.
+
+Every node of an Entitle NATS cluster sends each device's CONNECT to
+``$SYS.REQ.USER.AUTH`` (auth callout); this responder answers it. It accepts a
+device only if
+
+- it connects over MQTT (no NATS, WebSocket or leaf connection),
+- its MQTT client id is its username (so no device can take over, or discard,
+  another device's session),
+- the username is a device id with a login in the ``entitle_logins`` bucket
+  and the password matches it,
+
+and signs a user for the ``ENTITLE`` account whose permissions come from the one
+topic table (:func:`common.natsaccounts.device_permissions`). Anything else gets
+an error response: the node refuses the CONNECT. The cloud's logins are static
+users of the node configuration and never reach here.
+
+The decision is :func:`decide` (pure: request claims, stored hash, ``now``);
+:func:`serve` is the NATS adapter. Run as ``python -m broker.natsauth CONFIG``
+(``entitle broker run --engine nats`` does that, once per node, in a queue group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.js.errors
+import nkeys
+from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
+
+from common.credentials import verify_password
+from common.natsaccounts import ACCOUNT, AUTH_SUBJECT, LOGINS_BUCKET, device_permissions
+from protocol.errors import TopicError
+from protocol.topics import check_device_id
+
+__all__ = ["Refused", "ResponderConfig", "decide", "decode_claims", "encode_jwt", "serve"]
+
+log = logging.getLogger(__name__)
+
+QUEUE = "entitle-auth"
+READY = "entitle-auth ready"  # logged once the responder answers
+
+
+class Refused(Exception):  # noqa: N818 (a decision, not a failure of ours)
+    """Why a CONNECT is refused (sent back to the node, which logs it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponderConfig:
+    """What ``entitle broker run`` hands each responder (a 0600 JSON file)."""
+
+    servers: tuple[str, ...]  # its own node first
+    username: str
+    password: str
+    issuer_seed: str  # account nkey seed; its public key is the nodes' auth_callout issuer
+    replicas: int
+    login_ttl_s: int
+
+    @classmethod
+    def read(cls, path: Path) -> ResponderConfig:
+        raw = json.loads(path.read_text())
+        return cls(**{**raw, "servers": tuple(raw["servers"])})
+
+
+# --- JWTs as NATS writes them (header.claims.signature, ed25519-nkey) ------------------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_HEADER = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+
+
+def encode_jwt(claims: dict[str, Any], *, issuer: Any, now: int) -> str:
+    """Sign ``claims`` with the ``issuer`` key pair (``iss``, ``iat`` and ``jti`` set)."""
+    body = {**claims, "iat": now, "iss": issuer.public_key.decode()}
+    body["jti"] = base64.b32encode(hashlib.sha256(json.dumps(body).encode()).digest()).decode()
+    signed = f"{_HEADER}.{_b64(json.dumps(body).encode())}"
+    return f"{signed}.{_b64(issuer.sign(signed.encode()))}"
+
+
+def decode_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT (the node's request: it comes over the node's own
+    connection, so its signature adds nothing here)."""
+    try:
+        claims = json.loads(_unb64(token.split(".")[1]))
+    except (IndexError, ValueError) as exc:
+        raise Refused("unreadable authorization request") from exc
+    if not isinstance(claims, dict):
+        raise Refused("unreadable authorization request")
+    return claims
+
+
+# --- the decision ----------------------------------------------------------------------
+
+
+def device_of(request: dict[str, Any]) -> str:
+    """The device id a request claims, checked; :class:`Refused` otherwise."""
+    nats_claims = request.get("nats") or {}
+    client = nats_claims.get("client_info") or {}
+    if client.get("type") != "mqtt":
+        raise Refused("devices connect over MQTT only")
+    username = (nats_claims.get("connect_opts") or {}).get("user") or ""
+    try:
+        check_device_id(username)
+    except TopicError as exc:
+        raise Refused("the username is not a device id") from exc
+    if client.get("mqtt_id") != username:
+        raise Refused("the MQTT client id must be the device id")
+    return str(username)
+
+
+def decide(request: dict[str, Any], stored: str | None, *, now: int, ttl_s: int) -> dict[str, Any]:
+    """The user claims to sign for ``request``, or :class:`Refused`.
+
+    Args:
+        request: the node's authorization request claims.
+        stored: the device's password hash from the bucket (None: no such login).
+        now: epoch seconds; the user expires ``ttl_s`` later (the node then closes
+            the connection and the device logs in again, so a removed login ends).
+    """
+    device_id = device_of(request)
+    nats_claims = request["nats"]
+    password = (nats_claims.get("connect_opts") or {}).get("pass") or ""
+    if stored is None or not verify_password(password, stored):
+        raise Refused("bad user name or password")
+    return {
+        "sub": nats_claims["user_nkey"],
+        "aud": ACCOUNT,
+        "name": device_id,
+        "exp": now + ttl_s,
+        "nats": {
+            **device_permissions(device_id),
+            "allowed_connection_types": ["MQTT"],
+            "type": "user",
+            "version": 2,
+        },
+    }
+
+
+def response(request: dict[str, Any], *, user_jwt: str | None, error: str | None) -> dict[str, Any]:
+    """The authorization response claims: the signed user, or the refusal."""
+    nats_claims = request.get("nats") or {}
+    body: dict[str, Any] = {"type": "authorization_response", "version": 2}
+    if user_jwt is not None:
+        body["jwt"] = user_jwt
+    if error is not None:
+        body["error"] = error
+    return {
+        "sub": nats_claims.get("user_nkey", ""),
+        "aud": (nats_claims.get("server_id") or {}).get("id", ""),
+        "nats": body,
+    }
+
+
+# --- the adapter -----------------------------------------------------------------------
+
+
+async def _bucket(js: Any, replicas: int) -> KeyValue:
+    try:
+        return await js.key_value(LOGINS_BUCKET)  # type: ignore[no-any-return]
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    try:
+        config = KeyValueConfig(bucket=LOGINS_BUCKET, history=1, replicas=replicas)
+        return await js.create_key_value(config)  # type: ignore[no-any-return]
+    except nats.js.errors.BadRequestError:  # another responder created it meanwhile
+        return await js.key_value(LOGINS_BUCKET)  # type: ignore[no-any-return]
+
+
+async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
+    """Answer authorization requests until ``stop`` is set."""
+    issuer = nkeys.from_seed(config.issuer_seed.encode())
+    nc = await nats.connect(
+        servers=list(config.servers),
+        user=config.username,
+        password=config.password,
+        dont_randomize=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,
+        name="entitle-auth",
+    )
+    js = nc.jetstream(timeout=10)
+    while True:
+        try:
+            kv = await _bucket(js, config.replicas)
+            break
+        except (TimeoutError, nats.errors.Error) as exc:  # JetStream not up yet
+            log.info("waiting for JetStream: %s", exc)
+            await asyncio.sleep(0.2)
+
+    async def answer(msg: Msg) -> None:
+        request: dict[str, Any] = {}
+        now = int(time.time())
+        try:
+            request = decode_claims(msg.data.decode(errors="replace"))
+            device_id = device_of(request)
+            try:
+                entry = await kv.get(device_id)
+                stored = entry.value.decode() if entry.value else None
+            except nats.js.errors.KeyNotFoundError:
+                stored = None
+            user = encode_jwt(
+                decide(request, stored, now=now, ttl_s=config.login_ttl_s),
+                issuer=issuer,
+                now=now,
+            )
+            reply = response(request, user_jwt=user, error=None)
+        except Refused as refused:
+            reply = response(request, user_jwt=None, error=str(refused))
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("authorization lookup failed: %s", exc)
+            reply = response(request, user_jwt=None, error="login store unavailable")
+        await msg.respond(encode_jwt(reply, issuer=issuer, now=now).encode())
+
+    await nc.subscribe(AUTH_SUBJECT, queue=QUEUE, cb=answer)
+    await nc.flush()
+    log.warning(READY)
+    try:
+        await stop.wait()
+    finally:
+        await nc.drain()
+
+
+async def _main(path: Path) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(ResponderConfig.read(path), stop=stop)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    asyncio.run(_main(Path(sys.argv[1])))
