@@ -56,7 +56,6 @@ from cloud.testclock import TestClock
 from cloud.tickets.service import TicketJob, TicketService
 from common.clock import Clock, system_clock
 from common.dynsec import DynsecAccounts
-from common.natsaccounts import NatsAccounts
 from common.settings import parse_broker_url
 from protocol.errors import EntitleError
 
@@ -138,15 +137,7 @@ class _UnmanagedAccounts:
 
 def _default_accounts(settings: CloudSettings, *, real_broker: bool) -> BrokerAccounts:
     """Device logins on the broker the cloud publishes to: Mosquitto's dynamic-security
-    plugin or the NATS cluster's logins bucket (``broker_engine``), administered with
-    the cloud's own login; none with a custom publisher."""
-    if real_broker and settings.broker_engine == "nats":
-        broker = settings.broker
-        return NatsAccounts(
-            settings.nats_servers,
-            username=broker.username or "",
-            password=broker.password.get_secret_value() if broker.password else None,
-        )
+    plugin, administered with the cloud's own login; none with a custom publisher."""
     if real_broker:
         return DynsecAccounts.from_settings(settings)
     _log.warning(
@@ -320,7 +311,7 @@ def create_app(
             _log.info("cloud stopped")
         finally:
             await asyncio.to_thread(store.close)
-            if accounts is None and isinstance(device_accounts, DynsecAccounts | NatsAccounts):
+            if accounts is None and isinstance(device_accounts, DynsecAccounts):
                 await asyncio.to_thread(device_accounts.close)
 
     app = FastAPI(

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from common.settings import BrokerClientSettings, without_password
 
@@ -23,16 +23,6 @@ class CloudSettings(BrokerClientSettings):
 
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite file in data_dir"
-    )
-    # the broker engine (docs/nats.md): device logins go to Mosquitto's dynamic-security
-    # plugin, or to the NATS cluster's logins bucket over nats_url
-    broker_engine: Literal["mosquitto", "nats"] = Field(
-        default="mosquitto", description="mosquitto (one node) or nats (a cluster, MQTT 3.1.1)"
-    )
-    nats_url: str | None = Field(
-        default=None,
-        description="with broker_engine nats: the nodes' NATS URLs, comma-separated "
-        "(nats://host:4222,nats://host2:4222), logged in to with the broker URL's login",
     )
     http_host: str = "127.0.0.1"
     http_port: int = 8000
@@ -91,20 +81,6 @@ class CloudSettings(BrokerClientSettings):
     billing_notify: list[str] = Field(
         default=[], description="e-mails told about failed refunds, besides each buyer"
     )
-
-    @model_validator(mode="after")
-    def _nats_needs(self) -> CloudSettings:
-        if self.broker_engine == "nats":
-            if self.mqtt_protocol != 4:
-                raise ValueError("ENTITLE_BROKER_ENGINE=nats needs ENTITLE_MQTT_PROTOCOL=4")
-            if not self.nats_url:
-                raise ValueError("ENTITLE_BROKER_ENGINE=nats needs ENTITLE_NATS_URL")
-        return self
-
-    @property
-    def nats_servers(self) -> list[str]:
-        """``nats_url`` as a list (no credentials: the broker URL's login is used)."""
-        return [url.strip() for url in (self.nats_url or "").split(",") if url.strip()]
 
     @property
     def effective_database_url(self) -> str:

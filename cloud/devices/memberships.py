@@ -18,16 +18,19 @@ from sqlalchemy.orm import Session
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import Role
-from cloud.accounts.tables import UserRow
+from cloud.accounts.tables import CompanyRow, UserRow
 from cloud.accounts.users import Contact, company, user
 from cloud.devices.tables import InstallationRow, IntegratorRow, OwnerRow
 from cloud.errors import InvalidRequest, NotFound, UnknownInstallation
 
 __all__ = [
+    "Integrator",
     "Members",
+    "People",
     "add_integrator",
     "authorised_contacts",
     "members",
+    "people",
     "remove_integrator",
     "set_owner",
 ]
@@ -176,3 +179,43 @@ def authorised_contacts(
         for r in session.scalars(query)
         if r.email.rpartition("@")[2] not in domains
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Integrator:
+    """A system integrator of an installation: a partner company and how it pays."""
+
+    company_id: int
+    name: str
+    payment_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class People:
+    """Who works on an installation, by name: its owner and its system integrators."""
+
+    owner: Contact | None
+    integrators: tuple[Integrator, ...]
+
+
+def people(session: Session, installation_id: str) -> People:
+    """The owner (None: no owner yet) and the integrator companies, by name.
+
+    Raises:
+        UnknownInstallation: no such installation.
+    """
+    m = members(session, installation_id)
+    owner = None
+    if m.owner_user_id is not None:
+        row = user(session, m.owner_user_id)
+        owner = Contact(user_id=row.id, email=row.email, name=row.name, company_id=row.company_id)
+    query = (
+        select(CompanyRow)
+        .where(CompanyRow.id.in_(m.integrator_company_ids))
+        .order_by(CompanyRow.name, CompanyRow.id)
+    )
+    integrators = tuple(
+        Integrator(company_id=c.id, name=c.name, payment_type=c.payment_type.value)
+        for c in session.scalars(query)
+    )
+    return People(owner=owner, integrators=integrators)

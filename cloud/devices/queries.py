@@ -32,6 +32,7 @@ __all__ = [
     "end_grant",
     "grants_of",
     "installation",
+    "installation_listing",
     "installations",
     "mark_published",
     "refresh_candidates",
@@ -66,6 +67,53 @@ def installations(
     if within is not None:
         query = query.where(InstallationRow.id.in_(within))
     return session.scalars(query.limit(limit).offset(offset)).all()
+
+
+INSTALLATION_SORTS = ("name", "created", "devices")
+
+
+def installation_listing(
+    session: Session,
+    *,
+    within: Select[Any] | None,
+    search: str | None,
+    sort: str,
+    descending: bool,
+    limit: int,
+    offset: int,
+) -> tuple[list[tuple[InstallationRow, int]], int]:
+    """One page of installations with their device counts, and how many match in all.
+
+    ``search`` matches the name or the id (case-insensitive, anywhere); ``sort``
+    is one of :data:`INSTALLATION_SORTS`; ``within`` as in :func:`installations`.
+    """
+    counts = (
+        select(DeviceRow.installation_id, func.count().label("n"))
+        .group_by(DeviceRow.installation_id)
+        .subquery()
+    )
+    n = func.coalesce(counts.c.n, 0)
+    query = select(InstallationRow, n).outerjoin(
+        counts, counts.c.installation_id == InstallationRow.id
+    )
+    total = select(func.count()).select_from(InstallationRow)
+    conditions = []
+    if within is not None:
+        conditions.append(InstallationRow.id.in_(within))
+    if search:
+        needle = search.lower()
+        conditions.append(
+            func.lower(InstallationRow.name).contains(needle, autoescape=True)
+            | func.lower(InstallationRow.id).contains(needle, autoescape=True)
+        )
+    if conditions:
+        query, total = query.where(*conditions), total.where(*conditions)
+    key = {"name": func.lower(InstallationRow.name), "created": InstallationRow.created_at}.get(
+        sort, n
+    )
+    order = [key.desc() if descending else key.asc(), InstallationRow.id]
+    rows = session.execute(query.order_by(*order).limit(limit).offset(offset)).all()
+    return [(row, int(count)) for row, count in rows], int(session.scalar(total) or 0)
 
 
 # devices ----------------------------------------------------------------

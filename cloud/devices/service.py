@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from cloud.accounts import audit
@@ -31,7 +32,7 @@ from cloud.devices.access import (
     visible_installation_ids,
 )
 from cloud.devices.issuing import Issued, IssuingService
-from cloud.devices.memberships import authorised_contacts
+from cloud.devices.memberships import People, authorised_contacts
 from cloud.devices.schemas import (
     DeviceCreate,
     DeviceCredentialsOut,
@@ -50,7 +51,25 @@ from cloud.devices.tables import DeviceRow, GrantRow, InstallationRow, TokenRow
 from cloud.errors import UnknownDevice, UnknownInstallation
 from common.clock import Clock
 
-__all__ = ["DeviceService", "InstallationService"]
+__all__ = ["DeviceService", "InstallationListing", "InstallationService", "ListedInstallation"]
+
+
+@dataclass(frozen=True, slots=True)
+class ListedInstallation:
+    """An installation in a list: its name and how many devices it has."""
+
+    id: str
+    name: str
+    created_at: int
+    devices: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstallationListing:
+    """One page of the installations a principal may see, and how many there are in all."""
+
+    items: list[ListedInstallation]
+    total: int
 
 
 def _device_out(device: DeviceRow, token: TokenRow | None) -> DeviceOut:
@@ -200,6 +219,42 @@ class InstallationService:
         issued = await self._issuing.end_grant(installation_id, feature)
         await self._audit_grant(principal, "grant.revoke", installation_id, {"feature": feature})
         return _grant_result(installation_id, feature, issued)
+
+    # what the pages list ------------------------------------------------------
+    def listing(
+        self,
+        principal: Principal,
+        *,
+        search: str | None = None,
+        sort: str = "name",
+        descending: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> InstallationListing:
+        """A page of the installations ``principal`` may see, with their device counts."""
+        with self._store.transaction() as tx:
+            within = visible_installation_ids(tx, principal)
+            rows, total = queries.installation_listing(
+                tx,
+                within=within,
+                search=search,
+                sort=sort,
+                descending=descending,
+                limit=limit,
+                offset=offset,
+            )
+        items = [ListedInstallation(r.id, r.name, r.created_at, n) for r, n in rows]
+        return InstallationListing(items=items, total=total)
+
+    def people(self, principal: Principal, installation_id: str) -> People:
+        """The owner and system integrators of an installation, by name.
+
+        Raises:
+            UnknownInstallation: no such installation, or not one of the caller's.
+        """
+        with self._store.transaction() as tx:
+            ensure_installation_access(tx, principal, installation_id, write=False)
+            return memberships.people(tx, installation_id)
 
     # members and contacts -----------------------------------------------------
     def members(self, principal: Principal, installation_id: str) -> MembersOut:

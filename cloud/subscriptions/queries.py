@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
+    Select,
+    func,
     select,
 )
 from sqlalchemy.orm import Session
 
+from cloud.devices.tables import InstallationRow
 from cloud.subscriptions.rules.catalogue import product
 from cloud.subscriptions.rules.lifecycle import (
     NOTICE_MONTHS,
@@ -25,6 +28,7 @@ __all__ = [
     "abandoned_checkouts",
     "add_order_link",
     "due_subscriptions",
+    "ending_between",
     "links_of",
     "load",
     "order_link",
@@ -233,3 +237,34 @@ def refunds_due(session: Session, *, limit: int = 100) -> list[int]:
         .limit(limit)
     )
     return list(session.scalars(query))
+
+
+def ending_between(
+    session: Session,
+    *,
+    start: int,
+    end: int,
+    within: Select[Any] | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[tuple[SubscriptionRow, str]], int]:
+    """Active subscriptions ending in ``[start, end)``, soonest first, with their
+    installation's name; and how many there are. ``within``: installation ids to keep."""
+    conditions = [
+        SubscriptionRow.status == Status.ACTIVE,
+        SubscriptionRow.ends_at >= start,
+        SubscriptionRow.ends_at < end,
+    ]
+    if within is not None:
+        conditions.append(SubscriptionRow.installation_id.in_(within))
+    query = (
+        select(SubscriptionRow, InstallationRow.name)
+        .join(InstallationRow, InstallationRow.id == SubscriptionRow.installation_id)
+        .where(*conditions)
+        .order_by(SubscriptionRow.ends_at, SubscriptionRow.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    total = select(func.count()).select_from(SubscriptionRow).where(*conditions)
+    rows = [(row, name) for row, name in session.execute(query).all()]
+    return rows, int(session.scalar(total) or 0)

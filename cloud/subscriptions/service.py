@@ -37,7 +37,7 @@ from cloud.billing.rules import OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
 from cloud.database import Store
 from cloud.devices import queries as device_queries
-from cloud.devices.access import ensure_installation_access
+from cloud.devices.access import ensure_installation_access, visible_installation_ids
 from cloud.devices.issuing import IssuingService
 from cloud.devices.rules import GrantStatus
 from cloud.devices.tables import InstallationRow
@@ -63,11 +63,20 @@ from cloud.subscriptions.rules.lifecycle import (
     Subscription,
     Transition,
     apply,
+    next_renewal,
     purchase,
+    renewal_quote,
+    status_kind,
 )
 from cloud.subscriptions.settlement import MANUAL, Settlement
 from cloud.subscriptions.tables import Outcome, SubscriptionRow
-from cloud.subscriptions.views import PurchaseResult, subscription_view
+from cloud.subscriptions.views import (
+    ExpiringLine,
+    PurchaseResult,
+    Quote,
+    SubscriptionLine,
+    subscription_view,
+)
 from common.clock import Clock
 
 __all__ = ["SubscriptionService"]
@@ -191,6 +200,96 @@ class SubscriptionService:
         with self.store.transaction() as tx:
             ensure_installation_access(tx, principal, installation_id, write=False)
             return [subscription_view(r) for r in rows.subscriptions_of(tx, installation_id)]
+
+    # what the pages show --------------------------------------------------------
+    def _line(
+        self, tx: Session, principal: Principal, row: SubscriptionRow, *, now: int
+    ) -> SubscriptionLine:
+        sub = rows.load(row)
+        contact = user_contact(tx, row.purchaser_id)
+        return SubscriptionLine(
+            view=subscription_view(row),
+            name=sub.product.name,
+            state=status_kind(sub),
+            purchaser_name=contact.name,
+            purchaser_email=contact.email,
+            mine=principal.user_id is not None and principal.user_id == row.purchaser_id,
+            next_renewal=next_renewal(sub, now=now),
+        )
+
+    def lines(self, principal: Principal, installation_id: str) -> list[SubscriptionLine]:
+        """The installation's subscriptions with their purchasers and next renewals."""
+        now = self.clock()
+        with self.store.transaction() as tx:
+            ensure_installation_access(tx, principal, installation_id, write=False)
+            return [
+                self._line(tx, principal, r, now=now)
+                for r in rows.subscriptions_of(tx, installation_id)
+            ]
+
+    def line(self, principal: Principal, sub_id: str) -> SubscriptionLine:
+        """One subscription as :meth:`lines` shows it (UnknownSubscription out of scope)."""
+        with self.store.transaction() as tx:
+            row = self._scoped(tx, principal, sub_id, write=False)
+            return self._line(tx, principal, row, now=self.clock())
+
+    def pays_with(self, principal: Principal) -> str | None:
+        """How ``principal`` pays what it buys: 'card' (checkout) or 'invoice' (saved
+        directly); None for a key acting as no user."""
+        if principal.user_id is None:
+            return None
+        with self.store.transaction() as tx:
+            return payment_method(tx, principal.user_id, None)
+
+    def reactivation_quote(self, principal: Principal, sub_id: str) -> Quote:
+        """What reactivating would mean for ``principal``: they become the purchaser,
+        nothing is due now, and the next renewal (price, date) is billed to them.
+
+        Raises:
+            UnknownSubscription, Forbidden, Blacklisted, InvalidTransition.
+        """
+        now = self.clock()
+        with self.store.transaction() as tx:
+            row = self._scoped(tx, principal, sub_id, write=True)
+            buyer = purchaser(principal, None, default=row.purchaser_id)
+            how = payment_method(tx, buyer, None)
+            after = apply(rows.load(row), Reactivate(by=buyer), now=now).state
+            renewal = next_renewal(after, now=now)
+            assert renewal is not None  # reactivated: active and renewing
+            return Quote(self._line(tx, principal, row, now=now), renewal, how)
+
+    def renewal_quote(self, principal: Principal, sub_id: str, months: int) -> Quote:
+        """The price of renewing by ``months`` now, the end it leads to, how it is paid.
+
+        Raises:
+            UnknownSubscription, Forbidden, Blacklisted, BadTerm, InvalidTransition.
+        """
+        now = self.clock()
+        with self.store.transaction() as tx:
+            row = self._scoped(tx, principal, sub_id, write=True)
+            buyer = purchaser(principal, None, default=row.purchaser_id)
+            how = payment_method(tx, buyer, None)
+            quote = renewal_quote(rows.load(row), months, now=now)
+            return Quote(self._line(tx, principal, row, now=now), quote, how)
+
+    def expiring(
+        self, principal: Principal, *, days: int = 60, limit: int = 50, offset: int = 0
+    ) -> tuple[list[ExpiringLine], int]:
+        """Active subscriptions of the caller's installations ending in the next ``days``
+        days, soonest first; and how many there are."""
+        now = self.clock()
+        with self.store.transaction() as tx:
+            found, total = rows.ending_between(
+                tx,
+                start=now,
+                end=now + days * 86_400,
+                within=visible_installation_ids(tx, principal),
+                limit=limit,
+                offset=offset,
+            )
+            return [
+                ExpiringLine(self._line(tx, principal, r, now=now), name) for r, name in found
+            ], total
 
     # purchase -------------------------------------------------------------------
     async def purchase(

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud.subscriptions import queries as rows
-from cloud.subscriptions.rules.lifecycle import status_text
+from cloud.subscriptions.rules.lifecycle import NextRenewal, status_text
 from cloud.subscriptions.tables import SubscriptionRow
 
-__all__ = ["PurchaseResult", "subscription_view"]
+__all__ = ["ExpiringLine", "PurchaseResult", "Quote", "SubscriptionLine", "subscription_view"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +45,36 @@ def subscription_view(row: SubscriptionRow) -> dict[str, Any]:
         "next_retry_at": row.next_retry_at,
         "version": row.version,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionLine:
+    """A subscription as a page shows it: the API's view, the product's name, the status
+    as one word (:func:`~cloud.subscriptions.rules.lifecycle.status_kind`), who pays
+    (``mine``: the viewer) and, when it renews on its own, its next renewal."""
+
+    view: dict[str, Any]
+    name: str
+    state: str
+    purchaser_name: str
+    purchaser_email: str
+    mine: bool
+    next_renewal: NextRenewal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """What a change would cost before it is made: the line, the renewal it leads to,
+    and how the viewer pays (``card``, ``invoice``)."""
+
+    line: SubscriptionLine
+    renewal: NextRenewal
+    pay_with: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringLine:
+    """A subscription ending soon, with its installation's name (follow-up lists)."""
+
+    line: SubscriptionLine
+    installation_name: str

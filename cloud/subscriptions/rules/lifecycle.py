@@ -86,6 +86,7 @@ __all__ = [
     "EndService",
     "Event",
     "GrantService",
+    "NextRenewal",
     "Notify",
     "PaymentReversed",
     "Reactivate",
@@ -100,7 +101,10 @@ __all__ = [
     "apply",
     "due_at",
     "month_start",
+    "next_renewal",
     "purchase",
+    "renewal_quote",
+    "status_kind",
     "status_text",
     "term_end",
 ]
@@ -643,3 +647,57 @@ def status_text(sub: Subscription) -> str:
         return "expired"
     verb = "renews" if sub.auto_renew else "expires"
     return f"active, {verb} at {iso(sub.end)}"
+
+
+def status_kind(sub: Subscription) -> str:
+    """The status as one word a page translates: 'pending', 'cancelled', 'expired',
+    'renews' (active, auto-renewing) or 'expires' (active, runs to its end)."""
+    if sub.status is Status.PENDING:
+        return "pending"
+    if _cancelled(sub):
+        return "cancelled"
+    if sub.status is Status.EXPIRED:
+        return "expired"
+    return "renews" if sub.auto_renew else "expires"
+
+
+@dataclass(frozen=True, slots=True)
+class NextRenewal:
+    """A renewal and its price: charged at ``charge_at`` (a manual one: now), for
+    ``months`` months, ``amount_cents``, after which the service runs until ``until``."""
+
+    charge_at: int
+    months: int
+    amount_cents: int
+    until: int
+
+
+def next_renewal(sub: Subscription, *, now: int) -> NextRenewal | None:
+    """The renewal automatic renewal would charge next (None: it does not renew).
+
+    The charge day is a month before the end; when that day has passed (a
+    reactivation late in the term) the charge goes out at once.
+    """
+    if sub.status is not Status.ACTIVE or not sub.auto_renew:
+        return None
+    return NextRenewal(
+        charge_at=max(add_months(sub.end, -CHARGE_MONTHS), now),
+        months=sub.term_months,
+        amount_cents=term_price(sub.product, sub.term_months),
+        until=add_months(sub.end, sub.term_months),
+    )
+
+
+def renewal_quote(sub: Subscription, months: int, *, now: int) -> NextRenewal:
+    """What renewing ``sub`` by ``months`` now costs and until when it then runs.
+
+    Raises:
+        BadTerm, InvalidTransition: as :func:`apply` refuses the :class:`Renew`.
+    """
+    after = apply(sub, Renew(months=months, by=sub.purchaser), now=now).state
+    return NextRenewal(
+        charge_at=now,
+        months=months,
+        amount_cents=term_price(sub.product, months),
+        until=after.end,
+    )
