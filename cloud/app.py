@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud import probe
 from cloud import schema as _schema  # noqa: F401  every table, before the first query
@@ -27,7 +28,7 @@ from cloud.billing.service import OrderService
 from cloud.bridge import MqttBridge
 from cloud.database import Store
 from cloud.devices.issuing import IssuingService
-from cloud.devices.jobs import RefreshJob
+from cloud.devices.jobs import RefreshJob, ResignJob
 from cloud.devices.service import DeviceService, InstallationService
 from cloud.devices.signer import Signer
 from cloud.health.commands import (
@@ -40,22 +41,27 @@ from cloud.health.gaps import HealthGapJob
 from cloud.health.ingest import HealthIngest
 from cloud.health.retention import HealthRetentionJob
 from cloud.health.service import HealthService
+from cloud.health.verdicts import VerdictJob
 from cloud.http.body_limit import BodyLimit
-from cloud.http.errors import entitle_error, validation_error
+from cloud.http.errors import entitle_error, not_found_or_http_error, validation_error
 from cloud.http.inputs import RULES
 from cloud.jobs import Job, JobRunner
 from cloud.notifications.mailer import SmtpMailer
 from cloud.notifications.sender import OutboxSender
 from cloud.notifications.service import NotificationService
 from cloud.ports import BrokerAccounts, EntitlementPublisher
-from cloud.router import api_router
+from cloud.router import api_router, page_router
 from cloud.settings import CloudSettings
 from cloud.subscriptions.jobs import RenewalJob
 from cloud.subscriptions.service import SubscriptionService
 from cloud.testclock import TestClock
 from cloud.tickets.service import TicketJob, TicketService
+from cloud.web.assets import mount_static
+from cloud.web.security import SecurityHeaders
+from cloud.web.templates import Pages
 from common.clock import Clock, system_clock
 from common.dynsec import DynsecAccounts
+from common.natsaccounts import NatsAccounts
 from common.settings import parse_broker_url
 from protocol.errors import EntitleError
 
@@ -137,7 +143,15 @@ class _UnmanagedAccounts:
 
 def _default_accounts(settings: CloudSettings, *, real_broker: bool) -> BrokerAccounts:
     """Device logins on the broker the cloud publishes to: Mosquitto's dynamic-security
-    plugin, administered with the cloud's own login; none with a custom publisher."""
+    plugin or the NATS cluster's logins bucket (``broker_engine``), administered with
+    the cloud's own login; none with a custom publisher."""
+    if real_broker and settings.broker_engine == "nats":
+        broker = settings.broker
+        return NatsAccounts(
+            settings.nats_servers,
+            username=broker.username or "",
+            password=broker.password.get_secret_value() if broker.password else None,
+        )
     if real_broker:
         return DynsecAccounts.from_settings(settings)
     _log.warning(
@@ -204,6 +218,8 @@ def create_app(
             jobs += [RefundRetryJob(billing, clock=now), PaymentReconcileJob(billing, clock=now)]
             subscriptions = SubscriptionService(store, service, billing, clock=now)
             jobs.append(RenewalJob(subscriptions, clock=now))
+            # after the renewals: a pass of the job runner signs what the sweep queued
+            jobs.append(ResignJob(service, refresh_before_s=settings.refresh_before_s))
             ingest = HealthIngest(
                 store,
                 clock=now,
@@ -238,6 +254,7 @@ def create_app(
                     backoff_s=settings.health_gap_backoff_s,
                     window_s=settings.health_gap_window_s,
                 ),
+                VerdictJob(store, clock=now),  # the verdict kept per device (fleet overview)
             ]
             mailer = SmtpMailer.from_settings(settings)
             outbox = None
@@ -311,7 +328,7 @@ def create_app(
             _log.info("cloud stopped")
         finally:
             await asyncio.to_thread(store.close)
-            if accounts is None and isinstance(device_accounts, DynsecAccounts):
+            if accounts is None and isinstance(device_accounts, DynsecAccounts | NatsAccounts):
                 await asyncio.to_thread(device_accounts.close)
 
     app = FastAPI(
@@ -320,10 +337,17 @@ def create_app(
         summary="Installations, devices, service grants and signed entitlement tokens",
         description=RULES,
         lifespan=lifespan,
+        docs_url=None,  # /docs is ours (cloud.web.docs): Swagger UI from our own assets
+        redoc_url=None,
     )
+    app.state.pages = Pages()  # templates and languages, for the dashboard (cloud.web)
+    app.add_exception_handler(StarletteHTTPException, not_found_or_http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(EntitleError, entitle_error)  # the error tree, as HTTP
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # CSP without inline script, nosniff, no framing
     app.include_router(api_router)
+    app.include_router(page_router)
+    mount_static(app, settings.web_assets_dir)
     app.include_router(probe.router, include_in_schema=False)  # /healthz for load balancers
     return app

@@ -13,18 +13,25 @@ route refuses URL parameters it does not take or cannot read exactly
 from fastapi import APIRouter, Depends
 
 from cloud import probe as health
+from cloud.accounts import pages as account_pages
 from cloud.accounts.deps import get_principal
 from cloud.accounts.routes import accounts, auth
+from cloud.billing import pages as billing_pages
 from cloud.billing.routes import invoices, orders
+from cloud.devices import pages as device_pages
 from cloud.devices.routes import devices, installations, keys
+from cloud.health import pages as health_pages
 from cloud.health import routes as device_health
 from cloud.http.errors import documented
 from cloud.http.inputs import refuse_loose_parameters
 from cloud.notifications import routes as notifications
+from cloud.subscriptions import pages as subscription_pages
 from cloud.subscriptions import routes as subscriptions
+from cloud.tickets import pages as ticket_pages
 from cloud.tickets import routes as tickets
+from cloud.web import docs
 
-__all__ = ["api_router"]
+__all__ = ["api_router", "page_router"]
 
 protected = APIRouter(
     dependencies=[Depends(get_principal)],
@@ -50,3 +57,17 @@ public.include_router(health.router)
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(protected)
 api_router.include_router(public)
+
+# The dashboard: each feature's pages, beside its routes (cloud/<feature>/pages), and the
+# API reference. Pages authenticate with the login session only (cloud.accounts.deps.PageUser).
+page_router = APIRouter(include_in_schema=False)
+for _pages in (
+    account_pages,
+    device_pages,
+    subscription_pages,
+    billing_pages,
+    health_pages,
+    ticket_pages,
+    docs,
+):
+    page_router.include_router(_pages.router)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from common.settings import BrokerClientSettings, without_password
 
@@ -23,6 +23,16 @@ class CloudSettings(BrokerClientSettings):
 
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite file in data_dir"
+    )
+    # the broker engine (docs/nats.md): device logins go to Mosquitto's dynamic-security
+    # plugin, or to the NATS cluster's logins bucket over nats_url
+    broker_engine: Literal["mosquitto", "nats"] = Field(
+        default="mosquitto", description="mosquitto (one node) or nats (a cluster, MQTT 3.1.1)"
+    )
+    nats_url: str | None = Field(
+        default=None,
+        description="with broker_engine nats: the nodes' NATS URLs, comma-separated "
+        "(nats://host:4222,nats://host2:4222), logged in to with the broker URL's login",
     )
     http_host: str = "127.0.0.1"
     http_port: int = 8000
@@ -50,6 +60,19 @@ class CloudSettings(BrokerClientSettings):
     session_idle_s: int = Field(default=30 * 60, description="a login ends after this idle time")
     staff_email_domains: list[str] = Field(
         default=["entitle.example"], description="e-mail domains of vendor staff"
+    )
+    password_reset_ttl_s: int = Field(
+        default=3600, ge=300, le=7 * 86400, description="a forgotten-password link works this long"
+    )
+    web_assets_dir: Path = Field(
+        default_factory=lambda: Path(__file__).resolve().parents[1] / "node_modules",
+        description="node_modules holding the dashboard's front-end libraries (npm ci)",
+    )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the dashboard's address as its users reach it, for links in e-mails; "
+        "default http://http_host:http_port",
     )
 
     # e-mail (notification outbox); no smtp_host: mails stay queued (logged at startup)
@@ -82,9 +105,28 @@ class CloudSettings(BrokerClientSettings):
         default=[], description="e-mails told about failed refunds, besides each buyer"
     )
 
+    @model_validator(mode="after")
+    def _nats_needs(self) -> CloudSettings:
+        if self.broker_engine == "nats":
+            if self.mqtt_protocol != 4:
+                raise ValueError("ENTITLE_BROKER_ENGINE=nats needs ENTITLE_MQTT_PROTOCOL=4")
+            if not self.nats_url:
+                raise ValueError("ENTITLE_BROKER_ENGINE=nats needs ENTITLE_NATS_URL")
+        return self
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """``nats_url`` as a list (no credentials: the broker URL's login is used)."""
+        return [url.strip() for url in (self.nats_url or "").split(",") if url.strip()]
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'cloud.db'}"
+
+    @property
+    def effective_public_url(self) -> str:
+        """Where links in e-mails point: ``public_url``, else this server's own address."""
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
 
     @property
     def keys_dir(self) -> Path:

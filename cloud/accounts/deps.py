@@ -21,7 +21,10 @@ __all__ = [
     "SESSION_COOKIE",
     "AccountsDep",
     "CurrentPrincipal",
+    "PageUser",
     "get_principal",
+    "page_require",
+    "page_user",
     "require",
 ]
 
@@ -99,5 +102,42 @@ def require(permission: Permission) -> Callable[..., Principal]:
     return dependency
 
 
+def page_user(
+    request: Request,
+    state: Annotated[AppState, Depends(get_state)],
+    session_token: Annotated[str | None, Depends(_cookie)],
+) -> Principal:
+    """Who a dashboard page is for: its login session only (pages take no API key).
+
+    Without a live session the one error mapper sends the browser to ``/login?next=…``.
+    The principal and its permissions are kept on ``request.state`` for the layout
+    (:func:`cloud.web.templates.render`: ``user``, ``can(...)``).
+    """
+    principal = get_principal(state, None, session_token or "")
+    if principal.key_id is not None:  # a bare API key has no dashboard
+        raise SessionExpired("log in to use the dashboard")
+    request.state.principal = principal
+    request.state.permissions = frozenset(
+        str(permission) for permission in Permission if allowed(principal.role, permission)
+    )
+    return principal
+
+
+def page_require(permission: Permission) -> Callable[..., Principal]:
+    """:func:`require` for pages: the 403 page for a role without ``permission``."""
+
+    def dependency(
+        principal: Annotated[Principal, Depends(page_user)], request: Request
+    ) -> Principal:
+        if not allowed(principal.role, permission):
+            raise Forbidden(refusal(principal.role, permission))
+        refuse_loose_parameters(request)
+        return principal
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return dependency
+
+
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+PageUser = Annotated[Principal, Depends(page_user)]
 AccountsDep = Annotated[AccountService, Depends(provided(AccountService))]

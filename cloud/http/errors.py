@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import HTTPException, Request, Response, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.errors import (
     BrokerUnavailable,
@@ -25,10 +27,18 @@ from cloud.errors import (
     UpstreamFailed,
 )
 from cloud.http.schemas import ErrorOut
+from cloud.web.templates import is_page_request, render, translator
 from protocol.commands import BadCommand
 from protocol.errors import EntitleError, TransportError
 
-__all__ = ["body_too_large", "documented", "entitle_error", "http_error", "validation_error"]
+__all__ = [
+    "body_too_large",
+    "documented",
+    "entitle_error",
+    "http_error",
+    "not_found_or_http_error",
+    "validation_error",
+]
 
 
 def http_error(exc: EntitleError) -> HTTPException:
@@ -83,6 +93,8 @@ async def entitle_error(request: Request, exc: Exception) -> Response:
     """
     assert isinstance(exc, EntitleError)
     http = http_error(exc)
+    if is_page_request(request):
+        return page_error(request, http.status_code, str(http.detail), headers=http.headers)
     why = getattr(exc, "why", None)
     if isinstance(why, str):
         return JSONResponse(
@@ -125,5 +137,57 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     (``"\\ud800"`` is valid JSON) cannot be encoded: the 422 became a 500.
     """
     assert isinstance(exc, RequestValidationError)
+    if is_page_request(request):
+        _ = translator(request).gettext
+        return page_error(
+            request,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            _("This address or form has a value we cannot read. Go back and try again."),
+        )
     body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
     return Response(body, status.HTTP_422_UNPROCESSABLE_CONTENT, media_type="application/json")
+
+
+def page_error(
+    request: Request, status_code: int, detail: str, *, headers: dict[str, str] | None = None
+) -> Response:
+    """An error as a dashboard page; no session (401) sends the browser to log in.
+
+    A 404 page never says what was asked for: an installation the user may not see
+    and one that does not exist answer the very same page.
+    """
+    if status_code == status.HTTP_401_UNAUTHORIZED:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?{urlencode({'next': target})}", status.HTTP_303_SEE_OTHER)
+    _ = translator(request).gettext
+    titles = {
+        403: _("Not allowed"),
+        404: _("Not found"),
+        409: _("That cannot be done now"),
+        422: _("Please check what you entered"),
+        429: _("Too many attempts"),
+    }
+    if status_code == status.HTTP_404_NOT_FOUND:
+        detail = _("This page does not exist, or it is not yours to see.")
+    elif status_code >= 500:
+        detail = _("Something went wrong on our side. Try again in a moment.")
+    keep = {k: v for k, v in (headers or {}).items() if k.lower() == "retry-after"}
+    return render(
+        request,
+        "error.html",
+        {
+            "status_code": status_code,
+            "title": titles.get(status_code, _("Something went wrong")),
+            "detail": detail,
+        },
+        status_code=status_code,
+        headers=keep,
+    )
+
+
+async def not_found_or_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (an unknown URL, a wrong method): a page for pages."""
+    assert isinstance(exc, StarletteHTTPException)
+    if is_page_request(request) and exc.status_code in (404, 405):
+        return page_error(request, exc.status_code, str(exc.detail))
+    return await http_exception_handler(request, exc)
