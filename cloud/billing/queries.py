@@ -27,7 +27,7 @@ from cloud.billing.rules import (
     order_number,
 )
 from cloud.billing.tables import OrderLineRow, OrderRow, RefundRetryRow, TransactionRow
-from cloud.devices.tables import InstallationRow
+from cloud.devices.tables import InstallationRow, IntegratorRow, OwnerRow
 
 __all__ = [
     "ORDER_SORTS",
@@ -42,6 +42,7 @@ __all__ = [
     "count_orders",
     "get_order",
     "insert_order",
+    "installations_of_account",
     "lines_of",
     "order_by_key",
     "order_summaries",
@@ -82,6 +83,7 @@ class OrderQuery:
     customer: str | None = None
     since: int | None = None
     until: int | None = None
+    installation_ids: tuple[str, ...] | None = None  # any of these
     sort: str = "date"  # one of ORDER_SORTS
     descending: bool = True
 
@@ -344,6 +346,8 @@ def _filtered(query: OrderQuery, visible: Select[tuple[str]] | None) -> Select[t
         stmt = stmt.where(OrderRow.number == query.number.strip().upper())
     if query.installation_id is not None:
         stmt = stmt.where(OrderRow.installation_id == query.installation_id)
+    if query.installation_ids is not None:
+        stmt = stmt.where(OrderRow.installation_id.in_(query.installation_ids))
     if query.service is not None:
         lines = select(OrderLineRow.order_id).where(OrderLineRow.product_code == query.service)
         stmt = stmt.where(OrderRow.id.in_(lines))
@@ -454,6 +458,36 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             last_error=errors.get(row.id),
         )
     return out
+
+
+def installations_of_account(
+    session: Session,
+    *,
+    user_id: int | None,
+    company_id: int | None,
+    visible: Select[tuple[str]] | None,
+    installation_id: str | None = None,
+) -> Sequence[InstallationRow]:
+    """The installations a user owns or a company integrates (or the one named), by name.
+
+    Only those within ``visible`` (None: all).
+    """
+    ids: list[Select[tuple[str]]] = []
+    if installation_id is not None:
+        ids.append(select(InstallationRow.id).where(InstallationRow.id == installation_id))
+    if user_id is not None:
+        ids.append(select(OwnerRow.installation_id).where(OwnerRow.user_id == user_id))
+    if company_id is not None:
+        ids.append(
+            select(IntegratorRow.installation_id).where(IntegratorRow.company_id == company_id)
+        )
+    if not ids:
+        return []
+    stmt = select(InstallationRow).where(or_(*(InstallationRow.id.in_(q) for q in ids)))
+    if visible is not None:
+        stmt = stmt.where(InstallationRow.id.in_(visible.scalar_subquery()))
+    stmt = stmt.order_by(func.lower(InstallationRow.name), InstallationRow.id)
+    return session.scalars(stmt).all()
 
 
 def service_codes(session: Session, *, visible: Select[tuple[str]] | None) -> list[str]:

@@ -6,10 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from cloud.accounts.schemas import ContactOut
 from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus, PayWith, TxnType
 from cloud.http.inputs import StrictBody
 
 __all__ = [
+    "CustomerActivityOut",
+    "CustomerInstallationOut",
     "LineOut",
     "OrderDetail",
     "OrderHistoryOut",
@@ -139,3 +142,21 @@ class ReversalOptionOut(BaseModel):
     refunded_cents: int
     left_cents: int
     why_not: WhyNot | None = None
+
+
+class CustomerInstallationOut(BaseModel):
+    """An installation of a customer's, with who works on it and whom support may talk to."""
+
+    id: str
+    name: str
+    owner_user_id: int | None
+    integrator_company_ids: list[int]
+    contacts: list[ContactOut] = Field(description="authorised contacts: never vendor staff")
+
+
+class CustomerActivityOut(BaseModel):
+    """A customer's installations and their latest orders (the customer profile's)."""
+
+    installations: list[CustomerInstallationOut]
+    orders: list[OrderSummaryOut]
+    orders_total: int

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.schemas import ContactOut
+from cloud.accounts.users import Contact
 from cloud.billing import queries as repo
 from cloud.billing.errors import PaymentProviderError, UnknownOrder
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
@@ -25,6 +27,8 @@ from cloud.billing.orders import Billing, OrderResult
 from cloud.billing.refunds import Reversal
 from cloud.billing.rules import OrderKind, OrderStatus, PayWith
 from cloud.billing.schemas import (
+    CustomerActivityOut,
+    CustomerInstallationOut,
     LineOut,
     OrderDetail,
     OrderHistoryOut,
@@ -39,6 +43,7 @@ from cloud.billing.schemas import (
 )
 from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
 from cloud.database import Store
+from cloud.devices import memberships
 from cloud.devices.access import ensure_installation_access, visible_installation_ids
 from cloud.errors import UnknownInstallation, UpstreamFailed
 from cloud.settings import CloudSettings
@@ -65,10 +70,20 @@ class OrderFilter:
     installation_id: str | None = None
     since: int | None = None
     until: int | None = None
+    installation_ids: tuple[str, ...] | None = None
     sort: str = "date"
     descending: bool = True
     limit: int = 25
     offset: int = 0
+
+
+def _contact_out(contact: Contact) -> ContactOut:
+    return ContactOut(
+        user_id=contact.user_id,
+        email=contact.email,
+        name=contact.name,
+        company_id=contact.company_id,
+    )
 
 
 def _order_out(row: OrderRow) -> OrderOut:
@@ -223,6 +238,56 @@ class OrderService:
             visible = visible_installation_ids(tx, principal)
             return [_order_out(r) for r in repo.search_orders(tx, query, visible=visible)]
 
+    def customer_activity(
+        self,
+        principal: Principal,
+        *,
+        user_id: int | None = None,
+        company_id: int | None = None,
+        installation_id: str | None = None,
+        order_limit: int = 10,
+    ) -> CustomerActivityOut:
+        """The customer profile's installations, their authorised contacts and latest orders.
+
+        The installations a user owns and a company integrates (give both for a
+        partner user and its company), or the one ``installation_id``; only those
+        ``principal`` may see. Contacts are never vendor staff (``staff_email_domains``).
+
+        Raises:
+            UnknownInstallation: ``installation_id`` unknown or not one of the caller's.
+        """
+        with self._store.transaction() as tx:
+            if installation_id is not None:
+                ensure_installation_access(tx, principal, installation_id, write=False)
+            visible = visible_installation_ids(tx, principal)
+            rows = repo.installations_of_account(
+                tx,
+                user_id=user_id,
+                company_id=company_id,
+                installation_id=installation_id,
+                visible=visible,
+            )
+            installations = []
+            for row in rows:
+                members = memberships.members(tx, row.id)
+                contacts = memberships.authorised_contacts(
+                    tx, row.id, staff_domains=self._settings.staff_email_domains
+                )
+                installations.append(
+                    CustomerInstallationOut(
+                        id=row.id,
+                        name=row.name,
+                        owner_user_id=members.owner_user_id,
+                        integrator_company_ids=list(members.integrator_company_ids),
+                        contacts=[_contact_out(c) for c in contacts],
+                    )
+                )
+        ids = tuple(i.id for i in installations)
+        orders = self.history(principal, OrderFilter(installation_ids=ids, limit=order_limit))
+        return CustomerActivityOut(
+            installations=installations, orders=orders.items, orders_total=orders.total
+        )
+
     def history(self, principal: Principal, which: OrderFilter) -> OrderHistoryOut:
         """A page of the order history with buyers and services, the total, the service codes.
 
@@ -238,6 +303,7 @@ class OrderService:
             customer=which.customer,
             since=which.since,
             until=which.until,
+            installation_ids=which.installation_ids,
             sort=which.sort,
             descending=which.descending,
             limit=which.limit,

@@ -147,3 +147,33 @@ async def test_reversal_option_is_void_before_settling_and_refund_after(
     assert (await orders.reversal_option(ADMIN, int(h["declined"]))).why_not == "not_paid"
     await orders.void(ADMIN, fresh, amount_cents=None)
     assert (await orders.reversal_option(ADMIN, fresh)).why_not == "not_paid"  # now Cancel
+
+
+async def test_customer_activity_is_installations_contacts_and_orders(
+    cloud: Cloud, history: dict[str, int | str]
+) -> None:
+    h = history
+    company = new_company(cloud.app, name="Fitters & Co 2")
+    staff = new_user(cloud.app, role="partner", email="tech@entitle.example", company_id=company)
+    with cloud.state.store.transaction() as tx:
+        memberships.add_integrator(tx, str(h["home"]), company, actor="system:tests", now=0)
+    support = Principal(key_id=None, name="support", role=Role.SUPPORT, user_id=None)
+    anna = _orders(cloud).customer_activity(support, user_id=int(h["anna"]))
+    [home] = anna.installations
+    assert (home.id, home.name, home.owner_user_id) == (h["home"], "Villa Zonneweide", h["anna"])
+    assert home.integrator_company_ids == [company]
+    # the owner is a contact; a vendor technician working for an integrator is not
+    assert [c.email for c in home.contacts] == ["anna@zonneweide.example"]
+    assert staff not in [c.user_id for c in home.contacts]
+    assert [o.id for o in anna.orders] == [h["unpaid"], h["first"]] and anna.orders_total == 2
+    fitters = _orders(cloud).customer_activity(support, company_id=company, order_limit=1)
+    assert [i.id for i in fitters.installations] == [h["home"]]
+    assert (len(fitters.orders), fitters.orders_total) == (1, 2)
+    both = _orders(cloud).customer_activity(support, installation_id=str(h["shop"]))
+    assert [c.email for c in both.installations[0].contacts] == ["piet@fitters.example"]
+    nobody = _orders(cloud).customer_activity(support)
+    assert (nobody.installations, nobody.orders_total) == ([], 0)
+    piet = Principal(key_id=None, name="piet", role=Role.PARTNER, user_id=int(h["piet"]))
+    assert _orders(cloud).customer_activity(piet, user_id=int(h["anna"])).installations == []
+    with pytest.raises(UnknownInstallation):
+        _orders(cloud).customer_activity(piet, installation_id=str(h["home"]))
