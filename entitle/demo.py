@@ -31,8 +31,9 @@ from agent.runtime import Agent, open_agent
 from agent.session import Connection
 from broker.embedded import EmbeddedBroker
 from broker.mosquitto import MosquittoBroker, find_free_port, mosquitto_path
+from broker.nats import NatsCluster
 from cloud.settings import CloudSettings
-from common.mqtt import SOCKET_OPTIONS
+from common.mqtt import SOCKET_OPTIONS, protocol_version
 from common.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -59,8 +60,14 @@ class DemoStack:
         cloud_password: str,
         root: Path,
         root_keyset: bytes,
+        mqtt_protocol: int = 5,
+        broker_fallbacks: tuple[tuple[str, int], ...] = (),
+        cluster: NatsCluster | None = None,
     ) -> None:
         self.api = api
+        self.mqtt_protocol = mqtt_protocol  # 4 on NATS (MQTT 3.1.1 only)
+        self.broker_fallbacks = broker_fallbacks  # the other nodes of a cluster
+        self.cluster = cluster
         self.agents = agents
         self.broker_label = broker_label
         self.installation = installation
@@ -72,14 +79,15 @@ class DemoStack:
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     def ops_client(self) -> aiomqtt.Client:
-        """An MQTT 5 client with the cloud's ACL (as OPS_USER, not the bridge's login)."""
+        """An MQTT client with the cloud's ACL (as OPS_USER, not the bridge's login);
+        MQTT 5, or 3.1.1 on NATS."""
         return aiomqtt.Client(
             "127.0.0.1",
             self.broker_port,
             username=self.cloud_user,
             identifier=self.cloud_user,
             password=self.cloud_password,
-            protocol=aiomqtt.ProtocolVersion.V5,
+            protocol=protocol_version(self.mqtt_protocol),
             socket_options=SOCKET_OPTIONS,
         )
 
@@ -126,8 +134,13 @@ async def running_stack(
     database_url: str | None = None,
     clock: Callable[[], float] = time.time,
     test_clock: TestClock | None = None,
+    engine: str = "mosquitto",
+    nodes: int = 3,
 ) -> AsyncIterator[DemoStack]:
     """Start broker, cloud and ``devices`` agents; tear everything down after.
+
+    ``engine="nats"``: a NATS cluster of ``nodes`` nodes instead of Mosquitto; the
+    cloud and the agents speak MQTT 3.1.1 and know every node (they fail over).
 
     With ``test_clock`` the cloud (``settings.test_clock``: the advance route),
     its jobs and every agent read that clock instead of ``clock``.
@@ -143,7 +156,7 @@ async def running_stack(
     # clients use the username as client id, and a second "cloud" would kick the bridge
     ops_password = secrets.token_urlsafe(18)
     logins = {"cloud": cloud_password, OPS_USER: ops_password}
-    use_embedded = embedded or mosquitto_path() is None
+    use_embedded = engine == "mosquitto" and (embedded or mosquitto_path() is None)
     if use_embedded and not embedded:
         say(
             "[yellow]mosquitto not found[/yellow]: using the embedded amqtt broker "
@@ -153,7 +166,14 @@ async def running_stack(
         if own_dir:
             stack.callback(shutil.rmtree, root, True)
         broker_dir = root / "broker"
-        if use_embedded:
+        cluster: NatsCluster | None = None
+        fallbacks: tuple[tuple[str, int], ...] = ()
+        if engine == "nats":
+            cluster = NatsCluster(broker_dir, accounts=logins, nodes=nodes)
+            stack.enter_context(cluster)
+            port, accounts, label = cluster.nodes[0].mqtt, cluster.accounts_adapter, "nats"
+            fallbacks = tuple((cluster.host, n.mqtt) for n in cluster.nodes[1:])
+        elif use_embedded:
             embedded_broker = await stack.enter_async_context(
                 EmbeddedBroker(broker_dir, accounts=logins, cloud_username=["cloud", OPS_USER])
             )
@@ -166,10 +186,17 @@ async def running_stack(
         http_port = find_free_port()
         settings = CloudSettings(
             data_dir=root / "cloud",
-            broker_url=f"mqtt://cloud:{cloud_password}@127.0.0.1:{port}",
+            broker_url=(
+                cluster.mqtt_urls("cloud", cloud_password)
+                if cluster is not None
+                else f"mqtt://cloud:{cloud_password}@127.0.0.1:{port}"
+            ),
             http_port=http_port,
             database_url=database_url,
-            mqtt_protocol=4 if use_embedded else 5,  # amqtt speaks MQTT 3.1.1 only
+            # amqtt and NATS speak MQTT 3.1.1 only
+            mqtt_protocol=4 if use_embedded or cluster is not None else 5,
+            broker_engine="nats" if cluster is not None else "mosquitto",
+            nats_url=",".join(cluster.nats_servers) if cluster is not None else None,
             test_clock=test_clock is not None,
         )
         # the API needs a key: the demo makes its own in the cloud's database
@@ -226,6 +253,7 @@ async def running_stack(
                     username=creds["mqtt_username"],
                     password=creds["mqtt_password"],
                     protocol=settings.mqtt_protocol,
+                    fallbacks=fallbacks,
                 ),
                 root_keyset=keyset,
                 clock=clock if test_clock is None else test_clock,
@@ -243,6 +271,9 @@ async def running_stack(
             cloud_password=ops_password,
             root=root,
             root_keyset=keyset,
+            mqtt_protocol=settings.mqtt_protocol,
+            broker_fallbacks=fallbacks,
+            cluster=cluster,
         )
         demo.tasks = agent_tasks
         await demo.wait_until(lambda a: bool(a.session and a.session.connected.is_set()), within=15)
