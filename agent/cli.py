@@ -1,51 +1,56 @@
 """``entitle-agent``: the agent's own command (``run``, ``check``), for a gateway.
 
-The development tool mounts the same app as ``entitle agent`` (one implementation);
-there it also gets the in-process firmware emulators (``--firmware-kind`` without
-``--serial-port``), which are a development aid and not part of the agent's install.
-Heavy imports happen inside each command: ``entitle-agent --help`` loads typer only.
+argparse, not typer: on a gateway every megabyte of the agent's resident memory
+counts (``bench/bench_agent_rss.py``). The development tool mounts the same
+:func:`main` as ``entitle agent`` (one implementation); there it also gets the
+in-process firmware emulators (``--firmware-kind`` without ``--serial-port``),
+which are a development aid and not part of the agent's install. Heavy imports
+happen inside each command.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
-from collections.abc import Callable
+import signal
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.firmware import Emulator, FirmwareClient
     from agent.settings import AgentSettings
-    from common.settings import BrokerAddress
+    from common.config import BrokerAddress
 
-__all__ = ["EmulatorFactory", "app", "main", "make_app"]
+__all__ = ["EmulatorFactory", "main", "parser"]
 
 KINDS = ("gateway", "camera", "counter")
+HELP = "The on-device agent: verify, store and enforce entitlements; report health."
 
 EmulatorFactory = Callable[[str, Path], "Emulator"]
 """``(kind, recordings_dir)`` -> a firmware emulator of that kind, run in the agent's process."""
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")]
+
+class Exit(Exception):  # noqa: N818 - it is an exit, not an error
+    """Leave the command with ``code`` (what it printed is said already)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
-def _fail(*lines: str, code: int = 2) -> typer.Exit:
-    """Print ``error: <line>`` for each line on stderr; the Exit to raise.
-
-    Plain click output, not rich: a message is printed as it is (no markup, no
-    wrapping), and rich would cost the agent 3 MB of its RSS budget.
-    """
+def _fail(*lines: str, code: int = 2) -> Exit:
+    """Print ``error: <line>`` for each line on stderr; the Exit to raise."""
     for line in lines:
-        typer.secho("error: ", fg="red", err=True, nl=False)
-        typer.echo(line, err=True)
-    return typer.Exit(code)
+        print(f"error: {line}", file=sys.stderr)
+    return Exit(code)
 
 
 def _settings() -> AgentSettings:
     from agent.settings import AgentSettings
-    from common.settings import ConfigError
+    from common.config import ConfigError
 
     try:
         return AgentSettings.load()
@@ -102,165 +107,192 @@ def _firmware(
     return FirmwareClient(InProcessLink(emulator(kind, recordings)))
 
 
-def make_app(*, emulator: EmulatorFactory | None = None) -> typer.Typer:
-    """The agent's commands; ``emulator`` makes ``--firmware-kind`` alone run one in-process."""
-    app = typer.Typer(
-        no_args_is_help=True,
-        add_completion=False,
-        help="The on-device agent: verify, store and enforce entitlements; report health.",
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value >= 0.001:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 0.001")
+    return value
+
+
+def parser(prog: str = "entitle-agent") -> argparse.ArgumentParser:
+    """The agent's command line: ``run`` and ``check FEATURE``."""
+    top = argparse.ArgumentParser(prog=prog, description=HELP)
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help=HELP, description=HELP)
+    run.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level.")
+    run.add_argument("--serial-port", help="Firmware serial port, e.g. /dev/ttyUSB0.")
+    run.add_argument(
+        "--firmware-kind",
+        help="Device kind (gateway, camera, counter); without --serial-port it runs that "
+        "kind's firmware emulator in-process (demos; 'entitle agent run' only).",
     )
+    run.add_argument(
+        "--recordings-dir", type=Path, help="Prune recordings here to the entitled retention."
+    )
+    run.add_argument("--health-interval", type=_positive, help="Seconds between health reports.")
+    check = commands.add_parser(
+        "check",
+        help="Exit 0 if FEATURE is allowed now, 1 if not; print why.",
+        description="Exit 0 if FEATURE is allowed now, 1 if not; print why.",
+    )
+    check.add_argument("feature", metavar="FEATURE")
+    return top
 
-    @app.command("run")
-    def run(
-        verbose: Verbose = False,
-        serial_port: Annotated[
-            str | None, typer.Option(help="Firmware serial port, e.g. /dev/ttyUSB0.")
-        ] = None,
-        firmware_kind: Annotated[
-            str | None,
-            typer.Option(
-                help="Device kind (gateway, camera, counter); without --serial-port it runs "
-                "that kind's firmware emulator in-process (demos; 'entitle agent run' only)."
-            ),
-        ] = None,
-        recordings_dir: Annotated[
-            Path | None, typer.Option(help="Prune recordings here to the entitled retention.")
-        ] = None,
-        health_interval: Annotated[
-            float | None, typer.Option(min=0.001, help="Seconds between health reports.")
-        ] = None,
-    ) -> None:
-        """The on-device agent: verify, store and enforce entitlements; report health."""
-        from agent.enforcers import FirmwareEnforcer, RetentionPruner
-        from agent.runtime import Enforcer, open_agent
-        from agent.session import Connection, quiet_closed_sockets
-        from agent.store import StoreError
 
-        logging.basicConfig(
-            level=logging.INFO if verbose else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    emulator: EmulatorFactory | None = None,
+    prog: str = "entitle-agent",
+) -> int:
+    """Run the command in ``argv`` (default ``sys.argv[1:]``); the exit code.
+
+    ``emulator`` makes ``--firmware-kind`` alone run one in-process (``entitle agent``).
+    """
+    args = parser(prog).parse_args(argv)
+    try:
+        if args.command == "run":
+            _run(args, emulator=emulator)
+            return 0
+        if args.command == "check":
+            return _check(args.feature)
+        parser(prog).print_help()
+        return 0
+    except Exit as done:
+        return done.code
+
+
+def _run(args: argparse.Namespace, *, emulator: EmulatorFactory | None) -> None:
+    """The on-device agent: verify, store and enforce entitlements; report health."""
+    from agent.enforcers import FirmwareEnforcer, RetentionPruner
+    from agent.notify import SystemdNotifier
+    from agent.runtime import Enforcer, open_agent
+    from agent.session import Connection, quiet_closed_sockets
+    from agent.store import StoreError
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # the agent's own INFO lines are what a person watching it wants: connected to
+    # which broker as which device, and each feature allowed or denied until when
+    logging.getLogger("agent").setLevel(logging.INFO)
+    settings = _settings()
+    device_id, data_dir, socket_path = _paths(settings)
+    kind = args.firmware_kind or settings.firmware_kind
+    if kind is not None and kind not in KINDS:
+        raise _fail(f"--firmware-kind {kind!r}: use gateway, camera or counter")
+    recordings = args.recordings_dir or settings.recordings_dir
+    firmware = _firmware(
+        port=args.serial_port or settings.serial_port,
+        kind=kind,
+        recordings=recordings or data_dir / "recordings",
+        emulator=emulator,
+    )
+    enforcers: list[Enforcer] = []
+    if firmware is not None:
+        enforcers.append(FirmwareEnforcer(firmware))
+    if recordings is not None:
+        enforcers.append(RetentionPruner(recordings))
+    address = _broker_address(settings)
+    if address.password is None and settings.broker_cert_file is None:
+        raise _fail(
+            "no MQTT credentials: set ENTITLE_BROKER_PASSWORD_FILE (or put the password in "
+            "the URL), or use mqtts:// with ENTITLE_BROKER_CERT_FILE/_KEY_FILE"
         )
-        # the agent's own INFO lines are what a person watching it wants: connected to
-        # which broker as which device, and each feature allowed or denied until when
-        logging.getLogger("agent").setLevel(logging.INFO)
-        settings = _settings()
-        device_id, data_dir, socket_path = _paths(settings)
-        kind = firmware_kind or settings.firmware_kind
-        if kind is not None and kind not in KINDS:
-            raise _fail(f"--firmware-kind {kind!r}: use gateway, camera or counter")
-        recordings = recordings_dir or settings.recordings_dir
-        firmware = _firmware(
-            port=serial_port or settings.serial_port,
+    connection = Connection(
+        host=address.host,
+        port=address.port,
+        fallbacks=address.fallbacks,
+        username=address.username or device_id,
+        password=address.password.get_secret_value() if address.password else None,
+        protocol=settings.mqtt_protocol,
+        tls=address.tls,
+        ca_file=settings.broker_ca_file,
+        cert_file=settings.broker_cert_file,
+        key_file=settings.broker_key_file,
+    )
+    try:
+        root = settings.root_keyset_file.read_bytes() if settings.root_keyset_file else None
+    except OSError as exc:
+        raise _fail(
+            f"ENTITLE_ROOT_KEYSET_FILE: cannot read {settings.root_keyset_file} "
+            f"({exc.strerror}); export one with 'entitle keys show --export FILE'"
+        ) from None
+    try:
+        agent = open_agent(
+            device_id=device_id,
+            data_dir=data_dir,
+            connection=connection,
+            root_keyset=root,
+            skew=settings.clock_skew_s,
+            api_socket=socket_path,
+            installation_id=settings.installation_id,
+            firmware=firmware,
             kind=kind,
-            recordings=recordings or data_dir / "recordings",
-            emulator=emulator,
+            enforcers=enforcers,
+            health_interval_s=args.health_interval or settings.health_interval_s,
+            notifier=SystemdNotifier.from_environment(),
         )
-        enforcers: list[Enforcer] = []
-        if firmware is not None:
-            enforcers.append(FirmwareEnforcer(firmware))
-        if recordings is not None:
-            enforcers.append(RetentionPruner(recordings))
-        address = _broker_address(settings)
-        if address.password is None and settings.broker_cert_file is None:
-            raise _fail(
-                "no MQTT credentials: set ENTITLE_BROKER_PASSWORD_FILE (or put the password in "
-                "the URL), or use mqtts:// with ENTITLE_BROKER_CERT_FILE/_KEY_FILE"
-            )
-        connection = Connection(
-            host=address.host,
-            port=address.port,
-            fallbacks=address.fallbacks,
-            username=address.username or device_id,
-            password=address.password.get_secret_value() if address.password else None,
-            protocol=settings.mqtt_protocol,
-            tls=address.tls,
-            ca_file=settings.broker_ca_file,
-            cert_file=settings.broker_cert_file,
-            key_file=settings.broker_key_file,
-        )
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        # systemd stops a service with SIGTERM: stop as on Ctrl-C (STOPPING=1 sent, the
+        # local API's socket removed) rather than die where the signal lands
+        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+        with quiet_closed_sockets(loop):
+            await agent.run()
+
+    try:
+        asyncio.run(serve())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    finally:
+        agent.close()
+        if agent.notifier is not None:
+            agent.notifier.close()
+
+
+def _check(feature: str) -> int:
+    """Exit 0 if FEATURE is allowed now, 1 if not; print why."""
+    import time
+    from urllib.parse import quote
+
+    from agent.api import query
+    from agent.store import Store, StoreError
+
+    settings = _settings()
+    device_id, data_dir, socket_path = _paths(settings)
+    answer = None
+    if socket_path.exists():
         try:
-            root = settings.root_keyset_file.read_bytes() if settings.root_keyset_file else None
-        except OSError as exc:
-            raise _fail(
-                f"ENTITLE_ROOT_KEYSET_FILE: cannot read {settings.root_keyset_file} "
-                f"({exc.strerror}); export one with 'entitle keys show --export FILE'"
-            ) from None
+            status, answer = query(socket_path, f"/features/{quote(feature, safe='')}")
+        except (OSError, ValueError):  # not listening (a stale socket), or a bad answer
+            answer = None
+        else:
+            answer = answer if status == 200 and isinstance(answer, dict) else None
+    if answer is not None:
+        allowed, reason = bool(answer["allowed"]), str(answer["reason"])
+        source = "running agent"
+    else:
         try:
-            agent = open_agent(
-                device_id=device_id,
-                data_dir=data_dir,
-                connection=connection,
-                root_keyset=root,
-                skew=settings.clock_skew_s,
-                api_socket=socket_path,
-                installation_id=settings.installation_id,
-                firmware=firmware,
-                kind=kind,
-                enforcers=enforcers,
-                health_interval_s=health_interval or settings.health_interval_s,
-            )
+            with Store(data_dir / "agent.db", read_only=True) as store:
+                state = store.load(device_id=device_id, skew=settings.clock_skew_s)
         except StoreError as exc:
             raise _fail(str(exc)) from exc
-
-        async def serve() -> None:
-            with quiet_closed_sockets(asyncio.get_running_loop()):
-                await agent.run()
-
-        try:
-            asyncio.run(serve())
-        except KeyboardInterrupt:
-            pass
-        finally:
-            agent.close()
-
-    @app.command("check")
-    def check(feature: str) -> None:
-        """Exit 0 if FEATURE is allowed now, 1 if not; print why."""
-        import time
-
-        import httpx
-
-        from agent.store import Store, StoreError
-
-        settings = _settings()
-        device_id, data_dir, socket_path = _paths(settings)
-        answer: dict[str, Any] | None = None
-        if socket_path.exists():
-            try:
-                transport = httpx.HTTPTransport(uds=str(socket_path))
-                with httpx.Client(
-                    transport=transport, base_url="http://agent", timeout=5
-                ) as client:
-                    answer = client.get(f"/features/{feature}").json()
-            except httpx.HTTPError:
-                answer = None
-        if answer is not None:
-            allowed, reason = bool(answer["allowed"]), str(answer["reason"])
-            source = "running agent"
+        if state is None:
+            allowed, reason = False, "device not provisioned"
         else:
-            try:
-                with Store(data_dir / "agent.db", read_only=True) as store:
-                    state = store.load(device_id=device_id, skew=settings.clock_skew_s)
-            except StoreError as exc:
-                raise _fail(str(exc)) from exc
-            if state is None:
-                allowed, reason = False, "device not provisioned"
-            else:
-                allowed, reason = state.feature(feature, local_now=int(time.time()))
-            source = "agent store (agent not running)"
-        verdict = "ALLOWED" if allowed else "DENIED"
-        typer.echo(f"{feature}: {verdict} — {reason} [{source}]")
-        raise typer.Exit(0 if allowed else 1)
-
-    return app
-
-
-app = make_app()
-
-
-def main() -> None:
-    app()
+            allowed, reason = state.feature(feature, local_now=int(time.time()))
+        source = "agent store (agent not running)"
+    verdict = "ALLOWED" if allowed else "DENIED"
+    print(f"{feature}: {verdict} — {reason} [{source}]")
+    return 0 if allowed else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

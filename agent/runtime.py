@@ -35,6 +35,7 @@ from protocol.topics import KEYS_TOPIC, device_topic
 if TYPE_CHECKING:  # importing it at run time would load pyserial into every agent
     from agent.firmware import FirmwareClient
     from agent.hoststats import HostSampler
+    from agent.notify import SystemdNotifier
 
 __all__ = ["Agent", "BackgroundEnforcer", "Decisions", "Enforcer", "RejectCounter", "open_agent"]
 
@@ -87,9 +88,12 @@ class Agent:
         enforcers: Sequence[Enforcer] = (),
         firmware: FirmwareClient | None = None,
         health: HealthCollector | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         """``firmware``: an :class:`agent.firmware.FirmwareClient` for commands and
-        health; ``health``: the collector, whose outbox is drained to the broker."""
+        health; ``health``: the collector, whose outbox is drained to the broker;
+        ``notifier``: systemd's, told READY once the agent enforces and its local API
+        listens, pinged for the watchdog, and told STOPPING when it stops."""
         self.store = store
         self._state = state
         self.connection = connection
@@ -115,6 +119,7 @@ class Agent:
             resend_health=self._resend_health if health is not None else None,
         )
         self.health = health
+        self.notifier = notifier
         self.resent_health = 0  # reports re-queued by resend_health
         self.publisher: HealthPublisher | None = None
         if health is not None:
@@ -373,6 +378,8 @@ class Agent:
         try:
             await self._run()
         finally:
+            if self.notifier is not None:
+                self.notifier.stopping()
             if self.firmware is not None:
                 await self.firmware.close()
 
@@ -388,10 +395,14 @@ class Agent:
             tasks.create_task(self._timer(), name="expiry-timer")
             if self.session is not None:
                 tasks.create_task(self.session.run(), name="mqtt-session")
+            listening = asyncio.Event()
             if self.api_socket is not None:
                 from agent.api import serve
 
-                tasks.create_task(serve(self, self.api_socket), name="local-api")
+                api = serve(self, self.api_socket, listening=listening.set)
+                tasks.create_task(api, name="local-api")
+            else:
+                listening.set()
             tasks.create_task(self.commands.run(), name="commands")
             if self.health is not None:
                 tasks.create_task(self.health.run(), name="health-collector")
@@ -402,6 +413,12 @@ class Agent:
                     tasks.create_task(
                         enforcer.run(self.trusted_now), name=f"enforcer-{enforcer.name}"
                     )
+            if self.notifier is not None:
+                await listening.wait()
+                self.notifier.ready(
+                    f"enforcing token ver {self._state.ver}, key set v{self._state.keyset.version}"
+                )
+                tasks.create_task(self.notifier.watchdog(), name="systemd-watchdog")
 
 
 def open_agent(
@@ -421,6 +438,7 @@ def open_agent(
     outbox_max_rows: int = DEFAULT_MAX_ROWS,
     outbox_keep_sent: int = DEFAULT_KEEP_SENT,
     host: HostSampler | None = None,
+    notifier: SystemdNotifier | None = None,
 ) -> Agent:
     """Open (or provision) the agent's store and build the agent.
 
@@ -472,4 +490,5 @@ def open_agent(
         enforcers=enforcers,
         firmware=firmware,
         health=health,
+        notifier=notifier,
     )

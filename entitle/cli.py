@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
-from agent.cli import make_app as make_agent_app
+from agent.cli import HELP as AGENT_HELP
+from agent.cli import main as agent_main
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -36,12 +37,17 @@ def _firmware_emulator(kind: str, recordings: Path) -> Emulator:
     return make_emulator(kind, recordings=recordings)
 
 
+# `entitle agent run|check ...` is entitle-agent's own argparse command (agent.cli.main),
+# plus the emulators: its options and --help pass through to it untouched
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 broker_app = typer.Typer(no_args_is_help=True, help="The MQTT broker.")
 cloud_app = typer.Typer(no_args_is_help=True, help="The cloud service.")
-agent_app = make_agent_app(emulator=_firmware_emulator)  # = entitle-agent, plus the emulators
+agent_app = typer.Typer(no_args_is_help=True, help=AGENT_HELP)
 keys_app = typer.Typer(no_args_is_help=True, help="Issuer keys and key sets.")
 token_app = typer.Typer(no_args_is_help=True, help="Entitlement tokens.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
@@ -56,6 +62,20 @@ for sub, name in (
     (sim_app, "sim"),
 ):
     app.add_typer(sub, name=name)
+
+
+@agent_app.command("run", context_settings=_PASS_THROUGH, add_help_option=False)
+def agent_run(ctx: typer.Context) -> None:
+    """The on-device agent (entitle-agent run; --firmware-kind alone runs an emulator)."""
+    raise typer.Exit(
+        agent_main(["run", *ctx.args], emulator=_firmware_emulator, prog="entitle agent")
+    )
+
+
+@agent_app.command("check", context_settings=_PASS_THROUGH, add_help_option=False)
+def agent_check(ctx: typer.Context) -> None:
+    """Exit 0 if FEATURE is allowed now, 1 if not; print why (entitle-agent check)."""
+    raise typer.Exit(agent_main(["check", *ctx.args], prog="entitle agent"))
 
 
 class _LazyConsole:
