@@ -57,6 +57,17 @@ setup() {
     apt_install mosquitto ||
       say "without mosquitto the demo uses the embedded amqtt broker and broker tests are skipped"
   fi
+  # the dashboard's front-end libraries, pinned by package-lock.json (no CDN at run time);
+  # --ignore-scripts: no package runs code at install time
+  if ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm || say "without npm the dashboard renders without style and script"
+  fi
+  local npm_stamp="node_modules/.entitle-$(sha256sum package-lock.json | cut -c1-16)"
+  if command -v npm >/dev/null 2>&1 && [ ! -f "$npm_stamp" ]; then
+    say "installing the dashboard's front-end packages (npm ci)"
+    npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+    touch "$npm_stamp"
+  fi
   export PATH="$PWD/.venv/bin:$PATH:/usr/sbin"
 }
 
@@ -67,6 +78,9 @@ case "${1:-}" in
     ;;
   test)
     shift; setup
+    if ! command -v chromium >/dev/null 2>&1; then
+      apt_install chromium || say "without chromium the browser tests are skipped"
+    fi
     say "ruff (lint and format)"
     ruff check . && ruff format --check --quiet .
     say "mypy --strict protocol common agent broker"

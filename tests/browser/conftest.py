@@ -1,0 +1,350 @@
+"""The browser tests' harness: the real ``entitle cloud serve``, Mosquitto, an SMTP server,
+real agents, and Debian's Chromium driven by Playwright.
+
+Fixtures (one cloud per xdist worker, shared by its browser tests; tests that change
+things make their own installation with :meth:`Dashboard.new_installation`):
+
+    dashboard   session scope: the running cloud, seeded with a user of every role
+                (:data:`ROLES`), two partner companies (invoice, card) and installations
+    browser     session scope: headless Chromium (/usr/bin/chromium)
+    login       ``login("support") -> Page``: a fresh browser context signed in as that role
+    shoot       ``shoot(page, "fleet-admin")``: a full-page screenshot under
+                artifacts/screenshots/ (git-ignored, kept as a CI artifact), then axe-core
+                (served by the app from npm) — fails on any serious or critical violation,
+                and on any Content Security Policy violation the page logged
+
+Everything skips, with the reason under ``-ra``, when Chromium, Playwright, the npm
+packages or Mosquitto are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cloud.accounts.apikeys import bootstrap_api_key
+from tests.broker_fixtures import FixtureBroker, _require_mosquitto
+from tests.smtp_fixtures import SmtpServer, _free_port
+from tests.waiting import HANG_S
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PASSWORD = "correct horse battery staple"
+
+ROLES = ("admin", "cs_admin", "support", "partner", "card_partner", "owner", "other_owner")
+"""Seeded users: ``partner`` is in the invoiced company, ``card_partner`` in the card-paying
+one; ``owner`` owns the "Harbour Office" installation, ``other_owner`` owns "Villa Dune"."""
+
+
+def _require_browser() -> None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright (Python) not installed: pip install -e '.[dev]'")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium not installed (apt-get install chromium): browser tests")
+    if not (ROOT / "node_modules" / "axe-core" / "axe.min.js").exists():
+        pytest.skip("front-end packages not installed (npm ci --ignore-scripts): browser tests")
+
+
+@dataclass
+class Agent:
+    """``entitle agent run`` for one device, as its own process."""
+
+    device_id: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def check(self, feature: str) -> int:
+        """``entitle agent check FEATURE``'s exit code: 0 allowed, else refused."""
+        done = subprocess.run(
+            [sys.executable, "-m", "entitle.cli", "agent", "check", feature],
+            env=self.env,
+            capture_output=True,
+            timeout=30,
+        )
+        return done.returncode
+
+    def wait_allowed(self, feature: str, *, within: float = HANG_S) -> None:
+        """Until the agent allows ``feature`` (it enforces the token it received)."""
+        deadline = time.monotonic() + within
+        while self.check(feature) != 0:
+            assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.device_id} never allowed {feature!r}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@dataclass
+class Dashboard:
+    """The running cloud and what was seeded in it."""
+
+    url: str
+    root: Path
+    api: httpx.Client  # an admin API key's client of the REST API
+    broker: FixtureBroker
+    smtp: SmtpServer
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # role name → user
+    companies: dict[str, int] = field(default_factory=dict)  # "invoice" / "card" → id
+    installations: dict[str, str] = field(default_factory=dict)  # name → id
+    agents: list[Agent] = field(default_factory=list)
+
+    def email(self, who: str) -> str:
+        return str(self.users[who]["email"])
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        got = self.api.request(method, f"/api/v1{path}", **kwargs)
+        assert got.status_code < 300, f"{method} {path}: {got.status_code} {got.text[:500]}"
+        return got.json() if got.content else None
+
+    def new_user(self, who: str, role: str, *, company: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "email": f"{who.replace('_', '-')}-{secrets.token_hex(3)}@customer.example",
+            "name": who.replace("_", " ").title(),
+            "password": PASSWORD,
+            "role": role,
+        }
+        if company is not None:
+            body["company_id"] = self.companies[company]
+        user: dict[str, Any] = self.call("POST", "/users", json=body)
+        self.users[who] = user
+        return user
+
+    def new_installation(
+        self, name: str, *, owner: str | None = None, integrators: tuple[str, ...] = ()
+    ) -> str:
+        """An installation owned by the seeded user ``owner`` and integrated by companies."""
+        installation_id = str(self.call("POST", "/installations", json={"name": name})["id"])
+        if owner is not None:
+            self.call(
+                "PUT",
+                f"/installations/{installation_id}/owner",
+                json={"user_id": self.users[owner]["id"]},
+            )
+        for company in integrators:
+            self.call(
+                "POST",
+                f"/installations/{installation_id}/integrators",
+                json={"company_id": self.companies[company]},
+            )
+        self.installations[name] = installation_id
+        return installation_id
+
+    def new_device(self, installation_id: str, kind: str = "gateway") -> dict[str, Any]:
+        """A registered device and its broker credentials (shown once)."""
+        created: dict[str, Any] = self.call(
+            "POST", "/devices", json={"installation_id": installation_id, "kind": kind}
+        )
+        return created
+
+    def start_agent(self, device: dict[str, Any]) -> Agent:
+        """A real agent for ``device`` (from :meth:`new_device`), connected to the broker."""
+        device_id = str(device["device_id"])
+        data = self.root / "agents" / device_id
+        data.mkdir(parents=True, exist_ok=True)
+        env = dict(
+            os.environ,
+            ENTITLE_DATA_DIR=str(data),
+            ENTITLE_DEVICE_ID=device_id,
+            ENTITLE_BROKER_URL=self.broker.url_for(
+                str(device["mqtt_username"]), str(device["mqtt_password"])
+            ),
+        )
+        log = data / "agent.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "entitle.cli", "agent", "run"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        agent = Agent(device_id, env, process, log)
+        self.agents.append(agent)
+        return agent
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + HANG_S * 2
+    while True:
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("entitle cloud serve never answered /healthz:\n" + log.read_text())
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """``entitle cloud serve`` with Mosquitto, SMTP and SQLite, seeded (see the module doc)."""
+    _require_browser()
+    _require_mosquitto()
+    root = tmp_path_factory.mktemp("dashboard")
+    smtp = SmtpServer(_free_port())
+    smtp.start()
+    with FixtureBroker(root / "broker") as broker:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        database_url = f"sqlite:///{root / 'cloud.db'}"
+        env = dict(
+            os.environ,
+            ENTITLE_DATA_DIR=str(root / "data"),
+            ENTITLE_DATABASE_URL=database_url,
+            ENTITLE_BROKER_URL=broker.url(broker.cloud_username),
+            ENTITLE_HTTP_PORT=str(port),
+            ENTITLE_PUBLIC_URL=url,
+            ENTITLE_SMTP_HOST=smtp.host,
+            ENTITLE_SMTP_PORT=str(smtp.port),
+            ENTITLE_SMTP_SECURITY="none",
+            ENTITLE_OUTBOX_INTERVAL_S="0.2",
+            ENTITLE_WEB_ASSETS_DIR=str(ROOT / "node_modules"),
+        )
+        key = bootstrap_api_key(database_url, name="browser tests", now=int(time.time()))
+        log = root / "cloud.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "entitle.cli", "cloud", "serve"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        board = Dashboard(url=url, root=root, api=api, broker=broker, smtp=smtp)
+        try:
+            _wait_ready(url, process, log)
+            board.companies["invoice"] = board.call(
+                "POST",
+                "/companies",
+                json={"name": "Noord Integratie BV", "payment_type": "invoice"},
+            )["id"]
+            board.companies["card"] = board.call(
+                "POST", "/companies", json={"name": "Kaart Installaties", "payment_type": "card"}
+            )["id"]
+            board.new_user("admin", "admin")
+            board.new_user("cs_admin", "cs_admin")
+            board.new_user("support", "support")
+            board.new_user("partner", "partner", company="invoice")
+            board.new_user("card_partner", "partner", company="card")
+            board.new_user("owner", "owner")
+            board.new_user("other_owner", "owner")
+            board.new_installation("Harbour Office", owner="owner", integrators=("invoice", "card"))
+            board.new_installation("Villa Dune", owner="other_owner")
+            yield board
+        finally:
+            for agent in board.agents:
+                agent.stop()
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            api.close()
+            smtp.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(dashboard: Dashboard) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+_PROBLEMS: dict[int, list[str]] = {}  # id(page) → CSP violations and script errors it logged
+
+
+def _watch(page: Any) -> None:
+    problems = _PROBLEMS.setdefault(id(page), [])
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            problems.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+
+
+@pytest.fixture
+def login(browser: Any, dashboard: Dashboard) -> Iterator[Callable[..., Any]]:
+    """``login(who, *, phone=False) -> Page`` signed in as a seeded user (see :data:`ROLES`)."""
+    contexts: list[Any] = []
+
+    def sign_in(who: str, *, phone: bool = False) -> Any:
+        viewport = {"width": 390, "height": 844} if phone else {"width": 1280, "height": 900}
+        context = browser.new_context(
+            viewport=viewport, base_url=dashboard.url, accept_downloads=True, locale="en-GB"
+        )
+        contexts.append(context)
+        page = context.new_page()
+        _watch(page)
+        page.goto("/login")
+        page.fill("#email", dashboard.email(who))
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: "/login" not in url)
+        return page
+
+    yield sign_in
+    for context in contexts:
+        context.close()
+
+
+_SERIOUS = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations
+    .filter(v => v.impact === "serious" || v.impact === "critical")
+    .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.slice(0, 5).map(n => n.target.join(" "))}));
+}"""
+
+
+@pytest.fixture
+def shoot() -> Callable[[Any, str], Path]:
+    """``shoot(page, name)``: screenshot, then no serious/critical axe violation, no CSP error."""
+
+    def take(page: Any, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.wait_for_load_state("load")
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        page.add_script_tag(url="/static/vendor/axe-core/axe.min.js")  # same origin: CSP allows
+        violations = page.evaluate(_SERIOUS)
+        assert not violations, f"{name}: accessibility violations:\n" + json.dumps(
+            violations, indent=1
+        )
+        problems = _PROBLEMS.get(id(page), [])
+        assert not problems, f"{name}: the page logged errors: {problems}"
+        return path
+
+    return take
