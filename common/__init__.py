@@ -1,8 +1,12 @@
 """The floor agent and cloud stand on; it imports only ``protocol`` and libraries
-both sides ship (pydantic-settings, aiomqtt/paho, the standard library).
+both sides ship (aiomqtt/paho, the standard library), and pydantic-settings in
+:mod:`common.settings`, which the agent never imports.
 
-- :mod:`common.settings`: how every process reads its settings (the base classes,
-  the broker address, :class:`~common.settings.ConfigError`);
+- :mod:`common.config`: where every process's settings come from, the broker
+  address, :class:`~common.config.ConfigError`, and the typed base of the agent's
+  settings on the standard library alone;
+- :mod:`common.settings`: the pydantic-settings bases of the cloud's and the
+  broker's settings (same variables, same sentences);
 - :mod:`common.mqtt`: the one reconnecting MQTT client (errors mapped to
   :class:`~protocol.errors.TransportError`);
 - :mod:`common.clock`: the one clock type;

@@ -1,25 +1,24 @@
-"""How every process reads its settings: ``ENTITLE_*`` variables or a TOML file.
+"""How the cloud and the broker read their settings: ``ENTITLE_*`` variables or a TOML file.
 
 The TOML file is named by ``ENTITLE_CONFIG`` (default ``entitle.toml`` in the
 working directory, if present). Secrets are read from files, never printed.
-:class:`EntitleSettings` is the base of each process's own settings (the agent's,
-the cloud's, the broker's); :class:`BrokerClientSettings` adds how to reach the
-broker. A value that cannot be loaded raises :class:`ConfigError`, one sentence per
-problem naming the variable or TOML key the person set.
+:class:`EntitleSettings` is the pydantic-settings base of the cloud's and the
+broker's settings; :class:`BrokerClientSettings` adds how to reach the broker. A
+value that cannot be loaded raises :class:`ConfigError`, one sentence per problem
+naming the variable or TOML key the person set. The file, the errors, their
+wording and the broker address live in :mod:`common.config`, which the agent's
+settings stand on without pydantic (re-exported here for the cloud's callers).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import ssl
 import tomllib
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +27,20 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from common.config import (
+    DEFAULT_DATA_DIR,
+    ENV_PREFIX,
+    BrokerAddress,
+    ConfigError,
+    broker_url,
+    check_broker_url,
+    check_mqtt_protocol,
+    parse_broker_url,
+    read_broker,
+    shown,
+    toml_path,
+    without_password,
+)
 from common.tls import client_tls_context
 
 __all__ = [
@@ -42,87 +55,19 @@ __all__ = [
     "without_password",
 ]
 
-ENV_PREFIX = "ENTITLE_"
-"""Every setting's variable is this plus the field name in capitals."""
-
-
-def toml_path() -> Path:
-    """The TOML file named by ``ENTITLE_CONFIG`` (read only if it exists)."""
-    return Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "entitle.toml"))
-
-
-class BrokerAddress(BaseModel):
-    """Where and how to reach the MQTT broker."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: SecretStr | None = None
-    # the other nodes of a clustered broker, tried in turn when this one fails
-    fallbacks: tuple[tuple[str, int], ...] = ()
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://user:pass@host:port`` or ``mqtts://...`` into its parts.
-
-    Several URLs separated by commas name the nodes of one broker cluster: the
-    first gives the login and scheme, the others add ``fallbacks`` (their own
-    login, if any, must be the same).
-
-    Raises:
-        ValueError: another scheme, or a port that is not 1-65535 (the message
-            never repeats the URL: it may hold a password).
-    """
-    first, *others = (part.strip() for part in url.split(","))
-    address = _parse_one_broker_url(first)
-    fallbacks = []
-    for other in others:
-        node = _parse_one_broker_url(other)
-        if node.tls != address.tls or (node.username or address.username) != address.username:
-            raise ValueError("every URL of a broker cluster needs the same scheme and login")
-        fallbacks.append((node.host, node.port))
-    return address.model_copy(update={"fallbacks": tuple(fallbacks)})
-
-
-def _parse_one_broker_url(url: str) -> BrokerAddress:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(
-            "must start with mqtt:// (or mqtts:// for TLS), like mqtt://user@host:1883"
-        )
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ValueError("the port must be a number 1-65535, like mqtt://user@host:1883")
-    return BrokerAddress(
-        host=parts.hostname or "127.0.0.1",
-        port=port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=SecretStr(unquote(parts.password)) if parts.password else None,
-    )
-
-
-def broker_url(host: str, port: int, username: str, password: str) -> str:
-    """``mqtt://user:pass@host:port``, each part quoted: the inverse of :func:`parse_broker_url`."""
-    return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{host}:{port}"
-
 
 class EntitleSettings(BaseSettings):
     """What every process reads the same way: ``ENTITLE_*`` variables, then the TOML file.
 
-    Each process has its own subclass (``agent.settings.AgentSettings``,
-    ``cloud.settings.CloudSettings``, ``broker.settings.BrokerSettings``) with only
-    its own fields; build it with :meth:`load` where it is used, never at import time.
+    Each process has its own subclass (``cloud.settings.CloudSettings``,
+    ``broker.settings.BrokerSettings``; the agent's is :class:`common.config.Settings`'s)
+    with only its own fields; build it with :meth:`load` where it is used, never at
+    import time.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    data_dir: Path = Field(default=Path.home() / ".local/share/entitle")
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR)
 
     @classmethod
     def settings_customise_sources(
@@ -166,7 +111,11 @@ class EntitleSettings(BaseSettings):
 
 
 class BrokerClientSettings(EntitleSettings):
-    """The settings of a process that logs in to the MQTT broker (the agent, the cloud)."""
+    """The settings of a process that logs in to the MQTT broker (the cloud).
+
+    The agent's are the same fields on :class:`common.config.BrokerClient`; a test
+    keeps the two lists equal.
+    """
 
     broker_url: str = "mqtt://127.0.0.1:1883"
     broker_password_file: Path | None = Field(
@@ -180,15 +129,12 @@ class BrokerClientSettings(EntitleSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker_url(cls, value: str) -> str:
-        parse_broker_url(value)  # refused at load, not when the agent first connects
-        return value
+        return check_broker_url(value)
 
     @field_validator("mqtt_protocol")
     @classmethod
     def _protocol(cls, value: int) -> int:
-        if value not in (4, 5):
-            raise ValueError("must be 5 (MQTT 5) or 4 (MQTT 3.1.1)")
-        return value
+        return check_mqtt_protocol(value)
 
     @property
     def broker(self) -> BrokerAddress:
@@ -197,11 +143,7 @@ class BrokerClientSettings(EntitleSettings):
         Raises:
             OSError: ``broker_password_file`` cannot be read.
         """
-        address = parse_broker_url(self.broker_url)
-        if self.broker_password_file is not None:
-            secret = self.broker_password_file.read_text().strip()
-            address = address.model_copy(update={"password": SecretStr(secret)})
-        return address
+        return read_broker(self.broker_url, self.broker_password_file)
 
     def broker_tls_context(self) -> ssl.SSLContext | None:
         """For ``mqtts://``: trust ``broker_ca_file`` (else the system's) and present the
@@ -215,31 +157,12 @@ class BrokerClientSettings(EntitleSettings):
         )
 
     def redacted(self) -> dict[str, Any]:
-        shown = super().redacted()
-        shown["broker_url"] = without_password(self.broker_url)
-        return shown
-
-
-# scheme://user:password@host: the netloc ends at "/", "?" or "#", its userinfo at its last "@"
-_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#:@]*):[^/?#]*@")
-
-
-def without_password(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part shown as ``***`` (in
-    each URL of a comma-separated list)."""
-    return ",".join(_URL_PASSWORD.sub(r"\1:***@", part, count=1) for part in url.split(","))
+        out = super().redacted()
+        out["broker_url"] = without_password(self.broker_url)
+        return out
 
 
 # --- errors a person can act on ---------------------------------------------
-class ConfigError(ValueError):
-    """Settings that cannot be loaded: one sentence per problem, each naming the
-    ``ENTITLE_*`` variable or the TOML key it came from."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
 # pydantic's wording, for the types settings use, said the way a person types them
 _EXPECTED = {
     "int_parsing": "must be a whole number",
@@ -252,7 +175,6 @@ _EXPECTED = {
     "bool_type": "must be true or false",
     "list_type": 'must be a JSON list, like ["a", "b"]',
 }
-_SHOWN_CHARS = 60
 
 
 def _source(field: str) -> str:
@@ -269,16 +191,6 @@ def _source(field: str) -> str:
     return f"{field} in {toml}" if in_toml else env
 
 
-def _shown(value: Any) -> str:
-    """A value as a user typed it, without a URL's password, cut short."""
-    if not isinstance(value, str | int | float | Decimal) or isinstance(value, bool):
-        return ""
-    text = without_password(str(value))
-    if len(text) > _SHOWN_CHARS:
-        text = text[: _SHOWN_CHARS - 1] + "…"
-    return f" (got {text!r})"
-
-
 def _problem(error: Any) -> str:
     loc = [str(part) for part in error.get("loc", ())]
     where = _source(loc[0]) if loc else "the configuration"
@@ -292,4 +204,4 @@ def _problem(error: Any) -> str:
         message = _EXPECTED.get(kind) or str(error.get("msg", "is not valid"))
         message = message.replace("Input should be", "must be", 1)
         message = message.replace("String should", "must", 1)
-    return f"{where}: {message}{_shown(error.get('input'))}"
+    return f"{where}: {message}{shown(error.get('input'))}"

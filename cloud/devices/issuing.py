@@ -2,13 +2,22 @@
 
 :class:`IssuingService` runs each change (device added or removed, grant,
 revoke, key rotation, refresh) as one database transaction that also stores
-the affected devices' new tokens, then publishes them retained through the
-:class:`~cloud.ports.EntitlementPublisher`. Database work runs in a worker
+the affected devices' new tokens, their outbox rows (and, for a grant, its
+audit entry), then publishes them retained through the
+:class:`~cloud.ports.EntitlementPublisher` after the commit and marks them
+published (which empties their outbox rows). Database work runs in a worker
 thread; the decisions are :mod:`cloud.devices.rules`'s.
 
-A publish that fails leaves the token stored and unpublished: the refresh
-job (:mod:`cloud.jobs`) publishes it again. Within this process a token is
+A publish that fails, or a crash between the commit and the publish, leaves
+the token stored with its outbox row: :meth:`IssuingService.publish_outbox`
+(run by the refresh job) publishes it again. Within this process a token is
 never published after a newer one for the same device.
+
+Jobs that change many installations at once do not sign in their own
+transaction: they queue the devices (``token_resign_queue``) and
+:meth:`IssuingService.drain_resign` signs them in batches, skipping a device
+whose new token would change nothing it does before its current token
+expires (:func:`cloud.devices.rules.resign_reason`).
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from cloud.accounts import audit
+from cloud.accounts.apikeys import Principal
 from cloud.database import Store
 from cloud.devices import queries as device_queries
 from cloud.devices.rules import (
@@ -36,6 +47,7 @@ from cloud.devices.rules import (
     entitlements,
     next_claims,
     reissue_reason,
+    resign_reason,
 )
 from cloud.devices.signer import Signer
 from cloud.devices.tables import DeviceRow, TokenRow
@@ -52,7 +64,7 @@ from common.clock import Clock
 from common.credentials import hash_password, new_password
 from protocol.errors import TransportError
 
-__all__ = ["IssuingService", "Issued", "NewDevice"]
+__all__ = ["IssuingService", "Issued", "NewDevice", "ResignCounters", "ResignPass"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -74,6 +86,31 @@ class Issued:
     exp: int
     token: bytes = field(repr=False)
     published: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResignPass:
+    """One drained batch of the re-sign queue: what was signed, how many were skipped."""
+
+    claimed: int
+    issued: tuple[Issued, ...]
+    skipped: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResignCounters:
+    """The re-sign queue and the outbox as an operator sees them (for ``/metrics``).
+
+    ``queued`` and ``outbox`` are read from the database (shared by every
+    worker); ``signed``, ``skipped`` and ``published`` count this process's
+    work since it started (Prometheus counters: sum them over workers).
+    """
+
+    queued: int
+    outbox: int
+    signed: int
+    skipped: int
+    published: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +163,7 @@ class IssuingService:
         self._hash = password_hasher
         self._sent: dict[str, int] = {}  # device id -> newest token id handed to the broker
         self._publish_slots = asyncio.Semaphore(_MAX_CONCURRENT_PUBLISHES)
+        self._signed = self._skipped = self._published = 0
 
     @property
     def signer(self) -> Signer:
@@ -142,15 +180,19 @@ class IssuingService:
         *,
         now: int,
         grants: Mapping[str, Sequence[Grant]],
+        current: Mapping[str, TokenRow] | None = None,
     ) -> list[Issued]:
-        """Sign and store each device's next token; the caller holds the devices' row locks.
+        """Sign and store each device's next token and its outbox row; the caller holds
+        the devices' row locks.
 
-        ``grants`` maps each device's installation id to its active grants.
+        ``grants`` maps each device's installation id to its active grants;
+        ``current``: the devices' current tokens when the caller read them already.
         """
         if not devices:
             return []
         epoch = self._signer.keyset.epoch
-        current = device_queries.current_tokens(tx, [d.id for d in devices])
+        if current is None:
+            current = device_queries.current_tokens(tx, [d.id for d in devices])
         rows: list[TokenRow] = []
         for device in devices:
             last = current.get(device.id)
@@ -178,6 +220,8 @@ class IssuingService:
                 )
             )
         device_queries.add_tokens(tx, rows)
+        device_queries.add_outbox(tx, rows, now=now)
+        self._signed += len(rows)
         return [_issued(row) for row in rows]
 
     # publishing --------------------------------------------------------------
@@ -204,6 +248,7 @@ class IssuingService:
     async def _publish(self, issued: Sequence[Issued]) -> list[Issued]:
         results = list(await asyncio.gather(*(self._publish_one(i) for i in issued)))
         done = [r.token_id for r in results if r.published]
+        self._published += len(done)
         if done:
             now = self._clock()
 
@@ -332,8 +377,13 @@ class IssuingService:
         until: int,
         params: dict[str, Any],
         source: str = "manual",
+        actor: Principal | str | None = None,
     ) -> list[Issued]:
         """Grant (or renew) a service for the installation; re-issue for its devices.
+
+        The grant, the devices' tokens, their outbox rows and (with ``actor``) the
+        audit entry ``grant.set`` commit in one transaction; the tokens are
+        published after it.
 
         Raises:
             UnknownInstallation, InvalidGrant.
@@ -345,6 +395,9 @@ class IssuingService:
             with self._store.transaction() as tx:
                 if device_queries.installation(tx, installation_id, lock=True) is None:
                     raise UnknownInstallation(f"no installation {installation_id}")
+                if actor is not None:
+                    after = {"feature": feature, "until": until, "params": params}
+                    _audit_grant(tx, actor, "grant.set", installation_id, after, now=now)
                 device_queries.upsert_grant(
                     tx,
                     installation_id=installation_id,
@@ -366,8 +419,11 @@ class IssuingService:
         feature: str,
         *,
         status: GrantStatus = GrantStatus.REVOKED,
+        actor: Principal | str | None = None,
     ) -> list[Issued]:
         """Revoke (or end) an active grant; re-issue for the installation's devices.
+
+        With ``actor``, the audit entry ``grant.revoke`` commits in the same transaction.
 
         Raises:
             UnknownInstallation, UnknownGrant.
@@ -385,6 +441,9 @@ class IssuingService:
                 )
                 if ended is None:
                     raise UnknownGrant(f"installation {installation_id} has no active {feature}")
+                if actor is not None:
+                    after = {"feature": feature}
+                    _audit_grant(tx, actor, "grant.revoke", installation_id, after, now=now)
                 return self._reissue_installation(tx, installation_id, now=now)
 
         issued = await self._publish(await self._in_thread(work))
@@ -415,10 +474,8 @@ class IssuingService:
                             current.get(d.id), now=now, within_s=if_due_within_s, epoch=epoch
                         )
                     ]
-                grants = {
-                    i: device_queries.active_grants(tx, i)
-                    for i in {d.installation_id for d in devices}
-                }
+                installations = sorted({d.installation_id for d in devices})
+                grants = device_queries.active_grants_of(tx, installations)
                 return self._issue(tx, devices, now=now, grants=grants)
 
         results: list[Issued] = []
@@ -433,6 +490,87 @@ class IssuingService:
             return True
         state = row.refresh_state()
         return reissue_reason(state, now=now, refresh_before_s=within_s, epoch=epoch) is not None
+
+    # the re-sign queue and the outbox -----------------------------------------
+    async def drain_resign(self, *, limit: int, refresh_before_s: int) -> ResignPass:
+        """Sign one batch of queued devices (newest grants), publish after the commit.
+
+        One transaction claims up to ``limit`` queued devices (``SKIP LOCKED``:
+        workers drain disjoint batches), locks them, reads their grants and
+        current tokens with one query each, signs those
+        :func:`~cloud.devices.rules.resign_reason` says need it, stores the
+        tokens with their outbox rows and empties the claimed queue rows. A
+        device queued twice has one row, so it is signed once, with the grants
+        as they are at this moment.
+        """
+        now = self._clock()
+        epoch = self._signer.keyset.epoch
+
+        def work() -> tuple[int, list[Issued], int]:
+            with self._store.transaction() as tx:
+                claimed = device_queries.claim_resign(tx, limit=limit)
+                if not claimed:
+                    return 0, [], 0
+                devices = device_queries.devices(tx, claimed, lock=True)
+                grants = device_queries.active_grants_of(
+                    tx, sorted({d.installation_id for d in devices})
+                )
+                current = device_queries.current_tokens(tx, [d.id for d in devices])
+                todo = []
+                for device in devices:
+                    token = current.get(device.id)
+                    reason = resign_reason(
+                        None if token is None else token.refresh_state(),
+                        {} if token is None else token.claims.get("ent", {}),
+                        entitlements(grants[device.installation_id], now=now),
+                        now=now,
+                        refresh_before_s=refresh_before_s,
+                        epoch=epoch,
+                    )
+                    if reason is not None:
+                        todo.append(device)
+                issued = self._issue(tx, todo, now=now, grants=grants, current=current)
+                device_queries.drop_resign(tx, claimed)
+                return len(claimed), issued, len(devices) - len(todo)
+
+        claimed, issued, skipped = await self._in_thread(work)
+        self._skipped += skipped
+        published = await self._publish(issued) if issued else []
+        return ResignPass(claimed=claimed, issued=tuple(published), skipped=skipped)
+
+    async def publish_outbox(self, *, before: int, limit: int = _BATCH) -> list[Issued]:
+        """Publish the tokens left in the outbox since before ``before`` (a failed publish,
+        a crash between commit and publish), each device's current one only; batches
+        until the outbox holds nothing that old."""
+        results: list[Issued] = []
+        while True:
+
+            def claim() -> list[Issued]:
+                with self._store.transaction() as tx:
+                    rows = device_queries.claim_outbox(tx, before=before, limit=limit)
+                    return [_issued(row) for row in rows]
+
+            batch = await self._in_thread(claim)
+            if not batch:
+                return results
+            done = await self._publish(batch)
+            results += done
+            if not any(i.published for i in done):  # the broker is away: the next pass
+                return results
+
+    def resign_counters(self) -> ResignCounters:
+        """The re-sign queue's length, the outbox's, and this process's signed / skipped /
+        published counts (one COUNT query per table; for the metrics endpoint)."""
+        with self._store.transaction() as tx:
+            queued = device_queries.resign_length(tx)
+            outbox = device_queries.outbox_length(tx)
+        return ResignCounters(
+            queued=queued,
+            outbox=outbox,
+            signed=self._signed,
+            skipped=self._skipped,
+            published=self._published,
+        )
 
     async def republish(self, device_ids: Sequence[str]) -> list[Issued]:
         """Publish the devices' current stored tokens again (no new version)."""
@@ -463,3 +601,24 @@ class IssuingService:
             _log.warning("key set v%d not published: %s", self._signer.keyset.version, exc)
             return False
         return True
+
+
+def _audit_grant(
+    tx: Session,
+    actor: Principal | str,
+    action: str,
+    installation_id: str,
+    after: dict[str, Any],
+    *,
+    now: int,
+) -> None:
+    audit.record(
+        tx,
+        actor=actor,
+        action=action,
+        object_type="installation",
+        object_id=installation_id,
+        before=None,
+        after=after,
+        now=now,
+    )

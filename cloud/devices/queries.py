@@ -11,13 +11,31 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cloud.devices.rules import DeviceKind, Grant, GrantStatus, TokenState
-from cloud.devices.tables import DeviceRow, GrantRow, InstallationRow, TokenRow
+from cloud.devices.tables import (
+    DeviceRow,
+    GrantRow,
+    InstallationRow,
+    OutboxRow,
+    ResignRow,
+    TokenRow,
+)
 
 __all__ = [
     "active_grants",
+    "active_grants_of",
+    "add_outbox",
+    "claim_outbox",
+    "claim_resign",
+    "device_ids_of",
+    "drop_outbox",
+    "drop_resign",
+    "enqueue_resign",
+    "outbox_length",
+    "resign_length",
     "add_device",
     "add_installation",
     "add_tokens",
@@ -207,6 +225,21 @@ def active_grants(session: Session, installation_id: str) -> list[Grant]:
     ]
 
 
+def active_grants_of(session: Session, installation_ids: Sequence[str]) -> dict[str, list[Grant]]:
+    """The active grants of each of these installations (one query; [] for none)."""
+    out: dict[str, list[Grant]] = {i: [] for i in installation_ids}
+    if not installation_ids:
+        return out
+    query = select(GrantRow).where(
+        GrantRow.installation_id.in_(installation_ids), GrantRow.status == GrantStatus.ACTIVE
+    )
+    for g in session.scalars(query):
+        out[g.installation_id].append(
+            Grant(feature=g.feature, until=g.valid_until, params=g.params, status=g.status)
+        )
+    return out
+
+
 def upsert_grant(
     session: Session,
     *,
@@ -290,12 +323,14 @@ def add_tokens(session: Session, rows: Sequence[TokenRow]) -> None:
 
 
 def mark_published(session: Session, token_ids: Sequence[int], *, now: int) -> None:
+    """Published: the tokens are marked and leave the outbox."""
     if token_ids:
         session.execute(
             update(TokenRow)
             .where(TokenRow.id.in_(token_ids), TokenRow.published_at.is_(None))
             .values(published_at=now)
         )
+        drop_outbox(session, token_ids)
 
 
 def refresh_candidates(
@@ -306,11 +341,106 @@ def refresh_candidates(
     query = select(TokenRow).where(
         TokenRow.id.in_(current),
         (TokenRow.exp < now + refresh_before_s)
-        | (TokenRow.min_until <= now)
         | TokenRow.published_at.is_(None)
         | (TokenRow.epoch != epoch),
     )
     return [row.refresh_state() for row in session.scalars(query)]
+
+
+def device_ids_of(session: Session, installation_ids: Sequence[str]) -> list[str]:
+    """The ids of every device of these installations (one query)."""
+    if not installation_ids:
+        return []
+    query = select(DeviceRow.id).where(DeviceRow.installation_id.in_(installation_ids))
+    return list(session.scalars(query.order_by(DeviceRow.id)))
+
+
+# the re-sign queue --------------------------------------------------------
+def _insert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def enqueue_resign(session: Session, device_ids: Sequence[str], *, now: int) -> None:
+    """Queue these devices for a new token: one statement; a device queued already stays once.
+
+    A device queued again keeps one row (``ON CONFLICT DO NOTHING``): the drain
+    reads the grants as they are when it signs, so one signature carries the
+    newest state however many changes queued it.
+    """
+    if not device_ids:
+        return
+    statement = _insert(session)(ResignRow).on_conflict_do_nothing(
+        index_elements=[ResignRow.device_id]
+    )
+    session.execute(statement, [{"device_id": d, "queued_at": now} for d in set(device_ids)])
+
+
+def claim_resign(session: Session, *, limit: int) -> list[str]:
+    """Up to ``limit`` queued device ids, oldest first, locked for this transaction.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so N workers claim disjoint batches.
+    SQLite ignores it: every write transaction starts ``BEGIN IMMEDIATE``, so one
+    drainer at a time holds the queue, and the next one finds the rows gone.
+    """
+    query = (
+        select(ResignRow.device_id)
+        .order_by(ResignRow.queued_at, ResignRow.device_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(query))
+
+
+def drop_resign(session: Session, device_ids: Sequence[str]) -> None:
+    if device_ids:
+        session.execute(delete(ResignRow).where(ResignRow.device_id.in_(device_ids)))
+
+
+def resign_length(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(ResignRow)) or 0)
+
+
+# the entitlement outbox ---------------------------------------------------
+def add_outbox(session: Session, tokens: Sequence[TokenRow], *, now: int) -> None:
+    """An outbox row per stored token, in the token's transaction (one statement)."""
+    if tokens:
+        session.execute(
+            _insert(session)(OutboxRow),
+            [{"token_id": t.id, "device_id": t.device_id, "created_at": now} for t in tokens],
+        )
+
+
+def claim_outbox(session: Session, *, before: int, limit: int) -> list[TokenRow]:
+    """Tokens waiting in the outbox since before ``before``, locked (SKIP LOCKED), oldest first.
+
+    Only each device's current token is returned; the outbox rows of older
+    tokens are dropped here (a newer token supersedes them).
+    """
+    query = (
+        select(OutboxRow.token_id, OutboxRow.device_id)
+        .where(OutboxRow.created_at <= before)
+        .order_by(OutboxRow.created_at, OutboxRow.token_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = session.execute(query).all()
+    if not claimed:
+        return []
+    current = current_tokens(session, sorted({d for _, d in claimed}))
+    stale = [t for t, d in claimed if current.get(d) is None or current[d].id != t]
+    drop_outbox(session, stale)
+    wanted = {t for t, _ in claimed} - set(stale)
+    return [row for row in current.values() if row.id in wanted]
+
+
+def drop_outbox(session: Session, token_ids: Sequence[int]) -> None:
+    if token_ids:
+        session.execute(delete(OutboxRow).where(OutboxRow.token_id.in_(token_ids)))
+
+
+def outbox_length(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(OutboxRow)) or 0)
 
 
 # API keys ---------------------------------------------------------------

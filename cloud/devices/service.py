@@ -10,13 +10,10 @@ are the error tree's; the app's one handler answers them.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
-from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import Role
 from cloud.accounts.schemas import ContactOut, MembersOut
@@ -181,43 +178,20 @@ class InstallationService:
             id=row.id, name=row.name, created_at=row.created_at, devices=devices, grants=grants
         )
 
-    async def _audit_grant(
-        self, principal: Principal, action: str, installation_id: str, after: dict[str, Any]
-    ) -> None:
-        now = self._clock()
-
-        def write() -> None:
-            with self._store.transaction() as tx:
-                audit.record(
-                    tx,
-                    actor=principal,
-                    action=action,
-                    object_type="installation",
-                    object_id=installation_id,
-                    before=None,
-                    after=after,
-                    now=now,
-                )
-
-        await asyncio.to_thread(write)
-
     async def grant(
         self, principal: Principal, installation_id: str, body: GrantCreate
     ) -> GrantResult:
-        """Grant (or renew) a service; every device gets a new token; audited."""
+        """Grant (or renew) a service; every device gets a new token; audited (one transaction)."""
         await check_installation(self._store, principal, installation_id, write=True)
         issued = await self._issuing.grant(
-            installation_id, body.feature, until=body.until, params=body.params
+            installation_id, body.feature, until=body.until, params=body.params, actor=principal
         )
-        grant = {"feature": body.feature, "until": body.until, "params": body.params}
-        await self._audit_grant(principal, "grant.set", installation_id, grant)
         return _grant_result(installation_id, body.feature, issued)
 
     async def revoke(self, principal: Principal, installation_id: str, feature: str) -> GrantResult:
         """Revoke a service; every device gets a token without it; audited."""
         await check_installation(self._store, principal, installation_id, write=True)
-        issued = await self._issuing.end_grant(installation_id, feature)
-        await self._audit_grant(principal, "grant.revoke", installation_id, {"feature": feature})
+        issued = await self._issuing.end_grant(installation_id, feature, actor=principal)
         return _grant_result(installation_id, feature, issued)
 
     # what the pages list ------------------------------------------------------

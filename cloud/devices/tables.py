@@ -25,7 +25,16 @@ from cloud.database import enum_column as _enum
 from cloud.devices.rules import DeviceKind, GrantStatus, TokenState
 from protocol.topics import DEVICE_ID_MAX_LEN
 
-__all__ = ["DeviceRow", "GrantRow", "InstallationRow", "IntegratorRow", "OwnerRow", "TokenRow"]
+__all__ = [
+    "DeviceRow",
+    "GrantRow",
+    "InstallationRow",
+    "IntegratorRow",
+    "OutboxRow",
+    "OwnerRow",
+    "ResignRow",
+    "TokenRow",
+]
 
 
 class InstallationRow(Base):
@@ -114,6 +123,39 @@ class TokenRow(Base):
             min_until=self.min_until,
             published=self.published_at is not None,
         )
+
+
+class ResignRow(Base):
+    """A device whose token must be signed again: one row per device however often queued.
+
+    Jobs put devices here (one ``INSERT ... ON CONFLICT`` per batch) instead of
+    signing inside their own transaction; :meth:`IssuingService.drain_resign
+    <cloud.devices.issuing.IssuingService.drain_resign>` drains it.
+    """
+
+    __tablename__ = "token_resign_queue"
+    __table_args__ = (Index("ix_token_resign_queue_queued_at", "queued_at", "device_id"),)
+
+    device_id: Mapped[str] = mapped_column(
+        String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    queued_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class OutboxRow(Base):
+    """A stored token not yet handed to the broker (deleted once published).
+
+    Written in the transaction that stores the token, so a crash between the
+    commit and the publish leaves the row: the next drain publishes it.
+    """
+
+    __tablename__ = "entitlement_outbox"
+
+    token_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("issued_tokens.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(String(DEVICE_ID_MAX_LEN), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
 class OwnerRow(Base):

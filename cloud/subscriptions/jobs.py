@@ -1,10 +1,15 @@
 """The renewal job: notices, charges, retries and expiry, each on its day.
 
-One pass: lock the subscriptions with work due (``FOR UPDATE SKIP LOCKED``
-on PostgreSQL: a row another worker holds is skipped, not waited for), apply
-:class:`~cloud.subscriptions.rules.lifecycle.Tick` and commit — the charge is marked as
-sent in that same commit, so another worker does not send it again until the
-lease of :data:`~cloud.subscriptions.rules.lifecycle.CHARGE_LEASE_S` runs out. Then each
+One pass works in batches (:func:`cloud.subscriptions.sweep.sweep_batch`):
+lock the subscriptions with work due (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL: a row another worker holds is skipped, not waited for), apply
+:class:`~cloud.subscriptions.rules.lifecycle.Tick` to each (the pure rule
+decides) and write the batch's states, audit entries, grants, e-mails and
+devices to re-sign with one statement per effect, and commit — the affected
+devices are queued for a new token, signed off the sweep's path by the re-sign
+job, and the charge is marked as sent in that same commit, so another
+worker does not send it again until the lease of
+:data:`~cloud.subscriptions.rules.lifecycle.CHARGE_LEASE_S` runs out. Then each
 charge is placed as an order with the idempotency key the rule made
 (``renewal:{sub}:{end}:{attempt}:{serial}``, the serial counting every renewal
 charge the subscription ever sent: one order, one charge, however many
@@ -35,16 +40,17 @@ from cloud.billing.errors import OrderStateConflict
 from cloud.billing.rules import OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
 from cloud.subscriptions import queries as rows
-from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S, Charge, ChargeFailed, Tick, apply
+from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S, ChargeFailed
 from cloud.subscriptions.service import SubscriptionService
+from cloud.subscriptions.sweep import Due, sweep_batch
 from common.clock import Clock
 
 __all__ = ["RenewalJob", "RenewalReport"]
 
 _log = logging.getLogger(__name__)
 ACTOR = "system:renewals"
-_BATCH = 100
-_MAX_BATCHES = 50  # per pass; the next pass takes the rest
+_BATCH = 1000
+_MAX_BATCHES = 200  # per pass; the next pass takes the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,36 +65,32 @@ class RenewalReport:
     refunded: int = 0  # undeliverable payments given back
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    sub_id: str
-    installation_id: str
-    product_code: str
-    description: str
-    pay_with: str
-    card_token: str | None
-    charge: Charge
-
-
 class RenewalJob:
     """Runs the subscription lifecycle's time-driven rules; safe in every worker."""
 
     def __init__(
-        self, service: SubscriptionService, *, clock: Clock, interval_s: float = 60.0
+        self,
+        service: SubscriptionService,
+        *,
+        clock: Clock,
+        interval_s: float = 60.0,
+        batch: int = _BATCH,
+        max_batches: int = _MAX_BATCHES,
     ) -> None:
         self.name = "subscription-renewals"
         self.interval_s = interval_s
         self._service = service
         self._clock = clock
+        self._batch = batch
+        self._max_batches = max_batches
 
     async def run_once(self) -> RenewalReport:
         """Every subscription due at the clock's ``now``, in batches; idempotent."""
         now = self._clock()
         ticked = charged = paid = declined = 0
-        for _ in range(_MAX_BATCHES):
-            selected, changed, pending, devices = await asyncio.to_thread(self._tick_due, now)
+        for _ in range(self._max_batches):
+            selected, changed, pending = await asyncio.to_thread(self._tick_due, now)
             ticked += changed
-            await self._service.reissue(devices)
             for item in pending:
                 try:
                     status = await self._charge(item, now=now)
@@ -98,7 +100,7 @@ class RenewalJob:
                 charged += 1
                 paid += status is OrderStatus.SUCCEED
                 declined += status in (OrderStatus.FAILED, OrderStatus.PROCESSING)
-            if selected < _BATCH:
+            if selected < self._batch:
                 break
         abandoned = await self._cancel_abandoned(now=now)
         refunded = await self._service.settlement.refund_due()
@@ -131,43 +133,17 @@ class RenewalJob:
             cancelled += 1
         return cancelled
 
-    def _tick_due(self, now: int) -> tuple[int, int, list[_Pending], list[str]]:
-        """(rows selected, rows changed, charges to place, devices to re-issue for)."""
-        pending: list[_Pending] = []
-        devices: list[str] = []
-        ticked = 0
+    def _tick_due(self, now: int) -> tuple[int, int, tuple[Due, ...]]:
+        """(rows selected, rows changed, charges to place): one batch, one transaction."""
         try:
             with self._service.store.transaction() as tx:
-                due = rows.due_subscriptions(tx, now=now, limit=_BATCH)
-                for row in due:
-                    before = rows.load(row)
-                    t = apply(before, Tick(), now=now)
-                    if t.state == before:
-                        continue
-                    ticked += 1
-                    row, changed = self._service.commit(
-                        tx, row, before, t, actor=ACTOR, action="subscription.tick", now=now
-                    )
-                    devices += changed
-                    pending += [
-                        _Pending(
-                            sub_id=row.id,
-                            installation_id=row.installation_id,
-                            product_code=row.product_code,
-                            description=f"{before.product.name}, renewal",
-                            pay_with=row.pay_with,
-                            card_token=row.card_token,
-                            charge=e,
-                        )
-                        for e in t.effects
-                        if isinstance(e, Charge)
-                    ]
-        except StaleDataError:  # another worker wrote the row between read and write
+                done = sweep_batch(tx, now=now, limit=self._batch, actor=ACTOR)
+        except StaleDataError:  # another worker wrote a row between read and write
             _log.info("renewals: a subscription changed under this pass; the next pass sees it")
-            return 0, 0, [], []
-        return len(due), ticked, pending, devices
+            return 0, 0, ()
+        return done.selected, done.ticked, done.charges
 
-    async def _charge(self, item: _Pending, *, now: int) -> OrderStatus:
+    async def _charge(self, item: Due, *, now: int) -> OrderStatus:
         charge = item.charge
 
         def link(session: Session, order: OrderRow) -> None:
@@ -206,7 +182,7 @@ class RenewalJob:
         # else time out / system processing: the lease and billing's reconcile settle it
         return order.status
 
-    async def _declined(self, item: _Pending, event: ChargeFailed, now: int) -> None:
+    async def _declined(self, item: Due, event: ChargeFailed, now: int) -> None:
         _, devices, _ = await asyncio.to_thread(
             self._service.apply_event,
             item.sub_id,

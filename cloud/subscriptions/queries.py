@@ -33,6 +33,7 @@ __all__ = [
     "load",
     "order_link",
     "refunds_due",
+    "row_values",
     "save",
     "snapshot",
     "subscription_for_service",
@@ -41,8 +42,8 @@ __all__ = [
 ]
 
 
-def load(row: SubscriptionRow) -> Subscription:
-    """The lifecycle state of a row."""
+def load(row: Any) -> Subscription:
+    """The lifecycle state of a row (an ORM row, or a Core row of the table's columns)."""
     return Subscription(
         id=row.id,
         installation_id=row.installation_id,
@@ -80,33 +81,42 @@ def save(
         session.add(row)
     if pay is not None:
         row.pay_with, row.card_token = pay
-    row.installation_id = sub.installation_id
-    row.service = sub.product.feature
-    row.product_code = sub.product.code
-    row.purchaser_id = sub.purchaser
-    row.status = sub.status
-    row.term_months = sub.term_months
-    row.starts_at = sub.start
-    row.ends_at = sub.end
-    row.auto_renew = sub.auto_renew
-    row.awaiting_payment = sub.awaiting_payment
-    row.notice_for = sub.notice_for
-    live = sub.status is not Status.EXPIRED and sub.auto_renew
-    row.next_notice_at = (
-        add_months(sub.end, -NOTICE_MONTHS) if live and sub.notice_for != sub.end else None
-    )
-    row.next_charge_at = (
-        (sub.next_retry_at if sub.attempts else add_months(sub.end, -1)) if live else None
-    )
-    row.attempts = sub.attempts
-    row.charging = sub.charging
-    row.charge_sent_at = sub.charge_sent_at
-    row.next_retry_at = sub.next_retry_at
-    row.charges_sent = sub.charges_sent
-    row.due_at = due_at(sub)
-    row.updated_at = now
+    for column, value in row_values(sub, now=now).items():
+        setattr(row, column, value)
     session.flush()
     return row
+
+
+def row_values(sub: Subscription, *, now: int) -> dict[str, Any]:
+    """The columns a state writes (all but the id, the payment method and the version):
+    the one mapping :func:`save` and the renewal sweep's bulk update share."""
+    live = sub.status is not Status.EXPIRED and sub.auto_renew
+    return {
+        "installation_id": sub.installation_id,
+        "service": sub.product.feature,
+        "product_code": sub.product.code,
+        "purchaser_id": sub.purchaser,
+        "status": sub.status,
+        "term_months": sub.term_months,
+        "starts_at": sub.start,
+        "ends_at": sub.end,
+        "auto_renew": sub.auto_renew,
+        "awaiting_payment": sub.awaiting_payment,
+        "notice_for": sub.notice_for,
+        "next_notice_at": (
+            add_months(sub.end, -NOTICE_MONTHS) if live and sub.notice_for != sub.end else None
+        ),
+        "next_charge_at": (
+            (sub.next_retry_at if sub.attempts else add_months(sub.end, -1)) if live else None
+        ),
+        "attempts": sub.attempts,
+        "charging": sub.charging,
+        "charge_sent_at": sub.charge_sent_at,
+        "next_retry_at": sub.next_retry_at,
+        "charges_sent": sub.charges_sent,
+        "due_at": due_at(sub),
+        "updated_at": now,
+    }
 
 
 def snapshot(sub: Subscription) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Settings per process (common.settings): each loads only its own fields, the same way."""
+"""Settings per process (common.settings, common.config): each loads only its own fields,
+the same way."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from agent.settings import AgentSettings
 from broker.settings import BrokerSettings
 from cloud.settings import CloudSettings
+from common.config import BrokerClient, Settings
 from common.settings import BrokerClientSettings, ConfigError, EntitleSettings
 from entitle.config import AllSettings
 
@@ -27,15 +29,38 @@ def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_each_process_has_only_its_own_fields() -> None:
-    agent, cloud, broker = (
-        set(k.model_fields) for k in (AgentSettings, CloudSettings, BrokerSettings)
-    )
+    agent = set(AgentSettings.field_names())
+    cloud, broker = (set(k.model_fields) for k in (CloudSettings, BrokerSettings))
     client = set(BrokerClientSettings.model_fields)
     assert set(EntitleSettings.model_fields) == set(broker) == {"data_dir"}
+    assert set(Settings.field_names()) == {"data_dir"}
     assert {"device_id", "root_keyset_file", "clock_skew_s"} <= agent - cloud
     assert {"database_url", "http_port", "smtp_host", "token_ttl_s"} <= cloud - agent
-    assert agent & cloud == client  # what both share is how to reach the broker
-    assert set(AllSettings.model_fields) == agent | cloud | broker
+    # what both share is how to reach the broker, declared twice (the agent's without
+    # pydantic): a field added to one and not the other fails here
+    assert agent & cloud == client == set(BrokerClient.field_names())
+    assert AllSettings.field_names() == agent | cloud | broker
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ENTITLE_MQTT_PROTOCOL", "3"),
+        ("ENTITLE_MQTT_PROTOCOL", "five"),
+        ("ENTITLE_BROKER_URL", "http://gw-1:hunter2@x:1883"),
+        ("ENTITLE_BROKER_URL", "mqtt://x:port"),
+    ],
+)
+def test_the_agent_and_the_cloud_refuse_a_shared_variable_in_the_same_words(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    refusals = []
+    for kind in (AgentSettings, CloudSettings):
+        with pytest.raises(ConfigError) as refused:
+            kind.load()
+        refusals.append(refused.value.problems)
+    assert refusals[0] == refusals[1] and refusals[0][0].startswith(f"{variable}: ")
 
 
 def test_variables_and_the_toml_file_are_read_the_same_way(
@@ -69,5 +94,7 @@ def test_loading_the_agent_settings_loads_nothing_of_the_cloud(tmp_path: Path) -
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
     ).stdout
     loaded = set(json.loads(out))
-    assert {"agent", "common", "pydantic_settings"} <= loaded  # the probe did run
+    assert {"agent", "common"} <= loaded  # the probe did run
     assert not loaded & {"cloud", "broker", "entitle", "fastapi", "sqlalchemy", "amqtt", "rich"}
+    # nor the libraries the agent's memory budget has no room for
+    assert not loaded & {"pydantic", "pydantic_settings", "typer", "uvicorn", "starlette"}

@@ -13,7 +13,13 @@ from cloud.devices.rules.entitlements import (
     next_version,
 )
 from cloud.devices.rules.installations import MAX_DEVICES, DeviceKind, check_capacity
-from cloud.devices.rules.refresh import RefreshPlan, TokenState, plan_refresh, reissue_reason
+from cloud.devices.rules.refresh import (
+    RefreshPlan,
+    TokenState,
+    plan_refresh,
+    reissue_reason,
+    resign_reason,
+)
 from cloud.errors import InstallationFull
 
 __all__ = [
@@ -32,4 +38,5 @@ __all__ = [
     "next_version",
     "plan_refresh",
     "reissue_reason",
+    "resign_reason",
 ]

@@ -156,13 +156,13 @@ def test_plan_refresh_reasons() -> None:
     states = [
         _state("fresh"),
         _state("near_expiry", exp=NOW + 3 * 86400 - 1),
-        _state("feature_ended", min_until=NOW),
+        _state("feature_ended", min_until=NOW),  # the device refuses it by itself
         _state("old_epoch", epoch=-1),
         _state("unpublished", published=False),
         _state("just_issued", published=False, iat=NOW - 5),
     ]
     plan = plan_refresh(states, now=NOW, refresh_before_s=3 * 86400, epoch=0)
-    assert plan.reissue == ("feature_ended", "near_expiry", "old_epoch")
+    assert plan.reissue == ("near_expiry", "old_epoch")
     assert plan.republish == ("unpublished",)
 
 

@@ -1,0 +1,271 @@
+"""The renewal sweep, set-based: one batch of due subscriptions, one statement per effect.
+
+The pure rule decides, row by row (:func:`~cloud.subscriptions.rules.lifecycle.apply`
+of a :class:`~cloud.subscriptions.rules.lifecycle.Tick`: microseconds); what it
+decided is written for the whole batch at once, in the caller's transaction:
+
+- one ``SELECT ... FOR UPDATE SKIP LOCKED`` claims the batch (PostgreSQL: N
+  sweepers take disjoint rows, a row another holds is skipped, not waited for;
+  SQLite ignores the clause, but every write transaction starts ``BEGIN
+  IMMEDIATE``, so sweepers take turns and the next one sees the new ``due_at``);
+- one ``UPDATE`` (executemany, version-checked) writes the new states;
+- one ``INSERT`` of the audit entries, one of the e-mails (``ON CONFLICT
+  DO NOTHING`` on their dedupe key), after one read of their recipients;
+- one upsert of the grants the rule (re)started, one ``UPDATE`` per feature of
+  those it ended;
+- one read of the affected devices and one ``INSERT`` into the token re-sign
+  queue: signing (~120 µs a token) is not on the sweep's path; the
+  re-sign job drains the queue (:class:`cloud.devices.jobs.ResignJob`).
+
+The result is exactly what :meth:`SubscriptionService.commit
+<cloud.subscriptions.service.SubscriptionService.commit>` writes row by row
+(a test compares both on generated subscriptions), except that the devices
+are queued for a token rather than signed at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from cloud.accounts.tables import AuditRow, UserRow
+from cloud.devices import queries as device_queries
+from cloud.devices.rules import GrantStatus
+from cloud.devices.tables import GrantRow
+from cloud.errors import UnknownUser
+from cloud.notifications.outbox import compose
+from cloud.notifications.tables import NotificationRow, NotificationStatus
+from cloud.subscriptions import queries as rows
+from cloud.subscriptions.rules.lifecycle import (
+    Charge,
+    EndService,
+    GrantService,
+    Notify,
+    Subscription,
+    Tick,
+    Transition,
+    apply,
+)
+from cloud.subscriptions.service import GRANT_SOURCE
+from cloud.subscriptions.tables import SubscriptionRow
+
+__all__ = ["Due", "SweptBatch", "sweep_batch"]
+
+_Changed = Sequence[tuple[Any, Subscription, Transition]]
+_TABLE = SubscriptionRow.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A renewal charge the batch decided on, with what placing its order needs."""
+
+    sub_id: str
+    installation_id: str
+    product_code: str
+    description: str
+    pay_with: str
+    card_token: str | None
+    charge: Charge
+
+
+@dataclass(frozen=True, slots=True)
+class SweptBatch:
+    """What one batch did: rows claimed, rows changed, charges to place, devices queued."""
+
+    selected: int
+    ticked: int
+    charges: tuple[Due, ...]
+    devices_queued: int
+
+
+def sweep_batch(tx: Session, *, now: int, limit: int, actor: str) -> SweptBatch:
+    """Tick up to ``limit`` due subscriptions at ``now`` and write every effect in bulk.
+
+    Raises:
+        StaleDataError: a row changed under the batch (a version mismatch): the
+            caller's transaction rolls back and the next pass sees the row again.
+    """
+    claimed = tx.execute(
+        select(_TABLE)
+        .where(_TABLE.c.due_at.is_not(None), _TABLE.c.due_at <= now)
+        .order_by(_TABLE.c.due_at, _TABLE.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    changed: list[tuple[Any, Subscription, Transition]] = []
+    for row in claimed:
+        before = rows.load(row)
+        t = apply(before, Tick(), now=now)
+        if t.state != before:
+            changed.append((row, before, t))
+    if not changed:
+        return SweptBatch(len(claimed), 0, (), 0)
+    _save_states(tx, changed, now=now)
+    _audit(tx, changed, actor=actor, now=now)
+    installations = _grants(tx, [t for _, _, t in changed], now=now)
+    _notify(tx, [e for _, _, t in changed for e in t.effects if isinstance(e, Notify)], now=now)
+    devices = device_queries.device_ids_of(tx, sorted(installations))
+    device_queries.enqueue_resign(tx, devices, now=now)
+    charges = tuple(
+        Due(
+            sub_id=row.id,
+            installation_id=row.installation_id,
+            product_code=row.product_code,
+            description=f"{before.product.name}, renewal",
+            pay_with=row.pay_with,
+            card_token=row.card_token,
+            charge=e,
+        )
+        for row, before, t in changed
+        for e in t.effects
+        if isinstance(e, Charge)
+    )
+    return SweptBatch(len(claimed), len(changed), charges, len(devices))
+
+
+def _save_states(
+    tx: Session, changed: Sequence[tuple[Any, Subscription, Transition]], *, now: int
+) -> None:
+    """One version-checked UPDATE for the batch (the version moves on, as the ORM's does)."""
+    statement = (
+        update(_TABLE)
+        .where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.version == bindparam("b_version"))
+        .values(version=_TABLE.c.version + 1)
+    )
+    params = [
+        {"b_id": row.id, "b_version": row.version, **rows.row_values(t.state, now=now)}
+        for row, _, t in changed
+    ]
+    result = tx.execute(statement, params)
+    if tx.get_bind().dialect.supports_sane_multi_rowcount and result.rowcount != len(params):
+        raise StaleDataError(
+            f"{len(params) - result.rowcount} of {len(params)} subscriptions changed meanwhile"
+        )
+
+
+def _audit(tx: Session, changed: _Changed, *, actor: str, now: int) -> None:
+    """The audit entries, as :func:`cloud.accounts.audit.record` writes them, in one INSERT."""
+    tx.execute(
+        AuditRow.__table__.insert(),
+        [
+            {
+                "at": now,
+                "actor": actor,
+                "actor_user_id": None,
+                "action": "subscription.tick",
+                "object_type": "subscription",
+                "object_id": t.state.id,
+                "before": rows.snapshot(before),
+                "after": rows.snapshot(t.state),
+            }
+            for _, before, t in changed
+        ],
+    )
+
+
+def _insert(tx: Session) -> Any:
+    return postgresql.insert if tx.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _grants(tx: Session, transitions: Sequence[Transition], *, now: int) -> set[str]:
+    """Grants (re)started, then grants ended (a pending subscription whose term already
+    passed does both, in that order, as the rule lists them); returns the installations."""
+    started: list[dict[str, Any]] = []
+    ended: dict[str, list[str]] = defaultdict(list)
+    touched: set[str] = set()
+    for t in transitions:
+        for effect in t.effects:
+            if isinstance(effect, GrantService):
+                started.append(
+                    {
+                        "installation_id": t.state.installation_id,
+                        "feature": effect.feature,
+                        "params": dict(effect.params),
+                        "valid_until": effect.until,
+                        "source": GRANT_SOURCE,
+                        "status": GrantStatus.ACTIVE,
+                        "created_at": now,
+                        "updated_at": now,
+                        "ended_at": None,
+                    }
+                )
+                touched.add(t.state.installation_id)
+            elif isinstance(effect, EndService):
+                ended[effect.feature].append(t.state.installation_id)
+                touched.add(t.state.installation_id)
+    if started:
+        upsert = _insert(tx)(GrantRow)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[GrantRow.installation_id, GrantRow.feature],
+            set_={
+                "params": upsert.excluded.params,
+                "valid_until": upsert.excluded.valid_until,
+                "source": upsert.excluded.source,
+                "status": upsert.excluded.status,
+                "updated_at": upsert.excluded.updated_at,
+                "ended_at": None,
+            },
+        )
+        tx.execute(upsert, started)
+    for feature, installations in sorted(ended.items()):
+        tx.execute(
+            update(GrantRow)
+            .where(
+                GrantRow.feature == feature,
+                GrantRow.installation_id.in_(installations),
+                GrantRow.status == GrantStatus.ACTIVE,
+            )
+            .values(status=GrantStatus.ENDED, updated_at=now, ended_at=now)
+        )
+    return touched
+
+
+def _notify(tx: Session, notices: Sequence[Notify], *, now: int) -> None:
+    """The e-mails, checked by :func:`~cloud.notifications.outbox.compose` and inserted in one
+    statement; a dedupe key already queued (by anyone) is skipped, as ``enqueue`` does."""
+    if not notices:
+        return
+    users = {
+        u.id: u
+        for u in tx.execute(
+            select(UserRow.id, UserRow.email, UserRow.name).where(
+                UserRow.id.in_({n.to_user for n in notices})
+            )
+        )
+    }
+    values = []
+    for notice in notices:
+        contact = users.get(notice.to_user)
+        if contact is None:
+            raise UnknownUser(f"no user with id {notice.to_user}")
+        message = compose(
+            kind=notice.kind,
+            to=[contact.email],
+            subject=notice.subject,
+            body=f"Hello {contact.name},\n\n{notice.body}\n",
+            dedupe_key=notice.dedupe_key,
+        )
+        values.append(
+            {
+                "kind": message.kind,
+                "recipients": list(message.recipients),
+                "subject": message.subject,
+                "body": message.body,
+                "dedupe_key": message.dedupe_key,
+                "status": NotificationStatus.QUEUED,
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+            }
+        )
+    statement = _insert(tx)(NotificationRow).on_conflict_do_nothing(
+        index_elements=[NotificationRow.dedupe_key]
+    )
+    tx.execute(statement, values)
