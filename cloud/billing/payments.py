@@ -14,6 +14,8 @@ Sandbox test cards (the card number is the ``card_token``):
                     sees ``timed_out``; :meth:`lookup` later tells the truth
 4000000000005126    charge succeeds; every refund of it fails while the
                     number is in ``failing_refund_cards`` (the retry queue)
+4000000000000077    charge succeeds and settles at once (a refund, not a
+                    void, gives it back without waiting for the clock)
 anything else       declined (``unknown test card``)
 ==================  =====================================================
 """
@@ -37,6 +39,7 @@ __all__ = [
     "CARD_DECLINED",
     "CARD_OK",
     "CARD_REFUND_FAILS",
+    "CARD_SETTLED",
     "CARD_TIMEOUT",
     "Charge",
     "ChargeStatus",
@@ -53,6 +56,7 @@ CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
 CARD_TIMEOUT = "4000000000000119"
 CARD_REFUND_FAILS = "4000000000005126"
+CARD_SETTLED = "4000000000000077"  # Stripe's "available balance at once" test card
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +184,7 @@ class SandboxPaymentProvider:
             return self._answer(self.ledger[known])
         self.charges_made += 1
         charge_id = f"ch_sandbox_{len(self.ledger) + 1:06d}"
-        declined = card_token not in (CARD_OK, CARD_TIMEOUT, CARD_REFUND_FAILS)
+        declined = card_token not in (CARD_OK, CARD_TIMEOUT, CARD_REFUND_FAILS, CARD_SETTLED)
         reason = None
         if declined:
             reason = "card declined" if card_token == CARD_DECLINED else "unknown test card"
@@ -193,6 +197,7 @@ class SandboxPaymentProvider:
             status="declined" if declined else "succeeded",
             created_at=self._now(),
             decline_reason=reason,
+            settled=card_token == CARD_SETTLED,
         )
         self.ledger[charge_id] = entry
         self._by_key[idempotency_key] = charge_id

@@ -8,7 +8,7 @@ import pytest
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import Role
 from cloud.billing.orders import Billing, OrderLine
-from cloud.billing.payments import CARD_DECLINED, CARD_OK
+from cloud.billing.payments import CARD_DECLINED, CARD_OK, CARD_SETTLED
 from cloud.billing.service import OrderFilter, OrderService
 from cloud.devices import memberships
 from cloud.errors import UnknownInstallation
@@ -147,6 +147,10 @@ async def test_reversal_option_is_void_before_settling_and_refund_after(
     assert (await orders.reversal_option(ADMIN, int(h["declined"]))).why_not == "not_paid"
     await orders.void(ADMIN, fresh, amount_cents=None)
     assert (await orders.reversal_option(ADMIN, fresh)).why_not == "not_paid"  # now Cancel
+    # the sandbox's settled-at-once test card: a refund straight away, no clock to wait for
+    settled = await _order(cloud, str(h["home"]), "h6", int(h["anna"]), VOICE, card=CARD_SETTLED)
+    option = await orders.reversal_option(ADMIN, settled)
+    assert (option.action, option.settled) == ("refund", True)
 
 
 async def test_customer_activity_is_installations_contacts_and_orders(
