@@ -1,7 +1,535 @@
-"""Dashboard pages (being built; see issue 15)."""
+"""Subscriptions' dashboard pages: the installation page's services section, auto-renew
+off/on, renewals, buying (Checkout or Save subscriptions) and partners' follow-up.
 
-from fastapi import APIRouter
+Buying follows the vendors' manual (Cloudvue: "Prompted to Checkout when saving
+subscriptions"): a user whose company pays by invoice gets **Save subscriptions**, which
+saves them at once (invoiced); everyone else (card partners, owners) gets **Checkout**
+and pays with a card. Either way a confirm step shows what is bought, for how long, the
+price and who pays before the final POST; renewals and turning auto-renew on or off too.
+Every change is one call of :class:`~cloud.subscriptions.service.SubscriptionService`,
+the same as the REST routes; a role without ``subscriptions:write`` gets no control and a
+403 from the server all the same.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import page_require
+from cloud.accounts.rules import Permission, Role, allowed
+from cloud.billing.deps import OrdersDep
+from cloud.billing.rules import OrderStatus
+from cloud.billing.service import OrderFilter
+from cloud.devices.deps import InstallationsDep
+from cloud.devices.pages.installation import Section, installation_section
+from cloud.devices.rules import DeviceKind
+from cloud.devices.schemas import InstallationDetail
+from cloud.errors import Conflict, InvalidRequest, PaymentDeclined, UpstreamFailed
+from cloud.http.deps import get_state, provided
+from cloud.http.schemas import ID_PATTERN
+from cloud.subscriptions.deps import SubscriptionsDep
+from cloud.subscriptions.rules.catalogue import CATALOGUE, Product, term_price
+from cloud.subscriptions.rules.lifecycle import MAX_RENEWAL_MONTHS
+from cloud.subscriptions.service import SubscriptionService
+from cloud.subscriptions.views import PurchaseResult
+from cloud.web.flash import flash
+from cloud.web.forms import CheckedForm
+from cloud.web.templates import render, translator
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
+Reader = Annotated[Principal, Depends(page_require(Permission.SUBSCRIPTIONS_READ))]
+Writer = Annotated[Principal, Depends(page_require(Permission.SUBSCRIPTIONS_WRITE))]
+SubId = Annotated[str, Path(pattern=r"^sub_[0-9a-f]{16}$")]
+InstId = Annotated[str, Path(pattern=ID_PATTERN)]
+
+VIDEO = "video_retention"
+SERVICES = ("TSF16100", "TSF12125", "TSF16101")  # the installation-wide services, in order
+_CARD = re.compile(r"^[0-9]{12,19}$")
+_STATUS_TONE = {
+    "renews": "ok",
+    "expires": "warn",
+    "expired": "bad",
+    "pending": "info",
+    "cancelled": "muted",
+}
+FOLLOW_UP_DAYS = 60
+PER_PAGE = 25
+
+
+# the installation page's section -------------------------------------------------
+def _video_tiers() -> list[Product]:
+    return [p for p in CATALOGUE.values() if p.feature == VIDEO]
+
+
+@installation_section
+async def subscriptions_section(
+    request: Request, user: Principal, installation: InstallationDetail
+) -> Section | None:
+    """The installation's subscriptions, and what the user may change or buy."""
+    if not allowed(user.role, Permission.SUBSCRIPTIONS_READ):
+        return None
+    service = provided(SubscriptionService)(request)
+    lines = service.lines(user, installation.id)
+    may_write = allowed(user.role, Permission.SUBSCRIPTIONS_WRITE)
+    held = {line.view["service"] for line in lines if line.state not in ("expired", "cancelled")}
+    cameras = [d.device_id for d in installation.devices if d.kind == DeviceKind.CAMERA]
+    return Section(
+        "subscriptions/_installation.html",
+        {
+            "installation": installation,
+            "lines": lines,
+            "may_write": may_write,
+            "pays_with": service.pays_with(user) if may_write else None,
+            "services": [CATALOGUE[code] for code in SERVICES],
+            "products": CATALOGUE,
+            "video_tiers": _video_tiers(),
+            "held": held,
+            "cameras": cameras,
+            "max_months": MAX_RENEWAL_MONTHS,
+            "tone": _STATUS_TONE,
+        },
+    )
+
+
+def _page(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """``render`` with what every subscriptions page uses: the catalogue, the renewal limit,
+    and whether payments go to the sandbox test double (its test cards are shown)."""
+    settings = get_state(request).settings
+    values = {
+        "products": CATALOGUE,
+        "max_months": MAX_RENEWAL_MONTHS,
+        "sandbox": settings.payment_provider == "sandbox",
+        **context,
+    }
+    return render(request, template, values, status_code=status_code)
+
+
+def _back(installation_id: str) -> str:
+    return f"/installations/{installation_id}#subscriptions"
+
+
+def _redirect(url: str, text: str, *, level: str = "success") -> RedirectResponse:
+    response = RedirectResponse(url, status_code=303)
+    flash(response, text, level=level)
+    return response
+
+
+def _card(form: Any) -> str | None:
+    """The sandbox card number typed in the form (spaces and dashes dropped), if valid."""
+    raw = form.get("card_number")
+    if not isinstance(raw, str):
+        return None
+    number = re.sub(r"[\s-]", "", raw)
+    return number if _CARD.fullmatch(number) else None
+
+
+def _refused(exc: Exception) -> int:
+    """The HTTP status a refused form page answers with (the API's, for the same error)."""
+    if isinstance(exc, PaymentDeclined):
+        return 402
+    if isinstance(exc, UpstreamFailed):
+        return 502
+    if isinstance(exc, Conflict):
+        return 409
+    return 422
+
+
+# auto-renew off / on ---------------------------------------------------------------
+@router.get("/subscriptions/{sub_id}/auto-renew", response_class=HTMLResponse)
+def confirm_auto_renew(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    sub_id: SubId,
+    turn: Literal["on", "off"],
+) -> HTMLResponse:
+    """The confirm step: off = runs to its end date; on = you become the purchaser, nothing
+    due now, the next renewal's price and date."""
+    if turn == "off":
+        line = service.line(user, sub_id)
+        return _page(
+            request,
+            "subscriptions/auto_renew.html",
+            {"turn": turn, "line": line, "quote": None, "error": None},
+        )
+    try:
+        quote = service.reactivation_quote(user, sub_id)
+    except (InvalidRequest, Conflict) as exc:
+        line = service.line(user, sub_id)
+        return _page(
+            request,
+            "subscriptions/auto_renew.html",
+            {"turn": turn, "line": line, "quote": None, "error": str(exc)},
+            status_code=_refused(exc),
+        )
+    return _page(
+        request,
+        "subscriptions/auto_renew.html",
+        {"turn": turn, "line": quote.line, "quote": quote, "error": None},
+    )
+
+
+@router.post("/subscriptions/{sub_id}/auto-renew")
+async def set_auto_renew(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    sub_id: SubId,
+    form: CheckedForm,
+) -> Response:
+    t = translator(request)
+    turn = form.get("turn")
+    line = service.line(user, sub_id)
+    back = _back(line.view["installation_id"])
+    if turn == "off":
+        await service.deactivate(user, sub_id)
+        text = t.gettext("Auto-renew is off: %(name)s runs until its end date and stops then.")
+        return _redirect(back, text % {"name": line.name})
+    if turn != "on":
+        return _redirect(back, t.gettext("Nothing was changed."), level="info")
+    card = _card(form)
+    try:
+        quote = service.reactivation_quote(user, sub_id)
+        if quote.pay_with == "card" and card is None:
+            raise InvalidRequest(t.gettext("Enter the card that pays the renewals."))
+        await service.reactivate(user, sub_id, pay_with=quote.pay_with, card_token=card)
+    except (InvalidRequest, Conflict) as exc:
+        return _page(
+            request,
+            "subscriptions/auto_renew.html",
+            {"turn": "on", "line": line, "quote": None, "error": str(exc)},
+            status_code=_refused(exc),
+        )
+    text = t.gettext(
+        "Auto-renew is on: you are now the purchaser of %(name)s; nothing was charged."
+    )
+    return _redirect(back, text % {"name": line.name})
+
+
+# renew -------------------------------------------------------------------------------
+@router.get("/subscriptions/{sub_id}/renew", response_class=HTMLResponse)
+def confirm_renew(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    sub_id: SubId,
+    months: Annotated[int, Query(ge=1, le=MAX_RENEWAL_MONTHS)],
+) -> HTMLResponse:
+    """The confirm step of a renewal: price, the new end date and how it is paid."""
+    try:
+        quote = service.renewal_quote(user, sub_id, months)
+    except (InvalidRequest, Conflict) as exc:
+        return _page(
+            request,
+            "subscriptions/renew.html",
+            {
+                "line": service.line(user, sub_id),
+                "quote": None,
+                "error": str(exc),
+                "months": months,
+            },
+            status_code=_refused(exc),
+        )
+    return _page(
+        request,
+        "subscriptions/renew.html",
+        {
+            "line": quote.line,
+            "quote": quote,
+            "error": None,
+            "months": months,
+        },
+    )
+
+
+@router.post("/subscriptions/{sub_id}/renew")
+async def renew(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    sub_id: SubId,
+    form: CheckedForm,
+) -> Response:
+    t = translator(request)
+    try:
+        months = int(str(form.get("months", "")))
+    except ValueError:
+        months = 0
+    line = service.line(user, sub_id)
+    try:
+        quote = service.renewal_quote(user, sub_id, months)
+        card = _card(form)
+        if quote.pay_with == "card" and card is None:
+            raise InvalidRequest(t.gettext("Enter a card number (12 to 19 digits)."))
+        result = await service.renew(
+            user, sub_id, months=months, pay_with=quote.pay_with, card_token=card
+        )
+    except (InvalidRequest, Conflict, PaymentDeclined, UpstreamFailed) as exc:
+        return _page(
+            request,
+            "subscriptions/renew.html",
+            {"line": line, "quote": None, "error": str(exc), "months": months},
+            status_code=_refused(exc),
+        )
+    back = _back(line.view["installation_id"])
+    if result.order_status == OrderStatus.SUCCEED:
+        text = t.gettext("%(name)s is renewed by %(months)s months.")
+        return _redirect(back, text % {"name": line.name, "months": months})
+    text = t.gettext(
+        "The payment for %(name)s is being confirmed (order status: %(status)s); "
+        "the renewal applies as soon as it is."
+    )
+    return _redirect(back, text % {"name": line.name, "status": result.order_status}, level="info")
+
+
+# buy: Checkout or Save subscriptions -------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Item:
+    product: Product
+    months: int
+
+    @property
+    def cents(self) -> int:
+        return term_price(self.product, self.months)
+
+
+def _basket(
+    products: list[str], app_term: int | None, video: str | None, apply_all: bool, t: Any
+) -> list[_Item]:
+    """The items a buy form asks for; InvalidRequest (translated) for what it cannot."""
+    items: list[_Item] = []
+    for code in dict.fromkeys(products):
+        if code not in SERVICES:
+            raise InvalidRequest(t.gettext("Choose services from the list."))
+        item = CATALOGUE[code]
+        months = item.default_term_months
+        if code == "TSF16101" and app_term is not None:
+            if app_term not in item.term_cents:
+                raise InvalidRequest(t.gettext("Choose one of the app access terms offered."))
+            months = app_term
+        items.append(_Item(item, months))
+    if video:
+        tier = CATALOGUE.get(video)
+        if tier is None or tier.feature != VIDEO:
+            raise InvalidRequest(t.gettext("Choose a video retention tier from the list."))
+        if not apply_all:
+            raise InvalidRequest(
+                t.gettext(
+                    "A video retention tier covers the whole installation: "
+                    "tick “Apply to all cameras” to buy it."
+                )
+            )
+        items.append(_Item(tier, tier.default_term_months))
+    if not items:
+        raise InvalidRequest(t.gettext("Choose at least one service to buy."))
+    return items
+
+
+def _buy_page(
+    request: Request,
+    *,
+    installation: InstallationDetail,
+    items: list[_Item],
+    pays_with: str | None,
+    form: dict[str, Any],
+    error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    cameras = sum(1 for d in installation.devices if d.kind == DeviceKind.CAMERA)
+    return _page(
+        request,
+        "subscriptions/buy.html",
+        {
+            "installation": installation,
+            "items": items,
+            "total": sum(i.cents for i in items),
+            "pays_with": pays_with,
+            "form": form,
+            "cameras": cameras,
+            "error": error,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/installations/{installation_id}/buy", response_class=HTMLResponse)
+def review_purchase(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    installations: InstallationsDep,
+    installation_id: InstId,
+    product: Annotated[list[str], Query(max_length=len(SERVICES))] = [],  # noqa: B006
+    app_term: Annotated[int | None, Query(ge=1, le=1200)] = None,
+    video: Annotated[str | None, Query(max_length=32)] = None,
+    apply_all: Annotated[Literal["1"] | None, Query()] = None,
+) -> HTMLResponse:
+    """Checkout (card: the sandbox card form) or Save subscriptions (invoice): the confirm
+    step with every item, its term and price, the total and who pays."""
+    installation = installations.detail(user, installation_id)
+    pays_with = service.pays_with(user)
+    t = translator(request)
+    form = {"product": product, "app_term": app_term, "video": video, "apply_all": apply_all}
+    try:
+        items = _basket(product, app_term, video or None, apply_all == "1", t)
+    except InvalidRequest as exc:
+        return _buy_page(
+            request,
+            installation=installation,
+            items=[],
+            pays_with=pays_with,
+            form=form,
+            error=str(exc),
+            status_code=422,
+        )
+    return _buy_page(
+        request,
+        installation=installation,
+        items=items,
+        pays_with=pays_with,
+        form=form,
+    )
+
+
+@router.post("/installations/{installation_id}/buy")
+async def buy(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    installations: InstallationsDep,
+    installation_id: InstId,
+    form: CheckedForm,
+) -> Response:
+    """Buy every item: saved at once (invoice) or paid with the card typed at checkout."""
+    t = translator(request)
+    installation = installations.detail(user, installation_id)
+    pays_with = service.pays_with(user)
+    products = [str(p) for p in form.getlist("product")]
+    raw_term = form.get("app_term")
+    video = form.get("video")
+    fields = {
+        "product": products,
+        "app_term": raw_term,
+        "video": video,
+        "apply_all": form.get("apply_all"),
+    }
+    items: list[_Item] = []
+    try:
+        app_term = int(str(raw_term)) if raw_term else None
+        items = _basket(
+            products,
+            app_term,
+            str(video) if video else None,
+            form.get("apply_all") == "1",
+            t,
+        )
+        card = _card(form)
+        if pays_with == "card" and card is None:
+            raise InvalidRequest(t.gettext("Enter a card number (12 to 19 digits)."))
+    except (InvalidRequest, ValueError) as exc:
+        return _buy_page(
+            request,
+            installation=installation,
+            items=items,
+            pays_with=pays_with,
+            form=fields,
+            error=str(exc),
+            status_code=422,
+        )
+    bought: list[tuple[_Item, PurchaseResult]] = []
+    for item in items:
+        try:
+            result = await service.purchase(
+                user,
+                installation_id=installation_id,
+                product_code=item.product.code,
+                term_months=item.months,
+                pay_with=pays_with,
+                card_token=card,
+                start=None,
+            )
+        except (InvalidRequest, Conflict, PaymentDeclined, UpstreamFailed) as exc:
+            if not bought:
+                return _buy_page(
+                    request,
+                    installation=installation,
+                    items=items,
+                    pays_with=pays_with,
+                    form=fields,
+                    error=str(exc),
+                    status_code=_refused(exc),
+                )
+            text = t.gettext("Bought: %(bought)s. Not bought: %(name)s (%(why)s).")
+            names = ", ".join(i.product.name for i, _ in bought)
+            return _redirect(
+                _back(installation_id),
+                text % {"bought": names, "name": item.product.name, "why": exc},
+                level="warning",
+            )
+        bought.append((item, result))
+    waiting = [i.product.name for i, r in bought if r.order_status != OrderStatus.SUCCEED]
+    names = ", ".join(i.product.name for i, _ in bought)
+    if waiting:
+        text = t.gettext(
+            "Ordered: %(names)s. The payment of %(waiting)s is being confirmed; "
+            "the service starts as soon as it is."
+        )
+        return _redirect(
+            _back(installation_id),
+            text % {"names": names, "waiting": ", ".join(waiting)},
+            level="info",
+        )
+    if pays_with == "invoice":
+        text = t.gettext("Subscriptions saved: %(names)s. The invoice is on its way by e-mail.")
+    else:
+        text = t.gettext("Paid: %(names)s. The devices are being told now.")
+    return _redirect(_back(installation_id), text % {"names": names})
+
+
+# partners' follow-up -----------------------------------------------------------------
+@router.get("/follow-up", response_class=HTMLResponse)
+def follow_up(
+    request: Request,
+    user: Reader,
+    service: SubscriptionsDep,
+    orders: OrdersDep,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """Subscriptions ending in the next 60 days and failed charges, across the user's
+    installations (staff: all of them), to follow up."""
+    expiring, total = service.expiring(
+        user, days=FOLLOW_UP_DAYS, limit=PER_PAGE, offset=(page - 1) * PER_PAGE
+    )
+    failed = orders.history(
+        user,
+        OrderFilter(status=OrderStatus.FAILED, limit=PER_PAGE),
+    )
+    return _page(
+        request,
+        "subscriptions/follow_up.html",
+        {
+            "expiring": expiring,
+            "expiring_total": total,
+            "page": page,
+            "pages": max(1, math.ceil(total / PER_PAGE)),
+            "failed": failed,
+            "days": FOLLOW_UP_DAYS,
+            "tone": _STATUS_TONE,
+            "staff": user.role in (Role.ADMIN, Role.CS_ADMIN, Role.SUPPORT),
+        },
+    )
