@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from cloud.accounts import audit, users
 from cloud.accounts.apikeys import Principal, add_api_key
+from cloud.accounts.customers import CustomerHit, LookUpBy, find_customers
 from cloud.accounts.rules import ROLE_PERMISSIONS, Role
 from cloud.accounts.schemas import (
     AuditOut,
@@ -234,6 +235,12 @@ class AccountService:
                 now=self._clock(),
             )
             return _company_out(users.company(tx, company_id))
+
+    # customers ----------------------------------------------------------------
+    def find_customers(self, text: str, *, by: LookUpBy, limit: int = 50) -> list[CustomerHit]:
+        """Customer accounts (owner and partner users, partner companies) matching ``text``."""
+        with self._store.transaction() as tx:
+            return find_customers(tx, text, by=by, limit=limit)
 
     # audit --------------------------------------------------------------------
     def audit_entries(self, which: AuditFilter) -> list[AuditOut]:
