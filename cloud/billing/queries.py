@@ -467,14 +467,25 @@ def installations_of_account(
     company_id: int | None,
     visible: Select[tuple[str]] | None,
     installation_id: str | None = None,
+    search: str | None = None,
+    limit: int = 100,
 ) -> Sequence[InstallationRow]:
-    """The installations a user owns or a company integrates (or the one named), by name.
+    """The installations a user owns or a company integrates, the one ``installation_id``,
+    and those whose id is ``search`` or whose name holds it (case ignored), by name.
 
     Only those within ``visible`` (None: all).
     """
     ids: list[Select[tuple[str]]] = []
     if installation_id is not None:
         ids.append(select(InstallationRow.id).where(InstallationRow.id == installation_id))
+    if search and search.strip():
+        text = search.strip()
+        ids.append(
+            select(InstallationRow.id).where(
+                (InstallationRow.id == text)
+                | func.lower(InstallationRow.name).contains(text.lower(), autoescape=True)
+            )
+        )
     if user_id is not None:
         ids.append(select(OwnerRow.installation_id).where(OwnerRow.user_id == user_id))
     if company_id is not None:
@@ -486,7 +497,7 @@ def installations_of_account(
     stmt = select(InstallationRow).where(or_(*(InstallationRow.id.in_(q) for q in ids)))
     if visible is not None:
         stmt = stmt.where(InstallationRow.id.in_(visible.scalar_subquery()))
-    stmt = stmt.order_by(func.lower(InstallationRow.name), InstallationRow.id)
+    stmt = stmt.order_by(func.lower(InstallationRow.name), InstallationRow.id).limit(limit)
     return session.scalars(stmt).all()
 
 

@@ -245,12 +245,14 @@ class OrderService:
         user_id: int | None = None,
         company_id: int | None = None,
         installation_id: str | None = None,
+        installation_search: str | None = None,
         order_limit: int = 10,
     ) -> CustomerActivityOut:
         """The customer profile's installations, their authorised contacts and latest orders.
 
         The installations a user owns and a company integrates (give both for a
-        partner user and its company), or the one ``installation_id``; only those
+        partner user and its company), the one ``installation_id``, or those found by
+        ``installation_search`` (an id, or part of a name; at most 50); only those
         ``principal`` may see. Contacts are never vendor staff (``staff_email_domains``).
 
         Raises:
@@ -265,7 +267,9 @@ class OrderService:
                 user_id=user_id,
                 company_id=company_id,
                 installation_id=installation_id,
+                search=installation_search,
                 visible=visible,
+                limit=50,
             )
             installations = []
             for row in rows:

@@ -175,6 +175,11 @@ async def test_customer_activity_is_installations_contacts_and_orders(
     assert (len(fitters.orders), fitters.orders_total) == (1, 2)
     both = _orders(cloud).customer_activity(support, installation_id=str(h["shop"]))
     assert [c.email for c in both.installations[0].contacts] == ["piet@fitters.example"]
+    found = _orders(cloud).customer_activity(support, installation_search="ZONNE")
+    assert [i.id for i in found.installations] == [h["home"]]
+    found = _orders(cloud).customer_activity(support, installation_search=str(h["shop"]))
+    assert [i.id for i in found.installations] == [h["shop"]]
+    assert _orders(cloud).customer_activity(support, installation_search="_").installations == []
     nobody = _orders(cloud).customer_activity(support)
     assert (nobody.installations, nobody.orders_total) == ([], 0)
     piet = Principal(key_id=None, name="piet", role=Role.PARTNER, user_id=int(h["piet"]))
