@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, delete, func, or_, select, update
+from sqlalchemy import Insert, Select, Table, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,9 +27,11 @@ from cloud.health.rules.diagnostics import (
     StatusEvent,
     long_window_metrics,
 )
+from cloud.health.rules.fleet import EXPIRING_SOON_S, FleetQuery, Freshness, Online
 from cloud.health.tables import (
     CommandRow,
     CommandStatus,
+    DeviceVerdictRow,
     HealthHourlyRow,
     HealthRejectRow,
     HealthReportRow,
@@ -39,7 +41,16 @@ from cloud.health.tables import (
 from protocol.health import HealthReport, health_to_dict
 
 __all__ = [
+    "FleetCounts",
+    "FleetRow",
     "device_ids_after",
+    "devices_without_verdict",
+    "due_verdicts",
+    "fleet_counts",
+    "fleet_page",
+    "put_verdicts",
+    "series",
+    "status_events",
     "reports",
     "HOURLY_METRICS",
     "AnswerOutcome",
@@ -436,3 +447,363 @@ def device_ids_after(
     if within is not None:
         query = query.where(DeviceRow.installation_id.in_(within))
     return session.scalars(query.order_by(DeviceRow.id).limit(limit)).all()
+
+
+# the fleet: verdicts kept per device ----------------------------------------------------------
+
+
+def due_verdicts(
+    session: Session, *, now: int, min_gap_s: int, max_age_s: int, limit: int
+) -> Sequence[str]:
+    """Devices whose verdict is missing or out of date, the longest-waiting first.
+
+    Due: heard from (a state row) and never diagnosed; heard from again since
+    the last diagnosis, at least ``min_gap_s`` ago; or diagnosed more than
+    ``max_age_s`` ago (windows slide even when a device says nothing).
+    """
+    v, st = DeviceVerdictRow, HealthStateRow
+    query = (
+        select(DeviceRow.id)
+        .outerjoin(v, v.device_id == DeviceRow.id)
+        .outerjoin(st, st.device_id == DeviceRow.id)
+        .where(
+            or_(
+                and_(v.device_id.is_(None), st.device_id.is_not(None)),
+                and_(
+                    v.diagnosed_at <= now - min_gap_s,
+                    or_(v.seen_at.is_(None), st.last_seen > v.seen_at),
+                ),
+                v.diagnosed_at <= now - max_age_s,
+            )
+        )
+        .order_by(v.diagnosed_at.is_not(None), v.diagnosed_at, DeviceRow.id)
+        .limit(limit)
+    )
+    return session.scalars(query).all()
+
+
+def devices_without_verdict(session: Session, *, within: Select[Any] | None) -> Sequence[str]:
+    """Devices (of these installations) never diagnosed."""
+    query = (
+        select(DeviceRow.id)
+        .outerjoin(DeviceVerdictRow, DeviceVerdictRow.device_id == DeviceRow.id)
+        .where(DeviceVerdictRow.device_id.is_(None))
+    )
+    if within is not None:
+        query = query.where(DeviceRow.installation_id.in_(within))
+    return session.scalars(query.order_by(DeviceRow.id)).all()
+
+
+def put_verdicts(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert or replace verdict rows (``DeviceVerdictRow`` columns), one lock order."""
+    if not rows:
+        return
+    stmt = upsert(session, DeviceVerdictRow)
+    columns = [c.name for c in DeviceVerdictRow.__table__.columns if c.name != "device_id"]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["device_id"], set_={c: stmt.excluded[c] for c in columns}
+    )
+    session.execute(stmt, sorted(rows, key=lambda r: str(r["device_id"])))
+
+
+def state_of(session: Session, device_ids: Sequence[str]) -> dict[str, HealthStateRow]:
+    if not device_ids:
+        return {}
+    rows = session.scalars(select(HealthStateRow).where(HealthStateRow.device_id.in_(device_ids)))
+    return {row.device_id: row for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRow:
+    """One device of the overview: what it is, its verdict as kept, its state now."""
+
+    device_id: str
+    installation_id: str
+    kind: str
+    verdict: str | None  # None: not diagnosed yet
+    action: str | None
+    rule: str | None
+    fw: str | None
+    online: bool | None
+    last_seen: int | None
+    token_ver: int | None
+    token_exp: int | None
+    token_published: bool | None
+    diagnosed_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounts:
+    """Counts at a glance over every device in scope, and how many match the filters."""
+
+    devices: int
+    matching: int
+    by_verdict: dict[str, int]
+    by_kind: dict[str, int]
+    by_online: dict[str, int]
+    by_freshness: dict[str, int]
+    oldest_verdict_at: int | None
+
+
+_SEVERITY = {"rma_recommended": 3, "fix_remotely": 2, "healthy": 1}
+
+
+def _fleet_columns(now: int) -> dict[str, Any]:
+    v, st = DeviceVerdictRow, HealthStateRow
+    return {
+        "online": case(
+            (st.online.is_(True), Online.ONLINE.value),
+            (st.online.is_(False), Online.OFFLINE.value),
+            else_=Online.UNKNOWN.value,
+        ),
+        "freshness": case(
+            (v.token_exp.is_(None), Freshness.NONE.value),
+            (v.token_exp <= now, Freshness.EXPIRED.value),
+            (v.token_published.is_not(True), Freshness.UNDELIVERED.value),
+            (v.token_exp - now < EXPIRING_SOON_S, Freshness.EXPIRING.value),
+            else_=Freshness.FRESH.value,
+        ),
+        "verdict": func.coalesce(v.verdict, "pending"),
+        "severity": case(*((v.verdict == name, rank) for name, rank in _SEVERITY.items()), else_=0),
+    }
+
+
+def _fleet_from(within: Select[Any] | None) -> Select[Any]:
+    v, st = DeviceVerdictRow, HealthStateRow
+    query = (
+        select()
+        .select_from(DeviceRow)
+        .outerjoin(v, v.device_id == DeviceRow.id)
+        .outerjoin(st, st.device_id == DeviceRow.id)
+    )
+    if within is not None:
+        query = query.where(DeviceRow.installation_id.in_(within))
+    return query
+
+
+def _fleet_filters(query: Select[Any], q: FleetQuery, cols: Mapping[str, Any]) -> Select[Any]:
+    if q.kind is not None:
+        query = query.where(DeviceRow.kind == q.kind)
+    if q.verdict is not None:
+        query = query.where(cols["verdict"] == q.verdict)
+    if q.attention:
+        query = query.where(DeviceVerdictRow.verdict.in_(("fix_remotely", "rma_recommended")))
+    if q.online is not None:
+        query = query.where(cols["online"] == q.online.value)
+    if q.freshness is not None:
+        query = query.where(cols["freshness"] == q.freshness.value)
+    if q.search:
+        like = "%" + q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(
+                DeviceRow.id.ilike(like, escape="\\"),
+                DeviceRow.installation_id.ilike(like, escape="\\"),
+                DeviceVerdictRow.fw.ilike(like, escape="\\"),
+            )
+        )
+    return query
+
+
+def _filtered(q: FleetQuery) -> bool:
+    filters = (q.kind, q.verdict, q.online, q.freshness)
+    return any(x is not None for x in filters) or q.attention or bool(q.search)
+
+
+def fleet_counts(
+    session: Session, q: FleetQuery, *, within: Select[Any] | None, now: int
+) -> FleetCounts:
+    """Counts by verdict, kind, online and entitlement freshness in one scan of the scope."""
+    cols = _fleet_columns(now)
+    groups = session.execute(
+        _fleet_from(within)
+        .add_columns(
+            cols["verdict"],
+            DeviceRow.kind,
+            cols["online"],
+            cols["freshness"],
+            func.count(),
+            func.min(DeviceVerdictRow.diagnosed_at),
+        )
+        .group_by(cols["verdict"], DeviceRow.kind, cols["online"], cols["freshness"])
+    ).all()
+    by: dict[str, Counter[str]] = {k: Counter() for k in ("verdict", "kind", "online", "fresh")}
+    devices = 0
+    oldest: int | None = None
+    for verdict, kind, online, fresh, n, first in groups:
+        devices += n
+        by["verdict"][verdict] += n
+        by["kind"][str(getattr(kind, "value", kind))] += n
+        by["online"][online] += n
+        by["fresh"][fresh] += n
+        if first is not None and (oldest is None or first < oldest):
+            oldest = first
+    matching = devices
+    if _filtered(q):
+        matching = (
+            session.scalar(_fleet_filters(_fleet_from(within).add_columns(func.count()), q, cols))
+            or 0
+        )
+    return FleetCounts(
+        devices=devices,
+        matching=matching,
+        by_verdict=dict(by["verdict"]),
+        by_kind=dict(by["kind"]),
+        by_online=dict(by["online"]),
+        by_freshness=dict(by["fresh"]),
+        oldest_verdict_at=oldest,
+    )
+
+
+def fleet_page(
+    session: Session, q: FleetQuery, *, within: Select[Any] | None, now: int
+) -> list[FleetRow]:
+    """One page of the fleet, filtered and sorted (ties broken by device id)."""
+    v, st = DeviceVerdictRow, HealthStateRow
+    cols = _fleet_columns(now)
+    keys: dict[str, list[Any]] = {
+        "device": [],
+        "installation": [DeviceRow.installation_id],
+        "kind": [DeviceRow.kind],
+        "verdict": [cols["severity"]],
+        "online": [cols["online"]],
+        "fw": [func.coalesce(v.fw, "")],
+        "last_seen": [func.coalesce(st.last_seen, -1)],
+        "token": [func.coalesce(v.token_exp, -1)],
+    }
+    order = [k.desc() if q.descending else k.asc() for k in keys[q.sort]]
+    order.append(DeviceRow.id.desc() if q.descending and q.sort == "device" else DeviceRow.id)
+    query = _fleet_filters(
+        _fleet_from(within).add_columns(
+            DeviceRow.id,
+            DeviceRow.installation_id,
+            DeviceRow.kind,
+            v.verdict,
+            v.action,
+            v.rule,
+            v.fw,
+            st.online,
+            st.last_seen,
+            v.token_ver,
+            v.token_exp,
+            v.token_published,
+            v.diagnosed_at,
+        ),
+        q,
+        cols,
+    )
+    rows = session.execute(query.order_by(*order).limit(q.limit).offset(q.offset))
+    return [
+        FleetRow(
+            device_id=r[0],
+            installation_id=r[1],
+            kind=str(getattr(r[2], "value", r[2])),
+            verdict=r[3],
+            action=r[4],
+            rule=r[5],
+            fw=r[6],
+            online=r[7],
+            last_seen=r[8],
+            token_ver=r[9],
+            token_exp=r[10],
+            token_published=r[11],
+            diagnosed_at=r[12],
+        )
+        for r in rows
+    ]
+
+
+# a device's charts --------------------------------------------------------------------------
+
+# figures read from the newest report of each bucket (counters, and what has no column)
+SERIES_LAST: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("rssi_dbm", ("net", "rssi_dbm")),
+    ("reboots", ("reboots", "count")),
+    ("uptime_s", ("uptime_s",)),
+    ("serial_crc_errors", ("serial", "crc_errors")),
+    ("serial_timeouts", ("serial", "timeouts")),
+    ("disk_write_errors", ("disk", "write_errors")),
+    ("frame_drops", ("kind_specific", "frame_drops")),
+    ("lens_contrast_pct", ("kind_specific", "lens_contrast_pct")),
+    ("open_s_since_last_count", ("kind_specific", "open_s_since_last_count")),
+    ("firmware_rx_errors", ("kind_specific", "serial", "rx_errors")),
+)
+
+
+def series(
+    session: Session, device_id: str, *, since: int, until: int, bucket_s: int
+) -> dict[str, list[Any]]:
+    """A device's history in buckets of ``bucket_s`` over ``since <= ts < until``, for charts.
+
+    Gauges with their own column (temperature, memory, storage, loss) are
+    averaged per bucket in SQL (the ``(device_id, ts)`` index, no JSON read);
+    counters and the other figures are read from the newest report of each
+    bucket only, so a 7-day chart parses at most one report per bucket.
+    """
+    r = HealthReportRow
+    bucket = (r.ts - since) // bucket_s
+    rows = session.execute(
+        select(
+            bucket,
+            func.count(),
+            func.avg(r.cpu_temp_c),
+            func.max(r.cpu_temp_c),
+            func.avg(r.mem_used_pct),
+            func.avg(r.disk_used_pct),
+            func.avg(r.loss_pct),
+            func.max(r.id),
+        )
+        .where(r.device_id == device_id, r.ts >= since, r.ts < until)
+        .group_by(bucket)
+        .order_by(bucket)
+    ).all()
+    out: dict[str, list[Any]] = {
+        "t": [],
+        "reports": [],
+        "cpu_temp_c": [],
+        "cpu_temp_c_max": [],
+        "mem_used_pct": [],
+        "disk_used_pct": [],
+        "loss_pct": [],
+    }
+    out.update({name: [] for name, _ in SERIES_LAST})
+    last_ids = [row[7] for row in rows]
+    reports = (
+        {
+            row.id: row.report
+            for row in session.execute(select(r.id, r.report).where(r.id.in_(last_ids)))
+        }
+        if last_ids
+        else {}
+    )
+    for b, n, cpu, cpu_max, mem, disk, loss, last in rows:
+        out["t"].append(since + int(b) * bucket_s)
+        out["reports"].append(n)
+        for name, value in (
+            ("cpu_temp_c", cpu),
+            ("cpu_temp_c_max", cpu_max),
+            ("mem_used_pct", mem),
+            ("disk_used_pct", disk),
+            ("loss_pct", loss),
+        ):
+            out[name].append(None if value is None else round(float(value), 2))
+        report = reports.get(last) or {}
+        for name, path in SERIES_LAST:
+            value: Any = report
+            for key in path:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            out[name].append(_number(value))
+    return out
+
+
+def status_events(session: Session, device_id: str, *, since: int, until: int) -> list[StatusEvent]:
+    """The device's online/offline changes in ``since <= at < until``, oldest first."""
+    rows = session.execute(
+        select(StatusEventRow.at, StatusEventRow.online)
+        .where(
+            StatusEventRow.device_id == device_id,
+            StatusEventRow.at >= since,
+            StatusEventRow.at < until,
+        )
+        .order_by(StatusEventRow.at, StatusEventRow.id)
+    )
+    return [StatusEvent(at=row.at, online=row.online) for row in rows]

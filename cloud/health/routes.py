@@ -73,13 +73,20 @@ def device_hourly(
 
 
 @router.get("/health/fleet")
-def fleet(principal: Reader, service: HealthDep) -> FleetOut:
-    """Counts of all the principal's devices by verdict, and the ones needing attention.
+def fleet(
+    principal: Reader,
+    service: HealthDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> FleetOut:
+    """Counts of all the principal's devices by verdict, and a page of the ones needing attention.
 
-    Every device is diagnosed: the ids are walked in pages, each page's
-    histories loaded in a few queries.
+    Read from the verdict kept per device (a job re-diagnoses devices heard
+    from since, and every device at least every 10 minutes; a device never
+    diagnosed is diagnosed on the spot): ``verdicts_as_of`` is the oldest
+    verdict's time, ``attention_total`` every device needing attention.
     """
-    return service.fleet(principal)
+    return service.fleet(principal, limit=limit, offset=offset)
 
 
 @router.get("/health/rejects")

@@ -82,7 +82,10 @@ class HourlyPageOut(BaseModel):
 class FleetOut(BaseModel):
     devices: int
     by_verdict: dict[str, int]
-    attention: list[dict[str, str]]  # devices not healthy: id, verdict, action
+    attention: list[dict[str, str]]  # devices not healthy: id, verdict, action (one page)
+    attention_total: int = 0  # every device not healthy, past this page
+    next_offset: int | None = None  # of the attention list
+    verdicts_as_of: int | None = None  # the oldest kept verdict's diagnosis time
 
 
 class IngestOut(BaseModel):

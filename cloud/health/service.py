@@ -11,7 +11,7 @@ for commands); the app's one handler answers them.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from cloud.accounts.apikeys import Principal
@@ -21,7 +21,8 @@ from cloud.devices.access import ensure_device_access, visible_installation_ids
 from cloud.health import queries as repo
 from cloud.health.commands import CommandService, CommandView, UnknownCommand
 from cloud.health.ingest import HealthIngest
-from cloud.health.rules.diagnostics import Verdict, diagnose
+from cloud.health.rules.diagnostics import Diagnosis, Verdict
+from cloud.health.rules.fleet import FleetQuery
 from cloud.health.schemas import (
     DeviceHealthOut,
     DiagnosisOut,
@@ -32,11 +33,30 @@ from cloud.health.schemas import (
     IngestOut,
 )
 from cloud.health.tables import HealthStateRow
+from cloud.health.verdicts import refresh_verdicts
 from common.clock import Clock
 
-__all__ = ["HealthService"]
+__all__ = ["CHART_RANGES", "FleetView", "HealthService"]
 
-_FLEET_PAGE = 500  # devices whose histories are loaded together
+# a device page's chart ranges: name -> (span, bucket), at most ~720 points per chart
+CHART_RANGES: dict[str, tuple[int, int]] = {
+    "1h": (3600, 10),
+    "24h": (86_400, 120),
+    "7d": (7 * 86_400, 900),
+    "30d": (30 * 86_400, 3600),
+}
+
+_FLEET_PAGE = 500  # devices never diagnosed, diagnosed together
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """The fleet overview: counts at a glance and one page of devices, at ``now``."""
+
+    counts: repo.FleetCounts
+    rows: list[repo.FleetRow]
+    query: FleetQuery
+    now: int
 
 
 class HealthService:
@@ -67,15 +87,20 @@ class HealthService:
             ensure_device_access(tx, principal, device_id, write=False)
             now = self._clock()
             state = tx.get(HealthStateRow, device_id)
-            history = repo.diagnosis_history(tx, device_id, now=now)
+            diagnosis = self._diagnose_one(tx, device_id, now=now)
             return DeviceHealthOut(
                 device_id=device_id,
                 online=None if state is None else state.online,
                 status_at=None if state is None else state.status_at,
                 last_seen=None if state is None else state.last_seen,
                 latest=None if state is None else state.latest_report,
-                diagnosis=DiagnosisOut.of(diagnose(history, now=now)),
+                diagnosis=DiagnosisOut.of(diagnosis),
             )
+
+    @staticmethod
+    def _diagnose_one(tx: Any, device_id: str, *, now: int) -> Diagnosis:
+        """Diagnose one device now and keep its verdict (the fleet then shows the same)."""
+        return refresh_verdicts(tx, [device_id], now=now)[device_id]
 
     def history(
         self,
@@ -128,38 +153,78 @@ class HealthService:
             next_offset=offset + limit if len(rows) > limit else None,
         )
 
-    def fleet(self, principal: Principal) -> FleetOut:
-        """Every device of the caller's diagnosed: counts by verdict, the ones needing attention.
+    def _diagnose_missing(self, tx: Any, within: Any, *, now: int) -> None:
+        """Devices never diagnosed are diagnosed now, so every count covers every device."""
+        missing = repo.devices_without_verdict(tx, within=within)
+        for start in range(0, len(missing), _FLEET_PAGE):
+            refresh_verdicts(tx, missing[start : start + _FLEET_PAGE], now=now)
 
-        The ids are walked in pages of ``_FLEET_PAGE``, each page's histories
-        loaded in a few queries.
-        """
+    def fleet_view(self, principal: Principal, query: FleetQuery) -> FleetView:
+        """Counts and one page of the caller's devices from the verdicts kept per device."""
         now = self._clock()
-        counts: Counter[str] = Counter({v.value: 0 for v in Verdict})
-        attention = []
-        devices = 0
         with self._store.transaction() as tx:
             scope = visible_installation_ids(tx, principal)
-            after = ""
-            while True:
-                ids = repo.device_ids_after(tx, after, within=scope, limit=_FLEET_PAGE)
-                if not ids:
-                    break
-                after = ids[-1]
-                devices += len(ids)
-                histories = repo.diagnosis_histories(tx, ids, now=now)
-                for device_id in ids:
-                    found = diagnose(histories[device_id], now=now)
-                    counts[found.verdict.value] += 1
-                    if found.verdict is not Verdict.HEALTHY:
-                        attention.append(
-                            {
-                                "device_id": device_id,
-                                "verdict": found.verdict.value,
-                                "action": found.action.value,
-                            }
-                        )
-        return FleetOut(devices=devices, by_verdict=dict(counts), attention=attention)
+            self._diagnose_missing(tx, scope, now=now)
+            counts = repo.fleet_counts(tx, query, within=scope, now=now)
+            rows = repo.fleet_page(tx, query, within=scope, now=now)
+        return FleetView(counts=counts, rows=rows, query=query, now=now)
+
+    def fleet(self, principal: Principal, *, limit: int = 1000, offset: int = 0) -> FleetOut:
+        """Counts of the caller's devices by verdict, and a page of the ones needing attention.
+
+        Read from the verdict kept per device (:mod:`cloud.health.verdicts`);
+        ``verdicts_as_of`` says how old the oldest one is.
+        """
+        query = FleetQuery(
+            attention=True, sort="device", descending=False, limit=limit, offset=offset
+        )
+        view = self.fleet_view(principal, query)
+        counts = {v.value: view.counts.by_verdict.get(v.value, 0) for v in Verdict}
+        attention = [
+            {"device_id": r.device_id, "verdict": r.verdict or "", "action": r.action or ""}
+            for r in view.rows
+        ]
+        more = offset + len(attention) < view.counts.matching
+        return FleetOut(
+            devices=view.counts.devices,
+            by_verdict=counts,
+            attention=attention,
+            attention_total=view.counts.matching,
+            next_offset=offset + len(attention) if more else None,
+            verdicts_as_of=view.counts.oldest_verdict_at,
+        )
+
+    def charts(self, principal: Principal, device_id: str, *, span: str) -> dict[str, Any]:
+        """The device's history over the last ``span`` (a :data:`CHART_RANGES` name), bucketed.
+
+        Raises:
+            UnknownDevice: no such device, or not one of the caller's.
+        """
+        seconds, bucket_s = CHART_RANGES[span]
+        now = self._clock()
+        # buckets aligned on the clock, so one bucket does not change as time moves on
+        until = now - now % bucket_s + bucket_s
+        since = until - seconds
+        with self._store.transaction() as tx:
+            ensure_device_access(tx, principal, device_id, write=False)
+            data = repo.series(tx, device_id, since=since, until=until, bucket_s=bucket_s)
+            events = repo.status_events(tx, device_id, since=since, until=until)
+        return {
+            "device_id": device_id,
+            "range": span,
+            "since": since,
+            "until": until,
+            "bucket_s": bucket_s,
+            "series": data,
+            "status": [{"at": e.at, "online": e.online} for e in events],
+        }
+
+    def recent_commands(
+        self, principal: Principal, device_id: str, *, limit: int = 10
+    ) -> list[CommandView]:
+        """The device's latest commands, newest first (UnknownDevice if out of scope)."""
+        self._check_device(principal, device_id)
+        return self._commands.list_for(device_id, limit=limit)
 
     def rejects(self) -> dict[str, int]:
         """Refused health / status / cmd-res messages by reason (every device)."""

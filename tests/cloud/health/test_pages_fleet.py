@@ -1,0 +1,181 @@
+"""The fleet overview's data: verdicts kept per device, counts, filters, sort, pages (SQLite
+and PostgreSQL).
+
+The verdict job diagnoses devices heard from since their last verdict and
+keeps one row per device; the overview and ``GET /health/fleet`` read those
+rows, so a report that arrives after a verdict shows only after the next
+pass (or the device's own page, which re-diagnoses it).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import insert
+
+from cloud.accounts.apikeys import Principal
+from cloud.database import Store
+from cloud.devices.rules import DeviceKind
+from cloud.devices.tables import DeviceRow, InstallationRow
+from cloud.health import queries as repo
+from cloud.health.rules.fleet import FleetQuery, Freshness, Online, freshness
+from cloud.health.service import HealthService
+from cloud.health.tables import DeviceVerdictRow
+from cloud.health.verdicts import VerdictJob
+from tests.cloud.harness import Cloud
+from tests.cloud.health.test_health_windows import add_devices as _add_devices
+from tests.cloud.health.test_health_windows import report, store_of
+
+ADMIN = Principal(key_id=1, name="admin key", role="admin")
+OWNER = Principal(key_id=2, name="owner key", role="owner")
+
+
+def add_devices(store: Store, ids: list[str], *, now: int, kind: str = "gateway") -> None:
+    """Devices of installation ``inst-w`` (made with the first of them)."""
+    with store.transaction() as tx:
+        if tx.get(InstallationRow, "inst-w") is not None:
+            tx.execute(
+                insert(DeviceRow),
+                [
+                    {
+                        "id": d,
+                        "installation_id": "inst-w",
+                        "kind": DeviceKind(kind),
+                        "mqtt_password_hash": "x",
+                        "created_at": now,
+                    }
+                    for d in ids
+                ],
+            )
+            return
+    _add_devices(store, ids, now=now, kind=kind)
+
+
+def service_of(cloud: Cloud) -> HealthService:
+    health: HealthService = cloud.app.state.cloud.health
+    return health
+
+
+def ingest(cloud: Cloud, reports: list) -> None:  # type: ignore[type-arg]
+    """Reports stored the way the ingest stores them (rows and the device's state)."""
+    with store_of(cloud).transaction() as tx:
+        repo.insert_reports(tx, reports, now=cloud.clock())
+
+
+def hot(device_id: str, now: int) -> list:  # type: ignore[type-arg]
+    """Three reports at 82 °C over the last 20 minutes, the newest at ``now``."""
+    return [
+        report(device_id, 10 + i, now - 600 * (2 - i), uptime_s=10_000, cpu_temp_c=82.0, fw="1.2.0")
+        for i in range(3)
+    ]
+
+
+async def test_the_job_keeps_a_verdict_per_device_and_renews_it_after_news(cloud: Cloud) -> None:
+    now = cloud.clock()
+    ids = [f"gw-{i:02d}" for i in range(12)]
+    add_devices(store_of(cloud), ids, now=now)
+    ingest(cloud, [report(d, 1, now - 60, uptime_s=100, fw="1.2.0") for d in ids])
+    job = VerdictJob(store_of(cloud), clock=cloud.clock, min_gap_s=60, max_age_s=600, batch=5)
+    assert (await job.run_once()).diagnosed == 12  # three batches of at most five
+    assert (await job.run_once()).diagnosed == 0  # nothing new
+    cloud.clock.advance(30)
+    ingest(cloud, hot("gw-03", now + 30))
+    assert (await job.run_once()).diagnosed == 0  # news, but diagnosed less than 60 s ago
+    cloud.clock.advance(30)
+    assert (await job.run_once()).diagnosed == 1  # gw-03 only: the others said nothing since
+    with store_of(cloud).transaction() as tx:
+        row = tx.get(DeviceVerdictRow, "gw-03")
+        assert row is not None
+        assert (row.verdict, row.action, row.rule) == (
+            "fix_remotely",
+            "check_cooling",
+            "thermal.hot",
+        )
+        assert row.fw == "1.2.0" and row.diagnosed_at == now + 60
+    cloud.clock.advance(600)
+    assert (await job.run_once()).diagnosed == 12  # every verdict older than max_age
+
+
+async def test_counts_filters_search_sort_and_pages(cloud: Cloud) -> None:
+    now = cloud.clock()
+    store = store_of(cloud)
+    gateways = [f"gw-{i:02d}" for i in range(6)]
+    cameras = [f"cam-{i:02d}" for i in range(4)]
+    add_devices(store, gateways, now=now)
+    add_devices(store, cameras, now=now, kind="camera")
+    ingest(cloud, [report(d, 1, now - 60, uptime_s=100, fw="2.0.1") for d in gateways])
+    ingest(cloud, hot("gw-04", now) + hot("gw-01", now))
+    with store.transaction() as tx:
+        repo.record_status(tx, device_id="gw-00", online=True, now=now)
+        repo.record_status(tx, device_id="gw-01", online=False, now=now)
+    service = service_of(cloud)
+
+    view = service.fleet_view(ADMIN, FleetQuery(limit=3))
+    counts = view.counts
+    assert counts.devices == counts.matching == 10
+    assert counts.by_verdict == {"healthy": 8, "fix_remotely": 2}
+    assert counts.by_kind == {"gateway": 6, "camera": 4}
+    assert counts.by_online == {"online": 1, "offline": 1, "unknown": 8}
+    assert counts.by_freshness == {"none": 10}  # no token issued to these devices
+    assert counts.oldest_verdict_at == now
+    # the worst first, then by device id
+    assert [r.device_id for r in view.rows] == ["gw-01", "gw-04", "cam-00"]
+    assert view.rows[0].verdict == "fix_remotely" and view.rows[0].fw == "1.2.0"
+
+    def ids(**query: object) -> list[str]:
+        return [r.device_id for r in service.fleet_view(ADMIN, FleetQuery(**query)).rows]  # type: ignore[arg-type]
+
+    assert ids(kind="camera", sort="device", descending=False) == cameras
+    assert ids(verdict="fix_remotely", sort="device", descending=False) == ["gw-01", "gw-04"]
+    assert ids(online=Online.OFFLINE) == ["gw-01"]
+    assert ids(online=Online.UNKNOWN, kind="gateway", sort="device", descending=True) == [
+        "gw-05",
+        "gw-04",
+        "gw-03",
+        "gw-02",
+    ]
+    assert ids(search="CAM-0", sort="device", descending=False) == cameras  # any case
+    assert ids(search="2.0.1", kind="camera") == []  # cameras never reported a firmware
+    assert ids(search="%") == []  # a wildcard is a character like any other
+    assert ids(freshness=Freshness.NONE, sort="device", limit=2, offset=8) == ["cam-01", "cam-00"]
+    filtered = service.fleet_view(ADMIN, FleetQuery(kind="camera"))
+    assert filtered.counts.matching == 4 and filtered.counts.devices == 10
+    # an owner key owns no installation: nothing counted, nothing listed
+    empty = service.fleet_view(OWNER, FleetQuery())
+    assert empty.counts.devices == 0 and empty.rows == []
+
+
+async def test_the_fleet_api_pages_its_attention_list(cloud: Cloud) -> None:
+    now = cloud.clock()
+    ids = [f"gw-{i:02d}" for i in range(5)]
+    add_devices(store_of(cloud), ids, now=now)
+    ingest(cloud, hot("gw-01", now) + hot("gw-02", now) + hot("gw-04", now))
+    first = (await cloud.http.get("/api/v1/health/fleet", params={"limit": 2})).json()
+    assert first["by_verdict"] == {"healthy": 2, "fix_remotely": 3, "rma_recommended": 0}
+    assert [a["device_id"] for a in first["attention"]] == ["gw-01", "gw-02"]
+    assert first["attention_total"] == 3 and first["next_offset"] == 2
+    assert first["verdicts_as_of"] == now
+    rest = (await cloud.http.get("/api/v1/health/fleet", params={"offset": 2})).json()
+    assert [a["device_id"] for a in rest["attention"]] == ["gw-04"]
+    assert rest["next_offset"] is None
+
+
+async def test_the_device_health_route_renews_the_kept_verdict(cloud: Cloud) -> None:
+    now = cloud.clock()
+    add_devices(store_of(cloud), ["gw-a"], now=now)
+    fleet = (await cloud.http.get("/api/v1/health/fleet")).json()
+    assert fleet["by_verdict"]["healthy"] == 1  # diagnosed on the spot: it had none
+    ingest(cloud, hot("gw-a", now))
+    fleet = (await cloud.http.get("/api/v1/health/fleet")).json()
+    assert fleet["by_verdict"]["healthy"] == 1  # the kept verdict, until renewed
+    health = (await cloud.http.get("/api/v1/devices/gw-a/health")).json()
+    assert health["diagnosis"]["verdict"] == "fix_remotely"
+    fleet = (await cloud.http.get("/api/v1/health/fleet")).json()
+    assert fleet["by_verdict"]["fix_remotely"] == 1
+
+
+def test_entitlement_freshness() -> None:
+    now = 1_000_000
+    assert freshness(None, None, now=now) is Freshness.NONE
+    assert freshness(now, True, now=now) is Freshness.EXPIRED
+    assert freshness(now + 10, False, now=now) is Freshness.UNDELIVERED
+    assert freshness(now + 3600, True, now=now) is Freshness.EXPIRING
+    assert freshness(now + 5 * 86_400, True, now=now) is Freshness.FRESH
