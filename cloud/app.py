@@ -47,6 +47,7 @@ from cloud.http.errors import entitle_error, not_found_or_http_error, validation
 from cloud.http.inputs import RULES
 from cloud.jobs import Job, JobRunner
 from cloud.notifications.mailer import SmtpMailer
+from cloud.notifications.outbox import enqueue as enqueue_mail
 from cloud.notifications.sender import OutboxSender
 from cloud.notifications.service import NotificationService
 from cloud.ports import BrokerAccounts, EntitlementPublisher
@@ -57,6 +58,7 @@ from cloud.subscriptions.service import SubscriptionService
 from cloud.testclock import TestClock
 from cloud.tickets.service import TicketJob, TicketService
 from cloud.web.assets import mount_static
+from cloud.web.i18n import negotiate
 from cloud.web.security import SecurityHeaders
 from cloud.web.templates import Pages
 from common.clock import Clock, system_clock
@@ -278,6 +280,10 @@ def create_app(
                 clock=now,
                 session_ttl_s=settings.session_ttl_s,
                 session_idle_s=settings.session_idle_s,
+                mail=enqueue_mail,  # forgotten-password links, through the outbox
+                reset_ttl_s=settings.password_reset_ttl_s,
+                public_url=settings.effective_public_url,
+                translations=lambda lang: app.state.pages.catalogues[negotiate(lang, None)].gettext,
             )
             installation_service = InstallationService(
                 store, service, clock=now, staff_email_domains=settings.staff_email_domains

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.tables import AuditRow
 
-__all__ = ["entries", "record"]
+__all__ = ["count", "entries", "record"]
 
 MAX_FIELD = 64
 
@@ -79,18 +79,46 @@ def entries(
     offset: int = 0,
 ) -> Sequence[AuditRow]:
     """Entries matching every filter given, newest first (``since <= at < until``)."""
-    query = select(AuditRow)
-    if object_type is not None:
-        query = query.where(AuditRow.object_type == object_type)
-    if object_id is not None:
-        query = query.where(AuditRow.object_id == object_id)
-    if actor is not None:
-        query = query.where(AuditRow.actor == actor)
-    if action is not None:
-        query = query.where(AuditRow.action == action)
-    if since is not None:
-        query = query.where(AuditRow.at >= since)
-    if until is not None:
-        query = query.where(AuditRow.at < until)
+    query = select(AuditRow).where(*_filter(object_type, object_id, actor, action, since, until))
     query = query.order_by(AuditRow.at.desc(), AuditRow.id.desc())
     return session.scalars(query.limit(limit).offset(offset)).all()
+
+
+def count(
+    session: Session,
+    *,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+) -> int:
+    """How many entries :func:`entries` would find without a limit."""
+    query = select(func.count()).select_from(AuditRow)
+    query = query.where(*_filter(object_type, object_id, actor, action, since, until))
+    return int(session.scalar(query) or 0)
+
+
+def _filter(
+    object_type: str | None,
+    object_id: str | None,
+    actor: str | None,
+    action: str | None,
+    since: int | None,
+    until: int | None,
+) -> list[Any]:
+    where: list[Any] = []
+    if object_type is not None:
+        where.append(AuditRow.object_type == object_type)
+    if object_id is not None:
+        where.append(AuditRow.object_id == object_id)
+    if actor is not None:
+        where.append(AuditRow.actor == actor)
+    if action is not None:
+        where.append(AuditRow.action == action)
+    if since is not None:
+        where.append(AuditRow.at >= since)
+    if until is not None:
+        where.append(AuditRow.at < until)
+    return where

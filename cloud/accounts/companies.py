@@ -24,6 +24,7 @@ __all__ = [
     "company",
     "company_payment_type",
     "company_view",
+    "count_companies",
     "create_company",
     "find_companies",
     "update_company",
@@ -66,12 +67,25 @@ def find_companies(
     offset: int = 0,
 ) -> Sequence[CompanyRow]:
     """Companies matching every filter given (``name``: a case-insensitive substring)."""
-    query = select(CompanyRow)
-    if partner_id:
-        query = query.where(CompanyRow.partner_id == partner_id)
-    if name:
-        query = query.where(func.lower(CompanyRow.name).contains(name.lower()))
+    query = select(CompanyRow).where(*_company_filter(partner_id, name))
     return session.scalars(query.order_by(CompanyRow.id).limit(limit).offset(offset)).all()
+
+
+def count_companies(
+    session: Session, *, partner_id: str | None = None, name: str | None = None
+) -> int:
+    """How many companies :func:`find_companies` would find without a limit."""
+    query = select(func.count()).select_from(CompanyRow)
+    return int(session.scalar(query.where(*_company_filter(partner_id, name))) or 0)
+
+
+def _company_filter(partner_id: str | None, name: str | None) -> list[Any]:
+    where: list[Any] = []
+    if partner_id:
+        where.append(CompanyRow.partner_id == partner_id)
+    if name:
+        where.append(func.lower(CompanyRow.name).contains(name.lower()))
+    return where
 
 
 def create_company(

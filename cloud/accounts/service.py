@@ -9,12 +9,15 @@ the app's clock, and returns what the API shows. Errors are the error tree's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cloud.accounts import audit, users
+from cloud.accounts import audit, profile, resets, users
+from cloud.accounts import queries as account_queries
 from cloud.accounts.apikeys import Principal, add_api_key
 from cloud.accounts.customers import CustomerHit, LookUpBy, find_customers
+from cloud.accounts.notices import Gettext, MailQueue, reset_mail
 from cloud.accounts.rules import ROLE_PERMISSIONS, Role
 from cloud.accounts.schemas import (
     AuditOut,
@@ -31,10 +34,12 @@ from cloud.accounts.schemas import (
 from cloud.accounts.sessions import attempt_login, end_session
 from cloud.accounts.tables import AuditRow, CompanyRow, UserRow
 from cloud.database import Store
-from cloud.errors import InvalidRequest
+from cloud.errors import Forbidden, InvalidRequest, UnknownApiKey, UnknownUser
 from common.clock import Clock
 
-__all__ = ["AccountService", "AuditFilter", "Login", "NewKeyOut"]
+__all__ = ["AccountService", "ApiKeyView", "AuditFilter", "Login", "NewKeyOut", "Profile"]
+
+_log = logging.getLogger(__name__)
 
 
 def _user_out(row: UserRow) -> UserOut:
@@ -87,16 +92,54 @@ class Login:
 NewKeyOut = dict[str, str | int]
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKeyView:
+    """An API key as the admin pages list it: never the key, only its public prefix."""
+
+    id: int
+    name: str
+    prefix: str
+    role: str
+    user_id: int | None
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One's own account as the profile page shows it."""
+
+    user: UserOut
+    locale: str
+    company_name: str | None
+
+
 class AccountService:
     """Users, partner companies, blacklist, audit log and dashboard logins."""
 
     def __init__(
-        self, store: Store, *, clock: Clock, session_ttl_s: int, session_idle_s: int
+        self,
+        store: Store,
+        *,
+        clock: Clock,
+        session_ttl_s: int,
+        session_idle_s: int,
+        mail: MailQueue | None = None,
+        reset_ttl_s: int = 3600,
+        public_url: str = "http://127.0.0.1:8000",
+        translations: Callable[[str], Gettext] | None = None,
     ) -> None:
+        """``mail`` queues forgotten-password mails (None: none are sent, logged);
+        ``public_url`` is where their links point; ``translations`` gives the
+        gettext of a language (the mail goes in the user's)."""
         self._store = store
         self._clock = clock
         self._session_ttl_s = session_ttl_s
         self._session_idle_s = session_idle_s
+        self._mail = mail
+        self._reset_ttl_s = reset_ttl_s
+        self._public_url = public_url.rstrip("/")
+        self._translations = translations
 
     # users --------------------------------------------------------------------
     def create_user(self, actor: Principal, body: UserCreate) -> UserOut:
@@ -128,6 +171,10 @@ class AccountService:
             )
             return [_user_out(r) for r in rows]
 
+    def count_users(self, *, email: str | None, role: Role | None, company_id: int | None) -> int:
+        with self._store.transaction() as tx:
+            return users.count_users(tx, email=email, role=role, company_id=company_id)
+
     def user(self, user_id: int) -> UserOut:
         """Raises: UnknownUser."""
         with self._store.transaction() as tx:
@@ -153,6 +200,10 @@ class AccountService:
         """
         now = self._clock()
         with self._store.transaction() as tx:
+            target = users.user(tx, user_id)
+            if actor.role != Role.ADMIN and target.role is Role.ADMIN:
+                # a key acts with its user's role: only an admin may mint an admin's
+                raise Forbidden("only an admin may create an API key of an admin account")
             try:
                 new = add_api_key(tx, name=name, now=now, user_id=user_id)
             except ValueError as exc:
@@ -203,6 +254,10 @@ class AccountService:
                 tx, partner_id=partner_id, name=name, limit=limit, offset=offset
             )
             return [_company_out(r) for r in rows]
+
+    def count_companies(self, *, partner_id: str | None, name: str | None) -> int:
+        with self._store.transaction() as tx:
+            return users.count_companies(tx, partner_id=partner_id, name=name)
 
     def company(self, company_id: int) -> CompanyOut:
         """Raises: UnknownCompany."""
@@ -258,6 +313,63 @@ class AccountService:
             )
             return [_audit_out(r) for r in rows]
 
+    def count_audit(self, which: AuditFilter) -> int:
+        with self._store.transaction() as tx:
+            return audit.count(
+                tx,
+                object_type=which.object_type,
+                object_id=which.object_id,
+                actor=which.actor,
+                action=which.action,
+                since=which.since,
+                until=which.until,
+            )
+
+    # API keys -------------------------------------------------------------------
+    def api_keys(self, *, user_id: int | None = None) -> list[ApiKeyView]:
+        """Every API key (revoked ones too), oldest first; only the user's with ``user_id``."""
+        with self._store.transaction() as tx:
+            return [
+                ApiKeyView(
+                    id=row.id,
+                    name=row.name,
+                    prefix=row.prefix,
+                    role=row.role,
+                    user_id=row.user_id,
+                    created_at=row.created_at,
+                    revoked_at=row.revoked_at,
+                )
+                for row in account_queries.api_keys(tx)
+                if user_id is None or row.user_id == user_id
+            ]
+
+    def revoke_api_key(self, actor: Principal, key_id: int) -> None:
+        """Revoke a key from now on (audited); revoking it again changes nothing.
+
+        Raises:
+            UnknownApiKey: no key has this id.
+        """
+        now = self._clock()
+        with self._store.transaction() as tx:
+            row = account_queries.api_key(tx, key_id, lock=True)
+            if row is None:
+                raise UnknownApiKey(f"no API key with id {key_id}")
+            if actor.role != Role.ADMIN and row.role == Role.ADMIN:
+                raise Forbidden("only an admin may revoke an admin's API key")
+            if row.revoked_at is not None:
+                return
+            row.revoked_at = now
+            audit.record(
+                tx,
+                actor=actor,
+                action="apikey.revoke",
+                object_type="apikey",
+                object_id=str(row.id),
+                before={"name": row.name, "prefix": row.prefix, "revoked_at": None},
+                after={"name": row.name, "prefix": row.prefix, "revoked_at": now},
+                now=now,
+            )
+
     # logins -------------------------------------------------------------------
     def login(self, *, email: str, password: str) -> Login:
         """Check the password and start a session.
@@ -298,3 +410,84 @@ class AccountService:
         return MeOut(
             role=principal.role, user=shown, api_key_id=principal.key_id, permissions=permissions
         )
+
+    # one's own account ----------------------------------------------------------
+    def profile(self, principal: Principal) -> Profile:
+        """Raises: UnknownUser (a bare API key has no profile)."""
+        if principal.user_id is None:
+            raise UnknownUser("an API key has no profile; sign in as a user")
+        with self._store.transaction() as tx:
+            row = users.user(tx, principal.user_id)
+            company = None if row.company_id is None else users.company(tx, row.company_id).name
+            return Profile(user=_user_out(row), locale=row.locale, company_name=company)
+
+    def update_profile(self, principal: Principal, *, name: str, locale: str) -> None:
+        """Raises: InvalidRequest, UnknownUser."""
+        with self._store.transaction() as tx:
+            profile.update_profile(tx, principal, name=name, locale=locale, now=self._clock())
+
+    def change_password(
+        self, principal: Principal, *, current: str, new: str, session_token: str | None
+    ) -> int:
+        """Change one's own password; the other login sessions end (their number is returned).
+
+        Raises:
+            LoginFailed: the current password is wrong (it counts towards the lock).
+            LoginThrottled: too many wrong passwords in a row.
+            InvalidRequest: the new password is too short or too long.
+        """
+        with self._store.transaction() as tx:
+            outcome = profile.change_password(
+                tx,
+                principal,
+                current=current,
+                new=new,
+                keep_session=session_token,
+                now=self._clock(),
+            )
+        if outcome.error is not None:
+            raise outcome.error  # after the commit: a wrong password counts
+        return outcome.ended_sessions
+
+    # forgotten passwords ----------------------------------------------------------
+    def request_password_reset(self, email: str) -> None:
+        """Mail a reset link to the account of ``email``, if any; the same answer either way."""
+        now = self._clock()
+        with self._store.transaction() as tx:
+            issued = resets.issue_reset(tx, email=email, now=now, ttl_s=self._reset_ttl_s)
+            if issued is None:
+                return
+            if self._mail is None:
+                _log.warning(
+                    "no mail queue: the password reset link of user %d is not sent", issued.user_id
+                )
+                return
+            gettext = (
+                (lambda text: text)
+                if self._translations is None
+                else (self._translations(issued.locale))
+            )
+            subject, body = reset_mail(
+                issued,
+                link=f"{self._public_url}/password/reset/{issued.token}",
+                ttl_s=self._reset_ttl_s,
+                _=gettext,
+            )
+            self._mail(
+                tx, kind="password_reset", to=[issued.email], subject=subject, body=body, now=now
+            )
+
+    def password_reset_works(self, token: str) -> bool:
+        """Whether a reset link would still set a password (nothing changes)."""
+        with self._store.transaction() as tx:
+            return resets.reset_user(tx, token, now=self._clock()) is not None
+
+    def reset_password(self, token: str, *, password: str) -> None:
+        """Set a new password through a reset link; every login session of the user ends.
+
+        Raises:
+            ResetLinkInvalid: unknown, used, replaced or expired link.
+            InvalidRequest: a password too short or too long.
+        """
+        with self._store.transaction() as tx:
+            resets.use_reset(tx, token, password=password, now=self._clock())

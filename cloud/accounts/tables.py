@@ -24,6 +24,7 @@ __all__ = [
     "AuditRow",
     "CompanyRow",
     "LoginSessionRow",
+    "PasswordResetRow",
     "UserRow",
 ]
 
@@ -63,6 +64,7 @@ class UserRow(Base):
     locked_until: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
     disabled_at: Mapped[int | None] = mapped_column(BigInteger)
+    locale: Mapped[str | None] = mapped_column(String(8))  # dashboard language; None: browser's
 
     def __repr__(self) -> str:  # never the hash
         return f"UserRow(id={self.id}, email={self.email!r}, role={self.role!r})"
@@ -122,3 +124,22 @@ class ApiKeyRow(Base):
     user_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("users.id", ondelete="RESTRICT"), index=True
     )
+
+
+class PasswordResetRow(Base):
+    """A forgotten-password link: only the SHA-256 of its random token is stored.
+
+    It works once (``used_at``), until ``expires_at``, and only while it is the
+    user's newest: issuing a new one deletes the older ones (migration 0014).
+    """
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger)

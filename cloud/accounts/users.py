@@ -24,6 +24,7 @@ from cloud.accounts.companies import (
     company,
     company_payment_type,
     company_view,
+    count_companies,
     create_company,
     find_companies,
     update_company,
@@ -43,6 +44,8 @@ __all__ = [
     "company",
     "company_payment_type",
     "company_view",
+    "count_companies",
+    "count_users",
     "create_company",
     "create_user",
     "disable_user",
@@ -142,14 +145,31 @@ def find_users(
     offset: int = 0,
 ) -> Sequence[UserRow]:
     """Users matching every filter given (``email``: a case-insensitive substring)."""
-    query = select(UserRow)
-    if email:
-        query = query.where(func.lower(UserRow.email).contains(email.strip().lower()))
-    if role is not None:
-        query = query.where(UserRow.role == role)
-    if company_id is not None:
-        query = query.where(UserRow.company_id == company_id)
+    query = select(UserRow).where(*_user_filter(email, role, company_id))
     return session.scalars(query.order_by(UserRow.id).limit(limit).offset(offset)).all()
+
+
+def count_users(
+    session: Session,
+    *,
+    email: str | None = None,
+    role: Role | None = None,
+    company_id: int | None = None,
+) -> int:
+    """How many users :func:`find_users` would find without a limit."""
+    query = select(func.count()).select_from(UserRow).where(*_user_filter(email, role, company_id))
+    return int(session.scalar(query) or 0)
+
+
+def _user_filter(email: str | None, role: Role | None, company_id: int | None) -> list[Any]:
+    where: list[Any] = []
+    if email:
+        where.append(func.lower(UserRow.email).contains(email.strip().lower()))
+    if role is not None:
+        where.append(UserRow.role == role)
+    if company_id is not None:
+        where.append(UserRow.company_id == company_id)
+    return where
 
 
 # changes ----------------------------------------------------------------------

@@ -87,7 +87,7 @@ def reset_submit(
             request,
             token,
             error=_("The two passwords differ. Type the same new password twice."),
-            code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     try:
         service.reset_password(token, password=password)
@@ -99,7 +99,7 @@ def reset_submit(
             request,
             token,
             error=error % {"min": MIN_PASSWORD, "max": MAX_PASSWORD},
-            code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
     return flash(response, _("Your new password is set. Sign in with it."))

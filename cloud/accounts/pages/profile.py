@@ -65,7 +65,7 @@ def profile_submit(request: Request, who: Me, form: CheckedForm, service: Accoun
             who,
             service,
             errors={"profile": error},
-            code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     response = RedirectResponse("/profile", status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
@@ -98,7 +98,7 @@ def password_submit(request: Request, who: Me, form: CheckedForm, service: Accou
             who,
             service,
             errors={"password": error},
-            code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     try:
         ended = service.change_password(
@@ -125,7 +125,7 @@ def password_submit(request: Request, who: Me, form: CheckedForm, service: Accou
             who,
             service,
             errors={"password": error},
-            code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     except InvalidRequest:
         error = _("A password has %(min)d to %(max)d characters; a few words are easy to remember.")
@@ -134,7 +134,7 @@ def password_submit(request: Request, who: Me, form: CheckedForm, service: Accou
             who,
             service,
             errors={"password": error % {"min": MIN_PASSWORD, "max": MAX_PASSWORD}},
-            code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     response = RedirectResponse("/profile", status_code=status.HTTP_303_SEE_OTHER)
     text = translator(request).ngettext(
