@@ -25,24 +25,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cloud.database import Store
+from cloud.health import bulk
 from cloud.health import queries as repo
+from cloud.health.rows import ReportRow, parse_row
 from common.clock import Clock
 from common.mqtt import Received
 from protocol.commands import BadCommand, parse_command_result
 from protocol.errors import TopicError
-from protocol.health import BadHealthReport, HealthReport, parse_health
+from protocol.health import BadHealthReport
 from protocol.status import BadStatus
 from protocol.status import read as read_status
 from protocol.topics import PREFIX, parse_device_topic
 
-__all__ = ["SUBSCRIPTIONS", "BatchReport", "HealthIngest", "Incoming"]
+__all__ = ["SUBSCRIPTIONS", "BatchReport", "HealthIngest", "Incoming", "StageCpu"]
 
 _log = logging.getLogger(__name__)
 
@@ -70,8 +74,22 @@ class BatchReport:
 
 
 @dataclass(slots=True)
+class StageCpu:
+    """CPU seconds this worker spent per stage of the ingest (``time.thread_time``).
+
+    ``receive`` is the MQTT network thread's (:class:`common.mqtt.BatchReceiver`),
+    filled in by whoever runs it; ``parse`` and ``store`` are :meth:`HealthIngest.process`'s
+    (``store`` is the whole transaction: devices, inserts, state, commit).
+    """
+
+    receive: float = 0.0
+    parse: float = 0.0
+    store: float = 0.0
+
+
+@dataclass(slots=True)
 class _Parsed:
-    reports: list[HealthReport] = field(default_factory=list)
+    reports: list[ReportRow] = field(default_factory=list)
     statuses: list[tuple[str, bool]] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
@@ -87,7 +105,7 @@ def _parse(batch: list[Incoming]) -> _Parsed:
             continue
         try:
             if channel == "health":
-                out.reports.append(parse_health(message.payload, topic_device_id=device_id))
+                out.reports.append(parse_row(message.payload, topic_device_id=device_id))
             elif channel == "cmd/res":
                 out.results.append(parse_command_result(message.payload, topic_device_id=device_id))
             elif channel == "status":
@@ -127,6 +145,10 @@ class HealthIngest:
         self._pending: list[Incoming] = []
         self._wake = asyncio.Event()
         self.totals = BatchReport()
+        self.cpu = StageCpu()
+        self.received = 0  # messages offered (redeliveries included)
+        self.batches = 0  # batches committed
+        self.on_batch: list[Callable[[int, float], None]] = []  # (size, seconds) per commit
 
     @property
     def pending(self) -> int:
@@ -136,22 +158,39 @@ class HealthIngest:
     def offer(self, message: Incoming) -> None:
         """Queue a delivered message; bounded by the broker's in-flight window (unacked)."""
         self._pending.append(message)
+        self.received += 1
+        self._wake.set()
+
+    def offer_batch(self, messages: list[Incoming]) -> None:
+        """Queue delivered messages at once (:class:`common.mqtt.BatchReceiver`'s hand-over)."""
+        self._pending.extend(messages)
+        self.received += len(messages)
         self._wake.set()
 
     def process(self, batch: list[Incoming]) -> BatchReport:
         """Commit one batch (blocking; the consumer runs it in a thread; tests call it)."""
+        started = time.thread_time()
         parsed = _parse(batch)
+        parsed_at = time.thread_time()
+        self.cpu.parse += parsed_at - started
         now = self._clock()
         report = BatchReport(rejected=parsed.rejected)
+        try:
+            self._store_parsed(parsed, report, now=now)
+        finally:
+            self.cpu.store += time.thread_time() - parsed_at
+        return report
+
+    def _store_parsed(self, parsed: _Parsed, report: BatchReport, *, now: int) -> None:
         with self._store.transaction() as tx:
             session = tx
             named = [r.device_id for r in parsed.reports]
             named += [device for device, _ in parsed.statuses]
             named += [result.device_id for result in parsed.results]
-            known = repo.existing_devices(session, named)
+            known = bulk.known_devices(session, named)
             reports = [r for r in parsed.reports if r.device_id in known]
             report.rejected["unknown_device"] += len(parsed.reports) - len(reports)
-            stored = repo.insert_reports(session, reports, now=now)
+            stored = bulk.store_rows(session, reports, now=now)
             report.stored = len(stored)
             report.duplicates = len(reports) - len(stored)
             for device_id, online in parsed.statuses:
@@ -178,7 +217,6 @@ class HealthIngest:
             report.rejected = +report.rejected  # drop zero counts
             if report.rejected:
                 repo.bump_rejects(session, report.rejected, now=now)
-        return report
 
     def commit(self, batch: list[Incoming]) -> BatchReport:
         """:meth:`process`, isolating a message the database refuses (a constraint).
@@ -226,6 +264,7 @@ class HealthIngest:
             if len(self._pending) < self._batch_size:
                 await asyncio.sleep(self._flush_delay_s)
             batch = self._pending[: self._batch_size]
+            began = time.perf_counter()
             try:
                 done = await asyncio.to_thread(self.commit, batch)
             except SQLAlchemyError as exc:
@@ -240,4 +279,8 @@ class HealthIngest:
             del self._pending[: len(batch)]
             for message in batch:
                 message.ack()
+            self.batches += 1
+            elapsed = time.perf_counter() - began
+            for observe in self.on_batch:
+                observe(len(batch), elapsed)
             self._account(done)
