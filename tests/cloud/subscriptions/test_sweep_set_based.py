@@ -1,0 +1,247 @@
+"""The set-based renewal sweep writes exactly what the per-row path writes, on generated data.
+
+The per-row path is the one every other event takes: for each due row, the
+pure rule's :class:`Tick` and :meth:`SubscriptionService.commit` (ORM save,
+audit entry, grant upsert or end, e-mail, devices to re-issue). The
+set-based path is :func:`cloud.subscriptions.sweep.sweep_batch`. Both run on
+copies of one SQLite database seeded with the same generated subscriptions
+(any status, term, product, charge and retry state, around the term's end),
+grants and devices; every table they write must come out equal, the devices
+to re-sign must be the devices to re-issue, and the charges the same keys.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import insert, select
+
+from cloud.accounts.rules import Role
+from cloud.accounts.tables import AuditRow
+from cloud.accounts.users import create_user
+from cloud.database import Store
+from cloud.devices.rules import DeviceKind, GrantStatus
+from cloud.devices.tables import DeviceRow, GrantRow, InstallationRow, ResignRow
+from cloud.notifications.tables import NotificationRow
+from cloud.subscriptions import queries as rows
+from cloud.subscriptions.rules.calendar import DAY_S, add_months
+from cloud.subscriptions.rules.catalogue import CATALOGUE
+from cloud.subscriptions.rules.lifecycle import Charge, Status, Subscription, Tick, apply
+from cloud.subscriptions.service import SubscriptionService
+from cloud.subscriptions.sweep import sweep_batch
+from cloud.subscriptions.tables import SubscriptionRow
+
+BASE = 1_798_761_600  # 2027-01-01T00:00:00Z
+ACTOR = "system:renewals"
+CODES = sorted(CATALOGUE)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A migrated database with two purchasers, copied for every example."""
+    path = tmp_path_factory.mktemp("sweep") / "template.db"
+    store = Store.open(f"sqlite:///{path}")
+    with store.transaction() as tx:
+        for i in (1, 2):
+            create_user(
+                tx,
+                email=f"buyer{i}@example.com",
+                name=f"Buyer {i}",
+                password="correct horse battery staple",
+                role=Role.OWNER,
+                company_id=None,
+                actor="test",
+                now=BASE,
+            )
+    store.close()
+    yield path
+
+
+_sub = st.fixed_dictionaries(
+    {
+        "inst": st.integers(0, 5),
+        "code": st.sampled_from(CODES),
+        "purchaser": st.sampled_from([1, 2]),
+        "status": st.sampled_from(list(Status)),
+        "end_months": st.integers(-1, 3),
+        "awaiting_payment": st.booleans(),
+        "auto_renew": st.booleans(),
+        "noticed": st.booleans(),
+        "attempts": st.integers(0, 3),
+        "charging": st.one_of(st.none(), st.integers(0, 3)),
+        "sent_ago": st.one_of(st.none(), st.integers(0, 2 * 3600)),
+        "retry_in": st.one_of(st.none(), st.integers(-5 * DAY_S, 5 * DAY_S)),
+        "charges_sent": st.integers(0, 4),
+        "start_in": st.integers(-3 * DAY_S, 3 * DAY_S),
+        "grant": st.sampled_from(["none", "active", "ended"]),
+        "devices": st.integers(0, 2),
+    }
+)
+
+
+def _state(i: int, d: dict[str, Any], now: int) -> Subscription:
+    item = CATALOGUE[d["code"]]
+    term = min(item.term_cents)
+    end = add_months(BASE, d["end_months"])
+    pending = d["status"] is Status.PENDING
+    return Subscription(
+        id=f"sub_{i:04d}",
+        installation_id=f"inst-{d['inst']}",
+        product=item,
+        purchaser=d["purchaser"],
+        status=d["status"],
+        term_months=term,
+        start=now + d["start_in"] if pending else add_months(end, -term),
+        end=end,
+        auto_renew=d["auto_renew"],
+        awaiting_payment=d["awaiting_payment"],
+        notice_for=end if d["noticed"] else None,
+        attempts=d["attempts"],
+        charging=d["charging"],
+        charge_sent_at=None if d["sent_ago"] is None else now - d["sent_ago"],
+        next_retry_at=None if d["retry_in"] is None else now + d["retry_in"],
+        charges_sent=d["charges_sent"],
+    )
+
+
+def _seed(store: Store, subs: list[tuple[Subscription, dict[str, Any]]], now: int) -> None:
+    installations = sorted({s.installation_id for s, _ in subs})
+    with store.engine.begin() as c:
+        c.execute(
+            insert(InstallationRow),
+            [{"id": i, "name": i, "created_at": BASE} for i in installations],
+        )
+        devices = {}
+        for sub, d in subs:
+            for n in range(d["devices"]):
+                devices[f"{sub.installation_id}-gw{n}"] = sub.installation_id
+        if devices:
+            c.execute(
+                insert(DeviceRow),
+                [
+                    {
+                        "id": device_id,
+                        "installation_id": inst,
+                        "kind": DeviceKind.GATEWAY,
+                        "mqtt_password_hash": "x",
+                        "created_at": BASE,
+                    }
+                    for device_id, inst in sorted(devices.items())
+                ],
+            )
+        grants = [
+            {
+                "installation_id": sub.installation_id,
+                "feature": sub.product.feature,
+                "params": {"old": True},
+                "valid_until": sub.end,
+                "source": "manual",
+                "status": GrantStatus.ACTIVE if d["grant"] == "active" else GrantStatus.ENDED,
+                "created_at": BASE - DAY_S,
+                "updated_at": BASE - DAY_S,
+                "ended_at": None if d["grant"] == "active" else BASE - DAY_S,
+            }
+            for sub, d in subs
+            if d["grant"] != "none"
+        ]
+        if grants:
+            c.execute(insert(GrantRow), grants)
+        c.execute(
+            insert(SubscriptionRow),
+            [
+                {
+                    "id": sub.id,
+                    "pay_with": "card",
+                    "card_token": "tok",
+                    "created_at": BASE - DAY_S,
+                    "version": 1,
+                    **rows.row_values(sub, now=BASE - DAY_S),
+                }
+                for sub, _ in subs
+            ],
+        )
+
+
+def _per_row(store: Store, now: int) -> tuple[set[str], list[str]]:
+    """The reference: the rule and ``SubscriptionService.commit``, one row at a time."""
+    service = SubscriptionService.__new__(SubscriptionService)  # commit() reads no attribute
+    devices: set[str] = set()
+    charges: list[str] = []
+    with store.transaction() as tx:
+        for row in rows.due_subscriptions(tx, now=now, limit=10_000):
+            before = rows.load(row)
+            t = apply(before, Tick(), now=now)
+            if t.state == before:
+                continue
+            _, changed = service.commit(
+                tx, row, before, t, actor=ACTOR, action="subscription.tick", now=now
+            )
+            devices |= set(changed)
+            charges += [e.idempotency_key for e in t.effects if isinstance(e, Charge)]
+    return devices, charges
+
+
+def _set_based(store: Store, now: int) -> tuple[set[str], list[str]]:
+    with store.transaction() as tx:
+        done = sweep_batch(tx, now=now, limit=10_000, actor=ACTOR)
+        queued = set(tx.scalars(select(ResignRow.device_id)))
+    assert done.devices_queued == len(queued)
+    return queued, [d.charge.idempotency_key for d in done.charges]
+
+
+def _dump(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    def table(model: Any, order: Any, skip: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+        columns = [c for c in model.__table__.columns if c.name not in skip]
+        with store.engine.connect() as c:
+            return [tuple(r) for r in c.execute(select(*columns).order_by(*order))]
+
+    return {
+        "subscriptions": table(SubscriptionRow, [SubscriptionRow.id]),
+        "grants": table(GrantRow, [GrantRow.installation_id, GrantRow.feature], ("id",)),
+        "audit": table(AuditRow, [AuditRow.id], ("id",)),
+        "mail": table(NotificationRow, [NotificationRow.id], ("id",)),
+    }
+
+
+@settings(
+    derandomize=True,
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.lists(_sub, min_size=1, max_size=12),
+    st.integers(-70 * DAY_S, 100 * DAY_S),
+)
+def test_set_based_sweep_writes_what_the_per_row_path_writes(
+    template: Path, tmp_path: Path, generated: list[dict[str, Any]], offset: int
+) -> None:
+    now = BASE + offset
+    seen: set[tuple[str, str]] = set()
+    subs = []
+    for i, d in enumerate(generated):
+        sub = _state(i, d, now)
+        key = (sub.installation_id, sub.product.feature)
+        if key not in seen:  # one subscription per installation and service
+            seen.add(key)
+            subs.append((sub, d))
+    stores = {}
+    for name in ("per_row", "set_based"):
+        path = tmp_path / f"{name}-{offset}-{len(generated)}.db"
+        shutil.copy(template, path)
+        stores[name] = Store.open(f"sqlite:///{path}", migrate=False)
+        _seed(stores[name], subs, now)
+    try:
+        expected = _per_row(stores["per_row"], now)
+        got = _set_based(stores["set_based"], now)
+        assert got == expected
+        assert _dump(stores["set_based"]) == _dump(stores["per_row"])
+    finally:
+        for store in stores.values():
+            store.close()
