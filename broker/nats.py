@@ -25,6 +25,8 @@ import logging
 import os
 import secrets
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -176,6 +178,41 @@ def _healthy(host: str, port: int) -> bool:
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _meta_leader(host: str, port: int) -> str | None:
+    """The JetStream meta leader this node knows of (``/jsz``); None before one is elected."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/jsz", timeout=2) as reply:
+            leader = (json.load(reply).get("meta_cluster") or {}).get("leader")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return str(leader) if leader else None
+
+
+def _mqtt_string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
+def _mqtt_login(host: str, port: int, *, username: str, password: str, timeout: float) -> bool:
+    """One MQTT 3.1.1 CONNECT (clean session) and DISCONNECT; whether it was accepted."""
+    body = b"\x00\x04MQTT\x04\xc2\x00\x3c"  # 3.1.1; user, password, clean; keepalive 60
+    body += b"".join(map(_mqtt_string, (f"{username}-warmup", username, password)))
+    length, size = b"", len(body)
+    while True:
+        size, digit = divmod(size, 128)
+        length += bytes([digit | (0x80 if size else 0)])
+        if not size:
+            break
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"\x10" + length + body)
+            connack = sock.recv(4)
+            sock.sendall(b"\xe0\x00")
+    except OSError:
+        return False
+    return len(connack) == 4 and connack[0] == 0x20 and connack[3] == 0
 
 
 def _logged(path: Path, offset: int, needle: str) -> bool:
@@ -341,13 +378,34 @@ class NatsCluster:
         offsets = {i: self._spawn_node(i) for i in range(self.size) if self.pid(i) is None}
         for i, offset in offsets.items():
             self._wait_node(i, offset)
+        self._wait_leader()
         for i in range(self.size):
             self._start_responder(i)
+        self._warm_up()
         return self
+
+    def _warm_up(self) -> None:
+        """Log in over MQTT on every node, one after the other: the first MQTT login of
+        the account creates its replicated session and retained-message streams, and
+        many first logins at once on several nodes time out creating them."""
+        user, password = next(iter(self.clouds.items()))
+        deadline = time.monotonic() + self.startup_timeout
+        for i, node in enumerate(self.nodes):
+            while not _mqtt_login(
+                self.host, node.mqtt, username=user, password=password, timeout=10
+            ):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise BrokerError(
+                        f"node {i + 1} refused the cloud's MQTT login {user!r}; log tail:\n"
+                        f"{self.log_tail(i)}"
+                    )
+                time.sleep(0.1)
 
     def start_node(self, index: int) -> None:
         """Start one node again (after :meth:`kill_node`) and wait until it is current."""
         self._wait_node(index, self._spawn_node(index))
+        self._wait_leader()
         self._start_responder(index)
 
     def _spawn_node(self, index: int) -> int:
@@ -384,6 +442,23 @@ class NatsCluster:
             f"nats node {index + 1} did not become ready on {self.host} within "
             f"{self.startup_timeout:g}s (config {self.node_dir(index) / 'nats.conf'}); "
             f"log tail:\n{self.log_tail(index)}"
+        )
+
+    def _wait_leader(self) -> None:
+        """Until every running node knows the JetStream meta leader: before that an MQTT
+        CONNECT waits for its session store (and a client may time out)."""
+        if self.size == 1:
+            return
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            running = [i for i in range(self.size) if self.pid(i) is not None]
+            if all(_meta_leader(self.host, self.nodes[i].monitor) for i in running):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(
+            f"no JetStream meta leader within {self.startup_timeout:g}s; log tail of node 1:\n"
+            f"{self.log_tail(0)}"
         )
 
     def _start_responder(self, index: int) -> None:

@@ -3,6 +3,8 @@
 from tests.broker_fixtures import (  # noqa: F401  (fixtures, found by name)
     broker,
     embedded_broker,
+    engine_broker,
+    nats_cluster,
     require_mosquitto,
     shared_broker,
 )

@@ -1,0 +1,160 @@
+"""The clustered engine (issue 16): a 3-node NATS cluster from broker.nats.
+
+- A node killed with SIGKILL under a device: its agent reconnects to another node,
+  keeps enforcing, and a grant made meanwhile reaches it (must-show 2).
+- 200 devices created in quick succession, then a QoS 1 round trip on a persistent
+  session works for each (must-show 4; config reloads broke sessions after ~30).
+- Logins: the MQTT client id is pinned to the device id, a removed login is
+  refused, a device cannot connect over the NATS protocol, the generated config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import aiomqtt
+import nats
+import nats.errors
+import pytest
+
+from broker.nats import NatsCluster, NodePorts, node_config
+from entitle.demo import running_stack
+from protocol.topics import device_topic
+from tests.broker_fixtures import FixtureCluster
+from tests.waiting import HANG_S, eventually
+
+pytestmark = pytest.mark.timeout(180)
+YEAR = 366 * 86400
+
+
+def _connected_node(cluster: NatsCluster, client_id: str) -> int | None:
+    """Which node holds the MQTT connection of ``client_id`` (monitoring /connz)."""
+    for i, node in enumerate(cluster.nodes):
+        if cluster.pid(i) is None:
+            continue
+        url = f"http://{cluster.host}:{node.monitor}/connz?mqtt_client={client_id}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if json.load(reply).get("connections"):
+                    return i
+        except OSError:
+            continue
+    return None
+
+
+async def test_killing_the_node_under_a_device_moves_it_to_another(tmp_path: Path) -> None:
+    async with running_stack(devices=2, data_dir=tmp_path, engine="nats") as stack:
+        cluster = stack.cluster
+        assert cluster is not None
+        agent = stack.agents[0]
+        await stack.grant("remote_access", until=int(time.time()) + YEAR)
+        await stack.wait_until(lambda a: a.check("remote_access")[0], within=HANG_S)
+        node = _connected_node(cluster, agent.device_id)
+        assert node is not None
+        connects = agent.session.connects
+
+        await asyncio.to_thread(cluster.kill_node, node)  # SIGKILL: a crashed machine
+        # still enforcing from its own store while it has no broker
+        assert agent.check("remote_access")[0] is True
+        # a grant made meanwhile (the cloud fails over too)
+        granted = await stack.grant("voice_control", until=int(time.time()) + YEAR)
+        assert granted is not None
+
+        await eventually(
+            lambda: agent.session.connects > connects and agent.session.connected.is_set(),
+            what="the agent reconnected",
+        )
+        moved_to = _connected_node(cluster, agent.device_id)
+        assert moved_to is not None and moved_to != node
+        await stack.wait_until(lambda a: a.check("voice_control")[0], within=HANG_S)
+        assert agent.check("remote_access")[0] is True
+        # and a revoke still reaches it: it follows the cloud on the new node
+        await stack.revoke("remote_access")
+        await stack.wait_until(lambda a: not a.check("remote_access")[0], within=HANG_S)
+
+
+async def test_two_hundred_devices_then_a_qos1_round_trip_on_persistent_sessions(
+    nats_cluster: FixtureCluster,
+) -> None:
+    devices = [f"bulk-{i:03d}-{time.monotonic_ns() % 10_000}" for i in range(200)]
+    for device in devices:  # in quick succession, as the cloud creates them
+        await asyncio.to_thread(nats_cluster.add_device, device)
+    gate = asyncio.Semaphore(10)
+    # each QoS 1 subscription is a replicated JetStream consumer: on a loaded machine a
+    # SUBSCRIBE can take seconds, so the clients wait as long as a hang allows
+    patient = {"clean_session": False, "timeout": HANG_S}
+
+    async def first_visit(device: str, node: int) -> None:
+        async with gate, nats_cluster.client(device, node=node, **patient) as c:
+            await c.subscribe(device_topic(device, "cmd"), qos=1)
+
+    await asyncio.gather(*(first_visit(d, i % 3) for i, d in enumerate(devices)))
+    async with nats_cluster.client(nats_cluster.cloud_username, timeout=HANG_S) as cloud:
+        for device in devices:  # queued for devices that are offline now
+            await cloud.publish(device_topic(device, "cmd"), device.encode(), qos=1)
+
+    async def comes_back(device: str, node: int) -> tuple[str, bytes]:
+        # on another node than before: the session lives in the cluster
+        async with gate, nats_cluster.client(device, node=node, **patient) as c:
+            async with asyncio.timeout(HANG_S):
+                message = await anext(aiter(c.messages))
+            await c.publish(device_topic(device, "health"), b"{}", qos=1)
+            return message.topic.value, bytes(message.payload)  # type: ignore[arg-type]
+
+    got = await asyncio.gather(*(comes_back(d, (i + 1) % 3) for i, d in enumerate(devices)))
+    assert got == [(device_topic(d, "cmd"), d.encode()) for d in devices]
+
+
+async def test_client_id_is_pinned_and_a_removed_login_is_refused(
+    nats_cluster: FixtureCluster,
+) -> None:
+    device, password = nats_cluster.new_device("pin")
+    other, _ = nats_cluster.new_device("pin")
+    with pytest.raises(aiomqtt.MqttError):  # its own password, another's client id
+        async with nats_cluster.client(device, password, identifier=other):
+            pass
+    async with nats_cluster.client(device, password, node=2):
+        pass
+    await asyncio.to_thread(nats_cluster.accounts.remove, device)
+    with pytest.raises(aiomqtt.MqttError):
+        async with nats_cluster.client(device, password, node=1):
+            pass
+
+
+async def test_a_device_cannot_use_the_nats_protocol(nats_cluster: FixtureCluster) -> None:
+    device, password = nats_cluster.new_device("natsproto")
+    with pytest.raises((nats.errors.Error, OSError)):
+        nc = await nats.connect(
+            nats_cluster.nats_servers[0],
+            user=device,
+            password=password,
+            allow_reconnect=False,
+            connect_timeout=5,
+        )
+        await nc.close()
+
+
+def test_generated_config_routes_every_other_node(tmp_path: Path) -> None:
+    nodes = [
+        NodePorts(client=4000 + i, mqtt=1900 + i, cluster=6000 + i, monitor=8000 + i)
+        for i in range(3)
+    ]
+    secrets_ = {"route_user": "route", "route_password": "r", "responder": "a", "system": "s"}
+    text = node_config(
+        index=1,
+        nodes=nodes,
+        host="127.0.0.1",
+        directory=tmp_path,
+        clouds={"cloud": "pw"},
+        secrets_=secrets_,
+        issuer="AISSUER",
+    )
+    assert '"nats-route://route:r@127.0.0.1:6000"' in text
+    assert '"nats-route://route:r@127.0.0.1:6002"' in text
+    assert '6001"' not in text.split("routes:")[1]  # not to itself
+    assert 'listen: "127.0.0.1:1901"' in text and "jetstream {" in text
+    assert "auth_callout {" in text and "issuer: AISSUER" in text
