@@ -49,7 +49,9 @@ from cloud.errors import UnknownInstallation, UpstreamFailed
 from cloud.settings import CloudSettings
 from common.clock import Clock
 
-__all__ = ["InvoicePdf", "OrderFilter", "OrderService"]
+__all__ = ["ORDER_SORTS", "InvoicePdf", "OrderFilter", "OrderService"]
+
+ORDER_SORTS = repo.ORDER_SORTS  # what OrderFilter.sort may be
 
 
 @dataclass(frozen=True, slots=True)
