@@ -46,6 +46,7 @@ from cloud.http.body_limit import BodyLimit
 from cloud.http.errors import entitle_error, not_found_or_http_error, validation_error
 from cloud.http.inputs import RULES
 from cloud.jobs import Job, JobRunner
+from cloud.metrics import CloudMetrics, metrics_endpoint
 from cloud.notifications.mailer import SmtpMailer
 from cloud.notifications.outbox import enqueue as enqueue_mail
 from cloud.notifications.sender import OutboxSender
@@ -317,13 +318,17 @@ def create_app(
                 health=health_service,
                 notifications=notification_service,
             )
+            app.state.metrics = CloudMetrics(app.state.cloud)  # GET /metrics
             async with asyncio.TaskGroup() as tasks:
                 running = []
                 if bridge is not None:
                     running.append(tasks.create_task(bridge.run(), name="mqtt-bridge"))
                 else:
                     await service.publish_keyset()  # the bridge does this on every connect
-                running.append(tasks.create_task(runner.run(), name="jobs"))
+                if settings.run_jobs:
+                    running.append(tasks.create_task(runner.run(), name="jobs"))
+                else:  # another worker runs them (entitle cloud serve --workers N)
+                    runner.first_passes_done.set()
                 running.append(tasks.create_task(ingest.run(), name="health-ingest"))
                 _log.info("cloud started: key set v%d", signer.keyset.version)
                 try:
@@ -356,4 +361,5 @@ def create_app(
     app.include_router(page_router)
     mount_static(app, settings.web_assets_dir)
     app.include_router(probe.router, include_in_schema=False)  # /healthz for load balancers
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)  # Prometheus
     return app

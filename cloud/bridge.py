@@ -9,13 +9,18 @@ MQTT 3.1.1 (``mqtt_protocol = 4``) has no properties and relies on ``exp`` alone
 A publish made while disconnected waits up to ``publish_timeout_s`` for the
 connection, then raises :class:`protocol.errors.TransportError`.
 
-With a :class:`MessageConsumer` (the health ingest) the same connection also
+With a :class:`MessageConsumer` (the health ingest) a second connection
+(:class:`common.mqtt.BatchReceiver`: paho's network loop in a thread, ~48 µs of
+CPU a message where the publishing connection's aiomqtt costs ~165 µs)
 subscribes to the consumer's topics, on a persistent session
 (:class:`common.mqtt.PersistentSession`: clean start off, a session expiry, a
-Receive Maximum) with manual acknowledgement: each message is handed over with
-an ``ack`` that sends the PUBACK only when the consumer calls it, after its
-batch committed, and only on the connection that received it (after a
-reconnect the broker redelivers whatever was not acked).
+Receive Maximum) with manual acknowledgement: messages are handed over in
+batches, each with an ``ack`` that sends the PUBACK only when the consumer calls
+it, after its batch committed, and only on the connection that received it
+(after a reconnect the broker redelivers whatever was not acked). That
+connection's client id is ``identifier`` (default: the login), so a restarted
+worker gets its own session back; N workers on one login each need their own
+(``entitle cloud serve --workers N`` names them ``<login>-1`` ... ``<login>-N``).
 """
 
 from __future__ import annotations
@@ -24,10 +29,19 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from cloud.settings import CloudSettings
-from common.mqtt import Endpoint, Link, MqttClient, PersistentSession, Received
+from common.mqtt import (
+    BatchReceiver,
+    Endpoint,
+    Link,
+    LinkError,
+    MqttClient,
+    PersistentSession,
+    Received,
+)
 from common.settings import BrokerAddress
 from protocol.topics import KEYS_TOPIC, device_topic
 
@@ -43,6 +57,8 @@ class MessageConsumer(Protocol):
     def subscriptions(self) -> Sequence[str]: ...
 
     def offer(self, message: Received) -> None: ...
+
+    def offer_batch(self, messages: list[Received]) -> None: ...
 
 
 class MqttBridge:
@@ -66,17 +82,20 @@ class MqttBridge:
         self._keyset_message = keyset_message
         self._protocol = protocol
         self._publish_timeout_s = publish_timeout_s
+        self._endpoint = Endpoint(
+            broker.host,
+            broker.port,
+            username=broker.username,
+            password=broker.password.get_secret_value() if broker.password else None,
+            identifier=identifier,
+            protocol=protocol,
+            tls_context=tls_context,
+            fallbacks=broker.fallbacks,
+        )
+        self._backoff = (backoff_base_s, backoff_cap_s)
+        self._receiver: BatchReceiver | None = None
         self._client = MqttClient(
-            Endpoint(
-                broker.host,
-                broker.port,
-                username=broker.username,
-                password=broker.password.get_secret_value() if broker.password else None,
-                identifier=identifier,
-                protocol=protocol,
-                tls_context=tls_context,
-                fallbacks=broker.fallbacks,
-            ),
+            replace(self._endpoint, identifier=None),  # the consumer's id is the session's
             log=_log,
             timeout_s=publish_timeout_s,
             backoff_base_s=backoff_base_s,
@@ -90,9 +109,23 @@ class MqttBridge:
             self.attach(consumer)
 
     def attach(self, consumer: MessageConsumer) -> None:
-        """Consume ``consumer.subscriptions`` from the next connection on."""
+        """Consume ``consumer.subscriptions`` (on its own connection, from :meth:`run` on)."""
         self._consumer = consumer
-        self._client.persist(self._session)
+        self._receiver = BatchReceiver(
+            replace(
+                self._endpoint, identifier=self._endpoint.identifier or self._endpoint.username
+            ),
+            subscriptions=[self._filter(t) for t in consumer.subscriptions],
+            session=self._session,
+            log=_log,
+            backoff_base_s=self._backoff[0],
+            backoff_cap_s=self._backoff[1],
+        )
+
+    @property
+    def receiver(self) -> BatchReceiver | None:
+        """The consuming connection (None without a consumer): its figures for /metrics."""
+        return self._receiver
 
     @classmethod
     def from_settings(
@@ -103,15 +136,29 @@ class MqttBridge:
             keyset_message=keyset_message,
             protocol=settings.mqtt_protocol,
             tls_context=settings.broker_tls_context(),
+            identifier=settings.mqtt_client_id,
         )
 
     @property
     def connected(self) -> bool:
-        return self._client.connected.is_set()
+        """Connected to publish, and (with a consumer) subscribed to receive."""
+        receiving = self._receiver is None or self._receiver.connected.is_set()
+        return self._client.connected.is_set() and receiving
 
     async def wait_connected(self, timeout_s: float) -> None:
-        """Return once connected (and the key set is retained); TransportError on timeout."""
+        """Return once connected (the key set retained, the consumer subscribed);
+        TransportError on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         await self._client.wait_connected(timeout_s)
+        if self._receiver is not None:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await self._receiver.connected.wait()
+            except TimeoutError:
+                raise LinkError(
+                    f"not subscribed at the broker at {self._endpoint.where} within {timeout_s:g}s"
+                ) from None
 
     def _filter(self, topic: str) -> str:
         # MQTT 3.1.1 is what the embedded amqtt broker speaks, and it has no shared
@@ -125,24 +172,26 @@ class MqttBridge:
         await link.publish(
             KEYS_TOPIC, self._keyset_message(), retain=True, timeout_s=self._publish_timeout_s
         )
-        if self._consumer is not None:  # subscribed before "connected" is announced
-            await link.subscribe(*(self._filter(t) for t in self._consumer.subscriptions))
 
     async def _consume(self, link: Link) -> None:
-        # With nothing subscribed the iterator still ends only by raising on disconnect.
-        async for message in link.messages():
-            if self._consumer is not None:
-                self._consumer.offer(message)
+        # Nothing is subscribed here: the iterator ends only by raising on disconnect.
+        async for _message in link.messages():
+            pass
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with backoff."""
-        await self._client.run(
-            on_connect=self._on_connect,
-            consume=self._consume,
-            connected_message=(
-                f"connected to the broker at {self._client.endpoint.where}; key set retained"
-            ),
-        )
+        async with asyncio.TaskGroup() as tasks:
+            if self._receiver is not None and self._consumer is not None:
+                tasks.create_task(
+                    self._receiver.run(self._consumer.offer_batch), name="mqtt-receiver"
+                )
+            await self._client.run(
+                on_connect=self._on_connect,
+                consume=self._consume,
+                connected_message=(
+                    f"connected to the broker at {self._client.endpoint.where}; key set retained"
+                ),
+            )
 
     async def _publish(
         self, topic: str, payload: bytes, *, expiry_s: int | None = None, retain: bool = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -37,6 +38,8 @@ class JobRunner:
         self.jobs = list(jobs)
         # set once every job has finished (or failed) its first pass, the one at start-up
         self.first_passes_done = asyncio.Event()
+        # passes run here, by (job name, "ok" | "failed"): this worker's /metrics
+        self.passes: Counter[tuple[str, str]] = Counter()
 
     async def run_once(self) -> dict[str, object]:
         """One pass of every job, in order (tests and the test clock use this)."""
@@ -55,22 +58,33 @@ class JobRunner:
             self.first_passes_done.set()
         async with asyncio.TaskGroup() as tasks:
             for job in self.jobs:
-                tasks.create_task(run_passes(job, first_pass_done), name=f"job-{job.name}")
+                tasks.create_task(
+                    run_passes(job, first_pass_done, passes=self.passes), name=f"job-{job.name}"
+                )
 
 
-async def run_passes(job: Job, after_first_pass: Callable[[], None] | None = None) -> None:
+async def run_passes(
+    job: Job,
+    after_first_pass: Callable[[], None] | None = None,
+    *,
+    passes: Counter[tuple[str, str]] | None = None,
+) -> None:
     """Run ``job`` every ``interval_s`` until cancelled; a failed pass is logged and retried."""
     while True:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             # a cancellation swallowed by asyncio.wait_for (Python 3.11) during a publish
             raise asyncio.CancelledError
+        outcome = "ok"
         try:
             await job.run_once()
         except asyncio.CancelledError:
             raise
         except Exception:
+            outcome = "failed"
             _log.exception("%s pass failed; retrying in %.0fs", job.name, job.interval_s)
+        if passes is not None:
+            passes[(job.name, outcome)] += 1
         if after_first_pass is not None:
             after_first_pass()
             after_first_pass = None

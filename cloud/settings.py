@@ -45,6 +45,15 @@ class CloudSettings(BrokerClientSettings):
     # health ingest, commands, tickets (cloud.health, cloud.tickets.service)
     health_batch_size: int = Field(default=200, ge=1, le=1000)
     health_flush_delay_s: float = Field(default=0.05, gt=0)
+    # N workers (entitle cloud serve --workers N): each its own consumer session, jobs in any
+    mqtt_client_id: str | None = Field(
+        default=None,
+        description="the health consumer's MQTT client id, i.e. its persistent session on "
+        "the broker (default: the broker login); one per worker",
+    )
+    run_jobs: bool = Field(
+        default=True, description="run the background jobs here (false: API and ingest only)"
+    )
     health_retention_s: int = Field(default=30 * 86400, description="raw reports kept")
     health_hourly_retention_s: int = Field(default=730 * 86400, description="hourly aggregates")
     health_retention_interval_s: float = 3600.0
