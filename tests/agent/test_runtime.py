@@ -9,9 +9,9 @@ import socket
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from agent.api import query
 from agent.runtime import open_agent
 from agent.session import Connection
 from agent.store import Store, StoreError
@@ -44,16 +44,14 @@ def repo() -> TokenRepositorySimulator:
 
 
 async def _query(sock: Path, path: str) -> dict:
-    transport = httpx.AsyncHTTPTransport(uds=str(sock))
-    async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
-        deadline = time.monotonic() + HANG_S
-        while True:
-            try:
-                response = await client.get(path)
-                return response.json()
-            except (httpx.ConnectError, FileNotFoundError):  # not listening yet
-                assert time.monotonic() < deadline, f"local API at {sock} never answered"
-                await asyncio.sleep(0.05)
+    deadline = time.monotonic() + HANG_S
+    while True:
+        try:
+            _, answer = await asyncio.to_thread(query, sock, path)
+            return answer
+        except OSError:  # not listening yet
+            assert time.monotonic() < deadline, f"local API at {sock} never answered"
+            await asyncio.sleep(0.05)
 
 
 async def test_unprovisioned_agent_says_what_to_do(tmp_path):
