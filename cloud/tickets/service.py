@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
@@ -54,7 +54,15 @@ from cloud.tickets.tables import (
 )
 from common.clock import Clock
 
-__all__ = ["TicketJob", "TicketService", "TicketView", "UnknownTicket"]
+__all__ = [
+    "Board",
+    "DeviceCheck",
+    "TicketJob",
+    "TicketService",
+    "TicketSummary",
+    "TicketView",
+    "UnknownTicket",
+]
 
 _log = logging.getLogger(__name__)
 _STAFF = frozenset({Role.ADMIN, Role.CS_ADMIN, Role.SUPPORT})
@@ -82,6 +90,72 @@ class TicketView:
     cc: list[str]
     messages: list[dict[str, Any]]
     rma: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class TicketSummary:
+    """A ticket as a board card: what it is about, where it is, and its SLA clock."""
+
+    id: int
+    subject: str
+    category: str
+    stage: str
+    next_action: str
+    installation_id: str | None
+    opened_at: int
+    due_at: int
+    resolved_at: int | None  # suggest-close or close: the SLA clock stops
+    sla_breached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Board:
+    """Tickets by stage (most urgent first; closed: newest first), with every stage's count."""
+
+    stages: dict[str, list[TicketSummary]]
+    counts: dict[str, int]
+    breached: int  # open tickets (first or second line) past their SLA
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCheck:
+    """A device attached to a ticket: its self-tests since the ticket opened, and the RMA rule."""
+
+    device_id: str
+    self_tests: list[SelfTestOutcome]  # newest first
+    rma: RmaDecision
+    approved_at: int | None
+
+
+def _summary(row: TicketRow, *, now: int) -> TicketSummary:
+    state = _state(row)
+    return TicketSummary(
+        id=row.id,
+        subject=row.subject,
+        category=state.category.value,
+        stage=state.stage.value,
+        next_action=state.next_action.value,
+        installation_id=row.installation_id,
+        opened_at=row.opened_at,
+        due_at=row.due_at,
+        resolved_at=state.suggest_close_at or state.closed_at,
+        sla_breached=row.sla_breached_at is not None or sla_breached(state, now=now),
+    )
+
+
+def _self_tests(session: Session, device_id: str, *, since: int) -> list[SelfTestOutcome]:
+    """The device's answered self-tests sent since ``since``, in the order they were sent."""
+    rows = session.scalars(
+        select(CommandRow)
+        .where(
+            CommandRow.device_id == device_id,
+            CommandRow.cmd == "self_test",
+            CommandRow.status == CommandStatus.ANSWERED,
+            CommandRow.created_at >= since,
+        )
+        .order_by(CommandRow.created_at, CommandRow.answered_at)
+    ).all()
+    return [SelfTestOutcome(t.id, t.answered_at or 0, bool(t.ok), t.result) for t in rows]
 
 
 def _is_staff(principal: Principal) -> bool:
@@ -204,6 +278,101 @@ class TicketService:
             rows = tx.scalars(query.limit(limit).offset(offset)).all()
             return [self._view(tx, row, now=now) for row in rows]
 
+    def board(
+        self,
+        principal: Principal,
+        *,
+        category: Category | None = None,
+        breached_only: bool = False,
+        per_stage: int = 50,
+    ) -> Board:
+        """The tickets the principal may see, by stage, at most ``per_stage`` each."""
+        now = self._clock()
+        with self._store.transaction() as tx:
+            scope = visible_installation_ids(tx, principal)
+            where = []
+            if scope is not None:
+                where.append(TicketRow.installation_id.in_(scope))
+            if category is not None:
+                where.append(TicketRow.category == category)
+            if breached_only:
+                where.append(
+                    or_(
+                        TicketRow.sla_breached_at.is_not(None),
+                        and_(
+                            TicketRow.stage.in_([Stage.FIRST_LINE, Stage.SECOND_LINE]),
+                            TicketRow.due_at < now,
+                        ),
+                    )
+                )
+            counts = {stage.value: 0 for stage in Stage}
+            for stage, count in tx.execute(
+                select(TicketRow.stage, func.count()).where(*where).group_by(TicketRow.stage)
+            ):
+                counts[Stage(stage).value] = int(count)
+            stages: dict[str, list[TicketSummary]] = {}
+            for stage in Stage:
+                order = (
+                    (TicketRow.closed_at.desc(), TicketRow.id.desc())
+                    if stage is Stage.CLOSED
+                    else (TicketRow.due_at, TicketRow.id)
+                )
+                rows = tx.scalars(
+                    select(TicketRow)
+                    .where(*where, TicketRow.stage == stage)
+                    .order_by(*order)
+                    .limit(per_stage)
+                ).all()
+                stages[stage.value] = [_summary(row, now=now) for row in rows]
+            breached = sum(
+                card.sla_breached
+                for stage in (Stage.FIRST_LINE, Stage.SECOND_LINE)
+                for card in stages[stage.value]
+            )
+            return Board(stages=stages, counts=counts, breached=breached)
+
+    def device_checks(self, principal: Principal, ticket_id: int) -> list[DeviceCheck]:
+        """Each attached device's self-tests since the ticket opened and the RMA rule's answer.
+
+        The answer is :func:`cloud.tickets.rules.decide_rma`'s, as :meth:`approve_rma`
+        would get it now; nothing is written. Raises UnknownTicket.
+        """
+        now = self._clock()
+        with self._store.transaction() as tx:
+            row = self._load(tx, principal, ticket_id)
+            devices = sorted(
+                tx.scalars(
+                    select(TicketDeviceRow.device_id).where(TicketDeviceRow.ticket_id == row.id)
+                )
+            )
+            approved = {
+                device_id: at
+                for device_id, at in tx.execute(
+                    select(RmaApprovalRow.device_id, RmaApprovalRow.approved_at).where(
+                        RmaApprovalRow.ticket_id == row.id
+                    )
+                )
+            }
+            checks = []
+            for device_id in devices:
+                tests = _self_tests(tx, device_id, since=row.opened_at)
+                decision = decide_rma(
+                    device_id=device_id,
+                    ticket=_state(row),
+                    device_on_ticket=True,
+                    self_tests=tests,
+                    now=now,
+                )
+                checks.append(
+                    DeviceCheck(
+                        device_id=device_id,
+                        self_tests=tests[::-1],
+                        rma=decision,
+                        approved_at=approved.get(device_id),
+                    )
+                )
+            return checks
+
     # writing ---------------------------------------------------------------
     def open(
         self,
@@ -324,23 +493,11 @@ class TicketService:
             row = self._load(session, principal, ticket_id, lock=True)
             ensure_device_access(session, principal, device_id, write=False)
             attached = session.get(TicketDeviceRow, (row.id, device_id)) is not None
-            tests = session.scalars(
-                select(CommandRow)
-                .where(
-                    CommandRow.device_id == device_id,
-                    CommandRow.cmd == "self_test",
-                    CommandRow.status == CommandStatus.ANSWERED,
-                    CommandRow.created_at >= row.opened_at,
-                )
-                .order_by(CommandRow.created_at, CommandRow.answered_at)
-            ).all()
             decision = decide_rma(
                 device_id=device_id,
                 ticket=_state(row),
                 device_on_ticket=attached,
-                self_tests=[
-                    SelfTestOutcome(t.id, t.answered_at or 0, bool(t.ok), t.result) for t in tests
-                ],
+                self_tests=_self_tests(session, device_id, since=row.opened_at),
                 now=now,
             )
             if not decision.approved:

@@ -1,0 +1,308 @@
+"""The support desk: the tickets board, a ticket, and a new ticket (``?device=`` attaches one).
+
+Every page calls :class:`~cloud.tickets.service.TicketService`, the same service as
+``/api/v1/tickets``: scoping (a customer sees only its installations' tickets; another's
+answers like one that does not exist), who may move a ticket, and the RMA rule
+(:func:`cloud.tickets.rules.decide_rma`) are the service's. The page only shows what the
+role may do: the RMA button appears for ``rma:approve`` and only where the rule allows,
+and otherwise the page says why not.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from cloud.accounts.apikeys import Principal
+from cloud.accounts.deps import page_require
+from cloud.accounts.rules import Permission, Role, allowed
+from cloud.devices.deps import DevicesDep, InstallationsDep
+from cloud.devices.service import InstallationService
+from cloud.errors import InvalidRequest, InvalidTransition, NotFound
+from cloud.health.deps import HealthDep
+from cloud.health.schemas import DeviceHealthOut
+from cloud.http.deps import ClockDep
+from cloud.tickets.deps import TicketsDep
+from cloud.tickets.rules import TRANSITIONS, Category, RmaRefused, Stage
+from cloud.tickets.service import UnknownTicket
+from cloud.web.flash import flash
+from cloud.web.forms import CheckedForm
+from cloud.web.templates import render, translator
+from protocol.topics import DEVICE_ID_MAX_LEN
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+Reader = Annotated[Principal, Depends(page_require(Permission.TICKETS_READ))]
+Writer = Annotated[Principal, Depends(page_require(Permission.TICKETS_WRITE))]
+Approver = Annotated[Principal, Depends(page_require(Permission.RMA_APPROVE))]
+TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+_DEVICE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{DEVICE_ID_MAX_LEN}}}")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
+_INSTALLATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_STAFF = frozenset({Role.ADMIN.value, Role.CS_ADMIN.value, Role.SUPPORT.value})
+_MAX_LIST = 20
+
+
+def _is_staff(who: Principal) -> bool:
+    return who.role in _STAFF
+
+
+def _words(raw: object, pattern: re.Pattern[str]) -> list[str] | None:
+    """Items separated by commas, spaces or lines, each matching ``pattern``; None if any fails."""
+    items = [item for item in re.split(r"[\s,;]+", str(raw or "")) if item]
+    if len(items) > _MAX_LIST or not all(pattern.fullmatch(item) for item in items):
+        return None
+    return list(dict.fromkeys(items))
+
+
+def _see_ticket(ticket_id: int, text: str, *, level: str = "success") -> Response:
+    response = RedirectResponse(f"/tickets/{ticket_id}", status_code=status.HTTP_303_SEE_OTHER)
+    return flash(response, text, level=level)
+
+
+# the board ----------------------------------------------------------------------
+@router.get("/tickets")
+def board(
+    request: Request,
+    who: Reader,
+    service: TicketsDep,
+    category: Annotated[Category | None, Query()] = None,
+    breached: Annotated[bool, Query()] = False,
+) -> HTMLResponse:
+    """Tickets by stage, most urgent first, with their SLA clocks."""
+    shown = service.board(who, category=category, breached_only=breached)
+    context = {
+        "board": shown,
+        "stages": [stage.value for stage in Stage],
+        "categories": [c.value for c in Category],
+        "category": None if category is None else category.value,
+        "breached": breached,
+    }
+    return render(request, "tickets/board.html", context)
+
+
+# a new ticket --------------------------------------------------------------------
+def _new_form(
+    request: Request,
+    who: Principal,
+    installations: InstallationService,
+    *,
+    values: dict[str, Any],
+    error: str | None = None,
+    code: int = status.HTTP_200_OK,
+) -> HTMLResponse:
+    choices = [] if _is_staff(who) else installations.visible(who, limit=200, offset=0)
+    context = {
+        "values": values,
+        "error": error,
+        "categories": [c.value for c in Category],
+        "installations": choices,
+        "staff": _is_staff(who),
+    }
+    return render(request, "tickets/new.html", context, status_code=code)
+
+
+@router.get("/tickets/new")
+def new_ticket(
+    request: Request,
+    who: Writer,
+    devices: DevicesDep,
+    installations: InstallationsDep,
+    device: Annotated[
+        str | None, Query(max_length=DEVICE_ID_MAX_LEN, pattern=_DEVICE_ID.pattern)
+    ] = None,
+) -> HTMLResponse:
+    """The form; with ``?device=ID`` the device is attached and its installation chosen."""
+    values: dict[str, Any] = {"category": "device_fault" if device else "technical"}
+    if device is not None:
+        found = devices.get(who, device)  # out of scope: the not-found page
+        values |= {"devices": found.device_id, "installation_id": found.installation_id}
+    return _new_form(request, who, installations, values=values)
+
+
+@router.post("/tickets/new")
+def new_ticket_submit(
+    request: Request,
+    who: Writer,
+    form: CheckedForm,
+    service: TicketsDep,
+    installations: InstallationsDep,
+) -> Response:
+    """Open the ticket and show it."""
+    _ = translator(request).gettext
+    values = {
+        key: str(form.get(key, "")).strip()
+        for key in ("category", "subject", "body", "installation_id", "devices", "cc")
+    }
+    device_ids = _words(values["devices"], _DEVICE_ID)
+    cc = _words(values["cc"], _EMAIL)
+    installation_id = values["installation_id"] or None
+    problems = []
+    if values["category"] not in {c.value for c in Category}:
+        problems.append(_("Choose a category."))
+    if not 0 < len(values["subject"]) <= 200 or not values["subject"].isprintable():
+        problems.append(_("Give a subject of 1 to 200 characters on one line."))
+    if not 0 < len(values["body"]) <= 20_000 or "\x00" in values["body"]:
+        problems.append(_("Describe the problem (at most 20,000 characters)."))
+    if installation_id is not None and not _INSTALLATION_ID.fullmatch(installation_id):
+        problems.append(_("The installation id is not one."))
+    if installation_id is None and not _is_staff(who):
+        problems.append(_("Choose the installation the ticket is about."))
+    if device_ids is None:
+        problems.append(_("Device serials are letters, digits, - and _ (at most 20)."))
+    if cc is None:
+        problems.append(_("Copy addresses are e-mail addresses (at most 20)."))
+    if problems:
+        return _new_form(
+            request,
+            who,
+            installations,
+            values=values,
+            error=" ".join(problems),
+            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    try:
+        opened = service.open(
+            who,
+            category=Category(values["category"]),
+            subject=values["subject"],
+            body=values["body"],
+            installation_id=installation_id,
+            device_ids=device_ids or [],
+            cc=cc or [],
+        )
+    except NotFound:
+        return _new_form(
+            request,
+            who,
+            installations,
+            values=values,
+            error=_("No installation or device with this id is yours to name."),
+            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    return _see_ticket(opened.id, _("Ticket %(id)s is open.") % {"id": opened.id})
+
+
+# one ticket -----------------------------------------------------------------------
+@router.get("/tickets/{ticket_id}")
+def ticket_page(
+    request: Request,
+    ticket_id: TicketId,
+    who: Reader,
+    service: TicketsDep,
+    health: HealthDep,
+    clock: ClockDep,
+) -> HTMLResponse:
+    """Messages, CC, devices with their diagnosis and self-tests, and the RMA rule's answer."""
+    ticket = service.get(who, ticket_id)
+    checks = service.device_checks(who, ticket_id)
+    diagnoses: dict[str, DeviceHealthOut | None] = {}
+    for check in checks:
+        try:
+            diagnoses[check.device_id] = health.device_health(who, check.device_id)
+        except NotFound:  # removed since it was attached, or not the caller's
+            diagnoses[check.device_id] = None
+    stage = Stage(ticket.stage)
+    if _is_staff(who):
+        moves = [s.value for s in Stage if s in TRANSITIONS[stage]]
+    else:
+        moves = [Stage.CLOSED.value] if Stage.CLOSED in TRANSITIONS[stage] else []
+    context = {
+        "ticket": ticket,
+        "checks": checks,
+        "diagnoses": diagnoses,
+        "moves": moves,
+        "may_write": allowed(who.role, Permission.TICKETS_WRITE),
+        "may_approve": allowed(who.role, Permission.RMA_APPROVE),
+        "sla_left": ticket.due_at - clock(),
+    }
+    return render(request, "tickets/ticket.html", context)
+
+
+@router.post("/tickets/{ticket_id}/messages")
+def add_message(
+    request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
+) -> Response:
+    """Answer on the ticket; the next action passes to the other party."""
+    _ = translator(request).gettext
+    body = str(form.get("body", "")).strip()
+    if not 0 < len(body) <= 20_000 or "\x00" in body:
+        return _see_ticket(
+            ticket_id, _("Write a message of at most 20,000 characters."), level="error"
+        )
+    try:
+        service.add_message(who, ticket_id, body=body)
+    except InvalidTransition:
+        return _see_ticket(ticket_id, _("The ticket is closed: open a new ticket."), level="error")
+    return _see_ticket(ticket_id, _("Your message is added."))
+
+
+@router.post("/tickets/{ticket_id}/stage")
+def change_stage(
+    request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
+) -> Response:
+    """Move the ticket (customers may only close it; the service refuses anything else)."""
+    _ = translator(request).gettext
+    try:
+        to = Stage(str(form.get("stage", "")))
+    except ValueError:
+        raise InvalidRequest("choose a stage the ticket can move to") from None
+    try:
+        service.move(who, ticket_id, to=to)
+    except InvalidTransition:
+        return _see_ticket(
+            ticket_id, _("The ticket cannot move there from its stage."), level="error"
+        )
+    return _see_ticket(ticket_id, _("The ticket has moved."))
+
+
+@router.post("/tickets/{ticket_id}/attach")
+def attach(
+    request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
+) -> Response:
+    """Attach device serials and copy addresses."""
+    _ = translator(request).gettext
+    device_ids = _words(form.get("devices"), _DEVICE_ID)
+    cc = _words(form.get("cc"), _EMAIL)
+    if device_ids is None or cc is None or not (device_ids or cc):
+        return _see_ticket(
+            ticket_id,
+            _("Give device serials or e-mail addresses to add (at most 20 of each)."),
+            level="error",
+        )
+    try:
+        service.attach(who, ticket_id, device_ids=device_ids, cc=cc)
+    except UnknownTicket:
+        raise
+    except NotFound:
+        return _see_ticket(
+            ticket_id, _("No device with this serial is yours to attach."), level="error"
+        )
+    return _see_ticket(ticket_id, _("Added to the ticket."))
+
+
+@router.post("/tickets/{ticket_id}/rma")
+def approve_rma(
+    request: Request, ticket_id: TicketId, who: Approver, form: CheckedForm, service: TicketsDep
+) -> Response:
+    """Approve the RMA of an attached device, if the rule allows it now."""
+    _ = translator(request).gettext
+    device_id = str(form.get("device_id", ""))
+    if not _DEVICE_ID.fullmatch(device_id):
+        raise InvalidRequest("name the device to approve the RMA of")
+    try:
+        service.approve_rma(who, ticket_id, device_id=device_id)
+    except RmaRefused:
+        return _see_ticket(
+            ticket_id,
+            _("The RMA of %(device)s is not approved: see why under the device.")
+            % {"device": device_id},
+            level="error",
+        )
+    return _see_ticket(ticket_id, _("The RMA of %(device)s is approved.") % {"device": device_id})
