@@ -289,8 +289,73 @@ def broker_certs(
 
 
 # --- cloud ------------------------------------------------------------------
+def _serve_workers(settings: CloudSettings, workers: int, verbose: bool) -> None:
+    """Run ``workers`` cloud processes and restart any that dies, until interrupted.
+
+    Worker i (1-based) listens on ``http_port + i - 1`` (a reverse proxy balances
+    them; each answers its own ``/metrics``), receives health as MQTT client id
+    ``<login>-i`` (its own persistent session in the ``$share`` group, so a worker
+    restarted after a crash gets back what it had not acked), and only worker 1
+    runs the jobs (ENTITLE_RUN_JOBS=false for the others). Schema and issuer keys
+    are made here first, once.
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from cloud.database import Store
+    from cloud.devices.signer import Signer
+
+    Store.open(settings.effective_database_url).close()
+    Signer.load_or_create(settings.keys_dir)
+    login = settings.broker.username or "cloud"
+    command = [sys.executable, "-m", "entitle.cli", "cloud", "serve", *(["-v"] * verbose)]
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "ENTITLE_HTTP_PORT": str(settings.http_port + i - 1),
+            "ENTITLE_MQTT_CLIENT_ID": f"{login}-{i}",
+            "ENTITLE_RUN_JOBS": "true" if i == 1 else "false",
+        }
+        console.print(f"worker {i}: http://{settings.http_host}:{env['ENTITLE_HTTP_PORT']}")
+        return subprocess.Popen(command, env=env)
+
+    running = {i: spawn(i) for i in range(1, workers + 1)}
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        time.sleep(0.5)
+        for i, process in list(running.items()):
+            if process.poll() is not None and not stopping:
+                console.print(f"worker {i} exited ({process.returncode}); restarting it")
+                running[i] = spawn(i)
+    for process in running.values():
+        process.terminate()
+    for process in running.values():
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @cloud_app.command("serve")
-def cloud_serve(verbose: Verbose = False) -> None:
+def cloud_serve(
+    verbose: Verbose = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Worker processes sharing the health stream (ports http_port, +1, ...)."
+        ),
+    ] = 1,
+) -> None:
     """The API, dashboard, MQTT bridge and jobs."""
     import uvicorn
 
@@ -300,6 +365,9 @@ def cloud_serve(verbose: Verbose = False) -> None:
     _logging(verbose)
     settings = _cloud_settings()
     _broker_address(settings, whose="the cloud's")  # read once here: a sentence, not a trace
+    if workers > 1:
+        _serve_workers(settings, workers, verbose)
+        return
     broker_dir = settings.data_dir / "broker"
     # The embedded broker reads device logins from a password file beside it;
     # Mosquitto gets them over $CONTROL with the cloud's own login (the default).
