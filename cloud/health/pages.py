@@ -51,8 +51,11 @@ CommandId = Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
 PER_PAGE = 50
 Sort = Literal["device", "installation", "kind", "verdict", "online", "fw", "last_seen", "token"]
-VerdictFilter = Literal["healthy", "fix_remotely", "rma_recommended", "pending"]
-KindFilter = Literal["gateway", "camera", "counter"]
+# "" is "any" (what the filter form's first option sends)
+VerdictFilter = Literal["healthy", "fix_remotely", "rma_recommended", "pending", ""]
+KindFilter = Literal["gateway", "camera", "counter", ""]
+OnlineFilter = Literal["online", "offline", "unknown", ""]
+FreshnessFilter = Literal["fresh", "expiring", "undelivered", "expired", "none", ""]
 Range = Literal["1h", "24h", "7d", "30d"]
 _COMMANDS = ("self_test", "fetch_log", "reboot")
 
@@ -62,10 +65,10 @@ def fleet_page(
     request: Request,
     principal: FleetReader,
     health: HealthDep,
-    kind: KindFilter | None = None,
-    verdict: VerdictFilter | None = None,
-    online: Online | None = None,
-    entitlement: Freshness | None = None,
+    kind: KindFilter = "",
+    verdict: VerdictFilter = "",
+    online: OnlineFilter = "",
+    entitlement: FreshnessFilter = "",
     q: Annotated[str, Query(max_length=64)] = "",
     sort: Sort = "verdict",
     dir: Literal["asc", "desc"] = "desc",
@@ -73,10 +76,10 @@ def fleet_page(
 ) -> Response:
     """Every device by kind, online/offline, verdict, firmware and entitlement freshness."""
     query = FleetQuery(
-        kind=kind,
-        verdict=verdict,
-        online=online,
-        freshness=entitlement,
+        kind=kind or None,
+        verdict=verdict or None,
+        online=Online(online) if online else None,
+        freshness=Freshness(entitlement) if entitlement else None,
         search=q.strip(),
         sort=sort,
         descending=dir == "desc",
@@ -98,8 +101,8 @@ def fleet_page(
             "filters": {
                 "kind": kind,
                 "verdict": verdict,
-                "online": online.value if online else None,
-                "entitlement": entitlement.value if entitlement else None,
+                "online": online,
+                "entitlement": entitlement,
                 "q": q.strip(),
             },
             "filtered": any((kind, verdict, online, entitlement, q.strip())),

@@ -19,6 +19,7 @@ packages or Mosquitto are missing.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -164,10 +165,13 @@ class Dashboard:
         device_id = str(device["device_id"])
         data = self.root / "agents" / device_id
         data.mkdir(parents=True, exist_ok=True)
+        keyset = data / "root-keyset.cbor"  # provisioned: the cloud's signed key set
+        keyset.write_bytes(base64.b64decode(self.call("GET", "/keyset")["keyset_b64"]))
         env = dict(
             os.environ,
             ENTITLE_DATA_DIR=str(data),
             ENTITLE_DEVICE_ID=device_id,
+            ENTITLE_ROOT_KEYSET_FILE=str(keyset),
             ENTITLE_BROKER_URL=self.broker.url_for(
                 str(device["mqtt_username"]), str(device["mqtt_password"])
             ),

@@ -48,7 +48,8 @@
       }
       var width = Math.max(280, Math.min(area.clientWidth || figure.clientWidth || 600, 1100));
       // eslint-disable-next-line no-undef
-      new uPlot({ width: width, height: 220, series: defs, axes: axes, scales: { x: { time: true } } },
+      var scales = { x: { time: true, range: [data.since, data.until] } };
+      new uPlot({ width: width, height: 220, series: defs, axes: axes, scales: scales },
         columns, area);
     });
   }
