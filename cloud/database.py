@@ -13,7 +13,8 @@ several workers starting at once upgrade the schema once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,16 @@ from sqlalchemy import Connection, Engine, Enum, MetaData, create_engine, event,
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-__all__ = ["MIGRATIONS_DIR", "Base", "Store", "downgrade", "enum_column", "make_engine", "upgrade"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "Base",
+    "Store",
+    "downgrade",
+    "enum_column",
+    "executemany",
+    "make_engine",
+    "upgrade",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -109,6 +119,30 @@ def enum_column(cls: type, name: str) -> Enum:
         length=16,
         values_callable=lambda e: [m.value for m in e],
     )
+
+
+_NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def executemany(session: Session, sql: str, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Plain DBAPI ``executemany`` of ``sql`` (``:name`` parameters) in the session's
+    transaction; returns the rows affected (summed over ``rows``).
+
+    For measured hot paths (a job's bulk writes): SQLAlchemy's per-row parameter
+    processing costs more than the database's own work there. The caller
+    passes what the driver takes: JSON dumped to text, enums as their values.
+    """
+    if not rows:
+        return 0
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":  # psycopg: pyformat
+        sql = _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+    cursor = connection.connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
 
 
 class Base(DeclarativeBase):

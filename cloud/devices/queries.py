@@ -14,6 +14,7 @@ from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from cloud.database import executemany
 from cloud.devices.rules import DeviceKind, Grant, GrantStatus, TokenState
 from cloud.devices.tables import (
     DeviceRow,
@@ -368,12 +369,12 @@ def enqueue_resign(session: Session, device_ids: Sequence[str], *, now: int) -> 
     reads the grants as they are when it signs, so one signature carries the
     newest state however many changes queued it.
     """
-    if not device_ids:
-        return
-    statement = _insert(session)(ResignRow).on_conflict_do_nothing(
-        index_elements=[ResignRow.device_id]
+    executemany(  # plain DBAPI: a sweep queues 100,000 devices in batches
+        session,
+        "INSERT INTO token_resign_queue (device_id, queued_at) VALUES (:device_id, :queued_at) "
+        "ON CONFLICT (device_id) DO NOTHING",
+        [{"device_id": d, "queued_at": now} for d in sorted(set(device_ids))],
     )
-    session.execute(statement, [{"device_id": d, "queued_at": now} for d in set(device_ids)])
 
 
 def claim_resign(session: Session, *, limit: int) -> list[str]:
