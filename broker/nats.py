@@ -139,6 +139,9 @@ def node_config(
         "}",
         "mqtt {",
         f"  listen: {_q(f'{host}:{me.mqtt}')}",
+        # said, not left to the server: it sizes them by the peers it knows when the
+        # first MQTT client logs in, and an R2 stream stalls when one node dies
+        f"  stream_replicas: {min(3, len(nodes))}",
         "}",
         "system_account: SYS",
         "accounts {",

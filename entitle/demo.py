@@ -136,11 +136,13 @@ async def running_stack(
     test_clock: TestClock | None = None,
     engine: str = "mosquitto",
     nodes: int = 3,
+    refresh_interval_s: float = 60.0,
 ) -> AsyncIterator[DemoStack]:
     """Start broker, cloud and ``devices`` agents; tear everything down after.
 
     ``engine="nats"``: a NATS cluster of ``nodes`` nodes instead of Mosquitto; the
     cloud and the agents speak MQTT 3.1.1 and know every node (they fail over).
+    ``refresh_interval_s``: how often the cloud retries tokens it could not publish.
 
     With ``test_clock`` the cloud (``settings.test_clock``: the advance route),
     its jobs and every agent read that clock instead of ``clock``.
@@ -198,6 +200,7 @@ async def running_stack(
             broker_engine="nats" if cluster is not None else "mosquitto",
             nats_url=",".join(cluster.nats_servers) if cluster is not None else None,
             test_clock=test_clock is not None,
+            refresh_interval_s=refresh_interval_s,
         )
         # the API needs a key: the demo makes its own in the cloud's database
         api_key = await asyncio.to_thread(

@@ -47,7 +47,11 @@ def _connected_node(cluster: NatsCluster, client_id: str) -> int | None:
 
 
 async def test_killing_the_node_under_a_device_moves_it_to_another(tmp_path: Path) -> None:
-    async with running_stack(devices=2, data_dir=tmp_path, engine="nats") as stack:
+    # a grant while the cloud's own node is down is stored, and published by the refresh
+    # job once the bridge is back: run that job often
+    async with running_stack(
+        devices=2, data_dir=tmp_path, engine="nats", refresh_interval_s=1.0
+    ) as stack:
         cluster = stack.cluster
         assert cluster is not None
         agent = stack.agents[0]
