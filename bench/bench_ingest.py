@@ -238,9 +238,9 @@ async def _measure(
             root, plans, workers=workers, database_url=url, extra_clouds=clouds, env=env
         ) as cloud,
     ):
-        console.print(f"[{database}, {workers} worker(s)] broker on port {cloud.port}; raw ...")
+        console.print(f"{database}, {workers} worker(s): broker on port {cloud.port}; raw ...")
         raw = await asyncio.to_thread(_raw, cloud, clouds, args.messages, size)
-        console.print(f"[{database}, {workers} worker(s)] ours ...")
+        console.print(f"{database}, {workers} worker(s): ours ...")
         ours, cpu = await _ours(cloud, args.messages)
     return raw, ours, cpu, os.getloadavg()[0]
 

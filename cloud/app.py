@@ -38,7 +38,8 @@ from cloud.health.commands import (
     CommandTimeoutJob,
 )
 from cloud.health.gaps import HealthGapJob
-from cloud.health.ingest import HealthIngest
+from cloud.health.ingest import NATS_SUBSCRIPTIONS, SUBSCRIPTIONS, HealthIngest
+from cloud.health.jetstream import JetStreamHealth
 from cloud.health.retention import HealthRetentionJob
 from cloud.health.service import HealthService
 from cloud.health.verdicts import VerdictJob
@@ -223,14 +224,18 @@ def create_app(
             jobs.append(RenewalJob(subscriptions, clock=now))
             # after the renewals: a pass of the job runner signs what the sweep queued
             jobs.append(ResignJob(service, refresh_before_s=settings.refresh_before_s))
+            nats = settings.broker_engine == "nats"
             ingest = HealthIngest(
                 store,
                 clock=now,
                 batch_size=settings.health_batch_size,
                 flush_delay_s=settings.health_flush_delay_s,
+                subscriptions=NATS_SUBSCRIPTIONS if nats else SUBSCRIPTIONS,
             )
-            if bridge is not None:
-                bridge.attach(ingest)
+            if bridge is not None:  # on NATS, reports come from JetStream (one durable consumer)
+                bridge.attach(
+                    ingest, stream=JetStreamHealth.from_settings(settings) if nats else None
+                )
             commands = CommandService(
                 store,
                 command_publisher or bridge or _command_route(publisher),

@@ -61,6 +61,14 @@ class MessageConsumer(Protocol):
     def offer_batch(self, messages: list[Received]) -> None: ...
 
 
+class StreamSource(Protocol):
+    """Messages the consumer gets from elsewhere than MQTT (JetStream on NATS)."""
+
+    connected: asyncio.Event
+
+    async def run(self, deliver: Callable[[list[Received]], None]) -> None: ...
+
+
 class MqttBridge:
     """An :class:`~cloud.ports.EntitlementPublisher` over a real broker."""
 
@@ -94,6 +102,7 @@ class MqttBridge:
         )
         self._backoff = (backoff_base_s, backoff_cap_s)
         self._receiver: BatchReceiver | None = None
+        self._stream: StreamSource | None = None
         self._client = MqttClient(
             replace(self._endpoint, identifier=None),  # the consumer's id is the session's
             log=_log,
@@ -108,9 +117,11 @@ class MqttBridge:
         if consumer is not None:
             self.attach(consumer)
 
-    def attach(self, consumer: MessageConsumer) -> None:
-        """Consume ``consumer.subscriptions`` (on its own connection, from :meth:`run` on)."""
+    def attach(self, consumer: MessageConsumer, *, stream: StreamSource | None = None) -> None:
+        """Consume ``consumer.subscriptions`` (on its own connection, from :meth:`run` on),
+        and ``stream``'s messages when given (cloud.health.jetstream on NATS)."""
         self._consumer = consumer
+        self._stream = stream
         self._receiver = BatchReceiver(
             replace(
                 self._endpoint, identifier=self._endpoint.identifier or self._endpoint.username
@@ -143,7 +154,8 @@ class MqttBridge:
     def connected(self) -> bool:
         """Connected to publish, and (with a consumer) subscribed to receive."""
         receiving = self._receiver is None or self._receiver.connected.is_set()
-        return self._client.connected.is_set() and receiving
+        streaming = self._stream is None or self._stream.connected.is_set()
+        return self._client.connected.is_set() and receiving and streaming
 
     async def wait_connected(self, timeout_s: float) -> None:
         """Return once connected (the key set retained, the consumer subscribed);
@@ -151,10 +163,12 @@ class MqttBridge:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         await self._client.wait_connected(timeout_s)
-        if self._receiver is not None:
+        for source in (self._receiver, self._stream):
+            if source is None:
+                continue
             try:
                 async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                    await self._receiver.connected.wait()
+                    await source.connected.wait()
             except TimeoutError:
                 raise LinkError(
                     f"not subscribed at the broker at {self._endpoint.where} within {timeout_s:g}s"
@@ -185,6 +199,8 @@ class MqttBridge:
                 tasks.create_task(
                     self._receiver.run(self._consumer.offer_batch), name="mqtt-receiver"
                 )
+            if self._stream is not None and self._consumer is not None:
+                tasks.create_task(self._stream.run(self._consumer.offer_batch), name="stream")
             await self._client.run(
                 on_connect=self._on_connect,
                 consume=self._consume,

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,14 @@ from protocol.status import BadStatus
 from protocol.status import read as read_status
 from protocol.topics import PREFIX, parse_device_topic
 
-__all__ = ["SUBSCRIPTIONS", "BatchReport", "HealthIngest", "Incoming", "StageCpu"]
+__all__ = [
+    "NATS_SUBSCRIPTIONS",
+    "SUBSCRIPTIONS",
+    "BatchReport",
+    "HealthIngest",
+    "Incoming",
+    "StageCpu",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +62,8 @@ SUBSCRIPTIONS: tuple[str, ...] = (
     f"$share/cloud/{PREFIX}/dev/+/cmd/res",
     f"{PREFIX}/dev/+/status",
 )
+# On NATS the reports come from JetStream (cloud.health.jetstream), not over MQTT
+NATS_SUBSCRIPTIONS: tuple[str, ...] = tuple(t for t in SUBSCRIPTIONS if not t.endswith("/health"))
 
 
 Incoming = Received
@@ -124,8 +133,6 @@ def _parse(batch: list[Incoming]) -> _Parsed:
 class HealthIngest:
     """Consumes health, status and cmd/res; see the module docstring."""
 
-    subscriptions = SUBSCRIPTIONS
-
     def __init__(
         self,
         store: Store,
@@ -134,9 +141,11 @@ class HealthIngest:
         batch_size: int = 200,
         flush_delay_s: float = 0.05,
         retry_delay_s: float = 1.0,
+        subscriptions: Sequence[str] = SUBSCRIPTIONS,
     ) -> None:
         if batch_size < 1 or flush_delay_s <= 0:
             raise ValueError("batch_size must be >= 1 and flush_delay_s > 0")
+        self.subscriptions = tuple(subscriptions)
         self._store = store
         self._clock = clock
         self._batch_size = batch_size

@@ -1,13 +1,19 @@
 """``entitle cloud serve --workers 2``: two processes share the health stream; one is
 killed -9 mid-batch, the supervisor restarts it, and every report is stored exactly once.
 
-The stream: four devices publishing QoS 1 reports non-stop on Mosquitto; both
-workers take part (``$share/cloud/...``, each its own persistent session,
-client ids ``cloud-a-1`` and ``cloud-a-2``). ``health_reports`` is locked
-(PostgreSQL) until a worker's INSERT waits on it with reports pending: that
-worker is killed -9 with a batch received and uncommitted (so unacked). The
-supervisor starts it again under the same client id; the broker redelivers
-what it had not acked; ``(device_id, seq)`` makes any second copy a no-op.
+The stream: four devices publishing QoS 1 reports non-stop, on each engine:
+
+- Mosquitto: both workers take part through ``$share/cloud/...``, each its own
+  persistent session (client ids ``cloud-a-1``, ``cloud-a-2``); the restarted
+  worker gets back, under the same client id, what it had not acked.
+- NATS (a 3-node cluster): both workers pull from the one durable JetStream
+  consumer; what the killed worker had not acked is handed to a worker pulling
+  after the consumer's ack wait (30 s).
+
+``health_reports`` is locked (PostgreSQL) until worker 2 holds reports pending
+and an INSERT waits on the lock: worker 2 is killed -9 then, with a batch
+received and uncommitted (so unacked); ``(device_id, seq)`` makes any second
+copy a no-op.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import pytest
 
 from broker.mosquitto import find_free_port
 from cloud.accounts.apikeys import bootstrap_api_key
-from tests.broker_fixtures import FixtureBroker
+from tests.broker_fixtures import FixtureBroker, FixtureCluster
 from tests.integration.test_health_ingest import (
     IngestLock,
     Publishers,
@@ -45,7 +51,7 @@ pytestmark = pytest.mark.usefixtures("require_mosquitto")
 class Workers:
     """``entitle cloud serve --workers N`` in its own process group."""
 
-    def __init__(self, root: Path, broker: FixtureBroker, user: str, url: str, n: int) -> None:
+    def __init__(self, root: Path, broker: Any, user: str, url: str, n: int) -> None:
         self.root = root
         self.n = n
         self.port = find_free_port()
@@ -56,8 +62,8 @@ class Workers:
             **os.environ,
             "ENTITLE_DATA_DIR": str(root / "data"),
             "ENTITLE_DATABASE_URL": url,
-            "ENTITLE_BROKER_URL": broker.url(user),
             "ENTITLE_HTTP_PORT": str(self.port),
+            **{f"ENTITLE_{k.upper()}": str(v) for k, v in broker.cloud_settings(user).items()},
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -125,14 +131,20 @@ def _free(port: int) -> bool:
     return True
 
 
-@pytest.fixture
-def clouds(tmp_path: Path) -> Iterator[FixtureBroker]:
-    with FixtureBroker(tmp_path / "broker", clouds=("cloud-a",), persistence=True) as running:
+@pytest.fixture(params=["mosquitto", "nats"])
+def clouds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A broker of each engine of its own, with the cloud login ``cloud-a``."""
+    running: Any
+    if request.param == "mosquitto":
+        running = FixtureBroker(tmp_path / "broker", clouds=("cloud-a",), persistence=True)
+    else:
+        running = FixtureCluster(tmp_path / "nats", clouds=("cloud-a",), nodes=3)
+    with running:
         yield running
 
 
 async def test_two_workers_one_killed_mid_batch_store_every_report_once(
-    clouds: FixtureBroker, postgres_url: str, tmp_path: Path
+    clouds: Any, postgres_url: str, tmp_path: Path
 ) -> None:
     devices = [f"gw-{i}" for i in range(4)]
     for device in devices:
@@ -167,6 +179,11 @@ async def test_two_workers_one_killed_mid_batch_store_every_report_once(
             what="worker 2 restarted by the supervisor",
         )
         await publishers.wait_past(at_kill, "the kill")
+        publishers.stopping.set()
+        await asyncio.gather(*tasks)
+        total = publishers.total()
+        # JetStream redelivers the killed worker's reports after its ack wait (30 s)
+        await wait_for(lambda: stored(store) >= total, within=120, what="every report")
         total = await finish(store, publishers, tasks)
         one, two = workers.ingest(1), workers.ingest(2)
     finally:
