@@ -8,8 +8,9 @@ clock set-back and rejection counters. Read-only: nothing here changes state.
 HTTP/1.1 by h11 over asyncio's Unix server: three routes do not need a web
 framework, and uvicorn and starlette cost the agent more memory than the rest of
 its network code. Requests are bounded (a head still incomplete past 16 KiB gets
-431, a body over 16 KiB 413) and an idle connection is closed after 30 s. :func:`query` is the matching client
-(``entitle-agent check``), on the standard library.
+431, a body over 16 KiB 413) and an idle connection is closed after 30 s.
+:func:`query` is the matching client (``entitle-agent check``), on the standard
+library.
 """
 
 from __future__ import annotations

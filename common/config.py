@@ -37,6 +37,7 @@ __all__ = [
     "ConfigError",
     "Secret",
     "Settings",
+    "broker_tls_context",
     "broker_url",
     "parse_broker_url",
     "read_broker",
@@ -203,6 +204,16 @@ def read_broker(url: str, password_file: Path | None) -> BrokerAddress:
         secret = password_file.read_text().strip()
         address = dataclasses.replace(address, password=Secret(secret))
     return address
+
+
+def broker_tls_context(
+    url: str, *, ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+) -> ssl.SSLContext | None:
+    """For ``mqtts://``: trust ``ca_file`` (else the system's) and present the client
+    certificate when one is set; ``None`` for plain ``mqtt://``."""
+    if not parse_broker_url(url).tls:
+        return None
+    return client_tls_context(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
 
 
 def check_mqtt_protocol(value: int) -> int:
@@ -412,11 +423,9 @@ class BrokerClient(Settings):
         return read_broker(self.broker_url, self.broker_password_file)
 
     def broker_tls_context(self) -> ssl.SSLContext | None:
-        """For ``mqtts://``: trust ``broker_ca_file`` (else the system's) and present the
-        client certificate when one is set; ``None`` for plain ``mqtt://``."""
-        if not parse_broker_url(self.broker_url).tls:
-            return None
-        return client_tls_context(
+        """See :func:`broker_tls_context`, with this process's files."""
+        return broker_tls_context(
+            self.broker_url,
             ca_file=self.broker_ca_file,
             cert_file=self.broker_cert_file,
             key_file=self.broker_key_file,

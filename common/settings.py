@@ -32,6 +32,7 @@ from common.config import (
     ENV_PREFIX,
     BrokerAddress,
     ConfigError,
+    broker_tls_context,
     broker_url,
     check_broker_url,
     check_mqtt_protocol,
@@ -41,7 +42,6 @@ from common.config import (
     toml_path,
     without_password,
 )
-from common.tls import client_tls_context
 
 __all__ = [
     "ENV_PREFIX",
@@ -146,11 +146,9 @@ class BrokerClientSettings(EntitleSettings):
         return read_broker(self.broker_url, self.broker_password_file)
 
     def broker_tls_context(self) -> ssl.SSLContext | None:
-        """For ``mqtts://``: trust ``broker_ca_file`` (else the system's) and present the
-        client certificate when one is set; ``None`` for plain ``mqtt://``."""
-        if not parse_broker_url(self.broker_url).tls:
-            return None
-        return client_tls_context(
+        """See :func:`common.config.broker_tls_context`, with this process's files."""
+        return broker_tls_context(
+            self.broker_url,
             ca_file=self.broker_ca_file,
             cert_file=self.broker_cert_file,
             key_file=self.broker_key_file,
