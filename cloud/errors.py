@@ -50,7 +50,8 @@ the HTTP status is the branch's::
     Conflict      OrderStateConflict, IdempotencyConflict, ChargeSettled,
                   ChargeNotSettled (cloud.billing.errors), NoInvoice
                   (cloud.billing.invoices), CommandsUnavailable (cloud.health.commands),
-                  RmaRefused (cloud.tickets.rules, with a machine-readable ``why``)
+                  RmaRefused (cloud.tickets.rules, with a machine-readable ``why``),
+                  ResetLinkInvalid (cloud.accounts.resets) a used, replaced or expired link
     InvalidRequest
     └── BadOrderRequest      (cloud.billing.errors) an order that can never be valid
         ├── PartialVoid
