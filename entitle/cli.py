@@ -235,9 +235,14 @@ def broker_run(
     embedded_broker: Annotated[
         bool, typer.Option("--embedded-broker", help="Use amqtt instead of mosquitto.")
     ] = False,
+    engine: Annotated[
+        str, typer.Option(help="mosquitto (one node) or nats (a cluster; docs/nats.md).")
+    ] = "mosquitto",
+    nodes: Annotated[int, typer.Option(help="NATS nodes on this machine (--engine nats).")] = 3,
     verbose: Verbose = False,
 ) -> None:
-    """Mosquitto with the dynamic-security plugin: device logins added at run time."""
+    """Mosquitto with the dynamic-security plugin, or a NATS cluster: device logins
+    added at run time."""
     from broker import embedded, mosquitto
     from broker.settings import BrokerSettings
 
@@ -250,6 +255,17 @@ def broker_run(
         secret_file.touch(mode=0o600)
         secret_file.write_text(secrets.token_urlsafe(24))
     password = secret_file.read_text().strip()
+    if engine not in ("mosquitto", "nats"):
+        raise _fail(f"--engine must be mosquitto or nats, not {engine!r}")
+    if engine == "nats":
+        _run_nats(
+            directory / "nats",
+            password=password,
+            secret_file=secret_file,
+            nodes=nodes,
+            mqtt_port=port or None,
+        )
+        return
     port = port or mosquitto.find_free_port()
     hint = (
         f"cloud: ENTITLE_BROKER_URL=mqtt://cloud@127.0.0.1:{port} "
@@ -273,6 +289,36 @@ def broker_run(
             running.wait()
         except KeyboardInterrupt:
             console.print("stopping broker")
+
+
+def _run_nats(
+    directory: Path, *, password: str, secret_file: Path, nodes: int, mqtt_port: int | None
+) -> None:
+    """``entitle broker run --engine nats``: the cluster until Ctrl-C."""
+    from broker.errors import BrokerError
+    from broker.nats import NatsCluster
+
+    cluster = NatsCluster(directory, accounts={"cloud": password}, nodes=nodes, mqtt_port=mqtt_port)
+    try:
+        cluster.start()
+    except BrokerError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        console.print(f"nats: {nodes} node(s), configs in {directory}")
+        urls = ",".join(f"mqtt://{cluster.host}:{n.mqtt}" for n in cluster.nodes)
+        console.print(
+            f"cloud: ENTITLE_BROKER_ENGINE=nats ENTITLE_MQTT_PROTOCOL=4 "
+            f"ENTITLE_BROKER_URL={urls.replace('mqtt://', 'mqtt://cloud@', 1)} "
+            f"ENTITLE_BROKER_PASSWORD_FILE={secret_file} "
+            f"ENTITLE_NATS_URL={','.join(cluster.nats_servers)}",
+            markup=False,
+        )
+        console.print(f"agents: ENTITLE_MQTT_PROTOCOL=4 ENTITLE_BROKER_URL={urls}", markup=False)
+        cluster.wait()
+    except KeyboardInterrupt:
+        console.print("stopping the cluster")
+    finally:
+        cluster.stop()
 
 
 @broker_app.command("certs")
