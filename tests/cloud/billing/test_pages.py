@@ -13,7 +13,7 @@ from pypdf import PdfReader
 
 from cloud.accounts.apikeys import Principal
 from cloud.billing.orders import Billing, OrderLine
-from cloud.billing.payments import CARD_DECLINED, CARD_OK, CARD_SETTLED
+from cloud.billing.payments import CARD_DECLINED, CARD_OK, CARD_REFUND_FAILS, CARD_SETTLED
 from cloud.devices import memberships
 from tests.cloud.conftest import Cloud
 from tests.cloud.harness import every_row, new_user
@@ -229,3 +229,26 @@ async def test_the_invoice_downloads_as_the_api_gives_it(
         assert f"EN-2026-{shop['settled']:06d}" in text and "60.00" in text
         declined = await http.get(f"/orders/{shop['declined']}")
         assert declined.status_code == 404  # Bram's, not this owner's
+
+
+async def test_a_refund_the_provider_fails_shows_its_retry_state(
+    cloud: Cloud, shop: dict[str, int | str]
+) -> None:
+    anna = await _owner_of(cloud, str(shop["villa"]))
+    order = await _order(cloud, str(shop["villa"]), "f", anna, VOICE, CARD_REFUND_FAILS)
+    await _billing(cloud).provider.settle_all()
+    async with signed_in(cloud.app, role="admin") as (http, _):
+        queued = await _confirmed(http, order, "refund", amount="")
+        assert queued.status_code == 303
+        page = await http.get(queued.headers["location"])
+        assert "did not refund €36.00" in page.text and "three times" in page.text
+        assert "retry waiting" in page.text and "0 of 3 retries done; next on" in page.text
+        # a queued refund counts as given back: nothing is left to refund twice
+        assert "refunded in full already" in page.text
+
+
+async def _owner_of(cloud: Cloud, installation_id: str) -> int:
+    with cloud.state.store.transaction() as tx:
+        owner = memberships.members(tx, installation_id).owner_user_id
+    assert owner is not None
+    return owner
