@@ -80,6 +80,8 @@ async def subscriptions_section(
     service = provided(SubscriptionService)(request)
     lines = service.lines(user, installation.id)
     may_write = allowed(user.role, Permission.SUBSCRIPTIONS_WRITE)
+    blacklisted = may_write and not service.may_change(user)
+    may_write = may_write and not blacklisted
     held = {line.view["service"] for line in lines if line.state not in ("expired", "cancelled")}
     cameras = [d.device_id for d in installation.devices if d.kind == DeviceKind.CAMERA]
     return Section(
@@ -88,6 +90,7 @@ async def subscriptions_section(
             "installation": installation,
             "lines": lines,
             "may_write": may_write,
+            "blacklisted": blacklisted,
             "pays_with": service.pays_with(user) if may_write else None,
             "services": [CATALOGUE[code] for code in SERVICES],
             "products": CATALOGUE,

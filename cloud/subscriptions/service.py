@@ -37,11 +37,16 @@ from cloud.billing.rules import OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
 from cloud.database import Store
 from cloud.devices import queries as device_queries
-from cloud.devices.access import ensure_installation_access, visible_installation_ids
+from cloud.devices.access import (
+    ensure_installation_access,
+    ensure_may_change,
+    visible_installation_ids,
+)
 from cloud.devices.issuing import IssuingService
 from cloud.devices.rules import GrantStatus
 from cloud.devices.tables import InstallationRow
 from cloud.errors import (
+    Blacklisted,
     Forbidden,
     PaymentDeclined,
     SubscriptionExists,
@@ -240,6 +245,16 @@ class SubscriptionService:
             return None
         with self.store.transaction() as tx:
             return payment_method(tx, principal.user_id, None)
+
+    def may_change(self, principal: Principal) -> bool:
+        """False for a blacklisted customer: they may look but not buy or change anything
+        (the page then offers no control; the service refuses all the same)."""
+        with self.store.transaction() as tx:
+            try:
+                ensure_may_change(tx, principal)
+            except Blacklisted:
+                return False
+            return True
 
     def reactivation_quote(self, principal: Principal, sub_id: str) -> Quote:
         """What reactivating would mean for ``principal``: they become the purchaser,

@@ -316,3 +316,30 @@ async def test_follow_up_lists_what_ends_soon_and_failed_charges(cloud: Cloud) -
         assert "Feb 1, 2027" in page.text
         assert "No failed charges." not in page.text and "€60.00" in page.text
         assert "Not theirs" not in page.text
+
+
+async def test_a_blacklisted_partner_looks_but_gets_no_control(cloud: Cloud) -> None:
+    from cloud.accounts.users import set_blacklisted
+
+    inst = await cloud.installation("Shop")
+    company = _integrate(cloud, inst, payment_type="invoice")
+    with cloud.state.store.transaction() as tx:
+        set_blacklisted(
+            tx,
+            kind="company",
+            object_id=company,
+            blacklisted=True,
+            reason="unpaid invoices",
+            actor="system:tests",
+            now=cloud.clock(),
+        )
+    async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
+        page = await http.get(f"/installations/{inst}")
+        assert page.status_code == 200 and "This account is blacklisted" in page.text
+        assert "Buy a service" not in page.text and "Save subscriptions" not in page.text
+        before = every_row(cloud.app)
+        got = await http.post(
+            f"/installations/{inst}/buy",
+            data={"csrf_token": csrf_of(page.text), "product": "TSF12125"},
+        )
+        assert got.status_code == 403 and every_row(cloud.app) == before
