@@ -88,6 +88,9 @@ async def test_history_searches_sorts_and_shows_failed_charges(
         assert _numbers(by_service.text) == [unsettled]
         by_customer = await http.get("/orders", params={"customer": "BAKERY", "status": ""})
         assert _numbers(by_customer.text) == [declined]
+        by_place = await http.get("/orders", params={"installation": shop["bakery"]})
+        assert _numbers(by_place.text) == [declined]
+        assert "Orders of installation Bakery only." in by_place.text
         by_number = await http.get("/orders", params={"number": settled.lower()})
         assert _numbers(by_number.text) == [settled]
         cheap_first = await http.get("/orders", params={"sort": "amount", "dir": "asc"})
