@@ -8,8 +8,8 @@ may use devices, never the other way round).
 - ``GET /fleet`` (fleet:read): counts at a glance and one page of devices,
   read from the verdict kept per device (:mod:`cloud.health.verdicts`).
 - ``GET /devices/{id}`` (devices:read, scoped): entitlement as the device
-  holds it, diagnosis with evidence, charts, recent commands; the page
-  re-diagnoses the device (and keeps that verdict).
+  holds it, the diagnosis kept for it with its evidence (``POST
+  /devices/{id}/diagnose`` diagnoses it now), charts, recent commands.
 - ``GET /devices/{id}/charts.json``: the charts' data (fetched by
   ``/static/health/device-charts.js``).
 - ``POST /devices/{id}/commands`` (commands): send self_test / fetch_log /
@@ -133,7 +133,7 @@ def device_page(
     """One device: entitlement, diagnosis with evidence, charts, commands."""
     device = devices.get(principal, device_id)
     claims = _entitlement(devices, principal, device_id)
-    state = health.device_health(principal, device_id)
+    state, diagnosed_at = health.kept_health(principal, device_id)
     may_command = Permission.COMMANDS.value in getattr(request.state, "permissions", ())
     commands = health.recent_commands(principal, device_id) if may_command else []
     features = sorted((claims or {}).get("ent", {}).items())
@@ -145,6 +145,7 @@ def device_page(
             "claims": claims,
             "features": features,
             "health": state,
+            "diagnosed_at": diagnosed_at,
             "latest": state.latest or {},
             "commands": commands,
             "range": range,
@@ -152,6 +153,20 @@ def device_page(
             "command_names": _COMMANDS,
         },
     )
+
+
+@router.post("/devices/{device_id}/diagnose")
+def diagnose_now(
+    request: Request,
+    principal: DeviceReader,
+    health: HealthDep,
+    form: CheckedForm,
+    device_id: str = DeviceId,
+) -> Response:
+    """Diagnose the device now (and keep that verdict); back to its page."""
+    health.device_health(principal, device_id)
+    response = RedirectResponse(f"/devices/{device_id}#diagnosis-title", status_code=303)
+    return flash(response, translator(request).gettext("Diagnosed just now."), level="success")
 
 
 @router.get("/devices/{device_id}/charts.json")

@@ -49,6 +49,7 @@ __all__ = [
     "fleet_counts",
     "fleet_page",
     "put_verdicts",
+    "verdict_of",
     "series",
     "status_events",
     "reports",
@@ -459,7 +460,8 @@ def due_verdicts(
 
     Due: heard from (a state row) and never diagnosed; heard from again since
     the last diagnosis, at least ``min_gap_s`` ago; or diagnosed more than
-    ``max_age_s`` ago (windows slide even when a device says nothing).
+    ``max_age_s`` ago (windows slide even when a device says nothing); or a
+    command of it was answered since (a self-test result counts as evidence).
     """
     v, st = DeviceVerdictRow, HealthStateRow
     query = (
@@ -474,6 +476,13 @@ def due_verdicts(
                     or_(v.seen_at.is_(None), st.last_seen > v.seen_at),
                 ),
                 v.diagnosed_at <= now - max_age_s,
+                # a command (a self-test) answered since: its result is evidence
+                select(CommandRow.id)
+                .where(
+                    CommandRow.device_id == DeviceRow.id,
+                    CommandRow.answered_at > v.diagnosed_at,
+                )
+                .exists(),
             )
         )
         .order_by(v.diagnosed_at.is_not(None), v.diagnosed_at, DeviceRow.id)
@@ -504,6 +513,10 @@ def put_verdicts(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         index_elements=["device_id"], set_={c: stmt.excluded[c] for c in columns}
     )
     session.execute(stmt, sorted(rows, key=lambda r: str(r["device_id"])))
+
+
+def verdict_of(session: Session, device_id: str) -> DeviceVerdictRow | None:
+    return session.get(DeviceVerdictRow, device_id)
 
 
 def state_of(session: Session, device_ids: Sequence[str]) -> dict[str, HealthStateRow]:

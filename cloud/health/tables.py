@@ -204,6 +204,7 @@ class DeviceVerdictRow(Base):
     action: Mapped[str] = mapped_column(String(32))
     rule: Mapped[str | None] = mapped_column(String(64))  # the first evidence's rule
     evidence: Mapped[int] = mapped_column(Integer)  # how many rules fired
+    evidence_json: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # what they saw
     fw: Mapped[str | None] = mapped_column(String(64))
     token_ver: Mapped[int | None] = mapped_column(BigInteger)
     token_exp: Mapped[int | None] = mapped_column(BigInteger)

@@ -17,6 +17,7 @@ upserts their rows; two workers doing the same device write the same thing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,7 @@ def refresh_verdicts(
                 "action": diagnosis.action.value,
                 "rule": diagnosis.evidence[0].rule if diagnosis.evidence else None,
                 "evidence": len(diagnosis.evidence),
+                "evidence_json": [dataclasses.asdict(e) for e in diagnosis.evidence],
                 "fw": fw[:_FW_MAX] if isinstance(fw, str) else None,
                 "token_ver": None if token is None else token.ver,
                 "token_exp": None if token is None else token.exp,

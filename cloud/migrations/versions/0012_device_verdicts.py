@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("action", sa.String(32), nullable=False),
         sa.Column("rule", sa.String(64), nullable=True),
         sa.Column("evidence", sa.Integer(), nullable=False),
+        sa.Column("evidence_json", sa.JSON(), nullable=False),
         sa.Column("fw", sa.String(64), nullable=True),
         sa.Column("token_ver", sa.BigInteger(), nullable=True),
         sa.Column("token_exp", sa.BigInteger(), nullable=True),

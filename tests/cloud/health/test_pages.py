@@ -112,6 +112,11 @@ async def test_the_device_page_as_an_operator(cloud: Cloud) -> None:
             )
         done = await http.get(f"/devices/cam-p1/commands/{command_id}")
         assert "Self-test passed" in done.text and "hx-trigger" not in done.text
+        # the page shows the kept diagnosis; "diagnose now" makes a new one with the self-test
+        again = await http.post("/devices/cam-p1/diagnose", data={"csrf_token": csrf_of(html)})
+        assert again.status_code == 303
+        assert again.headers["location"].startswith("/devices/cam-p1")
+        assert "Diagnosed just now." in (await http.get("/devices/cam-p1")).text
         # without JavaScript: back to the page, the command listed there
         plain = await http.post(
             "/devices/cam-p1/commands", data={"csrf_token": csrf_of(html), "cmd": "reboot"}

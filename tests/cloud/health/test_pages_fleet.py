@@ -18,7 +18,7 @@ from cloud.devices.tables import DeviceRow, InstallationRow
 from cloud.health import queries as repo
 from cloud.health.rules.fleet import FleetQuery, Freshness, Online, freshness
 from cloud.health.service import HealthService
-from cloud.health.tables import DeviceVerdictRow
+from cloud.health.tables import CommandRow, CommandStatus, DeviceVerdictRow
 from cloud.health.verdicts import VerdictJob
 from tests.cloud.harness import Cloud
 from tests.cloud.health.test_health_windows import add_devices as _add_devices
@@ -90,6 +90,27 @@ async def test_the_job_keeps_a_verdict_per_device_and_renews_it_after_news(cloud
             "thermal.hot",
         )
         assert row.fw == "1.2.0" and row.diagnosed_at == now + 60
+    with store_of(cloud).transaction() as tx:  # a self-test answered: evidence to weigh
+        tx.add(
+            CommandRow(
+                id="c-1",
+                device_id="gw-05",
+                cmd="self_test",
+                args={},
+                status=CommandStatus.ANSWERED,
+                ok=True,
+                result={"passed": False, "hardware_fault": True, "faults": []},
+                requested_by="user:1",
+                created_at=now + 59,
+                timeout_at=now + 360,
+                answered_at=now + 60,
+            )
+        )
+    assert (await job.run_once()).diagnosed == 1
+    with store_of(cloud).transaction() as tx:
+        gw05 = tx.get(DeviceVerdictRow, "gw-05")
+        assert gw05 is not None and gw05.verdict == "rma_recommended"
+        assert gw05.action == "replace_device" and len(gw05.evidence_json) == 1
     cloud.clock.advance(600)
     assert (await job.run_once()).diagnosed == 12  # every verdict older than max_age
 
