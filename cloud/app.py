@@ -223,7 +223,13 @@ def create_app(
             subscriptions = SubscriptionService(store, service, billing, clock=now)
             jobs.append(RenewalJob(subscriptions, clock=now))
             # after the renewals: a pass of the job runner signs what the sweep queued
-            jobs.append(ResignJob(service, refresh_before_s=settings.refresh_before_s))
+            jobs.append(
+                ResignJob(
+                    service,
+                    refresh_before_s=settings.refresh_before_s,
+                    interval_s=settings.resign_interval_s,
+                )
+            )
             nats = settings.broker_engine == "nats"
             ingest = HealthIngest(
                 store,

@@ -42,6 +42,8 @@ class CloudSettings(BrokerClientSettings):
     token_ttl_s: int = 14 * 86400
     refresh_before_s: int = 3 * 86400
     refresh_interval_s: float = 60.0
+    # how often each worker drains the token re-sign queue the renewal sweep fills
+    resign_interval_s: float = 1.0
     # health ingest, commands, tickets (cloud.health, cloud.tickets.service)
     health_batch_size: int = Field(default=200, ge=1, le=1000)
     health_flush_delay_s: float = Field(default=0.05, gt=0)

@@ -37,6 +37,7 @@ from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.database import Store
 from cloud.devices import queries as device_queries
+from cloud.devices.access import ensure_installation_access
 from cloud.devices.rules import (
     DeviceKind,
     Grant,
@@ -381,18 +382,20 @@ class IssuingService:
     ) -> list[Issued]:
         """Grant (or renew) a service for the installation; re-issue for its devices.
 
-        The grant, the devices' tokens, their outbox rows and (with ``actor``) the
-        audit entry ``grant.set`` commit in one transaction; the tokens are
-        published after it.
+        The caller's access (``actor`` a principal), the grant, the devices'
+        tokens, their outbox rows and (with ``actor``) the audit entry
+        ``grant.set`` are one transaction; the tokens are published after it.
 
         Raises:
-            UnknownInstallation, InvalidGrant.
+            UnknownInstallation, Forbidden, Blacklisted, InvalidGrant.
         """
-        check_grant(feature, params)
 
         def work() -> list[Issued]:
             now = self._clock()
             with self._store.transaction() as tx:
+                if isinstance(actor, Principal):
+                    ensure_installation_access(tx, actor, installation_id, write=True)
+                check_grant(feature, params)
                 if device_queries.installation(tx, installation_id, lock=True) is None:
                     raise UnknownInstallation(f"no installation {installation_id}")
                 if actor is not None:
@@ -423,10 +426,11 @@ class IssuingService:
     ) -> list[Issued]:
         """Revoke (or end) an active grant; re-issue for the installation's devices.
 
-        With ``actor``, the audit entry ``grant.revoke`` commits in the same transaction.
+        With ``actor``, its access check (a principal) and the audit entry
+        ``grant.revoke`` are in the same transaction.
 
         Raises:
-            UnknownInstallation, UnknownGrant.
+            UnknownInstallation, Forbidden, Blacklisted, UnknownGrant.
         """
         if status is GrantStatus.ACTIVE:
             raise ValueError("end_grant needs a final status")
@@ -434,6 +438,8 @@ class IssuingService:
         def work() -> list[Issued]:
             now = self._clock()
             with self._store.transaction() as tx:
+                if isinstance(actor, Principal):
+                    ensure_installation_access(tx, actor, installation_id, write=True)
                 if device_queries.installation(tx, installation_id, lock=True) is None:
                     raise UnknownInstallation(f"no installation {installation_id}")
                 ended = device_queries.end_grant(

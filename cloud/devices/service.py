@@ -181,16 +181,15 @@ class InstallationService:
     async def grant(
         self, principal: Principal, installation_id: str, body: GrantCreate
     ) -> GrantResult:
-        """Grant (or renew) a service; every device gets a new token; audited (one transaction)."""
-        await check_installation(self._store, principal, installation_id, write=True)
+        """Grant (or renew) a service; every device gets a new token; audited (one transaction
+        with the access check)."""
         issued = await self._issuing.grant(
             installation_id, body.feature, until=body.until, params=body.params, actor=principal
         )
         return _grant_result(installation_id, body.feature, issued)
 
     async def revoke(self, principal: Principal, installation_id: str, feature: str) -> GrantResult:
-        """Revoke a service; every device gets a token without it; audited."""
-        await check_installation(self._store, principal, installation_id, write=True)
+        """Revoke a service; every device gets a token without it; audited (one transaction)."""
         issued = await self._issuing.end_grant(installation_id, feature, actor=principal)
         return _grant_result(installation_id, feature, issued)
 

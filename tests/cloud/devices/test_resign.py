@@ -25,9 +25,16 @@ from cloud.devices import queries
 from cloud.devices.issuing import IssuingService
 from cloud.devices.rules import DeviceKind, GrantStatus
 from cloud.devices.tables import GrantRow, OutboxRow, TokenRow
+from cloud.settings import CloudSettings
 from cloud.testing import PublisherSimulator
 from protocol.token import verify_token
 from tests.cloud.harness import DAY, Cloud
+
+
+@pytest.fixture
+def settings(settings: CloudSettings) -> CloudSettings:
+    """The app's own re-sign job stays out of the way: each test drains when it means to."""
+    return settings.model_copy(update={"resign_interval_s": 3600.0})
 
 
 def _queue(cloud: Cloud, *device_ids: str) -> None:
