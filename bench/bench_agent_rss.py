@@ -7,7 +7,7 @@ last commit before the lean agent: pydantic-settings, uvicorn/starlette, typer)
 and the current tree.
 Each agent provisions itself from the same root key set, connects to the
 broker with its local API socket, sits idle, and then its VmRSS is read from
-/proc. The current tree is measured both as a gateway runs it
+/proc. Each tree is measured both as a gateway runs it
 (``entitle-agent run``, i.e. ``python -m agent.cli run``) and as the
 development tool runs it (``entitle agent run``). The bare ``python -c sleep``
 figure of the same run is the floor no Python agent can go under; the goal
@@ -112,6 +112,7 @@ def main(*, idle: float, before: str) -> None:
         (root / "root-keyset.cbor").write_bytes(repo.root_keyset)
         old = extract(before, root / "before")
         variants = [
+            Variant(f"before ({before}): entitle-agent run", old, ["-m", "agent.cli", "run"]),
             Variant(f"before ({before}): entitle agent run", old, _ENTITLE_AGENT_RUN),
             Variant("after: entitle-agent run", REPO, ["-m", "agent.cli", "run"]),
             Variant("after: entitle agent run", REPO, _ENTITLE_AGENT_RUN),
