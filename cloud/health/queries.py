@@ -396,20 +396,11 @@ def downsample_before(session: Session, *, cutoff: int, limit: int) -> int:
             value = _figure(row.report, metric)
             if value is not None:
                 folded.setdefault((row.device_id, hour, name), []).append(value)
-    for device_id, hour, metric in sorted(folded):
-        values = folded[(device_id, hour, metric)]
-        stmt = upsert(session, HealthHourlyRow).values(
-            device_id=device_id,
-            hour=hour,
-            metric=metric,
-            n=len(values),
-            total=sum(values),
-            min=min(values),
-            max=max(values),
-        )
-        table = HealthHourlyRow.__table__.c
-        least = func.least if session.get_bind().dialect.name == "postgresql" else func.min
-        greatest = func.greatest if session.get_bind().dialect.name == "postgresql" else func.max
+    stmt = upsert(session, HealthHourlyRow)
+    table = HealthHourlyRow.__table__.c
+    least = func.least if session.get_bind().dialect.name == "postgresql" else func.min
+    greatest = func.greatest if session.get_bind().dialect.name == "postgresql" else func.max
+    if folded:  # one statement for the batch's aggregates (executemany)
         session.execute(
             stmt.on_conflict_do_update(
                 index_elements=["device_id", "hour", "metric"],
@@ -419,7 +410,19 @@ def downsample_before(session: Session, *, cutoff: int, limit: int) -> int:
                     "min": least(table.min, stmt.excluded.min),
                     "max": greatest(table.max, stmt.excluded.max),
                 },
-            )
+            ),
+            [
+                {
+                    "device_id": device_id,
+                    "hour": hour,
+                    "metric": metric,
+                    "n": len(values),
+                    "total": sum(values),
+                    "min": min(values),
+                    "max": max(values),
+                }
+                for (device_id, hour, metric), values in sorted(folded.items())
+            ],
         )
     session.execute(delete(HealthReportRow).where(HealthReportRow.id.in_([r.id for r in rows])))
     return len(rows)

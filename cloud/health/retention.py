@@ -2,8 +2,11 @@
 
 Each pass folds batches of old raw rows into ``health_hourly`` (count, sum,
 min, max per device, hour and metric) and deletes them in the same
-transaction, so nothing is lost between the two; rows are claimed with
-``FOR UPDATE SKIP LOCKED`` so two workers fold disjoint rows. Hourly
+transaction, so nothing is lost between the two: per batch, one claim, one
+upsert of all its aggregates (executemany) and one delete. Rows are claimed
+with ``FOR UPDATE SKIP LOCKED`` so two PostgreSQL workers fold disjoint rows;
+on SQLite every write transaction starts ``BEGIN IMMEDIATE``, so workers take
+turns and the next one no longer finds the rows folded before it. Hourly
 aggregates older than their own (longer) retention are deleted.
 """
 
