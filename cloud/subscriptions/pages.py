@@ -26,7 +26,7 @@ from cloud.accounts.deps import page_require
 from cloud.accounts.rules import Permission, Role, allowed
 from cloud.billing.deps import OrdersDep
 from cloud.billing.rules import OrderStatus
-from cloud.billing.service import OrderFilter
+from cloud.billing.service import OrderFilter, OrderService
 from cloud.devices.deps import InstallationsDep
 from cloud.devices.pages.installation import Section, installation_section
 from cloud.devices.rules import DeviceKind
@@ -100,6 +100,26 @@ async def subscriptions_section(
             "max_months": MAX_RENEWAL_MONTHS,
             "tone": _STATUS_TONE,
         },
+    )
+
+
+RECENT_ORDERS = 10
+
+
+@installation_section
+async def purchases_section(
+    request: Request, user: Principal, installation: InstallationDetail
+) -> Section | None:
+    """The installation's latest orders (purchases, renewals), linking to the orders pages."""
+    if not allowed(user.role, Permission.ORDERS_READ):
+        return None
+    orders = provided(OrderService)(request)
+    history = orders.history(
+        user, OrderFilter(installation_id=installation.id, limit=RECENT_ORDERS)
+    )
+    return Section(
+        "subscriptions/_purchases.html",
+        {"installation": installation, "history": history},
     )
 
 

@@ -78,6 +78,10 @@ async def test_invoiced_partner_saves_subscriptions_after_a_confirm_step(cloud: 
         assert "active, renews on Feb 1, 2027" in after.text
         assert "€36.00 for 12 months, charged on Jan 1, 2027" in after.text
         assert ">you<" in after.text  # the purchaser is the viewer
+        # the order is among the installation's purchases, linked to its page
+        purchases = after.text[after.text.index('id="purchases"') :]
+        assert 'href="/orders/' in purchases and "Succeeded" in purchases
+        assert "TSF12125" in purchases
         # the service is held now: it cannot be chosen again
         assert 'name="product" value="TSF12125"' not in after.text
 
