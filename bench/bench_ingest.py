@@ -34,10 +34,12 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -78,7 +80,7 @@ def _report(device_id: str, seq: int, ts: int) -> str:
 
 
 def _c_publishers(
-    cloud: LocalCloud, jobs: Sequence[tuple[str, str, str, str]]
+    cloud: Any, jobs: Sequence[tuple[str, str, str, str]]
 ) -> list[subprocess.Popen[bytes]]:
     """One ``mosquitto_pub -l`` per (login, password, topic, lines); started, stdin fed."""
     started = []
@@ -101,7 +103,7 @@ def _c_publishers(
                 "-q",
                 "1",
                 "-V",
-                "mqttv5",
+                cloud.version,
                 "-M",
                 str(INFLIGHT),
                 "-l",
@@ -123,7 +125,7 @@ def _wait_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             raise RuntimeError(f"{process.args[0]} exited {process.returncode}")
 
 
-def _raw(cloud: LocalCloud, clouds: dict[str, str], total: int, size: int) -> float:
+def _raw(cloud: Any, clouds: dict[str, str], total: int, size: int) -> float:
     """C publishers → one C QoS 1 subscriber: msg/s received."""
     publishers = [u for u in clouds if u.startswith("bench-pub")]
     per = total // len(publishers)
@@ -146,7 +148,7 @@ def _raw(cloud: LocalCloud, clouds: dict[str, str], total: int, size: int) -> fl
             "-q",
             "1",
             "-V",
-            "mqttv5",
+            cloud.version,
             "-C",
             str(per * len(publishers)),
         ],  # fmt: skip
@@ -163,7 +165,7 @@ def _raw(cloud: LocalCloud, clouds: dict[str, str], total: int, size: int) -> fl
     return per * len(publishers) / (time.perf_counter() - start)
 
 
-def _worker_ports(cloud: LocalCloud) -> list[int]:
+def _worker_ports(cloud: Any) -> list[int]:
     ports = []
     for pid in cloud.cloud_pids():
         with contextlib.suppress(psutil.Error, KeyError):
@@ -191,7 +193,7 @@ async def _stored_at_least(url: str, count: int, timeout_s: float) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _ours(cloud: LocalCloud, total: int) -> tuple[float, dict[str, float]]:
+async def _ours(cloud: Any, total: int) -> tuple[float, dict[str, float]]:
     """(stored reports/s, CPU µs per report and stage) for ``total`` reports."""
     logins = [(login.device_id, login.password) for login in cloud.logins]
     ts = int(time.time())
@@ -221,8 +223,104 @@ async def _ours(cloud: LocalCloud, total: int) -> tuple[float, dict[str, float]]
     return expected / elapsed, cpu
 
 
+class NatsCloud:
+    """What :class:`LocalCloud` is for Mosquitto, on a NATS cluster (broker.nats): the
+    nodes, device logins in its bucket, ``workers`` ``entitle cloud serve`` processes
+    on MQTT 3.1.1 pulling health from the one durable JetStream consumer."""
+
+    version = "mqttv311"
+
+    def __init__(
+        self,
+        root: Path,
+        plans: Sequence[DevicePlan],
+        *,
+        workers: int,
+        database_url: str | None,
+        extra_clouds: dict[str, str],
+        env: dict[str, str],
+        nodes: int,
+    ) -> None:
+        self.root = root
+        self.plans = plans
+        self.workers = workers
+        self.database_url = database_url or f"sqlite:///{root / 'cloud' / 'cloud.db'}"
+        self.extra_clouds = extra_clouds
+        self.env = env
+        self.nodes = nodes
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.logins: list[Any] = []
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self.cluster: Any = None
+
+    def __enter__(self) -> NatsCloud:
+        from broker.mosquitto import find_free_port
+        from broker.nats import NatsCluster
+        from simulators.fleet import register_in_store
+
+        (self.root / "cloud").mkdir(parents=True, exist_ok=True)
+        self.logins = register_in_store(self.database_url, self.plans, now=int(time.time()))
+        clouds = {f"cloud-{i + 1}": secrets.token_urlsafe(18) for i in range(self.workers)}
+        self.cluster = NatsCluster(
+            self.root / "nats", accounts={**clouds, **self.extra_clouds}, nodes=self.nodes
+        ).start()
+        for login in self.logins:
+            self.cluster.accounts_adapter.set_password(login.device_id, login.password)
+        self.port = self.cluster.nodes[0].mqtt
+        for user, password in clouds.items():
+            http_port = find_free_port()
+            env = {
+                **os.environ,
+                **self.env,
+                "ENTITLE_DATA_DIR": str(self.root / "cloud"),
+                "ENTITLE_DATABASE_URL": self.database_url,
+                "ENTITLE_BROKER_URL": self.cluster.mqtt_urls(user, password),
+                "ENTITLE_MQTT_PROTOCOL": "4",
+                "ENTITLE_BROKER_ENGINE": "nats",
+                "ENTITLE_NATS_URL": ",".join(self.cluster.nats_servers),
+                "ENTITLE_HTTP_PORT": str(http_port),
+            }
+            with (self.root / f"{user}.log").open("ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "entitle.cli", "cloud", "serve"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            self._processes.append(process)
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=2).is_success:
+                        break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"cloud worker {user} did not start: see {self.root}")
+                time.sleep(0.2)
+        return self
+
+    def cloud_pids(self) -> list[int]:
+        return [p.pid for p in self._processes]
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
 async def _measure(
-    database: str, url: str | None, workers: int, args: argparse.Namespace, console: Console
+    engine: str,
+    database: str,
+    url: str | None,
+    workers: int,
+    args: argparse.Namespace,
+    console: Console,
 ) -> tuple[float, float, dict[str, float], float]:
     root = Path(tempfile.mkdtemp(prefix="entitle-bench-ingest-"))
     clouds = {f"bench-pub-{i}": secrets.token_urlsafe(12) for i in range(args.publishers)}
@@ -232,15 +330,26 @@ async def _measure(
     cleanup = contextlib.ExitStack()
     cleanup.callback(shutil.rmtree, root, True)
     env = {"ENTITLE_HEALTH_BATCH_SIZE": str(args.batch)}
-    with (
-        cleanup,
-        LocalCloud(
+    running: Any
+    if engine == "nats":
+        running = NatsCloud(
+            root,
+            plans,
+            workers=workers,
+            database_url=url,
+            extra_clouds=clouds,
+            env=env,
+            nodes=args.nats_nodes,
+        )
+    else:
+        running = LocalCloud(
             root, plans, workers=workers, database_url=url, extra_clouds=clouds, env=env
-        ) as cloud,
-    ):
-        console.print(f"{database}, {workers} worker(s): broker on port {cloud.port}; raw ...")
+        )
+        running.version = "mqttv5"  # type: ignore[attr-defined]
+    with cleanup, running as cloud:
+        console.print(f"{engine}, {database}, {workers} worker(s): port {cloud.port}; raw ...")
         raw = await asyncio.to_thread(_raw, cloud, clouds, args.messages, size)
-        console.print(f"{database}, {workers} worker(s): ours ...")
+        console.print(f"{engine}, {database}, {workers} worker(s): ours ...")
         ours, cpu = await _ours(cloud, args.messages)
     return raw, ours, cpu, os.getloadavg()[0]
 
@@ -249,19 +358,26 @@ async def main(args: argparse.Namespace) -> None:
     logging.getLogger("mqtt").setLevel(logging.ERROR)
     console = Console(width=170)
     rows = []
-    for database in args.databases:
-        for workers in args.workers:
-            with scratch_database(database) as url:
-                figures = await _measure(
-                    database, url if database == "postgresql" else None, workers, args, console
-                )
-            rows.append((database, workers, *figures))
+    for engine in args.engines:
+        for database in args.databases:
+            for workers in args.workers:
+                with scratch_database(database) as url:
+                    figures = await _measure(
+                        engine,
+                        database,
+                        url if database == "postgresql" else None,
+                        workers,
+                        args,
+                        console,
+                    )
+                rows.append((engine, database, workers, *figures))
     table = Table(
         title=f"health ingest, {args.messages:,} QoS 1 reports from {args.publishers} C "
         f"publishers (mosquitto_pub -l), batches of {args.batch}; same broker, same run",
         title_justify="left",
     )
     for column in (
+        "broker",
         "database",
         "workers",
         "raw: C pub → C sub msg/s",
@@ -273,8 +389,9 @@ async def main(args: argparse.Namespace) -> None:
         "load avg",
     ):
         table.add_column(column, justify="right")
-    for database, workers, raw, ours, cpu, load in rows:
+    for engine, database, workers, raw, ours, cpu, load in rows:
         table.add_row(
+            engine if engine == "mosquitto" else f"nats x{args.nats_nodes}",
             database,
             str(workers),
             f"{raw:,.0f}",
@@ -300,4 +417,8 @@ if __name__ == "__main__":
         "--databases", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
     )
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2, 4])
+    parser.add_argument(
+        "--engines", nargs="+", default=["mosquitto", "nats"], choices=["mosquitto", "nats"]
+    )
+    parser.add_argument("--nats-nodes", type=int, default=3, help="nodes of the NATS cluster")
     asyncio.run(main(parser.parse_args()))

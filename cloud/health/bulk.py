@@ -28,10 +28,12 @@ _COLUMNS = (
     "device_id, seq, ts, received_at, kind, report, cpu_temp_c, mem_used_pct, "
     "disk_used_pct, loss_pct"
 )
+# PostgreSQL gets a batch as one JSON document (encoded in C, one parameter): psycopg's
+# text arrays escaped every quote of every report through a regex callback (~45 µs a row)
 _PG_INSERT = (
-    f"INSERT INTO health_reports ({_COLUMNS}) "
-    "SELECT * FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], "
-    "%s::varchar[], %s::text[]::json[], %s::float8[], %s::float8[], %s::float8[], %s::float8[]) "
+    f"INSERT INTO health_reports ({_COLUMNS}) SELECT {_COLUMNS} FROM json_to_recordset(%s::json) "
+    "AS r(device_id varchar, seq bigint, ts bigint, received_at bigint, kind varchar, "
+    "report json, cpu_temp_c float8, mem_used_pct float8, disk_used_pct float8, loss_pct float8) "
     "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq"
 )
 _STATE_SET = (
@@ -43,8 +45,9 @@ _STATE_SET = (
 )
 _PG_STATE = (
     "INSERT INTO device_health_state (device_id, latest_seq, latest_ts, latest_report, last_seen) "
-    "SELECT * FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::text[]::json[], "
-    f"%s::bigint[]) {_STATE_SET}"
+    "SELECT device_id, latest_seq, latest_ts, latest_report, last_seen "
+    "FROM json_to_recordset(%s::json) AS r(device_id varchar, latest_seq bigint, "
+    f"latest_ts bigint, latest_report json, last_seen bigint) {_STATE_SET}"
 )
 _SQLITE_STATE = (
     "INSERT INTO device_health_state (device_id, latest_seq, latest_ts, latest_report, last_seen) "
@@ -83,28 +86,30 @@ def store_rows(session: Session, rows: Sequence[ReportRow], *, now: int) -> list
         unique.setdefault((row.device_id, row.seq), row)
     if not unique:
         return []
-    texts = {key: encode_report(row.report) for key, row in unique.items()}
     db, postgres = _driver(session)
     inserted: set[tuple[str, int]] = set()
     items = list(unique.items())
     if postgres:
-        result = db.exec_driver_sql(
-            _PG_INSERT,
-            (
-                [r.device_id for _, r in items],
-                [r.seq for _, r in items],
-                [r.ts for _, r in items],
-                [now] * len(items),
-                [r.kind for _, r in items],
-                [texts[k] for k, _ in items],
-                [r.cpu_temp_c for _, r in items],
-                [r.mem_used_pct for _, r in items],
-                [r.disk_used_pct for _, r in items],
-                [r.loss_pct for _, r in items],
-            ),
+        document = encode_report(
+            [
+                {
+                    "device_id": r.device_id,
+                    "seq": r.seq,
+                    "ts": r.ts,
+                    "received_at": now,
+                    "kind": r.kind,
+                    "report": r.report,
+                    "cpu_temp_c": r.cpu_temp_c,
+                    "mem_used_pct": r.mem_used_pct,
+                    "disk_used_pct": r.disk_used_pct,
+                    "loss_pct": r.loss_pct,
+                }
+                for _, r in items
+            ]
         )
-        inserted.update((d, s) for d, s in result)
+        inserted.update((d, s) for d, s in db.exec_driver_sql(_PG_INSERT, (document,)))
     else:
+        texts = {key: encode_report(row.report) for key, row in items}
         for first in range(0, len(items), _SQLITE_MAX_ROWS):
             chunk = items[first : first + _SQLITE_MAX_ROWS]
             values: list[Any] = []
@@ -133,11 +138,20 @@ def store_rows(session: Session, rows: Sequence[ReportRow], *, now: int) -> list
     for row in fresh:
         if row.device_id not in newest or row.ts >= newest[row.device_id].ts:
             newest[row.device_id] = row
-    states = [
-        (d, r.seq, r.ts, texts[(d, r.seq)], now) for d, r in sorted(newest.items())
-    ]  # sorted: one lock order for every worker
-    if states and postgres:
-        db.exec_driver_sql(_PG_STATE, tuple(list(c) for c in zip(*states, strict=True)))
-    elif states:
-        db.exec_driver_sql(_SQLITE_STATE, states)
+    latest = sorted(newest.items())  # sorted: one lock order for every worker
+    if latest and postgres:
+        states = [
+            {
+                "device_id": d,
+                "latest_seq": r.seq,
+                "latest_ts": r.ts,
+                "latest_report": r.report,
+                "last_seen": now,
+            }
+            for d, r in latest
+        ]
+        db.exec_driver_sql(_PG_STATE, (encode_report(states),))
+    elif latest:
+        rows_ = [(d, r.seq, r.ts, encode_report(r.report), now) for d, r in latest]
+        db.exec_driver_sql(_SQLITE_STATE, rows_)
     return fresh
