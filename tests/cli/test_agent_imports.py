@@ -1,4 +1,4 @@
-"""What `entitle agent run` loads: its RSS budget (< 60 MB, bench/bench_agent_rss.py) is tight."""
+"""What `entitle agent run` loads: its RSS (goal < 40 MB, bench/bench_agent_rss.py) is tight."""
 
 from __future__ import annotations
 
