@@ -162,3 +162,15 @@ def test_generated_config_routes_every_other_node(tmp_path: Path) -> None:
     assert '6001"' not in text.split("routes:")[1]  # not to itself
     assert 'listen: "127.0.0.1:1901"' in text and "jetstream {" in text
     assert "auth_callout {" in text and "issuer: AISSUER" in text
+
+
+async def test_anonymous_wrong_password_and_unknown_logins_are_refused(
+    nats_cluster: FixtureCluster,
+) -> None:
+    device, _ = nats_cluster.new_device("auth")
+    for username, password in [(None, None), (device, "wrong"), ("ghost-x", "x"), (device, "")]:
+        with pytest.raises(aiomqtt.MqttCodeError) as refused:
+            async with nats_cluster.client(username, password or "", identifier=username):
+                pass
+        assert refused.value.rc is not None  # 3.1.1 codes 4 and 5, as paho maps them
+        assert (getattr(refused.value.rc, "value", refused.value.rc)) in (4, 5, 0x86, 0x87)
