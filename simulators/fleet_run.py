@@ -81,9 +81,11 @@ class LocalCloud:
         database_url: str | None = None,
         env: dict[str, str] | None = None,
         extra_clouds: dict[str, str] | None = None,
+        persistence: bool = False,
     ) -> None:
         """``extra_clouds``: more logins with the cloud's ACL (login → password),
-        for benchmark clients beside the cloud workers."""
+        for benchmark clients beside the cloud workers; ``persistence``: Mosquitto
+        keeps retained messages and sessions across a restart (the reconnect storm)."""
         self.root = root
         self.plans = plans
         self.workers = workers
@@ -91,6 +93,7 @@ class LocalCloud:
         self.database_url = database_url or f"sqlite:///{self.cloud_dir / 'cloud.db'}"
         self.env = env or {}
         self.extra_clouds = extra_clouds or {}
+        self.persistence = persistence
         self.logins: list[DeviceLogin] = []
         self.api_url = ""
         self.api_key = ""
@@ -117,6 +120,7 @@ class LocalCloud:
             self.cloud_dir / "broker",
             accounts=accounts,
             cloud_username=[*clouds, *self.extra_clouds],
+            persistence=self.persistence,
         ).start()
         self.port = self.broker.port
         self.api_key = bootstrap_api_key(self.database_url, name="fleet simulator", now=now)

@@ -1,0 +1,118 @@
+"""Must show 3 at a small scale: a broker restart under a fleet of light devices.
+
+200 devices (:class:`simulators.storm.StormDevice`: the agent's MQTT session and
+verifier, the agent's health publisher) each get a first token from the running
+cloud's re-sign job, enforce it and report health every second; Mosquitto
+(persistence on) is restarted. Every device must connect again, receive its
+retained token again, verify it and enforce the right decisions; once the
+devices stop building reports, every queue must empty and every PUBACKed
+report be stored exactly once. Awaited throughout; the ceilings only catch a hang.
+The large version with figures is ``bench/bench_storm.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from simulators.fleet import plan_fleet
+from simulators.fleet_run import LocalCloud, stored_reports
+from simulators.storm import (
+    StormControl,
+    StormJob,
+    StormStats,
+    losses,
+    run_storm_shard,
+    seed_storm,
+    stored_by_device,
+)
+from tests.waiting import eventually
+
+DEVICES = 200
+SLOW = 180.0  # a hang, not a figure: 200 devices and a cloud on a loaded 2-core machine
+
+
+@pytest.mark.usefixtures("require_mosquitto")
+@pytest.mark.timeout(SLOW * 3)
+async def test_every_device_reenforces_and_no_report_is_lost(tmp_path: Path) -> None:
+    plans = plan_fleet(
+        devices=DEVICES,
+        mix={"gateway": 6, "camera": 3, "counter": 1},
+        fault_fraction=0.0,
+        prefix="storm",
+    )
+    with LocalCloud(tmp_path, plans, persistence=True) as cloud:
+        expected = seed_storm(cloud.database_url, now=int(time.time()))
+        flags = {"mark": 0.0, "reporting": True, "stop": False}
+        control = StormControl(
+            mark=lambda: float(flags["mark"]),
+            reporting=lambda: bool(flags["reporting"]),
+            stop=lambda: bool(flags["stop"]),
+        )
+        seen: list[StormStats] = []
+        job = StormJob(
+            shard=0,
+            logins=cloud.logins,
+            expected=expected,
+            host=cloud.host,
+            port=cloud.port,
+            root_keyset=cloud.root_keyset,
+            interval_s=1.0,
+            ramp_s=2.0,
+        )
+        shard = asyncio.create_task(run_storm_shard(job, control, seen.append))
+        try:
+
+            def now() -> StormStats | None:
+                return seen[-1] if seen else None
+
+            def shown() -> object:
+                return now()
+
+            # every device got its first token from the cloud, verified and enforced it
+            await eventually(
+                lambda: (s := now()) is not None and s.enforced == DEVICES, what=shown, within=SLOW
+            )
+            # reports flow and some are stored before the restart
+            await eventually(lambda: stored_reports(cloud.database_url) > 0, within=SLOW)
+            before = now()
+            assert before is not None and before.wrong == 0 and before.rejected == 0
+
+            flags["mark"] = time.monotonic()
+            cloud.broker.restart()  # SIGTERM (persistence saved), same port and files
+
+            await eventually(
+                lambda: (s := now()) is not None and s.reenforced == DEVICES,
+                what=shown,
+                within=SLOW,
+            )
+            # reports built after the restart are acknowledged too
+            await eventually(
+                lambda: (s := now()) is not None and s.acked > before.collected + DEVICES,
+                what=shown,
+                within=SLOW,
+            )
+            flags["reporting"] = False
+            await eventually(lambda: (s := now()) is not None and s.queued == 0, what=shown)
+            acked = now().acked  # type: ignore[union-attr]
+            await eventually(
+                lambda: stored_reports(cloud.database_url) >= acked,
+                what=lambda: f"{stored_reports(cloud.database_url)} of {acked} stored",
+                within=SLOW,
+            )
+        finally:
+            flags["stop"] = True
+            final = await shard
+        stored = stored_by_device(cloud.database_url)
+
+    assert final.done and len(final.results) == DEVICES
+    for result in final.results:
+        assert result.enforced and result.enforced[-1] >= flags["mark"], result.device_id
+        assert len(result.connects) >= 2, result.device_id  # before and after the restart
+        assert result.wrong == 0 and not result.rejected, result
+        assert result.queued == 0 and len(result.acked_seqs) == result.collected
+    assert losses(final.results, stored) == {"lost": 0, "duplicates": 0, "stored_not_acked": 0}
+    assert sum(len(v) for v in stored.values()) == final.acked
