@@ -11,13 +11,26 @@ by axe-core.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
-from tests.browser.conftest import _PROBLEMS, Dashboard
+import httpx
+
+from tests.browser.conftest import _PROBLEMS, Agent, Dashboard
 
 
 def _flash(page: Any) -> str:
     return str(page.locator(".flash").first.inner_text())
+
+
+def _running_agent_says(agent: Agent, feature: str) -> dict[str, Any]:
+    """The running agent's own answer, from its local query API (Unix socket; the agent's
+    folder is ``data_dir/agent-<device_id>``, agent.settings.AgentSettings.agent_dir)."""
+    socket = Path(agent.env["ENTITLE_DATA_DIR"]) / f"agent-{agent.device_id}" / "agent.sock"
+    transport = httpx.HTTPTransport(uds=str(socket))
+    with httpx.Client(transport=transport, base_url="http://agent", timeout=10) as api:
+        answer: dict[str, Any] = api.get(f"/features/{feature}").json()
+    return answer
 
 
 def _answered(page: Any, status: int) -> None:
@@ -61,7 +74,8 @@ def test_invoiced_partner_saves_voice_control_and_the_agent_allows_it(
     assert "active, renews on" in row.inner_text()
     shoot(page, "installation-after-save-partner")
     agent.wait_allowed("voice_control")
-    assert agent.check("remote_access") != 0  # only what was bought
+    assert _running_agent_says(agent, "voice_control")["allowed"] is True
+    assert _running_agent_says(agent, "remote_access")["allowed"] is False  # only what was bought
 
 
 def test_card_partner_checks_out_remote_services_and_the_agent_allows_it(
@@ -94,6 +108,7 @@ def test_card_partner_checks_out_remote_services_and_the_agent_allows_it(
     row = page.locator("table.subscriptions tr", has_text="Remote Services")
     assert "active, renews on" in row.inner_text() and "by card" in row.inner_text()
     agent.wait_allowed("remote_access")
+    assert _running_agent_says(agent, "remote_access")["allowed"] is True
 
 
 def test_owner_sees_only_its_installation(dashboard: Dashboard, login: Any, shoot: Any) -> None:
