@@ -324,6 +324,7 @@ async def run(kind: str, *, devices: int, deep: int, n: int) -> list[tuple[str, 
             database_url=url,
             broker_url="mqtt://cloud:secret@127.0.0.1:1",
             health_gap_interval_s=3600,
+            health_verdict_interval_s=3600,  # the bench times its own full pass
         )
         app = create_app(settings, publisher=PublisherSimulator(), accounts=AccountsSimulator())
         async with running(app):

@@ -268,7 +268,8 @@ def create_app(
                     backoff_s=settings.health_gap_backoff_s,
                     window_s=settings.health_gap_window_s,
                 ),
-                VerdictJob(store, clock=now),  # the verdict kept per device (fleet overview)
+                # the verdict kept per device (the fleet overview)
+                VerdictJob(store, clock=now, interval_s=settings.health_verdict_interval_s),
             ]
             mailer = SmtpMailer.from_settings(settings)
             outbox = None

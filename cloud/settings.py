@@ -59,6 +59,9 @@ class CloudSettings(BrokerClientSettings):
     health_retention_s: int = Field(default=30 * 86400, description="raw reports kept")
     health_hourly_retention_s: int = Field(default=730 * 86400, description="hourly aggregates")
     health_retention_interval_s: float = 3600.0
+    health_verdict_interval_s: float = Field(
+        default=10.0, gt=0, description="verdict job interval (the fleet overview's verdicts)"
+    )
     # gap repair (cloud.health.gaps): ask devices again for reports the broker lost
     health_gap_interval_s: float = Field(default=30.0, gt=0, description="gap job interval")
     health_gap_grace_s: int = Field(default=10, ge=0, description="in-flight reports, not gaps")

@@ -12,6 +12,9 @@ never diagnosed, so nothing is missing from a count.
 
 Safe beside other workers: each pass reads a batch of due devices and
 upserts their rows; two workers doing the same device write the same thing.
+Batches are small (100) because on SQLite every transaction holds the write
+lock, and a device with 7 days of 10-second history takes seconds to diagnose
+(the long-window rules read every sample): bench/bench_pages.py prints it.
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ class VerdictJob:
         interval_s: float = 10.0,
         min_gap_s: int = 60,
         max_age_s: int = 600,
-        batch: int = 500,
+        batch: int = 100,
         max_batches: int = 40,
     ) -> None:
         self._store = store
