@@ -194,7 +194,7 @@ class IssuingService:
         epoch = self._signer.keyset.epoch
         if current is None:
             current = device_queries.current_tokens(tx, [d.id for d in devices])
-        rows: list[TokenRow] = []
+        rows: list[dict[str, Any]] = []
         for device in devices:
             last = current.get(device.id)
             claims = next_claims(
@@ -208,22 +208,34 @@ class IssuingService:
                 cti=secrets.token_bytes(CTI_BYTES),
             )
             rows.append(
-                TokenRow(
-                    device_id=device.id,
-                    ver=claims.ver,
-                    epoch=claims.epoch,
-                    cti=claims.cti,
-                    iat=claims.iat,
-                    exp=claims.exp,
-                    min_until=min((f.until for f in claims.ent.values()), default=None),
-                    token=self._signer.sign(claims),
-                    claims=claims.to_json(),
-                )
+                {
+                    "device_id": device.id,
+                    "ver": claims.ver,
+                    "epoch": claims.epoch,
+                    "cti": claims.cti,
+                    "iat": claims.iat,
+                    "exp": claims.exp,
+                    "min_until": min((f.until for f in claims.ent.values()), default=None),
+                    "token": self._signer.sign(claims),
+                    "claims": claims.to_json(),
+                }
             )
-        device_queries.add_tokens(tx, rows)
-        device_queries.add_outbox(tx, rows, now=now)
+        ids = device_queries.add_tokens(tx, rows)
+        stored = [(i, r["device_id"]) for i, r in zip(ids, rows, strict=True)]
+        device_queries.add_outbox(tx, stored, now=now)
         self._signed += len(rows)
-        return [_issued(row) for row in rows]
+        return [
+            Issued(
+                device_id=r["device_id"],
+                token_id=i,
+                ver=r["ver"],
+                epoch=r["epoch"],
+                iat=r["iat"],
+                exp=r["exp"],
+                token=r["token"],
+            )
+            for i, r in zip(ids, rows, strict=True)
+        ]
 
     # publishing --------------------------------------------------------------
     async def _publish_one(self, item: Issued) -> Issued:

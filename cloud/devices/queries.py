@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cloud.database import executemany
@@ -317,10 +316,14 @@ def current_tokens(session: Session, device_ids: Sequence[str]) -> dict[str, Tok
     return {row.device_id: row for row in rows}
 
 
-def add_tokens(session: Session, rows: Sequence[TokenRow]) -> None:
-    """Insert issued tokens; their ids are set on return."""
-    session.add_all(rows)
-    session.flush()
+def add_tokens(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert issued tokens (column values); their ids, in order (one statement: Core,
+    not ORM objects, which cost more than the insert when a batch signs hundreds)."""
+    if not rows:
+        return []
+    table = TokenRow.__table__
+    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    return list(session.execute(statement, list(rows)).scalars())
 
 
 def mark_published(session: Session, token_ids: Sequence[int], *, now: int) -> None:
@@ -357,11 +360,6 @@ def device_ids_of(session: Session, installation_ids: Sequence[str]) -> list[str
 
 
 # the re-sign queue --------------------------------------------------------
-def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 def enqueue_resign(session: Session, device_ids: Sequence[str], *, now: int) -> None:
     """Queue these devices for a new token: one statement; a device queued already stays once.
 
@@ -403,13 +401,15 @@ def resign_length(session: Session) -> int:
 
 
 # the entitlement outbox ---------------------------------------------------
-def add_outbox(session: Session, tokens: Sequence[TokenRow], *, now: int) -> None:
-    """An outbox row per stored token, in the token's transaction (one statement)."""
-    if tokens:
-        session.execute(
-            _insert(session)(OutboxRow),
-            [{"token_id": t.id, "device_id": t.device_id, "created_at": now} for t in tokens],
-        )
+def add_outbox(session: Session, tokens: Sequence[tuple[int, str]], *, now: int) -> None:
+    """An outbox row per stored token ``(token id, device id)``, in the token's transaction
+    (one statement)."""
+    executemany(
+        session,
+        "INSERT INTO entitlement_outbox (token_id, device_id, created_at) "
+        "VALUES (:token_id, :device_id, :created_at)",
+        [{"token_id": t, "device_id": d, "created_at": now} for t, d in tokens],
+    )
 
 
 def claim_outbox(session: Session, *, before: int, limit: int) -> list[TokenRow]:
