@@ -369,6 +369,7 @@ class NatsCluster:
                 "issuer_seed": keep["issuer_seed"],
                 "replicas": min(3, self.size),
                 "login_ttl_s": self.login_ttl_s,
+                "system_password": keep["system"],
             }
             write_private(self.node_dir(i) / AUTH_NAME, json.dumps(responder) + "\n")
 

@@ -42,7 +42,13 @@ from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
 from common.credentials import verify_password
-from common.natsaccounts import ACCOUNT, AUTH_SUBJECT, LOGINS_BUCKET, device_permissions
+from common.natsaccounts import (
+    ACCOUNT,
+    AUTH_SUBJECT,
+    KICK_SUBJECT,
+    LOGINS_BUCKET,
+    device_permissions,
+)
 from protocol.errors import TopicError
 from protocol.topics import check_device_id
 
@@ -68,6 +74,7 @@ class ResponderConfig:
     issuer_seed: str  # account nkey seed; its public key is the nodes' auth_callout issuer
     replicas: int
     login_ttl_s: int
+    system_password: str  # the SYS account's login: connections are kicked with it
 
     @classmethod
     def read(cls, path: Path) -> ResponderConfig:
@@ -186,6 +193,35 @@ async def _bucket(js: Any, replicas: int) -> KeyValue:
         return await js.key_value(LOGINS_BUCKET)  # type: ignore[no-any-return]
 
 
+async def _kick(system: Any, device_id: str, *, servers: int) -> int:
+    """Disconnect every MQTT connection of ``device_id`` on every node (a deleted
+    login); how many were kicked."""
+    inbox = system.new_inbox()
+    replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def collect(msg: Msg) -> None:
+        await replies.put(msg.data)
+
+    sub = await system.subscribe(inbox, cb=collect)
+    kicked = 0
+    try:
+        query = json.dumps({"mqtt_client": device_id}).encode()
+        await system.publish("$SYS.REQ.SERVER.PING.CONNZ", query, reply=inbox)
+        for _ in range(servers):  # one answer per running node; a dead one never answers
+            try:
+                reply = json.loads(await asyncio.wait_for(replies.get(), timeout=2))
+            except TimeoutError:
+                break
+            server_id = (reply.get("server") or {}).get("id")
+            for connection in (reply.get("data") or {}).get("connections") or []:
+                cid = json.dumps({"cid": connection["cid"]}).encode()
+                await system.request(f"$SYS.REQ.SERVER.{server_id}.KICK", cid, timeout=2)
+                kicked += 1
+    finally:
+        await sub.unsubscribe()
+    return kicked
+
+
 async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
     """Answer authorization requests until ``stop`` is set."""
     issuer = nkeys.from_seed(config.issuer_seed.encode())
@@ -231,13 +267,36 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
             reply = response(request, user_jwt=None, error="login store unavailable")
         await msg.respond(encode_jwt(reply, issuer=issuer, now=now).encode())
 
+    system = await nats.connect(
+        servers=list(config.servers),
+        user="system",
+        password=config.system_password,
+        dont_randomize=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,
+        name="entitle-auth-system",
+    )
+
+    async def kick(msg: Msg) -> None:
+        device_id = msg.data.decode(errors="replace")
+        try:
+            check_device_id(device_id)
+            kicked = await _kick(system, device_id, servers=len(config.servers))
+        except (TimeoutError, TopicError, nats.errors.Error, ValueError) as exc:
+            log.warning("could not disconnect %r: %s", device_id, exc)
+            return
+        log.info("disconnected %s (%d connection(s)): its login was removed", device_id, kicked)
+
     await nc.subscribe(AUTH_SUBJECT, queue=QUEUE, cb=answer)
+    # one responder per removal is enough: it asks every node
+    await nc.subscribe(KICK_SUBJECT, queue=QUEUE, cb=kick)
     await nc.flush()
     log.warning(READY)
     try:
         await stop.wait()
     finally:
         await nc.drain()
+        await system.close()
 
 
 async def _main(path: Path) -> None:

@@ -41,6 +41,7 @@ from protocol.topics import check_device_id, device_reads, device_writes
 __all__ = [
     "ACCOUNT",
     "AUTH_SUBJECT",
+    "KICK_SUBJECT",
     "LOGINS_BUCKET",
     "NatsAccounts",
     "device_permissions",
@@ -50,6 +51,7 @@ __all__ = [
 ACCOUNT = "ENTITLE"  # the NATS account of the cloud, its responders and every device
 LOGINS_BUCKET = "entitle_logins"  # device id -> mosquitto_hash(password)
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"  # where nodes ask the responders (auth callout)
+KICK_SUBJECT = "_entitle.kick"  # device id: the responders disconnect its connections
 # What a QoS 1 subscription needs besides its topics: the server delivers it from a
 # JetStream consumer to $MQTT.sub.<nuid> (an MQTT client cannot name that subject).
 _MQTT_DELIVERY = "$MQTT.sub.>"
@@ -110,7 +112,8 @@ class NatsAccounts:
         self._run(self._put(username, hashed), f"set the login of {username}")
 
     def remove(self, username: str) -> None:
-        """Delete the device's login; its next connect is refused (unknown is fine)."""
+        """Delete the device's login and have the responders disconnect it at once; its
+        next connect is refused (an unknown login is fine)."""
         check_device_id(username)
         self._run(self._delete(username), f"remove the login of {username}")
 
@@ -151,6 +154,9 @@ class NatsAccounts:
 
     async def _delete(self, key: str) -> None:
         await (await self._bucket()).delete(key)
+        assert self._nc is not None
+        await self._nc.publish(KICK_SUBJECT, key.encode())
+        await self._nc.flush()
 
     def _run(self, coroutine: Coroutine[Any, Any, T], what: str) -> T:
         with self._lock:
