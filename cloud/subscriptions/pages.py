@@ -31,6 +31,7 @@ from cloud.devices.deps import InstallationsDep
 from cloud.devices.pages.installation import Section, installation_section
 from cloud.devices.rules import DeviceKind
 from cloud.devices.schemas import InstallationDetail
+from cloud.devices.service import InstallationService
 from cloud.errors import Conflict, InvalidRequest, PaymentDeclined, UpstreamFailed
 from cloud.http.deps import get_state, provided
 from cloud.http.schemas import ID_PATTERN
@@ -139,6 +140,13 @@ def _page(
         "sandbox": settings.payment_provider == "sandbox",
         **context,
     }
+    line = context.get("line")
+    if line is not None:  # a subscription's page names its installation
+        installations = provided(InstallationService)(request)
+        principal = request.state.principal
+        values["installation_name"] = installations.detail(
+            principal, line.view["installation_id"]
+        ).name
     return render(request, template, values, status_code=status_code)
 
 

@@ -159,6 +159,7 @@ async def test_auto_renew_off_then_on_by_another_purchaser(cloud: Cloud) -> None
         off = await a.get(f"/subscriptions/{sub['id']}/auto-renew?turn=off")
         assert off.status_code == 200
         assert "keeps running until Feb 1, 2027, then stops" in off.text
+        assert "Voice Control · Shop" in off.text  # the installation by its name
         assert _subs(cloud, inst)[0]["auto_renew"] is True  # the confirm step changed nothing
         done = await a.post(
             f"/subscriptions/{sub['id']}/auto-renew",
