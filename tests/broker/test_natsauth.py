@@ -1,0 +1,102 @@
+"""The NATS auth responder's decision and the permissions it signs (pure: no server)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import nkeys
+import pytest
+
+from broker.natsauth import Refused, decide, decode_claims, encode_jwt, response
+from common.credentials import mosquitto_hash
+from common.natsaccounts import device_permissions, subject
+
+NOW = 1_800_000_000
+
+
+def _request(user: str, password: str, *, mqtt_id: str | None = None, kind: str = "mqtt") -> Any:
+    client: dict[str, Any] = {"type": kind, "user": user}
+    if mqtt_id is not None or kind == "mqtt":
+        client["mqtt_id"] = user if mqtt_id is None else mqtt_id
+    return {
+        "nats": {
+            "user_nkey": "UNEWUSER",
+            "server_id": {"id": "NSERVER"},
+            "client_info": client,
+            "connect_opts": {"user": user, "pass": password},
+        }
+    }
+
+
+def test_a_device_gets_only_its_own_subjects() -> None:
+    claims = decide(_request("gw-1", "pw"), mosquitto_hash("pw"), now=NOW, ttl_s=60)
+    assert claims["aud"] == "ENTITLE" and claims["sub"] == "UNEWUSER"
+    assert claims["exp"] == NOW + 60
+    nats = claims["nats"]
+    assert nats["allowed_connection_types"] == ["MQTT"]
+    assert nats["pub"] == {
+        "allow": [
+            "entitle.v1.dev.gw-1.health",
+            "entitle.v1.dev.gw-1.status",
+            "entitle.v1.dev.gw-1.cmd.res",
+        ]
+    }
+    assert nats["sub"] == {
+        "allow": [
+            "entitle.v1.dev.gw-1.entitlement",
+            "entitle.v1.dev.gw-1.cmd",
+            "entitle.v1.keys",
+            "$MQTT.sub.>",
+        ]
+    }
+    assert nats == {
+        **device_permissions("gw-1"),
+        **{k: nats[k] for k in ("allowed_connection_types", "type", "version")},
+    }
+
+
+@pytest.mark.parametrize(
+    ("request_", "stored", "reason"),
+    [
+        (_request("gw-1", "wrong"), mosquitto_hash("pw"), "bad user name or password"),
+        (_request("gw-1", "pw"), None, "bad user name or password"),
+        (_request("gw-1", "pw", mqtt_id="gw-2"), mosquitto_hash("pw"), "client id"),
+        (_request("gw-1", "pw", kind="nats"), mosquitto_hash("pw"), "MQTT only"),
+        (_request("a.b", "pw"), mosquitto_hash("pw"), "not a device id"),
+        (_request("gw/+", "pw"), mosquitto_hash("pw"), "not a device id"),
+        (_request("", ""), mosquitto_hash(""), "not a device id"),
+    ],
+)
+def test_refusals(request_: Any, stored: str | None, reason: str) -> None:
+    with pytest.raises(Refused, match=reason):
+        decide(request_, stored, now=NOW, ttl_s=60)
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def test_jwts_are_signed_by_the_issuer_as_nats_reads_them() -> None:
+    seed = nkeys.encode_seed(bytes(range(32)), nkeys.PREFIX_BYTE_ACCOUNT)
+    issuer = nkeys.from_seed(seed)
+    token = encode_jwt(
+        response(_request("gw-1", "x"), user_jwt="U.J.S", error=None), issuer=issuer, now=NOW
+    )
+    header, body, signature = token.split(".")
+    assert json.loads(_b64(header)) == {"typ": "JWT", "alg": "ed25519-nkey"}
+    assert issuer.verify(f"{header}.{body}".encode(), _b64(signature))
+    claims = decode_claims(token)
+    assert claims["iss"] == issuer.public_key.decode() and claims["iat"] == NOW
+    assert claims["aud"] == "NSERVER" and claims["nats"]["jwt"] == "U.J.S"
+    assert claims["nats"]["type"] == "authorization_response"
+    with pytest.raises(Refused):
+        decode_claims("not-a-jwt")
+
+
+def test_subjects_of_topics() -> None:
+    assert subject("entitle/v1/dev/gw-1/cmd/res") == "entitle.v1.dev.gw-1.cmd.res"
+    for bad in ("a.b", "a/+", "a/#", "a b"):
+        with pytest.raises(ValueError):
+            subject(bad)
