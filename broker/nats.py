@@ -198,10 +198,19 @@ def _mqtt_string(text: str) -> bytes:
     return struct.pack("!H", len(raw)) + raw
 
 
-def _mqtt_login(host: str, port: int, *, username: str, password: str, timeout: float) -> bool:
+def _mqtt_login(
+    host: str,
+    port: int,
+    *,
+    username: str,
+    password: str,
+    timeout: float,
+    client_id: str | None = None,
+) -> bool:
     """One MQTT 3.1.1 CONNECT (clean session) and DISCONNECT; whether it was accepted."""
     body = b"\x00\x04MQTT\x04\xc2\x00\x3c"  # 3.1.1; user, password, clean; keepalive 60
-    body += b"".join(map(_mqtt_string, (f"{username}-warmup", username, password)))
+    ident = client_id or f"{username}-warmup"
+    body += b"".join(map(_mqtt_string, (ident, username, password)))
     length, size = b"", len(body)
     while True:
         size, digit = divmod(size, 128)
