@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class Sweep:
     n: int
     seed_s: float
     sweep_s: float
+    sweep_cpu_s: float  # this process's CPU (PostgreSQL's own work is not in it)
     passes: int
     tokens_s: float | None  # from the sweep's start until every queued device is done
     signed: int
@@ -256,7 +258,7 @@ async def _sweep(url: str, *, n: int, devices: str, label: str, progress: Progre
             resign = ResignJob(issuing, refresh_before_s=settings.refresh_before_s, batch=500)
             task = progress.add_task(f"sweep {label}", total=n)
             passes = 0
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             while True:
                 report = await job.run_once()
                 passes += 1
@@ -264,6 +266,7 @@ async def _sweep(url: str, *, n: int, devices: str, label: str, progress: Progre
                 if report.ticked == 0:
                     break
             sweep_s = time.perf_counter() - start
+            sweep_cpu_s = time.process_time() - cpu
             tokens_s = None
             signed = skipped = published = 0
             if devices != "none":
@@ -294,6 +297,7 @@ async def _sweep(url: str, *, n: int, devices: str, label: str, progress: Progre
                 n,
                 seed_s,
                 sweep_s,
+                sweep_cpu_s,
                 passes,
                 tokens_s,
                 signed,
@@ -369,7 +373,7 @@ async def main(n: int, databases: list[str], device_modes: list[str]) -> None:
                         await _sweep(url, n=n, devices=mode, label=label, progress=progress)
                     )
     table = Table(title=f"expiry sweep of {n:,} subscriptions due at once (RenewalJob + ResignJob)")
-    for name in ("database", "devices", "seed s", "sweep s", "expired/s", "tokens done s"):
+    for name in ("database", "devices", "seed s", "sweep s", "cpu s", "expired/s", "tokens s"):
         table.add_column(name, justify="right")
     for name in ("signed", "skipped", "published", "bulk UPDATE s", "raw UPDATE rows/s"):
         table.add_column(name, justify="right")
@@ -379,6 +383,7 @@ async def main(n: int, databases: list[str], device_modes: list[str]) -> None:
             r.devices,
             f"{r.seed_s:.1f}",
             f"{r.sweep_s:.2f}",
+            f"{r.sweep_cpu_s:.2f}",
             f"{r.n / r.sweep_s:,.0f}",
             "-" if r.tokens_s is None else f"{r.tokens_s:.1f}",
             f"{r.signed:,}",
@@ -388,6 +393,8 @@ async def main(n: int, databases: list[str], device_modes: list[str]) -> None:
             f"{r.raw_update_rps:,.0f}",
         )
     console.print(table)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    console.print(f"load average at the end: {load} on {os.cpu_count()} CPUs")
     console.print(
         f"same run: bare Ed25519 {bare:,.0f} signs/s (300-byte message); "
         f"full tokens {tokens:,.0f}/s (Signer.sign, CBOR + COSE_Sign1). "
