@@ -124,10 +124,19 @@ def test_administration_as_the_roles_that_may(login: Any, dashboard: Dashboard, 
     shoot(admin, "admin-audit-admin")
 
     cs = login("cs_admin", phone=True)
+    for path, name in [
+        ("/admin", "admin"),
+        ("/admin/users", "admin-users"),
+        ("/admin/companies", "admin-companies"),
+        ("/admin/api-keys", "admin-api-keys"),
+        ("/admin/audit", "admin-audit"),
+    ]:
+        cs.goto(path)
+        shoot(cs, f"{name}-cs_admin-phone")
     cs.goto("/admin/users")
-    shoot(cs, "admin-users-cs_admin-phone")
-    cs.goto("/admin/audit")
-    shoot(cs, "admin-audit-cs_admin-phone")
+    cs.click(f"text={dashboard.email('admin')}")
+    assert cs.locator("text=Only an administrator changes").count() == 1
+    shoot(cs, "admin-user-of-an-admin-cs_admin-phone")
     refused = cs.goto("/admin/keys")
     assert refused is not None and refused.status == 403
 
@@ -192,6 +201,27 @@ def test_support_desk_with_a_real_self_test(
     cs_phone = login("cs_admin", phone=True)
     cs_phone.goto("/tickets")
     shoot(cs_phone, "tickets-board-cs_admin-phone")
+
+    for who in ("admin", "partner", "card_partner"):
+        page = login(who)
+        page.goto("/tickets")
+        assert page.locator(f"a[href='{ticket_url.removeprefix(dashboard.url)}']").count() == 1
+        shoot(page, f"tickets-board-{who}")
+        page.goto(ticket_url)
+        shoot(page, f"ticket-{who}")
+    dutch = login("partner")
+    dutch.goto("/profile")
+    dutch.select_option("#locale", "nl")
+    dutch.click("form[action='/profile'] button[type=submit]")
+    dutch.wait_for_url("**/profile")
+    dutch.goto(ticket_url)
+    assert dutch.locator("h2", has_text="Apparaten").count() == 1
+    shoot(dutch, "ticket-partner-nl")
+    dutch.goto("/profile")  # back to English: other tests read this user's pages
+    dutch.select_option("#locale", "en")
+    dutch.click("form[action='/profile'] button[type=submit]")
+    dutch.wait_for_url("**/profile")
+    assert dutch.locator("h1").inner_text() == "My profile"
 
     other = login("other_owner")
     hidden = other.goto(ticket_url)

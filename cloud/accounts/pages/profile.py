@@ -108,34 +108,21 @@ def password_submit(request: Request, who: Me, form: CheckedForm, service: Accou
             session_token=request.cookies.get(SESSION_COOKIE),
         )
     except LoginThrottled as exc:
-        error = _("Too many wrong passwords for this account. Wait %(minutes)s minutes.") % {
-            "minutes": max(1, exc.retry_after // 60)
-        }
-        return _page(
-            request,
-            who,
-            service,
-            errors={"password": error},
-            code=status.HTTP_429_TOO_MANY_REQUESTS,
-        )
+        minutes = max(1, exc.retry_after // 60)
+        error = _("Too many wrong passwords for this account. Wait %(minutes)s minutes.")
+        error, code = error % {"minutes": minutes}, status.HTTP_429_TOO_MANY_REQUESTS
     except LoginFailed:
-        error = _("The current password is wrong.")
-        return _page(
-            request,
-            who,
-            service,
-            errors={"password": error},
-            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-        )
+        error, code = _("The current password is wrong."), status.HTTP_422_UNPROCESSABLE_CONTENT
     except InvalidRequest:
         error = _("A password has %(min)d to %(max)d characters; a few words are easy to remember.")
-        return _page(
-            request,
-            who,
-            service,
-            errors={"password": error % {"min": MIN_PASSWORD, "max": MAX_PASSWORD}},
-            code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-        )
+        error = error % {"min": MIN_PASSWORD, "max": MAX_PASSWORD}
+        code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    else:
+        return _changed(request, ended)
+    return _page(request, who, service, errors={"password": error}, code=code)
+
+
+def _changed(request: Request, ended: int) -> Response:
     response = RedirectResponse("/profile", status_code=status.HTTP_303_SEE_OTHER)
     text = translator(request).ngettext(
         "Your password is changed. %(count)d other session was signed out.",
