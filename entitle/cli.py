@@ -175,6 +175,9 @@ def demo(
     card: Annotated[
         str, typer.Option(help="With --fast-forward: the card on file, 'ok' or 'declined'.")
     ] = "ok",
+    engine: Annotated[
+        str, typer.Option(help="mosquitto, or nats (a 3-node cluster on loopback).")
+    ] = "mosquitto",
     start: Annotated[
         str | None,
         typer.Option(help="With --fast-forward: the purchase day, YYYY-MM-DD (UTC); default now."),
@@ -191,6 +194,10 @@ def demo(
         raise _fail("--fast-forward must be 1..3660 days")
     if card not in ("ok", "declined"):
         raise _fail("--card must be 'ok' or 'declined'")
+    if engine not in ("mosquitto", "nats"):
+        raise _fail(f"--engine must be mosquitto or nats, not {engine!r}")
+    if engine == "nats" and (fast_forward or embedded_broker):
+        raise _fail("--engine nats runs the grant/revoke demo only (no --fast-forward, no amqtt)")
     start_at = None
     if start is not None:
         from datetime import UTC, datetime
@@ -222,6 +229,7 @@ def demo(
                 interval=interval,
                 embedded=embedded_broker,
                 console=_real(console),
+                engine=engine,
             )
         )
     except KeyboardInterrupt:

@@ -335,11 +335,19 @@ async def _timed(change: Awaitable[Any], demo: DemoStack, done: Callable[[Agent]
 
 
 async def run_demo(
-    *, devices: int, cycles: int, interval: float, embedded: bool, console: Console
+    *,
+    devices: int,
+    cycles: int,
+    interval: float,
+    embedded: bool,
+    console: Console,
+    engine: str = "mosquitto",
 ) -> None:
     """Grant and revoke services and show every device following, live."""
     console.rule("Entitle demo")
-    async with running_stack(devices=devices, embedded=embedded, console=console) as demo:
+    async with running_stack(
+        devices=devices, embedded=embedded, console=console, engine=engine
+    ) as demo:
         await demo.wait_until(lambda a: a.state.ver > 0, within=10)
         console.print(_table(demo, "before any grant"))
         cycle = 0
