@@ -6,7 +6,7 @@ things make their own installation with :meth:`Dashboard.new_installation`):
 
     dashboard   session scope: the running cloud, seeded with a user of every role
                 (:data:`ROLES`), two partner companies (invoice, card) and installations
-    browser     session scope: headless Chromium (/usr/bin/chromium)
+    browser     module scope: headless Chromium (/usr/bin/chromium)
     login       ``login("support") -> Page``: a fresh browser context signed in as that role
     shoot       ``shoot(page, "fleet-admin")``: a full-page screenshot under
                 artifacts/screenshots/ (git-ignored, kept as a CI artifact), then axe-core
@@ -273,8 +273,12 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
             smtp.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(dashboard: Dashboard) -> Iterator[Any]:
+    """Chromium for one test module. Not session-wide: Playwright's sync API keeps an event
+    loop running while it is open, and an async test run meanwhile by the same pytest
+    process (xdist interleaves modules) would find it ("cannot be called from a running
+    event loop"); pytest tears a module's fixtures down before another module's test."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
