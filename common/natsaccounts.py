@@ -123,15 +123,24 @@ class NatsAccounts:
             thread, self._thread = self._thread, None
         if loop is None or thread is None:
             return
-        nc = self._nc
-        if nc is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(nc.close(), loop).result(self.timeout_s)
-            except (FutureTimeout, nats.errors.Error):
-                pass
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(self.timeout_s)
+        except (FutureTimeout, nats.errors.Error):
+            pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(self.timeout_s)
+        if not loop.is_running():
+            loop.close()
         self._nc = self._kv = None
+
+    async def _shutdown(self) -> None:
+        """Close the connection and end whatever is still running on the loop."""
+        if self._nc is not None:
+            await self._nc.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- the NATS connection ----------------------------------------------------------
 
@@ -146,7 +155,13 @@ class NatsAccounts:
                 reconnect_time_wait=0.5,
                 name=f"{self._username} accounts",
             )
-            self._kv = await self._nc.jetstream(timeout=self.timeout_s).key_value(LOGINS_BUCKET)
+            try:
+                js = self._nc.jetstream(timeout=self.timeout_s)
+                self._kv = await js.key_value(LOGINS_BUCKET)
+            except BaseException:
+                nc, self._nc = self._nc, None
+                await nc.close()  # the next call connects afresh
+                raise
         return self._kv
 
     async def _put(self, key: str, value: bytes) -> None:

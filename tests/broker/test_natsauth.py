@@ -100,3 +100,22 @@ def test_subjects_of_topics() -> None:
     for bad in ("a.b", "a/+", "a/#", "a b"):
         with pytest.raises(ValueError):
             subject(bad)
+
+
+def test_accounts_of_a_cluster_that_is_not_there_say_what_to_do() -> None:
+    import socket
+
+    from common.dynsec import BrokerAccountsUnavailable
+    from common.natsaccounts import NatsAccounts
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    accounts = NatsAccounts(
+        [f"nats://127.0.0.1:{port}"], username="cloud", password="x", timeout_s=1
+    )
+    try:
+        with pytest.raises(BrokerAccountsUnavailable, match="entitle broker run --engine nats"):
+            accounts.set_password("dev-1", "pw")
+    finally:
+        accounts.close()
