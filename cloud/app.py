@@ -58,7 +58,8 @@ from cloud.settings import CloudSettings
 from cloud.subscriptions.jobs import RenewalJob
 from cloud.subscriptions.service import SubscriptionService
 from cloud.testclock import TestClock
-from cloud.tickets.service import TicketJob, TicketService
+from cloud.tickets.jobs import TicketJob
+from cloud.tickets.service import TicketService
 from cloud.web.assets import mount_static
 from cloud.web.i18n import negotiate
 from cloud.web.security import SecurityHeaders

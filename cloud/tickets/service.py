@@ -5,19 +5,18 @@ pure rule with ``now``, store the result. Who is the customer follows the
 role: owners and partners write as the customer, staff as support.
 RMA approval reads the ticket, whether the device is attached to it and the
 device's self-test commands, and asks :func:`cloud.tickets.rules.decide_rma`.
-:class:`TicketJob` auto-closes tickets left in suggest-close for 7 days and
-flags SLA breaches; both are conditional updates, safe in every worker.
+:class:`cloud.tickets.jobs.TicketJob` auto-closes tickets left in suggest-close for 7
+days and flags SLA breaches. Reads and the job's UPDATEs are :mod:`cloud.tickets.queries`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
@@ -29,9 +28,8 @@ from cloud.devices.access import (
     visible_installation_ids,
 )
 from cloud.errors import Forbidden, NotFound
-from cloud.health.tables import CommandRow, CommandStatus
+from cloud.tickets import queries
 from cloud.tickets.rules import (
-    AUTO_CLOSE_AFTER_S,
     Category,
     Owner,
     RmaDecision,
@@ -57,7 +55,6 @@ from common.clock import Clock
 __all__ = [
     "Board",
     "DeviceCheck",
-    "TicketJob",
     "TicketService",
     "TicketSummary",
     "TicketView",
@@ -143,21 +140,6 @@ def _summary(row: TicketRow, *, now: int) -> TicketSummary:
     )
 
 
-def _self_tests(session: Session, device_id: str, *, since: int) -> list[SelfTestOutcome]:
-    """The device's answered self-tests sent since ``since``, in the order they were sent."""
-    rows = session.scalars(
-        select(CommandRow)
-        .where(
-            CommandRow.device_id == device_id,
-            CommandRow.cmd == "self_test",
-            CommandRow.status == CommandStatus.ANSWERED,
-            CommandRow.created_at >= since,
-        )
-        .order_by(CommandRow.created_at, CommandRow.answered_at)
-    ).all()
-    return [SelfTestOutcome(t.id, t.answered_at or 0, bool(t.ok), t.result) for t in rows]
-
-
 def _is_staff(principal: Principal) -> bool:
     return principal.role in {r.value for r in _STAFF}
 
@@ -214,16 +196,8 @@ class TicketService:
 
     def _view(self, session: Session, row: TicketRow, *, now: int) -> TicketView:
         tid = row.id
-        messages = session.scalars(
-            select(TicketMessageRow)
-            .where(TicketMessageRow.ticket_id == tid)
-            .order_by(TicketMessageRow.id)
-        ).all()
-        devices = session.scalars(
-            select(TicketDeviceRow.device_id).where(TicketDeviceRow.ticket_id == tid)
-        ).all()
-        cc = session.scalars(select(TicketCcRow.email).where(TicketCcRow.ticket_id == tid)).all()
-        rma = session.scalars(select(RmaApprovalRow).where(RmaApprovalRow.ticket_id == tid)).all()
+        messages = queries.messages(session, tid)
+        rma = queries.approvals(session, tid)
         return TicketView(
             id=tid,
             subject=row.subject,
@@ -237,8 +211,8 @@ class TicketService:
             suggest_close_at=row.suggest_close_at,
             closed_at=row.closed_at,
             sla_breached=row.sla_breached_at is not None or sla_breached(_state(row), now=now),
-            devices=sorted(devices),
-            cc=sorted(cc),
+            devices=queries.attached_devices(session, tid),
+            cc=queries.cc_addresses(session, tid),
             messages=[
                 {
                     "author": m.author,
@@ -289,47 +263,24 @@ class TicketService:
         """The tickets the principal may see, by stage, at most ``per_stage`` each."""
         now = self._clock()
         with self._store.transaction() as tx:
-            scope = visible_installation_ids(tx, principal)
-            where = []
-            if scope is not None:
-                where.append(TicketRow.installation_id.in_(scope))
-            if category is not None:
-                where.append(TicketRow.category == category)
-            if breached_only:
-                where.append(
-                    or_(
-                        TicketRow.sla_breached_at.is_not(None),
-                        and_(
-                            TicketRow.stage.in_([Stage.FIRST_LINE, Stage.SECOND_LINE]),
-                            TicketRow.due_at < now,
-                        ),
-                    )
-                )
-            counts = {stage.value: 0 for stage in Stage}
-            for stage, count in tx.execute(
-                select(TicketRow.stage, func.count()).where(*where).group_by(TicketRow.stage)
-            ):
-                counts[Stage(stage).value] = int(count)
-            stages: dict[str, list[TicketSummary]] = {}
-            for stage in Stage:
-                order = (
-                    (TicketRow.closed_at.desc(), TicketRow.id.desc())
-                    if stage is Stage.CLOSED
-                    else (TicketRow.due_at, TicketRow.id)
-                )
-                rows = tx.scalars(
-                    select(TicketRow)
-                    .where(*where, TicketRow.stage == stage)
-                    .order_by(*order)
-                    .limit(per_stage)
-                ).all()
-                stages[stage.value] = [_summary(row, now=now) for row in rows]
-            breached = sum(
-                card.sla_breached
-                for stage in (Stage.FIRST_LINE, Stage.SECOND_LINE)
-                for card in stages[stage.value]
+            where = queries.board_filter(
+                scope=visible_installation_ids(tx, principal),
+                category=category,
+                breached_only=breached_only,
+                now=now,
             )
-            return Board(stages=stages, counts=counts, breached=breached)
+            stages = {
+                stage.value: [
+                    _summary(row, now=now)
+                    for row in queries.tickets_in_stage(tx, where, stage, limit=per_stage)
+                ]
+                for stage in Stage
+            }
+            return Board(
+                stages=stages,
+                counts=queries.stage_counts(tx, where),
+                breached=queries.breached_open(tx, where, now=now),
+            )
 
     def device_checks(self, principal: Principal, ticket_id: int) -> list[DeviceCheck]:
         """Each attached device's self-tests since the ticket opened and the RMA rule's answer.
@@ -340,22 +291,11 @@ class TicketService:
         now = self._clock()
         with self._store.transaction() as tx:
             row = self._load(tx, principal, ticket_id)
-            devices = sorted(
-                tx.scalars(
-                    select(TicketDeviceRow.device_id).where(TicketDeviceRow.ticket_id == row.id)
-                )
-            )
-            approved = {
-                device_id: at
-                for device_id, at in tx.execute(
-                    select(RmaApprovalRow.device_id, RmaApprovalRow.approved_at).where(
-                        RmaApprovalRow.ticket_id == row.id
-                    )
-                )
-            }
+            devices = queries.attached_devices(tx, row.id)
+            approved = {a.device_id: a.approved_at for a in queries.approvals(tx, row.id)}
             checks = []
             for device_id in devices:
-                tests = _self_tests(tx, device_id, since=row.opened_at)
+                tests = queries.self_tests(tx, device_id, since=row.opened_at)
                 decision = decide_rma(
                     device_id=device_id,
                     ticket=_state(row),
@@ -463,14 +403,8 @@ class TicketService:
             row = self._load(session, principal, ticket_id, lock=True)
             for device_id in device_ids:
                 ensure_device_access(session, principal, device_id, write=False)
-            have = set(
-                session.scalars(
-                    select(TicketDeviceRow.device_id).where(TicketDeviceRow.ticket_id == row.id)
-                )
-            )
-            emails = set(
-                session.scalars(select(TicketCcRow.email).where(TicketCcRow.ticket_id == row.id))
-            )
+            have = set(queries.attached_devices(session, row.id))
+            emails = set(queries.cc_addresses(session, row.id))
             session.add_all(
                 TicketDeviceRow(ticket_id=row.id, device_id=d) for d in set(device_ids) - have
             )
@@ -497,7 +431,7 @@ class TicketService:
                 device_id=device_id,
                 ticket=_state(row),
                 device_on_ticket=attached,
-                self_tests=_self_tests(session, device_id, since=row.opened_at),
+                self_tests=queries.self_tests(session, device_id, since=row.opened_at),
                 now=now,
             )
             if not decision.approved:
@@ -521,51 +455,3 @@ class TicketService:
                 row.updated_at = now
             _log.info("RMA of %s approved on ticket %d", device_id, row.id)
             return decision
-
-
-@dataclass(frozen=True, slots=True)
-class TicketPass:
-    closed: int
-    breached: int
-
-
-class TicketJob:
-    """Auto-closes tickets 7 days after suggest-close; flags SLA breaches."""
-
-    name = "tickets"
-
-    def __init__(self, store: Store, *, clock: Clock, interval_s: float = 300.0) -> None:
-        self._store = store
-        self._clock = clock
-        self.interval_s = interval_s
-
-    async def run_once(self) -> TicketPass:
-        now = self._clock()
-
-        def work() -> TicketPass:
-            with self._store.transaction() as tx:
-                closed = tx.execute(
-                    update(TicketRow)
-                    .where(
-                        TicketRow.stage == Stage.SUGGEST_CLOSE,
-                        TicketRow.suggest_close_at <= now - AUTO_CLOSE_AFTER_S,
-                    )
-                    .values(
-                        stage=Stage.CLOSED, next_action=Owner.NOBODY, closed_at=now, updated_at=now
-                    )
-                ).rowcount  # type: ignore[attr-defined]
-                breached = tx.execute(
-                    update(TicketRow)
-                    .where(
-                        TicketRow.stage.in_([Stage.FIRST_LINE, Stage.SECOND_LINE]),
-                        TicketRow.sla_breached_at.is_(None),
-                        TicketRow.due_at < now,
-                    )
-                    .values(sla_breached_at=now)
-                ).rowcount  # type: ignore[attr-defined]
-            return TicketPass(closed=int(closed), breached=int(breached))
-
-        done = await asyncio.to_thread(work)
-        if done.closed or done.breached:
-            _log.info("tickets: %d auto-closed, %d SLA breached", done.closed, done.breached)
-        return done

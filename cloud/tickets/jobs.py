@@ -1,0 +1,49 @@
+"""The tickets job: auto-close 7 days after suggest-close, flag SLA breaches.
+
+Both are conditional UPDATEs (:mod:`cloud.tickets.queries`), safe in every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from cloud.database import Store
+from cloud.tickets import queries
+from common.clock import Clock
+
+__all__ = ["TicketJob", "TicketPass"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketPass:
+    closed: int
+    breached: int
+
+
+class TicketJob:
+    """Auto-closes tickets 7 days after suggest-close; flags SLA breaches."""
+
+    name = "tickets"
+
+    def __init__(self, store: Store, *, clock: Clock, interval_s: float = 300.0) -> None:
+        self._store = store
+        self._clock = clock
+        self.interval_s = interval_s
+
+    async def run_once(self) -> TicketPass:
+        now = self._clock()
+
+        def work() -> TicketPass:
+            with self._store.transaction() as tx:
+                closed = queries.close_suggested(tx, now=now)
+                breached = queries.flag_breaches(tx, now=now)
+            return TicketPass(closed=closed, breached=breached)
+
+        done = await asyncio.to_thread(work)
+        if done.closed or done.breached:
+            _log.info("tickets: %d auto-closed, %d SLA breached", done.closed, done.breached)
+        return done

@@ -1,0 +1,156 @@
+"""Tickets' reads and set-based writes, inside the caller's session.
+
+The board's filter (:func:`board_filter`) is one list of conditions shared by its counts
+and its columns; the job's passes (:func:`close_suggested`, :func:`flag_breaches`) are
+conditional UPDATEs, safe in every worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from cloud.health.tables import CommandRow, CommandStatus
+from cloud.tickets.rules import AUTO_CLOSE_AFTER_S, Category, Owner, SelfTestOutcome, Stage
+from cloud.tickets.tables import (
+    RmaApprovalRow,
+    TicketCcRow,
+    TicketDeviceRow,
+    TicketMessageRow,
+    TicketRow,
+)
+
+__all__ = [
+    "approvals",
+    "attached_devices",
+    "board_filter",
+    "breached_open",
+    "cc_addresses",
+    "close_suggested",
+    "flag_breaches",
+    "messages",
+    "self_tests",
+    "stage_counts",
+    "tickets_in_stage",
+]
+
+_OPEN = (Stage.FIRST_LINE, Stage.SECOND_LINE)
+
+
+def messages(session: Session, ticket_id: int) -> Sequence[TicketMessageRow]:
+    query = select(TicketMessageRow).where(TicketMessageRow.ticket_id == ticket_id)
+    return session.scalars(query.order_by(TicketMessageRow.id)).all()
+
+
+def attached_devices(session: Session, ticket_id: int) -> list[str]:
+    """The device ids attached to the ticket, sorted."""
+    query = select(TicketDeviceRow.device_id).where(TicketDeviceRow.ticket_id == ticket_id)
+    return sorted(session.scalars(query))
+
+
+def cc_addresses(session: Session, ticket_id: int) -> list[str]:
+    """The addresses in copy of the ticket, sorted."""
+    query = select(TicketCcRow.email).where(TicketCcRow.ticket_id == ticket_id)
+    return sorted(session.scalars(query))
+
+
+def approvals(session: Session, ticket_id: int) -> Sequence[RmaApprovalRow]:
+    query = select(RmaApprovalRow).where(RmaApprovalRow.ticket_id == ticket_id)
+    return session.scalars(query).all()
+
+
+def self_tests(session: Session, device_id: str, *, since: int) -> list[SelfTestOutcome]:
+    """The device's answered self-tests sent since ``since``, in the order they were sent."""
+    rows = session.scalars(
+        select(CommandRow)
+        .where(
+            CommandRow.device_id == device_id,
+            CommandRow.cmd == "self_test",
+            CommandRow.status == CommandStatus.ANSWERED,
+            CommandRow.created_at >= since,
+        )
+        .order_by(CommandRow.created_at, CommandRow.answered_at)
+    ).all()
+    return [SelfTestOutcome(t.id, t.answered_at or 0, bool(t.ok), t.result) for t in rows]
+
+
+def _breached(now: int) -> Any:
+    """Flagged by the job, or an open ticket past its due time that the job has not seen yet."""
+    return or_(
+        TicketRow.sla_breached_at.is_not(None),
+        and_(TicketRow.stage.in_(_OPEN), TicketRow.due_at < now),
+    )
+
+
+def board_filter(
+    *, scope: Any | None, category: Category | None, breached_only: bool, now: int
+) -> list[Any]:
+    """The conditions of a board: the principal's installations (``scope``, None: all),
+    a category, only SLA breaches."""
+    where: list[Any] = []
+    if scope is not None:
+        where.append(TicketRow.installation_id.in_(scope))
+    if category is not None:
+        where.append(TicketRow.category == category)
+    if breached_only:
+        where.append(_breached(now))
+    return where
+
+
+def stage_counts(session: Session, where: Sequence[Any]) -> dict[str, int]:
+    """How many tickets of the board are in each stage (every stage named, 0 included)."""
+    counts = {stage.value: 0 for stage in Stage}
+    query = select(TicketRow.stage, func.count()).where(*where).group_by(TicketRow.stage)
+    for stage, count in session.execute(query):
+        counts[Stage(stage).value] = int(count)
+    return counts
+
+
+def breached_open(session: Session, where: Sequence[Any], *, now: int) -> int:
+    """How many of the board's open tickets (first or second line) are past their SLA."""
+    query = select(func.count()).select_from(TicketRow)
+    query = query.where(*where, TicketRow.stage.in_(_OPEN), _breached(now))
+    return int(session.scalar(query) or 0)
+
+
+def tickets_in_stage(
+    session: Session, where: Sequence[Any], stage: Stage, *, limit: int
+) -> Sequence[TicketRow]:
+    """One column of the board: most urgent first; closed ones newest first."""
+    order = (
+        (TicketRow.closed_at.desc(), TicketRow.id.desc())
+        if stage is Stage.CLOSED
+        else (TicketRow.due_at, TicketRow.id)
+    )
+    query = select(TicketRow).where(*where, TicketRow.stage == stage).order_by(*order)
+    return session.scalars(query.limit(limit)).all()
+
+
+def close_suggested(session: Session, *, now: int) -> int:
+    """Close every ticket left in suggest-close for :data:`AUTO_CLOSE_AFTER_S`; how many."""
+    result = session.execute(
+        update(TicketRow)
+        .where(
+            TicketRow.stage == Stage.SUGGEST_CLOSE,
+            TicketRow.suggest_close_at <= now - AUTO_CLOSE_AFTER_S,
+        )
+        .values(stage=Stage.CLOSED, next_action=Owner.NOBODY, closed_at=now, updated_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def flag_breaches(session: Session, *, now: int) -> int:
+    """Stamp ``sla_breached_at`` on open tickets past their due time; how many."""
+    result = session.execute(
+        update(TicketRow)
+        .where(
+            TicketRow.stage.in_(_OPEN),
+            TicketRow.sla_breached_at.is_(None),
+            TicketRow.due_at < now,
+        )
+        .values(sla_breached_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
