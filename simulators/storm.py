@@ -19,7 +19,11 @@ no firmware emulator, no local API) but keeps what a broker restart tests:
 * health reports (valid :mod:`protocol.health` JSON, ``seq`` from 1) drained by
   the agent's own :class:`agent.health.HealthPublisher` (QoS 1, a report counts
   as sent only after its PUBACK, unacked ones stay queued and are sent again)
-  from an in-memory outbox (:class:`MemoryOutbox`, named as the simulator's).
+  from an in-memory outbox (:class:`MemoryOutbox`, named as the simulator's)
+  that keeps sent reports, and the agent's :class:`agent.commands.CommandHandler`
+  answering the cloud's ``resend_health`` (its gap repair: Mosquitto 2.0 does not
+  restore a persistent session's ``$share`` subscription after a restart, so what
+  devices publish before a cloud worker subscribes again is PUBACKed and dropped).
 
 :func:`seed_storm` gives a registered fleet (:func:`simulators.fleet.register_in_store`)
 its grants and queues every device on the cloud's re-sign queue, so the running
@@ -41,6 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.commands import CommandHandler
 from agent.health import HealthPublisher
 from agent.outbox import Queued
 from agent.session import Connection, MqttSession, quiet_closed_sockets
@@ -120,20 +125,27 @@ def seed_storm(database_url: str, *, now: int) -> dict[str, dict[str, bool]]:
 
 
 class MemoryOutbox:
-    """Simulator's outbox: the :class:`agent.outbox.Outbox` calls the publisher makes,
-    in memory (``seq`` order, a report leaves the queue only once acked)."""
+    """Simulator's outbox: the :class:`agent.outbox.Outbox` calls the publisher and the
+    ``resend_health`` command make, in memory (a report leaves the queue once acked
+    and is kept, so the cloud's gap repair can ask for it again)."""
 
     def __init__(self) -> None:
-        self._queue: dict[int, bytes] = {}  # insertion order is seq order
+        self._queue: dict[int, bytes] = {}  # unsent, in seq order
+        self._sent: dict[int, bytes] = {}
+        self._acked: set[int] = set()  # ever PUBACKed (a resent report stays counted)
         self.last_seq = 0
-        self.acked: set[int] = set()
+        self.resent = 0
 
-    def append(self, body: bytes) -> None:
+    def add(self, body: bytes) -> None:
         self._queue[self.last_seq] = body
 
     def next_seq(self) -> int:
         self.last_seq += 1
         return self.last_seq
+
+    @property
+    def acked(self) -> set[int]:
+        return self._acked
 
     def pending(self, limit: int = 100) -> list[Queued]:
         out = []
@@ -145,12 +157,37 @@ class MemoryOutbox:
 
     def mark_sent(self, seqs: Sequence[int], *, now: int) -> int:
         for seq in seqs:
-            self._queue.pop(seq, None)
-            self.acked.add(seq)
+            body = self._queue.pop(seq, None)
+            if body is not None:
+                self._sent[seq] = body
+                self._acked.add(seq)
         return len(seqs)
+
+    def resend(self, from_seq: int, to_seq: int) -> dict[str, Any]:
+        """The ``resend_health`` command's answer, as :meth:`agent.runtime.Agent` gives it."""
+        wanted = range(from_seq, to_seq + 1) if from_seq <= to_seq else range(0)
+        requeued = [seq for seq in wanted if seq in self._sent]
+        already = sum(1 for seq in wanted if seq in self._queue)
+        for seq in requeued:
+            self._queue[seq] = self._sent.pop(seq)
+        if requeued:
+            self._queue = dict(sorted(self._queue.items()))
+        self.resent += len(requeued)
+        missing = [seq for seq in wanted if seq not in self._queue]
+        return {"requeued": len(requeued), "already_queued": already, "not_held": _ranges(missing)}
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+def _ranges(seqs: Sequence[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for seq in seqs:
+        if out and out[-1][1] == seq - 1:
+            out[-1][1] = seq
+        else:
+            out.append([seq, seq])
+    return out
 
 
 @dataclass
@@ -165,6 +202,7 @@ class DeviceResult:
     collected: int = 0
     acked_seqs: tuple[int, ...] = ()
     queued: int = 0
+    resent: int = 0  # reports queued again by the cloud's resend_health
 
 
 class StormDevice:
@@ -197,6 +235,18 @@ class StormDevice:
             publisher=self.session,
             clock=clock,
         )
+        self.commands = CommandHandler(
+            device_id=self.device_id,
+            firmware=None,
+            publisher=self.session,
+            resend_health=self._resend_health,
+        )
+
+    def _resend_health(self, from_seq: int, to_seq: int) -> dict[str, Any]:
+        done = self.outbox.resend(from_seq, to_seq)
+        if done["requeued"]:
+            self.publisher.notify()
+        return done
 
     def _status(self) -> dict[str, object]:
         """Called by the session on each new connection (its retained ``online``)."""
@@ -206,8 +256,11 @@ class StormDevice:
         return {"device_id": self.device_id, "token_ver": self.state.ver}
 
     async def handle(self, topic: str, payload: bytes) -> None:
+        if topic == device_topic(self.device_id, "cmd"):
+            self.commands.submit(payload)  # the cloud's gap repair asks resend_health
+            return
         if topic != device_topic(self.device_id, "entitlement") or not payload:
-            return  # the key set (unchanged in a storm) and commands
+            return  # the key set does not change in a storm
         local_now = int(self.clock())
         try:
             # in full, as an agent with an empty store: signature, sub, inst, epoch, time
@@ -244,19 +297,21 @@ class StormDevice:
             cpu_temp_c=45.0,
             mem_used_pct=30.0,
         )
-        self.outbox.append(health_to_json(report))
+        self.outbox.add(health_to_json(report))
         self.result.collected += 1
         self.publisher.notify()
 
     def finish(self) -> DeviceResult:
         self.result.acked_seqs = tuple(sorted(self.outbox.acked))
         self.result.queued = len(self.outbox)
+        self.result.resent = self.outbox.resent
         return self.result
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.session.run(), name=f"session-{self.device_id}")
             tasks.create_task(self.publisher.run(), name=f"health-{self.device_id}")
+            tasks.create_task(self.commands.run(), name=f"commands-{self.device_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +346,7 @@ class StormStats:
     collected: int
     acked: int
     queued: int
+    resent: int = 0
     done: bool = False
     results: tuple[DeviceResult, ...] = ()
 
@@ -307,7 +363,7 @@ class StormControl:
 
 def _stats(job: StormJob, devices: list[StormDevice], mark: float, *, done: bool) -> StormStats:
     connected = enforced = reconnected = reenforced = wrong = rejected = 0
-    collected = acked = queued = 0
+    collected = acked = queued = resent = 0
     for d in devices:
         r = d.result
         connected += d.session.connected.is_set()
@@ -320,6 +376,7 @@ def _stats(job: StormJob, devices: list[StormDevice], mark: float, *, done: bool
         collected += r.collected
         acked += len(d.outbox.acked)
         queued += len(d.outbox)
+        resent += d.outbox.resent
     return StormStats(
         shard=job.shard,
         devices=len(job.logins),
@@ -333,6 +390,7 @@ def _stats(job: StormJob, devices: list[StormDevice], mark: float, *, done: bool
         collected=collected,
         acked=acked,
         queued=queued,
+        resent=resent,
         done=done,
         results=tuple(d.finish() for d in devices) if done else (),
     )

@@ -6,7 +6,9 @@ cloud's re-sign job, enforce it and report health every second; Mosquitto
 (persistence on) is restarted. Every device must connect again, receive its
 retained token again, verify it and enforce the right decisions; once the
 devices stop building reports, every queue must empty and every PUBACKed
-report be stored exactly once. Awaited throughout; the ceilings only catch a hang.
+report be stored exactly once (reports Mosquitto PUBACKed and dropped while no
+worker's ``$share`` subscription existed come back through the cloud's gap
+repair, ``resend_health``, as with real agents). Awaited throughout; the ceilings only catch a hang.
 The large version with figures is ``bench/bench_storm.py``.
 """
 
@@ -44,7 +46,9 @@ async def test_every_device_reenforces_and_no_report_is_lost(tmp_path: Path) -> 
         fault_fraction=0.0,
         prefix="storm",
     )
-    with LocalCloud(tmp_path, plans, persistence=True) as cloud:
+    # the gap repair asks devices again for what Mosquitto dropped (see simulators.storm)
+    repair = {"ENTITLE_HEALTH_GAP_INTERVAL_S": "1", "ENTITLE_HEALTH_GAP_GRACE_S": "2"}
+    with LocalCloud(tmp_path, plans, persistence=True, env=repair) as cloud:
         expected = seed_storm(cloud.database_url, now=int(time.time()))
         flags = {"mark": 0.0, "reporting": True, "stop": False}
         control = StormControl(
