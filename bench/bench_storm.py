@@ -117,9 +117,7 @@ def _connstorm(root: Path) -> Path | None:
     if compiler is None:
         return None
     binary = root / "connstorm"
-    subprocess.run(
-        [compiler, "-O2", "-o", str(binary), str(HERE / "connstorm.c")], check=True
-    )
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(HERE / "connstorm.c")], check=True)
     return binary
 
 
@@ -308,7 +306,8 @@ async def _phases(
                 f"  {phase:>9} t={point.t:6.1f}s connected {point.connected:>6,} enforcing "
                 f"{fleet.total('enforced'):>6,} re-enforced {point.reenforced:>6,} built "
                 f"{point.collected:>8,} sent {point.acked:>8,} stored {point.stored:>8,} "
-                f"backlog {point.backlog:>7,} resent {fleet.total('resent')} wrong {fleet.total('wrong')} "
+                f"backlog {point.backlog:>7,} resent {fleet.total('resent')} "
+                f"wrong {fleet.total('wrong')} "
                 f"rejected {fleet.total('rejected')}"
             )
         return point
@@ -388,33 +387,49 @@ def report(run: Run, args: argparse.Namespace, console: Console) -> None:
     table.add_column("figure", justify="right")
     rows = [
         ("broker down → accepting again", f"{run.t_up - run.t_down:.2f} s"),
-        ("connected again (from the restart)", f"{len(reconnect):,} of {n:,}; "
-         + _percentiles(reconnect)),
-        ("retained token re-received, verified, enforced right", f"{len(enforced):,} of {n:,}; "
-         + _percentiles(enforced)),
+        (
+            "connected again (from the restart)",
+            f"{len(reconnect):,} of {n:,}; " + _percentiles(reconnect),
+        ),
+        (
+            "retained token re-received, verified, enforced right",
+            f"{len(enforced):,} of {n:,}; " + _percentiles(enforced),
+        ),
         ("… within 60 s (goal: all)", f"{within:,} of {n:,}"),
         ("wrong decisions / rejected tokens", f"{wrong} / {rejected}"),
-        ("reports built / PUBACKed / stored", f"{collected:,} / {acked:,} / "
-         f"{getattr(run, 'stored_total', 0):,}"),
-        ("PUBACKed but lost / stored twice / stored never acked",
-         f"{exact.get('lost', '?')} / {exact.get('duplicates', '?')} / "
-         f"{exact.get('stored_not_acked', '?')}"),
+        (
+            "reports built / PUBACKed / stored",
+            f"{collected:,} / {acked:,} / {getattr(run, 'stored_total', 0):,}",
+        ),
+        (
+            "PUBACKed but lost / stored twice / stored never acked",
+            f"{exact.get('lost', '?')} / {exact.get('duplicates', '?')} / "
+            f"{exact.get('stored_not_acked', '?')}",
+        ),
         (
             "reports PUBACKed, dropped, asked again by the cloud's gap repair (resend_health)",
             f"{resent:,} from {resent_devices:,} devices",
         ),
         ("backlog peak after the restart (built − stored)", f"{peak:,}"),
-        ("backlog back to its level before the restart",
-         "not within the run" if run.drained_s is None else f"{run.drained_s:.0f} s after up"),
-        ("final drain once devices stop building",
-         "not within the run" if run.final_drain_s is None else f"{run.final_drain_s:.0f} s"),
+        (
+            "backlog back to its level before the restart",
+            "not within the run" if run.drained_s is None else f"{run.drained_s:.0f} s after up",
+        ),
+        (
+            "final drain once devices stop building",
+            "not within the run" if run.final_drain_s is None else f"{run.final_drain_s:.0f} s",
+        ),
     ]
     for cap, text in getattr(run, "raw", {}).items():
         rows.append((f"raw: C client logins, {cap:,} in flight, fresh Mosquitto", text))
-    rows.append((
-        "load average (1 min) at start / restart / end",
-        " / ".join(f"{run.loads[k][0]:.1f}" for k in ("start", "restart", "end") if k in run.loads),
-    ))
+    rows.append(
+        (
+            "load average (1 min) at start / restart / end",
+            " / ".join(
+                f"{run.loads[k][0]:.1f}" for k in ("start", "restart", "end") if k in run.loads
+            ),
+        )
+    )
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
