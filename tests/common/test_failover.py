@@ -11,7 +11,12 @@ import pytest
 
 from common.mqtt import Endpoint, Link, MqttClient
 from common.settings import parse_broker_url, without_password
-from tests.broker_fixtures import FixtureBroker, shared_broker  # noqa: F401  (fixture)
+from tests.broker_fixtures import (  # noqa: F401  (fixtures)
+    FixtureBroker,
+    engine_broker,
+    nats_cluster,
+    shared_broker,
+)
 from tests.waiting import HANG_S
 
 _log = logging.getLogger("test.failover")
@@ -47,8 +52,9 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])  # nothing listens once the socket is closed
 
 
-async def test_a_dead_first_node_fails_over_to_the_next(shared_broker: FixtureBroker) -> None:  # noqa: F811
-    user, password = shared_broker.new_device("failover")
+async def test_a_dead_first_node_fails_over_to_the_next(engine_broker: FixtureBroker) -> None:  # noqa: F811
+    """On each engine: the first address is dead, the second is the broker."""
+    user, password = engine_broker.new_device("failover")
     dead = _closed_port()
     endpoint = Endpoint(
         "127.0.0.1",
@@ -56,7 +62,8 @@ async def test_a_dead_first_node_fails_over_to_the_next(shared_broker: FixtureBr
         username=user,
         password=password,
         identifier=user,
-        fallbacks=(("127.0.0.1", shared_broker.port),),
+        protocol=engine_broker.mqtt_protocol,
+        fallbacks=(("127.0.0.1", engine_broker.port),),
     )
     client = MqttClient(endpoint, log=_log, backoff_base_s=0.01, backoff_cap_s=0.05)
     assert client.address == ("127.0.0.1", dead)
@@ -70,7 +77,7 @@ async def test_a_dead_first_node_fails_over_to_the_next(shared_broker: FixtureBr
     task = asyncio.create_task(client.run(on_connect=nothing, consume=idle, connected_message="up"))
     try:
         await client.wait_connected(HANG_S)
-        assert client.address == ("127.0.0.1", shared_broker.port)
+        assert client.address == ("127.0.0.1", engine_broker.port)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
