@@ -289,6 +289,16 @@ class NatsCluster:
         urls += [f"mqtt://{self.host}:{n.mqtt}" for n in others]
         return ",".join(urls)
 
+    def cloud_env(self, username: str, password: str) -> dict[str, str]:
+        """The ``ENTITLE_*`` variables of a cloud process logged in as ``username``
+        (a worker of ``entitle cloud serve``, a simulator's local cloud)."""
+        return {
+            "ENTITLE_BROKER_ENGINE": "nats",
+            "ENTITLE_MQTT_PROTOCOL": "4",
+            "ENTITLE_BROKER_URL": self.mqtt_urls(username, password),
+            "ENTITLE_NATS_URL": ",".join(self.nats_servers),
+        }
+
     @property
     def nats_servers(self) -> list[str]:
         """The NATS protocol URLs of every node (no credentials)."""

@@ -171,12 +171,8 @@ class FixtureCluster(NatsCluster):
 
     def cloud_settings(self, username: str) -> dict[str, Any]:
         """CloudSettings fields for a cloud logged in as ``username`` on this cluster."""
-        return {
-            "broker_url": self.url(username),
-            "mqtt_protocol": 4,
-            "broker_engine": "nats",
-            "nats_url": ",".join(self.nats_servers),
-        }
+        env = self.cloud_env(username, self.passwords[username])
+        return {key.removeprefix("ENTITLE_").lower(): value for key, value in env.items()}
 
     def client(
         self, username: str | None, password: str | None = None, *, node: int = 0, **kwargs: Any
