@@ -29,8 +29,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from protocol.health import HealthReport, health_to_json
 
 __all__ = [
@@ -97,15 +95,24 @@ class Outbox:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-256")  # KiB: rows are read in small batches
-        self._db = sqlite_utils.Database(conn)
+        self._conn = conn
         # each statement here is idempotent, so a crash between them is harmless
-        self._db.table(_REPORTS).create(
-            {"seq": int, "dropped": int, "body": str}, pk="seq", if_not_exists=True
-        )
-        self._db.table(_META).create(
-            {"id": int, "last_seq": int, "dropped_total": int}, pk="id", if_not_exists=True
-        )
-        if "sent_at" not in self._db.table(_REPORTS).columns_dict:
+        tables = {
+            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not {_REPORTS, _META} <= tables:
+            # sqlite-utils makes the tables, loaded only then (a device's first start):
+            # its imports cost an idle agent megabytes (bench/bench_agent_rss.py)
+            import sqlite_utils
+
+            db = sqlite_utils.Database(conn)
+            db.table(_REPORTS).create(
+                {"seq": int, "dropped": int, "body": str}, pk="seq", if_not_exists=True
+            )
+            db.table(_META).create(
+                {"id": int, "last_seq": int, "dropped_total": int}, pk="id", if_not_exists=True
+            )
+        if not any(c[1] == "sent_at" for c in conn.execute(f"PRAGMA table_info({_REPORTS})")):
             # outboxes written before reports were kept: every row there is unsent
             conn.execute(f"ALTER TABLE {_REPORTS} ADD COLUMN sent_at INTEGER")
         conn.execute(
@@ -115,7 +122,7 @@ class Outbox:
         self._kept = self._sent()  # sent rows held; kept in step so an ack need not count them
 
     def close(self) -> None:
-        self._db.conn.close()
+        self._conn.close()
 
     def __enter__(self) -> Outbox:
         return self
@@ -124,10 +131,10 @@ class Outbox:
         self.close()
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db.conn)
+        return _Transaction(self._conn)
 
     def _meta(self) -> tuple[int, int]:
-        row = self._db.conn.execute(
+        row = self._conn.execute(
             f"SELECT last_seq, dropped_total FROM {_META} WHERE id = 1"
         ).fetchone()
         return int(row[0]), int(row[1])
@@ -146,7 +153,7 @@ class Outbox:
         of the reports the cloud receives always add up to the reports it will
         never see.
         """
-        conn = self._db.conn
+        conn = self._conn
         with self._transaction():
             last_seq, dropped_total = self._meta()
             seq = last_seq + 1
@@ -176,14 +183,14 @@ class Outbox:
         return seq
 
     def _unsent(self) -> int:
-        (count,) = self._db.conn.execute(
+        (count,) = self._conn.execute(
             f"SELECT COUNT(*) FROM {_REPORTS} WHERE sent_at IS NULL"
         ).fetchone()
         return int(count)
 
     def pending(self, limit: int = 100) -> list[Queued]:
         """Up to ``limit`` unsent reports in ``seq`` order, oldest first."""
-        rows = self._db.conn.execute(
+        rows = self._conn.execute(
             f"SELECT seq, body FROM {_REPORTS} WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
             (limit,),
         ).fetchall()
@@ -193,9 +200,9 @@ class Outbox:
         """Forget reports outright (sent or not); how many rows went."""
         wanted = [(int(s),) for s in seqs]
         with self._transaction():
-            before = self._db.conn.total_changes
-            self._db.conn.executemany(f"DELETE FROM {_REPORTS} WHERE seq = ?", wanted)
-            gone = self._db.conn.total_changes - before
+            before = self._conn.total_changes
+            self._conn.executemany(f"DELETE FROM {_REPORTS} WHERE seq = ?", wanted)
+            gone = self._conn.total_changes - before
         self._kept = self._sent()
         return gone
 
@@ -206,7 +213,7 @@ class Outbox:
         ``now - keep_sent_s``, are deleted in the same transaction.
         """
         wanted = [(int(now), int(s)) for s in seqs]
-        conn = self._db.conn
+        conn = self._conn
         with self._transaction():
             before = conn.total_changes
             conn.executemany(
@@ -243,7 +250,7 @@ class Outbox:
         """
         if from_seq > to_seq:
             return Resent(requeued=0, already_queued=0, not_held=())
-        conn = self._db.conn
+        conn = self._conn
         with self._transaction():
             rows = conn.execute(
                 f"SELECT seq, sent_at FROM {_REPORTS} WHERE seq BETWEEN ? AND ?",
@@ -274,7 +281,7 @@ class Outbox:
         return self._sent()
 
     def _sent(self) -> int:
-        (count,) = self._db.conn.execute(
+        (count,) = self._conn.execute(
             f"SELECT COUNT(*) FROM {_REPORTS} WHERE sent_at IS NOT NULL"
         ).fetchone()
         return int(count)

@@ -13,6 +13,11 @@ makes them durable), which sets trusted time back by those minutes at
 most, never below a raise that was fsynced and never losing a token. An
 fsync a minute per device blocked a simulated fleet's event loop for
 nothing a real device needs.
+
+sqlite-utils makes the table; it is imported only when there is a table to
+make (a device's first start): it loads ~40 modules (click, pluggy, dateutil,
+tabulate, decimal, uuid, ...) that an agent restarted on its store never needs
+(``tests/cli/test_agent_imports.py``, ``bench/bench_agent_rss.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-
-import sqlite_utils
 
 from agent.verifier import TrustState, restore
 from protocol.errors import StoreError, UntrustedDataError
@@ -47,10 +50,15 @@ class Store:
             conn = sqlite3.connect(path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-        self._db = sqlite_utils.Database(conn)
+        self._conn = conn
         self._saved: tuple[object, ...] | None = None  # the row as last written here
-        if not read_only and _STATE not in self._db.table_names():
-            self._db.table(_STATE).create(
+        if read_only:
+            return
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({_STATE})")}
+        if not columns:
+            import sqlite_utils
+
+            sqlite_utils.Database(conn).table(_STATE).create(
                 {
                     "id": int,
                     "schema": int,
@@ -64,11 +72,11 @@ class Store:
                 pk="id",
                 not_null={"device_id", "keyset", "ver", "high_water"},
             )
-        elif not read_only and "installation_id" not in self._db.table(_STATE).columns_dict:
+        elif "installation_id" not in columns:
             conn.execute(f"ALTER TABLE {_STATE} ADD COLUMN installation_id TEXT")  # older stores
 
     def close(self) -> None:
-        self._db.conn.close()
+        self._conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -79,11 +87,17 @@ class Store:
     def load(self, *, device_id: str, skew: int) -> TrustState | None:
         """The saved state, re-checked; None when nothing was provisioned yet."""
         try:
-            row = self._db[_STATE].get(1)  # type: ignore[union-attr]
-        except sqlite_utils.db.NotFoundError:
-            return None
+            if not self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_STATE,)
+            ).fetchone():
+                return None
+            cursor = self._conn.execute(f"SELECT * FROM {_STATE} WHERE id = 1")
+            found = cursor.fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"agent store {self.path} is unreadable: {exc}") from exc
+        if found is None:
+            return None
+        row = dict(zip((c[0] for c in cursor.description), found, strict=True))
         if row["device_id"] != device_id:
             raise StoreError(
                 f"store {self.path} belongs to device {row['device_id']!r}, not {device_id!r}"
@@ -116,7 +130,7 @@ class Store:
             state.high_water,
             state.installation_id,
         )
-        saved, conn = self._saved, self._db.conn
+        saved, conn = self._saved, self._conn
         if saved is not None and saved[:6] == row[:6] and saved[7] == row[7]:
             conn.execute("PRAGMA synchronous=NORMAL")
             try:

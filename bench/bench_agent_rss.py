@@ -9,7 +9,9 @@ Each agent provisions itself from the same root key set, connects to the
 broker with its local API socket, sits idle, and then its VmRSS is read from
 /proc. Each tree is measured both as a gateway runs it
 (``entitle-agent run``, i.e. ``python -m agent.cli run``) and as the
-development tool runs it (``entitle agent run``). The bare ``python -c sleep``
+development tool runs it (``entitle agent run``), first on an empty data folder
+(it provisions itself: a device's first start) and then again on the store it
+made (every later start). The bare ``python -c sleep``
 figure of the same run is the floor no Python agent can go under; the goal
 (< 40 MB) is printed beside it.
 
@@ -68,11 +70,15 @@ def extract(rev: str, into: Path) -> Path:
 
 
 def idle_rss(
-    variant: Variant, *, broker: MosquittoBroker, password: str, root: Path, idle: float
+    variant: Variant, *, broker: MosquittoBroker, password: str, data_dir: Path, idle: float
 ) -> float:
-    """Start the agent of ``variant`` (its own tree first on sys.path), let it idle, read RSS."""
+    """Start the agent of ``variant`` (its own tree first on sys.path), let it idle, read RSS.
+
+    With no store in ``data_dir`` the agent provisions itself (a device's first start);
+    with one, it restarts on it (every later start).
+    """
     device = "dev-rss"
-    data_dir = root / f"agent-{secrets.token_hex(4)}"
+    root = data_dir.parent
     env = dict(
         os.environ,
         PYTHONPATH=str(variant.tree),
@@ -121,10 +127,14 @@ def main(*, idle: float, before: str) -> None:
         with MosquittoBroker(
             root / "broker", accounts={"cloud": "x" + password, "dev-rss": password}
         ) as broker:
-            figures = [
-                (v.label, idle_rss(v, broker=broker, password=password, root=root, idle=idle))
-                for v in variants
-            ]
+            figures = []
+            for v in variants:
+                data_dir = root / f"agent-{secrets.token_hex(4)}"
+                for start in ("first start", "restart"):
+                    rss = idle_rss(
+                        v, broker=broker, password=password, data_dir=data_dir, idle=idle
+                    )
+                    figures.append((f"{v.label}, {start}", rss))
         bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
             time.sleep(min(idle, 1.0))

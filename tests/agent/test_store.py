@@ -21,7 +21,7 @@ def _reopened(path) -> TrustState:
 
 
 def _synchronous(store: Store) -> int:
-    (level,) = store._db.conn.execute("PRAGMA synchronous").fetchone()
+    (level,) = store._conn.execute("PRAGMA synchronous").fetchone()
     return int(level)
 
 
