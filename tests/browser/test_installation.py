@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.browser.conftest import _PROBLEMS, Agent, Dashboard
 
@@ -134,9 +135,11 @@ def test_owner_sees_only_its_installation(dashboard: Dashboard, login: Any, shoo
     assert page.get_by_role("button", name="Checkout").count() == 1  # owners pay by card
 
 
-def _seed_walk(dashboard: Dashboard) -> tuple[str, dict[str, Any]]:
+@pytest.fixture(scope="module")
+def walk(dashboard: Dashboard) -> tuple[str, dict[str, Any]]:
     """An installation with a gateway, two cameras and three subscriptions of different
-    states, owned by ``owner`` and integrated by both partner companies."""
+    states (one renews, one expires, video retention), owned by ``owner``, integrated by
+    both partner companies, and one failed renewal charge to follow up."""
     inst = dashboard.new_installation(
         "Lighthouse Café", owner="owner", integrators=("invoice", "card")
     )
@@ -158,30 +161,53 @@ def _seed_walk(dashboard: Dashboard) -> tuple[str, dict[str, Any]]:
         )
         subs[product] = bought["subscription"]
     dashboard.call("POST", f"/subscriptions/{subs['TSF16100']['id']}/deactivate")
+    # a renewal paid with a declined card: a failed charge for the partners to follow up
+    declined = dashboard.api.post(
+        f"/api/v1/subscriptions/{subs['TSF12125']['id']}/renew",
+        json={"months": 1, "pay_with": "card", "card_token": "4000000000000002"},
+    )
+    assert declined.status_code == 402, declined.text
     return inst, subs
 
 
-def test_every_role_walks_the_installation_pages(
-    dashboard: Dashboard, login: Any, shoot: Any
+@pytest.mark.parametrize(
+    "who", ["admin", "cs_admin", "support", "partner", "card_partner", "owner"]
+)
+def test_every_role_sees_the_installation_pages(
+    who: str, walk: tuple[str, dict[str, Any]], login: Any, shoot: Any
 ) -> None:
-    inst, subs = _seed_walk(dashboard)
-    voice, remote = subs["TSF12125"]["id"], subs["TSF16100"]["id"]
-    for who in ("admin", "cs_admin", "support", "partner", "card_partner", "owner"):
-        page = login(who)
-        page.goto("/installations")
-        shoot(page, f"installations-{who}")
-        page.goto(f"/installations/{inst}")
-        assert page.locator("h1").inner_text() == "Lighthouse Café"
-        assert page.locator("table.subscriptions tbody tr").count() == 3
-        writes = who in ("admin", "partner", "card_partner", "owner")
-        assert (page.get_by_role("heading", name="Buy a service").count() == 1) is writes
-        assert (page.get_by_role("link", name="Turn auto-renew on").count() == 1) is writes
-        shoot(page, f"installation-{who}")
-        if who in ("partner", "card_partner", "support"):
-            page.goto("/follow-up")
-            shoot(page, f"follow-up-{who}")
+    inst, _ = walk
+    page = login(who)
+    page.goto("/installations")
+    assert "Lighthouse Café" in page.locator("table").inner_text()
+    shoot(page, f"installations-{who}")
+    page.goto(f"/installations/{inst}")
+    assert page.locator("h1").inner_text() == "Lighthouse Café"
+    assert page.locator("table.subscriptions tbody tr").count() == 3
+    writes = who in ("admin", "partner", "card_partner", "owner")
+    assert (page.get_by_role("heading", name="Buy a service").count() == 1) is writes
+    assert (page.get_by_role("link", name="Turn auto-renew on").count() == 1) is writes
+    assert page.locator("#purchases tbody tr").count() == 4  # 3 purchases, 1 failed renewal
+    shoot(page, f"installation-{who}")
 
-    # the confirm steps, as a card partner who is not the purchaser
+
+@pytest.mark.parametrize("who", ["partner", "card_partner", "support"])
+def test_follow_up_lists_the_failed_charge(
+    who: str, walk: tuple[str, dict[str, Any]], login: Any, shoot: Any
+) -> None:
+    page = login(who)
+    page.goto("/follow-up")
+    failed = page.locator("section", has=page.locator("#failed-title"))
+    assert "Lighthouse Café" in failed.inner_text() and "€3.00" in failed.inner_text()
+    shoot(page, f"follow-up-{who}")
+
+
+def test_confirm_steps_say_what_happens(
+    walk: tuple[str, dict[str, Any]], login: Any, shoot: Any
+) -> None:
+    """As a card partner who is not the purchaser."""
+    inst, subs = walk
+    voice = subs["TSF12125"]["id"]
     page = login("card_partner")
     page.goto(f"/installations/{inst}")
     page.get_by_role("link", name="Turn auto-renew on").click()
@@ -203,17 +229,20 @@ def test_every_role_walks_the_installation_pages(
     page.goto(f"/installations/{inst}/buy?product=TSF16101&app_term=36")
     shoot(page, "checkout-app-access-card-partner")
 
-    # on a phone, the installation page still reads (tables scroll inside their frame)
+
+def test_on_a_phone_and_in_dutch(
+    walk: tuple[str, dict[str, Any]], dashboard: Dashboard, login: Any, shoot: Any
+) -> None:
+    inst, subs = walk
+    # on a phone the installation page still reads (the subscriptions become cards)
     page = login("partner", phone=True)
     page.goto(f"/installations/{inst}")
     shoot(page, "installation-partner-phone")
-    # and in Dutch
-    page.goto("/profile")
     page = login("owner")
     page.context.add_cookies([{"name": "entitle_lang", "value": "nl", "url": dashboard.url}])
     page.goto(f"/installations/{inst}")
     assert page.get_by_role("heading", name="Abonnementen").count() == 1
     shoot(page, "installation-owner-nl")
-    page.goto(f"/subscriptions/{remote}/auto-renew?turn=on")
+    page.goto(f"/subscriptions/{subs['TSF16100']['id']}/auto-renew?turn=on")
     assert "U wordt de koper" in page.locator("article.confirm").inner_text()
     shoot(page, "auto-renew-on-owner-nl")
