@@ -1,6 +1,9 @@
 """The broker process: Mosquitto's configuration, logins and access rules.
 
 - :mod:`broker.mosquitto`: ``mosquitto.conf`` and the dynamic-security file, the process;
+- :mod:`broker.nats`: the clustered engine, N ``nats-server`` nodes and their auth
+  responders; :mod:`broker.natsconfig` each node's ``nats.conf``;
+  :mod:`broker.natsauth` the auth-callout responder (device logins without reloads);
 - :mod:`broker.embedded`: the amqtt fallback for trying Entitle out;
 - :mod:`broker.passwd`: logins in a ``$7$`` password file (the embedded broker's);
 - :mod:`broker.certs`: a local CA and certificates for the TLS listener;

@@ -21,7 +21,8 @@ import nats
 import nats.errors
 import pytest
 
-from broker.nats import NatsCluster, NodePorts, node_config
+from broker.nats import NatsCluster
+from broker.natsconfig import NodePorts, node_config
 from entitle.demo import running_stack
 from protocol.topics import device_topic
 from tests.broker_fixtures import FixtureCluster
