@@ -18,7 +18,7 @@ from protocol.topics import device_topic
 from tests.cloud.harness import Cloud, new_user
 from tests.cloud.pages import csrf_of, signed_in
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
 FAULT = {
     "passed": False,
