@@ -43,6 +43,14 @@ __all__ = [
 CLOUD = "cloud"
 
 
+def _remember_clouds(broker: Any, clouds: Sequence[str]) -> dict[str, str]:
+    """New passwords for the cloud logins, remembered on ``broker``; the logins."""
+    broker.passwords = {user: secrets.token_urlsafe(16) for user in clouds}
+    broker.cloud_username = clouds[0]
+    broker.cloud_password = broker.passwords[clouds[0]]
+    return dict(broker.passwords)
+
+
 class FixtureBroker(MosquittoBroker):
     """A :class:`MosquittoBroker` that remembers passwords and makes clients."""
 
@@ -53,15 +61,12 @@ class FixtureBroker(MosquittoBroker):
         """``clouds``: logins with the cloud's role; :meth:`client` uses the username
         as client id, and two clients with one id kick each other, so a test that needs
         a cloud-side subscriber next to a cloud publisher names two."""
-        self.passwords: dict[str, str] = {user: secrets.token_urlsafe(16) for user in clouds}
-        self.cloud_username = clouds[0]
-        self.cloud_password = self.passwords[self.cloud_username]
-        super().__init__(
-            directory, accounts=dict(self.passwords), cloud_username=list(clouds), **kwargs
-        )
+        logins = _remember_clouds(self, clouds)
+        super().__init__(directory, accounts=logins, cloud_username=list(clouds), **kwargs)
 
     def add_device(self, device_id: str, password: str | None = None) -> str:
-        """Create a device login (over the broker's $CONTROL topic, at once); its password."""
+        """Create a device login (Mosquitto: over $CONTROL; NATS: in the responders'
+        bucket; at once); its password."""
         password = password or secrets.token_urlsafe(16)
         self.accounts.set_password(device_id, password)
         self.passwords[device_id] = password
@@ -138,10 +143,7 @@ class FixtureCluster(NatsCluster):
     mqtt_protocol = 4
 
     def __init__(self, directory: Path, *, clouds: Sequence[str] = (CLOUD,), **kwargs: Any) -> None:
-        self.passwords: dict[str, str] = {user: secrets.token_urlsafe(16) for user in clouds}
-        self.cloud_username = clouds[0]
-        self.cloud_password = self.passwords[self.cloud_username]
-        super().__init__(directory, accounts=dict(self.passwords), **kwargs)
+        super().__init__(directory, accounts=_remember_clouds(self, clouds), **kwargs)
 
     @property
     def port(self) -> int:
@@ -151,22 +153,12 @@ class FixtureCluster(NatsCluster):
     def accounts(self) -> Any:
         return self.accounts_adapter
 
-    def add_device(self, device_id: str, password: str | None = None) -> str:
-        """Create a device login (in the responders' bucket, at once); its password."""
-        password = password or secrets.token_urlsafe(16)
-        self.accounts.set_password(device_id, password)
-        self.passwords[device_id] = password
-        return password
-
-    def new_device(self, prefix: str = "dev") -> tuple[str, str]:
-        device_id = f"{prefix}-{secrets.token_hex(4)}"
-        return device_id, self.add_device(device_id)
-
-    def url(self, username: str) -> str:
-        """``mqtt://user:pass@node1,mqtt://node2,...``: every node, for failover."""
-        return self.mqtt_urls(username, self.passwords[username])
+    add_device = FixtureBroker.add_device
+    new_device = FixtureBroker.new_device
+    url = FixtureBroker.url  # through url_for: every node, for failover
 
     def url_for(self, username: str, password: str) -> str:
+        """``mqtt://user:pass@node1,mqtt://node2,...``."""
         return self.mqtt_urls(username, password)
 
     def cloud_settings(self, username: str) -> dict[str, Any]:
