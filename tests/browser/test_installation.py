@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import _PROBLEMS, Agent, Dashboard
+from tests.browser.conftest import Agent, Dashboard, answered
 
 
 def _flash(page: Any) -> str:
@@ -32,17 +32,6 @@ def _running_agent_says(agent: Agent, feature: str) -> dict[str, Any]:
     with httpx.Client(transport=transport, base_url="http://agent", timeout=10) as api:
         answer: dict[str, Any] = api.get(f"/features/{feature}").json()
     return answer
-
-
-def _answered(page: Any, status: int) -> None:
-    """The page just loaded answered ``status`` on purpose (a refused form: 402 like the API,
-    a page out of scope: 404); Chromium logs that as an error, which ``shoot`` would count.
-    Take exactly that one line off the page's problems, and nothing else."""
-    page.wait_for_load_state("load")
-    problems = _PROBLEMS.get(id(page), [])
-    expected = [p for p in problems if f"status of {status} " in p]
-    assert expected, f"the page did not answer {status}: {problems}"
-    problems.remove(expected[0])
 
 
 def test_invoiced_partner_saves_voice_control_and_the_agent_allows_it(
@@ -99,7 +88,7 @@ def test_card_partner_checks_out_remote_services_and_the_agent_allows_it(
     page.fill("#card_number", "4000 0000 0000 0002")
     page.get_by_role("button", name="Pay €60.00").click()
     assert "declined" in page.locator("[role=alert]").inner_text()
-    _answered(page, 402)
+    answered(page, 402)
     shoot(page, "checkout-declined-card-partner")
     page.fill("#card_number", "4242 4242 4242 4242")
     page.get_by_role("button", name="Pay €60.00").click()
@@ -121,13 +110,13 @@ def test_owner_sees_only_its_installation(dashboard: Dashboard, login: Any, shoo
 
     other = page.goto(f"/installations/{dashboard.installations['Villa Dune']}")
     assert other is not None and other.status == 404
-    _answered(page, 404)
+    answered(page, 404)
     other_main = page.locator("main").inner_html()
     assert "Villa Dune" not in page.content()
     shoot(page, "installation-not-found-owner")
     missing = page.goto("/installations/inst_0000000000000000")
     assert missing is not None and missing.status == 404
-    _answered(page, 404)
+    answered(page, 404)
     assert page.locator("main").inner_html() == other_main  # the same page, word for word
 
     page.goto(f"/installations/{dashboard.installations['Harbour Office']}")
