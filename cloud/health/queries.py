@@ -584,14 +584,17 @@ def _fleet_columns(now: int) -> dict[str, Any]:
     }
 
 
-def _fleet_from(within: Select[Any] | None) -> Select[Any]:
+def _fleet_from(within: Select[Any] | None, *, state: bool = True) -> Select[Any]:
+    """Devices with their kept verdict and (when ``state``) their state row.
+
+    The state row carries the latest report's JSON, so it is joined only when a
+    filter, a sort or the page's own rows need it: scanning 10,000 of them is
+    most of what a count or a sort would cost.
+    """
     v, st = DeviceVerdictRow, HealthStateRow
-    query = (
-        select()
-        .select_from(DeviceRow)
-        .outerjoin(v, v.device_id == DeviceRow.id)
-        .outerjoin(st, st.device_id == DeviceRow.id)
-    )
+    query = select().select_from(DeviceRow).outerjoin(v, v.device_id == DeviceRow.id)
+    if state:
+        query = query.outerjoin(st, st.device_id == DeviceRow.id)
     if within is not None:
         query = query.where(DeviceRow.installation_id.in_(within))
     return query
@@ -625,55 +628,145 @@ def _filtered(q: FleetQuery) -> bool:
     return any(x is not None for x in filters) or q.attention or bool(q.search)
 
 
+def _needs_state(q: FleetQuery) -> bool:
+    return q.online is not None or q.sort in ("online", "last_seen")
+
+
 def fleet_counts(
     session: Session, q: FleetQuery, *, within: Select[Any] | None, now: int
 ) -> FleetCounts:
-    """Counts by verdict, kind, online and entitlement freshness in one scan of the scope."""
+    """Counts by verdict, kind, online and entitlement freshness over the scope.
+
+    Two narrow scans: devices with their verdict rows (verdict, kind,
+    freshness), and the state rows' ``online`` (its own index); then the
+    filtered count only when there are filters.
+    """
     cols = _fleet_columns(now)
+    if within is None:  # everyone's devices: each table scanned alone, no join
+        return _fleet_counts_all(session, q, cols, now=now)
     groups = session.execute(
-        _fleet_from(within)
+        _fleet_from(within, state=False)
         .add_columns(
             cols["verdict"],
             DeviceRow.kind,
-            cols["online"],
             cols["freshness"],
             func.count(),
             func.min(DeviceVerdictRow.diagnosed_at),
         )
-        .group_by(cols["verdict"], DeviceRow.kind, cols["online"], cols["freshness"])
+        .group_by(cols["verdict"], DeviceRow.kind, cols["freshness"])
     ).all()
     by: dict[str, Counter[str]] = {k: Counter() for k in ("verdict", "kind", "online", "fresh")}
     devices = 0
     oldest: int | None = None
-    for verdict, kind, online, fresh, n, first in groups:
+    for verdict, kind, fresh, n, first in groups:
         devices += n
         by["verdict"][verdict] += n
         by["kind"][str(getattr(kind, "value", kind))] += n
-        by["online"][online] += n
         by["fresh"][fresh] += n
         if first is not None and (oldest is None or first < oldest):
             oldest = first
+    online = select(HealthStateRow.online, func.count()).group_by(HealthStateRow.online)
+    if within is not None:
+        online = online.join(DeviceRow, DeviceRow.id == HealthStateRow.device_id).where(
+            DeviceRow.installation_id.in_(within)
+        )
+    known = 0
+    for value, n in session.execute(online):
+        if value is not None:
+            by["online"][Online.ONLINE.value if value else Online.OFFLINE.value] += n
+            known += n
+    by["online"][Online.UNKNOWN.value] += devices - known
     matching = devices
     if _filtered(q):
-        matching = (
-            session.scalar(_fleet_filters(_fleet_from(within).add_columns(func.count()), q, cols))
-            or 0
-        )
+        query = _fleet_from(within, state=_needs_state(q)).add_columns(func.count())
+        matching = session.scalar(_fleet_filters(query, q, cols)) or 0
     return FleetCounts(
         devices=devices,
         matching=matching,
         by_verdict=dict(by["verdict"]),
         by_kind=dict(by["kind"]),
-        by_online=dict(by["online"]),
+        by_online={k: n for k, n in by["online"].items() if n or k != Online.UNKNOWN.value},
         by_freshness=dict(by["fresh"]),
         oldest_verdict_at=oldest,
+    )
+
+
+def _online_counts(session: Session, devices: int) -> dict[str, int]:
+    found: Counter[str] = Counter()
+    known = 0
+    query = select(HealthStateRow.online, func.count()).group_by(HealthStateRow.online)
+    for value, n in session.execute(query):
+        if value is not None:
+            found[Online.ONLINE.value if value else Online.OFFLINE.value] += n
+            known += n
+    if devices > known:
+        found[Online.UNKNOWN.value] = devices - known
+    return dict(found)
+
+
+def _fleet_counts_all(
+    session: Session, q: FleetQuery, cols: Mapping[str, Any], *, now: int
+) -> FleetCounts:
+    """:func:`fleet_counts` over every device: the verdict rows, the devices' kinds and the
+    state index each counted alone (a device without a verdict row is pending, no token)."""
+    v = DeviceVerdictRow
+    kinds = {
+        str(getattr(kind, "value", kind)): n
+        for kind, n in session.execute(
+            select(DeviceRow.kind, func.count()).group_by(DeviceRow.kind)
+        )
+    }
+    devices = sum(kinds.values())
+    verdicts: Counter[str] = Counter()
+    fresh: Counter[str] = Counter()
+    oldest: int | None = None
+    for verdict, freshness_, n, first in session.execute(
+        select(v.verdict, cols["freshness"], func.count(), func.min(v.diagnosed_at))
+        .select_from(v)
+        .group_by(v.verdict, cols["freshness"])
+    ):
+        verdicts[verdict] += n
+        fresh[freshness_] += n
+        if first is not None and (oldest is None or first < oldest):
+            oldest = first
+    pending = devices - sum(verdicts.values())
+    if pending > 0:
+        verdicts["pending"] += pending
+        fresh[Freshness.NONE.value] += pending
+    matching = devices
+    if _filtered(q):
+        query = _fleet_from(None, state=_needs_state(q)).add_columns(func.count())
+        matching = session.scalar(_fleet_filters(query, q, cols)) or 0
+    return FleetCounts(
+        devices=devices,
+        matching=matching,
+        by_verdict=dict(verdicts),
+        by_kind=kinds,
+        by_online=_online_counts(session, devices),
+        by_freshness=dict(fresh),
+        oldest_verdict_at=oldest,
+    )
+
+
+def _verdicts_alone(q: FleetQuery, within: Select[Any] | None) -> bool:
+    """Whether the page's ids can be chosen from the verdict rows alone (no join)."""
+    return (
+        within is None
+        and q.kind is None
+        and not q.search
+        and not _needs_state(q)
+        and q.sort in ("verdict", "fw", "token")
     )
 
 
 def fleet_page(
     session: Session, q: FleetQuery, *, within: Select[Any] | None, now: int
 ) -> list[FleetRow]:
-    """One page of the fleet, filtered and sorted (ties broken by device id)."""
+    """One page of the fleet, filtered and sorted (ties broken by device id).
+
+    The page's ids are chosen first, joining the state rows only when the
+    filter or the sort needs them; then those rows are read in full.
+    """
     v, st = DeviceVerdictRow, HealthStateRow
     cols = _fleet_columns(now)
     keys: dict[str, list[Any]] = {
@@ -688,8 +781,21 @@ def fleet_page(
     }
     order = [k.desc() if q.descending else k.asc() for k in keys[q.sort]]
     order.append(DeviceRow.id.desc() if q.descending and q.sort == "device" else DeviceRow.id)
-    query = _fleet_filters(
-        _fleet_from(within).add_columns(
+    if _verdicts_alone(q, within):
+        # every device has a verdict row by now (the service diagnoses the missing first)
+        tie = v.device_id.desc() if q.descending and q.sort == "device" else v.device_id
+        chosen = _fleet_filters(select(v.device_id).select_from(v), q, cols)
+        chosen = chosen.order_by(*order[:-1], tie)
+    else:
+        chosen = _fleet_filters(
+            _fleet_from(within, state=_needs_state(q)).add_columns(DeviceRow.id), q, cols
+        ).order_by(*order)
+    ids = list(session.scalars(chosen.limit(q.limit).offset(q.offset)))
+    if not ids:
+        return []
+    rows = session.execute(
+        _fleet_from(None)
+        .add_columns(
             DeviceRow.id,
             DeviceRow.installation_id,
             DeviceRow.kind,
@@ -703,13 +809,11 @@ def fleet_page(
             v.token_exp,
             v.token_published,
             v.diagnosed_at,
-        ),
-        q,
-        cols,
+        )
+        .where(DeviceRow.id.in_(ids))
     )
-    rows = session.execute(query.order_by(*order).limit(q.limit).offset(q.offset))
-    return [
-        FleetRow(
+    found = {
+        r[0]: FleetRow(
             device_id=r[0],
             installation_id=r[1],
             kind=str(getattr(r[2], "value", r[2])),
@@ -725,7 +829,8 @@ def fleet_page(
             diagnosed_at=r[12],
         )
         for r in rows
-    ]
+    }
+    return [found[i] for i in ids]
 
 
 # a device's charts --------------------------------------------------------------------------

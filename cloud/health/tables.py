@@ -77,6 +77,8 @@ class HealthStateRow(Base):
     """Per device: the latest report, online/offline from ``status``, when last heard of."""
 
     __tablename__ = "device_health_state"
+    # the fleet overview counts online/offline from this index, not the rows' JSON
+    __table_args__ = (Index("ix_device_health_state_online", "online"),)
 
     device_id: Mapped[str] = mapped_column(
         String(DEVICE_ID_MAX_LEN), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True

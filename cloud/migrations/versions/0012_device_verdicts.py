@@ -1,4 +1,5 @@
-"""The verdict kept per device, so the fleet is counted and paged without diagnosing it all.
+"""The verdict kept per device, so the fleet is counted and paged without diagnosing it all;
+an index on the devices' online state, which the fleet's counts read.
 
 Revision ID: 0012
 Revises: 0011
@@ -43,9 +44,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_device_verdicts_verdict", "device_verdicts", ["verdict"])
     op.create_index("ix_device_verdicts_diagnosed_at", "device_verdicts", ["diagnosed_at"])
+    op.create_index("ix_device_health_state_online", "device_health_state", ["online"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_device_health_state_online", table_name="device_health_state")
     op.drop_index("ix_device_verdicts_diagnosed_at", table_name="device_verdicts")
     op.drop_index("ix_device_verdicts_verdict", table_name="device_verdicts")
     op.drop_table("device_verdicts")
