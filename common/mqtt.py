@@ -495,6 +495,9 @@ class MqttClient:
 # --- batch receiving -------------------------------------------------------------------
 
 
+_ACK_TURN_S = 0.01
+
+
 class BatchReceiver:
     """A consuming connection for a high-rate stream, messages handed over in batches.
 
@@ -506,9 +509,12 @@ class BatchReceiver:
     one call per wake-up rather than one per message.
 
     The session is persistent with manual acknowledgements (a
-    :class:`PersistentSession`): ``ack()`` may be called from any thread and
-    sends the PUBACK only if the connection that received the message is still
-    the current one (after a reconnect the broker redelivers instead). Reconnects
+    :class:`PersistentSession`): ``ack()`` may be called from any thread; it
+    queues the PUBACK for the network thread, which sends the queue at its next
+    turn (within 10 ms) and only if the connection that received the message is
+    still the current one (after a reconnect the broker redelivers instead).
+    One wake-up per turn rather than one per ack: acking from the event loop
+    straight through paho woke its thread once per message. Reconnects
     follow :func:`backoff_delay`, round robin over the endpoint's addresses, and
     are logged through :class:`ConnectionLog`. ``connected`` is set once the
     broker granted every subscription on the current connection.
@@ -538,6 +544,7 @@ class BatchReceiver:
         self._address = 0
         self._generation = 0  # bumped when a connection ends; acks name theirs
         self._ack_lock = threading.Lock()
+        self._acks: list[tuple[int, int]] = []  # (connection generation, mid) to PUBACK
         self._inbox: list[Received] = []
         self._inbox_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -578,11 +585,11 @@ class BatchReceiver:
             for level, option, value in SOCKET_OPTIONS:
                 sock.setsockopt(level, option, value)
 
-    def _acker(self, client: paho.Client, generation: int, mid: int) -> Callable[[], None]:
+    def _acker(self, generation: int, mid: int) -> Callable[[], None]:
         def ack() -> None:
-            with self._ack_lock:  # never an old connection's mid on a new connection
-                if self._generation == generation:
-                    client.ack(mid, 1)
+            # queued for the network thread, which sends it only on the same connection
+            with self._ack_lock:
+                self._acks.append((generation, mid))
 
         return ack
 
@@ -612,7 +619,7 @@ class BatchReceiver:
                 topic = message.topic
             except UnicodeDecodeError:
                 topic = ""  # Mosquitto refuses such topics; the consumer rejects an empty one
-            ack = self._acker(client, generation, message.mid) if message.qos else _acked_on_arrival
+            ack = self._acker(generation, message.mid) if message.qos else _acked_on_arrival
             with self._inbox_lock:
                 self._inbox.append(Received(topic, bytes(message.payload), ack))
                 first = len(self._inbox) == 1
@@ -633,7 +640,13 @@ class BatchReceiver:
                 self._connect(client, host, port)
                 while not self._stopping.is_set():
                     before = time.thread_time()
-                    rc = client.loop(timeout=0.5)
+                    with self._ack_lock:
+                        acks, self._acks = self._acks, []
+                    for sent_on, mid in acks:  # an older connection's: redelivered instead
+                        if sent_on == generation:
+                            client.ack(mid, 1)
+                    # acks queued meanwhile wait for the next turn: at most this long
+                    rc = client.loop(timeout=_ACK_TURN_S)
                     self.cpu_s += time.thread_time() - before
                     if self._refused is not None:
                         failure = self._refused

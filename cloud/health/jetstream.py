@@ -190,7 +190,7 @@ class JetStreamHealth:
                 _log.warning(
                     "JetStream health consumer at %s: %s; retrying in %.1fs",
                     ",".join(self.servers),
-                    group.exceptions[0],
+                    repr(group.exceptions[0]),
                     delay,
                 )
                 self.connected.clear()
