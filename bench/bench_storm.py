@@ -37,6 +37,7 @@ import os
 import queue as queues
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -60,6 +61,7 @@ from simulators.storm import (
     shards_of,
     stored_by_device,
     storm_worker_main,
+    tokens_pending,
 )
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -121,7 +123,33 @@ def _connstorm(root: Path) -> Path | None:
     return binary
 
 
-def raw_logins(root: Path, devices: Sequence[str], inflight: Sequence[int]) -> dict[int, str]:
+def _run_connstorm(
+    binary: Path, host: str, port: int, logins: Path, cap: int, protocol: int
+) -> str:
+    done = subprocess.run(
+        [str(binary), host, str(port), str(logins), str(cap), str(protocol)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    words = done.stdout.split()
+    if len(words) != 14:
+        return f"failed: {done.stdout.strip()} {done.stderr.strip()[:200]}"
+    accepted, seconds = int(words[3]), float(words[7])
+    shares = ", ".join(
+        f"{name} {'never' if float(v) < 0 else f'{float(v):.1f} s'}"
+        for name, v in zip(words[8::2], words[9::2], strict=True)
+    )
+    return (
+        f"{accepted:,} of {int(words[1]):,} accepted, the last after {seconds:.1f} s "
+        f"({accepted / seconds:,.0f} logins/s); {shares}"
+    )
+
+
+def raw_logins_mosquitto(
+    root: Path, devices: Sequence[str], inflight: Sequence[int]
+) -> dict[int, str]:
     """A fresh Mosquitto with N device logins; the C client's figures per in-flight cap."""
     from broker.mosquitto import MosquittoBroker
     from common.credentials import new_password
@@ -131,28 +159,27 @@ def raw_logins(root: Path, devices: Sequence[str], inflight: Sequence[int]) -> d
         return {n: "no C compiler here: not measured" for n in inflight}
     logins = {device: new_password() for device in devices}
     (root / "logins.txt").write_text("".join(f"{d} {p}\n" for d, p in logins.items()))
-    out: dict[int, str] = {}
     with MosquittoBroker(
         root / "raw-broker", accounts={"cloud": new_password(), **logins}
     ) as broker:
-        for cap in inflight:
-            done = subprocess.run(
-                [str(binary), broker.host, str(broker.port), str(root / "logins.txt"), str(cap)],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=600,
-            )
-            words = done.stdout.split()
-            if len(words) == 8:
-                accepted, seconds = int(words[3]), float(words[7])
-                out[cap] = (
-                    f"{accepted:,} of {int(words[1]):,} accepted in {seconds:.2f} s "
-                    f"({accepted / seconds:,.0f} logins/s)"
-                )
-            else:
-                out[cap] = f"failed: {done.stdout.strip()} {done.stderr.strip()[:200]}"
-    return out
+        return {
+            cap: _run_connstorm(binary, broker.host, broker.port, root / "logins.txt", cap, 5)
+            for cap in inflight
+        }
+
+
+def raw_logins_cluster(
+    root: Path, cloud: LocalCloud, node: int, inflight: Sequence[int]
+) -> dict[int, str]:
+    """The storm's own NATS cluster before its devices start: the devices' N logins
+    (each through the auth callout) against one node; the connections close after."""
+    binary = _connstorm(root)
+    if binary is None:
+        return {n: "no C compiler here: not measured" for n in inflight}
+    path = root / "logins.txt"
+    path.write_text("".join(f"{lg.device_id} {lg.password}\n" for lg in cloud.logins))
+    port = cloud.broker.nodes[node].mqtt
+    return {cap: _run_connstorm(binary, cloud.host, port, path, cap, 4) for cap in inflight}
 
 
 # --- the storm ----------------------------------------------------------------------
@@ -176,8 +203,7 @@ class Fleet:
         context = multiprocessing.get_context("spawn")
         self.queue: Any = context.Queue()
         self.mark: Any = context.Value("d", 0.0)
-        self.reporting = context.Event()
-        self.reporting.set()
+        self.reporting = context.Event()  # set once every device enforces
         self.stop = context.Event()
         self.latest: dict[int, StormStats] = {}
         self.workers = [
@@ -222,6 +248,11 @@ class Fleet:
         return [r for s in self.latest.values() for r in s.results]
 
 
+def _print_raw(console: Console, run: Run) -> None:
+    for cap, text in run.raw.items():  # type: ignore[attr-defined]
+        console.print(f"  C client, {cap:,} connections in flight: {text}")
+
+
 async def storm(args: argparse.Namespace, console: Console) -> Run:
     run = Run()
     plans = plan_fleet(
@@ -231,20 +262,36 @@ async def storm(args: argparse.Namespace, console: Console) -> Run:
     processes = max(1, math.ceil(args.devices / DEVICES_PER_PROCESS))
     try:
         run.loads["start"] = os.getloadavg()
-        console.print(f"raw limit: a fresh Mosquitto with {args.devices:,} device logins ...")
-        raw = await asyncio.to_thread(
-            raw_logins, root, [p.device_id for p in plans], [args.devices, 500]
-        )
-        for cap, text in raw.items():
-            console.print(f"  C client, {cap:,} connections in flight: {text}")
-        run.raw = raw  # type: ignore[attr-defined]
+        caps = [args.devices, 500, 100]
+        if args.engine == "mosquitto":
+            console.print(f"raw limit: a fresh Mosquitto with {args.devices:,} device logins ...")
+            run.raw = raw_logins_mosquitto(root, [p.device_id for p in plans], caps)  # type: ignore[attr-defined]
+            _print_raw(console, run)
         with (
             _database(args.database) as url,
             LocalCloud(
-                root / "storm", plans, workers=args.workers, database_url=url, persistence=True
+                root / "storm",
+                plans,
+                workers=args.workers,
+                database_url=url,
+                persistence=True,
+                engine=args.engine,
             ) as cloud,
         ):
+            if args.engine == "nats":
+                console.print(f"raw limit: the cluster's node {args.node + 1}, device logins ...")
+                run.raw = raw_logins_cluster(root, cloud, args.node, caps)  # type: ignore[attr-defined]
+                _print_raw(console, run)
             expected = seed_storm(cloud.database_url, now=int(time.time()))
+            began = time.monotonic()
+            while (left := await asyncio.to_thread(tokens_pending, cloud.database_url)) > 0:
+                if time.monotonic() - began > args.setup_timeout:
+                    raise RuntimeError(f"{left:,} first tokens still not published")
+                await asyncio.sleep(1)
+            console.print(
+                f"the cloud's re-sign job signed and published {args.devices:,} first tokens "
+                f"(retained) in {time.monotonic() - began:.1f} s"
+            )
             jobs = [
                 StormJob(
                     shard=i,
@@ -255,6 +302,8 @@ async def storm(args: argparse.Namespace, console: Console) -> Run:
                     root_keyset=cloud.root_keyset,
                     interval_s=args.interval,
                     ramp_s=args.devices / args.connect_rate,
+                    protocol=cloud.protocol,
+                    fallbacks=cloud.fallbacks,
                 )
                 for i, shard in enumerate(shards_of(cloud.logins, processes))
             ]
@@ -262,6 +311,14 @@ async def storm(args: argparse.Namespace, console: Console) -> Run:
                 f"[bold]{args.devices:,} devices[/bold] in {processes} process(es), "
                 f"{args.workers} cloud worker(s), {args.database}, a report every "
                 f"{args.interval:.0f} s per device; first tokens from the cloud's re-sign job"
+            )
+            nodes = 1 + len(cloud.fallbacks)
+            # the devices that start on the node the storm restarts (every one on Mosquitto)
+            run.affected = sum(  # type: ignore[attr-defined]
+                1
+                for job in jobs
+                for i in range(len(job.logins))
+                if nodes == 1 or i % nodes == args.node
             )
             fleet = Fleet(jobs)
             try:
@@ -319,6 +376,7 @@ async def _phases(
         await sample("setup")
         await asyncio.sleep(1)
     console.print(f"every device enforces its first token; {args.steady:.0f} s of reports")
+    fleet.reporting.set()
     before: list[Sample] = []
     steady_end = time.monotonic() + args.steady
     while time.monotonic() < steady_end:
@@ -327,22 +385,29 @@ async def _phases(
     level = max(s.backlog for s in before[len(before) // 2 :])
 
     run.loads["restart"] = os.getloadavg()
-    console.print(f"restarting the broker (backlog before: up to {level:,} reports)")
+    affected = run.affected  # type: ignore[attr-defined]
     run.t_down = time.monotonic()
     fleet.mark.value = run.t_down
-    cloud.broker.restart()  # SIGTERM: Mosquitto saves retained messages and sessions
+    if args.engine == "nats":
+        console.print(f"kill -9 node {args.node + 1} (backlog before: up to {level:,} reports)")
+        cloud.broker.kill_node(args.node)
+        cloud.broker.start_node(args.node)
+    else:
+        console.print(f"restarting Mosquitto (backlog before: up to {level:,} reports)")
+        cloud.broker.restart()  # SIGTERM: Mosquitto saves retained messages and sessions
     run.t_up = time.monotonic()
     console.print(f"  broker back after {run.t_up - run.t_down:.2f} s")
 
     deadline = run.t_up + args.timeout
     while True:
         point = await sample("storm")
-        if run.drained_s is None and point.reenforced == n and point.backlog <= level:
+        done = point.reenforced >= affected
+        if run.drained_s is None and done and point.backlog <= level:
             run.drained_s = time.monotonic() - run.t_up
-        if point.reenforced == n and (run.drained_s is not None or time.monotonic() > deadline):
+        if done and (run.drained_s is not None or time.monotonic() > deadline):
             break
         if time.monotonic() > deadline:
-            console.print(f"[red]only {point.reenforced:,} of {n:,} re-enforced[/red]")
+            console.print(f"[red]only {point.reenforced:,} of {affected:,} re-enforced[/red]")
             break
         await asyncio.sleep(1)
     console.print("devices stop building reports; the final drain")
@@ -370,6 +435,7 @@ def report(run: Run, args: argparse.Namespace, console: Console) -> None:
         if any(e >= run.t_down for e in r.enforced)
     ]
     within = sum(1 for e in enforced if e <= 60)
+    affected = getattr(run, "affected", n)
     wrong = sum(r.wrong for r in run.results)
     rejected = sum(sum(r.rejected.values()) for r in run.results)
     acked = sum(len(r.acked_seqs) for r in run.results)
@@ -387,15 +453,16 @@ def report(run: Run, args: argparse.Namespace, console: Console) -> None:
     table.add_column("figure", justify="right")
     rows = [
         ("broker down → accepting again", f"{run.t_up - run.t_down:.2f} s"),
+        ("devices on the restarted broker / node", f"{affected:,} of {n:,}"),
         (
             "connected again (from the restart)",
-            f"{len(reconnect):,} of {n:,}; " + _percentiles(reconnect),
+            f"{len(reconnect):,} of {affected:,}; " + _percentiles(reconnect),
         ),
         (
             "retained token re-received, verified, enforced right",
-            f"{len(enforced):,} of {n:,}; " + _percentiles(enforced),
+            f"{len(enforced):,} of {affected:,}; " + _percentiles(enforced),
         ),
-        ("… within 60 s (goal: all)", f"{within:,} of {n:,}"),
+        ("… within 60 s (goal: all)", f"{within:,} of {affected:,}"),
         ("wrong decisions / rejected tokens", f"{wrong} / {rejected}"),
         (
             "reports built / PUBACKed / stored",
@@ -436,12 +503,16 @@ def report(run: Run, args: argparse.Namespace, console: Console) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    console = Console()
+    console = Console(width=240)
     run = await storm(args, console)
     report(run, args, console)
 
 
 if __name__ == "__main__":
+    # a background run ignores SIGINT: SIGTERM stops it with its clean-up (brokers, clouds,
+    # the benchmark database)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--engine", choices=["mosquitto", "nats"], default="mosquitto")
@@ -453,5 +524,6 @@ if __name__ == "__main__":
     parser.add_argument("--setup-timeout", type=float, default=900.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="after the restart")
     parser.add_argument("--print-every", type=float, default=5.0)
+    parser.add_argument("--node", type=int, default=1, help="NATS node to kill (0-based)")
     parser.add_argument("--mix", default="gateway:60,camera:30,counter:10")
     asyncio.run(main(parser.parse_args()))

@@ -1,10 +1,12 @@
-/* The raw limit beside bench_storm.py: how fast a broker accepts N MQTT 5 logins.
+/* The raw limit beside bench_storm.py: how fast a broker accepts N MQTT logins.
  *
- * connstorm HOST PORT LOGINS_FILE INFLIGHT
- * LOGINS_FILE: one "username password" per line (client id = username).
+ * connstorm HOST PORT LOGINS_FILE INFLIGHT [PROTOCOL]
+ * LOGINS_FILE: one "username password" per line (client id = username);
+ * PROTOCOL 5 (MQTT 5, the default) or 4 (MQTT 3.1.1, e.g. NATS).
  * Opens at most INFLIGHT connections at a time (non-blocking, epoll), sends
  * CONNECT, waits for CONNACK, keeps every accepted connection open (as devices
- * do) and prints: "logins N accepted A refused R seconds S".
+ * do) and prints: "logins N accepted A refused R seconds S p50 X p90 Y p99 Z"
+ * (S: until the last answer; pNN: seconds until that share of the logins was accepted).
  * Build: cc -O2 -o connstorm connstorm.c
  */
 #define _GNU_SOURCE
@@ -23,6 +25,11 @@
 
 typedef struct { char user[80]; char pass[80]; int fd; int state; } login_t;
 
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -37,15 +44,17 @@ static int put_str(unsigned char *p, const char *s) {
     return n + 2;
 }
 
+static int protocol = 5;
+
 static int connect_packet(unsigned char *out, const login_t *l) {
     unsigned char body[512];
     int n = 0;
     n += put_str(body + n, "MQTT");
-    body[n++] = 5;    /* MQTT 5 */
+    body[n++] = (unsigned char)protocol;
     body[n++] = 0xC2; /* username, password, clean start */
     body[n++] = 0;
     body[n++] = 60;   /* keepalive */
-    body[n++] = 0;    /* no properties */
+    if (protocol == 5) body[n++] = 0; /* no properties */
     n += put_str(body + n, l->user); /* client id = username (pinned by the broker) */
     n += put_str(body + n, l->user);
     n += put_str(body + n, l->pass);
@@ -63,10 +72,11 @@ static int connect_packet(unsigned char *out, const login_t *l) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: connstorm HOST PORT LOGINS_FILE INFLIGHT\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: connstorm HOST PORT LOGINS_FILE INFLIGHT [PROTOCOL]\n");
         return 2;
     }
+    if (argc == 6) protocol = atoi(argv[5]);
     struct sockaddr_in addr = {0};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(atoi(argv[2]));
@@ -87,6 +97,7 @@ int main(int argc, char **argv) {
     int ep = epoll_create1(0);
     int next = 0, inflight = 0, accepted = 0, refused = 0;
     double start = now();
+    double *accepted_at = malloc(sizeof(double) * (n ? n : 1));
     struct epoll_event events[256];
     while (accepted + refused < n) {
         while (inflight < inflight_max && next < n) {
@@ -123,7 +134,7 @@ int main(int argc, char **argv) {
             } else if (l->state == 2) {
                 unsigned char buf[64];
                 ssize_t r = read(l->fd, buf, sizeof buf);
-                if (r >= 4 && buf[0] == 0x20 && buf[3] == 0) accepted++;
+                if (r >= 4 && buf[0] == 0x20 && buf[3] == 0) accepted_at[accepted++] = now() - start;
                 else refused++;
                 inflight--;
                 epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, NULL);
@@ -132,7 +143,15 @@ int main(int argc, char **argv) {
         }
     }
     double seconds = now() - start;
-    printf("logins %d accepted %d refused %d seconds %.3f\n", n, accepted, refused, seconds);
+    qsort(accepted_at, accepted, sizeof(double), by_value);
+    double q[3] = {0.5, 0.9, 0.99};
+    double at[3] = {-1, -1, -1};
+    for (int i = 0; i < 3; i++) {
+        int k = (int)(q[i] * n + 0.999999) - 1; /* share of all logins, not of the accepted */
+        if (k < accepted) at[i] = accepted_at[k < 0 ? 0 : k];
+    }
+    printf("logins %d accepted %d refused %d seconds %.3f p50 %.3f p90 %.3f p99 %.3f\n", n,
+           accepted, refused, seconds, at[0], at[1], at[2]);
     fflush(stdout);
     for (int i = 0; i < n; i++) if (logins[i].fd >= 0) close(logins[i].fd);
     return 0;

@@ -82,10 +82,17 @@ class LocalCloud:
         env: dict[str, str] | None = None,
         extra_clouds: dict[str, str] | None = None,
         persistence: bool = False,
+        engine: str = "mosquitto",
+        nodes: int = 3,
     ) -> None:
         """``extra_clouds``: more logins with the cloud's ACL (login → password),
         for benchmark clients beside the cloud workers; ``persistence``: Mosquitto
-        keeps retained messages and sessions across a restart (the reconnect storm)."""
+        keeps retained messages and sessions across a restart (the reconnect storm);
+        ``engine="nats"``: a NATS cluster of ``nodes`` nodes instead (MQTT 3.1.1, device
+        logins written to the cluster's logins bucket at start, ``fallbacks`` the other
+        nodes)."""
+        if engine not in ("mosquitto", "nats"):
+            raise ValueError(f"engine must be mosquitto or nats, not {engine!r}")
         self.root = root
         self.plans = plans
         self.workers = workers
@@ -94,6 +101,10 @@ class LocalCloud:
         self.env = env or {}
         self.extra_clouds = extra_clouds or {}
         self.persistence = persistence
+        self.engine = engine
+        self.nodes = nodes
+        self.protocol = 4 if engine == "nats" else 5
+        self.fallbacks: tuple[tuple[str, int], ...] = ()
         self.logins: list[DeviceLogin] = []
         self.api_url = ""
         self.api_key = ""
@@ -116,22 +127,43 @@ class LocalCloud:
             **self.extra_clouds,
             **{login.device_id: login.password for login in self.logins},
         }
-        self.broker = MosquittoBroker(
-            self.cloud_dir / "broker",
-            accounts=accounts,
-            cloud_username=[*clouds, *self.extra_clouds],
-            persistence=self.persistence,
-        ).start()
-        self.port = self.broker.port
+        cloud_env: dict[str, str] = {}
+        if self.engine == "nats":
+            from broker.nats import NatsCluster
+
+            cluster = NatsCluster(
+                self.cloud_dir / "broker",
+                accounts={**clouds, **self.extra_clouds},
+                nodes=self.nodes,
+            )
+            self.broker = cluster.start()
+            for login in self.logins:  # no reload: the responders read the logins bucket
+                cluster.accounts_adapter.set_password(login.device_id, login.password)
+            self.port = cluster.nodes[0].mqtt
+            self.fallbacks = tuple((cluster.host, n.mqtt) for n in cluster.nodes[1:])
+            cloud_env = {
+                "ENTITLE_MQTT_PROTOCOL": "4",
+                "ENTITLE_BROKER_ENGINE": "nats",
+                "ENTITLE_NATS_URL": ",".join(cluster.nats_servers),
+            }
+        else:
+            self.broker = MosquittoBroker(
+                self.cloud_dir / "broker",
+                accounts=accounts,
+                cloud_username=[*clouds, *self.extra_clouds],
+                persistence=self.persistence,
+            ).start()
+            self.port = self.broker.port
         self.api_key = bootstrap_api_key(self.database_url, name="fleet simulator", now=now)
         for user, password in clouds.items():
             http_port = find_free_port()
             env = {
                 **os.environ,
                 **self.env,
+                **cloud_env,
                 "ENTITLE_DATA_DIR": str(self.cloud_dir),
                 "ENTITLE_DATABASE_URL": self.database_url,
-                "ENTITLE_BROKER_URL": self.broker.url_for(user, password),
+                "ENTITLE_BROKER_URL": self._broker_url(user, password),
                 "ENTITLE_HTTP_PORT": str(http_port),
             }
             log = (self.root / f"{user}.log").open("ab")
@@ -154,6 +186,11 @@ class LocalCloud:
             reply.raise_for_status()
             self.root_keyset = base64.b64decode(reply.json()["keyset_b64"])
         return self
+
+    def _broker_url(self, user: str, password: str) -> str:
+        if self.engine == "nats":
+            return str(self.broker.mqtt_urls(user, password))  # every node, for failover
+        return str(self.broker.url_for(user, password))
 
     def api(self) -> httpx.Client:
         return httpx.Client(

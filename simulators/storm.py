@@ -67,6 +67,7 @@ __all__ = [
     "losses",
     "seed_storm",
     "stored_by_device",
+    "tokens_pending",
     "shards_of",
     "storm_worker_main",
 ]
@@ -420,15 +421,19 @@ async def _run(
                 await asyncio.sleep(delay)
             if control.stop():
                 break
+            # a cluster's devices spread over its nodes: each starts on its own one
+            addresses = ((job.host, job.port), *job.fallbacks)
+            turn = index % len(addresses)
+            (host, port), *others = (*addresses[turn:], *addresses[:turn])
             device = StormDevice(
                 login,
                 connection=Connection(
-                    host=job.host,
-                    port=job.port,
+                    host=host,
+                    port=port,
                     username=login.device_id,
                     password=login.password,
                     protocol=job.protocol,
-                    fallbacks=job.fallbacks,
+                    fallbacks=tuple(others),
                 ),
                 root_keyset=job.root_keyset,
                 expected=job.expected[login.device_id],
@@ -458,6 +463,20 @@ async def _run(
     final = _stats(job, devices, control.mark(), done=True)
     report(final)
     return final
+
+
+def tokens_pending(database_url: str) -> int:
+    """Devices still queued for a token plus tokens stored and not yet published."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            queued = conn.execute(text("SELECT COUNT(*) FROM token_resign_queue")).scalar_one()
+            unsent = conn.execute(text("SELECT COUNT(*) FROM entitlement_outbox")).scalar_one()
+    finally:
+        engine.dispose()
+    return int(queued) + int(unsent)
 
 
 def stored_by_device(database_url: str) -> dict[str, list[int]]:
