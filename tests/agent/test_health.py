@@ -12,12 +12,13 @@ import struct
 import time
 
 import psutil
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.firmware import FirmwareClient, InProcessLink, SerialLink
 from agent.health import HealthCollector
-from agent.hoststats import HostSampler, net_counters
+from agent.hoststats import HostSampler, ProcFS, host, net_counters
 from agent.outbox import Outbox
 from agent.runtime import open_agent
 from firmware_stubs import CameraEmulator, Faults, GatewayEmulator, PtyFirmware
@@ -218,6 +219,31 @@ def test_host_figures_come_from_psutil(tmp_path):
     assert sampler.sample(now=now).net.loss_pct is None  # no traffic, no ratio
     lost, packets = net_counters() or (0, 0)
     assert isinstance(lost, int) and isinstance(packets, int) and 0 <= lost
+
+
+@pytest.mark.skipif(not ProcFS.available(), reason="Linux with /proc/meminfo's MemAvailable")
+def test_procfs_reads_what_psutil_reads(tmp_path):
+    """On Linux the sampler reads /proc and /sys itself (psutil's import costs the idle
+    agent memory); each figure is psutil's, read from the same files the same way."""
+    assert host() is ProcFS
+    assert ProcFS.boot_time() == psutil.boot_time()
+    assert ProcFS.disk_usage(str(tmp_path)).percent == pytest.approx(
+        psutil.disk_usage(str(tmp_path)).percent, abs=0.2
+    )
+    assert ProcFS.virtual_memory().percent == pytest.approx(psutil.virtual_memory().percent, abs=5)
+    theirs = psutil.net_io_counters(pernic=True)
+    ours = ProcFS.net_io_counters(pernic=True)  # read after theirs: never fewer
+    assert ours.keys() == theirs.keys()
+    for nic, counters in ours.items():
+        for name, value in counters._asdict().items():
+            assert value >= getattr(theirs[nic], name), (nic, name)
+    sensors = {
+        unit: [entry.label for entry in entries]
+        for unit, entries in psutil.sensors_temperatures().items()
+    }
+    assert {u: [e.label for e in es] for u, es in ProcFS.sensors_temperatures().items()} == (
+        sensors
+    )
 
 
 def test_a_failing_host_source_leaves_the_figure_unknown(tmp_path):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.hoststats import ProcFS
 from simulators import TokenRepositorySimulator
 
 # the modules the agent command imports before it runs (entitle/cli.py, agent_run)
@@ -42,8 +43,11 @@ def test_the_cli_console_is_made_on_first_use(capsys):
 # what an idle agent never needs (bench/bench_agent_rss.py): sqlite-utils and what it
 # loads make the store's tables in a child process at a device's first start only
 _SQLITE_UTILS = {"sqlite_utils", "click", "pluggy", "dateutil", "tabulate", "sqlite_fts4"}
+# host figures are read from /proc and /sys on Linux, as psutil reads them
+_LAZY = _SQLITE_UTILS | ({"psutil"} if ProcFS.available() else set())
 
 # the agent's start as `_run` does it: tables, then the store, its outbox and health
+# (one host sample)
 _OPEN_AGENT = """
 import json, sys
 from pathlib import Path
@@ -53,6 +57,7 @@ data = Path(sys.argv[1])
 _make_tables(data)
 agent = open_agent(device_id="dev-imports", data_dir=data, connection=None,
                    root_keyset=Path(sys.argv[2]).read_bytes(), health_interval_s=60)
+agent.health._host.sample(now=0)
 agent.close()
 print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 """
@@ -78,7 +83,7 @@ def _tables(path: Path) -> set[str]:
 def test_a_first_start_makes_the_tables_without_loading_sqlite_utils(tmp_path):
     loaded = _start(tmp_path)
     assert {"agent", "sqlite3"} <= loaded  # the probe did run
-    assert not loaded & _SQLITE_UTILS
+    assert not loaded & _LAZY
     assert "trust_state" in _tables(tmp_path / "agent" / "agent.db")
     assert {"outbox", "outbox_meta"} <= _tables(tmp_path / "agent" / "outbox.db")
 
@@ -87,4 +92,4 @@ def test_a_restart_on_its_store_loads_no_sqlite_utils(tmp_path):
     _start(tmp_path)
     loaded = _start(tmp_path)  # provisioned now: the state is loaded from the store
     assert {"agent", "sqlite3"} <= loaded
-    assert not loaded & _SQLITE_UTILS
+    assert not loaded & _LAZY
