@@ -15,9 +15,10 @@ fsync a minute per device blocked a simulated fleet's event loop for
 nothing a real device needs.
 
 sqlite-utils makes the table; it is imported only when there is a table to
-make (a device's first start): it loads ~40 modules (click, pluggy, dateutil,
-tabulate, decimal, uuid, ...) that an agent restarted on its store never needs
-(``tests/cli/test_agent_imports.py``, ``bench/bench_agent_rss.py``).
+make (a device's first start, which ``entitle-agent run`` does in a child
+process): it loads ~40 modules (click, pluggy, dateutil, tabulate, decimal,
+uuid, ...) that the running agent never needs (``tests/cli/test_agent_imports.py``,
+``bench/bench_agent_rss.py``).
 """
 
 from __future__ import annotations
