@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 
 QUEUE = "entitle-auth"
 READY = "entitle-auth ready"  # logged once the responder answers
+# A node waits 2 s for an answer. A read of the bucket that takes longer (its leader
+# died with a node and a new one is being elected) falls back to the copy this
+# responder keeps by watching the bucket, so devices can log in again at once.
+LOOKUP_S = 0.5
 
 
 class Refused(Exception):  # noqa: N818 (a decision, not a failure of ours)
@@ -243,17 +247,46 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
             log.info("waiting for JetStream: %s", exc)
             await asyncio.sleep(0.2)
 
-    async def answer(msg: Msg) -> None:
+    known: dict[str, str] = {}  # device id -> hash: the bucket as last seen
+
+    async def watch() -> None:
+        """Keep ``known`` up to date from the bucket (puts and deletes, in order)."""
+        while True:
+            try:
+                async for entry in await kv.watchall():
+                    if entry is None:  # the initial values are all in
+                        continue
+                    if entry.operation in ("DEL", "PURGE") or not entry.value:
+                        known.pop(entry.key, None)
+                    else:
+                        known[entry.key] = entry.value.decode()
+            except (TimeoutError, nats.errors.Error) as exc:
+                log.warning("watching %s: %s; watching again", LOGINS_BUCKET, exc)
+                await asyncio.sleep(0.5)
+
+    async def stored_hash(device_id: str) -> str | None:
+        try:
+            entry = await asyncio.wait_for(kv.get(device_id), LOOKUP_S)
+        except nats.js.errors.KeyNotFoundError:
+            known.pop(device_id, None)
+            return None
+        except (TimeoutError, nats.errors.Error) as exc:
+            if device_id not in known:
+                raise
+            log.info("login of %s from the watched copy (bucket: %s)", device_id, exc)
+            return known[device_id]
+        value = entry.value.decode() if entry.value else None
+        if value is not None:
+            known[device_id] = value
+        return value
+
+    async def handle(msg: Msg) -> None:
         request: dict[str, Any] = {}
         now = int(time.time())
         try:
             request = decode_claims(msg.data.decode(errors="replace"))
             device_id = device_of(request)
-            try:
-                entry = await kv.get(device_id)
-                stored = entry.value.decode() if entry.value else None
-            except nats.js.errors.KeyNotFoundError:
-                stored = None
+            stored = await stored_hash(device_id)
             user = encode_jwt(
                 decide(request, stored, now=now, ttl_s=config.login_ttl_s),
                 issuer=issuer,
@@ -266,6 +299,15 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
             log.warning("authorization lookup failed: %s", exc)
             reply = response(request, user_jwt=None, error="login store unavailable")
         await msg.respond(encode_jwt(reply, issuer=issuer, now=now).encode())
+
+    answering: set[asyncio.Task[None]] = set()
+
+    async def answer(msg: Msg) -> None:
+        # nats-py calls a subscription's callback one message at a time: one slow
+        # lookup must not make the node time out every login queued behind it
+        task = asyncio.create_task(handle(msg), name="entitle-auth-answer")
+        answering.add(task)
+        task.add_done_callback(answering.discard)
 
     system = await nats.connect(
         servers=list(config.servers),
@@ -287,6 +329,7 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
             return
         log.info("disconnected %s (%d connection(s)): its login was removed", device_id, kicked)
 
+    watching = asyncio.create_task(watch(), name="entitle-auth-watch")
     await nc.subscribe(AUTH_SUBJECT, queue=QUEUE, cb=answer)
     # one responder per removal is enough: it asks every node
     await nc.subscribe(KICK_SUBJECT, queue=QUEUE, cb=kick)
@@ -295,6 +338,10 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
     try:
         await stop.wait()
     finally:
+        watching.cancel()
+        for task in answering:
+            task.cancel()
+        await asyncio.gather(watching, *answering, return_exceptions=True)
         await nc.drain()
         await system.close()
 
