@@ -232,6 +232,22 @@ async def running_stack(
         )
         await _wait_ready(api)
         say(f"broker: {label} on 127.0.0.1:{port}; cloud: http://127.0.0.1:{http_port}/docs")
+        # a person can watch it all in the dashboard: an admin login made for this run only
+        dashboard_password = secrets.token_urlsafe(12)
+        made = await api.post(
+            "/api/v1/users",
+            json={
+                "email": "admin@demo.example",
+                "name": "Demo admin",
+                "password": dashboard_password,
+                "role": "admin",
+            },
+        )
+        made.raise_for_status()
+        say(
+            f"dashboard: http://127.0.0.1:{http_port}/ — sign in as admin@demo.example "
+            f"with password {dashboard_password} (made for this run)"
+        )
         installation = (await api.post("/api/v1/installations", json={"name": "Demo home"})).json()
         keyset = base64.b64decode((await api.get("/api/v1/keyset")).json()["keyset_b64"])
         agents = []
