@@ -267,6 +267,13 @@ class NatsCloud:
         self.cluster: Any = None
 
     def __enter__(self) -> NatsCloud:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # no worker or node left behind by a failed start
+            raise
+
+    def _start(self) -> NatsCloud:
         from broker.mosquitto import find_free_port
         from broker.nats import NatsCluster
         from simulators.fleet import register_in_store

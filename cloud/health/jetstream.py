@@ -24,6 +24,7 @@ reconnects with :func:`common.mqtt.backoff_delay`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -198,4 +199,6 @@ class JetStreamHealth:
             finally:
                 self.connected.clear()
                 if nc is not None and not nc.is_closed:
-                    await nc.close()
+                    # bounded: a shutdown must not wait on a cluster that went away
+                    with contextlib.suppress(TimeoutError, nats.errors.Error):
+                        await asyncio.wait_for(nc.close(), 5.0)
