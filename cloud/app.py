@@ -239,6 +239,7 @@ def create_app(
                 flush_delay_s=settings.health_flush_delay_s,
                 subscriptions=NATS_SUBSCRIPTIONS if nats else SUBSCRIPTIONS,
             )
+            ingest.on_behind = service.republish  # a device came online with an older token
             if bridge is not None:  # on NATS, reports come from JetStream (one durable consumer)
                 bridge.attach(
                     ingest, stream=JetStreamHealth.from_settings(settings) if nats else None

@@ -27,20 +27,21 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cloud.database import Store
+from cloud.devices import queries as device_queries
 from cloud.health import bulk
 from cloud.health import queries as repo
 from cloud.health.rows import ReportRow, parse_row
 from common.clock import Clock
 from common.mqtt import Received
 from protocol.commands import BadCommand, parse_command_result
-from protocol.errors import TopicError
+from protocol.errors import TopicError, TransportError
 from protocol.health import BadHealthReport
 from protocol.status import BadStatus
 from protocol.status import read as read_status
@@ -80,6 +81,8 @@ class BatchReport:
     statuses: int = 0
     answers: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # devices that said they are online holding an older token than their current one
+    behind: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -99,7 +102,7 @@ class StageCpu:
 @dataclass(slots=True)
 class _Parsed:
     reports: list[ReportRow] = field(default_factory=list)
-    statuses: list[tuple[str, bool]] = field(default_factory=list)
+    statuses: list[tuple[str, bool, int | None]] = field(default_factory=list)  # id, online, ver
     results: list[Any] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -119,7 +122,10 @@ def _parse(batch: list[Incoming]) -> _Parsed:
                 out.results.append(parse_command_result(message.payload, topic_device_id=device_id))
             elif channel == "status":
                 if message.payload:  # empty: a cleared retained message, not a status
-                    out.statuses.append((device_id, read_status(message.payload).online))
+                    status = read_status(message.payload)
+                    held = status.details.get("token_ver")
+                    version = held if type(held) is int else None
+                    out.statuses.append((device_id, status.online, version))
             else:
                 out.rejected["bad_topic"] += 1
         except (BadHealthReport, BadCommand) as exc:
@@ -157,7 +163,12 @@ class HealthIngest:
         self.cpu = StageCpu()
         self.received = 0  # messages offered (redeliveries included)
         self.batches = 0  # batches committed
+        self.republished = 0  # current tokens republished to devices that came online behind
         self.on_batch: list[Callable[[int, float], None]] = []  # (size, seconds) per commit
+        # given the devices that came online holding an older token than their current one
+        # (a retained token missed while re-subscribing, e.g. during a NATS node's
+        # failover): the app republishes their current tokens (IssuingService.republish)
+        self.on_behind: Callable[[list[str]], Awaitable[object]] | None = None
 
     @property
     def pending(self) -> int:
@@ -194,7 +205,7 @@ class HealthIngest:
         with self._store.transaction() as tx:
             session = tx
             named = [r.device_id for r in parsed.reports]
-            named += [device for device, _ in parsed.statuses]
+            named += [device for device, _, _ in parsed.statuses]
             named += [result.device_id for result in parsed.results]
             known = bulk.known_devices(session, named)
             reports = [r for r in parsed.reports if r.device_id in known]
@@ -202,12 +213,22 @@ class HealthIngest:
             stored = bulk.store_rows(session, reports, now=now)
             report.stored = len(stored)
             report.duplicates = len(reports) - len(stored)
-            for device_id, online in parsed.statuses:
+            holding: dict[str, int] = {}
+            for device_id, online, version in parsed.statuses:
                 if device_id in known:
                     repo.record_status(session, device_id=device_id, online=online, now=now)
                     report.statuses += 1
+                    if online and version is not None:
+                        holding[device_id] = version
                 else:
                     report.rejected["status_unknown_device"] += 1
+            if holding:
+                current = device_queries.current_tokens(session, list(holding))
+                report.behind = sorted(
+                    device
+                    for device, held in holding.items()
+                    if device in current and current[device].ver > held
+                )
             for result in parsed.results:
                 outcome = repo.answer_command(
                     session,
@@ -247,12 +268,25 @@ class HealthIngest:
                     done.statuses += one.statuses
                     done.answers += one.answers
                     done.rejected.update(one.rejected)
+                    done.behind += one.behind
                 return done
             _log.warning("health message on %s refused by the database", batch[0].topic)
             refused = BatchReport(rejected=Counter({"store_error": 1}))
             with self._store.transaction() as tx:
                 repo.bump_rejects(tx, refused.rejected, now=self._clock())
             return refused
+
+    async def _catch_up(self, devices: list[str]) -> None:
+        """Republish the current tokens of devices that came online behind; a failure is
+        logged, not raised (the refresh job and the next status try again)."""
+        assert self.on_behind is not None
+        try:
+            await self.on_behind(devices)
+        except TransportError as exc:
+            _log.warning("tokens of %d devices behind not republished: %s", len(devices), exc)
+        else:
+            self.republished += len(devices)
+            _log.info("republished the current token of %d devices that were behind", len(devices))
 
     def _account(self, done: BatchReport) -> None:
         total = self.totals
@@ -293,3 +327,5 @@ class HealthIngest:
             for observe in self.on_batch:
                 observe(len(batch), elapsed)
             self._account(done)
+            if done.behind and self.on_behind is not None:
+                await self._catch_up(done.behind)

@@ -1,0 +1,74 @@
+"""A device that comes online holding an older token than its current one gets the current
+one again: its status says which version it holds (``token_ver``), and the ingest republishes.
+
+This closes the window where a token published while a device re-subscribes is missed (seen
+on NATS when a node fails over: the device got the older retained token) until the next
+publish, which could be days away.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloud.health.ingest import Incoming
+from protocol.topics import device_topic
+from tests.cloud.conftest import Cloud
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def _status(device_id: str, token_ver: object, acks: list[str]) -> Incoming:
+    payload = json.dumps({"status": "online", "token_ver": token_ver}).encode()
+    return Incoming(device_topic(device_id, "status"), payload, lambda: acks.append(device_id))
+
+
+def _sent(cloud: Cloud, device_id: str) -> list[bytes]:
+    topic = device_topic(device_id, "entitlement")
+    return [m.payload for m in cloud.publisher.log if m.topic == topic and m.payload]
+
+
+async def test_a_device_online_behind_gets_its_current_token_again(cloud: Cloud) -> None:
+    installation = await cloud.installation()
+    device = (await cloud.device(installation))["device_id"]
+    granted = await cloud.http.post(
+        f"/api/v1/installations/{installation}/grants",
+        json={"feature": "remote_access", "until": cloud.clock() + 86400},
+    )
+    assert granted.status_code < 300, granted.text
+    current = _sent(cloud, device)[-1]
+    before = len(_sent(cloud, device))
+    ingest = cloud.state.health_ingest
+    assert ingest is not None
+    acks: list[str] = []
+
+    ingest.offer(_status(device, 1, acks))  # holds version 1; its current one is newer
+    await eventually(lambda: len(_sent(cloud, device)) == before + 1, what="a republish")
+    assert _sent(cloud, device)[-1] == current  # the same token again, not a new version
+    assert ingest.republished == 1
+
+
+@pytest.mark.parametrize("held", ["current", None, "2", 1.0])
+async def test_a_device_up_to_date_or_not_saying_is_left_alone(cloud: Cloud, held: object) -> None:
+    installation = await cloud.installation()
+    device = (await cloud.device(installation))["device_id"]
+    await cloud.http.post(
+        f"/api/v1/installations/{installation}/grants",
+        json={"feature": "remote_access", "until": cloud.clock() + 86400},
+    )
+    ingest = cloud.state.health_ingest
+    assert ingest is not None
+    with cloud.state.store.transaction() as tx:
+        from cloud.devices import queries as device_queries
+
+        version = device_queries.current_tokens(tx, [device])[device].ver
+    before = len(_sent(cloud, device))
+    acks: list[str] = []
+    ingest.offer(_status(device, version if held == "current" else held, acks))
+    # a second, later message: once it is acked the first one's batch is long done
+    ingest.offer(_status(device, version, acks))
+    await eventually(lambda: len(acks) == 2, what="both statuses acked")
+    assert len(_sent(cloud, device)) == before
+    assert ingest.republished == 0
