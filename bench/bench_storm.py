@@ -259,7 +259,7 @@ async def storm(args: argparse.Namespace, console: Console) -> Run:
         devices=args.devices, mix=parse_mix(args.mix), fault_fraction=0.0, prefix="st"
     )
     root = Path(tempfile.mkdtemp(prefix="entitle-bench-storm-"))
-    processes = max(1, math.ceil(args.devices / DEVICES_PER_PROCESS))
+    processes = args.processes or max(1, math.ceil(args.devices / DEVICES_PER_PROCESS))
     try:
         run.loads["start"] = os.getloadavg()
         caps = [args.devices, 500, 100]
@@ -524,6 +524,7 @@ if __name__ == "__main__":
     parser.add_argument("--setup-timeout", type=float, default=900.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="after the restart")
     parser.add_argument("--print-every", type=float, default=5.0)
+    parser.add_argument("--processes", type=int, default=0, help="device processes (0: auto)")
     parser.add_argument("--node", type=int, default=1, help="NATS node to kill (0-based)")
     parser.add_argument("--mix", default="gateway:60,camera:30,counter:10")
     asyncio.run(main(parser.parse_args()))

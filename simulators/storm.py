@@ -442,9 +442,14 @@ async def _run(
             due.append(time.monotonic() + rng.uniform(0, job.interval_s))
             tasks.append(asyncio.create_task(device.run(), name=f"device-{login.device_id}"))
         last_stats = 0.0
+        was_reporting = True
         while not control.stop():
             now = time.monotonic()
-            if control.reporting():
+            reporting = control.reporting()
+            if reporting and not was_reporting:  # (re)started: spread over one interval
+                due = [now + rng.uniform(0, job.interval_s) for _ in devices]
+            was_reporting = reporting
+            if reporting:
                 for i, device in enumerate(devices):
                     if due[i] <= now:
                         device.collect()
