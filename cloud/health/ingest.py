@@ -216,7 +216,9 @@ class HealthIngest:
             holding: dict[str, int] = {}
             for device_id, online, version in parsed.statuses:
                 if device_id in known:
-                    repo.record_status(session, device_id=device_id, online=online, now=now)
+                    repo.record_status(
+                        session, device_id=device_id, online=online, now=now, token_ver=version
+                    )
                     report.statuses += 1
                     if online and version is not None:
                         holding[device_id] = version

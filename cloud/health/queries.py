@@ -179,8 +179,13 @@ def insert_reports(
     return fresh
 
 
-def record_status(session: Session, *, device_id: str, online: bool, now: int) -> bool:
-    """Record an online/offline message; True if it changed the device's status."""
+def record_status(
+    session: Session, *, device_id: str, online: bool, now: int, token_ver: int | None = None
+) -> bool:
+    """Record an online/offline message; True if it changed the device's status.
+
+    ``token_ver``: the token version the device says it holds, kept when given.
+    """
     stmt = upsert(session, HealthStateRow).values(device_id=device_id, last_seen=now)
     session.execute(stmt.on_conflict_do_nothing(index_elements=["device_id"]))
     state = session.scalars(
@@ -188,6 +193,8 @@ def record_status(session: Session, *, device_id: str, online: bool, now: int) -
     ).one()
     changed = state.online is not online
     state.last_seen = max(state.last_seen, now)
+    if token_ver is not None:
+        state.reported_token_ver = token_ver
     if changed:
         state.online = online
         state.status_at = now

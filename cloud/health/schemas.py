@@ -56,6 +56,7 @@ class DeviceHealthOut(BaseModel):
     last_seen: int | None
     latest: dict[str, Any] | None
     diagnosis: DiagnosisOut
+    reported_token_ver: int | None = None  # the token version the device last said it holds
 
 
 class HistoryOut(BaseModel):

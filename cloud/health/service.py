@@ -96,6 +96,7 @@ class HealthService:
                 last_seen=None if state is None else state.last_seen,
                 latest=None if state is None else state.latest_report,
                 diagnosis=DiagnosisOut.of(diagnosis),
+                reported_token_ver=None if state is None else state.reported_token_ver,
             )
 
     def kept_health(self, principal: Principal, device_id: str) -> tuple[DeviceHealthOut, int]:
@@ -131,6 +132,7 @@ class HealthService:
                 last_seen=None if state is None else state.last_seen,
                 latest=None if state is None else state.latest_report,
                 diagnosis=diagnosis,
+                reported_token_ver=None if state is None else state.reported_token_ver,
             )
             return out, diagnosed_at
 

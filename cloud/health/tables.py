@@ -89,6 +89,7 @@ class HealthStateRow(Base):
     online: Mapped[bool | None] = mapped_column(Boolean)
     status_at: Mapped[int | None] = mapped_column(BigInteger)
     last_seen: Mapped[int] = mapped_column(BigInteger)
+    reported_token_ver: Mapped[int | None] = mapped_column(BigInteger)  # status's token_ver
 
 
 class StatusEventRow(Base):

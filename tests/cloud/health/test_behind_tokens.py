@@ -48,6 +48,8 @@ async def test_a_device_online_behind_gets_its_current_token_again(cloud: Cloud)
     await eventually(lambda: len(_sent(cloud, device)) == before + 1, what="a republish")
     assert _sent(cloud, device)[-1] == current  # the same token again, not a new version
     assert ingest.republished == 1
+    health = (await cloud.http.get(f"/api/v1/devices/{device}/health")).json()
+    assert health["reported_token_ver"] == 1  # the device page's "last reported applying"
 
 
 @pytest.mark.parametrize("held", ["current", None, "2", 1.0])
