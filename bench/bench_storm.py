@@ -73,6 +73,7 @@ HERE = Path(__file__).resolve().parent
 class Sample:
     t: float  # seconds since the restart (negative before)
     connected: int
+    reconnected: int
     reenforced: int
     collected: int
     acked: int
@@ -341,6 +342,7 @@ async def _phases(
         point = Sample(
             t=now - run.t_down if run.t_down else -1.0,
             connected=fleet.total("connected"),
+            reconnected=fleet.total("reconnected"),
             reenforced=fleet.total("reenforced"),
             collected=fleet.total("collected"),
             acked=fleet.total("acked"),
