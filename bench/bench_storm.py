@@ -471,7 +471,9 @@ def report(run: Run, args: argparse.Namespace, console: Console) -> None:
             f"{collected:,} / {acked:,} / {getattr(run, 'stored_total', 0):,}",
         ),
         (
-            "PUBACKed but lost / stored twice / stored never acked",
+            "PUBACKed not stored"
+            + (" (lost)" if run.final_drain_s is not None else " yet: the drain did not finish")
+            + " / stored twice / stored never acked",
             f"{exact.get('lost', '?')} / {exact.get('duplicates', '?')} / "
             f"{exact.get('stored_not_acked', '?')}",
         ),
