@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -58,12 +59,21 @@ def _settings() -> AgentSettings:
         raise _fail(*exc.problems) from None
 
 
+_MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, one for the final NUL
+
+
 def _paths(settings: AgentSettings) -> tuple[str, Path, Path]:
     """The device id, the agent's data folder and its local API socket."""
     if not settings.device_id:
         raise _fail("set ENTITLE_DEVICE_ID to this device's id")
     data_dir = settings.agent_dir()
     socket_path = settings.api_socket or data_dir / "agent.sock"
+    if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
+        raise _fail(
+            f"the local API socket {socket_path} is {len(os.fsencode(socket_path))} bytes long, "
+            f"over the {_MAX_SOCKET_PATH} a Unix socket path may have: set ENTITLE_API_SOCKET "
+            "to a shorter path (or ENTITLE_DATA_DIR to a shorter folder)"
+        )
     return settings.device_id, data_dir, socket_path
 
 

@@ -124,3 +124,14 @@ def test_agent_run_loads_no_pydantic_typer_uvicorn_or_starlette(tmp_path: Path) 
     assert {"agent", "common", "h11", "aiomqtt"} <= loaded  # the probe did run
     heavy = {"pydantic", "pydantic_settings", "typer", "uvicorn", "starlette", "httpx", "rich"}
     assert not loaded & heavy
+
+
+def test_a_socket_path_too_long_for_the_os_says_what_to_set(capsys, monkeypatch, tmp_path) -> None:
+    deep = tmp_path / ("x" * 110)
+    monkeypatch.setenv("ENTITLE_DEVICE_ID", "gw-1")
+    monkeypatch.setenv("ENTITLE_DATA_DIR", str(deep))
+    monkeypatch.setenv("ENTITLE_BROKER_URL", "mqtt://gw-1:secret@127.0.0.1:1")
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "over the 107 a Unix socket path may have: set ENTITLE_API_SOCKET" in err
+    assert not deep.exists()  # refused before anything was made

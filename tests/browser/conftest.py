@@ -27,6 +27,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class Dashboard:
     companies: dict[str, int] = field(default_factory=dict)  # "invoice" / "card" → id
     installations: dict[str, str] = field(default_factory=dict)  # name → id
     agents: list[Agent] = field(default_factory=list)
+    agent_dirs: list[Path] = field(default_factory=list)
 
     def email(self, who: str) -> str:
         return str(self.users[who]["email"])
@@ -164,8 +166,10 @@ class Dashboard:
     def start_agent(self, device: dict[str, Any]) -> Agent:
         """A real agent for ``device`` (from :meth:`new_device`), connected to the broker."""
         device_id = str(device["device_id"])
-        data = self.root / "agents" / device_id
-        data.mkdir(parents=True, exist_ok=True)
+        # a short folder of its own: the agent's Unix socket lives under it, and a socket
+        # path is at most 107 bytes (pytest's tmp paths under xdist came to 109)
+        data = Path(tempfile.mkdtemp(prefix="agent-"))
+        self.agent_dirs.append(data)
         keyset = data / "root-keyset.cbor"  # provisioned: the cloud's signed key set
         keyset.write_bytes(base64.b64decode(self.call("GET", "/keyset")["keyset_b64"]))
         env = dict(
@@ -265,6 +269,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         finally:
             for agent in board.agents:
                 agent.stop()
+            for folder in board.agent_dirs:
+                shutil.rmtree(folder, ignore_errors=True)
             process.terminate()
             try:
                 process.wait(20)
