@@ -362,6 +362,10 @@ def _aim_at_seeded(case: schemathesis.Case, seeded: Seeded, *, positive: bool) -
     }
     if positive and isinstance(case.body, dict | list | float):
         case.body = _as_written(case.body)
+    if positive:  # the same for URL parameters (?company_id=5.0 is refused as a body's 5.0 is)
+        for params in (case.path_parameters, case.query):
+            if isinstance(params, dict):
+                params.update({name: _as_written(value) for name, value in params.items()})
     body = case.body
     for where in (case.path_parameters, case.query, body):
         if not isinstance(where, dict):
