@@ -32,6 +32,13 @@ from simulators.fleet_worker import ShardJob, ShardStats, run_shard, worker_main
 
 __all__ = ["DEVICES_PER_PROCESS", "FleetStats", "LocalCloud", "run_fleet", "stored_reports"]
 
+_PORT_ATTEMPTS = 3
+
+
+class _PortTaken(RuntimeError):
+    """The cloud process found its free port taken by the time it bound it."""
+
+
 DEVICES_PER_PROCESS = 2500  # ~7 descriptors a device under the 20,000 hard cap, with margin
 
 
@@ -156,7 +163,6 @@ class LocalCloud:
             self.port = self.broker.port
         self.api_key = bootstrap_api_key(self.database_url, name="fleet simulator", now=now)
         for user, password in clouds.items():
-            http_port = find_free_port()
             env = {
                 **os.environ,
                 **self.env,
@@ -164,20 +170,28 @@ class LocalCloud:
                 "ENTITLE_DATA_DIR": str(self.cloud_dir),
                 "ENTITLE_DATABASE_URL": self.database_url,
                 "ENTITLE_BROKER_URL": self._broker_url(user, password),
-                "ENTITLE_HTTP_PORT": str(http_port),
             }
-            log = (self.root / f"{user}.log").open("ab")
-            self._processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "entitle.cli", "cloud", "serve"],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            log.close()
-            url = f"http://127.0.0.1:{http_port}"
-            self._wait_ready(url, self._processes[-1], user)
+            for attempt in range(_PORT_ATTEMPTS):
+                # a free port is free only until someone else binds it: on "address already
+                # in use" (another test process took it meanwhile) start again on a new one
+                http_port = find_free_port()
+                env["ENTITLE_HTTP_PORT"] = str(http_port)
+                with (self.root / f"{user}.log").open("ab") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "entitle.cli", "cloud", "serve"],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                self._processes.append(process)
+                url = f"http://127.0.0.1:{http_port}"
+                try:
+                    self._wait_ready(url, process, user)
+                    break
+                except _PortTaken:
+                    self._processes.remove(process)
+                    if attempt == _PORT_ATTEMPTS - 1:
+                        raise
             self.api_url = self.api_url or url
         with self.api() as api:
             import base64
@@ -207,6 +221,8 @@ class LocalCloud:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 log = (self.root / f"{user}.log").read_text(errors="replace")[-2000:]
+                if "address already in use" in log:
+                    raise _PortTaken(f"cloud worker {user}: its port was taken: {log}")
                 raise RuntimeError(f"cloud worker {user} exited: {log}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}/api/v1/healthz", timeout=2).status_code == 200:
