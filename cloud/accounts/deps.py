@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud.accounts.apikeys import CREATE_HINT, Principal, authenticate
@@ -22,10 +22,12 @@ __all__ = [
     "AccountsDep",
     "CurrentPrincipal",
     "PageUser",
+    "clear_session_cookie",
     "get_principal",
     "page_require",
     "page_user",
     "require",
+    "set_session_cookie",
 ]
 
 _log = logging.getLogger(__name__)
@@ -90,14 +92,21 @@ def require(permission: Permission) -> Callable[..., Principal]:
     ``dependency.permission``.
     """
 
-    def dependency(
-        principal: Annotated[Principal, Depends(get_principal)], request: Request
-    ) -> Principal:
+    return _requiring(permission, get_principal)
+
+
+def _requiring(permission: Permission, who: Callable[..., Principal]) -> Callable[..., Principal]:
+    """The dependency of :func:`require` and :func:`page_require`: ``who`` says how the
+    request is authenticated (API key or session; the session only, for pages)."""
+
+    def dependency(principal: Principal, request: Request) -> Principal:
         if not allowed(principal.role, permission):
             raise Forbidden(refusal(principal.role, permission))
         refuse_loose_parameters(request)
         return principal
 
+    # an object, not a string: postponed annotations cannot name the local ``who``
+    dependency.__annotations__["principal"] = Annotated[Principal, Depends(who)]
     dependency.permission = permission  # type: ignore[attr-defined]
     return dependency
 
@@ -125,17 +134,31 @@ def page_user(
 
 def page_require(permission: Permission) -> Callable[..., Principal]:
     """:func:`require` for pages: the 403 page for a role without ``permission``."""
+    return _requiring(permission, page_user)
 
-    def dependency(
-        principal: Annotated[Principal, Depends(page_user)], request: Request
-    ) -> Principal:
-        if not allowed(principal.role, permission):
-            raise Forbidden(refusal(principal.role, permission))
-        refuse_loose_parameters(request)
-        return principal
 
-    dependency.permission = permission  # type: ignore[attr-defined]
-    return dependency
+def set_session_cookie(response: Response, request: Request, token: str, *, max_age: int) -> None:
+    """The login session cookie: HttpOnly (no script reads it), SameSite=Strict (no other
+    site's page sends it) and Secure when the request came over HTTPS."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max_age,
+        path="/",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def clear_session_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE,
+        path="/",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -12,7 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from cloud.accounts.deps import SESSION_COOKIE, AccountsDep, PageUser
+from cloud.accounts.deps import (
+    SESSION_COOKIE,
+    AccountsDep,
+    PageUser,
+    clear_session_cookie,
+    set_session_cookie,
+)
 from cloud.accounts.rules import Permission, allowed
 from cloud.errors import LoginFailed, LoginThrottled
 from cloud.web.flash import flash
@@ -66,15 +72,7 @@ def login_submit(request: Request, form: CheckedForm, service: AccountsDep) -> R
             status_code=status.HTTP_401_UNAUTHORIZED,
         )
     response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
-    response.set_cookie(
-        SESSION_COOKIE,
-        started.token,
-        max_age=started.max_age_s,
-        path="/",
-        secure=request.url.scheme == "https",
-        httponly=True,
-        samesite="strict",
-    )
+    set_session_cookie(response, request, started.token, max_age=started.max_age_s)
     return response
 
 
@@ -83,13 +81,7 @@ def logout_submit(request: Request, form: CheckedForm, service: AccountsDep) -> 
     """End this browser's session and show the sign-in form."""
     service.logout(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
-    response.delete_cookie(
-        SESSION_COOKIE,
-        path="/",
-        secure=request.url.scheme == "https",
-        httponly=True,
-        samesite="strict",
-    )
+    clear_session_cookie(response, request)
     return flash(response, translator(request).gettext("You are signed out."), level="info")
 
 

@@ -12,7 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from cloud.accounts.apikeys import Principal
-from cloud.accounts.deps import SESSION_COOKIE, AccountsDep, require
+from cloud.accounts.deps import (
+    SESSION_COOKIE,
+    AccountsDep,
+    clear_session_cookie,
+    require,
+    set_session_cookie,
+)
 from cloud.accounts.rules import Permission
 from cloud.accounts.schemas import LoginRequest, MeOut, SessionOut
 from cloud.http.errors import documented
@@ -35,15 +41,7 @@ def login(
 ) -> SessionOut:
     """Check the password and start a session (cookie ``entitle_session``)."""
     started = service.login(email=body.email, password=body.password)
-    response.set_cookie(
-        SESSION_COOKIE,
-        started.token,
-        max_age=started.max_age_s,
-        path="/",
-        secure=request.url.scheme == "https",
-        httponly=True,
-        samesite="strict",
-    )
+    set_session_cookie(response, request, started.token, max_age=started.max_age_s)
     return started.session
 
 
@@ -52,13 +50,7 @@ def logout(request: Request, service: AccountsDep) -> Response:
     """End the session of the cookie sent, if any, and clear the cookie."""
     service.logout(request.cookies.get(SESSION_COOKIE))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    response.delete_cookie(
-        SESSION_COOKIE,
-        path="/",
-        secure=request.url.scheme == "https",
-        httponly=True,
-        samesite="strict",
-    )
+    clear_session_cookie(response, request)
     return response
 
 
