@@ -58,6 +58,9 @@ def _renewal_orders(app) -> list[OrderRow]:
         return list(tx.scalars(query).all())
 
 
+# a hang guard, not a speed limit: 365 days of jobs with real agents took over the suite's
+# 120 s on PostgreSQL beside stress-ng --cpu 2 (27 min run, 2026-12-07)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize(
     ("database", "engine"),
     [("sqlite", "mosquitto"), ("postgresql", "mosquitto"), ("sqlite", "nats")],
