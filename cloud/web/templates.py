@@ -70,9 +70,10 @@ def _ago(context: Context, epoch: int | float | None) -> str:
     """ "3 minutes ago" / "in 2 days", against the app's clock (``now``)."""
     if epoch is None:
         return "—"
-    return format_timedelta(
-        epoch - context["now"], add_direction=True, threshold=1.0, locale=context["lang"]
-    )
+    delta = epoch - context["now"]
+    if abs(delta) < 1:  # "in 0 seconds" for a report stamped a moment after the clock read
+        return str(context["translations"].gettext("just now"))
+    return format_timedelta(delta, add_direction=True, threshold=1.0, locale=context["lang"])
 
 
 @pass_context

@@ -64,3 +64,15 @@ def test_catalogues_load_for_every_language(tmp_path: Path) -> None:
     assert catalogues["nl"].gettext("Sign in") == "Inloggen"
     assert catalogues["en"].gettext("Sign in") == "Sign in"
     assert load_catalogues(tmp_path)["nl"].gettext("Sign in") == "Sign in"  # none found: English
+
+
+def test_ago_says_just_now_for_a_moment_not_in_0_seconds() -> None:
+    from cloud.web.templates import Pages
+
+    pages = Pages()
+    template = pages.env.from_string("{{ when | ago }}")
+    english, dutch = pages.catalogues["en"], pages.catalogues["nl"]
+    assert template.render(when=100.4, now=100, lang="en", translations=english) == "just now"
+    assert template.render(when=100.4, now=100, lang="nl", translations=dutch) == "zojuist"
+    assert template.render(when=40, now=100, lang="en", translations=english) == "1 minute ago"
+    assert template.render(when=190, now=100, lang="en", translations=english) == "in 2 minutes"
