@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import page_require
@@ -25,8 +26,10 @@ from cloud.errors import InvalidRequest, InvalidTransition, NotFound
 from cloud.health.deps import HealthDep
 from cloud.health.schemas import DeviceHealthOut
 from cloud.http.deps import ClockDep
+from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.tickets.deps import TicketsDep
 from cloud.tickets.rules import TRANSITIONS, Category, RmaRefused, Stage
+from cloud.tickets.schemas import Attach, MessageCreate, RmaRequest, TicketCreate
 from cloud.tickets.service import UnknownTicket
 from cloud.web.flash import flash
 from cloud.web.forms import CheckedForm
@@ -42,23 +45,25 @@ Writer = Annotated[Principal, Depends(page_require(Permission.TICKETS_WRITE))]
 Approver = Annotated[Principal, Depends(page_require(Permission.RMA_APPROVE))]
 TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
-_DEVICE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{DEVICE_ID_MAX_LEN}}}")
-_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
-_INSTALLATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _STAFF = frozenset({Role.ADMIN.value, Role.CS_ADMIN.value, Role.SUPPORT.value})
-_MAX_LIST = 20
 
 
 def _is_staff(who: Principal) -> bool:
     return who.role in _STAFF
 
 
-def _words(raw: object, pattern: re.Pattern[str]) -> list[str] | None:
-    """Items separated by commas, spaces or lines, each matching ``pattern``; None if any fails."""
-    items = [item for item in re.split(r"[\s,;]+", str(raw or "")) if item]
-    if len(items) > _MAX_LIST or not all(pattern.fullmatch(item) for item in items):
-        return None
+def _words(raw: object) -> list[str]:
+    """Items separated by commas, spaces or lines (the API's schema checks each and the count)."""
+    return [item for item in re.split(r"[\s,;]+", str(raw or "")) if item]
+
+
+def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+def _fields(exc: ValidationError) -> list[str]:
+    """The form fields a schema refused, in the schema's order, each once."""
+    return list(dict.fromkeys(str(error["loc"][0]) for error in exc.errors() if error["loc"]))
 
 
 def _see_ticket(ticket_id: int, text: str, *, level: str = "success") -> Response:
@@ -115,7 +120,7 @@ def new_ticket(
     devices: DevicesDep,
     installations: InstallationsDep,
     device: Annotated[
-        str | None, Query(max_length=DEVICE_ID_MAX_LEN, pattern=_DEVICE_ID.pattern)
+        str | None, Query(max_length=DEVICE_ID_MAX_LEN, pattern=DEVICE_ID_PATTERN)
     ] = None,
 ) -> HTMLResponse:
     """The form; with ``?device=ID`` the device is attached and its installation chosen."""
@@ -140,25 +145,30 @@ def new_ticket_submit(
         key: str(form.get(key, "")).strip()
         for key in ("category", "subject", "body", "installation_id", "devices", "cc")
     }
-    device_ids = _words(values["devices"], _DEVICE_ID)
-    cc = _words(values["cc"], _EMAIL)
-    installation_id = values["installation_id"] or None
+    says = {
+        "category": _("Choose a category."),
+        "subject": _("Give a subject of 1 to 200 characters on one line."),
+        "body": _("Describe the problem (at most 20,000 characters)."),
+        "installation_id": _("The installation id is not one."),
+        "device_ids": _("Device serials are letters, digits, - and _ (at most 20)."),
+        "cc": _("Copy addresses are e-mail addresses (at most 20)."),
+    }
     problems = []
-    if values["category"] not in {c.value for c in Category}:
-        problems.append(_("Choose a category."))
-    if not 0 < len(values["subject"]) <= 200 or not values["subject"].isprintable():
-        problems.append(_("Give a subject of 1 to 200 characters on one line."))
-    if not 0 < len(values["body"]) <= 20_000 or "\x00" in values["body"]:
-        problems.append(_("Describe the problem (at most 20,000 characters)."))
-    if installation_id is not None and not _INSTALLATION_ID.fullmatch(installation_id):
-        problems.append(_("The installation id is not one."))
-    if installation_id is None and not _is_staff(who):
+    body: TicketCreate | None = None
+    try:
+        body = TicketCreate(
+            category=values["category"],  # type: ignore[arg-type]
+            subject=values["subject"],
+            body=values["body"],
+            installation_id=values["installation_id"] or None,
+            device_ids=_words(values["devices"]),
+            cc=_words(values["cc"]),
+        )
+    except ValidationError as exc:
+        problems = [says[field] for field in _fields(exc) if field in says]
+    if not values["installation_id"] and not _is_staff(who):
         problems.append(_("Choose the installation the ticket is about."))
-    if device_ids is None:
-        problems.append(_("Device serials are letters, digits, - and _ (at most 20)."))
-    if cc is None:
-        problems.append(_("Copy addresses are e-mail addresses (at most 20)."))
-    if problems:
+    if problems or body is None:
         return _new_form(
             request,
             who,
@@ -170,12 +180,12 @@ def new_ticket_submit(
     try:
         opened = service.open(
             who,
-            category=Category(values["category"]),
-            subject=values["subject"],
-            body=values["body"],
-            installation_id=installation_id,
-            device_ids=device_ids or [],
-            cc=cc or [],
+            category=body.category,
+            subject=body.subject,
+            body=body.body,
+            installation_id=body.installation_id,
+            device_ids=_unique(body.device_ids),
+            cc=_unique(body.cc),
         )
     except NotFound:
         return _new_form(
@@ -231,13 +241,14 @@ def add_message(
 ) -> Response:
     """Answer on the ticket; the next action passes to the other party."""
     _ = translator(request).gettext
-    body = str(form.get("body", "")).strip()
-    if not 0 < len(body) <= 20_000 or "\x00" in body:
+    try:
+        message = MessageCreate(body=str(form.get("body", "")).strip())
+    except ValidationError:
         return _see_ticket(
             ticket_id, _("Write a message of at most 20,000 characters."), level="error"
         )
     try:
-        service.add_message(who, ticket_id, body=body)
+        service.add_message(who, ticket_id, body=message.body)
     except InvalidTransition:
         return _see_ticket(ticket_id, _("The ticket is closed: open a new ticket."), level="error")
     return _see_ticket(ticket_id, _("Your message is added."))
@@ -268,16 +279,20 @@ def attach(
 ) -> Response:
     """Attach device serials and copy addresses."""
     _ = translator(request).gettext
-    device_ids = _words(form.get("devices"), _DEVICE_ID)
-    cc = _words(form.get("cc"), _EMAIL)
-    if device_ids is None or cc is None or not (device_ids or cc):
+    try:
+        adding: Attach | None = Attach(
+            device_ids=_words(form.get("devices")), cc=_words(form.get("cc"))
+        )
+    except ValidationError:
+        adding = None
+    if adding is None or not (adding.device_ids or adding.cc):
         return _see_ticket(
             ticket_id,
             _("Give device serials or e-mail addresses to add (at most 20 of each)."),
             level="error",
         )
     try:
-        service.attach(who, ticket_id, device_ids=device_ids, cc=cc)
+        service.attach(who, ticket_id, device_ids=_unique(adding.device_ids), cc=_unique(adding.cc))
     except UnknownTicket:
         raise
     except NotFound:
@@ -293,9 +308,10 @@ def approve_rma(
 ) -> Response:
     """Approve the RMA of an attached device, if the rule allows it now."""
     _ = translator(request).gettext
-    device_id = str(form.get("device_id", ""))
-    if not _DEVICE_ID.fullmatch(device_id):
-        raise InvalidRequest("name the device to approve the RMA of")
+    try:
+        device_id = RmaRequest(device_id=str(form.get("device_id", ""))).device_id
+    except ValidationError:
+        raise InvalidRequest("name the device to approve the RMA of") from None
     try:
         service.approve_rma(who, ticket_id, device_id=device_id)
     except RmaRefused:
