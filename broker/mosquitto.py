@@ -17,18 +17,14 @@ Errors: :mod:`broker.errors`; an invalid device id raises
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import glob
 import json
 import logging
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +33,7 @@ from typing import Any
 
 from broker.errors import BrokerError, DynsecPluginNotFound, MosquittoNotFound
 from broker.passwd import PASSWD_NAME, write_private
+from broker.process import log_size, spawn, stop_all, tail, wait_logged
 from common.dynsec import DynsecAccounts, merge_config
 from common.settings import broker_url
 from protocol.topics import check_device_id
@@ -212,31 +209,7 @@ def write_broker_config(
     return path
 
 
-def _log_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _logged_since(path: Path, offset: int, needle: str) -> bool:
-    """Whether ``needle`` was logged after byte ``offset`` (the log is only appended to)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            return needle.encode() in f.read()
-    except FileNotFoundError:
-        return False
-
-
 # --- Mosquitto process ---------------------------------------------------------------
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def mosquitto_path() -> str | None:
@@ -263,13 +236,6 @@ def find_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM the broker if the thread that started it dies (no orphans when a
-    test run or `entitle demo` is killed). Start brokers from a long-lived thread."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _port_accepts(host: str, port: int) -> bool:
@@ -355,7 +321,7 @@ class MosquittoBroker:
         return self._accounts
 
     def log_tail(self, lines: int = 20) -> str:
-        return _tail(self.log_path, lines) + "\n" + _tail(self.directory / OUT_NAME, lines)
+        return tail(self.log_path, lines) + "\n" + tail(self.directory / OUT_NAME, lines)
 
     # lifecycle
     def start(self) -> MosquittoBroker:
@@ -382,21 +348,20 @@ class MosquittoBroker:
     def _spawn(self) -> bool:
         # Ready = this process logged "running" (listeners open) and the port accepts;
         # the port alone could be another broker's when it was taken meanwhile.
-        offset = _log_size(self.log_path)
-        with open(self.directory / OUT_NAME, "ab") as out:
-            self._process = subprocess.Popen(
-                [self.executable, "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                preexec_fn=_die_with_parent,
-            )
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline and self._process.poll() is None:
-            if _logged_since(self.log_path, offset, _RUNNING):
-                if _port_accepts(self.host, self.port):
-                    return True
-            time.sleep(0.01)
+        offset = log_size(self.log_path)
+        self._process = spawn(
+            [self.executable, "-c", str(self.config_path)], self.directory / OUT_NAME
+        )
+        if wait_logged(
+            self._process,
+            self.log_path,
+            offset,
+            _RUNNING,
+            timeout=self.startup_timeout,
+            ready=lambda: _port_accepts(self.host, self.port),
+            interval=0.01,
+        ):
+            return True
         self.kill()
         return False
 
@@ -410,13 +375,10 @@ class MosquittoBroker:
         self._close_accounts()
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("mosquitto pid %d ignored SIGTERM; killing", self._process.pid)
-                self.kill()
+        for hung in stop_all([self._process], timeout):
+            log.warning("mosquitto pid %d ignored SIGTERM; killed", hung.pid)
+            # Mosquitto removes its pid file only on a clean exit.
+            (self.directory / PID_NAME).unlink(missing_ok=True)
         self._process = None
 
     def kill(self) -> None:

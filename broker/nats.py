@@ -40,10 +40,11 @@ from typing import Any
 import nkeys
 
 from broker.errors import BrokerError
-from broker.mosquitto import _die_with_parent, find_free_port
+from broker.mosquitto import find_free_port
 from broker.natsauth import QUEUE, READY
 from broker.natsconfig import RESPONDER_USER, NodePorts, nats_server_path, node_config
 from broker.passwd import write_private
+from broker.process import log_size, spawn, stop_all, tail, wait_logged
 from common.natsaccounts import AUTH_SUBJECT, NatsAccounts
 from common.settings import broker_url
 from protocol.topics import check_device_id
@@ -107,22 +108,6 @@ def _mqtt_login(
     except OSError:
         return False
     return len(connack) == 4 and connack[0] == 0x20 and connack[3] == 0
-
-
-def _logged(path: Path, offset: int, needle: str) -> bool:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            return needle.encode() in f.read()
-    except FileNotFoundError:
-        return False
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 class NatsCluster:
@@ -198,11 +183,7 @@ class NatsCluster:
         return self.directory / f"node-{index + 1}"
 
     def log_tail(self, index: int, lines: int = 20) -> str:
-        path = self.node_dir(index) / "nats.log"
-        try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return tail(self.node_dir(index) / "nats.log", lines)
 
     def pid(self, index: int) -> int | None:
         process = self._processes[index]
@@ -315,33 +296,29 @@ class NatsCluster:
 
     def _spawn_node(self, index: int) -> int:
         log_path = self.node_dir(index) / "nats.log"
-        offset = _size(log_path)
-        with open(self.node_dir(index) / "nats.out", "ab") as out:
-            self._processes[index] = subprocess.Popen(
-                [self.executable, "-c", str(self.node_dir(index) / "nats.conf")],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                preexec_fn=_die_with_parent,
-            )
+        offset = log_size(log_path)
+        self._processes[index] = spawn(
+            [self.executable, "-c", str(self.node_dir(index) / "nats.conf")],
+            self.node_dir(index) / "nats.out",
+        )
         return offset
 
     def _wait_node(self, index: int, offset: int) -> None:
         process = self._processes[index]
         node = self.nodes[index]
         log_path = self.node_dir(index) / "nats.log"
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline and process is not None and process.poll() is None:
-            if _logged(log_path, offset, _READY) and _healthy(self.host, node.monitor):
-                log.info(
-                    "nats node %d pid %s: mqtt %s:%d",
-                    index + 1,
-                    self.pid(index),
-                    self.host,
-                    node.mqtt,
-                )
-                return
-            time.sleep(0.05)
+        if process is not None and wait_logged(
+            process,
+            log_path,
+            offset,
+            _READY,
+            timeout=self.startup_timeout,
+            ready=lambda: _healthy(self.host, node.monitor),
+        ):
+            log.info(
+                "nats node %d pid %s: mqtt %s:%d", index + 1, self.pid(index), self.host, node.mqtt
+            )
+            return
         self.stop()
         raise BrokerError(
             f"nats node {index + 1} did not become ready on {self.host} within "
@@ -371,21 +348,14 @@ class NatsCluster:
         if running is not None and running.poll() is None:
             return
         out_path = self.node_dir(index) / "auth.log"
-        offset = _size(out_path)
-        with open(out_path, "ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "broker.natsauth", str(self.node_dir(index) / AUTH_NAME)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                preexec_fn=_die_with_parent,
-            )
+        offset = log_size(out_path)
+        process = spawn(
+            [sys.executable, "-m", "broker.natsauth", str(self.node_dir(index) / AUTH_NAME)],
+            out_path,
+        )
         self._responders[index] = process
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline and process.poll() is None:
-            if _logged(out_path, offset, READY):
-                return
-            time.sleep(0.05)
+        if wait_logged(process, out_path, offset, READY, timeout=self.startup_timeout):
+            return
         self.stop()
         raise BrokerError(
             f"the auth responder of node {index + 1} did not answer on {AUTH_SUBJECT} "
@@ -408,18 +378,8 @@ class NatsCluster:
             self._accounts.close()
             self._accounts = None
         for processes in (self._responders, self._processes):
-            for process in processes:
-                if process is not None and process.poll() is None:
-                    process.terminate()
-            for i, process in enumerate(processes):
-                if process is None:
-                    continue
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                processes[i] = None
+            stop_all(processes, timeout)
+            processes[:] = [None] * len(processes)
 
     def wait(self) -> int:
         """Block until the first node exits (``entitle broker run``); its status."""
