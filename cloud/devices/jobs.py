@@ -74,16 +74,9 @@ class RefreshJob:
                 )
 
         states = await asyncio.to_thread(load)
-        plan = plan_refresh(
-            states,
-            now=now,
-            refresh_before_s=self._refresh_before_s,
-            epoch=epoch,
-            republish_after_s=self._republish_after_s,
-        )
+        plan = plan_refresh(states, now=now, refresh_before_s=self._refresh_before_s, epoch=epoch)
         reissued = await self._service.reissue(plan.reissue, if_due_within_s=self._refresh_before_s)
-        # unconfirmed tokens are republished from the outbox (plan.republish names the
-        # same devices, found by a scan of every current token)
+        # unconfirmed tokens are republished from the outbox, once past the grace
         republished = await self._service.publish_outbox(before=now - self._republish_after_s)
         if reissued or republished:
             _log.info(

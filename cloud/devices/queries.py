@@ -340,15 +340,13 @@ def mark_published(session: Session, token_ids: Sequence[int], *, now: int) -> N
 def refresh_candidates(
     session: Session, *, now: int, refresh_before_s: int, epoch: int
 ) -> list[TokenState]:
-    """Current tokens that may need work: a superset of what the job acts on."""
+    """Current tokens near expiry or of another key-set epoch (columns only, not the blob)."""
     current = select(func.max(TokenRow.id)).group_by(TokenRow.device_id).scalar_subquery()
-    query = select(TokenRow).where(
+    query = select(TokenRow.device_id, TokenRow.epoch, TokenRow.exp).where(
         TokenRow.id.in_(current),
-        (TokenRow.exp < now + refresh_before_s)
-        | TokenRow.published_at.is_(None)
-        | (TokenRow.epoch != epoch),
+        (TokenRow.exp < now + refresh_before_s) | (TokenRow.epoch != epoch),
     )
-    return [row.refresh_state() for row in session.scalars(query)]
+    return [TokenState(device_id=d, epoch=e, exp=x) for d, e, x in session.execute(query)]
 
 
 def device_ids_of(session: Session, installation_ids: Sequence[str]) -> list[str]:

@@ -89,8 +89,9 @@ class TokenRow(Base):
     """Every token issued; the one with the highest id per device is current.
 
     ``ver`` restarts at 1 in a new key-set epoch, hence unique per
-    (device, epoch, ver). ``min_until`` (earliest feature end) and
-    ``published_at`` let the refresh job find work with one indexed query.
+    (device, epoch, ver). ``published_at`` marks a confirmed publish (the
+    outbox holds the unconfirmed ones); ``min_until`` (earliest feature end)
+    is written with each token, though no decision reads it now.
     """
 
     __tablename__ = "issued_tokens"
@@ -115,14 +116,7 @@ class TokenRow(Base):
 
     def refresh_state(self) -> TokenState:
         """What :func:`cloud.devices.rules.plan_refresh` needs to know about this token."""
-        return TokenState(
-            device_id=self.device_id,
-            epoch=self.epoch,
-            iat=self.iat,
-            exp=self.exp,
-            min_until=self.min_until,
-            published=self.published_at is not None,
-        )
+        return TokenState(device_id=self.device_id, epoch=self.epoch, exp=self.exp)
 
 
 class ResignRow(Base):

@@ -1,11 +1,11 @@
-"""Which current tokens need a new issue or a new publish, decided at ``now``.
+"""Which current tokens need a new issue, decided at ``now``.
 
 A token is re-issued when it is close to ``exp`` or belongs to an older
 key-set epoch. A feature whose ``until`` has passed is no reason: the device
 already refuses it by its own clock (``now < until``), and the next refresh
-before ``exp`` drops it from the token (see :func:`resign_reason`). A current
-token that was never confirmed published is published again once it is
-older than a grace period (a publish may still be in flight). The runner in
+before ``exp`` drops it from the token (see :func:`resign_reason`). A token
+never confirmed published is not decided here: it stays in the outbox, which
+the refresh job publishes again. The runner in
 :mod:`cloud.jobs` re-checks under a row lock, so running the job twice, or in
 every worker, issues each token once.
 """
@@ -27,18 +27,14 @@ class TokenState:
 
     device_id: str
     epoch: int
-    iat: int
     exp: int
-    min_until: int | None  # earliest ``until`` among its features, None if no feature
-    published: bool
 
 
 @dataclass(frozen=True, slots=True)
 class RefreshPlan:
-    """Devices to re-issue for, and devices whose current token to publish again."""
+    """Devices to re-issue for."""
 
     reissue: tuple[str, ...]
-    republish: tuple[str, ...]
 
 
 def reissue_reason(state: TokenState, *, now: int, refresh_before_s: int, epoch: int) -> str | None:
@@ -109,14 +105,11 @@ def plan_refresh(
     now: int,
     refresh_before_s: int,
     epoch: int,
-    republish_after_s: int = 30,
 ) -> RefreshPlan:
-    """Split current tokens into those to re-issue and those to publish again."""
-    reissue: list[str] = []
-    republish: list[str] = []
-    for state in states:
-        if reissue_reason(state, now=now, refresh_before_s=refresh_before_s, epoch=epoch):
-            reissue.append(state.device_id)
-        elif not state.published and now - state.iat >= republish_after_s:
-            republish.append(state.device_id)
-    return RefreshPlan(reissue=tuple(sorted(reissue)), republish=tuple(sorted(republish)))
+    """The current tokens to re-issue: near expiry or of an older key-set epoch."""
+    reissue = [
+        state.device_id
+        for state in states
+        if reissue_reason(state, now=now, refresh_before_s=refresh_before_s, epoch=epoch)
+    ]
+    return RefreshPlan(reissue=tuple(sorted(reissue)))

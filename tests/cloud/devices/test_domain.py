@@ -146,53 +146,41 @@ def test_entitlements_match_the_definition(grants: dict, now: int) -> None:
         assert ent[name].until == grants[name][0] and ent[name].params == {"n": grants[name][0]}
 
 
-def _state(device_id: str = "d", **kw: int | bool | None) -> TokenState:
-    base = dict(epoch=0, iat=NOW - 100, exp=NOW + 10 * 86400, min_until=None, published=True)
+def _state(device_id: str = "d", **kw: int) -> TokenState:
+    base = dict(epoch=0, exp=NOW + 10 * 86400)
     base.update(kw)
-    return TokenState(device_id=device_id, **base)  # type: ignore[arg-type]
+    return TokenState(device_id=device_id, **base)
 
 
 def test_plan_refresh_reasons() -> None:
     states = [
         _state("fresh"),
         _state("near_expiry", exp=NOW + 3 * 86400 - 1),
-        _state("feature_ended", min_until=NOW),  # the device refuses it by itself
+        _state("at_the_margin", exp=NOW + 3 * 86400),  # not within: exactly refresh_before_s
         _state("old_epoch", epoch=-1),
-        _state("unpublished", published=False),
-        _state("just_issued", published=False, iat=NOW - 5),
+        _state("expired", exp=NOW - 1),
     ]
     plan = plan_refresh(states, now=NOW, refresh_before_s=3 * 86400, epoch=0)
-    assert plan.reissue == ("near_expiry", "old_epoch")
-    assert plan.republish == ("unpublished",)
+    assert plan.reissue == ("expired", "near_expiry", "old_epoch")
 
 
 @given(
-    st.lists(
-        st.tuples(st.integers(-10, 20), st.one_of(st.none(), st.integers(-5, 30)), st.booleans()),
-        max_size=20,
-    ),
+    st.lists(st.tuples(st.integers(-10, 20), st.integers(-1, 0)), max_size=20),
     st.integers(1, 10),
 )
 def test_plan_refresh_is_idempotent_after_acting(rows: list, before_days: int) -> None:
     day, ttl = 86400, 14 * 86400
-    states = [
-        _state(
-            f"d{i}",
-            exp=NOW + e * day,
-            min_until=None if u is None else NOW + u * day,
-            published=p,
-        )
-        for i, (e, u, p) in enumerate(rows)
-    ]
-    kw = dict(now=NOW, refresh_before_s=before_days * day, epoch=0, republish_after_s=0)
+    states = [_state(f"d{i}", exp=NOW + e * day, epoch=ep) for i, (e, ep) in enumerate(rows)]
+    kw = dict(now=NOW, refresh_before_s=before_days * day, epoch=0)
     plan = plan_refresh(states, **kw)  # type: ignore[arg-type]
+    assert plan.reissue == tuple(
+        sorted(s.device_id for s in states if s.epoch != 0 or s.exp - NOW < before_days * day)
+    )
     acted = []
     for s in states:
-        if s.device_id in plan.reissue:
-            # a new token drops ended features and lives a full ttl
-            until = s.min_until if s.min_until is not None and s.min_until > NOW else None
-            acted.append(_state(s.device_id, iat=NOW, exp=NOW + ttl, min_until=until))
+        if s.device_id in plan.reissue:  # a new token of the current epoch lives a full ttl
+            acted.append(_state(s.device_id, exp=NOW + ttl))
         else:
-            acted.append(_state(s.device_id, exp=s.exp, min_until=s.min_until, published=True))
+            acted.append(s)
     again = plan_refresh(acted, **kw)  # type: ignore[arg-type]
-    assert again.reissue == () and again.republish == ()
+    assert again.reissue == ()

@@ -23,9 +23,7 @@ _maps = st.dictionaries(
 
 
 def _state(exp: int, epoch: int = 0) -> TokenState:
-    return TokenState(
-        device_id="d", epoch=epoch, iat=NOW - 10, exp=exp, min_until=None, published=True
-    )
+    return TokenState(device_id="d", epoch=epoch, exp=exp)
 
 
 def _allowed(ent: dict[str, tuple[int, int]], t: int) -> dict[str, int]:
