@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Self, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Protocol, Self, Union, get_args, get_origin, get_type_hints
 from urllib.parse import quote, unquote, urlsplit
 
 from common.tls import client_tls_context
@@ -34,6 +34,7 @@ __all__ = [
     "ENV_PREFIX",
     "BrokerAddress",
     "BrokerClient",
+    "BrokerLogin",
     "ConfigError",
     "Secret",
     "Settings",
@@ -396,8 +397,46 @@ def _json(value: Any) -> Any:
     return value
 
 
+class _BrokerFields(Protocol):
+    @property
+    def broker_url(self) -> str: ...
+    @property
+    def broker_password_file(self) -> Path | None: ...
+    @property
+    def broker_ca_file(self) -> Path | None: ...
+    @property
+    def broker_cert_file(self) -> Path | None: ...
+    @property
+    def broker_key_file(self) -> Path | None: ...
+
+
+class BrokerLogin:
+    """What a process that logs in to the broker derives from its ``broker_*`` fields:
+    mixed into :class:`BrokerClient` and :class:`common.settings.BrokerClientSettings`."""
+
+    __slots__ = ()
+
+    @property
+    def broker(self: _BrokerFields) -> BrokerAddress:
+        """The broker URL's parts, with the password file read.
+
+        Raises:
+            OSError: ``broker_password_file`` cannot be read.
+        """
+        return read_broker(self.broker_url, self.broker_password_file)
+
+    def broker_tls_context(self: _BrokerFields) -> ssl.SSLContext | None:
+        """See :func:`broker_tls_context`, with this process's files."""
+        return broker_tls_context(
+            self.broker_url,
+            ca_file=self.broker_ca_file,
+            cert_file=self.broker_cert_file,
+            key_file=self.broker_key_file,
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BrokerClient(Settings):
+class BrokerClient(BrokerLogin, Settings):
     """The settings of a process that logs in to the MQTT broker, without pydantic.
 
     The same fields as :class:`common.settings.BrokerClientSettings` (the cloud's
@@ -412,24 +451,6 @@ class BrokerClient(Settings):
     broker_cert_file: Path | None = None
     broker_key_file: Path | None = None
     mqtt_protocol: int = setting(5, description="5 or 4 (MQTT 3.1.1)", check=check_mqtt_protocol)
-
-    @property
-    def broker(self) -> BrokerAddress:
-        """The broker URL's parts, with the password file read.
-
-        Raises:
-            OSError: ``broker_password_file`` cannot be read.
-        """
-        return read_broker(self.broker_url, self.broker_password_file)
-
-    def broker_tls_context(self) -> ssl.SSLContext | None:
-        """See :func:`broker_tls_context`, with this process's files."""
-        return broker_tls_context(
-            self.broker_url,
-            ca_file=self.broker_ca_file,
-            cert_file=self.broker_cert_file,
-            key_file=self.broker_key_file,
-        )
 
     def redacted(self) -> dict[str, Any]:
         shown = Settings.redacted(self)

@@ -13,8 +13,8 @@ settings stand on without pydantic (re-exported here for the cloud's callers).
 from __future__ import annotations
 
 import os
-import ssl
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -31,13 +31,13 @@ from common.config import (
     DEFAULT_DATA_DIR,
     ENV_PREFIX,
     BrokerAddress,
+    BrokerLogin,
     ConfigError,
-    broker_tls_context,
     broker_url,
     check_broker_url,
     check_mqtt_protocol,
     parse_broker_url,
-    read_broker,
+    read_toml,
     shown,
     toml_path,
     without_password,
@@ -97,12 +97,13 @@ class EntitleSettings(BaseSettings):
         try:
             return cls()
         except ValidationError as exc:
-            raise ConfigError([_problem(error) for error in exc.errors()]) from exc
+            toml = _toml_or_nothing()
+            raise ConfigError([_problem(error, toml) for error in exc.errors()]) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{toml_path()} is not valid TOML: {exc}"]) from exc
         except SettingsError as exc:  # a list or map variable that is not JSON
             field = str(exc).partition('field "')[2].partition('"')[0]
-            where = _source(field) if field else "a setting"
+            where = _source(field, _toml_or_nothing()) if field else "a setting"
             raise ConfigError([f'{where}: must be JSON, like ["a", "b"] for a list']) from exc
 
     def redacted(self) -> dict[str, Any]:
@@ -110,7 +111,7 @@ class EntitleSettings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-class BrokerClientSettings(EntitleSettings):
+class BrokerClientSettings(BrokerLogin, EntitleSettings):
     """The settings of a process that logs in to the MQTT broker (the cloud).
 
     The agent's are the same fields on :class:`common.config.BrokerClient`; a test
@@ -136,24 +137,6 @@ class BrokerClientSettings(EntitleSettings):
     def _protocol(cls, value: int) -> int:
         return check_mqtt_protocol(value)
 
-    @property
-    def broker(self) -> BrokerAddress:
-        """The broker URL's parts, with the password file read.
-
-        Raises:
-            OSError: ``broker_password_file`` cannot be read.
-        """
-        return read_broker(self.broker_url, self.broker_password_file)
-
-    def broker_tls_context(self) -> ssl.SSLContext | None:
-        """See :func:`common.config.broker_tls_context`, with this process's files."""
-        return broker_tls_context(
-            self.broker_url,
-            ca_file=self.broker_ca_file,
-            cert_file=self.broker_cert_file,
-            key_file=self.broker_key_file,
-        )
-
     def redacted(self) -> dict[str, Any]:
         out = super().redacted()
         out["broker_url"] = without_password(self.broker_url)
@@ -175,23 +158,26 @@ _EXPECTED = {
 }
 
 
-def _source(field: str) -> str:
-    """Where ``field``'s value came from: its variable if set, else its TOML key."""
+def _toml_or_nothing() -> dict[str, Any]:
+    """The TOML file's table; ``{}`` without one or when it cannot be read."""
+    try:
+        return read_toml()
+    except (OSError, ConfigError):
+        return {}
+
+
+def _source(field: str, toml: Mapping[str, Any]) -> str:
+    """Where ``field``'s value came from: its variable if set, else its key in ``toml``
+    (the TOML file's table)."""
     env = f"{ENV_PREFIX}{field}".upper()
     if any(name.upper() == env for name in os.environ):
         return env
-    toml = toml_path()
-    try:
-        with toml.open("rb") as file:
-            in_toml = field in tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError):
-        in_toml = False
-    return f"{field} in {toml}" if in_toml else env
+    return f"{field} in {toml_path()}" if field in toml else env
 
 
-def _problem(error: Any) -> str:
+def _problem(error: Any, toml: Mapping[str, Any]) -> str:
     loc = [str(part) for part in error.get("loc", ())]
-    where = _source(loc[0]) if loc else "the configuration"
+    where = _source(loc[0], toml) if loc else "the configuration"
     if len(loc) > 1:
         where += f" (item {'.'.join(loc[1:])})"
     kind = error.get("type", "")
