@@ -23,6 +23,7 @@ from enum import StrEnum
 
 __all__ = [
     "ROLE_PERMISSIONS",
+    "STAFF_ROLES",
     "PaymentType",
     "Permission",
     "Role",
@@ -40,6 +41,10 @@ class Role(StrEnum):
     SUPPORT = "support"  # support agent
     PARTNER = "partner"  # system integrator, member of a partner company
     OWNER = "owner"  # installation owner
+
+
+STAFF_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.CS_ADMIN, Role.SUPPORT})
+"""The vendor's own roles: every installation is theirs to see, and they answer tickets."""
 
 
 class Permission(StrEnum):

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import page_require
-from cloud.accounts.rules import Permission, Role, allowed
+from cloud.accounts.rules import STAFF_ROLES, Permission, allowed
 from cloud.devices.deps import DevicesDep, InstallationsDep
 from cloud.devices.service import InstallationService
 from cloud.errors import InvalidRequest, InvalidTransition, NotFound
@@ -28,7 +28,7 @@ from cloud.health.schemas import DeviceHealthOut
 from cloud.http.deps import ClockDep
 from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.tickets.deps import TicketsDep
-from cloud.tickets.rules import TRANSITIONS, Category, RmaRefused, Stage
+from cloud.tickets.rules import Category, RmaRefused, Stage, moves
 from cloud.tickets.schemas import Attach, MessageCreate, RmaRequest, TicketCreate
 from cloud.tickets.service import UnknownTicket
 from cloud.web.flash import flash
@@ -45,11 +45,9 @@ Writer = Annotated[Principal, Depends(page_require(Permission.TICKETS_WRITE))]
 Approver = Annotated[Principal, Depends(page_require(Permission.RMA_APPROVE))]
 TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
-_STAFF = frozenset({Role.ADMIN.value, Role.CS_ADMIN.value, Role.SUPPORT.value})
-
 
 def _is_staff(who: Principal) -> bool:
-    return who.role in _STAFF
+    return who.role in STAFF_ROLES
 
 
 def _words(raw: object) -> list[str]:
@@ -218,16 +216,12 @@ def ticket_page(
             diagnoses[check.device_id] = health.device_health(who, check.device_id)
         except NotFound:  # removed since it was attached, or not the caller's
             diagnoses[check.device_id] = None
-    stage = Stage(ticket.stage)
-    if _is_staff(who):
-        moves = [s.value for s in Stage if s in TRANSITIONS[stage]]
-    else:
-        moves = [Stage.CLOSED.value] if Stage.CLOSED in TRANSITIONS[stage] else []
+    reachable = moves(Stage(ticket.stage), staff=_is_staff(who))
     context = {
         "ticket": ticket,
         "checks": checks,
         "diagnoses": diagnoses,
-        "moves": moves,
+        "moves": [s.value for s in Stage if s in reachable],
         "may_write": allowed(who.role, Permission.TICKETS_WRITE),
         "may_approve": allowed(who.role, Permission.RMA_APPROVE),
         "sla_left": ticket.due_at - clock(),

@@ -28,6 +28,7 @@ from cloud.health.rules.diagnostics import SELF_TEST_MAX_AGE_S
 
 __all__ = [
     "AUTO_CLOSE_AFTER_S",
+    "CUSTOMER_MOVES",
     "SELF_TEST_MAX_AGE_S",
     "SLA_S",
     "TRANSITIONS",
@@ -41,6 +42,7 @@ __all__ = [
     "auto_close_due",
     "decide_rma",
     "move",
+    "moves",
     "on_message",
     "open_ticket",
     "sla_breached",
@@ -90,6 +92,14 @@ TRANSITIONS: Mapping[Stage, frozenset[Stage]] = {
     Stage.SUGGEST_CLOSE: frozenset({Stage.FIRST_LINE, Stage.SECOND_LINE, Stage.CLOSED}),
     Stage.CLOSED: frozenset(),
 }
+
+CUSTOMER_MOVES: frozenset[Stage] = frozenset({Stage.CLOSED})
+"""The stages a customer may move its ticket to; support moves it otherwise."""
+
+
+def moves(stage: Stage, *, staff: bool) -> frozenset[Stage]:
+    """The stages a ticket in ``stage`` can be moved to by staff, or by the customer."""
+    return TRANSITIONS[stage] if staff else TRANSITIONS[stage] & CUSTOMER_MOVES
 
 
 class RmaRefused(Conflict):

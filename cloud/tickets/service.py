@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
-from cloud.accounts.rules import Role
+from cloud.accounts.rules import STAFF_ROLES
 from cloud.database import Store
 from cloud.devices.access import (
     ensure_device_access,
@@ -30,6 +30,7 @@ from cloud.devices.access import (
 from cloud.errors import Forbidden, NotFound
 from cloud.tickets import queries
 from cloud.tickets.rules import (
+    CUSTOMER_MOVES,
     Category,
     Owner,
     RmaDecision,
@@ -62,7 +63,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_STAFF = frozenset({Role.ADMIN, Role.CS_ADMIN, Role.SUPPORT})
 
 
 class UnknownTicket(NotFound):
@@ -141,7 +141,7 @@ def _summary(row: TicketRow, *, now: int) -> TicketSummary:
 
 
 def _is_staff(principal: Principal) -> bool:
-    return principal.role in {r.value for r in _STAFF}
+    return principal.role in STAFF_ROLES
 
 
 def _label(principal: Principal) -> str:
@@ -388,7 +388,7 @@ class TicketService:
         now = self._clock()
         with self._store.transaction() as tx:
             row = self._load(tx, principal, ticket_id, lock=True)
-            if not _is_staff(principal) and to is not Stage.CLOSED:
+            if not _is_staff(principal) and to not in CUSTOMER_MOVES:
                 raise Forbidden("customers may close their ticket; support moves it otherwise")
             _apply(row, move(_state(row), to, now=now), now=now)
             tx.flush()
