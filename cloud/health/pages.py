@@ -32,7 +32,7 @@ from cloud.accounts.rules import Permission
 from cloud.devices.deps import DevicesDep
 from cloud.errors import UnknownDevice
 from cloud.health.deps import HealthDep
-from cloud.health.rules.fleet import FleetQuery, Freshness, Online, freshness
+from cloud.health.rules.fleet import FleetQuery, Freshness, Online
 from cloud.health.service import CHART_RANGES
 from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.web.flash import flash
@@ -88,16 +88,12 @@ def fleet_page(
     )
     view = health.fleet_view(principal, query)
     pages = max(1, math.ceil(view.counts.matching / PER_PAGE))
-    rows = [
-        {"row": r, "freshness": freshness(r.token_exp, r.token_published, now=view.now).value}
-        for r in view.rows
-    ]
     return render(
         request,
         "health/fleet.html",
         {
             "counts": view.counts,
-            "rows": rows,
+            "rows": view.rows,
             "filters": {
                 "kind": kind,
                 "verdict": verdict,

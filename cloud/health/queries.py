@@ -553,6 +553,7 @@ class FleetRow:
     token_exp: int | None
     token_published: bool | None
     diagnosed_at: int | None
+    freshness: str  # a Freshness value at the page's ``now``
 
 
 @dataclass(frozen=True, slots=True)
@@ -816,6 +817,7 @@ def fleet_page(
             v.token_exp,
             v.token_published,
             v.diagnosed_at,
+            cols["freshness"],
         )
         .where(DeviceRow.id.in_(ids))
     )
@@ -834,6 +836,7 @@ def fleet_page(
             token_exp=r[10],
             token_published=r[11],
             diagnosed_at=r[12],
+            freshness=r[13],
         )
         for r in rows
     }

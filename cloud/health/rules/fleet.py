@@ -1,5 +1,8 @@
 """The fleet overview's vocabulary: filters, sorts and entitlement freshness (pure).
 
+The freshness rule itself is SQL (``queries._fleet_columns``): the counts, the filter
+and the page's labels all read that one expression.
+
 A device's entitlement is *fresh* when the cloud's current token for it was
 delivered and is not close to its ``exp``; the refresh job re-issues well
 before then, so anything else is worth a look: ``expiring`` (within
@@ -18,7 +21,6 @@ __all__ = [
     "Freshness",
     "FleetQuery",
     "Online",
-    "freshness",
 ]
 
 EXPIRING_SOON_S = 86_400
@@ -36,21 +38,6 @@ class Online(enum.StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
     UNKNOWN = "unknown"  # never sent a status
-
-
-def freshness(
-    token_exp: int | None, published: bool | None, *, now: int, soon_s: int = EXPIRING_SOON_S
-) -> Freshness:
-    """How current the device's entitlement is at ``now`` (see the module docstring)."""
-    if token_exp is None:
-        return Freshness.NONE
-    if token_exp <= now:
-        return Freshness.EXPIRED
-    if not published:
-        return Freshness.UNDELIVERED
-    if token_exp - now < soon_s:
-        return Freshness.EXPIRING
-    return Freshness.FRESH
 
 
 # what the overview sorts by (the query parameter's words); severity sorts by verdict's rank

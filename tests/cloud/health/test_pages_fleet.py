@@ -16,7 +16,7 @@ from cloud.database import Store
 from cloud.devices.rules import DeviceKind
 from cloud.devices.tables import DeviceRow, InstallationRow
 from cloud.health import queries as repo
-from cloud.health.rules.fleet import FleetQuery, Freshness, Online, freshness
+from cloud.health.rules.fleet import FleetQuery, Freshness, Online
 from cloud.health.service import HealthService
 from cloud.health.tables import CommandRow, CommandStatus, DeviceVerdictRow
 from cloud.health.verdicts import VerdictJob
@@ -159,6 +159,37 @@ async def test_counts_filters_search_sort_and_pages(cloud: Cloud) -> None:
     assert ids(freshness=Freshness.NONE, sort="device", limit=2, offset=8) == ["cam-01", "cam-00"]
     filtered = service.fleet_view(ADMIN, FleetQuery(kind="camera"))
     assert filtered.counts.matching == 4 and filtered.counts.devices == 10
+
+    # tokens in each state of freshness: one SQL rule labels the rows, counts and filters
+    tokens = {  # device: (exp, published)
+        "cam-00": (now, True),  # expires now: expired, delivered or not
+        "cam-01": (now + 10, False),  # issued, never confirmed published
+        "cam-02": (now + 3600, True),  # within a day of its exp
+        "cam-03": (now + 5 * 86_400, True),
+        "gw-05": (now + 86_400, True),  # exactly a day left: fresh
+    }
+    with store.transaction() as tx:
+        for device, (exp, published) in tokens.items():
+            row = tx.get(DeviceVerdictRow, device)
+            assert row is not None
+            row.token_ver, row.token_exp, row.token_published = 1, exp, published
+    view = service.fleet_view(ADMIN, FleetQuery(kind="camera", sort="device", descending=False))
+    assert [r.freshness for r in view.rows] == ["expired", "undelivered", "expiring", "fresh"]
+    assert view.counts.by_freshness == {
+        "none": 5,
+        "expired": 1,
+        "undelivered": 1,
+        "expiring": 1,
+        "fresh": 2,
+    }
+    assert ids(freshness=Freshness.FRESH, sort="device") == ["gw-05", "cam-03"]
+    assert ids(freshness=Freshness.EXPIRED) == ["cam-00"]
+    assert ids(freshness=Freshness.UNDELIVERED) == ["cam-01"]
+    assert ids(freshness=Freshness.EXPIRING) == ["cam-02"]
+    assert {r.freshness for r in service.fleet_view(ADMIN, FleetQuery(kind="gateway")).rows} == {
+        "none",
+        "fresh",
+    }
     # an owner key owns no installation: nothing counted, nothing listed
     empty = service.fleet_view(OWNER, FleetQuery())
     assert empty.counts.devices == 0 and empty.rows == []
@@ -191,12 +222,3 @@ async def test_the_device_health_route_renews_the_kept_verdict(cloud: Cloud) -> 
     assert health["diagnosis"]["verdict"] == "fix_remotely"
     fleet = (await cloud.http.get("/api/v1/health/fleet")).json()
     assert fleet["by_verdict"]["fix_remotely"] == 1
-
-
-def test_entitlement_freshness() -> None:
-    now = 1_000_000
-    assert freshness(None, None, now=now) is Freshness.NONE
-    assert freshness(now, True, now=now) is Freshness.EXPIRED
-    assert freshness(now + 10, False, now=now) is Freshness.UNDELIVERED
-    assert freshness(now + 3600, True, now=now) is Freshness.EXPIRING
-    assert freshness(now + 5 * 86_400, True, now=now) is Freshness.FRESH
