@@ -19,13 +19,12 @@ from pydantic import ValidationError
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import page_require
-from cloud.accounts.rules import STAFF_ROLES, Permission, allowed
+from cloud.accounts.rules import STAFF_ROLES, Permission
 from cloud.devices.deps import DevicesDep, InstallationsDep
 from cloud.devices.service import InstallationService
 from cloud.errors import InvalidRequest, InvalidTransition, NotFound
 from cloud.health.deps import HealthDep
 from cloud.health.schemas import DeviceHealthOut
-from cloud.http.deps import ClockDep
 from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.tickets.deps import TicketsDep
 from cloud.tickets.rules import Category, RmaRefused, Stage, moves
@@ -205,7 +204,6 @@ def ticket_page(
     who: Reader,
     service: TicketsDep,
     health: HealthDep,
-    clock: ClockDep,
 ) -> HTMLResponse:
     """Messages, CC, devices with their diagnosis and self-tests, and the RMA rule's answer."""
     ticket = service.get(who, ticket_id)
@@ -222,9 +220,6 @@ def ticket_page(
         "checks": checks,
         "diagnoses": diagnoses,
         "moves": [s.value for s in Stage if s in reachable],
-        "may_write": allowed(who.role, Permission.TICKETS_WRITE),
-        "may_approve": allowed(who.role, Permission.RMA_APPROVE),
-        "sla_left": ticket.due_at - clock(),
     }
     return render(request, "tickets/ticket.html", context)
 
