@@ -52,13 +52,13 @@ from rich.table import Table
 
 from simulators.fleet import parse_mix, plan_fleet
 from simulators.fleet_run import LocalCloud, stored_reports
+from simulators.fleet_worker import shards_of
 from simulators.storm import (
     DeviceResult,
     StormJob,
     StormStats,
     losses,
     seed_storm,
-    shards_of,
     stored_by_device,
     storm_worker_main,
     tokens_pending,

@@ -20,7 +20,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from simulators.fleet import DeviceLogin, DevicePlan, register_in_store
-from simulators.fleet_worker import ShardJob, ShardStats, run_shard, worker_main
+from simulators.fleet_worker import ShardJob, ShardStats, run_shard, shards_of, worker_main
 
 __all__ = ["DEVICES_PER_PROCESS", "FleetStats", "LocalCloud", "run_fleet", "stored_reports"]
 
@@ -256,12 +256,6 @@ class LocalCloud:
         self.stop()
 
 
-def _shards(logins: Sequence[DeviceLogin], processes: int) -> Iterator[Sequence[DeviceLogin]]:
-    count = max(1, processes)
-    for shard in range(count):
-        yield logins[shard::count]
-
-
 async def run_fleet(
     logins: Sequence[DeviceLogin],
     *,
@@ -300,7 +294,7 @@ async def run_fleet(
             ramp_s=ramp,
             protocol=protocol,
         )
-        for i, shard in enumerate(_shards(logins, processes))
+        for i, shard in enumerate(shards_of(logins, processes))
     ]
     ramped_at: float | None = None
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from simulators.fleet import NOISE, DeviceLogin
 
-__all__ = ["ShardJob", "ShardStats", "run_shard", "worker_main"]
+__all__ = ["ShardJob", "ShardStats", "raise_fd_limit", "run_shard", "shards_of", "worker_main"]
 
 log = logging.getLogger(__name__)
 _STATS_EVERY_S = 1.0
@@ -77,11 +77,17 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _raise_fd_limit() -> None:
+def raise_fd_limit() -> None:
     """Each device holds ~7 descriptors (socket, two SQLite files in WAL mode): use the hard cap."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def shards_of(logins: Sequence[DeviceLogin], processes: int) -> list[Sequence[DeviceLogin]]:
+    """Logins dealt round robin over ``processes`` shards (one per worker process)."""
+    count = max(1, processes)
+    return [logins[i::count] for i in range(count)]
 
 
 def _build_agent(login: DeviceLogin, job: ShardJob, index: int, host: Any) -> Any:
@@ -211,5 +217,5 @@ def worker_main(
 ) -> None:
     """Entry point of a spawned worker process."""
     logging.basicConfig(level=logging.WARNING, format=f"shard {job.shard}: %(message)s")
-    _raise_fd_limit()
+    raise_fd_limit()
     asyncio.run(run_shard(job, stop=stop.is_set, report=queue.put))

@@ -39,7 +39,6 @@ import contextlib
 import logging
 import multiprocessing.synchronize
 import random
-import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,10 +49,12 @@ from agent.health import HealthPublisher
 from agent.outbox import Queued
 from agent.session import Connection, MqttSession, quiet_closed_sockets
 from agent.verifier import Outcome, TrustState, accept_token, provision
+from common.tasks import cancel_and_wait
 from protocol.errors import UntrustedDataError
 from protocol.health import HealthReport, health_to_json
 from protocol.topics import device_topic
 from simulators.fleet import DeviceLogin
+from simulators.fleet_worker import raise_fd_limit
 
 __all__ = [
     "DeviceResult",
@@ -68,7 +69,6 @@ __all__ = [
     "seed_storm",
     "stored_by_device",
     "tokens_pending",
-    "shards_of",
     "storm_worker_main",
 ]
 
@@ -459,11 +459,7 @@ async def _run(
                 last_stats = now
             await asyncio.sleep(0.05)
     finally:
-        pending = {t for t in tasks if not t.done()}
-        while pending:  # a device swallowing one cancel gets another
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.5)
+        await cancel_and_wait(tasks)  # a device swallowing one cancel gets another
         await asyncio.sleep(0)
     final = _stats(job, devices, control.mark(), done=True)
     report(final)
@@ -512,12 +508,6 @@ def losses(results: Sequence[DeviceResult], stored: Mapping[str, list[int]]) -> 
     return {"lost": lost, "duplicates": duplicates, "stored_not_acked": not_acked}
 
 
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def storm_worker_main(
     job: StormJob,
     queue: multiprocessing.Queue[StormStats],
@@ -527,15 +517,9 @@ def storm_worker_main(
 ) -> None:
     """Entry point of a spawned shard process."""
     logging.basicConfig(level=logging.ERROR, format=f"storm shard {job.shard}: %(message)s")
-    _raise_fd_limit()
+    raise_fd_limit()
     control = StormControl(
         mark=lambda: float(mark.value), reporting=reporting.is_set, stop=stop.is_set
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_storm_shard(job, control, queue.put))
-
-
-def shards_of(logins: Sequence[DeviceLogin], processes: int) -> list[Sequence[DeviceLogin]]:
-    """Logins dealt round robin over ``processes`` shards."""
-    count = max(1, processes)
-    return [logins[i::count] for i in range(count)]
