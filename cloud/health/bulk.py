@@ -8,8 +8,8 @@ error mapping and nothing else): one SELECT of the devices it names, one INSERT 
 (``ON CONFLICT (device_id, seq) DO NOTHING RETURNING`` the keys inserted: a
 redelivery stores nothing), one upsert of the newest state per device, in
 device order (one lock order for every worker). PostgreSQL gets each statement
-as arrays (``unnest``), SQLite as one multi-row ``VALUES``. The effects are those
-of :func:`cloud.health.queries.insert_reports` (tests/cloud/health check both).
+as arrays (``unnest``), SQLite as one multi-row ``VALUES``. Tests seed reports
+through :func:`store_rows` too: one way to store a report.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,6 @@ from protocol.health import HealthReport, health_to_dict
 __all__ = [
     "FleetCounts",
     "FleetRow",
-    "device_ids_after",
     "devices_without_verdict",
     "due_verdicts",
     "fleet_counts",
@@ -58,11 +57,8 @@ __all__ = [
     "answer_command",
     "bump_rejects",
     "diagnosis_histories",
-    "diagnosis_history",
     "downsample_before",
-    "existing_devices",
     "hourly",
-    "insert_reports",
     "record_status",
     "report_row",
     "rejects",
@@ -116,67 +112,6 @@ def report_row(report: HealthReport, *, received_at: int) -> dict[str, Any]:
         "disk_used_pct": report.disk.used_pct,
         "loss_pct": report.net.loss_pct,
     }
-
-
-def existing_devices(session: Session, device_ids: Iterable[str]) -> set[str]:
-    ids = sorted(set(device_ids))
-    if not ids:
-        return set()
-    return set(session.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(ids))))
-
-
-def insert_reports(
-    session: Session, reports: Sequence[HealthReport], *, now: int
-) -> list[HealthReport]:
-    """Store reports not stored yet (by ``(device_id, seq)``); the ones inserted now.
-
-    The per-device state then follows the newest report (by ``ts``) of those inserted.
-    """
-    unique: dict[tuple[str, int], HealthReport] = {}
-    for r in reports:  # a batch may hold one report twice (a redelivery)
-        unique.setdefault((r.device_id, r.seq), r)
-    reports = list(unique.values())
-    if not reports:
-        return []
-    rows = [report_row(r, received_at=now) for r in reports]
-    rows_by_key = {(row["device_id"], row["seq"]): row for row in rows}
-    # executemany with one compiled statement (SQLAlchemy's insertmanyvalues batches it
-    # into multi-row VALUES): a literal multi-row ``.values(rows)`` is compiled anew for
-    # every batch size, which cost more than the database's own work
-    statement = (
-        upsert(session, HealthReportRow)
-        .on_conflict_do_nothing(index_elements=["device_id", "seq"])
-        .returning(HealthReportRow.device_id, HealthReportRow.seq)
-    )
-    inserted = {(row.device_id, row.seq) for row in session.execute(statement, rows)}
-    fresh = [r for r in reports if (r.device_id, r.seq) in inserted]
-    newest: dict[str, HealthReport] = {}
-    for r in fresh:
-        if r.device_id not in newest or r.ts >= newest[r.device_id].ts:
-            newest[r.device_id] = r
-    if newest:
-        table = HealthStateRow.__table__
-        stmt = upsert(session, HealthStateRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["device_id"],
-            set_={
-                k: stmt.excluded[k]
-                for k in ("latest_seq", "latest_ts", "latest_report", "last_seen")
-            },
-            where=or_(table.c.latest_ts.is_(None), table.c.latest_ts <= stmt.excluded.latest_ts),
-        )
-        states = [
-            {
-                "device_id": device_id,
-                "latest_seq": report.seq,
-                "latest_ts": report.ts,
-                "latest_report": rows_by_key[(device_id, report.seq)]["report"],
-                "last_seen": now,
-            }
-            for device_id, report in sorted(newest.items())  # one lock order for every worker
-        ]
-        session.execute(stmt, states)
-    return fresh
 
 
 def record_status(
@@ -355,11 +290,6 @@ def diagnosis_histories(
     return found
 
 
-def diagnosis_history(session: Session, device_id: str, *, now: int) -> History:
-    """The reports, status changes and latest self-test result of one device."""
-    return diagnosis_histories(session, [device_id], now=now)[device_id]
-
-
 def hourly(
     session: Session, device_id: str, *, since: int, until: int, limit: int, offset: int
 ) -> list[HealthHourlyRow]:
@@ -449,15 +379,6 @@ def reports(
         .limit(limit)
         .offset(offset)
     ).all()
-
-
-def device_ids_after(
-    session: Session, after: str, *, within: Select[Any] | None, limit: int
-) -> Sequence[str]:
-    query = select(DeviceRow.id).where(DeviceRow.id > after)
-    if within is not None:
-        query = query.where(DeviceRow.installation_id.in_(within))
-    return session.scalars(query.order_by(DeviceRow.id).limit(limit)).all()
 
 
 # the fleet: verdicts kept per device ----------------------------------------------------------

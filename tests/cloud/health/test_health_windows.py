@@ -11,16 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import create_api_key
 from cloud.database import Store
 from cloud.devices import queries as device_queries
 from cloud.devices.rules import DeviceKind
 from cloud.devices.tables import DeviceRow
+from cloud.health import bulk
 from cloud.health.queries import report_row
 from cloud.health.retention import HealthRetentionJob
+from cloud.health.rows import parse_row
 from cloud.health.tables import HealthHourlyRow, HealthReportRow, StatusEventRow
-from protocol.health import Disk, HealthReport, Net, Reboots
+from protocol.health import Disk, HealthReport, Net, Reboots, health_to_json
 from tests.cloud.harness import Cloud, client
 
 DAY = 86_400
@@ -49,6 +52,12 @@ def add_devices(store: Store, ids: list[str], *, now: int, kind: str = "gateway"
                 for d in ids
             ],
         )
+
+
+def store_reports(session: Session, reports: list[HealthReport], *, now: int) -> None:
+    """Reports stored the way the ingest stores them (rows, and each device's state)."""
+    rows = [parse_row(health_to_json(r), topic_device_id=r.device_id) for r in reports]
+    bulk.store_rows(session, rows, now=now)
 
 
 def add_reports(store: Store, reports: list[HealthReport], *, now: int) -> None:

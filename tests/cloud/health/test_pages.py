@@ -15,7 +15,7 @@ import pytest
 
 from cloud.health import queries as repo
 from tests.cloud.conftest import Cloud
-from tests.cloud.health.test_health_windows import report, store_of
+from tests.cloud.health.test_health_windows import report, store_of, store_reports
 from tests.cloud.pages import csrf_of, signed_in
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -37,7 +37,7 @@ async def installation_with_device(cloud: Cloud, *, device_id: str = "cam-p1") -
     assert device.status_code == 201, device.text
     now = cloud.clock()
     with store_of(cloud).transaction() as tx:
-        repo.insert_reports(
+        store_reports(
             tx,
             [
                 report(device_id, i + 1, now - 3000 + 600 * i, uptime_s=900, cpu_temp_c=83.0)

@@ -22,7 +22,7 @@ from cloud.health.tables import CommandRow, CommandStatus, DeviceVerdictRow
 from cloud.health.verdicts import VerdictJob
 from tests.cloud.harness import Cloud
 from tests.cloud.health.test_health_windows import add_devices as _add_devices
-from tests.cloud.health.test_health_windows import report, store_of
+from tests.cloud.health.test_health_windows import report, store_of, store_reports
 
 ADMIN = Principal(key_id=1, name="admin key", role="admin")
 OWNER = Principal(key_id=2, name="owner key", role="owner")
@@ -57,7 +57,7 @@ def service_of(cloud: Cloud) -> HealthService:
 def ingest(cloud: Cloud, reports: list) -> None:  # type: ignore[type-arg]
     """Reports stored the way the ingest stores them (rows and the device's state)."""
     with store_of(cloud).transaction() as tx:
-        repo.insert_reports(tx, reports, now=cloud.clock())
+        store_reports(tx, reports, now=cloud.clock())
 
 
 def hot(device_id: str, now: int) -> list:  # type: ignore[type-arg]
