@@ -34,7 +34,7 @@ from cloud.billing.errors import (
     RefundTooLarge,
 )
 from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus
-from cloud.billing.schemas import OrderDetail, ReversalOptionOut
+from cloud.billing.schemas import ReversalOptionOut
 from cloud.billing.service import ORDER_SORTS, OrderFilter, OrderService
 from cloud.errors import InvalidRequest, UpstreamFailed
 from cloud.web.flash import flash
@@ -109,7 +109,7 @@ def orders_page(
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
     )
-    history = service.history(who, which)
+    history = service.history(who, which, service_codes=True)
     context: dict[str, Any] = {
         "history": history,
         "page": page,
@@ -150,15 +150,9 @@ async def order_page(
     option = None
     if allowed(who.role, Permission.REFUNDS):
         option = await service.reversal_option(who, order_id)
-    summary = await asyncio.to_thread(_summary, service, who, detail)
+    summary = await asyncio.to_thread(service.summary, who, order_id)
     context = {"order": detail, "option": option, "summary": summary}
     return render(request, "billing/order.html", context)
-
-
-def _summary(service: OrderService, who: Principal, detail: OrderDetail) -> Any:
-    """The order's row of the history: buyer's name and address, installation's name."""
-    rows = service.history(who, OrderFilter(number=detail.number, limit=1)).items
-    return rows[0] if rows else None
 
 
 @router.get("/orders/{order_id}/invoice.pdf")
@@ -194,7 +188,7 @@ async def _confirm(
         "order": detail,
         "option": option,
         "action": action,
-        "summary": await asyncio.to_thread(_summary, service, who, detail),
+        "summary": await asyncio.to_thread(service.summary, who, order_id),
         "error": error,
         "amount": amount,
     }

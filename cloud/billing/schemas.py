@@ -126,7 +126,8 @@ class OrderSummaryOut(OrderOut):
 
 
 class OrderHistoryOut(BaseModel):
-    """One page of the order history, how many orders match in all, and the service codes."""
+    """One page of the order history, how many orders match in all, and the service codes
+    (only when asked for: empty otherwise)."""
 
     items: list[OrderSummaryOut]
     total: int

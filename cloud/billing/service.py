@@ -104,6 +104,17 @@ def _order_out(row: OrderRow) -> OrderOut:
     )
 
 
+def _summary_out(row: OrderRow, more: repo.OrderSummary) -> OrderSummaryOut:
+    return OrderSummaryOut(
+        **_order_out(row).model_dump(),
+        customer_name=more.customer_name,
+        customer_email=more.customer_email,
+        installation_name=more.installation_name,
+        services=list(more.services),
+        last_error=more.last_error,
+    )
+
+
 def _txn_out(row: TransactionRow, retry: RefundRetryRow | None) -> TransactionOut:
     return TransactionOut(
         id=row.id,
@@ -294,8 +305,13 @@ class OrderService:
             installations=installations, orders=orders.items, orders_total=orders.total
         )
 
-    def history(self, principal: Principal, which: OrderFilter) -> OrderHistoryOut:
-        """A page of the order history with buyers and services, the total, the service codes.
+    def history(
+        self, principal: Principal, which: OrderFilter, *, service_codes: bool = False
+    ) -> OrderHistoryOut:
+        """A page of the order history with buyers and services, and the total.
+
+        ``service_codes``: also the product codes on every order the caller may
+        see (the history page's service filter); else ``services`` is empty.
 
         Raises:
             UnknownInstallation: ``which.installation_id`` unknown or not one of the caller's.
@@ -321,22 +337,21 @@ class OrderService:
             visible = visible_installation_ids(tx, principal)
             rows = repo.search_orders(tx, query, visible=visible)
             more = repo.order_summaries(tx, rows)
-            items = [
-                OrderSummaryOut(
-                    **_order_out(r).model_dump(),
-                    customer_name=more[r.id].customer_name,
-                    customer_email=more[r.id].customer_email,
-                    installation_name=more[r.id].installation_name,
-                    services=list(more[r.id].services),
-                    last_error=more[r.id].last_error,
-                )
-                for r in rows
-            ]
             return OrderHistoryOut(
-                items=items,
+                items=[_summary_out(r, more[r.id]) for r in rows],
                 total=repo.count_orders(tx, query, visible=visible),
-                services=repo.service_codes(tx, visible=visible),
+                services=repo.service_codes(tx, visible=visible) if service_codes else [],
             )
+
+    def summary(self, principal: Principal, order_id: int) -> OrderSummaryOut:
+        """The order's row of the history (buyer, installation name, services, last error).
+
+        Raises:
+            UnknownOrder: no such order, or not one of the caller's.
+        """
+        with self._store.transaction() as tx:
+            row = _order_in_scope(tx, principal, order_id, write=False)
+            return _summary_out(row, repo.order_summaries(tx, [row])[row.id])
 
     async def reversal_option(self, principal: Principal, order_id: int) -> ReversalOptionOut:
         """Whether the order's card charge would be voided (unsettled) or refunded (settled) now.

@@ -91,7 +91,8 @@ async def test_history_searches_by_service_customer_date_and_status(
     start = cloud.clock() - 2 * DAY
     assert _ids(cloud, since=start + DAY, until=start + 2 * DAY) == [h["declined"]]
     assert _ids(cloud, status="Failed") == [h["declined"]]
-    page = _orders(cloud).history(ADMIN, OrderFilter(status="Failed"))  # type: ignore[arg-type]
+    failed = OrderFilter(status="Failed")  # type: ignore[arg-type]
+    page = _orders(cloud).history(ADMIN, failed, service_codes=True)
     assert page.total == 1 and page.items[0].last_error  # why the card was declined
     assert page.items[0].customer_email == "piet@fitters.example"
     assert page.items[0].installation_name == "Bakery"
@@ -122,7 +123,9 @@ async def test_history_of_a_customer_is_its_own_installations_only(
     piet = Principal(key_id=None, name="piet", role=Role.PARTNER, user_id=int(h["piet"]))
     assert _ids(cloud, anna) == [h["unpaid"], h["first"]]
     assert _ids(cloud, piet, customer="zonneweide") == []
-    assert _orders(cloud).history(piet, OrderFilter()).services == ["TSF12125", "TSF16100"]
+    codes = _orders(cloud).history(piet, OrderFilter(), service_codes=True).services
+    assert codes == ["TSF12125", "TSF16100"]
+    assert _orders(cloud).history(piet, OrderFilter()).services == []  # not asked for
     assert _orders(cloud).history(anna, OrderFilter()).total == 2
     with pytest.raises(UnknownInstallation):
         _ids(cloud, anna, installation_id=h["shop"])
