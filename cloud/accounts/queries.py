@@ -27,8 +27,14 @@ def api_keys_with_prefix(session: Session, prefix: str) -> Sequence[ApiKeyRow]:
     return session.scalars(query).all()
 
 
-def api_keys(session: Session) -> Sequence[ApiKeyRow]:
-    return session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id)).all()
+def api_keys(
+    session: Session, *, user_id: int | None = None, newest_first: bool = False
+) -> Sequence[ApiKeyRow]:
+    """Every API key (revoked ones too), oldest first; only the user's with ``user_id``."""
+    query = select(ApiKeyRow).order_by(ApiKeyRow.id.desc() if newest_first else ApiKeyRow.id)
+    if user_id is not None:
+        query = query.where(ApiKeyRow.user_id == user_id)
+    return session.scalars(query).all()
 
 
 def api_key(session: Session, key_id: int, *, lock: bool = False) -> ApiKeyRow | None:

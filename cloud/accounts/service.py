@@ -32,7 +32,7 @@ from cloud.accounts.schemas import (
     UserUpdate,
 )
 from cloud.accounts.sessions import attempt_login, end_session
-from cloud.accounts.tables import AuditRow, CompanyRow, UserRow
+from cloud.accounts.tables import ApiKeyRow, AuditRow, CompanyRow, UserRow
 from cloud.database import Store
 from cloud.errors import Forbidden, InvalidRequest, UnknownApiKey, UnknownUser
 from common.clock import Clock
@@ -103,6 +103,18 @@ class ApiKeyView:
     user_id: int | None
     created_at: int
     revoked_at: int | None
+
+
+def _key_view(row: ApiKeyRow) -> ApiKeyView:
+    return ApiKeyView(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        role=row.role,
+        user_id=row.user_id,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,22 +338,25 @@ class AccountService:
             )
 
     # API keys -------------------------------------------------------------------
-    def api_keys(self, *, user_id: int | None = None) -> list[ApiKeyView]:
+    def api_keys(
+        self, *, user_id: int | None = None, newest_first: bool = False
+    ) -> list[ApiKeyView]:
         """Every API key (revoked ones too), oldest first; only the user's with ``user_id``."""
         with self._store.transaction() as tx:
-            return [
-                ApiKeyView(
-                    id=row.id,
-                    name=row.name,
-                    prefix=row.prefix,
-                    role=row.role,
-                    user_id=row.user_id,
-                    created_at=row.created_at,
-                    revoked_at=row.revoked_at,
-                )
-                for row in account_queries.api_keys(tx)
-                if user_id is None or row.user_id == user_id
-            ]
+            rows = account_queries.api_keys(tx, user_id=user_id, newest_first=newest_first)
+            return [_key_view(row) for row in rows]
+
+    def api_key(self, key_id: int) -> ApiKeyView:
+        """One API key (never the key itself).
+
+        Raises:
+            UnknownApiKey: no key has this id.
+        """
+        with self._store.transaction() as tx:
+            row = account_queries.api_key(tx, key_id)
+            if row is None:
+                raise UnknownApiKey(f"no API key with id {key_id}")
+            return _key_view(row)
 
     def revoke_api_key(self, actor: Principal, key_id: int) -> None:
         """Revoke a key from now on (audited); revoking it again changes nothing.

@@ -344,17 +344,15 @@ def company_submit(
 @router.get("/admin/api-keys")
 def keys_page(request: Request, who: Writer, service: AccountsDep) -> HTMLResponse:
     """Every API key: whose, since when, revoked or not (never the key itself)."""
-    keys = service.api_keys()
-    return render(request, "accounts/admin_api_keys.html", {"keys": keys[::-1]})
+    keys = service.api_keys(newest_first=True)
+    return render(request, "accounts/admin_api_keys.html", {"keys": keys})
 
 
 @router.get("/admin/api-keys/{key_id}/revoke")
 def revoke_confirm(request: Request, key_id: Id, who: Writer, service: AccountsDep) -> HTMLResponse:
     """The confirm step: a revoked key stops at once, for good."""
-    found = [key for key in service.api_keys() if key.id == key_id]
-    if not found:
-        raise InvalidRequest(f"no API key with id {key_id}")
-    return render(request, "accounts/admin_api_key_revoke.html", {"key": found[0]})
+    key = service.api_key(key_id)  # an unknown key: 404, as the revoke itself answers
+    return render(request, "accounts/admin_api_key_revoke.html", {"key": key})
 
 
 @router.post("/admin/api-keys/{key_id}/revoke")

@@ -142,6 +142,8 @@ async def test_disabling_and_revoking_have_a_confirm_step(cloud: Cloud) -> None:
         assert bare is not None  # the test harness's own admin key
         revoke = await http.get(f"/admin/api-keys/{bare.group(1)}/revoke")
         assert revoke.status_code == 200
+        unknown = await http.get("/admin/api-keys/999999/revoke")
+        assert unknown.status_code == 404  # as the revoke itself (and the API) answer
         refused = await http.post(
             f"/admin/api-keys/{bare.group(1)}/revoke", data={"csrf_token": csrf_of(revoke.text)}
         )
