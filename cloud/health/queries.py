@@ -584,7 +584,7 @@ def fleet_counts(
         )
         .group_by(cols["verdict"], DeviceRow.kind, cols["freshness"])
     ).all()
-    by: dict[str, Counter[str]] = {k: Counter() for k in ("verdict", "kind", "online", "fresh")}
+    by: dict[str, Counter[str]] = {k: Counter() for k in ("verdict", "kind", "fresh")}
     devices = 0
     oldest: int | None = None
     for verdict, kind, fresh, n, first in groups:
@@ -594,17 +594,6 @@ def fleet_counts(
         by["fresh"][fresh] += n
         if first is not None and (oldest is None or first < oldest):
             oldest = first
-    online = select(HealthStateRow.online, func.count()).group_by(HealthStateRow.online)
-    if within is not None:
-        online = online.join(DeviceRow, DeviceRow.id == HealthStateRow.device_id).where(
-            DeviceRow.installation_id.in_(within)
-        )
-    known = 0
-    for value, n in session.execute(online):
-        if value is not None:
-            by["online"][Online.ONLINE.value if value else Online.OFFLINE.value] += n
-            known += n
-    by["online"][Online.UNKNOWN.value] += devices - known
     matching = devices
     if _filtered(q):
         query = _fleet_from(within, state=_needs_state(q)).add_columns(func.count())
@@ -614,16 +603,21 @@ def fleet_counts(
         matching=matching,
         by_verdict=dict(by["verdict"]),
         by_kind=dict(by["kind"]),
-        by_online={k: n for k, n in by["online"].items() if n or k != Online.UNKNOWN.value},
+        by_online=_online_counts(session, devices, within),
         by_freshness=dict(by["fresh"]),
         oldest_verdict_at=oldest,
     )
 
 
-def _online_counts(session: Session, devices: int) -> dict[str, int]:
+def _online_counts(session: Session, devices: int, within: Select[Any] | None) -> dict[str, int]:
+    """Online, offline and (no status yet) unknown among ``devices`` devices in scope."""
     found: Counter[str] = Counter()
     known = 0
     query = select(HealthStateRow.online, func.count()).group_by(HealthStateRow.online)
+    if within is not None:
+        query = query.join(DeviceRow, DeviceRow.id == HealthStateRow.device_id).where(
+            DeviceRow.installation_id.in_(within)
+        )
     for value, n in session.execute(query):
         if value is not None:
             found[Online.ONLINE.value if value else Online.OFFLINE.value] += n
@@ -671,7 +665,7 @@ def _fleet_counts_all(
         matching=matching,
         by_verdict=dict(verdicts),
         by_kind=kinds,
-        by_online=_online_counts(session, devices),
+        by_online=_online_counts(session, devices, None),
         by_freshness=dict(fresh),
         oldest_verdict_at=oldest,
     )

@@ -12,15 +12,17 @@ from __future__ import annotations
 from sqlalchemy import insert
 
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.tables import UserRow
 from cloud.database import Store
+from cloud.devices import queries as device_queries
 from cloud.devices.rules import DeviceKind
-from cloud.devices.tables import DeviceRow, InstallationRow
+from cloud.devices.tables import DeviceRow, InstallationRow, IntegratorRow
 from cloud.health import queries as repo
 from cloud.health.rules.fleet import FleetQuery, Freshness, Online
 from cloud.health.service import HealthService
 from cloud.health.tables import CommandRow, CommandStatus, DeviceVerdictRow
 from cloud.health.verdicts import VerdictJob
-from tests.cloud.harness import Cloud
+from tests.cloud.harness import Cloud, new_user
 from tests.cloud.health.test_health_windows import add_devices as _add_devices
 from tests.cloud.health.test_health_windows import report, store_of, store_reports
 
@@ -193,6 +195,58 @@ async def test_counts_filters_search_sort_and_pages(cloud: Cloud) -> None:
     # an owner key owns no installation: nothing counted, nothing listed
     empty = service.fleet_view(OWNER, FleetQuery())
     assert empty.counts.devices == 0 and empty.rows == []
+
+
+async def test_a_partner_counts_only_the_devices_of_its_installations(cloud: Cloud) -> None:
+    now = cloud.clock()
+    store = store_of(cloud)
+    add_devices(store, ["gw-a", "gw-b", "gw-c"], now=now)  # inst-w, the partner's
+    partner = new_user(cloud.app, role="partner")
+    with store.transaction() as tx:
+        device_queries.add_installation(tx, installation_id="inst-x", name="Other", now=now)
+        tx.execute(
+            insert(DeviceRow),
+            [
+                {
+                    "id": d,
+                    "installation_id": "inst-x",
+                    "kind": DeviceKind("camera"),
+                    "mqtt_password_hash": "x",
+                    "created_at": now,
+                }
+                for d in ("cam-x", "cam-y")
+            ],
+        )
+        user = tx.get(UserRow, partner)
+        assert user is not None and user.company_id is not None
+        tx.add(IntegratorRow(installation_id="inst-w", company_id=user.company_id, created_at=now))
+        repo.record_status(tx, device_id="gw-a", online=True, now=now)
+        repo.record_status(tx, device_id="gw-b", online=False, now=now)
+        repo.record_status(tx, device_id="cam-x", online=True, now=now)
+        repo.record_status(tx, device_id="cam-y", online=True, now=now)
+    service = service_of(cloud)
+    principal = Principal(key_id=None, name="partner", role="partner", user_id=partner)
+
+    view = service.fleet_view(principal, FleetQuery(sort="device", descending=False))
+    assert view.counts.devices == view.counts.matching == 3
+    assert view.counts.by_kind == {"gateway": 3}
+    assert view.counts.by_online == {"online": 1, "offline": 1, "unknown": 1}
+    assert view.counts.by_freshness == {"none": 3}
+    assert [r.device_id for r in view.rows] == ["gw-a", "gw-b", "gw-c"]
+    online = service.fleet_view(principal, FleetQuery(online=Online.ONLINE))
+    assert online.counts.matching == 1 and [r.device_id for r in online.rows] == ["gw-a"]
+    # everyone's: the cameras' statuses counted too; no "unknown" when none is
+    assert service.fleet_view(ADMIN, FleetQuery()).counts.by_online == {
+        "online": 3,
+        "offline": 1,
+        "unknown": 1,
+    }
+    with store.transaction() as tx:
+        repo.record_status(tx, device_id="gw-c", online=False, now=now)
+    assert service.fleet_view(principal, FleetQuery()).counts.by_online == {
+        "online": 1,
+        "offline": 2,
+    }
 
 
 async def test_the_fleet_api_pages_its_attention_list(cloud: Cloud) -> None:
