@@ -77,7 +77,7 @@ class OrderQuery:
     status: OrderStatus | None = None
     number: str | None = None
     installation_id: str | None = None
-    limit: int = 100
+    limit: int = 25  # the history page's size
     offset: int = 0
     service: str | None = None
     customer: str | None = None

@@ -60,23 +60,8 @@ class InvoicePdf:
     pdf: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class OrderFilter:
-    """The order history's search, sort and page (see :class:`cloud.billing.queries.OrderQuery`)."""
-
-    kind: OrderKind | None = None
-    status: OrderStatus | None = None
-    number: str | None = None
-    service: str | None = None
-    customer: str | None = None
-    installation_id: str | None = None
-    since: int | None = None
-    until: int | None = None
-    installation_ids: tuple[str, ...] | None = None
-    sort: str = "date"
-    descending: bool = True
-    limit: int = 25
-    offset: int = 0
+# the order history's search, sort and page: the query's own filter, passed through
+OrderFilter = repo.OrderQuery
 
 
 def _contact_out(contact: Contact) -> ContactOut:
@@ -316,30 +301,15 @@ class OrderService:
         Raises:
             UnknownInstallation: ``which.installation_id`` unknown or not one of the caller's.
         """
-        query = repo.OrderQuery(
-            kind=which.kind,
-            status=which.status,
-            number=which.number,
-            installation_id=which.installation_id,
-            service=which.service,
-            customer=which.customer,
-            since=which.since,
-            until=which.until,
-            installation_ids=which.installation_ids,
-            sort=which.sort,
-            descending=which.descending,
-            limit=which.limit,
-            offset=which.offset,
-        )
         with self._store.transaction() as tx:
             if which.installation_id is not None:
                 ensure_installation_access(tx, principal, which.installation_id, write=False)
             visible = visible_installation_ids(tx, principal)
-            rows = repo.search_orders(tx, query, visible=visible)
+            rows = repo.search_orders(tx, which, visible=visible)
             more = repo.order_summaries(tx, rows)
             return OrderHistoryOut(
                 items=[_summary_out(r, more[r.id]) for r in rows],
-                total=repo.count_orders(tx, query, visible=visible),
+                total=repo.count_orders(tx, which, visible=visible),
                 services=repo.service_codes(tx, visible=visible) if service_codes else [],
             )
 
