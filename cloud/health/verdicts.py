@@ -10,8 +10,10 @@ page re-diagnoses its one device and stores the result too
 (:func:`refresh_verdicts`), and a fleet request diagnoses devices that were
 never diagnosed, so nothing is missing from a count.
 
-Safe beside other workers: each pass reads a batch of due devices and
-upserts their rows; two workers doing the same device write the same thing.
+Safe beside other workers: each pass reads the due devices once (at most
+``batch * max_batches``, the longest-waiting first), then diagnoses them in
+batches, one transaction each, upserting their rows; two workers doing the
+same device write the same thing.
 Batches are small (100) because on SQLite every transaction holds the write
 lock, and a device with 7 days of 10-second history takes seconds to diagnose
 (the long-window rules read every sample): bench/bench_pages.py prints it.
@@ -106,24 +108,25 @@ class VerdictJob:
         self._batch = batch
         self._max_batches = max_batches
 
-    def _one_batch(self, now: int) -> int:
+    def _due(self, now: int) -> list[str]:
         with self._store.transaction() as tx:
-            due = repo.due_verdicts(
-                tx,
-                now=now,
-                min_gap_s=self._min_gap_s,
-                max_age_s=self._max_age_s,
-                limit=self._batch,
+            return list(
+                repo.due_verdicts(
+                    tx,
+                    now=now,
+                    min_gap_s=self._min_gap_s,
+                    max_age_s=self._max_age_s,
+                    limit=self._batch * self._max_batches,
+                )
             )
-            refresh_verdicts(tx, due, now=now)
-            return len(due)
+
+    def _diagnose(self, device_ids: list[str], now: int) -> None:
+        with self._store.transaction() as tx:
+            refresh_verdicts(tx, device_ids, now=now)
 
     async def run_once(self) -> VerdictPass:
         now = self._clock()
-        done = 0
-        for _ in range(self._max_batches):
-            n = await asyncio.to_thread(self._one_batch, now)
-            done += n
-            if n < self._batch:
-                break
-        return VerdictPass(diagnosed=done)
+        due = await asyncio.to_thread(self._due, now)
+        for start in range(0, len(due), self._batch):
+            await asyncio.to_thread(self._diagnose, due[start : start + self._batch], now)
+        return VerdictPass(diagnosed=len(due))

@@ -117,6 +117,17 @@ async def test_the_job_keeps_a_verdict_per_device_and_renews_it_after_news(cloud
     assert (await job.run_once()).diagnosed == 12  # every verdict older than max_age
 
 
+async def test_a_verdict_pass_diagnoses_at_most_its_batches(cloud: Cloud) -> None:
+    now = cloud.clock()
+    ids = [f"gw-{i:02d}" for i in range(12)]
+    add_devices(store_of(cloud), ids, now=now)
+    ingest(cloud, [report(d, 1, now - 60, uptime_s=100) for d in ids])
+    job = VerdictJob(store_of(cloud), clock=cloud.clock, batch=5, max_batches=2)
+    assert (await job.run_once()).diagnosed == 10  # two batches of five; the rest next pass
+    assert (await job.run_once()).diagnosed == 2
+    assert (await job.run_once()).diagnosed == 0
+
+
 async def test_counts_filters_search_sort_and_pages(cloud: Cloud) -> None:
     now = cloud.clock()
     store = store_of(cloud)
