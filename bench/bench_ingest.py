@@ -294,10 +294,7 @@ class NatsCloud:
                 **self.env,
                 "ENTITLE_DATA_DIR": str(self.root / "cloud"),
                 "ENTITLE_DATABASE_URL": self.database_url,
-                "ENTITLE_BROKER_URL": self.cluster.mqtt_urls(user, password),
-                "ENTITLE_MQTT_PROTOCOL": "4",
-                "ENTITLE_BROKER_ENGINE": "nats",
-                "ENTITLE_NATS_URL": ",".join(self.cluster.nats_servers),
+                **self.cluster.cloud_env(user, password),
                 "ENTITLE_HTTP_PORT": str(http_port),
             }
             with (self.root / f"{user}.log").open("ab") as log:

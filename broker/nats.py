@@ -36,6 +36,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import nkeys
 
@@ -149,16 +150,26 @@ class NatsCluster:
 
     # --- addresses ------------------------------------------------------------------
 
-    def mqtt_urls(self, username: str, password: str) -> str:
-        """``ENTITLE_BROKER_URL`` for this cluster: every node's MQTT listener."""
+    def mqtt_urls(self, username: str, password: str | None) -> str:
+        """``ENTITLE_BROKER_URL`` for this cluster: every node's MQTT listener. Without
+        ``password`` the URL names only the user (the password goes in a file)."""
         first, *others = self.nodes
-        urls = [broker_url(self.host, first.mqtt, username, password)]
+        if password is None:
+            urls = [f"mqtt://{quote(username, safe='')}@{self.host}:{first.mqtt}"]
+        else:
+            urls = [broker_url(self.host, first.mqtt, username, password)]
         urls += [f"mqtt://{self.host}:{n.mqtt}" for n in others]
         return ",".join(urls)
 
-    def cloud_env(self, username: str, password: str) -> dict[str, str]:
+    @property
+    def fallbacks(self) -> tuple[tuple[str, int], ...]:
+        """(host, MQTT port) of every node but the first: a device's failover addresses."""
+        return tuple((self.host, n.mqtt) for n in self.nodes[1:])
+
+    def cloud_env(self, username: str, password: str | None) -> dict[str, str]:
         """The ``ENTITLE_*`` variables of a cloud process logged in as ``username``
-        (a worker of ``entitle cloud serve``, a simulator's local cloud)."""
+        (a worker of ``entitle cloud serve``, a simulator's local cloud); ``password``
+        None leaves it out of ``ENTITLE_BROKER_URL``."""
         return {
             "ENTITLE_BROKER_ENGINE": "nats",
             "ENTITLE_MQTT_PROTOCOL": "4",

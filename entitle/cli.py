@@ -314,13 +314,10 @@ def _run_nats(
     try:
         console.print(f"nats: {nodes} node(s), configs in {directory}")
         urls = ",".join(f"mqtt://{cluster.host}:{n.mqtt}" for n in cluster.nodes)
-        console.print(
-            f"cloud: ENTITLE_BROKER_ENGINE=nats ENTITLE_MQTT_PROTOCOL=4 "
-            f"ENTITLE_BROKER_URL={urls.replace('mqtt://', 'mqtt://cloud@', 1)} "
-            f"ENTITLE_BROKER_PASSWORD_FILE={secret_file} "
-            f"ENTITLE_NATS_URL={','.join(cluster.nats_servers)}",
-            markup=False,
-        )
+        cloud_env = cluster.cloud_env("cloud", None)  # the password is in its file
+        cloud_env["ENTITLE_BROKER_PASSWORD_FILE"] = str(secret_file)
+        shown = " ".join(f"{name}={value}" for name, value in cloud_env.items())
+        console.print(f"cloud: {shown}", markup=False)
         console.print(f"agents: ENTITLE_MQTT_PROTOCOL=4 ENTITLE_BROKER_URL={urls}", markup=False)
         cluster.wait()
     except KeyboardInterrupt:

@@ -174,7 +174,7 @@ async def running_stack(
             cluster = NatsCluster(broker_dir, accounts=logins, nodes=nodes)
             stack.enter_context(cluster)
             port, accounts, label = cluster.nodes[0].mqtt, cluster.accounts_adapter, "nats"
-            fallbacks = tuple((cluster.host, n.mqtt) for n in cluster.nodes[1:])
+            fallbacks = cluster.fallbacks
         elif use_embedded:
             embedded_broker = await stack.enter_async_context(
                 EmbeddedBroker(broker_dir, accounts=logins, cloud_username=["cloud", OPS_USER])

@@ -134,7 +134,6 @@ class LocalCloud:
             **self.extra_clouds,
             **{login.device_id: login.password for login in self.logins},
         }
-        cloud_env: dict[str, str] = {}
         if self.engine == "nats":
             from broker.nats import NatsCluster
 
@@ -147,12 +146,7 @@ class LocalCloud:
             for login in self.logins:  # no reload: the responders read the logins bucket
                 cluster.accounts_adapter.set_password(login.device_id, login.password)
             self.port = cluster.nodes[0].mqtt
-            self.fallbacks = tuple((cluster.host, n.mqtt) for n in cluster.nodes[1:])
-            cloud_env = {
-                "ENTITLE_MQTT_PROTOCOL": "4",
-                "ENTITLE_BROKER_ENGINE": "nats",
-                "ENTITLE_NATS_URL": ",".join(cluster.nats_servers),
-            }
+            self.fallbacks = cluster.fallbacks
         else:
             self.broker = MosquittoBroker(
                 self.cloud_dir / "broker",
@@ -166,10 +160,9 @@ class LocalCloud:
             env = {
                 **os.environ,
                 **self.env,
-                **cloud_env,
+                **self._broker_env(user, password),
                 "ENTITLE_DATA_DIR": str(self.cloud_dir),
                 "ENTITLE_DATABASE_URL": self.database_url,
-                "ENTITLE_BROKER_URL": self._broker_url(user, password),
             }
             for attempt in range(_PORT_ATTEMPTS):
                 # a free port is free only until someone else binds it: on "address already
@@ -201,10 +194,10 @@ class LocalCloud:
             self.root_keyset = base64.b64decode(reply.json()["keyset_b64"])
         return self
 
-    def _broker_url(self, user: str, password: str) -> str:
-        if self.engine == "nats":
-            return str(self.broker.mqtt_urls(user, password))  # every node, for failover
-        return str(self.broker.url_for(user, password))
+    def _broker_env(self, user: str, password: str) -> dict[str, str]:
+        if self.engine == "nats":  # every node's URL, for failover
+            return dict(self.broker.cloud_env(user, password))
+        return {"ENTITLE_BROKER_URL": str(self.broker.url_for(user, password))}
 
     def api(self) -> httpx.Client:
         return httpx.Client(
