@@ -27,6 +27,7 @@ from cloud.subscriptions.tables import Outcome, SubscriptionOrderRow, Subscripti
 __all__ = [
     "abandoned_checkouts",
     "add_order_link",
+    "due_query",
     "due_subscriptions",
     "ending_between",
     "links_of",
@@ -164,19 +165,25 @@ def subscriptions_of(session: Session, installation_id: str) -> Sequence[Subscri
     return session.scalars(query).all()
 
 
-def due_subscriptions(session: Session, *, now: int, limit: int) -> Sequence[SubscriptionRow]:
-    """Rows with work due, locked; rows another worker holds are skipped (PostgreSQL).
+def due_query(*, now: int, limit: int) -> Select[tuple[SubscriptionRow]]:
+    """Up to ``limit`` rows with work due, oldest due first, locked; rows another worker
+    holds are skipped (PostgreSQL). The sweep runs it over the table's columns
+    (``with_only_columns``) to get plain rows.
 
     SQLite ignores ``SKIP LOCKED``: its ``BEGIN IMMEDIATE`` already lets one writer in.
     """
-    query = (
+    return (
         select(SubscriptionRow)
         .where(SubscriptionRow.due_at.is_not(None), SubscriptionRow.due_at <= now)
         .order_by(SubscriptionRow.due_at, SubscriptionRow.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return session.scalars(query).all()
+
+
+def due_subscriptions(session: Session, *, now: int, limit: int) -> Sequence[SubscriptionRow]:
+    """:func:`due_query` as ORM rows."""
+    return session.scalars(due_query(now=now, limit=limit)).all()
 
 
 def add_order_link(

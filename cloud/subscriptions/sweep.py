@@ -130,13 +130,7 @@ def sweep_batch(tx: Session, *, now: int, limit: int, actor: str) -> SweptBatch:
         StaleDataError: a row changed under the batch (a version mismatch): the
             caller's transaction rolls back and the next pass sees the row again.
     """
-    claimed = tx.execute(
-        select(_TABLE)
-        .where(_TABLE.c.due_at.is_not(None), _TABLE.c.due_at <= now)
-        .order_by(_TABLE.c.due_at, _TABLE.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    claimed = tx.execute(rows.due_query(now=now, limit=limit).with_only_columns(*_TABLE.c)).all()
     changed: list[tuple[Any, Subscription, Transition]] = []
     for row in claimed:
         before = rows.load(row)
