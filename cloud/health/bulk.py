@@ -89,6 +89,7 @@ def store_rows(session: Session, rows: Sequence[ReportRow], *, now: int) -> list
     db, postgres = _driver(session)
     inserted: set[tuple[str, int]] = set()
     items = list(unique.items())
+    texts: dict[tuple[str, int], str] = {}  # SQLite: each report encoded once, for both tables
     if postgres:
         document = encode_report(
             [
@@ -152,6 +153,6 @@ def store_rows(session: Session, rows: Sequence[ReportRow], *, now: int) -> list
         ]
         db.exec_driver_sql(_PG_STATE, (encode_report(states),))
     elif latest:
-        rows_ = [(d, r.seq, r.ts, encode_report(r.report), now) for d, r in latest]
+        rows_ = [(d, r.seq, r.ts, texts[(d, r.seq)], now) for d, r in latest]
         db.exec_driver_sql(_SQLITE_STATE, rows_)
     return fresh
