@@ -139,16 +139,18 @@ def device_of(request: dict[str, Any]) -> str:
     return str(username)
 
 
-def decide(request: dict[str, Any], stored: str | None, *, now: int, ttl_s: int) -> dict[str, Any]:
+def decide(
+    request: dict[str, Any], device_id: str, stored: str | None, *, now: int, ttl_s: int
+) -> dict[str, Any]:
     """The user claims to sign for ``request``, or :class:`Refused`.
 
     Args:
         request: the node's authorization request claims.
+        device_id: the device it claims to be, checked: ``device_of(request)``.
         stored: the device's password hash from the bucket (None: no such login).
         now: epoch seconds; the user expires ``ttl_s`` later (the node then closes
             the connection and the device logs in again, so a removed login ends).
     """
-    device_id = device_of(request)
     nats_claims = request["nats"]
     password = (nats_claims.get("connect_opts") or {}).get("pass") or ""
     if stored is None or not verify_password(password, stored):
@@ -288,7 +290,7 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
             device_id = device_of(request)
             stored = await stored_hash(device_id)
             user = encode_jwt(
-                decide(request, stored, now=now, ttl_s=config.login_ttl_s),
+                decide(request, device_id, stored, now=now, ttl_s=config.login_ttl_s),
                 issuer=issuer,
                 now=now,
             )

@@ -9,7 +9,7 @@ from typing import Any
 import nkeys
 import pytest
 
-from broker.natsauth import Refused, decide, decode_claims, encode_jwt, response
+from broker.natsauth import Refused, decide, decode_claims, device_of, encode_jwt, response
 from common.credentials import mosquitto_hash
 from common.natsaccounts import device_permissions, subject
 
@@ -31,7 +31,8 @@ def _request(user: str, password: str, *, mqtt_id: str | None = None, kind: str 
 
 
 def test_a_device_gets_only_its_own_subjects() -> None:
-    claims = decide(_request("gw-1", "pw"), mosquitto_hash("pw"), now=NOW, ttl_s=60)
+    request = _request("gw-1", "pw")
+    claims = decide(request, device_of(request), mosquitto_hash("pw"), now=NOW, ttl_s=60)
     assert claims["aud"] == "ENTITLE" and claims["sub"] == "UNEWUSER"
     assert claims["exp"] == NOW + 60
     nats = claims["nats"]
@@ -71,7 +72,7 @@ def test_a_device_gets_only_its_own_subjects() -> None:
 )
 def test_refusals(request_: Any, stored: str | None, reason: str) -> None:
     with pytest.raises(Refused, match=reason):
-        decide(request_, stored, now=NOW, ttl_s=60)
+        decide(request_, device_of(request_), stored, now=NOW, ttl_s=60)
 
 
 def _b64(part: str) -> bytes:
