@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from babel.dates import format_datetime
 from babel.numbers import format_currency
 from fastapi import APIRouter, Depends, Path, Query, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import page_require
@@ -37,7 +37,7 @@ from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus
 from cloud.billing.schemas import ReversalOptionOut
 from cloud.billing.service import ORDER_SORTS, OrderFilter, OrderService
 from cloud.errors import InvalidRequest, UpstreamFailed
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import language, render, translator
 
@@ -311,8 +311,7 @@ def _cents(raw: str) -> int | None:
 
 
 def _go(request: Request, order_id: int, text: str, *, level: str = "success") -> Response:
-    response = RedirectResponse(f"/orders/{order_id}", status_code=status.HTTP_303_SEE_OTHER)
-    return flash(response, text, level=level)
+    return redirect(f"/orders/{order_id}", text, level=level)
 
 
 def _money(request: Request, cents: int, currency: str) -> str:

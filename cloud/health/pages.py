@@ -24,7 +24,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import page_require
@@ -35,7 +35,7 @@ from cloud.health.deps import HealthDep
 from cloud.health.rules.fleet import FleetQuery, Freshness, Online
 from cloud.health.service import CHART_RANGES
 from cloud.http.schemas import DEVICE_ID_PATTERN
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import render, translator
 
@@ -161,8 +161,8 @@ def diagnose_now(
 ) -> Response:
     """Diagnose the device now (and keep that verdict); back to its page."""
     health.device_health(principal, device_id)
-    response = RedirectResponse(f"/devices/{device_id}#diagnosis-title", status_code=303)
-    return flash(response, translator(request).gettext("Diagnosed just now."), level="success")
+    text = translator(request).gettext("Diagnosed just now.")
+    return redirect(f"/devices/{device_id}#diagnosis-title", text)
 
 
 @router.get("/devices/{device_id}/charts.json")
@@ -194,13 +194,12 @@ async def send_command(
     cmd = str(form.get("cmd", ""))
     _ = translator(request).gettext
     if cmd not in _COMMANDS:
-        response: Response = RedirectResponse(f"/devices/{device_id}", status_code=303)
-        return flash(response, _("Unknown command."), level="error")
+        return redirect(f"/devices/{device_id}", _("Unknown command."), level="error")
     view = await health.send_command(principal, device_id, cmd=cmd, args={})
     if _is_htmx(request):
         return render(request, "health/_command.html", {"command": view, "device_id": device_id})
-    response = RedirectResponse(f"/devices/{device_id}#commands", status_code=303)
-    return flash(response, _("Command sent; its result appears under Commands."), level="info")
+    text = _("Command sent; its result appears under Commands.")
+    return redirect(f"/devices/{device_id}#commands", text, level="info")
 
 
 @router.get("/devices/{device_id}/commands/{command_id}")

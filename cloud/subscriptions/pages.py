@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import page_require
@@ -40,7 +40,7 @@ from cloud.subscriptions.rules.catalogue import CATALOGUE, Product, term_price
 from cloud.subscriptions.rules.lifecycle import MAX_RENEWAL_MONTHS
 from cloud.subscriptions.service import SubscriptionService
 from cloud.subscriptions.views import PurchaseResult
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import render, translator
 
@@ -154,12 +154,6 @@ def _back(installation_id: str) -> str:
     return f"/installations/{installation_id}#subscriptions"
 
 
-def _redirect(url: str, text: str, *, level: str = "success") -> RedirectResponse:
-    response = RedirectResponse(url, status_code=303)
-    flash(response, text, level=level)
-    return response
-
-
 def _card(form: Any) -> str | None:
     """The sandbox card number typed in the form (spaces and dashes dropped), if valid."""
     raw = form.get("card_number")
@@ -230,9 +224,9 @@ async def set_auto_renew(
     if turn == "off":
         await service.deactivate(user, sub_id)
         text = t.gettext("Auto-renew is off: %(name)s runs until its end date and stops then.")
-        return _redirect(back, text % {"name": line.name})
+        return redirect(back, text % {"name": line.name})
     if turn != "on":
-        return _redirect(back, t.gettext("Nothing was changed."), level="info")
+        return redirect(back, t.gettext("Nothing was changed."), level="info")
     card = _card(form)
     try:
         quote = service.reactivation_quote(user, sub_id)
@@ -249,7 +243,7 @@ async def set_auto_renew(
     text = t.gettext(
         "Auto-renew is on: you are now the purchaser of %(name)s; nothing was charged."
     )
-    return _redirect(back, text % {"name": line.name})
+    return redirect(back, text % {"name": line.name})
 
 
 # renew -------------------------------------------------------------------------------
@@ -320,12 +314,12 @@ async def renew(
     back = _back(line.view["installation_id"])
     if result.order_status == OrderStatus.SUCCEED:
         text = t.gettext("%(name)s is renewed by %(months)s months.")
-        return _redirect(back, text % {"name": line.name, "months": months})
+        return redirect(back, text % {"name": line.name, "months": months})
     text = t.gettext(
         "The payment for %(name)s is being confirmed (order status: %(status)s); "
         "the renewal applies as soon as it is."
     )
-    return _redirect(back, text % {"name": line.name, "status": result.order_status}, level="info")
+    return redirect(back, text % {"name": line.name, "status": result.order_status}, level="info")
 
 
 # buy: Checkout or Save subscriptions -------------------------------------------------
@@ -507,7 +501,7 @@ async def buy(
                 )
             text = t.gettext("Bought: %(bought)s. Not bought: %(name)s (%(why)s).")
             names = ", ".join(i.product.name for i, _ in bought)
-            return _redirect(
+            return redirect(
                 _back(installation_id),
                 text % {"bought": names, "name": item.product.name, "why": exc},
                 level="warning",
@@ -520,7 +514,7 @@ async def buy(
             "Ordered: %(names)s. The payment of %(waiting)s is being confirmed; "
             "the service starts as soon as it is."
         )
-        return _redirect(
+        return redirect(
             _back(installation_id),
             text % {"names": names, "waiting": ", ".join(waiting)},
             level="info",
@@ -529,7 +523,7 @@ async def buy(
         text = t.gettext("Subscriptions saved: %(names)s. The invoice is on its way by e-mail.")
     else:
         text = t.gettext("Paid: %(names)s. The devices are being told now.")
-    return _redirect(_back(installation_id), text % {"names": names})
+    return redirect(_back(installation_id), text % {"names": names})
 
 
 # partners' follow-up -----------------------------------------------------------------

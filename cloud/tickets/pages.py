@@ -14,7 +14,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from cloud.accounts.apikeys import Principal
@@ -30,7 +30,7 @@ from cloud.tickets.deps import TicketsDep
 from cloud.tickets.rules import Category, RmaRefused, Stage, moves
 from cloud.tickets.schemas import Attach, MessageCreate, RmaRequest, TicketCreate
 from cloud.tickets.service import UnknownTicket
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import render, translator
 from protocol.topics import DEVICE_ID_MAX_LEN
@@ -61,11 +61,6 @@ def _unique(items: list[str]) -> list[str]:
 def _fields(exc: ValidationError) -> list[str]:
     """The form fields a schema refused, in the schema's order, each once."""
     return list(dict.fromkeys(str(error["loc"][0]) for error in exc.errors() if error["loc"]))
-
-
-def _see_ticket(ticket_id: int, text: str, *, level: str = "success") -> Response:
-    response = RedirectResponse(f"/tickets/{ticket_id}", status_code=status.HTTP_303_SEE_OTHER)
-    return flash(response, text, level=level)
 
 
 # the board ----------------------------------------------------------------------
@@ -193,7 +188,7 @@ def new_ticket_submit(
             error=_("No installation or device with this id is yours to name."),
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    return _see_ticket(opened.id, _("Ticket %(id)s is open.") % {"id": opened.id})
+    return redirect(f"/tickets/{opened.id}", _("Ticket %(id)s is open.") % {"id": opened.id})
 
 
 # one ticket -----------------------------------------------------------------------
@@ -233,14 +228,18 @@ def add_message(
     try:
         message = MessageCreate(body=str(form.get("body", "")).strip())
     except ValidationError:
-        return _see_ticket(
-            ticket_id, _("Write a message of at most 20,000 characters."), level="error"
+        return redirect(
+            f"/tickets/{ticket_id}",
+            _("Write a message of at most 20,000 characters."),
+            level="error",
         )
     try:
         service.add_message(who, ticket_id, body=message.body)
     except InvalidTransition:
-        return _see_ticket(ticket_id, _("The ticket is closed: open a new ticket."), level="error")
-    return _see_ticket(ticket_id, _("Your message is added."))
+        return redirect(
+            f"/tickets/{ticket_id}", _("The ticket is closed: open a new ticket."), level="error"
+        )
+    return redirect(f"/tickets/{ticket_id}", _("Your message is added."))
 
 
 @router.post("/tickets/{ticket_id}/stage")
@@ -256,10 +255,12 @@ def change_stage(
     try:
         service.move(who, ticket_id, to=to)
     except InvalidTransition:
-        return _see_ticket(
-            ticket_id, _("The ticket cannot move there from its stage."), level="error"
+        return redirect(
+            f"/tickets/{ticket_id}",
+            _("The ticket cannot move there from its stage."),
+            level="error",
         )
-    return _see_ticket(ticket_id, _("The ticket has moved."))
+    return redirect(f"/tickets/{ticket_id}", _("The ticket has moved."))
 
 
 @router.post("/tickets/{ticket_id}/attach")
@@ -275,8 +276,8 @@ def attach(
     except ValidationError:
         adding = None
     if adding is None or not (adding.device_ids or adding.cc):
-        return _see_ticket(
-            ticket_id,
+        return redirect(
+            f"/tickets/{ticket_id}",
             _("Give device serials or e-mail addresses to add (at most 20 of each)."),
             level="error",
         )
@@ -285,10 +286,12 @@ def attach(
     except UnknownTicket:
         raise
     except NotFound:
-        return _see_ticket(
-            ticket_id, _("No device with this serial is yours to attach."), level="error"
+        return redirect(
+            f"/tickets/{ticket_id}",
+            _("No device with this serial is yours to attach."),
+            level="error",
         )
-    return _see_ticket(ticket_id, _("Added to the ticket."))
+    return redirect(f"/tickets/{ticket_id}", _("Added to the ticket."))
 
 
 @router.post("/tickets/{ticket_id}/rma")
@@ -304,10 +307,12 @@ def approve_rma(
     try:
         service.approve_rma(who, ticket_id, device_id=device_id)
     except RmaRefused:
-        return _see_ticket(
-            ticket_id,
+        return redirect(
+            f"/tickets/{ticket_id}",
             _("The RMA of %(device)s is not approved: see why under the device.")
             % {"device": device_id},
             level="error",
         )
-    return _see_ticket(ticket_id, _("The RMA of %(device)s is approved.") % {"device": device_id})
+    return redirect(
+        f"/tickets/{ticket_id}", _("The RMA of %(device)s is approved.") % {"device": device_id}
+    )

@@ -6,9 +6,9 @@ import base64
 import json
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
-__all__ = ["FLASH_COOKIE", "flash", "take_flashes"]
+__all__ = ["FLASH_COOKIE", "flash", "redirect", "take_flashes"]
 
 FLASH_COOKIE = "entitle_flash"
 _LEVELS = {"success", "info", "warning", "error"}
@@ -22,6 +22,12 @@ def flash(response: Response, text: str, *, level: str = "success") -> Response:
     value = base64.urlsafe_b64encode(json.dumps([level, text[:_MAX_TEXT]]).encode()).decode()
     response.set_cookie(FLASH_COOKIE, value, path="/", httponly=True, samesite="strict")
     return response
+
+
+def redirect(url: str, text: str | None = None, *, level: str = "success") -> Response:
+    """See ``url`` next (303, the answer to a form's POST), showing ``text`` there once if given."""
+    response = RedirectResponse(url, status_code=303)
+    return response if text is None else flash(response, text, level=level)
 
 
 def take_flashes(request: Request) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from cloud.accounts.apikeys import Principal
@@ -25,7 +25,7 @@ from cloud.accounts.rules import Permission, Role, allowed
 from cloud.accounts.schemas import AuditOut, CompanyCreate, CompanyUpdate, UserCreate, UserUpdate
 from cloud.accounts.service import AccountService, AuditFilter
 from cloud.errors import AccountExists, Forbidden, InvalidRequest
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import render, translator
 
@@ -44,10 +44,6 @@ _SECTIONS = (Permission.ACCOUNTS_WRITE, Permission.KEYS_ROTATE, Permission.AUDIT
 
 def _pages(total: int) -> int:
     return max(1, math.ceil(total / PAGE_SIZE))
-
-
-def _go(url: str, text: str, *, level: str = "success") -> Response:
-    return flash(RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER), text, level=level)
 
 
 def _problem(exc: ValidationError | InvalidRequest | AccountExists | Forbidden) -> str:
@@ -154,7 +150,7 @@ def new_user_submit(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     text = translator(request).gettext("The user %(email)s is created.") % {"email": created.email}
-    return _go(f"/admin/users/{created.id}", text)
+    return redirect(f"/admin/users/{created.id}", text)
 
 
 def _user_page(
@@ -209,7 +205,7 @@ def user_submit(
             error=_problem(exc),
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    return _go(f"/admin/users/{user_id}", translator(request).gettext("Saved."))
+    return redirect(f"/admin/users/{user_id}", translator(request).gettext("Saved."))
 
 
 @router.post("/admin/users/{user_id}/api-keys")
@@ -247,7 +243,7 @@ def disable_submit(
     """Disable the user: sign-ins, sessions and API keys stop (the rows stay for the audit log)."""
     shown = service.disable_user(who, user_id)
     text = translator(request).gettext("%(email)s is disabled.") % {"email": shown.email}
-    return _go(f"/admin/users/{user_id}", text)
+    return redirect(f"/admin/users/{user_id}", text)
 
 
 # companies ------------------------------------------------------------------------
@@ -293,7 +289,7 @@ def new_company_submit(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     text = translator(request).gettext("The company %(name)s is created.") % {"name": created.name}
-    return _go(f"/admin/companies/{created.id}", text)
+    return redirect(f"/admin/companies/{created.id}", text)
 
 
 @router.get("/admin/companies/{company_id}")
@@ -337,7 +333,7 @@ def company_submit(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     service.update_company(who, company_id, body)
-    return _go(f"/admin/companies/{company_id}", translator(request).gettext("Saved."))
+    return redirect(f"/admin/companies/{company_id}", translator(request).gettext("Saved."))
 
 
 # API keys -------------------------------------------------------------------------
@@ -360,7 +356,7 @@ def revoke_submit(
     request: Request, key_id: Id, who: Writer, form: CheckedForm, service: AccountsDep
 ) -> Response:
     service.revoke_api_key(who, key_id)
-    return _go("/admin/api-keys", translator(request).gettext("The API key is revoked."))
+    return redirect("/admin/api-keys", translator(request).gettext("The API key is revoked."))
 
 
 # the audit log --------------------------------------------------------------------

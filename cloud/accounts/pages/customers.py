@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from cloud.accounts.apikeys import Principal
@@ -31,7 +31,7 @@ from cloud.accounts.schemas import BlacklistRequest, CompanyOut, UserOut
 from cloud.accounts.service import AccountService, AuditFilter
 from cloud.errors import UnknownUser
 from cloud.http.deps import provided
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import render, translator
 
@@ -270,5 +270,4 @@ def _done(request: Request, url: str, name: str, blacklisted: bool) -> Response:
         text = _("%(name)s is blacklisted: they can look, but not buy or change anything.")
     else:
         text = _("%(name)s is off the blacklist: they can buy and change things again.")
-    response = RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
-    return flash(response, text % {"name": name})
+    return redirect(url, text % {"name": name})

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from cloud.accounts.deps import AccountsDep
 from cloud.accounts.passwords import MAX_PASSWORD, MIN_PASSWORD
 from cloud.accounts.resets import ResetLinkInvalid
 from cloud.errors import InvalidRequest
 from cloud.http.deps import SettingsDep
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import render, translator
 
@@ -42,13 +42,12 @@ def forgot_submit(
     """Mail a link if the address is an account; say the same either way."""
     _ = translator(request).gettext
     service.request_password_reset(str(form.get("email", ""))[:254])
-    response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
     minutes = max(1, settings.password_reset_ttl_s // 60)
     text = _(
         "If an account has this address, a link to set a new password is on its way. "
         "It works once, for %(minutes)d minutes."
     ) % {"minutes": minutes}
-    return flash(response, text, level="info")
+    return redirect("/login", text, level="info")
 
 
 def _link_gone(request: Request) -> HTMLResponse:
@@ -101,5 +100,4 @@ def reset_submit(
             error=error % {"min": MIN_PASSWORD, "max": MAX_PASSWORD},
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
-    return flash(response, _("Your new password is set. Sign in with it."))
+    return redirect("/login", _("Your new password is set. Sign in with it."))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import SESSION_COOKIE, AccountsDep, page_require
@@ -16,7 +16,7 @@ from cloud.accounts.passwords import MAX_PASSWORD, MIN_PASSWORD
 from cloud.accounts.rules import Permission
 from cloud.accounts.service import AccountService
 from cloud.errors import InvalidRequest, LoginFailed, LoginThrottled
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.i18n import LANGUAGES
 from cloud.web.templates import render, translator
@@ -67,7 +67,14 @@ def profile_submit(request: Request, who: Me, form: CheckedForm, service: Accoun
             errors={"profile": error},
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    response = RedirectResponse("/profile", status_code=status.HTTP_303_SEE_OTHER)
+    # the flash is in the language just chosen
+    translations = request.app.state.pages.catalogues.get(locale)
+    text = (
+        "Your profile is saved."
+        if translations is None
+        else translations.gettext("Your profile is saved.")
+    )
+    response = redirect("/profile", text)
     response.set_cookie(
         "entitle_lang",
         locale,
@@ -76,14 +83,7 @@ def profile_submit(request: Request, who: Me, form: CheckedForm, service: Accoun
         httponly=True,
         samesite="strict",
     )
-    # the flash is in the language just chosen
-    translations = request.app.state.pages.catalogues.get(locale)
-    text = (
-        "Your profile is saved."
-        if translations is None
-        else translations.gettext("Your profile is saved.")
-    )
-    return flash(response, text)
+    return response
 
 
 @router.post("/profile/password")
@@ -123,10 +123,9 @@ def password_submit(request: Request, who: Me, form: CheckedForm, service: Accou
 
 
 def _changed(request: Request, ended: int) -> Response:
-    response = RedirectResponse("/profile", status_code=status.HTTP_303_SEE_OTHER)
     text = translator(request).ngettext(
         "Your password is changed. %(count)d other session was signed out.",
         "Your password is changed. %(count)d other sessions were signed out.",
         ended,
     ) % {"count": ended}
-    return flash(response, text)
+    return redirect("/profile", text)

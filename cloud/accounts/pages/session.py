@@ -21,7 +21,7 @@ from cloud.accounts.deps import (
 )
 from cloud.accounts.rules import Permission, allowed
 from cloud.errors import LoginFailed, LoginThrottled
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import render, translator
 
@@ -80,9 +80,9 @@ def login_submit(request: Request, form: CheckedForm, service: AccountsDep) -> R
 def logout_submit(request: Request, form: CheckedForm, service: AccountsDep) -> Response:
     """End this browser's session and show the sign-in form."""
     service.logout(request.cookies.get(SESSION_COOKIE))
-    response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
+    response = redirect("/login", translator(request).gettext("You are signed out."), level="info")
     clear_session_cookie(response, request)
-    return flash(response, translator(request).gettext("You are signed out."), level="info")
+    return response
 
 
 @router.get("/")

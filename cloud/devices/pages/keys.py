@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import page_require
 from cloud.accounts.rules import Permission
 from cloud.devices.deps import IssuingDep, SignerDep
 from cloud.devices.signer import Signer
-from cloud.web.flash import flash
+from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import render, translator
 from protocol.keyset import MAX_ROTATIONS
@@ -78,5 +78,4 @@ async def rotate_submit(
         "Rotated: key set version %(version)d; %(num)d device tokens re-issued.",
         len(issued),
     ) % {"version": version, "num": len(issued)}
-    response = RedirectResponse("/admin/keys", status_code=status.HTTP_303_SEE_OTHER)
-    return flash(response, text)
+    return redirect("/admin/keys", text)
