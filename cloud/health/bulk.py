@@ -10,6 +10,13 @@ redelivery stores nothing), one upsert of the newest state per device, in
 device order (one lock order for every worker). PostgreSQL gets each statement
 as arrays (``unnest``), SQLite as one multi-row ``VALUES``. Tests seed reports
 through :func:`store_rows` too: one way to store a report.
+
+A batch's online/offline messages are :func:`record_statuses`: one insert of the
+missing state rows, one read (``FOR UPDATE`` on PostgreSQL) of the devices'
+current status, the messages applied in order in Python, then one update of
+the states and one insert of the changes. Recorded one by one through the ORM
+(four statements a status), 10,000 devices coming back after a broker restart
+held the health batches behind them (bench/bench_storm.py).
 """
 
 from __future__ import annotations
@@ -20,9 +27,14 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from cloud.database import executemany
 from cloud.health.rows import ReportRow, encode_report
 
-__all__ = ["known_devices", "store_rows"]
+__all__ = ["Status", "known_devices", "record_statuses", "store_rows"]
+
+Status = tuple[str, bool, int | None]
+"""An online/offline message: ``(device_id, online, token_ver)`` (the version of the
+token the device says it holds, or None)."""
 
 _COLUMNS = (
     "device_id, seq, ts, received_at, kind, report, cpu_temp_c, mem_used_pct, "
@@ -156,3 +168,73 @@ def store_rows(session: Session, rows: Sequence[ReportRow], *, now: int) -> list
         rows_ = [(d, r.seq, r.ts, texts[(d, r.seq)], now) for d, r in latest]
         db.exec_driver_sql(_SQLITE_STATE, rows_)
     return fresh
+
+
+_ENSURE_STATE = (
+    "INSERT INTO device_health_state (device_id, last_seen) VALUES (:device_id, :now) "
+    "ON CONFLICT (device_id) DO NOTHING"
+)
+_UPDATE_STATUS = (
+    "UPDATE device_health_state SET online = :online, status_at = COALESCE(:status_at, "
+    "status_at), last_seen = CASE WHEN last_seen > :now THEN last_seen ELSE :now END, "
+    "reported_token_ver = COALESCE(:token_ver, reported_token_ver) WHERE device_id = :device_id"
+)
+_STATUS_EVENT = (
+    "INSERT INTO device_status_events (device_id, online, at) VALUES (:device_id, :online, :at)"
+)
+
+
+def record_statuses(session: Session, statuses: Sequence[Status], *, now: int) -> list[bool]:
+    """Record online/offline messages, in their order; for each, whether it changed its
+    device's status (a change is kept as a status event, for the connectivity rules).
+
+    Every device named must exist (the caller checks, :func:`known_devices`). The
+    state's ``last_seen`` never moves back; ``reported_token_ver`` is kept when given.
+    """
+    if not statuses:
+        return []
+    devices = sorted({device for device, _, _ in statuses})  # one lock order for every worker
+    executemany(session, _ENSURE_STATE, [{"device_id": d, "now": now} for d in devices])
+    db, postgres = _driver(session)
+    if postgres:
+        found = db.exec_driver_sql(
+            "SELECT device_id, online FROM device_health_state WHERE device_id = ANY(%s) "
+            "ORDER BY device_id FOR UPDATE",
+            (devices,),
+        )
+    else:  # the transaction began IMMEDIATE: it already holds SQLite's write lock
+        marks = ",".join("?" * len(devices))
+        found = db.exec_driver_sql(
+            f"SELECT device_id, online FROM device_health_state WHERE device_id IN ({marks})",
+            tuple(devices),
+        )
+    online_now: dict[str, bool | None] = {d: None if o is None else bool(o) for d, o in found}
+    changed: list[bool] = []
+    moved: set[str] = set()
+    held: dict[str, int] = {}
+    events = []
+    for device, online, version in statuses:
+        change = online_now[device] is not online
+        changed.append(change)
+        if change:
+            online_now[device] = online
+            moved.add(device)
+            events.append({"device_id": device, "online": online, "at": now})
+        if version is not None:
+            held[device] = version
+    executemany(
+        session,
+        _UPDATE_STATUS,
+        [
+            {
+                "device_id": d,
+                "online": online_now[d],
+                "status_at": now if d in moved else None,
+                "now": now,
+                "token_ver": held.get(d),
+            }
+            for d in devices
+        ],
+    )
+    executemany(session, _STATUS_EVENT, events)
+    return changed

@@ -213,17 +213,15 @@ class HealthIngest:
             stored = bulk.store_rows(session, reports, now=now)
             report.stored = len(stored)
             report.duplicates = len(reports) - len(stored)
-            holding: dict[str, int] = {}
-            for device_id, online, version in parsed.statuses:
-                if device_id in known:
-                    repo.record_status(
-                        session, device_id=device_id, online=online, now=now, token_ver=version
-                    )
-                    report.statuses += 1
-                    if online and version is not None:
-                        holding[device_id] = version
-                else:
-                    report.rejected["status_unknown_device"] += 1
+            statuses = [s for s in parsed.statuses if s[0] in known]
+            report.rejected["status_unknown_device"] += len(parsed.statuses) - len(statuses)
+            bulk.record_statuses(session, statuses, now=now)
+            report.statuses = len(statuses)
+            holding = {
+                device: version
+                for device, online, version in statuses
+                if online and version is not None
+            }
             if holding:
                 current = device_queries.current_tokens(session, list(holding))
                 report.behind = sorted(

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cloud.devices.tables import DeviceRow
+from cloud.health import bulk
 from cloud.health.rules.diagnostics import (
     RAW_WINDOW_S,
     RULES,
@@ -120,22 +121,9 @@ def record_status(
     """Record an online/offline message; True if it changed the device's status.
 
     ``token_ver``: the token version the device says it holds, kept when given.
+    One message of :func:`cloud.health.bulk.record_statuses`.
     """
-    stmt = upsert(session, HealthStateRow).values(device_id=device_id, last_seen=now)
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["device_id"]))
-    state = session.scalars(
-        select(HealthStateRow).where(HealthStateRow.device_id == device_id).with_for_update()
-    ).one()
-    changed = state.online is not online
-    state.last_seen = max(state.last_seen, now)
-    if token_ver is not None:
-        state.reported_token_ver = token_ver
-    if changed:
-        state.online = online
-        state.status_at = now
-        session.add(StatusEventRow(device_id=device_id, online=online, at=now))
-    session.flush()
-    return changed
+    return bulk.record_statuses(session, [(device_id, online, token_ver)], now=now)[0]
 
 
 def bump_rejects(session: Session, reasons: Counter[str], *, now: int) -> None:

@@ -173,6 +173,56 @@ def test_status_changes_are_recorded_once(store: Store) -> None:
         assert state is not None and state.online is True
 
 
+def test_statuses_in_one_batch_apply_in_their_order(store: Store) -> None:
+    """A batch holding several statuses of one device (recorded in one set of statements)
+    ends as the last says, with one status event per change, and keeps the token version
+    last given; an unknown device's status is counted and stores nothing."""
+    clock = Clock()
+    ingest = HealthIngest(store, clock=clock)
+
+    def status(device: str, value: str, ver: int | None = None) -> Incoming:
+        body: dict[str, object] = {"status": value}
+        if ver is not None:
+            body["token_ver"] = ver
+        return Incoming(device_topic(device, "status"), json.dumps(body).encode())
+
+    clock.now += 10
+    first = ingest.process(
+        [
+            status("gw-1", "online", 3),
+            status("gw-2", "offline"),
+            status("gw-1", "offline"),
+            status("ghost", "online"),
+            status("gw-1", "online"),
+            status("gw-2", "offline"),
+        ]
+    )
+    assert (first.statuses, first.rejected) == (5, {"status_unknown_device": 1})
+    assert count(store, StatusEventRow, device_id="gw-1") == 3  # on, off, on
+    assert count(store, StatusEventRow, device_id="gw-2") == 1  # the second is no change
+    with store.transaction() as tx:
+        one, two = tx.get(HealthStateRow, "gw-1"), tx.get(HealthStateRow, "gw-2")
+        assert one is not None and two is not None
+        assert (one.online, one.status_at, one.last_seen, one.reported_token_ver) == (
+            True,
+            clock.now,
+            clock.now,
+            3,
+        )
+        assert (two.online, two.status_at, two.reported_token_ver) == (False, clock.now, None)
+    changed_at = clock.now
+    clock.now += 10
+    ingest.process([status("gw-1", "online")])  # no change, no version: both kept
+    with store.transaction() as tx:
+        one = tx.get(HealthStateRow, "gw-1")
+        assert one is not None
+        assert (one.status_at, one.last_seen, one.reported_token_ver) == (changed_at, clock.now, 3)
+        # a status stamped earlier than the last one seen does not move last_seen back
+        assert repo.record_status(tx, device_id="gw-1", online=False, now=changed_at - 5)
+        assert tx.get(HealthStateRow, "gw-1", populate_existing=True).last_seen == clock.now  # type: ignore[union-attr]
+    assert count(store, StatusEventRow, device_id="gw-1") == 4
+
+
 def _pending_command(store: Store, command_id: str, device_id: str) -> None:
     with store.transaction() as tx:
         tx.add(
