@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm.exc import StaleDataError
 
 from cloud.accounts.rules import Role
 from cloud.accounts.tables import AuditRow
@@ -213,3 +214,41 @@ def test_two_free_running_sweepers_tick_each_subscription_once(
     finally:
         first.close()
         second.close()
+
+
+def test_a_row_changed_under_the_batch_fails_it_and_nothing_is_written(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's UPDATE is version-checked: a row whose version moved between the claim
+    and the write (what another writer's commit does) is not matched, the batch raises
+    and its transaction writes nothing; the next pass ticks every row."""
+    store = Store.open(database_url)
+    try:
+        _seed(store)
+        load, bumped = rows.load, []
+
+        with pytest.raises(StaleDataError, match="1 of 50 subscriptions changed"):
+            with store.transaction() as tx:
+
+                def load_after_a_bump(row: object) -> Subscription:
+                    if not bumped:  # another writer, inside the claim's window
+                        bumped.append(row.id)  # type: ignore[attr-defined]
+                        tx.execute(
+                            update(SubscriptionRow)
+                            .where(SubscriptionRow.id == row.id)  # type: ignore[attr-defined]
+                            .values(version=SubscriptionRow.version + 1)
+                        )
+                    return load(row)
+
+                monkeypatch.setattr(rows, "load", load_after_a_bump)
+                sweep_batch(tx, now=END + 1, limit=BATCH, actor="system:renewals")
+        monkeypatch.setattr(rows, "load", load)
+        with store.transaction() as tx:
+            assert not _ticked_in(tx)
+            assert tx.scalar(select(func.count()).select_from(ResignRow)) == 0
+            statuses = Counter(tx.scalars(select(SubscriptionRow.status)))
+            assert statuses == {Status.ACTIVE: N}
+        assert _sweep_until_done(store, END + 1) == N
+        _assert_each_expired_once(store)
+    finally:
+        store.close()
