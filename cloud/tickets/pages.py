@@ -10,6 +10,7 @@ and otherwise the page says why not.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -64,6 +65,9 @@ def _fields(exc: ValidationError) -> list[str]:
 
 
 # the board ----------------------------------------------------------------------
+PER_COLUMN = 50  # tickets a board column shows; a column's own pages show as many each
+
+
 @router.get("/tickets")
 def board(
     request: Request,
@@ -71,12 +75,26 @@ def board(
     service: TicketsDep,
     category: Annotated[Category | None, Query()] = None,
     breached: Annotated[bool, Query()] = False,
+    stage: Annotated[Stage | None, Query()] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
-    """Tickets by stage, most urgent first, with their SLA clocks."""
-    shown = service.board(who, category=category, breached_only=breached)
+    """Tickets by stage, most urgent first, with their SLA clocks; with ``?stage=``, that
+    stage's tickets alone, page by page."""
+    shown = service.board(
+        who,
+        category=category,
+        breached_only=breached,
+        per_stage=PER_COLUMN,
+        stage=stage,
+        offset=(page - 1) * PER_COLUMN if stage is not None else 0,
+    )
+    column_total = 0 if stage is None else shown.counts[stage.value]
     context = {
         "board": shown,
-        "stages": [stage.value for stage in Stage],
+        "stages": [stage.value] if stage is not None else [s.value for s in Stage],
+        "focus": None if stage is None else stage.value,
+        "page": page,
+        "pages": max(1, math.ceil(column_total / PER_COLUMN)),
         "categories": [c.value for c in Category],
         "category": None if category is None else category.value,
         "breached": breached,

@@ -117,7 +117,7 @@ def breached_open(session: Session, where: Sequence[Any], *, now: int) -> int:
 
 
 def tickets_in_stage(
-    session: Session, where: Sequence[Any], stage: Stage, *, limit: int
+    session: Session, where: Sequence[Any], stage: Stage, *, limit: int, offset: int = 0
 ) -> Sequence[TicketRow]:
     """One column of the board: most urgent first; closed ones newest first."""
     order = (
@@ -126,7 +126,7 @@ def tickets_in_stage(
         else (TicketRow.due_at, TicketRow.id)
     )
     query = select(TicketRow).where(*where, TicketRow.stage == stage).order_by(*order)
-    return session.scalars(query.limit(limit)).all()
+    return session.scalars(query.limit(limit).offset(offset)).all()
 
 
 def close_suggested(session: Session, *, now: int) -> int:

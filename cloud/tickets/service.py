@@ -259,8 +259,14 @@ class TicketService:
         category: Category | None = None,
         breached_only: bool = False,
         per_stage: int = 50,
+        stage: Stage | None = None,
+        offset: int = 0,
     ) -> Board:
-        """The tickets the principal may see, by stage, at most ``per_stage`` each."""
+        """The tickets the principal may see, by stage, at most ``per_stage`` each.
+
+        With ``stage``, only that column's tickets, from ``offset`` on (a column's pages);
+        the counts are every stage's either way.
+        """
         now = self._clock()
         with self._store.transaction() as tx:
             where = queries.board_filter(
@@ -270,11 +276,13 @@ class TicketService:
                 now=now,
             )
             stages = {
-                stage.value: [
+                column.value: [
                     _summary(row, now=now)
-                    for row in queries.tickets_in_stage(tx, where, stage, limit=per_stage)
+                    for row in queries.tickets_in_stage(
+                        tx, where, column, limit=per_stage, offset=offset
+                    )
                 ]
-                for stage in Stage
+                for column in ([stage] if stage is not None else Stage)
             }
             return Board(
                 stages=stages,

@@ -183,6 +183,9 @@ def test_support_desk_with_a_real_self_test(
     support = login("support")
     support.goto("/tickets")
     shoot(support, "tickets-board-support")
+    support.goto("/tickets?stage=first_line")  # one stage alone, with its pages
+    assert support.locator("#col-second_line").count() == 0
+    shoot(support, "tickets-column-support")
     support.goto(ticket_url)
     assert support.locator("text=passed").count() >= 1  # the self-test's row
     assert support.locator("text=Approve the RMA").count() == 0  # support never approves

@@ -179,3 +179,34 @@ async def test_a_customer_may_only_close(cloud: Cloud) -> None:
             data={"csrf_token": csrf_of(page.text), "stage": "second_line"},
         )
         assert forged.status_code == 403
+
+
+async def test_a_long_column_has_its_own_pages(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A column longer than the board shows says how many, and links to that stage alone,
+    page by page, most urgent first, keeping the filters; the other stages are not listed."""
+    monkeypatch.setattr("cloud.tickets.pages.PER_COLUMN", 2)
+    opened = []
+    for n in range(5):
+        answer = await cloud.http.post(
+            "/api/v1/tickets",
+            json={"category": "technical", "subject": f"Case {n}", "body": "It fails."},
+        )
+        assert answer.status_code == 201, answer.text
+        opened.append(answer.json()["id"])
+    async with signed_in(cloud.app, role="support") as (support, _):
+        board = (await support.get("/tickets?category=technical")).text
+        column = board.split('id="col-first_line"')[1].split("</section>")[0]
+        assert "2 of 5 shown." in column
+        assert 'href="/tickets?category=technical&amp;stage=first_line"' in column
+        seen = []
+        for page in (1, 2, 3):
+            shown = await support.get(f"/tickets?category=technical&stage=first_line&page={page}")
+            assert shown.status_code == 200
+            assert 'id="col-second_line"' not in shown.text
+            assert f"Page {page} of 3 (5 in all)" in shown.text
+            seen += [int(i) for i in re.findall(r'href="/tickets/(\d+)"', shown.text)]
+        assert sorted(seen) == sorted(opened) and len(seen) == 5  # each once, none lost
+        assert (await support.get("/tickets?stage=nonsense")).status_code == 422
+        assert (await support.get("/tickets?stage=first_line&page=0")).status_code == 422
