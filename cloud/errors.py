@@ -69,9 +69,14 @@ else in ``cloud`` belongs in this list.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from protocol.errors import EntitleError
 
 __all__ = [
+    "Msg",
+    "N_",
     "AccountExists",
     "AccountRefused",
     "BrokerUnavailable",
@@ -110,8 +115,38 @@ __all__ = [
 ]
 
 
+class Msg(str):
+    """A message marked for translation where it is made (:func:`N_`): English as it is,
+    translated by the dashboard in the reader's language (``CloudError.text``)."""
+
+    __slots__ = ()
+
+
+def N_(message: str) -> Msg:  # noqa: N802 (gettext's own name for a deferred message)
+    """Mark ``message`` for translation without translating it here (Babel extracts
+    ``N_``): the services know no reader's language; the dashboard translates."""
+    return Msg(message)
+
+
 class CloudError(EntitleError):
-    """Root of the cloud's own errors."""
+    """Root of the cloud's own errors.
+
+    ``CloudError(N_("order %(number)s is settled: refund it"), number=n)``: ``str()`` is
+    the English text (the API's ``detail``); :meth:`text` is the same in another language
+    (the dashboard's pages). A parameter that is itself a :class:`Msg` is translated too.
+    """
+
+    def __init__(self, message: str = "", /, **params: Any) -> None:
+        super().__init__(message % params if params else message)
+        self.message = message
+        self.params = params
+
+    def text(self, gettext: Callable[[str], str]) -> str:
+        """The message in the language ``gettext`` translates to (English without one)."""
+        if not self.params:
+            return gettext(self.message) if self.message else str(self)
+        values = {k: gettext(v) if isinstance(v, Msg) else v for k, v in self.params.items()}
+        return gettext(self.message) % values
 
 
 class NotFound(CloudError):
@@ -238,8 +273,8 @@ class SessionExpired(NotAuthenticated):
 class LoginThrottled(CloudError):
     """Too many failed logins for one account: wait ``retry_after`` seconds (429)."""
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, /, *, retry_after: int, **params: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **params)
         self.retry_after = retry_after
 
 

@@ -27,7 +27,7 @@ from cloud.errors import (
     UpstreamFailed,
 )
 from cloud.http.schemas import ErrorOut
-from cloud.web.templates import is_page_request, render, translator
+from cloud.web.templates import error_text, is_page_request, render, translator
 from protocol.commands import BadCommand
 from protocol.errors import EntitleError, TransportError
 
@@ -94,7 +94,8 @@ async def entitle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EntitleError)
     http = http_error(exc)
     if is_page_request(request):
-        return page_error(request, http.status_code, str(http.detail), headers=http.headers)
+        detail = error_text(request, exc)
+        return page_error(request, http.status_code, detail, headers=http.headers)
     why = getattr(exc, "why", None)
     if isinstance(why, str):
         return JSONResponse(

@@ -105,8 +105,8 @@ def moves(stage: Stage, *, staff: bool) -> frozenset[Stage]:
 class RmaRefused(Conflict):
     """No self-test confirms a hardware fault; ``reason`` says which case."""
 
-    def __init__(self, message: str, *, why: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, /, *, why: str, **params: Any) -> None:
+        super().__init__(message, **params)
         self.why = why
 
 

@@ -22,12 +22,21 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
 from jinja2.runtime import Context
 
+from cloud.errors import CloudError
 from cloud.web.assets import CLOUD_DIR
 from cloud.web.flash import FLASH_COOKIE, take_flashes
 from cloud.web.forms import csrf_token, set_anonymous_cookie
 from cloud.web.i18n import LANGUAGES, Catalogues, load_catalogues, negotiate
 
-__all__ = ["Pages", "is_page_request", "language", "render", "translator", "url_with"]
+__all__ = [
+    "Pages",
+    "error_text",
+    "is_page_request",
+    "language",
+    "render",
+    "translator",
+    "url_with",
+]
 
 _NOT_PAGES = ("/api/", "/static/", "/healthz", "/metrics", "/openapi.json")
 
@@ -134,6 +143,14 @@ def translator(request: Request) -> Any:
     """The gettext object of this request's language, for text made in Python (flashes)."""
     pages: Pages = request.app.state.pages
     return pages.catalogues[language(request)]
+
+
+def error_text(request: Request, exc: Exception) -> str:
+    """What a refusal says, in this request's language: a cloud error's message as the
+    service wrote it (``N_``), translated; another error's text as it is."""
+    if isinstance(exc, CloudError):
+        return exc.text(translator(request).gettext)
+    return str(exc)
 
 
 def render(
