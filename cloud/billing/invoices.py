@@ -29,7 +29,7 @@ from cloud.billing import queries as orders
 from cloud.billing.errors import UnknownOrder
 from cloud.billing.rules import OrderStatus, PayWith
 from cloud.devices.tables import InstallationRow
-from cloud.errors import Conflict, NotFound
+from cloud.errors import N_, Conflict, NotFound
 from cloud.settings import CloudSettings
 
 __all__ = [
@@ -300,8 +300,9 @@ def invoice_for_order(session: Session, order_id: int, *, settings: CloudSetting
         raise UnknownOrder(f"no order {order_id}")
     if row.status is not OrderStatus.SUCCEED:
         raise NoInvoice(
-            f"order {row.number} is '{row.status.value}': an invoice exists once it is paid "
-            "or invoiced"
+            N_("order %(number)s is '%(status)s': an invoice exists once it is paid or invoiced"),
+            number=row.number,
+            status=row.status.value,
         )
     paid_at = due_at = None
     if row.pay_with is PayWith.CARD:

@@ -62,7 +62,7 @@ from cloud.billing.rules import (
 from cloud.billing.tables import OrderRow, TransactionRow
 from cloud.database import Store
 from cloud.devices.tables import InstallationRow
-from cloud.errors import UnknownInstallation
+from cloud.errors import N_, UnknownInstallation
 from cloud.notifications.outbox import enqueue
 from cloud.settings import CloudSettings
 from common.clock import Clock
@@ -212,14 +212,22 @@ class Billing:
             IdempotencyConflict: the key was used for a different order.
         """
         try:
-            kind, pay_with = OrderKind(kind), PayWith(pay_with)
-        except ValueError as exc:
-            raise BadOrderRequest(str(exc)) from None
+            kind = OrderKind(kind)
+        except ValueError:
+            raise BadOrderRequest(
+                N_("%(value)s is not a valid OrderKind"), value=repr(kind)
+            ) from None
+        try:
+            pay_with = PayWith(pay_with)
+        except ValueError:
+            raise BadOrderRequest(
+                N_("%(value)s is not a valid PayWith"), value=repr(pay_with)
+            ) from None
         total = check_lines(lines)
         if not 0 < len(idempotency_key) <= _MAX_KEY:
-            raise BadOrderRequest(f"an idempotency key has 1-{_MAX_KEY} characters")
+            raise BadOrderRequest(N_("an idempotency key has 1-%(most)s characters"), most=_MAX_KEY)
         if card_token is not None and not 0 < len(card_token) <= _MAX_TOKEN:
-            raise BadOrderRequest("bad card token")
+            raise BadOrderRequest(N_("bad card token"))
         charge_now = pay_with is PayWith.CARD and card_token is not None and total > 0
 
         def create() -> tuple[OrderRow, TransactionRow | None, bool]:
@@ -275,15 +283,18 @@ class Billing:
         with self.store.transaction() as tx:
             row = repo.order_by_key(tx, idempotency_key)
         if row is None:  # the other insert failed on something else
-            raise IdempotencyConflict("the order could not be stored; try again")
+            raise IdempotencyConflict(N_("the order could not be stored; try again"))
         return row
 
     @staticmethod
     def _check_same(row: OrderRow, *, kind: OrderKind, installation_id: str, total: int) -> None:
         if (row.kind, row.installation_id, row.amount_cents) != (kind, installation_id, total):
             raise IdempotencyConflict(
-                f"idempotency key already used for order {row.number} "
-                "(another installation, kind or amount): use a new key"
+                N_(
+                    "idempotency key already used for order %(number)s "
+                    "(another installation, kind or amount): use a new key"
+                ),
+                number=row.number,
             )
 
     def _notify_list(self, session: Session, buyer_id: int | None) -> list[str]:
@@ -381,7 +392,7 @@ class Billing:
             UnknownOrder, OrderStateConflict (paid, cancelled, invoiced, or being paid).
         """
         if not 0 < len(card_token) <= _MAX_TOKEN:
-            raise BadOrderRequest("bad card token")
+            raise BadOrderRequest(N_("bad card token"))
 
         def start() -> tuple[OrderRow, TransactionRow]:
             with self.store.transaction() as tx:
@@ -389,16 +400,24 @@ class Billing:
                 if row is None:
                     raise UnknownOrder(f"no order {order_id}")
                 if row.pay_with != PayWith.CARD:
-                    raise OrderStateConflict(f"order {row.number} is paid by invoice")
+                    raise OrderStateConflict(
+                        N_("order %(number)s is paid by invoice"), number=row.number
+                    )
                 if row.amount_cents == 0:
-                    raise OrderStateConflict(f"order {row.number} has nothing to pay")
+                    raise OrderStateConflict(
+                        N_("order %(number)s has nothing to pay"), number=row.number
+                    )
                 charges = [t for t in repo.transactions_of(tx, row.id) if t.type == TxnType.CHARGE]
                 if row.status not in (_S.PROCESSING, _S.FAILED) or any(
                     t.status != _S.FAILED for t in charges
                 ):
                     raise OrderStateConflict(
-                        f"order {row.number} is '{row.status}' "
-                        "(paid, cancelled or being paid): it cannot be paid now"
+                        N_(
+                            "order %(number)s is '%(status)s' "
+                            "(paid, cancelled or being paid): it cannot be paid now"
+                        ),
+                        number=row.number,
+                        status=row.status,
                     )
                 repo.set_order_status(tx, row, _S.PROCESSING, actor=actor, now=now)
                 row.paid_handled_at = None
@@ -438,8 +457,12 @@ class Billing:
         )
         if row.status not in (_S.PROCESSING, _S.FAILED) or running:
             raise OrderStateConflict(
-                f"order {row.number} is '{row.status}' and cannot be cancelled; "
-                "a paid order is voided or refunded instead"
+                N_(
+                    "order %(number)s is '%(status)s' and cannot be cancelled; "
+                    "a paid order is voided or refunded instead"
+                ),
+                number=row.number,
+                status=row.status,
             )
         repo.set_order_status(session, row, _S.CANCEL, actor=actor, now=now)
         return row
@@ -459,7 +482,11 @@ class Billing:
                 if row is None:
                     raise UnknownOrder(f"no order {order_id}")
                 if row.status != _S.SUCCEED:
-                    raise OrderStateConflict(f"order {row.number} is '{row.status}', not paid")
+                    raise OrderStateConflict(
+                        N_("order %(number)s is '%(status)s', not paid"),
+                        number=row.number,
+                        status=row.status,
+                    )
                 if row.pay_with == PayWith.CARD and row.amount_cents > 0:
                     return False
                 repo.set_order_status(tx, row, _S.CANCEL, actor=actor, now=now)

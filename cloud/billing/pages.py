@@ -36,7 +36,7 @@ from cloud.billing.errors import (
 from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus
 from cloud.billing.schemas import ReversalOptionOut
 from cloud.billing.service import ORDER_SORTS, OrderFilter, OrderService
-from cloud.errors import InvalidRequest, UpstreamFailed
+from cloud.errors import N_, InvalidRequest, UpstreamFailed
 from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import language, render, translator
@@ -58,7 +58,9 @@ def _choice(value: str, allowed: tuple[str, ...], name: str) -> str | None:
     if not value:
         return None
     if value not in allowed:
-        raise InvalidRequest(f"{name} must be one of: {', '.join(allowed)}")
+        raise InvalidRequest(
+            N_("%(name)s must be one of: %(choices)s"), name=name, choices=", ".join(allowed)
+        )
     return value
 
 
@@ -68,7 +70,7 @@ def _day(value: str, name: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise InvalidRequest(f"{name} must be a date, YYYY-MM-DD") from None
+        raise InvalidRequest(N_("%(name)s must be a date, YYYY-MM-DD"), name=name) from None
 
 
 def _epoch(day: date) -> int:

@@ -33,6 +33,7 @@ from cloud.billing.errors import (
     RefundTooLarge,
     UnknownCharge,
 )
+from cloud.errors import N_
 from common.clock import Clock
 
 __all__ = [
@@ -217,15 +218,23 @@ class SandboxPaymentProvider:
         if entry.voided:
             return
         if entry.settled:
-            raise ChargeSettled(f"charge {charge_id} has settled: refund it instead")
+            raise ChargeSettled(
+                N_("charge %(charge)s has settled: refund it instead"), charge=charge_id
+            )
         entry.voided = True
 
     async def refund(self, charge_id: str, *, amount_cents: int) -> None:
         entry = self._entry(charge_id)
         if not entry.settled:
-            raise ChargeNotSettled(f"charge {charge_id} has not settled: void it instead")
+            raise ChargeNotSettled(
+                N_("charge %(charge)s has not settled: void it instead"), charge=charge_id
+            )
         if amount_cents <= 0 or amount_cents > entry.amount_cents - entry.refunded_cents:
-            raise RefundTooLarge(f"cannot refund {amount_cents} cents of charge {charge_id}")
+            raise RefundTooLarge(
+                N_("cannot refund %(amount)s cents of charge %(charge)s"),
+                amount=amount_cents,
+                charge=charge_id,
+            )
         entry.refund_attempts += 1
         if self._cards[charge_id] in self.failing_refund_cards:
             raise RefundFailed(f"the sandbox failed to refund charge {charge_id} (test card)")

@@ -52,6 +52,7 @@ from cloud.billing.rules import (
 )
 from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
 from cloud.database import Store
+from cloud.errors import N_
 from cloud.notifications.outbox import enqueue
 
 __all__ = ["LEASE_S", "Refunds", "Reversal", "RetryReport"]
@@ -131,9 +132,19 @@ class Refunds:
             raise UnknownOrder(f"no order {order_id}")
         charge = repo.charge_of(session, order_id)
         if row.status != _S.SUCCEED or charge is None or not charge.provider_charge_id:
+            if row.pay_with == "invoice":
+                raise OrderStateConflict(
+                    N_(
+                        "order %(number)s is '%(status)s' and has no card charge to void or "
+                        "refund (it was invoiced)"
+                    ),
+                    number=row.number,
+                    status=row.status,
+                )
             raise OrderStateConflict(
-                f"order {row.number} is '{row.status}' and has no card charge to void or refund"
-                + (" (it was invoiced)" if row.pay_with == "invoice" else "")
+                N_("order %(number)s is '%(status)s' and has no card charge to void or refund"),
+                number=row.number,
+                status=row.status,
             )
         return row, charge
 
@@ -181,7 +192,9 @@ class Refunds:
                     charge_cents=charge.amount_cents, requested_cents=amount_cents, settled=settled
                 )
                 if repo.refunded_cents(tx, charge.id):
-                    raise OrderStateConflict("the charge is being refunded: it cannot be voided")
+                    raise OrderStateConflict(
+                        N_("the charge is being refunded: it cannot be voided")
+                    )
                 n = 1 + sum(1 for t in repo.transactions_of(tx, order_id) if t.type == TxnType.VOID)
                 txn = repo.add_transaction(
                     tx,

@@ -41,6 +41,7 @@ from cloud.billing.errors import (
     PartialVoid,
     RefundTooLarge,
 )
+from cloud.errors import N_
 
 __all__ = [
     "MAX_LINES",
@@ -135,7 +136,11 @@ def check_transition(before: OrderStatus, after: OrderStatus) -> None:
         OrderStateConflict: ``before`` cannot become ``after``.
     """
     if after not in _TRANSITIONS[before]:
-        raise OrderStateConflict(f"an order in status '{before}' cannot become '{after}'")
+        raise OrderStateConflict(
+            N_("an order in status '%(before)s' cannot become '%(after)s'"),
+            before=before,
+            after=after,
+        )
 
 
 def order_number(order_id: int, *, now: int) -> str:
@@ -152,22 +157,24 @@ def check_lines(lines: Sequence[OrderLine]) -> int:
             amounts or months, or a total over :data:`MAX_ORDER_CENTS`.
     """
     if not lines:
-        raise BadOrderRequest("an order needs at least one line")
+        raise BadOrderRequest(N_("an order needs at least one line"))
     if len(lines) > MAX_LINES:
-        raise BadOrderRequest(f"an order has at most {MAX_LINES} lines")
+        raise BadOrderRequest(N_("an order has at most %(most)s lines"), most=MAX_LINES)
     total = 0
     for line in lines:
         if not _PRODUCT_CODE.match(line.product_code):
-            raise BadOrderRequest(f"bad product code {line.product_code!r}")
+            raise BadOrderRequest(N_("bad product code %(code)s"), code=repr(line.product_code))
         if not 0 <= line.months <= MAX_MONTHS:
-            raise BadOrderRequest(f"months must be 0-{MAX_MONTHS}, not {line.months}")
+            raise BadOrderRequest(
+                N_("months must be 0-%(most)s, not %(months)s"), most=MAX_MONTHS, months=line.months
+            )
         if line.amount_cents < 0:
-            raise BadOrderRequest("a line amount cannot be negative")
+            raise BadOrderRequest(N_("a line amount cannot be negative"))
         if len(line.description) > 200:
-            raise BadOrderRequest("a line description has at most 200 characters")
+            raise BadOrderRequest(N_("a line description has at most 200 characters"))
         total += line.amount_cents
     if total > MAX_ORDER_CENTS:
-        raise BadOrderRequest(f"an order total is at most {MAX_ORDER_CENTS} cents")
+        raise BadOrderRequest(N_("an order total is at most %(most)s cents"), most=MAX_ORDER_CENTS)
     return total
 
 
@@ -189,11 +196,15 @@ def plan_void(*, charge_cents: int, requested_cents: int | None, settled: bool) 
     """
     if requested_cents is not None and requested_cents != charge_cents:
         raise PartialVoid(
-            f"a void cancels the whole charge of {charge_cents} cents, not {requested_cents}; "
-            "refund part of it once it has settled"
+            N_(
+                "a void cancels the whole charge of %(charge)s cents, not %(requested)s; "
+                "refund part of it once it has settled"
+            ),
+            charge=charge_cents,
+            requested=requested_cents,
         )
     if settled:
-        raise ChargeSettled("the charge has settled and cannot be voided: refund it instead")
+        raise ChargeSettled(N_("the charge has settled and cannot be voided: refund it instead"))
     return charge_cents
 
 
@@ -210,15 +221,19 @@ def plan_refund(
         BadOrderRequest: a refund of zero or fewer cents.
     """
     if not settled:
-        raise ChargeNotSettled("the charge has not settled yet: void it instead")
+        raise ChargeNotSettled(N_("the charge has not settled yet: void it instead"))
     left = charge_cents - refunded_cents
     amount = left if requested_cents is None else requested_cents
     if amount <= 0:
         if requested_cents is None:
-            raise RefundTooLarge("the charge has been refunded in full already")
-        raise BadOrderRequest("a refund must be of at least 1 cent")
+            raise RefundTooLarge(N_("the charge has been refunded in full already"))
+        raise BadOrderRequest(N_("a refund must be of at least 1 cent"))
     if amount > left:
-        raise RefundTooLarge(f"only {left} of {charge_cents} cents are left to refund")
+        raise RefundTooLarge(
+            N_("only %(left)s of %(charge)s cents are left to refund"),
+            left=left,
+            charge=charge_cents,
+        )
     return amount
 
 
