@@ -10,7 +10,7 @@ from __future__ import annotations
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.database import Store
-from cloud.errors import Conflict, NotFound
+from cloud.errors import N_, Conflict, NotFound
 from cloud.notifications.queries import notifications, requeue_failed
 from cloud.notifications.schemas import NotificationOut
 from cloud.notifications.tables import NotificationRow, NotificationStatus
@@ -61,7 +61,9 @@ class NotificationService:
             if row is None:
                 if tx.get(NotificationRow, notification_id) is None:
                     raise NotFound(f"no notification {notification_id}")
-                raise Conflict(f"notification {notification_id} has not failed: nothing to retry")
+                raise Conflict(
+                    N_("notification %(id)s has not failed: nothing to retry"), id=notification_id
+                )
             audit.record(
                 tx,
                 actor=principal,

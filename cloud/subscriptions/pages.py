@@ -32,7 +32,7 @@ from cloud.devices.pages.installation import Section, installation_section
 from cloud.devices.rules import DeviceKind
 from cloud.devices.schemas import InstallationDetail
 from cloud.devices.service import InstallationService
-from cloud.errors import Conflict, InvalidRequest, PaymentDeclined, UpstreamFailed
+from cloud.errors import N_, Conflict, InvalidRequest, PaymentDeclined, UpstreamFailed
 from cloud.http.deps import get_state, provided
 from cloud.http.schemas import ID_PATTERN
 from cloud.subscriptions.deps import SubscriptionsDep
@@ -42,7 +42,7 @@ from cloud.subscriptions.service import SubscriptionService
 from cloud.subscriptions.views import PurchaseResult
 from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
-from cloud.web.templates import render, translator
+from cloud.web.templates import error_text, render, translator
 
 __all__ = ["router"]
 
@@ -199,7 +199,7 @@ def confirm_auto_renew(
         return _page(
             request,
             "subscriptions/auto_renew.html",
-            {"turn": turn, "line": line, "quote": None, "error": str(exc)},
+            {"turn": turn, "line": line, "quote": None, "error": error_text(request, exc)},
             status_code=_refused(exc),
         )
     return _page(
@@ -231,13 +231,13 @@ async def set_auto_renew(
     try:
         quote = service.reactivation_quote(user, sub_id)
         if quote.pay_with == "card" and card is None:
-            raise InvalidRequest(t.gettext("Enter the card that pays the renewals."))
+            raise InvalidRequest(N_("Enter the card that pays the renewals."))
         await service.reactivate(user, sub_id, pay_with=quote.pay_with, card_token=card)
     except (InvalidRequest, Conflict) as exc:
         return _page(
             request,
             "subscriptions/auto_renew.html",
-            {"turn": "on", "line": line, "quote": None, "error": str(exc)},
+            {"turn": "on", "line": line, "quote": None, "error": error_text(request, exc)},
             status_code=_refused(exc),
         )
     text = t.gettext(
@@ -265,7 +265,7 @@ def confirm_renew(
             {
                 "line": service.line(user, sub_id),
                 "quote": None,
-                "error": str(exc),
+                "error": error_text(request, exc),
                 "months": months,
             },
             status_code=_refused(exc),
@@ -300,7 +300,7 @@ async def renew(
         quote = service.renewal_quote(user, sub_id, months)
         card = _card(form)
         if quote.pay_with == "card" and card is None:
-            raise InvalidRequest(t.gettext("Enter a card number (12 to 19 digits)."))
+            raise InvalidRequest(N_("Enter a card number (12 to 19 digits)."))
         result = await service.renew(
             user, sub_id, months=months, pay_with=quote.pay_with, card_token=card
         )
@@ -308,7 +308,7 @@ async def renew(
         return _page(
             request,
             "subscriptions/renew.html",
-            {"line": line, "quote": None, "error": str(exc), "months": months},
+            {"line": line, "quote": None, "error": error_text(request, exc), "months": months},
             status_code=_refused(exc),
         )
     back = _back(line.view["installation_id"])
@@ -334,34 +334,34 @@ class _Item:
 
 
 def _basket(
-    products: list[str], app_term: int | None, video: str | None, apply_all: bool, t: Any
+    products: list[str], app_term: int | None, video: str | None, apply_all: bool
 ) -> list[_Item]:
-    """The items a buy form asks for; InvalidRequest (translated) for what it cannot."""
+    """The items a buy form asks for; InvalidRequest (marked N_) for what it cannot."""
     items: list[_Item] = []
     for code in dict.fromkeys(products):
         if code not in SERVICES:
-            raise InvalidRequest(t.gettext("Choose services from the list."))
+            raise InvalidRequest(N_("Choose services from the list."))
         item = CATALOGUE[code]
         months = item.default_term_months
         if code == "TSF16101" and app_term is not None:
             if app_term not in item.term_cents:
-                raise InvalidRequest(t.gettext("Choose one of the app access terms offered."))
+                raise InvalidRequest(N_("Choose one of the app access terms offered."))
             months = app_term
         items.append(_Item(item, months))
     if video:
         tier = CATALOGUE.get(video)
         if tier is None or tier.feature != VIDEO:
-            raise InvalidRequest(t.gettext("Choose a video retention tier from the list."))
+            raise InvalidRequest(N_("Choose a video retention tier from the list."))
         if not apply_all:
             raise InvalidRequest(
-                t.gettext(
+                N_(
                     "A video retention tier covers the whole installation: "
                     "tick “Apply to all cameras” to buy it."
                 )
             )
         items.append(_Item(tier, tier.default_term_months))
     if not items:
-        raise InvalidRequest(t.gettext("Choose at least one service to buy."))
+        raise InvalidRequest(N_("Choose at least one service to buy."))
     return items
 
 
@@ -408,10 +408,9 @@ def review_purchase(
     step with every item, its term and price, the total and who pays."""
     installation = installations.detail(user, installation_id)
     pays_with = service.pays_with(user)
-    t = translator(request)
     form = {"product": product, "app_term": app_term, "video": video, "apply_all": apply_all}
     try:
-        items = _basket(product, app_term, video or None, apply_all == "1", t)
+        items = _basket(product, app_term, video or None, apply_all == "1")
     except InvalidRequest as exc:
         return _buy_page(
             request,
@@ -419,7 +418,7 @@ def review_purchase(
             items=[],
             pays_with=pays_with,
             form=form,
-            error=str(exc),
+            error=error_text(request, exc),
             status_code=422,
         )
     return _buy_page(
@@ -461,11 +460,10 @@ async def buy(
             app_term,
             str(video) if video else None,
             form.get("apply_all") == "1",
-            t,
         )
         card = _card(form)
         if pays_with == "card" and card is None:
-            raise InvalidRequest(t.gettext("Enter a card number (12 to 19 digits)."))
+            raise InvalidRequest(N_("Enter a card number (12 to 19 digits)."))
     except (InvalidRequest, ValueError) as exc:
         return _buy_page(
             request,
@@ -473,7 +471,7 @@ async def buy(
             items=items,
             pays_with=pays_with,
             form=fields,
-            error=str(exc),
+            error=error_text(request, exc),
             status_code=422,
         )
     bought: list[tuple[_Item, PurchaseResult]] = []
@@ -496,14 +494,15 @@ async def buy(
                     items=items,
                     pays_with=pays_with,
                     form=fields,
-                    error=str(exc),
+                    error=error_text(request, exc),
                     status_code=_refused(exc),
                 )
             text = t.gettext("Bought: %(bought)s. Not bought: %(name)s (%(why)s).")
             names = ", ".join(i.product.name for i, _ in bought)
             return redirect(
                 _back(installation_id),
-                text % {"bought": names, "name": item.product.name, "why": exc},
+                text
+                % {"bought": names, "name": item.product.name, "why": error_text(request, exc)},
                 level="warning",
             )
         bought.append((item, result))

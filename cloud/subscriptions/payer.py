@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import Role
 from cloud.accounts.users import company_payment_type, user
-from cloud.errors import InvalidRequest
+from cloud.errors import N_, InvalidRequest
 
 __all__ = ["payment_method", "purchaser"]
 
@@ -29,7 +29,7 @@ def purchaser(principal: Principal, explicit: int | None, *, default: int | None
     if default is not None:
         return default
     raise InvalidRequest(
-        "a purchase needs a purchaser: use a user's key, or give purchaser_id with an admin key"
+        N_("a purchase needs a purchaser: use a user's key, or give purchaser_id with an admin key")
     )
 
 
@@ -43,7 +43,7 @@ def payment_method(session: Session, buyer: int, asked: str | None) -> str:
     allowed = "card" if company_id is None else company_payment_type(session, company_id)
     how = asked or allowed
     if how not in ("card", "invoice"):
-        raise InvalidRequest(f"pay_with must be 'card' or 'invoice', not {how!r}")
+        raise InvalidRequest(N_("pay_with must be 'card' or 'invoice', not %(how)s"), how=repr(how))
     if how == "invoice" and allowed != "invoice":
-        raise InvalidRequest("only partners with an invoice account may pay by invoice")
+        raise InvalidRequest(N_("only partners with an invoice account may pay by invoice"))
     return how

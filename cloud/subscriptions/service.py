@@ -46,6 +46,7 @@ from cloud.devices.issuing import IssuingService
 from cloud.devices.rules import GrantStatus
 from cloud.devices.tables import InstallationRow
 from cloud.errors import (
+    N_,
     Blacklisted,
     Forbidden,
     PaymentDeclined,
@@ -379,7 +380,9 @@ class SubscriptionService:
                 raise _exists(installation_id, item.feature, existing)
             if (None if existing is None else existing.id) != reuse:
                 raise SubscriptionExists(
-                    f"installation {installation_id} got {item.feature} at the same moment"
+                    N_("installation %(installation)s got %(feature)s at the same moment"),
+                    installation=installation_id,
+                    feature=item.feature,
                 )
             before = None if existing is None else rows.load(existing)
             if existing is not None and before is not None:
@@ -423,8 +426,10 @@ class SubscriptionService:
                 lambda: self._declined(order, sub_id, previous, actor=principal, now=now)
             )
             raise PaymentDeclined(
-                f"the card was declined (order {order.number}): nothing was bought; "
-                "try another card"
+                N_(
+                    "the card was declined (order %(number)s): nothing was bought; try another card"
+                ),
+                number=order.number,
             )
         if order.status is OrderStatus.SUCCEED:
             await self.billing.run_callbacks(order.order_id, now=now)
@@ -530,8 +535,11 @@ class SubscriptionService:
         )
         if order.status is OrderStatus.FAILED:
             raise PaymentDeclined(
-                f"the card was declined (order {order.number}): nothing was renewed; "
-                "pay that order with another card, or try another card"
+                N_(
+                    "the card was declined (order %(number)s): nothing was renewed; "
+                    "pay that order with another card, or try another card"
+                ),
+                number=order.number,
             )
         if order.status is OrderStatus.SUCCEED:
             await self.billing.run_callbacks(order.order_id, now=now)
@@ -569,8 +577,10 @@ class SubscriptionService:
                 admin = principal.role in (Role.ADMIN, Role.CS_ADMIN)
                 if not admin and principal.user_id != row.purchaser_id:
                     raise Forbidden(
-                        "only the subscription's purchaser (or an admin) may change its card; "
-                        "reactivate it to become the purchaser"
+                        N_(
+                            "only the subscription's purchaser (or an admin) may change its "
+                            "card; reactivate it to become the purchaser"
+                        )
                     )
                 _set_card(tx, row, card_token, actor=principal, now=now)
                 return subscription_view(row)
@@ -647,8 +657,14 @@ class SubscriptionService:
 
 def _exists(installation_id: str, feature: str, row: SubscriptionRow) -> SubscriptionExists:
     return SubscriptionExists(
-        f"installation {installation_id} already has {feature} "
-        f"({row.product_code}, {row.id}): renew or reactivate it"
+        N_(
+            "installation %(installation)s already has %(feature)s "
+            "(%(product)s, %(sub)s): renew or reactivate it"
+        ),
+        installation=installation_id,
+        feature=feature,
+        product=row.product_code,
+        sub=row.id,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from cloud.errors import UnknownProduct
+from cloud.errors import N_, UnknownProduct
 
 __all__ = ["CATALOGUE", "CURRENCY", "Product", "product", "term_price"]
 
@@ -106,7 +106,9 @@ def product(code: str) -> Product:
         return CATALOGUE[code]
     except KeyError:
         raise UnknownProduct(
-            f"no product {code!r}: choose one of {', '.join(sorted(CATALOGUE))}"
+            N_("no product %(code)s: choose one of %(codes)s"),
+            code=repr(code),
+            codes=", ".join(sorted(CATALOGUE)),
         ) from None
 
 

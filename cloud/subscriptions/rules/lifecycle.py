@@ -67,7 +67,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cloud.errors import BadTerm, InvalidTransition
+from cloud.errors import N_, BadTerm, InvalidTransition
 from cloud.subscriptions.rules.calendar import DAY_S, add_months, iso, month_start, term_end
 from cloud.subscriptions.rules.catalogue import Product, term_price
 
@@ -319,13 +319,20 @@ def purchase(
     """
     if term_months not in product.term_cents:
         offered = ", ".join(str(m) for m in product.terms)
-        raise BadTerm(f"{product.code} is sold for {offered} months, not {term_months}")
+        raise BadTerm(
+            N_("%(code)s is sold for %(offered)s months, not %(months)s"),
+            code=product.code,
+            offered=offered,
+            months=term_months,
+        )
     begins = now if start is None else start
     today = now - now % DAY_S
     if begins < today:
-        raise BadTerm(f"the start {iso(begins)} is in the past: start today or later")
+        raise BadTerm(
+            N_("the start %(start)s is in the past: start today or later"), start=iso(begins)
+        )
     if begins > now + MAX_START_AHEAD_S:
-        raise BadTerm("the start is more than a year ahead")
+        raise BadTerm(N_("the start is more than a year ahead"))
     begins = max(begins, now)
     sub = Subscription(
         id=sub_id,
@@ -361,15 +368,23 @@ def apply(sub: Subscription, event: Event, *, now: int) -> Transition:
             return _declined(sub, event, now=now)
         case Renew(months=months):
             if not 1 <= months <= MAX_RENEWAL_MONTHS:
-                raise BadTerm(f"renew by 1 to {MAX_RENEWAL_MONTHS} months at once, not {months}")
+                raise BadTerm(
+                    N_("renew by 1 to %(most)s months at once, not %(months)s"),
+                    most=MAX_RENEWAL_MONTHS,
+                    months=months,
+                )
             if sub.status is Status.PENDING:
-                raise InvalidTransition("the subscription is not activated yet: nothing to renew")
+                raise InvalidTransition(
+                    N_("the subscription is not activated yet: nothing to renew")
+                )
             if _cancelled(sub):
-                raise InvalidTransition(_CANCELLED)
+                raise InvalidTransition(
+                    N_("the subscription was cancelled before it was paid: purchase it again")
+                )
             return _paid(sub, end=sub.end, months=months, now=now, strict=True)
         case Deactivate():
             if sub.status is Status.EXPIRED:
-                raise InvalidTransition("the subscription has expired: nothing to deactivate")
+                raise InvalidTransition(N_("the subscription has expired: nothing to deactivate"))
             if not sub.auto_renew:
                 return Transition(sub)
             # an abandoned charge keeps its attempt number: a key is never reused for another
@@ -390,9 +405,6 @@ def apply(sub: Subscription, event: Event, *, now: int) -> Transition:
 
 def _grant(sub: Subscription) -> GrantService:
     return GrantService(feature=sub.product.feature, params=sub.product.params, until=sub.end)
-
-
-_CANCELLED = "the subscription was cancelled before it was paid: purchase it again"
 
 
 def _cancelled(sub: Subscription) -> bool:
@@ -505,8 +517,13 @@ def _paid(sub: Subscription, *, end: int, months: int, now: int, strict: bool) -
     if new_end <= now:
         if strict:
             raise BadTerm(
-                f"paying {months} months from {iso(sub.end)} ends at {iso(new_end)}, "
-                "which has passed: renew more months"
+                N_(
+                    "paying %(months)s months from %(start)s ends at %(end)s, "
+                    "which has passed: renew more months"
+                ),
+                months=months,
+                start=iso(sub.end),
+                end=iso(new_end),
             )
         return _refund(sub, f"the term it paid for ended at {iso(new_end)}, before it arrived")
     renewed = replace(
@@ -595,17 +612,21 @@ def _declined(sub: Subscription, event: ChargeFailed, *, now: int) -> Transition
 
 def _reactivate(sub: Subscription, *, by: int, now: int) -> Transition:
     if _cancelled(sub):
-        raise InvalidTransition(_CANCELLED)
+        raise InvalidTransition(
+            N_("the subscription was cancelled before it was paid: purchase it again")
+        )
     if sub.status is Status.EXPIRED:
         raise InvalidTransition(
-            "the subscription has expired: pay the renewal or purchase it again"
+            N_("the subscription has expired: pay the renewal or purchase it again")
         )
     if sub.auto_renew:
         if by == sub.purchaser:
             return Transition(sub)
         raise InvalidTransition(
-            "the subscription renews already, billed to its purchaser: "
-            "it must be deactivated before another user reactivates it"
+            N_(
+                "the subscription renews already, billed to its purchaser: "
+                "it must be deactivated before another user reactivates it"
+            )
         )
     # Nothing is due now. If a charge was already tried for this end, the next attempt
     # (a new number, a new key) goes to the new purchaser on the charge day, or at the
