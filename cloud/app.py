@@ -31,6 +31,7 @@ from cloud.devices.issuing import IssuingService
 from cloud.devices.jobs import RefreshJob, ResignJob
 from cloud.devices.service import DeviceService, InstallationService
 from cloud.devices.signer import Signer
+from cloud.errors import N_
 from cloud.health.commands import (
     CommandPublisher,
     CommandService,
@@ -125,7 +126,8 @@ class _NoCommandRoute:
 
     async def publish_command(self, device_id: str, payload: bytes) -> None:
         raise CommandsUnavailable(
-            f"this cloud runs without an MQTT bridge: no command can reach {device_id}"
+            N_("this cloud runs without an MQTT bridge: no command can reach %(device_id)s"),
+            device_id=device_id,
         )
 
 

@@ -18,7 +18,7 @@ from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import PaymentType
 from cloud.accounts.tables import CompanyRow
-from cloud.errors import AccountExists, UnknownCompany
+from cloud.errors import N_, AccountExists, UnknownCompany
 
 __all__ = [
     "company",
@@ -104,7 +104,9 @@ def create_company(
     """
     partner_id = partner_id or f"P{secrets.token_hex(4).upper()}"
     if session.scalars(select(CompanyRow).where(CompanyRow.partner_id == partner_id)).first():
-        raise AccountExists(f"a company with partner id {partner_id} exists already")
+        raise AccountExists(
+            N_("a company with partner id %(partner_id)s exists already"), partner_id=partner_id
+        )
     row = CompanyRow(
         name=name,
         partner_id=partner_id,

@@ -101,7 +101,8 @@ def _requiring(permission: Permission, who: Callable[..., Principal]) -> Callabl
 
     def dependency(principal: Principal, request: Request) -> Principal:
         if not allowed(principal.role, permission):
-            raise Forbidden(refusal(principal.role, permission))
+            template, params = refusal(principal.role, permission)
+            raise Forbidden(template, **params)
         refuse_loose_parameters(request)
         return principal
 

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
-from cloud.accounts.passwords import check_password, hash_password, verify_password
+from cloud.accounts.passwords import hash_password, verify_password
 from cloud.accounts.sessions import lock_seconds, token_hash
 from cloud.accounts.tables import LoginSessionRow
-from cloud.accounts.users import user, user_view
-from cloud.errors import InvalidRequest, LoginFailed, LoginThrottled
+from cloud.accounts.users import checked_password, user, user_view
+from cloud.errors import N_, InvalidRequest, LoginFailed, LoginThrottled
 
 __all__ = ["LOCALES", "PasswordChange", "change_password", "update_profile"]
 
@@ -48,11 +48,13 @@ def update_profile(
     """
     name = name.strip()
     if not 0 < len(name) <= 200 or not name.isprintable():
-        raise InvalidRequest("a name has 1-200 printable characters")
+        raise InvalidRequest(N_("a name has 1-200 printable characters"))
     if locale not in LOCALES:
-        raise InvalidRequest(f"the language must be one of {', '.join(LOCALES)}")
+        raise InvalidRequest(
+            N_("the language must be one of %(languages)s"), languages=", ".join(LOCALES)
+        )
     if principal.user_id is None:
-        raise InvalidRequest("an API key has no profile; sign in as a user")
+        raise InvalidRequest(N_("an API key has no profile; sign in as a user"))
     row = user(session, principal.user_id, lock=True)
     before = {**user_view(row), "locale": row.locale}
     if (row.name, row.locale) == (name, locale):
@@ -86,14 +88,16 @@ def change_password(
     a wrong current password counts towards the account's login lock.
     """
     if principal.user_id is None:
-        return PasswordChange(0, InvalidRequest("an API key has no password; sign in as a user"))
+        return PasswordChange(
+            0, InvalidRequest(N_("an API key has no password; sign in as a user"))
+        )
     row = user(session, principal.user_id, lock=True)
     if row.locked_until is not None and now < row.locked_until:
         wait = row.locked_until - now
         return PasswordChange(
             0,
             LoginThrottled(
-                f"too many wrong passwords for this account: try again in {wait} s",
+                N_("too many wrong passwords for this account: try again in %(retry_after)s s"),
                 retry_after=wait,
             ),
         )
@@ -104,9 +108,10 @@ def change_password(
         _log.info("password change refused: user %d gave a wrong current password", row.id)
         return PasswordChange(0, LoginFailed("the current password is wrong"))
     try:
-        row.password_hash = hash_password(check_password(new))
-    except ValueError as exc:
-        return PasswordChange(0, InvalidRequest(str(exc)))
+        new = checked_password(new)
+    except InvalidRequest as exc:
+        return PasswordChange(0, exc)
+    row.password_hash = hash_password(new)
     row.failed_logins, row.locked_until = 0, None
     others = delete(LoginSessionRow).where(LoginSessionRow.user_id == row.id)
     if keep_session:

@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
-from cloud.accounts.passwords import check_password, hash_password
+from cloud.accounts.passwords import hash_password
 from cloud.accounts.sessions import token_hash
 from cloud.accounts.tables import LoginSessionRow, PasswordResetRow, UserRow
-from cloud.accounts.users import normalise_email, user_by_email, user_view
-from cloud.errors import Conflict, InvalidRequest
+from cloud.accounts.users import checked_password, normalise_email, user_by_email, user_view
+from cloud.errors import N_, Conflict, InvalidRequest
 
 __all__ = [
     "RESEND_AFTER_S",
@@ -135,14 +135,13 @@ def use_reset(session: Session, token: str, *, password: str, now: int) -> UserR
     found = reset_user(session, token, now=now, lock=True)
     if found is None:
         raise ResetLinkInvalid(
-            "this password reset link has been used, replaced by a newer one, or has expired: "
-            "ask for a new one"
+            N_(
+                "this password reset link has been used, replaced by a newer one, or has "
+                "expired: ask for a new one"
+            )
         )
     link, user = found
-    try:
-        user.password_hash = hash_password(check_password(password))
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+    user.password_hash = hash_password(checked_password(password))
     before = user_view(user)
     user.failed_logins, user.locked_until = 0, None
     link.used_at = now

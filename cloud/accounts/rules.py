@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
+from cloud.errors import N_, Msg
+
 __all__ = [
     "ROLE_PERMISSIONS",
     "STAFF_ROLES",
@@ -145,23 +147,33 @@ def allowed(role: Role | str, permission: Permission) -> bool:
         return False
 
 
-_WHY_NOT: Mapping[tuple[Role, Permission], str] = {
-    (Role.SUPPORT, Permission.SUBSCRIPTIONS_WRITE): "support agents never add or change "
-    "subscriptions: the customer or their partner does",
-    (Role.SUPPORT, Permission.ORDERS_WRITE): "support agents never place or pay orders",
-    (Role.SUPPORT, Permission.BLACKLIST): "only customer-service admins and admins blacklist",
+_WHY_NOT: Mapping[tuple[Role, Permission], Msg] = {
+    (Role.SUPPORT, Permission.SUBSCRIPTIONS_WRITE): N_(
+        "support agents never add or change subscriptions: the customer or their partner does"
+    ),
+    (Role.SUPPORT, Permission.ORDERS_WRITE): N_("support agents never place or pay orders"),
+    (Role.SUPPORT, Permission.BLACKLIST): N_("only customer-service admins and admins blacklist"),
 }
 
 
-def refusal(role: Role | str, permission: Permission) -> str:
-    """Why ``role`` gets a 403 for ``permission``, and who may do it instead."""
+def refusal(role: Role | str, permission: Permission) -> tuple[Msg, dict[str, str]]:
+    """Why ``role`` gets a 403 for ``permission``, and who may do it instead, as a
+    marked text and its parameters: ``raise Forbidden(template, **params)``."""
     holders = ", ".join(r.value for r in Role if permission in ROLE_PERMISSIONS[r])
     try:
         reason = _WHY_NOT.get((Role(role), permission))
     except ValueError:
         reason = None
-    lead = reason or f"the role '{role}' may not do this"
-    return f"{lead} (needs '{permission.value}', held by: {holders}); ask an administrator"
+    if reason is None:
+        return N_(
+            "the role '%(role)s' may not do this (needs '%(permission)s', held by: "
+            "%(holders)s); ask an administrator"
+        ), {"role": f"{role}", "permission": permission.value, "holders": holders}
+    return N_("%(why)s (needs '%(permission)s', held by: %(holders)s); ask an administrator"), {
+        "why": reason,
+        "permission": permission.value,
+        "holders": holders,
+    }
 
 
 def markdown_table() -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cloud.accounts import audit, profile, resets, users
 from cloud.accounts import queries as account_queries
-from cloud.accounts.apikeys import Principal, add_api_key
+from cloud.accounts.apikeys import MAX_NAME, Principal, add_api_key
 from cloud.accounts.customers import CustomerHit, LookUpBy, find_customers
 from cloud.accounts.notices import Gettext, MailQueue, reset_mail
 from cloud.accounts.rules import ROLE_PERMISSIONS, Role
@@ -34,7 +34,7 @@ from cloud.accounts.schemas import (
 from cloud.accounts.sessions import attempt_login, end_session
 from cloud.accounts.tables import ApiKeyRow, AuditRow, CompanyRow, UserRow
 from cloud.database import Store
-from cloud.errors import Forbidden, InvalidRequest, UnknownApiKey, UnknownUser
+from cloud.errors import N_, Forbidden, InvalidRequest, UnknownApiKey, UnknownUser
 from common.clock import Clock
 
 __all__ = ["AccountService", "ApiKeyView", "AuditFilter", "Login", "NewKeyOut", "Profile"]
@@ -215,11 +215,13 @@ class AccountService:
             target = users.user(tx, user_id)
             if actor.role != Role.ADMIN and target.role is Role.ADMIN:
                 # a key acts with its user's role: only an admin may mint an admin's
-                raise Forbidden("only an admin may create an API key of an admin account")
+                raise Forbidden(N_("only an admin may create an API key of an admin account"))
             try:
                 new = add_api_key(tx, name=name, now=now, user_id=user_id)
-            except ValueError as exc:
-                raise InvalidRequest(str(exc)) from exc
+            except ValueError as exc:  # the key store's name check (apikeys._check_name)
+                raise InvalidRequest(
+                    N_("an API key name must be 1-%(max)d printable characters"), max=MAX_NAME
+                ) from exc
             audit.record(
                 tx,
                 actor=actor,
@@ -370,7 +372,7 @@ class AccountService:
             if row is None:
                 raise UnknownApiKey(f"no API key with id {key_id}")
             if actor.role != Role.ADMIN and row.role == Role.ADMIN:
-                raise Forbidden("only an admin may revoke an admin's API key")
+                raise Forbidden(N_("only an admin may revoke an admin's API key"))
             if row.revoked_at is not None:
                 return
             row.revoked_at = now

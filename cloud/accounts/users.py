@@ -29,10 +29,11 @@ from cloud.accounts.companies import (
     find_companies,
     update_company,
 )
-from cloud.accounts.passwords import check_password, hash_password
+from cloud.accounts.passwords import MAX_PASSWORD, MIN_PASSWORD, check_password, hash_password
 from cloud.accounts.rules import Role
 from cloud.accounts.tables import LoginSessionRow, UserRow
 from cloud.errors import (
+    N_,
     AccountExists,
     Forbidden,
     InvalidRequest,
@@ -41,6 +42,7 @@ from cloud.errors import (
 
 __all__ = [
     "Contact",
+    "checked_password",
     "company",
     "company_payment_type",
     "company_view",
@@ -84,8 +86,28 @@ def normalise_email(email: str) -> str:
     """
     email = email.strip().lower()
     if len(email) > 254 or not _EMAIL.fullmatch(email) or not email.isprintable():
-        raise InvalidRequest(f"{email[:80]!r} is not an e-mail address")
+        raise InvalidRequest(N_("%(email)s is not an e-mail address"), email=repr(email[:80]))
     return email
+
+
+def checked_password(password: str) -> str:
+    """The password if it is acceptable (:func:`cloud.accounts.passwords.check_password`).
+
+    Raises:
+        InvalidRequest: shorter than ``MIN_PASSWORD`` or longer than ``MAX_PASSWORD``
+            characters (the check's English, marked for the dashboard to translate).
+    """
+    try:
+        return check_password(password)
+    except ValueError:
+        raise InvalidRequest(
+            N_(
+                "a password must have %(min)d-%(max)d characters; "
+                "a passphrase of a few words is easy to remember"
+            ),
+            min=MIN_PASSWORD,
+            max=MAX_PASSWORD,
+        ) from None
 
 
 def user_view(row: UserRow) -> dict[str, Any]:
@@ -175,16 +197,18 @@ def _user_filter(email: str | None, role: Role | None, company_id: int | None) -
 # changes ----------------------------------------------------------------------
 def _check_role_change(actor: Principal, old: Role | None, new: Role) -> None:
     if actor.role != Role.ADMIN and Role.ADMIN in (old, new):
-        raise Forbidden("only an admin may give, take or change an admin account")
+        raise Forbidden(N_("only an admin may give, take or change an admin account"))
 
 
 def _check_company(session: Session, role: Role, company_id: int | None) -> None:
     if role is Role.PARTNER:
         if company_id is None:
-            raise InvalidRequest("a partner user belongs to a partner company: give company_id")
+            raise InvalidRequest(N_("a partner user belongs to a partner company: give company_id"))
         company(session, company_id)
     elif company_id is not None:
-        raise InvalidRequest(f"only partner users belong to a company, not {role.value} users")
+        raise InvalidRequest(
+            N_("only partner users belong to a company, not %(role)s users"), role=role.value
+        )
 
 
 def create_user(
@@ -209,13 +233,10 @@ def create_user(
     if isinstance(actor, Principal):
         _check_role_change(actor, None, role)
     email = normalise_email(email)
-    try:
-        check_password(password)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+    checked_password(password)
     _check_company(session, role, company_id)
     if user_by_email(session, email) is not None:
-        raise AccountExists(f"a user with the e-mail {email} exists already")
+        raise AccountExists(N_("a user with the e-mail %(email)s exists already"), email=email)
     row = UserRow(
         email=email,
         name=name,
@@ -269,10 +290,7 @@ def update_user(
         new_company = None  # leaving the partner role leaves the company
     _check_company(session, new_role, new_company)
     if password is not None:
-        try:
-            row.password_hash = hash_password(check_password(password))
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
+        row.password_hash = hash_password(checked_password(password))
     if name is not None:
         row.name = name
     role_changed = new_role is not row.role

@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from cloud.errors import Forbidden
+from cloud.errors import N_, Forbidden
 
 __all__ = [
     "ANON_COOKIE",
@@ -76,7 +76,10 @@ async def checked_form(request: Request) -> FormData:
     secret = _secret(request)
     if not isinstance(sent, str) or secret is None or not hmac.compare_digest(sent, _token(secret)):
         raise Forbidden(
-            "this form's security token is missing or out of date: reload the page and try again"
+            N_(
+                "this form's security token is missing or out of date: "
+                "reload the page and try again"
+            )
         )
     return form
 

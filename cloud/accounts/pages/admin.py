@@ -24,10 +24,10 @@ from cloud.accounts.deps import AccountsDep, PageUser, page_require
 from cloud.accounts.rules import Permission, Role, allowed
 from cloud.accounts.schemas import AuditOut, CompanyCreate, CompanyUpdate, UserCreate, UserUpdate
 from cloud.accounts.service import AccountService, AuditFilter
-from cloud.errors import AccountExists, Forbidden, InvalidRequest
+from cloud.errors import N_, AccountExists, Forbidden, InvalidRequest
 from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
-from cloud.web.templates import render, translator
+from cloud.web.templates import error_text, render, translator
 
 __all__ = ["router"]
 
@@ -46,13 +46,16 @@ def _pages(total: int) -> int:
     return max(1, math.ceil(total / PAGE_SIZE))
 
 
-def _problem(exc: ValidationError | InvalidRequest | AccountExists | Forbidden) -> str:
-    """What was wrong with a form, in a sentence (field names are the form's labels' ids)."""
+def _problem(
+    request: Request, exc: ValidationError | InvalidRequest | AccountExists | Forbidden
+) -> str:
+    """What was wrong with a form, in a sentence (field names are the form's labels' ids);
+    a service's refusal in the reader's language."""
     if isinstance(exc, ValidationError):
         return "; ".join(
             f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
-    return str(exc)
+    return error_text(request, exc)
 
 
 # the index ------------------------------------------------------------------------
@@ -60,7 +63,10 @@ def _problem(exc: ValidationError | InvalidRequest | AccountExists | Forbidden) 
 def admin_index(request: Request, who: PageUser) -> HTMLResponse:
     """Links to the parts of administration this role may use."""
     if not any(allowed(who.role, permission) for permission in _SECTIONS):
-        raise Forbidden(f"the role '{who.role}' has no administration pages; ask an administrator")
+        raise Forbidden(
+            N_("the role '%(role)s' has no administration pages; ask an administrator"),
+            role=f"{who.role}",
+        )
     return render(request, "accounts/admin_index.html")
 
 
@@ -139,7 +145,7 @@ def new_user_submit(
     except (ValidationError, InvalidRequest, AccountExists, Forbidden) as exc:
         context = {
             "values": values,
-            "error": _problem(exc),
+            "error": _problem(request, exc),
             "roles": _roles_for(who),
             "companies": _companies(service),
         }
@@ -202,7 +208,7 @@ def user_submit(
             who,
             service,
             user_id,
-            error=_problem(exc),
+            error=_problem(request, exc),
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     return redirect(f"/admin/users/{user_id}", translator(request).gettext("Saved."))
@@ -222,7 +228,7 @@ def user_key_submit(
             who,
             service,
             user_id,
-            error=_problem(exc),
+            error=_problem(request, exc),
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     return _user_page(request, who, service, user_id, new_key=made)
@@ -281,7 +287,7 @@ def new_company_submit(
         )
         created = service.create_company(who, body)
     except (ValidationError, AccountExists) as exc:
-        context = {"company": None, "values": values, "error": _problem(exc)}
+        context = {"company": None, "values": values, "error": _problem(request, exc)}
         return render(
             request,
             "accounts/admin_company.html",
@@ -324,7 +330,7 @@ def company_submit(
             "company": company,
             "values": {k: str(form.get(k, "")) for k in ("name", "payment_type")},
             "members": [],
-            "error": _problem(exc),
+            "error": _problem(request, exc),
         }
         return render(
             request,
@@ -367,7 +373,9 @@ def _day(text: str, *, end: bool = False) -> int | None:
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise InvalidRequest(f"{text[:20]!r} is not a date (YYYY-MM-DD)") from None
+        raise InvalidRequest(
+            N_("%(text)s is not a date (YYYY-MM-DD)"), text=repr(text[:20])
+        ) from None
     start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
     return int(start) + (86_400 if end else 0)
 
