@@ -35,7 +35,7 @@ from cloud.accounts.tables import UserRow
 from cloud.accounts.users import is_blacklisted
 from cloud.database import Store
 from cloud.devices.tables import DeviceRow, InstallationRow, IntegratorRow, OwnerRow
-from cloud.errors import Blacklisted, Forbidden, UnknownDevice, UnknownInstallation
+from cloud.errors import N_, Blacklisted, Forbidden, UnknownDevice, UnknownInstallation
 
 __all__ = [
     "check_device",
@@ -53,7 +53,9 @@ def _role(principal: Principal) -> Role:
     try:
         return Role(principal.role)
     except ValueError:
-        raise Forbidden(f"unknown role '{principal.role}': ask an administrator") from None
+        raise Forbidden(
+            N_("unknown role '%(role)s': ask an administrator"), role=principal.role
+        ) from None
 
 
 def visible_installation_ids(session: Session, principal: Principal) -> Select[Any] | None:
@@ -93,9 +95,11 @@ def ensure_installation_access(
     if role is Role.SUPPORT:
         if write:
             raise Forbidden(
-                "support agents look up installations but do not change them "
-                "(devices, services, subscriptions): ask the customer, their partner "
-                "or an administrator"
+                N_(
+                    "support agents look up installations but do not change them "
+                    "(devices, services, subscriptions): ask the customer, their partner "
+                    "or an administrator"
+                )
             )
         return
     if not _is_member(session, principal, role, installation_id):
@@ -112,8 +116,10 @@ def ensure_may_change(session: Session, principal: Principal) -> None:
     """
     if principal.user_id is not None and is_blacklisted(session, principal.user_id):
         raise Blacklisted(
-            "this account is blacklisted: it may look but not buy or change anything; "
-            "contact customer service"
+            N_(
+                "this account is blacklisted: it may look but not buy or change anything; "
+                "contact customer service"
+            )
         )
 
 

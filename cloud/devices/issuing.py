@@ -53,6 +53,7 @@ from cloud.devices.rules import (
 from cloud.devices.signer import Signer
 from cloud.devices.tables import DeviceRow, TokenRow
 from cloud.errors import (
+    N_,
     AccountRefused,
     BrokerUnavailable,
     DeviceExists,
@@ -297,7 +298,9 @@ class IssuingService:
                         if device_queries.installation(tx, installation_id, lock=True) is None:
                             raise UnknownInstallation(f"no installation {installation_id}")
                         if device_queries.device(tx, device_id) is not None:
-                            raise DeviceExists(f"device {device_id} is already registered")
+                            raise DeviceExists(
+                                N_("device %(device)s is already registered"), device=device_id
+                            )
                         check_capacity(
                             installation_id, device_queries.count_devices(tx, installation_id)
                         )
@@ -318,7 +321,9 @@ class IssuingService:
                             self._accounts.set_password(device_id, password)
                         except ValueError as exc:
                             raise AccountRefused(
-                                f"the broker refused a login for {device_id}: {exc}"
+                                N_("the broker refused a login for %(device)s: %(reason)s"),
+                                device=device_id,
+                                reason=str(exc),
                             ) from exc
                         except TransportError as exc:
                             raise BrokerUnavailable(
@@ -326,7 +331,9 @@ class IssuingService:
                             ) from exc
                         account_created = True
                 except IntegrityError as exc:  # the same id registered concurrently
-                    raise DeviceExists(f"device {device_id} is already registered") from exc
+                    raise DeviceExists(
+                        N_("device %(device)s is already registered"), device=device_id
+                    ) from exc
             except BaseException:
                 if account_created:  # the commit failed after the account was made
                     self._accounts.remove(device_id)

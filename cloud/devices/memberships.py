@@ -21,7 +21,7 @@ from cloud.accounts.rules import Role
 from cloud.accounts.tables import CompanyRow, UserRow
 from cloud.accounts.users import Contact, company, user
 from cloud.devices.tables import InstallationRow, IntegratorRow, OwnerRow
-from cloud.errors import InvalidRequest, NotFound, UnknownInstallation
+from cloud.errors import N_, InvalidRequest, NotFound, UnknownInstallation
 
 __all__ = [
     "Integrator",
@@ -78,7 +78,7 @@ def set_owner(
     """
     before = members(session, installation_id)
     if user(session, user_id).role is not Role.OWNER:
-        raise InvalidRequest(f"user {user_id} does not have the owner role")
+        raise InvalidRequest(N_("user %(user)s does not have the owner role"), user=user_id)
     row = session.get(OwnerRow, installation_id, with_for_update=True)
     if row is None:
         session.add(OwnerRow(installation_id=installation_id, user_id=user_id, created_at=now))

@@ -23,7 +23,7 @@ from cloud.accounts.deps import page_require
 from cloud.accounts.rules import STAFF_ROLES, Permission
 from cloud.devices.deps import DevicesDep, InstallationsDep
 from cloud.devices.service import InstallationService
-from cloud.errors import InvalidRequest, InvalidTransition, NotFound
+from cloud.errors import N_, InvalidRequest, InvalidTransition, NotFound
 from cloud.health.deps import HealthDep
 from cloud.health.schemas import DeviceHealthOut
 from cloud.http.schemas import DEVICE_ID_PATTERN
@@ -269,7 +269,7 @@ def change_stage(
     try:
         to = Stage(str(form.get("stage", "")))
     except ValueError:
-        raise InvalidRequest("choose a stage the ticket can move to") from None
+        raise InvalidRequest(N_("choose a stage the ticket can move to")) from None
     try:
         service.move(who, ticket_id, to=to)
     except InvalidTransition:
@@ -321,7 +321,7 @@ def approve_rma(
     try:
         device_id = RmaRequest(device_id=str(form.get("device_id", ""))).device_id
     except ValidationError:
-        raise InvalidRequest("name the device to approve the RMA of") from None
+        raise InvalidRequest(N_("name the device to approve the RMA of")) from None
     try:
         service.approve_rma(who, ticket_id, device_id=device_id)
     except RmaRefused:

@@ -13,7 +13,8 @@ is about), when the latest self-test of that device answered since the
 ticket opened, at most ``max_age_s`` ago (:data:`SELF_TEST_MAX_AGE_S`), reports
 a hardware fault. A later self-test that passed supersedes an earlier fault.
 The category is not checked: it is the customer's first guess, and the
-self-test, not the category, is the evidence.
+self-test, not the category, is the evidence. :func:`check_rma` is the same
+rule raising its refusal (:class:`RmaRefused`, its text marked for translation).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cloud.errors import Conflict, InvalidTransition
+from cloud.errors import N_, Conflict, InvalidTransition
 from cloud.health.rules.diagnostics import SELF_TEST_MAX_AGE_S
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Stage",
     "TicketState",
     "auto_close_due",
+    "check_rma",
     "decide_rma",
     "move",
     "moves",
@@ -103,11 +105,15 @@ def moves(stage: Stage, *, staff: bool) -> frozenset[Stage]:
 
 
 class RmaRefused(Conflict):
-    """No self-test confirms a hardware fault; ``reason`` says which case."""
+    """No self-test confirms a hardware fault; ``why`` says which case, ``command_id`` the
+    self-test the refusal read (None before there is one)."""
 
-    def __init__(self, message: str, /, *, why: str, **params: Any) -> None:
+    def __init__(
+        self, message: str, /, *, why: str, command_id: str | None = None, **params: Any
+    ) -> None:
         super().__init__(message, **params)
         self.why = why
+        self.command_id = command_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +145,16 @@ def move(state: TicketState, to: Stage, *, now: int) -> TicketState:
         InvalidTransition: ``to`` is not reachable from the current stage.
     """
     if to not in TRANSITIONS[state.stage]:
+        if state.stage is Stage.CLOSED:
+            raise InvalidTransition(
+                N_("a ticket in %(stage)s cannot move to %(to)s; open a new ticket"),
+                stage=state.stage.value,
+                to=to.value,
+            )
         raise InvalidTransition(
-            f"a ticket in {state.stage.value} cannot move to {to.value}"
-            + ("; open a new ticket" if state.stage is Stage.CLOSED else "")
+            N_("a ticket in %(stage)s cannot move to %(to)s"),
+            stage=state.stage.value,
+            to=to.value,
         )
     if to is Stage.CLOSED:
         return replace(state, stage=to, next_action=Owner.NOBODY, closed_at=now)
@@ -157,7 +170,7 @@ def on_message(state: TicketState, *, from_customer: bool, now: int) -> TicketSt
         InvalidTransition: the ticket is closed.
     """
     if state.stage is Stage.CLOSED:
-        raise InvalidTransition("the ticket is closed; open a new ticket")
+        raise InvalidTransition(N_("the ticket is closed; open a new ticket"))
     if from_customer:
         if state.stage is Stage.SUGGEST_CLOSE:
             return move(state, Stage.FIRST_LINE, now=now)
@@ -214,47 +227,88 @@ def decide_rma(
 
     ``self_tests`` are in the order they were sent; of two answered in the same
     second the later one counts. The newest must be at most ``max_age_s`` old.
+    A refusal is a decision here (``approved`` False); :func:`check_rma` raises it.
+    """
+    try:
+        return check_rma(
+            device_id=device_id,
+            ticket=ticket,
+            device_on_ticket=device_on_ticket,
+            self_tests=self_tests,
+            now=now,
+            max_age_s=max_age_s,
+        )
+    except RmaRefused as refused:
+        return RmaDecision(False, refused.why, str(refused), refused.command_id)
+
+
+def check_rma(
+    *,
+    device_id: str,
+    ticket: TicketState,
+    device_on_ticket: bool,
+    self_tests: Sequence[SelfTestOutcome],
+    now: int,
+    max_age_s: int = SELF_TEST_MAX_AGE_S,
+) -> RmaDecision:
+    """The approval :func:`decide_rma` gives, or its refusal raised.
+
+    Raises:
+        RmaRefused: closed ticket, device not attached, or no recent self-test
+            confirming a hardware fault (``why`` says which case).
     """
     if ticket.stage is Stage.CLOSED:
-        return RmaDecision(
-            False, "ticket_closed", "the ticket is closed: open a new ticket for the device", None
+        raise RmaRefused(
+            N_("the ticket is closed: open a new ticket for the device"), why="ticket_closed"
         )
     if not device_on_ticket:
-        return RmaDecision(
-            False,
-            "device_not_on_ticket",
-            f"{device_id} is not attached to this ticket: attach it first",
-            None,
+        raise RmaRefused(
+            N_("%(device)s is not attached to this ticket: attach it first"),
+            why="device_not_on_ticket",
+            device=device_id,
         )
     recent = [t for t in self_tests if ticket.opened_at <= t.answered_at <= now]
     if not recent:
-        return RmaDecision(
-            False,
-            "no_self_test",
-            f"no self-test of {device_id} answered since the ticket was opened: "
-            "send the self_test command and wait for its result",
-            None,
+        raise RmaRefused(
+            N_(
+                "no self-test of %(device)s answered since the ticket was opened: "
+                "send the self_test command and wait for its result"
+            ),
+            why="no_self_test",
+            device=device_id,
         )
     latest = max(enumerate(recent), key=lambda pair: (pair[1].answered_at, pair[0]))[1]
     result = latest.result or {}
     if latest.answered_at < now - max_age_s:
-        why, detail = (
-            "self_test_stale",
-            f"the latest self-test of {device_id} is older than {max_age_s // 3600} h: "
-            "send the self_test command again",
+        raise RmaRefused(
+            N_(
+                "the latest self-test of %(device)s is older than %(hours)d h: "
+                "send the self_test command again"
+            ),
+            why="self_test_stale",
+            command_id=latest.command_id,
+            device=device_id,
+            hours=max_age_s // 3600,
         )
-    elif not latest.ok:
-        why, detail = "self_test_error", "the latest self-test did not run; send it again"
-    elif result.get("hardware_fault") is True:
+    if not latest.ok:
+        raise RmaRefused(
+            N_("the latest self-test did not run; send it again"),
+            why="self_test_error",
+            command_id=latest.command_id,
+        )
+    if result.get("hardware_fault") is True:
         faults = [f.get("component") for f in result.get("faults", []) if isinstance(f, Mapping)]
         return RmaDecision(
             True, "approved", f"self-test reports a hardware fault in {faults}", latest.command_id
         )
-    elif result.get("passed") is True:
-        why, detail = "self_test_passed", "the latest self-test passed: the hardware is fine"
-    else:
-        why, detail = (
-            "remotely_fixable",
-            "the latest self-test found only faults that can be fixed remotely",
+    if result.get("passed") is True:
+        raise RmaRefused(
+            N_("the latest self-test passed: the hardware is fine"),
+            why="self_test_passed",
+            command_id=latest.command_id,
         )
-    return RmaDecision(False, why, detail, latest.command_id)
+    raise RmaRefused(
+        N_("the latest self-test found only faults that can be fixed remotely"),
+        why="remotely_fixable",
+        command_id=latest.command_id,
+    )

@@ -27,17 +27,17 @@ from cloud.devices.access import (
     ensure_installation_access,
     visible_installation_ids,
 )
-from cloud.errors import Forbidden, NotFound
+from cloud.errors import N_, Forbidden, NotFound
 from cloud.tickets import queries
 from cloud.tickets.rules import (
     CUSTOMER_MOVES,
     Category,
     Owner,
     RmaDecision,
-    RmaRefused,
     SelfTestOutcome,
     Stage,
     TicketState,
+    check_rma,
     decide_rma,
     move,
     on_message,
@@ -340,7 +340,7 @@ class TicketService:
             if installation_id is not None:
                 ensure_installation_access(session, principal, installation_id, write=False)
             elif not _is_staff(principal):
-                raise Forbidden("name the installation the ticket is about (installation_id)")
+                raise Forbidden(N_("name the installation the ticket is about (installation_id)"))
             for device_id in device_ids:
                 ensure_device_access(session, principal, device_id, write=False)
             state = open_ticket(category, now=now)
@@ -397,7 +397,7 @@ class TicketService:
         with self._store.transaction() as tx:
             row = self._load(tx, principal, ticket_id, lock=True)
             if not _is_staff(principal) and to not in CUSTOMER_MOVES:
-                raise Forbidden("customers may close their ticket; support moves it otherwise")
+                raise Forbidden(N_("customers may close their ticket; support moves it otherwise"))
             _apply(row, move(_state(row), to, now=now), now=now)
             tx.flush()
             return self._view(tx, row, now=now)
@@ -435,15 +435,13 @@ class TicketService:
             row = self._load(session, principal, ticket_id, lock=True)
             ensure_device_access(session, principal, device_id, write=False)
             attached = session.get(TicketDeviceRow, (row.id, device_id)) is not None
-            decision = decide_rma(
+            decision = check_rma(  # RmaRefused: nothing is written
                 device_id=device_id,
                 ticket=_state(row),
                 device_on_ticket=attached,
                 self_tests=queries.self_tests(session, device_id, since=row.opened_at),
                 now=now,
             )
-            if not decision.approved:
-                raise RmaRefused(decision.detail, why=decision.why)
             assert decision.command_id is not None
             exists = session.scalars(
                 select(RmaApprovalRow).where(

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud.errors import InvalidGrant
+from cloud.errors import N_, InvalidGrant
 from protocol import cbor
 from protocol.errors import UntrustedDataError
 from protocol.token import AUDIENCE, MAX_TOKEN_BYTES, Claims, Feature, parse_claims
@@ -97,16 +97,22 @@ def check_grant(feature: str, params: Mapping[str, Any]) -> None:
             (integers beyond 64 bits, nesting deeper than it reads).
     """
     if not 0 < len(feature) <= MAX_FEATURE_NAME:
-        raise InvalidGrant(f"feature name must be 1-{MAX_FEATURE_NAME} characters")
+        raise InvalidGrant(
+            N_("feature name must be 1-%(maximum)d characters"), maximum=MAX_FEATURE_NAME
+        )
     reserved = sorted(RESERVED_PARAMS.intersection(params))
     if reserved:
-        raise InvalidGrant(f"parameter names {reserved} are reserved; pass 'until' separately")
+        raise InvalidGrant(
+            N_("parameter names %(names)s are reserved; pass 'until' separately"),
+            names=str(reserved),
+        )
     nesting, finite = _nesting_and_finite(dict(params))
     if not finite:
-        raise InvalidGrant("parameters must be JSON numbers: NaN and Infinity are not")
+        raise InvalidGrant(N_("parameters must be JSON numbers: NaN and Infinity are not"))
     if nesting > _MAX_PARAM_NESTING:
         raise InvalidGrant(
-            f"parameters nest over {_MAX_PARAM_NESTING} levels: devices read far fewer"
+            N_("parameters nest over %(levels)d levels: devices read far fewer"),
+            levels=_MAX_PARAM_NESTING,
         )
     # the same decoder a device runs, on a token carrying only this feature
     probe = Claims(
@@ -115,13 +121,16 @@ def check_grant(feature: str, params: Mapping[str, Any]) -> None:
     try:
         encoded = cbor.encode(probe.to_cbor())
     except UnicodeEncodeError as exc:  # a lone surrogate: valid JSON, not valid text
-        raise InvalidGrant("parameters must be valid Unicode text") from exc
+        raise InvalidGrant(N_("parameters must be valid Unicode text")) from exc
     try:
         parse_claims(encoded)
     except UntrustedDataError as exc:
         raise InvalidGrant(
-            f"devices could not read a token with these parameters ({exc}): keep "
-            "integers within 64 bits and nesting shallow"
+            N_(
+                "devices could not read a token with these parameters (%(detail)s): keep "
+                "integers within 64 bits and nesting shallow"
+            ),
+            detail=str(exc),
         ) from exc
 
 
@@ -137,11 +146,17 @@ def entitlements(grants: Iterable[Grant], *, now: int) -> dict[str, Feature]:
         if g.active_at(now)
     }
     if len(out) > MAX_FEATURES:
-        raise InvalidGrant(f"{len(out)} active features, a token carries at most {MAX_FEATURES}")
+        raise InvalidGrant(
+            N_("%(count)d active features, a token carries at most %(maximum)d"),
+            count=len(out),
+            maximum=MAX_FEATURES,
+        )
     size = len(cbor.encode({name: f.to_cbor() for name, f in out.items()}))
     if size > MAX_ENT_BYTES:
         raise InvalidGrant(
-            f"the active features encode to {size} bytes, a token carries at most {MAX_ENT_BYTES}"
+            N_("the active features encode to %(size)d bytes, a token carries at most %(maximum)d"),
+            size=size,
+            maximum=MAX_ENT_BYTES,
         )
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from cloud.errors import InstallationFull
+from cloud.errors import N_, InstallationFull
 
 __all__ = ["MAX_DEVICES", "DeviceKind", "check_capacity"]
 
@@ -27,6 +27,11 @@ def check_capacity(installation_id: str, device_count: int) -> None:
     """
     if device_count >= MAX_DEVICES:
         raise InstallationFull(
-            f"installation {installation_id} already has {device_count} controllers, "
-            f"the maximum is {MAX_DEVICES}: remove one or create another installation"
+            N_(
+                "installation %(installation)s already has %(count)d controllers, "
+                "the maximum is %(maximum)d: remove one or create another installation"
+            ),
+            installation=installation_id,
+            count=device_count,
+            maximum=MAX_DEVICES,
         )
