@@ -95,8 +95,13 @@ def checked_password(password: str) -> str:
 
     Raises:
         InvalidRequest: shorter than ``MIN_PASSWORD`` or longer than ``MAX_PASSWORD``
-            characters (the check's English, marked for the dashboard to translate).
+            characters (the check's English, marked for the dashboard to translate), or
+            not encodable as UTF-8 (a lone surrogate), which the hasher would refuse.
     """
+    try:
+        password.encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(N_("a password must be plain text (UTF-8)")) from None
     try:
         return check_password(password)
     except ValueError:
