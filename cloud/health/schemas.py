@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -12,8 +12,12 @@ from cloud.http.inputs import StrictBody
 from protocol.commands import MAX_LOG_BYTES
 
 __all__ = [
-    "CommandArgs",
     "CommandCreate",
+    "FetchLogArgs",
+    "FetchLogCommand",
+    "NoArgs",
+    "RebootCommand",
+    "SelfTestCommand",
     "DeviceHealthOut",
     "DiagnosisOut",
     "EvidenceOut",
@@ -99,10 +103,31 @@ class IngestOut(BaseModel):
     rejected: dict[str, int]
 
 
-class CommandArgs(StrictBody):
-    max_bytes: int | None = Field(default=None, ge=1, le=MAX_LOG_BYTES, description="fetch_log")
+class NoArgs(StrictBody):
+    """A command that takes no arguments: ``{}`` or none."""
 
 
-class CommandCreate(StrictBody):
-    cmd: Literal["self_test", "fetch_log", "reboot"]
-    args: CommandArgs = Field(default_factory=CommandArgs)
+class FetchLogArgs(StrictBody):
+    max_bytes: int | None = Field(default=None, ge=1, le=MAX_LOG_BYTES)
+
+
+class SelfTestCommand(StrictBody):
+    cmd: Literal["self_test"]
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
+class RebootCommand(StrictBody):
+    cmd: Literal["reboot"]
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
+class FetchLogCommand(StrictBody):
+    cmd: Literal["fetch_log"]
+    args: FetchLogArgs = Field(default_factory=FetchLogArgs)
+
+
+# one body per command, told apart by ``cmd``: the schema says which arguments each takes
+# (as protocol.commands checks them), so a schema-valid body is one the device accepts
+CommandCreate = Annotated[
+    SelfTestCommand | RebootCommand | FetchLogCommand, Field(discriminator="cmd")
+]
