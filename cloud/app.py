@@ -60,7 +60,9 @@ from cloud.subscriptions.jobs import RenewalJob
 from cloud.subscriptions.service import SubscriptionService
 from cloud.testclock import TestClock
 from cloud.tickets.jobs import TicketJob
+from cloud.tickets.routes import ATTACHMENT_UPLOAD
 from cloud.tickets.service import TicketService
+from cloud.tickets.storage import AttachmentStore
 from cloud.web.assets import mount_static
 from cloud.web.i18n import negotiate
 from cloud.web.security import SecurityHeaders
@@ -252,7 +254,16 @@ def create_app(
                 clock=now,
                 timeout_s=settings.command_timeout_s,
             )
-            tickets = TicketService(store, clock=now)
+            tickets = TicketService(
+                store,
+                clock=now,
+                attachments=AttachmentStore(
+                    settings.attachments_dir, limits=settings.tickets_attachment_limits
+                ),
+                translations=lambda lang: app.state.pages.catalogues[negotiate(lang, None)].gettext,
+                public_url=settings.effective_public_url,
+                support_email=settings.tickets_support_email,
+            )
             jobs += [
                 CommandTimeoutJob(store, clock=now),
                 TicketJob(store, clock=now, interval_s=settings.tickets_interval_s),
@@ -371,7 +382,12 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, not_found_or_http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(EntitleError, entitle_error)  # the error tree, as HTTP
-    app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.http_max_body_bytes,
+        # ticket attachments (photos, logs, videos) have their own, per-type limits
+        uploads=(ATTACHMENT_UPLOAD, max(settings.tickets_attachment_limits.values()) + (64 << 10)),
+    )
     app.add_middleware(SecurityHeaders)  # CSP without inline script, nosniff, no framing
     app.include_router(api_router)
     app.include_router(page_router)

@@ -24,6 +24,7 @@
         │   └── SubscriptionExists   one subscription per service per installation
         ├── UnknownSubscription      (a NotFound, 404)
         ├── PaymentDeclined          the card was declined at purchase; nothing was bought (402)
+        ├── ContentTooLarge          an upload over its limit; nothing was stored (413)
         ├── UpstreamFailed           the payment provider (a service we rely on) failed (502)
         ├── NotAuthenticated         no usable API key on a request (401)
         │   ├── MissingApiKey
@@ -97,6 +98,7 @@ __all__ = [
     "UnknownSubscription",
     "CloudError",
     "Conflict",
+    "ContentTooLarge",
     "DeviceExists",
     "InsecureKeyFile",
     "InstallationFull",
@@ -212,6 +214,10 @@ class SubscriptionExists(SubscriptionConflict):
 class InvalidTransition(Conflict):
     """A change the object's state does not accept: an event a subscription's status
     refuses (reactivating an expired one), a stage a ticket cannot move to (it is closed)."""
+
+
+class ContentTooLarge(CloudError):
+    """An upload over its size limit; nothing of it was kept."""
 
 
 class PaymentDeclined(CloudError):

@@ -69,6 +69,19 @@ class CloudSettings(BrokerClientSettings):
     health_gap_window_s: int = Field(default=3600, gt=0, description="how far back to look")
     command_timeout_s: int = 300
     tickets_interval_s: float = 300.0
+    # tickets' attachments (cloud.tickets.files): the files live outside the database
+    tickets_attachments_dir: Path | None = Field(
+        default=None,
+        description="where ticket attachments are stored; default data_dir/attachments",
+    )
+    tickets_attachment_limits: dict[Literal["image", "text", "video", "pdf"], int] = Field(
+        default={"image": 10 << 20, "text": 5 << 20, "video": 50 << 20, "pdf": 10 << 20},
+        description="bytes allowed per attachment type (image, text log, video, pdf); 0 refuses it",
+    )
+    tickets_support_email: str | None = Field(
+        default=None,
+        description="where customers' ticket messages are mailed when no one is responsible",
+    )
     # accounts: dashboard login sessions; vendor staff are not customers' contacts
     session_ttl_s: int = Field(default=12 * 3600, description="a login lasts at most this long")
     session_idle_s: int = Field(default=30 * 60, description="a login ends after this idle time")
@@ -141,6 +154,11 @@ class CloudSettings(BrokerClientSettings):
     def effective_public_url(self) -> str:
         """Where links in e-mails point: ``public_url``, else this server's own address."""
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @property
+    def attachments_dir(self) -> Path:
+        """Where ticket attachments are stored (``tickets_attachments_dir`` or under data_dir)."""
+        return self.tickets_attachments_dir or self.data_dir / "attachments"
 
     @property
     def keys_dir(self) -> Path:

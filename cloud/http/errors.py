@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cloud.errors import (
     BrokerUnavailable,
     Conflict,
+    ContentTooLarge,
     Forbidden,
     InvalidGrant,
     InvalidRequest,
@@ -79,6 +80,8 @@ def http_error(exc: EntitleError) -> HTTPException:
         )
     if isinstance(exc, PaymentDeclined):
         return HTTPException(status.HTTP_402_PAYMENT_REQUIRED, detail=str(exc))
+    if isinstance(exc, ContentTooLarge):
+        return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc))
     if isinstance(exc, InvalidRequest):
         detail = [{"type": "invalid_request", "loc": ["body"], "msg": str(exc)}]
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)

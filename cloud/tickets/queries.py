@@ -8,23 +8,42 @@ conditional UPDATEs, safe in every worker.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from cloud.accounts.rules import STAFF_ROLES
+from cloud.accounts.tables import UserRow
+from cloud.devices.tables import OwnerRow
 from cloud.health.tables import CommandRow, CommandStatus
-from cloud.tickets.rules import AUTO_CLOSE_AFTER_S, Category, Owner, SelfTestOutcome, Stage
+from cloud.tickets.rules import (
+    AUTO_CLOSE_AFTER_S,
+    LINES,
+    Category,
+    Owner,
+    SelfTestOutcome,
+    Stage,
+    Status,
+)
 from cloud.tickets.tables import (
     RmaApprovalRow,
+    TicketAttachmentRow,
     TicketCcRow,
     TicketDeviceRow,
     TicketMessageRow,
     TicketRow,
+    TicketTaskRow,
 )
 
 __all__ = [
+    "Contacts",
     "approvals",
+    "attachments",
+    "tasks",
+    "ticket_contacts",
+    "user_email",
     "attached_devices",
     "board_filter",
     "breached_open",
@@ -37,7 +56,7 @@ __all__ = [
     "tickets_in_stage",
 ]
 
-_OPEN = (Stage.FIRST_LINE, Stage.SECOND_LINE)
+_OPEN = LINES
 
 
 def messages(session: Session, ticket_id: int) -> Sequence[TicketMessageRow]:
@@ -55,6 +74,62 @@ def cc_addresses(session: Session, ticket_id: int) -> list[str]:
     """The addresses in copy of the ticket, sorted."""
     query = select(TicketCcRow.email).where(TicketCcRow.ticket_id == ticket_id)
     return sorted(session.scalars(query))
+
+
+def tasks(session: Session, ticket_id: int) -> Sequence[TicketTaskRow]:
+    """The ticket's action tasks, by expected date."""
+    query = select(TicketTaskRow).where(TicketTaskRow.ticket_id == ticket_id)
+    return session.scalars(query.order_by(TicketTaskRow.expected_on, TicketTaskRow.id)).all()
+
+
+def attachments(session: Session, ticket_id: int) -> Sequence[TicketAttachmentRow]:
+    query = select(TicketAttachmentRow).where(TicketAttachmentRow.ticket_id == ticket_id)
+    return session.scalars(query.order_by(TicketAttachmentRow.id)).all()
+
+
+@dataclass(frozen=True, slots=True)
+class Contacts:
+    emails: list[str]
+    locale: str | None  # the first person's dashboard language
+
+
+def _user_id(label: str) -> int | None:
+    kind, _, number = label.partition(":")
+    return int(number) if kind == "user" and number.isdigit() else None
+
+
+def user_email(session: Session, user_id: int | None) -> str | None:
+    user = None if user_id is None else session.get(UserRow, user_id)
+    return None if user is None else user.email
+
+
+def ticket_contacts(session: Session, row: TicketRow) -> tuple[Contacts, Contacts]:
+    """Who hears of a ticket: the customer's side (the opener if a customer, the
+    installation's owner, the copies) and support's (the responsible person)."""
+    people: list[UserRow] = []
+    opener = _user_id(row.opened_by)
+    if opener is not None and (user := session.get(UserRow, opener)) is not None:
+        if user.role not in STAFF_ROLES:
+            people.append(user)
+    if row.installation_id is not None:
+        owner = session.scalars(
+            select(UserRow)
+            .join(OwnerRow, OwnerRow.user_id == UserRow.id)
+            .where(OwnerRow.installation_id == row.installation_id)
+        ).one_or_none()
+        if owner is not None:
+            people.append(owner)
+    active = [p for p in people if p.disabled_at is None]
+    customer = Contacts(
+        [p.email for p in active] + cc_addresses(session, row.id),
+        next((p.locale for p in active if p.locale), None),
+    )
+    responsible = (
+        None if row.responsible_user_id is None else session.get(UserRow, row.responsible_user_id)
+    )
+    if responsible is None or responsible.disabled_at is not None:
+        return customer, Contacts([], None)
+    return customer, Contacts([responsible.email], responsible.locale)
 
 
 def approvals(session: Session, ticket_id: int) -> Sequence[RmaApprovalRow]:
@@ -118,15 +193,21 @@ def breached_open(session: Session, where: Sequence[Any], *, now: int) -> int:
 
 def tickets_in_stage(
     session: Session, where: Sequence[Any], stage: Stage, *, limit: int, offset: int = 0
-) -> Sequence[TicketRow]:
-    """One column of the board: most urgent first; closed ones newest first."""
+) -> list[tuple[TicketRow, UserRow | None]]:
+    """One column of the board, each with its responsible person: most urgent first;
+    closed ones newest first."""
     order = (
         (TicketRow.closed_at.desc(), TicketRow.id.desc())
         if stage is Stage.CLOSED
         else (TicketRow.due_at, TicketRow.id)
     )
-    query = select(TicketRow).where(*where, TicketRow.stage == stage).order_by(*order)
-    return session.scalars(query.limit(limit).offset(offset)).all()
+    query = (
+        select(TicketRow, UserRow)
+        .outerjoin(UserRow, UserRow.id == TicketRow.responsible_user_id)
+        .where(*where, TicketRow.stage == stage)
+        .order_by(*order)
+    )
+    return [(t, u) for t, u in session.execute(query.limit(limit).offset(offset))]
 
 
 def close_suggested(session: Session, *, now: int) -> int:
@@ -137,7 +218,14 @@ def close_suggested(session: Session, *, now: int) -> int:
             TicketRow.stage == Stage.SUGGEST_CLOSE,
             TicketRow.suggest_close_at <= now - AUTO_CLOSE_AFTER_S,
         )
-        .values(stage=Stage.CLOSED, next_action=Owner.NOBODY, closed_at=now, updated_at=now)
+        .values(
+            stage=Stage.CLOSED,
+            status=Status.CLOSED,
+            next_action=Owner.NOBODY,
+            closed_at=now,
+            stage_since=now,
+            updated_at=now,
+        )
     )
     return int(getattr(result, "rowcount", 0) or 0)
 

@@ -1,36 +1,94 @@
-"""Support tickets, SLAs and RMA approval."""
+"""Support tickets, SLAs, RMA approval, action tasks, attachments and the check before a
+report."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, File, Path, Query, UploadFile, status
+from fastapi.responses import FileResponse
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import require
 from cloud.accounts.rules import Permission
+from cloud.health.deps import HealthDep
 from cloud.http.errors import documented
+from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.tickets.deps import TicketsDep
-from cloud.tickets.rules import Stage
+from cloud.tickets.rules import Category, Stage
+from cloud.tickets.rules.precheck import ReportCheck
 from cloud.tickets.schemas import (
+    Assign,
     Attach,
+    CategoryChange,
+    FindingOut,
     MessageCreate,
+    ReportCheckOut,
     RmaOut,
     RmaRefusedOut,
     RmaRequest,
     StageChange,
+    StatusChange,
+    TaskCreate,
+    TaskUpdate,
     TicketCreate,
 )
-from cloud.tickets.service import TicketView
+from cloud.tickets.service import AttachmentFile, TicketView
 
-__all__ = ["router"]
+__all__ = ["ATTACHMENT_UPLOAD", "attachment_response", "check_out", "router"]
+
+ATTACHMENT_UPLOAD = re.compile(r"(/api/v1)?/tickets/[0-9]{1,10}/attachments")
+"""The upload paths (API and page), which the body limit lets carry an attachment."""
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
 
 Service = TicketsDep
 TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ItemId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Writer = Annotated[Principal, Depends(require(Permission.TICKETS_WRITE))]
+Reader = Annotated[Principal, Depends(require(Permission.TICKETS_READ))]
+
+
+def check_out(check: ReportCheck) -> ReportCheckOut:
+    return ReportCheckOut(
+        device_id=check.device_id,
+        category=check.category,
+        applies=check.applies,
+        verdict=check.verdict,
+        likely_false_alarm=check.likely_false_alarm,
+        findings=[
+            FindingOut(code=f.code, text=f.text(), self_fix=f.self_fix) for f in check.findings
+        ],
+    )
+
+
+def attachment_response(found: AttachmentFile) -> FileResponse:
+    """The file as a download, never rendered: the sniffed type, nosniff, attachment."""
+    return FileResponse(
+        found.path,
+        media_type=found.content_type,
+        filename=found.filename,
+        content_disposition_type="attachment",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"},
+    )
+
+
+@router.get("/check", responses=documented({404: "unknown device"}))
+def check_before_report(
+    principal: Reader,
+    service: Service,
+    health: HealthDep,
+    device_id: Annotated[str, Query(pattern=DEVICE_ID_PATTERN)],
+    category: Category,
+) -> ReportCheckOut:
+    """What the device's own health says before a data-accuracy or device ticket: a lens
+    obstructed, zero counts during opening hours, offline... (a likely false alarm)."""
+    return check_out(
+        service.report_check(principal, health, device_id=device_id, category=category)
+    )
 
 
 @router.post(
@@ -52,6 +110,7 @@ def open_ticket(
         installation_id=body.installation_id,
         device_ids=body.device_ids,
         cc=body.cc,
+        questions=None if body.questions is None else body.questions.model_dump(),
     )
 
 
@@ -102,7 +161,113 @@ def change_stage(
     principal: Annotated[Principal, Depends(require(Permission.TICKETS_WRITE))],
     service: Service,
 ) -> TicketView:
-    return service.move(principal, ticket_id, to=body.stage)
+    """Move the ticket; the third line needs a plan and an ETA. Mailed to the customer."""
+    return service.move(principal, ticket_id, to=body.stage, plan=body.plan, eta=body.eta)
+
+
+@router.post(
+    "/{ticket_id}/status",
+    responses=documented(
+        {403: "support only", 404: "unknown ticket", 409: "not allowed"}, body=True
+    ),
+)
+def change_status(
+    ticket_id: TicketId, body: StatusChange, principal: Writer, service: Service
+) -> TicketView:
+    """Support sets the status within the line (open, recheck approved, hard to configure)."""
+    return service.set_status(principal, ticket_id, status=body.status)
+
+
+@router.post(
+    "/{ticket_id}/category",
+    responses=documented({403: "support only", 404: "unknown ticket", 409: "closed"}, body=True),
+)
+def change_category(
+    ticket_id: TicketId, body: CategoryChange, principal: Writer, service: Service
+) -> TicketView:
+    """Support re-categorises (support-only categories too); the SLA follows."""
+    return service.recategorise(principal, ticket_id, category=body.category)
+
+
+@router.post(
+    "/{ticket_id}/responsible",
+    responses=documented({403: "support only", 404: "unknown ticket"}, body=True),
+)
+def assign(ticket_id: TicketId, body: Assign, principal: Writer, service: Service) -> TicketView:
+    """Support names the support user responsible for the ticket (null: nobody)."""
+    return service.assign(principal, ticket_id, user_id=body.user_id)
+
+
+@router.post(
+    "/{ticket_id}/tasks",
+    status_code=status.HTTP_201_CREATED,
+    responses=documented({403: "support only", 404: "unknown ticket", 409: "closed"}, body=True),
+)
+def add_task(
+    ticket_id: TicketId, body: TaskCreate, principal: Writer, service: Service
+) -> TicketView:
+    """Support adds an action task: type, hours, expected date (to do)."""
+    return service.add_task(
+        principal,
+        ticket_id,
+        type=body.type,
+        title=body.title,
+        hours=body.hours,
+        expected_on=body.expected_on,
+    )
+
+
+@router.patch(
+    "/{ticket_id}/tasks/{task_id}",
+    responses=documented(
+        {403: "support only", 404: "unknown ticket or task", 409: "status not reachable"}, body=True
+    ),
+)
+def update_task(
+    ticket_id: TicketId, task_id: ItemId, body: TaskUpdate, principal: Writer, service: Service
+) -> TicketView:
+    """Support moves a task (to do, doing, done, cancelled) or corrects it."""
+    return service.update_task(
+        principal,
+        ticket_id,
+        task_id,
+        status=body.status,
+        hours=body.hours,
+        expected_on=body.expected_on,
+        title=body.title,
+    )
+
+
+@router.post(
+    "/{ticket_id}/attachments",
+    status_code=status.HTTP_201_CREATED,
+    responses=documented(
+        {404: "unknown ticket", 409: "closed", 413: "over the type's size limit"}, body=True
+    ),
+)
+def add_attachment(
+    ticket_id: TicketId,
+    file: Annotated[UploadFile, File(description="a photo, screenshot, text log, video or PDF")],
+    principal: Writer,
+    service: Service,
+) -> TicketView:
+    """Attach a file; its type is read from its bytes (PNG, JPEG, WebP, text, MP4, WebM,
+    PDF), each type with its size limit. A refused upload leaves nothing stored."""
+    return service.add_attachment(
+        principal, ticket_id, source=file.file, name=file.filename or "attachment"
+    )
+
+
+@router.get(
+    "/{ticket_id}/attachments/{attachment_id}",
+    response_class=FileResponse,
+    responses=documented({404: "unknown ticket or attachment"}),
+)
+def get_attachment(
+    ticket_id: TicketId, attachment_id: ItemId, principal: Reader, service: Service
+) -> FileResponse:
+    """The file, as a download (``Content-Disposition: attachment``, ``nosniff``)."""
+    return attachment_response(service.attachment(principal, ticket_id, attachment_id))
 
 
 @router.post(

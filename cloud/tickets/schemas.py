@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from cloud.http.inputs import BY_VALUE, StrictBody
 from cloud.http.schemas import DEVICE_ID_PATTERN, ID_PATTERN
-from cloud.tickets.rules import Category, Stage
+from cloud.tickets.rules import Category, Stage, Status, TaskStatus, TaskType
 
 __all__ = [
+    "Assign",
     "Attach",
+    "CategoryChange",
+    "FindingOut",
+    "Questions",
+    "ReportCheckOut",
+    "StatusChange",
+    "TaskCreate",
+    "TaskUpdate",
     "MessageCreate",
     "RmaOut",
     "RmaRefusedOut",
@@ -24,6 +33,19 @@ _EMAIL = r"^[^@\x00-\x20\x7f-\x9f]{1,64}@[^@\x00-\x20\x7f-\x9f]{1,189}$"  # no s
 _TEXT = r"^[^\x00]*$"  # PostgreSQL refuses NUL in text
 
 
+_ANSWER = Field(default="", max_length=2000, pattern=_TEXT)
+
+
+class Questions(StrictBody):
+    """The ticket form's five questions (each optional, at most 2,000 characters)."""
+
+    what: str = _ANSWER  # what happens
+    where: str = _ANSWER  # where: which entrance, floor, area
+    when: str = _ANSWER  # when it happens (since when, at which hours)
+    device: str = _ANSWER  # which device
+    how: str = _ANSWER  # how it shows, how to see it
+
+
 class TicketCreate(StrictBody):
     category: Annotated[Category, BY_VALUE]
     subject: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
@@ -33,6 +55,7 @@ class TicketCreate(StrictBody):
         default_factory=list, max_length=20
     )
     cc: list[Annotated[str, Field(pattern=_EMAIL)]] = Field(default_factory=list, max_length=20)
+    questions: Questions | None = None
 
 
 class MessageCreate(StrictBody):
@@ -40,7 +63,59 @@ class MessageCreate(StrictBody):
 
 
 class StageChange(StrictBody):
+    """A move; the third line needs ``plan`` (what will be done) and ``eta`` (epoch seconds)."""
+
     stage: Annotated[Stage, BY_VALUE]
+    plan: str | None = Field(default=None, min_length=1, max_length=5000, pattern=_TEXT)
+    eta: int | None = Field(default=None, ge=0, le=2**53)
+
+
+class StatusChange(StrictBody):
+    status: Annotated[Status, BY_VALUE]
+
+
+class CategoryChange(StrictBody):
+    category: Annotated[Category, BY_VALUE]
+
+
+class Assign(StrictBody):
+    """The support user responsible for the ticket; null: nobody."""
+
+    user_id: int | None = Field(ge=1, le=2**31 - 1)
+
+
+_TITLE = r"^[^\x00-\x1f\x7f]*$"
+
+
+class TaskCreate(StrictBody):
+    type: Annotated[TaskType, BY_VALUE]
+    title: str = Field(min_length=1, max_length=200, pattern=_TITLE)
+    hours: float = Field(gt=0, le=1000)
+    expected_on: Annotated[date, BY_VALUE]  # YYYY-MM-DD
+
+
+class TaskUpdate(StrictBody):
+    status: Annotated[TaskStatus | None, BY_VALUE] = None
+    title: str | None = Field(default=None, min_length=1, max_length=200, pattern=_TITLE)
+    hours: float | None = Field(default=None, gt=0, le=1000)
+    expected_on: Annotated[date | None, BY_VALUE] = None
+
+
+class FindingOut(BaseModel):
+    code: str  # offline | no_reports | zero_counts | lens_obstructed | health_rule | healthy
+    text: str
+    self_fix: bool  # the customer can act on it before reporting
+
+
+class ReportCheckOut(BaseModel):
+    """What the device's own health says, before a data-accuracy or device ticket."""
+
+    device_id: str
+    category: Category
+    applies: bool
+    verdict: str | None
+    likely_false_alarm: bool
+    findings: list[FindingOut]
 
 
 class Attach(StrictBody):

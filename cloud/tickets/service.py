@@ -5,6 +5,11 @@ pure rule with ``now``, store the result. Who is the customer follows the
 role: owners and partners write as the customer, staff as support.
 RMA approval reads the ticket, whether the device is attached to it and the
 device's self-test commands, and asks :func:`cloud.tickets.rules.decide_rma`.
+Support alone re-categorises, sets the status within a line, assigns the responsible
+person and keeps the action tasks; every such change writes an audit row. Messages,
+stage and status changes and the proposal to close are mailed through the outbox in the
+same transaction (:mod:`cloud.tickets.notices`). Attachments are files of
+:class:`cloud.tickets.storage.AttachmentStore`, their metadata rows here.
 :class:`cloud.tickets.jobs.TicketJob` auto-closes tickets left in suggest-close for 7
 days and flags SLA breaches. Reads and the job's UPDATEs are :mod:`cloud.tickets.queries`.
 """
@@ -12,61 +17,105 @@ days and flags SLA breaches. Reads and the job's UPDATEs are :mod:`cloud.tickets
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import date
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import STAFF_ROLES
+from cloud.accounts.tables import UserRow
 from cloud.database import Store
 from cloud.devices.access import (
     ensure_device_access,
     ensure_installation_access,
     visible_installation_ids,
 )
-from cloud.errors import N_, Forbidden, NotFound
-from cloud.tickets import queries
+from cloud.errors import N_, Forbidden, InvalidTransition, NotFound
+from cloud.health.service import HealthService
+from cloud.notifications.outbox import enqueue
+from cloud.tickets import notices, queries
 from cloud.tickets.rules import (
+    AUTO_CLOSE_AFTER_S,
     CUSTOMER_MOVES,
     Category,
     Owner,
     RmaDecision,
     SelfTestOutcome,
     Stage,
+    Status,
+    TaskStatus,
+    TaskType,
     TicketState,
+    check_category,
+    check_responsible,
     check_rma,
     decide_rma,
+    escalate_third_line,
+    line_clock,
     move,
+    move_task,
     on_message,
     open_ticket,
+    recategorise,
+    set_status,
     sla_breached,
 )
+from cloud.tickets.rules.precheck import ReportCheck, report_check
+from cloud.tickets.storage import AttachmentStore
 from cloud.tickets.tables import (
     RmaApprovalRow,
+    TicketAttachmentRow,
     TicketCcRow,
     TicketDeviceRow,
     TicketMessageRow,
     TicketRow,
+    TicketTaskRow,
 )
 from common.clock import Clock
 
 __all__ = [
+    "AttachmentFile",
     "Board",
     "DeviceCheck",
     "TicketService",
     "TicketSummary",
     "TicketView",
+    "UnknownAttachment",
+    "UnknownTask",
     "UnknownTicket",
 ]
+
+Translations = Callable[[str | None], Callable[[str], str]]
 
 _log = logging.getLogger(__name__)
 
 
 class UnknownTicket(NotFound):
     """No ticket with this id (or not one the principal may see)."""
+
+
+class UnknownAttachment(NotFound):
+    """No attachment with this id on a ticket the principal may see."""
+
+
+class UnknownTask(NotFound):
+    """No action task with this id on the ticket."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentFile:
+    """An attachment to stream back: where its bytes are and what to call them."""
+
+    path: Path
+    filename: str
+    content_type: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +136,14 @@ class TicketView:
     cc: list[str]
     messages: list[dict[str, Any]]
     rma: list[dict[str, Any]]
+    status: str = Status.OPEN.value
+    responsible: dict[str, Any] | None = None  # {"user_id", "name"} of support
+    plan: str | None = None
+    eta: int | None = None
+    line_sla: dict[str, Any] | None = None  # the current line's response/resolution clock
+    questions: dict[str, str] | None = None
+    tasks: list[dict[str, Any]] | None = None
+    attachments: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +160,8 @@ class TicketSummary:
     due_at: int
     resolved_at: int | None  # suggest-close or close: the SLA clock stops
     sla_breached: bool
+    status: str = Status.OPEN.value
+    responsible: str | None = None  # the responsible person's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +183,7 @@ class DeviceCheck:
     approved_at: int | None
 
 
-def _summary(row: TicketRow, *, now: int) -> TicketSummary:
+def _summary(row: TicketRow, *, now: int, responsible: UserRow | None = None) -> TicketSummary:
     state = _state(row)
     return TicketSummary(
         id=row.id,
@@ -137,6 +196,8 @@ def _summary(row: TicketRow, *, now: int) -> TicketSummary:
         due_at=row.due_at,
         resolved_at=state.suggest_close_at or state.closed_at,
         sla_breached=row.sla_breached_at is not None or sla_breached(state, now=now),
+        status=state.status.value,
+        responsible=None if responsible is None else responsible.name,
     )
 
 
@@ -159,23 +220,161 @@ def _state(row: TicketRow) -> TicketState:
         due_at=row.due_at,
         suggest_close_at=row.suggest_close_at,
         closed_at=row.closed_at,
+        status=Status(row.status or Status.OPEN),
+        stage_since=row.stage_since,
+        responded_at=row.responded_at,
+        plan=row.plan,
+        eta=row.eta,
     )
 
 
 def _apply(row: TicketRow, state: TicketState, *, now: int) -> None:
+    row.category = state.category
+    row.due_at = state.due_at
     row.stage = state.stage
+    row.status = state.status
     row.next_action = state.next_action
     row.suggest_close_at = state.suggest_close_at
     row.closed_at = state.closed_at
+    row.stage_since = state.stage_since
+    row.responded_at = state.responded_at
+    row.plan = state.plan
+    row.eta = state.eta
     row.updated_at = now
     if row.sla_breached_at is None and sla_breached(state, now=now):
         row.sla_breached_at = now
 
 
+def _snapshot(row: TicketRow) -> dict[str, Any]:
+    """What the audit log keeps of a ticket before and after a change."""
+    return {
+        "category": Category(row.category).value,
+        "stage": Stage(row.stage).value,
+        "status": Status(row.status or Status.OPEN).value,
+        "responsible_user_id": row.responsible_user_id,
+        "plan": row.plan,
+        "eta": row.eta,
+    }
+
+
+def _task(task: TicketTaskRow) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "type": TaskType(task.type).value,
+        "title": task.title,
+        "hours": task.hours,
+        "expected_on": task.expected_on.isoformat(),
+        "status": TaskStatus(task.status).value,
+        "created_by": task.created_by,
+        "updated_at": task.updated_at,
+    }
+
+
 class TicketService:
-    def __init__(self, store: Store, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock,
+        attachments: AttachmentStore | None = None,
+        translations: Translations | None = None,
+        public_url: str = "http://127.0.0.1:8000",
+        support_email: str | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._files = attachments
+        self._translations = translations or (lambda _lang: lambda text: text)
+        self._public_url = public_url.rstrip("/")
+        self._support_email = support_email
+
+    # mail ------------------------------------------------------------------
+    def _queue(
+        self, tx: Session, to: Sequence[str], mail: notices.Mail, *, ticket_id: int, now: int
+    ) -> None:
+        if not to:
+            return
+        try:
+            enqueue(tx, kind=mail.kind, to=to, subject=mail.subject, body=mail.body, now=now)
+        except ValueError as err:  # an address the mail cannot carry: the change stands
+            _log.warning("ticket %d: mail %s not queued: %s", ticket_id, mail.kind, err)
+
+    def _sides(
+        self, tx: Session, row: TicketRow, *, author: Principal | None
+    ) -> tuple[tuple[list[str], str | None], tuple[list[str], str | None]]:
+        """The customer's side (opener, owner, copies) and support's (the responsible
+        person, else the support address), each with its language, without the author."""
+        customer, support = queries.ticket_contacts(tx, row)
+        mine = None if author is None else queries.user_email(tx, author.user_id)
+        cust = sorted({e for e in customer.emails if e != mine})
+        supp = sorted({e for e in support.emails if e != mine})
+        if not support.emails and self._support_email and self._support_email != mine:
+            supp = [self._support_email]
+        return (cust, customer.locale), (supp, support.locale)
+
+    def _link(self, ticket_id: int) -> str:
+        return f"{self._public_url}/tickets/{ticket_id}"
+
+    def _mail_message(
+        self, tx: Session, row: TicketRow, *, author: Principal, body: str, now: int
+    ) -> None:
+        (cust, cust_lang), (supp, supp_lang) = self._sides(tx, row, author=author)
+        from_support = _is_staff(author)
+        for to, lang in ((cust, cust_lang), (supp, supp_lang)):
+            mail = notices.message_mail(
+                ticket_id=row.id,
+                subject=row.subject,
+                body=body,
+                from_support=from_support,
+                link=self._link(row.id),
+                _=self._translations(lang),
+            )
+            self._queue(tx, to, mail, ticket_id=row.id, now=now)
+
+    def _mail_status(self, tx: Session, row: TicketRow, *, author: Principal, now: int) -> None:
+        (cust, cust_lang), (supp, supp_lang) = self._sides(tx, row, author=author)
+        groups = [(cust, cust_lang)] + ([] if _is_staff(author) else [(supp, supp_lang)])
+        for to, lang in groups:
+            _ = self._translations(lang)
+            if Stage(row.stage) is Stage.SUGGEST_CLOSE:
+                mail = notices.suggest_close_mail(
+                    ticket_id=row.id,
+                    subject=row.subject,
+                    days=AUTO_CLOSE_AFTER_S // 86_400,
+                    link=self._link(row.id),
+                    _=_,
+                )
+            else:
+                mail = notices.status_mail(
+                    ticket_id=row.id,
+                    subject=row.subject,
+                    stage=_(notices.STAGE_NAMES[Stage(row.stage).value]),
+                    status=_(notices.STATUS_NAMES[Status(row.status).value]),
+                    link=self._link(row.id),
+                    _=_,
+                )
+            self._queue(tx, to, mail, ticket_id=row.id, now=now)
+
+    def _audit(
+        self,
+        tx: Session,
+        principal: Principal,
+        action: str,
+        row: TicketRow,
+        before: dict[str, Any] | None,
+        *,
+        now: int,
+    ) -> None:
+        audit.record(
+            tx,
+            actor=principal,
+            action=action,
+            object_type="ticket",
+            object_id=str(row.id),
+            before=before,
+            after=_snapshot(row),
+            now=now,
+        )
 
     # reading ---------------------------------------------------------------
     def _load(
@@ -198,6 +397,12 @@ class TicketService:
         tid = row.id
         messages = queries.messages(session, tid)
         rma = queries.approvals(session, tid)
+        responsible = (
+            None
+            if row.responsible_user_id is None
+            else session.get(UserRow, row.responsible_user_id)
+        )
+        clock = line_clock(_state(row), now=now)
         return TicketView(
             id=tid,
             subject=row.subject,
@@ -230,6 +435,35 @@ class TicketService:
                     "approved_at": a.approved_at,
                 }
                 for a in rma
+            ],
+            status=Status(row.status or Status.OPEN).value,
+            responsible=None
+            if responsible is None
+            else {"user_id": responsible.id, "name": responsible.name},
+            plan=row.plan,
+            eta=row.eta,
+            line_sla=None
+            if clock is None
+            else {
+                "line": clock.line.value,
+                "response_due": clock.response_due,
+                "resolution_due": clock.resolution_due,
+                "responded": clock.responded,
+                "response_breached": clock.response_breached,
+                "resolution_breached": clock.resolution_breached,
+            },
+            questions=row.questions,
+            tasks=[_task(t) for t in queries.tasks(session, tid)],
+            attachments=[
+                {
+                    "id": a.id,
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "size": a.size,
+                    "from_customer": a.from_customer,
+                    "uploaded_at": a.uploaded_at,
+                }
+                for a in queries.attachments(session, tid)
             ],
         )
 
@@ -277,8 +511,8 @@ class TicketService:
             )
             stages = {
                 column.value: [
-                    _summary(row, now=now)
-                    for row in queries.tickets_in_stage(
+                    _summary(row, now=now, responsible=responsible)
+                    for row, responsible in queries.tickets_in_stage(
                         tx, where, column, limit=per_stage, offset=offset
                     )
                 ]
@@ -332,9 +566,12 @@ class TicketService:
         installation_id: str | None,
         device_ids: Sequence[str],
         cc: Sequence[str],
+        questions: dict[str, str] | None = None,
     ) -> TicketView:
-        """Raises UnknownInstallation/UnknownDevice (out of scope), Forbidden."""
+        """Raises UnknownInstallation/UnknownDevice (out of scope), Forbidden,
+        CategoryRefused (a support-only category chosen by a customer)."""
         now = self._clock()
+        check_category(category, staff=_is_staff(principal))
         with self._store.transaction() as tx:
             session = tx
             if installation_id is not None:
@@ -354,6 +591,9 @@ class TicketService:
                 opened_at=now,
                 due_at=state.due_at,
                 updated_at=now,
+                status=state.status,
+                stage_since=state.stage_since,
+                questions={k: v for k, v in (questions or {}).items() if v} or None,
             )
             session.add(row)
             session.flush()
@@ -369,6 +609,8 @@ class TicketService:
             session.add_all(TicketDeviceRow(ticket_id=row.id, device_id=d) for d in set(device_ids))
             session.add_all(TicketCcRow(ticket_id=row.id, email=e) for e in set(cc))
             session.flush()
+            self._audit(tx, principal, "ticket.open", row, None, now=now)
+            self._mail_message(tx, row, author=principal, body=body, now=now)
             _log.info("ticket %d opened (%s)", row.id, state.category.value)
             return self._view(session, row, now=now)
 
@@ -389,18 +631,280 @@ class TicketService:
                 )
             )
             tx.flush()
+            self._mail_message(tx, row, author=principal, body=body, now=now)
             return self._view(tx, row, now=now)
 
-    def move(self, principal: Principal, ticket_id: int, *, to: Stage) -> TicketView:
-        """Raises UnknownTicket, InvalidTransition, Forbidden (customers only close)."""
+    def move(
+        self,
+        principal: Principal,
+        ticket_id: int,
+        *,
+        to: Stage,
+        plan: str | None = None,
+        eta: int | None = None,
+    ) -> TicketView:
+        """Move the ticket; the third line needs a ``plan`` and an ``eta``.
+
+        Raises UnknownTicket, InvalidTransition, Forbidden (customers only close),
+        InvalidRequest (the third line without a plan or with a past ETA).
+        """
         now = self._clock()
         with self._store.transaction() as tx:
             row = self._load(tx, principal, ticket_id, lock=True)
             if not _is_staff(principal) and to not in CUSTOMER_MOVES:
                 raise Forbidden(N_("customers may close their ticket; support moves it otherwise"))
-            _apply(row, move(_state(row), to, now=now), now=now)
+            before = _snapshot(row)
+            if to is Stage.THIRD_LINE:
+                state = escalate_third_line(_state(row), plan=plan or "", eta=eta or 0, now=now)
+            else:
+                state = move(_state(row), to, now=now)
+            _apply(row, state, now=now)
             tx.flush()
+            self._audit(tx, principal, "ticket.stage", row, before, now=now)
+            self._mail_status(tx, row, author=principal, now=now)
             return self._view(tx, row, now=now)
+
+    def set_status(self, principal: Principal, ticket_id: int, *, status: Status) -> TicketView:
+        """Support sets the status within the line. Raises UnknownTicket, Forbidden,
+        InvalidTransition."""
+        return self._support_change(
+            principal,
+            ticket_id,
+            "ticket.status",
+            lambda tx, row, now: _apply(row, set_status(_state(row), status), now=now),
+            mail=True,
+        )
+
+    def recategorise(
+        self, principal: Principal, ticket_id: int, *, category: Category
+    ) -> TicketView:
+        """Support's new category (any, support-only ones too); the SLA follows it.
+        Raises UnknownTicket, Forbidden, InvalidTransition (closed)."""
+        return self._support_change(
+            principal,
+            ticket_id,
+            "ticket.category",
+            lambda tx, row, now: _apply(row, recategorise(_state(row), category), now=now),
+        )
+
+    def assign(self, principal: Principal, ticket_id: int, *, user_id: int | None) -> TicketView:
+        """Make a support user responsible (None: nobody). Raises UnknownTicket, Forbidden,
+        InvalidRequest (not an active support user)."""
+
+        def change(tx: Session, row: TicketRow, now: int) -> None:
+            if user_id is not None:
+                user = tx.get(UserRow, user_id)
+                check_responsible(
+                    None if user is None else str(user.role),
+                    disabled=user is not None and user.disabled_at is not None,
+                    user_id=user_id,
+                )
+            row.responsible_user_id = user_id
+            row.updated_at = now
+
+        return self._support_change(principal, ticket_id, "ticket.assign", change)
+
+    def _support_change(
+        self,
+        principal: Principal,
+        ticket_id: int,
+        action: str | None,  # None: the change writes its own audit row
+        change: Callable[[Session, TicketRow, int], None],
+        *,
+        mail: bool = False,
+    ) -> TicketView:
+        now = self._clock()
+        with self._store.transaction() as tx:
+            row = self._load(tx, principal, ticket_id, lock=True)
+            if not _is_staff(principal):
+                raise Forbidden(N_("only support changes this on a ticket"))
+            before = _snapshot(row)
+            change(tx, row, now)
+            tx.flush()
+            if action is not None:
+                self._audit(tx, principal, action, row, before, now=now)
+            if mail and before["status"] != _snapshot(row)["status"]:
+                self._mail_status(tx, row, author=principal, now=now)
+            return self._view(tx, row, now=now)
+
+    # action tasks ---------------------------------------------------------
+    def add_task(
+        self,
+        principal: Principal,
+        ticket_id: int,
+        *,
+        type: TaskType,
+        title: str,
+        hours: float,
+        expected_on: date,
+    ) -> TicketView:
+        """Support adds an action task (to do). Raises UnknownTicket, Forbidden,
+        InvalidTransition (closed)."""
+
+        def change(tx: Session, row: TicketRow, now: int) -> None:
+            if Stage(row.stage) is Stage.CLOSED:
+                raise InvalidTransition(N_("the ticket is closed; open a new ticket"))
+            task = TicketTaskRow(
+                ticket_id=row.id,
+                type=type,
+                title=title,
+                hours=hours,
+                expected_on=expected_on,
+                status=TaskStatus.TODO,
+                created_by=_label(principal),
+                created_at=now,
+                updated_at=now,
+            )
+            tx.add(task)
+            tx.flush()
+            row.updated_at = now
+            audit.record(
+                tx,
+                actor=principal,
+                action="ticket.task.add",
+                object_type="ticket_task",
+                object_id=str(task.id),
+                before=None,
+                after={"ticket_id": row.id, **_task(task)},
+                now=now,
+            )
+
+        return self._support_change(principal, ticket_id, None, change)
+
+    def update_task(
+        self,
+        principal: Principal,
+        ticket_id: int,
+        task_id: int,
+        *,
+        status: TaskStatus | None = None,
+        hours: float | None = None,
+        expected_on: date | None = None,
+        title: str | None = None,
+    ) -> TicketView:
+        """Support moves a task or corrects its hours, date or title. Raises UnknownTicket,
+        UnknownTask, Forbidden, InvalidTransition (a status the task cannot move to)."""
+
+        def change(tx: Session, row: TicketRow, now: int) -> None:
+            task = tx.get(TicketTaskRow, task_id, with_for_update=True)
+            if task is None or task.ticket_id != row.id:
+                raise UnknownTask(f"no task {task_id} on ticket {row.id}")
+            before = _task(task)
+            if status is not None:
+                task.status = move_task(TaskStatus(task.status), status)
+            if hours is not None:
+                task.hours = hours
+            if expected_on is not None:
+                task.expected_on = expected_on
+            if title is not None:
+                task.title = title
+            task.updated_at = now
+            row.updated_at = now
+            tx.flush()
+            audit.record(
+                tx,
+                actor=principal,
+                action="ticket.task.update",
+                object_type="ticket_task",
+                object_id=str(task.id),
+                before=before,
+                after=_task(task),
+                now=now,
+            )
+
+        return self._support_change(principal, ticket_id, None, change)
+
+    # check before you report ----------------------------------------------------
+    def report_check(
+        self, principal: Principal, health: HealthService, *, device_id: str, category: Category
+    ) -> ReportCheck:
+        """What the device's own health and diagnosis say, in the customer's words
+        (:func:`cloud.tickets.rules.precheck.report_check`). Raises UnknownDevice."""
+        shown = health.device_health(principal, device_id)
+        return report_check(
+            category,
+            device_id=device_id,
+            online=shown.online,
+            status_at=shown.status_at,
+            last_seen=shown.last_seen,
+            verdict=shown.diagnosis.verdict,
+            evidence=shown.diagnosis.evidence,
+            now=self._clock(),
+        )
+
+    # attachments ------------------------------------------------------------
+    def add_attachment(
+        self, principal: Principal, ticket_id: int, *, source: BinaryIO, name: str
+    ) -> TicketView:
+        """Store the file and its row, or neither.
+
+        Raises UnknownTicket, InvalidTransition (closed), UnsupportedAttachment (422),
+        AttachmentTooLarge (413).
+        """
+        if self._files is None:
+            raise RuntimeError("TicketService has no attachment store")
+        with self._store.transaction() as tx:  # a stranger's upload is never read
+            if Stage(self._load(tx, principal, ticket_id).stage) is Stage.CLOSED:
+                raise InvalidTransition(N_("the ticket is closed; open a new ticket"))
+        stored = self._files.put(source, name=name)
+        try:
+            now = self._clock()
+            with self._store.transaction() as tx:
+                row = self._load(tx, principal, ticket_id, lock=True)
+                if Stage(row.stage) is Stage.CLOSED:
+                    raise InvalidTransition(N_("the ticket is closed; open a new ticket"))
+                attachment = TicketAttachmentRow(
+                    ticket_id=row.id,
+                    filename=stored.accepted.filename,
+                    content_type=stored.accepted.content_type,
+                    size=stored.size,
+                    sha256=stored.sha256,
+                    uploaded_by=_label(principal),
+                    from_customer=not _is_staff(principal),
+                    uploaded_at=now,
+                )
+                tx.add(attachment)
+                row.updated_at = now
+                tx.flush()
+                audit.record(
+                    tx,
+                    actor=principal,
+                    action="ticket.attachment.add",
+                    object_type="ticket_attachment",
+                    object_id=str(attachment.id),
+                    before=None,
+                    after={
+                        "ticket_id": row.id,
+                        "filename": attachment.filename,
+                        "content_type": attachment.content_type,
+                        "size": attachment.size,
+                        "sha256": attachment.sha256,
+                    },
+                    now=now,
+                )
+                return self._view(tx, row, now=now)
+        except BaseException:
+            if stored.created:
+                self._files.discard(stored.sha256)
+            raise
+
+    def attachment(
+        self, principal: Principal, ticket_id: int, attachment_id: int
+    ) -> AttachmentFile:
+        """An attachment of a ticket the principal may read. Raises UnknownTicket,
+        UnknownAttachment."""
+        if self._files is None:
+            raise RuntimeError("TicketService has no attachment store")
+        with self._store.transaction() as tx:
+            row = self._load(tx, principal, ticket_id)
+            found = tx.get(TicketAttachmentRow, attachment_id)
+            if found is None or found.ticket_id != row.id:
+                raise UnknownAttachment(f"no attachment {attachment_id} on ticket {row.id}")
+            path = self._files.path(found.sha256)
+            if not path.is_file():
+                _log.error("attachment %d: its file %s is missing", found.id, path)
+                raise UnknownAttachment(f"no attachment {attachment_id} on ticket {row.id}")
+            return AttachmentFile(path, found.filename, found.content_type, found.size)
 
     def attach(
         self, principal: Principal, ticket_id: int, *, device_ids: Sequence[str], cc: Sequence[str]
