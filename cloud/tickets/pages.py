@@ -1,4 +1,5 @@
-"""The support desk: the tickets board, a ticket, and a new ticket (``?device=`` attaches one).
+"""The support desk: the tickets board, a ticket, and a new ticket (``?device=`` attaches one
+and shows what the device's own health says first: check before you report).
 
 Every page calls :class:`~cloud.tickets.service.TicketService`, the same service as
 ``/api/v1/tickets``: scoping (a customer sees only its installations' tickets; another's
@@ -12,24 +13,46 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import page_require
 from cloud.accounts.rules import STAFF_ROLES, Permission
 from cloud.devices.deps import DevicesDep, InstallationsDep
 from cloud.devices.service import InstallationService
-from cloud.errors import N_, InvalidRequest, InvalidTransition, NotFound
+from cloud.errors import N_, CloudError, InvalidRequest, InvalidTransition, NotFound
 from cloud.health.deps import HealthDep
 from cloud.health.schemas import DeviceHealthOut
 from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.tickets.deps import TicketsDep
-from cloud.tickets.rules import Category, RmaRefused, Stage, moves
-from cloud.tickets.schemas import Attach, MessageCreate, RmaRequest, TicketCreate
+from cloud.tickets.routes import attachment_response
+from cloud.tickets.rules import (
+    SUPPORT_ONLY,
+    Category,
+    RmaRefused,
+    Stage,
+    Status,
+    TaskStatus,
+    TaskType,
+    moves,
+)
+from cloud.tickets.rules.precheck import CHECKED, ReportCheck
+from cloud.tickets.schemas import (
+    Attach,
+    MessageCreate,
+    Questions,
+    RmaRequest,
+    TaskCreate,
+    TaskUpdate,
+    TicketCreate,
+)
 from cloud.tickets.service import UnknownTicket
 from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
@@ -44,6 +67,8 @@ Reader = Annotated[Principal, Depends(page_require(Permission.TICKETS_READ))]
 Writer = Annotated[Principal, Depends(page_require(Permission.TICKETS_WRITE))]
 Approver = Annotated[Principal, Depends(page_require(Permission.RMA_APPROVE))]
 TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ItemId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+QUESTIONS = ("what", "where", "when", "device", "how")
 
 
 def _is_staff(who: Principal) -> bool:
@@ -111,14 +136,22 @@ def _new_form(
     values: dict[str, Any],
     error: str | None = None,
     code: int = status.HTTP_200_OK,
+    check: ReportCheck | None = None,
 ) -> HTMLResponse:
     choices = [] if _is_staff(who) else installations.visible(who, limit=200, offset=0)
+    staff = _is_staff(who)
     context = {
         "values": values,
         "error": error,
-        "categories": [c.value for c in Category],
+        "categories": [c.value for c in Category if staff or c not in SUPPORT_ONLY],
+        "checked": [c.value for c in Category if c in CHECKED],
         "installations": choices,
-        "staff": _is_staff(who),
+        "staff": staff,
+        "check": check,
+        "findings": []
+        if check is None
+        else [f.text(translator(request).gettext) for f in check.findings],
+        "questions": QUESTIONS,
     }
     return render(request, "tickets/new.html", context, status_code=code)
 
@@ -129,16 +162,25 @@ def new_ticket(
     who: Writer,
     devices: DevicesDep,
     installations: InstallationsDep,
+    service: TicketsDep,
+    health: HealthDep,
     device: Annotated[
         str | None, Query(max_length=DEVICE_ID_MAX_LEN, pattern=DEVICE_ID_PATTERN)
     ] = None,
+    category: Annotated[Category | None, Query()] = None,
 ) -> HTMLResponse:
-    """The form; with ``?device=ID`` the device is attached and its installation chosen."""
-    values: dict[str, Any] = {"category": "device_fault" if device else "technical"}
+    """The form; with ``?device=ID`` the device is attached and its installation chosen, and
+    for a data-accuracy or device ticket the device's own health is shown first."""
+    chosen = category or (Category.DEVICE_FAULT if device else Category.TECHNICAL)
+    if chosen in SUPPORT_ONLY and not _is_staff(who):
+        chosen = Category.TECHNICAL
+    values: dict[str, Any] = {"category": chosen.value}
+    check = None
     if device is not None:
         found = devices.get(who, device)  # out of scope: the not-found page
         values |= {"devices": found.device_id, "installation_id": found.installation_id}
-    return _new_form(request, who, installations, values=values)
+        check = service.report_check(who, health, device_id=device, category=chosen)
+    return _new_form(request, who, installations, values=values, check=check)
 
 
 @router.post("/tickets/new")
@@ -155,6 +197,7 @@ def new_ticket_submit(
         key: str(form.get(key, "")).strip()
         for key in ("category", "subject", "body", "installation_id", "devices", "cc")
     }
+    values |= {f"q_{key}": str(form.get(f"q_{key}", "")).strip() for key in QUESTIONS}
     says = {
         "category": _("Choose a category."),
         "subject": _("Give a subject of 1 to 200 characters on one line."),
@@ -162,6 +205,7 @@ def new_ticket_submit(
         "installation_id": _("The installation id is not one."),
         "device_ids": _("Device serials are letters, digits, - and _ (at most 20)."),
         "cc": _("Copy addresses are e-mail addresses (at most 20)."),
+        "questions": _("Answer each question in at most 2,000 characters."),
     }
     problems = []
     body: TicketCreate | None = None
@@ -173,6 +217,7 @@ def new_ticket_submit(
             installation_id=values["installation_id"] or None,
             device_ids=_words(values["devices"]),
             cc=_words(values["cc"]),
+            questions=Questions(**{key: values[f"q_{key}"] for key in QUESTIONS}),
         )
     except ValidationError as exc:
         problems = [says[field] for field in _fields(exc) if field in says]
@@ -187,6 +232,7 @@ def new_ticket_submit(
             error=" ".join(problems),
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
+    upload = form.get("file")
     try:
         opened = service.open(
             who,
@@ -196,8 +242,18 @@ def new_ticket_submit(
             installation_id=body.installation_id,
             device_ids=_unique(body.device_ids),
             cc=_unique(body.cc),
+            questions=None if body.questions is None else body.questions.model_dump(),
         )
-    except NotFound:
+    except CloudError as exc:
+        if not isinstance(exc, NotFound):
+            return _new_form(
+                request,
+                who,
+                installations,
+                values=values,
+                error=exc.text(_),
+                code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            )
         return _new_form(
             request,
             who,
@@ -206,6 +262,16 @@ def new_ticket_submit(
             error=_("No installation or device with this id is yours to name."),
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
+    if isinstance(upload, UploadFile) and upload.filename:
+        try:
+            service.add_attachment(who, opened.id, source=upload.file, name=upload.filename)
+        except CloudError as exc:
+            return redirect(
+                f"/tickets/{opened.id}",
+                _("Ticket %(id)s is open, but its attachment was refused: %(why)s")
+                % {"id": opened.id, "why": exc.text(_)},
+                level="error",
+            )
     return redirect(f"/tickets/{opened.id}", _("Ticket %(id)s is open.") % {"id": opened.id})
 
 
@@ -233,6 +299,15 @@ def ticket_page(
         "checks": checks,
         "diagnoses": diagnoses,
         "moves": [s.value for s in Stage if s in reachable],
+        "staff": _is_staff(who),
+        "statuses": [
+            s.value for s in (Status.OPEN, Status.RECHECK_APPROVED, Status.HARD_TO_CONFIGURE)
+        ],
+        "categories": [c.value for c in Category],
+        "support_users": service.support_users(who),
+        "task_types": [t.value for t in TaskType],
+        "task_statuses": [t.value for t in TaskStatus],
+        "questions": QUESTIONS,
     }
     return render(request, "tickets/ticket.html", context)
 
@@ -270,15 +345,194 @@ def change_stage(
         to = Stage(str(form.get("stage", "")))
     except ValueError:
         raise InvalidRequest(N_("choose a stage the ticket can move to")) from None
+    plan = str(form.get("plan", "")).strip() or None
+    eta = _eta(str(form.get("eta", "")))
     try:
-        service.move(who, ticket_id, to=to)
+        service.move(who, ticket_id, to=to, plan=plan, eta=eta)
     except InvalidTransition:
         return redirect(
             f"/tickets/{ticket_id}",
             _("The ticket cannot move there from its stage."),
             level="error",
         )
+    except InvalidRequest as exc:
+        return redirect(f"/tickets/{ticket_id}", exc.text(_), level="error")
     return redirect(f"/tickets/{ticket_id}", _("The ticket has moved."))
+
+
+def _eta(raw: str) -> int | None:
+    """A date (YYYY-MM-DD) as the end of that day, UTC; None for anything else."""
+    try:
+        day = date.fromisoformat(raw.strip())
+    except ValueError:
+        return None
+    return int(datetime(day.year, day.month, day.day, 23, 59, tzinfo=UTC).timestamp())
+
+
+def _act(request: Request, ticket_id: int, call: Callable[[], object], done: str) -> Response:
+    """Do a support change and come back to the ticket, saying what happened or why not
+    (a refusal in the reader's language; an unknown ticket or task is the not-found page)."""
+    try:
+        call()
+    except NotFound:
+        raise
+    except CloudError as exc:
+        return redirect(
+            f"/tickets/{ticket_id}", exc.text(translator(request).gettext), level="error"
+        )
+    return redirect(f"/tickets/{ticket_id}", done)
+
+
+def _choice(form: Any, key: str, kind: type[Any]) -> Any:
+    try:
+        return kind(str(form.get(key, "")))
+    except ValueError:
+        raise InvalidRequest(
+            N_("choose one of the offered values for %(field)s"), field=key
+        ) from None
+
+
+@router.post("/tickets/{ticket_id}/status")
+def change_status(
+    request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
+) -> Response:
+    """Support sets the status within the line."""
+    to = _choice(form, "status", Status)
+    _ = translator(request).gettext
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.set_status(who, ticket_id, status=to),
+        _("The status is set."),
+    )
+
+
+@router.post("/tickets/{ticket_id}/category")
+def change_category(
+    request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
+) -> Response:
+    """Support re-categorises the ticket."""
+    to = _choice(form, "category", Category)
+    _ = translator(request).gettext
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.recategorise(who, ticket_id, category=to),
+        _("The category is changed."),
+    )
+
+
+@router.post("/tickets/{ticket_id}/responsible")
+def assign(
+    request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
+) -> Response:
+    """Support names the responsible person (empty: nobody)."""
+    raw = str(form.get("user_id", "")).strip()
+    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
+        raise InvalidRequest(N_("choose one of the offered values for %(field)s"), field="user_id")
+    user_id = int(raw) if raw else None
+    _ = translator(request).gettext
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.assign(who, ticket_id, user_id=user_id),
+        _("The responsible person is set."),
+    )
+
+
+@router.post("/tickets/{ticket_id}/tasks")
+def add_task(
+    request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
+) -> Response:
+    """Support adds an action task."""
+    _ = translator(request).gettext
+    try:
+        task = TaskCreate.model_validate(
+            {
+                "type": str(form.get("type", "")),
+                "title": str(form.get("title", "")).strip(),
+                "hours": _number(form.get("hours")),
+                "expected_on": str(form.get("expected_on", "")),
+            }
+        )
+    except ValidationError:
+        return redirect(
+            f"/tickets/{ticket_id}",
+            _("Give the task a type, a title, its hours (more than 0) and an expected date."),
+            level="error",
+        )
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.add_task(
+            who,
+            ticket_id,
+            type=task.type,
+            title=task.title,
+            hours=task.hours,
+            expected_on=task.expected_on,
+        ),
+        _("The task is added."),
+    )
+
+
+def _number(raw: object) -> float | str:
+    try:
+        return float(str(raw or "").replace(",", "."))
+    except ValueError:
+        return str(raw)
+
+
+@router.post("/tickets/{ticket_id}/tasks/{task_id}")
+def update_task(
+    request: Request,
+    ticket_id: TicketId,
+    task_id: ItemId,
+    who: Writer,
+    form: CheckedForm,
+    service: TicketsDep,
+) -> Response:
+    """Support moves a task to another status."""
+    _ = translator(request).gettext
+    try:
+        change = TaskUpdate.model_validate({"status": str(form.get("status", ""))})
+    except ValidationError:
+        raise InvalidRequest(
+            N_("choose one of the offered values for %(field)s"), field="status"
+        ) from None
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.update_task(who, ticket_id, task_id, status=change.status),
+        _("The task is updated."),
+    )
+
+
+@router.post("/tickets/{ticket_id}/attachments")
+def add_attachment(
+    request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
+) -> Response:
+    """Attach a photo, screenshot, log, video or PDF."""
+    _ = translator(request).gettext
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return redirect(f"/tickets/{ticket_id}", _("Choose a file to attach."), level="error")
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.add_attachment(
+            who, ticket_id, source=upload.file, name=upload.filename or ""
+        ),
+        _("The file is attached."),
+    )
+
+
+@router.get("/tickets/{ticket_id}/attachments/{attachment_id}")
+def download_attachment(
+    ticket_id: TicketId, attachment_id: ItemId, who: Reader, service: TicketsDep
+) -> FileResponse:
+    """The file, as a download; another customer's is the not-found page."""
+    return attachment_response(service.attachment(who, ticket_id, attachment_id))
 
 
 @router.post("/tickets/{ticket_id}/attach")

@@ -53,6 +53,7 @@ __all__ = [
     "messages",
     "self_tests",
     "stage_counts",
+    "support_users",
     "tickets_in_stage",
 ]
 
@@ -130,6 +131,12 @@ def ticket_contacts(session: Session, row: TicketRow) -> tuple[Contacts, Contact
     if responsible is None or responsible.disabled_at is not None:
         return customer, Contacts([], None)
     return customer, Contacts([responsible.email], responsible.locale)
+
+
+def support_users(session: Session) -> Sequence[UserRow]:
+    """Active users of support (who may be responsible for a ticket), by name."""
+    query = select(UserRow).where(UserRow.role.in_(STAFF_ROLES), UserRow.disabled_at.is_(None))
+    return session.scalars(query.order_by(UserRow.name, UserRow.id)).all()
 
 
 def approvals(session: Session, ticket_id: int) -> Sequence[RmaApprovalRow]:

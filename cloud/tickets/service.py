@@ -814,6 +814,13 @@ class TicketService:
 
         return self._support_change(principal, ticket_id, None, change)
 
+    def support_users(self, principal: Principal) -> list[tuple[int, str]]:
+        """(id, name) of the support users a ticket can be assigned to; none for customers."""
+        if not _is_staff(principal):
+            return []
+        with self._store.transaction() as tx:
+            return [(u.id, u.name) for u in queries.support_users(tx)]
+
     # check before you report ----------------------------------------------------
     def report_check(
         self, principal: Principal, health: HealthService, *, device_id: str, category: Category
