@@ -43,7 +43,7 @@ from cloud.tickets.rules import (
     TaskType,
     moves,
 )
-from cloud.tickets.rules.precheck import CHECKED, ReportCheck
+from cloud.tickets.rules.precheck import CHECKED, Finding, ReportCheck
 from cloud.tickets.schemas import (
     Attach,
     MessageCreate,
@@ -148,12 +148,16 @@ def _new_form(
         "installations": choices,
         "staff": staff,
         "check": check,
-        "findings": []
-        if check is None
-        else [f.text(translator(request).gettext) for f in check.findings],
+        "findings": [] if check is None else [_sentence(f, request) for f in check.findings],
         "questions": QUESTIONS,
     }
     return render(request, "tickets/new.html", context, status_code=code)
+
+
+def _sentence(finding: Finding, request: Request) -> str:
+    """A finding as a sentence of its own on the page (the rule's text starts lower-case)."""
+    text = finding.text(translator(request).gettext)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 @router.get("/tickets/new")

@@ -187,7 +187,12 @@ async def test_responsible_person(cloud: Cloud) -> None:
 async def test_action_tasks(cloud: Cloud) -> None:
     inst, _, owner = await _site(cloud)
     tid = (await _open(cloud.http, inst)).json()["id"]
-    task = {"type": "data_recheck", "title": "Recount Saturday", "hours": 1.5, "expected_on": "2026-01-05"}
+    task = {
+        "type": "data_recheck",
+        "title": "Recount Saturday",
+        "hours": 1.5,
+        "expected_on": "2026-01-05",
+    }
     made = await cloud.http.post(f"/api/v1/tickets/{tid}/tasks", json=task)
     assert made.status_code == 201, made.text
     [shown] = made.json()["tasks"]
@@ -253,7 +258,9 @@ async def test_refused_uploads_leave_no_file_and_no_row(cloud: Cloud) -> None:
     inst, _, _ = await _site(cloud)
     tid = (await _open(cloud.http, inst)).json()["id"]
     url = f"/api/v1/tickets/{tid}/attachments"
-    exe = await cloud.http.post(url, files={"file": ("log.txt", io.BytesIO(b"MZ\x90\x00\x03" * 50))})
+    exe = await cloud.http.post(
+        url, files={"file": ("log.txt", io.BytesIO(b"MZ\x90\x00\x03" * 50))}
+    )
     assert exe.status_code == 422 and "text log" in exe.text
     empty = await cloud.http.post(url, files={"file": ("e.txt", io.BytesIO(b""))})
     assert empty.status_code == 422
@@ -266,7 +273,9 @@ async def test_refused_uploads_leave_no_file_and_no_row(cloud: Cloud) -> None:
     assert _count(cloud, TicketAttachmentRow) == 1 and len(_files(cloud)) == 1
     tmp = [p for p in cloud.state.settings.attachments_dir.rglob(".upload-*")]
     assert tmp == []
-    assert (await cloud.http.post(f"/api/v1/tickets/{tid}/stage", json={"stage": "closed"})).status_code == 200
+    assert (
+        await cloud.http.post(f"/api/v1/tickets/{tid}/stage", json={"stage": "closed"})
+    ).status_code == 200
     late = await cloud.http.post(url, files={"file": ("more.log", io.BytesIO(LOG))})
     assert late.status_code == 409
     assert _count(cloud, TicketAttachmentRow) == 1 and len(_files(cloud)) == 1
@@ -330,7 +339,9 @@ async def test_check_before_report_shows_the_devices_own_diagnosis(cloud: Cloud)
     other = new_user(cloud.app, role="owner", email="other@elsewhere.example")
     url = "/api/v1/tickets/check"
     async with _as(cloud, owner) as customer:
-        quiet = (await customer.get(url, params={"device_id": device, "category": "device_fault"})).json()
+        quiet = (
+            await customer.get(url, params={"device_id": device, "category": "device_fault"})
+        ).json()
         assert quiet["applies"] is True
         assert [f["code"] for f in quiet["findings"]] == ["no_reports"]
         assert cloud.state.health_ingest is not None
