@@ -266,7 +266,12 @@ def create_app(
             )
             jobs += [
                 CommandTimeoutJob(store, clock=now),
-                TicketJob(store, clock=now, interval_s=settings.tickets_interval_s),
+                TicketJob(
+                    store,
+                    clock=now,
+                    interval_s=settings.tickets_interval_s,
+                    on_closed=tickets.auto_closed,  # mail and audit what it closes
+                ),
                 HealthRetentionJob(
                     store,
                     clock=now,

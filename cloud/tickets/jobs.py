@@ -1,13 +1,18 @@
 """The tickets job: auto-close 7 days after suggest-close, flag SLA breaches.
 
-Both are conditional UPDATEs (:mod:`cloud.tickets.queries`), safe in every worker.
+Both are conditional UPDATEs (:mod:`cloud.tickets.queries`), safe in every worker. The
+tickets it closes are told (``on_closed``: the service's mail and audit) in the same
+transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
 
 from cloud.database import Store
 from cloud.tickets import queries
@@ -29,10 +34,18 @@ class TicketJob:
 
     name = "tickets"
 
-    def __init__(self, store: Store, *, clock: Clock, interval_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock,
+        interval_s: float = 300.0,
+        on_closed: Callable[[Session, Sequence[int], int], None] | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self.interval_s = interval_s
+        self._on_closed = on_closed
 
     async def run_once(self) -> TicketPass:
         now = self._clock()
@@ -40,8 +53,10 @@ class TicketJob:
         def work() -> TicketPass:
             with self._store.transaction() as tx:
                 closed = queries.close_suggested(tx, now=now)
+                if closed and self._on_closed is not None:
+                    self._on_closed(tx, closed, now)
                 breached = queries.flag_breaches(tx, now=now)
-            return TicketPass(closed=closed, breached=breached)
+            return TicketPass(closed=len(closed), breached=breached)
 
         done = await asyncio.to_thread(work)
         if done.closed or done.breached:

@@ -217,8 +217,13 @@ def tickets_in_stage(
     return [(t, u) for t, u in session.execute(query.limit(limit).offset(offset))]
 
 
-def close_suggested(session: Session, *, now: int) -> int:
-    """Close every ticket left in suggest-close for :data:`AUTO_CLOSE_AFTER_S`; how many."""
+def close_suggested(session: Session, *, now: int) -> list[int]:
+    """Close every ticket left in suggest-close for :data:`AUTO_CLOSE_AFTER_S`; their ids.
+
+    Select-then-update with the same condition: a ticket another worker closed (or a
+    customer reopened) meanwhile is not in the UPDATE's rows, and only those updated
+    are returned (``RETURNING``).
+    """
     result = session.execute(
         update(TicketRow)
         .where(
@@ -233,8 +238,9 @@ def close_suggested(session: Session, *, now: int) -> int:
             stage_since=now,
             updated_at=now,
         )
+        .returning(TicketRow.id)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return sorted(int(ticket_id) for ticket_id in result.scalars())
 
 
 def flag_breaches(session: Session, *, now: int) -> int:

@@ -331,9 +331,13 @@ class TicketService:
             )
             self._queue(tx, to, mail, ticket_id=row.id, now=now)
 
-    def _mail_status(self, tx: Session, row: TicketRow, *, author: Principal, now: int) -> None:
+    def _mail_status(
+        self, tx: Session, row: TicketRow, *, author: Principal | None, now: int
+    ) -> None:
+        """To the customer's side; to support's too when support did not make the change."""
         (cust, cust_lang), (supp, supp_lang) = self._sides(tx, row, author=author)
-        groups = [(cust, cust_lang)] + ([] if _is_staff(author) else [(supp, supp_lang)])
+        by_support = author is not None and _is_staff(author)
+        groups = [(cust, cust_lang)] + ([] if by_support else [(supp, supp_lang)])
         for to, lang in groups:
             _ = self._translations(lang)
             if Stage(row.stage) is Stage.SUGGEST_CLOSE:
@@ -354,6 +358,25 @@ class TicketService:
                     _=_,
                 )
             self._queue(tx, to, mail, ticket_id=row.id, now=now)
+
+    def auto_closed(self, tx: Session, ticket_ids: Sequence[int], now: int) -> None:
+        """The job closed these tickets (7 days in suggest-close): audit and tell both sides,
+        in the job's transaction."""
+        for ticket_id in ticket_ids:
+            row = tx.get(TicketRow, ticket_id)
+            if row is None:
+                continue
+            audit.record(
+                tx,
+                actor="system:tickets",
+                action="ticket.auto_close",
+                object_type="ticket",
+                object_id=str(row.id),
+                before={"stage": Stage.SUGGEST_CLOSE.value},
+                after=_snapshot(row),
+                now=now,
+            )
+            self._mail_status(tx, row, author=None, now=now)
 
     def _audit(
         self,

@@ -81,6 +81,11 @@ _CROSS_FIELD_RULES = [
     "POST /api/v1/users",
     "PATCH /api/v1/users/{user_id}",
     "PUT /api/v1/installations/{installation_id}/owner",
+    # the responsible person must be a support user; the third line needs a plan and an ETA
+    # in the future; an attachment's type is read from its bytes (tests/cloud/tickets)
+    "POST /api/v1/tickets/{ticket_id}/responsible",
+    "POST /api/v1/tickets/{ticket_id}/stage",
+    "POST /api/v1/tickets/{ticket_id}/attachments",
 ]
 # Catalogue and payment rules: a product the catalogue lacks, a term it does not
 # offer, a renewal outside 1-60 months, a sandbox card that declines (402)
@@ -112,6 +117,15 @@ _STATEFUL = {
     ),
     "POST /api/v1/orders/{order_id}/refund": (
         "a settled charge: tests/cloud/billing/test_refunds.py"
+    ),
+    "PATCH /api/v1/tickets/{ticket_id}/tasks/{task_id}": (
+        "a task on the ticket: tests/cloud/tickets/test_manual_api.py"
+    ),
+    "GET /api/v1/tickets/{ticket_id}/attachments/{attachment_id}": (
+        "an attached file: tests/cloud/tickets/test_manual_api.py"
+    ),
+    "POST /api/v1/tickets/{ticket_id}/attachments": (
+        "a file of an accepted type: tests/cloud/tickets/test_manual_api.py"
     ),
     # random calls close the seeded ticket or move the test clock past the self-test's age
     "POST /api/v1/tickets/{ticket_id}/rma": (

@@ -362,3 +362,28 @@ async def test_check_before_report_shows_the_devices_own_diagnosis(cloud: Cloud)
     async with _as(cloud, other) as stranger:
         hidden = await stranger.get(url, params={"device_id": device, "category": "device_fault"})
         assert hidden.status_code == 404
+
+
+async def test_auto_close_is_mailed_and_audited(cloud: Cloud) -> None:
+    inst, _, _ = await _site(cloud)
+    agent = new_user(cloud.app, role="support", email="agent@entitle.example")
+    tid = (await _open(cloud.http, inst)).json()["id"]
+    await cloud.http.post(f"/api/v1/tickets/{tid}/responsible", json={"user_id": agent})
+    await cloud.http.post(f"/api/v1/tickets/{tid}/stage", json={"stage": "suggest_close"})
+    before = len(_mails(cloud))
+    cloud.clock.advance(7 * DAY - 1)
+    assert (await cloud.state.jobs.run_once())["tickets"].closed == 0
+    cloud.clock.advance(1)
+    assert (await cloud.state.jobs.run_once())["tickets"].closed == 1
+    assert (await cloud.state.jobs.run_once())["tickets"].closed == 0  # once
+    shown = (await cloud.http.get(f"/api/v1/tickets/{tid}")).json()
+    assert shown["stage"] == "closed" and shown["status"] == "closed"
+    mails = _mails(cloud)[before:]
+    assert [(m.kind, m.recipients) for m in mails] == [
+        ("ticket_status", ["owner@shop.example"]),
+        ("ticket_status", ["agent@entitle.example"]),
+    ]
+    assert "Closed" in mails[0].subject
+    with cloud.state.store.transaction() as tx:
+        entry = tx.scalars(select(AuditRow).where(AuditRow.action == "ticket.auto_close")).one()
+        assert entry.actor == "system:tickets" and entry.object_id == str(tid)
