@@ -34,6 +34,7 @@ from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.tickets.deps import TicketsDep
 from cloud.tickets.routes import attachment_response
 from cloud.tickets.rules import (
+    AUTO_CLOSE_AFTER_S,
     SUPPORT_ONLY,
     Category,
     RmaRefused,
@@ -304,6 +305,7 @@ def ticket_page(
         "diagnoses": diagnoses,
         "moves": [s.value for s in Stage if s in reachable],
         "staff": _is_staff(who),
+        "auto_close_at": (ticket.suggest_close_at or 0) + AUTO_CLOSE_AFTER_S,
         "statuses": [
             s.value for s in (Status.OPEN, Status.RECHECK_APPROVED, Status.HARD_TO_CONFIGURE)
         ],

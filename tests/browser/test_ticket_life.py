@@ -91,7 +91,9 @@ def test_a_tickets_life_with_mails_and_an_attachment(
     # support takes it, answers, sets a status and plans the work
     desk = login("life_agent")
     desk.goto(f"/tickets/{ticket_id}")
-    assert "Counts are half of what we expect" in desk.locator("#questions-heading + dl").inner_text()
+    assert (
+        "Counts are half of what we expect" in desk.locator("#questions-heading + dl").inner_text()
+    )
     desk.click(".support-controls summary")
     desk.select_option("#user_id", str(agent["id"]))
     desk.click("form[action$='/responsible'] button")
@@ -144,6 +146,7 @@ def test_a_tickets_life_with_mails_and_an_attachment(
     assert Path(info.value.path()).read_bytes() == SCREENSHOT
     href = page.locator(".attachments a").get_attribute("href")
     assert href is not None
+    assert "proposes to close it" in page.locator(".suggest-close").inner_text()
     shoot(page, "ticket-suggested-close-owner")
     sent = len(dashboard.smtp.messages)
     page.select_option("#stage", "closed")

@@ -387,3 +387,20 @@ async def test_auto_close_is_mailed_and_audited(cloud: Cloud) -> None:
     with cloud.state.store.transaction() as tx:
         entry = tx.scalars(select(AuditRow).where(AuditRow.action == "ticket.auto_close")).one()
         assert entry.actor == "system:tickets" and entry.object_id == str(tid)
+
+
+async def test_an_attachment_may_be_larger_than_other_request_bodies(cloud: Cloud) -> None:
+    inst, _, _ = await _site(cloud)
+    tid = (await _open(cloud.http, inst)).json()["id"]
+    general = cloud.state.settings.http_max_body_bytes
+    photo = PNG + bytes(general + 1000)  # over the general limit, under the image limit
+    up = await cloud.http.post(
+        f"/api/v1/tickets/{tid}/attachments", files={"file": ("big.png", io.BytesIO(photo))}
+    )
+    assert up.status_code == 201, up.text
+    assert up.json()["attachments"][0]["size"] == len(photo)
+    too_long = await cloud.http.post(
+        f"/api/v1/tickets/{tid}/messages", content=b"{" + b" " * general + b"}"
+    )
+    assert too_long.status_code == 413  # every other route keeps the general limit
+    assert len((await cloud.http.get(f"/api/v1/tickets/{tid}")).json()["messages"]) == 1
