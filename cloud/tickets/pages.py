@@ -514,6 +514,25 @@ def update_task(
     )
 
 
+@router.post("/tickets/{ticket_id}/tasks/{task_id}/delete")
+def delete_task(
+    request: Request,
+    ticket_id: TicketId,
+    task_id: ItemId,
+    who: Writer,
+    form: CheckedForm,
+    service: TicketsDep,
+) -> Response:
+    """Support removes a task entered by mistake."""
+    _ = translator(request).gettext
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.delete_task(who, ticket_id, task_id),
+        _("The task is removed."),
+    )
+
+
 @router.post("/tickets/{ticket_id}/attachments")
 def add_attachment(
     request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep

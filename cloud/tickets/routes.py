@@ -238,6 +238,17 @@ def update_task(
     )
 
 
+@router.delete(
+    "/{ticket_id}/tasks/{task_id}",
+    responses=documented({403: "support only", 404: "unknown ticket or task"}),
+)
+def delete_task(
+    ticket_id: TicketId, task_id: ItemId, principal: Writer, service: Service
+) -> TicketView:
+    """Support removes a task entered by mistake (the audit log keeps it)."""
+    return service.delete_task(principal, ticket_id, task_id)
+
+
 @router.post(
     "/{ticket_id}/attachments",
     status_code=status.HTTP_201_CREATED,

@@ -844,6 +844,29 @@ class TicketService:
         with self._store.transaction() as tx:
             return [(u.id, u.name) for u in queries.support_users(tx)]
 
+    def delete_task(self, principal: Principal, ticket_id: int, task_id: int) -> TicketView:
+        """Support removes a task entered by mistake (the audit log keeps what it was).
+        Raises UnknownTicket, UnknownTask, Forbidden."""
+
+        def change(tx: Session, row: TicketRow, now: int) -> None:
+            task = tx.get(TicketTaskRow, task_id, with_for_update=True)
+            if task is None or task.ticket_id != row.id:
+                raise UnknownTask(f"no task {task_id} on ticket {row.id}")
+            audit.record(
+                tx,
+                actor=principal,
+                action="ticket.task.delete",
+                object_type="ticket_task",
+                object_id=str(task.id),
+                before={"ticket_id": row.id, **_task(task)},
+                after=None,
+                now=now,
+            )
+            tx.delete(task)
+            row.updated_at = now
+
+        return self._support_change(principal, ticket_id, None, change)
+
     # check before you report ----------------------------------------------------
     def report_check(
         self, principal: Principal, health: HealthService, *, device_id: str, category: Category

@@ -121,6 +121,9 @@ _STATEFUL = {
     "PATCH /api/v1/tickets/{ticket_id}/tasks/{task_id}": (
         "a task on the ticket: tests/cloud/tickets/test_manual_api.py"
     ),
+    "DELETE /api/v1/tickets/{ticket_id}/tasks/{task_id}": (
+        "a task on the ticket: tests/cloud/tickets/test_manual_api.py"
+    ),
     "GET /api/v1/tickets/{ticket_id}/attachments/{attachment_id}": (
         "an attached file: tests/cloud/tickets/test_manual_api.py"
     ),

@@ -212,9 +212,14 @@ async def test_action_tasks(cloud: Cloud) -> None:
         assert (await customer.post(f"/api/v1/tickets/{tid}/tasks", json=task)).status_code == 403
         seen = (await customer.get(f"/api/v1/tickets/{tid}")).json()["tasks"]
         assert [t["title"] for t in seen] == ["Recount Saturday"]
+    async with _as(cloud, owner) as customer:
+        assert (await customer.delete(url)).status_code == 403
+    removed = await cloud.http.delete(url)
+    assert removed.status_code == 200 and removed.json()["tasks"] == []
+    assert (await cloud.http.delete(url)).status_code == 404
     with cloud.state.store.transaction() as tx:
         actions = tx.scalars(select(AuditRow.action).where(AuditRow.object_type == "ticket_task"))
-        assert sorted(actions) == ["ticket.task.add", "ticket.task.update"]
+        assert sorted(actions) == ["ticket.task.add", "ticket.task.delete", "ticket.task.update"]
 
 
 async def test_attachment_upload_download_and_scoping(cloud: Cloud) -> None:

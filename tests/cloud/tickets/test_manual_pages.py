@@ -180,6 +180,9 @@ async def test_support_controls_on_the_ticket_page(cloud: Cloud) -> None:
         assert await _flash(desk, done) == "success: The task is updated."
         wrong = await _post(desk, f"{url}/tasks/{task_id.group(1)}", shown, status="cancelled")
         assert "a task that is done cannot become cancelled" in await _flash(desk, wrong)
+        removed = await _post(desk, f"{url}/tasks/{task_id.group(1)}/delete", shown)
+        assert await _flash(desk, removed) == "success: The task is removed."
+        assert "Visit the entrance" not in (await desk.get(url)).text
         board = (await desk.get("/tickets")).text
         assert "Responsible: Test support" in board and 'id="col-third_line"' in board
 
