@@ -47,13 +47,17 @@ A feature's own leaves hang on these branches and live beside the feature;
 the HTTP status is the branch's::
 
     NotFound      UnknownOrder (cloud.billing.errors), UnknownCommand
-                  (cloud.health.commands), UnknownTicket (cloud.tickets.service)
+                  (cloud.health.commands), UnknownTicket, UnknownTask, UnknownAttachment
+                  (cloud.tickets.service)
+    Forbidden     CategoryRefused (cloud.tickets.rules) a support-only category
+    ContentTooLarge  AttachmentTooLarge (cloud.tickets.rules.files)
     Conflict      OrderStateConflict, IdempotencyConflict, ChargeSettled,
                   ChargeNotSettled (cloud.billing.errors), NoInvoice
                   (cloud.billing.invoices), CommandsUnavailable (cloud.health.commands),
                   RmaRefused (cloud.tickets.rules, with a machine-readable ``why``),
                   ResetLinkInvalid (cloud.accounts.resets) a used, replaced or expired link
     InvalidRequest
+    ├── UnsupportedAttachment (cloud.tickets.rules.files) not an accepted file type
     └── BadOrderRequest      (cloud.billing.errors) an order that can never be valid
         ├── PartialVoid
         └── RefundTooLarge
