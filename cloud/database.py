@@ -9,8 +9,9 @@ SQLite runs in WAL mode with foreign keys on and every transaction started
 failing on a lock upgrade. A read-only transaction (:meth:`Store.reading`)
 starts deferred with ``PRAGMA query_only`` on, so it reads a WAL snapshot without
 queueing behind a writer (an API key checked while the ingest commits a batch);
-on PostgreSQL it is ``BEGIN READ ONLY``. Either way a write in it is refused. PostgreSQL migrations take an advisory lock, so
-several workers starting at once upgrade the schema once.
+on PostgreSQL it is ``BEGIN READ ONLY``. Either way a write in it is refused.
+PostgreSQL migrations take an advisory lock, so several workers starting at
+once upgrade the schema once.
 """
 
 from __future__ import annotations
@@ -172,9 +173,7 @@ class Store:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         read_only = (
-            {_READ_ONLY: True}
-            if engine.dialect.name == "sqlite"
-            else {"postgresql_readonly": True}
+            {_READ_ONLY: True} if engine.dialect.name == "sqlite" else {"postgresql_readonly": True}
         )
         self._readers = sessionmaker(engine.execution_options(**read_only), expire_on_commit=False)
 
