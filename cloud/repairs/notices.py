@@ -95,7 +95,8 @@ def _shipment_text(facts: RepairFacts, _: Gettext) -> str:
         )
     return (
         _(
-            "The repaired device %(device)s is shipped back: %(carrier)s, tracking number %(tracking)s."
+            "The repaired device %(device)s is shipped back: %(carrier)s, "
+            "tracking number %(tracking)s."
         )
         % params
     )

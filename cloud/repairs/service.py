@@ -756,7 +756,8 @@ class RepairService:
                 ):
                     raise Forbidden(
                         N_(
-                            "the repair is paid: an administrator cancels it and refunds the payment"
+                            "the repair is paid: an administrator cancels it "
+                            "and refunds the payment"
                         )
                     )
                 return row

@@ -103,7 +103,9 @@ def upgrade() -> None:
         "repair_shipments",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("repair_id", sa.Integer(), nullable=False),
-        sa.Column("kind", _enum("shipment_kind", "replacement", "inbound", "return"), nullable=False),
+        sa.Column(
+            "kind", _enum("shipment_kind", "replacement", "inbound", "return"), nullable=False
+        ),
         sa.Column(
             "status", _enum("shipment_status", "active", "reshipped", "cancelled"), nullable=False
         ),

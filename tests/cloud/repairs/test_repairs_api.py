@@ -16,10 +16,9 @@ from cloud.billing.tables import OrderRow, TransactionRow
 from cloud.devices import memberships
 from cloud.notifications.tables import NotificationRow
 from tests.cloud.harness import DAY, client, every_row
-from tests.cloud.tickets.test_tickets_api import (  # noqa: F401  (the api fixture)
+from tests.cloud.tickets.test_tickets_api import (
     FAULT,
     App,
-    api,
     open_ticket,
     self_test,
     setup_device,

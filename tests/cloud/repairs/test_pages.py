@@ -1,0 +1,108 @@
+"""The repairs pages without a browser: a customer requests, staff quote, the customer pays
+through the form; scope (another customer's repair is the not-found page), CSRF, refusals
+shown translated, and the links from the device and ticket pages."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud.billing.payments import CARD_OK
+from tests.cloud.harness import Cloud
+from tests.cloud.pages import csrf_of, signed_in
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+OUT_OF_WARRANTY = 800 * 86_400
+
+
+async def test_request_quote_pay_and_scope_through_the_pages(cloud: Cloud) -> None:
+    inst = await cloud.installation("Shop")
+    device = (await cloud.device(inst, kind="camera"))["device_id"]
+    cloud.clock.advance(OUT_OF_WARRANTY)  # before signing in: a login idles out
+    async with (
+        signed_in(cloud.app, role="owner", email="owner@example.com") as (owner, owner_id),
+        signed_in(cloud.app, role="owner", email="other@example.com") as (other, _),
+        signed_in(cloud.app, role="admin", email="admin@vendor.example") as (admin, _),
+    ):
+        put = await cloud.http.put(
+            f"/api/v1/installations/{inst}/owner", json={"user_id": owner_id}
+        )
+        assert put.status_code == 200
+
+        form = await owner.get(f"/repairs/new?device={device}")
+        assert form.status_code == 200
+        assert (await other.get(f"/repairs/new?device={device}")).status_code == 404
+        no_csrf = await owner.post(
+            "/repairs/new", data={"device_id": device, "problem": "x", "ship_to": "y"}
+        )
+        assert no_csrf.status_code == 403
+        empty = await owner.post(
+            "/repairs/new",
+            data={
+                "csrf_token": csrf_of(form.text),
+                "device_id": device,
+                "problem": "",
+                "ship_to": "",
+            },
+        )
+        assert empty.status_code == 422 and "Describe the problem" in empty.text
+        made = await owner.post(
+            "/repairs/new",
+            data={
+                "csrf_token": csrf_of(form.text),
+                "device_id": device,
+                "problem": "no picture",
+                "ship_to": "Shop Ltd\nMain street 1",
+            },
+        )
+        assert made.status_code == 303
+        url = made.headers["location"]
+        page = await owner.get(url)
+        assert "Out of warranty: paid repair" in page.text and "Requested" in page.text
+        assert 'action="' + url + '/quote"' not in page.text  # a customer does not quote
+        assert (await other.get(url)).status_code == 404
+
+        staff_page = await admin.get(url)
+        assert f'action="{url}/quote"' in staff_page.text
+        quoted = await admin.post(
+            f"{url}/quote",
+            data={
+                "csrf_token": csrf_of(staff_page.text),
+                "amount": "125.50",
+                "description": "new sensor",
+            },
+        )
+        assert quoted.status_code == 303
+        bad = await admin.post(
+            f"{url}/quote",
+            data={"csrf_token": csrf_of(staff_page.text), "amount": "12", "description": "x"},
+        )
+        followed = await admin.get(bad.headers["location"])
+        assert "quoted cannot quote" in followed.text  # the refusal, shown on the page
+
+        page = await owner.get(url)
+        assert "Accept and pay" in page.text and "125" in page.text
+        paid = await owner.post(
+            f"{url}/accept", data={"csrf_token": csrf_of(page.text), "card_number": CARD_OK}
+        )
+        assert paid.status_code == 303
+        page = await owner.get(url)
+        assert "Thank you: the repair is paid." in page.text
+        assert "Paid" in page.text and "Succeed" in page.text
+
+        listed = await admin.get("/repairs?status=paid")
+        assert url in listed.text
+        assert url not in (await admin.get("/repairs?status=closed")).text
+        assert url not in (await other.get("/repairs")).text
+
+
+async def test_dutch_reader_sees_the_repair_in_dutch(cloud: Cloud) -> None:
+    async with signed_in(cloud.app, role="admin", email="admin@vendor.example") as (admin, _):
+        inst = await cloud.installation("Shop")
+        device = (await cloud.device(inst, kind="camera"))["device_id"]
+        made = await cloud.http.post(
+            "/api/v1/repairs", json={"device_id": device, "problem": "x", "ship_to": "y"}
+        )
+        assert made.status_code == 201
+        page = await admin.get(f"/repairs/{made.json()['id']}", cookies={"entitle_lang": "nl"})
+        assert "Reparatie" in page.text
