@@ -189,7 +189,9 @@ class RepairService:
         self._clock = clock
         self._settings = settings
         self._translations = translations
+        self._withdrawing: set[int] = set()  # orders this service is giving back now
         billing.on_paid(self.on_paid)
+        billing.on_reversed(self.on_reversed)
 
     # reading ---------------------------------------------------------------------------
     def _load(
@@ -617,6 +619,36 @@ class RepairService:
 
         await asyncio.to_thread(work)
 
+    async def on_reversed(self, order_id: int) -> None:
+        """Billing's on-reversed callback: a paid repair whose order was voided or refunded
+        in full elsewhere (the orders API) is cancelled, so no unpaid repair goes on
+        (idempotent; an order :meth:`cancel` gives back itself is left to it)."""
+        if order_id in self._withdrawing:
+            return
+        now = self._clock()
+
+        def work() -> None:
+            with self._store.transaction() as tx:
+                row = tx.scalars(
+                    select(RepairRow).where(RepairRow.order_id == order_id).with_for_update()
+                ).one_or_none()
+                if row is None or Status(row.status) is not Status.PAID:
+                    return
+                before = _snapshot(row)
+                row.status = next_step(Path(row.path), Status.PAID, Step.CANCEL, staff=True)
+                self._record(
+                    tx,
+                    row,
+                    _ACTOR,
+                    step="cancel",
+                    before=before,
+                    now=now,
+                    note="the payment was given back",
+                    facts={"refunded": True},
+                )
+
+        await asyncio.to_thread(work)
+
     def _shipment(self, session: Session, row: RepairRow, shipment_id: int) -> ShipmentRow:
         shipment = session.get(ShipmentRow, shipment_id)
         if shipment is None or shipment.repair_id != row.id:
@@ -766,9 +798,12 @@ class RepairService:
         refunded = False
         if refund_on_cancel(Status(row.status)) and row.order_id is not None:
             try:
+                self._withdrawing.add(row.order_id)
                 await self._billing.withdraw(row.order_id, actor=principal, now=now)
             except PaymentProviderError as exc:
                 raise UpstreamFailed(f"payment provider: {exc}") from exc
+            finally:
+                self._withdrawing.discard(row.order_id)
             refunded = True
 
         def work() -> RepairView:

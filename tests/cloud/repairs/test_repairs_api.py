@@ -351,3 +351,27 @@ async def test_a_replacement_shipment_cancelled_takes_the_repair_back(api: App) 
     again = await api.http.post(f"{url}/shipments/{sid}/cancel")
     assert again.status_code == 409
     assert inst
+
+
+async def test_a_paid_repairs_order_voided_elsewhere_cancels_the_repair(api: App) -> None:
+    inst = await setup_device(api.http)
+    owner = customer(api, "owner@example.com", inst)
+    api.clock.advance(OUT_OF_WARRANTY)
+    repair = await ok(
+        await owner.post(
+            "/api/v1/repairs", json={"device_id": "cam-1", "problem": "x", "ship_to": ADDRESS}
+        ),
+        201,
+    )
+    url = f"/api/v1/repairs/{repair['id']}"
+    await ok(await api.http.post(f"{url}/quote", json={"amount_cents": 700, "description": "x"}))
+    paid = await ok(await owner.post(f"{url}/accept", json={"card_token": CARD_OK}))
+    await ok(await api.http.post(f"/api/v1/orders/{paid['order_id']}/void", json={}))
+    after = await ok(await owner.get(url))
+    assert after["status"] == "cancelled" and after["order_status"] == "Cancel"
+    assert after["events"][-1]["actor"] == "system:repairs"
+    # billing runs the callbacks again (reconcile): nothing more happens
+    assert api.state.repairs is not None
+    await api.state.repairs.on_reversed(paid["order_id"])
+    assert len((await ok(await owner.get(url)))["events"]) == len(after["events"])
+    await owner.aclose()
