@@ -17,16 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import STAFF_ROLES, Permission, allowed
-from cloud.accounts.tables import UserRow
 from cloud.billing import queries as billing_repo
 from cloud.billing.errors import PaymentProviderError
 from cloud.billing.orders import Billing
@@ -34,7 +30,6 @@ from cloud.billing.rules import OrderKind, OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
 from cloud.database import Store
 from cloud.devices.access import ensure_device_access, ensure_installation_access
-from cloud.devices.memberships import authorised_contacts
 from cloud.devices.tables import DeviceRow, InstallationRow
 from cloud.errors import (
     N_,
@@ -45,9 +40,9 @@ from cloud.errors import (
     PaymentDeclined,
     UpstreamFailed,
 )
-from cloud.notifications.outbox import enqueue
 from cloud.repairs import queries
-from cloud.repairs.notices import RepairFacts, repair_mail, repair_number
+from cloud.repairs.journal import Gettext, Journal
+from cloud.repairs.notices import repair_number
 from cloud.repairs.rules import (
     Path,
     ShipmentKind,
@@ -62,11 +57,18 @@ from cloud.repairs.rules import (
     path_of,
     refund_on_cancel,
     shipment_step,
-    steps,
     warranty,
 )
 from cloud.repairs.slip import PackingSlip, render_slip, slip_filename
-from cloud.repairs.tables import RepairEventRow, RepairRow, ShipmentRow
+from cloud.repairs.tables import RepairRow, ShipmentRow
+from cloud.repairs.views import (
+    EventView,
+    RepairView,
+    ShipmentView,
+    SlipPdf,
+    repair_view,
+    snapshot,
+)
 from cloud.settings import CloudSettings
 from cloud.subscriptions.payer import payment_method
 from cloud.tickets.service import UnknownTicket
@@ -85,7 +87,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-Gettext = Callable[[str], str]
 _ACTOR = "system:repairs"
 REPAIR_PRODUCT = "REPAIR"
 
@@ -102,71 +103,8 @@ class RepairOpen(Conflict):
     """The device has a repair that is not closed or cancelled: one at a time."""
 
 
-@dataclass(frozen=True, slots=True)
-class ShipmentView:
-    id: int
-    kind: str
-    status: str
-    carrier: str
-    tracking: str
-    replaces_id: int | None
-    created_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class EventView:
-    at: int
-    actor: str
-    step: str
-    status: str
-    note: str
-
-
-@dataclass(frozen=True, slots=True)
-class RepairView:
-    id: int
-    number: str
-    device_id: str
-    installation_id: str
-    ticket_id: int | None
-    rma_id: int | None
-    path: str
-    status: str
-    in_warranty: bool
-    installed_at: int
-    warranty_ends_at: int
-    problem: str
-    ship_to: str
-    quote_cents: int | None
-    quote_text: str | None
-    currency: str
-    order_id: int | None
-    order_status: str | None
-    created_at: int
-    updated_at: int
-    steps: list[str]  # what the viewer may do now
-    shipments: list[ShipmentView]
-    events: list[EventView]
-
-
-@dataclass(frozen=True, slots=True)
-class SlipPdf:
-    filename: str
-    pdf: bytes
-
-
 def _is_staff(principal: Principal) -> bool:
     return principal.role in STAFF_ROLES
-
-
-def _snapshot(row: RepairRow) -> dict[str, Any]:
-    return {
-        "status": Status(row.status).value,
-        "path": Path(row.path).value,
-        "device_id": row.device_id,
-        "quote_cents": row.quote_cents,
-        "order_id": row.order_id,
-    }
 
 
 def _money(cents: int, currency: str) -> str:
@@ -188,7 +126,7 @@ class RepairService:
         self._billing = billing
         self._clock = clock
         self._settings = settings
-        self._translations = translations
+        self._journal = Journal(settings, translations)
         self._withdrawing: set[int] = set()  # orders this service is giving back now
         billing.on_paid(self.on_paid)
         billing.on_reversed(self.on_reversed)
@@ -208,55 +146,11 @@ class RepairService:
                 raise missing from None
         return row
 
-    def _view(self, session: Session, row: RepairRow, principal: Principal | None) -> RepairView:
-        order = session.get(OrderRow, row.order_id) if row.order_id is not None else None
-        path, status = Path(row.path), Status(row.status)
-        may = [] if principal is None else steps(path, status, staff=_is_staff(principal))
-        return RepairView(
-            id=row.id,
-            number=repair_number(row.id),
-            device_id=row.device_id,
-            installation_id=row.installation_id,
-            ticket_id=row.ticket_id,
-            rma_id=row.rma_id,
-            path=path.value,
-            status=status.value,
-            in_warranty=path is Path.WARRANTY,
-            installed_at=row.installed_at,
-            warranty_ends_at=row.warranty_ends_at,
-            problem=row.problem,
-            ship_to=row.ship_to,
-            quote_cents=row.quote_cents,
-            quote_text=row.quote_text,
-            currency=self._billing.currency,
-            order_id=row.order_id,
-            order_status=None if order is None else OrderStatus(order.status).value,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            steps=[s.value for s in may],
-            shipments=[
-                ShipmentView(
-                    id=s.id,
-                    kind=ShipmentKind(s.kind).value,
-                    status=ShipmentStatus(s.status).value,
-                    carrier=s.carrier,
-                    tracking=s.tracking,
-                    replaces_id=s.replaces_id,
-                    created_at=s.created_at,
-                )
-                for s in queries.shipments(session, row.id)
-            ],
-            events=[
-                EventView(
-                    at=e.at, actor=e.actor, step=e.step, status=Status(e.status).value, note=e.note
-                )
-                for e in queries.events(session, row.id)
-            ],
-        )
-
     def get(self, principal: Principal, repair_id: int) -> RepairView:
         with self._store.transaction() as tx:
-            return self._view(tx, self._load(tx, principal, repair_id), principal)
+            return repair_view(
+                tx, self._load(tx, principal, repair_id), principal, currency=self._billing.currency
+            )
 
     def list(
         self,
@@ -279,7 +173,9 @@ class RepairService:
                 limit=limit,
                 offset=offset,
             )
-            return [self._view(tx, row, principal) for row in rows]
+            return [
+                repair_view(tx, row, principal, currency=self._billing.currency) for row in rows
+            ]
 
     def slip(self, principal: Principal, repair_id: int, shipment_id: int) -> SlipPdf:
         """The packing slip of one of the repair's shipments. Raises UnknownRepair/Shipment."""
@@ -316,88 +212,6 @@ class RepairService:
         return SlipPdf(filename=slip_filename(slip), pdf=render_slip(slip))
 
     # writing ---------------------------------------------------------------------------
-    def _record(
-        self,
-        session: Session,
-        row: RepairRow,
-        actor: Principal | str,
-        *,
-        step: str,
-        before: dict[str, Any] | None,
-        now: int,
-        note: str = "",
-        facts: dict[str, Any] | None = None,
-    ) -> None:
-        """The timeline entry, the audit row and the mail of one step."""
-        name = actor.actor if isinstance(actor, Principal) else actor
-        row.updated_at = now
-        session.add(
-            RepairEventRow(
-                repair_id=row.id,
-                at=now,
-                actor=name,
-                step=step,
-                status=Status(row.status),
-                note=note[:500],
-            )
-        )
-        audit.record(
-            session,
-            actor=actor,
-            action=f"repair.{step}",
-            object_type="repair",
-            object_id=str(row.id),
-            before=before,
-            after={**_snapshot(row), **({"note": note} if note else {})},
-            now=now,
-        )
-        self._mail(
-            session,
-            row,
-            RepairFacts(
-                repair_id=row.id,
-                device_id=row.device_id,
-                status=Status(row.status),
-                step=step,
-                link=f"{self._settings.effective_public_url}/repairs/{row.id}",
-                **(facts or {}),
-            ),
-            now=now,
-        )
-
-    def _mail(self, session: Session, row: RepairRow, facts: RepairFacts, *, now: int) -> None:
-        contacts = authorised_contacts(
-            session, row.installation_id, staff_domains=self._settings.staff_email_domains
-        )
-        if not contacts:
-            _log.info("repair %d has nobody to tell (no owner or partner users)", row.id)
-            return
-        locales = dict(
-            session.execute(
-                select(UserRow.id, UserRow.locale).where(
-                    UserRow.id.in_([c.user_id for c in contacts])
-                )
-            ).all()
-        )
-        by_language: dict[str | None, list[str]] = {}
-        for contact in contacts:
-            by_language.setdefault(locales.get(contact.user_id), []).append(contact.email)
-        for lang, emails in sorted(by_language.items(), key=lambda item: item[0] or ""):
-            gettext = (
-                (lambda text: text) if self._translations is None else self._translations(lang)
-            )
-            subject, body = repair_mail(facts, gettext)
-            count = queries.event_count(session, row.id)
-            enqueue(
-                session,
-                kind="repair",
-                to=emails,
-                subject=subject,
-                body=body,
-                now=now,
-                dedupe_key=f"repair:{row.id}:{count}:{lang or '-'}",
-            )
-
     def request(
         self,
         principal: Principal,
@@ -468,10 +282,12 @@ class RepairService:
             tx.add(row)
             tx.flush()
             note = "" if rma is None else f"RMA approved on ticket {ticket_id}"
-            self._record(tx, row, principal, step="request", before=None, now=now, note=note)
+            self._journal.record(
+                tx, row, principal, step="request", before=None, now=now, note=note
+            )
             tx.flush()
             _log.info("repair %d of %s requested (%s)", row.id, device_id, row.path)
-            return self._view(tx, row, principal)
+            return repair_view(tx, row, principal, currency=self._billing.currency)
 
     def step(
         self, principal: Principal, repair_id: int, step: Step, *, note: str = ""
@@ -491,13 +307,15 @@ class RepairService:
         now = self._clock()
         with self._store.transaction() as tx:
             row = self._load(tx, principal, repair_id, lock=True)
-            before = _snapshot(row)
+            before = snapshot(row)
             row.status = next_step(
                 Path(row.path), Status(row.status), step, staff=_is_staff(principal)
             )
-            self._record(tx, row, principal, step=step.value, before=before, now=now, note=note)
+            self._journal.record(
+                tx, row, principal, step=step.value, before=before, now=now, note=note
+            )
             tx.flush()
-            return self._view(tx, row, principal)
+            return repair_view(tx, row, principal, currency=self._billing.currency)
 
     def quote(
         self, principal: Principal, repair_id: int, *, amount_cents: int, text: str
@@ -508,13 +326,13 @@ class RepairService:
         now = self._clock()
         with self._store.transaction() as tx:
             row = self._load(tx, principal, repair_id, lock=True)
-            before = _snapshot(row)
+            before = snapshot(row)
             row.status = next_step(
                 Path(row.path), Status(row.status), Step.QUOTE, staff=_is_staff(principal)
             )
             row.quote_cents, row.quote_text = amount_cents, text
             quoted = _money(amount_cents, self._billing.currency)
-            self._record(
+            self._journal.record(
                 tx,
                 row,
                 principal,
@@ -525,7 +343,7 @@ class RepairService:
                 facts={"quote": quoted},
             )
             tx.flush()
-            return self._view(tx, row, principal)
+            return repair_view(tx, row, principal, currency=self._billing.currency)
 
     async def accept(
         self, principal: Principal, repair_id: int, *, card_token: str | None
@@ -613,9 +431,9 @@ class RepairService:
                 ).one_or_none()
                 if row is None or Status(row.status) is not Status.QUOTED:
                     return
-                before = _snapshot(row)
+                before = snapshot(row)
                 row.status = next_step(Path(row.path), Status.QUOTED, Step.PAY, staff=False)
-                self._record(tx, row, _ACTOR, step="pay", before=before, now=now)
+                self._journal.record(tx, row, _ACTOR, step="pay", before=before, now=now)
 
         await asyncio.to_thread(work)
 
@@ -634,9 +452,9 @@ class RepairService:
                 ).one_or_none()
                 if row is None or Status(row.status) is not Status.PAID:
                     return
-                before = _snapshot(row)
+                before = snapshot(row)
                 row.status = next_step(Path(row.path), Status.PAID, Step.CANCEL, staff=True)
-                self._record(
+                self._journal.record(
                     tx,
                     row,
                     _ACTOR,
@@ -672,7 +490,7 @@ class RepairService:
         now = self._clock()
         with self._store.transaction() as tx:
             row = self._load(tx, principal, repair_id, lock=True)
-            before = _snapshot(row)
+            before = snapshot(row)
             staff = _is_staff(principal) or kind is ShipmentKind.INBOUND
             row.status = shipment_step(Path(row.path), Status(row.status), kind, staff=staff)
             tx.add(
@@ -686,7 +504,7 @@ class RepairService:
                     created_at=now,
                 )
             )
-            self._record(
+            self._journal.record(
                 tx,
                 row,
                 principal,
@@ -697,7 +515,7 @@ class RepairService:
                 facts={"carrier": carrier, "tracking": tracking, "shipment": kind},
             )
             tx.flush()
-            return self._view(tx, row, principal)
+            return repair_view(tx, row, principal, currency=self._billing.currency)
 
     def reship(
         self, principal: Principal, repair_id: int, shipment_id: int, *, carrier: str, tracking: str
@@ -723,18 +541,18 @@ class RepairService:
                     created_at=now,
                 )
             )
-            self._record(
+            self._journal.record(
                 tx,
                 row,
                 principal,
                 step="reship",
-                before=_snapshot(row),
+                before=snapshot(row),
                 now=now,
                 note=f"{carrier} {tracking} (replaces {lost.carrier} {lost.tracking})",
                 facts={"carrier": carrier, "tracking": tracking, "shipment": lost.kind},
             )
             tx.flush()
-            return self._view(tx, row, principal)
+            return repair_view(tx, row, principal, currency=self._billing.currency)
 
     def cancel_shipment(self, principal: Principal, repair_id: int, shipment_id: int) -> RepairView:
         """Cancel a shipment (staff); the status goes back if it rested on it.
@@ -744,12 +562,12 @@ class RepairService:
             row = self._load(tx, principal, repair_id, lock=True)
             self._staff_only(principal)
             shipment = self._shipment(tx, row, shipment_id)
-            before = _snapshot(row)
+            before = snapshot(row)
             row.status = cancel_shipment(
                 Status(row.status), ShipmentKind(shipment.kind), ShipmentStatus(shipment.status)
             )
             shipment.status, shipment.ended_at = ShipmentStatus.CANCELLED, now
-            self._record(
+            self._journal.record(
                 tx,
                 row,
                 principal,
@@ -759,7 +577,7 @@ class RepairService:
                 note=f"{shipment.carrier} {shipment.tracking}",
             )
             tx.flush()
-            return self._view(tx, row, principal)
+            return repair_view(tx, row, principal, currency=self._billing.currency)
 
     @staticmethod
     def _staff_only(principal: Principal) -> None:
@@ -809,7 +627,7 @@ class RepairService:
         def work() -> RepairView:
             with self._store.transaction() as tx:
                 row = self._load(tx, principal, repair_id, lock=True)
-                before = _snapshot(row)
+                before = snapshot(row)
                 status = Status(row.status)
                 row.status = next_step(
                     Path(row.path), status, Step.CANCEL, staff=_is_staff(principal)
@@ -821,7 +639,7 @@ class RepairService:
                         OrderStatus.FAILED,
                     ):
                         Billing.cancel_unpaid(tx, row.order_id, actor=principal, now=now)
-                self._record(
+                self._journal.record(
                     tx,
                     row,
                     principal,
@@ -832,6 +650,6 @@ class RepairService:
                     facts={"refunded": refunded},
                 )
                 tx.flush()
-                return self._view(tx, row, principal)
+                return repair_view(tx, row, principal, currency=self._billing.currency)
 
         return await asyncio.to_thread(work)
