@@ -159,6 +159,8 @@ def test_rma_approved_replacement_shipped_old_device_returned_closed(
     shoot(admin, "repair-replacement-shipped-admin")
 
     owner = login("workshop_owner")
+    owner.goto(f"/devices/{device_id}")
+    assert owner.locator(f"a[href='/repairs?device={device_id}']").count() == 1
     owner.goto("/repairs")
     shoot(owner, "repairs-list-owner")
     owner.click(f"text={number}")

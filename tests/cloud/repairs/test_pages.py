@@ -104,5 +104,23 @@ async def test_dutch_reader_sees_the_repair_in_dutch(cloud: Cloud) -> None:
             "/api/v1/repairs", json={"device_id": device, "problem": "x", "ship_to": "y"}
         )
         assert made.status_code == 201
-        page = await admin.get(f"/repairs/{made.json()['id']}", cookies={"entitle_lang": "nl"})
-        assert "Reparatie" in page.text
+        admin.cookies.set("entitle_lang", "nl")
+        page = await admin.get(f"/repairs/{made.json()['id']}")
+        assert "Reparatie" in page.text and "Vervanging goedkeuren" in page.text
+        ticket = await cloud.http.post(  # its ticket page links to the device's repairs
+            "/api/v1/tickets",
+            json={
+                "category": "device_fault",
+                "subject": "x",
+                "body": "x",
+                "installation_id": inst,
+                "device_ids": [device],
+            },
+        )
+        assert ticket.status_code == 201
+        ticket_page = await admin.get(f"/tickets/{ticket.json()['id']}")
+        assert ticket_page.status_code == 200
+        listed = await admin.get(f"/repairs?device={device}")
+        assert f"/repairs/{made.json()['id']}" in listed.text
+        other = await admin.get("/repairs?device=other-1")
+        assert f"/repairs/{made.json()['id']}" not in other.text
