@@ -124,3 +124,57 @@ async def test_dutch_reader_sees_the_repair_in_dutch(cloud: Cloud) -> None:
         assert f"/repairs/{made.json()['id']}" in listed.text
         other = await admin.get("/repairs?device=other-1")
         assert f"/repairs/{made.json()['id']}" not in other.text
+
+
+async def test_staff_ship_reship_and_cancel_a_shipment_through_the_forms(cloud: Cloud) -> None:
+    async with signed_in(cloud.app, role="support", email="agent@vendor.example") as (agent, _):
+        inst = await cloud.installation("Shop")
+        device = (await cloud.device(inst, kind="camera"))["device_id"]
+        made = await cloud.http.post(
+            "/api/v1/repairs", json={"device_id": device, "problem": "x", "ship_to": "y"}
+        )
+        url = f"/repairs/{made.json()['id']}"
+        page = await agent.get(url)
+        approved = await agent.post(
+            f"{url}/steps", data={"csrf_token": csrf_of(page.text), "step": "approve"}
+        )
+        assert approved.status_code == 303
+        page = await agent.get(url)
+        shipped = await agent.post(
+            f"{url}/shipments",
+            data={
+                "csrf_token": csrf_of(page.text),
+                "kind": "replacement",
+                "carrier": "DHL",
+                "tracking": "A1",
+            },
+        )
+        assert shipped.status_code == 303
+        shipment = (await cloud.http.get(f"/api/v1{url}")).json()["shipments"][0]["id"]
+        page = await agent.get(url)
+        assert "Lost or wrong?" in page.text
+        bad = await agent.post(
+            f"{url}/shipments/{shipment}/reship",
+            data={"csrf_token": csrf_of(page.text), "carrier": "", "tracking": ""},
+        )
+        assert "Give the carrier" in (await agent.get(bad.headers["location"])).text
+        again = await agent.post(
+            f"{url}/shipments/{shipment}/reship",
+            data={"csrf_token": csrf_of(page.text), "carrier": "UPS", "tracking": "B2"},
+        )
+        assert again.status_code == 303
+        now = (await cloud.http.get(f"/api/v1{url}")).json()
+        assert [(s["status"], s["tracking"]) for s in now["shipments"]] == [
+            ("reshipped", "A1"),
+            ("active", "B2"),
+        ]
+        page = await agent.get(url)
+        cancelled = await agent.post(
+            f"{url}/shipments/{now['shipments'][1]['id']}/cancel",
+            data={"csrf_token": csrf_of(page.text)},
+        )
+        assert cancelled.status_code == 303
+        after = (await cloud.http.get(f"/api/v1{url}")).json()
+        assert after["status"] == "approved"
+        assert (await agent.get(f"{url}/shipments/{shipment}/slip.pdf")).content[:4] == b"%PDF"
+        assert (await agent.get(f"{url}/shipments/999/slip.pdf")).status_code == 404

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from cloud.accounts import audit, users
 from cloud.accounts.apikeys import create_api_key
 from cloud.accounts.rules import PaymentType, Role
+from cloud.accounts.tables import UserRow
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.billing.tables import OrderRow, TransactionRow
 from cloud.devices import memberships
@@ -375,3 +376,36 @@ async def test_a_paid_repairs_order_voided_elsewhere_cancels_the_repair(api: App
     await api.state.repairs.on_reversed(paid["order_id"])
     assert len((await ok(await owner.get(url)))["events"]) == len(after["events"])
     await owner.aclose()
+
+
+async def test_a_declined_quote_moves_no_money_and_mails_each_reader_in_their_language(
+    api: App,
+) -> None:
+    inst = await setup_device(api.http)
+    owner = customer(api, "eigenaar@example.com", inst)
+    with api.state.store.transaction() as tx:
+        user = tx.scalars(select(UserRow).where(UserRow.email == "eigenaar@example.com")).one()
+        user.locale = "nl"
+    partner = customer(api, "partner@example.com", inst, role=Role.PARTNER)
+    api.clock.advance(OUT_OF_WARRANTY)
+    repair = await ok(
+        await partner.post(
+            "/api/v1/repairs", json={"device_id": "cam-1", "problem": "x", "ship_to": ADDRESS}
+        ),
+        201,
+    )
+    url = f"/api/v1/repairs/{repair['id']}"
+    await ok(await api.http.post(f"{url}/quote", json={"amount_cents": 990, "description": "x"}))
+    declined = await ok(await owner.post(f"{url}/steps", json={"step": "decline"}))
+    assert declined["status"] == "declined" and declined["order_id"] is None
+    closed = await ok(await api.http.post(f"{url}/steps", json={"step": "close"}))
+    assert closed["status"] == "closed"
+    with api.state.store.transaction() as tx:
+        assert tx.scalars(select(OrderRow)).all() == []
+    sent = mails(api)
+    dutch = [subject for to, subject in sent if to == ["eigenaar@example.com"]]
+    english = [subject for to, subject in sent if to == ["partner@example.com"]]
+    assert len(dutch) == len(english) == 4  # request, quote, decline, close
+    assert "offerte afgewezen" in dutch[2] and "quote declined" in english[2]
+    await owner.aclose()
+    await partner.aclose()
