@@ -47,7 +47,7 @@ the HTTP status is the branch's::
 
     NotFound      UnknownOrder (cloud.billing.errors), UnknownCommand
                   (cloud.health.commands), UnknownTicket (cloud.tickets.service),
-                  UnknownRepair, UnknownShipment (cloud.repairs.service)
+                  UnknownRepair, UnknownShipment (cloud.repairs.access, .service)
     Conflict      OrderStateConflict, IdempotencyConflict, ChargeSettled,
                   ChargeNotSettled (cloud.billing.errors), NoInvoice
                   (cloud.billing.invoices), CommandsUnavailable (cloud.health.commands),

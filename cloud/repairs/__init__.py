@@ -5,7 +5,11 @@
 - ``queries``      the reads
 - ``notices``      the texts of the mails each step sends (translated)
 - ``slip``         the packing slip of a shipment (PDF)
-- ``service``      request, step, quote, accept and pay, ship, reship, cancel
+- ``access``       who may read a repair
+- ``views``        the repair as its readers see it
+- ``journal``      each step's timeline entry, audit row and mail
+- ``payments``     accepting and paying a quote, billing's callbacks, cancelling
+- ``service``      request, step, quote, ship, reship, packing slips (money: ``payments``)
 - ``deps``         the service a route depends on
 - ``schemas``      the HTTP bodies
 - ``routes``       ``/repairs``

@@ -2,11 +2,9 @@
 
 Each step is one transaction: load the repair (locked), ask the rules with ``now``, store
 the new status with a timeline entry and an audit row, and queue the mail to the
-installation's contacts (each in their language) in the same transaction. Money goes
-only through billing: accepting a quote places a card order (or an invoiced one for a
-partner that pays by invoice) whose on-paid callback (:meth:`RepairService.on_paid`)
-moves the repair to ``paid``; cancelling a paid repair withdraws the order (void or
-refund) *before* the repair is cancelled, so a failed refund cancels nothing.
+installation's contacts (each in their language) in the same transaction
+(:mod:`cloud.repairs.journal`). Money goes only through billing and lives in
+:mod:`cloud.repairs.payments` (accepting and paying a quote, cancelling).
 
 Scope: staff see every repair; an owner or partner only their installations' (another
 customer's repair answers 404 like one that does not exist).
@@ -14,7 +12,6 @@ customer's repair answers 404 like one that does not exist).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -22,14 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
-from cloud.accounts.rules import STAFF_ROLES, Permission, allowed
-from cloud.billing import queries as billing_repo
-from cloud.billing.errors import PaymentProviderError
 from cloud.billing.orders import Billing
-from cloud.billing.rules import OrderKind, OrderLine, OrderStatus
-from cloud.billing.tables import OrderRow
 from cloud.database import Store
-from cloud.devices.access import ensure_device_access, ensure_installation_access
+from cloud.devices.access import ensure_device_access
 from cloud.devices.tables import DeviceRow, InstallationRow
 from cloud.errors import (
     N_,
@@ -37,12 +29,11 @@ from cloud.errors import (
     Forbidden,
     InvalidRequest,
     NotFound,
-    PaymentDeclined,
-    UpstreamFailed,
 )
 from cloud.repairs import queries
+from cloud.repairs.access import UnknownRepair, is_staff, load_repair
 from cloud.repairs.journal import Gettext, Journal
-from cloud.repairs.notices import repair_number
+from cloud.repairs.payments import RepairPayments
 from cloud.repairs.rules import (
     Path,
     ShipmentKind,
@@ -55,7 +46,6 @@ from cloud.repairs.rules import (
     initial_status,
     next_step,
     path_of,
-    refund_on_cancel,
     shipment_step,
     warranty,
 )
@@ -70,7 +60,6 @@ from cloud.repairs.views import (
     snapshot,
 )
 from cloud.settings import CloudSettings
-from cloud.subscriptions.payer import payment_method
 from cloud.tickets.service import UnknownTicket
 from cloud.tickets.tables import RmaApprovalRow, TicketDeviceRow, TicketRow
 from common.clock import Clock
@@ -87,12 +76,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_ACTOR = "system:repairs"
-REPAIR_PRODUCT = "REPAIR"
-
-
-class UnknownRepair(NotFound):
-    """No repair with this id (or not one the principal may see)."""
 
 
 class UnknownShipment(NotFound):
@@ -101,10 +84,6 @@ class UnknownShipment(NotFound):
 
 class RepairOpen(Conflict):
     """The device has a repair that is not closed or cancelled: one at a time."""
-
-
-def _is_staff(principal: Principal) -> bool:
-    return principal.role in STAFF_ROLES
 
 
 def _money(cents: int, currency: str) -> str:
@@ -127,29 +106,16 @@ class RepairService:
         self._clock = clock
         self._settings = settings
         self._journal = Journal(settings, translations)
-        self._withdrawing: set[int] = set()  # orders this service is giving back now
-        billing.on_paid(self.on_paid)
-        billing.on_reversed(self.on_reversed)
+        self.payments = RepairPayments(store, billing, self._journal, clock=clock)
 
     # reading ---------------------------------------------------------------------------
-    def _load(
-        self, session: Session, principal: Principal, repair_id: int, *, lock: bool = False
-    ) -> RepairRow:
-        row = session.get(RepairRow, repair_id, with_for_update=lock)
-        missing = UnknownRepair(f"no repair {repair_id}")
-        if row is None:
-            raise missing
-        if not _is_staff(principal):
-            try:
-                ensure_installation_access(session, principal, row.installation_id, write=False)
-            except NotFound:
-                raise missing from None
-        return row
-
     def get(self, principal: Principal, repair_id: int) -> RepairView:
         with self._store.transaction() as tx:
             return repair_view(
-                tx, self._load(tx, principal, repair_id), principal, currency=self._billing.currency
+                tx,
+                load_repair(tx, principal, repair_id),
+                principal,
+                currency=self._billing.currency,
             )
 
     def list(
@@ -180,7 +146,7 @@ class RepairService:
     def slip(self, principal: Principal, repair_id: int, shipment_id: int) -> SlipPdf:
         """The packing slip of one of the repair's shipments. Raises UnknownRepair/Shipment."""
         with self._store.transaction() as tx:
-            row = self._load(tx, principal, repair_id)
+            row = load_repair(tx, principal, repair_id)
             shipment = self._shipment(tx, row, shipment_id)
             device = tx.get(DeviceRow, row.device_id)
             installation = tx.get(InstallationRow, row.installation_id)
@@ -306,10 +272,10 @@ class RepairService:
             )
         now = self._clock()
         with self._store.transaction() as tx:
-            row = self._load(tx, principal, repair_id, lock=True)
+            row = load_repair(tx, principal, repair_id, lock=True)
             before = snapshot(row)
             row.status = next_step(
-                Path(row.path), Status(row.status), step, staff=_is_staff(principal)
+                Path(row.path), Status(row.status), step, staff=is_staff(principal)
             )
             self._journal.record(
                 tx, row, principal, step=step.value, before=before, now=now, note=note
@@ -325,10 +291,10 @@ class RepairService:
         check_quote(amount_cents)
         now = self._clock()
         with self._store.transaction() as tx:
-            row = self._load(tx, principal, repair_id, lock=True)
+            row = load_repair(tx, principal, repair_id, lock=True)
             before = snapshot(row)
             row.status = next_step(
-                Path(row.path), Status(row.status), Step.QUOTE, staff=_is_staff(principal)
+                Path(row.path), Status(row.status), Step.QUOTE, staff=is_staff(principal)
             )
             row.quote_cents, row.quote_text = amount_cents, text
             quoted = _money(amount_cents, self._billing.currency)
@@ -344,128 +310,6 @@ class RepairService:
             )
             tx.flush()
             return repair_view(tx, row, principal, currency=self._billing.currency)
-
-    async def accept(
-        self, principal: Principal, repair_id: int, *, card_token: str | None
-    ) -> RepairView:
-        """The customer accepts the quote and pays it through billing: a card order charged
-        now (again after a declined card), or an invoiced order for a partner that pays by
-        invoice. The repair becomes ``paid`` when billing says the order is paid.
-
-        Raises:
-            UnknownRepair, Forbidden (staff never pay), InvalidTransition (not quoted).
-            InvalidRequest: a card payment without a card token; no user to pay.
-            PaymentDeclined: the card was declined (the repair stays quoted; pay again).
-            UpstreamFailed: the payment provider failed.
-        """
-        now = self._clock()
-
-        def prepare_order() -> tuple[RepairRow, str]:
-            with self._store.transaction() as tx:
-                row = self._load(tx, principal, repair_id, lock=True)
-                next_step(Path(row.path), Status(row.status), Step.PAY, staff=_is_staff(principal))
-                if principal.user_id is None:
-                    raise InvalidRequest(
-                        N_("a quote is accepted by a user: sign in or use their key")
-                    )
-                ensure_installation_access(tx, principal, row.installation_id, write=True)
-                how = payment_method(tx, principal.user_id, None)
-                if how == "card" and card_token is None:
-                    raise InvalidRequest(N_("pay the quote with a card: give card_token"))
-                return row, how
-
-        row, how = await asyncio.to_thread(prepare_order)
-        assert row.quote_cents is not None and principal.user_id is not None
-
-        def link(session: Session, order: OrderRow) -> None:
-            found = session.get(RepairRow, repair_id, with_for_update=True)
-            assert found is not None
-            found.order_id = order.id
-
-        try:
-            if row.order_id is None:
-                result = await self._billing.place_order(
-                    kind=OrderKind.PURCHASE,
-                    buyer=principal.user_id,
-                    installation_id=row.installation_id,
-                    lines=[
-                        OrderLine(
-                            product_code=REPAIR_PRODUCT,
-                            description=f"Repair {repair_number(row.id)} of {row.device_id}",
-                            months=0,
-                            amount_cents=row.quote_cents,
-                        )
-                    ],
-                    pay_with=how,
-                    card_token=card_token if how == "card" else None,
-                    idempotency_key=f"repair:{row.id}:quote",
-                    now=now,
-                    prepare=link,
-                )
-                order_id, status = result.order_id, result.status
-                if status is OrderStatus.SUCCEED:
-                    await self._billing.run_callbacks(order_id, now=now)
-            else:
-                assert card_token is not None
-                paid = await self._billing.pay(
-                    row.order_id, card_token=card_token, actor=principal, now=now
-                )
-                order_id, status = paid.order_id, paid.status
-        except PaymentProviderError as exc:
-            raise UpstreamFailed(f"payment provider: {exc}") from exc
-        if status is OrderStatus.FAILED:
-            raise PaymentDeclined(
-                N_("the card was declined: the repair is not paid; pay again with another card")
-            )
-        _log.info("repair %d: order %d is %s", repair_id, order_id, status.value)
-        return self.get(principal, repair_id)
-
-    async def on_paid(self, order_id: int) -> None:
-        """Billing's on-paid callback: a repair's quote is paid (idempotent; others ignored)."""
-        now = self._clock()
-
-        def work() -> None:
-            with self._store.transaction() as tx:
-                row = tx.scalars(
-                    select(RepairRow).where(RepairRow.order_id == order_id).with_for_update()
-                ).one_or_none()
-                if row is None or Status(row.status) is not Status.QUOTED:
-                    return
-                before = snapshot(row)
-                row.status = next_step(Path(row.path), Status.QUOTED, Step.PAY, staff=False)
-                self._journal.record(tx, row, _ACTOR, step="pay", before=before, now=now)
-
-        await asyncio.to_thread(work)
-
-    async def on_reversed(self, order_id: int) -> None:
-        """Billing's on-reversed callback: a paid repair whose order was voided or refunded
-        in full elsewhere (the orders API) is cancelled, so no unpaid repair goes on
-        (idempotent; an order :meth:`cancel` gives back itself is left to it)."""
-        if order_id in self._withdrawing:
-            return
-        now = self._clock()
-
-        def work() -> None:
-            with self._store.transaction() as tx:
-                row = tx.scalars(
-                    select(RepairRow).where(RepairRow.order_id == order_id).with_for_update()
-                ).one_or_none()
-                if row is None or Status(row.status) is not Status.PAID:
-                    return
-                before = snapshot(row)
-                row.status = next_step(Path(row.path), Status.PAID, Step.CANCEL, staff=True)
-                self._journal.record(
-                    tx,
-                    row,
-                    _ACTOR,
-                    step="cancel",
-                    before=before,
-                    now=now,
-                    note="the payment was given back",
-                    facts={"refunded": True},
-                )
-
-        await asyncio.to_thread(work)
 
     def _shipment(self, session: Session, row: RepairRow, shipment_id: int) -> ShipmentRow:
         shipment = session.get(ShipmentRow, shipment_id)
@@ -489,9 +333,9 @@ class RepairService:
         """
         now = self._clock()
         with self._store.transaction() as tx:
-            row = self._load(tx, principal, repair_id, lock=True)
+            row = load_repair(tx, principal, repair_id, lock=True)
             before = snapshot(row)
-            staff = _is_staff(principal) or kind is ShipmentKind.INBOUND
+            staff = is_staff(principal) or kind is ShipmentKind.INBOUND
             row.status = shipment_step(Path(row.path), Status(row.status), kind, staff=staff)
             tx.add(
                 ShipmentRow(
@@ -524,7 +368,7 @@ class RepairService:
         UnknownShipment, Forbidden, InvalidTransition."""
         now = self._clock()
         with self._store.transaction() as tx:
-            row = self._load(tx, principal, repair_id, lock=True)
+            row = load_repair(tx, principal, repair_id, lock=True)
             self._staff_only(principal)
             lost = self._shipment(tx, row, shipment_id)
             check_reship(Status(row.status), ShipmentStatus(lost.status))
@@ -559,7 +403,7 @@ class RepairService:
         Raises UnknownRepair, UnknownShipment, Forbidden, InvalidTransition."""
         now = self._clock()
         with self._store.transaction() as tx:
-            row = self._load(tx, principal, repair_id, lock=True)
+            row = load_repair(tx, principal, repair_id, lock=True)
             self._staff_only(principal)
             shipment = self._shipment(tx, row, shipment_id)
             before = snapshot(row)
@@ -581,75 +425,16 @@ class RepairService:
 
     @staticmethod
     def _staff_only(principal: Principal) -> None:
-        if not _is_staff(principal):
+        if not is_staff(principal):
             raise Forbidden(N_("the repair centre manages shipments; ask support"))
 
+    # money (cloud.repairs.payments) ---------------------------------------------------
+    async def accept(
+        self, principal: Principal, repair_id: int, *, card_token: str | None
+    ) -> RepairView:
+        """See :meth:`cloud.repairs.payments.RepairPayments.accept`."""
+        return await self.payments.accept(principal, repair_id, card_token=card_token)
+
     async def cancel(self, principal: Principal, repair_id: int, *, reason: str) -> RepairView:
-        """Cancel the repair where the rules allow; a paid one is given back through billing
-        first (void or refund; needs the ``refunds`` permission), an unpaid order is
-        cancelled with it.
-
-        Raises:
-            UnknownRepair, Forbidden, InvalidTransition.
-            UpstreamFailed: the provider failed to give the money back (nothing cancelled).
-        """
-        now = self._clock()
-
-        def check() -> RepairRow:
-            with self._store.transaction() as tx:
-                row = self._load(tx, principal, repair_id)
-                next_step(
-                    Path(row.path), Status(row.status), Step.CANCEL, staff=_is_staff(principal)
-                )
-                if refund_on_cancel(Status(row.status)) and not allowed(
-                    principal.role, Permission.REFUNDS
-                ):
-                    raise Forbidden(
-                        N_(
-                            "the repair is paid: an administrator cancels it "
-                            "and refunds the payment"
-                        )
-                    )
-                return row
-
-        row = await asyncio.to_thread(check)
-        refunded = False
-        if refund_on_cancel(Status(row.status)) and row.order_id is not None:
-            try:
-                self._withdrawing.add(row.order_id)
-                await self._billing.withdraw(row.order_id, actor=principal, now=now)
-            except PaymentProviderError as exc:
-                raise UpstreamFailed(f"payment provider: {exc}") from exc
-            finally:
-                self._withdrawing.discard(row.order_id)
-            refunded = True
-
-        def work() -> RepairView:
-            with self._store.transaction() as tx:
-                row = self._load(tx, principal, repair_id, lock=True)
-                before = snapshot(row)
-                status = Status(row.status)
-                row.status = next_step(
-                    Path(row.path), status, Step.CANCEL, staff=_is_staff(principal)
-                )
-                if status is Status.QUOTED and row.order_id is not None:
-                    order = billing_repo.get_order(tx, row.order_id)
-                    if order is not None and OrderStatus(order.status) in (
-                        OrderStatus.PROCESSING,
-                        OrderStatus.FAILED,
-                    ):
-                        Billing.cancel_unpaid(tx, row.order_id, actor=principal, now=now)
-                self._journal.record(
-                    tx,
-                    row,
-                    principal,
-                    step="cancel",
-                    before=before,
-                    now=now,
-                    note=reason,
-                    facts={"refunded": refunded},
-                )
-                tx.flush()
-                return repair_view(tx, row, principal, currency=self._billing.currency)
-
-        return await asyncio.to_thread(work)
+        """See :meth:`cloud.repairs.payments.RepairPayments.cancel`."""
+        return await self.payments.cancel(principal, repair_id, reason=reason)

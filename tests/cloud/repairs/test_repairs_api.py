@@ -373,7 +373,7 @@ async def test_a_paid_repairs_order_voided_elsewhere_cancels_the_repair(api: App
     assert after["events"][-1]["actor"] == "system:repairs"
     # billing runs the callbacks again (reconcile): nothing more happens
     assert api.state.repairs is not None
-    await api.state.repairs.on_reversed(paid["order_id"])
+    await api.state.repairs.payments.on_reversed(paid["order_id"])
     assert len((await ok(await owner.get(url)))["events"]) == len(after["events"])
     await owner.aclose()
 
