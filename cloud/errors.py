@@ -46,12 +46,14 @@ A feature's own leaves hang on these branches and live beside the feature;
 the HTTP status is the branch's::
 
     NotFound      UnknownOrder (cloud.billing.errors), UnknownCommand
-                  (cloud.health.commands), UnknownTicket (cloud.tickets.service)
+                  (cloud.health.commands), UnknownTicket (cloud.tickets.service),
+                  UnknownRepair, UnknownShipment (cloud.repairs.access, .service)
     Conflict      OrderStateConflict, IdempotencyConflict, ChargeSettled,
                   ChargeNotSettled (cloud.billing.errors), NoInvoice
                   (cloud.billing.invoices), CommandsUnavailable (cloud.health.commands),
                   RmaRefused (cloud.tickets.rules, with a machine-readable ``why``),
                   ResetLinkInvalid (cloud.accounts.resets) a used, replaced or expired link
+                  RepairOpen (cloud.repairs.service) a device has one open repair at a time
     InvalidRequest
     └── BadOrderRequest      (cloud.billing.errors) an order that can never be valid
         ├── PartialVoid

@@ -69,6 +69,9 @@ class CloudSettings(BrokerClientSettings):
     health_gap_window_s: int = Field(default=3600, gt=0, description="how far back to look")
     command_timeout_s: int = 300
     tickets_interval_s: float = 300.0
+    repair_warranty_months: int = Field(
+        default=24, ge=0, le=240, description="warranty from a device's install date (repairs)"
+    )
     # accounts: dashboard login sessions; vendor staff are not customers' contacts
     session_ttl_s: int = Field(default=12 * 3600, description="a login lasts at most this long")
     session_idle_s: int = Field(default=30 * 60, description="a login ends after this idle time")
