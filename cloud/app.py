@@ -54,6 +54,7 @@ from cloud.notifications.outbox import enqueue as enqueue_mail
 from cloud.notifications.sender import OutboxSender
 from cloud.notifications.service import NotificationService
 from cloud.ports import BrokerAccounts, EntitlementPublisher
+from cloud.repairs.service import RepairService
 from cloud.router import api_router, page_router
 from cloud.settings import CloudSettings
 from cloud.subscriptions.jobs import RenewalJob
@@ -109,6 +110,7 @@ class CloudState:
     orders: OrderService | None = None
     health: HealthService | None = None
     notifications: NotificationService | None = None
+    repairs: RepairService | None = None  # cloud.repairs
 
     def provided(self, kind: type[_T]) -> _T:
         """The one ``kind`` the lifespan built (:func:`cloud.http.deps.provided`).
@@ -327,6 +329,13 @@ def create_app(
             order_service = OrderService(store, billing, clock=now, settings=settings)
             health_service = HealthService(store, commands, ingest, bridge=bridge, clock=now)
             notification_service = NotificationService(store, clock=now)
+            repair_service = RepairService(
+                store,
+                billing,
+                clock=now,
+                settings=settings,
+                translations=lambda lang: app.state.pages.catalogues[negotiate(lang, None)].gettext,
+            )
             app.state.cloud = CloudState(
                 settings=settings,
                 store=store,
@@ -349,6 +358,7 @@ def create_app(
                 orders=order_service,
                 health=health_service,
                 notifications=notification_service,
+                repairs=repair_service,
             )
             app.state.metrics = CloudMetrics(app.state.cloud)  # GET /metrics
             async with asyncio.TaskGroup() as tasks:

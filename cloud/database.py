@@ -6,8 +6,12 @@ imports them all so that ``Base.metadata`` is the whole schema.
 
 SQLite runs in WAL mode with foreign keys on and every transaction started
 ``BEGIN IMMEDIATE``, so two writers queue on the busy timeout instead of
-failing on a lock upgrade. PostgreSQL migrations take an advisory lock, so
-several workers starting at once upgrade the schema once.
+failing on a lock upgrade. A read-only transaction (:meth:`Store.reading`)
+starts deferred with ``PRAGMA query_only`` on, so it reads a WAL snapshot without
+queueing behind a writer (an API key checked while the ingest commits a batch);
+on PostgreSQL it is ``BEGIN READ ONLY``. Either way a write in it is refused.
+PostgreSQL migrations take an advisory lock, so several workers starting at
+once upgrade the schema once.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ _log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x656E7469746C65  # "entitle": one advisory lock id for schema upgrades
 _SQLITE_BUSY_MS = 10_000
+_READ_ONLY = "entitle_read_only"  # execution option of Store.reading()'s engine
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -58,7 +63,19 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")  # deferred: a snapshot, no write lock
+            connection.exec_driver_sql("PRAGMA query_only = ON")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def _writable_again(connection: Connection) -> None:
+        # the pooled connection goes back to writers: query_only is per connection
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("PRAGMA query_only = OFF")
+
+    event.listen(engine, "commit", _writable_again)
+    event.listen(engine, "rollback", _writable_again)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -155,6 +172,10 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        read_only = (
+            {_READ_ONLY: True} if engine.dialect.name == "sqlite" else {"postgresql_readonly": True}
+        )
+        self._readers = sessionmaker(engine.execution_options(**read_only), expire_on_commit=False)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -173,6 +194,18 @@ class Store:
         (no lazy loading: the models have no relationships).
         """
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """One read-only transaction, for a request that only looks.
+
+        It never waits for a writer (SQLite reads its WAL snapshot instead of
+        queueing for ``BEGIN IMMEDIATE``) and any write in it fails
+        (``sqlalchemy.exc.OperationalError`` on SQLite, ``InternalError`` on
+        PostgreSQL): use :meth:`transaction` to change anything.
+        """
+        with self._readers.begin() as session:
             yield session
 
     def ping(self) -> None:

@@ -48,7 +48,8 @@ the HTTP status is the branch's::
 
     NotFound      UnknownOrder (cloud.billing.errors), UnknownCommand
                   (cloud.health.commands), UnknownTicket, UnknownTask, UnknownAttachment
-                  (cloud.tickets.service)
+                  (cloud.tickets.service), UnknownRepair, UnknownShipment
+                  (cloud.repairs.access, .service)
     Forbidden     CategoryRefused (cloud.tickets.rules) a support-only category
     ContentTooLarge  AttachmentTooLarge (cloud.tickets.rules.files)
     Conflict      OrderStateConflict, IdempotencyConflict, ChargeSettled,
@@ -56,6 +57,7 @@ the HTTP status is the branch's::
                   (cloud.billing.invoices), CommandsUnavailable (cloud.health.commands),
                   RmaRefused (cloud.tickets.rules, with a machine-readable ``why``),
                   ResetLinkInvalid (cloud.accounts.resets) a used, replaced or expired link
+                  RepairOpen (cloud.repairs.service) a device has one open repair at a time
     InvalidRequest
     ├── UnsupportedAttachment (cloud.tickets.rules.files) not an accepted file type
     └── BadOrderRequest      (cloud.billing.errors) an order that can never be valid

@@ -25,6 +25,8 @@ from cloud.health import routes as device_health
 from cloud.http.errors import documented
 from cloud.http.inputs import refuse_loose_parameters
 from cloud.notifications import routes as notifications
+from cloud.repairs import pages as repair_pages
+from cloud.repairs import routes as repairs
 from cloud.subscriptions import pages as subscription_pages
 from cloud.subscriptions import routes as subscriptions
 from cloud.tickets import pages as ticket_pages
@@ -48,6 +50,7 @@ protected.include_router(invoices.router)
 protected.include_router(notifications.router)
 protected.include_router(device_health.router)
 protected.include_router(tickets.router)
+protected.include_router(repairs.router)
 
 public = APIRouter(dependencies=[Depends(refuse_loose_parameters)])
 public.include_router(keys.public_router)
@@ -68,6 +71,7 @@ for _pages in (
     billing_pages,
     health_pages,
     ticket_pages,
+    repair_pages,
     docs,
 ):
     page_router.include_router(_pages.router)

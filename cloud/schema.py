@@ -11,10 +11,20 @@ from cloud.database import Base
 from cloud.devices import tables as devices
 from cloud.health import tables as health
 from cloud.notifications import tables as notifications
+from cloud.repairs import tables as repairs
 from cloud.subscriptions import tables as subscriptions
 from cloud.tickets import tables as tickets
 
 __all__ = ["Base", "metadata"]
 
 metadata = Base.metadata
-_FEATURES = (accounts, billing, devices, health, notifications, subscriptions, tickets)
+_FEATURES = (
+    accounts,
+    billing,
+    devices,
+    health,
+    notifications,
+    repairs,
+    subscriptions,
+    tickets,
+)

@@ -82,6 +82,9 @@ class CloudSettings(BrokerClientSettings):
         default=None,
         description="where customers' ticket messages are mailed when no one is responsible",
     )
+    repair_warranty_months: int = Field(
+        default=24, ge=0, le=240, description="warranty from a device's install date (repairs)"
+    )
     # accounts: dashboard login sessions; vendor staff are not customers' contacts
     session_ttl_s: int = Field(default=12 * 3600, description="a login lasts at most this long")
     session_idle_s: int = Field(default=30 * 60, description="a login ends after this idle time")

@@ -204,7 +204,7 @@ def authenticate(store: Store, presented: str | None) -> Principal:
     if len(presented) != _KEY_CHARS or not presented.startswith(KEY_PREFIX):
         raise invalid
     digest = key_hash(presented)
-    with store.transaction() as tx:
+    with store.reading() as tx:  # never queues behind a writer (the ingest's batches)
         candidates = account_queries.api_keys_with_prefix(tx, key_prefix(presented))
         # every candidate is compared, so the time taken does not say which one matched
         matches = [row for row in candidates if hmac.compare_digest(row.key_hash, digest)]

@@ -73,6 +73,8 @@ class Seeded:
     subscription_id: str = ""
     order_id: int = 0  # the seeded subscription's invoiced (paid) order
     partner_id: int = 0  # an invoiced partner: purchases take effect on save
+    repair_id: int = 0  # a replacement of device_ids[1], shipped (its shipment: shipment_id)
+    shipment_id: int = 0
 
 
 # JSON Schema cannot say "a partner user needs a company, others none" or "the
@@ -96,6 +98,16 @@ _BUSINESS_RULES = [
     "POST /api/v1/orders/{order_id}/pay",
     "POST /api/v1/orders/{order_id}/refund",
     "POST /api/v1/orders/{order_id}/void",
+    # a repair's state machine refuses a step its status does not allow (409), a step not
+    # the caller's (403), a repair of a device with an open one (409), a declined card (402)
+    "POST /api/v1/repairs",
+    "POST /api/v1/repairs/{repair_id}/steps",
+    "POST /api/v1/repairs/{repair_id}/quote",
+    "POST /api/v1/repairs/{repair_id}/accept",
+    "POST /api/v1/repairs/{repair_id}/shipments",
+    "POST /api/v1/repairs/{repair_id}/shipments/{shipment_id}/reship",
+    "POST /api/v1/repairs/{repair_id}/shipments/{shipment_id}/cancel",
+    "POST /api/v1/repairs/{repair_id}/cancel",
 ]
 # Operations whose success needs a state random calls cannot reach in a few
 # examples; each has its own test of the successful path, named here.
@@ -134,6 +146,12 @@ _STATEFUL = {
     "POST /api/v1/tickets/{ticket_id}/rma": (
         "an open ticket, its device's fresh hardware fault: tests/cloud/tickets/test_tickets_api.py"
     ),
+    # the seeded repair is a shipped replacement: a new one, a quote, its payment and a
+    # cancellation need other states (tests/cloud/repairs/test_repairs_api.py has each)
+    "POST /api/v1/repairs": "a device without an open repair: tests/cloud/repairs",
+    "POST /api/v1/repairs/{repair_id}/quote": "an out-of-warranty repair: tests/cloud/repairs",
+    "POST /api/v1/repairs/{repair_id}/accept": "a quoted repair: tests/cloud/repairs",
+    "POST /api/v1/repairs/{repair_id}/cancel": "a repair not shipped yet: tests/cloud/repairs",
 }
 
 
@@ -278,6 +296,7 @@ def api(
             assert bought.status_code == 201, bought.text
             subscription_id = str(bought.json()["subscription"]["id"])
             order_id = int(bought.json()["order_id"])
+            repair_id, shipment_id = _seed_repair(http, device_ids[1])
         yield (
             schema,
             Seeded(
@@ -290,6 +309,8 @@ def api(
                 subscription_id=subscription_id,
                 order_id=order_id,
                 partner_id=partner_id,
+                repair_id=repair_id,
+                shipment_id=shipment_id,
             ),
         )
     finally:
@@ -313,6 +334,18 @@ def _seed_rma(app: Any, http: Any, installation_id: str, device_id: str) -> tupl
     incoming = Incoming(device_topic(device_id, "cmd/res"), answer)
     assert app.state.cloud.health_ingest.process([incoming]).answers == 1
     return ticket_id, command_id
+
+
+def _seed_repair(http: Any, device_id: str) -> tuple[int, int]:
+    """A warranty replacement of the device, approved and shipped: its id and the shipment's."""
+    repair = {"device_id": device_id, "problem": "seeded", "ship_to": "seeded"}
+    repair_id = int(http.post("/api/v1/repairs", json=repair).json()["id"])
+    step = http.post(f"/api/v1/repairs/{repair_id}/steps", json={"step": "approve"})
+    assert step.status_code == 200, step.text
+    parcel = {"kind": "replacement", "carrier": "DHL", "tracking": "seeded"}
+    shipped = http.post(f"/api/v1/repairs/{repair_id}/shipments", json=parcel)
+    assert shipped.status_code == 201, shipped.text
+    return repair_id, int(shipped.json()["shipments"][0]["id"])
 
 
 def _valid_id(value: object) -> bool:
@@ -376,6 +409,8 @@ def _aim_at_seeded(case: schemathesis.Case, seeded: Seeded, *, positive: bool) -
         "order_id": seeded.order_id,
         "purchaser_id": seeded.partner_id,
         "ticket_id": seeded.ticket_id,
+        "repair_id": seeded.repair_id,
+        "shipment_id": seeded.shipment_id,
     }
     if positive and isinstance(case.body, dict | list | float):
         case.body = _as_written(case.body)

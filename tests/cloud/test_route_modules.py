@@ -54,8 +54,8 @@ def violations(source: str) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
-            if isinstance(func, ast.Attribute) and func.attr == "transaction":
-                found.append(f"line {node.lineno}: calls .transaction()")
+            if isinstance(func, ast.Attribute) and func.attr in ("transaction", "reading"):
+                found.append(f"line {node.lineno}: calls .{func.attr}()")
         elif isinstance(node, ast.Name | ast.Attribute):
             name = node.id if isinstance(node, ast.Name) else node.attr
             if name in _FORBIDDEN_NAMES:
@@ -83,6 +83,7 @@ def test_route_module_has_no_persistence_and_maps_no_error(path: Path) -> None:
         ("from cloud.health.tables import HealthStateRow\n", "imports cloud.health.tables"),
         ("from cloud.billing import queries as repo\n", "imports cloud.billing.queries"),
         ("def f(store):\n    with store.transaction() as tx:\n        pass\n", ".transaction()"),
+        ("def f(store):\n    with store.reading() as tx:\n        pass\n", ".reading()"),
         ("from fastapi import HTTPException\n", "imports HTTPException"),
         ("from cloud.http.errors import http_error\n", "imports http_error"),
         ("import fastapi\nraise fastapi.HTTPException(404)\n", "uses HTTPException"),

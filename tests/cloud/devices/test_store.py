@@ -9,8 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 
+from cloud import database
 from cloud.database import MIGRATIONS_DIR, Base, Store, downgrade, upgrade
 
 
@@ -46,5 +48,32 @@ def test_migrations_match_models_and_rerun(fresh_url: str) -> None:
         assert "devices" not in inspect(store.engine).get_table_names()
         upgrade(store.engine)
         store.ping()
+    finally:
+        store.close()
+
+
+def test_a_read_only_transaction_reads_beside_a_writer_and_refuses_writes(
+    fresh_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Store.reading()`` does not queue behind a writer (SQLite: a deferred BEGIN reads
+    the WAL snapshot; ``BEGIN IMMEDIATE`` would wait out the busy timeout and fail), sees
+    only committed rows, refuses a write, and leaves its pooled connection writable."""
+    monkeypatch.setattr(database, "_SQLITE_BUSY_MS", 0)  # a read that queues fails at once
+    store = Store.open(fresh_url)
+    try:
+        with store.transaction() as tx:
+            tx.execute(text("CREATE TABLE t (n INTEGER)"))
+            tx.execute(text("INSERT INTO t VALUES (1)"))
+        with store.engine.connect() as writer:
+            writer.execute(text("INSERT INTO t VALUES (2)"))  # holds the write lock, uncommitted
+            with store.reading() as tx:
+                assert tx.execute(text("SELECT n FROM t")).scalars().all() == [1]
+            with pytest.raises(DBAPIError), store.reading() as tx:
+                tx.execute(text("INSERT INTO t VALUES (3)"))
+            writer.commit()
+        with store.transaction() as tx:  # the same pooled connection writes again
+            tx.execute(text("INSERT INTO t VALUES (4)"))
+        with store.reading() as tx:
+            assert sorted(tx.execute(text("SELECT n FROM t")).scalars()) == [1, 2, 4]
     finally:
         store.close()

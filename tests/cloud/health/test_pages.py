@@ -146,3 +146,19 @@ async def test_an_owner_sees_its_device_without_commands_and_no_other(cloud: Clo
         )
         assert refused.status_code == 403
         assert (await http.get("/devices/cam-other/charts.json")).status_code == 404
+
+
+async def test_the_page_of_a_device_that_never_reported(cloud: Cloud) -> None:
+    """A device registered a moment ago has no report and no status: the page says so
+    (it answered 500 before: the template read the latest report's fields)."""
+    made = await cloud.http.post("/api/v1/installations", json={"name": "New site"})
+    assert made.status_code == 201, made.text
+    device = await cloud.http.post(
+        "/api/v1/devices",
+        json={"installation_id": made.json()["id"], "kind": "camera", "device_id": "cam-new"},
+    )
+    assert device.status_code == 201, device.text
+    async with signed_in(cloud.app, role="admin") as (http, _):
+        page = await http.get("/devices/cam-new")
+        assert page.status_code == 200, page.text[:800]
+        assert "No health report yet" in page.text
