@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.users import user_contact
+from cloud.billing import notices
 from cloud.billing import queries as repo
 from cloud.billing.errors import (
     BadOrderRequest,
@@ -46,7 +47,7 @@ from cloud.billing.errors import (
     OrderStateConflict,
     UnknownOrder,
 )
-from cloud.billing.invoices import invoice_filename, invoice_for_order, render_invoice
+from cloud.billing.invoices import invoice_for_order
 from cloud.billing.payments import Charge, PaymentProvider, SandboxPaymentProvider
 from cloud.billing.reconcile import ReconcileReport, reconcile
 from cloud.billing.refunds import Refunds
@@ -305,29 +306,29 @@ class Billing:
         return [email] if email else []
 
     def _mail_invoice(self, session: Session, row: OrderRow, *, now: int) -> None:
+        """Queue the invoice of a paid or invoiced order to its notify list, PDF attached.
+
+        Once per order (the outbox's ``invoice:<number>``): every way an order gets
+        paid (checkout, a renewal charge, reconciliation) calls it, and a retry is a no-op.
+        """
         if not row.notify:
-            _log.warning("order %s is invoiced but has nobody to send the invoice to", row.number)
+            _log.warning("order %s is paid but has nobody to send the invoice to", row.number)
             return
+        if self.invoice_settings is not None:
+            bill = invoice_for_order(session, row.id, settings=self.invoice_settings)
+            notices.enqueue_invoice(session, bill=bill, to=row.notify, now=now)
+            return
+        _log.warning("no invoice settings: the invoice of %s is mailed without its PDF", row.number)
         amount = f"{row.amount_cents / 100:.2f} {row.currency}"
-        attachments = []
-        if self.invoice_settings is None:
-            _log.warning(
-                "no invoice settings: the invoice of %s is mailed without its PDF", row.number
-            )
-        else:
-            invoice = invoice_for_order(session, row.id, settings=self.invoice_settings)
-            pdf = render_invoice(invoice)
-            attachments.append((invoice_filename(invoice), "application/pdf", pdf))
         enqueue(
             session,
             kind="invoice",
-            attachments=attachments,
             to=row.notify,
             subject=f"Invoice for order {row.number}",
             body=f"Order {row.number} ({row.kind}) for installation {row.installation_id}: "
-            f"{amount}, payable by invoice.",
+            f"{amount}.",
             now=now,
-            dedupe_key=f"invoice:{row.id}",
+            dedupe_key=f"invoice:{row.number}",
         )
 
     def _new_charge(self, session: Session, row: OrderRow, *, now: int) -> TransactionRow:
@@ -379,7 +380,11 @@ class Billing:
                 charge_id=charge.charge_id,
             )
             txn.settled = charge.settled
+            if charge.card_last4 and charge.card_last4.isdigit():
+                txn.card_last4 = charge.card_last4[-4:]
             repo.set_order_status(tx, row, status, actor=actor, now=now)
+            if status is _S.SUCCEED:  # TTecomm: an invoice after every card payment
+                self._mail_invoice(tx, row, now=now)
             return row
 
     # checkout and cancel ------------------------------------------------------

@@ -21,6 +21,8 @@ __all__ = [
     "OrderResultOut",
     "PayIn",
     "RefundIn",
+    "ResendIn",
+    "ResendOut",
     "RetryOut",
     "ReversalOptionOut",
     "ReversalOut",
@@ -49,6 +51,19 @@ class RefundIn(StrictBody):
     )
 
 
+class ResendIn(StrictBody):
+    mail: Literal["invoice", "refund"] = Field(
+        description="the invoice (a paid or invoiced order) or the mail of its latest refund/void"
+    )
+
+
+class ResendOut(BaseModel):
+    order_id: int
+    mail: Literal["invoice", "refund"]
+    to: list[str]
+    resend: int = Field(description="how many times this mail was resent, this one included")
+
+
 class OrderResultOut(BaseModel):
     order_id: int
     number: str
@@ -60,7 +75,9 @@ class LineOut(BaseModel):
     product_code: str
     description: str
     months: int
-    amount_cents: int
+    quantity: int
+    unit_cents: int
+    amount_cents: int = Field(description="quantity × unit_cents")
 
 
 class RetryOut(BaseModel):
@@ -80,6 +97,7 @@ class TransactionOut(BaseModel):
     provider: str
     provider_charge_id: str | None
     settled: bool
+    card_last4: str | None = Field(default=None, description="a charge's card, last 4 digits")
     error: str | None
     created_at: int
     updated_at: int
@@ -98,6 +116,9 @@ class OrderOut(BaseModel):
     currency: str
     created_at: int
     updated_at: int
+    hidden_at: int | None = Field(
+        default=None, description="when the customer hid it from their history (staff see it)"
+    )
 
 
 class OrderDetail(OrderOut):
