@@ -283,18 +283,14 @@ def payment_received(
     )
 
 
-def enqueue_invoice(
-    session: Session, *, bill: Invoice, to: Sequence[str], now: int, resend: int = 0
-) -> None:
-    """Render the invoice PDF and queue it, once per invoice number (``invoice:<number>``);
-    ``resend`` (1, 2, ...) queues it again, once per resend."""
+def enqueue_invoice(session: Session, *, bill: Invoice, to: Sequence[str], now: int) -> None:
+    """Render the invoice PDF and queue it, once per invoice number (``invoice:<number>``)."""
     notice = invoice(bill)
-    key = f"invoice:{bill.number}" + (f":resend:{resend}" if resend else "")
     enqueue(
         session,
         to=to,
         now=now,
         attachments=[(invoice_filename(bill), "application/pdf", render_invoice(bill))],
-        dedupe_key=key,
+        dedupe_key=f"invoice:{bill.number}",
         **notice.fields(),
     )

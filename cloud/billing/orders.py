@@ -38,7 +38,6 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.users import user_contact
-from cloud.billing import notices
 from cloud.billing import queries as repo
 from cloud.billing.errors import (
     BadOrderRequest,
@@ -47,7 +46,12 @@ from cloud.billing.errors import (
     OrderStateConflict,
     UnknownOrder,
 )
-from cloud.billing.invoices import invoice_for_order
+from cloud.billing.invoices import (
+    format_date,
+    invoice_filename,
+    invoice_for_order,
+    render_invoice,
+)
 from cloud.billing.payments import Charge, PaymentProvider, SandboxPaymentProvider
 from cloud.billing.reconcile import ReconcileReport, reconcile
 from cloud.billing.refunds import Refunds
@@ -306,29 +310,41 @@ class Billing:
         return [email] if email else []
 
     def _mail_invoice(self, session: Session, row: OrderRow, *, now: int) -> None:
+        self.mail_invoice(session, row, now=now)
+
+    def mail_invoice(self, session: Session, row: OrderRow, *, now: int, resend: int = 0) -> None:
         """Queue the invoice of a paid or invoiced order to its notify list, PDF attached.
 
-        Once per order (the outbox's ``invoice:<number>``): every way an order gets
-        paid (checkout, a renewal charge, reconciliation) calls it, and a retry is a no-op.
+        Once per order (the outbox's ``invoice:<id>``): every way an order gets paid
+        (invoiced, a card checkout or renewal charge, reconciliation) calls it, and a
+        second call is a no-op; ``resend`` (1, 2, ...) queues it again, once per resend.
         """
         if not row.notify:
             _log.warning("order %s is paid but has nobody to send the invoice to", row.number)
             return
-        if self.invoice_settings is not None:
-            bill = invoice_for_order(session, row.id, settings=self.invoice_settings)
-            notices.enqueue_invoice(session, bill=bill, to=row.notify, now=now)
-            return
-        _log.warning("no invoice settings: the invoice of %s is mailed without its PDF", row.number)
         amount = f"{row.amount_cents / 100:.2f} {row.currency}"
+        how = "payable by invoice."
+        attachments = []
+        if self.invoice_settings is None:
+            _log.warning(
+                "no invoice settings: the invoice of %s is mailed without its PDF", row.number
+            )
+        else:
+            bill = invoice_for_order(session, row.id, settings=self.invoice_settings)
+            attachments.append((invoice_filename(bill), "application/pdf", render_invoice(bill)))
+            if bill.paid_at is not None:
+                card = f" by card ending {bill.card_last4}" if bill.card_last4 else ""
+                how = f"paid{card} on {format_date(bill.paid_at)}. Thank you."
         enqueue(
             session,
             kind="invoice",
+            attachments=attachments,
             to=row.notify,
             subject=f"Invoice for order {row.number}",
             body=f"Order {row.number} ({row.kind}) for installation {row.installation_id}: "
-            f"{amount}.",
+            f"{amount}, {how}",
             now=now,
-            dedupe_key=f"invoice:{row.number}",
+            dedupe_key=f"invoice:{row.id}" + (f":resend:{resend}" if resend else ""),
         )
 
     def _new_charge(self, session: Session, row: OrderRow, *, now: int) -> TransactionRow:

@@ -21,7 +21,6 @@ from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import STAFF_ROLES
 from cloud.accounts.schemas import ContactOut
 from cloud.accounts.users import Contact
-from cloud.billing import notices
 from cloud.billing import queries as repo
 from cloud.billing.errors import NothingToResend, PaymentProviderError, UnknownOrder
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
@@ -465,8 +464,8 @@ class OrderService:
                 )
             count = repo.resends_of(tx, row.id, mail=mail) + 1
             if mail == "invoice":
-                bill = invoice_for_order(tx, row.id, settings=self._settings)
-                notices.enqueue_invoice(tx, bill=bill, to=row.notify, now=now, resend=count)
+                invoice_for_order(tx, row.id, settings=self._settings)  # NoInvoice if none
+                self._billing.mail_invoice(tx, row, now=now, resend=count)
             else:
                 done = [
                     t
