@@ -72,6 +72,7 @@ def _contact_out(contact: Contact) -> ContactOut:
         email=contact.email,
         name=contact.name,
         company_id=contact.company_id,
+        phone=contact.phone,
     )
 
 

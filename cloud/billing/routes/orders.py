@@ -39,6 +39,8 @@ OrderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Reader = Annotated[Principal, Depends(require(Permission.ORDERS_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.ORDERS_WRITE))]
 Refunder = Annotated[Principal, Depends(require(Permission.REFUNDS))]
+# staff who look up accounts and their contacts (support, cs_admin, admin) resend mails
+Staff = Annotated[Principal, Depends(require(Permission.ACCOUNTS_READ))]
 _MAX_OFFSET = 2**31 - 1
 _NOT_FOUND = {404: "unknown order (or not one of yours)"}
 
@@ -122,7 +124,7 @@ def unhide_order(principal: Writer, service: OrdersDep, order_id: OrderId) -> Or
     ),
 )
 def resend_mail(
-    body: ResendIn, principal: Reader, service: OrdersDep, order_id: OrderId
+    body: ResendIn, principal: Staff, service: OrdersDep, order_id: OrderId
 ) -> ResendOut:
     """Queue the order's invoice or refund mail again to its notify list (staff; audited)."""
     return service.resend(principal, order_id, mail=body.mail)
