@@ -43,6 +43,7 @@ __all__ = [
     "get_order",
     "insert_order",
     "installations_of_account",
+    "latest_purchase",
     "lines_of",
     "order_by_key",
     "order_summaries",
@@ -571,6 +572,17 @@ def installations_of_account(
         stmt = stmt.where(InstallationRow.id.in_(visible.scalar_subquery()))
     stmt = stmt.order_by(func.lower(InstallationRow.name), InstallationRow.id).limit(limit)
     return session.scalars(stmt).all()
+
+
+def latest_purchase(session: Session, installation_id: str) -> OrderRow | None:
+    """The installation's latest order that a person placed (renewals by the system aside)."""
+    query = (
+        select(OrderRow)
+        .where(OrderRow.installation_id == installation_id, OrderRow.buyer_user_id.is_not(None))
+        .order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
 
 
 def service_codes(session: Session, *, visible: Select[tuple[str]] | None) -> list[str]:

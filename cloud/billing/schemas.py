@@ -11,6 +11,7 @@ from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus, PayWith
 from cloud.http.inputs import StrictBody
 
 __all__ = [
+    "BilledToOut",
     "CustomerActivityOut",
     "CustomerInstallationOut",
     "LineOut",
@@ -166,6 +167,14 @@ class ReversalOptionOut(BaseModel):
     why_not: WhyNot | None = None
 
 
+class BilledToOut(BaseModel):
+    """Who pays for an installation: the purchaser of its latest order, and their company."""
+
+    contact: ContactOut
+    company_name: str | None
+    order_number: str
+
+
 class CustomerInstallationOut(BaseModel):
     """An installation of a customer's, with who works on it and whom support may talk to."""
 
@@ -174,6 +183,10 @@ class CustomerInstallationOut(BaseModel):
     owner_user_id: int | None
     integrator_company_ids: list[int]
     contacts: list[ContactOut] = Field(description="authorised contacts: never vendor staff")
+    billed_to: BilledToOut | None = Field(
+        default=None,
+        description="without authorised contacts: who is billed for it (its latest purchaser)",
+    )
 
 
 class CustomerActivityOut(BaseModel):

@@ -17,10 +17,11 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
+from cloud.accounts import users
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import STAFF_ROLES
 from cloud.accounts.schemas import ContactOut
-from cloud.accounts.users import Contact
+from cloud.accounts.users import Contact, user_contact
 from cloud.billing import queries as repo
 from cloud.billing.errors import NothingToResend, PaymentProviderError, UnknownOrder
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
@@ -28,6 +29,7 @@ from cloud.billing.orders import Billing, OrderResult
 from cloud.billing.refunds import Reversal, mail_reversal
 from cloud.billing.rules import OrderKind, OrderStatus, PayWith, TxnType, hidden_filter
 from cloud.billing.schemas import (
+    BilledToOut,
     CustomerActivityOut,
     CustomerInstallationOut,
     LineOut,
@@ -47,7 +49,7 @@ from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
 from cloud.database import Store
 from cloud.devices import memberships
 from cloud.devices.access import ensure_installation_access, visible_installation_ids
-from cloud.errors import N_, Forbidden, UnknownInstallation, UpstreamFailed
+from cloud.errors import N_, Forbidden, UnknownInstallation, UnknownUser, UpstreamFailed
 from cloud.settings import CloudSettings
 from common.clock import Clock
 
@@ -73,6 +75,23 @@ def _contact_out(contact: Contact) -> ContactOut:
         name=contact.name,
         company_id=contact.company_id,
         phone=contact.phone,
+    )
+
+
+def _billed_to(session: Session, installation_id: str) -> BilledToOut | None:
+    """Who is billed for an installation nobody is authorised for: its latest purchaser."""
+    order = repo.latest_purchase(session, installation_id)
+    if order is None or order.buyer_user_id is None:
+        return None
+    try:
+        contact = user_contact(session, order.buyer_user_id)
+    except UnknownUser:
+        return None
+    company = None
+    if contact.company_id is not None:
+        company = users.company(session, contact.company_id).name
+    return BilledToOut(
+        contact=_contact_out(contact), company_name=company, order_number=order.number
     )
 
 
@@ -302,6 +321,7 @@ class OrderService:
                         owner_user_id=members.owner_user_id,
                         integrator_company_ids=list(members.integrator_company_ids),
                         contacts=[_contact_out(c) for c in contacts],
+                        billed_to=None if contacts else _billed_to(tx, row.id),
                     )
                 )
         ids = tuple(i.id for i in installations)
