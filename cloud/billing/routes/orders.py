@@ -18,6 +18,7 @@ from cloud.accounts.rules import Permission
 from cloud.billing.deps import OrdersDep
 from cloud.billing.rules import OrderKind, OrderStatus
 from cloud.billing.schemas import (
+    CustomerActivityOut,
     OrderDetail,
     OrderOut,
     OrderResultOut,
@@ -88,6 +89,29 @@ def list_orders(
         customer_user_id=customer_user_id,
         customer_company_id=customer_company_id,
         show_hidden=hidden,
+    )
+
+
+@router.get(
+    "/customer-activity",
+    responses=documented({404: "unknown installation"}),
+)
+def customer_activity(
+    principal: Staff,
+    service: OrdersDep,
+    user_id: int | None = Query(default=None, ge=1, le=2**31 - 1, description="an owner"),
+    company_id: int | None = Query(default=None, ge=1, le=2**31 - 1, description="a partner"),
+    installation_id: str | None = Query(default=None, pattern=ID_PATTERN),
+    order_limit: int = Query(default=10, ge=0, le=100),
+) -> CustomerActivityOut:
+    """A customer's installations with their authorised contacts (and phone numbers), who
+    is billed for an installation nobody is authorised for, and the latest orders (staff)."""
+    return service.customer_activity(
+        principal,
+        user_id=user_id,
+        company_id=company_id,
+        installation_id=installation_id,
+        order_limit=order_limit,
     )
 
 
