@@ -113,6 +113,8 @@ async def test_orders_of_one_customer(cloud: Cloud) -> None:
         memberships.set_owner(tx, bakery, bram, actor="system:tests", now=cloud.clock())
     annas, brams = await _order(cloud, villa, "k1", anna), await _order(cloud, bakery, "k2", bram)
     async with signed_in(cloud.app, role="support") as (staff, _):
+        profile = await staff.get(f"/customers/users/{anna}")
+        assert f'href="/orders?user={anna}"' in profile.text
         page = await staff.get("/orders", params={"user": anna})
         assert _numbers(page.text) == [f"EN-2026-{annas:06d}"]
         assert "Orders of this customer only" in page.text
