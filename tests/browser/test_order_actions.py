@@ -43,10 +43,10 @@ def test_an_owner_hides_an_order_and_shows_it_again(
     assert "is hidden from your order history" in page.content()
     shoot(page, "order-hidden-owner")
     page.goto("/orders")
-    assert bought["number"] not in page.content()
+    assert f">{bought['number']}</a>" not in page.content()
     page.get_by_label("Only orders hidden from the customer's history").check()
     page.get_by_role("button", name="Search").click()
-    assert bought["number"] in page.content()
+    assert f">{bought['number']}</a>" in page.content()
     shoot(page, "orders-only-hidden-owner")
     page.goto(f"/orders/{bought['id']}")
     page.get_by_role("button", name="Show in my order history again").click()
@@ -71,8 +71,7 @@ def test_cs_admin_fills_in_invoicing_details(login: Any, shoot: Any, dashboard: 
     page.fill("#country", "NL")
     page.fill("#vat_number", "NL004495446B01")  # a wrong check digit
     page.get_by_role("button", name="Save the invoicing details").click()
-    assert "is not a valid VAT number" in page.content()
-    shoot(page, "company-invoicing-refused-cs_admin")
+    assert "is not a valid VAT number" in page.content()  # a 422 page: the browser logs it
     page.fill("#vat_number", "NL004495445B01")
     page.get_by_role("button", name="Save the invoicing details").click()
     page.wait_for_url("**/admin/companies/*")
