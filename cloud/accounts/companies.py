@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
-from cloud.accounts.rules import PaymentType
+from cloud.accounts.rules import InvoicingDetails, PaymentType, check_invoicing
 from cloud.accounts.tables import CompanyRow
 from cloud.errors import N_, AccountExists, UnknownCompany
 
@@ -27,6 +27,7 @@ __all__ = [
     "count_companies",
     "create_company",
     "find_companies",
+    "invoicing_of",
     "update_company",
 ]
 
@@ -39,7 +40,20 @@ def company_view(row: CompanyRow) -> dict[str, Any]:
         "payment_type": row.payment_type.value,
         "blacklisted": row.blacklisted,
         "created_at": row.created_at,
+        "address": row.address,
+        "postcode": row.postcode,
+        "city": row.city,
+        "country": row.country,
+        "vat_number": row.vat_number,
+        "gst_number": row.gst_number,
     }
+
+
+def invoicing_of(row: CompanyRow) -> InvoicingDetails:
+    """The company's invoicing details as stored."""
+    return InvoicingDetails(
+        row.address, row.postcode, row.city, row.country, row.vat_number, row.gst_number
+    )
 
 
 def company(session: Session, company_id: int, *, lock: bool = False) -> CompanyRow:
@@ -137,18 +151,27 @@ def update_company(
     now: int,
     name: str | None = None,
     payment_type: PaymentType | None = None,
+    invoicing: InvoicingDetails | None = None,
 ) -> CompanyRow:
-    """Rename a company or change how it pays (audited).
+    """Rename a company, change how it pays or its invoicing details (audited).
+
+    ``invoicing`` replaces all the details (a None field clears it).
 
     Raises:
         UnknownCompany.
+        InvalidRequest: invoicing details :func:`~cloud.accounts.rules.check_invoicing` refuses.
     """
+    checked = None if invoicing is None else check_invoicing(invoicing)
     row = company(session, company_id, lock=True)
     before = company_view(row)
     if name is not None:
         row.name = name
     if payment_type is not None:
         row.payment_type = payment_type
+    if checked is not None:
+        row.address, row.postcode, row.city = checked.address, checked.postcode, checked.city
+        row.country, row.vat_number = checked.country, checked.vat_number
+        row.gst_number = checked.gst_number
     session.flush()
     audit.record(
         session,

@@ -19,17 +19,26 @@ The README's role table is :func:`markdown_table` of this module.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
-from cloud.errors import N_, Msg
+import phonenumbers
+from stdnum.eu import vat as eu_vat
+from stdnum.exceptions import ValidationError
+from stdnum.in_ import gstin
+
+from cloud.errors import N_, InvalidRequest, Msg
 
 __all__ = [
+    "InvoicingDetails",
     "ROLE_PERMISSIONS",
     "STAFF_ROLES",
     "PaymentType",
     "Permission",
     "Role",
     "allowed",
+    "check_invoicing",
+    "check_phone",
     "markdown_table",
     "refusal",
 ]
@@ -187,3 +196,139 @@ def markdown_table() -> str:
         marks = ("yes" if permission in ROLE_PERMISSIONS[r] else "no" for r in roles)
         lines.append(f"| `{permission.value}` | " + " | ".join(marks) + " |")
     return "\n".join(lines)
+
+
+# contacts and invoicing details -------------------------------------------------------
+
+MAX_ADDRESS = 500
+MAX_ADDRESS_LINES = 4
+# the VAT prefix of each EU member state's country code (Greece is EL, Northern Ireland XI)
+_VAT_PREFIX = {"GR": "EL"}
+_EU_COUNTRIES = frozenset(
+    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
+)
+
+
+def check_phone(raw: str) -> str:
+    """A phone number in international (E.164) form, ``+31201234567``.
+
+    Spaces, dots, dashes and brackets are allowed in ``raw``; the country code is required.
+
+    Raises:
+        InvalidRequest: not a number that can exist, or without its ``+`` country code.
+    """
+    text = raw.strip()
+    if not text.startswith("+") or len(text) > 32:
+        raise InvalidRequest(
+            N_("%(phone)s is not a phone number with its country code, e.g. +31 20 123 4567"),
+            phone=repr(text[:32]),
+        )
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise InvalidRequest(
+            N_("%(phone)s is not a phone number with its country code, e.g. +31 20 123 4567"),
+            phone=repr(text[:32]),
+        )
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+@dataclass(frozen=True, slots=True)
+class InvoicingDetails:
+    """What a company's invoices say about it: address, country, VAT number or GSTIN."""
+
+    address: str | None = None  # street lines, one per line
+    postcode: str | None = None
+    city: str | None = None
+    country: str | None = None  # ISO 3166 alpha-2
+    vat_number: str | None = None  # EU, with its country prefix
+    gst_number: str | None = None  # India (GSTIN)
+
+
+def _blank(value: str | None) -> str | None:
+    return value.strip() or None if value is not None else None
+
+
+def check_invoicing(details: InvoicingDetails) -> InvoicingDetails:
+    """The details, trimmed and normalised (upper case, no spaces in the tax numbers).
+
+    Raises:
+        InvalidRequest: a country that is not an ISO 3166 code; a VAT number whose prefix
+            is not an EU member state's (or not the company's country), or whose check
+            digits are wrong; a GSTIN of a company not in India, or with a wrong check
+            character; both numbers; an address of more than four lines or 500 characters.
+    """
+    address = _blank(details.address)
+    if address is not None:
+        lines = [line.strip() for line in address.splitlines() if line.strip()]
+        if len(lines) > MAX_ADDRESS_LINES or len(address) > MAX_ADDRESS:
+            raise InvalidRequest(
+                N_("an address has at most %(lines)s lines and %(most)s characters"),
+                lines=MAX_ADDRESS_LINES,
+                most=MAX_ADDRESS,
+            )
+        address = "\n".join(lines)
+    postcode, city = _blank(details.postcode), _blank(details.city)
+    if postcode is not None and (len(postcode) > 16 or not postcode.isprintable()):
+        raise InvalidRequest(N_("a postcode has at most 16 characters"))
+    if city is not None and (len(city) > 100 or not city.isprintable()):
+        raise InvalidRequest(N_("a city has at most 100 characters"))
+    country = _blank(details.country)
+    if country is not None:
+        country = country.upper()
+        if country not in phonenumbers.SUPPORTED_REGIONS | {"AQ", "BV", "HM", "TF", "UM"}:
+            raise InvalidRequest(
+                N_("%(country)s is not a country code (ISO 3166, two letters, e.g. NL)"),
+                country=repr(country[:8]),
+            )
+    vat, gst = _blank(details.vat_number), _blank(details.gst_number)
+    if vat is not None and gst is not None:
+        raise InvalidRequest(N_("a company has a VAT number (EU) or a GSTIN (India), not both"))
+    if vat is not None:
+        vat = _checked_vat(vat, country)
+    if gst is not None:
+        gst = _checked_gstin(gst, country)
+    return InvoicingDetails(address, postcode, city, country, vat, gst)
+
+
+def _checked_vat(raw: str, country: str | None) -> str:
+    number = "".join(c for c in raw.upper() if c.isalnum())[:20]
+    prefix = number[:2]
+    member = {v: k for k, v in _VAT_PREFIX.items()}.get(prefix, prefix)
+    if member not in _EU_COUNTRIES and prefix != "XI":
+        raise InvalidRequest(
+            N_(
+                "a VAT number starts with the code of an EU country (e.g. NL, DE, EL), "
+                "not %(prefix)s"
+            ),
+            prefix=repr(prefix),
+        )
+    if country is not None and country in _EU_COUNTRIES | {"GB"}:
+        expected = "XI" if country == "GB" else _VAT_PREFIX.get(country, country)
+        if prefix != expected:
+            raise InvalidRequest(
+                N_("a VAT number of a company in %(country)s starts with %(expected)s"),
+                country=country,
+                expected=expected,
+            )
+    try:
+        return str(eu_vat.validate(number))
+    except ValidationError:
+        raise InvalidRequest(
+            N_("%(number)s is not a valid VAT number (check the digits)"), number=repr(number)
+        ) from None
+
+
+def _checked_gstin(raw: str, country: str | None) -> str:
+    if country is not None and country != "IN":
+        raise InvalidRequest(N_("a GSTIN is the tax number of a company in India (IN)"))
+    number = "".join(c for c in raw.upper() if c.isalnum())[:15]
+    try:
+        return str(gstin.validate(number))
+    except ValidationError:
+        raise InvalidRequest(
+            N_("%(number)s is not a valid GSTIN (15 characters with a check character)"),
+            number=repr(number),
+        ) from None

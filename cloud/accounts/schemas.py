@@ -23,6 +23,8 @@ __all__ = [
     "CompanyUpdate",
     "ContactOut",
     "IntegratorAdd",
+    "InvoicingIn",
+    "InvoicingOut",
     "LoginRequest",
     "MeOut",
     "MembersOut",
@@ -39,6 +41,9 @@ EMAIL_PATTERN = r"^[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,6
 _PASSWORD = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, repr=False)
 
 
+_PHONE = Field(default=None, max_length=32, description="international form, e.g. +31 20 123 4567")
+
+
 class LoginRequest(StrictBody):
     email: str = Field(min_length=1, max_length=254, pattern=NAME_PATTERN)
     password: str = Field(min_length=1, max_length=MAX_PASSWORD, repr=False)
@@ -53,6 +58,7 @@ class UserOut(BaseModel):
     blacklisted: bool
     created_at: int
     disabled_at: int | None
+    phone: str | None = None
 
 
 class SessionOut(BaseModel):
@@ -78,6 +84,7 @@ class UserCreate(StrictBody):
     password: str = _PASSWORD
     role: Annotated[Role, BY_VALUE]
     company_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    phone: str | None = _PHONE
 
 
 class UserUpdate(StrictBody):
@@ -89,6 +96,7 @@ class UserUpdate(StrictBody):
     password: str | None = Field(
         default=None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, repr=False
     )
+    phone: str | None = _PHONE
 
 
 class CompanyCreate(StrictBody):
@@ -97,9 +105,44 @@ class CompanyCreate(StrictBody):
     payment_type: Annotated[PaymentType, BY_VALUE]
 
 
+class InvoicingIn(StrictBody):
+    """A company's invoicing details, all replaced at once (a field left out is cleared)."""
+
+    address: str | None = Field(
+        default=None, max_length=500, description="street lines, separated by line breaks"
+    )
+    postcode: str | None = Field(default=None, max_length=16)
+    city: str | None = Field(default=None, max_length=100)
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Za-z]{2}$", description="ISO 3166 alpha-2, e.g. NL"
+    )
+    vat_number: str | None = Field(
+        default=None,
+        max_length=24,
+        pattern=r"^[A-Za-z]{2}[A-Za-z0-9 .-]{2,22}$",
+        description="EU: with its country prefix and check digits, e.g. NL004495445B01",
+    )
+    gst_number: str | None = Field(
+        default=None,
+        max_length=20,
+        pattern=r"^[0-9A-Za-z ]{15,20}$",
+        description="India: the 15-character GSTIN with its check character",
+    )
+
+
 class CompanyUpdate(StrictBody):
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
     payment_type: Annotated[PaymentType | None, BY_VALUE] = None
+    invoicing: InvoicingIn | None = None
+
+
+class InvoicingOut(BaseModel):
+    address: str | None
+    postcode: str | None
+    city: str | None
+    country: str | None
+    vat_number: str | None
+    gst_number: str | None
 
 
 class CompanyOut(BaseModel):
@@ -109,6 +152,7 @@ class CompanyOut(BaseModel):
     payment_type: PaymentType
     blacklisted: bool
     created_at: int
+    invoicing: InvoicingOut | None = None
 
 
 class BlacklistRequest(StrictBody):
@@ -121,6 +165,7 @@ class ContactOut(BaseModel):
     email: str
     name: str
     company_id: int | None
+    phone: str | None = None
 
 
 class MembersOut(BaseModel):

@@ -18,13 +18,14 @@ from cloud.accounts import queries as account_queries
 from cloud.accounts.apikeys import MAX_NAME, Principal, add_api_key
 from cloud.accounts.customers import CustomerHit, LookUpBy, find_customers
 from cloud.accounts.notices import Gettext, MailQueue, reset_mail
-from cloud.accounts.rules import ROLE_PERMISSIONS, Role
+from cloud.accounts.rules import ROLE_PERMISSIONS, InvoicingDetails, Role
 from cloud.accounts.schemas import (
     AuditOut,
     BlacklistRequest,
     CompanyCreate,
     CompanyOut,
     CompanyUpdate,
+    InvoicingOut,
     MeOut,
     SessionOut,
     UserCreate,
@@ -47,7 +48,9 @@ def _user_out(row: UserRow) -> UserOut:
 
 
 def _company_out(row: CompanyRow) -> CompanyOut:
-    return CompanyOut(**users.company_view(row))
+    view = users.company_view(row)
+    invoicing = InvoicingOut(**{name: view[name] for name in InvoicingOut.model_fields})
+    return CompanyOut(**view, invoicing=invoicing)
 
 
 def _audit_out(row: AuditRow) -> AuditOut:
@@ -165,6 +168,7 @@ class AccountService:
                 company_id=body.company_id,
                 actor=actor,
                 now=self._clock(),
+                phone=body.phone,
             )
             return _user_out(row)
 
@@ -287,6 +291,11 @@ class AccountService:
                 now=self._clock(),
                 name=body.name,
                 payment_type=body.payment_type,
+                invoicing=(
+                    None
+                    if body.invoicing is None
+                    else InvoicingDetails(**body.invoicing.model_dump())
+                ),
             )
             return _company_out(row)
 

@@ -30,7 +30,11 @@ __all__ = [
 
 
 class CompanyRow(Base):
-    """A partner company (system integrator); ``partner_id`` is the vendor's reference."""
+    """A partner company (system integrator); ``partner_id`` is the vendor's reference.
+
+    The invoicing details (address, ``country`` ISO 3166 alpha-2, an EU VAT
+    number or an Indian GSTIN) are printed on its invoices.
+    """
 
     __tablename__ = "companies"
 
@@ -40,6 +44,12 @@ class CompanyRow(Base):
     payment_type: Mapped[PaymentType] = mapped_column(_enum(PaymentType, "payment_type"))
     blacklisted: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[int] = mapped_column(BigInteger)
+    address: Mapped[str | None] = mapped_column(String(500))  # street lines, one per line
+    postcode: Mapped[str | None] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(100))
+    country: Mapped[str | None] = mapped_column(String(2))
+    vat_number: Mapped[str | None] = mapped_column(String(20))
+    gst_number: Mapped[str | None] = mapped_column(String(15))
 
 
 class UserRow(Base):
@@ -65,6 +75,7 @@ class UserRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     disabled_at: Mapped[int | None] = mapped_column(BigInteger)
     locale: Mapped[str | None] = mapped_column(String(8))  # dashboard language; None: browser's
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164, e.g. +31201234567
 
     def __repr__(self) -> str:  # never the hash
         return f"UserRow(id={self.id}, email={self.email!r}, role={self.role!r})"

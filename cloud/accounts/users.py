@@ -30,7 +30,7 @@ from cloud.accounts.companies import (
     update_company,
 )
 from cloud.accounts.passwords import MAX_PASSWORD, MIN_PASSWORD, check_password, hash_password
-from cloud.accounts.rules import Role
+from cloud.accounts.rules import Role, check_phone
 from cloud.accounts.tables import LoginSessionRow, UserRow
 from cloud.errors import (
     N_,
@@ -76,6 +76,7 @@ class Contact:
     email: str
     name: str
     company_id: int | None
+    phone: str | None = None  # E.164
 
 
 def normalise_email(email: str) -> str:
@@ -126,6 +127,7 @@ def user_view(row: UserRow) -> dict[str, Any]:
         "blacklisted": row.blacklisted,
         "created_at": row.created_at,
         "disabled_at": row.disabled_at,
+        "phone": row.phone,
     }
 
 
@@ -147,7 +149,9 @@ def user_by_email(session: Session, email: str, *, lock: bool = False) -> UserRo
 def user_contact(session: Session, user_id: int) -> Contact:
     """Raises: UnknownUser."""
     row = user(session, user_id)
-    return Contact(user_id=row.id, email=row.email, name=row.name, company_id=row.company_id)
+    return Contact(
+        user_id=row.id, email=row.email, name=row.name, company_id=row.company_id, phone=row.phone
+    )
 
 
 def is_blacklisted(session: Session, user_id: int) -> bool:
@@ -226,8 +230,9 @@ def create_user(
     company_id: int | None,
     actor: Principal | str,
     now: int,
+    phone: str | None = None,
 ) -> UserRow:
-    """Create a user (audited as ``user.create``).
+    """Create a user (audited as ``user.create``); ``phone`` in international form.
 
     Raises:
         InvalidRequest: a bad address or password, or a company that does not fit the role.
@@ -240,6 +245,7 @@ def create_user(
     email = normalise_email(email)
     checked_password(password)
     _check_company(session, role, company_id)
+    phone = check_phone(phone) if phone is not None and phone.strip() else None
     if user_by_email(session, email) is not None:
         raise AccountExists(N_("a user with the e-mail %(email)s exists already"), email=email)
     row = UserRow(
@@ -251,6 +257,7 @@ def create_user(
         blacklisted=False,
         failed_logins=0,
         created_at=now,
+        phone=phone,
     )
     session.add(row)
     session.flush()
@@ -277,8 +284,10 @@ def update_user(
     role: Role | None = None,
     company_id: int | None = _UNSET,
     password: str | None = None,
+    phone: str | None = _UNSET,
 ) -> UserRow:
-    """Change a user's name, role, company or password (audited; the hash is not).
+    """Change a user's name, role, company, phone number (None: none) or password
+    (audited; the hash is not).
 
     A role change ends the user's login sessions, so the new role applies at once.
 
@@ -294,6 +303,8 @@ def update_user(
     if role is not None and role is not Role.PARTNER and company_id is _UNSET:
         new_company = None  # leaving the partner role leaves the company
     _check_company(session, new_role, new_company)
+    if phone is not _UNSET:
+        row.phone = None if phone is None or not phone.strip() else check_phone(phone)
     if password is not None:
         row.password_hash = hash_password(checked_password(password))
     if name is not None:

@@ -10,6 +10,7 @@ __all__ = [
     "ChargeNotSettled",
     "ChargeSettled",
     "IdempotencyConflict",
+    "NothingToResend",
     "OrderStateConflict",
     "PartialVoid",
     "PaymentProviderError",
@@ -31,6 +32,10 @@ class OrderStateConflict(Conflict):
 
 class IdempotencyConflict(Conflict):
     """An idempotency key already used for a different order."""
+
+
+class NothingToResend(Conflict):
+    """An order mail that cannot be resent: nobody to send it to, or nothing happened yet."""
 
 
 class ChargeSettled(Conflict):

@@ -37,6 +37,7 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "Party",
+    "company_party",
     "format_date",
     "format_money",
     "NoInvoice",
@@ -65,16 +66,24 @@ class Party:
     address: tuple[str, ...] = ()
     vat_id: str | None = None
     email: str | None = None
+    tax_label: str = "VAT id"  # what ``vat_id`` is: "VAT id" (EU) or "GSTIN" (India)
 
 
 @dataclass(frozen=True, slots=True)
 class InvoiceLine:
-    """One product line: the service code, what it is, the months it covers, its amount."""
+    """One product line: the service code, what it is, the months it covers, its amount
+    (``quantity`` × ``unit_cents``)."""
 
     product_code: str
     description: str
     months: int
     amount_cents: int
+    quantity: int = 1
+    unit_cents: int | None = None  # None: the amount (one unit)
+
+    @property
+    def unit(self) -> int:
+        return self.amount_cents if self.unit_cents is None else self.unit_cents
 
 
 class _OrderLineLike(Protocol):
@@ -86,12 +95,21 @@ class _OrderLineLike(Protocol):
     def months(self) -> int: ...
     @property
     def amount_cents(self) -> int: ...
+    @property
+    def quantity(self) -> int: ...
 
 
 def invoice_lines(lines: Sequence[_OrderLineLike]) -> tuple[InvoiceLine, ...]:
-    """Invoice lines from order lines (``OrderLine`` or ``OrderLineRow``: same four fields)."""
+    """Invoice lines from order lines (``OrderLine`` or ``OrderLineRow``: the same fields)."""
     return tuple(
-        InvoiceLine(line.product_code, line.description, line.months, line.amount_cents)
+        InvoiceLine(
+            line.product_code,
+            line.description,
+            line.months,
+            line.amount_cents,
+            quantity=line.quantity,
+            unit_cents=getattr(line, "unit_cents", None),
+        )
         for line in lines
     )
 
@@ -116,6 +134,7 @@ class Invoice:
     due_at: int | None = None
     installation: str | None = None
     notes: tuple[str, ...] = field(default=())
+    card_last4: str | None = None  # paid by card: the receipt names the card
 
     def __post_init__(self) -> None:
         if not self.lines or len(self.lines) > MAX_LINES:
@@ -196,7 +215,7 @@ def _party(pdf: FPDF, title: str, party: Party, *, x: float, y: float, width: fl
     pdf.set_font("Helvetica", "", 10)
     lines = [party.name, *party.address]
     if party.vat_id:
-        lines.append(f"VAT id: {party.vat_id}")
+        lines.append(f"{party.tax_label}: {party.vat_id}")
     if party.email:
         lines.append(party.email)
     for line in lines:
@@ -239,17 +258,19 @@ def render_invoice(invoice: Invoice) -> bytes:
 
     pdf.set_font("Helvetica", "", 9)
     with pdf.table(
-        col_widths=(28, 82, 18, 36),
-        text_align=("LEFT", "LEFT", "RIGHT", "RIGHT"),
+        col_widths=(26, 58, 14, 12, 28, 30),
+        text_align=("LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
         first_row_as_headings=True,
     ) as table:
-        table.row(["Product", "Description", "Months", "Amount"])
+        table.row(["Product", "Description", "Months", "Qty", "Unit price", "Amount"])
         for line in invoice.lines:
             table.row(
                 [
                     _text(line.product_code),
                     _text(line.description),
                     str(line.months),
+                    str(line.quantity),
+                    format_money(line.unit, invoice.currency),
                     format_money(line.amount_cents, invoice.currency),
                 ]
             )
@@ -272,7 +293,12 @@ def render_invoice(invoice: Invoice) -> bytes:
     if not vat:
         pdf.cell(width, 5, "No VAT charged.", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(4)
-    if invoice.paid_at is not None:
+    if invoice.paid_at is not None and invoice.card_last4:
+        status = (
+            f"Paid by card ending {invoice.card_last4} on {format_date(invoice.paid_at)}. "
+            "Thank you."
+        )
+    elif invoice.paid_at is not None:
         status = f"Paid on {format_date(invoice.paid_at)}. Thank you."
     elif invoice.due_at is not None:
         status = f"Payment due by {format_date(invoice.due_at)}."
@@ -305,9 +331,11 @@ def invoice_for_order(session: Session, order_id: int, *, settings: CloudSetting
             status=row.status.value,
         )
     paid_at = due_at = None
+    card_last4 = None
     if row.pay_with is PayWith.CARD:
         charge = orders.charge_of(session, row.id)
         paid_at = charge.updated_at if charge is not None else row.updated_at
+        card_last4 = charge.card_last4 if charge is not None else None
     else:
         due_at = row.created_at + PAYMENT_TERMS_DAYS * 86_400
     installation = session.get(InstallationRow, row.installation_id)
@@ -327,6 +355,7 @@ def invoice_for_order(session: Session, order_id: int, *, settings: CloudSetting
             if installation is not None
             else row.installation_id
         ),
+        card_last4=card_last4,
     )
 
 
@@ -340,4 +369,36 @@ def _buyer(session: Session, user_id: int | None, installation: InstallationRow 
     if user.company_id is None:
         return Party(user.name, email=user.email)
     company = users.company(session, user.company_id)
-    return Party(company.name, (f"Attn: {user.name}",), email=user.email)
+    return company_party(company, attention=user.name, email=user.email)
+
+
+class _CompanyLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def postcode(self) -> str | None: ...
+    @property
+    def city(self) -> str | None: ...
+    @property
+    def country(self) -> str | None: ...
+    @property
+    def vat_number(self) -> str | None: ...
+    @property
+    def gst_number(self) -> str | None: ...
+
+
+def company_party(company: _CompanyLike, *, attention: str | None, email: str | None) -> Party:
+    """A company as an invoice's buyer: its address lines, postcode and city, country, and
+    its VAT number (EU) or GSTIN (India)."""
+    lines = [f"Attn: {attention}"] if attention else []
+    lines += [line.strip() for line in (company.address or "").splitlines() if line.strip()]
+    place = " ".join(part for part in (company.postcode, company.city) if part)
+    if place:
+        lines.append(place)
+    if company.country:
+        lines.append(company.country)
+    if company.gst_number:
+        return Party(company.name, tuple(lines), company.gst_number, email, tax_label="GSTIN")
+    return Party(company.name, tuple(lines), company.vat_number, email)

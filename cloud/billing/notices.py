@@ -37,6 +37,7 @@ __all__ = [
     "invoice",
     "payment_received",
     "refund_failed",
+    "refund_made",
     "renewal_notice",
     "subscription_expired",
 ]
@@ -49,6 +50,7 @@ KINDS = (
     "refund_failed",
     "invoice",
     "payment_received",
+    "refund",
 )
 
 _SIGNATURE = (
@@ -209,7 +211,12 @@ def refund_failed(
 def invoice(bill: Invoice) -> Notice:
     """The mail that carries an invoice PDF."""
     total = format_money(bill.total_cents, bill.currency)
-    if bill.paid_at is not None:
+    if bill.paid_at is not None and bill.card_last4:
+        state = (
+            f"It was paid by card ending {bill.card_last4} on {format_date(bill.paid_at)}; "
+            "no action is needed."
+        )
+    elif bill.paid_at is not None:
         state = f"It was paid on {format_date(bill.paid_at)}; no action is needed."
     elif bill.due_at is not None:
         state = f"Please pay it by {format_date(bill.due_at)}."
@@ -217,6 +224,7 @@ def invoice(bill: Invoice) -> Notice:
         state = "Please pay it on receipt."
     lines = "\n".join(
         f"  - {line.description} ({line.product_code}), {line.months} month(s): "
+        f"{line.quantity} x {format_money(line.unit, bill.currency)} = "
         f"{format_money(line.amount_cents, bill.currency)}"
         for line in bill.lines
     )
@@ -225,6 +233,33 @@ def invoice(bill: Invoice) -> Notice:
         f"{format_date(bill.issued_at)}, total {total}.\n\n{lines}\n\n{state}"
     )
     return Notice("invoice", f"Invoice {bill.number} ({total})", body + _SIGNATURE)
+
+
+def refund_made(
+    *,
+    order_number: str,
+    amount_cents: int,
+    currency: str,
+    voided: bool,
+    card_last4: str | None,
+    at: int,
+) -> Notice:
+    """To the order's notify list: money was given back (a void or a refund)."""
+    card = f"card ending {card_last4}" if card_last4 else "the card it was paid with"
+    if voided:
+        what = (
+            f"The charge of {format_money(amount_cents, currency)} for order {order_number} "
+            f"was cancelled on {format_date(at)} before it was settled: it will not appear "
+            f"on the statement of {card}, or only as a pending charge that drops off."
+        )
+    else:
+        what = (
+            f"{format_money(amount_cents, currency)} of order {order_number} was refunded to "
+            f"{card} on {format_date(at)}. Banks take up to ten days to show it."
+        )
+    body = f"{what}\n\nNothing to do: this message is your record of it."
+    subject = f"Refund: order {order_number}, {format_money(amount_cents, currency)}"
+    return Notice("refund", subject, body + _SIGNATURE)
 
 
 def payment_received(

@@ -46,7 +46,12 @@ from cloud.billing.errors import (
     OrderStateConflict,
     UnknownOrder,
 )
-from cloud.billing.invoices import invoice_filename, invoice_for_order, render_invoice
+from cloud.billing.invoices import (
+    format_date,
+    invoice_filename,
+    invoice_for_order,
+    render_invoice,
+)
 from cloud.billing.payments import Charge, PaymentProvider, SandboxPaymentProvider
 from cloud.billing.reconcile import ReconcileReport, reconcile
 from cloud.billing.refunds import Refunds
@@ -305,19 +310,31 @@ class Billing:
         return [email] if email else []
 
     def _mail_invoice(self, session: Session, row: OrderRow, *, now: int) -> None:
+        self.mail_invoice(session, row, now=now)
+
+    def mail_invoice(self, session: Session, row: OrderRow, *, now: int, resend: int = 0) -> None:
+        """Queue the invoice of a paid or invoiced order to its notify list, PDF attached.
+
+        Once per order (the outbox's ``invoice:<id>``): every way an order gets paid
+        (invoiced, a card checkout or renewal charge, reconciliation) calls it, and a
+        second call is a no-op; ``resend`` (1, 2, ...) queues it again, once per resend.
+        """
         if not row.notify:
-            _log.warning("order %s is invoiced but has nobody to send the invoice to", row.number)
+            _log.warning("order %s is paid but has nobody to send the invoice to", row.number)
             return
         amount = f"{row.amount_cents / 100:.2f} {row.currency}"
+        how = "payable by invoice."
         attachments = []
         if self.invoice_settings is None:
             _log.warning(
                 "no invoice settings: the invoice of %s is mailed without its PDF", row.number
             )
         else:
-            invoice = invoice_for_order(session, row.id, settings=self.invoice_settings)
-            pdf = render_invoice(invoice)
-            attachments.append((invoice_filename(invoice), "application/pdf", pdf))
+            bill = invoice_for_order(session, row.id, settings=self.invoice_settings)
+            attachments.append((invoice_filename(bill), "application/pdf", render_invoice(bill)))
+            if bill.paid_at is not None:
+                card = f" by card ending {bill.card_last4}" if bill.card_last4 else ""
+                how = f"paid{card} on {format_date(bill.paid_at)}. Thank you."
         enqueue(
             session,
             kind="invoice",
@@ -325,9 +342,9 @@ class Billing:
             to=row.notify,
             subject=f"Invoice for order {row.number}",
             body=f"Order {row.number} ({row.kind}) for installation {row.installation_id}: "
-            f"{amount}, payable by invoice.",
+            f"{amount}, {how}",
             now=now,
-            dedupe_key=f"invoice:{row.id}",
+            dedupe_key=f"invoice:{row.id}" + (f":resend:{resend}" if resend else ""),
         )
 
     def _new_charge(self, session: Session, row: OrderRow, *, now: int) -> TransactionRow:
@@ -379,7 +396,11 @@ class Billing:
                 charge_id=charge.charge_id,
             )
             txn.settled = charge.settled
+            if charge.card_last4 and charge.card_last4.isdigit():
+                txn.card_last4 = charge.card_last4[-4:]
             repo.set_order_status(tx, row, status, actor=actor, now=now)
+            if status is _S.SUCCEED:  # TTecomm: an invoice after every card payment
+                self._mail_invoice(tx, row, now=now)
             return row
 
     # checkout and cancel ------------------------------------------------------

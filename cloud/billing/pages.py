@@ -47,6 +47,8 @@ router = APIRouter(include_in_schema=False)
 
 Reader = Annotated[Principal, Depends(page_require(Permission.ORDERS_READ))]
 Refunder = Annotated[Principal, Depends(page_require(Permission.REFUNDS))]
+Writer = Annotated[Principal, Depends(page_require(Permission.ORDERS_WRITE))]
+Staff = Annotated[Principal, Depends(page_require(Permission.ACCOUNTS_READ))]
 OrderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 PAGE_SIZE = 25
 _DATE = r"^(\d{4}-\d{2}-\d{2})?$"
@@ -88,6 +90,9 @@ def orders_page(
     type_: Annotated[str, Query(alias="type", max_length=20)] = "",
     customer: Annotated[str, Query(max_length=200)] = "",
     installation: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{0,64}$")] = "",
+    user: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    company: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    hidden: Annotated[str, Query(pattern=r"^1?$")] = "",
     since: Annotated[str, Query(max_length=10, pattern=_DATE)] = "",
     until: Annotated[str, Query(max_length=10, pattern=_DATE)] = "",
     sort: Annotated[str, Query(max_length=10)] = "date",
@@ -110,6 +115,9 @@ def orders_page(
         descending=dir == "desc",
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
+        customer_user_id=user,
+        customer_company_id=company,
+        hidden=True if hidden else None,
     )
     history = service.history(who, which, service_codes=True)
     context: dict[str, Any] = {
@@ -127,12 +135,16 @@ def orders_page(
             "installation": installation,
             "since": since,
             "until": until,
+            "user": user,
+            "company": company,
+            "hidden": hidden,
         },
         "sort": which.sort,
         "dir": dir,
         "filtered": any(
             (number, status_, service_code, type_, customer, installation, since, until)
-        ),
+        )
+        or any((user, company, hidden)),
     }
     return render(request, "billing/orders.html", context)
 
@@ -169,6 +181,48 @@ async def invoice_pdf(who: Reader, service: OrdersDep, order_id: OrderId) -> Res
             "Cache-Control": "private, no-store",
         },
     )
+
+
+@router.post("/orders/{order_id}/hide")
+def hide_submit(
+    request: Request, who: Writer, form: CheckedForm, service: OrdersDep, order_id: OrderId
+) -> Response:
+    """Hide the order from the customer's own history; back to the order."""
+    _ = translator(request).gettext
+    row = service.set_hidden(who, order_id, hidden=True)
+    text = _("Order %(number)s is hidden from your order history.") % {"number": row.number}
+    return _go(request, order_id, text)
+
+
+@router.post("/orders/{order_id}/unhide")
+def unhide_submit(
+    request: Request, who: Writer, form: CheckedForm, service: OrdersDep, order_id: OrderId
+) -> Response:
+    """Show the order in the customer's history again; back to the order."""
+    _ = translator(request).gettext
+    row = service.set_hidden(who, order_id, hidden=False)
+    text = _("Order %(number)s shows in your order history again.") % {"number": row.number}
+    return _go(request, order_id, text)
+
+
+@router.post("/orders/{order_id}/resend")
+def resend_submit(
+    request: Request, who: Staff, form: CheckedForm, service: OrdersDep, order_id: OrderId
+) -> Response:
+    """Queue the invoice or refund mail again to the order's notify list; back to the order."""
+    _ = translator(request).gettext
+    mail = str(form.get("mail", ""))
+    if mail not in ("invoice", "refund"):
+        raise InvalidRequest(
+            N_("%(name)s must be one of: %(choices)s"), name="mail", choices="invoice, refund"
+        )
+    done = service.resend(who, order_id, mail=mail)
+    text = (
+        _("The invoice is queued again to %(to)s.")
+        if mail == "invoice"
+        else _("The refund mail is queued again to %(to)s.")
+    ) % {"to": ", ".join(done.to)}
+    return _go(request, order_id, text)
 
 
 async def _confirm(

@@ -68,6 +68,7 @@ class Charge:
     status: ChargeStatus
     settled: bool
     decline_reason: str | None = None
+    card_last4: str | None = None  # the card's last four digits, for the receipt
 
 
 @runtime_checkable
@@ -172,6 +173,7 @@ class SandboxPaymentProvider:
             status=entry.status,
             settled=entry.settled,
             decline_reason=entry.decline_reason,
+            card_last4=entry.card_last4,
         )
 
     async def charge(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
-from cloud.accounts.tables import CompanyRow, UserRow
+from cloud.accounts.tables import AuditRow, CompanyRow, UserRow
 from cloud.billing.rules import (
     OrderKind,
     OrderLine,
@@ -43,12 +43,16 @@ __all__ = [
     "get_order",
     "insert_order",
     "installations_of_account",
+    "latest_purchase",
     "lines_of",
     "order_by_key",
     "order_summaries",
     "refunded_cents",
     "retries_of",
+    "record_resend",
+    "resends_of",
     "search_orders",
+    "set_hidden",
     "set_order_status",
     "service_codes",
     "set_txn_status",
@@ -86,6 +90,11 @@ class OrderQuery:
     installation_ids: tuple[str, ...] | None = None  # any of these
     sort: str = "date"  # one of ORDER_SORTS
     descending: bool = True
+    # a customer's orders: placed by the user (one of the company's users), or of an
+    # installation the user owns (the company integrates), renewals included
+    customer_user_id: int | None = None
+    customer_company_id: int | None = None
+    hidden: bool | None = None  # None: hidden or not; False: not hidden; True: hidden only
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +171,8 @@ def insert_order(
                 description=line.description,
                 months=line.months,
                 amount_cents=line.amount_cents,
+                quantity=line.quantity,
+                unit_cents=line.unit,
             )
         )
     session.flush()
@@ -268,6 +279,52 @@ def set_order_status(
     _audit_order(session, row, actor=actor, action="order.status", before=before, now=now)
 
 
+def set_hidden(session: Session, row: OrderRow, *, hidden: bool, actor: Actor, now: int) -> None:
+    """Hide the order from its customer's history (or show it again), audited; a no-op when
+    it is so already."""
+    if (row.hidden_at is not None) == hidden:
+        return
+    before: dict[str, object] = {"hidden_at": row.hidden_at}
+    row.hidden_at = now if hidden else None
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="order.hide" if hidden else "order.unhide",
+        object_type="order",
+        object_id=str(row.id),
+        before=before,
+        after={"hidden_at": row.hidden_at, "number": row.number},
+        now=now,
+    )
+
+
+def resends_of(session: Session, order_id: int, *, mail: str) -> int:
+    """How many times the order's ``mail`` (invoice, refund) was resent (from the audit log)."""
+    query = select(AuditRow.after).where(
+        AuditRow.object_type == "order",
+        AuditRow.object_id == str(order_id),
+        AuditRow.action == "order.resend",
+    )
+    return sum(1 for after in session.scalars(query) if (after or {}).get("mail") == mail)
+
+
+def record_resend(
+    session: Session, row: OrderRow, *, mail: str, count: int, actor: Actor, now: int
+) -> None:
+    """Audit that the order's ``mail`` was queued again (the ``count``-th time)."""
+    audit.record(
+        session,
+        actor=actor,
+        action="order.resend",
+        object_type="order",
+        object_id=str(row.id),
+        before=None,
+        after={"mail": mail, "resend": count, "to": list(row.notify), "number": row.number},
+        now=now,
+    )
+
+
 def set_txn_status(
     session: Session,
     row: TransactionRow,
@@ -367,6 +424,22 @@ def _filtered(query: OrderQuery, visible: Select[tuple[str]] | None) -> Select[t
             | func.lower(InstallationRow.name).contains(text, autoescape=True)
         )
         stmt = stmt.where(OrderRow.buyer_user_id.in_(buyers) | OrderRow.installation_id.in_(places))
+    if query.customer_user_id is not None:
+        owned = select(OwnerRow.installation_id).where(OwnerRow.user_id == query.customer_user_id)
+        stmt = stmt.where(
+            (OrderRow.buyer_user_id == query.customer_user_id) | OrderRow.installation_id.in_(owned)
+        )
+    if query.customer_company_id is not None:
+        staff = select(UserRow.id).where(UserRow.company_id == query.customer_company_id)
+        integrated = select(IntegratorRow.installation_id).where(
+            IntegratorRow.company_id == query.customer_company_id
+        )
+        stmt = stmt.where(
+            OrderRow.buyer_user_id.in_(staff) | OrderRow.installation_id.in_(integrated)
+        )
+    if query.hidden is not None:
+        hidden = OrderRow.hidden_at.is_not(None)
+        stmt = stmt.where(hidden if query.hidden else ~hidden)
     if query.since is not None:
         stmt = stmt.where(OrderRow.created_at >= query.since)
     if query.until is not None:
@@ -499,6 +572,17 @@ def installations_of_account(
         stmt = stmt.where(InstallationRow.id.in_(visible.scalar_subquery()))
     stmt = stmt.order_by(func.lower(InstallationRow.name), InstallationRow.id).limit(limit)
     return session.scalars(stmt).all()
+
+
+def latest_purchase(session: Session, installation_id: str) -> OrderRow | None:
+    """The installation's latest order that a person placed (renewals by the system aside)."""
+    query = (
+        select(OrderRow)
+        .where(OrderRow.installation_id == installation_id, OrderRow.buyer_user_id.is_not(None))
+        .order_by(OrderRow.created_at.desc(), OrderRow.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
 
 
 def service_codes(session: Session, *, visible: Select[tuple[str]] | None) -> list[str]:

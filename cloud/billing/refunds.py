@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from cloud.billing import notices
 from cloud.billing import queries as repo
 from cloud.billing.errors import (
     ChargeNotSettled,
@@ -46,6 +47,7 @@ from cloud.billing.rules import (
     REFUND_RETRIES,
     OrderStatus,
     TxnType,
+    choose_reversal,
     next_refund_retry,
     plan_refund,
     plan_void,
@@ -55,7 +57,7 @@ from cloud.database import Store
 from cloud.errors import N_
 from cloud.notifications.outbox import enqueue
 
-__all__ = ["LEASE_S", "Refunds", "Reversal", "RetryReport"]
+__all__ = ["LEASE_S", "Refunds", "Reversal", "RetryReport", "mail_reversal"]
 
 _log = logging.getLogger(__name__)
 
@@ -91,6 +93,26 @@ class _Charged:
     txn_id: int
     key: str
     charge_id: str
+
+
+def mail_reversal(
+    session: Session, row: OrderRow, txn: TransactionRow, *, now: int, resend: int = 0
+) -> None:
+    """Queue the mail of a void or refund that went through to the order's notify list,
+    once per transaction (``refund:<id>``); ``resend`` (1, 2, ...) queues it again."""
+    if not row.notify:
+        return
+    charge = session.get(TransactionRow, txn.parent_id) if txn.parent_id else None
+    notice = notices.refund_made(
+        order_number=row.number,
+        amount_cents=txn.amount_cents,
+        currency=row.currency,
+        voided=txn.type == TxnType.VOID,
+        card_last4=charge.card_last4 if charge is not None else None,
+        at=txn.updated_at,
+    )
+    key = f"refund:{txn.id}" + (f":resend:{resend}" if resend else "")
+    enqueue(session, to=row.notify, now=now, dedupe_key=key, **notice.fields())
 
 
 class Refunds:
@@ -239,6 +261,8 @@ class Refunds:
             repo.set_txn_status(tx, txn, status, actor=actor, now=now, error=error)
             if txn.type == TxnType.VOID and status == _S.SUCCEED:
                 repo.set_order_status(tx, row, _S.CANCEL, actor=actor, now=now)
+            if status == _S.SUCCEED:
+                mail_reversal(tx, row, txn, now=now)
             retry_at = None
             if queue:
                 retry_at = next_refund_retry(retries_done=0, now=now)
@@ -249,16 +273,39 @@ class Refunds:
     async def refund(
         self, order_id: int, *, amount_cents: int | None, actor: repo.Actor, now: int
     ) -> Reversal:
-        """Refund ``amount_cents`` (default: all that is left) of the order's settled charge.
+        """Give back ``amount_cents`` (default: all that is left) of the order's charge.
 
-        A provider failure queues the refund for daily retries (``retry_at``).
+        The processor's rule, "tries a void first, then a refund": an unsettled
+        charge is voided in full (:func:`~cloud.billing.rules.choose_reversal`);
+        when the void finds that the charge settled meanwhile, it is refunded. A
+        settled charge is refunded; a provider failure queues the refund for daily
+        retries (``retry_at``).
 
         Raises:
             UnknownOrder, OrderStateConflict: no such order, or nothing charged to refund.
-            ChargeNotSettled: void instead.
+            PartialVoid: part of an unsettled charge (refund part once it settled).
             RefundTooLarge, BadOrderRequest: more than is left, or not a positive amount.
+            VoidFailed: the provider failed the void (nothing changed; try again).
         """
         settled = await self._settled(order_id)
+        if not settled:
+
+            def plan() -> None:
+                with self.store.transaction() as tx:
+                    _, charge = self._charged(tx, order_id)
+                    choose_reversal(
+                        charge_cents=charge.amount_cents,
+                        refunded_cents=repo.refunded_cents(tx, charge.id),
+                        requested_cents=amount_cents,
+                        settled=False,
+                    )
+
+            await asyncio.to_thread(plan)
+            try:
+                return await self.void(order_id, amount_cents=None, actor=actor, now=now)
+            except ChargeSettled:
+                _log.info("order %d: the charge settled before the void; refunding it", order_id)
+            settled = await self._settled(order_id)
 
         def start() -> tuple[TransactionRow, str]:
             with self.store.transaction() as tx:
@@ -341,6 +388,9 @@ class Refunds:
             if error is None:
                 retry.resolved_at, retry.next_attempt_at = now, None
                 repo.set_txn_status(tx, txn, _S.SUCCEED, actor=_JOB_ACTOR, now=now)
+                order = repo.get_order(tx, txn.order_id)
+                assert order is not None
+                mail_reversal(tx, order, txn, now=now)
                 return False
             retry.last_error = error[:1000]
             retry.next_attempt_at = next_refund_retry(retries_done=retry.attempts, now=now)

@@ -54,8 +54,12 @@ __all__ = [
     "OrderStatus",
     "PayWith",
     "TxnType",
+    "MAX_QUANTITY",
     "check_lines",
     "check_transition",
+    "choose_reversal",
+    "hidden_filter",
+    "line_amount",
     "next_refund_retry",
     "order_number",
     "plan_refund",
@@ -66,6 +70,7 @@ __all__ = [
 MAX_LINES = 50
 MAX_ORDER_CENTS = 10**10  # 100 million in the currency: far above any real order
 MAX_MONTHS = 240
+MAX_QUANTITY = 10_000
 REFUND_RETRY_INTERVAL_S = 86_400
 REFUND_RETRIES = 3
 STALE_CHARGE_S = 600
@@ -110,12 +115,23 @@ class TxnType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class OrderLine:
-    """One product on an order: ``months`` of ``product_code`` for ``amount_cents``."""
+    """One product on an order: ``months`` of ``product_code`` for ``amount_cents``.
+
+    ``quantity`` × ``unit_cents`` is ``amount_cents`` (:func:`check_lines` checks it);
+    without ``unit_cents`` the line is one unit of ``amount_cents``.
+    """
 
     product_code: str
     description: str
     months: int
     amount_cents: int
+    quantity: int = 1
+    unit_cents: int | None = None
+
+    @property
+    def unit(self) -> int:
+        """The price of one unit in cents."""
+        return self.amount_cents if self.unit_cents is None else self.unit_cents
 
 
 _S = OrderStatus
@@ -172,10 +188,88 @@ def check_lines(lines: Sequence[OrderLine]) -> int:
             raise BadOrderRequest(N_("a line amount cannot be negative"))
         if len(line.description) > 200:
             raise BadOrderRequest(N_("a line description has at most 200 characters"))
+        line_amount(quantity=line.quantity, unit_cents=line.unit, amount_cents=line.amount_cents)
         total += line.amount_cents
     if total > MAX_ORDER_CENTS:
         raise BadOrderRequest(N_("an order total is at most %(most)s cents"), most=MAX_ORDER_CENTS)
     return total
+
+
+def line_amount(*, quantity: int, unit_cents: int, amount_cents: int | None = None) -> int:
+    """A line's amount, ``quantity`` × ``unit_cents``; checked against ``amount_cents`` if given.
+
+    Raises:
+        BadOrderRequest: a quantity outside 1-:data:`MAX_QUANTITY`, a negative unit price,
+            or an amount that is not quantity × unit price.
+    """
+    if not 1 <= quantity <= MAX_QUANTITY:
+        raise BadOrderRequest(
+            N_("a quantity must be 1-%(most)s, not %(quantity)s"),
+            most=MAX_QUANTITY,
+            quantity=quantity,
+        )
+    if unit_cents < 0:
+        raise BadOrderRequest(N_("a unit price cannot be negative"))
+    total = quantity * unit_cents
+    if amount_cents is not None and amount_cents != total:
+        raise BadOrderRequest(
+            N_(
+                "a line amount of %(amount)s cents is not %(quantity)s × %(unit)s cents "
+                "(quantity × unit price)"
+            ),
+            amount=amount_cents,
+            quantity=quantity,
+            unit=unit_cents,
+        )
+    return total
+
+
+def hidden_filter(*, staff: bool, show_hidden: bool) -> bool | None:
+    """Which orders a history lists, by whether they are hidden: ``None`` all, ``False``
+    not hidden, ``True`` hidden only.
+
+    A customer's history leaves out what they hid (Akuvox's "delete"), unless they ask
+    for the hidden ones (to show them again); staff see everything, marked hidden, as
+    the books and the audit log do.
+    """
+    if show_hidden:
+        return True
+    return None if staff else False
+
+
+def choose_reversal(
+    *, charge_cents: int, refunded_cents: int, requested_cents: int | None, settled: bool
+) -> tuple[TxnType, int]:
+    """What a refund request does: void an unsettled charge in full, refund a settled one.
+
+    The processor's manual: "tries a void first, then a refund". An unsettled
+    charge cannot be partly given back (there is no partial void), so a
+    partial amount waits until the charge settles.
+
+    Raises:
+        PartialVoid: a part of an unsettled charge.
+        OrderStateConflict: an unsettled charge with a refund under way.
+        RefundTooLarge, BadOrderRequest: as :func:`plan_refund` for a settled charge.
+    """
+    if settled:
+        return TxnType.REFUND, plan_refund(
+            charge_cents=charge_cents,
+            refunded_cents=refunded_cents,
+            requested_cents=requested_cents,
+            settled=True,
+        )
+    if refunded_cents:
+        raise OrderStateConflict(N_("the charge is being refunded: it cannot be voided"))
+    if requested_cents is not None and requested_cents != charge_cents:
+        raise PartialVoid(
+            N_(
+                "the charge of %(charge)s cents has not settled, so it can only be given back "
+                "whole (a void), not %(requested)s; refund part of it once it has settled"
+            ),
+            charge=charge_cents,
+            requested=requested_cents,
+        )
+    return TxnType.VOID, charge_cents
 
 
 def status_after_charge(charge_status: str) -> OrderStatus:

@@ -11,6 +11,7 @@ from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus, PayWith
 from cloud.http.inputs import StrictBody
 
 __all__ = [
+    "BilledToOut",
     "CustomerActivityOut",
     "CustomerInstallationOut",
     "LineOut",
@@ -21,6 +22,8 @@ __all__ = [
     "OrderResultOut",
     "PayIn",
     "RefundIn",
+    "ResendIn",
+    "ResendOut",
     "RetryOut",
     "ReversalOptionOut",
     "ReversalOut",
@@ -49,6 +52,19 @@ class RefundIn(StrictBody):
     )
 
 
+class ResendIn(StrictBody):
+    mail: Literal["invoice", "refund"] = Field(
+        description="the invoice (a paid or invoiced order) or the mail of its latest refund/void"
+    )
+
+
+class ResendOut(BaseModel):
+    order_id: int
+    mail: Literal["invoice", "refund"]
+    to: list[str]
+    resend: int = Field(description="how many times this mail was resent, this one included")
+
+
 class OrderResultOut(BaseModel):
     order_id: int
     number: str
@@ -60,7 +76,9 @@ class LineOut(BaseModel):
     product_code: str
     description: str
     months: int
-    amount_cents: int
+    quantity: int
+    unit_cents: int
+    amount_cents: int = Field(description="quantity × unit_cents")
 
 
 class RetryOut(BaseModel):
@@ -80,6 +98,7 @@ class TransactionOut(BaseModel):
     provider: str
     provider_charge_id: str | None
     settled: bool
+    card_last4: str | None = Field(default=None, description="a charge's card, last 4 digits")
     error: str | None
     created_at: int
     updated_at: int
@@ -98,6 +117,9 @@ class OrderOut(BaseModel):
     currency: str
     created_at: int
     updated_at: int
+    hidden_at: int | None = Field(
+        default=None, description="when the customer hid it from their history (staff see it)"
+    )
 
 
 class OrderDetail(OrderOut):
@@ -145,6 +167,14 @@ class ReversalOptionOut(BaseModel):
     why_not: WhyNot | None = None
 
 
+class BilledToOut(BaseModel):
+    """Who pays for an installation: the purchaser of its latest order, and their company."""
+
+    contact: ContactOut
+    company_name: str | None
+    order_number: str
+
+
 class CustomerInstallationOut(BaseModel):
     """An installation of a customer's, with who works on it and whom support may talk to."""
 
@@ -153,6 +183,10 @@ class CustomerInstallationOut(BaseModel):
     owner_user_id: int | None
     integrator_company_ids: list[int]
     contacts: list[ContactOut] = Field(description="authorised contacts: never vendor staff")
+    billed_to: BilledToOut | None = Field(
+        default=None,
+        description="without authorised contacts: who is billed for it (its latest purchaser)",
+    )
 
 
 class CustomerActivityOut(BaseModel):

@@ -13,20 +13,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
+from cloud.accounts import users
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import STAFF_ROLES
 from cloud.accounts.schemas import ContactOut
-from cloud.accounts.users import Contact
+from cloud.accounts.users import Contact, user_contact
 from cloud.billing import queries as repo
-from cloud.billing.errors import PaymentProviderError, UnknownOrder
+from cloud.billing.errors import NothingToResend, PaymentProviderError, UnknownOrder
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
 from cloud.billing.orders import Billing, OrderResult
-from cloud.billing.refunds import Reversal
-from cloud.billing.rules import OrderKind, OrderStatus, PayWith
+from cloud.billing.refunds import Reversal, mail_reversal
+from cloud.billing.rules import OrderKind, OrderStatus, PayWith, TxnType, hidden_filter
 from cloud.billing.schemas import (
+    BilledToOut,
     CustomerActivityOut,
     CustomerInstallationOut,
     LineOut,
@@ -35,6 +38,7 @@ from cloud.billing.schemas import (
     OrderOut,
     OrderResultOut,
     OrderSummaryOut,
+    ResendOut,
     RetryOut,
     ReversalOptionOut,
     ReversalOut,
@@ -45,7 +49,7 @@ from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
 from cloud.database import Store
 from cloud.devices import memberships
 from cloud.devices.access import ensure_installation_access, visible_installation_ids
-from cloud.errors import UnknownInstallation, UpstreamFailed
+from cloud.errors import N_, Forbidden, UnknownInstallation, UnknownUser, UpstreamFailed
 from cloud.settings import CloudSettings
 from common.clock import Clock
 
@@ -70,6 +74,24 @@ def _contact_out(contact: Contact) -> ContactOut:
         email=contact.email,
         name=contact.name,
         company_id=contact.company_id,
+        phone=contact.phone,
+    )
+
+
+def _billed_to(session: Session, installation_id: str) -> BilledToOut | None:
+    """Who is billed for an installation nobody is authorised for: its latest purchaser."""
+    order = repo.latest_purchase(session, installation_id)
+    if order is None or order.buyer_user_id is None:
+        return None
+    try:
+        contact = user_contact(session, order.buyer_user_id)
+    except UnknownUser:
+        return None
+    company = None
+    if contact.company_id is not None:
+        company = users.company(session, contact.company_id).name
+    return BilledToOut(
+        contact=_contact_out(contact), company_name=company, order_number=order.number
     )
 
 
@@ -86,6 +108,7 @@ def _order_out(row: OrderRow) -> OrderOut:
         currency=row.currency,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        hidden_at=row.hidden_at,
     )
 
 
@@ -110,6 +133,7 @@ def _txn_out(row: TransactionRow, retry: RefundRetryRow | None) -> TransactionOu
         provider=row.provider,
         provider_charge_id=row.provider_charge_id,
         settled=row.settled,
+        card_last4=row.card_last4,
         error=row.error,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -143,6 +167,10 @@ def _reversal_out(result: Reversal) -> ReversalOut:
         amount_cents=result.amount_cents,
         retry_at=result.retry_at,
     )
+
+
+def _is_staff(principal: Principal) -> bool:
+    return principal.role in STAFF_ROLES
 
 
 def _order_in_scope(
@@ -195,6 +223,8 @@ class OrderService:
                     product_code=line.product_code,
                     description=line.description,
                     months=line.months,
+                    quantity=line.quantity,
+                    unit_cents=line.unit_cents,
                     amount_cents=line.amount_cents,
                 )
                 for line in repo.lines_of(tx, order_id)
@@ -216,8 +246,13 @@ class OrderService:
         installation_id: str | None,
         limit: int,
         offset: int,
+        customer: str | None = None,
+        customer_user_id: int | None = None,
+        customer_company_id: int | None = None,
+        show_hidden: bool = False,
     ) -> list[OrderOut]:
-        """The order history, newest first; partners and owners see their installations' only.
+        """The order history, newest first; partners and owners see their installations' only,
+        without the orders they hid (``show_hidden``: only those).
 
         Raises:
             UnknownInstallation: ``installation_id`` unknown or not one of the caller's.
@@ -229,6 +264,10 @@ class OrderService:
             installation_id=installation_id,
             limit=limit,
             offset=offset,
+            customer=customer,
+            customer_user_id=customer_user_id,
+            customer_company_id=customer_company_id,
+            hidden=hidden_filter(staff=_is_staff(principal), show_hidden=show_hidden),
         )
         with self._store.transaction() as tx:
             if installation_id is not None:
@@ -282,6 +321,7 @@ class OrderService:
                         owner_user_id=members.owner_user_id,
                         integrator_company_ids=list(members.integrator_company_ids),
                         contacts=[_contact_out(c) for c in contacts],
+                        billed_to=None if contacts else _billed_to(tx, row.id),
                     )
                 )
         ids = tuple(i.id for i in installations)
@@ -298,9 +338,15 @@ class OrderService:
         ``service_codes``: also the product codes on every order the caller may
         see (the history page's service filter); else ``services`` is empty.
 
+        A customer's history leaves out the orders they hid unless ``which.hidden``
+        asks for them (True); staff see every order.
+
         Raises:
             UnknownInstallation: ``which.installation_id`` unknown or not one of the caller's.
         """
+        which = replace(
+            which, hidden=hidden_filter(staff=_is_staff(principal), show_hidden=bool(which.hidden))
+        )
         with self._store.transaction() as tx:
             if which.installation_id is not None:
                 ensure_installation_access(tx, principal, which.installation_id, write=False)
@@ -395,6 +441,66 @@ class OrderService:
         invoice = await asyncio.to_thread(load)
         pdf = await asyncio.to_thread(render_invoice, invoice)
         return InvoicePdf(filename=invoice_filename(invoice), pdf=pdf)
+
+    def set_hidden(self, principal: Principal, order_id: int, *, hidden: bool) -> OrderOut:
+        """Hide the order from the customer's own history, or show it again (audited).
+
+        Only the customer (owner, partner) does it: staff, the books and the audit
+        log always see every order.
+
+        Raises:
+            UnknownOrder: no such order, or not one of the caller's.
+            Forbidden: staff.
+        """
+        if _is_staff(principal):
+            raise Forbidden(
+                N_(
+                    "only the customer hides an order from their own history; "
+                    "staff always see every order"
+                )
+            )
+        with self._store.transaction() as tx:
+            row = _order_in_scope(tx, principal, order_id, write=True)
+            repo.set_hidden(tx, row, hidden=hidden, actor=principal, now=self._clock())
+            return _order_out(row)
+
+    def resend(self, principal: Principal, order_id: int, *, mail: str) -> ResendOut:
+        """Queue the order's invoice, or the mail of its latest void or refund, again to the
+        order's notify list (audited). Staff only: a customer downloads the invoice.
+
+        Raises:
+            UnknownOrder: no such order.
+            Forbidden: not staff.
+            NoInvoice: an invoice of an order not paid or invoiced.
+            NothingToResend: no notify address, or no void or refund done.
+        """
+        if not _is_staff(principal):
+            raise Forbidden(N_("only staff resend an order's mails; download the invoice instead"))
+        now = self._clock()
+        with self._store.transaction() as tx:
+            row = _order_in_scope(tx, principal, order_id, write=False)
+            if not row.notify:
+                raise NothingToResend(
+                    N_("order %(number)s has nobody to send mail to"), number=row.number
+                )
+            count = repo.resends_of(tx, row.id, mail=mail) + 1
+            if mail == "invoice":
+                invoice_for_order(tx, row.id, settings=self._settings)  # NoInvoice if none
+                self._billing.mail_invoice(tx, row, now=now, resend=count)
+            else:
+                done = [
+                    t
+                    for t in repo.transactions_of(tx, row.id)
+                    if t.type in (TxnType.VOID, TxnType.REFUND) and t.status is OrderStatus.SUCCEED
+                ]
+                if not done:
+                    raise NothingToResend(
+                        N_("order %(number)s has no void or refund to tell about"),
+                        number=row.number,
+                    )
+                mail_reversal(tx, row, done[-1], now=now, resend=count)
+            repo.record_resend(tx, row, mail=mail, count=count, actor=principal, now=now)
+            return ResendOut(order_id=row.id, mail=mail, to=list(row.notify), resend=count)
 
     async def _check(self, principal: Principal, order_id: int) -> None:
         await asyncio.to_thread(self._scoped, principal, order_id, write=True)

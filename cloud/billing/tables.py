@@ -62,6 +62,8 @@ class OrderRow(Base):
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
     notify: Mapped[list[str]] = mapped_column(JSON)
     paid_handled_at: Mapped[int | None] = mapped_column(BigInteger)
+    # the customer hid it from their own history (staff, the books and the audit log see it)
+    hidden_at: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
@@ -78,7 +80,9 @@ class OrderLineRow(Base):
     product_code: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(String(200))
     months: Mapped[int] = mapped_column(Integer)
-    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)  # quantity × unit_cents
+    quantity: Mapped[int] = mapped_column(Integer, server_default="1")
+    unit_cents: Mapped[int] = mapped_column(BigInteger)
 
 
 class TransactionRow(Base):
@@ -105,6 +109,7 @@ class TransactionRow(Base):
     idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
     settled: Mapped[bool] = mapped_column(Boolean, server_default=false())
     amount_cents: Mapped[int] = mapped_column(BigInteger)
+    card_last4: Mapped[str | None] = mapped_column(String(4))  # a charge's card, as answered
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)

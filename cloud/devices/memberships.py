@@ -175,7 +175,7 @@ def authorised_contacts(
     )
     domains = {d.lower().lstrip("@") for d in staff_domains}
     return [
-        Contact(user_id=r.id, email=r.email, name=r.name, company_id=r.company_id)
+        Contact(r.id, r.email, r.name, r.company_id, phone=r.phone)
         for r in session.scalars(query)
         if r.email.rpartition("@")[2] not in domains
     ]

@@ -88,6 +88,8 @@ _CROSS_FIELD_RULES = [
     "POST /api/v1/tickets/{ticket_id}/responsible",
     "POST /api/v1/tickets/{ticket_id}/stage",
     "POST /api/v1/tickets/{ticket_id}/attachments",
+    # a VAT number or a GSTIN, not both; their check digits; the VAT prefix of the country
+    "PATCH /api/v1/companies/{company_id}",
 ]
 # Catalogue and payment rules: a product the catalogue lacks, a term it does not
 # offer, a renewal outside 1-60 months, a sandbox card that declines (402)
@@ -141,6 +143,12 @@ _STATEFUL = {
     ),
     "POST /api/v1/tickets/{ticket_id}/attachments": (
         "a file of an accepted type: tests/cloud/tickets/test_manual_api.py"
+    ),
+    "POST /api/v1/orders/{order_id}/hide": (
+        "a customer's own order (staff may not hide): tests/cloud/billing/test_order_actions.py"
+    ),
+    "POST /api/v1/orders/{order_id}/unhide": (
+        "a customer's own order (staff may not hide): tests/cloud/billing/test_order_actions.py"
     ),
     # random calls close the seeded ticket or move the test clock past the self-test's age
     "POST /api/v1/tickets/{ticket_id}/rma": (

@@ -22,7 +22,14 @@ from pydantic import ValidationError
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import AccountsDep, PageUser, page_require
 from cloud.accounts.rules import Permission, Role, allowed
-from cloud.accounts.schemas import AuditOut, CompanyCreate, CompanyUpdate, UserCreate, UserUpdate
+from cloud.accounts.schemas import (
+    AuditOut,
+    CompanyCreate,
+    CompanyUpdate,
+    InvoicingIn,
+    UserCreate,
+    UserUpdate,
+)
 from cloud.accounts.service import AccountService, AuditFilter
 from cloud.errors import N_, AccountExists, Forbidden, InvalidRequest
 from cloud.web.flash import redirect
@@ -200,6 +207,7 @@ def user_submit(
             name=str(form.get("name", "")).strip(),
             role=str(form.get("role", "")),  # type: ignore[arg-type]
             company_id=_company_id(form.get("company")),
+            phone=str(form.get("phone", "")).strip()[:32] or None,
         )
         service.update_user(who, user_id, body)
     except (ValidationError, InvalidRequest, Forbidden) as exc:
@@ -310,8 +318,46 @@ def company_page(
         "values": {"name": company.name, "payment_type": company.payment_type.value},
         "members": members,
         "error": None,
+        "invoicing": company.invoicing or InvoicingIn(),
+        "invoicing_error": None,
     }
     return render(request, "accounts/admin_company.html", context)
+
+
+_INVOICING = ("address", "postcode", "city", "country", "vat_number", "gst_number")
+
+
+@router.post("/admin/companies/{company_id}/invoicing")
+def invoicing_submit(
+    request: Request, company_id: Id, who: Writer, form: CheckedForm, service: AccountsDep
+) -> Response:
+    """Save the company's address and VAT number or GSTIN (all at once; empty clears)."""
+    values = {k: str(form.get(k, "")).strip()[:600] or None for k in _INVOICING}
+    try:
+        body = CompanyUpdate(invoicing=InvoicingIn(**values))  # type: ignore[arg-type]
+        service.update_company(who, company_id, body)
+    except (ValidationError, InvalidRequest) as exc:
+        company = service.company(company_id)
+        members = service.find_users(
+            email=None, role=None, company_id=company_id, limit=200, offset=0
+        )
+        context = {
+            "company": company,
+            "values": {"name": company.name, "payment_type": company.payment_type.value},
+            "members": members,
+            "error": None,
+            "invoicing": values,
+            "invoicing_error": _problem(request, exc),
+        }
+        return render(
+            request,
+            "accounts/admin_company.html",
+            context,
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    return redirect(
+        f"/admin/companies/{company_id}#invoicing", translator(request).gettext("Saved.")
+    )
 
 
 @router.post("/admin/companies/{company_id}")
@@ -331,6 +377,8 @@ def company_submit(
             "values": {k: str(form.get(k, "")) for k in ("name", "payment_type")},
             "members": [],
             "error": _problem(request, exc),
+            "invoicing": company.invoicing or InvoicingIn(),
+            "invoicing_error": None,
         }
         return render(
             request,

@@ -18,11 +18,14 @@ from cloud.accounts.rules import Permission
 from cloud.billing.deps import OrdersDep
 from cloud.billing.rules import OrderKind, OrderStatus
 from cloud.billing.schemas import (
+    CustomerActivityOut,
     OrderDetail,
     OrderOut,
     OrderResultOut,
     PayIn,
     RefundIn,
+    ResendIn,
+    ResendOut,
     ReversalOut,
     VoidIn,
 )
@@ -37,6 +40,8 @@ OrderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Reader = Annotated[Principal, Depends(require(Permission.ORDERS_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.ORDERS_WRITE))]
 Refunder = Annotated[Principal, Depends(require(Permission.REFUNDS))]
+# staff who look up accounts and their contacts (support, cs_admin, admin) resend mails
+Staff = Annotated[Principal, Depends(require(Permission.ACCOUNTS_READ))]
 _MAX_OFFSET = 2**31 - 1
 _NOT_FOUND = {404: "unknown order (or not one of yours)"}
 
@@ -49,10 +54,29 @@ def list_orders(
     status: OrderStatus | None = Query(default=None, description="e.g. 'Time out'"),
     number: str | None = Query(default=None, max_length=32, pattern=r"^[A-Za-z0-9-]+$"),
     installation_id: str | None = Query(default=None, pattern=ID_PATTERN),
+    customer: str | None = Query(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="part of the buyer's name or e-mail, company name, installation id or name",
+    ),
+    customer_user_id: int | None = Query(
+        default=None, ge=1, le=2**31 - 1, description="placed by the user or for their installation"
+    ),
+    customer_company_id: int | None = Query(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="placed by the company's users or for an installation it integrates",
+    ),
+    hidden: bool = Query(
+        default=False, description="only the orders hidden from the customer's history"
+    ),
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0, le=_MAX_OFFSET),
 ) -> list[OrderOut]:
-    """The order history, newest first; partners and owners see their installations' only."""
+    """The order history, newest first; partners and owners see their installations' only,
+    without the orders they hid (staff see every order; ``hidden_at`` marks the hidden)."""
     return service.search(
         principal,
         kind=type,
@@ -61,6 +85,33 @@ def list_orders(
         installation_id=installation_id,
         limit=limit,
         offset=offset,
+        customer=customer,
+        customer_user_id=customer_user_id,
+        customer_company_id=customer_company_id,
+        show_hidden=hidden,
+    )
+
+
+@router.get(
+    "/customer-activity",
+    responses=documented({404: "unknown installation"}),
+)
+def customer_activity(
+    principal: Staff,
+    service: OrdersDep,
+    user_id: int | None = Query(default=None, ge=1, le=2**31 - 1, description="an owner"),
+    company_id: int | None = Query(default=None, ge=1, le=2**31 - 1, description="a partner"),
+    installation_id: str | None = Query(default=None, pattern=ID_PATTERN),
+    order_limit: int = Query(default=10, ge=0, le=100),
+) -> CustomerActivityOut:
+    """A customer's installations with their authorised contacts (and phone numbers), who
+    is billed for an installation nobody is authorised for, and the latest orders (staff)."""
+    return service.customer_activity(
+        principal,
+        user_id=user_id,
+        company_id=company_id,
+        installation_id=installation_id,
+        order_limit=order_limit,
     )
 
 
@@ -68,6 +119,39 @@ def list_orders(
 def get_order(principal: Reader, service: OrdersDep, order_id: OrderId) -> OrderDetail:
     """One order with its lines and transactions (charges, voids, refunds and their retries)."""
     return service.detail(principal, order_id)
+
+
+_HIDE_ERRORS = {**_NOT_FOUND, 403: "staff: they always see every order"}
+
+
+@router.post("/{order_id}/hide", responses=documented(_HIDE_ERRORS))
+def hide_order(principal: Writer, service: OrdersDep, order_id: OrderId) -> OrderOut:
+    """Hide the order from the customer's own history (the books and staff still see it)."""
+    return service.set_hidden(principal, order_id, hidden=True)
+
+
+@router.post("/{order_id}/unhide", responses=documented(_HIDE_ERRORS))
+def unhide_order(principal: Writer, service: OrdersDep, order_id: OrderId) -> OrderOut:
+    """Show a hidden order in the customer's history again."""
+    return service.set_hidden(principal, order_id, hidden=False)
+
+
+@router.post(
+    "/{order_id}/resend",
+    responses=documented(
+        {
+            **_NOT_FOUND,
+            403: "not staff",
+            409: "no invoice yet, no void or refund done, or nobody to send it to",
+        },
+        body=True,
+    ),
+)
+def resend_mail(
+    body: ResendIn, principal: Staff, service: OrdersDep, order_id: OrderId
+) -> ResendOut:
+    """Queue the order's invoice or refund mail again to its notify list (staff; audited)."""
+    return service.resend(principal, order_id, mail=body.mail)
 
 
 _PAY_ERRORS = {

@@ -212,6 +212,7 @@ async def test_users_crud_and_admin_accounts_only_by_admins(cloud: Cloud) -> Non
             "blacklisted",
             "created_at",
             "disabled_at",
+            "phone",
         }
         assert (await cs.post("/api/v1/users", json=body)).status_code == 409
         assert (

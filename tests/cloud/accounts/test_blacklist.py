@@ -101,6 +101,8 @@ def _requests(shop: _Shop) -> dict[tuple[str, str], tuple[str, dict[str, Any] | 
             {"card_token": CARD_OK},
         ),
         ("POST", "/api/v1/orders/{order_id}/cancel"): (f"/api/v1/orders/{order}/cancel", None),
+        ("POST", "/api/v1/orders/{order_id}/hide"): (f"/api/v1/orders/{order}/hide", None),
+        ("POST", "/api/v1/orders/{order_id}/unhide"): (f"/api/v1/orders/{order}/unhide", None),
     }
 
 

@@ -74,8 +74,8 @@ def test_the_pdf_says_who_what_when_and_how_much() -> None:
         "Acme Security Ltd",
         "Attn: Jo Smith",
         "Installation: Shop (inst_shop)",
-        "TSF16100 Remote Services 13 EUR 120.00",
-        "TSF12125 Voice Control 13 EUR 60.00",
+        "TSF16100 Remote Services 13 1 EUR 120.00 EUR 120.00",
+        "TSF12125 Voice Control 13 1 EUR 60.00 EUR 60.00",
         "Net amount EUR 151.26",
         "VAT 19% EUR 28.74",
         "Total EUR 180.00",
@@ -205,8 +205,8 @@ async def test_download_the_invoice_of_an_order(cloud: Cloud) -> None:
     )
     text = _text(response.content)
     assert f"Invoice no.: {number}" in text and "Bill to\njo" in text
-    assert "TSF16100 Remote Services, 12 months 12 EUR 99.00" in text
-    assert "Total EUR 99.00" in text and "Paid on 2026-01-01" in text
+    assert "TSF16100 Remote Services, 12 months 12 1 EUR 99.00 EUR 99.00" in text
+    assert "Total EUR 99.00" in text and "Paid by card ending 4242 on 2026-01-01" in text
     assert "Shop (" in text
 
     async with client(cloud.app, owner_key) as as_owner:

@@ -77,6 +77,14 @@ _NOTICES = {
         last_error="provider timeout",
     ),
     "invoice": lambda: notices.invoice(_invoice()),
+    "refund": lambda: notices.refund_made(
+        order_number="2026-000042",
+        amount_cents=9900,
+        currency="EUR",
+        voided=False,
+        card_last4="4242",
+        at=START,
+    ),
     "payment_received": lambda: notices.payment_received(
         installation="Shop",
         order_number="2026-000042",
@@ -99,7 +107,7 @@ def test_each_template_renders_a_clean_notice_with_the_facts(kind: str) -> None:
     text = notice.subject + notice.body
     if kind != "subscription_expired" and kind != "renewal_notice":
         assert "2026-000042" in text  # the order number
-    if kind in ("renewal_notice", "charge_failed", "invoice", "payment_received"):
+    if kind in ("renewal_notice", "charge_failed", "invoice", "payment_received", "refund"):
         assert "EUR 99.00" in text
     if kind in ("charge_failed", "charge_retry_failed", "subscription_expired"):
         assert "Shop" in notice.subject

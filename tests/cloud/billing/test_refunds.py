@@ -9,7 +9,6 @@ import pytest
 
 from cloud.billing.errors import (
     BadOrderRequest,
-    ChargeNotSettled,
     ChargeSettled,
     OrderStateConflict,
     PartialVoid,
@@ -19,7 +18,7 @@ from cloud.billing.errors import (
 from cloud.billing.jobs import RefundRetryJob
 from cloud.billing.orders import Billing, OrderStatus
 from cloud.billing.payments import CARD_OK, CARD_REFUND_FAILS
-from cloud.billing.rules import REFUND_RETRIES, REFUND_RETRY_INTERVAL_S
+from cloud.billing.rules import REFUND_RETRIES, REFUND_RETRY_INTERVAL_S, choose_reversal
 from cloud.billing.tables import RefundRetryRow
 from cloud.database import Store
 from cloud.notifications.mailer import SmtpMailer
@@ -73,10 +72,6 @@ async def test_a_void_must_be_of_the_whole_charge(shop: Shop) -> None:
 
 async def test_a_settled_charge_is_refunded_not_voided(shop: Shop) -> None:
     order_id = await _paid(shop)
-    with pytest.raises(ChargeNotSettled, match="void it instead"):
-        await shop.billing.refunds.refund(
-            order_id, amount_cents=None, actor=ADMIN, now=shop.clock()
-        )
     await shop.provider.settle_all()
     with pytest.raises(ChargeSettled, match="refund it instead"):
         await shop.billing.refunds.void(order_id, amount_cents=None, actor=ADMIN, now=shop.clock())
@@ -99,6 +94,89 @@ async def test_a_settled_charge_is_refunded_not_voided(shop: Shop) -> None:
     assert shop.orders()[0].status == S.SUCCEED  # a refund does not cancel the order
     actions = [a for a, _, _ in shop.audit(order_id)]
     assert actions.count("transaction.refund") == 2
+
+
+async def test_a_refund_of_an_unsettled_charge_voids_it(shop: Shop) -> None:
+    order_id = await _paid(shop)
+    done = await shop.billing.refunds.refund(
+        order_id, amount_cents=None, actor=ADMIN, now=shop.clock()
+    )
+    assert (done.type, done.status, done.amount_cents) == ("void", S.SUCCEED, TOTAL)
+    assert [(t.type, t.status) for t in shop.transactions()] == [
+        ("charge", S.SUCCEED),
+        ("void", S.SUCCEED),
+    ]
+    assert shop.orders()[0].status == S.CANCEL
+    [entry] = shop.provider.ledger.values()
+    assert entry.voided and entry.refunded_cents == 0 and entry.refund_attempts == 0
+    with shop.store.transaction() as tx:
+        [mail] = [n for n in notifications(tx, limit=10) if n.kind == "refund"]
+        assert "was cancelled" in mail.body and "card ending 4242" in mail.body
+
+
+async def test_a_partial_refund_of_an_unsettled_charge_changes_nothing(shop: Shop) -> None:
+    order_id = await _paid(shop)
+    with pytest.raises(PartialVoid, match="has not settled"):
+        await shop.billing.refunds.refund(order_id, amount_cents=100, actor=ADMIN, now=shop.clock())
+    assert [t.type for t in shop.transactions()] == ["charge"]
+    assert shop.orders()[0].status == S.SUCCEED
+    [entry] = shop.provider.ledger.values()
+    assert not entry.voided and entry.refund_attempts == 0
+
+
+async def test_a_void_that_finds_the_charge_settled_falls_back_to_a_refund(shop: Shop) -> None:
+    order_id = await _paid(shop)
+    void = shop.provider.void
+
+    async def settles_first(charge_id: str) -> None:  # the processor settled it meanwhile
+        await shop.provider.settle_all()
+        await void(charge_id)
+
+    shop.provider.void = settles_first  # type: ignore[method-assign]
+    done = await shop.billing.refunds.refund(
+        order_id, amount_cents=None, actor=ADMIN, now=shop.clock()
+    )
+    assert (done.type, done.status, done.amount_cents) == ("refund", S.SUCCEED, TOTAL)
+    assert [(t.type, t.status) for t in shop.transactions()] == [
+        ("charge", S.SUCCEED),
+        ("void", S.FAILED),  # kept in the books: the void was tried
+        ("refund", S.SUCCEED),
+    ]
+    [entry] = shop.provider.ledger.values()
+    assert not entry.voided and entry.refunded_cents == TOTAL
+    assert shop.orders()[0].status == S.SUCCEED
+
+
+@pytest.mark.parametrize(
+    ("settled", "refunded", "requested", "expected"),
+    [
+        (False, 0, None, ("void", TOTAL)),
+        (False, 0, TOTAL, ("void", TOTAL)),
+        (False, 0, 1, PartialVoid),
+        (False, 100, None, OrderStateConflict),
+        (True, 0, None, ("refund", TOTAL)),
+        (True, 100, None, ("refund", TOTAL - 100)),
+        (True, 0, 5, ("refund", 5)),
+        (True, TOTAL, None, RefundTooLarge),
+        (True, 0, TOTAL + 1, RefundTooLarge),
+    ],
+)
+def test_choose_reversal(
+    settled: bool, refunded: int, requested: int | None, expected: object
+) -> None:
+    def choose() -> tuple[str, int]:
+        return choose_reversal(
+            charge_cents=TOTAL,
+            refunded_cents=refunded,
+            requested_cents=requested,
+            settled=settled,
+        )
+
+    if isinstance(expected, tuple):
+        assert choose() == expected
+    else:
+        with pytest.raises(expected):  # type: ignore[call-overload]
+            choose()
 
 
 async def test_charges_settle_after_a_day_of_the_sandbox_clock(shop: Shop) -> None:
@@ -164,8 +242,8 @@ async def test_a_failed_refund_is_retried_daily_three_times_then_mailed(
         retry = tx.query(RefundRetryRow).one()
         assert (retry.attempts, retry.next_attempt_at) == (REFUND_RETRIES, None)
         assert retry.exhausted_at == shop.clock()
-        [mail] = notifications(tx, limit=10)
-        assert mail.kind == "refund_failed"
+        kinds = sorted(mail.kind for mail in notifications(tx, limit=10))
+        assert kinds == ["invoice", "refund_failed"]  # the payment's invoice, then this
     shop.clock.advance(10 * DAY)
     assert await job.run_once() == type(report)((), (), ())  # never again
 
@@ -179,7 +257,9 @@ async def test_a_failed_refund_is_retried_daily_three_times_then_mailed(
     await OutboxSender(
         store=shop.store, mailer=mailer, sender="billing@entitle.example", clock=shop.clock
     ).run_once()
-    [delivery] = smtp_server.deliveries
+    [delivery] = [
+        d for d in smtp_server.deliveries if d.message["X-Entitle-Kind"] == "refund_failed"
+    ]
     assert sorted(delivery.rcpt_tos) == ["billing@entitle.example", "owner@example.com"]
     message = delivery.message
     assert shop.orders()[0].number in message["Subject"]
@@ -208,8 +288,8 @@ async def test_a_retry_that_succeeds_resolves_the_refund(shop: Shop) -> None:
     assert report.refunded == (refund.transaction_id,)
     txn = shop.transactions()[-1]
     assert (txn.type, txn.status, txn.amount_cents) == ("refund", S.SUCCEED, 500)
-    with shop.store.transaction() as tx:
-        assert notifications(tx, limit=10) == []
+    with shop.store.transaction() as tx:  # the payment's invoice and the refund's mail
+        assert sorted(n.kind for n in notifications(tx, limit=10)) == ["invoice", "refund"]
 
 
 async def test_two_workers_send_each_due_retry_once(shop: Shop, database_url: str) -> None:

@@ -183,6 +183,11 @@ async def test_a_year_of_subscription_mail_as_the_smtp_server_received_it(flow: 
         json={"installation_id": flow.installation, "product": "TSF12125", "card_token": CARD_OK},
     )
     assert voice.status_code == 201 and voice.json()["order_status"] == "Succeed", voice.text
+    # paid by card: its invoice follows at once, "paid by card ending 4242" (TTecomm)
+    [_, card_invoice] = await _sent(flow, "invoice", 2)
+    mail = _only(card_invoice, CARDHOLDER)
+    assert "paid by card ending 4242" in _text(mail)
+    assert "36.00" in _pdf_text(mail, mail["Subject"].split()[-1])
     voice_id = voice.json()["subscription"]["id"]
     assert (await flow.cardholder.post(f"/api/v1/subscriptions/{voice_id}/deactivate")).is_success
     again = await flow.cardholder.post(
@@ -206,14 +211,14 @@ async def test_a_year_of_subscription_mail_as_the_smtp_server_received_it(flow: 
     ) in _text(remote)
     assert voice_notice["Subject"] == "Voice Control renews on 2027-02-01T00:00:00Z"
     assert "36.00 will be charged on 2027-01-01T00:00:00Z" in _text(voice_notice)
-    assert flow.arrived("charge_failed") == [] and len(flow.arrived("invoice")) == 1
+    assert flow.arrived("charge_failed") == [] and len(flow.arrived("invoice")) == 2
 
     # 1 Jan 2027, one month before the end: the renewal is invoiced, the card declines
     await flow.advance_to(ts(2026, 12, 31))
     await _drain(flow)
-    assert len(flow.arrived("invoice")) == 1 and flow.arrived("charge_failed") == []
+    assert len(flow.arrived("invoice")) == 2 and flow.arrived("charge_failed") == []
     await flow.advance_to(ts(2027, 1, 1))
-    [_, renewal_invoice] = await _sent(flow, "invoice", 2)
+    [_, _, renewal_invoice] = await _sent(flow, "invoice", 3)  # none for the declined card
     mail = _only(renewal_invoice, INVOICED)
     renewal = [
         o
