@@ -276,7 +276,13 @@ class PlanChanges:
             with self._store.transaction() as tx:
                 row = self._scoped(tx, principal, quote.subscription_id, write=True, lock=True)
                 before = rows.load(row)
-                t = apply(before, ChangePlan(to=quote.to_product, end=quote.ends_at), now=now)
+                event = ChangePlan(
+                    to=quote.to_product,
+                    end=quote.ends_at,
+                    ref=f"{quote.to_product.code}:{now}",
+                    cents=quote.difference_cents,
+                )
+                t = apply(before, event, now=now)
                 changed = not any(isinstance(e, RefundPayment) for e in t.effects)
                 # the refund went out: recorded even when the state moved on meanwhile
                 status = "refunded" if amount > 0 else "applied"

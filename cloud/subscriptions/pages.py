@@ -322,6 +322,80 @@ async def renew(
     return redirect(back, text % {"name": line.name, "status": result.order_status}, level="info")
 
 
+# plan change ---------------------------------------------------------------------------
+def _plans(service: SubscriptionService, user: Principal, sub_id: str) -> list[Product]:
+    """The plans a subscription may change to: the other products of its service."""
+    current = CATALOGUE[service.line(user, sub_id).view["product"]]
+    return [p for p in CATALOGUE.values() if p.feature == current.feature and p != current]
+
+
+@router.get("/subscriptions/{sub_id}/plan-change", response_class=HTMLResponse)
+def confirm_plan_change(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    sub_id: SubId,
+    product: Annotated[str | None, Query(max_length=32)] = None,
+) -> HTMLResponse:
+    """The confirm step of a plan change: days left, each plan's daily value, the prorated
+    difference charged or refunded, before anything is changed."""
+    line = service.line(user, sub_id)
+    values: dict[str, Any] = {
+        "line": line,
+        "plans": _plans(service, user, sub_id),
+        "quote": None,
+        "error": None,
+        "pay_with": service.pays_with(user) or line.view["pay_with"],
+    }
+    if product is None:
+        return _page(request, "subscriptions/plan_change.html", values)
+    try:
+        values["quote"] = service.plans.quote(user, sub_id, product)
+    except (InvalidRequest, Conflict) as exc:
+        values["error"] = error_text(request, exc)
+        return _page(request, "subscriptions/plan_change.html", values, status_code=_refused(exc))
+    return _page(request, "subscriptions/plan_change.html", values)
+
+
+@router.post("/subscriptions/{sub_id}/plan-change")
+async def change_plan(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    sub_id: SubId,
+    form: CheckedForm,
+) -> Response:
+    t = translator(request)
+    line = service.line(user, sub_id)
+    code = str(form.get("product", ""))
+    try:
+        quote = service.plans.quote(user, sub_id, code)
+        pay_with = service.pays_with(user) or line.view["pay_with"]
+        card = _card(form)
+        if quote.difference_cents > 0 and pay_with == "card" and card is None:
+            raise InvalidRequest(N_("Enter a card number (12 to 19 digits)."))
+        result = await service.plans.change(user, sub_id, code, pay_with=pay_with, card_token=card)
+    except (InvalidRequest, Conflict, PaymentDeclined, UpstreamFailed) as exc:
+        values = {
+            "line": line,
+            "plans": _plans(service, user, sub_id),
+            "quote": None,
+            "error": error_text(request, exc),
+            "pay_with": line.view["pay_with"],
+        }
+        return _page(request, "subscriptions/plan_change.html", values, status_code=_refused(exc))
+    back = _back(line.view["installation_id"])
+    name = CATALOGUE[code].name
+    if result.quote.difference_cents > 0 and result.order_status != OrderStatus.SUCCEED:
+        text = t.gettext(
+            "The payment for the change to %(name)s is being confirmed (order status: "
+            "%(status)s); the new plan applies as soon as it is."
+        )
+        return redirect(back, text % {"name": name, "status": result.order_status}, level="info")
+    text = t.gettext("The plan is now %(name)s.")
+    return redirect(back, text % {"name": name})
+
+
 # buy: Checkout or Save subscriptions -------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Item:

@@ -377,4 +377,6 @@ def plan_change_event(session: Session, order_id: int, *, reversed_: bool) -> Ev
         return PlanChangeReversed(
             back_to=product(row.from_code), bought=product(row.to_code), ref=str(order_id)
         )
-    return ChangePlan(to=product(row.to_code), end=row.ends_at, ref=str(order_id))
+    return ChangePlan(
+        to=product(row.to_code), end=row.ends_at, ref=str(order_id), cents=row.difference_cents
+    )

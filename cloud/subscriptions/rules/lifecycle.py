@@ -239,6 +239,7 @@ class ChangePlan:
     to: Product
     end: int
     ref: str = ""
+    cents: int = 0  # the prorated difference: > 0 was charged, < 0 refunded
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +464,27 @@ def _change_plan(sub: Subscription, event: ChangePlan, *, now: int) -> Transitio
     if sub.product.code == event.to.code:
         return _refund(sub, f"the subscription is on {event.to.name} already")
     after = replace(sub, product=event.to)
-    return Transition(after, (_grant(after),))
+    where = sub.installation_id
+    if sub.scope.startswith("device:"):
+        where = f"{where}, device {sub.scope.removeprefix('device:')}"
+    money = (
+        f"{event.cents / 100:.2f} was charged for the days left"
+        if event.cents > 0
+        else f"{-event.cents / 100:.2f} is refunded for the days left"
+        if event.cents < 0
+        else "nothing was due"
+    )
+    notice = Notify(
+        kind="plan_changed",
+        to_user=sub.purchaser,
+        subject=f"Your plan is now {event.to.name}",
+        body=f"{sub.product.name} of installation {where} is now {event.to.name} until "
+        f"{iso(sub.end)}: {money}. Renewals are billed at the new plan's price "
+        f"({term_price(event.to, sub.term_months) / 100:.2f} for {sub.term_months} months). "
+        "The device follows with its next token.",
+        dedupe_key=f"plan_changed:{sub.id}:{event.ref}",
+    )
+    return Transition(after, (_grant(after), notice))
 
 
 def _grant(sub: Subscription) -> GrantService:
