@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -64,6 +64,10 @@ from tests.cloud.harness import (
     running,
     user_api_key,
 )
+from tests.database_fixtures import fresh_database
+
+# each example runs the app on a database of its own: minutes on a shared machine
+pytestmark = pytest.mark.timeout(900)
 
 PLANS = ("VR-720P-07D", "VR-1080P-07D", "VR-720P-30D", "VR-4K-30D", "VR-4K-90D")
 START = 1_769_860_800  # 2026-01-31T12:00:00Z
@@ -293,21 +297,15 @@ async def _world(settings_: CloudSettings) -> AsyncIterator[_World]:
                     await partner.__aexit__(None, None, None)  # type: ignore[attr-defined]
 
 
-def _fresh_database(database_url: str, tmp_path: Path, n: int) -> str:
-    """A database of its own for each example: a new SQLite file, or emptied PostgreSQL."""
+@contextmanager
+def _database(database_url: str, tmp_path: Path, n: int) -> Iterator[str]:
+    """A database of its own for each example: a new SQLite file, or a new PostgreSQL
+    database (dropped with whatever connections the example's app left)."""
     if database_url.startswith("sqlite"):
-        return f"sqlite:///{tmp_path / f'example-{n}.db'}"
-    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                " AND tablename <> 'alembic_version'"
-            )
-        ]
-        if tables:
-            conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-    return database_url
+        yield f"sqlite:///{tmp_path / f'example-{n}.db'}"
+        return
+    with fresh_database() as url:
+        yield url
 
 
 _examples = iter(range(1_000_000))
@@ -315,7 +313,7 @@ _examples = iter(range(1_000_000))
 
 @settings(
     derandomize=True,
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -330,15 +328,7 @@ _examples = iter(range(1_000_000))
 def test_money_in_equals_money_applied_or_given_back(
     database_url: str, tmp_path: Path, steps: list[_Step]
 ) -> None:
-    url = _fresh_database(database_url, tmp_path, next(_examples))
-    settings_ = CloudSettings(
-        data_dir=tmp_path / "data",
-        database_url=url,
-        broker_url="mqtt://cloud:secret@broker.example:1883",
-        refresh_interval_s=3600,
-    )
-
-    async def story() -> None:
+    async def story(settings_: CloudSettings) -> None:
         async with _world(settings_) as world:
             world.check()
             for step in steps:
@@ -346,4 +336,11 @@ def test_money_in_equals_money_applied_or_given_back(
                 world.check()
             await world.finish()
 
-    asyncio.run(story())
+    with _database(database_url, tmp_path, next(_examples)) as url:
+        settings_ = CloudSettings(
+            data_dir=tmp_path / "data",
+            database_url=url,
+            broker_url="mqtt://cloud:secret@broker.example:1883",
+            refresh_interval_s=3600,
+        )
+        asyncio.run(story(settings_))
