@@ -88,6 +88,9 @@ _BUSINESS_RULES = [
     "POST /api/v1/subscriptions",
     "POST /api/v1/subscriptions/{sub_id}/renew",
     "POST /api/v1/subscriptions/{sub_id}/reactivate",
+    "POST /api/v1/subscriptions/cameras",
+    "GET /api/v1/subscriptions/{sub_id}/plan-change/quote",
+    "POST /api/v1/subscriptions/{sub_id}/plan-change",
     "POST /api/v1/orders/{order_id}/pay",
     "POST /api/v1/orders/{order_id}/refund",
     "POST /api/v1/orders/{order_id}/void",
@@ -112,6 +115,15 @@ _STATEFUL = {
     ),
     "POST /api/v1/orders/{order_id}/refund": (
         "a settled charge: tests/cloud/billing/test_refunds.py"
+    ),
+    "POST /api/v1/subscriptions/cameras": (
+        "an installation with cameras: tests/cloud/subscriptions/test_plans.py"
+    ),
+    "GET /api/v1/subscriptions/{sub_id}/plan-change/quote": (
+        "an active camera plan: tests/cloud/subscriptions/test_plans.py"
+    ),
+    "POST /api/v1/subscriptions/{sub_id}/plan-change": (
+        "an active camera plan: tests/cloud/subscriptions/test_plans.py"
     ),
     # random calls close the seeded ticket or move the test clock past the self-test's age
     "POST /api/v1/tickets/{ticket_id}/rma": (
