@@ -83,8 +83,12 @@ async def subscriptions_section(
     may_write = allowed(user.role, Permission.SUBSCRIPTIONS_WRITE)
     blacklisted = may_write and not service.may_change(user)
     may_write = may_write and not blacklisted
-    held = {line.view["service"] for line in lines if line.state not in ("expired", "cancelled")}
-    cameras = [d.device_id for d in installation.devices if d.kind == DeviceKind.CAMERA]
+    held = {
+        line.view["service"]
+        for line in lines
+        if line.state not in ("expired", "cancelled") and not line.view["scope"]
+    }
+    cameras = _unplanned_cameras(installation, lines)
     return Section(
         "subscriptions/_installation.html",
         {
@@ -102,6 +106,22 @@ async def subscriptions_section(
             "tone": _STATUS_TONE,
         },
     )
+
+
+def _unplanned_cameras(installation: InstallationDetail, lines: list[Any]) -> list[str]:
+    """The installation's cameras without a live plan of their own, nor one for all."""
+    planned = {
+        line.view["device_id"]
+        for line in lines
+        if line.view["service"] == VIDEO and line.state not in ("expired", "cancelled")
+    }
+    if None in planned:  # an installation-wide tier (bought before plans were per camera)
+        return []
+    return [
+        d.device_id
+        for d in installation.devices
+        if d.kind == DeviceKind.CAMERA and d.device_id not in planned
+    ]
 
 
 RECENT_ORDERS = 10
@@ -401,6 +421,7 @@ async def change_plan(
 class _Item:
     product: Product
     months: int
+    device_id: str | None = None  # a camera's own plan
 
     @property
     def cents(self) -> int:
@@ -408,9 +429,16 @@ class _Item:
 
 
 def _basket(
-    products: list[str], app_term: int | None, video: str | None, apply_all: bool
+    products: list[str],
+    app_term: int | None,
+    video: str | None,
+    apply_all: bool,
+    cameras: list[str],
 ) -> list[_Item]:
-    """The items a buy form asks for; InvalidRequest (marked N_) for what it cannot."""
+    """The items a buy form asks for; InvalidRequest (marked N_) for what it cannot.
+
+    A video retention tier is a plan per camera: one item for each of ``cameras`` (the
+    installation's cameras without a live plan)."""
     items: list[_Item] = []
     for code in dict.fromkeys(products):
         if code not in SERVICES:
@@ -429,11 +457,15 @@ def _basket(
         if not apply_all:
             raise InvalidRequest(
                 N_(
-                    "A video retention tier covers the whole installation: "
+                    "A video retention tier is bought for the cameras: "
                     "tick “Apply to all cameras” to buy it."
                 )
             )
-        items.append(_Item(tier, tier.default_term_months))
+        if not cameras:
+            raise InvalidRequest(
+                N_("No camera without a plan: add a camera first, or change a camera's plan.")
+            )
+        items.extend(_Item(tier, tier.default_term_months, cam) for cam in cameras)
     if not items:
         raise InvalidRequest(N_("Choose at least one service to buy."))
     return items
@@ -449,7 +481,7 @@ def _buy_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    cameras = sum(1 for d in installation.devices if d.kind == DeviceKind.CAMERA)
+    cameras = sum(1 for i in items if i.device_id is not None)
     return _page(
         request,
         "subscriptions/buy.html",
@@ -483,8 +515,9 @@ def review_purchase(
     installation = installations.detail(user, installation_id)
     pays_with = service.pays_with(user)
     form = {"product": product, "app_term": app_term, "video": video, "apply_all": apply_all}
+    cameras = _unplanned_cameras(installation, service.lines(user, installation_id))
     try:
-        items = _basket(product, app_term, video or None, apply_all == "1")
+        items = _basket(product, app_term, video or None, apply_all == "1", cameras)
     except InvalidRequest as exc:
         return _buy_page(
             request,
@@ -534,6 +567,7 @@ async def buy(
             app_term,
             str(video) if video else None,
             form.get("apply_all") == "1",
+            _unplanned_cameras(installation, service.lines(user, installation_id)),
         )
         card = _card(form)
         if pays_with == "card" and card is None:
@@ -559,6 +593,7 @@ async def buy(
                 pay_with=pays_with,
                 card_token=card,
                 start=None,
+                device_id=item.device_id,
             )
         except (InvalidRequest, Conflict, PaymentDeclined, UpstreamFailed) as exc:
             if not bought:
