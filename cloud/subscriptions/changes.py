@@ -42,7 +42,8 @@ from cloud.billing.orders import Billing
 from cloud.billing.rules import OrderLine, OrderStatus, PayWith
 from cloud.billing.tables import OrderRow
 from cloud.database import Store
-from cloud.errors import N_, PaymentDeclined, UpstreamFailed
+from cloud.devices.access import ensure_installation_access
+from cloud.errors import N_, InvalidRequest, PaymentDeclined, UpstreamFailed
 from cloud.subscriptions import queries as rows
 from cloud.subscriptions.errors import NothingRefundable, PlanChangeRefused
 from cloud.subscriptions.payer import payment_method, purchaser
@@ -171,6 +172,65 @@ class PlanChanges:
         if quote.difference_cents > 0:
             return await self._upgrade(principal, sub, quote, buyer, how, card_token, now=now)
         return await self._downgrade(principal, quote, now=now)
+
+    async def change_cameras(
+        self,
+        principal: Principal,
+        installation_id: str,
+        to_code: str,
+        *,
+        device_ids: Sequence[str] | None,
+        pay_with: str | None,
+        card_token: str | None,
+    ) -> list[PlanChangeResult]:
+        """ "Apply desired subscription to all cameras": change the plan of every camera of
+        the installation that has one of this service (or of the listed ones); cameras on
+        that plan already are left as they are. Every change is quoted before the first
+        is made, so a refusal (a camera without a plan, a plan not active) changes nothing;
+        each change then has its own order or refund.
+
+        Raises:
+            as :meth:`change`; InvalidRequest: no camera to change.
+        """
+        now = self._clock()
+        to = product(to_code)
+
+        def plan() -> list[str]:
+            with self._store.transaction() as tx:
+                ensure_installation_access(tx, principal, installation_id, write=True)
+                subs = {
+                    r.scope.removeprefix("device:"): r
+                    for r in rows.subscriptions_of(tx, installation_id)
+                    if r.service == to.feature and r.scope.startswith("device:")
+                }
+                chosen = list(subs) if device_ids is None else list(dict.fromkeys(device_ids))
+                out = []
+                for device_id in chosen:
+                    row = subs.get(device_id)
+                    if row is None:
+                        raise PlanChangeRefused(
+                            N_("device %(device)s has no %(feature)s plan: buy one first"),
+                            device=device_id,
+                            feature=to.feature,
+                        )
+                    if row.product_code != to.code:
+                        plan_change_quote(rows.load(row), to, now=now)  # refuses early
+                        out.append(row.id)
+                if not out:
+                    raise InvalidRequest(
+                        N_("every camera is on %(product)s already: nothing to change"),
+                        product=to.code,
+                    )
+                return out
+
+        results = []
+        for sub_id in await asyncio.to_thread(plan):
+            results.append(
+                await self.change(
+                    principal, sub_id, to.code, pay_with=pay_with, card_token=card_token
+                )
+            )
+        return results
 
     # upgrade: charged, applied when paid ---------------------------------------------
     async def _upgrade(

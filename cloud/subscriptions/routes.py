@@ -20,13 +20,14 @@ from cloud.http.deps import ClockDep, SettingsDep, provided
 from cloud.http.errors import documented
 from cloud.http.schemas import ID_PATTERN
 from cloud.jobs import JobRunner
-from cloud.subscriptions.changes import RULE
+from cloud.subscriptions.changes import RULE, PlanChangeResult
 from cloud.subscriptions.deps import SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE, CURRENCY
 from cloud.subscriptions.rules.plans import PlanChangeQuote
 from cloud.subscriptions.schemas import (
     AdvanceIn,
     CamerasIn,
+    CamerasPlanIn,
     CardIn,
     PlanChangeIn,
     PlanQuoteOut,
@@ -112,6 +113,33 @@ async def buy_for_cameras(body: CamerasIn, principal: Writer, service: Service) 
     return {"bought": [_out(r) for r in results]}
 
 
+@router.post("/subscriptions/cameras/plan-change", responses=_ERRORS)
+async def change_camera_plans(
+    body: CamerasPlanIn, principal: Writer, service: Service
+) -> dict[str, Any]:
+    """Change the plan of all (or the listed) cameras at once; each change is quoted before
+    any is made, and then charged or refunded on its own."""
+    results = await service.plans.change_cameras(
+        principal,
+        body.installation_id,
+        body.product,
+        device_ids=body.device_ids,
+        pay_with=body.pay_with,
+        card_token=body.card_token,
+    )
+    return {"changed": [_change_out(r) for r in results]}
+
+
+def _change_out(result: PlanChangeResult) -> dict[str, Any]:
+    return {
+        "quote": _quote_out(result.quote).model_dump(),
+        "subscription": result.subscription,
+        "order_id": result.order_id,
+        "order_status": result.order_status,
+        "refunded_cents": result.refunded_cents,
+    }
+
+
 def _quote_out(quote: PlanChangeQuote) -> PlanQuoteOut:
     return PlanQuoteOut(
         subscription_id=quote.subscription_id,
@@ -148,13 +176,7 @@ async def change_plan(
     result = await service.plans.change(
         principal, sub_id, body.product, pay_with=body.pay_with, card_token=body.card_token
     )
-    return {
-        "quote": _quote_out(result.quote).model_dump(),
-        "subscription": result.subscription,
-        "order_id": result.order_id,
-        "order_status": result.order_status,
-        "refunded_cents": result.refunded_cents,
-    }
+    return _change_out(result)
 
 
 @router.get("/subscriptions", responses=_ERRORS)

@@ -12,6 +12,7 @@ from cloud.http.schemas import DEVICE_ID_PATTERN, ID_PATTERN, NAME_PATTERN
 __all__ = [
     "AdvanceIn",
     "CamerasIn",
+    "CamerasPlanIn",
     "CardIn",
     "PlanChangeIn",
     "PlanQuoteOut",
@@ -67,6 +68,18 @@ class CamerasIn(StrictBody):
 
     installation_id: str = Field(pattern=ID_PATTERN)
     product: str = Field(min_length=1, max_length=32, description="a per-device catalogue code")
+    device_ids: list[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]] | None = Field(
+        default=None, max_length=500, description="the cameras; default: every camera"
+    )
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class CamerasPlanIn(StrictBody):
+    """One new plan for all (or the listed) cameras of an installation."""
+
+    installation_id: str = Field(pattern=ID_PATTERN)
+    product: str = Field(min_length=1, max_length=32, description="the new plan's code")
     device_ids: list[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]] | None = Field(
         default=None, max_length=500, description="the cameras; default: every camera"
     )

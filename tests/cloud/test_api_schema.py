@@ -89,6 +89,7 @@ _BUSINESS_RULES = [
     "POST /api/v1/subscriptions/{sub_id}/renew",
     "POST /api/v1/subscriptions/{sub_id}/reactivate",
     "POST /api/v1/subscriptions/cameras",
+    "POST /api/v1/subscriptions/cameras/plan-change",
     "GET /api/v1/subscriptions/{sub_id}/plan-change/quote",
     "POST /api/v1/subscriptions/{sub_id}/plan-change",
     "POST /api/v1/orders/{order_id}/pay",
@@ -118,6 +119,9 @@ _STATEFUL = {
     ),
     "POST /api/v1/subscriptions/cameras": (
         "an installation with cameras: tests/cloud/subscriptions/test_plans.py"
+    ),
+    "POST /api/v1/subscriptions/cameras/plan-change": (
+        "cameras with plans: tests/cloud/subscriptions/test_plans.py"
     ),
     "GET /api/v1/subscriptions/{sub_id}/plan-change/quote": (
         "an active camera plan: tests/cloud/subscriptions/test_plans.py"

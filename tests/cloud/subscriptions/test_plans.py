@@ -448,3 +448,48 @@ async def test_office_users_by_the_month_at_most_60(cloud: Cloud) -> None:
         assert full.status_code == 409 and "maximum is 60" in _detail(full)
     users = (await _features(cloud, gw))["office_user"]["users"]
     assert len(users) == 60 and "u0" in users
+
+
+async def test_apply_a_new_plan_to_all_cameras_at_once(cloud: Cloud) -> None:
+    cloud.clock.now = ts(2026, 1, 31, 12)
+    inst, gw, cam_a, cam_b = await _two_cameras(cloud)
+    cam_c = (await cloud.device(inst, "camera"))["device_id"]  # no plan of its own
+    _, si = await _partner(cloud, inst)
+    async with si:
+        for cam, code in ((cam_a, "VR-720P-07D"), (cam_b, "VR-4K-30D")):
+            r = await si.post(
+                "/api/v1/subscriptions",
+                json={
+                    "installation_id": inst,
+                    "product": code,
+                    "device_id": cam,
+                    "card_token": CARD_OK,
+                },
+            )
+            assert r.status_code == 201, r.text
+        cloud.clock.now = ts(2026, 5, 12, 9)
+        orders = _count(cloud, OrderRow)
+        # a listed camera without a plan refuses the whole request before any order
+        refused = await si.post(
+            "/api/v1/subscriptions/cameras/plan-change",
+            json={"installation_id": inst, "product": "VR-4K-30D", "device_ids": [cam_a, cam_c]},
+        )
+        assert refused.status_code == 409 and cam_c in _detail(refused)
+        assert _count(cloud, OrderRow) == orders
+        # every camera with a plan: the one on 4K/30d already is left as it is
+        r = await si.post(
+            "/api/v1/subscriptions/cameras/plan-change",
+            json={"installation_id": inst, "product": "VR-4K-30D", "card_token": CARD_OK},
+        )
+        assert r.status_code == 200, r.text
+        [changed] = r.json()["changed"]
+        assert changed["subscription"]["device_id"] == cam_a
+        assert changed["quote"]["difference_cents"] == 9584
+        assert _count(cloud, OrderRow) == orders + 1
+        for cam in (cam_a, cam_b):
+            assert (await _features(cloud, cam))["video_retention"]["days"] == 30
+        again = await si.post(
+            "/api/v1/subscriptions/cameras/plan-change",
+            json={"installation_id": inst, "product": "VR-4K-30D", "card_token": CARD_OK},
+        )
+        assert again.status_code == 422 and "nothing to change" in _detail(again)
