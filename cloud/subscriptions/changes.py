@@ -48,7 +48,13 @@ from cloud.subscriptions import queries as rows
 from cloud.subscriptions.errors import NothingRefundable, PlanChangeRefused
 from cloud.subscriptions.payer import payment_method, purchaser
 from cloud.subscriptions.rules.catalogue import CURRENCY, product
-from cloud.subscriptions.rules.lifecycle import ChangePlan, RefundPayment, Subscription, apply
+from cloud.subscriptions.rules.lifecycle import (
+    ChangePlan,
+    RefundPayment,
+    Subscription,
+    Transition,
+    apply,
+)
 from cloud.subscriptions.rules.plans import PlanChangeQuote, plan_change_quote
 from cloud.subscriptions.tables import Outcome, SubscriptionRow
 from cloud.subscriptions.views import subscription_view
@@ -76,7 +82,7 @@ class _Commit(Protocol):
         tx: Session,
         row: SubscriptionRow | None,
         before: Subscription | None,
-        t: Any,
+        t: Transition,
         *,
         actor: Principal | str,
         action: str,
