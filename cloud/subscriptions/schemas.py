@@ -75,16 +75,10 @@ class CamerasIn(StrictBody):
     card_token: str | None = Field(default=None, min_length=1, max_length=256)
 
 
-class CamerasPlanIn(StrictBody):
+class CamerasPlanIn(CamerasIn):
     """One new plan for all (or the listed) cameras of an installation."""
 
-    installation_id: str = Field(pattern=ID_PATTERN)
     product: str = Field(min_length=1, max_length=32, description="the new plan's code")
-    device_ids: list[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]] | None = Field(
-        default=None, max_length=500, description="the cameras; default: every camera"
-    )
-    pay_with: Literal["card", "invoice"] | None = None
-    card_token: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class PlanChangeIn(StrictBody):

@@ -11,6 +11,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 
 from agent.enforcers import RetentionPruner
@@ -61,6 +62,14 @@ def _report(cloud: Cloud, device_id: str, *, seq: int, fw: str | None, kind: str
     assert done.stored == 1
 
 
+async def _plan(si: httpx.AsyncClient, inst: str, cam: str, code: str, card: str) -> httpx.Response:
+    """A camera's own plan bought by the partner ``si`` with ``card``."""
+    return await si.post(
+        "/api/v1/subscriptions",
+        json={"installation_id": inst, "product": code, "device_id": cam, "card_token": card},
+    )
+
+
 def _grant_days(cloud: Cloud, inst: str, device_id: str) -> int:
     with cloud.state.store.transaction() as tx:
         [grant] = [
@@ -94,15 +103,7 @@ async def test_a_cameras_plan_is_in_that_cameras_token_only(cloud: Cloud) -> Non
     _, si = await _partner(cloud, inst)
     async with si:
         for cam, code in ((cam_a, "VR-720P-07D"), (cam_b, "VR-4K-30D")):
-            r = await si.post(
-                "/api/v1/subscriptions",
-                json={
-                    "installation_id": inst,
-                    "product": code,
-                    "device_id": cam,
-                    "card_token": CARD_OK,
-                },
-            )
+            r = await _plan(si, inst, cam, code, CARD_OK)
             assert r.status_code == 201, r.text
             assert r.json()["subscription"]["device_id"] == cam
         # one site mixes 7-day 720p and 30-day 4K cameras
@@ -193,15 +194,7 @@ async def test_camera_plan_changed_on_day_100_is_charged_the_prorated_difference
     inst, _, cam, _ = await _two_cameras(cloud)
     uid, si = await _partner(cloud, inst)
     async with si:
-        bought = await si.post(
-            "/api/v1/subscriptions",
-            json={
-                "installation_id": inst,
-                "product": "VR-720P-07D",
-                "device_id": cam,
-                "card_token": CARD_OK,
-            },
-        )
+        bought = await _plan(si, inst, cam, "VR-720P-07D", CARD_OK)
         assert bought.status_code == 201, bought.text
         sub = bought.json()["subscription"]
         assert sub["end"] == ts(2027, 2, 1)
@@ -269,17 +262,7 @@ async def test_a_declined_upgrade_changes_nothing(cloud: Cloud) -> None:
     inst, _, cam, _ = await _two_cameras(cloud)
     _, si = await _partner(cloud, inst)
     async with si:
-        sub = (
-            await si.post(
-                "/api/v1/subscriptions",
-                json={
-                    "installation_id": inst,
-                    "product": "VR-720P-07D",
-                    "device_id": cam,
-                    "card_token": CARD_OK,
-                },
-            )
-        ).json()["subscription"]
+        sub = (await _plan(si, inst, cam, "VR-720P-07D", CARD_OK)).json()["subscription"]
         cloud.clock.advance(100 * DAY)
         r = await si.post(
             f"/api/v1/subscriptions/{sub['id']}/plan-change",
@@ -310,17 +293,7 @@ async def test_a_downgrade_refunds_the_prorated_difference_until_nothing_is_left
     inst, _, cam, _ = await _two_cameras(cloud)
     _, si = await _partner(cloud, inst)
     async with si:
-        sub = (
-            await si.post(
-                "/api/v1/subscriptions",
-                json={
-                    "installation_id": inst,
-                    "product": "VR-4K-30D",
-                    "device_id": cam,
-                    "card_token": CARD_SETTLED,
-                },
-            )
-        ).json()["subscription"]
+        sub = (await _plan(si, inst, cam, "VR-4K-30D", CARD_SETTLED)).json()["subscription"]
         cloud.clock.now = ts(2026, 5, 12, 9)  # 265 days left
         quote = await si.get(
             f"/api/v1/subscriptions/{sub['id']}/plan-change/quote?product=VR-1080P-07D"
@@ -457,15 +430,7 @@ async def test_apply_a_new_plan_to_all_cameras_at_once(cloud: Cloud) -> None:
     _, si = await _partner(cloud, inst)
     async with si:
         for cam, code in ((cam_a, "VR-720P-07D"), (cam_b, "VR-4K-30D")):
-            r = await si.post(
-                "/api/v1/subscriptions",
-                json={
-                    "installation_id": inst,
-                    "product": code,
-                    "device_id": cam,
-                    "card_token": CARD_OK,
-                },
-            )
+            r = await _plan(si, inst, cam, code, CARD_OK)
             assert r.status_code == 201, r.text
         cloud.clock.now = ts(2026, 5, 12, 9)
         orders = _count(cloud, OrderRow)
