@@ -53,7 +53,9 @@ SubId = Annotated[str, Path(pattern=r"^sub_[0-9a-f]{16}$")]
 InstId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 VIDEO = "video_retention"
-SERVICES = ("TSF16100", "TSF12125", "TSF16101")  # the installation-wide services, in order
+# the installation-wide services, in order
+SERVICES = ("TSF16100", "TSF12125", "TSF16101", "TSF16110")
+OFFICE_USER = "AKV-OFFICE-USER"  # bought per user or department, by the month
 _CARD = re.compile(r"^[0-9]{12,19}$")
 _STATUS_TONE = {
     "renews": "ok",
@@ -98,6 +100,7 @@ async def subscriptions_section(
             "blacklisted": blacklisted,
             "pays_with": service.pays_with(user) if may_write else None,
             "services": [CATALOGUE[code] for code in SERVICES],
+            "office": CATALOGUE[OFFICE_USER],
             "products": CATALOGUE,
             "video_tiers": _video_tiers(),
             "held": held,
@@ -422,6 +425,7 @@ class _Item:
     product: Product
     months: int
     device_id: str | None = None  # a camera's own plan
+    user_ref: str | None = None  # an office user's or department's own subscription
 
     @property
     def cents(self) -> int:
@@ -434,6 +438,7 @@ def _basket(
     video: str | None,
     apply_all: bool,
     cameras: list[str],
+    office_user: str | None = None,
 ) -> list[_Item]:
     """The items a buy form asks for; InvalidRequest (marked N_) for what it cannot.
 
@@ -466,6 +471,9 @@ def _basket(
                 N_("No camera without a plan: add a camera first, or change a camera's plan.")
             )
         items.extend(_Item(tier, tier.default_term_months, cam) for cam in cameras)
+    if office_user:
+        office = CATALOGUE[OFFICE_USER]
+        items.append(_Item(office, office.default_term_months, user_ref=office_user.strip()))
     if not items:
         raise InvalidRequest(N_("Choose at least one service to buy."))
     return items
@@ -509,15 +517,24 @@ def review_purchase(
     app_term: Annotated[int | None, Query(ge=1, le=1200)] = None,
     video: Annotated[str | None, Query(max_length=32)] = None,
     apply_all: Annotated[Literal["1"] | None, Query()] = None,
+    office_user: Annotated[str | None, Query(max_length=64)] = None,
 ) -> HTMLResponse:
     """Checkout (card: the sandbox card form) or Save subscriptions (invoice): the confirm
     step with every item, its term and price, the total and who pays."""
     installation = installations.detail(user, installation_id)
     pays_with = service.pays_with(user)
-    form = {"product": product, "app_term": app_term, "video": video, "apply_all": apply_all}
+    form = {
+        "product": product,
+        "app_term": app_term,
+        "video": video,
+        "apply_all": apply_all,
+        "office_user": office_user,
+    }
     cameras = _unplanned_cameras(installation, service.lines(user, installation_id))
     try:
-        items = _basket(product, app_term, video or None, apply_all == "1", cameras)
+        items = _basket(
+            product, app_term, video or None, apply_all == "1", cameras, office_user or None
+        )
     except InvalidRequest as exc:
         return _buy_page(
             request,
@@ -553,11 +570,13 @@ async def buy(
     products = [str(p) for p in form.getlist("product")]
     raw_term = form.get("app_term")
     video = form.get("video")
+    office_user = form.get("office_user")
     fields = {
         "product": products,
         "app_term": raw_term,
         "video": video,
         "apply_all": form.get("apply_all"),
+        "office_user": office_user,
     }
     items: list[_Item] = []
     try:
@@ -568,6 +587,7 @@ async def buy(
             str(video) if video else None,
             form.get("apply_all") == "1",
             _unplanned_cameras(installation, service.lines(user, installation_id)),
+            str(office_user) if office_user else None,
         )
         card = _card(form)
         if pays_with == "card" and card is None:
@@ -594,6 +614,7 @@ async def buy(
                 card_token=card,
                 start=None,
                 device_id=item.device_id,
+                user_ref=item.user_ref,
             )
         except (InvalidRequest, Conflict, PaymentDeclined, UpstreamFailed) as exc:
             if not bought:

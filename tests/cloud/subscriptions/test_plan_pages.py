@@ -112,3 +112,35 @@ async def test_a_refused_plan_change_page_says_why_in_dutch(cloud: Cloud) -> Non
 def _orders(cloud: Cloud) -> int:
     with cloud.state.store.transaction() as tx:
         return len(tx.scalars(select(OrderRow.id)).all())
+
+
+async def test_office_users_and_a_refused_precondition_on_the_buy_page(cloud: Cloud) -> None:
+    inst = await cloud.installation("Office")
+    await cloud.device(inst)  # a controller that never reported
+    company = new_company(cloud.app, name="SI invoice", payment_type="invoice")
+    with cloud.state.store.transaction() as tx:
+        memberships.add_integrator(tx, inst, company, actor="system:tests", now=1)
+    async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
+        page = await http.get(f"/installations/{inst}")
+        assert "Prosoft 3.7.3 or higher" in page.text and 'name="office_user"' in page.text
+        review = await http.get(f"/installations/{inst}/buy?office_user=Sales")
+        assert review.status_code == 200 and "user Sales" in review.text
+        done = await http.post(
+            f"/installations/{inst}/buy",
+            data={"csrf_token": csrf_of(review.text), "office_user": "Sales"},
+        )
+        assert done.status_code == 303, done.text
+        subs = (await cloud.http.get(f"/api/v1/subscriptions?installation_id={inst}")).json()
+        assert [(s["product"], s["user_ref"], s["term_months"]) for s in subs] == [
+            ("AKV-OFFICE-USER", "Sales", 1)
+        ]
+        # Remote Services Plus needs a connected controller on Prosoft 3.7.3
+        orders = _orders(cloud)
+        review = await http.get(f"/installations/{inst}/buy?product=TSF16110")
+        refused = await http.post(
+            f"/installations/{inst}/buy",
+            data={"csrf_token": csrf_of(review.text), "product": "TSF16110"},
+        )
+        assert refused.status_code == 409
+        assert "not connected" in refused.text
+        assert _orders(cloud) == orders
