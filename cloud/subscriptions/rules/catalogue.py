@@ -147,7 +147,7 @@ _PRODUCTS = [
     ),
     # TTecomm: sold only to a connected installation on "Prosoft 3.7.3 or higher"
     _with_minimum(
-        _yearly("TSF16110", "Remote Services Plus", "remote_plus", 700), min_firmware="3.7.3"
+        _yearly("TSF16110", "Remote Diagnostics", "remote_diagnostics", 700), min_firmware="3.7.3"
     ),
 ]
 

@@ -134,7 +134,7 @@ async def test_office_users_and_a_refused_precondition_on_the_buy_page(cloud: Cl
         assert [(s["product"], s["user_ref"], s["term_months"]) for s in subs] == [
             ("AKV-OFFICE-USER", "Sales", 1)
         ]
-        # Remote Services Plus needs a connected controller on Prosoft 3.7.3
+        # Remote Diagnostics needs a connected controller on Prosoft 3.7.3
         orders = _orders(cloud)
         review = await http.get(f"/installations/{inst}/buy?product=TSF16110")
         refused = await http.post(
