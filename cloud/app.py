@@ -38,6 +38,7 @@ from cloud.health.commands import (
     CommandsUnavailable,
     CommandTimeoutJob,
 )
+from cloud.health.connectivity import installation_reports
 from cloud.health.gaps import HealthGapJob
 from cloud.health.ingest import NATS_SUBSCRIPTIONS, SUBSCRIPTIONS, HealthIngest
 from cloud.health.jetstream import JetStreamHealth
@@ -227,7 +228,14 @@ def create_app(
             jobs: list[Job] = [job]  # every background job; each is idempotent across workers
             billing = Billing.from_settings(settings, store, clock=now)
             jobs += [RefundRetryJob(billing, clock=now), PaymentReconcileJob(billing, clock=now)]
-            subscriptions = SubscriptionService(store, service, billing, clock=now)
+            subscriptions = SubscriptionService(
+                store,
+                service,
+                billing,
+                clock=now,
+                reports=installation_reports,
+                connected_window_s=settings.purchase_connected_window_s,
+            )
             jobs.append(RenewalJob(subscriptions, clock=now))
             # after the renewals: a pass of the job runner signs what the sweep queued
             jobs.append(

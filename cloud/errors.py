@@ -21,7 +21,10 @@
         │                            its state: reactivating an expired subscription,
         │                            moving a closed ticket
         ├── SubscriptionConflict     (a Conflict, 409) the subscription's state forbids this
-        │   └── SubscriptionExists   one subscription per service per installation
+        │   ├── SubscriptionExists   one subscription per service per installation (device,
+        │   │                        user)
+        │   └── (cloud.subscriptions.errors) PreconditionFailed (NotConnected,
+        │       FirmwareTooOld), UserLimitReached, PlanChangeRefused (NothingRefundable)
         ├── UnknownSubscription      (a NotFound, 404)
         ├── PaymentDeclined          the card was declined at purchase; nothing was bought (402)
         ├── ContentTooLarge          an upload over its limit; nothing was stored (413)

@@ -122,6 +122,12 @@ class CloudSettings(BrokerClientSettings):
     invoice_seller_address: str = Field(default="", description="lines separated by '\\n'")
     invoice_seller_vat_id: str | None = None
     invoice_vat_percent: Decimal = Field(default=Decimal(0), description="VAT in the prices")
+    purchase_connected_window_s: int = Field(
+        default=7 * 86400,
+        gt=0,
+        description="a product with a minimum firmware is sold only to an installation one of "
+        "whose devices reported health within this many seconds",
+    )
     test_clock: bool = Field(
         default=False,
         description="a settable cloud clock and POST /api/v1/test-clock/advance (demos, tests)",

@@ -301,8 +301,13 @@ class IssuingService:
                             raise DeviceExists(
                                 N_("device %(device)s is already registered"), device=device_id
                             )
+                        controller = kind is DeviceKind.GATEWAY
                         check_capacity(
-                            installation_id, device_queries.count_devices(tx, installation_id)
+                            installation_id,
+                            device_queries.count_devices(
+                                tx, installation_id, controllers=controller
+                            ),
+                            kind=kind,
                         )
                         device = device_queries.add_device(
                             tx,

@@ -186,12 +186,20 @@ def devices_of(
     return session.scalars(query).all()
 
 
-def count_devices(session: Session, installation_id: str) -> int:
+def count_devices(
+    session: Session, installation_id: str, *, controllers: bool | None = None
+) -> int:
+    """How many devices the installation has (``controllers``: True only gateways,
+    False only cameras and counters, None all)."""
     query = (
         select(func.count())
         .select_from(DeviceRow)
         .where(DeviceRow.installation_id == installation_id)
     )
+    if controllers is True:
+        query = query.where(DeviceRow.kind == DeviceKind.GATEWAY)
+    elif controllers is False:
+        query = query.where(DeviceRow.kind != DeviceKind.GATEWAY)
     return int(session.scalar(query) or 0)
 
 
@@ -220,7 +228,9 @@ def active_grants(session: Session, installation_id: str) -> list[Grant]:
         GrantRow.status == GrantStatus.ACTIVE,
     )
     return [
-        Grant(feature=g.feature, until=g.valid_until, params=g.params, status=g.status)
+        Grant(
+            feature=g.feature, until=g.valid_until, params=g.params, status=g.status, scope=g.scope
+        )
         for g in session.scalars(query)
     ]
 
@@ -235,7 +245,13 @@ def active_grants_of(session: Session, installation_ids: Sequence[str]) -> dict[
     )
     for g in session.scalars(query):
         out[g.installation_id].append(
-            Grant(feature=g.feature, until=g.valid_until, params=g.params, status=g.status)
+            Grant(
+                feature=g.feature,
+                until=g.valid_until,
+                params=g.params,
+                status=g.status,
+                scope=g.scope,
+            )
         )
     return out
 
@@ -249,16 +265,21 @@ def upsert_grant(
     params: dict[str, Any],
     source: str,
     now: int,
+    scope: str = "",
 ) -> GrantRow:
-    """Create the grant or make the existing one active with these terms."""
+    """Create the grant or make the existing one active with these terms (``scope``: ""
+    for the whole installation, ``device:<id>`` or ``user:<ref>``)."""
     query = select(GrantRow).where(
-        GrantRow.installation_id == installation_id, GrantRow.feature == feature
+        GrantRow.installation_id == installation_id,
+        GrantRow.feature == feature,
+        GrantRow.scope == scope,
     )
     row = session.scalars(query.with_for_update()).one_or_none()
     if row is None:
         row = GrantRow(
             installation_id=installation_id,
             feature=feature,
+            scope=scope,
             created_at=now,
         )
         session.add(row)
@@ -273,12 +294,19 @@ def upsert_grant(
 
 
 def end_grant(
-    session: Session, *, installation_id: str, feature: str, status: GrantStatus, now: int
+    session: Session,
+    *,
+    installation_id: str,
+    feature: str,
+    status: GrantStatus,
+    now: int,
+    scope: str = "",
 ) -> GrantRow | None:
     """Mark an active grant revoked or ended; None if there is no active grant."""
     query = select(GrantRow).where(
         GrantRow.installation_id == installation_id,
         GrantRow.feature == feature,
+        GrantRow.scope == scope,
         GrantRow.status == GrantStatus.ACTIVE,
     )
     row = session.scalars(query.with_for_update()).one_or_none()

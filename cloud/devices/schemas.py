@@ -70,6 +70,9 @@ class DeviceOut(BaseModel):
 
 class GrantOut(BaseModel):
     feature: str
+    scope: str = Field(
+        default="", description='"" every device; "device:<id>" one device; "user:<ref>" one user'
+    )
     until: int
     params: dict[str, Any]
     source: str

@@ -95,6 +95,7 @@ def _installation_out(row: InstallationRow) -> InstallationOut:
 def _grant_out(row: GrantRow) -> GrantOut:
     return GrantOut(
         feature=row.feature,
+        scope=row.scope,
         until=row.valid_until,
         params=row.params,
         source=row.source,

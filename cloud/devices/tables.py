@@ -62,20 +62,24 @@ class DeviceRow(Base):
 
 
 class GrantRow(Base):
-    """One service granted to an installation; upserted and ended, never deleted.
+    """One service granted to an installation (or one of its devices or users); upserted and
+    ended, never deleted.
 
     A manual grant and a future subscription lifecycle drive the same row:
     ``source`` says who set it, ``status`` whether it still counts.
     """
 
     __tablename__ = "service_grants"
-    __table_args__ = (UniqueConstraint("installation_id", "feature"),)
+    __table_args__ = (UniqueConstraint("installation_id", "feature", "scope"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     installation_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("installations.id", ondelete="RESTRICT")
     )
     feature: Mapped[str] = mapped_column(String(64))
+    # "" for every device of the installation; "device:<id>" for that device only (it wins
+    # over an installation-wide grant of the same feature); "user:<ref>" for one user
+    scope: Mapped[str] = mapped_column(String(160), server_default="")
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     valid_until: Mapped[int] = mapped_column(BigInteger)
     source: Mapped[str] = mapped_column(String(32))

@@ -53,7 +53,9 @@ SubId = Annotated[str, Path(pattern=r"^sub_[0-9a-f]{16}$")]
 InstId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 VIDEO = "video_retention"
-SERVICES = ("TSF16100", "TSF12125", "TSF16101")  # the installation-wide services, in order
+# the installation-wide services, in order
+SERVICES = ("TSF16100", "TSF12125", "TSF16101", "TSF16110")
+OFFICE_USER = "AKV-OFFICE-USER"  # bought per user or department, by the month
 _CARD = re.compile(r"^[0-9]{12,19}$")
 _STATUS_TONE = {
     "renews": "ok",
@@ -83,8 +85,12 @@ async def subscriptions_section(
     may_write = allowed(user.role, Permission.SUBSCRIPTIONS_WRITE)
     blacklisted = may_write and not service.may_change(user)
     may_write = may_write and not blacklisted
-    held = {line.view["service"] for line in lines if line.state not in ("expired", "cancelled")}
-    cameras = [d.device_id for d in installation.devices if d.kind == DeviceKind.CAMERA]
+    held = {
+        line.view["service"]
+        for line in lines
+        if line.state not in ("expired", "cancelled") and not line.view["scope"]
+    }
+    cameras = _unplanned_cameras(installation, lines)
     return Section(
         "subscriptions/_installation.html",
         {
@@ -94,6 +100,7 @@ async def subscriptions_section(
             "blacklisted": blacklisted,
             "pays_with": service.pays_with(user) if may_write else None,
             "services": [CATALOGUE[code] for code in SERVICES],
+            "office": CATALOGUE[OFFICE_USER],
             "products": CATALOGUE,
             "video_tiers": _video_tiers(),
             "held": held,
@@ -102,6 +109,22 @@ async def subscriptions_section(
             "tone": _STATUS_TONE,
         },
     )
+
+
+def _unplanned_cameras(installation: InstallationDetail, lines: list[Any]) -> list[str]:
+    """The installation's cameras without a live plan of their own, nor one for all."""
+    planned = {
+        line.view["device_id"]
+        for line in lines
+        if line.view["service"] == VIDEO and line.state not in ("expired", "cancelled")
+    }
+    if None in planned:  # an installation-wide tier (bought before plans were per camera)
+        return []
+    return [
+        d.device_id
+        for d in installation.devices
+        if d.kind == DeviceKind.CAMERA and d.device_id not in planned
+    ]
 
 
 RECENT_ORDERS = 10
@@ -322,11 +345,87 @@ async def renew(
     return redirect(back, text % {"name": line.name, "status": result.order_status}, level="info")
 
 
+# plan change ---------------------------------------------------------------------------
+def _plans(service: SubscriptionService, user: Principal, sub_id: str) -> list[Product]:
+    """The plans a subscription may change to: the other products of its service."""
+    current = CATALOGUE[service.line(user, sub_id).view["product"]]
+    return [p for p in CATALOGUE.values() if p.feature == current.feature and p != current]
+
+
+@router.get("/subscriptions/{sub_id}/plan-change", response_class=HTMLResponse)
+def confirm_plan_change(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    sub_id: SubId,
+    product: Annotated[str | None, Query(max_length=32)] = None,
+) -> HTMLResponse:
+    """The confirm step of a plan change: days left, each plan's daily value, the prorated
+    difference charged or refunded, before anything is changed."""
+    line = service.line(user, sub_id)
+    values: dict[str, Any] = {
+        "line": line,
+        "plans": _plans(service, user, sub_id),
+        "quote": None,
+        "error": None,
+        "pay_with": service.pays_with(user) or line.view["pay_with"],
+    }
+    if product is None:
+        return _page(request, "subscriptions/plan_change.html", values)
+    try:
+        values["quote"] = service.plans.quote(user, sub_id, product)
+    except (InvalidRequest, Conflict) as exc:
+        values["error"] = error_text(request, exc)
+        return _page(request, "subscriptions/plan_change.html", values, status_code=_refused(exc))
+    return _page(request, "subscriptions/plan_change.html", values)
+
+
+@router.post("/subscriptions/{sub_id}/plan-change")
+async def change_plan(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    sub_id: SubId,
+    form: CheckedForm,
+) -> Response:
+    t = translator(request)
+    line = service.line(user, sub_id)
+    code = str(form.get("product", ""))
+    try:
+        quote = service.plans.quote(user, sub_id, code)
+        pay_with = service.pays_with(user) or line.view["pay_with"]
+        card = _card(form)
+        if quote.difference_cents > 0 and pay_with == "card" and card is None:
+            raise InvalidRequest(N_("Enter a card number (12 to 19 digits)."))
+        result = await service.plans.change(user, sub_id, code, pay_with=pay_with, card_token=card)
+    except (InvalidRequest, Conflict, PaymentDeclined, UpstreamFailed) as exc:
+        values = {
+            "line": line,
+            "plans": _plans(service, user, sub_id),
+            "quote": None,
+            "error": error_text(request, exc),
+            "pay_with": line.view["pay_with"],
+        }
+        return _page(request, "subscriptions/plan_change.html", values, status_code=_refused(exc))
+    back = _back(line.view["installation_id"])
+    name = CATALOGUE[code].name
+    if result.quote.difference_cents > 0 and result.order_status != OrderStatus.SUCCEED:
+        text = t.gettext(
+            "The payment for the change to %(name)s is being confirmed (order status: "
+            "%(status)s); the new plan applies as soon as it is."
+        )
+        return redirect(back, text % {"name": name, "status": result.order_status}, level="info")
+    text = t.gettext("The plan is now %(name)s.")
+    return redirect(back, text % {"name": name})
+
+
 # buy: Checkout or Save subscriptions -------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Item:
     product: Product
     months: int
+    device_id: str | None = None  # a camera's own plan
+    user_ref: str | None = None  # an office user's or department's own subscription
 
     @property
     def cents(self) -> int:
@@ -334,9 +433,17 @@ class _Item:
 
 
 def _basket(
-    products: list[str], app_term: int | None, video: str | None, apply_all: bool
+    products: list[str],
+    app_term: int | None,
+    video: str | None,
+    apply_all: bool,
+    cameras: list[str],
+    office_user: str | None = None,
 ) -> list[_Item]:
-    """The items a buy form asks for; InvalidRequest (marked N_) for what it cannot."""
+    """The items a buy form asks for; InvalidRequest (marked N_) for what it cannot.
+
+    A video retention tier is a plan per camera: one item for each of ``cameras`` (the
+    installation's cameras without a live plan)."""
     items: list[_Item] = []
     for code in dict.fromkeys(products):
         if code not in SERVICES:
@@ -355,11 +462,18 @@ def _basket(
         if not apply_all:
             raise InvalidRequest(
                 N_(
-                    "A video retention tier covers the whole installation: "
+                    "A video retention tier is bought for the cameras: "
                     "tick “Apply to all cameras” to buy it."
                 )
             )
-        items.append(_Item(tier, tier.default_term_months))
+        if not cameras:
+            raise InvalidRequest(
+                N_("No camera without a plan: add a camera first, or change a camera's plan.")
+            )
+        items.extend(_Item(tier, tier.default_term_months, cam) for cam in cameras)
+    if office_user:
+        office = CATALOGUE[OFFICE_USER]
+        items.append(_Item(office, office.default_term_months, user_ref=office_user.strip()))
     if not items:
         raise InvalidRequest(N_("Choose at least one service to buy."))
     return items
@@ -375,7 +489,7 @@ def _buy_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    cameras = sum(1 for d in installation.devices if d.kind == DeviceKind.CAMERA)
+    cameras = sum(1 for i in items if i.device_id is not None)
     return _page(
         request,
         "subscriptions/buy.html",
@@ -403,14 +517,24 @@ def review_purchase(
     app_term: Annotated[int | None, Query(ge=1, le=1200)] = None,
     video: Annotated[str | None, Query(max_length=32)] = None,
     apply_all: Annotated[Literal["1"] | None, Query()] = None,
+    office_user: Annotated[str | None, Query(max_length=64)] = None,
 ) -> HTMLResponse:
     """Checkout (card: the sandbox card form) or Save subscriptions (invoice): the confirm
     step with every item, its term and price, the total and who pays."""
     installation = installations.detail(user, installation_id)
     pays_with = service.pays_with(user)
-    form = {"product": product, "app_term": app_term, "video": video, "apply_all": apply_all}
+    form = {
+        "product": product,
+        "app_term": app_term,
+        "video": video,
+        "apply_all": apply_all,
+        "office_user": office_user,
+    }
+    cameras = _unplanned_cameras(installation, service.lines(user, installation_id))
     try:
-        items = _basket(product, app_term, video or None, apply_all == "1")
+        items = _basket(
+            product, app_term, video or None, apply_all == "1", cameras, office_user or None
+        )
     except InvalidRequest as exc:
         return _buy_page(
             request,
@@ -446,11 +570,13 @@ async def buy(
     products = [str(p) for p in form.getlist("product")]
     raw_term = form.get("app_term")
     video = form.get("video")
+    office_user = form.get("office_user")
     fields = {
         "product": products,
         "app_term": raw_term,
         "video": video,
         "apply_all": form.get("apply_all"),
+        "office_user": office_user,
     }
     items: list[_Item] = []
     try:
@@ -460,6 +586,8 @@ async def buy(
             app_term,
             str(video) if video else None,
             form.get("apply_all") == "1",
+            _unplanned_cameras(installation, service.lines(user, installation_id)),
+            str(office_user) if office_user else None,
         )
         card = _card(form)
         if pays_with == "card" and card is None:
@@ -485,6 +613,8 @@ async def buy(
                 pay_with=pays_with,
                 card_token=card,
                 start=None,
+                device_id=item.device_id,
+                user_ref=item.user_ref,
             )
         except (InvalidRequest, Conflict, PaymentDeclined, UpstreamFailed) as exc:
             if not bought:

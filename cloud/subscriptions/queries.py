@@ -16,21 +16,36 @@ from cloud.devices.tables import InstallationRow
 from cloud.subscriptions.rules.catalogue import product
 from cloud.subscriptions.rules.lifecycle import (
     NOTICE_MONTHS,
+    ChangePlan,
+    Event,
+    PlanChangeReversed,
     Status,
     Subscription,
     add_months,
     due_at,
     status_text,
 )
-from cloud.subscriptions.tables import Outcome, SubscriptionOrderRow, SubscriptionRow
+from cloud.subscriptions.rules.plans import PlanChangeQuote
+from cloud.subscriptions.tables import (
+    Outcome,
+    PlanChangeRow,
+    SubscriptionOrderRow,
+    SubscriptionRow,
+)
 
 __all__ = [
     "abandoned_checkouts",
     "add_order_link",
+    "add_plan_change",
+    "plan_change_event",
+    "plan_change_waiting",
+    "plan_changes_of",
+    "set_plan_change_status",
     "due_query",
     "due_subscriptions",
     "ending_between",
     "links_of",
+    "live_scoped",
     "load",
     "order_link",
     "refunds_due",
@@ -62,6 +77,7 @@ def load(row: Any) -> Subscription:
         charge_sent_at=row.charge_sent_at,
         next_retry_at=row.next_retry_at,
         charges_sent=row.charges_sent,
+        scope=row.scope,
     )
 
 
@@ -95,6 +111,7 @@ def row_values(sub: Subscription, *, now: int) -> dict[str, Any]:
     return {
         "installation_id": sub.installation_id,
         "service": sub.product.feature,
+        "scope": sub.scope,
         "product_code": sub.product.code,
         "purchaser_id": sub.purchaser,
         "status": sub.status,
@@ -124,6 +141,7 @@ def snapshot(sub: Subscription) -> dict[str, Any]:
     """A JSON-able picture of the state, for the audit log."""
     return {
         "product": sub.product.code,
+        "scope": sub.scope,
         "purchaser": sub.purchaser,
         "status": sub.status.value,
         "status_text": status_text(sub),
@@ -146,21 +164,39 @@ def subscription_of(session: Session, sub_id: str, *, lock: bool = False) -> Sub
 
 
 def subscription_for_service(
-    session: Session, installation_id: str, service: str, *, lock: bool = False
+    session: Session, installation_id: str, service: str, *, lock: bool = False, scope: str = ""
 ) -> SubscriptionRow | None:
     query = select(SubscriptionRow).where(
-        SubscriptionRow.installation_id == installation_id, SubscriptionRow.service == service
+        SubscriptionRow.installation_id == installation_id,
+        SubscriptionRow.service == service,
+        SubscriptionRow.scope == scope,
     )
     if lock:
         query = query.with_for_update()
     return session.scalars(query).one_or_none()
 
 
+def live_scoped(session: Session, installation_id: str, service: str, *, prefix: str) -> int:
+    """How many subscriptions of ``service`` with a scope starting ``prefix`` (one per user,
+    one per device) the installation holds that have not expired."""
+    query = (
+        select(func.count())
+        .select_from(SubscriptionRow)
+        .where(
+            SubscriptionRow.installation_id == installation_id,
+            SubscriptionRow.service == service,
+            SubscriptionRow.scope.startswith(prefix, autoescape=True),
+            SubscriptionRow.status != Status.EXPIRED,
+        )
+    )
+    return int(session.scalar(query) or 0)
+
+
 def subscriptions_of(session: Session, installation_id: str) -> Sequence[SubscriptionRow]:
     query = (
         select(SubscriptionRow)
         .where(SubscriptionRow.installation_id == installation_id)
-        .order_by(SubscriptionRow.service)
+        .order_by(SubscriptionRow.service, SubscriptionRow.scope)
     )
     return session.scalars(query).all()
 
@@ -285,3 +321,62 @@ def ending_between(
     total = select(func.count()).select_from(SubscriptionRow).where(*conditions)
     rows = [(row, name) for row, name in session.execute(query).all()]
     return rows, int(session.scalar(total) or 0)
+
+
+# plan changes ------------------------------------------------------------------
+def add_plan_change(
+    session: Session, quote: PlanChangeQuote, *, order_id: int | None, status: str, now: int
+) -> PlanChangeRow:
+    row = PlanChangeRow(
+        subscription_id=quote.subscription_id,
+        from_code=quote.from_product.code,
+        to_code=quote.to_product.code,
+        days_left=quote.days_left,
+        difference_cents=quote.difference_cents,
+        ends_at=quote.ends_at,
+        order_id=order_id,
+        status=status,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def plan_change_waiting(session: Session, subscription_id: str) -> PlanChangeRow | None:
+    """The subscription's upgrade still awaiting its payment, if any."""
+    query = select(PlanChangeRow).where(
+        PlanChangeRow.subscription_id == subscription_id, PlanChangeRow.status == "pending"
+    )
+    return session.scalars(query.limit(1)).first()
+
+
+def plan_changes_of(session: Session, subscription_id: str) -> Sequence[PlanChangeRow]:
+    query = select(PlanChangeRow).where(PlanChangeRow.subscription_id == subscription_id)
+    return session.scalars(query.order_by(PlanChangeRow.id)).all()
+
+
+def set_plan_change_status(session: Session, order_id: int, status: str, *, now: int) -> None:
+    """Record what became of the upgrade an order pays for (no-op for other orders)."""
+    query = select(PlanChangeRow).where(
+        PlanChangeRow.order_id == order_id, PlanChangeRow.difference_cents > 0
+    )
+    for row in session.scalars(query):
+        row.status, row.updated_at = status, now
+    session.flush()
+
+
+def plan_change_event(session: Session, order_id: int, *, reversed_: bool) -> Event:
+    """The lifecycle event of an upgrade order's payment (or of its reversal)."""
+    query = select(PlanChangeRow).where(
+        PlanChangeRow.order_id == order_id, PlanChangeRow.difference_cents > 0
+    )
+    row = session.scalars(query).one()
+    if reversed_:
+        return PlanChangeReversed(
+            back_to=product(row.from_code), bought=product(row.to_code), ref=str(order_id)
+        )
+    return ChangePlan(
+        to=product(row.to_code), end=row.ends_at, ref=str(order_id), cents=row.difference_cents
+    )

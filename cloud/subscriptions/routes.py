@@ -20,9 +20,21 @@ from cloud.http.deps import ClockDep, SettingsDep, provided
 from cloud.http.errors import documented
 from cloud.http.schemas import ID_PATTERN
 from cloud.jobs import JobRunner
+from cloud.subscriptions.changes import RULE, PlanChangeResult
 from cloud.subscriptions.deps import SubscriptionsDep
-from cloud.subscriptions.rules.catalogue import CATALOGUE
-from cloud.subscriptions.schemas import AdvanceIn, CardIn, PurchaseIn, ReactivateIn, RenewIn
+from cloud.subscriptions.rules.catalogue import CATALOGUE, CURRENCY
+from cloud.subscriptions.rules.plans import PlanChangeQuote
+from cloud.subscriptions.schemas import (
+    AdvanceIn,
+    CamerasIn,
+    CamerasPlanIn,
+    CardIn,
+    PlanChangeIn,
+    PlanQuoteOut,
+    PurchaseIn,
+    ReactivateIn,
+    RenewIn,
+)
 from cloud.subscriptions.views import PurchaseResult
 
 __all__ = ["router"]
@@ -80,8 +92,91 @@ async def purchase(body: PurchaseIn, principal: Writer, service: Service) -> dic
         card_token=body.card_token,
         start=_epoch(body.start),
         purchaser_id=body.purchaser_id,
+        device_id=body.device_id,
+        user_ref=body.user_ref,
     )
     return _out(result)
+
+
+@router.post("/subscriptions/cameras", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+async def buy_for_cameras(body: CamerasIn, principal: Writer, service: Service) -> dict[str, Any]:
+    """Apply one per-device plan to all (or the listed) cameras: a subscription and an
+    order per camera; each camera's token carries its own plan."""
+    results = await service.buy_for_cameras(
+        principal,
+        installation_id=body.installation_id,
+        product_code=body.product,
+        device_ids=body.device_ids,
+        pay_with=body.pay_with,
+        card_token=body.card_token,
+    )
+    return {"bought": [_out(r) for r in results]}
+
+
+@router.post("/subscriptions/cameras/plan-change", responses=_ERRORS)
+async def change_camera_plans(
+    body: CamerasPlanIn, principal: Writer, service: Service
+) -> dict[str, Any]:
+    """Change the plan of all (or the listed) cameras at once; each change is quoted before
+    any is made, and then charged or refunded on its own."""
+    results = await service.plans.change_cameras(
+        principal,
+        body.installation_id,
+        body.product,
+        device_ids=body.device_ids,
+        pay_with=body.pay_with,
+        card_token=body.card_token,
+    )
+    return {"changed": [_change_out(r) for r in results]}
+
+
+def _change_out(result: PlanChangeResult) -> dict[str, Any]:
+    return {
+        "quote": _quote_out(result.quote).model_dump(),
+        "subscription": result.subscription,
+        "order_id": result.order_id,
+        "order_status": result.order_status,
+        "refunded_cents": result.refunded_cents,
+    }
+
+
+def _quote_out(quote: PlanChangeQuote) -> PlanQuoteOut:
+    return PlanQuoteOut(
+        subscription_id=quote.subscription_id,
+        from_product=quote.from_product.code,
+        to_product=quote.to_product.code,
+        days_left=quote.days_left,
+        ends_at=quote.ends_at,
+        old_daily_cents=round(quote.old_daily_cents, 4),
+        new_daily_cents=round(quote.new_daily_cents, 4),
+        difference_cents=quote.difference_cents,
+        direction=quote.direction,  # type: ignore[arg-type]
+        currency=CURRENCY,
+        rule=RULE,
+    )
+
+
+@router.get("/subscriptions/{sub_id}/plan-change/quote", responses=_ERRORS)
+def plan_change_quote(
+    principal: Writer,
+    service: Service,
+    sub_id: str = SubId,
+    product: str = Query(min_length=1, max_length=32, description="the new plan's code"),
+) -> PlanQuoteOut:
+    """What changing to ``product`` costs today, prorated to the day (nothing is stored)."""
+    return _quote_out(service.plans.quote(principal, sub_id, product))
+
+
+@router.post("/subscriptions/{sub_id}/plan-change", responses=_ERRORS)
+async def change_plan(
+    body: PlanChangeIn, principal: Writer, service: Service, sub_id: str = SubId
+) -> dict[str, Any]:
+    """Change the plan now: an upgrade charges the prorated difference (the new plan takes
+    effect when paid), a downgrade refunds it; devices follow in their next token."""
+    result = await service.plans.change(
+        principal, sub_id, body.product, pay_with=body.pay_with, card_token=body.card_token
+    )
+    return _change_out(result)
 
 
 @router.get("/subscriptions", responses=_ERRORS)

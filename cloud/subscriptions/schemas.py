@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from cloud.http.inputs import IsoDay, StrictBody
-from cloud.http.schemas import ID_PATTERN
+from cloud.http.schemas import DEVICE_ID_PATTERN, ID_PATTERN, NAME_PATTERN
 
-__all__ = ["AdvanceIn", "CardIn", "PurchaseIn", "ReactivateIn", "RenewIn"]
+__all__ = [
+    "AdvanceIn",
+    "CamerasIn",
+    "CamerasPlanIn",
+    "CardIn",
+    "PlanChangeIn",
+    "PlanQuoteOut",
+    "PurchaseIn",
+    "ReactivateIn",
+    "RenewIn",
+]
 
 
 class PurchaseIn(StrictBody):
@@ -20,6 +30,18 @@ class PurchaseIn(StrictBody):
     card_token: str | None = Field(default=None, min_length=1, max_length=256)
     start: IsoDay | None = Field(default=None, description="UTC day it takes effect (today+)")
     purchaser_id: int | None = Field(default=None, ge=1, description="admin keys only")
+    device_id: str | None = Field(
+        default=None,
+        pattern=DEVICE_ID_PATTERN,
+        description="per-device products (a camera's plan): only this device carries it",
+    )
+    user_ref: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=NAME_PATTERN,
+        description="per-user products: the office user or department it is for",
+    )
 
 
 class RenewIn(StrictBody):
@@ -39,3 +61,43 @@ class CardIn(StrictBody):
 
 class AdvanceIn(StrictBody):
     days: int = Field(ge=1, le=3660)
+
+
+class CamerasIn(StrictBody):
+    """One plan for all (or the listed) cameras of an installation."""
+
+    installation_id: str = Field(pattern=ID_PATTERN)
+    product: str = Field(min_length=1, max_length=32, description="a per-device catalogue code")
+    device_ids: list[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]] | None = Field(
+        default=None, max_length=500, description="the cameras; default: every camera"
+    )
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class CamerasPlanIn(CamerasIn):
+    """One new plan for all (or the listed) cameras of an installation."""
+
+    product: str = Field(min_length=1, max_length=32, description="the new plan's code")
+
+
+class PlanChangeIn(StrictBody):
+    product: str = Field(min_length=1, max_length=32, description="the new plan's code")
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class PlanQuoteOut(BaseModel):
+    """A plan change priced before it is confirmed (see the rounding rule in ``rule``)."""
+
+    subscription_id: str
+    from_product: str
+    to_product: str
+    days_left: int
+    ends_at: int
+    old_daily_cents: float
+    new_daily_cents: float
+    difference_cents: int = Field(description="> 0 charged now, < 0 refunded, 0 nothing moves")
+    direction: Literal["upgrade", "downgrade", "same-price"]
+    currency: str
+    rule: str

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -49,14 +50,17 @@ from cloud.errors import (
     N_,
     Blacklisted,
     Forbidden,
+    InvalidRequest,
     PaymentDeclined,
     SubscriptionExists,
+    UnknownDevice,
     UnknownSubscription,
 )
 from cloud.notifications.outbox import enqueue
 from cloud.subscriptions import queries as rows
+from cloud.subscriptions.changes import PlanChanges
 from cloud.subscriptions.payer import payment_method, purchaser
-from cloud.subscriptions.rules.catalogue import product, term_price
+from cloud.subscriptions.rules.catalogue import Product, Scope, product, term_price
 from cloud.subscriptions.rules.lifecycle import (
     Deactivate,
     EndService,
@@ -74,6 +78,8 @@ from cloud.subscriptions.rules.lifecycle import (
     renewal_quote,
     status_kind,
 )
+from cloud.subscriptions.rules.plans import check_user_limit, scope_key
+from cloud.subscriptions.rules.preconditions import DeviceReport, check_preconditions
 from cloud.subscriptions.settlement import MANUAL, Settlement
 from cloud.subscriptions.tables import Outcome, SubscriptionRow
 from cloud.subscriptions.views import (
@@ -89,6 +95,8 @@ __all__ = ["SubscriptionService"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+Reports = Callable[[Session, str], list[DeviceReport]]
+"""``reports(session, installation_id)``: each device's last report time and firmware."""
 GRANT_SOURCE = "subscription"
 _DECLINED = "subscription.purchase_declined"
 
@@ -97,12 +105,23 @@ class SubscriptionService:
     """Applies subscription events with their orders, audit, notifications and grants."""
 
     def __init__(
-        self, store: Store, issuing: IssuingService, billing: Billing, *, clock: Clock
+        self,
+        store: Store,
+        issuing: IssuingService,
+        billing: Billing,
+        *,
+        clock: Clock,
+        reports: Reports | None = None,
+        connected_window_s: int = 7 * 86_400,
     ) -> None:
         self.store = store
         self.issuing = issuing
         self.billing = billing
         self.clock = clock
+        # what health knows of an installation's devices (the app hands it in: health sits
+        # above subscriptions); without it, every device counts as never reported
+        self.reports: Reports = reports or (lambda _tx, _inst: [])
+        self.connected_window_s = connected_window_s
         self.settlement = Settlement(
             store,
             billing,
@@ -110,6 +129,14 @@ class SubscriptionService:
             commit=self.commit,
             reissue=self.reissue,
             notify=self.notify,
+        )
+        self.plans = PlanChanges(
+            store,
+            billing,
+            clock=clock,
+            scoped=self._scoped,
+            commit=self.commit,
+            reissue=self.reissue,
         )
 
     async def _in_thread(self, work: Callable[[], _T]) -> _T:
@@ -153,6 +180,7 @@ class SubscriptionService:
                     params=dict(effect.params),
                     source=GRANT_SOURCE,
                     now=now,
+                    scope=t.state.scope,
                 )
                 grants_changed = True
             elif isinstance(effect, EndService):
@@ -162,6 +190,7 @@ class SubscriptionService:
                     feature=effect.feature,
                     status=GrantStatus.ENDED,
                     now=now,
+                    scope=t.state.scope,
                 )
                 grants_changed = True
             elif isinstance(effect, Notify):
@@ -319,8 +348,17 @@ class SubscriptionService:
         card_token: str | None,
         start: int | None,
         purchaser_id: int | None = None,
+        device_id: str | None = None,
+        user_ref: str | None = None,
     ) -> PurchaseResult:
-        """Buy a service for an installation.
+        """Buy a service for an installation, or for one of its devices or users.
+
+        A per-device plan (a camera's video retention) goes only into that
+        device's token; a per-user one (an office user, by the month) counts
+        against the product's maximum per installation. A product with a minimum
+        firmware is sold only to a connected installation whose controller reports
+        that version or newer
+        (:func:`~cloud.subscriptions.rules.preconditions.check_preconditions`).
 
         The subscription (not yet activated) and the link to its order are
         written with the order, before the card is charged; the payment
@@ -331,12 +369,17 @@ class SubscriptionService:
         Raises:
             UnknownProduct, BadTerm, InvalidRequest: refused input (nothing changed).
             UnknownInstallation, Forbidden, Blacklisted: scope and role.
-            SubscriptionExists: the installation already has this service.
+            SubscriptionExists: the installation (device, user) already has this service.
+            UnknownDevice: the device is not one of the installation's.
+            NotConnected, FirmwareTooOld: the product's preconditions are not met.
+            UserLimitReached: the per-user product has its maximum of users.
             PaymentDeclined: the card was declined (nothing bought; the order is cancelled).
         """
         now = self.clock()
         item = product(product_code)
         term = term_months or item.default_term_months
+        if device_id is None:  # refuse a missing or misplaced user before any I/O
+            scope_key(item, device_id=None, device_kind=None, user_ref=user_ref)
         # the rule first: a bad term or date is refused before any I/O
         purchase(
             sub_id="check",
@@ -349,17 +392,30 @@ class SubscriptionService:
             start=start,
         )
 
-        def check() -> tuple[str | None, int, str]:
+        def check() -> tuple[str | None, int, str, str]:
             with self.store.transaction() as tx:
                 ensure_installation_access(tx, principal, installation_id, write=True)
+                scope = self._scope(tx, item, installation_id, device_id, user_ref)
+                check_preconditions(
+                    item,
+                    installation_id=installation_id,
+                    reports=self.reports(tx, installation_id),
+                    now=now,
+                    window_s=self.connected_window_s,
+                )
                 buyer = purchaser(principal, purchaser_id)
                 how = payment_method(tx, buyer, pay_with)
-                existing = rows.subscription_for_service(tx, installation_id, item.feature)
+                existing = rows.subscription_for_service(
+                    tx, installation_id, item.feature, scope=scope
+                )
                 if existing is not None and existing.status is not Status.EXPIRED:
                     raise _exists(installation_id, item.feature, existing)
-                return (None if existing is None else existing.id), buyer, how
+                if item.scope is Scope.USER:
+                    live = rows.live_scoped(tx, installation_id, item.feature, prefix="user:")
+                    check_user_limit(item, installation_id=installation_id, users=live)
+                return (None if existing is None else existing.id), buyer, how, scope
 
-        reuse, buyer, how = await self._in_thread(check)
+        reuse, buyer, how, scope = await self._in_thread(check)
         sub_id = reuse or f"sub_{secrets.token_hex(8)}"
         card = card_token if how == "card" else None
         previous: list[tuple[Subscription, tuple[str, str | None]]] = []
@@ -374,7 +430,7 @@ class SubscriptionService:
                 .with_for_update(key_share=True)
             )
             existing = rows.subscription_for_service(
-                session, installation_id, item.feature, lock=True
+                session, installation_id, item.feature, lock=True, scope=scope
             )
             if existing is not None and existing.status is not Status.EXPIRED:
                 raise _exists(installation_id, item.feature, existing)
@@ -397,14 +453,15 @@ class SubscriptionService:
                 paid=False,
                 start=start,
             )
-            rows.save(session, t.state, now=now, row=existing, pay=(how, card))
-            _audit(session, principal, "subscription.purchase", before, t.state, now=now)
+            state = replace(t.state, scope=scope)
+            rows.save(session, state, now=now, row=existing, pay=(how, card))
+            _audit(session, principal, "subscription.purchase", before, state, now=now)
             rows.add_order_link(
                 session,
                 order_id=order.id,
                 subscription_id=sub_id,
                 kind="purchase",
-                ends_at=t.state.end,
+                ends_at=state.end,
                 attempt=0,
                 months=term,
                 now=now,
@@ -439,6 +496,73 @@ class SubscriptionService:
         return PurchaseResult(
             view, order.order_id, str(order.status), order.amount_cents if paid else 0
         )
+
+    async def buy_for_cameras(
+        self,
+        principal: Principal,
+        *,
+        installation_id: str,
+        product_code: str,
+        device_ids: Sequence[str] | None,
+        pay_with: str | None,
+        card_token: str | None,
+    ) -> list[PurchaseResult]:
+        """ "Apply desired subscription to all cameras": one per-device plan for each camera
+        of the installation (or each listed one), each its own subscription and order.
+
+        Everything is checked before the first order: a listed device that is not a
+        camera of the installation, or a camera that has this service already, refuses
+        the whole request. A card declined halfway leaves the cameras bought before it.
+
+        Raises:
+            as :meth:`purchase`; InvalidRequest: no cameras, or a product that is not per
+            device.
+        """
+        item = product(product_code)
+        if item.scope is not Scope.DEVICE:
+            raise InvalidRequest(
+                N_("%(product)s is not a per-device plan: buy it for the installation"),
+                product=item.code,
+            )
+
+        def cameras() -> list[str]:
+            with self.store.transaction() as tx:
+                ensure_installation_access(tx, principal, installation_id, write=True)
+                found = [
+                    d.id
+                    for d in device_queries.devices_of(tx, installation_id)
+                    if d.kind.value in item.device_kinds
+                ]
+                chosen = found if device_ids is None else list(dict.fromkeys(device_ids))
+                for device_id in chosen:
+                    scope = self._scope(tx, item, installation_id, device_id, None)
+                    existing = rows.subscription_for_service(
+                        tx, installation_id, item.feature, scope=scope
+                    )
+                    if existing is not None and existing.status is not Status.EXPIRED:
+                        raise _exists(installation_id, item.feature, existing)
+                if not chosen:
+                    raise InvalidRequest(
+                        N_("installation %(installation)s has no cameras to buy for"),
+                        installation=installation_id,
+                    )
+                return chosen
+
+        out = []
+        for device_id in await self._in_thread(cameras):
+            out.append(
+                await self.purchase(
+                    principal,
+                    installation_id=installation_id,
+                    product_code=item.code,
+                    term_months=None,
+                    pay_with=pay_with,
+                    card_token=card_token,
+                    start=None,
+                    device_id=device_id,
+                )
+            )
+        return out
 
     def _declined(
         self,
@@ -640,6 +764,27 @@ class SubscriptionService:
                 return subscription_view(row)
 
         return await self._in_thread(work)
+
+    @staticmethod
+    def _scope(
+        tx: Session,
+        item: Product,
+        installation_id: str,
+        device_id: str | None,
+        user_ref: str | None,
+    ) -> str:
+        """The scope key of a purchase (the device must be one of the installation's)."""
+        kind = None
+        if device_id is not None:
+            device = device_queries.device(tx, device_id)
+            if device is None or device.installation_id != installation_id:
+                raise UnknownDevice(
+                    N_("installation %(installation)s has no device %(device)s"),
+                    installation=installation_id,
+                    device=device_id,
+                )
+            kind = device.kind.value
+        return scope_key(item, device_id=device_id, device_kind=kind, user_ref=user_ref)
 
     def _scoped(
         self, tx: Session, principal: Principal, sub_id: str, *, write: bool, lock: bool = False

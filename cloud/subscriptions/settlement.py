@@ -59,6 +59,7 @@ _ACTIONS = {
     "purchase": "subscription.activate",
     "manual": "subscription.renew",
     "renewal": "subscription.charge_paid",
+    "plan_change": "subscription.plan_changed",
 }
 
 
@@ -124,9 +125,12 @@ class Settlement:
                 row = rows.subscription_of(tx, link.subscription_id, lock=True)
                 assert row is not None  # links cascade with their subscription
                 before = rows.load(row)
-                t = apply(before, _payment(link), now=now)
+                t = apply(before, _payment(tx, link), now=now)
                 refund = next((e for e in t.effects if isinstance(e, RefundPayment)), None)
                 link.outcome = Outcome.APPLIED if refund is None else Outcome.REFUND
+                if link.kind == "plan_change":
+                    status = "applied" if refund is None else "refunded"
+                    rows.set_plan_change_status(tx, order_id, status, now=now)
                 if refund is not None:
                     self._refund_due(tx, link, refund.reason, now=now)
                     return [], True
@@ -217,8 +221,14 @@ class Settlement:
                 applied = link.outcome == Outcome.APPLIED
                 link.outcome = Outcome.REVERSED if applied else Outcome.CANCELLED
                 purchase = link.kind == "purchase"
-                if applied:
-                    event: Event = PaymentReversed(
+                if link.kind == "plan_change":
+                    status = "reversed" if applied else "cancelled"
+                    rows.set_plan_change_status(tx, order_id, status, now=now)
+                if applied and link.kind == "plan_change":
+                    event: Event = rows.plan_change_event(tx, order_id, reversed_=True)
+                    action = "subscription.plan_change_reversed"
+                elif applied:
+                    event = PaymentReversed(
                         purchase=purchase,
                         end=link.ends_at,
                         months=link.months,
@@ -249,8 +259,10 @@ class Settlement:
             await self.refund(other_id)
 
 
-def _payment(link: SubscriptionOrderRow) -> Event:
+def _payment(tx: Session, link: SubscriptionOrderRow) -> Event:
     """The lifecycle event of a link's payment."""
+    if link.kind == "plan_change":
+        return rows.plan_change_event(tx, link.order_id, reversed_=False)
     if link.kind == "purchase":
         return Activate()
     if link.attempt == MANUAL:

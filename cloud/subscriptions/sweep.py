@@ -65,9 +65,10 @@ _TABLE = SubscriptionRow.__table__
 # SQLAlchemy's per-row parameter processing was most of a batch's time (measured); the
 # column names in the UPDATE are row_values()'s keys, never input
 _UPSERT_GRANT = (
-    "INSERT INTO service_grants (installation_id, feature, params, valid_until, source, status, "
-    "created_at, updated_at, ended_at) VALUES (:installation_id, :feature, :params, "
-    ":valid_until, :source, :status, :now, :now, NULL) ON CONFLICT (installation_id, feature) "
+    "INSERT INTO service_grants (installation_id, feature, scope, params, valid_until, source, "
+    "status, created_at, updated_at, ended_at) VALUES (:installation_id, :feature, :scope, "
+    ":params, :valid_until, :source, :status, :now, :now, NULL) "
+    "ON CONFLICT (installation_id, feature, scope) "
     "DO UPDATE SET params = excluded.params, valid_until = excluded.valid_until, "
     "source = excluded.source, status = excluded.status, updated_at = excluded.updated_at, "
     "ended_at = NULL"
@@ -203,7 +204,7 @@ def _grants(tx: Session, transitions: Sequence[Transition], *, now: int) -> set[
     """Grants (re)started, then grants ended (a pending subscription whose term already
     passed does both, in that order, as the rule lists them); returns the installations."""
     started: list[dict[str, Any]] = []
-    ended: dict[str, list[str]] = defaultdict(list)
+    ended: dict[tuple[str, str], list[str]] = defaultdict(list)
     touched: set[str] = set()
     for t in transitions:
         for effect in t.effects:
@@ -212,6 +213,7 @@ def _grants(tx: Session, transitions: Sequence[Transition], *, now: int) -> set[
                     {
                         "installation_id": t.state.installation_id,
                         "feature": effect.feature,
+                        "scope": t.state.scope,
                         "params": json.dumps(dict(effect.params)),
                         "valid_until": effect.until,
                         "source": GRANT_SOURCE,
@@ -221,14 +223,15 @@ def _grants(tx: Session, transitions: Sequence[Transition], *, now: int) -> set[
                 )
                 touched.add(t.state.installation_id)
             elif isinstance(effect, EndService):
-                ended[effect.feature].append(t.state.installation_id)
+                ended[effect.feature, t.state.scope].append(t.state.installation_id)
                 touched.add(t.state.installation_id)
     executemany(tx, _UPSERT_GRANT, started)
-    for feature, installations in sorted(ended.items()):
+    for (feature, scope), installations in sorted(ended.items()):
         tx.execute(
             update(GrantRow)
             .where(
                 GrantRow.feature == feature,
+                GrantRow.scope == scope,
                 GrantRow.installation_id.in_(installations),
                 GrantRow.status == GrantStatus.ACTIVE,
             )

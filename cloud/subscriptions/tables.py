@@ -1,4 +1,8 @@
-"""Tables of subscriptions: one row per (installation, service), the orders behind it.
+"""Tables of subscriptions: one row per (installation, service, scope), the orders behind it.
+
+``scope`` is ``""`` for an installation-wide subscription, ``device:<id>`` for one
+device's plan (a camera's video retention) and ``user:<ref>`` for one office user
+(:func:`cloud.subscriptions.rules.plans.scope_key`).
 
 The row mirrors :class:`cloud.subscriptions.rules.lifecycle.Subscription`; ``due_at`` is
 :func:`~cloud.subscriptions.rules.lifecycle.due_at` of that state, so the renewal job finds
@@ -28,7 +32,7 @@ from cloud.subscriptions.rules.lifecycle import (
     Status,
 )
 
-__all__ = ["Outcome", "SubscriptionOrderRow", "SubscriptionRow"]
+__all__ = ["Outcome", "PlanChangeRow", "SubscriptionOrderRow", "SubscriptionRow"]
 
 
 class SubscriptionRow(Base):
@@ -36,7 +40,7 @@ class SubscriptionRow(Base):
 
     __tablename__ = "subscriptions"
     __table_args__ = (
-        UniqueConstraint("installation_id", "service"),
+        UniqueConstraint("installation_id", "service", "scope"),
         # (due_at, id) is the job's ORDER BY: with due_at alone, a batch of 100 out of
         # 100,000 rows due at one moment sorted them all (~110 ms a batch, not ~4 ms)
         Index("ix_subscriptions_due_at", "due_at", "id"),
@@ -47,6 +51,7 @@ class SubscriptionRow(Base):
         String(64), ForeignKey("installations.id", ondelete="RESTRICT")
     )
     service: Mapped[str] = mapped_column(String(64))  # the feature: one per installation
+    scope: Mapped[str] = mapped_column(String(160), server_default="")  # "" | device:.. | user:..
     product_code: Mapped[str] = mapped_column(String(32))
     purchaser_id: Mapped[int] = mapped_column(Integer)
     pay_with: Mapped[str] = mapped_column(String(16))  # how the purchaser pays renewals
@@ -104,3 +109,31 @@ class SubscriptionOrderRow(Base):
     months: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[int] = mapped_column(BigInteger)
     outcome: Mapped[str | None] = mapped_column(String(16))
+
+
+class PlanChangeRow(Base):
+    """A plan change as quoted and confirmed: what it cost or gave back, and through which order.
+
+    An upgrade's ``order_id`` is the order that charges the prorated difference
+    (its link's kind is ``plan_change``; the new plan takes effect when it is paid);
+    a downgrade's is the paid order the prorated difference was refunded from.
+    ``status``: ``pending`` (upgrade awaiting payment), ``applied``, ``refunded``
+    (downgrade: the difference went back), ``reversed`` (the upgrade's payment was
+    given back: the old plan is restored), ``cancelled`` (never paid).
+    """
+
+    __tablename__ = "subscription_plan_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    from_code: Mapped[str] = mapped_column(String(32))
+    to_code: Mapped[str] = mapped_column(String(32))
+    days_left: Mapped[int] = mapped_column(Integer)
+    difference_cents: Mapped[int] = mapped_column(BigInteger)  # > 0 charged, < 0 refunded
+    ends_at: Mapped[int] = mapped_column(BigInteger)  # the end the change was quoted for
+    order_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)

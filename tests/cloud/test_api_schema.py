@@ -97,6 +97,10 @@ _BUSINESS_RULES = [
     "POST /api/v1/subscriptions",
     "POST /api/v1/subscriptions/{sub_id}/renew",
     "POST /api/v1/subscriptions/{sub_id}/reactivate",
+    "POST /api/v1/subscriptions/cameras",
+    "POST /api/v1/subscriptions/cameras/plan-change",
+    "GET /api/v1/subscriptions/{sub_id}/plan-change/quote",
+    "POST /api/v1/subscriptions/{sub_id}/plan-change",
     "POST /api/v1/orders/{order_id}/pay",
     "POST /api/v1/orders/{order_id}/refund",
     "POST /api/v1/orders/{order_id}/void",
@@ -149,6 +153,18 @@ _STATEFUL = {
     ),
     "POST /api/v1/orders/{order_id}/unhide": (
         "a customer's own order (staff may not hide): tests/cloud/billing/test_order_actions.py"
+    ),
+    "POST /api/v1/subscriptions/cameras": (
+        "an installation with cameras: tests/cloud/subscriptions/test_plans.py"
+    ),
+    "POST /api/v1/subscriptions/cameras/plan-change": (
+        "cameras with plans: tests/cloud/subscriptions/test_plans.py"
+    ),
+    "GET /api/v1/subscriptions/{sub_id}/plan-change/quote": (
+        "an active camera plan: tests/cloud/subscriptions/test_plans.py"
+    ),
+    "POST /api/v1/subscriptions/{sub_id}/plan-change": (
+        "an active camera plan: tests/cloud/subscriptions/test_plans.py"
     ),
     # random calls close the seeded ticket or move the test clock past the self-test's age
     "POST /api/v1/tickets/{ticket_id}/rma": (

@@ -113,7 +113,8 @@ async def show_installation(
         {
             "installation": detail,
             "people": people,
-            "controllers": len(detail.devices),
+            # the limit is the controllers' (one configuration file); cameras are not counted
+            "controllers": sum(1 for d in detail.devices if d.kind == DeviceKind.GATEWAY),
             "max_devices": MAX_DEVICES,
             "cameras": cameras,
             "sections": sections,

@@ -9,10 +9,16 @@ from cloud.devices.rules.entitlements import (
     LastToken,
     check_grant,
     entitlements,
+    for_device,
     next_claims,
     next_version,
 )
-from cloud.devices.rules.installations import MAX_DEVICES, DeviceKind, check_capacity
+from cloud.devices.rules.installations import (
+    MAX_DEVICES,
+    MAX_OTHER_DEVICES,
+    DeviceKind,
+    check_capacity,
+)
 from cloud.devices.rules.refresh import (
     RefreshPlan,
     TokenState,
@@ -24,6 +30,7 @@ from cloud.errors import InstallationFull
 
 __all__ = [
     "MAX_DEVICES",
+    "MAX_OTHER_DEVICES",
     "DeviceKind",
     "Grant",
     "GrantStatus",
@@ -34,6 +41,7 @@ __all__ = [
     "check_capacity",
     "check_grant",
     "entitlements",
+    "for_device",
     "next_claims",
     "next_version",
     "plan_refresh",

@@ -27,6 +27,7 @@ __all__ = [
     "LastToken",
     "check_grant",
     "entitlements",
+    "for_device",
     "next_claims",
     "next_version",
 ]
@@ -53,12 +54,17 @@ class GrantStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """One service granted to a whole installation, paid through ``until``."""
+    """One service granted to an installation, paid through ``until``.
+
+    ``scope``: ``""`` for every device of the installation, ``device:<id>`` for that
+    device only, ``user:<ref>`` for one (office) user of the installation.
+    """
 
     feature: str
     until: int
     params: Mapping[str, Any] = field(default_factory=dict)
     status: GrantStatus = GrantStatus.ACTIVE
+    scope: str = ""
 
     def active_at(self, now: int) -> bool:
         return self.status is GrantStatus.ACTIVE and now < self.until
@@ -134,6 +140,39 @@ def check_grant(feature: str, params: Mapping[str, Any]) -> None:
         ) from exc
 
 
+def for_device(grants: Iterable[Grant], device_id: str, *, now: int) -> list[Grant]:
+    """The grants one device's token carries, as installation-wide grants (scope ``""``).
+
+    Installation-wide grants go to every device; a ``device:<id>`` grant only to that
+    device, where it wins over an installation-wide grant of the same feature (a
+    camera's own retention plan beats the installation's); the active per-user grants
+    of one feature fold into one feature whose ``users`` parameter maps each user
+    reference to its ``until`` (the feature's ``until`` is the latest of them).
+    """
+    mine = f"device:{device_id}"
+    wide: dict[str, Grant] = {}
+    own: dict[str, Grant] = {}
+    users: dict[str, dict[str, int]] = {}
+    for g in grants:
+        if g.scope == "":
+            wide[g.feature] = g
+        elif g.scope == mine:
+            own[g.feature] = g
+        elif g.scope.startswith("user:") and g.active_at(now):
+            users.setdefault(g.feature, {})[g.scope.removeprefix("user:")] = g.until
+    out = {**wide, **{f: g for f, g in own.items() if g.active_at(now)}}
+    for feature, who in users.items():
+        out.setdefault(
+            feature,
+            Grant(
+                feature=feature,
+                until=max(who.values()),
+                params={"users": dict(sorted(who.items()))},
+            ),
+        )
+    return list(out.values())
+
+
 def entitlements(grants: Iterable[Grant], *, now: int) -> dict[str, Feature]:
     """The feature map of a token issued at ``now``: active, unexpired grants only.
 
@@ -193,7 +232,7 @@ def next_claims(
         exp=now + ttl_s,
         cti=cti,
         ver=next_version(last, epoch=epoch),
-        ent=entitlements(grants, now=now),
+        ent=entitlements(for_device(grants, device_id, now=now), now=now),
         iss=ISSUER,
         aud=AUDIENCE,
         inst=installation_id,

@@ -79,6 +79,7 @@ __all__ = [
     "RETRY_INTERVAL_S",
     "Abandon",
     "Activate",
+    "ChangePlan",
     "Charge",
     "ChargeFailed",
     "ChargeSucceeded",
@@ -89,6 +90,7 @@ __all__ = [
     "NextRenewal",
     "Notify",
     "PaymentReversed",
+    "PlanChangeReversed",
     "Reactivate",
     "RefundPayment",
     "RenewalPaid",
@@ -148,6 +150,9 @@ class Subscription:
     # key is never reused even when the end moves back (a reversed renewal) and a new
     # purchaser is charged for the same end and attempt
     charges_sent: int = 0
+    # what it covers: "" the whole installation, "device:<id>" one device, "user:<ref>" one
+    # user (:func:`cloud.subscriptions.rules.plans.scope_key`); the grants carry it on
+    scope: str = ""
 
 
 # events ---------------------------------------------------------------------
@@ -226,6 +231,27 @@ class Reactivate:
     by: int
 
 
+@dataclass(frozen=True, slots=True)
+class ChangePlan:
+    """Move to the plan ``to`` for the rest of the term ending at ``end`` (an upgrade's
+    prorated difference was paid, or a downgrade's refunded); ``ref`` names the change."""
+
+    to: Product
+    end: int
+    ref: str = ""
+    cents: int = 0  # the prorated difference: > 0 was charged, < 0 refunded
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChangeReversed:
+    """The payment of an upgrade from ``back_to`` to ``bought`` was voided or refunded in
+    full: back to ``back_to`` if the subscription is still on ``bought``."""
+
+    back_to: Product
+    bought: Product
+    ref: str = ""
+
+
 Event = (
     Tick
     | Activate
@@ -237,6 +263,8 @@ Event = (
     | Reactivate
     | Abandon
     | PaymentReversed
+    | ChangePlan
+    | PlanChangeReversed
 )
 
 
@@ -400,7 +428,63 @@ def apply(sub: Subscription, event: Event, *, now: int) -> Transition:
             return Transition(replace(sub, status=Status.EXPIRED))
         case PaymentReversed():
             return _reversed(sub, event, now=now)
+        case ChangePlan():
+            return _change_plan(sub, event, now=now)
+        case PlanChangeReversed(back_to=back_to, bought=bought):
+            if sub.product.code != bought.code or _cancelled(sub):
+                return Transition(sub)  # changed again since, or ended: nothing to take back
+            after = replace(sub, product=back_to)
+            effects: list[Effect] = [_grant(after)] if sub.status is Status.ACTIVE else []
+            effects.append(
+                Notify(
+                    kind="payment_reversed",
+                    to_user=sub.purchaser,
+                    subject=f"{bought.name}: a payment was returned",
+                    body=f"The change of installation {sub.installation_id} to {bought.name} "
+                    f"was taken back because its payment was returned: it is on "
+                    f"{back_to.name} again.",
+                    dedupe_key=f"payment_reversed:{sub.id}:{event.ref}",
+                )
+            )
+            return Transition(after, tuple(effects))
     raise TypeError(f"not a subscription event: {event!r}")
+
+
+def _change_plan(sub: Subscription, event: ChangePlan, *, now: int) -> Transition:
+    """The paid (or refunded) plan change takes effect, if the term it was quoted for is
+    still the one running; else the payment cannot be delivered and is refunded."""
+    if (
+        sub.status is not Status.ACTIVE
+        or sub.awaiting_payment
+        or event.end != sub.end
+        or now >= sub.end
+        or event.to.feature != sub.product.feature
+    ):
+        return _refund(sub, f"the plan change to {event.to.name} no longer applies")
+    if sub.product.code == event.to.code:
+        return _refund(sub, f"the subscription is on {event.to.name} already")
+    after = replace(sub, product=event.to)
+    where = sub.installation_id
+    if sub.scope.startswith("device:"):
+        where = f"{where}, device {sub.scope.removeprefix('device:')}"
+    money = (
+        f"{event.cents / 100:.2f} was charged for the days left"
+        if event.cents > 0
+        else f"{-event.cents / 100:.2f} is refunded for the days left"
+        if event.cents < 0
+        else "nothing was due"
+    )
+    notice = Notify(
+        kind="plan_changed",
+        to_user=sub.purchaser,
+        subject=f"Your plan is now {event.to.name}",
+        body=f"{sub.product.name} of installation {where} is now {event.to.name} until "
+        f"{iso(sub.end)}: {money}. Renewals are billed at the new plan's price "
+        f"({term_price(event.to, sub.term_months) / 100:.2f} for {sub.term_months} months). "
+        "The device follows with its next token.",
+        dedupe_key=f"plan_changed:{sub.id}:{event.ref}",
+    )
+    return Transition(after, (_grant(after), notice))
 
 
 def _grant(sub: Subscription) -> GrantService:

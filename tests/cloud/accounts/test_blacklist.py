@@ -92,6 +92,18 @@ def _requests(shop: _Shop) -> dict[tuple[str, str], tuple[str, dict[str, Any] | 
             f"/api/v1/subscriptions/{sub}/reactivate",
             {"card_token": CARD_OK},
         ),
+        ("POST", "/api/v1/subscriptions/cameras"): (
+            "/api/v1/subscriptions/cameras",
+            {"installation_id": shop.installation, "product": "VR-720P-07D"},
+        ),
+        ("POST", "/api/v1/subscriptions/cameras/plan-change"): (
+            "/api/v1/subscriptions/cameras/plan-change",
+            {"installation_id": shop.installation, "product": "VR-4K-30D"},
+        ),
+        ("POST", "/api/v1/subscriptions/{sub_id}/plan-change"): (
+            f"/api/v1/subscriptions/{sub}/plan-change",
+            {"product": "TSF12125", "card_token": CARD_OK},
+        ),
         ("PUT", "/api/v1/subscriptions/{sub_id}/card"): (
             f"/api/v1/subscriptions/{sub}/card",
             {"card_token": CARD_OK},

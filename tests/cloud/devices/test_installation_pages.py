@@ -42,7 +42,7 @@ async def test_owner_sees_only_its_installation_and_others_are_not_found(cloud: 
         assert page.status_code == 200
         assert "Home of the owner" in page.text and "owner@home.example" in page.text
         assert page.text.count('href="/devices/') == 2
-        assert "2 of 10" in page.text
+        assert "1 of 10 controllers" in page.text  # the camera is no controller
 
         other = await http.get(f"/installations/{theirs}")
         missing = await http.get("/installations/inst_0000000000000000")

@@ -113,7 +113,12 @@ def test_every_product_purchase_for_each_offered_term(code: str) -> None:
             paid=True,
         )
         assert t.state.end == add_months(ts(2026, 6, 1), months)
-        assert t.effects == (GrantService(item.feature, item.params, t.state.end),)
+        grant = GrantService(item.feature, item.params, t.state.end)
+        if months > 1:
+            assert t.effects == (grant,)
+        else:  # a one-month term (office users, by the month) is inside the notice period
+            assert t.effects[0] == grant
+            assert [e.kind for e in t.effects[1:]] == ["renewal_notice"]  # type: ignore[union-attr]
 
 
 def test_unoffered_term_and_past_or_far_start_are_refused() -> None:

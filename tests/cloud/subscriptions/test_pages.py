@@ -132,14 +132,22 @@ async def test_video_retention_is_applied_to_all_cameras(cloud: Cloud) -> None:
         assert refused.status_code == 422 and "Apply to all cameras" in refused.text
         review = await http.get(f"/installations/{inst}/buy?video=VR-1080P-30D&apply_all=1")
         assert review.status_code == 200
-        assert "applies to all cameras (2 cameras)" in review.text and "€72.00" in review.text
+        # a plan per camera (the Cloudvue manual): 72.00 a year each, 144.00 for two
+        assert "applies to all cameras (2 cameras)" in review.text and "€144.00" in review.text
         done = await http.post(
             f"/installations/{inst}/buy",
             data={"csrf_token": csrf_of(review.text), "video": "VR-1080P-30D", "apply_all": "1"},
         )
         assert done.status_code == 303
-        [sub] = _subs(cloud, inst)
-        assert sub["product"] == "VR-1080P-30D"
+        subs = _subs(cloud, inst)
+        assert [s["product"] for s in subs] == ["VR-1080P-30D"] * 2
+        assert {s["device_id"] for s in subs} == {
+            d["device_id"]
+            for d in (await cloud.http.get(f"/api/v1/installations/{inst}")).json()["devices"]
+        }
+        # every camera has its plan: nothing more to buy for them
+        again = await http.get(f"/installations/{inst}/buy?video=VR-720P-07D&apply_all=1")
+        assert again.status_code == 422 and "No camera without a plan" in again.text
         # every camera's token carries the tier
         for device in (await cloud.http.get(f"/api/v1/installations/{inst}")).json()["devices"]:
             claims = await cloud.http.get(f"/api/v1/devices/{device['device_id']}/entitlement")
