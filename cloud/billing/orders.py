@@ -45,11 +45,12 @@ from cloud.billing.errors import (
     IdempotencyConflict,
     OrderStateConflict,
     UnknownOrder,
+    UnknownOrderLine,
 )
 from cloud.billing.invoices import invoice_filename, invoice_for_order, render_invoice
 from cloud.billing.payments import Charge, PaymentProvider, SandboxPaymentProvider
 from cloud.billing.reconcile import ReconcileReport, reconcile
-from cloud.billing.refunds import Refunds
+from cloud.billing.refunds import Refunds, Reversal
 from cloud.billing.rules import (
     OrderKind,
     OrderLine,
@@ -59,7 +60,7 @@ from cloud.billing.rules import (
     check_lines,
     status_after_charge,
 )
-from cloud.billing.tables import OrderRow, TransactionRow
+from cloud.billing.tables import OrderLineRow, OrderRow, TransactionRow
 from cloud.database import Store
 from cloud.devices.tables import InstallationRow
 from cloud.errors import N_, UnknownInstallation
@@ -69,6 +70,8 @@ from common.clock import Clock
 
 __all__ = [
     "Billing",
+    "LineReversal",
+    "OnLineReversed",
     "OnPaid",
     "OrderLine",
     "OrderResult",
@@ -81,6 +84,9 @@ _log = logging.getLogger(__name__)
 
 OnPaid = Callable[[int], Awaitable[None]]
 """``async callback(order_id)`` run once an order is paid (see the module docstring)."""
+
+OnLineReversed = Callable[[int, int], Awaitable[None]]
+"""``async callback(order_id, line_id)`` run once one line of an order was given back."""
 
 Prepare = Callable[[Session, OrderRow], None]
 """``prepare(session, order)``: record what a new order pays for, in the order's transaction."""
@@ -99,6 +105,16 @@ class OrderResult:
     status: OrderStatus
     amount_cents: int
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LineReversal:
+    """One line given back: refunded from the card (``refund``) or credited on the invoice."""
+
+    order_id: int
+    line_id: int
+    amount_cents: int
+    refund: Reversal | None  # None: credited on the invoice (or nothing to give back)
 
 
 def _result(row: OrderRow, *, replayed: bool = False) -> OrderResult:
@@ -147,6 +163,7 @@ class Billing:
         self.notify = tuple(notify)
         self.invoice_settings = invoice_settings
         self._on_paid: list[OnPaid] = []
+        self._on_line_reversed: list[OnLineReversed] = []
         self.refunds = Refunds(store, provider, provider_name=provider_name, notify=self.notify)
         self._on_reversed = self.refunds.on_reversed
 
@@ -180,6 +197,12 @@ class Billing:
         """Register ``async callback(order_id)`` run when an order is cancelled, voided or
         refunded in full; returns it."""
         self._on_reversed.append(callback)
+        return callback
+
+    def on_line_reversed(self, callback: OnLineReversed) -> OnLineReversed:
+        """Register ``async callback(order_id, line_id)`` run when one line of an order was
+        given back (:meth:`reverse_line`); returns it."""
+        self._on_line_reversed.append(callback)
         return callback
 
     # placing ----------------------------------------------------------------
@@ -510,6 +533,84 @@ class Billing:
             await self.refunds.void(order_id, amount_cents=None, actor=actor, now=now)
         except ChargeSettled:
             await self.refunds.refund(order_id, amount_cents=None, actor=actor, now=now)
+
+    async def reverse_line(
+        self, order_id: int, line_id: int, *, actor: repo.Actor, now: int
+    ) -> LineReversal:
+        """Give back one line of a paid order and nothing else: refund the line's amount from
+        the settled card charge, or credit it on the invoice (the notify list is told); the
+        on-line-reversed callbacks take back what the line bought. The other lines stay paid.
+
+        Raises:
+            UnknownOrder, UnknownOrderLine.
+            OrderStateConflict: the order is not paid, or the line was given back already.
+            ChargeNotSettled: the card charge has not settled (void the whole order instead,
+                or refund the line once it settled).
+            PaymentProviderError: the provider failed (nothing changed; try again).
+        """
+
+        def claim() -> tuple[bool, int]:
+            with self.store.transaction() as tx:
+                row = repo.get_order(tx, order_id, lock=True)
+                if row is None:
+                    raise UnknownOrder(f"no order {order_id}")
+                line = tx.get(OrderLineRow, line_id)
+                if line is None or line.order_id != order_id:
+                    raise UnknownOrderLine(
+                        N_("order %(number)s has no line %(line)s"), number=row.number, line=line_id
+                    )
+                if row.status != _S.SUCCEED:
+                    raise OrderStateConflict(
+                        N_("order %(number)s is '%(status)s', not paid"),
+                        number=row.number,
+                        status=row.status,
+                    )
+                if line.reversed_at is not None:
+                    raise OrderStateConflict(
+                        N_("line %(line)s of order %(number)s was given back already"),
+                        line=line_id,
+                        number=row.number,
+                    )
+                line.reversed_at = now
+                repo.audit_line_reversed(tx, row, line, actor=actor, now=now)
+                by_card = row.pay_with == PayWith.CARD and line.amount_cents > 0
+                if not by_card and line.amount_cents > 0 and row.notify:
+                    amount = f"{line.amount_cents / 100:.2f} {row.currency}"
+                    enqueue(
+                        tx,
+                        kind="invoice_line_credited",
+                        to=row.notify,
+                        subject=f"Order {row.number}: {amount} credited",
+                        body=f"The line {line.description} ({line.product_code}, installation "
+                        f"{line.installation_id}) of order {row.number} was cancelled: its "
+                        f"{amount} is credited on your invoice. The other lines stay as billed.",
+                        now=now,
+                        dedupe_key=f"invoice_line_credited:{row.id}:{line.id}",
+                    )
+                return by_card, line.amount_cents
+
+        def unclaim() -> None:
+            with self.store.transaction() as tx:
+                line = tx.get(OrderLineRow, line_id)
+                if line is not None:
+                    line.reversed_at = None
+
+        by_card, amount = await asyncio.to_thread(claim)
+        refund = None
+        if by_card:
+            try:
+                refund = await self.refunds.refund(
+                    order_id, amount_cents=amount, actor=actor, now=now
+                )
+            except BaseException:
+                await asyncio.to_thread(unclaim)
+                raise
+        for callback in self._on_line_reversed:
+            try:
+                await callback(order_id, line_id)
+            except Exception:
+                _log.exception("an on-line-reversed callback failed for order %d", order_id)
+        return LineReversal(order_id, line_id, amount, refund)
 
     # callbacks and reconciliation ---------------------------------------------
     async def run_callbacks(self, order_id: int, *, now: int) -> bool:

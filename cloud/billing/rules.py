@@ -63,7 +63,7 @@ __all__ = [
     "status_after_charge",
 ]
 
-MAX_LINES = 50
+MAX_LINES = 200  # a consolidated renewal: one line per subscription (an invoice holds 200)
 MAX_ORDER_CENTS = 10**10  # 100 million in the currency: far above any real order
 MAX_MONTHS = 240
 REFUND_RETRY_INTERVAL_S = 86_400
@@ -110,12 +110,14 @@ class TxnType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class OrderLine:
-    """One product on an order: ``months`` of ``product_code`` for ``amount_cents``."""
+    """One product on an order: ``months`` of ``product_code`` for ``amount_cents``;
+    ``installation_id``: the installation it is for (default: the order's)."""
 
     product_code: str
     description: str
     months: int
     amount_cents: int
+    installation_id: str | None = None
 
 
 _S = OrderStatus

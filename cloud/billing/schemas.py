@@ -14,6 +14,7 @@ __all__ = [
     "CustomerActivityOut",
     "CustomerInstallationOut",
     "LineOut",
+    "LineReversalOut",
     "OrderDetail",
     "OrderHistoryOut",
     "OrderOut",
@@ -61,6 +62,9 @@ class LineOut(BaseModel):
     description: str
     months: int
     amount_cents: int
+    id: int | None = None
+    installation_id: str | None = Field(default=None, description="the installation it is for")
+    reversed_at: int | None = Field(default=None, description="when this line was given back")
 
 
 class RetryOut(BaseModel):
@@ -113,6 +117,15 @@ class ReversalOut(BaseModel):
     status: OrderStatus
     amount_cents: int
     retry_at: int | None = Field(description="a failed refund is retried daily from then")
+
+
+class LineReversalOut(BaseModel):
+    """One order line given back: refunded from the card charge, or credited on the invoice."""
+
+    order_id: int
+    line_id: int
+    amount_cents: int
+    refund: ReversalOut | None = Field(description="the refund; null when invoiced")
 
 
 class OrderSummaryOut(OrderOut):

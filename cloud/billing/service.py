@@ -30,6 +30,7 @@ from cloud.billing.schemas import (
     CustomerActivityOut,
     CustomerInstallationOut,
     LineOut,
+    LineReversalOut,
     OrderDetail,
     OrderHistoryOut,
     OrderOut,
@@ -196,6 +197,9 @@ class OrderService:
                     description=line.description,
                     months=line.months,
                     amount_cents=line.amount_cents,
+                    id=line.id,
+                    installation_id=line.installation_id,
+                    reversed_at=line.reversed_at,
                 )
                 for line in repo.lines_of(tx, order_id)
             ]
@@ -436,3 +440,21 @@ class OrderService:
                 order_id, amount_cents=amount_cents, actor=principal, now=self._clock()
             )
         return _reversal_out(result)
+
+    async def reverse_line(
+        self, principal: Principal, order_id: int, line_id: int
+    ) -> LineReversalOut:
+        """Give back one line of a paid order (refund its amount, or credit its invoice line);
+        what that line bought is taken back, the other lines stay."""
+        await self._check(principal, order_id)
+        async with _provider_edge():
+            result = await self._billing.reverse_line(
+                order_id, line_id, actor=principal, now=self._clock()
+            )
+        refund = None if result.refund is None else _reversal_out(result.refund)
+        return LineReversalOut(
+            order_id=result.order_id,
+            line_id=result.line_id,
+            amount_cents=result.amount_cents,
+            refund=refund,
+        )

@@ -79,6 +79,11 @@ class OrderLineRow(Base):
     description: Mapped[str] = mapped_column(String(200))
     months: Mapped[int] = mapped_column(Integer)
     amount_cents: Mapped[int] = mapped_column(BigInteger)
+    # the installation the line is for: an order may span several (a consolidated renewal,
+    # a checkout for several installations); NULL only on lines older than that
+    installation_id: Mapped[str | None] = mapped_column(String(64))
+    # when the line alone was given back (refunded, or its invoice line credited)
+    reversed_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class TransactionRow(Base):

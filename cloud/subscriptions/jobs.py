@@ -36,13 +36,15 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from cloud.billing import queries as billing_queries
 from cloud.billing.errors import OrderStateConflict
 from cloud.billing.rules import OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
 from cloud.subscriptions import queries as rows
 from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S, ChargeFailed
+from cloud.subscriptions.rules.renewals import Due, RenewalOrder, consolidate
 from cloud.subscriptions.service import SubscriptionService
-from cloud.subscriptions.sweep import Due, sweep_batch
+from cloud.subscriptions.sweep import sweep_batch
 from common.clock import Clock
 
 __all__ = ["RenewalJob", "RenewalReport"]
@@ -85,23 +87,30 @@ class RenewalJob:
         self._max_batches = max_batches
 
     async def run_once(self) -> RenewalReport:
-        """Every subscription due at the clock's ``now``, in batches; idempotent."""
+        """Every subscription due at the clock's ``now``, in batches; idempotent.
+
+        The charges of every batch are placed after the last one, consolidated
+        (:func:`~cloud.subscriptions.rules.renewals.consolidate`): one purchaser's
+        charges for one month are one order, even when the batches split them.
+        """
         now = self._clock()
         ticked = charged = paid = declined = 0
+        pending: list[Due] = []
         for _ in range(self._max_batches):
-            selected, changed, pending = await asyncio.to_thread(self._tick_due, now)
+            selected, changed, charges = await asyncio.to_thread(self._tick_due, now)
             ticked += changed
-            for item in pending:
-                try:
-                    status = await self._charge(item, now=now)
-                except Exception:  # the lease sends it again (same key) on a later pass
-                    _log.exception("renewal charge %s failed", item.charge.idempotency_key)
-                    continue
-                charged += 1
-                paid += status is OrderStatus.SUCCEED
-                declined += status in (OrderStatus.FAILED, OrderStatus.PROCESSING)
+            pending.extend(charges)
             if selected < self._batch:
                 break
+        for order in consolidate(pending):
+            try:
+                status = await self._charge(order, now=now)
+            except Exception:  # the lease sends it again (same key) on a later pass
+                _log.exception("renewal charge %s failed", order.idempotency_key)
+                continue
+            charged += 1
+            paid += status is OrderStatus.SUCCEED
+            declined += status in (OrderStatus.FAILED, OrderStatus.PROCESSING)
         abandoned = await self._cancel_abandoned(now=now)
         refunded = await self._service.settlement.refund_due()
         if ticked or charged or abandoned or refunded:
@@ -143,52 +152,70 @@ class RenewalJob:
             return 0, 0, ()
         return done.selected, done.ticked, done.charges
 
-    async def _charge(self, item: Due, *, now: int) -> OrderStatus:
-        charge = item.charge
+    async def _charge(self, order: RenewalOrder, *, now: int) -> OrderStatus:
+        """Place one consolidated renewal order (one line and link per subscription)."""
 
-        def link(session: Session, order: OrderRow) -> None:
-            rows.add_order_link(
-                session,
-                order_id=order.id,
-                subscription_id=item.sub_id,
-                kind="renewal",
-                ends_at=charge.end,
-                attempt=charge.attempt,
-                months=charge.months,
-                now=now,
-            )
+        def link(session: Session, row: OrderRow) -> None:
+            lines = billing_queries.lines_of(session, row.id)
+            for item, line in zip(order.items, lines, strict=True):
+                rows.add_order_link(
+                    session,
+                    order_id=row.id,
+                    line_id=line.id,
+                    subscription_id=item.sub_id,
+                    kind="renewal",
+                    ends_at=item.charge.end,
+                    attempt=item.charge.attempt,
+                    months=item.charge.months,
+                    charge_key=item.charge.idempotency_key,
+                    now=now,
+                )
 
-        order = await self._service.billing.place_order(
+        placed = await self._service.billing.place_order(
             kind="renewal",
-            buyer=charge.buyer,
-            installation_id=item.installation_id,
+            buyer=order.buyer,
+            installation_id=order.items[0].installation_id,
             lines=[
-                OrderLine(item.product_code, item.description, charge.months, charge.amount_cents)
+                OrderLine(
+                    item.product_code,
+                    item.description,
+                    item.charge.months,
+                    item.charge.amount_cents,
+                    installation_id=item.installation_id,
+                )
+                for item in order.items
             ],
-            pay_with=item.pay_with,
-            card_token=item.card_token if item.pay_with == "card" else None,
-            idempotency_key=charge.idempotency_key,
+            pay_with=order.pay_with,
+            card_token=order.card_token,
+            idempotency_key=order.idempotency_key,
             now=now,
             prepare=link,
         )
-        if order.status is OrderStatus.SUCCEED:  # delivered (or refunded) once per order
-            await self._service.billing.run_callbacks(order.order_id, now=now)
-        elif order.status is OrderStatus.FAILED:
-            await self._declined(item, ChargeFailed(end=charge.end, attempt=charge.attempt), now)
-        elif order.status is OrderStatus.PROCESSING:  # no card on file: it waits for checkout
-            reason = "not paid (no card on file)"
-            event = ChargeFailed(end=charge.end, attempt=charge.attempt, reason=reason)
-            await self._declined(item, event, now)
+        if placed.status is OrderStatus.SUCCEED:  # delivered (or refunded) once per line
+            await self._service.billing.run_callbacks(placed.order_id, now=now)
+        elif placed.status is OrderStatus.FAILED:  # the whole order is retried, every line
+            await self._declined(order, None, now)
+        elif placed.status is OrderStatus.PROCESSING:  # no card on file: it waits for checkout
+            await self._declined(order, "not paid (no card on file)", now)
         # else time out / system processing: the lease and billing's reconcile settle it
-        return order.status
+        return placed.status
 
-    async def _declined(self, item: Due, event: ChargeFailed, now: int) -> None:
-        _, devices, _ = await asyncio.to_thread(
-            self._service.apply_event,
-            item.sub_id,
-            event,
-            actor=ACTOR,
-            action="subscription.charge_failed",
-            now=now,
-        )
+    async def _declined(self, order: RenewalOrder, reason: str | None, now: int) -> None:
+        devices: list[str] = []
+        for item in order.items:
+            charge = item.charge
+            event = (
+                ChargeFailed(end=charge.end, attempt=charge.attempt)
+                if reason is None
+                else ChargeFailed(end=charge.end, attempt=charge.attempt, reason=reason)
+            )
+            _, changed, _ = await asyncio.to_thread(
+                self._service.apply_event,
+                item.sub_id,
+                event,
+                actor=ACTOR,
+                action="subscription.charge_failed",
+                now=now,
+            )
+            devices.extend(changed)
         await self._service.reissue(devices)
