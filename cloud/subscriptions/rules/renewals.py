@@ -10,7 +10,8 @@ names its installation), one charge and one invoice.
 Rule: due charges join one order when they have the same purchaser, the same
 ``end`` (the billing month), the same way of paying (card or invoice) and the
 same card on file; within that, at most :data:`MAX_RENEWAL_LINES` lines an
-order (sorted by subscription, so the split is the same in every worker).
+order, listed by installation, then product (so the invoice reads per
+installation, and the split is the same in every worker).
 Everything else about a charge (its attempt, its key) stays the
 subscription's own, so a decline applies to every line and they are retried
 together, on the rule's retry day, as one order again.
@@ -84,7 +85,7 @@ def consolidate(
     for (buyer, end, pay_with, card), items in sorted(
         groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3] or "")
     ):
-        ordered = sorted(items, key=lambda d: d.sub_id)
+        ordered = sorted(items, key=lambda d: (d.installation_id, d.product_code, d.sub_id))
         for first in range(0, len(ordered), max_lines):
             chunk = tuple(ordered[first : first + max_lines])
             orders.append(
