@@ -12,6 +12,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from cloud.billing.tables import OrderLineRow
 from cloud.devices.tables import InstallationRow
 from cloud.subscriptions.rules.catalogue import product
 from cloud.subscriptions.rules.lifecycle import (
@@ -202,8 +203,9 @@ def add_order_link(
     line_id: int | None = None,
     charge_key: str | None = None,
 ) -> None:
-    """Remember what an order (line) pays for; a second link of the same order and
-    subscription is ignored. A ``charge_key`` on another order raises IntegrityError."""
+    """Remember what an order (line) pays for (default: the order's first line); a second
+    link of the same order and subscription is ignored. A ``charge_key`` already on another
+    order raises IntegrityError."""
     found = session.scalars(
         select(SubscriptionOrderRow).where(
             SubscriptionOrderRow.order_id == order_id,
@@ -212,6 +214,10 @@ def add_order_link(
     ).first()
     if found is not None:
         return
+    if line_id is None:  # an order of one subscription: its (first) line
+        line_id = session.scalar(
+            select(func.min(OrderLineRow.id)).where(OrderLineRow.order_id == order_id)
+        )
     session.add(
         SubscriptionOrderRow(
             order_id=order_id,
