@@ -296,6 +296,40 @@ async def refund_submit(
     return _go(request, order_id, text, level="warning")
 
 
+@router.post("/orders/{order_id}/lines/{line_id}/refund")
+async def line_refund_submit(
+    request: Request,
+    who: Refunder,
+    form: CheckedForm,
+    service: OrdersDep,
+    order_id: OrderId,
+    line_id: OrderId,
+) -> Response:
+    """Give back one line of the order (what it bought ends; the other lines stay)."""
+    _ = translator(request).gettext
+    try:
+        done = await service.reverse_line(who, order_id, line_id)
+    except ChargeNotSettled:
+        problem = _(
+            "The charge has not settled yet: a line can be refunded once it has "
+            "(or void the whole order now)."
+        )
+    except OrderStateConflict:
+        problem = _("This line cannot be given back now: the order is not paid, or it was.")
+    except UpstreamFailed:
+        problem = _("The payment provider did not refund the line; nothing changed. Try again.")
+    else:
+        problem = None
+    if problem is not None:
+        return _go(request, order_id, problem, level="error")
+    detail = await asyncio.to_thread(service.detail, who, order_id)
+    text = _("A line of order %(number)s is given back: %(amount)s.") % {
+        "number": detail.number,
+        "amount": _money(request, done.amount_cents, detail.currency),
+    }
+    return _go(request, order_id, text)
+
+
 def _cents(raw: str) -> int | None:
     """ "12.50" or "12,50" as cents; "" is None (all that is left)."""
     if not raw:

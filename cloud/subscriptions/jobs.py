@@ -33,16 +33,14 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from cloud.billing import queries as billing_queries
 from cloud.billing.errors import OrderStateConflict
-from cloud.billing.rules import OrderLine, OrderStatus
-from cloud.billing.tables import OrderRow
+from cloud.billing.rules import OrderStatus
 from cloud.subscriptions import queries as rows
-from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S, ChargeFailed
-from cloud.subscriptions.rules.renewals import Due, RenewalOrder, consolidate
+from cloud.subscriptions.charging import RenewalCharger
+from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S
+from cloud.subscriptions.rules.renewals import Due, consolidate
 from cloud.subscriptions.service import SubscriptionService
 from cloud.subscriptions.sweep import sweep_batch
 from common.clock import Clock
@@ -82,6 +80,7 @@ class RenewalJob:
         self.name = "subscription-renewals"
         self.interval_s = interval_s
         self._service = service
+        self._charger = RenewalCharger(service)
         self._clock = clock
         self._batch = batch
         self._max_batches = max_batches
@@ -104,7 +103,7 @@ class RenewalJob:
                 break
         for order in consolidate(pending):
             try:
-                status = await self._charge(order, now=now)
+                _, status = await self._charger.place(order, now=now)
             except Exception:  # the lease sends it again (same key) on a later pass
                 _log.exception("renewal charge %s failed", order.idempotency_key)
                 continue
@@ -151,71 +150,3 @@ class RenewalJob:
             _log.info("renewals: a subscription changed under this pass; the next pass sees it")
             return 0, 0, ()
         return done.selected, done.ticked, done.charges
-
-    async def _charge(self, order: RenewalOrder, *, now: int) -> OrderStatus:
-        """Place one consolidated renewal order (one line and link per subscription)."""
-
-        def link(session: Session, row: OrderRow) -> None:
-            lines = billing_queries.lines_of(session, row.id)
-            for item, line in zip(order.items, lines, strict=True):
-                rows.add_order_link(
-                    session,
-                    order_id=row.id,
-                    line_id=line.id,
-                    subscription_id=item.sub_id,
-                    kind="renewal",
-                    ends_at=item.charge.end,
-                    attempt=item.charge.attempt,
-                    months=item.charge.months,
-                    charge_key=item.charge.idempotency_key,
-                    now=now,
-                )
-
-        placed = await self._service.billing.place_order(
-            kind="renewal",
-            buyer=order.buyer,
-            installation_id=order.items[0].installation_id,
-            lines=[
-                OrderLine(
-                    item.product_code,
-                    item.description,
-                    item.charge.months,
-                    item.charge.amount_cents,
-                    installation_id=item.installation_id,
-                )
-                for item in order.items
-            ],
-            pay_with=order.pay_with,
-            card_token=order.card_token,
-            idempotency_key=order.idempotency_key,
-            now=now,
-            prepare=link,
-        )
-        if placed.status is OrderStatus.SUCCEED:  # delivered (or refunded) once per line
-            await self._service.billing.run_callbacks(placed.order_id, now=now)
-        elif placed.status is OrderStatus.FAILED:  # the whole order is retried, every line
-            await self._declined(order, None, now)
-        elif placed.status is OrderStatus.PROCESSING:  # no card on file: it waits for checkout
-            await self._declined(order, "not paid (no card on file)", now)
-        # else time out / system processing: the lease and billing's reconcile settle it
-        return placed.status
-
-    async def _declined(self, order: RenewalOrder, reason: str | None, now: int) -> None:
-        devices: list[str] = []
-        for item in order.items:
-            charge = item.charge
-            event = (
-                ChargeFailed(end=charge.end, attempt=charge.attempt)
-                if reason is None
-                else ChargeFailed(end=charge.end, attempt=charge.attempt, reason=reason)
-            )
-            _, changed, _ = await asyncio.to_thread(
-                self._service.apply_event,
-                item.sub_id,
-                event,
-                actor=ACTOR,
-                action="subscription.charge_failed",
-                now=now,
-            )
-            devices.extend(changed)
-        await self._service.reissue(devices)

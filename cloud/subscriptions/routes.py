@@ -20,9 +20,16 @@ from cloud.http.deps import ClockDep, SettingsDep, provided
 from cloud.http.errors import documented
 from cloud.http.schemas import ID_PATTERN
 from cloud.jobs import JobRunner
-from cloud.subscriptions.deps import SubscriptionsDep
+from cloud.subscriptions.deps import ChargerDep, SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE
-from cloud.subscriptions.schemas import AdvanceIn, CardIn, PurchaseIn, ReactivateIn, RenewIn
+from cloud.subscriptions.schemas import (
+    AdvanceIn,
+    BilledNowOut,
+    CardIn,
+    PurchaseIn,
+    ReactivateIn,
+    RenewIn,
+)
 from cloud.subscriptions.views import PurchaseResult
 
 __all__ = ["router"]
@@ -33,6 +40,7 @@ _SUB_ID = r"^sub_[0-9a-f]{16}$"
 SubId = Path(pattern=_SUB_ID)
 Reader = Annotated[Principal, Depends(require(Permission.SUBSCRIPTIONS_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.SUBSCRIPTIONS_WRITE))]
+Operator = Annotated[Principal, Depends(require(Permission.REFUNDS))]  # billing staff
 _ERRORS = documented(
     {
         402: "the card was declined: nothing was bought",
@@ -136,6 +144,30 @@ async def set_card(
 ) -> dict[str, Any]:
     """Set the card that pays the renewals (the purchaser, or an admin); audited."""
     return await service.set_card(principal, sub_id, body.card_token)
+
+
+@router.post(
+    "/subscriptions/{sub_id}/bill-now",
+    responses=documented(
+        {
+            403: "billing staff only (cs_admin, admin)",
+            404: "unknown subscription",
+            409: "not due: not active or renewing, a charge in flight, or paid a term ahead",
+        }
+    ),
+)
+async def bill_now(
+    principal: Operator, charger: ChargerDep, clock: ClockDep, sub_id: str = SubId
+) -> BilledNowOut:
+    """Force-bill: charge the current cycle now rather than on its charge day (never twice
+    for one cycle); the order and its answer are as the renewal job's would be."""
+    done = await charger.force_bill(principal, sub_id, now=clock())
+    return BilledNowOut(
+        order_id=done.order_id,
+        order_status=str(done.order_status),
+        amount_cents=done.amount_cents,
+        subscription=done.subscription,
+    )
 
 
 _CLOCK_ERRORS = documented({404: "the test clock is off"}, body=True)

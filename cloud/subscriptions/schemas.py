@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from cloud.http.inputs import IsoDay, StrictBody
 from cloud.http.schemas import ID_PATTERN
 
-__all__ = ["AdvanceIn", "CardIn", "PurchaseIn", "ReactivateIn", "RenewIn"]
+__all__ = ["AdvanceIn", "BilledNowOut", "CardIn", "PurchaseIn", "ReactivateIn", "RenewIn"]
 
 
 class PurchaseIn(StrictBody):
@@ -39,3 +39,12 @@ class CardIn(StrictBody):
 
 class AdvanceIn(StrictBody):
     days: int = Field(ge=1, le=3660)
+
+
+class BilledNowOut(BaseModel):
+    """The current cycle charged now: its renewal order and the subscription after it."""
+
+    order_id: int
+    order_status: str = Field(description="Succeed, Failed, Processing (no card), Time out")
+    amount_cents: int
+    subscription: dict[str, Any]

@@ -27,11 +27,14 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from cloud.subscriptions.rules.lifecycle import Charge
+from cloud.errors import N_, InvalidTransition
+from cloud.subscriptions.rules.calendar import iso, term_end
+from cloud.subscriptions.rules.catalogue import term_price
+from cloud.subscriptions.rules.lifecycle import Charge, Status, Subscription, Transition
 
-__all__ = ["MAX_RENEWAL_LINES", "Due", "RenewalOrder", "consolidate"]
+__all__ = ["MAX_RENEWAL_LINES", "Due", "RenewalOrder", "consolidate", "force_bill"]
 
 MAX_RENEWAL_LINES = 200  # billing's MAX_LINES and an invoice's most lines
 
@@ -99,3 +102,49 @@ def consolidate(
                 )
             )
     return tuple(orders)
+
+
+def force_bill(sub: Subscription, *, now: int) -> Transition:
+    """Charge the current cycle now rather than on its charge day (an operator's order action).
+
+    The current cycle is the renewal of the term ending at ``sub.end``. The charge is the
+    one the renewal job would send on the charge day: same amount, same attempt and key
+    form (``renewal:{sub}:{end}:{attempt}:{serial}``), marked in flight, so the job never
+    sends it again, and its answer is applied as the scheduled charge's would be (paid: the
+    end moves on by the term; declined: the rule's retries). Never twice for one cycle:
+    once paid, the end is a whole term beyond what a purchase made now would run to, and
+    that is refused.
+
+    Raises:
+        InvalidTransition: not active, not renewing, a charge in flight, or billed through
+            a whole term ahead already.
+    """
+    if sub.status is not Status.ACTIVE or sub.awaiting_payment:
+        raise InvalidTransition(N_("only an active subscription can be billed now"))
+    if not sub.auto_renew:
+        raise InvalidTransition(
+            N_("the subscription does not renew: reactivate it before billing it")
+        )
+    if sub.charging is not None:
+        raise InvalidTransition(
+            N_("a renewal charge for the term ending %(end)s is being made already"),
+            end=iso(sub.end),
+        )
+    if sub.end >= term_end(now, sub.term_months):
+        raise InvalidTransition(
+            N_("the subscription is paid through %(end)s already: nothing is due this cycle"),
+            end=iso(sub.end),
+        )
+    attempt, serial = sub.attempts, sub.charges_sent
+    charge = Charge(
+        idempotency_key=f"renewal:{sub.id}:{sub.end}:{attempt}:{serial}",
+        buyer=sub.purchaser,
+        months=sub.term_months,
+        amount_cents=term_price(sub.product, sub.term_months),
+        end=sub.end,
+        attempt=attempt,
+    )
+    billed = replace(
+        sub, charging=attempt, charge_sent_at=now, next_retry_at=None, charges_sent=serial + 1
+    )
+    return Transition(billed, (charge,), due_now_cents=charge.amount_cents)
