@@ -11,6 +11,9 @@ from cloud.billing.rules import MAX_ORDER_CENTS, OrderKind, OrderStatus, PayWith
 from cloud.http.inputs import StrictBody
 
 __all__ = [
+    "CreditEntryOut",
+    "CreditIn",
+    "CreditOut",
     "CustomerActivityOut",
     "CustomerInstallationOut",
     "LineOut",
@@ -126,6 +129,31 @@ class LineReversalOut(BaseModel):
     line_id: int
     amount_cents: int
     refund: ReversalOut | None = Field(description="the refund; null when invoiced")
+    credited_cents: int = Field(
+        default=0, description="given back as the purchaser's credit (what credit had paid)"
+    )
+
+
+class CreditIn(StrictBody):
+    amount_cents: int = Field(ge=1, le=MAX_ORDER_CENTS, description="credit to grant, in cents")
+    reason: str = Field(min_length=1, max_length=200, description="why (audited)")
+
+
+class CreditEntryOut(BaseModel):
+    amount_cents: int = Field(description="+ granted or given back, - used by an order")
+    entry: Literal["grant", "use", "restore"]
+    reason: str
+    order_id: int | None
+    actor: str
+    created_at: int
+
+
+class CreditOut(BaseModel):
+    """A purchaser's credit: the balance renewal orders use before the card, and its ledger."""
+
+    user_id: int
+    balance_cents: int
+    entries: list[CreditEntryOut] = Field(description="newest first, at most 100")
 
 
 class OrderSummaryOut(OrderOut):

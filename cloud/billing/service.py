@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
+from cloud.accounts.rules import Permission, allowed
 from cloud.accounts.schemas import ContactOut
-from cloud.accounts.users import Contact
+from cloud.accounts.users import Contact, user
+from cloud.billing import credit
 from cloud.billing import queries as repo
 from cloud.billing.errors import PaymentProviderError, UnknownOrder
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
@@ -27,6 +29,8 @@ from cloud.billing.orders import Billing, OrderResult
 from cloud.billing.refunds import Reversal
 from cloud.billing.rules import OrderKind, OrderStatus, PayWith
 from cloud.billing.schemas import (
+    CreditEntryOut,
+    CreditOut,
     CustomerActivityOut,
     CustomerInstallationOut,
     LineOut,
@@ -46,7 +50,7 @@ from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
 from cloud.database import Store
 from cloud.devices import memberships
 from cloud.devices.access import ensure_installation_access, visible_installation_ids
-from cloud.errors import UnknownInstallation, UpstreamFailed
+from cloud.errors import UnknownInstallation, UnknownUser, UpstreamFailed
 from cloud.settings import CloudSettings
 from common.clock import Clock
 
@@ -457,4 +461,48 @@ class OrderService:
             line_id=result.line_id,
             amount_cents=result.amount_cents,
             refund=refund,
+            credited_cents=result.credited_cents,
         )
+
+    # credit -------------------------------------------------------------------------
+    def credit_of(self, principal: Principal, user_id: int) -> CreditOut:
+        """A purchaser's credit balance and ledger: their own, or anyone's for staff who may
+        look up accounts; anyone else's is a 404."""
+        if principal.user_id != user_id and not allowed(principal.role, Permission.ACCOUNTS_READ):
+            raise UnknownUser(f"no user with id {user_id}")
+        with self._store.transaction() as tx:
+            user(tx, user_id)
+            return _credit_out(tx, user_id)
+
+    def grant_credit(
+        self, principal: Principal, user_id: int, *, amount_cents: int, reason: str
+    ) -> CreditOut:
+        """Grant a purchaser credit (billing staff); audited. Renewal orders use it first."""
+        with self._store.transaction() as tx:
+            credit.grant(
+                tx,
+                user_id,
+                amount_cents=amount_cents,
+                reason=reason,
+                actor=principal.actor,
+                now=self._clock(),
+            )
+            return _credit_out(tx, user_id)
+
+
+def _credit_out(session: Session, user_id: int) -> CreditOut:
+    return CreditOut(
+        user_id=user_id,
+        balance_cents=credit.balance(session, user_id),
+        entries=[
+            CreditEntryOut(
+                amount_cents=e.amount_cents,
+                entry=e.entry,  # type: ignore[arg-type]
+                reason=e.reason,
+                order_id=e.order_id,
+                actor=e.actor,
+                created_at=e.created_at,
+            )
+            for e in credit.entries(session, user_id)
+        ],
+    )

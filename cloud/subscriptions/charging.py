@@ -60,7 +60,8 @@ class RenewalCharger:
 
         def link(session: Session, row: OrderRow) -> None:
             lines = billing_queries.lines_of(session, row.id)
-            for item, line in zip(order.items, lines, strict=True):
+            # the items' lines first, in order; a "Credit applied" line may follow
+            for item, line in zip(order.items, lines[: len(order.items)], strict=True):
                 rows.add_order_link(
                     session,
                     order_id=row.id,
@@ -93,6 +94,7 @@ class RenewalCharger:
             idempotency_key=order.idempotency_key,
             now=now,
             prepare=link,
+            use_credit=True,
         )
         if placed.status is OrderStatus.SUCCEED:  # delivered (or refunded) once per line
             await self._service.billing.run_callbacks(placed.order_id, now=now)

@@ -70,9 +70,26 @@ def upgrade() -> None:
     op.drop_index("ix_subscription_orders_outcome_created_at", table_name="subscription_orders")
     op.drop_index("ix_subscription_orders_subscription_id", table_name="subscription_orders")
     op.drop_table("subscription_orders")
+    op.create_table(
+        "purchaser_credits",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("user_id", sa.BigInteger(), nullable=False),
+        sa.Column("amount_cents", sa.BigInteger(), nullable=False),
+        sa.Column("entry", sa.String(16), nullable=False),
+        sa.Column("reason", sa.String(200), nullable=False),
+        sa.Column("order_id", sa.Integer(), nullable=True),
+        sa.Column("key", sa.String(80), nullable=True),
+        sa.Column("actor", sa.String(120), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_purchaser_credits"),
+        sa.UniqueConstraint("key", name="uq_purchaser_credits_key"),
+    )
+    op.create_index("ix_purchaser_credits_user_id", "purchaser_credits", ["user_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_purchaser_credits_user_id", table_name="purchaser_credits")
+    op.drop_table("purchaser_credits")
     op.create_table(
         "subscription_orders",
         sa.Column("order_id", sa.Integer(), nullable=False),

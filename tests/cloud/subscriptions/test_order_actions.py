@@ -16,7 +16,7 @@ from cloud.errors import InvalidTransition
 from cloud.subscriptions.rules.catalogue import CATALOGUE
 from cloud.subscriptions.rules.lifecycle import Status, Subscription
 from cloud.subscriptions.rules.renewals import force_bill
-from tests.cloud.harness import Cloud, client, new_company, new_user, user_api_key
+from tests.cloud.harness import DAY, Cloud, client, new_company, new_user, user_api_key
 
 BUY = "/api/v1/subscriptions"
 
@@ -125,3 +125,73 @@ def test_force_bill_rule_never_bills_a_cycle_twice() -> None:
         except InvalidTransition:
             continue
         raise AssertionError("billed twice")
+
+
+# credit --------------------------------------------------------------------------------
+async def test_credit_pays_renewals_before_the_card_and_comes_back_when_given_back(
+    cloud: Cloud,
+) -> None:
+    cloud.clock.now = ts(2026, 1, 31)
+    company = new_company(cloud.app, name="Cardco", payment_type="card")
+    uid = new_user(cloud.app, role="partner", company_id=company)
+    other = new_user(cloud.app, role="partner", company_id=company)
+    insts = []
+    async with (
+        client(cloud.app, user_api_key(cloud.app, uid)) as si,
+        client(cloud.app, user_api_key(cloud.app, other)) as them,
+    ):
+        for i in range(2):
+            insts.append(await cloud.installation(f"Shop {i}"))
+            with cloud.state.store.transaction() as tx:
+                memberships.add_integrator(tx, insts[-1], company, actor="tests", now=0)
+            r = await si.post(
+                BUY,
+                json={"installation_id": insts[-1], "product": "TSF16100", "card_token": CARD_OK},
+            )
+            assert r.status_code == 201, r.text
+        path = f"/api/v1/customers/{uid}/credit"
+        # bad grants: refused, typed, nothing stored
+        for bad in ({"amount_cents": 0, "reason": "x"}, {"amount_cents": 5, "reason": ""}):
+            assert (await cloud.http.post(path, json=bad)).status_code == 422
+        assert (await si.post(path, json={"amount_cents": 5, "reason": "me"})).status_code == 403
+        assert (
+            await cloud.http.post(
+                "/api/v1/customers/999999/credit", json={"amount_cents": 5, "reason": "x"}
+            )
+        ).status_code == 404
+        assert (await si.get(path)).json()["balance_cents"] == 0
+        granted = await cloud.http.post(path, json={"amount_cents": 9000, "reason": "outage"})
+        assert granted.status_code == 200 and granted.json()["balance_cents"] == 9000
+        assert (await them.get(path)).status_code == 404  # another customer's credit
+        purchases = _charges(cloud)
+        cloud.clock.now = ts(2027, 1, 1)
+        await _renewals(cloud)
+        [order] = [
+            (await si.get(f"/api/v1/orders/{o['id']}")).json()
+            for o in (await si.get("/api/v1/orders?type=renewal")).json()
+        ]
+        mine = (await si.get(path)).json()
+        # 2 x 60.00 = 120.00: 90.00 from credit, 30.00 charged
+        assert order["amount_cents"] == 3000 and order["status"] == "Succeed"
+        assert [(x["product_code"], x["amount_cents"]) for x in order["lines"]][-1] == (
+            "CREDIT",
+            -9000,
+        )
+        assert mine["balance_cents"] == 0 and mine["entries"][0]["entry"] == "use"
+        assert [c[1:] for c in _charges(cloud)[len(purchases) :]] == [("charge", "Succeed", 3000)]
+        # give back one 60.00 line after settlement: 30.00 to the card, 30.00 back as credit
+        cloud.clock.advance(2 * DAY)
+        line = order["lines"][0]
+        back = await cloud.http.post(f"/api/v1/orders/{order['id']}/lines/{line['id']}/refund")
+        assert back.status_code == 200, back.text
+        assert back.json()["refund"]["amount_cents"] == 3000
+        assert back.json()["credited_cents"] == 3000
+        credit_line = order["lines"][-1]
+        no = await cloud.http.post(f"/api/v1/orders/{order['id']}/lines/{credit_line['id']}/refund")
+        assert no.status_code == 409
+        assert (await si.get(path)).json()["balance_cents"] == 3000
+        # the other line: the charge is used up, so all of it comes back as credit
+        last = order["lines"][1]
+        rest = await cloud.http.post(f"/api/v1/orders/{order['id']}/lines/{last['id']}/refund")
+        assert rest.status_code == 200 and rest.json()["credited_cents"] == 6000, rest.text
+        assert (await si.get(path)).json()["balance_cents"] == 9000  # all of the credit is back
