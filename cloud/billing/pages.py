@@ -39,7 +39,7 @@ from cloud.billing.service import ORDER_SORTS, OrderFilter, OrderService
 from cloud.errors import N_, InvalidRequest, UpstreamFailed
 from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
-from cloud.web.templates import language, render, translator
+from cloud.web.templates import error_text, language, render, translator
 
 __all__ = ["router"]
 
@@ -328,6 +328,63 @@ async def line_refund_submit(
         "amount": _money(request, done.amount_cents, detail.currency),
     }
     return _go(request, order_id, text)
+
+
+# credit ------------------------------------------------------------------------------
+UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@router.get("/customers/{user_id}/credit")
+def credit_page(request: Request, who: Reader, service: OrdersDep, user_id: UserId) -> HTMLResponse:
+    """A purchaser's credit: balance, history and, for billing staff, a grant form."""
+    return _credit(request, who, service, user_id, error=None)
+
+
+def _credit(
+    request: Request,
+    who: Principal,
+    service: OrderService,
+    user_id: int,
+    *,
+    error: str | None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    credit = service.credit_of(who, user_id)
+    name = f"#{user_id}" if who.user_id != user_id else translator(request).gettext("you")
+    context = {
+        "credit": credit,
+        "who": name,
+        "may_grant": allowed(who.role, Permission.REFUNDS),
+        "error": error,
+    }
+    return render(request, "billing/credit.html", context, status_code=status_code)
+
+
+@router.post("/customers/{user_id}/credit")
+def credit_grant(
+    request: Request, who: Refunder, form: CheckedForm, service: OrdersDep, user_id: UserId
+) -> Response:
+    """Grant credit (billing staff), then back to the credit page with what happened."""
+    _ = translator(request).gettext
+    try:
+        cents = _cents(str(form.get("amount", "")).strip())
+    except ValueError:
+        cents = None
+    if cents is None:
+        error = _("Enter an amount like 25.00.")
+        return _credit(request, who, service, user_id, error=error, status_code=422)
+    try:
+        done = service.grant_credit(
+            who, user_id, amount_cents=cents, reason=str(form.get("reason", ""))
+        )
+    except InvalidRequest as exc:
+        return _credit(
+            request, who, service, user_id, error=error_text(request, exc), status_code=422
+        )
+    text = _("Credit granted: the balance is %(amount)s.") % {
+        "amount": _money(request, done.balance_cents, done.currency),
+    }
+    return redirect(f"/customers/{user_id}/credit", text)
 
 
 def _cents(raw: str) -> int | None:

@@ -153,6 +153,7 @@ class CreditOut(BaseModel):
 
     user_id: int
     balance_cents: int
+    currency: str
     entries: list[CreditEntryOut] = Field(description="newest first, at most 100")
 
 

@@ -472,7 +472,7 @@ class OrderService:
             raise UnknownUser(f"no user with id {user_id}")
         with self._store.transaction() as tx:
             user(tx, user_id)
-            return _credit_out(tx, user_id)
+            return _credit_out(tx, user_id, self._billing.currency)
 
     def grant_credit(
         self, principal: Principal, user_id: int, *, amount_cents: int, reason: str
@@ -487,13 +487,14 @@ class OrderService:
                 actor=principal.actor,
                 now=self._clock(),
             )
-            return _credit_out(tx, user_id)
+            return _credit_out(tx, user_id, self._billing.currency)
 
 
-def _credit_out(session: Session, user_id: int) -> CreditOut:
+def _credit_out(session: Session, user_id: int, currency: str) -> CreditOut:
     return CreditOut(
         user_id=user_id,
         balance_cents=credit.balance(session, user_id),
+        currency=currency,
         entries=[
             CreditEntryOut(
                 amount_cents=e.amount_cents,

@@ -33,9 +33,9 @@ from cloud.devices.rules import DeviceKind
 from cloud.devices.schemas import InstallationDetail
 from cloud.devices.service import InstallationService
 from cloud.errors import N_, Conflict, InvalidRequest, PaymentDeclined, UpstreamFailed
-from cloud.http.deps import get_state, provided
+from cloud.http.deps import ClockDep, get_state, provided
 from cloud.http.schemas import ID_PATTERN
-from cloud.subscriptions.deps import SubscriptionsDep
+from cloud.subscriptions.deps import ChargerDep, SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE, Product, term_price
 from cloud.subscriptions.rules.lifecycle import MAX_RENEWAL_MONTHS
 from cloud.subscriptions.service import SubscriptionService
@@ -49,6 +49,7 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 Reader = Annotated[Principal, Depends(page_require(Permission.SUBSCRIPTIONS_READ))]
 Writer = Annotated[Principal, Depends(page_require(Permission.SUBSCRIPTIONS_WRITE))]
+Operator = Annotated[Principal, Depends(page_require(Permission.REFUNDS))]  # billing staff
 SubId = Annotated[str, Path(pattern=r"^sub_[0-9a-f]{16}$")]
 InstId = Annotated[str, Path(pattern=ID_PATTERN)]
 
@@ -91,6 +92,7 @@ async def subscriptions_section(
             "installation": installation,
             "lines": lines,
             "may_write": may_write,
+            "may_bill": may_write and allowed(user.role, Permission.REFUNDS),  # billing staff
             "blacklisted": blacklisted,
             "pays_with": service.pays_with(user) if may_write else None,
             "services": [CATALOGUE[code] for code in SERVICES],
@@ -244,6 +246,31 @@ async def set_auto_renew(
         "Auto-renew is on: you are now the purchaser of %(name)s; nothing was charged."
     )
     return redirect(back, text % {"name": line.name})
+
+
+@router.post("/subscriptions/{sub_id}/bill-now")
+async def bill_now(
+    request: Request,
+    user: Operator,
+    service: SubscriptionsDep,
+    charger: ChargerDep,
+    clock: ClockDep,
+    sub_id: SubId,
+    form: CheckedForm,
+) -> Response:
+    """Force-bill (billing staff): charge the current cycle now; back with what happened."""
+    t = translator(request)
+    line = service.line(user, sub_id)
+    back = _back(line.view["installation_id"])
+    try:
+        done = await charger.force_bill(user, sub_id, now=clock())
+    except Conflict as exc:
+        return redirect(back, error_text(request, exc), level="error")
+    if done.order_status is OrderStatus.SUCCEED:
+        text = t.gettext("%(name)s: this cycle is billed now and paid.")
+        return redirect(back, text % {"name": line.name})
+    text = t.gettext("%(name)s: this cycle is billed now; the payment did not go through.")
+    return redirect(back, text % {"name": line.name}, level="error")
 
 
 # renew -------------------------------------------------------------------------------
