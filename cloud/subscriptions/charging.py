@@ -23,18 +23,30 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
+from cloud.billing import credit
 from cloud.billing import queries as billing_queries
 from cloud.billing.rules import OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
+from cloud.devices import queries as device_queries
 from cloud.devices.access import ensure_installation_access
-from cloud.errors import UnknownSubscription
+from cloud.errors import N_, PaymentDeclined, UnknownSubscription
 from cloud.subscriptions import queries as rows
-from cloud.subscriptions.rules.lifecycle import Charge, ChargeFailed
-from cloud.subscriptions.rules.renewals import Due, RenewalOrder, consolidate, force_bill
+from cloud.subscriptions.rules.calendar import iso
+from cloud.subscriptions.rules.lifecycle import Charge, ChargeFailed, Subscription
+from cloud.subscriptions.rules.renewals import (
+    BillingDateChange,
+    Due,
+    RenewalOrder,
+    billing_date_change,
+    consolidate,
+    force_bill,
+)
 from cloud.subscriptions.service import SubscriptionService
+from cloud.subscriptions.settlement import MANUAL
+from cloud.subscriptions.tables import SubscriptionRow
 from cloud.subscriptions.views import subscription_view
 
-__all__ = ["BilledNow", "RenewalCharger"]
+__all__ = ["BilledNow", "DateMoved", "RenewalCharger"]
 
 ACTOR = "system:renewals"
 
@@ -167,3 +179,133 @@ class RenewalCharger:
                 return subscription_view(found)
 
         return BilledNow(order_id, status, order.amount_cents, await asyncio.to_thread(view))
+
+    async def move_billing_date(
+        self, principal: Principal, sub_id: str, *, new_end: int, now: int
+    ) -> DateMoved:
+        """Move the subscription's renewal date (billing staff); the shifted months are paid
+        now (later) or credited to the purchaser (earlier), by
+        :func:`~cloud.subscriptions.rules.renewals.billing_date_change`.
+
+        Raises:
+            UnknownSubscription, InvalidRequest, InvalidTransition, PaymentDeclined.
+        """
+        service = self._service
+
+        def start() -> tuple[BillingDateChange, Subscription, SubscriptionRow]:
+            with service.store.transaction() as tx:
+                row = rows.subscription_of(tx, sub_id, lock=True)
+                if row is None:
+                    raise UnknownSubscription(f"no subscription {sub_id}")
+                ensure_installation_access(tx, principal, row.installation_id, write=True)
+                before = rows.load(row)
+                change = billing_date_change(before, new_end=new_end, now=now)
+                if change.earlier is not None:
+                    service.commit(
+                        tx,
+                        row,
+                        before,
+                        change.earlier,
+                        actor=principal,
+                        action="subscription.billing_date",
+                        now=now,
+                    )
+                    credit.grant(
+                        tx,
+                        row.purchaser_id,
+                        amount_cents=change.amount_cents,
+                        reason=f"renewal date of {row.id} moved from {iso(before.end)} to "
+                        f"{iso(new_end)}: {-change.months} months given up",
+                        actor=principal.actor,
+                        now=now,
+                    )
+                return change, before, row
+
+        change, before, row = await asyncio.to_thread(start)
+        order_id = status = None
+        if change.earlier is not None:
+            devices = await asyncio.to_thread(self._devices, before.installation_id)
+            await service.reissue(devices)
+        else:
+            order_id, status = await self._pay_shift(change, before, row, now=now)
+
+        def view() -> dict[str, Any]:
+            with service.store.transaction() as tx:
+                found = rows.subscription_of(tx, sub_id)
+                assert found is not None
+                return subscription_view(found)
+
+        charged = change.amount_cents if change.months > 0 else 0
+        return DateMoved(
+            months=change.months,
+            charged_cents=charged,
+            credited_cents=0 if charged else change.amount_cents,
+            order_id=order_id,
+            order_status=None if status is None else str(status),
+            subscription=await asyncio.to_thread(view),
+        )
+
+    def _devices(self, installation_id: str) -> list[str]:
+        with self._service.store.transaction() as tx:
+            return [d.id for d in device_queries.devices_of(tx, installation_id)]
+
+    async def _pay_shift(
+        self, change: BillingDateChange, sub: Subscription, row: SubscriptionRow, *, now: int
+    ) -> tuple[int, OrderStatus]:
+        """The added months as a renewal order of the purchaser's (card on file, or invoice);
+        applied like a renewal of those months when paid."""
+
+        def link(session: Session, order: OrderRow) -> None:
+            rows.add_order_link(
+                session,
+                order_id=order.id,
+                subscription_id=sub.id,
+                kind="renewal",
+                ends_at=sub.end,
+                attempt=MANUAL,
+                months=change.months,
+                now=now,
+            )
+
+        item = sub.product
+        placed = await self._service.billing.place_order(
+            kind="renewal",
+            buyer=row.purchaser_id,
+            installation_id=sub.installation_id,
+            lines=[
+                OrderLine(
+                    item.code,
+                    f"{item.name}, renewal date moved {change.months} months later",
+                    change.months,
+                    change.amount_cents,
+                )
+            ],
+            pay_with=row.pay_with,
+            card_token=row.card_token if row.pay_with == "card" else None,
+            idempotency_key=f"billing-date:{sub.id}:{sub.end}:{change.months}",
+            now=now,
+            prepare=link,
+        )
+        if placed.status is OrderStatus.FAILED:
+            raise PaymentDeclined(
+                N_(
+                    "the card on file was declined (order %(number)s): the renewal date did "
+                    "not move"
+                ),
+                number=placed.number,
+            )
+        if placed.status is OrderStatus.SUCCEED:
+            await self._service.billing.run_callbacks(placed.order_id, now=now)
+        return placed.order_id, placed.status
+
+
+@dataclass(frozen=True, slots=True)
+class DateMoved:
+    """A renewal date moved: by how many months, what it cost or credited, the order."""
+
+    months: int
+    charged_cents: int
+    credited_cents: int
+    order_id: int | None
+    order_status: str | None
+    subscription: dict[str, Any]

@@ -25,6 +25,8 @@ from cloud.subscriptions.rules.catalogue import CATALOGUE
 from cloud.subscriptions.schemas import (
     AdvanceIn,
     BilledNowOut,
+    BillingDateIn,
+    BillingDateOut,
     CardIn,
     PurchaseIn,
     ReactivateIn,
@@ -166,6 +168,41 @@ async def bill_now(
         order_id=done.order_id,
         order_status=str(done.order_status),
         amount_cents=done.amount_cents,
+        subscription=done.subscription,
+    )
+
+
+@router.post(
+    "/subscriptions/{sub_id}/billing-date",
+    responses=documented(
+        {
+            402: "the card on file was declined: the date did not move",
+            403: "billing staff only (cs_admin, admin)",
+            404: "unknown subscription",
+            409: "not active, or a renewal charge is in flight",
+            422: "not the first of a month, the same date, in the current month, or too far",
+        },
+        body=True,
+    ),
+)
+async def move_billing_date(
+    body: BillingDateIn,
+    principal: Operator,
+    charger: ChargerDep,
+    clock: ClockDep,
+    sub_id: str = SubId,
+) -> BillingDateOut:
+    """Change the billing date: move the renewal date to the first of another month. Months
+    added are paid now at the one-month price; months given up are credited."""
+    new_end = _epoch(body.renews_on)
+    assert new_end is not None
+    done = await charger.move_billing_date(principal, sub_id, new_end=new_end, now=clock())
+    return BillingDateOut(
+        months=done.months,
+        charged_cents=done.charged_cents,
+        credited_cents=done.credited_cents,
+        order_id=done.order_id,
+        order_status=done.order_status,
         subscription=done.subscription,
     )
 

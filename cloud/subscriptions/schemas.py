@@ -9,7 +9,16 @@ from pydantic import BaseModel, Field
 from cloud.http.inputs import IsoDay, StrictBody
 from cloud.http.schemas import ID_PATTERN
 
-__all__ = ["AdvanceIn", "BilledNowOut", "CardIn", "PurchaseIn", "ReactivateIn", "RenewIn"]
+__all__ = [
+    "AdvanceIn",
+    "BilledNowOut",
+    "BillingDateIn",
+    "BillingDateOut",
+    "CardIn",
+    "PurchaseIn",
+    "ReactivateIn",
+    "RenewIn",
+]
 
 
 class PurchaseIn(StrictBody):
@@ -47,4 +56,19 @@ class BilledNowOut(BaseModel):
     order_id: int
     order_status: str = Field(description="Succeed, Failed, Processing (no card), Time out")
     amount_cents: int
+    subscription: dict[str, Any]
+
+
+class BillingDateIn(StrictBody):
+    renews_on: IsoDay = Field(description="the new renewal date: the first day of a month (UTC)")
+
+
+class BillingDateOut(BaseModel):
+    """A renewal date moved: the months added (+, paid now) or given up (-, credited)."""
+
+    months: int
+    charged_cents: int
+    credited_cents: int = Field(description="added to the purchaser's credit")
+    order_id: int | None
+    order_status: str | None
     subscription: dict[str, Any]

@@ -28,14 +28,31 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
-from cloud.errors import N_, InvalidTransition
-from cloud.subscriptions.rules.calendar import iso, term_end
+from cloud.errors import N_, InvalidRequest, InvalidTransition
+from cloud.subscriptions.rules.calendar import add_months, iso, month_start, term_end
 from cloud.subscriptions.rules.catalogue import term_price
-from cloud.subscriptions.rules.lifecycle import Charge, Status, Subscription, Transition
+from cloud.subscriptions.rules.lifecycle import (
+    Charge,
+    GrantService,
+    Status,
+    Subscription,
+    Transition,
+)
 
-__all__ = ["MAX_RENEWAL_LINES", "Due", "RenewalOrder", "consolidate", "force_bill"]
+__all__ = [
+    "MAX_RENEWAL_LINES",
+    "MAX_SHIFT_MONTHS",
+    "BillingDateChange",
+    "Due",
+    "RenewalOrder",
+    "billing_date_change",
+    "consolidate",
+    "force_bill",
+]
 
+MAX_SHIFT_MONTHS = 24  # a billing date moves by at most two years either way
 MAX_RENEWAL_LINES = 200  # billing's MAX_LINES and an invoice's most lines
 
 
@@ -148,3 +165,78 @@ def force_bill(sub: Subscription, *, now: int) -> Transition:
         sub, charging=attempt, charge_sent_at=now, next_retry_at=None, charges_sent=serial + 1
     )
     return Transition(billed, (charge,), due_now_cents=charge.amount_cents)
+
+
+@dataclass(frozen=True, slots=True)
+class BillingDateChange:
+    """A subscription's renewal date moved by ``months`` (+ later, - earlier).
+
+    Later: the purchaser pays ``amount_cents`` now for the added months (the state
+    changes when that payment is applied, as a renewal of ``months``). Earlier: the
+    state is ``earlier`` at once (the end moved back, the grant with it) and the
+    purchaser is credited ``amount_cents`` for the months given up.
+    """
+
+    months: int
+    amount_cents: int
+    earlier: Transition | None = None
+
+
+def billing_date_change(sub: Subscription, *, new_end: int, now: int) -> BillingDateChange:
+    """Move the renewal date (the end of the paid term) to ``new_end``, a month's first second.
+
+    The rule for what the shifted period costs: every month added or given up is priced
+    at the product's one-month price (``monthly_cents``), whatever the term; adding
+    months is paid now, giving them up is credited to the purchaser (credit that pays
+    the next renewals first). The new date must be after the current month (the month
+    under way stays paid) and at most :data:`MAX_SHIFT_MONTHS` away. Renewal
+    bookkeeping restarts for the new end (notice, attempts), so the next renewal is
+    noticed and charged on the new date's schedule.
+
+    Raises:
+        InvalidRequest: not a month's first second, the same date, in or before the
+            current month, or too far.
+        InvalidTransition: not active, or a renewal charge is in flight.
+    """
+    if month_start(new_end) != new_end:
+        raise InvalidRequest(
+            N_("a renewal date is the first day of a month, not %(day)s"), day=iso(new_end)
+        )
+    if sub.status is not Status.ACTIVE or sub.awaiting_payment:
+        raise InvalidTransition(N_("only an active subscription has a renewal date to move"))
+    if sub.charging is not None:
+        raise InvalidTransition(
+            N_("a renewal charge for the term ending %(end)s is being made already"),
+            end=iso(sub.end),
+        )
+    if new_end == sub.end:
+        raise InvalidRequest(N_("the subscription renews on %(day)s already"), day=iso(new_end))
+    if new_end <= add_months(month_start(now), 1):
+        raise InvalidRequest(
+            N_("a renewal date must be after the current month, not %(day)s"), day=iso(new_end)
+        )
+    months = _months_between(sub.end, new_end)
+    if abs(months) > MAX_SHIFT_MONTHS:
+        raise InvalidRequest(
+            N_("a renewal date moves by at most %(most)s months"), most=MAX_SHIFT_MONTHS
+        )
+    amount = abs(months) * sub.product.monthly_cents
+    if months > 0:
+        return BillingDateChange(months, amount)
+    moved = replace(
+        sub,
+        end=new_end,
+        notice_for=None,
+        attempts=0,
+        charging=None,
+        charge_sent_at=None,
+        next_retry_at=None,
+    )
+    grant = GrantService(sub.product.feature, sub.product.params, new_end)
+    return BillingDateChange(months, amount, Transition(moved, (grant,)))
+
+
+def _months_between(start: int, end: int) -> int:
+    """Whole months from one month start to another (negative when ``end`` is earlier)."""
+    a, b = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+    return (b.year * 12 + b.month) - (a.year * 12 + a.month)

@@ -12,10 +12,10 @@ from sqlalchemy import select
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.billing.tables import TransactionRow
 from cloud.devices import memberships
-from cloud.errors import InvalidTransition
+from cloud.errors import InvalidRequest, InvalidTransition
 from cloud.subscriptions.rules.catalogue import CATALOGUE
 from cloud.subscriptions.rules.lifecycle import Status, Subscription
-from cloud.subscriptions.rules.renewals import force_bill
+from cloud.subscriptions.rules.renewals import billing_date_change, force_bill
 from tests.cloud.harness import DAY, Cloud, client, new_company, new_user, user_api_key
 
 BUY = "/api/v1/subscriptions"
@@ -195,3 +195,82 @@ async def test_credit_pays_renewals_before_the_card_and_comes_back_when_given_ba
         rest = await cloud.http.post(f"/api/v1/orders/{order['id']}/lines/{last['id']}/refund")
         assert rest.status_code == 200 and rest.json()["credited_cents"] == 6000, rest.text
         assert (await si.get(path)).json()["balance_cents"] == 9000  # all of the credit is back
+
+
+# billing date ------------------------------------------------------------------------------
+def _active(end: int) -> Subscription:
+    return Subscription(
+        id="sub_1",
+        installation_id="inst_1",
+        product=CATALOGUE["TSF16100"],
+        purchaser=7,
+        status=Status.ACTIVE,
+        term_months=12,
+        start=ts(2026, 1, 31),
+        end=end,
+    )
+
+
+def test_the_shifted_period_costs_one_month_price_a_month() -> None:
+    monthly = CATALOGUE["TSF16100"].monthly_cents
+    later = billing_date_change(_active(ts(2027, 2, 1)), new_end=ts(2027, 5, 1), now=ts(2026, 6, 1))
+    assert (later.months, later.amount_cents, later.earlier) == (3, 3 * monthly, None)
+    earlier = billing_date_change(
+        _active(ts(2027, 2, 1)), new_end=ts(2026, 11, 1), now=ts(2026, 6, 1)
+    )
+    assert (earlier.months, earlier.amount_cents) == (-3, 3 * monthly)
+    assert earlier.earlier is not None and earlier.earlier.state.end == ts(2026, 11, 1)
+    assert earlier.earlier.effects[0].until == ts(2026, 11, 1)  # the devices follow
+    across_years = billing_date_change(
+        _active(ts(2027, 2, 1)), new_end=ts(2028, 1, 1), now=ts(2026, 6, 1)
+    )
+    assert across_years.months == 11
+    for bad_end in (ts(2027, 2, 2), ts(2027, 2, 1), ts(2026, 7, 1), ts(2026, 6, 1), ts(2030, 1, 1)):
+        try:
+            billing_date_change(_active(ts(2027, 2, 1)), new_end=bad_end, now=ts(2026, 6, 15))
+        except InvalidRequest:
+            continue
+        raise AssertionError(f"accepted {bad_end}")
+
+
+async def test_moving_the_billing_date_charges_or_credits_the_shifted_months(
+    cloud: Cloud,
+) -> None:
+    cloud.clock.now = ts(2026, 1, 31)
+    si, inst = await _partner(cloud)
+    async with si:
+        subs = []
+        for code in ("TSF16100", "TSF12125"):
+            r = await si.post(
+                BUY, json={"installation_id": inst, "product": code, "card_token": CARD_OK}
+            )
+            subs.append(r.json()["subscription"]["id"])
+        remote, voice = subs
+        uid = (await si.get(f"{BUY}/{remote}")).json()["purchaser_id"]
+        cloud.clock.now = ts(2026, 6, 10)
+        before = _charges(cloud)
+        for bad in ("2027-02-15", "2027-02-01", "2026-06-01", "not a day"):
+            r = await cloud.http.post(f"{BUY}/{remote}/billing-date", json={"renews_on": bad})
+            assert r.status_code == 422, (bad, r.text)
+        assert (
+            await si.post(f"{BUY}/{remote}/billing-date", json={"renews_on": "2027-05-01"})
+        ).status_code == 403
+        assert _charges(cloud) == before  # refusals moved no money
+        later = await cloud.http.post(
+            f"{BUY}/{remote}/billing-date", json={"renews_on": "2027-05-01"}
+        )
+        assert later.status_code == 200, later.text
+        body = later.json()
+        assert (body["months"], body["charged_cents"], body["credited_cents"]) == (3, 1500, 0)
+        assert body["order_status"] == "Succeed" and body["subscription"]["end"] == ts(2027, 5, 1)
+        earlier = await cloud.http.post(
+            f"{BUY}/{voice}/billing-date", json={"renews_on": "2026-12-01"}
+        )
+        assert earlier.status_code == 200, earlier.text
+        moved = earlier.json()
+        assert (moved["months"], moved["charged_cents"]) == (-2, 0)
+        assert moved["credited_cents"] == 2 * CATALOGUE["TSF12125"].monthly_cents
+        assert moved["subscription"]["end"] == ts(2026, 12, 1)
+        credit = (await si.get(f"/api/v1/customers/{uid}/credit")).json()
+    assert credit["balance_cents"] == moved["credited_cents"]
+    assert [c[1:] for c in _charges(cloud)[len(before) :]] == [("charge", "Succeed", 1500)]
