@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -271,6 +272,43 @@ async def bill_now(
         return redirect(back, text % {"name": line.name})
     text = t.gettext("%(name)s: this cycle is billed now; the payment did not go through.")
     return redirect(back, text % {"name": line.name}, level="error")
+
+
+@router.post("/subscriptions/{sub_id}/billing-date")
+async def move_billing_date(
+    request: Request,
+    user: Operator,
+    service: SubscriptionsDep,
+    charger: ChargerDep,
+    clock: ClockDep,
+    sub_id: SubId,
+    form: CheckedForm,
+) -> Response:
+    """Change the billing date (billing staff); back with what it cost or credited."""
+    t = translator(request)
+    line = service.line(user, sub_id)
+    back = _back(line.view["installation_id"])
+    raw = str(form.get("renews_on", ""))
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            raise InvalidRequest(N_("Enter the new renewal date as YYYY-MM-DD."))
+        try:
+            day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise InvalidRequest(N_("Enter the new renewal date as YYYY-MM-DD.")) from None
+        done = await charger.move_billing_date(
+            user, sub_id, new_end=int(day.timestamp()), now=clock()
+        )
+    except (InvalidRequest, Conflict, PaymentDeclined) as exc:
+        return redirect(back, error_text(request, exc), level="error")
+    if done.months > 0:
+        text = t.gettext("%(name)s renews %(months)s months later; %(amount)s was charged.")
+        amount = done.charged_cents
+    else:
+        text = t.gettext("%(name)s renews %(months)s months earlier; %(amount)s was credited.")
+        amount = done.credited_cents
+    values = {"name": line.name, "months": abs(done.months), "amount": f"{amount / 100:.2f}"}
+    return redirect(back, text % values)
 
 
 # renew -------------------------------------------------------------------------------

@@ -127,3 +127,27 @@ async def test_the_credit_page_shows_the_balance_and_staff_grant_credit(cloud: C
     with cloud.state.store.transaction() as tx:
         [entry] = tx.scalars(select(CreditRow).where(CreditRow.user_id == uid)).all()
         assert (entry.amount_cents, entry.entry, entry.reason) == (2500, "grant", "outage")
+
+
+async def test_billing_staff_move_the_billing_date_from_the_installation_page(
+    cloud: Cloud,
+) -> None:
+    _, insts, subs = await _shop(cloud, 1)
+    cloud.clock.now = ts(2026, 6, 1)
+    action = f"/subscriptions/{subs[0]}/billing-date"
+    async with signed_in(cloud.app, role="admin") as (http, _):
+        page = await http.get(f"/installations/{insts[0]}")
+        assert action in page.text
+        token = csrf_of(page.text)
+        rows = every_row(cloud.app)
+        for bad in ("2026-12-15", "soon"):
+            refused = await http.post(action, data={"csrf_token": token, "renews_on": bad})
+            assert refused.status_code == 303
+            shown = await http.get(refused.headers["location"])
+            assert "first day of a month" in shown.text or "YYYY-MM-DD" in shown.text
+        assert every_row(cloud.app) == rows
+        done = await http.post(action, data={"csrf_token": token, "renews_on": "2026-12-01"})
+        assert done.status_code == 303
+        shown = await http.get(done.headers["location"])
+        assert "renews 2 months earlier; 10.00 was credited" in shown.text
+    assert (await cloud.http.get(f"{BUY}/{subs[0]}")).json()["end"] == ts(2026, 12, 1)
