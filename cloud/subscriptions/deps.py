@@ -8,9 +8,10 @@ from fastapi import Depends
 
 from cloud.http.deps import provided
 from cloud.subscriptions.charging import RenewalCharger
+from cloud.subscriptions.checkout import Checkout
 from cloud.subscriptions.service import SubscriptionService
 
-__all__ = ["ChargerDep", "SubscriptionsDep"]
+__all__ = ["ChargerDep", "CheckoutDep", "SubscriptionsDep"]
 
 SubscriptionsDep = Annotated[SubscriptionService, Depends(provided(SubscriptionService))]
 
@@ -21,3 +22,11 @@ def _charger(service: SubscriptionsDep) -> RenewalCharger:
 
 ChargerDep = Annotated[RenewalCharger, Depends(_charger)]
 """Renewal orders: an operator's "bill now" (the renewal job holds its own)."""
+
+
+def _checkout(service: SubscriptionsDep) -> Checkout:
+    return Checkout(service)
+
+
+CheckoutDep = Annotated[Checkout, Depends(_checkout)]
+"""One checkout for several installations."""

@@ -20,7 +20,7 @@ from cloud.http.deps import ClockDep, SettingsDep, provided
 from cloud.http.errors import documented
 from cloud.http.schemas import ID_PATTERN
 from cloud.jobs import JobRunner
-from cloud.subscriptions.deps import ChargerDep, SubscriptionsDep
+from cloud.subscriptions.deps import ChargerDep, CheckoutDep, SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE
 from cloud.subscriptions.schemas import (
     AdvanceIn,
@@ -28,6 +28,8 @@ from cloud.subscriptions.schemas import (
     BillingDateIn,
     BillingDateOut,
     CardIn,
+    CheckoutIn,
+    CheckoutOut,
     PurchaseIn,
     ReactivateIn,
     RenewIn,
@@ -92,6 +94,26 @@ async def purchase(body: PurchaseIn, principal: Writer, service: Service) -> dic
         purchaser_id=body.purchaser_id,
     )
     return _out(result)
+
+
+@router.post("/subscriptions/checkout", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+async def checkout(body: CheckoutIn, principal: Writer, checkout: CheckoutDep) -> CheckoutOut:
+    """Buy for several installations in one checkout: one order (a line per item, naming its
+    installation), one payment. All or nothing: a refusal for any installation refuses the
+    whole checkout before any money moves, and names that installation."""
+    done = await checkout.checkout(
+        principal,
+        [(i.installation_id, i.product, i.term_months) for i in body.items],
+        pay_with=body.pay_with,
+        card_token=body.card_token,
+        purchaser_id=body.purchaser_id,
+    )
+    return CheckoutOut(
+        order_id=done.order_id,
+        order_status=done.order_status,
+        due_now_cents=done.due_now_cents,
+        subscriptions=done.subscriptions,
+    )
 
 
 @router.get("/subscriptions", responses=_ERRORS)

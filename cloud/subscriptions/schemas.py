@@ -15,6 +15,9 @@ __all__ = [
     "BillingDateIn",
     "BillingDateOut",
     "CardIn",
+    "CheckoutIn",
+    "CheckoutItemIn",
+    "CheckoutOut",
     "PurchaseIn",
     "ReactivateIn",
     "RenewIn",
@@ -72,3 +75,25 @@ class BillingDateOut(BaseModel):
     order_id: int | None
     order_status: str | None
     subscription: dict[str, Any]
+
+
+class CheckoutItemIn(StrictBody):
+    installation_id: str = Field(pattern=ID_PATTERN)
+    product: str = Field(min_length=1, max_length=32, description="a catalogue code")
+    term_months: int | None = Field(default=None, ge=1, le=1200)
+
+
+class CheckoutIn(StrictBody):
+    """Several installations (and products for each) bought in one order and one payment."""
+
+    items: list[CheckoutItemIn] = Field(min_length=1, max_length=50)
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+    purchaser_id: int | None = Field(default=None, ge=1, description="admin keys only")
+
+
+class CheckoutOut(BaseModel):
+    order_id: int
+    order_status: str
+    due_now_cents: int
+    subscriptions: list[dict[str, Any]]
