@@ -33,10 +33,17 @@ from cloud.devices.pages.installation import Section, installation_section
 from cloud.devices.rules import DeviceKind
 from cloud.devices.schemas import InstallationDetail
 from cloud.devices.service import InstallationService
-from cloud.errors import N_, Conflict, InvalidRequest, PaymentDeclined, UpstreamFailed
+from cloud.errors import (
+    N_,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PaymentDeclined,
+    UpstreamFailed,
+)
 from cloud.http.deps import ClockDep, get_state, provided
 from cloud.http.schemas import ID_PATTERN
-from cloud.subscriptions.deps import ChargerDep, SubscriptionsDep
+from cloud.subscriptions.deps import ChargerDep, CheckoutDep, SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE, Product, term_price
 from cloud.subscriptions.rules.lifecycle import MAX_RENEWAL_MONTHS
 from cloud.subscriptions.service import SubscriptionService
@@ -309,6 +316,77 @@ async def move_billing_date(
         amount = done.credited_cents
     values = {"name": line.name, "months": abs(done.months), "amount": f"{amount / 100:.2f}"}
     return redirect(back, text % values)
+
+
+# checkout for several installations -------------------------------------------------------
+_ITEM = re.compile(r"^(inst_[0-9a-z_-]{1,60})\|([A-Z0-9]{1,32})$")
+
+
+def _checkout_page(
+    request: Request,
+    user: Principal,
+    service: SubscriptionService,
+    installations: InstallationService,
+    *,
+    chosen: list[str],
+    error: str | None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    context = {
+        "installations": installations.visible(user, limit=200, offset=0),
+        "services": SERVICES[:2],  # the yearly installation-wide services
+        "products": CATALOGUE,
+        "pays_with": service.pays_with(user),
+        "chosen": chosen,
+        "error": error,
+    }
+    return _page(request, "subscriptions/checkout.html", context, status_code=status_code)
+
+
+@router.get("/checkout", response_class=HTMLResponse)
+def checkout_page(
+    request: Request, user: Writer, service: SubscriptionsDep, installations: InstallationsDep
+) -> HTMLResponse:
+    """Tick services for several installations; one order and one payment for them all."""
+    return _checkout_page(request, user, service, installations, chosen=[], error=None)
+
+
+@router.post("/checkout")
+async def checkout_submit(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    installations: InstallationsDep,
+    checkout: CheckoutDep,
+    form: CheckedForm,
+) -> Response:
+    """Buy every ticked service in one checkout (all or nothing), then to its order."""
+    t = translator(request)
+    chosen = [str(v) for v in form.getlist("item")]
+    pays_with = service.pays_with(user)
+    try:
+        items: list[tuple[str, str, int | None]] = []
+        for value in chosen:
+            found = _ITEM.fullmatch(value)
+            if found is None:
+                raise InvalidRequest(N_("Tick the services to buy."))
+            items.append((found.group(1), found.group(2), None))
+        card = _card(form)
+        if pays_with == "card" and card is None:
+            raise InvalidRequest(N_("Enter a card number (12 to 19 digits)."))
+        done = await checkout.checkout(user, items, pay_with=pays_with, card_token=card)
+    except (InvalidRequest, Conflict, PaymentDeclined, UpstreamFailed, NotFound) as exc:
+        return _checkout_page(
+            request,
+            user,
+            service,
+            installations,
+            chosen=chosen,
+            error=error_text(request, exc),
+            status_code=404 if isinstance(exc, NotFound) else _refused(exc),
+        )
+    text = t.gettext("Bought %(count)s services in one order.")
+    return redirect(f"/orders/{done.order_id}", text % {"count": len(done.subscriptions)})
 
 
 # renew -------------------------------------------------------------------------------

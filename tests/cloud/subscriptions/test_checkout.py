@@ -14,6 +14,7 @@ from cloud.billing.tables import OrderRow, TransactionRow
 from cloud.devices import memberships
 from cloud.subscriptions.tables import SubscriptionRow
 from tests.cloud.harness import Cloud, client, every_row, new_company, new_user, user_api_key
+from tests.cloud.pages import csrf_of, signed_in
 
 CHECKOUT = "/api/v1/subscriptions/checkout"
 
@@ -101,3 +102,38 @@ async def test_a_declined_checkout_buys_nothing(cloud: Cloud) -> None:
             assert listed.json() == []
         retry = await si.post(CHECKOUT, json={"items": items, "card_token": CARD_OK})
         assert retry.status_code == 201 and retry.json()["order_status"] == "Succeed"
+
+
+async def test_the_checkout_page_buys_for_several_installations(cloud: Cloud) -> None:
+    cloud.clock.now = ts(2026, 3, 10)
+    company = new_company(cloud.app, name="Cardco", payment_type="card")
+    insts = []
+    for i in range(2):
+        insts.append(await cloud.installation(f"Shop {i}"))
+        with cloud.state.store.transaction() as tx:
+            memberships.add_integrator(tx, insts[-1], company, actor="tests", now=0)
+    async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
+        page = await http.get("/checkout")
+        assert page.status_code == 200 and all(i in page.text for i in insts)
+        token = csrf_of(page.text)
+        rows = every_row(cloud.app)
+        wanted = [f"{insts[0]}|TSF16100", f"{insts[1]}|TSF16100", f"{insts[1]}|TSF12125"]
+        no_card = await http.post("/checkout", data={"csrf_token": token, "item": wanted})
+        assert no_card.status_code == 422 and "card number" in no_card.text
+        forged = await http.post(
+            "/checkout",
+            data={
+                "csrf_token": token,
+                "item": [*wanted, "inst_nothere|TSF16100"],
+                "card_number": CARD_OK,
+            },
+        )
+        assert forged.status_code == 404 and "inst_nothere" in forged.text
+        assert every_row(cloud.app) == rows  # refused: nothing stored, no money moved
+        done = await http.post(
+            "/checkout", data={"csrf_token": token, "item": wanted, "card_number": CARD_OK}
+        )
+        assert done.status_code == 303, done.text[:300]
+        order = await http.get(done.headers["location"])
+        assert "Bought 3 services in one order." in order.text
+        assert "Lines per installation" in order.text
