@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
-from cloud.billing.tables import OrderLineRow, OrderRow, TransactionRow
+from cloud.billing.tables import CreditRow, OrderLineRow, OrderRow, TransactionRow
 from cloud.devices import memberships
 from cloud.subscriptions.rules.calendar import add_months, month_start
 from cloud.subscriptions.tables import Outcome, SubscriptionOrderRow, SubscriptionRow
@@ -42,6 +42,7 @@ ACTIONS = st.one_of(
     st.tuples(st.just("refund_line"), st.integers(0, 40)),  # one line of one renewal order
     st.tuples(st.just("void_order"), st.integers(0, 10)),  # void or refund a whole order
     st.tuples(st.just("refund_order"), st.integers(0, 10)),
+    st.tuples(st.just("credit"), st.integers(1, 150)),  # billing staff grant n x 1.00 credit
 )
 
 
@@ -69,6 +70,13 @@ class Purchaser:
             self.cloud.clock.advance(n * DAY)
             await self.renewals()
             return
+        if kind == "credit":
+            r = await http.post(
+                f"/api/v1/customers/{self.uid}/credit",
+                json={"amount_cents": n * 100, "reason": "goodwill"},
+            )
+            assert r.status_code == 200, r.text
+            return
         if kind in ("card_ok", "card_declined"):
             sub = self.subs[n % len(self.subs)]
             card = CARD_OK if kind == "card_ok" else CARD_DECLINED
@@ -92,7 +100,8 @@ class Purchaser:
 
 
 def check_money(cloud: Cloud, uid: int, *, bought_end: int, settled: bool) -> None:
-    """Per purchaser: kept == applied + owed (owed == 0 once ``settled``), and each
+    """Per purchaser: money in (card kept + credit consumed) == applied + owed (owed == 0
+    once ``settled``); the credit balance is what was granted less what orders consume; each
     subscription's end is what its applied payments bought."""
     with cloud.state.store.transaction() as tx:
         orders = {
@@ -128,7 +137,11 @@ def check_money(cloud: Cloud, uid: int, *, bought_end: int, settled: bool) -> No
                     renewed[link.subscription_id] += link.months
             elif link.outcome == Outcome.REFUND:
                 owed += amount
-        assert kept == applied + owed, (kept, applied, owed)
+        ledger = list(tx.scalars(select(CreditRow).where(CreditRow.user_id == uid)))
+        consumed = -sum(e.amount_cents for e in ledger if e.entry != "grant")
+        granted = sum(e.amount_cents for e in ledger if e.entry == "grant")
+        assert consumed >= 0 and granted - consumed >= 0  # never more credit used than given
+        assert kept + consumed == applied + owed, (kept, consumed, applied, owed)
         if settled:
             assert owed == 0
         for sub_id in bought:  # a paid purchase: its end is what its applied renewals bought
@@ -189,6 +202,24 @@ async def _scenario(cloud: Cloud, installations: int, actions: list[Action]) -> 
 )
 @example(installations=1, actions=[("days", 1), ("void_order", 2), ("days", 1)])
 @example(installations=1, actions=[("days", 1), ("days", 2), ("refund_order", 0)])
+@example(
+    installations=2,
+    actions=[("credit", 130), ("days", 1), ("days", 2), ("refund_line", 1), ("refund_line", 2)],
+)
+@example(
+    installations=1,
+    actions=[
+        ("credit", 50),
+        ("card_declined", 0),
+        ("card_declined", 1),
+        ("days", 1),
+        ("card_ok", 0),
+        ("card_ok", 1),
+        ("days", 3),
+        ("days", 2),
+        ("void_order", 3),
+    ],
+)
 async def test_money_kept_is_money_applied_or_refunded(
     cloud: Cloud, installations: int, actions: list[Action]
 ) -> None:
