@@ -1,8 +1,9 @@
 """Payments of subscription orders: delivered or refunded, once each; reversals taken back.
 
-Every subscription order has a link (:class:`~cloud.subscriptions.tables.SubscriptionOrderRow`)
-written in the order's own transaction, before any money moves. Billing's
-callbacks land here:
+Every subscription order has a link per line it pays for
+(:class:`~cloud.subscriptions.tables.SubscriptionOrderRow`; a consolidated renewal or a
+checkout for several installations has several) written in the order's own transaction,
+before any money moves. Each link is settled on its own. Billing's callbacks land here:
 
 * on paid (at once, after a checkout, or when reconciliation finds a lost
   answer was charged): the payment event goes to the pure rule under the
@@ -17,6 +18,9 @@ callbacks land here:
   reversal takes back what it bought
   (:class:`~cloud.subscriptions.rules.lifecycle.PaymentReversed`);
   a reversed purchase also gives back the renewals paid on top of it.
+* on line reversed (one line of an order given back: ``POST /orders/{id}/lines/{line}/
+  refund``): only that line's subscription is taken back; the other lines stay. A line
+  that cannot be delivered is given back the same way (its amount, not the order's).
 """
 
 from __future__ import annotations
