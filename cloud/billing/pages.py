@@ -331,7 +331,7 @@ async def line_refund_submit(
 
 
 # credit ------------------------------------------------------------------------------
-UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("/customers/{user_id}/credit")

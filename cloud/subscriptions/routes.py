@@ -202,7 +202,7 @@ async def bill_now(
             403: "billing staff only (cs_admin, admin)",
             404: "unknown subscription",
             409: "not active, or a renewal charge is in flight",
-            422: "not the first of a month, the same date, in the current month, or too far",
+            # 422: not the first of a month, the same date, in the current month, or too far
         },
         body=True,
     ),

@@ -91,6 +91,11 @@ _BUSINESS_RULES = [
     "POST /api/v1/orders/{order_id}/pay",
     "POST /api/v1/orders/{order_id}/refund",
     "POST /api/v1/orders/{order_id}/void",
+    # a checkout's catalogue/term/scope refusals, a renewal date not on a month's first,
+    # a credit reason of blanks only
+    "POST /api/v1/subscriptions/checkout",
+    "POST /api/v1/subscriptions/{sub_id}/billing-date",
+    "POST /api/v1/customers/{user_id}/credit",
 ]
 # Operations whose success needs a state random calls cannot reach in a few
 # examples; each has its own test of the successful path, named here.
@@ -112,6 +117,20 @@ _STATEFUL = {
     ),
     "POST /api/v1/orders/{order_id}/refund": (
         "a settled charge: tests/cloud/billing/test_refunds.py"
+    ),
+    "POST /api/v1/subscriptions/checkout": (
+        "installations of one's own, each without the service: "
+        "tests/cloud/subscriptions/test_checkout.py"
+    ),
+    "POST /api/v1/subscriptions/{sub_id}/bill-now": (
+        "a renewing subscription within a term of its end: "
+        "tests/cloud/subscriptions/test_order_actions.py"
+    ),
+    "POST /api/v1/subscriptions/{sub_id}/billing-date": (
+        "a month's first after this month: tests/cloud/subscriptions/test_order_actions.py"
+    ),
+    "POST /api/v1/orders/{order_id}/lines/{line_id}/refund": (
+        "a settled renewal order's line: tests/cloud/subscriptions/test_renewals_consolidated.py"
     ),
     # random calls close the seeded ticket or move the test clock past the self-test's age
     "POST /api/v1/tickets/{ticket_id}/rma": (
