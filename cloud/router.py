@@ -17,7 +17,7 @@ from cloud.accounts import pages as account_pages
 from cloud.accounts.deps import get_principal
 from cloud.accounts.routes import accounts, auth
 from cloud.billing import pages as billing_pages
-from cloud.billing.routes import invoices, orders
+from cloud.billing.routes import credit, invoices, orders
 from cloud.devices import pages as device_pages
 from cloud.devices.routes import devices, installations, keys
 from cloud.health import pages as health_pages
@@ -47,6 +47,7 @@ protected.include_router(auth.router)
 protected.include_router(subscriptions.router)
 protected.include_router(orders.router)
 protected.include_router(invoices.router)
+protected.include_router(credit.router)
 protected.include_router(notifications.router)
 protected.include_router(device_health.router)
 protected.include_router(tickets.router)

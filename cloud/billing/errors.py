@@ -18,12 +18,17 @@ __all__ = [
     "RefundTooLarge",
     "UnknownCharge",
     "UnknownOrder",
+    "UnknownOrderLine",
     "VoidFailed",
 ]
 
 
 class UnknownOrder(NotFound):
     """No order with this id (or not one the caller may see)."""
+
+
+class UnknownOrderLine(NotFound):
+    """No line with this id on the order."""
 
 
 class OrderStateConflict(Conflict):

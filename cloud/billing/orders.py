@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.users import user_contact
+from cloud.billing import credit
 from cloud.billing import queries as repo
 from cloud.billing.errors import (
     BadOrderRequest,
@@ -45,6 +46,7 @@ from cloud.billing.errors import (
     IdempotencyConflict,
     OrderStateConflict,
     UnknownOrder,
+    UnknownOrderLine,
 )
 from cloud.billing.invoices import (
     format_date,
@@ -54,7 +56,7 @@ from cloud.billing.invoices import (
 )
 from cloud.billing.payments import Charge, PaymentProvider, SandboxPaymentProvider
 from cloud.billing.reconcile import ReconcileReport, reconcile
-from cloud.billing.refunds import Refunds
+from cloud.billing.refunds import Refunds, Reversal
 from cloud.billing.rules import (
     OrderKind,
     OrderLine,
@@ -64,7 +66,7 @@ from cloud.billing.rules import (
     check_lines,
     status_after_charge,
 )
-from cloud.billing.tables import OrderRow, TransactionRow
+from cloud.billing.tables import OrderLineRow, OrderRow, TransactionRow
 from cloud.database import Store
 from cloud.devices.tables import InstallationRow
 from cloud.errors import N_, UnknownInstallation
@@ -74,6 +76,8 @@ from common.clock import Clock
 
 __all__ = [
     "Billing",
+    "LineReversal",
+    "OnLineReversed",
     "OnPaid",
     "OrderLine",
     "OrderResult",
@@ -87,9 +91,13 @@ _log = logging.getLogger(__name__)
 OnPaid = Callable[[int], Awaitable[None]]
 """``async callback(order_id)`` run once an order is paid (see the module docstring)."""
 
+OnLineReversed = Callable[[int, int], Awaitable[None]]
+"""``async callback(order_id, line_id)`` run once one line of an order was given back."""
+
 Prepare = Callable[[Session, OrderRow], None]
 """``prepare(session, order)``: record what a new order pays for, in the order's transaction."""
 
+ACTOR = "system:billing"
 _MAX_KEY = 128
 _MAX_TOKEN = 256
 _S = OrderStatus
@@ -104,6 +112,17 @@ class OrderResult:
     status: OrderStatus
     amount_cents: int
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LineReversal:
+    """One line given back: refunded from the card (``refund``) or credited on the invoice."""
+
+    order_id: int
+    line_id: int
+    amount_cents: int
+    refund: Reversal | None  # None: credited on the invoice (or nothing to give back)
+    credited_cents: int = 0  # given back as the purchaser's credit (what credit had paid)
 
 
 def _result(row: OrderRow, *, replayed: bool = False) -> OrderResult:
@@ -152,8 +171,10 @@ class Billing:
         self.notify = tuple(notify)
         self.invoice_settings = invoice_settings
         self._on_paid: list[OnPaid] = []
+        self._on_line_reversed: list[OnLineReversed] = []
         self.refunds = Refunds(store, provider, provider_name=provider_name, notify=self.notify)
         self._on_reversed = self.refunds.on_reversed
+        self._on_reversed.append(self._restore_credit)
 
     @classmethod
     def from_settings(cls, settings: CloudSettings, store: Store, *, clock: Clock) -> Billing:
@@ -187,6 +208,34 @@ class Billing:
         self._on_reversed.append(callback)
         return callback
 
+    async def _restore_credit(self, order_id: int) -> None:
+        """An order given back (cancelled, voided, refunded in full): the credit it used and
+        has not given back comes back; once (dated when the order last changed)."""
+
+        def work() -> None:
+            with self.store.transaction() as tx:
+                row = repo.get_order(tx, order_id)
+                if row is None or row.buyer_user_id is None:
+                    return
+                credit.restore(
+                    tx,
+                    order_id,
+                    user_id=row.buyer_user_id,
+                    at_most=None,
+                    key=f"restore:{order_id}",
+                    reason=f"order {row.number} was given back",
+                    actor=ACTOR,
+                    now=row.updated_at,
+                )
+
+        await asyncio.to_thread(work)
+
+    def on_line_reversed(self, callback: OnLineReversed) -> OnLineReversed:
+        """Register ``async callback(order_id, line_id)`` run when one line of an order was
+        given back (:meth:`reverse_line`); returns it."""
+        self._on_line_reversed.append(callback)
+        return callback
+
     # placing ----------------------------------------------------------------
     async def place_order(
         self,
@@ -200,6 +249,7 @@ class Billing:
         idempotency_key: str,
         now: int,
         prepare: Prepare | None = None,
+        use_credit: bool = False,
     ) -> OrderResult:
         """Place an order once per ``idempotency_key`` and pay it as far as possible now.
 
@@ -210,6 +260,10 @@ class Billing:
         ``prepare`` runs in the transaction that creates the order, before any
         charge (not for a replayed key); what it raises undoes the order. Its
         order's on-paid callbacks stay due until :meth:`run_callbacks` ran them.
+
+        ``use_credit``: the buyer's credit (:mod:`cloud.billing.credit`) pays first, as a
+        "Credit applied" line; only what is left is charged or invoiced. Not for an
+        order that waits for checkout (a card order without a token).
 
         Raises:
             BadOrderRequest: bad lines, kind, pay_with, key or token.
@@ -233,67 +287,83 @@ class Billing:
             raise BadOrderRequest(N_("an idempotency key has 1-%(most)s characters"), most=_MAX_KEY)
         if card_token is not None and not 0 < len(card_token) <= _MAX_TOKEN:
             raise BadOrderRequest(N_("bad card token"))
-        charge_now = pay_with is PayWith.CARD and card_token is not None and total > 0
+        settles_now = pay_with is PayWith.INVOICE or card_token is not None
 
-        def create() -> tuple[OrderRow, TransactionRow | None, bool]:
+        def create() -> tuple[OrderRow, TransactionRow | None, bool, int]:
             with self.store.transaction() as tx:
                 found = repo.order_by_key(tx, idempotency_key)
                 if found is not None:
-                    return found, None, True
+                    return found, None, True, found.amount_cents + credit.used_on(tx, found.id)
                 if tx.get(InstallationRow, installation_id) is None:
                     raise UnknownInstallation(f"no installation {installation_id}")
                 buyer_id = _buyer_id(buyer)
+                used = 0
+                if use_credit and settles_now and buyer_id is not None and total > 0:
+                    used = credit.take(tx, buyer_id, total_cents=total, actor=ACTOR, now=now)
+                applied = OrderLine(credit.CREDIT_CODE, "Credit applied", 0, -used)
                 row = repo.insert_order(
                     tx,
                     kind=kind,
                     installation_id=installation_id,
                     buyer_user_id=buyer_id,
                     pay_with=pay_with,
-                    lines=lines,
-                    amount_cents=total,
+                    lines=[*lines, applied] if used else lines,
+                    amount_cents=total - used,
                     currency=self.currency,
                     idempotency_key=idempotency_key,
                     notify=self._notify_list(tx, buyer_id),
                     actor=_actor(buyer),
                     now=now,
                 )
+                if used:
+                    assert buyer_id is not None
+                    credit.record_use(
+                        tx, buyer_id, order_id=row.id, amount_cents=used, actor=ACTOR, now=now
+                    )
                 if prepare is None:  # the caller learns the outcome from the result
                     row.paid_handled_at = now
                 else:
                     prepare(tx, row)
                 txn = None
-                if charge_now:
+                due = row.amount_cents
+                if pay_with is PayWith.CARD and card_token is not None and due > 0:
                     txn = self._new_charge(tx, row, now=now)
-                elif total == 0 or pay_with is PayWith.INVOICE:
+                elif due == 0 or pay_with is PayWith.INVOICE:
                     repo.set_order_status(tx, row, _S.SUCCEED, actor=_actor(buyer), now=now)
-                    if pay_with is PayWith.INVOICE and total > 0:
+                    if pay_with is PayWith.INVOICE and due > 0:
                         self._mail_invoice(tx, row, now=now)
-                return row, txn, False
+                return row, txn, False, total
 
         try:
-            row, txn, replayed = await asyncio.to_thread(create)
+            row, txn, replayed, gross = await asyncio.to_thread(create)
         except IntegrityError:
             # another worker committed the same key first: theirs is the order
             _log.info("order key placed by another worker at the same moment: replaying it")
-            row, txn, replayed = await asyncio.to_thread(self._by_key, idempotency_key), None, True
+            row, gross = await asyncio.to_thread(self._by_key, idempotency_key)
+            txn, replayed = None, True
         if replayed:
-            self._check_same(row, kind=kind, installation_id=installation_id, total=total)
+            self._check_same(
+                row, kind=kind, installation_id=installation_id, total=total, gross=gross
+            )
             return _result(row, replayed=True)
         if txn is not None:
             assert card_token is not None
             row = await self._charge(row, txn, card_token=card_token, actor=_actor(buyer), now=now)
         return _result(row)
 
-    def _by_key(self, idempotency_key: str) -> OrderRow:
+    def _by_key(self, idempotency_key: str) -> tuple[OrderRow, int]:
+        """The order of a key and its total before credit."""
         with self.store.transaction() as tx:
             row = repo.order_by_key(tx, idempotency_key)
-        if row is None:  # the other insert failed on something else
-            raise IdempotencyConflict(N_("the order could not be stored; try again"))
-        return row
+            if row is None:  # the other insert failed on something else
+                raise IdempotencyConflict(N_("the order could not be stored; try again"))
+            return row, row.amount_cents + credit.used_on(tx, row.id)
 
     @staticmethod
-    def _check_same(row: OrderRow, *, kind: OrderKind, installation_id: str, total: int) -> None:
-        if (row.kind, row.installation_id, row.amount_cents) != (kind, installation_id, total):
+    def _check_same(
+        row: OrderRow, *, kind: OrderKind, installation_id: str, total: int, gross: int
+    ) -> None:
+        if (row.kind, row.installation_id, gross) != (kind, installation_id, total):
             raise IdempotencyConflict(
                 N_(
                     "idempotency key already used for order %(number)s "
@@ -401,6 +471,18 @@ class Billing:
             repo.set_order_status(tx, row, status, actor=actor, now=now)
             if status is _S.SUCCEED:  # TTecomm: an invoice after every card payment
                 self._mail_invoice(tx, row, now=now)
+            if status is _S.FAILED and row.buyer_user_id is not None:
+                # not paid: the credit it used goes back (a retry is a new order that uses it)
+                credit.restore(
+                    tx,
+                    row.id,
+                    user_id=row.buyer_user_id,
+                    at_most=None,
+                    key=f"restore:{row.id}",
+                    reason=f"order {row.number} was not paid",
+                    actor=ACTOR,
+                    now=now,
+                )
             return row
 
     # checkout and cancel ------------------------------------------------------
@@ -427,6 +509,14 @@ class Billing:
                 if row.amount_cents == 0:
                     raise OrderStateConflict(
                         N_("order %(number)s has nothing to pay"), number=row.number
+                    )
+                if row.status == _S.FAILED and credit.used_on(tx, row.id):
+                    raise OrderStateConflict(
+                        N_(
+                            "order %(number)s used credit and was declined: its credit is back "
+                            "and the renewal is charged again as a new order"
+                        ),
+                        number=row.number,
                     )
                 charges = [t for t in repo.transactions_of(tx, row.id) if t.type == TxnType.CHARGE]
                 if row.status not in (_S.PROCESSING, _S.FAILED) or any(
@@ -531,6 +621,125 @@ class Billing:
             await self.refunds.void(order_id, amount_cents=None, actor=actor, now=now)
         except ChargeSettled:
             await self.refunds.refund(order_id, amount_cents=None, actor=actor, now=now)
+
+    async def reverse_line(
+        self, order_id: int, line_id: int, *, actor: repo.Actor, now: int
+    ) -> LineReversal:
+        """Give back one line of a paid order and nothing else: refund the line's amount from
+        the settled card charge, or credit it on the invoice (the notify list is told); the
+        on-line-reversed callbacks take back what the line bought. The other lines stay paid.
+
+        Raises:
+            UnknownOrder, UnknownOrderLine.
+            OrderStateConflict: the order is not paid, or the line was given back already.
+            ChargeNotSettled: the card charge has not settled (void the whole order instead,
+                or refund the line once it settled).
+            PaymentProviderError: the provider failed (nothing changed; try again).
+        """
+
+        def claim() -> tuple[int, int]:
+            with self.store.transaction() as tx:
+                row = repo.get_order(tx, order_id, lock=True)
+                if row is None:
+                    raise UnknownOrder(f"no order {order_id}")
+                line = tx.get(OrderLineRow, line_id)
+                if line is None or line.order_id != order_id:
+                    raise UnknownOrderLine(
+                        N_("order %(number)s has no line %(line)s"), number=row.number, line=line_id
+                    )
+                if row.status != _S.SUCCEED:
+                    raise OrderStateConflict(
+                        N_("order %(number)s is '%(status)s', not paid"),
+                        number=row.number,
+                        status=row.status,
+                    )
+                if line.reversed_at is not None:
+                    raise OrderStateConflict(
+                        N_("line %(line)s of order %(number)s was given back already"),
+                        line=line_id,
+                        number=row.number,
+                    )
+                if line.product_code == credit.CREDIT_CODE:
+                    raise OrderStateConflict(
+                        N_("the credit line of order %(number)s is not given back on its own"),
+                        number=row.number,
+                    )
+                line.reversed_at = now
+                repo.audit_line_reversed(tx, row, line, actor=actor, now=now)
+                by_card = row.pay_with == PayWith.CARD and line.amount_cents > 0
+                if not by_card and line.amount_cents > 0 and row.notify:
+                    amount = f"{line.amount_cents / 100:.2f} {row.currency}"
+                    enqueue(
+                        tx,
+                        kind="invoice_line_credited",
+                        to=row.notify,
+                        subject=f"Order {row.number}: {amount} credited",
+                        body=f"The line {line.description} ({line.product_code}, installation "
+                        f"{line.installation_id}) of order {row.number} was cancelled: its "
+                        f"{amount} is credited on your invoice. The other lines stay as billed.",
+                        now=now,
+                        dedupe_key=f"invoice_line_credited:{row.id}:{line.id}",
+                    )
+                if not by_card:
+                    return 0, 0
+                # the card gives back what it paid of the line; the purchaser's credit the rest
+                charge = repo.charge_of(tx, row.id)
+                left = 0
+                if charge is not None and charge.status == _S.SUCCEED:
+                    left = charge.amount_cents - repo.refunded_cents(tx, charge.id)
+                card_part = min(line.amount_cents, max(left, 0))
+                credit_part = line.amount_cents - card_part
+                if card_part == 0:
+                    credit_part = self._restore_line_credit(tx, row, line_id, credit_part, now)
+                return card_part, credit_part
+
+        def unclaim() -> None:
+            with self.store.transaction() as tx:
+                line = tx.get(OrderLineRow, line_id)
+                if line is not None:
+                    line.reversed_at = None
+
+        def restore_rest(cents: int) -> int:
+            with self.store.transaction() as tx:
+                row = repo.get_order(tx, order_id, lock=True)
+                assert row is not None
+                return self._restore_line_credit(tx, row, line_id, cents, now)
+
+        card_part, credit_part = await asyncio.to_thread(claim)
+        refund = None
+        if card_part:
+            try:
+                refund = await self.refunds.refund(
+                    order_id, amount_cents=card_part, actor=actor, now=now, whole_order=False
+                )
+            except BaseException:
+                await asyncio.to_thread(unclaim)
+                raise
+            if credit_part:
+                credit_part = await asyncio.to_thread(restore_rest, credit_part)
+        for callback in self._on_line_reversed:
+            try:
+                await callback(order_id, line_id)
+            except Exception:
+                _log.exception("an on-line-reversed callback failed for order %d", order_id)
+        return LineReversal(order_id, line_id, card_part + credit_part, refund, credit_part)
+
+    @staticmethod
+    def _restore_line_credit(
+        session: Session, row: OrderRow, line_id: int, cents: int, now: int
+    ) -> int:
+        if not cents or row.buyer_user_id is None:
+            return 0
+        return credit.restore(
+            session,
+            row.id,
+            user_id=row.buyer_user_id,
+            at_most=cents,
+            key=f"restore:{row.id}:{line_id}",
+            reason=f"a line of order {row.number} was given back",
+            actor=ACTOR,
+            now=now,
+        )
 
     # callbacks and reconciliation ---------------------------------------------
     async def run_callbacks(self, order_id: int, *, now: int) -> bool:

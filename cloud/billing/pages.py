@@ -39,7 +39,7 @@ from cloud.billing.service import ORDER_SORTS, OrderFilter, OrderService
 from cloud.errors import N_, InvalidRequest, UpstreamFailed
 from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
-from cloud.web.templates import language, render, translator
+from cloud.web.templates import error_text, language, render, translator
 
 __all__ = ["router"]
 
@@ -348,6 +348,97 @@ async def refund_submit(
         % values
     )
     return _go(request, order_id, text, level="warning")
+
+
+@router.post("/orders/{order_id}/lines/{line_id}/refund")
+async def line_refund_submit(
+    request: Request,
+    who: Refunder,
+    form: CheckedForm,
+    service: OrdersDep,
+    order_id: OrderId,
+    line_id: OrderId,
+) -> Response:
+    """Give back one line of the order (what it bought ends; the other lines stay)."""
+    _ = translator(request).gettext
+    try:
+        done = await service.reverse_line(who, order_id, line_id)
+    except ChargeNotSettled:
+        problem = _(
+            "The charge has not settled yet: a line can be refunded once it has "
+            "(or void the whole order now)."
+        )
+    except OrderStateConflict:
+        problem = _("This line cannot be given back now: the order is not paid, or it was.")
+    except UpstreamFailed:
+        problem = _("The payment provider did not refund the line; nothing changed. Try again.")
+    else:
+        problem = None
+    if problem is not None:
+        return _go(request, order_id, problem, level="error")
+    detail = await asyncio.to_thread(service.detail, who, order_id)
+    text = _("A line of order %(number)s is given back: %(amount)s.") % {
+        "number": detail.number,
+        "amount": _money(request, done.amount_cents, detail.currency),
+    }
+    return _go(request, order_id, text)
+
+
+# credit ------------------------------------------------------------------------------
+UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.get("/customers/{user_id}/credit")
+def credit_page(request: Request, who: Reader, service: OrdersDep, user_id: UserId) -> HTMLResponse:
+    """A purchaser's credit: balance, history and, for billing staff, a grant form."""
+    return _credit(request, who, service, user_id, error=None)
+
+
+def _credit(
+    request: Request,
+    who: Principal,
+    service: OrderService,
+    user_id: int,
+    *,
+    error: str | None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    credit = service.credit_of(who, user_id)
+    name = f"#{user_id}" if who.user_id != user_id else translator(request).gettext("you")
+    context = {
+        "credit": credit,
+        "who": name,
+        "may_grant": allowed(who.role, Permission.REFUNDS),
+        "error": error,
+    }
+    return render(request, "billing/credit.html", context, status_code=status_code)
+
+
+@router.post("/customers/{user_id}/credit")
+def credit_grant(
+    request: Request, who: Refunder, form: CheckedForm, service: OrdersDep, user_id: UserId
+) -> Response:
+    """Grant credit (billing staff), then back to the credit page with what happened."""
+    _ = translator(request).gettext
+    try:
+        cents = _cents(str(form.get("amount", "")).strip())
+    except ValueError:
+        cents = None
+    if cents is None:
+        error = _("Enter an amount like 25.00.")
+        return _credit(request, who, service, user_id, error=error, status_code=422)
+    try:
+        done = service.grant_credit(
+            who, user_id, amount_cents=cents, reason=str(form.get("reason", ""))
+        )
+    except InvalidRequest as exc:
+        return _credit(
+            request, who, service, user_id, error=error_text(request, exc), status_code=422
+        )
+    text = _("Credit granted: the balance is %(amount)s.") % {
+        "amount": _money(request, done.balance_cents, done.currency),
+    }
+    return redirect(f"/customers/{user_id}/credit", text)
 
 
 def _cents(raw: str) -> int | None:

@@ -35,6 +35,7 @@ __all__ = [
     "OrderSummary",
     "Actor",
     "add_retry",
+    "audit_line_reversed",
     "add_transaction",
     "charge_of",
     "claim_due_retries",
@@ -173,11 +174,33 @@ def insert_order(
                 amount_cents=line.amount_cents,
                 quantity=line.quantity,
                 unit_cents=line.unit,
+                installation_id=line.installation_id or installation_id,
             )
         )
     session.flush()
     _audit_order(session, row, actor=actor, action="order.create", before=None, now=now)
     return row
+
+
+def audit_line_reversed(
+    session: Session, row: OrderRow, line: OrderLineRow, *, actor: Actor, now: int
+) -> None:
+    """Audit one line of an order given back (refunded or credited)."""
+    audit.record(
+        session,
+        actor=actor,
+        action="order.line_reversed",
+        object_type="order",
+        object_id=str(row.id),
+        before=None,
+        after={
+            "number": row.number,
+            "line": line.id,
+            "installation_id": line.installation_id,
+            "amount_cents": line.amount_cents,
+        },
+        now=now,
+    )
 
 
 def order_by_key(session: Session, idempotency_key: str) -> OrderRow | None:

@@ -271,7 +271,13 @@ class Refunds:
             return Reversal(row.id, txn.id, TxnType(txn.type), status, txn.amount_cents, retry_at)
 
     async def refund(
-        self, order_id: int, *, amount_cents: int | None, actor: repo.Actor, now: int
+        self,
+        order_id: int,
+        *,
+        amount_cents: int | None,
+        actor: repo.Actor,
+        now: int,
+        whole_order: bool = True,
     ) -> Reversal:
         """Give back ``amount_cents`` (default: all that is left) of the order's charge.
 
@@ -280,6 +286,9 @@ class Refunds:
         when the void finds that the charge settled meanwhile, it is refunded. A
         settled charge is refunded; a provider failure queues the refund for daily
         retries (``retry_at``).
+        ``whole_order=False``: the refund of one line (:meth:`Billing.reverse_line
+        <cloud.billing.orders.Billing.reverse_line>`), whose own callbacks take back what
+        it bought: the on-reversed callbacks do not run even when it uses up the charge.
 
         Raises:
             UnknownOrder, OrderStateConflict: no such order, or nothing charged to refund.
@@ -345,7 +354,7 @@ class Refunds:
             )
         else:
             done = await asyncio.to_thread(self._finish, txn.id, _S.SUCCEED, actor, now, None)
-        if await asyncio.to_thread(self._fully_refunded, order_id):
+        if whole_order and await asyncio.to_thread(self._fully_refunded, order_id):
             await self.run_reversed(order_id)
         return done
 

@@ -67,7 +67,7 @@ __all__ = [
     "status_after_charge",
 ]
 
-MAX_LINES = 50
+MAX_LINES = 200  # a consolidated renewal: one line per subscription (an invoice holds 200)
 MAX_ORDER_CENTS = 10**10  # 100 million in the currency: far above any real order
 MAX_MONTHS = 240
 MAX_QUANTITY = 10_000
@@ -118,7 +118,8 @@ class OrderLine:
     """One product on an order: ``months`` of ``product_code`` for ``amount_cents``.
 
     ``quantity`` × ``unit_cents`` is ``amount_cents`` (:func:`check_lines` checks it);
-    without ``unit_cents`` the line is one unit of ``amount_cents``.
+    without ``unit_cents`` the line is one unit of ``amount_cents``. ``installation_id``:
+    the installation it is for (default: the order's).
     """
 
     product_code: str
@@ -127,6 +128,7 @@ class OrderLine:
     amount_cents: int
     quantity: int = 1
     unit_cents: int | None = None
+    installation_id: str | None = None
 
     @property
     def unit(self) -> int:

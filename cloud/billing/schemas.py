@@ -12,9 +12,13 @@ from cloud.http.inputs import StrictBody
 
 __all__ = [
     "BilledToOut",
+    "CreditEntryOut",
+    "CreditIn",
+    "CreditOut",
     "CustomerActivityOut",
     "CustomerInstallationOut",
     "LineOut",
+    "LineReversalOut",
     "OrderDetail",
     "OrderHistoryOut",
     "OrderOut",
@@ -79,6 +83,9 @@ class LineOut(BaseModel):
     quantity: int
     unit_cents: int
     amount_cents: int = Field(description="quantity × unit_cents")
+    id: int | None = None
+    installation_id: str | None = Field(default=None, description="the installation it is for")
+    reversed_at: int | None = Field(default=None, description="when this line was given back")
 
 
 class RetryOut(BaseModel):
@@ -135,6 +142,41 @@ class ReversalOut(BaseModel):
     status: OrderStatus
     amount_cents: int
     retry_at: int | None = Field(description="a failed refund is retried daily from then")
+
+
+class LineReversalOut(BaseModel):
+    """One order line given back: refunded from the card charge, or credited on the invoice."""
+
+    order_id: int
+    line_id: int
+    amount_cents: int
+    refund: ReversalOut | None = Field(description="the refund; null when invoiced")
+    credited_cents: int = Field(
+        default=0, description="given back as the purchaser's credit (what credit had paid)"
+    )
+
+
+class CreditIn(StrictBody):
+    amount_cents: int = Field(ge=1, le=MAX_ORDER_CENTS, description="credit to grant, in cents")
+    reason: str = Field(min_length=1, max_length=200, description="why (audited)")
+
+
+class CreditEntryOut(BaseModel):
+    amount_cents: int = Field(description="+ granted or given back, - used by an order")
+    entry: Literal["grant", "use", "restore"]
+    reason: str
+    order_id: int | None
+    actor: str
+    created_at: int
+
+
+class CreditOut(BaseModel):
+    """A purchaser's credit: the balance renewal orders use before the card, and its ledger."""
+
+    user_id: int
+    balance_cents: int
+    currency: str
+    entries: list[CreditEntryOut] = Field(description="newest first, at most 100")
 
 
 class OrderSummaryOut(OrderOut):

@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts import users
 from cloud.accounts.apikeys import Principal
-from cloud.accounts.rules import STAFF_ROLES
+from cloud.accounts.rules import STAFF_ROLES, Permission, allowed
 from cloud.accounts.schemas import ContactOut
-from cloud.accounts.users import Contact, user_contact
+from cloud.accounts.users import Contact, user, user_contact
+from cloud.billing import credit
 from cloud.billing import queries as repo
 from cloud.billing.errors import NothingToResend, PaymentProviderError, UnknownOrder
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
@@ -30,9 +31,12 @@ from cloud.billing.refunds import Reversal, mail_reversal
 from cloud.billing.rules import OrderKind, OrderStatus, PayWith, TxnType, hidden_filter
 from cloud.billing.schemas import (
     BilledToOut,
+    CreditEntryOut,
+    CreditOut,
     CustomerActivityOut,
     CustomerInstallationOut,
     LineOut,
+    LineReversalOut,
     OrderDetail,
     OrderHistoryOut,
     OrderOut,
@@ -226,6 +230,9 @@ class OrderService:
                     quantity=line.quantity,
                     unit_cents=line.unit_cents,
                     amount_cents=line.amount_cents,
+                    id=line.id,
+                    installation_id=line.installation_id,
+                    reversed_at=line.reversed_at,
                 )
                 for line in repo.lines_of(tx, order_id)
             ]
@@ -542,3 +549,66 @@ class OrderService:
                 order_id, amount_cents=amount_cents, actor=principal, now=self._clock()
             )
         return _reversal_out(result)
+
+    async def reverse_line(
+        self, principal: Principal, order_id: int, line_id: int
+    ) -> LineReversalOut:
+        """Give back one line of a paid order (refund its amount, or credit its invoice line);
+        what that line bought is taken back, the other lines stay."""
+        await self._check(principal, order_id)
+        async with _provider_edge():
+            result = await self._billing.reverse_line(
+                order_id, line_id, actor=principal, now=self._clock()
+            )
+        refund = None if result.refund is None else _reversal_out(result.refund)
+        return LineReversalOut(
+            order_id=result.order_id,
+            line_id=result.line_id,
+            amount_cents=result.amount_cents,
+            refund=refund,
+            credited_cents=result.credited_cents,
+        )
+
+    # credit -------------------------------------------------------------------------
+    def credit_of(self, principal: Principal, user_id: int) -> CreditOut:
+        """A purchaser's credit balance and ledger: their own, or anyone's for staff who may
+        look up accounts; anyone else's is a 404."""
+        if principal.user_id != user_id and not allowed(principal.role, Permission.ACCOUNTS_READ):
+            raise UnknownUser(f"no user with id {user_id}")
+        with self._store.transaction() as tx:
+            user(tx, user_id)
+            return _credit_out(tx, user_id, self._billing.currency)
+
+    def grant_credit(
+        self, principal: Principal, user_id: int, *, amount_cents: int, reason: str
+    ) -> CreditOut:
+        """Grant a purchaser credit (billing staff); audited. Renewal orders use it first."""
+        with self._store.transaction() as tx:
+            credit.grant(
+                tx,
+                user_id,
+                amount_cents=amount_cents,
+                reason=reason,
+                actor=principal.actor,
+                now=self._clock(),
+            )
+            return _credit_out(tx, user_id, self._billing.currency)
+
+
+def _credit_out(session: Session, user_id: int, currency: str) -> CreditOut:
+    return CreditOut(
+        user_id=user_id,
+        balance_cents=credit.balance(session, user_id),
+        currency=currency,
+        entries=[
+            CreditEntryOut(
+                amount_cents=e.amount_cents,
+                entry=e.entry,  # type: ignore[arg-type]
+                reason=e.reason,
+                order_id=e.order_id,
+                actor=e.actor,
+                created_at=e.created_at,
+            )
+            for e in credit.entries(session, user_id)
+        ],
+    )

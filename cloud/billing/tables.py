@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cloud.billing.rules import OrderKind, OrderStatus, PayWith, TxnType
 from cloud.database import Base
 
-__all__ = ["OrderLineRow", "OrderRow", "RefundRetryRow", "TransactionRow"]
+__all__ = ["CreditRow", "OrderLineRow", "OrderRow", "RefundRetryRow", "TransactionRow"]
 
 
 def _enum(cls: type, name: str) -> Enum:
@@ -83,6 +83,11 @@ class OrderLineRow(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger)  # quantity × unit_cents
     quantity: Mapped[int] = mapped_column(Integer, server_default="1")
     unit_cents: Mapped[int] = mapped_column(BigInteger)
+    # the installation the line is for: an order may span several (a consolidated renewal,
+    # a checkout for several installations); NULL only on lines older than that
+    installation_id: Mapped[str | None] = mapped_column(String(64))
+    # when the line alone was given back (refunded, or its invoice line credited)
+    reversed_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class TransactionRow(Base):
@@ -129,3 +134,24 @@ class RefundRetryRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     exhausted_at: Mapped[int | None] = mapped_column(BigInteger)
     resolved_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CreditRow(Base):
+    """One entry of a purchaser's credit ledger (cents): granted (+), used by an order (-),
+    given back when that order (or a line of it) was not paid or was reversed (+).
+
+    The balance is the sum. ``key`` makes each use and each restore happen once
+    (``use:{order}``, ``restore:{order}``, ``restore:{order}:{line}``); a grant has none.
+    """
+
+    __tablename__ = "purchaser_credits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    entry: Mapped[str] = mapped_column(String(16))  # grant | use | restore
+    reason: Mapped[str] = mapped_column(String(200))
+    order_id: Mapped[int | None] = mapped_column(Integer)
+    key: Mapped[str | None] = mapped_column(String(80), unique=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -33,16 +33,16 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from cloud.billing.errors import OrderStateConflict
-from cloud.billing.rules import OrderLine, OrderStatus
-from cloud.billing.tables import OrderRow
+from cloud.billing.rules import OrderStatus
 from cloud.subscriptions import queries as rows
-from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S, ChargeFailed
+from cloud.subscriptions.charging import RenewalCharger
+from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S
+from cloud.subscriptions.rules.renewals import Due, consolidate
 from cloud.subscriptions.service import SubscriptionService
-from cloud.subscriptions.sweep import Due, sweep_batch
+from cloud.subscriptions.sweep import sweep_batch
 from common.clock import Clock
 
 __all__ = ["RenewalJob", "RenewalReport"]
@@ -80,28 +80,36 @@ class RenewalJob:
         self.name = "subscription-renewals"
         self.interval_s = interval_s
         self._service = service
+        self._charger = RenewalCharger(service)
         self._clock = clock
         self._batch = batch
         self._max_batches = max_batches
 
     async def run_once(self) -> RenewalReport:
-        """Every subscription due at the clock's ``now``, in batches; idempotent."""
+        """Every subscription due at the clock's ``now``, in batches; idempotent.
+
+        The charges of every batch are placed after the last one, consolidated
+        (:func:`~cloud.subscriptions.rules.renewals.consolidate`): one purchaser's
+        charges for one month are one order, even when the batches split them.
+        """
         now = self._clock()
         ticked = charged = paid = declined = 0
+        pending: list[Due] = []
         for _ in range(self._max_batches):
-            selected, changed, pending = await asyncio.to_thread(self._tick_due, now)
+            selected, changed, charges = await asyncio.to_thread(self._tick_due, now)
             ticked += changed
-            for item in pending:
-                try:
-                    status = await self._charge(item, now=now)
-                except Exception:  # the lease sends it again (same key) on a later pass
-                    _log.exception("renewal charge %s failed", item.charge.idempotency_key)
-                    continue
-                charged += 1
-                paid += status is OrderStatus.SUCCEED
-                declined += status in (OrderStatus.FAILED, OrderStatus.PROCESSING)
+            pending.extend(charges)
             if selected < self._batch:
                 break
+        for order in consolidate(pending):
+            try:
+                _, status = await self._charger.place(order, now=now)
+            except Exception:  # the lease sends it again (same key) on a later pass
+                _log.exception("renewal charge %s failed", order.idempotency_key)
+                continue
+            charged += 1
+            paid += status is OrderStatus.SUCCEED
+            declined += status in (OrderStatus.FAILED, OrderStatus.PROCESSING)
         abandoned = await self._cancel_abandoned(now=now)
         refunded = await self._service.settlement.refund_due()
         if ticked or charged or abandoned or refunded:
@@ -142,53 +150,3 @@ class RenewalJob:
             _log.info("renewals: a subscription changed under this pass; the next pass sees it")
             return 0, 0, ()
         return done.selected, done.ticked, done.charges
-
-    async def _charge(self, item: Due, *, now: int) -> OrderStatus:
-        charge = item.charge
-
-        def link(session: Session, order: OrderRow) -> None:
-            rows.add_order_link(
-                session,
-                order_id=order.id,
-                subscription_id=item.sub_id,
-                kind="renewal",
-                ends_at=charge.end,
-                attempt=charge.attempt,
-                months=charge.months,
-                now=now,
-            )
-
-        order = await self._service.billing.place_order(
-            kind="renewal",
-            buyer=charge.buyer,
-            installation_id=item.installation_id,
-            lines=[
-                OrderLine(item.product_code, item.description, charge.months, charge.amount_cents)
-            ],
-            pay_with=item.pay_with,
-            card_token=item.card_token if item.pay_with == "card" else None,
-            idempotency_key=charge.idempotency_key,
-            now=now,
-            prepare=link,
-        )
-        if order.status is OrderStatus.SUCCEED:  # delivered (or refunded) once per order
-            await self._service.billing.run_callbacks(order.order_id, now=now)
-        elif order.status is OrderStatus.FAILED:
-            await self._declined(item, ChargeFailed(end=charge.end, attempt=charge.attempt), now)
-        elif order.status is OrderStatus.PROCESSING:  # no card on file: it waits for checkout
-            reason = "not paid (no card on file)"
-            event = ChargeFailed(end=charge.end, attempt=charge.attempt, reason=reason)
-            await self._declined(item, event, now)
-        # else time out / system processing: the lease and billing's reconcile settle it
-        return order.status
-
-    async def _declined(self, item: Due, event: ChargeFailed, now: int) -> None:
-        _, devices, _ = await asyncio.to_thread(
-            self._service.apply_event,
-            item.sub_id,
-            event,
-            actor=ACTOR,
-            action="subscription.charge_failed",
-            now=now,
-        )
-        await self._service.reissue(devices)

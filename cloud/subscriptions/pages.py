@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -32,10 +33,17 @@ from cloud.devices.pages.installation import Section, installation_section
 from cloud.devices.rules import DeviceKind
 from cloud.devices.schemas import InstallationDetail
 from cloud.devices.service import InstallationService
-from cloud.errors import N_, Conflict, InvalidRequest, PaymentDeclined, UpstreamFailed
-from cloud.http.deps import get_state, provided
+from cloud.errors import (
+    N_,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PaymentDeclined,
+    UpstreamFailed,
+)
+from cloud.http.deps import ClockDep, get_state, provided
 from cloud.http.schemas import ID_PATTERN
-from cloud.subscriptions.deps import SubscriptionsDep
+from cloud.subscriptions.deps import ChargerDep, CheckoutDep, SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE, Product, term_price
 from cloud.subscriptions.rules.lifecycle import MAX_RENEWAL_MONTHS
 from cloud.subscriptions.service import SubscriptionService
@@ -49,6 +57,7 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 Reader = Annotated[Principal, Depends(page_require(Permission.SUBSCRIPTIONS_READ))]
 Writer = Annotated[Principal, Depends(page_require(Permission.SUBSCRIPTIONS_WRITE))]
+Operator = Annotated[Principal, Depends(page_require(Permission.REFUNDS))]  # billing staff
 SubId = Annotated[str, Path(pattern=r"^sub_[0-9a-f]{16}$")]
 InstId = Annotated[str, Path(pattern=ID_PATTERN)]
 
@@ -97,6 +106,7 @@ async def subscriptions_section(
             "installation": installation,
             "lines": lines,
             "may_write": may_write,
+            "may_bill": may_write and allowed(user.role, Permission.REFUNDS),  # billing staff
             "blacklisted": blacklisted,
             "pays_with": service.pays_with(user) if may_write else None,
             "services": [CATALOGUE[code] for code in SERVICES],
@@ -267,6 +277,139 @@ async def set_auto_renew(
         "Auto-renew is on: you are now the purchaser of %(name)s; nothing was charged."
     )
     return redirect(back, text % {"name": line.name})
+
+
+@router.post("/subscriptions/{sub_id}/bill-now")
+async def bill_now(
+    request: Request,
+    user: Operator,
+    service: SubscriptionsDep,
+    charger: ChargerDep,
+    clock: ClockDep,
+    sub_id: SubId,
+    form: CheckedForm,
+) -> Response:
+    """Force-bill (billing staff): charge the current cycle now; back with what happened."""
+    t = translator(request)
+    line = service.line(user, sub_id)
+    back = _back(line.view["installation_id"])
+    try:
+        done = await charger.force_bill(user, sub_id, now=clock())
+    except Conflict as exc:
+        return redirect(back, error_text(request, exc), level="error")
+    if done.order_status is OrderStatus.SUCCEED:
+        text = t.gettext("%(name)s: this cycle is billed now and paid.")
+        return redirect(back, text % {"name": line.name})
+    text = t.gettext("%(name)s: this cycle is billed now; the payment did not go through.")
+    return redirect(back, text % {"name": line.name}, level="error")
+
+
+@router.post("/subscriptions/{sub_id}/billing-date")
+async def move_billing_date(
+    request: Request,
+    user: Operator,
+    service: SubscriptionsDep,
+    charger: ChargerDep,
+    clock: ClockDep,
+    sub_id: SubId,
+    form: CheckedForm,
+) -> Response:
+    """Change the billing date (billing staff); back with what it cost or credited."""
+    t = translator(request)
+    line = service.line(user, sub_id)
+    back = _back(line.view["installation_id"])
+    raw = str(form.get("renews_on", ""))
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            raise InvalidRequest(N_("Enter the new renewal date as YYYY-MM-DD."))
+        try:
+            day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise InvalidRequest(N_("Enter the new renewal date as YYYY-MM-DD.")) from None
+        done = await charger.move_billing_date(
+            user, sub_id, new_end=int(day.timestamp()), now=clock()
+        )
+    except (InvalidRequest, Conflict, PaymentDeclined) as exc:
+        return redirect(back, error_text(request, exc), level="error")
+    if done.months > 0:
+        text = t.gettext("%(name)s renews %(months)s months later; %(amount)s was charged.")
+        amount = done.charged_cents
+    else:
+        text = t.gettext("%(name)s renews %(months)s months earlier; %(amount)s was credited.")
+        amount = done.credited_cents
+    values = {"name": line.name, "months": abs(done.months), "amount": f"{amount / 100:.2f}"}
+    return redirect(back, text % values)
+
+
+# checkout for several installations -------------------------------------------------------
+_ITEM = re.compile(r"^(inst_[0-9a-z_-]{1,60})\|([A-Z0-9]{1,32})$")
+
+
+def _checkout_page(
+    request: Request,
+    user: Principal,
+    service: SubscriptionService,
+    installations: InstallationService,
+    *,
+    chosen: list[str],
+    error: str | None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    context = {
+        "installations": installations.visible(user, limit=200, offset=0),
+        "services": SERVICES[:2],  # the yearly installation-wide services
+        "products": CATALOGUE,
+        "pays_with": service.pays_with(user),
+        "chosen": chosen,
+        "error": error,
+    }
+    return _page(request, "subscriptions/checkout.html", context, status_code=status_code)
+
+
+@router.get("/checkout", response_class=HTMLResponse)
+def checkout_page(
+    request: Request, user: Writer, service: SubscriptionsDep, installations: InstallationsDep
+) -> HTMLResponse:
+    """Tick services for several installations; one order and one payment for them all."""
+    return _checkout_page(request, user, service, installations, chosen=[], error=None)
+
+
+@router.post("/checkout")
+async def checkout_submit(
+    request: Request,
+    user: Writer,
+    service: SubscriptionsDep,
+    installations: InstallationsDep,
+    checkout: CheckoutDep,
+    form: CheckedForm,
+) -> Response:
+    """Buy every ticked service in one checkout (all or nothing), then to its order."""
+    t = translator(request)
+    chosen = [str(v) for v in form.getlist("item")]
+    pays_with = service.pays_with(user)
+    try:
+        items: list[tuple[str, str, int | None]] = []
+        for value in chosen:
+            found = _ITEM.fullmatch(value)
+            if found is None:
+                raise InvalidRequest(N_("Tick the services to buy."))
+            items.append((found.group(1), found.group(2), None))
+        card = _card(form)
+        if pays_with == "card" and card is None:
+            raise InvalidRequest(N_("Enter a card number (12 to 19 digits)."))
+        done = await checkout.checkout(user, items, pay_with=pays_with, card_token=card)
+    except (InvalidRequest, Conflict, PaymentDeclined, UpstreamFailed, NotFound) as exc:
+        return _checkout_page(
+            request,
+            user,
+            service,
+            installations,
+            chosen=chosen,
+            error=error_text(request, exc),
+            status_code=404 if isinstance(exc, NotFound) else _refused(exc),
+        )
+    text = t.gettext("Bought %(count)s services in one order.")
+    return redirect(f"/orders/{done.order_id}", text % {"count": len(done.subscriptions)})
 
 
 # renew -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from cloud.billing.tables import OrderLineRow
 from cloud.devices.tables import InstallationRow
 from cloud.subscriptions.rules.catalogue import product
 from cloud.subscriptions.rules.lifecycle import (
@@ -44,10 +45,13 @@ __all__ = [
     "due_query",
     "due_subscriptions",
     "ending_between",
+    "line_link",
     "links_of",
     "live_scoped",
     "load",
     "order_link",
+    "order_links",
+    "orders_of_charge_keys",
     "refunds_due",
     "row_values",
     "save",
@@ -232,28 +236,68 @@ def add_order_link(
     attempt: int,
     months: int,
     now: int,
+    line_id: int | None = None,
+    charge_key: str | None = None,
 ) -> None:
-    """Remember what an order pays for (a second link for the same order is ignored)."""
-    if session.get(SubscriptionOrderRow, order_id) is not None:
+    """Remember what an order (line) pays for (default: the order's first line); a second
+    link of the same order and subscription is ignored. A ``charge_key`` already on another
+    order raises IntegrityError."""
+    found = session.scalars(
+        select(SubscriptionOrderRow).where(
+            SubscriptionOrderRow.order_id == order_id,
+            SubscriptionOrderRow.subscription_id == subscription_id,
+        )
+    ).first()
+    if found is not None:
         return
+    if line_id is None:  # an order of one subscription: its (first) line
+        line_id = session.scalar(
+            select(func.min(OrderLineRow.id)).where(OrderLineRow.order_id == order_id)
+        )
     session.add(
         SubscriptionOrderRow(
             order_id=order_id,
+            line_id=line_id,
             subscription_id=subscription_id,
             kind=kind,
             ends_at=ends_at,
             attempt=attempt,
             months=months,
+            charge_key=charge_key,
             created_at=now,
         )
     )
     session.flush()
 
 
+def order_links(
+    session: Session, order_id: int, *, lock: bool = False
+) -> Sequence[SubscriptionOrderRow]:
+    """Every link of an order, in line order (locked for update when ``lock``)."""
+    query = select(SubscriptionOrderRow).where(SubscriptionOrderRow.order_id == order_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query.order_by(SubscriptionOrderRow.id)).all()
+
+
 def order_link(
     session: Session, order_id: int, *, lock: bool = False
 ) -> SubscriptionOrderRow | None:
-    return session.get(SubscriptionOrderRow, order_id, with_for_update=lock or None)
+    """The first link of an order (a purchase's or a single renewal's only one)."""
+    links = order_links(session, order_id, lock=lock)
+    return links[0] if links else None
+
+
+def line_link(
+    session: Session, order_id: int, line_id: int, *, lock: bool = False
+) -> SubscriptionOrderRow | None:
+    """The link of one order line, if the line pays for a subscription."""
+    query = select(SubscriptionOrderRow).where(
+        SubscriptionOrderRow.order_id == order_id, SubscriptionOrderRow.line_id == line_id
+    )
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).first()
 
 
 def links_of(session: Session, subscription_id: str) -> Sequence[SubscriptionOrderRow]:
@@ -263,10 +307,21 @@ def links_of(session: Session, subscription_id: str) -> Sequence[SubscriptionOrd
     return session.scalars(query.order_by(SubscriptionOrderRow.order_id)).all()
 
 
+def orders_of_charge_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:
+    """Charge key -> the order that already holds that renewal charge."""
+    if not keys:
+        return {}
+    query = select(SubscriptionOrderRow.charge_key, SubscriptionOrderRow.order_id).where(
+        SubscriptionOrderRow.charge_key.in_(list(keys))
+    )
+    return {key: order for key, order in session.execute(query) if key is not None}
+
+
 def abandoned_checkouts(session: Session, *, placed_before: int, limit: int = 100) -> list[int]:
     """Order ids of purchases still unsettled that were placed before ``placed_before``."""
     query = (
         select(SubscriptionOrderRow.order_id)
+        .distinct()
         .join(SubscriptionRow, SubscriptionRow.id == SubscriptionOrderRow.subscription_id)
         .where(
             SubscriptionOrderRow.outcome.is_(None),
@@ -285,6 +340,7 @@ def refunds_due(session: Session, *, limit: int = 100) -> list[int]:
     """Order ids whose payment could not be delivered and is not given back yet."""
     query = (
         select(SubscriptionOrderRow.order_id)
+        .distinct()
         .where(SubscriptionOrderRow.outcome == Outcome.REFUND)
         .order_by(SubscriptionOrderRow.order_id)
         .limit(limit)

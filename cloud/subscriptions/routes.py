@@ -21,14 +21,19 @@ from cloud.http.errors import documented
 from cloud.http.schemas import ID_PATTERN
 from cloud.jobs import JobRunner
 from cloud.subscriptions.changes import RULE, PlanChangeResult
-from cloud.subscriptions.deps import SubscriptionsDep
+from cloud.subscriptions.deps import ChargerDep, CheckoutDep, SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE, CURRENCY
 from cloud.subscriptions.rules.plans import PlanChangeQuote
 from cloud.subscriptions.schemas import (
     AdvanceIn,
+    BilledNowOut,
+    BillingDateIn,
+    BillingDateOut,
     CamerasIn,
     CamerasPlanIn,
     CardIn,
+    CheckoutIn,
+    CheckoutOut,
     PlanChangeIn,
     PlanQuoteOut,
     PurchaseIn,
@@ -45,6 +50,7 @@ _SUB_ID = r"^sub_[0-9a-f]{16}$"
 SubId = Path(pattern=_SUB_ID)
 Reader = Annotated[Principal, Depends(require(Permission.SUBSCRIPTIONS_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.SUBSCRIPTIONS_WRITE))]
+Operator = Annotated[Principal, Depends(require(Permission.REFUNDS))]  # billing staff
 _ERRORS = documented(
     {
         402: "the card was declined: nothing was bought",
@@ -179,6 +185,26 @@ async def change_plan(
     return _change_out(result)
 
 
+@router.post("/subscriptions/checkout", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+async def checkout(body: CheckoutIn, principal: Writer, checkout: CheckoutDep) -> CheckoutOut:
+    """Buy for several installations in one checkout: one order (a line per item, naming its
+    installation), one payment. All or nothing: a refusal for any installation refuses the
+    whole checkout before any money moves, and names that installation."""
+    done = await checkout.checkout(
+        principal,
+        [(i.installation_id, i.product, i.term_months) for i in body.items],
+        pay_with=body.pay_with,
+        card_token=body.card_token,
+        purchaser_id=body.purchaser_id,
+    )
+    return CheckoutOut(
+        order_id=done.order_id,
+        order_status=done.order_status,
+        due_now_cents=done.due_now_cents,
+        subscriptions=done.subscriptions,
+    )
+
+
 @router.get("/subscriptions", responses=_ERRORS)
 def list_subscriptions(
     principal: Reader, service: Service, installation_id: str = Query(pattern=ID_PATTERN)
@@ -231,6 +257,65 @@ async def set_card(
 ) -> dict[str, Any]:
     """Set the card that pays the renewals (the purchaser, or an admin); audited."""
     return await service.set_card(principal, sub_id, body.card_token)
+
+
+@router.post(
+    "/subscriptions/{sub_id}/bill-now",
+    responses=documented(
+        {
+            403: "billing staff only (cs_admin, admin)",
+            404: "unknown subscription",
+            409: "not due: not active or renewing, a charge in flight, or paid a term ahead",
+        }
+    ),
+)
+async def bill_now(
+    principal: Operator, charger: ChargerDep, clock: ClockDep, sub_id: str = SubId
+) -> BilledNowOut:
+    """Force-bill: charge the current cycle now rather than on its charge day (never twice
+    for one cycle); the order and its answer are as the renewal job's would be."""
+    done = await charger.force_bill(principal, sub_id, now=clock())
+    return BilledNowOut(
+        order_id=done.order_id,
+        order_status=str(done.order_status),
+        amount_cents=done.amount_cents,
+        subscription=done.subscription,
+    )
+
+
+@router.post(
+    "/subscriptions/{sub_id}/billing-date",
+    responses=documented(
+        {
+            402: "the card on file was declined: the date did not move",
+            403: "billing staff only (cs_admin, admin)",
+            404: "unknown subscription",
+            409: "not active, or a renewal charge is in flight",
+            # 422: not the first of a month, the same date, in the current month, or too far
+        },
+        body=True,
+    ),
+)
+async def move_billing_date(
+    body: BillingDateIn,
+    principal: Operator,
+    charger: ChargerDep,
+    clock: ClockDep,
+    sub_id: str = SubId,
+) -> BillingDateOut:
+    """Change the billing date: move the renewal date to the first of another month. Months
+    added are paid now at the one-month price; months given up are credited."""
+    new_end = _epoch(body.renews_on)
+    assert new_end is not None
+    done = await charger.move_billing_date(principal, sub_id, new_end=new_end, now=clock())
+    return BillingDateOut(
+        months=done.months,
+        charged_cents=done.charged_cents,
+        credited_cents=done.credited_cents,
+        order_id=done.order_id,
+        order_status=done.order_status,
+        subscription=done.subscription,
+    )
 
 
 _CLOCK_ERRORS = documented({404: "the test clock is off"}, body=True)

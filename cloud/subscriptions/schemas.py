@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -11,9 +11,15 @@ from cloud.http.schemas import DEVICE_ID_PATTERN, ID_PATTERN, NAME_PATTERN
 
 __all__ = [
     "AdvanceIn",
+    "BilledNowOut",
+    "BillingDateIn",
+    "BillingDateOut",
     "CamerasIn",
     "CamerasPlanIn",
     "CardIn",
+    "CheckoutIn",
+    "CheckoutItemIn",
+    "CheckoutOut",
     "PlanChangeIn",
     "PlanQuoteOut",
     "PurchaseIn",
@@ -101,3 +107,49 @@ class PlanQuoteOut(BaseModel):
     direction: Literal["upgrade", "downgrade", "same-price"]
     currency: str
     rule: str
+
+
+class BilledNowOut(BaseModel):
+    """The current cycle charged now: its renewal order and the subscription after it."""
+
+    order_id: int
+    order_status: str = Field(description="Succeed, Failed, Processing (no card), Time out")
+    amount_cents: int
+    subscription: dict[str, Any]
+
+
+class BillingDateIn(StrictBody):
+    renews_on: IsoDay = Field(description="the new renewal date: the first day of a month (UTC)")
+
+
+class BillingDateOut(BaseModel):
+    """A renewal date moved: the months added (+, paid now) or given up (-, credited)."""
+
+    months: int
+    charged_cents: int
+    credited_cents: int = Field(description="added to the purchaser's credit")
+    order_id: int | None
+    order_status: str | None
+    subscription: dict[str, Any]
+
+
+class CheckoutItemIn(StrictBody):
+    installation_id: str = Field(pattern=ID_PATTERN)
+    product: str = Field(min_length=1, max_length=32, description="a catalogue code")
+    term_months: int | None = Field(default=None, ge=1, le=1200)
+
+
+class CheckoutIn(StrictBody):
+    """Several installations (and products for each) bought in one order and one payment."""
+
+    items: list[CheckoutItemIn] = Field(min_length=1, max_length=50)
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+    purchaser_id: int | None = Field(default=None, ge=1, description="admin keys only")
+
+
+class CheckoutOut(BaseModel):
+    order_id: int
+    order_status: str
+    due_now_cents: int
+    subscriptions: list[dict[str, Any]]

@@ -54,6 +54,7 @@ from cloud.subscriptions.rules.lifecycle import (
     Transition,
     apply,
 )
+from cloud.subscriptions.rules.renewals import Due
 from cloud.subscriptions.service import GRANT_SOURCE
 from cloud.subscriptions.tables import SubscriptionRow
 
@@ -78,19 +79,6 @@ _MAIL = (
     "created_at, next_attempt_at) VALUES (:kind, :recipients, :subject, :body, :dedupe_key, "
     ":status, 0, :now, :now) ON CONFLICT (dedupe_key) DO NOTHING"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    """A renewal charge the batch decided on, with what placing its order needs."""
-
-    sub_id: str
-    installation_id: str
-    product_code: str
-    description: str
-    pay_with: str
-    card_token: str | None
-    charge: Charge
 
 
 @dataclass(frozen=True, slots=True)

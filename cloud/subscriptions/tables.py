@@ -89,17 +89,27 @@ class Outcome(enum.StrEnum):
 
 
 class SubscriptionOrderRow(Base):
-    """Which subscription event an order pays for (a checkout, a renewal charge).
+    """Which subscription event an order line pays for (a checkout, a renewal charge).
 
+    One order pays for one or more subscriptions: a consolidated renewal (one
+    purchaser's subscriptions ending in one month) has one line, and one link,
+    per subscription; ``line_id`` names the order line the link's money is.
     Written in the order's own transaction, before any charge is sent, so a
     payment whose answer was lost is still delivered (or refunded) when
-    reconciliation finds it; ``outcome`` makes that happen once per order.
+    reconciliation finds it; ``outcome`` makes that happen once per link.
+    ``charge_key`` is the renewal charge's own idempotency key (the rule's): one
+    charge of a subscription is on one order, whichever batch placed it.
     """
 
-    __tablename__ = "subscription_orders"
-    __table_args__ = (Index("ix_subscription_orders_outcome_created_at", "outcome", "created_at"),)
+    __tablename__ = "subscription_order_links"
+    __table_args__ = (
+        UniqueConstraint("order_id", "subscription_id"),
+        Index("ix_subscription_order_links_outcome_created_at", "outcome", "created_at"),
+    )
 
-    order_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(Integer, index=True)
+    line_id: Mapped[int | None] = mapped_column(Integer)
     subscription_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
     )
@@ -107,6 +117,7 @@ class SubscriptionOrderRow(Base):
     ends_at: Mapped[int] = mapped_column(BigInteger)  # the end the order pays beyond
     attempt: Mapped[int] = mapped_column(Integer)
     months: Mapped[int] = mapped_column(Integer)
+    charge_key: Mapped[str | None] = mapped_column(String(160), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
     outcome: Mapped[str | None] = mapped_column(String(16))
 

@@ -114,6 +114,11 @@ _BUSINESS_RULES = [
     "POST /api/v1/repairs/{repair_id}/shipments/{shipment_id}/reship",
     "POST /api/v1/repairs/{repair_id}/shipments/{shipment_id}/cancel",
     "POST /api/v1/repairs/{repair_id}/cancel",
+    # a checkout's catalogue/term/scope refusals, a renewal date not on a month's first,
+    # a credit reason of blanks only
+    "POST /api/v1/subscriptions/checkout",
+    "POST /api/v1/subscriptions/{sub_id}/billing-date",
+    "POST /api/v1/customers/{user_id}/credit",
 ]
 # Operations whose success needs a state random calls cannot reach in a few
 # examples; each has its own test of the successful path, named here.
@@ -165,6 +170,20 @@ _STATEFUL = {
     ),
     "POST /api/v1/subscriptions/{sub_id}/plan-change": (
         "an active camera plan: tests/cloud/subscriptions/test_plans.py"
+    ),
+    "POST /api/v1/subscriptions/checkout": (
+        "installations of one's own, each without the service: "
+        "tests/cloud/subscriptions/test_checkout.py"
+    ),
+    "POST /api/v1/subscriptions/{sub_id}/bill-now": (
+        "a renewing subscription within a term of its end: "
+        "tests/cloud/subscriptions/test_order_actions.py"
+    ),
+    "POST /api/v1/subscriptions/{sub_id}/billing-date": (
+        "a month's first after this month: tests/cloud/subscriptions/test_order_actions.py"
+    ),
+    "POST /api/v1/orders/{order_id}/lines/{line_id}/refund": (
+        "a settled renewal order's line: tests/cloud/subscriptions/test_renewals_consolidated.py"
     ),
     # random calls close the seeded ticket or move the test clock past the self-test's age
     "POST /api/v1/tickets/{ticket_id}/rma": (

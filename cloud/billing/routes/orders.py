@@ -19,6 +19,7 @@ from cloud.billing.deps import OrdersDep
 from cloud.billing.rules import OrderKind, OrderStatus
 from cloud.billing.schemas import (
     CustomerActivityOut,
+    LineReversalOut,
     OrderDetail,
     OrderOut,
     OrderResultOut,
@@ -37,6 +38,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 OrderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+LineId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Reader = Annotated[Principal, Depends(require(Permission.ORDERS_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.ORDERS_WRITE))]
 Refunder = Annotated[Principal, Depends(require(Permission.REFUNDS))]
@@ -201,3 +203,21 @@ async def refund_order(
     """Refund part or all (default) of a settled charge; a provider failure is retried daily."""
     amount = None if body is None else body.amount_cents
     return await service.refund(principal, order_id, amount_cents=amount)
+
+
+_LINE_ERRORS = {
+    404: "unknown order or line (or not one of yours)",
+    409: "not paid, the line was given back already, or the charge has not settled (void the "
+    "whole order, or refund the line once settled)",
+    502: "the payment provider failed (nothing changed; try again)",
+}
+
+
+@router.post("/{order_id}/lines/{line_id}/refund", responses=documented(_LINE_ERRORS))
+async def refund_order_line(
+    principal: Refunder, service: OrdersDep, order_id: OrderId, line_id: LineId
+) -> LineReversalOut:
+    """Give back one line of a paid order (a consolidated renewal's one subscription): its
+    amount is refunded from the settled charge, or credited on the invoice, and what it bought
+    is taken back; the other lines stay paid."""
+    return await service.reverse_line(principal, order_id, line_id)

@@ -5,7 +5,7 @@ transition lost (every paid renewal extends its subscription exactly once)."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from cloud.billing.tables import OrderRow
 from cloud.devices import memberships
 from cloud.notifications.tables import NotificationRow
 from cloud.settings import CloudSettings
-from cloud.subscriptions.tables import SubscriptionRow
+from cloud.subscriptions.tables import SubscriptionOrderRow, SubscriptionRow
 from cloud.testclock import TestClock
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from tests.cloud.harness import (
@@ -109,6 +109,9 @@ async def test_two_workers_charge_each_renewal_once_and_lose_no_transition(
             with app_a.state.cloud.store.transaction() as tx:
                 orders = tx.scalars(select(OrderRow).where(OrderRow.kind == "renewal")).all()
                 rows = {r.id: r for r in tx.scalars(select(SubscriptionRow))}
+                links = defaultdict(list)
+                for lk in tx.scalars(select(SubscriptionOrderRow)):
+                    links[lk.order_id].append(lk)
                 paid_audits = Counter(
                     tx.scalars(
                         select(AuditRow.object_id).where(
@@ -131,14 +134,19 @@ async def test_two_workers_charge_each_renewal_once_and_lose_no_transition(
     # one card charge per renewal order, across both workers' payment providers
     assert {i: charged[i] for i in renewal_ids} == dict.fromkeys(renewal_ids, 1)
     paying = set(subs) - declining
-    # each paying subscription: one order, one charge, renewed exactly once (no double, no loss)
-    assert sum(1 for o in orders if o.status == "Succeed") == len(paying)
+    # the paying subscriptions (one purchaser, one card, one month): one consolidated order,
+    # one charge, each renewed exactly once (no double, no loss)
+    [succeeded] = [o for o in orders if o.status == "Succeed"]
+    assert {lk.subscription_id for lk in links[succeeded.id]} == paying
     for sub_id in paying:
         assert rows[sub_id].ends_at == ts(2028, 2, 1) and rows[sub_id].status == "active"
         assert paid_audits[sub_id] == 1
     # each declining one: 11 attempts (1, 4, ... 31 Jan), one order and one mail each, expired
+    # the declining ones (one card): 11 attempts (1, 4, ... 31 Jan), each one order for all of
+    # them (the whole order is retried), one mail each per attempt; expired
+    failed = [o for o in orders if o.status == "Failed"]
+    assert len(failed) == 11
+    assert all({lk.subscription_id for lk in links[o.id]} == declining for o in failed)
     for sub_id in declining:
         assert rows[sub_id].status == "expired" and rows[sub_id].ends_at == ts(2027, 2, 1)
-        mine = [o for o in orders if o.idempotency_key.startswith(f"renewal:{sub_id}:")]
-        assert len(mine) == 11 and {o.status for o in mine} == {"Failed"}
     assert len(failed_mails) == len(set(failed_mails)) == 11 * len(declining)

@@ -1,0 +1,311 @@
+"""Renewal charges placed as orders: the renewal job's and an operator's "bill now".
+
+:meth:`RenewalCharger.place` places one consolidated renewal order
+(:class:`~cloud.subscriptions.rules.renewals.RenewalOrder`: one line and link per
+subscription, each link holding its charge's own key, written in the order's
+transaction before any charge) and applies the answer: paid, every line is
+delivered (or refunded) through the on-paid callbacks; declined, every line's
+subscription takes the decline (so the whole order is retried on the rule's
+retry day); timed out, the lease and billing's reconcile settle it.
+
+:meth:`RenewalCharger.force_bill` is the operator's order action: the current
+cycle charged now (:func:`~cloud.subscriptions.rules.renewals.force_bill`
+decides), committed as in flight before the order is placed, so it is never
+charged twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cloud.accounts.apikeys import Principal
+from cloud.billing import credit
+from cloud.billing import queries as billing_queries
+from cloud.billing.rules import OrderLine, OrderStatus
+from cloud.billing.tables import OrderRow
+from cloud.devices import queries as device_queries
+from cloud.devices.access import ensure_installation_access
+from cloud.errors import N_, PaymentDeclined, UnknownSubscription
+from cloud.subscriptions import queries as rows
+from cloud.subscriptions.rules.calendar import iso
+from cloud.subscriptions.rules.lifecycle import Charge, ChargeFailed, Subscription
+from cloud.subscriptions.rules.renewals import (
+    BillingDateChange,
+    Due,
+    RenewalOrder,
+    billing_date_change,
+    consolidate,
+    force_bill,
+)
+from cloud.subscriptions.service import SubscriptionService
+from cloud.subscriptions.settlement import MANUAL
+from cloud.subscriptions.tables import SubscriptionRow
+from cloud.subscriptions.views import subscription_view
+
+__all__ = ["BilledNow", "DateMoved", "RenewalCharger"]
+
+ACTOR = "system:renewals"
+
+
+@dataclass(frozen=True, slots=True)
+class BilledNow:
+    """What an operator's "bill now" did: the order and the subscription after it."""
+
+    order_id: int
+    order_status: OrderStatus
+    amount_cents: int
+    subscription: dict[str, Any]
+
+
+class RenewalCharger:
+    """Places renewal orders for the subscriptions service (safe in every worker)."""
+
+    def __init__(self, service: SubscriptionService) -> None:
+        self._service = service
+
+    async def place(self, order: RenewalOrder, *, now: int) -> tuple[int, OrderStatus]:
+        """Place one consolidated renewal order and apply its answer; (order id, status)."""
+
+        def link(session: Session, row: OrderRow) -> None:
+            lines = billing_queries.lines_of(session, row.id)
+            # the items' lines first, in order; a "Credit applied" line may follow
+            for item, line in zip(order.items, lines[: len(order.items)], strict=True):
+                rows.add_order_link(
+                    session,
+                    order_id=row.id,
+                    line_id=line.id,
+                    subscription_id=item.sub_id,
+                    kind="renewal",
+                    ends_at=item.charge.end,
+                    attempt=item.charge.attempt,
+                    months=item.charge.months,
+                    charge_key=item.charge.idempotency_key,
+                    now=now,
+                )
+
+        placed = await self._service.billing.place_order(
+            kind="renewal",
+            buyer=order.buyer,
+            installation_id=order.items[0].installation_id,
+            lines=[
+                OrderLine(
+                    item.product_code,
+                    item.description,
+                    item.charge.months,
+                    item.charge.amount_cents,
+                    installation_id=item.installation_id,
+                )
+                for item in order.items
+            ],
+            pay_with=order.pay_with,
+            card_token=order.card_token,
+            idempotency_key=order.idempotency_key,
+            now=now,
+            prepare=link,
+            use_credit=True,
+        )
+        if placed.status is OrderStatus.SUCCEED:  # delivered (or refunded) once per line
+            await self._service.billing.run_callbacks(placed.order_id, now=now)
+        elif placed.status is OrderStatus.FAILED:  # the whole order is retried, every line
+            await self._declined(order, None, now)
+        elif placed.status is OrderStatus.PROCESSING:  # no card on file: it waits for checkout
+            await self._declined(order, "not paid (no card on file)", now)
+        # else time out / system processing: the lease and billing's reconcile settle it
+        return placed.order_id, placed.status
+
+    async def _declined(self, order: RenewalOrder, reason: str | None, now: int) -> None:
+        devices: list[str] = []
+        for item in order.items:
+            charge = item.charge
+            event = (
+                ChargeFailed(end=charge.end, attempt=charge.attempt)
+                if reason is None
+                else ChargeFailed(end=charge.end, attempt=charge.attempt, reason=reason)
+            )
+            _, changed, _ = await asyncio.to_thread(
+                self._service.apply_event,
+                item.sub_id,
+                event,
+                actor=ACTOR,
+                action="subscription.charge_failed",
+                now=now,
+            )
+            devices.extend(changed)
+        await self._service.reissue(devices)
+
+    async def force_bill(self, principal: Principal, sub_id: str, *, now: int) -> BilledNow:
+        """Charge the subscription's current cycle now (an operator's action); audited.
+
+        Raises:
+            UnknownSubscription (also another customer's), InvalidTransition (not due:
+            see :func:`~cloud.subscriptions.rules.renewals.force_bill`).
+        """
+        service = self._service
+
+        def start() -> Due:
+            with service.store.transaction() as tx:
+                row = rows.subscription_of(tx, sub_id, lock=True)
+                if row is None:
+                    raise UnknownSubscription(f"no subscription {sub_id}")
+                ensure_installation_access(tx, principal, row.installation_id, write=True)
+                before = rows.load(row)
+                t = force_bill(before, now=now)
+                [charge] = [e for e in t.effects if isinstance(e, Charge)]
+                service.commit(
+                    tx, row, before, t, actor=principal, action="subscription.force_bill", now=now
+                )
+                return Due(
+                    sub_id=row.id,
+                    installation_id=row.installation_id,
+                    product_code=row.product_code,
+                    description=f"{before.product.name}, renewal",
+                    pay_with=row.pay_with,
+                    card_token=row.card_token,
+                    charge=charge,
+                )
+
+        due = await asyncio.to_thread(start)
+        [order] = consolidate([due])
+        order_id, status = await self.place(order, now=now)
+
+        def view() -> dict[str, Any]:
+            with service.store.transaction() as tx:
+                found = rows.subscription_of(tx, sub_id)
+                assert found is not None
+                return subscription_view(found)
+
+        return BilledNow(order_id, status, order.amount_cents, await asyncio.to_thread(view))
+
+    async def move_billing_date(
+        self, principal: Principal, sub_id: str, *, new_end: int, now: int
+    ) -> DateMoved:
+        """Move the subscription's renewal date (billing staff); the shifted months are paid
+        now (later) or credited to the purchaser (earlier), by
+        :func:`~cloud.subscriptions.rules.renewals.billing_date_change`.
+
+        Raises:
+            UnknownSubscription, InvalidRequest, InvalidTransition, PaymentDeclined.
+        """
+        service = self._service
+
+        def start() -> tuple[BillingDateChange, Subscription, SubscriptionRow]:
+            with service.store.transaction() as tx:
+                row = rows.subscription_of(tx, sub_id, lock=True)
+                if row is None:
+                    raise UnknownSubscription(f"no subscription {sub_id}")
+                ensure_installation_access(tx, principal, row.installation_id, write=True)
+                before = rows.load(row)
+                change = billing_date_change(before, new_end=new_end, now=now)
+                if change.earlier is not None:
+                    service.commit(
+                        tx,
+                        row,
+                        before,
+                        change.earlier,
+                        actor=principal,
+                        action="subscription.billing_date",
+                        now=now,
+                    )
+                    credit.grant(
+                        tx,
+                        row.purchaser_id,
+                        amount_cents=change.amount_cents,
+                        reason=f"renewal date of {row.id} moved from {iso(before.end)} to "
+                        f"{iso(new_end)}: {-change.months} months given up",
+                        actor=principal.actor,
+                        now=now,
+                    )
+                return change, before, row
+
+        change, before, row = await asyncio.to_thread(start)
+        order_id = status = None
+        if change.earlier is not None:
+            devices = await asyncio.to_thread(self._devices, before.installation_id)
+            await service.reissue(devices)
+        else:
+            order_id, status = await self._pay_shift(change, before, row, now=now)
+
+        def view() -> dict[str, Any]:
+            with service.store.transaction() as tx:
+                found = rows.subscription_of(tx, sub_id)
+                assert found is not None
+                return subscription_view(found)
+
+        charged = change.amount_cents if change.months > 0 else 0
+        return DateMoved(
+            months=change.months,
+            charged_cents=charged,
+            credited_cents=0 if charged else change.amount_cents,
+            order_id=order_id,
+            order_status=None if status is None else str(status),
+            subscription=await asyncio.to_thread(view),
+        )
+
+    def _devices(self, installation_id: str) -> list[str]:
+        with self._service.store.transaction() as tx:
+            return [d.id for d in device_queries.devices_of(tx, installation_id)]
+
+    async def _pay_shift(
+        self, change: BillingDateChange, sub: Subscription, row: SubscriptionRow, *, now: int
+    ) -> tuple[int, OrderStatus]:
+        """The added months as a renewal order of the purchaser's (card on file, or invoice);
+        applied like a renewal of those months when paid."""
+
+        def link(session: Session, order: OrderRow) -> None:
+            rows.add_order_link(
+                session,
+                order_id=order.id,
+                subscription_id=sub.id,
+                kind="renewal",
+                ends_at=sub.end,
+                attempt=MANUAL,
+                months=change.months,
+                now=now,
+            )
+
+        item = sub.product
+        placed = await self._service.billing.place_order(
+            kind="renewal",
+            buyer=row.purchaser_id,
+            installation_id=sub.installation_id,
+            lines=[
+                OrderLine(
+                    item.code,
+                    f"{item.name}, renewal date moved {change.months} months later",
+                    change.months,
+                    change.amount_cents,
+                )
+            ],
+            pay_with=row.pay_with,
+            card_token=row.card_token if row.pay_with == "card" else None,
+            idempotency_key=f"billing-date:{sub.id}:{sub.end}:{change.months}",
+            now=now,
+            prepare=link,
+        )
+        if placed.status is OrderStatus.FAILED:
+            raise PaymentDeclined(
+                N_(
+                    "the card on file was declined (order %(number)s): the renewal date did "
+                    "not move"
+                ),
+                number=placed.number,
+            )
+        if placed.status is OrderStatus.SUCCEED:
+            await self._service.billing.run_callbacks(placed.order_id, now=now)
+        return placed.order_id, placed.status
+
+
+@dataclass(frozen=True, slots=True)
+class DateMoved:
+    """A renewal date moved: by how many months, what it cost or credited, the order."""
+
+    months: int
+    charged_cents: int
+    credited_cents: int
+    order_id: int | None
+    order_status: str | None
+    subscription: dict[str, Any]

@@ -1,0 +1,33 @@
+"""Checkout for several installations in Chromium, on `entitle cloud serve`: a card partner
+ticks a service on two installations, pays once, and lands on the one order, whose lines are
+listed per installation (screenshots, axe-checked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloud.billing.payments import CARD_OK
+from tests.browser.conftest import Dashboard
+
+
+def test_a_card_partner_buys_for_two_installations_in_one_checkout(
+    login: Any, dashboard: Dashboard, shoot: Any
+) -> None:
+    installs = [
+        dashboard.new_installation(name, integrators=("card",))
+        for name in ("Dock North", "Dock South")
+    ]
+    page = login("card_partner")
+    page.goto("/checkout")
+    for inst in installs:
+        page.check(f"#item-{inst}-TSF16100")
+    page.fill("#checkout-card", CARD_OK)
+    shoot(page, "checkout-several-installations")
+    page.click("text=Buy the ticked services")
+    page.wait_for_url("**/orders/*")
+    assert "Bought 2 services in one order." in page.locator(".flash").inner_text()
+    lines = page.locator("text=Lines per installation")
+    assert lines.count() == 1
+    text = page.content()
+    assert all(inst in text for inst in installs)
+    shoot(page, "order-lines-per-installation")
