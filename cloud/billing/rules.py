@@ -249,7 +249,7 @@ def choose_reversal(
     partial amount waits until the charge settles.
 
     Raises:
-        PartialVoid: a part of an unsettled charge.
+        ChargeNotSettled: a part of an unsettled charge (409: it can be refunded once settled).
         OrderStateConflict: an unsettled charge with a refund under way.
         RefundTooLarge, BadOrderRequest: as :func:`plan_refund` for a settled charge.
     """
@@ -263,7 +263,8 @@ def choose_reversal(
     if refunded_cents:
         raise OrderStateConflict(N_("the charge is being refunded: it cannot be voided"))
     if requested_cents is not None and requested_cents != charge_cents:
-        raise PartialVoid(
+        # 409, not 422: the same request succeeds once the charge has settled
+        raise ChargeNotSettled(
             N_(
                 "the charge of %(charge)s cents has not settled, so it can only be given back "
                 "whole (a void), not %(requested)s; refund part of it once it has settled"

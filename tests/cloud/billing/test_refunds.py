@@ -9,6 +9,7 @@ import pytest
 
 from cloud.billing.errors import (
     BadOrderRequest,
+    ChargeNotSettled,
     ChargeSettled,
     OrderStateConflict,
     PartialVoid,
@@ -116,7 +117,7 @@ async def test_a_refund_of_an_unsettled_charge_voids_it(shop: Shop) -> None:
 
 async def test_a_partial_refund_of_an_unsettled_charge_changes_nothing(shop: Shop) -> None:
     order_id = await _paid(shop)
-    with pytest.raises(PartialVoid, match="has not settled"):
+    with pytest.raises(ChargeNotSettled, match="has not settled"):
         await shop.billing.refunds.refund(order_id, amount_cents=100, actor=ADMIN, now=shop.clock())
     assert [t.type for t in shop.transactions()] == ["charge"]
     assert shop.orders()[0].status == S.SUCCEED
@@ -152,7 +153,7 @@ async def test_a_void_that_finds_the_charge_settled_falls_back_to_a_refund(shop:
     [
         (False, 0, None, ("void", TOTAL)),
         (False, 0, TOTAL, ("void", TOTAL)),
-        (False, 0, 1, PartialVoid),
+        (False, 0, 1, ChargeNotSettled),
         (False, 100, None, OrderStateConflict),
         (True, 0, None, ("refund", TOTAL)),
         (True, 100, None, ("refund", TOTAL - 100)),
