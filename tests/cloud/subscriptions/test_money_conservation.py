@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +63,7 @@ from cloud.subscriptions.tables import (
     SubscriptionRow,
 )
 from cloud.testing import AccountsSimulator, PublisherSimulator
+from tests.cloud.conftest import _empty_tables
 from tests.cloud.harness import (
     DAY,
     FakeClock,
@@ -73,7 +74,6 @@ from tests.cloud.harness import (
     running,
     user_api_key,
 )
-from tests.database_fixtures import fresh_database
 
 # each example runs the app on a database of its own: minutes on a shared machine
 pytestmark = pytest.mark.timeout(900)
@@ -418,15 +418,13 @@ async def _world(settings_: CloudSettings, installations: int) -> AsyncIterator[
                     await partner.__aexit__(None, None, None)  # type: ignore[attr-defined]
 
 
-@contextmanager
-def _database(database_url: str, tmp_path: Path, n: int) -> Iterator[str]:
-    """A database of its own for each example: a new SQLite file, or a new PostgreSQL
-    database (dropped with whatever connections the example's app left)."""
+def _database(database_url: str, tmp_path: Path, n: int) -> str:
+    """A database of its own for each example: a new SQLite file, or the test's PostgreSQL
+    database emptied (migrated once; a new database per example costs seconds)."""
     if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / f'example-{n}.db'}"
-        return
-    with fresh_database() as url:
-        yield url
+        return f"sqlite:///{tmp_path / f'example-{n}.db'}"
+    _empty_tables(database_url)
+    return database_url
 
 
 _examples = iter(range(1_000_000))
@@ -512,11 +510,10 @@ def test_money_in_equals_money_applied_or_given_back(
                 world.check()
             await world.finish()
 
-    with _database(database_url, tmp_path, next(_examples)) as url:
-        settings_ = CloudSettings(
-            data_dir=tmp_path / "data",
-            database_url=url,
-            broker_url="mqtt://cloud:secret@broker.example:1883",
-            refresh_interval_s=3600,
-        )
-        asyncio.run(story(settings_))
+    settings_ = CloudSettings(
+        data_dir=tmp_path / "data",
+        database_url=_database(database_url, tmp_path, next(_examples)),
+        broker_url="mqtt://cloud:secret@broker.example:1883",
+        refresh_interval_s=3600,
+    )
+    asyncio.run(story(settings_))
