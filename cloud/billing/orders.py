@@ -94,6 +94,11 @@ OnPaid = Callable[[int], Awaitable[None]]
 OnLineReversed = Callable[[int, int], Awaitable[None]]
 """``async callback(order_id, line_id)`` run once one line of an order was given back."""
 
+LineRefunded = Callable[[Session, int, int], int]
+"""``counter(session, order_id, line_id)``: cents of the line another feature already refunded
+from the order's charge (a plan downgrade's prorated refund), so giving the line back
+refunds only the rest."""
+
 Prepare = Callable[[Session, OrderRow], None]
 """``prepare(session, order)``: record what a new order pays for, in the order's transaction."""
 
@@ -172,6 +177,7 @@ class Billing:
         self.invoice_settings = invoice_settings
         self._on_paid: list[OnPaid] = []
         self._on_line_reversed: list[OnLineReversed] = []
+        self._line_refunded: list[LineRefunded] = []
         self.refunds = Refunds(store, provider, provider_name=provider_name, notify=self.notify)
         self._on_reversed = self.refunds.on_reversed
         self._on_reversed.append(self._restore_credit)
@@ -235,6 +241,12 @@ class Billing:
         given back (:meth:`reverse_line`); returns it."""
         self._on_line_reversed.append(callback)
         return callback
+
+    def line_refunded(self, counter: LineRefunded) -> LineRefunded:
+        """Register a :data:`LineRefunded` counter (:meth:`reverse_line` subtracts what it
+        counts); returns it."""
+        self._line_refunded.append(counter)
+        return counter
 
     # placing ----------------------------------------------------------------
     async def place_order(
@@ -687,8 +699,12 @@ class Billing:
                 left = 0
                 if charge is not None and charge.status == _S.SUCCEED:
                     left = charge.amount_cents - repo.refunded_cents(tx, charge.id)
-                card_part = min(line.amount_cents, max(left, 0))
-                credit_part = line.amount_cents - card_part
+                # the charge's ``left`` holds the other lines' money too: a line gives back
+                # at most what is left of it
+                done = sum(count(tx, row.id, line_id) for count in self._line_refunded)
+                due = max(line.amount_cents - done, 0)
+                card_part = min(due, max(left, 0))
+                credit_part = due - card_part
                 if card_part == 0:
                     credit_part = self._restore_line_credit(tx, row, line_id, credit_part, now)
                 return card_part, credit_part

@@ -38,6 +38,7 @@ __all__ = [
     "abandoned_checkouts",
     "add_order_link",
     "add_plan_change",
+    "downgrades_refunded",
     "plan_change_event",
     "plan_change_waiting",
     "plan_changes_of",
@@ -406,6 +407,19 @@ def plan_change_waiting(session: Session, subscription_id: str) -> PlanChangeRow
         PlanChangeRow.subscription_id == subscription_id, PlanChangeRow.status == "pending"
     )
     return session.scalars(query.limit(1)).first()
+
+
+def downgrades_refunded(session: Session, order_id: int, line_id: int) -> int:
+    """Cents of one order line the subscription's downgrades refunded from its order."""
+    link = line_link(session, order_id, line_id)
+    if link is None:
+        return 0
+    query = select(func.coalesce(func.sum(PlanChangeRow.difference_cents), 0)).where(
+        PlanChangeRow.order_id == order_id,
+        PlanChangeRow.subscription_id == link.subscription_id,
+        PlanChangeRow.difference_cents < 0,
+    )
+    return -int(session.scalar(query) or 0)
 
 
 def plan_changes_of(session: Session, subscription_id: str) -> Sequence[PlanChangeRow]:

@@ -117,6 +117,7 @@ class Settlement:
         billing.on_paid(self.on_paid)
         billing.on_reversed(self.on_reversed)
         billing.on_line_reversed(self.on_line_reversed)
+        billing.line_refunded(rows.downgrades_refunded)
 
     # paid -----------------------------------------------------------------------
     async def on_paid(self, order_id: int) -> None:
