@@ -72,12 +72,13 @@ class RepairPayments:
         def prepare_order() -> tuple[RepairRow, str]:
             with self._store.transaction() as tx:
                 row = load_repair(tx, principal, repair_id, lock=True)
+                # a blacklisted customer is refused whatever the repair's state
+                ensure_installation_access(tx, principal, row.installation_id, write=True)
                 next_step(Path(row.path), Status(row.status), Step.PAY, staff=is_staff(principal))
                 if principal.user_id is None:
                     raise InvalidRequest(
                         N_("a quote is accepted by a user: sign in or use their key")
                     )
-                ensure_installation_access(tx, principal, row.installation_id, write=True)
                 how = payment_method(tx, principal.user_id, None)
                 if how == "card" and card_token is None:
                     raise InvalidRequest(N_("pay the quote with a card: give card_token"))

@@ -34,6 +34,7 @@ class _Shop:
     device: str
     subscription: str
     unpaid_order: int
+    repair: int
 
 
 async def _shop(cloud: Cloud, http: httpx.AsyncClient, partner: int, company: int) -> _Shop:
@@ -53,6 +54,12 @@ async def _shop(cloud: Cloud, http: httpx.AsyncClient, partner: int, company: in
         json={"installation_id": inst, "product": "VR-1080P-30D", "pay_with": "card"},
     )
     assert at_checkout.json()["order_status"] == "Processing", at_checkout.text
+    # a repair of its device (requested by the repair centre): the partner may accept quotes
+    repair = await cloud.http.post(
+        "/api/v1/repairs",
+        json={"device_id": device.json()["device_id"], "problem": "no power", "ship_to": "Shop"},
+    )
+    assert repair.status_code == 201, repair.text
     return _Shop(
         partner=partner,
         company=company,
@@ -60,6 +67,7 @@ async def _shop(cloud: Cloud, http: httpx.AsyncClient, partner: int, company: in
         device=device.json()["device_id"],
         subscription=bought.json()["subscription"]["id"],
         unpaid_order=at_checkout.json()["order_id"],
+        repair=repair.json()["id"],
     )
 
 
@@ -113,6 +121,17 @@ def _requests(shop: _Shop) -> dict[tuple[str, str], tuple[str, dict[str, Any] | 
             {"card_token": CARD_OK},
         ),
         ("POST", "/api/v1/orders/{order_id}/cancel"): (f"/api/v1/orders/{order}/cancel", None),
+        ("POST", "/api/v1/subscriptions/checkout"): (
+            "/api/v1/subscriptions/checkout",
+            {
+                "items": [{"installation_id": shop.installation, "product": "TSF12125"}],
+                "card_token": CARD_OK,
+            },
+        ),
+        ("POST", "/api/v1/repairs/{repair_id}/accept"): (
+            f"/api/v1/repairs/{shop.repair}/accept",
+            {"card_token": CARD_OK},
+        ),
         ("POST", "/api/v1/orders/{order_id}/hide"): (f"/api/v1/orders/{order}/hide", None),
         ("POST", "/api/v1/orders/{order_id}/unhide"): (f"/api/v1/orders/{order}/unhide", None),
     }
