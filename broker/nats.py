@@ -58,6 +58,9 @@ PLAN_NAME, AUTH_NAME = "cluster.json", "auth.json"
 _READY = "Server is ready"
 
 
+_PORT_ATTEMPTS = 3  # a new cluster's ports: tries before a taken port is an error
+
+
 def _healthy(host: str, port: int) -> bool:
     """The node's JetStream is up and current (``/healthz``)."""
     try:
@@ -270,11 +273,23 @@ class NatsCluster:
 
     def start(self) -> NatsCluster:
         """Configure (first start), start every node and responder, wait until ready."""
-        if not self.nodes:
-            self.configure()
-        offsets = {i: self._spawn_node(i) for i in range(self.size) if self.pid(i) is None}
-        for i, offset in offsets.items():
-            self._wait_node(i, offset)
+        fresh = not self.nodes and not (self.directory / PLAN_NAME).exists()
+        for attempt in range(_PORT_ATTEMPTS):
+            if not self.nodes:
+                self.configure()
+            offsets = {i: self._spawn_node(i) for i in range(self.size) if self.pid(i) is None}
+            try:
+                for i, offset in offsets.items():
+                    self._wait_node(i, offset)
+                break
+            except BrokerError:
+                # a free port found for a new cluster can be taken by another process
+                # before the node binds it: pick new ports (only before anyone knows them)
+                if not fresh or attempt == _PORT_ATTEMPTS - 1 or not self._port_taken():
+                    raise
+                log.warning("a port of the new NATS cluster was taken meanwhile: new ports")
+                (self.directory / PLAN_NAME).unlink()
+                self.nodes = []
         self._wait_leader()
         for i in range(self.size):
             self._start_responder(i)
@@ -298,6 +313,13 @@ class NatsCluster:
                         f"{self.log_tail(i)}"
                     )
                 time.sleep(0.1)
+
+    def _port_taken(self) -> bool:
+        return any(
+            "address already in use" in tail(self.node_dir(i) / name, 50)
+            for i in range(self.size)
+            for name in ("nats.log", "nats.out")
+        )
 
     def start_node(self, index: int) -> None:
         """Start one node again (after :meth:`kill_node`) and wait until it is current."""

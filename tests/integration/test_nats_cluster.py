@@ -220,3 +220,27 @@ async def test_anonymous_wrong_password_and_unknown_logins_are_refused(
                 pass
         assert refused.value.rc is not None  # 3.1.1 codes 4 and 5, as paho maps them
         assert (getattr(refused.value.rc, "value", refused.value.rc)) in (4, 5, 0x86, 0x87)
+
+
+def test_a_port_taken_before_the_new_node_binds_it_gets_new_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A free port found for a new cluster can be taken by another process before its node
+    binds it (a fresh-clone CI run lost a node so: "address already in use"): the cluster
+    picks new ports and starts."""
+    import socket
+
+    from broker import nats as nats_broker
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        found = nats_broker.find_free_port
+        first = iter([port])  # the first port handed out is the one taken
+        monkeypatch.setattr(
+            nats_broker, "find_free_port", lambda host="127.0.0.1": next(first, None) or found(host)
+        )
+        with FixtureCluster(tmp_path / "c", nodes=1) as cluster:
+            assert port not in {cluster.nodes[0].client, cluster.nodes[0].mqtt}
+            assert cluster.pid(0) is not None
