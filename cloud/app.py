@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from typing import TypeVar
@@ -208,6 +208,11 @@ def create_app(
             else _default_accounts(settings, real_broker=publisher is None)
         )
         store = await asyncio.to_thread(Store.open, settings.effective_database_url)
+
+        def gettext_for(lang: str | None) -> Callable[[str], str]:
+            """A mail's translator: the reader's language, else the default."""
+            return app.state.pages.catalogues[negotiate(lang, None)].gettext
+
         try:
             signer = await asyncio.to_thread(Signer.load_or_create, settings.keys_dir)
             bridge = None
@@ -270,7 +275,7 @@ def create_app(
                 attachments=AttachmentStore(
                     settings.attachments_dir, limits=settings.tickets_attachment_limits
                 ),
-                translations=lambda lang: app.state.pages.catalogues[negotiate(lang, None)].gettext,
+                translations=gettext_for,
                 public_url=settings.effective_public_url,
                 support_email=settings.tickets_support_email,
             )
@@ -326,7 +331,7 @@ def create_app(
                 mail=enqueue_mail,  # forgotten-password links, through the outbox
                 reset_ttl_s=settings.password_reset_ttl_s,
                 public_url=settings.effective_public_url,
-                translations=lambda lang: app.state.pages.catalogues[negotiate(lang, None)].gettext,
+                translations=gettext_for,
             )
             installation_service = InstallationService(
                 store, service, clock=now, staff_email_domains=settings.staff_email_domains
@@ -342,7 +347,7 @@ def create_app(
                 billing,
                 clock=now,
                 settings=settings,
-                translations=lambda lang: app.state.pages.catalogues[negotiate(lang, None)].gettext,
+                translations=gettext_for,
             )
             app.state.cloud = CloudState(
                 settings=settings,
