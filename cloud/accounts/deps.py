@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
@@ -80,7 +80,7 @@ def get_principal(
         raise  # the app's one handler answers it (cloud.http.errors)
 
 
-def require(permission: Permission) -> Callable[..., Principal]:
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets the request through only if its role holds ``permission``.
 
     403 says which permission is missing and what the role may do instead.
@@ -95,11 +95,14 @@ def require(permission: Permission) -> Callable[..., Principal]:
     return _requiring(permission, get_principal)
 
 
-def _requiring(permission: Permission, who: Callable[..., Principal]) -> Callable[..., Principal]:
+def _requiring(
+    permission: Permission, who: Callable[..., Principal]
+) -> Callable[..., Awaitable[Principal]]:
     """The dependency of :func:`require` and :func:`page_require`: ``who`` says how the
     request is authenticated (API key or session; the session only, for pages)."""
 
-    def dependency(principal: Principal, request: Request) -> Principal:
+    async def dependency(principal: Principal, request: Request) -> Principal:
+        # pure (no I/O): on the event loop, not a thread-pool hop (cloud.http.deps)
         if not allowed(principal.role, permission):
             template, params = refusal(principal.role, permission)
             raise Forbidden(template, **params)
@@ -133,7 +136,7 @@ def page_user(
     return principal
 
 
-def page_require(permission: Permission) -> Callable[..., Principal]:
+def page_require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """:func:`require` for pages: the 403 page for a role without ``permission``."""
     return _requiring(permission, page_user)
 

@@ -13,7 +13,7 @@ Who is calling (``CurrentPrincipal``, ``require(Permission.X)``) is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request
@@ -31,6 +31,7 @@ __all__ = [
     "StoreDep",
     "get_state",
     "provided",
+    "state_of",
 ]
 
 _T = TypeVar("_T")
@@ -58,34 +59,42 @@ class AppState(Protocol):
         ...
 
 
-def get_state(request: Request) -> AppState:
+# The dependencies here only read ``app.state``: ``async def`` runs them on the event loop.
+# A plain ``def`` dependency costs a thread-pool hop per request (FastAPI runs sync
+# dependencies in threads), which waits for the GIL behind the MQTT and database threads.
+def state_of(request: Request) -> AppState:
+    """The app's state, for code that is not a dependency (a page's own helper)."""
     state: AppState = request.app.state.cloud
     return state
 
 
-def provided(kind: type[_T]) -> Callable[[Request], _T]:
+async def get_state(request: Request) -> AppState:
+    return state_of(request)
+
+
+def provided(kind: type[_T]) -> Callable[[Request], Awaitable[_T]]:
     """A dependency returning the app's ``kind`` (a service the lifespan built), found by class."""
 
-    def dependency(request: Request) -> _T:
-        return get_state(request).provided(kind)
+    async def dependency(request: Request) -> _T:
+        return state_of(request).provided(kind)
 
     dependency.__name__ = f"provided_{kind.__name__}"
     return dependency
 
 
-def get_store(state: Annotated[AppState, Depends(get_state)]) -> Store:
+async def get_store(state: Annotated[AppState, Depends(get_state)]) -> Store:
     return state.store
 
 
-def get_settings(state: Annotated[AppState, Depends(get_state)]) -> CloudSettings:
+async def get_settings(state: Annotated[AppState, Depends(get_state)]) -> CloudSettings:
     return state.settings
 
 
-def get_clock(state: Annotated[AppState, Depends(get_state)]) -> Clock:
+async def get_clock(state: Annotated[AppState, Depends(get_state)]) -> Clock:
     return state.clock
 
 
-def get_bridge(state: Annotated[AppState, Depends(get_state)]) -> MqttBridge | None:
+async def get_bridge(state: Annotated[AppState, Depends(get_state)]) -> MqttBridge | None:
     return state.bridge
 
 

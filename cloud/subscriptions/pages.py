@@ -41,7 +41,7 @@ from cloud.errors import (
     PaymentDeclined,
     UpstreamFailed,
 )
-from cloud.http.deps import ClockDep, get_state, provided
+from cloud.http.deps import ClockDep, state_of
 from cloud.http.schemas import ID_PATTERN
 from cloud.subscriptions.deps import ChargerDep, CheckoutDep, SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE, Product, term_price
@@ -89,7 +89,7 @@ async def subscriptions_section(
     """The installation's subscriptions, and what the user may change or buy."""
     if not allowed(user.role, Permission.SUBSCRIPTIONS_READ):
         return None
-    service = provided(SubscriptionService)(request)
+    service = state_of(request).provided(SubscriptionService)
     lines = service.lines(user, installation.id)
     may_write = allowed(user.role, Permission.SUBSCRIPTIONS_WRITE)
     blacklisted = may_write and not service.may_change(user)
@@ -147,7 +147,7 @@ async def purchases_section(
     """The installation's latest orders (purchases, renewals), linking to the orders pages."""
     if not allowed(user.role, Permission.ORDERS_READ):
         return None
-    orders = provided(OrderService)(request)
+    orders = state_of(request).provided(OrderService)
     history = orders.history(
         user, OrderFilter(installation_id=installation.id, limit=RECENT_ORDERS)
     )
@@ -166,7 +166,7 @@ def _page(
 ) -> HTMLResponse:
     """``render`` with what every subscriptions page uses: the catalogue, the renewal limit,
     and whether payments go to the sandbox test double (its test cards are shown)."""
-    settings = get_state(request).settings
+    settings = state_of(request).settings
     values = {
         "products": CATALOGUE,
         "max_months": MAX_RENEWAL_MONTHS,
@@ -175,7 +175,7 @@ def _page(
     }
     line = context.get("line")
     if line is not None:  # a subscription's page names its installation
-        installations = provided(InstallationService)(request)
+        installations = state_of(request).provided(InstallationService)
         principal = request.state.principal
         values["installation_name"] = installations.detail(
             principal, line.view["installation_id"]
