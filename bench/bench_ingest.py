@@ -34,7 +34,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -79,6 +78,11 @@ def _report(device_id: str, seq: int, ts: int) -> str:
     )
 
 
+def _version(cloud: LocalCloud) -> str:
+    """The C clients' ``-V``: the protocol the cloud speaks on this engine (3.1.1 on NATS)."""
+    return "mqttv5" if cloud.protocol == 5 else "mqttv311"
+
+
 def _c_publishers(
     cloud: Any, jobs: Sequence[tuple[str, str, str, str]]
 ) -> list[subprocess.Popen[bytes]]:
@@ -103,7 +107,7 @@ def _c_publishers(
                 "-q",
                 "1",
                 "-V",
-                cloud.version,
+                _version(cloud),
                 "-M",
                 str(INFLIGHT),
                 "-l",
@@ -148,7 +152,7 @@ def _raw(cloud: Any, clouds: dict[str, str], total: int, size: int) -> float:
             "-q",
             "1",
             "-V",
-            cloud.version,
+            _version(cloud),
             "-C",
             str(per * len(publishers)),
         ],  # fmt: skip
@@ -235,102 +239,6 @@ async def _ours(cloud: Any, total: int) -> tuple[float, dict[str, float]]:
     return expected / elapsed, cpu
 
 
-class NatsCloud:
-    """What :class:`LocalCloud` is for Mosquitto, on a NATS cluster (broker.nats): the
-    nodes, device logins in its bucket, ``workers`` ``entitle cloud serve`` processes
-    on MQTT 3.1.1 pulling health from the one durable JetStream consumer."""
-
-    version = "mqttv311"
-
-    def __init__(
-        self,
-        root: Path,
-        plans: Sequence[DevicePlan],
-        *,
-        workers: int,
-        database_url: str | None,
-        extra_clouds: dict[str, str],
-        env: dict[str, str],
-        nodes: int,
-    ) -> None:
-        self.root = root
-        self.plans = plans
-        self.workers = workers
-        self.database_url = database_url or f"sqlite:///{root / 'cloud' / 'cloud.db'}"
-        self.extra_clouds = extra_clouds
-        self.env = env
-        self.nodes = nodes
-        self.host = "127.0.0.1"
-        self.port = 0
-        self.logins: list[Any] = []
-        self._processes: list[subprocess.Popen[bytes]] = []
-        self.cluster: Any = None
-
-    def __enter__(self) -> NatsCloud:
-        try:
-            return self._start()
-        except BaseException:
-            self.__exit__()  # no worker or node left behind by a failed start
-            raise
-
-    def _start(self) -> NatsCloud:
-        from broker.mosquitto import find_free_port
-        from broker.nats import NatsCluster
-        from simulators.fleet import register_in_store
-
-        (self.root / "cloud").mkdir(parents=True, exist_ok=True)
-        self.logins = register_in_store(self.database_url, self.plans, now=int(time.time()))
-        clouds = {f"cloud-{i + 1}": secrets.token_urlsafe(18) for i in range(self.workers)}
-        self.cluster = NatsCluster(
-            self.root / "nats", accounts={**clouds, **self.extra_clouds}, nodes=self.nodes
-        ).start()
-        for login in self.logins:
-            self.cluster.accounts_adapter.set_password(login.device_id, login.password)
-        self.port = self.cluster.nodes[0].mqtt
-        for user, password in clouds.items():
-            http_port = find_free_port()
-            env = {
-                **os.environ,
-                **self.env,
-                "ENTITLE_DATA_DIR": str(self.root / "cloud"),
-                "ENTITLE_DATABASE_URL": self.database_url,
-                **self.cluster.cloud_env(user, password),
-                "ENTITLE_HTTP_PORT": str(http_port),
-            }
-            with (self.root / f"{user}.log").open("ab") as log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "entitle.cli", "cloud", "serve"],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            self._processes.append(process)
-            deadline = time.monotonic() + 180
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=2).is_success:
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.root / f"{user}.log").read_text(errors="replace")[-1500:]
-                    raise RuntimeError(f"cloud worker {user} did not start:\n{log}")
-                time.sleep(0.2)
-        return self
-
-    def cloud_pids(self) -> list[int]:
-        return [p.pid for p in self._processes]
-
-    def __exit__(self, *exc: object) -> None:
-        for process in self._processes:
-            process.terminate()
-        for process in self._processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if self.cluster is not None:
-            self.cluster.stop()
-
-
 async def _measure(
     engine: str,
     database: str,
@@ -347,22 +255,16 @@ async def _measure(
     cleanup = contextlib.ExitStack()
     cleanup.callback(shutil.rmtree, root, True)
     env = {"ENTITLE_HEALTH_BATCH_SIZE": str(args.batch)}
-    running: Any
-    if engine == "nats":
-        running = NatsCloud(
-            root,
-            plans,
-            workers=workers,
-            database_url=url,
-            extra_clouds=clouds,
-            env=env,
-            nodes=args.nats_nodes,
-        )
-    else:
-        running = LocalCloud(
-            root, plans, workers=workers, database_url=url, extra_clouds=clouds, env=env
-        )
-        running.version = "mqttv5"  # type: ignore[attr-defined]
+    running = LocalCloud(
+        root,
+        plans,
+        workers=workers,
+        database_url=url,
+        extra_clouds=clouds,
+        env=env,
+        engine=engine,
+        nodes=args.nats_nodes,
+    )
     with cleanup, running as cloud:
         console.print(f"{engine}, {database}, {workers} worker(s): port {cloud.port}; raw ...")
         raw = await asyncio.to_thread(_raw, cloud, clouds, args.messages, size)
