@@ -38,6 +38,7 @@ from protocol.health import (
     ERROR_CATEGORIES,
     KINDS,
     MAX_HEALTH_BYTES,
+    MAX_REASONS,
     BadHealthReport,
     HealthReport,
     Reboots,
@@ -50,7 +51,7 @@ from protocol.topics import device_topic
 __all__ = ["FirmwareHealth", "HealthCollector", "HealthPublisher", "Publisher"]
 
 log = logging.getLogger(__name__)
-_MAX_REASONS = 60  # of the schema's 64, leaving room for the collector's own
+_MAX_REASONS = MAX_REASONS - 4  # of the schema's limit, leaving room for the collector's own
 
 
 class FirmwareHealth(Protocol):

@@ -35,6 +35,8 @@ from protocol.jsonwire import Fields, decode_object
 from protocol.topics import DEVICE_ID_MAX_LEN, check_device_id
 
 __all__ = [
+    "KIND_SPECIFIC_DEPTH",
+    "MAX_REASONS",
     "ERROR_CATEGORIES",
     "HEALTH_VERSION",
     "KINDS",
@@ -55,8 +57,8 @@ HEALTH_VERSION = 1
 MAX_HEALTH_BYTES = 16 * 1024
 KINDS = ("gateway", "camera", "counter")
 ERROR_CATEGORIES = ("serial", "cmd", "rejected_tokens")
-_KIND_SPECIFIC_DEPTH = 4
-_MAX_REASONS = 64
+KIND_SPECIFIC_DEPTH = 4
+MAX_REASONS = 64
 
 
 class BadHealthReport(BadMessage):
@@ -168,9 +170,9 @@ def health_from_dict(obj: Mapping[str, Any], *, topic_device_id: str | None = No
         serial=SerialCounters(
             crc_errors=serial.integer("crc_errors"), timeouts=serial.integer("timeouts")
         ),
-        kind_specific=f.free("kind_specific", depth=_KIND_SPECIFIC_DEPTH),
+        kind_specific=f.free("kind_specific", depth=KIND_SPECIFIC_DEPTH),
         dropped=f.integer("dropped"),
-        errors={c: errors_f.counts(c, max_keys=_MAX_REASONS) for c in ERROR_CATEGORIES},
+        errors={c: errors_f.counts(c, max_keys=MAX_REASONS) for c in ERROR_CATEGORIES},
     )
     for nested in (reboots, disk, net, serial, errors_f, f):
         nested.done()

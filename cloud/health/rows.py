@@ -23,8 +23,10 @@ from protocol.errors import TopicError
 from protocol.health import (
     ERROR_CATEGORIES,
     HEALTH_VERSION,
+    KIND_SPECIFIC_DEPTH,
     KINDS,
     MAX_HEALTH_BYTES,
+    MAX_REASONS,
     BadHealthReport,
 )
 from protocol.jsonwire import check_json_value
@@ -33,8 +35,6 @@ from protocol.topics import DEVICE_ID_MAX_LEN, check_device_id
 __all__ = ["ReportRow", "encode_report", "parse_row"]
 
 _INT64 = (1 << 63) - 1
-_MAX_REASONS = 64
-_KIND_SPECIFIC_DEPTH = 4
 _TOP = frozenset(
     (
         "v",
@@ -136,8 +136,8 @@ def _object(value: Any, keys: frozenset[str], where: str) -> dict[str, Any]:
 
 
 def _counts(value: Any, where: str) -> dict[str, int]:
-    if type(value) is not dict or len(value) > _MAX_REASONS:
-        _bad(f"health.errors.{where} must be an object of at most {_MAX_REASONS} counts")
+    if type(value) is not dict or len(value) > MAX_REASONS:
+        _bad(f"health.errors.{where} must be an object of at most {MAX_REASONS} counts")
     for name, count in value.items():
         if not 0 < len(name) <= 64:
             _bad(f"health.errors.{where} has a name longer than 64")
@@ -192,7 +192,7 @@ def parse_row(data: bytes, *, topic_device_id: str) -> ReportRow:
         _bad("health.kind_specific must be an object")
     check_json_value(
         kind_specific,
-        depth=_KIND_SPECIFIC_DEPTH,
+        depth=KIND_SPECIFIC_DEPTH,
         where="health.kind_specific",
         error=BadHealthReport,
     )
