@@ -52,7 +52,7 @@ def _out(view: RepairView) -> RepairOut:
 def request_repair(body: RepairCreate, principal: Writer, service: RepairsDep) -> RepairOut:
     """Request a repair of a device (from a ticket it is attached to, or directly).
 
-    Its warranty (install date + the configured term) decides: a replacement (approved at
+    Its warranty (registration date + the configured term) decides: a replacement (approved at
     once after an approved RMA) or a quoted, paid repair.
     """
     return _out(

@@ -1,7 +1,7 @@
 """Repairs as pure rules: warranty, the repair's state machine, shipments (no I/O, ``now`` in).
 
 A repair follows one of two paths, fixed when it is requested by the device's warranty
-(:func:`warranty`: install date + the configured term in months)::
+(:func:`warranty`: the device's registration date + the configured term in months)::
 
     in warranty (a replacement):
         requested ─approve─▶ approved ─ship_replacement─▶ replacement_sent
@@ -313,7 +313,8 @@ def add_months(epoch: int, months: int) -> int:
 
 
 def warranty(*, installed_at: int, term_months: int, now: int) -> Warranty:
-    """In warranty from the install date for ``term_months`` months (0: never)."""
+    """In warranty from ``installed_at`` (the device's registration) for ``term_months``
+    months (0: never)."""
     if term_months < 0:
         raise ValueError(f"a warranty term is 0 or more months, not {term_months}")
     ends_at = add_months(installed_at, term_months)

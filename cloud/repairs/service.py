@@ -189,7 +189,7 @@ class RepairService:
     ) -> RepairView:
         """Request a repair of a device, from a ticket it is attached to or directly.
 
-        The warranty (the device's install date + ``repair_warranty_months``) fixes the
+        The warranty (the device's registration date + ``repair_warranty_months``) fixes the
         path; an approved RMA of the device on that ticket makes an in-warranty repair a
         replacement approved already.
 
