@@ -95,7 +95,7 @@ class RepairPayments:
         try:
             if row.order_id is None:
                 result = await self._billing.place_order(
-                    kind=OrderKind.PURCHASE,
+                    kind=OrderKind.REPAIR,
                     buyer=principal.user_id,
                     installation_id=row.installation_id,
                     lines=[

@@ -4,6 +4,9 @@ shown translated, and the links from the device and ticket pages."""
 
 from __future__ import annotations
 
+import io
+
+import pypdf
 import pytest
 
 from cloud.billing.payments import CARD_OK
@@ -13,6 +16,10 @@ from tests.cloud.pages import csrf_of, signed_in
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
 OUT_OF_WARRANTY = 800 * 86_400
+
+
+def _pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
 
 
 async def test_request_quote_pay_and_scope_through_the_pages(cloud: Cloud) -> None:
@@ -89,6 +96,20 @@ async def test_request_quote_pay_and_scope_through_the_pages(cloud: Cloud) -> No
         page = await owner.get(url)
         assert "Thank you: the repair is paid." in page.text
         assert "Paid" in page.text and "Succeed" in page.text
+
+        # the quote's order is a repair order: so it says in the history, the order, the invoice
+        order_id = (await cloud.http.get(f"/api/v1{url}")).json()["order_id"]
+        order = await cloud.http.get(f"/api/v1/orders/{order_id}")
+        assert order.json()["type"] == "repair"
+        history = await owner.get("/orders?type=repair")
+        assert f"/orders/{order_id}" in history.text and "<td>Repair<br>" in history.text
+        assert f"/orders/{order_id}" not in (await owner.get("/orders?type=purchase")).text
+        assert "Repair ·" in (await owner.get(f"/orders/{order_id}")).text
+        invoice = await owner.get(f"/orders/{order_id}/invoice.pdf")
+        assert "Order type: Repair" in _pdf_text(invoice.content)
+        owner.cookies.set("entitle_lang", "nl")
+        assert "<td>Reparatie<br>" in (await owner.get("/orders")).text
+        owner.cookies.delete("entitle_lang")
 
         listed = await admin.get("/repairs?status=paid")
         assert url in listed.text
