@@ -65,6 +65,13 @@ async def _act(request: Request, repair_id: int, done: str, action: Callable[[],
     return redirect(back, done)
 
 
+def _shipment_help(_: Callable[[str], str]) -> str:
+    return _(
+        "Give the carrier and the tracking number (and a replacement's serial: letters, "
+        "digits, - and _)."
+    )
+
+
 def _invalid(request: Request, repair_id: int, text: str) -> Response:
     return redirect(f"/repairs/{repair_id}", text, level="error")
 
@@ -251,15 +258,21 @@ async def ship(
             kind=_field(form, "kind"),  # type: ignore[arg-type]
             carrier=_field(form, "carrier"),
             tracking=_field(form, "tracking"),
+            serial=_field(form, "serial") or None,
         )
     except ValidationError:
-        return _invalid(request, repair_id, _("Give the carrier and the tracking number."))
+        return _invalid(request, repair_id, _shipment_help(_))
     return await _act(
         request,
         repair_id,
         _("The shipment is recorded."),
         lambda: service.ship(
-            who, repair_id, kind=body.kind, carrier=body.carrier, tracking=body.tracking
+            who,
+            repair_id,
+            kind=body.kind,
+            carrier=body.carrier,
+            tracking=body.tracking,
+            serial=body.serial,
         ),
     )
 
@@ -275,15 +288,24 @@ async def reship(
 ) -> Response:
     _ = translator(request).gettext
     try:
-        body = Reship(carrier=_field(form, "carrier"), tracking=_field(form, "tracking"))
+        body = Reship(
+            carrier=_field(form, "carrier"),
+            tracking=_field(form, "tracking"),
+            serial=_field(form, "serial") or None,
+        )
     except ValidationError:
-        return _invalid(request, repair_id, _("Give the carrier and the tracking number."))
+        return _invalid(request, repair_id, _shipment_help(_))
     return await _act(
         request,
         repair_id,
         _("The shipment is sent again."),
         lambda: service.reship(
-            who, repair_id, shipment_id, carrier=body.carrier, tracking=body.tracking
+            who,
+            repair_id,
+            shipment_id,
+            carrier=body.carrier,
+            tracking=body.tracking,
+            serial=body.serial,
         ),
     )
 

@@ -155,7 +155,12 @@ def add_shipment(
     inbound parcel (staff or customer)."""
     return _out(
         service.ship(
-            principal, repair_id, kind=body.kind, carrier=body.carrier, tracking=body.tracking
+            principal,
+            repair_id,
+            kind=body.kind,
+            carrier=body.carrier,
+            tracking=body.tracking,
+            serial=body.serial,
         )
     )
 
@@ -176,7 +181,12 @@ def reship(
     """A lost shipment is sent again: a new shipment replaces it."""
     return _out(
         service.reship(
-            principal, repair_id, shipment_id, carrier=body.carrier, tracking=body.tracking
+            principal,
+            repair_id,
+            shipment_id,
+            carrier=body.carrier,
+            tracking=body.tracking,
+            serial=body.serial,
         )
     )
 

@@ -3,9 +3,9 @@
 - In warranty: a real agent whose firmware emulator has a hardware fault (``--fault
   overheating``) answers a remote self-test; a customer-service admin approves the RMA on
   the ticket page and requests the repair from there (a replacement, approved at once);
-  the admin ships the replacement, the owner reads its tracking number, records the old
-  device's parcel and downloads its packing slip (a PDF naming the device and the
-  repair); the admin marks the old device received and closes the repair.
+  the admin ships the replacement (naming its serial), the owner reads its tracking number
+  and serial, records the old device's parcel and downloads its packing slip (a PDF naming
+  the device and the repair); the admin marks the old device received and closes it.
 - Out of warranty: a second cloud whose warranty term is 0 months (every device is out
   of warranty): the owner requests a repair, the admin quotes it, the owner accepts and
   pays it with the sandbox card (a declined card first: 402, nothing paid), the admin
@@ -153,9 +153,11 @@ def test_rma_approved_replacement_shipped_old_device_returned_closed(
     admin.select_option("#kind", "replacement")
     admin.fill("#carrier", "DHL")
     admin.fill("#tracking", "JD014600006281230")
+    admin.fill("#serial", "GW-REPL-0042")
     submit(admin, "/shipments")
     shipped = mail(dashboard.smtp, owner_email, "replacement shipped")
     assert "JD014600006281230" in body(shipped) and repair_url in body(shipped)
+    assert "serial GW-REPL-0042" in body(shipped)
     shoot(admin, "repair-replacement-shipped-admin")
 
     owner = login("workshop_owner")
@@ -164,7 +166,8 @@ def test_rma_approved_replacement_shipped_old_device_returned_closed(
     owner.goto("/repairs")
     shoot(owner, "repairs-list-owner")
     owner.click(f"text={number}")
-    assert "JD014600006281230" in owner.locator("#shipments-heading + .table-wrap").inner_text()
+    shipments = owner.locator("#shipments-heading + .table-wrap").inner_text()
+    assert "JD014600006281230" in shipments and "GW-REPL-0042" in shipments
     assert owner.locator("form[action$='/steps']").count() == 0  # the centre's steps only
     owner.select_option("#kind", "inbound")
     owner.fill("#carrier", "PostNL")

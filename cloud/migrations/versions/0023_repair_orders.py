@@ -1,5 +1,5 @@
 """Repair orders have their own kind, ``repair`` (they were ``purchase`` orders of product
-``REPAIR``).
+``REPAIR``); a repair's shipment records the replacement device's serial.
 
 The CHECK constraint on ``orders.kind`` is rebuilt with the new value: Alembic's batch
 mode recreates the table on SQLite and alters it in place on PostgreSQL. Existing repair
@@ -44,9 +44,13 @@ def upgrade() -> None:
     with op.batch_alter_table("orders") as batch:
         batch.alter_column("kind", existing_type=_kind(*_OLD), type_=_kind(*_NEW))
     _set_kind("purchase", "repair")
+    with op.batch_alter_table("repair_shipments") as batch:
+        batch.add_column(sa.Column("serial", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("repair_shipments") as batch:
+        batch.drop_column("serial")
     _set_kind("repair", "purchase")
     with op.batch_alter_table("orders") as batch:
         batch.alter_column("kind", existing_type=_kind(*_NEW), type_=_kind(*_OLD))

@@ -168,12 +168,14 @@ async def test_staff_ship_reship_and_cancel_a_shipment_through_the_forms(cloud: 
                 "kind": "replacement",
                 "carrier": "DHL",
                 "tracking": "A1",
+                "serial": "cam-77",
             },
         )
         assert shipped.status_code == 303
         shipment = (await cloud.http.get(f"/api/v1{url}")).json()["shipments"][0]["id"]
         page = await agent.get(url)
         assert "Lost or wrong?" in page.text
+        assert "<td>cam-77</td>" in page.text  # the replacement's serial
         bad = await agent.post(
             f"{url}/shipments/{shipment}/reship",
             data={"csrf_token": csrf_of(page.text), "carrier": "", "tracking": ""},
@@ -181,7 +183,12 @@ async def test_staff_ship_reship_and_cancel_a_shipment_through_the_forms(cloud: 
         assert "Give the carrier" in (await agent.get(bad.headers["location"])).text
         again = await agent.post(
             f"{url}/shipments/{shipment}/reship",
-            data={"csrf_token": csrf_of(page.text), "carrier": "UPS", "tracking": "B2"},
+            data={
+                "csrf_token": csrf_of(page.text),
+                "carrier": "UPS",
+                "tracking": "B2",
+                "serial": "cam-78",
+            },
         )
         assert again.status_code == 303
         now = (await cloud.http.get(f"/api/v1{url}")).json()
