@@ -26,6 +26,7 @@ from cloud.errors import CloudError
 from cloud.http.deps import SettingsDep
 from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.repairs.deps import RepairsDep
+from cloud.repairs.routes import slip_response
 from cloud.repairs.rules import ShipmentKind, Status, Step
 from cloud.repairs.schemas import Cancel, Quote, RepairCreate, Reship, ShipmentCreate, StepTaken
 from cloud.repairs.service import UnknownRepair, UnknownShipment
@@ -332,12 +333,7 @@ async def cancel_shipment(
 def packing_slip(
     repair_id: RepairId, shipment_id: ShipmentId, who: Reader, service: RepairsDep
 ) -> Response:
-    slip = service.slip(who, repair_id, shipment_id)
-    return Response(
-        slip.pdf,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{slip.filename}"'},
-    )
+    return slip_response(service.slip(who, repair_id, shipment_id))
 
 
 @router.post("/repairs/{repair_id}/cancel")

@@ -25,9 +25,9 @@ from cloud.repairs.schemas import (
     ShipmentCreate,
     StepTaken,
 )
-from cloud.repairs.service import RepairView
+from cloud.repairs.service import RepairView, SlipPdf
 
-__all__ = ["router"]
+__all__ = ["router", "slip_response"]
 
 router = APIRouter(prefix="/repairs", tags=["repairs"])
 
@@ -36,6 +36,15 @@ ShipmentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Reader = Annotated[Principal, Depends(require(Permission.TICKETS_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.TICKETS_WRITE))]
 Payer = Annotated[Principal, Depends(require(Permission.ORDERS_WRITE))]
+
+
+def slip_response(slip: SlipPdf) -> Response:
+    """A packing slip as a PDF download (the API's and the page's)."""
+    return Response(
+        slip.pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{slip.filename}"'},
+    )
 
 
 def _out(view: RepairView) -> RepairOut:
@@ -216,12 +225,7 @@ def packing_slip(
     repair_id: RepairId, shipment_id: ShipmentId, principal: Reader, service: RepairsDep
 ) -> Response:
     """The shipment's packing slip as a PDF."""
-    slip = service.slip(principal, repair_id, shipment_id)
-    return Response(
-        slip.pdf,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{slip.filename}"'},
-    )
+    return slip_response(service.slip(principal, repair_id, shipment_id))
 
 
 @router.post(

@@ -343,22 +343,15 @@ class RepairService:
             staff = is_staff(principal) or kind is ShipmentKind.INBOUND
             row.status = shipment_step(Path(row.path), Status(row.status), kind, staff=staff)
             check_replacement_serial(kind, serial, device_id=row.device_id)
-            shipment = ShipmentRow(
-                repair_id=row.id,
-                kind=kind,
-                status=ShipmentStatus.ACTIVE,
-                carrier=carrier,
-                tracking=tracking,
-                serial=serial,
-                created_by=principal.actor,
-                created_at=now,
+            self._add_shipment(
+                tx,
+                row,
+                principal,
+                ShipmentRow(kind=kind, carrier=carrier, tracking=tracking, serial=serial),
+                step=f"ship_{kind.value}",
+                before=before,
+                now=now,
             )
-            tx.add(shipment)
-            tx.flush()
-            self._record_shipment(
-                tx, row, principal, shipment, step=f"ship_{kind.value}", before=before, now=now
-            )
-            tx.flush()
             return repair_view(tx, row, principal, currency=self._billing.currency)
 
     def reship(
@@ -382,33 +375,25 @@ class RepairService:
             check_reship(Status(row.status), ShipmentStatus(lost.status))
             check_replacement_serial(ShipmentKind(lost.kind), serial, device_id=row.device_id)
             lost.status, lost.ended_at = ShipmentStatus.RESHIPPED, now
-            shipment = ShipmentRow(
-                repair_id=row.id,
-                kind=lost.kind,
-                status=ShipmentStatus.ACTIVE,
-                carrier=carrier,
-                tracking=tracking,
-                serial=serial,
-                replaces_id=lost.id,
-                created_by=principal.actor,
-                created_at=now,
-            )
-            tx.add(shipment)
-            tx.flush()
-            self._record_shipment(
+            self._add_shipment(
                 tx,
                 row,
                 principal,
-                shipment,
+                ShipmentRow(
+                    kind=lost.kind,
+                    carrier=carrier,
+                    tracking=tracking,
+                    serial=serial,
+                    replaces_id=lost.id,
+                ),
                 step="reship",
                 before=snapshot(row),
                 now=now,
                 replaces=f" (replaces {lost.carrier} {lost.tracking})",
             )
-            tx.flush()
             return repair_view(tx, row, principal, currency=self._billing.currency)
 
-    def _record_shipment(
+    def _add_shipment(
         self,
         session: Session,
         row: RepairRow,
@@ -420,7 +405,13 @@ class RepairService:
         now: int,
         replaces: str = "",
     ) -> None:
-        """A new parcel's timeline entry, audit row (with the parcel) and mail."""
+        """Store a new active parcel of the repair (``shipment``: its kind, carrier,
+        tracking, serial and the lost one it replaces) with its timeline entry, audit row
+        (with the parcel) and mail."""
+        shipment.repair_id, shipment.status = row.id, ShipmentStatus.ACTIVE
+        shipment.created_by, shipment.created_at = principal.actor, now
+        session.add(shipment)
+        session.flush()
         serial = "" if shipment.serial is None else f", serial {shipment.serial}"
         self._journal.record(
             session,
@@ -438,6 +429,7 @@ class RepairService:
             },
             audited={"shipment": shipment_audit(shipment)},
         )
+        session.flush()
 
     def cancel_shipment(self, principal: Principal, repair_id: int, shipment_id: int) -> RepairView:
         """Cancel a shipment (staff); the status goes back if it rested on it.
