@@ -160,8 +160,8 @@ async def accept_quote(
 def add_shipment(
     repair_id: RepairId, body: ShipmentCreate, principal: Writer, service: RepairsDep
 ) -> RepairOut:
-    """Ship the replacement or the repaired device (staff), or record the old device's
-    inbound parcel (staff or customer)."""
+    """Ship the replacement (naming its device's serial) or the repaired device (staff), or
+    record the old device's inbound parcel (staff or customer)."""
     return _out(
         service.ship(
             principal,
@@ -187,7 +187,8 @@ def reship(
     principal: Writer,
     service: RepairsDep,
 ) -> RepairOut:
-    """A lost shipment is sent again: a new shipment replaces it."""
+    """A lost shipment is sent again: a new shipment replaces it (a lost replacement names
+    the serial of the device sent instead)."""
     return _out(
         service.reship(
             principal,

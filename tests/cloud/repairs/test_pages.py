@@ -66,6 +66,7 @@ async def test_request_quote_pay_and_scope_through_the_pages(cloud: Cloud) -> No
         url = made.headers["location"]
         page = await owner.get(url)
         assert "Out of warranty: paid repair" in page.text and "Requested" in page.text
+        assert "Registered" in page.text  # the warranty runs from the device's registration
         assert 'action="' + url + '/quote"' not in page.text  # a customer does not quote
         assert (await other.get(url)).status_code == 404
 

@@ -333,8 +333,9 @@ async def test_a_partner_paying_by_invoice_gets_an_invoiced_order(api: App) -> N
     await partner.aclose()
 
 
-async def test_a_replacement_shipment_cancelled_takes_the_repair_back(api: App) -> None:
-    inst = await setup_device(api.http)
+async def shipped_replacement(api: App) -> tuple[str, int]:
+    """cam-1's repair, requested by staff, approved, its replacement (serial cam-2) shipped:
+    the repair's URL and the shipment's id."""
     repair = await ok(
         await api.http.post(
             "/api/v1/repairs", json={"device_id": "cam-1", "problem": "x", "ship_to": ADDRESS}
@@ -351,7 +352,12 @@ async def test_a_replacement_shipment_cancelled_takes_the_repair_back(api: App) 
         ),
         201,
     )
-    sid = shipped["shipments"][0]["id"]
+    return url, int(shipped["shipments"][0]["id"])
+
+
+async def test_a_replacement_shipment_cancelled_takes_the_repair_back(api: App) -> None:
+    inst = await setup_device(api.http)
+    url, sid = await shipped_replacement(api)
     back = await ok(await api.http.post(f"{url}/shipments/{sid}/cancel"))
     assert back["status"] == "approved" and back["shipments"][0]["status"] == "cancelled"
     again = await api.http.post(f"{url}/shipments/{sid}/cancel")
@@ -489,22 +495,8 @@ async def test_a_dutch_customers_packing_slip_is_in_dutch(api: App) -> None:
     with api.state.store.transaction() as tx:
         user = tx.scalars(select(UserRow).where(UserRow.email == "eigenaar@example.com")).one()
         user.locale = "nl"
-    repair = await ok(
-        await partner.post(
-            "/api/v1/repairs", json={"device_id": "cam-1", "problem": "x", "ship_to": ADDRESS}
-        ),
-        201,
-    )
-    url = f"/api/v1/repairs/{repair['id']}"
-    await ok(await api.http.post(f"{url}/steps", json={"step": "approve"}))
-    shipped = await ok(
-        await api.http.post(
-            f"{url}/shipments",
-            json={"kind": "replacement", "carrier": "DHL", "tracking": "A1", "serial": "cam-2"},
-        ),
-        201,
-    )
-    slip_url = f"{url}/shipments/{shipped['shipments'][0]['id']}/slip.pdf"
+    url, shipment = await shipped_replacement(api)
+    slip_url = f"{url}/shipments/{shipment}/slip.pdf"
     # the customer's language (the owner's), whoever downloads it
     for reader in (partner, api.http):
         text = _pdf_text((await reader.get(slip_url)).content)
