@@ -99,12 +99,34 @@ def _alembic_config(connection: Connection) -> Config:
 
 
 def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
-        step = command.downgrade if down else command.upgrade
-        step(_alembic_config(connection), revision)
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite's own recipe for changing a table: foreign keys off *outside* the
+            # transaction (batch mode drops and recreates a table, and a DROP would
+            # cascade to or be refused by the rows that refer to it), checked before commit
+            _driver_sql(connection, "PRAGMA foreign_keys = OFF")
+        try:
+            with connection.begin():
+                if not sqlite:
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK}
+                    )
+                step = command.downgrade if down else command.upgrade
+                step(_alembic_config(connection), revision)
+                if sqlite and (
+                    broken := connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                ):
+                    raise RuntimeError(f"migration to {revision} breaks foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                _driver_sql(connection, "PRAGMA foreign_keys = ON")
     _log.info("database schema at %s (%s)", revision, engine.url.render_as_string())
+
+
+def _driver_sql(connection: Connection, sql: str) -> None:
+    """``sql`` on the DB-API connection as it is: no transaction begun around it."""
+    connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

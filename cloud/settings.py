@@ -83,7 +83,7 @@ class CloudSettings(BrokerClientSettings):
         description="where customers' ticket messages are mailed when no one is responsible",
     )
     repair_warranty_months: int = Field(
-        default=24, ge=0, le=240, description="warranty from a device's install date (repairs)"
+        default=24, ge=0, le=240, description="warranty from a device's registration date (repairs)"
     )
     # accounts: dashboard login sessions; vendor staff are not customers' contacts
     session_ttl_s: int = Field(default=12 * 3600, description="a login lasts at most this long")

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from cloud.accounts import users
 from cloud.billing import queries as orders
 from cloud.billing.errors import UnknownOrder
-from cloud.billing.rules import OrderStatus, PayWith
+from cloud.billing.rules import OrderKind, OrderStatus, PayWith
 from cloud.devices.tables import InstallationRow
 from cloud.errors import N_, Conflict, NotFound
 from cloud.settings import CloudSettings
@@ -49,6 +49,13 @@ __all__ = [
     "vat_included",
 ]
 
+# the invoice is English: what each kind of order is called on it
+_KIND_NAMES = {
+    OrderKind.PURCHASE: "Purchase",
+    OrderKind.RENEWAL: "Renewal",
+    OrderKind.REACTIVATION: "Reactivation",
+    OrderKind.REPAIR: "Repair",
+}
 _ZERO_DECIMAL = frozenset({"JPY", "KRW", "ISK", "CLP", "VND"})
 MAX_LINES = 200
 PAYMENT_TERMS_DAYS = 30  # an invoiced order is due this many days after the order date
@@ -135,6 +142,7 @@ class Invoice:
     installation: str | None = None
     notes: tuple[str, ...] = field(default=())
     card_last4: str | None = None  # paid by card: the receipt names the card
+    kind: OrderKind | None = None  # what the order was (purchase, renewal, repair, ...)
 
     def __post_init__(self) -> None:
         if not self.lines or len(self.lines) > MAX_LINES:
@@ -241,6 +249,7 @@ def render_invoice(invoice: Invoice) -> bytes:
     facts = [
         f"Invoice no.: {invoice.number}",
         f"Order no.: {invoice.order_number}",
+        *([f"Order type: {_KIND_NAMES[invoice.kind]}"] if invoice.kind is not None else []),
         f"Date: {format_date(invoice.issued_at)}",
         f"Currency: {invoice.currency.upper()}",
     ]
@@ -356,6 +365,7 @@ def invoice_for_order(session: Session, order_id: int, *, settings: CloudSetting
             else row.installation_id
         ),
         card_last4=card_last4,
+        kind=OrderKind(row.kind),
     )
 
 

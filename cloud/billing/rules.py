@@ -100,6 +100,7 @@ class OrderKind(StrEnum):
     PURCHASE = "purchase"
     RENEWAL = "renewal"
     REACTIVATION = "reactivation"
+    REPAIR = "repair"  # a repair's quote (cloud.repairs)
 
 
 class PayWith(StrEnum):

@@ -48,8 +48,10 @@ class Journal:
         now: int,
         note: str = "",
         facts: dict[str, Any] | None = None,
+        audited: dict[str, Any] | None = None,
     ) -> None:
-        """The timeline entry, the audit row and the mail of one step."""
+        """The timeline entry, the audit row (``audited``: more of the step than the repair's
+        snapshot, e.g. the parcel) and the mail of one step."""
         name = actor.actor if isinstance(actor, Principal) else actor
         row.updated_at = now
         session.add(
@@ -69,7 +71,7 @@ class Journal:
             object_type="repair",
             object_id=str(row.id),
             before=before,
-            after={**snapshot(row), **({"note": note} if note else {})},
+            after={**snapshot(row), **({"note": note} if note else {}), **(audited or {})},
             now=now,
         )
         self._mail(
@@ -86,13 +88,15 @@ class Journal:
             now=now,
         )
 
-    def _mail(self, session: Session, row: RepairRow, facts: RepairFacts, *, now: int) -> None:
+    def gettext(self, lang: str | None) -> Gettext:
+        """The gettext of ``lang`` (None: the default language)."""
+        return (lambda text: text) if self._translations is None else self._translations(lang)
+
+    def _contacts(self, session: Session, row: RepairRow) -> list[tuple[str, str | None, bool]]:
+        """The installation's contacts as (e-mail, their language, a partner's)."""
         contacts = authorised_contacts(
             session, row.installation_id, staff_domains=self._settings.staff_email_domains
         )
-        if not contacts:
-            _log.info("repair %d has nobody to tell (no owner or partner users)", row.id)
-            return
         locales = dict(
             session.execute(
                 select(UserRow.id, UserRow.locale).where(
@@ -100,14 +104,23 @@ class Journal:
                 )
             ).all()
         )
+        return [(c.email, locales.get(c.user_id), c.company_id is not None) for c in contacts]
+
+    def customer_gettext(self, session: Session, row: RepairRow) -> Gettext:
+        """The gettext of the customer's language: the owner's, else the first partner's."""
+        owner_first = sorted(self._contacts(session, row), key=lambda contact: contact[2])
+        return self.gettext(owner_first[0][1] if owner_first else None)
+
+    def _mail(self, session: Session, row: RepairRow, facts: RepairFacts, *, now: int) -> None:
+        contacts = self._contacts(session, row)
+        if not contacts:
+            _log.info("repair %d has nobody to tell (no owner or partner users)", row.id)
+            return
         by_language: dict[str | None, list[str]] = {}
-        for contact in contacts:
-            by_language.setdefault(locales.get(contact.user_id), []).append(contact.email)
+        for email, lang, _partner in contacts:
+            by_language.setdefault(lang, []).append(email)
         for lang, emails in sorted(by_language.items(), key=lambda item: item[0] or ""):
-            gettext = (
-                (lambda text: text) if self._translations is None else self._translations(lang)
-            )
-            subject, body = repair_mail(facts, gettext)
+            subject, body = repair_mail(facts, self.gettext(lang))
             count = queries.event_count(session, row.id)
             enqueue(
                 session,

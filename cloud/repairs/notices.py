@@ -34,6 +34,7 @@ class RepairFacts:
     carrier: str | None = None
     tracking: str | None = None
     shipment: ShipmentKind | None = None
+    serial: str | None = None  # the replacement device's
     refunded: bool = False
 
 
@@ -74,9 +75,18 @@ def _shipment_text(facts: RepairFacts, _: Gettext) -> str:
         "device": facts.device_id,
         "carrier": facts.carrier or "",
         "tracking": facts.tracking or "",
+        "serial": facts.serial or "",
     }
     if facts.step == "cancel_shipment":
         return _("A shipment for the repair of %(device)s is cancelled.") % params
+    if facts.step == "reship" and facts.serial:
+        return (
+            _(
+                "The replacement for %(device)s was lost; another one, serial %(serial)s, is "
+                "sent: %(carrier)s, tracking number %(tracking)s."
+            )
+            % params
+        )
     if facts.step == "reship":
         return (
             _(
@@ -88,8 +98,8 @@ def _shipment_text(facts: RepairFacts, _: Gettext) -> str:
     if facts.shipment is ShipmentKind.REPLACEMENT:
         return (
             _(
-                "The replacement for %(device)s is shipped: %(carrier)s, tracking number "
-                "%(tracking)s. Send the old device back with the packing slip."
+                "The replacement for %(device)s, serial %(serial)s, is shipped: %(carrier)s, "
+                "tracking number %(tracking)s. Send the old device back with the packing slip."
             )
             % params
         )

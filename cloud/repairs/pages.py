@@ -26,6 +26,7 @@ from cloud.errors import CloudError
 from cloud.http.deps import SettingsDep
 from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.repairs.deps import RepairsDep
+from cloud.repairs.routes import slip_response
 from cloud.repairs.rules import ShipmentKind, Status, Step
 from cloud.repairs.schemas import Cancel, Quote, RepairCreate, Reship, ShipmentCreate, StepTaken
 from cloud.repairs.service import UnknownRepair, UnknownShipment
@@ -63,6 +64,13 @@ async def _act(request: Request, repair_id: int, done: str, action: Callable[[],
     except CloudError as exc:
         return redirect(back, error_text(request, exc), level="error")
     return redirect(back, done)
+
+
+def _shipment_help(_: Callable[[str], str]) -> str:
+    return _(
+        "Give the carrier and the tracking number (and a replacement's serial: letters, "
+        "digits, - and _)."
+    )
 
 
 def _invalid(request: Request, repair_id: int, text: str) -> Response:
@@ -251,15 +259,21 @@ async def ship(
             kind=_field(form, "kind"),  # type: ignore[arg-type]
             carrier=_field(form, "carrier"),
             tracking=_field(form, "tracking"),
+            serial=_field(form, "serial") or None,
         )
     except ValidationError:
-        return _invalid(request, repair_id, _("Give the carrier and the tracking number."))
+        return _invalid(request, repair_id, _shipment_help(_))
     return await _act(
         request,
         repair_id,
         _("The shipment is recorded."),
         lambda: service.ship(
-            who, repair_id, kind=body.kind, carrier=body.carrier, tracking=body.tracking
+            who,
+            repair_id,
+            kind=body.kind,
+            carrier=body.carrier,
+            tracking=body.tracking,
+            serial=body.serial,
         ),
     )
 
@@ -275,15 +289,24 @@ async def reship(
 ) -> Response:
     _ = translator(request).gettext
     try:
-        body = Reship(carrier=_field(form, "carrier"), tracking=_field(form, "tracking"))
+        body = Reship(
+            carrier=_field(form, "carrier"),
+            tracking=_field(form, "tracking"),
+            serial=_field(form, "serial") or None,
+        )
     except ValidationError:
-        return _invalid(request, repair_id, _("Give the carrier and the tracking number."))
+        return _invalid(request, repair_id, _shipment_help(_))
     return await _act(
         request,
         repair_id,
         _("The shipment is sent again."),
         lambda: service.reship(
-            who, repair_id, shipment_id, carrier=body.carrier, tracking=body.tracking
+            who,
+            repair_id,
+            shipment_id,
+            carrier=body.carrier,
+            tracking=body.tracking,
+            serial=body.serial,
         ),
     )
 
@@ -310,12 +333,7 @@ async def cancel_shipment(
 def packing_slip(
     repair_id: RepairId, shipment_id: ShipmentId, who: Reader, service: RepairsDep
 ) -> Response:
-    slip = service.slip(who, repair_id, shipment_id)
-    return Response(
-        slip.pdf,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{slip.filename}"'},
-    )
+    return slip_response(service.slip(who, repair_id, shipment_id))
 
 
 @router.post("/repairs/{repair_id}/cancel")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -95,7 +96,7 @@ class RepairPayments:
         try:
             if row.order_id is None:
                 result = await self._billing.place_order(
-                    kind=OrderKind.PURCHASE,
+                    kind=OrderKind.REPAIR,
                     buyer=principal.user_id,
                     installation_id=row.installation_id,
                     lines=[
@@ -131,8 +132,12 @@ class RepairPayments:
         with self._store.transaction() as tx:
             return self._view(tx, load_repair(tx, principal, repair_id), principal)
 
-    async def on_paid(self, order_id: int) -> None:
-        """Billing's on-paid callback: a repair's quote is paid (idempotent; others ignored)."""
+    async def _follow_order(
+        self, order_id: int, *, when: Status, step: Step, staff: bool, **record: Any
+    ) -> None:
+        """Take ``step`` on the repair whose order is ``order_id`` if it is ``when`` (billing's
+        callbacks: idempotent, another order or status is left alone); ``record``: the
+        journal's note and facts."""
         now = self._clock()
 
         def work() -> None:
@@ -140,13 +145,19 @@ class RepairPayments:
                 row = tx.scalars(
                     select(RepairRow).where(RepairRow.order_id == order_id).with_for_update()
                 ).one_or_none()
-                if row is None or Status(row.status) is not Status.QUOTED:
+                if row is None or Status(row.status) is not when:
                     return
                 before = snapshot(row)
-                row.status = next_step(Path(row.path), Status.QUOTED, Step.PAY, staff=False)
-                self._journal.record(tx, row, _ACTOR, step="pay", before=before, now=now)
+                row.status = next_step(Path(row.path), when, step, staff=staff)
+                self._journal.record(
+                    tx, row, _ACTOR, step=step.value, before=before, now=now, **record
+                )
 
         await asyncio.to_thread(work)
+
+    async def on_paid(self, order_id: int) -> None:
+        """Billing's on-paid callback: a repair's quote is paid (idempotent; others ignored)."""
+        await self._follow_order(order_id, when=Status.QUOTED, step=Step.PAY, staff=False)
 
     async def on_reversed(self, order_id: int) -> None:
         """Billing's on-reversed callback: a paid repair whose order was voided or refunded
@@ -154,29 +165,14 @@ class RepairPayments:
         (idempotent; an order :meth:`cancel` gives back itself is left to it)."""
         if order_id in self._withdrawing:
             return
-        now = self._clock()
-
-        def work() -> None:
-            with self._store.transaction() as tx:
-                row = tx.scalars(
-                    select(RepairRow).where(RepairRow.order_id == order_id).with_for_update()
-                ).one_or_none()
-                if row is None or Status(row.status) is not Status.PAID:
-                    return
-                before = snapshot(row)
-                row.status = next_step(Path(row.path), Status.PAID, Step.CANCEL, staff=True)
-                self._journal.record(
-                    tx,
-                    row,
-                    _ACTOR,
-                    step="cancel",
-                    before=before,
-                    now=now,
-                    note="the payment was given back",
-                    facts={"refunded": True},
-                )
-
-        await asyncio.to_thread(work)
+        await self._follow_order(
+            order_id,
+            when=Status.PAID,
+            step=Step.CANCEL,
+            staff=True,
+            note="the payment was given back",
+            facts={"refunded": True},
+        )
 
     async def cancel(self, principal: Principal, repair_id: int, *, reason: str) -> RepairView:
         """Cancel the repair where the rules allow; a paid one is given back through billing

@@ -25,9 +25,9 @@ from cloud.repairs.schemas import (
     ShipmentCreate,
     StepTaken,
 )
-from cloud.repairs.service import RepairView
+from cloud.repairs.service import RepairView, SlipPdf
 
-__all__ = ["router"]
+__all__ = ["router", "slip_response"]
 
 router = APIRouter(prefix="/repairs", tags=["repairs"])
 
@@ -36,6 +36,15 @@ ShipmentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Reader = Annotated[Principal, Depends(require(Permission.TICKETS_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.TICKETS_WRITE))]
 Payer = Annotated[Principal, Depends(require(Permission.ORDERS_WRITE))]
+
+
+def slip_response(slip: SlipPdf) -> Response:
+    """A packing slip as a PDF download (the API's and the page's)."""
+    return Response(
+        slip.pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{slip.filename}"'},
+    )
 
 
 def _out(view: RepairView) -> RepairOut:
@@ -52,7 +61,7 @@ def _out(view: RepairView) -> RepairOut:
 def request_repair(body: RepairCreate, principal: Writer, service: RepairsDep) -> RepairOut:
     """Request a repair of a device (from a ticket it is attached to, or directly).
 
-    Its warranty (install date + the configured term) decides: a replacement (approved at
+    Its warranty (registration date + the configured term) decides: a replacement (approved at
     once after an approved RMA) or a quoted, paid repair.
     """
     return _out(
@@ -151,11 +160,16 @@ async def accept_quote(
 def add_shipment(
     repair_id: RepairId, body: ShipmentCreate, principal: Writer, service: RepairsDep
 ) -> RepairOut:
-    """Ship the replacement or the repaired device (staff), or record the old device's
-    inbound parcel (staff or customer)."""
+    """Ship the replacement (naming its device's serial) or the repaired device (staff), or
+    record the old device's inbound parcel (staff or customer)."""
     return _out(
         service.ship(
-            principal, repair_id, kind=body.kind, carrier=body.carrier, tracking=body.tracking
+            principal,
+            repair_id,
+            kind=body.kind,
+            carrier=body.carrier,
+            tracking=body.tracking,
+            serial=body.serial,
         )
     )
 
@@ -173,10 +187,16 @@ def reship(
     principal: Writer,
     service: RepairsDep,
 ) -> RepairOut:
-    """A lost shipment is sent again: a new shipment replaces it."""
+    """A lost shipment is sent again: a new shipment replaces it (a lost replacement names
+    the serial of the device sent instead)."""
     return _out(
         service.reship(
-            principal, repair_id, shipment_id, carrier=body.carrier, tracking=body.tracking
+            principal,
+            repair_id,
+            shipment_id,
+            carrier=body.carrier,
+            tracking=body.tracking,
+            serial=body.serial,
         )
     )
 
@@ -206,12 +226,7 @@ def packing_slip(
     repair_id: RepairId, shipment_id: ShipmentId, principal: Reader, service: RepairsDep
 ) -> Response:
     """The shipment's packing slip as a PDF."""
-    slip = service.slip(principal, repair_id, shipment_id)
-    return Response(
-        slip.pdf,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{slip.filename}"'},
-    )
+    return slip_response(service.slip(principal, repair_id, shipment_id))
 
 
 @router.post(

@@ -1,7 +1,7 @@
 """Repairs as pure rules: warranty, the repair's state machine, shipments (no I/O, ``now`` in).
 
 A repair follows one of two paths, fixed when it is requested by the device's warranty
-(:func:`warranty`: install date + the configured term in months)::
+(:func:`warranty`: the device's registration date + the configured term in months)::
 
     in warranty (a replacement):
         requested ─approve─▶ approved ─ship_replacement─▶ replacement_sent
@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cloud.errors import N_, Forbidden, InvalidRequest, InvalidTransition
+from protocol.errors import TopicError
+from protocol.topics import check_device_id
 
 __all__ = [
     "CUSTOMER_STEPS",
@@ -53,6 +55,7 @@ __all__ = [
     "add_months",
     "cancel_shipment",
     "check_quote",
+    "check_replacement_serial",
     "check_reship",
     "initial_status",
     "next_step",
@@ -281,6 +284,38 @@ def cancel_shipment(status: Status, kind: ShipmentKind, shipment: ShipmentStatus
     return shipped[1]
 
 
+def check_replacement_serial(kind: ShipmentKind, serial: str | None, *, device_id: str) -> None:
+    """A replacement parcel names the serial of the device in it (a device id: letters,
+    digits, ``-`` and ``_``), another device than ``device_id``; other parcels carry the
+    repaired device itself and name none.
+
+    Raises:
+        InvalidRequest: a replacement without a valid serial of its own, or a serial on
+            another kind of parcel.
+    """
+    if kind is not ShipmentKind.REPLACEMENT:
+        if serial is not None:
+            raise InvalidRequest(
+                N_("only a replacement has a serial of its own: leave it out for a %(kind)s"),
+                kind=kind.value,
+            )
+        return
+    if serial is None:
+        raise InvalidRequest(N_("give the serial of the replacement device"))
+    try:
+        check_device_id(serial)
+    except TopicError as err:
+        raise InvalidRequest(
+            N_("a serial is 1 to 64 letters, digits, - and _, not %(serial)s"),
+            serial=repr(serial),
+        ) from err
+    if serial == device_id:
+        raise InvalidRequest(
+            N_("the replacement is another device: %(serial)s is the one it replaces"),
+            serial=serial,
+        )
+
+
 def check_quote(amount_cents: int) -> None:
     """Raises: InvalidRequest: not 1 cent to :data:`MAX_QUOTE_CENTS`."""
     if not 0 < amount_cents <= MAX_QUOTE_CENTS:
@@ -313,7 +348,8 @@ def add_months(epoch: int, months: int) -> int:
 
 
 def warranty(*, installed_at: int, term_months: int, now: int) -> Warranty:
-    """In warranty from the install date for ``term_months`` months (0: never)."""
+    """In warranty from ``installed_at`` (the device's registration) for ``term_months``
+    months (0: never)."""
     if term_months < 0:
         raise ValueError(f"a warranty term is 0 or more months, not {term_months}")
     ends_at = add_months(installed_at, term_months)

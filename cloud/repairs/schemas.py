@@ -53,15 +53,24 @@ class Accept(StrictBody):
     )
 
 
+_SERIAL = "the replacement device's serial: required for a replacement, absent otherwise"
+
+
 class ShipmentCreate(StrictBody):
     kind: Annotated[ShipmentKind, BY_VALUE]
     carrier: str = Field(min_length=1, max_length=64, pattern=_TRACKING)
     tracking: str = Field(min_length=1, max_length=64, pattern=_TRACKING)
+    serial: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN, description=_SERIAL)
 
 
 class Reship(StrictBody):
     carrier: str = Field(min_length=1, max_length=64, pattern=_TRACKING)
     tracking: str = Field(min_length=1, max_length=64, pattern=_TRACKING)
+    serial: str | None = Field(
+        default=None,
+        pattern=DEVICE_ID_PATTERN,
+        description="a lost replacement: the serial of the device sent instead (required)",
+    )
 
 
 class Cancel(StrictBody):
@@ -74,6 +83,7 @@ class ShipmentOut(BaseModel):
     status: str
     carrier: str
     tracking: str
+    serial: str | None = Field(description="the replacement device's serial (replacements)")
     replaces_id: int | None
     created_at: int
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -42,6 +43,7 @@ from cloud.repairs.rules import (
     Step,
     cancel_shipment,
     check_quote,
+    check_replacement_serial,
     check_reship,
     initial_status,
     next_step,
@@ -57,6 +59,7 @@ from cloud.repairs.views import (
     ShipmentView,
     SlipPdf,
     repair_view,
+    shipment_audit,
     snapshot,
 )
 from cloud.settings import CloudSettings
@@ -150,7 +153,8 @@ class RepairService:
             shipment = self._shipment(tx, row, shipment_id)
             device = tx.get(DeviceRow, row.device_id)
             installation = tx.get(InstallationRow, row.installation_id)
-            centre = [self._settings.invoice_seller_name, "Repair centre"] + [
+            _ = self._journal.customer_gettext(tx, row)
+            centre = [self._settings.invoice_seller_name, _("Repair centre")] + [
                 line for line in self._settings.invoice_seller_address.split("\n") if line
             ]
             customer = [line for line in row.ship_to.splitlines() if line.strip()]
@@ -171,11 +175,10 @@ class RepairService:
                 sender=customer if inbound else centre,
                 addressee=centre if inbound else customer,
                 created_at=shipment.created_at,
-                rma=None
-                if row.ticket_id is None or row.rma_id is None
-                else f"ticket {row.ticket_id}",
+                rma_ticket=None if row.rma_id is None else row.ticket_id,
+                serial=shipment.serial,
             )
-        return SlipPdf(filename=slip_filename(slip), pdf=render_slip(slip))
+        return SlipPdf(filename=slip_filename(slip), pdf=render_slip(slip, _))
 
     # writing ---------------------------------------------------------------------------
     def request(
@@ -189,7 +192,7 @@ class RepairService:
     ) -> RepairView:
         """Request a repair of a device, from a ticket it is attached to or directly.
 
-        The warranty (the device's install date + ``repair_warranty_months``) fixes the
+        The warranty (the device's registration date + ``repair_warranty_months``) fixes the
         path; an approved RMA of the device on that ticket makes an in-warranty repair a
         replacement approved already.
 
@@ -325,11 +328,13 @@ class RepairService:
         kind: ShipmentKind,
         carrier: str,
         tracking: str,
+        serial: str | None = None,
     ) -> RepairView:
-        """Record a shipment: the replacement or the repaired device going out (staff), or the
-        old device coming in (staff or the customer, while it is awaited).
+        """Record a shipment: the replacement (with its ``serial``) or the repaired device
+        going out (staff), or the old device coming in (staff or the customer, while it is
+        awaited).
 
-        Raises: UnknownRepair, Forbidden, InvalidTransition.
+        Raises: UnknownRepair, Forbidden, InvalidTransition, InvalidRequest (the serial).
         """
         now = self._clock()
         with self._store.transaction() as tx:
@@ -337,66 +342,94 @@ class RepairService:
             before = snapshot(row)
             staff = is_staff(principal) or kind is ShipmentKind.INBOUND
             row.status = shipment_step(Path(row.path), Status(row.status), kind, staff=staff)
-            tx.add(
-                ShipmentRow(
-                    repair_id=row.id,
-                    kind=kind,
-                    status=ShipmentStatus.ACTIVE,
-                    carrier=carrier,
-                    tracking=tracking,
-                    created_by=principal.actor,
-                    created_at=now,
-                )
-            )
-            self._journal.record(
+            check_replacement_serial(kind, serial, device_id=row.device_id)
+            self._add_shipment(
                 tx,
                 row,
                 principal,
+                ShipmentRow(kind=kind, carrier=carrier, tracking=tracking, serial=serial),
                 step=f"ship_{kind.value}",
                 before=before,
                 now=now,
-                note=f"{carrier} {tracking}",
-                facts={"carrier": carrier, "tracking": tracking, "shipment": kind},
             )
-            tx.flush()
             return repair_view(tx, row, principal, currency=self._billing.currency)
 
     def reship(
-        self, principal: Principal, repair_id: int, shipment_id: int, *, carrier: str, tracking: str
+        self,
+        principal: Principal,
+        repair_id: int,
+        shipment_id: int,
+        *,
+        carrier: str,
+        tracking: str,
+        serial: str | None = None,
     ) -> RepairView:
-        """A lost shipment is sent again: a new one replaces it (staff). Raises UnknownRepair,
-        UnknownShipment, Forbidden, InvalidTransition."""
+        """A lost shipment is sent again: a new one replaces it (staff); a lost replacement
+        with another device, whose ``serial`` it names. Raises UnknownRepair,
+        UnknownShipment, Forbidden, InvalidTransition, InvalidRequest (the serial)."""
         now = self._clock()
         with self._store.transaction() as tx:
             row = load_repair(tx, principal, repair_id, lock=True)
             self._staff_only(principal)
             lost = self._shipment(tx, row, shipment_id)
             check_reship(Status(row.status), ShipmentStatus(lost.status))
+            check_replacement_serial(ShipmentKind(lost.kind), serial, device_id=row.device_id)
             lost.status, lost.ended_at = ShipmentStatus.RESHIPPED, now
-            tx.add(
-                ShipmentRow(
-                    repair_id=row.id,
-                    kind=lost.kind,
-                    status=ShipmentStatus.ACTIVE,
-                    carrier=carrier,
-                    tracking=tracking,
-                    replaces_id=lost.id,
-                    created_by=principal.actor,
-                    created_at=now,
-                )
-            )
-            self._journal.record(
+            self._add_shipment(
                 tx,
                 row,
                 principal,
+                ShipmentRow(
+                    kind=lost.kind,
+                    carrier=carrier,
+                    tracking=tracking,
+                    serial=serial,
+                    replaces_id=lost.id,
+                ),
                 step="reship",
                 before=snapshot(row),
                 now=now,
-                note=f"{carrier} {tracking} (replaces {lost.carrier} {lost.tracking})",
-                facts={"carrier": carrier, "tracking": tracking, "shipment": lost.kind},
+                replaces=f" (replaces {lost.carrier} {lost.tracking})",
             )
-            tx.flush()
             return repair_view(tx, row, principal, currency=self._billing.currency)
+
+    def _add_shipment(
+        self,
+        session: Session,
+        row: RepairRow,
+        principal: Principal,
+        shipment: ShipmentRow,
+        *,
+        step: str,
+        before: dict[str, Any],
+        now: int,
+        replaces: str = "",
+    ) -> None:
+        """Store a new active parcel of the repair (``shipment``: its kind, carrier,
+        tracking, serial and the lost one it replaces) with its timeline entry, audit row
+        (with the parcel) and mail."""
+        shipment.repair_id, shipment.status = row.id, ShipmentStatus.ACTIVE
+        shipment.created_by, shipment.created_at = principal.actor, now
+        session.add(shipment)
+        session.flush()
+        serial = "" if shipment.serial is None else f", serial {shipment.serial}"
+        self._journal.record(
+            session,
+            row,
+            principal,
+            step=step,
+            before=before,
+            now=now,
+            note=f"{shipment.carrier} {shipment.tracking}{serial}{replaces}",
+            facts={
+                "carrier": shipment.carrier,
+                "tracking": shipment.tracking,
+                "shipment": ShipmentKind(shipment.kind),
+                "serial": shipment.serial,
+            },
+            audited={"shipment": shipment_audit(shipment)},
+        )
+        session.flush()
 
     def cancel_shipment(self, principal: Principal, repair_id: int, shipment_id: int) -> RepairView:
         """Cancel a shipment (staff); the status goes back if it rested on it.

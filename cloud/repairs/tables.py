@@ -75,6 +75,8 @@ class ShipmentRow(Base):
     status: Mapped[ShipmentStatus] = mapped_column(_enum(ShipmentStatus, "shipment_status"))
     carrier: Mapped[str] = mapped_column(String(64))
     tracking: Mapped[str] = mapped_column(String(64))
+    # the replacement device's serial (its device id); the other parcels carry the old one
+    serial: Mapped[str | None] = mapped_column(String(DEVICE_ID_MAX_LEN))
     replaces_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("repair_shipments.id", ondelete="RESTRICT")
     )

@@ -14,9 +14,17 @@ from cloud.billing.tables import OrderRow
 from cloud.repairs import queries
 from cloud.repairs.notices import repair_number
 from cloud.repairs.rules import Path, ShipmentKind, ShipmentStatus, Status, steps
-from cloud.repairs.tables import RepairRow
+from cloud.repairs.tables import RepairRow, ShipmentRow
 
-__all__ = ["EventView", "RepairView", "ShipmentView", "SlipPdf", "repair_view", "snapshot"]
+__all__ = [
+    "EventView",
+    "RepairView",
+    "ShipmentView",
+    "SlipPdf",
+    "repair_view",
+    "shipment_audit",
+    "snapshot",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +34,7 @@ class ShipmentView:
     status: str
     carrier: str
     tracking: str
+    serial: str | None
     replaces_id: int | None
     created_at: int
 
@@ -83,6 +92,18 @@ def snapshot(row: RepairRow) -> dict[str, Any]:
     }
 
 
+def shipment_audit(row: ShipmentRow) -> dict[str, Any]:
+    """What the audit log keeps of a new parcel."""
+    return {
+        "id": row.id,
+        "kind": ShipmentKind(row.kind).value,
+        "carrier": row.carrier,
+        "tracking": row.tracking,
+        "serial": row.serial,
+        "replaces_id": row.replaces_id,
+    }
+
+
 def repair_view(
     session: Session, row: RepairRow, principal: Principal | None, *, currency: str
 ) -> RepairView:
@@ -119,6 +140,7 @@ def repair_view(
                 status=ShipmentStatus(s.status).value,
                 carrier=s.carrier,
                 tracking=s.tracking,
+                serial=s.serial,
                 replaces_id=s.replaces_id,
                 created_at=s.created_at,
             )

@@ -2,7 +2,8 @@
 real agents, and Debian's Chromium driven by Playwright.
 
 Fixtures (one cloud per xdist worker, shared by its browser tests; tests that change
-things make their own installation with :meth:`Dashboard.new_installation`):
+things make their own installation with :meth:`Dashboard.new_installation`; a test that
+needs other settings starts its own cloud with :func:`serve_cloud`):
 
     dashboard   session scope: the running cloud, seeded with a user of every role
                 (:data:`ROLES`), two partner companies (invoice, card) and installations
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,75 +211,87 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
         time.sleep(0.1)
 
 
+@contextmanager
+def serve_cloud(root: Path, **settings: str) -> Iterator[Dashboard]:
+    """``entitle cloud serve`` under ``root`` with Mosquitto, SMTP and SQLite, and the extra
+    ``ENTITLE_*`` ``settings`` (e.g. ``ENTITLE_REPAIR_WARRANTY_MONTHS="0"``): an unseeded
+    :class:`Dashboard` of it, stopped (with its agents) at the end. The one way the browser
+    tests start a cloud."""
+    _require_browser()
+    _require_mosquitto()
+    smtp = SmtpServer(_free_port())
+    smtp.start()
+    try:
+        with FixtureBroker(root / "broker") as broker:
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            database_url = f"sqlite:///{root / 'cloud.db'}"
+            env = dict(
+                os.environ,
+                ENTITLE_DATA_DIR=str(root / "data"),
+                ENTITLE_DATABASE_URL=database_url,
+                ENTITLE_BROKER_URL=broker.url(broker.cloud_username),
+                ENTITLE_HTTP_PORT=str(port),
+                ENTITLE_PUBLIC_URL=url,
+                ENTITLE_SMTP_HOST=smtp.host,
+                ENTITLE_SMTP_PORT=str(smtp.port),
+                ENTITLE_SMTP_SECURITY="none",
+                ENTITLE_OUTBOX_INTERVAL_S="0.2",
+                ENTITLE_WEB_ASSETS_DIR=str(ROOT / "node_modules"),
+                **settings,
+            )
+            key = bootstrap_api_key(database_url, name="browser tests", now=int(time.time()))
+            log = root / "cloud.log"
+            with log.open("ab") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "entitle.cli", "cloud", "serve"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                )
+            api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+            board = Dashboard(url=url, root=root, api=api, broker=broker, smtp=smtp)
+            try:
+                _wait_ready(url, process, log)
+                yield board
+            finally:
+                for agent in board.agents:
+                    agent.stop()
+                for folder in board.agent_dirs:
+                    shutil.rmtree(folder, ignore_errors=True)
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                api.close()
+    finally:
+        smtp.stop()
+
+
 @pytest.fixture(scope="session")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """``entitle cloud serve`` with Mosquitto, SMTP and SQLite, seeded (see the module doc)."""
-    _require_browser()
-    _require_mosquitto()
-    root = tmp_path_factory.mktemp("dashboard")
-    smtp = SmtpServer(_free_port())
-    smtp.start()
-    with FixtureBroker(root / "broker") as broker:
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        database_url = f"sqlite:///{root / 'cloud.db'}"
-        env = dict(
-            os.environ,
-            ENTITLE_DATA_DIR=str(root / "data"),
-            ENTITLE_DATABASE_URL=database_url,
-            ENTITLE_BROKER_URL=broker.url(broker.cloud_username),
-            ENTITLE_HTTP_PORT=str(port),
-            ENTITLE_PUBLIC_URL=url,
-            ENTITLE_SMTP_HOST=smtp.host,
-            ENTITLE_SMTP_PORT=str(smtp.port),
-            ENTITLE_SMTP_SECURITY="none",
-            ENTITLE_OUTBOX_INTERVAL_S="0.2",
-            ENTITLE_WEB_ASSETS_DIR=str(ROOT / "node_modules"),
-        )
-        key = bootstrap_api_key(database_url, name="browser tests", now=int(time.time()))
-        log = root / "cloud.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "entitle.cli", "cloud", "serve"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-        board = Dashboard(url=url, root=root, api=api, broker=broker, smtp=smtp)
-        try:
-            _wait_ready(url, process, log)
-            board.companies["invoice"] = board.call(
-                "POST",
-                "/companies",
-                json={"name": "Noord Integratie BV", "payment_type": "invoice"},
-            )["id"]
-            board.companies["card"] = board.call(
-                "POST", "/companies", json={"name": "Kaart Installaties", "payment_type": "card"}
-            )["id"]
-            board.new_user("admin", "admin")
-            board.new_user("cs_admin", "cs_admin")
-            board.new_user("support", "support")
-            board.new_user("partner", "partner", company="invoice")
-            board.new_user("card_partner", "partner", company="card")
-            board.new_user("owner", "owner")
-            board.new_user("other_owner", "owner")
-            board.new_installation("Harbour Office", owner="owner", integrators=("invoice", "card"))
-            board.new_installation("Villa Dune", owner="other_owner")
-            yield board
-        finally:
-            for agent in board.agents:
-                agent.stop()
-            for folder in board.agent_dirs:
-                shutil.rmtree(folder, ignore_errors=True)
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            api.close()
-            smtp.stop()
+    with serve_cloud(tmp_path_factory.mktemp("dashboard")) as board:
+        board.companies["invoice"] = board.call(
+            "POST",
+            "/companies",
+            json={"name": "Noord Integratie BV", "payment_type": "invoice"},
+        )["id"]
+        board.companies["card"] = board.call(
+            "POST", "/companies", json={"name": "Kaart Installaties", "payment_type": "card"}
+        )["id"]
+        board.new_user("admin", "admin")
+        board.new_user("cs_admin", "cs_admin")
+        board.new_user("support", "support")
+        board.new_user("partner", "partner", company="invoice")
+        board.new_user("card_partner", "partner", company="card")
+        board.new_user("owner", "owner")
+        board.new_user("other_owner", "owner")
+        board.new_installation("Harbour Office", owner="owner", integrators=("invoice", "card"))
+        board.new_installation("Villa Dune", owner="other_owner")
+        yield board
 
 
 @pytest.fixture(scope="module")
@@ -321,29 +335,35 @@ def answered(page: Any, status: int) -> None:
     problems.remove(expected[0])
 
 
+def sign_in(browser: Any, board: Dashboard, who: str, *, phone: bool = False) -> Any:
+    """A page in a fresh browser context signed in to ``board`` as its user ``who`` (the
+    caller closes ``page.context``)."""
+    viewport = {"width": 390, "height": 844} if phone else {"width": 1280, "height": 900}
+    context = browser.new_context(
+        viewport=viewport, base_url=board.url, accept_downloads=True, locale="en-GB"
+    )
+    page = context.new_page()
+    _watch(page)
+    page.goto("/login")
+    page.fill("#email", board.email(who))
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+    return page
+
+
 @pytest.fixture
 def login(browser: Any, dashboard: Dashboard) -> Iterator[Callable[..., Any]]:
     """``login(who, *, phone=False) -> Page`` signed in as a seeded user (see :data:`ROLES`)."""
-    contexts: list[Any] = []
+    pages: list[Any] = []
 
-    def sign_in(who: str, *, phone: bool = False) -> Any:
-        viewport = {"width": 390, "height": 844} if phone else {"width": 1280, "height": 900}
-        context = browser.new_context(
-            viewport=viewport, base_url=dashboard.url, accept_downloads=True, locale="en-GB"
-        )
-        contexts.append(context)
-        page = context.new_page()
-        _watch(page)
-        page.goto("/login")
-        page.fill("#email", dashboard.email(who))
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
-        return page
+    def login_as(who: str, *, phone: bool = False) -> Any:
+        pages.append(sign_in(browser, dashboard, who, phone=phone))
+        return pages[-1]
 
-    yield sign_in
-    for context in contexts:
-        context.close()
+    yield login_as
+    for page in pages:
+        page.context.close()
 
 
 _SERIOUS = """async () => {

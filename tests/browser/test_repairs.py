@@ -3,9 +3,9 @@
 - In warranty: a real agent whose firmware emulator has a hardware fault (``--fault
   overheating``) answers a remote self-test; a customer-service admin approves the RMA on
   the ticket page and requests the repair from there (a replacement, approved at once);
-  the admin ships the replacement, the owner reads its tracking number, records the old
-  device's parcel and downloads its packing slip (a PDF naming the device and the
-  repair); the admin marks the old device received and closes the repair.
+  the admin ships the replacement (naming its serial), the owner reads its tracking number
+  and serial, records the old device's parcel and downloads its packing slip (a PDF naming
+  the device and the repair); the admin marks the old device received and closes it.
 - Out of warranty: a second cloud whose warranty term is 0 months (every device is out
   of warranty): the owner requests a repair, the admin quotes it, the owner accepts and
   pays it with the sandbox card (a declined card first: 402, nothing paid), the admin
@@ -19,33 +19,22 @@ checked by axe-core (``shoot``).
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pypdf import PdfReader
 
-from cloud.accounts.apikeys import bootstrap_api_key
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
-from tests.broker_fixtures import FixtureBroker
-from tests.browser.conftest import (
-    CHROMIUM,
-    PASSWORD,
-    ROOT,
-    Dashboard,
-    _wait_ready,
-    _watch,
-    answered,
-)
+from tests.browser.conftest import CHROMIUM, ROOT, Dashboard, answered, serve_cloud, sign_in
 from tests.browser.test_fleet_device import wait_reporting
-from tests.smtp_fixtures import SmtpServer, _free_port
+from tests.smtp_fixtures import SmtpServer
 from tests.waiting import HANG_S
 
 _ = CHROMIUM  # the harness skips without Chromium (dashboard fixture)
@@ -153,9 +142,11 @@ def test_rma_approved_replacement_shipped_old_device_returned_closed(
     admin.select_option("#kind", "replacement")
     admin.fill("#carrier", "DHL")
     admin.fill("#tracking", "JD014600006281230")
+    admin.fill("#serial", "GW-REPL-0042")
     submit(admin, "/shipments")
     shipped = mail(dashboard.smtp, owner_email, "replacement shipped")
     assert "JD014600006281230" in body(shipped) and repair_url in body(shipped)
+    assert "serial GW-REPL-0042" in body(shipped)
     shoot(admin, "repair-replacement-shipped-admin")
 
     owner = login("workshop_owner")
@@ -164,7 +155,8 @@ def test_rma_approved_replacement_shipped_old_device_returned_closed(
     owner.goto("/repairs")
     shoot(owner, "repairs-list-owner")
     owner.click(f"text={number}")
-    assert "JD014600006281230" in owner.locator("#shipments-heading + .table-wrap").inner_text()
+    shipments = owner.locator("#shipments-heading + .table-wrap").inner_text()
+    assert "JD014600006281230" in shipments and "GW-REPL-0042" in shipments
     assert owner.locator("form[action$='/steps']").count() == 0  # the centre's steps only
     owner.select_option("#kind", "inbound")
     owner.fill("#carrier", "PostNL")
@@ -195,133 +187,42 @@ def test_rma_approved_replacement_shipped_old_device_returned_closed(
 
 
 # out of warranty ----------------------------------------------------------------------
-class _PaidCloud:
-    """A second ``entitle cloud serve`` whose warranty term is 0 months, seeded with an admin
-    and an owner with an installation and a device."""
+@dataclass(frozen=True)
+class _Paid:
+    """A second cloud whose warranty term is 0 months, seeded with an admin and an owner
+    with an installation and a camera."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.smtp = SmtpServer(_free_port())
-
-    def __enter__(self) -> _PaidCloud:
-        self.smtp.start()
-        self.broker = FixtureBroker(self.root / "broker").__enter__()
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        database_url = f"sqlite:///{self.root / 'cloud.db'}"
-        env = dict(
-            os.environ,
-            ENTITLE_DATA_DIR=str(self.root / "data"),
-            ENTITLE_DATABASE_URL=database_url,
-            ENTITLE_BROKER_URL=self.broker.url(self.broker.cloud_username),
-            ENTITLE_HTTP_PORT=str(port),
-            ENTITLE_PUBLIC_URL=self.url,
-            ENTITLE_SMTP_HOST=self.smtp.host,
-            ENTITLE_SMTP_PORT=str(self.smtp.port),
-            ENTITLE_SMTP_SECURITY="none",
-            ENTITLE_OUTBOX_INTERVAL_S="0.2",
-            ENTITLE_WEB_ASSETS_DIR=str(ROOT / "node_modules"),
-            ENTITLE_REPAIR_WARRANTY_MONTHS="0",
-        )
-        key = bootstrap_api_key(database_url, name="browser tests", now=int(time.time()))
-        log = self.root / "cloud.log"
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "entitle.cli", "cloud", "serve"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        self.api = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        )
-        _wait_ready(self.url, self.process, log)
-        self.emails: dict[str, str] = {}
-        users: dict[str, int] = {}
-        for who in ("admin", "owner"):
-            self.emails[who] = f"{who}@paid.example"
-            made = self.call(
-                "POST",
-                "/users",
-                json={
-                    "email": self.emails[who],
-                    "name": who.title(),
-                    "password": PASSWORD,
-                    "role": who,
-                },
-            )
-            users[self.emails[who]] = made["id"]
-        self.installation = self.call("POST", "/installations", json={"name": "Café Zuid"})["id"]
-        self.call(
-            "PUT",
-            f"/installations/{self.installation}/owner",
-            json={"user_id": users[self.emails["owner"]]},
-        )
-        device = self.call(
-            "POST", "/devices", json={"installation_id": self.installation, "kind": "camera"}
-        )
-        self.device_id = str(device["device_id"])
-        return self
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        got = self.api.request(method, f"/api/v1{path}", **kwargs)
-        assert got.status_code < 300, f"{method} {path}: {got.status_code} {got.text[:500]}"
-        return got.json() if got.content else None
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.api.close()
-        self.broker.__exit__(None, None, None)
-        self.smtp.stop()
+    board: Dashboard
+    device_id: str
 
 
 @pytest.fixture(scope="module")
-def paid_cloud(
-    dashboard: Dashboard, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[_PaidCloud]:
-    with _PaidCloud(tmp_path_factory.mktemp("paid-cloud")) as cloud:
-        yield cloud
-
-
-def _sign_in(browser: Any, cloud: _PaidCloud, who: str) -> Any:
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900},
-        base_url=cloud.url,
-        accept_downloads=True,
-        locale="en-GB",
-    )
-    page = context.new_page()
-    _watch(page)
-    page.goto("/login")
-    page.fill("#email", cloud.emails[who])
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
-    return page
+def paid_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Paid]:
+    root = tmp_path_factory.mktemp("paid-cloud")
+    with serve_cloud(root, ENTITLE_REPAIR_WARRANTY_MONTHS="0") as board:
+        board.new_user("admin", "admin")
+        board.new_user("owner", "owner")
+        installation = board.new_installation("Café Zuid", owner="owner")
+        yield _Paid(board, str(board.new_device(installation, "camera")["device_id"]))
 
 
 def test_out_of_warranty_quote_payment_repair_return(
-    browser: Any, paid_cloud: _PaidCloud, shoot: Any
+    browser: Any, paid_cloud: _Paid, shoot: Any
 ) -> None:
-    cloud = paid_cloud
-    owner_email = cloud.emails["owner"]
-    owner = _sign_in(browser, cloud, "owner")
-    owner.goto(f"/repairs/new?device={cloud.device_id}")
+    cloud = paid_cloud.board
+    owner_email = cloud.email("owner")
+    owner = sign_in(browser, cloud, "owner")
+    owner.goto(f"/repairs/new?device={paid_cloud.device_id}")
     owner.fill("#problem", "The lens is cracked.")
     owner.fill("#ship_to", "Café Zuid\nZuidplein 9\n3083 CW Rotterdam")
     submit(owner, "/repairs/new")
     assert "Out of warranty: paid repair" in owner.content()
     repair_url = owner.url
     number = owner.locator("h1").inner_text().split()[-1]
-    mail(cloud.smtp, owner_email, f"{number} of {cloud.device_id}: requested")
+    mail(cloud.smtp, owner_email, f"{number} of {paid_cloud.device_id}: requested")
     shoot(owner, "repair-paid-requested-owner")
 
-    admin = _sign_in(browser, cloud, "admin")
+    admin = sign_in(browser, cloud, "admin")
     admin.goto(repair_url)
     admin.fill("#amount", "149.00")
     admin.fill("#description", "New lens and housing")

@@ -105,7 +105,8 @@ _BUSINESS_RULES = [
     "POST /api/v1/orders/{order_id}/refund",
     "POST /api/v1/orders/{order_id}/void",
     # a repair's state machine refuses a step its status does not allow (409), a step not
-    # the caller's (403), a repair of a device with an open one (409), a declined card (402)
+    # the caller's (403), a repair of a device with an open one (409), a declined card (402),
+    # a replacement parcel without its device's serial or another parcel with one (422)
     "POST /api/v1/repairs",
     "POST /api/v1/repairs/{repair_id}/steps",
     "POST /api/v1/repairs/{repair_id}/quote",
@@ -394,7 +395,7 @@ def _seed_repair(http: Any, device_id: str) -> tuple[int, int]:
     repair_id = int(http.post("/api/v1/repairs", json=repair).json()["id"])
     step = http.post(f"/api/v1/repairs/{repair_id}/steps", json={"step": "approve"})
     assert step.status_code == 200, step.text
-    parcel = {"kind": "replacement", "carrier": "DHL", "tracking": "seeded"}
+    parcel = {"kind": "replacement", "carrier": "DHL", "tracking": "seeded", "serial": "seeded-new"}
     shipped = http.post(f"/api/v1/repairs/{repair_id}/shipments", json=parcel)
     assert shipped.status_code == 201, shipped.text
     return repair_id, int(shipped.json()["shipments"][0]["id"])

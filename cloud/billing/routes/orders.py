@@ -52,7 +52,9 @@ _NOT_FOUND = {404: "unknown order (or not one of yours)"}
 def list_orders(
     principal: Reader,
     service: OrdersDep,
-    type: OrderKind | None = Query(default=None, description="purchase, renewal, reactivation"),
+    type: OrderKind | None = Query(
+        default=None, description="purchase, renewal, reactivation, repair"
+    ),
     status: OrderStatus | None = Query(default=None, description="e.g. 'Time out'"),
     number: str | None = Query(default=None, max_length=32, pattern=r"^[A-Za-z0-9-]+$"),
     installation_id: str | None = Query(default=None, pattern=ID_PATTERN),

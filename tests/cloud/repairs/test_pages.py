@@ -4,6 +4,9 @@ shown translated, and the links from the device and ticket pages."""
 
 from __future__ import annotations
 
+import io
+
+import pypdf
 import pytest
 
 from cloud.billing.payments import CARD_OK
@@ -13,6 +16,10 @@ from tests.cloud.pages import csrf_of, signed_in
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
 OUT_OF_WARRANTY = 800 * 86_400
+
+
+def _pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
 
 
 async def test_request_quote_pay_and_scope_through_the_pages(cloud: Cloud) -> None:
@@ -59,6 +66,7 @@ async def test_request_quote_pay_and_scope_through_the_pages(cloud: Cloud) -> No
         url = made.headers["location"]
         page = await owner.get(url)
         assert "Out of warranty: paid repair" in page.text and "Requested" in page.text
+        assert "Registered" in page.text  # the warranty runs from the device's registration
         assert 'action="' + url + '/quote"' not in page.text  # a customer does not quote
         assert (await other.get(url)).status_code == 404
 
@@ -89,6 +97,20 @@ async def test_request_quote_pay_and_scope_through_the_pages(cloud: Cloud) -> No
         page = await owner.get(url)
         assert "Thank you: the repair is paid." in page.text
         assert "Paid" in page.text and "Succeed" in page.text
+
+        # the quote's order is a repair order: so it says in the history, the order, the invoice
+        order_id = (await cloud.http.get(f"/api/v1{url}")).json()["order_id"]
+        order = await cloud.http.get(f"/api/v1/orders/{order_id}")
+        assert order.json()["type"] == "repair"
+        history = await owner.get("/orders?type=repair")
+        assert f"/orders/{order_id}" in history.text and "<td>Repair<br>" in history.text
+        assert f"/orders/{order_id}" not in (await owner.get("/orders?type=purchase")).text
+        assert "Repair ·" in (await owner.get(f"/orders/{order_id}")).text
+        invoice = await owner.get(f"/orders/{order_id}/invoice.pdf")
+        assert "Order type: Repair" in _pdf_text(invoice.content)
+        owner.cookies.set("entitle_lang", "nl")
+        assert "<td>Reparatie<br>" in (await owner.get("/orders")).text
+        owner.cookies.delete("entitle_lang")
 
         listed = await admin.get("/repairs?status=paid")
         assert url in listed.text
@@ -147,12 +169,14 @@ async def test_staff_ship_reship_and_cancel_a_shipment_through_the_forms(cloud: 
                 "kind": "replacement",
                 "carrier": "DHL",
                 "tracking": "A1",
+                "serial": "cam-77",
             },
         )
         assert shipped.status_code == 303
         shipment = (await cloud.http.get(f"/api/v1{url}")).json()["shipments"][0]["id"]
         page = await agent.get(url)
         assert "Lost or wrong?" in page.text
+        assert "<td>cam-77</td>" in page.text  # the replacement's serial
         bad = await agent.post(
             f"{url}/shipments/{shipment}/reship",
             data={"csrf_token": csrf_of(page.text), "carrier": "", "tracking": ""},
@@ -160,7 +184,12 @@ async def test_staff_ship_reship_and_cancel_a_shipment_through_the_forms(cloud: 
         assert "Give the carrier" in (await agent.get(bad.headers["location"])).text
         again = await agent.post(
             f"{url}/shipments/{shipment}/reship",
-            data={"csrf_token": csrf_of(page.text), "carrier": "UPS", "tracking": "B2"},
+            data={
+                "csrf_token": csrf_of(page.text),
+                "carrier": "UPS",
+                "tracking": "B2",
+                "serial": "cam-78",
+            },
         )
         assert again.status_code == 303
         now = (await cloud.http.get(f"/api/v1{url}")).json()

@@ -3,9 +3,11 @@ to end, money only through billing, scope, roles, and bad input that changes not
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import httpx
+import pypdf
 from sqlalchemy import select
 
 from cloud.accounts import audit, users
@@ -118,16 +120,18 @@ async def test_rma_in_warranty_replacement_shipped_returned_closed(api: App) -> 
     assert refused.status_code == 403
     shipped = await ok(
         await api.http.post(
-            f"{url}/shipments", json={"kind": "replacement", "carrier": "DHL", "tracking": "JD1"}
+            f"{url}/shipments",
+            json={"kind": "replacement", "carrier": "DHL", "tracking": "JD1", "serial": "cam-9"},
         ),
         201,
     )
     assert shipped["status"] == "replacement_sent"
     first = shipped["shipments"][0]["id"]
-    # lost: reshipped with a new tracking number; the status stays
+    # lost: reshipped with a new tracking number (and another device); the status stays
     reshipped = await ok(
         await api.http.post(
-            f"{url}/shipments/{first}/reship", json={"carrier": "UPS", "tracking": "1Z9"}
+            f"{url}/shipments/{first}/reship",
+            json={"carrier": "UPS", "tracking": "1Z9", "serial": "cam-10"},
         )
     )
     assert [(s["status"], s["tracking"]) for s in reshipped["shipments"]] == [
@@ -193,7 +197,7 @@ async def test_out_of_warranty_quote_pay_repair_return(api: App) -> None:
     assert paid["status"] == "paid" and paid["order_status"] == "Succeed"
     with api.state.store.transaction() as tx:
         order = tx.get(OrderRow, paid["order_id"])
-        assert order is not None and order.amount_cents == 1250
+        assert order is not None and order.amount_cents == 1250 and order.kind == "repair"
     # paying twice moves no money
     twice = await owner.post(f"{url}/accept", json={"card_token": CARD_OK})
     assert twice.status_code == 409
@@ -329,8 +333,9 @@ async def test_a_partner_paying_by_invoice_gets_an_invoiced_order(api: App) -> N
     await partner.aclose()
 
 
-async def test_a_replacement_shipment_cancelled_takes_the_repair_back(api: App) -> None:
-    inst = await setup_device(api.http)
+async def shipped_replacement(api: App) -> tuple[str, int]:
+    """cam-1's repair, requested by staff, approved, its replacement (serial cam-2) shipped:
+    the repair's URL and the shipment's id."""
     repair = await ok(
         await api.http.post(
             "/api/v1/repairs", json={"device_id": "cam-1", "problem": "x", "ship_to": ADDRESS}
@@ -342,11 +347,17 @@ async def test_a_replacement_shipment_cancelled_takes_the_repair_back(api: App) 
     await ok(await api.http.post(f"{url}/steps", json={"step": "approve"}))
     shipped = await ok(
         await api.http.post(
-            f"{url}/shipments", json={"kind": "replacement", "carrier": "DHL", "tracking": "A1"}
+            f"{url}/shipments",
+            json={"kind": "replacement", "carrier": "DHL", "tracking": "A1", "serial": "cam-2"},
         ),
         201,
     )
-    sid = shipped["shipments"][0]["id"]
+    return url, int(shipped["shipments"][0]["id"])
+
+
+async def test_a_replacement_shipment_cancelled_takes_the_repair_back(api: App) -> None:
+    inst = await setup_device(api.http)
+    url, sid = await shipped_replacement(api)
     back = await ok(await api.http.post(f"{url}/shipments/{sid}/cancel"))
     assert back["status"] == "approved" and back["shipments"][0]["status"] == "cancelled"
     again = await api.http.post(f"{url}/shipments/{sid}/cancel")
@@ -407,5 +418,89 @@ async def test_a_declined_quote_moves_no_money_and_mails_each_reader_in_their_la
     english = [subject for to, subject in sent if to == ["partner@example.com"]]
     assert len(dutch) == len(english) == 4  # request, quote, decline, close
     assert "offerte afgewezen" in dutch[2] and "quote declined" in english[2]
+    await owner.aclose()
+    await partner.aclose()
+
+
+def _pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+
+
+async def test_a_replacement_names_its_serial_on_the_repair_mail_slip_and_audit(
+    api: App,
+) -> None:
+    inst = await setup_device(api.http)
+    owner = customer(api, "owner@example.com", inst)
+    repair = await ok(
+        await owner.post(
+            "/api/v1/repairs", json={"device_id": "cam-1", "problem": "x", "ship_to": ADDRESS}
+        ),
+        201,
+    )
+    rid = repair["id"]
+    url = f"/api/v1/repairs/{rid}"
+    await ok(await api.http.post(f"{url}/steps", json={"step": "approve"}))
+    parcel = {"kind": "replacement", "carrier": "DHL", "tracking": "A1"}
+    before = every_row(api.app)
+    for bad in (
+        parcel,  # no serial
+        {**parcel, "serial": ""},
+        {**parcel, "serial": "cam 2"},
+        {**parcel, "serial": "x" * 65},
+        {**parcel, "serial": "cam-1"},  # the device it replaces
+        {"kind": "inbound", "carrier": "DHL", "tracking": "B1", "serial": "cam-2"},
+    ):
+        got = await api.http.post(f"{url}/shipments", json=bad)
+        assert got.status_code == 422, (bad, got.text)
+    assert every_row(api.app) == before  # nothing stored, nothing mailed
+
+    shipped = await ok(
+        await api.http.post(f"{url}/shipments", json={**parcel, "serial": "cam-2"}), 201
+    )
+    assert shipped["status"] == "replacement_sent"
+    [shipment] = shipped["shipments"]
+    assert shipment["serial"] == "cam-2"
+    with api.state.store.transaction() as tx:
+        body = tx.scalars(
+            select(NotificationRow.body)
+            .where(NotificationRow.kind == "repair")
+            .order_by(NotificationRow.id.desc())
+        ).first()
+        [entry] = audit.entries(
+            tx, object_type="repair", object_id=str(rid), action="repair.ship_replacement"
+        )
+    assert body is not None and "serial cam-2" in body
+    assert entry.after is not None and entry.after["shipment"]["serial"] == "cam-2"
+    slip = await owner.get(f"{url}/shipments/{shipment['id']}/slip.pdf")
+    text = _pdf_text(slip.content)
+    assert "Replacement serial: cam-2" in text and "Replaces device: cam-1" in text
+
+    # a lost replacement is sent again with another device: its serial is required too
+    reship = f"{url}/shipments/{shipment['id']}/reship"
+    before = every_row(api.app)
+    refused = await api.http.post(reship, json={"carrier": "UPS", "tracking": "C3"})
+    assert refused.status_code == 422 and "serial" in refused.text
+    assert every_row(api.app) == before
+    again = await ok(
+        await api.http.post(reship, json={"carrier": "UPS", "tracking": "C3", "serial": "cam-3"})
+    )
+    assert [s["serial"] for s in again["shipments"]] == ["cam-2", "cam-3"]
+    await owner.aclose()
+
+
+async def test_a_dutch_customers_packing_slip_is_in_dutch(api: App) -> None:
+    inst = await setup_device(api.http)
+    owner = customer(api, "eigenaar@example.com", inst)
+    partner = customer(api, "partner@example.com", inst, role=Role.PARTNER)
+    with api.state.store.transaction() as tx:
+        user = tx.scalars(select(UserRow).where(UserRow.email == "eigenaar@example.com")).one()
+        user.locale = "nl"
+    url, shipment = await shipped_replacement(api)
+    slip_url = f"{url}/shipments/{shipment}/slip.pdf"
+    # the customer's language (the owner's), whoever downloads it
+    for reader in (partner, api.http):
+        text = _pdf_text((await reader.get(slip_url)).content)
+        assert "PAKBON - VERVANGING" in text and "Vervangend apparaat cam-2" in text, text
+        assert "Replacement" not in text
     await owner.aclose()
     await partner.aclose()

@@ -23,6 +23,7 @@ from cloud.repairs.rules import (
     add_months,
     cancel_shipment,
     check_quote,
+    check_replacement_serial,
     check_reship,
     initial_status,
     next_step,
@@ -179,3 +180,30 @@ def test_any_sequence_of_steps_stays_on_its_path(
         S.CANCELLED,
         S.DECLINED,
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "serial", "refused"),
+    [
+        (ShipmentKind.REPLACEMENT, "cam-2", False),
+        (ShipmentKind.REPLACEMENT, "A" * 64, False),
+        (ShipmentKind.REPLACEMENT, None, True),
+        (ShipmentKind.REPLACEMENT, "", True),
+        (ShipmentKind.REPLACEMENT, "A" * 65, True),
+        (ShipmentKind.REPLACEMENT, "cam 2", True),
+        (ShipmentKind.REPLACEMENT, "cam/2", True),
+        (ShipmentKind.REPLACEMENT, "cam-1", True),  # the device it replaces
+        (ShipmentKind.INBOUND, None, False),
+        (ShipmentKind.RETURN, None, False),
+        (ShipmentKind.INBOUND, "cam-2", True),
+        (ShipmentKind.RETURN, "cam-2", True),
+    ],
+)
+def test_a_replacement_and_only_a_replacement_names_a_serial_of_its_own(
+    kind: ShipmentKind, serial: str | None, refused: bool
+) -> None:
+    if refused:
+        with pytest.raises(InvalidRequest):
+            check_replacement_serial(kind, serial, device_id="cam-1")
+    else:
+        check_replacement_serial(kind, serial, device_id="cam-1")
