@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -84,6 +85,7 @@ from cloud.subscriptions.settlement import MANUAL, Settlement
 from cloud.subscriptions.tables import Outcome, SubscriptionRow
 from cloud.subscriptions.views import (
     ExpiringLine,
+    OfficeRoster,
     PurchaseResult,
     Quote,
     SubscriptionLine,
@@ -231,10 +233,19 @@ class SubscriptionService:
         with self.store.transaction() as tx:
             return subscription_view(self._scoped(tx, principal, sub_id, write=False))
 
-    def list_for(self, principal: Principal, installation_id: str) -> list[dict[str, Any]]:
+    def list_for(
+        self, principal: Principal, installation_id: str, *, scope: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The installation's subscriptions; ``scope`` keeps those for the installation
+        (``"installation"``), one device each (``"device"``) or one user each (``"user"``)."""
+        prefix = {"installation": "", "device": "device:", "user": "user:"}.get(scope or "")
         with self.store.transaction() as tx:
             ensure_installation_access(tx, principal, installation_id, write=False)
-            return [subscription_view(r) for r in rows.subscriptions_of(tx, installation_id)]
+            return [
+                subscription_view(r)
+                for r in rows.subscriptions_of(tx, installation_id)
+                if prefix is None or (r.scope.startswith(prefix) if prefix else r.scope == "")
+            ]
 
     # what the pages show --------------------------------------------------------
     def _line(
@@ -563,6 +574,106 @@ class SubscriptionService:
                 )
             )
         return out
+
+    def office_users(
+        self, principal: Principal, installation_id: str, product_code: str
+    ) -> OfficeRoster:
+        """The installation's users of a per-user product (``user_ref``), each with its
+        status, end and next renewal, and how many of the product's maximum are taken.
+
+        Raises:
+            UnknownProduct, UnknownInstallation (out of scope too).
+        """
+        item = product(product_code)
+        now = self.clock()
+        with self.store.transaction() as tx:
+            ensure_installation_access(tx, principal, installation_id, write=False)
+            found = [
+                self._line(tx, principal, r, now=now)
+                for r in rows.subscriptions_of(tx, installation_id)
+                if r.service == item.feature and r.scope.startswith("user:")
+            ]
+            live = rows.live_scoped(tx, installation_id, item.feature, prefix="user:")
+        found.sort(key=lambda line: (line.state in ("expired", "cancelled"), line.view["user_ref"]))
+        return OfficeRoster(item, found, live, item.max_per_installation or 0)
+
+    def check_new_users(
+        self, principal: Principal, installation_id: str, product_code: str, user_refs: list[str]
+    ) -> None:
+        """Refuse, before any order, adding ``user_refs`` that cannot all be bought: no
+        name, a name twice, a user who has the product already, or more than its maximum.
+
+        Raises:
+            UnknownProduct, InvalidRequest, UnknownInstallation, Forbidden, Blacklisted,
+            SubscriptionExists, UserLimitReached.
+        """
+        item = product(product_code)
+        if item.scope is not Scope.USER:
+            raise InvalidRequest(
+                N_("%(product)s is not bought per user: buy it without a user"),
+                product=item.code,
+            )
+        if not user_refs:
+            raise InvalidRequest(N_("Name at least one user or department to add."))
+        scopes = [
+            scope_key(item, device_id=None, device_kind=None, user_ref=ref) for ref in user_refs
+        ]
+        twice = sorted(ref for ref, n in Counter(user_refs).items() if n > 1)
+        if twice:
+            raise InvalidRequest(
+                N_("%(users)s is named more than once: name each user once"),
+                users=", ".join(twice),
+            )
+        with self.store.transaction() as tx:
+            ensure_installation_access(tx, principal, installation_id, write=True)
+            for ref, scope in zip(user_refs, scopes, strict=True):
+                held = rows.subscription_for_service(tx, installation_id, item.feature, scope=scope)
+                if held is not None and held.status is not Status.EXPIRED:
+                    raise SubscriptionExists(
+                        N_("%(user)s has %(product)s already: keep or end it in the list"),
+                        user=ref,
+                        product=item.name,
+                    )
+            live = rows.live_scoped(tx, installation_id, item.feature, prefix="user:")
+            check_user_limit(
+                item, installation_id=installation_id, users=live, adding=len(user_refs)
+            )
+
+    async def buy_for_users(
+        self,
+        principal: Principal,
+        *,
+        installation_id: str,
+        product_code: str,
+        user_refs: list[str],
+        pay_with: str | None,
+        card_token: str | None,
+    ) -> list[PurchaseResult]:
+        """Add several office users or departments at once: each its own per-user
+        subscription and order, through :meth:`purchase`.
+
+        Everything is checked first (:meth:`check_new_users`): one refused name refuses
+        them all before any order. A card declined halfway keeps the users bought before.
+
+        Raises:
+            as :meth:`check_new_users` and :meth:`purchase`.
+        """
+        await self._in_thread(
+            lambda: self.check_new_users(principal, installation_id, product_code, user_refs)
+        )
+        return [
+            await self.purchase(
+                principal,
+                installation_id=installation_id,
+                product_code=product_code,
+                term_months=None,
+                pay_with=pay_with,
+                card_token=card_token,
+                start=None,
+                user_ref=ref,
+            )
+            for ref in user_refs
+        ]
 
     def _declined(
         self,

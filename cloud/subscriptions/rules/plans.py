@@ -84,14 +84,16 @@ def scope_key(
     return ""
 
 
-def check_user_limit(item: Product, *, installation_id: str, users: int) -> None:
-    """Allow one more user of ``item`` in an installation that has ``users`` live ones.
+def check_user_limit(item: Product, *, installation_id: str, users: int, adding: int = 1) -> None:
+    """Allow ``adding`` more users of ``item`` in an installation that has ``users`` live ones.
 
     Raises:
-        UserLimitReached: it has the product's maximum already.
+        UserLimitReached: that would be more than the product's maximum.
     """
     most = item.max_per_installation
-    if most is not None and users >= most:
+    if most is None or users + adding <= most:
+        return
+    if adding == 1:
         raise UserLimitReached(
             N_(
                 "installation %(installation)s has %(count)d users of %(product)s, the "
@@ -102,6 +104,18 @@ def check_user_limit(item: Product, *, installation_id: str, users: int) -> None
             product=item.name,
             maximum=most,
         )
+    raise UserLimitReached(
+        N_(
+            "installation %(installation)s has %(count)d users of %(product)s, the maximum "
+            "is %(maximum)d: add at most %(room)d more, not %(adding)d"
+        ),
+        installation=installation_id,
+        count=users,
+        product=item.name,
+        maximum=most,
+        room=max(0, most - users),
+        adding=adding,
+    )
 
 
 def prorate(yearly_difference_cents: int, days_left: int) -> int:

@@ -137,6 +137,15 @@ def test_at_most_60_office_users() -> None:
     check_user_limit(CAMERA, installation_id="i", users=10_000)  # no limit
 
 
+def test_adding_several_office_users_fits_under_60_or_none_is_added() -> None:
+    office = product("AKV-OFFICE-USER")
+    check_user_limit(office, installation_id="i", users=57, adding=3)
+    with pytest.raises(UserLimitReached, match="add at most 3 more, not 4"):
+        check_user_limit(office, installation_id="i", users=57, adding=4)
+    with pytest.raises(UserLimitReached, match="add at most 0 more, not 2"):
+        check_user_limit(office, installation_id="i", users=60, adding=2)
+
+
 # preconditions ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "version"),
