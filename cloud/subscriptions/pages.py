@@ -326,9 +326,12 @@ async def set_auto_renew(
 
 
 def _named(line: SubscriptionLine) -> str:
+    return _with_user(line.name, line.view["user_ref"])
+
+
+def _with_user(name: str, user_ref: str | None) -> str:
     """A subscription's name in a message: the product's, and the user it is for."""
-    ref = line.view["user_ref"]
-    return line.name if ref is None else f"{line.name} ({ref})"
+    return name if user_ref is None else f"{name} ({user_ref})"
 
 
 @router.post("/subscriptions/{sub_id}/bill-now")
@@ -628,10 +631,7 @@ class _Item:
 
     @property
     def name(self) -> str:
-        """The product's name, and the user it is for."""
-        return (
-            self.product.name if self.user_ref is None else f"{self.product.name} ({self.user_ref})"
-        )
+        return _with_user(self.product.name, self.user_ref)
 
 
 def _names(values: list[Any]) -> list[str]:

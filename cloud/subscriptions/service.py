@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -79,7 +78,7 @@ from cloud.subscriptions.rules.lifecycle import (
     renewal_quote,
     status_kind,
 )
-from cloud.subscriptions.rules.plans import check_user_limit, scope_key
+from cloud.subscriptions.rules.plans import check_user_limit, check_users_to_add, scope_key
 from cloud.subscriptions.rules.preconditions import DeviceReport, check_preconditions
 from cloud.subscriptions.settlement import MANUAL, Settlement
 from cloud.subscriptions.tables import Outcome, SubscriptionRow
@@ -608,35 +607,11 @@ class SubscriptionService:
             SubscriptionExists, UserLimitReached.
         """
         item = product(product_code)
-        if item.scope is not Scope.USER:
-            raise InvalidRequest(
-                N_("%(product)s is not bought per user: buy it without a user"),
-                product=item.code,
-            )
-        if not user_refs:
-            raise InvalidRequest(N_("Name at least one user or department to add."))
-        scopes = [
-            scope_key(item, device_id=None, device_kind=None, user_ref=ref) for ref in user_refs
-        ]
-        twice = sorted(ref for ref, n in Counter(user_refs).items() if n > 1)
-        if twice:
-            raise InvalidRequest(
-                N_("%(users)s is named more than once: name each user once"),
-                users=", ".join(twice),
-            )
         with self.store.transaction() as tx:
             ensure_installation_access(tx, principal, installation_id, write=True)
-            for ref, scope in zip(user_refs, scopes, strict=True):
-                held = rows.subscription_for_service(tx, installation_id, item.feature, scope=scope)
-                if held is not None and held.status is not Status.EXPIRED:
-                    raise SubscriptionExists(
-                        N_("%(user)s has %(product)s already: keep or end it in the list"),
-                        user=ref,
-                        product=item.name,
-                    )
-            live = rows.live_scoped(tx, installation_id, item.feature, prefix="user:")
-            check_user_limit(
-                item, installation_id=installation_id, users=live, adding=len(user_refs)
+            live = rows.live_scopes(tx, installation_id, item.feature, prefix="user:")
+            check_users_to_add(
+                item, installation_id=installation_id, user_refs=user_refs, live=live
             )
 
     async def buy_for_users(
