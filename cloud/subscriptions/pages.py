@@ -47,7 +47,7 @@ from cloud.subscriptions.deps import ChargerDep, CheckoutDep, SubscriptionsDep
 from cloud.subscriptions.rules.catalogue import CATALOGUE, Product, term_price
 from cloud.subscriptions.rules.lifecycle import MAX_RENEWAL_MONTHS
 from cloud.subscriptions.service import SubscriptionService
-from cloud.subscriptions.views import PurchaseResult
+from cloud.subscriptions.views import PurchaseResult, SubscriptionLine
 from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import error_text, render, translator
@@ -90,7 +90,14 @@ async def subscriptions_section(
     if not allowed(user.role, Permission.SUBSCRIPTIONS_READ):
         return None
     service = state_of(request).provided(SubscriptionService)
-    lines = service.lines(user, installation.id)
+    every = service.lines(user, installation.id)
+    # office users have a page of their own (up to 60 of them): here, only how many
+    lines = [line for line in every if line.view["user_ref"] is None]
+    office_users = sum(
+        1
+        for line in every
+        if line.view["user_ref"] is not None and line.state not in ("expired", "cancelled")
+    )
     may_write = allowed(user.role, Permission.SUBSCRIPTIONS_WRITE)
     blacklisted = may_write and not service.may_change(user)
     may_write = may_write and not blacklisted
@@ -111,6 +118,7 @@ async def subscriptions_section(
             "pays_with": service.pays_with(user) if may_write else None,
             "services": [CATALOGUE[code] for code in SERVICES],
             "office": CATALOGUE[OFFICE_USER],
+            "office_users": office_users,
             "products": CATALOGUE,
             "video_tiers": _video_tiers(),
             "held": held,
@@ -135,6 +143,36 @@ def _unplanned_cameras(installation: InstallationDetail, lines: list[Any]) -> li
         for d in installation.devices
         if d.kind == DeviceKind.CAMERA and d.device_id not in planned
     ]
+
+
+@router.get("/installations/{installation_id}/office-users", response_class=HTMLResponse)
+def office_users(
+    request: Request,
+    user: Reader,
+    service: SubscriptionsDep,
+    installations: InstallationsDep,
+    installation_id: InstId,
+) -> HTMLResponse:
+    """The installation's office users and departments (AKV-OFFICE-USER, by the month):
+    each one's status, end and next renewal, "N of 60", ending one at the end of its
+    month (auto-renew off) or keeping it after all, and adding several at once."""
+    installation = installations.detail(user, installation_id)
+    roster = service.office_users(user, installation_id, OFFICE_USER)
+    may_write = allowed(user.role, Permission.SUBSCRIPTIONS_WRITE)
+    blacklisted = may_write and not service.may_change(user)
+    may_write = may_write and not blacklisted
+    return _page(
+        request,
+        "subscriptions/office_users.html",
+        {
+            "installation": installation,
+            "roster": roster,
+            "may_write": may_write,
+            "blacklisted": blacklisted,
+            "pays_with": service.pays_with(user) if may_write else None,
+            "tone": _STATUS_TONE,
+        },
+    )
 
 
 RECENT_ORDERS = 10
@@ -183,7 +221,14 @@ def _page(
     return render(request, template, values, status_code=status_code)
 
 
-def _back(installation_id: str) -> str:
+OFFICE_PAGE = "office-users"  # a form's ``back``: return to the office users' page
+Back = Literal["office-users"]
+
+
+def _back(installation_id: str, to: object = None) -> str:
+    """Where a form returns: the installation's subscriptions, or its office users' page."""
+    if to == OFFICE_PAGE:
+        return f"/installations/{installation_id}/office-users"
     return f"/installations/{installation_id}#subscriptions"
 
 
@@ -215,31 +260,27 @@ def confirm_auto_renew(
     service: SubscriptionsDep,
     sub_id: SubId,
     turn: Literal["on", "off"],
+    back: Back | None = None,
 ) -> HTMLResponse:
     """The confirm step: off = runs to its end date; on = you become the purchaser, nothing
-    due now, the next renewal's price and date."""
+    due now, the next renewal's price and date. ``back``: the page it returns to."""
+    line = service.line(user, sub_id)
+    values: dict[str, Any] = {
+        "turn": turn,
+        "line": line,
+        "quote": None,
+        "error": None,
+        "back_to": back,
+        "back": _back(line.view["installation_id"], back),
+    }
     if turn == "off":
-        line = service.line(user, sub_id)
-        return _page(
-            request,
-            "subscriptions/auto_renew.html",
-            {"turn": turn, "line": line, "quote": None, "error": None},
-        )
+        return _page(request, "subscriptions/auto_renew.html", values)
     try:
-        quote = service.reactivation_quote(user, sub_id)
+        values["quote"] = service.reactivation_quote(user, sub_id)
     except (InvalidRequest, Conflict) as exc:
-        line = service.line(user, sub_id)
-        return _page(
-            request,
-            "subscriptions/auto_renew.html",
-            {"turn": turn, "line": line, "quote": None, "error": error_text(request, exc)},
-            status_code=_refused(exc),
-        )
-    return _page(
-        request,
-        "subscriptions/auto_renew.html",
-        {"turn": turn, "line": quote.line, "quote": quote, "error": None},
-    )
+        values["error"] = error_text(request, exc)
+        return _page(request, "subscriptions/auto_renew.html", values, status_code=_refused(exc))
+    return _page(request, "subscriptions/auto_renew.html", values)
 
 
 @router.post("/subscriptions/{sub_id}/auto-renew")
@@ -253,11 +294,13 @@ async def set_auto_renew(
     t = translator(request)
     turn = form.get("turn")
     line = service.line(user, sub_id)
-    back = _back(line.view["installation_id"])
+    back_to = OFFICE_PAGE if form.get("back") == OFFICE_PAGE else None
+    back = _back(line.view["installation_id"], back_to)
+    name = _named(line)
     if turn == "off":
         await service.deactivate(user, sub_id)
         text = t.gettext("Auto-renew is off: %(name)s runs until its end date and stops then.")
-        return redirect(back, text % {"name": line.name})
+        return redirect(back, text % {"name": name})
     if turn != "on":
         return redirect(back, t.gettext("Nothing was changed."), level="info")
     card = _card(form)
@@ -267,16 +310,28 @@ async def set_auto_renew(
             raise InvalidRequest(N_("Enter the card that pays the renewals."))
         await service.reactivate(user, sub_id, pay_with=quote.pay_with, card_token=card)
     except (InvalidRequest, Conflict) as exc:
-        return _page(
-            request,
-            "subscriptions/auto_renew.html",
-            {"turn": "on", "line": line, "quote": None, "error": error_text(request, exc)},
-            status_code=_refused(exc),
-        )
+        values = {
+            "turn": "on",
+            "line": line,
+            "quote": None,
+            "error": error_text(request, exc),
+            "back_to": back_to,
+            "back": back,
+        }
+        return _page(request, "subscriptions/auto_renew.html", values, status_code=_refused(exc))
     text = t.gettext(
         "Auto-renew is on: you are now the purchaser of %(name)s; nothing was charged."
     )
-    return redirect(back, text % {"name": line.name})
+    return redirect(back, text % {"name": name})
+
+
+def _named(line: SubscriptionLine) -> str:
+    return _with_user(line.name, line.view["user_ref"])
+
+
+def _with_user(name: str, user_ref: str | None) -> str:
+    """A subscription's name in a message: the product's, and the user it is for."""
+    return name if user_ref is None else f"{name} ({user_ref})"
 
 
 @router.post("/subscriptions/{sub_id}/bill-now")
@@ -574,6 +629,15 @@ class _Item:
     def cents(self) -> int:
         return term_price(self.product, self.months)
 
+    @property
+    def name(self) -> str:
+        return _with_user(self.product.name, self.user_ref)
+
+
+def _names(values: list[Any]) -> list[str]:
+    """The office users a form names: one a line (a text area), or one a field."""
+    return [n.strip() for v in values for n in str(v).splitlines() if n.strip()]
+
 
 def _basket(
     products: list[str],
@@ -581,7 +645,7 @@ def _basket(
     video: str | None,
     apply_all: bool,
     cameras: list[str],
-    office_user: str | None = None,
+    office_users: list[str] = [],  # noqa: B006 (read only)
 ) -> list[_Item]:
     """The items a buy form asks for; InvalidRequest (marked N_) for what it cannot.
 
@@ -614,12 +678,21 @@ def _basket(
                 N_("No camera without a plan: add a camera first, or change a camera's plan.")
             )
         items.extend(_Item(tier, tier.default_term_months, cam) for cam in cameras)
-    if office_user:
-        office = CATALOGUE[OFFICE_USER]
-        items.append(_Item(office, office.default_term_months, user_ref=office_user.strip()))
+    office = CATALOGUE[OFFICE_USER]
+    items.extend(_Item(office, office.default_term_months, user_ref=n) for n in office_users)
     if not items:
         raise InvalidRequest(N_("Choose at least one service to buy."))
     return items
+
+
+def _check_users(
+    service: SubscriptionService, user: Principal, installation_id: str, items: list[_Item]
+) -> None:
+    """Refuse the office users of a basket together, before any order (InvalidRequest,
+    Conflict): a name twice, one who has it already, or more than the maximum."""
+    refs = [i.user_ref for i in items if i.user_ref is not None]
+    if refs:
+        service.check_new_users(user, installation_id, OFFICE_USER, refs)
 
 
 def _buy_page(
@@ -660,10 +733,13 @@ def review_purchase(
     app_term: Annotated[int | None, Query(ge=1, le=1200)] = None,
     video: Annotated[str | None, Query(max_length=32)] = None,
     apply_all: Annotated[Literal["1"] | None, Query()] = None,
-    office_user: Annotated[str | None, Query(max_length=64)] = None,
+    office_user: Annotated[list[str], Query(max_length=60)] = [],  # noqa: B006
+    back: Back | None = None,
 ) -> HTMLResponse:
     """Checkout (card: the sandbox card form) or Save subscriptions (invoice): the confirm
-    step with every item, its term and price, the total and who pays."""
+    step with every item, its term and price, the total and who pays. ``office_user``:
+    users or departments (one a line, or one a field), refused together before any order
+    when one of them cannot be added."""
     installation = installations.detail(user, installation_id)
     pays_with = service.pays_with(user)
     form = {
@@ -671,14 +747,15 @@ def review_purchase(
         "app_term": app_term,
         "video": video,
         "apply_all": apply_all,
-        "office_user": office_user,
+        "back": back,
     }
     cameras = _unplanned_cameras(installation, service.lines(user, installation_id))
     try:
         items = _basket(
-            product, app_term, video or None, apply_all == "1", cameras, office_user or None
+            product, app_term, video or None, apply_all == "1", cameras, _names(office_user)
         )
-    except InvalidRequest as exc:
+        _check_users(service, user, installation_id, items)
+    except (InvalidRequest, Conflict) as exc:
         return _buy_page(
             request,
             installation=installation,
@@ -686,7 +763,7 @@ def review_purchase(
             pays_with=pays_with,
             form=form,
             error=error_text(request, exc),
-            status_code=422,
+            status_code=_refused(exc),
         )
     return _buy_page(
         request,
@@ -713,13 +790,13 @@ async def buy(
     products = [str(p) for p in form.getlist("product")]
     raw_term = form.get("app_term")
     video = form.get("video")
-    office_user = form.get("office_user")
+    back_to = OFFICE_PAGE if form.get("back") == OFFICE_PAGE else None
     fields = {
         "product": products,
         "app_term": raw_term,
         "video": video,
         "apply_all": form.get("apply_all"),
-        "office_user": office_user,
+        "back": back_to,
     }
     items: list[_Item] = []
     try:
@@ -730,12 +807,13 @@ async def buy(
             str(video) if video else None,
             form.get("apply_all") == "1",
             _unplanned_cameras(installation, service.lines(user, installation_id)),
-            str(office_user) if office_user else None,
+            _names(form.getlist("office_user")),
         )
+        _check_users(service, user, installation_id, items)
         card = _card(form)
         if pays_with == "card" and card is None:
             raise InvalidRequest(N_("Enter a card number (12 to 19 digits)."))
-    except (InvalidRequest, ValueError) as exc:
+    except (InvalidRequest, Conflict, ValueError) as exc:
         return _buy_page(
             request,
             installation=installation,
@@ -743,8 +821,9 @@ async def buy(
             pays_with=pays_with,
             form=fields,
             error=error_text(request, exc),
-            status_code=422,
+            status_code=422 if isinstance(exc, ValueError) else _refused(exc),
         )
+    back = _back(installation_id, back_to)
     bought: list[tuple[_Item, PurchaseResult]] = []
     for item in items:
         try:
@@ -771,23 +850,22 @@ async def buy(
                     status_code=_refused(exc),
                 )
             text = t.gettext("Bought: %(bought)s. Not bought: %(name)s (%(why)s).")
-            names = ", ".join(i.product.name for i, _ in bought)
+            names = ", ".join(i.name for i, _ in bought)
             return redirect(
-                _back(installation_id),
-                text
-                % {"bought": names, "name": item.product.name, "why": error_text(request, exc)},
+                back,
+                text % {"bought": names, "name": item.name, "why": error_text(request, exc)},
                 level="warning",
             )
         bought.append((item, result))
-    waiting = [i.product.name for i, r in bought if r.order_status != OrderStatus.SUCCEED]
-    names = ", ".join(i.product.name for i, _ in bought)
+    waiting = [i.name for i, r in bought if r.order_status != OrderStatus.SUCCEED]
+    names = ", ".join(i.name for i, _ in bought)
     if waiting:
         text = t.gettext(
             "Ordered: %(names)s. The payment of %(waiting)s is being confirmed; "
             "the service starts as soon as it is."
         )
         return redirect(
-            _back(installation_id),
+            back,
             text % {"names": names, "waiting": ", ".join(waiting)},
             level="info",
         )
@@ -795,7 +873,7 @@ async def buy(
         text = t.gettext("Subscriptions saved: %(names)s. The invoice is on its way by e-mail.")
     else:
         text = t.gettext("Paid: %(names)s. The devices are being told now.")
-    return redirect(_back(installation_id), text % {"names": names})
+    return redirect(back, text % {"names": names})
 
 
 # partners' follow-up -----------------------------------------------------------------

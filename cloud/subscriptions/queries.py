@@ -184,17 +184,19 @@ def subscription_for_service(
 def live_scoped(session: Session, installation_id: str, service: str, *, prefix: str) -> int:
     """How many subscriptions of ``service`` with a scope starting ``prefix`` (one per user,
     one per device) the installation holds that have not expired."""
-    query = (
-        select(func.count())
-        .select_from(SubscriptionRow)
-        .where(
-            SubscriptionRow.installation_id == installation_id,
-            SubscriptionRow.service == service,
-            SubscriptionRow.scope.startswith(prefix, autoescape=True),
-            SubscriptionRow.status != Status.EXPIRED,
-        )
+    return len(live_scopes(session, installation_id, service, prefix=prefix))
+
+
+def live_scopes(session: Session, installation_id: str, service: str, *, prefix: str) -> set[str]:
+    """The scopes starting ``prefix`` of the installation's subscriptions of ``service``
+    that have not expired (at most one subscription per scope)."""
+    query = select(SubscriptionRow.scope).where(
+        SubscriptionRow.installation_id == installation_id,
+        SubscriptionRow.service == service,
+        SubscriptionRow.scope.startswith(prefix, autoescape=True),
+        SubscriptionRow.status != Status.EXPIRED,
     )
-    return int(session.scalar(query) or 0)
+    return set(session.scalars(query).all())
 
 
 def subscriptions_of(session: Session, installation_id: str) -> Sequence[SubscriptionRow]:

@@ -8,7 +8,7 @@ buyer or a declined card answer 4xx and leave the store as it was.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, status
 
@@ -39,6 +39,7 @@ from cloud.subscriptions.schemas import (
     PurchaseIn,
     ReactivateIn,
     RenewIn,
+    UsersIn,
 )
 from cloud.subscriptions.views import PurchaseResult
 
@@ -113,6 +114,22 @@ async def buy_for_cameras(body: CamerasIn, principal: Writer, service: Service) 
         installation_id=body.installation_id,
         product_code=body.product,
         device_ids=body.device_ids,
+        pay_with=body.pay_with,
+        card_token=body.card_token,
+    )
+    return {"bought": [_out(r) for r in results]}
+
+
+@router.post("/subscriptions/users", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+async def buy_for_users(body: UsersIn, principal: Writer, service: Service) -> dict[str, Any]:
+    """Add several office users or departments at once: a per-user subscription and an
+    order each. All are checked first (a name twice, one who has it, over the maximum):
+    one refused name refuses them all before any order."""
+    results = await service.buy_for_users(
+        principal,
+        installation_id=body.installation_id,
+        product_code=body.product,
+        user_refs=body.user_refs,
         pay_with=body.pay_with,
         card_token=body.card_token,
     )
@@ -207,10 +224,16 @@ async def checkout(body: CheckoutIn, principal: Writer, checkout: CheckoutDep) -
 
 @router.get("/subscriptions", responses=_ERRORS)
 def list_subscriptions(
-    principal: Reader, service: Service, installation_id: str = Query(pattern=ID_PATTERN)
+    principal: Reader,
+    service: Service,
+    installation_id: str = Query(pattern=ID_PATTERN),
+    scope: Literal["installation", "device", "user"] | None = Query(
+        default=None, description="only those for the installation, one device, or one user"
+    ),
 ) -> list[dict[str, Any]]:
-    """The subscriptions of one installation (within the caller's scope)."""
-    return service.list_for(principal, installation_id)
+    """The subscriptions of one installation (within the caller's scope); ``scope=user``
+    lists its office users (``user_ref``), each with its status, end and renewal."""
+    return service.list_for(principal, installation_id, scope=scope)
 
 
 @router.get("/subscriptions/{sub_id}", responses=_ERRORS)

@@ -25,6 +25,7 @@ __all__ = [
     "PurchaseIn",
     "ReactivateIn",
     "RenewIn",
+    "UsersIn",
 ]
 
 
@@ -76,6 +77,20 @@ class CamerasIn(StrictBody):
     product: str = Field(min_length=1, max_length=32, description="a per-device catalogue code")
     device_ids: list[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]] | None = Field(
         default=None, max_length=500, description="the cameras; default: every camera"
+    )
+    pay_with: Literal["card", "invoice"] | None = None
+    card_token: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class UsersIn(StrictBody):
+    """Several office users or departments of a per-user product, added at once."""
+
+    installation_id: str = Field(pattern=ID_PATTERN)
+    product: str = Field(
+        default="AKV-OFFICE-USER", min_length=1, max_length=32, description="a per-user code"
+    )
+    user_refs: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]] = (
+        Field(min_length=1, max_length=60, description="the users or departments, each once")
     )
     pay_with: Literal["card", "invoice"] | None = None
     card_token: str | None = Field(default=None, min_length=1, max_length=256)

@@ -78,12 +78,13 @@ from cloud.subscriptions.rules.lifecycle import (
     renewal_quote,
     status_kind,
 )
-from cloud.subscriptions.rules.plans import check_user_limit, scope_key
+from cloud.subscriptions.rules.plans import check_user_limit, check_users_to_add, scope_key
 from cloud.subscriptions.rules.preconditions import DeviceReport, check_preconditions
 from cloud.subscriptions.settlement import MANUAL, Settlement
 from cloud.subscriptions.tables import Outcome, SubscriptionRow
 from cloud.subscriptions.views import (
     ExpiringLine,
+    OfficeRoster,
     PurchaseResult,
     Quote,
     SubscriptionLine,
@@ -231,10 +232,19 @@ class SubscriptionService:
         with self.store.transaction() as tx:
             return subscription_view(self._scoped(tx, principal, sub_id, write=False))
 
-    def list_for(self, principal: Principal, installation_id: str) -> list[dict[str, Any]]:
+    def list_for(
+        self, principal: Principal, installation_id: str, *, scope: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The installation's subscriptions; ``scope`` keeps those for the installation
+        (``"installation"``), one device each (``"device"``) or one user each (``"user"``)."""
+        prefix = {"installation": "", "device": "device:", "user": "user:"}.get(scope or "")
         with self.store.transaction() as tx:
             ensure_installation_access(tx, principal, installation_id, write=False)
-            return [subscription_view(r) for r in rows.subscriptions_of(tx, installation_id)]
+            return [
+                subscription_view(r)
+                for r in rows.subscriptions_of(tx, installation_id)
+                if prefix is None or (r.scope.startswith(prefix) if prefix else r.scope == "")
+            ]
 
     # what the pages show --------------------------------------------------------
     def _line(
@@ -563,6 +573,82 @@ class SubscriptionService:
                 )
             )
         return out
+
+    def office_users(
+        self, principal: Principal, installation_id: str, product_code: str
+    ) -> OfficeRoster:
+        """The installation's users of a per-user product (``user_ref``), each with its
+        status, end and next renewal, and how many of the product's maximum are taken.
+
+        Raises:
+            UnknownProduct, UnknownInstallation (out of scope too).
+        """
+        item = product(product_code)
+        now = self.clock()
+        with self.store.transaction() as tx:
+            ensure_installation_access(tx, principal, installation_id, write=False)
+            found = [
+                self._line(tx, principal, r, now=now)
+                for r in rows.subscriptions_of(tx, installation_id)
+                if r.service == item.feature and r.scope.startswith("user:")
+            ]
+            live = rows.live_scoped(tx, installation_id, item.feature, prefix="user:")
+        found.sort(key=lambda line: (line.state in ("expired", "cancelled"), line.view["user_ref"]))
+        return OfficeRoster(item, found, live, item.max_per_installation or 0)
+
+    def check_new_users(
+        self, principal: Principal, installation_id: str, product_code: str, user_refs: list[str]
+    ) -> None:
+        """Refuse, before any order, adding ``user_refs`` that cannot all be bought: no
+        name, a name twice, a user who has the product already, or more than its maximum.
+
+        Raises:
+            UnknownProduct, InvalidRequest, UnknownInstallation, Forbidden, Blacklisted,
+            SubscriptionExists, UserLimitReached.
+        """
+        item = product(product_code)
+        with self.store.transaction() as tx:
+            ensure_installation_access(tx, principal, installation_id, write=True)
+            live = rows.live_scopes(tx, installation_id, item.feature, prefix="user:")
+            check_users_to_add(
+                item, installation_id=installation_id, user_refs=user_refs, live=live
+            )
+
+    async def buy_for_users(
+        self,
+        principal: Principal,
+        *,
+        installation_id: str,
+        product_code: str,
+        user_refs: list[str],
+        pay_with: str | None,
+        card_token: str | None,
+    ) -> list[PurchaseResult]:
+        """Add several office users or departments at once: each its own per-user
+        subscription and order, through :meth:`purchase`.
+
+        Everything is checked first (:meth:`check_new_users`): one refused name refuses
+        them all before any order. A card declined halfway keeps the users bought before.
+
+        Raises:
+            as :meth:`check_new_users` and :meth:`purchase`.
+        """
+        await self._in_thread(
+            lambda: self.check_new_users(principal, installation_id, product_code, user_refs)
+        )
+        return [
+            await self.purchase(
+                principal,
+                installation_id=installation_id,
+                product_code=product_code,
+                term_months=None,
+                pay_with=pay_with,
+                card_token=card_token,
+                start=None,
+                user_ref=ref,
+            )
+            for ref in user_refs
+        ]
 
     def _declined(
         self,

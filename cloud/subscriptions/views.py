@@ -6,10 +6,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud.subscriptions import queries as rows
+from cloud.subscriptions.rules.catalogue import Product
 from cloud.subscriptions.rules.lifecycle import NextRenewal, status_text
 from cloud.subscriptions.tables import SubscriptionRow
 
-__all__ = ["ExpiringLine", "PurchaseResult", "Quote", "SubscriptionLine", "subscription_view"]
+__all__ = [
+    "ExpiringLine",
+    "OfficeRoster",
+    "PurchaseResult",
+    "Quote",
+    "SubscriptionLine",
+    "subscription_view",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +89,20 @@ class ExpiringLine:
 
     line: SubscriptionLine
     installation_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfficeRoster:
+    """An installation's users (or departments) of a per-user product: a line each, those
+    still running first, by name; ``live`` of them count against ``maximum`` (every one
+    not expired, ended-at-period-end ones until that end)."""
+
+    product: Product
+    lines: list[SubscriptionLine]
+    live: int
+    maximum: int
+
+    @property
+    def room(self) -> int:
+        """How many more users may be added now."""
+        return max(0, self.maximum - self.live)

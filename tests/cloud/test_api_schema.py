@@ -99,6 +99,7 @@ _BUSINESS_RULES = [
     "POST /api/v1/subscriptions/{sub_id}/reactivate",
     "POST /api/v1/subscriptions/cameras",
     "POST /api/v1/subscriptions/cameras/plan-change",
+    "POST /api/v1/subscriptions/users",  # a name twice, one who has it, over the maximum
     "GET /api/v1/subscriptions/{sub_id}/plan-change/quote",
     "POST /api/v1/subscriptions/{sub_id}/plan-change",
     "POST /api/v1/orders/{order_id}/pay",
@@ -165,6 +166,10 @@ _STATEFUL = {
     ),
     "POST /api/v1/subscriptions/cameras/plan-change": (
         "cameras with plans: tests/cloud/subscriptions/test_plans.py"
+    ),
+    "POST /api/v1/subscriptions/users": (
+        "a user acting for an installation of theirs: "
+        "tests/cloud/subscriptions/test_office_users.py"
     ),
     "GET /api/v1/subscriptions/{sub_id}/plan-change/quote": (
         "an active camera plan: tests/cloud/subscriptions/test_plans.py"

@@ -14,9 +14,11 @@ the renewal after the change is billed at the new plan's price.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from cloud.errors import N_, InvalidRequest
+from cloud.errors import N_, InvalidRequest, SubscriptionExists
 from cloud.subscriptions.errors import PlanChangeRefused, UserLimitReached
 from cloud.subscriptions.rules.calendar import DAY_S
 from cloud.subscriptions.rules.catalogue import Product, Scope
@@ -26,6 +28,7 @@ __all__ = [
     "YEAR_DAYS",
     "PlanChangeQuote",
     "check_user_limit",
+    "check_users_to_add",
     "plan_change_quote",
     "prorate",
     "scope_key",
@@ -84,14 +87,16 @@ def scope_key(
     return ""
 
 
-def check_user_limit(item: Product, *, installation_id: str, users: int) -> None:
-    """Allow one more user of ``item`` in an installation that has ``users`` live ones.
+def check_user_limit(item: Product, *, installation_id: str, users: int, adding: int = 1) -> None:
+    """Allow ``adding`` more users of ``item`` in an installation that has ``users`` live ones.
 
     Raises:
-        UserLimitReached: it has the product's maximum already.
+        UserLimitReached: that would be more than the product's maximum.
     """
     most = item.max_per_installation
-    if most is not None and users >= most:
+    if most is None or users + adding <= most:
+        return
+    if adding == 1:
         raise UserLimitReached(
             N_(
                 "installation %(installation)s has %(count)d users of %(product)s, the "
@@ -102,6 +107,52 @@ def check_user_limit(item: Product, *, installation_id: str, users: int) -> None
             product=item.name,
             maximum=most,
         )
+    raise UserLimitReached(
+        N_(
+            "installation %(installation)s has %(count)d users of %(product)s, the maximum "
+            "is %(maximum)d: add at most %(room)d more, not %(adding)d"
+        ),
+        installation=installation_id,
+        count=users,
+        product=item.name,
+        maximum=most,
+        room=max(0, most - users),
+        adding=adding,
+    )
+
+
+def check_users_to_add(
+    item: Product, *, installation_id: str, user_refs: Sequence[str], live: Collection[str]
+) -> list[str]:
+    """The scopes of ``user_refs`` if every one of them may be added, at once, to an
+    installation whose users of ``item`` not expired have the scopes ``live``.
+
+    Raises:
+        InvalidRequest: not a per-user product, no name, a bad name, or a name twice.
+        SubscriptionExists: one of them has the product already.
+        UserLimitReached: they would be more than the product's maximum.
+    """
+    if item.scope is not Scope.USER:
+        raise InvalidRequest(
+            N_("%(product)s is not bought per user: buy it without a user"), product=item.code
+        )
+    if not user_refs:
+        raise InvalidRequest(N_("Name at least one user or department to add."))
+    scopes = [scope_key(item, device_id=None, device_kind=None, user_ref=r) for r in user_refs]
+    twice = sorted(ref for ref, n in Counter(user_refs).items() if n > 1)
+    if twice:
+        raise InvalidRequest(
+            N_("%(users)s is named more than once: name each user once"), users=", ".join(twice)
+        )
+    for ref, scope in zip(user_refs, scopes, strict=True):
+        if scope in live:
+            raise SubscriptionExists(
+                N_("%(user)s has %(product)s already: keep or end it in the list"),
+                user=ref,
+                product=item.name,
+            )
+    check_user_limit(item, installation_id=installation_id, users=len(live), adding=len(scopes))
+    return scopes
 
 
 def prorate(yearly_difference_cents: int, days_left: int) -> int:

@@ -104,6 +104,10 @@ def _requests(shop: _Shop) -> dict[tuple[str, str], tuple[str, dict[str, Any] | 
             "/api/v1/subscriptions/cameras",
             {"installation_id": shop.installation, "product": "VR-720P-07D"},
         ),
+        ("POST", "/api/v1/subscriptions/users"): (
+            "/api/v1/subscriptions/users",
+            {"installation_id": shop.installation, "user_refs": ["Sales", "Reception"]},
+        ),
         ("POST", "/api/v1/subscriptions/cameras/plan-change"): (
             "/api/v1/subscriptions/cameras/plan-change",
             {"installation_id": shop.installation, "product": "VR-4K-30D"},

@@ -4,6 +4,7 @@ comparison and the connected window; and which grants one device's token carries
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -13,7 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cloud.devices.rules import Grant, for_device
-from cloud.errors import InvalidRequest
+from cloud.errors import InvalidRequest, SubscriptionExists
 from cloud.subscriptions.errors import (
     FirmwareTooOld,
     NotConnected,
@@ -24,6 +25,7 @@ from cloud.subscriptions.rules.catalogue import product
 from cloud.subscriptions.rules.lifecycle import Status, purchase
 from cloud.subscriptions.rules.plans import (
     check_user_limit,
+    check_users_to_add,
     plan_change_quote,
     prorate,
     scope_key,
@@ -135,6 +137,39 @@ def test_at_most_60_office_users() -> None:
     with pytest.raises(UserLimitReached, match="maximum is 60"):
         check_user_limit(office, installation_id="i", users=60)
     check_user_limit(CAMERA, installation_id="i", users=10_000)  # no limit
+
+
+def test_adding_several_office_users_fits_under_60_or_none_is_added() -> None:
+    office = product("AKV-OFFICE-USER")
+    check_user_limit(office, installation_id="i", users=57, adding=3)
+    with pytest.raises(UserLimitReached, match="add at most 3 more, not 4"):
+        check_user_limit(office, installation_id="i", users=57, adding=4)
+    with pytest.raises(UserLimitReached, match="add at most 0 more, not 2"):
+        check_user_limit(office, installation_id="i", users=60, adding=2)
+
+
+def test_users_to_add_are_refused_together() -> None:
+    office = product("AKV-OFFICE-USER")
+    live = {"user:Sales"}
+    add = functools.partial(check_users_to_add, office, installation_id="i", live=live)
+    assert add(user_refs=["Hr", "Reception"]) == ["user:Hr", "user:Reception"]
+    for refs, error, match in (
+        ([], InvalidRequest, "at least one"),
+        (["Hr", "Hr"], InvalidRequest, "Hr is named more than once"),
+        (["Hr", "a\nb"], InvalidRequest, "printable"),
+        (["Hr", "Sales"], SubscriptionExists, "Sales has Intercom office user already"),
+    ):
+        with pytest.raises(error, match=match):
+            add(user_refs=refs)
+    with pytest.raises(UserLimitReached, match="add at most 1 more, not 2"):
+        check_users_to_add(
+            office,
+            installation_id="i",
+            user_refs=["Hr", "Reception"],
+            live={f"user:u{i}" for i in range(59)},
+        )
+    with pytest.raises(InvalidRequest, match="not bought per user"):
+        check_users_to_add(CAMERA, installation_id="i", user_refs=["Hr"], live=set())
 
 
 # preconditions ------------------------------------------------------------------------
