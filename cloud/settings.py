@@ -69,7 +69,8 @@ class CloudSettings(BrokerClientSettings):
     health_gap_window_s: int = Field(default=3600, gt=0, description="how far back to look")
     command_timeout_s: int = 300
     tickets_interval_s: float = 300.0
-    # tickets' attachments (cloud.tickets.files): the files live outside the database
+    # tickets' attachments (cloud.tickets.storage, the acceptance cloud.tickets.rules.files):
+    # the files live outside the database, named by their SHA-256
     tickets_attachments_dir: Path | None = Field(
         default=None,
         description="where ticket attachments are stored; default data_dir/attachments",
