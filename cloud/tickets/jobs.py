@@ -1,6 +1,8 @@
 """The tickets job: auto-close 7 days after suggest-close, flag SLA breaches.
 
-Both are conditional UPDATEs (:mod:`cloud.tickets.queries`), safe in every worker. The
+A breach is the pure rule's (:func:`cloud.tickets.rules.breached`: the category's SLA or
+the current line's own response and resolution targets). Both writes are conditional
+UPDATEs (:mod:`cloud.tickets.queries`), safe in every worker. The
 tickets it closes are told (``on_closed``: the service's mail and audit) in the same
 transaction.
 """
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from cloud.database import Store
 from cloud.tickets import queries
+from cloud.tickets.rules import breached
 from common.clock import Clock
 
 __all__ = ["TicketJob", "TicketPass"]
@@ -55,8 +58,13 @@ class TicketJob:
                 closed = queries.close_suggested(tx, now=now)
                 if closed and self._on_closed is not None:
                     self._on_closed(tx, closed, now)
-                breached = queries.flag_breaches(tx, now=now)
-            return TicketPass(closed=len(closed), breached=breached)
+                late = [
+                    row.id
+                    for row in queries.breach_candidates(tx, now=now)
+                    if breached(queries.ticket_state(row), now=now)
+                ]
+                flagged = queries.flag_breaches(tx, late, now=now)
+            return TicketPass(closed=len(closed), breached=flagged)
 
         done = await asyncio.to_thread(work)
         if done.closed or done.breached:

@@ -52,6 +52,7 @@ from cloud.tickets.rules import (
     TaskStatus,
     TaskType,
     TicketState,
+    breached,
     check_category,
     check_responsible,
     check_rma,
@@ -211,21 +212,7 @@ def _label(principal: Principal) -> str:
     return f"key:{principal.key_id}"
 
 
-def _state(row: TicketRow) -> TicketState:
-    return TicketState(
-        category=Category(row.category),
-        stage=Stage(row.stage),
-        next_action=Owner(row.next_action),
-        opened_at=row.opened_at,
-        due_at=row.due_at,
-        suggest_close_at=row.suggest_close_at,
-        closed_at=row.closed_at,
-        status=Status(row.status or Status.OPEN),
-        stage_since=row.stage_since,
-        responded_at=row.responded_at,
-        plan=row.plan,
-        eta=row.eta,
-    )
+_state = queries.ticket_state
 
 
 def _apply(row: TicketRow, state: TicketState, *, now: int) -> None:
@@ -241,7 +228,7 @@ def _apply(row: TicketRow, state: TicketState, *, now: int) -> None:
     row.plan = state.plan
     row.eta = state.eta
     row.updated_at = now
-    if row.sla_breached_at is None and sla_breached(state, now=now):
+    if row.sla_breached_at is None and breached(state, now=now):
         row.sla_breached_at = now
 
 

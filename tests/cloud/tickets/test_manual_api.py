@@ -409,3 +409,40 @@ async def test_an_attachment_may_be_larger_than_other_request_bodies(cloud: Clou
     )
     assert too_long.status_code == 413  # every other route keeps the general limit
     assert len((await cloud.http.get(f"/api/v1/tickets/{tid}")).json()["messages"]) == 1
+
+
+async def test_the_job_flags_each_lines_own_sla(cloud: Cloud) -> None:
+    """Four 3-day tickets (the old rule flags none before 3 days): first line unanswered,
+    first line answered, second line unanswered, third line answered with a 1-day ETA."""
+    inst, _, _ = await _site(cloud)
+    start = cloud.clock()
+    ids = {}
+    for name in ("first", "answered", "second", "third"):
+        ids[name] = (await _open(cloud.http, inst)).json()["id"]
+    url = "/api/v1/tickets/{}".format
+    await cloud.http.post(f"{url(ids['answered'])}/messages", json={"body": "looking"})
+    await cloud.http.post(f"{url(ids['second'])}/stage", json={"stage": "second_line"})
+    third = await cloud.http.post(
+        f"{url(ids['third'])}/stage",
+        json={"stage": "third_line", "plan": "patch", "eta": start + DAY + 3600},
+    )
+    assert third.status_code == 200, third.text
+    await cloud.http.post(f"{url(ids['third'])}/messages", json={"body": "on it"})
+
+    async def flagged_after(seconds: int) -> set[str]:
+        cloud.clock.advance(start + seconds - cloud.clock())
+        await cloud.state.jobs.run_once()
+        return {
+            name
+            for name, tid in ids.items()
+            if (await cloud.http.get(url(tid))).json()["sla_breached"]
+        }
+
+    assert await flagged_after(4 * 3600) == set()
+    assert await flagged_after(4 * 3600 + 1) == {"first"}  # no answer within 4 h
+    assert await flagged_after(DAY + 1) == {"first", "answered", "second"}
+    assert await flagged_after(DAY + 3600 + 1) == set(ids)  # the third line's ETA
+    with cloud.state.store.transaction() as tx:
+        stamps = dict(tx.execute(select(TicketRow.id, TicketRow.sla_breached_at)).all())
+    assert stamps[ids["first"]] == start + 4 * 3600 + 1  # flagged once, when first seen
+    assert stamps[ids["third"]] == start + DAY + 3600 + 1
