@@ -79,6 +79,12 @@ class CloudSettings(BrokerClientSettings):
         default={"image": 10 << 20, "text": 5 << 20, "video": 50 << 20, "pdf": 10 << 20},
         description="bytes allowed per attachment type (image, text log, video, pdf); 0 refuses it",
     )
+    tickets_orphan_grace_s: int = Field(
+        default=3600,
+        ge=60,
+        description="attachment files no row names (and unfinished uploads) older than this "
+        "are removed by the tickets job; younger ones may be uploads in flight",
+    )
     tickets_support_email: str | None = Field(
         default=None,
         description="where customers' ticket messages are mailed when no one is responsible",

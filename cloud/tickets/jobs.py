@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 from cloud.database import Store
 from cloud.tickets import queries
 from cloud.tickets.rules import breached
+from cloud.tickets.rules.files import orphans
+from cloud.tickets.storage import AttachmentStore
 from common.clock import Clock
 
 __all__ = ["TicketJob", "TicketPass"]
@@ -30,6 +32,7 @@ _log = logging.getLogger(__name__)
 class TicketPass:
     closed: int
     breached: int
+    orphans: int = 0  # attachment files removed
 
 
 class TicketJob:
@@ -44,11 +47,31 @@ class TicketJob:
         clock: Clock,
         interval_s: float = 300.0,
         on_closed: Callable[[Session, Sequence[int], int], None] | None = None,
+        attachments: AttachmentStore | None = None,
+        orphan_grace_s: int = 3600,
     ) -> None:
         self._store = store
         self._clock = clock
         self.interval_s = interval_s
         self._on_closed = on_closed
+        self._files = attachments
+        self._orphan_grace_s = orphan_grace_s
+
+    def _clean_orphans(self, *, now: int) -> int:
+        if self._files is None:
+            return 0
+        listed = self._files.listing()
+        old = [f for f in listed if f.modified_at < now - self._orphan_grace_s]
+        shas = {f.sha256 for f in old if f.sha256 is not None}
+        with self._store.transaction() as tx:
+            named = queries.referenced(tx, shas) if shas else set()
+        gone = orphans(old, named, now=now, grace_s=self._orphan_grace_s)
+        removed = 0
+        for f in gone:
+            if self._files.remove(f):
+                removed += 1
+                _log.warning("tickets: removed orphan attachment file %s", f.name)
+        return removed
 
     async def run_once(self) -> TicketPass:
         now = self._clock()
@@ -64,9 +87,16 @@ class TicketJob:
                     if breached(queries.ticket_state(row), now=now)
                 ]
                 flagged = queries.flag_breaches(tx, late, now=now)
-            return TicketPass(closed=len(closed), breached=flagged)
+            return TicketPass(
+                closed=len(closed), breached=flagged, orphans=self._clean_orphans(now=now)
+            )
 
         done = await asyncio.to_thread(work)
-        if done.closed or done.breached:
-            _log.info("tickets: %d auto-closed, %d SLA breached", done.closed, done.breached)
+        if done.closed or done.breached or done.orphans:
+            _log.info(
+                "tickets: %d auto-closed, %d SLA breached, %d orphan files removed",
+                done.closed,
+                done.breached,
+                done.orphans,
+            )
         return done

@@ -8,7 +8,7 @@ conditional UPDATEs, safe in every worker (which tickets to flag is the pure rul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ __all__ = [
     "close_suggested",
     "flag_breaches",
     "messages",
+    "referenced",
     "self_tests",
     "stage_counts",
     "support_users",
@@ -86,6 +87,17 @@ def tasks(session: Session, ticket_id: int) -> Sequence[TicketTaskRow]:
     """The ticket's action tasks, by expected date."""
     query = select(TicketTaskRow).where(TicketTaskRow.ticket_id == ticket_id)
     return session.scalars(query.order_by(TicketTaskRow.expected_on, TicketTaskRow.id)).all()
+
+
+def referenced(session: Session, shas: Collection[str]) -> set[str]:
+    """Which of these SHA-256s an attachment row names."""
+    named: set[str] = set()
+    wanted = sorted(shas)
+    for at in range(0, len(wanted), 500):  # bounded IN lists
+        chunk = wanted[at : at + 500]
+        query = select(TicketAttachmentRow.sha256).where(TicketAttachmentRow.sha256.in_(chunk))
+        named.update(session.scalars(query.distinct()))
+    return named
 
 
 def attachments(session: Session, ticket_id: int) -> Sequence[TicketAttachmentRow]:

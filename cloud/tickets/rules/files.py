@@ -6,12 +6,15 @@ tab, CR, LF, ESC). The client's declared type and file name never decide it.
 :func:`accept` checks the type against the family limits (``limits``: family -> bytes,
 the cloud settings' ``tickets_attachment_limits``); the upload adapter calls
 :func:`check_size` while it streams, so an oversized upload stops at the limit.
+:func:`orphans` picks the stored files to clean up: unfinished uploads and files no
+attachment row refers to (a crash between storing and the row), once older than a grace
+period, so an upload still in flight is never taken.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from cloud.errors import N_, ContentTooLarge, InvalidRequest
@@ -23,8 +26,10 @@ __all__ = [
     "AttachmentTooLarge",
     "UnsupportedAttachment",
     "Accepted",
+    "StoredFile",
     "accept",
     "check_size",
+    "orphans",
     "safe_name",
     "sniff",
 ]
@@ -128,3 +133,26 @@ def accept(head: bytes, *, name: str, limits: Mapping[str, int]) -> Accepted:
             )
         )
     return Accepted(content_type, family, limits[family], safe_name(name, content_type))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file in the attachments directory: ``name`` relative to it, the SHA-256 it is
+    stored as (None: an upload's temporary file), when it was last written."""
+
+    name: str
+    sha256: str | None
+    modified_at: int
+
+
+def orphans(
+    files: Iterable[StoredFile], referenced: Collection[str], *, now: int, grace_s: int
+) -> list[StoredFile]:
+    """The files to remove: last written more than ``grace_s`` before ``now``, and either
+    an upload that never finished or a stored file whose SHA-256 no attachment row names
+    (``referenced``)."""
+    return [
+        f
+        for f in files
+        if f.modified_at < now - grace_s and (f.sha256 is None or f.sha256 not in referenced)
+    ]

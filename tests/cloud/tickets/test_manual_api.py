@@ -5,6 +5,7 @@ attachments on disk, mails in the outbox, and the check before a report."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from cloud.accounts.tables import AuditRow
 from cloud.health.ingest import Incoming
 from cloud.notifications.tables import NotificationRow
+from cloud.tickets.storage import AttachmentStore
 from cloud.tickets.tables import TicketAttachmentRow, TicketRow
 from protocol.health import HealthReport, health_to_json
 from protocol.topics import device_topic
@@ -446,3 +448,36 @@ async def test_the_job_flags_each_lines_own_sla(cloud: Cloud) -> None:
         stamps = dict(tx.execute(select(TicketRow.id, TicketRow.sla_breached_at)).all())
     assert stamps[ids["first"]] == start + 4 * 3600 + 1  # flagged once, when first seen
     assert stamps[ids["third"]] == start + DAY + 3600 + 1
+
+
+async def test_the_job_removes_orphan_files_after_the_grace_period(cloud: Cloud) -> None:
+    """A file stored before a crash lost its row, and an upload cut off half-way, go once
+    older than the grace period; a file a row names, and files not ours, stay."""
+    inst, _, _ = await _site(cloud)
+    tid = (await _open(cloud.http, inst)).json()["id"]
+    up = await cloud.http.post(
+        f"/api/v1/tickets/{tid}/attachments", files={"file": ("shot.png", io.BytesIO(PNG))}
+    )
+    [kept] = up.json()["attachments"]
+    settings = cloud.state.settings
+    root = settings.attachments_dir
+    store = AttachmentStore(root, limits=settings.tickets_attachment_limits)
+    lost = store.put(io.BytesIO(LOG), name="lost.log")  # the crash: no row follows
+    half = root / ".upload-0123456789abcdef"
+    half.write_bytes(b"half a video")
+    not_ours = root / "README"
+    not_ours.write_text("the operator's note")
+    grace = settings.tickets_orphan_grace_s
+    written = cloud.clock() - grace
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (written, written))
+    assert (await cloud.state.jobs.run_once())["tickets"].orphans == 0  # within the grace
+    assert store.path(lost.sha256).exists() and half.exists()
+    cloud.clock.advance(1)
+    assert (await cloud.state.jobs.run_once())["tickets"].orphans == 2
+    assert not store.path(lost.sha256).exists() and not half.exists()
+    assert not_ours.exists()
+    got = await cloud.http.get(f"/api/v1/tickets/{tid}/attachments/{kept['id']}")
+    assert got.status_code == 200 and got.content == PNG
+    assert (await cloud.state.jobs.run_once())["tickets"].orphans == 0

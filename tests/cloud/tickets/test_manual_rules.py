@@ -37,9 +37,11 @@ from cloud.tickets.rules import (
 from cloud.tickets.rules.files import (
     FAMILIES,
     AttachmentTooLarge,
+    StoredFile,
     UnsupportedAttachment,
     accept,
     check_size,
+    orphans,
     safe_name,
     sniff,
 )
@@ -379,3 +381,18 @@ def test_status_always_matches_the_stage(steps: list[tuple[Stage, Status, bool]]
         assert (ticket.plan is not None) == (ticket.stage is Stage.THIRD_LINE) or (
             ticket.stage in (Stage.SUGGEST_CLOSE, Stage.CLOSED)
         )
+
+
+def test_orphans_are_old_unnamed_files_and_unfinished_uploads() -> None:
+    now, grace = T0, 3600
+    named, lost = "a" * 64, "b" * 64
+    files = [
+        StoredFile(f"aa/{named}", named, now - 10 * grace),  # its row exists
+        StoredFile(f"bb/{lost}", lost, now - grace - 1),  # no row: a crash lost it
+        StoredFile(".upload-1", None, now - grace - 1),  # an upload that never finished
+        StoredFile(f"bb/{'c' * 64}", "c" * 64, now - grace),  # in flight, maybe
+        StoredFile(".upload-2", None, now - 5),
+    ]
+    gone = orphans(files, {named}, now=now, grace_s=grace)
+    assert [f.name for f in gone] == [f"bb/{lost}", ".upload-1"]
+    assert orphans(files, {named, lost}, now=now, grace_s=grace) == [files[2]]
