@@ -17,17 +17,22 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from cloud.errors import N_, ContentTooLarge, InvalidRequest
+from cloud.errors import N_, ContentTooLarge, Forbidden, InvalidRequest, InvalidTransition
 
 __all__ = [
     "FAMILIES",
+    "MAX_FILES",
     "MAX_NAME",
     "SNIFF_BYTES",
     "AttachmentTooLarge",
+    "NotYourAttachment",
+    "TooManyAttachments",
     "UnsupportedAttachment",
     "Accepted",
     "StoredFile",
     "accept",
+    "check_count",
+    "check_delete",
     "check_size",
     "orphans",
     "safe_name",
@@ -36,6 +41,8 @@ __all__ = [
 
 SNIFF_BYTES = 4096
 MAX_NAME = 120
+MAX_FILES = 5
+"""Files one message (or one upload) carries at most."""
 
 FAMILIES: Mapping[str, str] = {
     "image/png": "image",
@@ -64,6 +71,41 @@ class UnsupportedAttachment(InvalidRequest):
 
 class AttachmentTooLarge(ContentTooLarge):
     """Over its type's size limit (413)."""
+
+
+class TooManyAttachments(InvalidRequest):
+    """More files than one message carries (422)."""
+
+
+class NotYourAttachment(Forbidden):
+    """A customer deleting a file someone else uploaded (403)."""
+
+
+def check_count(count: int) -> None:
+    """Raises TooManyAttachments over :data:`MAX_FILES`."""
+    if count > MAX_FILES:
+        raise TooManyAttachments(
+            N_("a message carries at most %(count)s files: send the others with another"),
+            count=MAX_FILES,
+        )
+
+
+def check_delete(*, staff: bool, own: bool, closed: bool) -> None:
+    """Support deletes any attachment; whoever uploaded one deletes it while the ticket is
+    not closed.
+
+    Raises:
+        NotYourAttachment: a customer's attempt at someone else's file.
+        InvalidTransition: the uploader's, on a closed ticket.
+    """
+    if staff:
+        return
+    if not own:
+        raise NotYourAttachment(N_("only who uploaded a file, or support, may delete it"))
+    if closed:
+        raise InvalidTransition(
+            N_("the ticket is closed and keeps its files: ask support to delete one")
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -481,3 +481,90 @@ async def test_the_job_removes_orphan_files_after_the_grace_period(cloud: Cloud)
     got = await cloud.http.get(f"/api/v1/tickets/{tid}/attachments/{kept['id']}")
     assert got.status_code == 200 and got.content == PNG
     assert (await cloud.state.jobs.run_once())["tickets"].orphans == 0
+
+
+async def test_a_message_carries_its_files(cloud: Cloud) -> None:
+    inst, _, owner = await _site(cloud)
+    async with _as(cloud, owner) as customer:
+        tid = (await _open(customer, inst)).json()["id"]
+        url = f"/api/v1/tickets/{tid}/attachments"
+        sent = await customer.post(
+            url,
+            data={"body": "the log and a photo of the counter"},
+            files=[("file", ("counter.log", LOG)), ("file", ("counter.png", PNG))],
+        )
+        assert sent.status_code == 201, sent.text
+        shown = sent.json()
+        first, message = shown["messages"]
+        assert message["body"] == "the log and a photo of the counter"
+        assert [a["filename"] for a in message["attachments"]] == ["counter.txt", "counter.png"]
+        assert {a["message_id"] for a in shown["attachments"]} == {message["id"]}
+        assert first["attachments"] == []
+        assert shown["next_action"] == "support"
+        # files on their own, as before: no message
+        alone = await customer.post(url, files={"file": ("more.png", PNG)})
+        assert alone.status_code == 201
+        assert len(alone.json()["messages"]) == 2
+        assert alone.json()["attachments"][-1]["message_id"] is None
+        rows, files = _count(cloud, TicketAttachmentRow), _files(cloud)
+        # one refused file refuses the message and every file sent with it
+        mixed = await customer.post(
+            url,
+            data={"body": "and an exe"},
+            files=[("file", ("new.log", LOG + b"new")), ("file", ("x.log", b"MZ\x90\x00" * 9))],
+        )
+        assert mixed.status_code == 422, mixed.text
+        six = await customer.post(
+            url, data={"body": "six"}, files=[("file", (f"{i}.png", PNG)) for i in range(6)]
+        )
+        assert six.status_code == 422 and "at most 5 files" in six.text
+        nul = await customer.post(url, data={"body": "a\x00b"}, files={"file": ("e.png", PNG)})
+        assert nul.status_code == 422
+        after = (await customer.get(f"/api/v1/tickets/{tid}")).json()
+        assert len(after["messages"]) == 2
+        assert _count(cloud, TicketAttachmentRow) == rows and _files(cloud) == files
+
+
+async def test_deleting_an_attachment(cloud: Cloud) -> None:
+    inst, _, owner = await _site(cloud)
+    other = new_user(cloud.app, role="owner", email="other@elsewhere.example")
+    async with _as(cloud, owner) as customer:
+        tid = (await _open(customer, inst)).json()["id"]
+        url = f"/api/v1/tickets/{tid}/attachments"
+        mine = await customer.post(url, data={"body": "photo"}, files={"file": ("a.png", PNG)})
+        [own] = mine.json()["messages"][-1]["attachments"]
+    theirs = await cloud.http.post(url, files={"file": ("same.png", PNG)})  # the same bytes
+    shared = theirs.json()["attachments"][-1]
+    [stored] = _files(cloud)
+    async with _as(cloud, other) as stranger:
+        assert (await stranger.delete(f"{url}/{own['id']}")).status_code == 404
+    async with _as(cloud, owner) as customer:
+        refused = await customer.delete(f"{url}/{shared['id']}")  # support's file
+        assert refused.status_code == 403, refused.text
+        assert (await customer.delete(f"{url}/999")).status_code == 404
+        gone = await customer.delete(f"{url}/{own['id']}")
+        assert gone.status_code == 200, gone.text
+        assert [a["id"] for a in gone.json()["attachments"]] == [shared["id"]]
+        assert gone.json()["messages"][-1]["attachments"] == []
+        assert (await customer.get(f"{url}/{own['id']}")).status_code == 404
+        assert (await customer.get(f"{url}/{shared['id']}")).content == PNG  # file kept
+        assert _files(cloud) == [stored]
+        assert (await customer.delete(f"{url}/{own['id']}")).status_code == 404  # once
+    with cloud.state.store.transaction() as tx:
+        entry = tx.scalars(
+            select(AuditRow).where(AuditRow.action == "ticket.attachment.delete")
+        ).one()
+        assert entry.actor == f"user:{owner}" and entry.object_id == str(own["id"])
+        assert entry.before["filename"] == "a.png"  # type: ignore[index]
+    # support deletes any file; the last row naming the bytes takes them along
+    assert (await cloud.http.delete(f"{url}/{shared['id']}")).status_code == 200
+    assert (await cloud.http.get(f"{url}/{shared['id']}")).status_code == 404
+    assert _files(cloud) == []
+    # on a closed ticket the uploader may not, support may
+    async with _as(cloud, owner) as customer:
+        late = await customer.post(url, files={"file": ("log.txt", LOG)})
+        [kept] = late.json()["attachments"]
+        await customer.post(f"/api/v1/tickets/{tid}/stage", json={"stage": "closed"})
+        assert (await customer.delete(f"{url}/{kept['id']}")).status_code == 409
+    assert (await cloud.http.delete(f"{url}/{kept['id']}")).status_code == 200
+    assert _count(cloud, TicketAttachmentRow) == 0

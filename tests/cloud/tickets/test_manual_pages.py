@@ -228,3 +228,58 @@ async def test_attachments_on_the_page_only_for_who_may_read(cloud: Cloud) -> No
     async with signed_in(cloud.app, role="owner") as (stranger, _):
         assert (await stranger.get(link.group(1))).status_code == 404
         assert (await stranger.get(url)).status_code == 404
+
+
+async def test_files_go_with_their_message_and_their_uploader_deletes_them(cloud: Cloud) -> None:
+    async with signed_in(cloud.app, role="owner") as (http, me):
+        installation, _ = await _site(cloud, me)
+        form = await http.get("/tickets/new")
+        opened = await http.post(
+            "/tickets/new",
+            data={
+                "csrf_token": csrf_of(form.text),
+                "category": "technical",
+                "subject": "Screen",
+                "body": "The opening words",
+                "installation_id": installation,
+            },
+            files={"file": ("first.png", PNG, "image/png")},
+        )
+        url = opened.headers["location"]
+        page = (await http.get(url)).text
+        answer = await http.post(
+            f"{url}/messages",
+            data={"csrf_token": csrf_of(page), "body": "Two more shots"},
+            files=[
+                ("file", ("left.png", PNG, "image/png")),
+                ("file", ("right.png", PNG + b"r", "image/png")),
+            ],
+        )
+        assert await _flash(http, answer) == "success: Your message is added."
+        page = (await http.get(url)).text
+        thread = page.split('class="messages"')[1].split("</ol>")[0]
+        opening, second = thread.split("The opening words")[1].split("Two more shots")
+        assert "first.png" in opening and "left.png" not in opening
+        assert "left.png" in second and "right.png" in second
+        refused = await http.post(
+            f"{url}/messages",
+            data={"csrf_token": csrf_of(page), "body": "and a tool"},
+            files={"file": ("tool.exe", b"MZ\x90\x00" * 10, "application/octet-stream")},
+        )
+        assert "attach a photo or screenshot" in (await _flash(http, refused)).lower()
+        assert "and a tool" not in (await http.get(url)).text
+        deletes = re.findall(r'action="(/tickets/\d+/attachments/\d+/delete)"', page)
+        assert len(deletes) == 3  # the uploader's own files
+        gone = await http.post(deletes[0], data={"csrf_token": csrf_of(page)})
+        assert await _flash(http, gone) == "success: The file is deleted."
+        assert "first.png" not in (await http.get(url)).text
+        assert _count(cloud, TicketAttachmentRow) == 2
+    async with signed_in(cloud.app, role="owner") as (stranger, _):
+        page = (await stranger.get("/tickets")).text
+        assert (
+            await stranger.post(deletes[1], data={"csrf_token": csrf_of(page)})
+        ).status_code == 404
+    async with signed_in(cloud.app, role="support") as (desk, _):
+        page = (await desk.get(url)).text
+        assert len(re.findall(r"/attachments/\d+/delete", page)) == 2  # support: any file
+    assert _count(cloud, TicketAttachmentRow) == 2
