@@ -34,10 +34,16 @@ __all__ = [
 _EMAIL = r"^[^@\x00-\x20\x7f-\x9f]{1,64}@[^@\x00-\x20\x7f-\x9f]{1,189}$"  # no spaces, no controls
 _TEXT = r"^[^\x00]*$"  # PostgreSQL refuses NUL in text
 
-_MESSAGE = {"min_length": 1, "max_length": 20_000, "pattern": _TEXT}
+_MESSAGE_MAX = 20_000
 
 MessageForm = Annotated[
-    str | None, Form(description="the message the files are sent with", **_MESSAGE)
+    str | None,
+    Form(
+        description="the message the files are sent with",
+        min_length=1,
+        max_length=_MESSAGE_MAX,
+        pattern=_TEXT,
+    ),
 ]
 """A message's words as a multipart field, beside its files (None: files on their own)."""
 
@@ -68,7 +74,7 @@ class TicketCreate(StrictBody):
 
 
 class MessageCreate(StrictBody):
-    body: str = Field(**_MESSAGE)  # type: ignore[arg-type]
+    body: str = Field(min_length=1, max_length=_MESSAGE_MAX, pattern=_TEXT)
 
 
 class StageChange(StrictBody):

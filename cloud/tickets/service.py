@@ -17,6 +17,7 @@ days and flags SLA breaches. Reads and the job's UPDATEs are :mod:`cloud.tickets
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -660,7 +661,7 @@ class TicketService:
         Raises UnknownTicket, InvalidTransition (closed), and for ``files``
         TooManyAttachments, UnsupportedAttachment (422), AttachmentTooLarge (413).
         """
-        stored = self._store_files(principal, ticket_id, files) if files else []
+        stored = self._store_files(principal, ticket_id, files) if files else ()
         try:
             now = self._clock()
             with self._store.transaction() as tx:
@@ -958,7 +959,7 @@ class TicketService:
 
     def _store_files(
         self, principal: Principal, ticket_id: int, files: Sequence[Upload]
-    ) -> list[Stored]:
+    ) -> Sequence[Stored]:
         """The files on disk, once the principal may add to the open ticket (a stranger's
         upload is never read); on any refusal none of them stays."""
         if self._files is None:
@@ -967,7 +968,7 @@ class TicketService:
         with self._store.transaction() as tx:
             if Stage(self._load(tx, principal, ticket_id).stage) is Stage.CLOSED:
                 raise InvalidTransition(N_("the ticket is closed; open a new ticket"))
-        stored: list[Stored] = []
+        stored: typing.List[Stored] = []  # noqa: UP006 (``list`` is a method here)
         try:
             for upload in files:
                 stored.append(self._files.put(upload.source, name=upload.name))
@@ -1065,7 +1066,7 @@ class TicketService:
 
     def deletable(self, principal: Principal, ticket: TicketView) -> set[int]:
         """The ids of the ticket's files the principal may delete (the page's buttons)."""
-        deletable = set()
+        deletable: set[int] = set()
         for file in ticket.attachments or []:
             try:
                 check_delete(

@@ -6,6 +6,7 @@ who may read the ticket."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select
@@ -45,6 +46,24 @@ async def _flash(http: httpx.AsyncClient, answer: httpx.Response) -> str:
     found = re.search(r'class="flash flash-(\w+)"[^>]*>([^<]*)<', shown.text)
     assert found is not None, shown.text[:300]
     return f"{found.group(1)}: {found.group(2).strip()}"
+
+
+async def _open_on_page(http: httpx.AsyncClient, installation: str, body: str, **files: Any) -> str:
+    """A technical ticket opened with the new-ticket form; its page's address."""
+    form = await http.get("/tickets/new")
+    opened = await http.post(
+        "/tickets/new",
+        data={
+            "csrf_token": csrf_of(form.text),
+            "category": "technical",
+            "subject": "Screen",
+            "body": body,
+            "installation_id": installation,
+        },
+        **files,
+    )
+    assert opened.status_code == 303, opened.text[:300]
+    return str(opened.headers["location"])
 
 
 async def test_the_check_before_a_report_shows_an_obstructed_lens(cloud: Cloud) -> None:
@@ -190,18 +209,7 @@ async def test_support_controls_on_the_ticket_page(cloud: Cloud) -> None:
 async def test_attachments_on_the_page_only_for_who_may_read(cloud: Cloud) -> None:
     async with signed_in(cloud.app, role="owner") as (http, me):
         installation, _ = await _site(cloud, me)
-        form = await http.get("/tickets/new")
-        opened = await http.post(
-            "/tickets/new",
-            data={
-                "csrf_token": csrf_of(form.text),
-                "category": "technical",
-                "subject": "Screen",
-                "body": "See the screenshot",
-                "installation_id": installation,
-            },
-        )
-        url = opened.headers["location"]
+        url = await _open_on_page(http, installation, "See the screenshot")
         page = (await http.get(url)).text
         up = await http.post(
             f"{url}/attachments",
@@ -233,19 +241,9 @@ async def test_attachments_on_the_page_only_for_who_may_read(cloud: Cloud) -> No
 async def test_files_go_with_their_message_and_their_uploader_deletes_them(cloud: Cloud) -> None:
     async with signed_in(cloud.app, role="owner") as (http, me):
         installation, _ = await _site(cloud, me)
-        form = await http.get("/tickets/new")
-        opened = await http.post(
-            "/tickets/new",
-            data={
-                "csrf_token": csrf_of(form.text),
-                "category": "technical",
-                "subject": "Screen",
-                "body": "The opening words",
-                "installation_id": installation,
-            },
-            files={"file": ("first.png", PNG, "image/png")},
+        url = await _open_on_page(
+            http, installation, "The opening words", files={"file": ("first.png", PNG, "image/png")}
         )
-        url = opened.headers["location"]
         page = (await http.get(url)).text
         answer = await http.post(
             f"{url}/messages",
