@@ -254,6 +254,13 @@ async def test_files_go_with_their_message_and_their_uploader_deletes_them(cloud
             ],
         )
         assert await _flash(http, answer) == "success: Your message is added."
+        big = PNG + bytes(cloud.state.settings.http_max_body_bytes + 1000)
+        large = await http.post(
+            f"{url}/messages",
+            data={"csrf_token": csrf_of(page), "body": "A large photo"},
+            files={"file": ("large.png", big, "image/png")},
+        )  # an answer's files may be larger than other forms
+        assert await _flash(http, large) == "success: Your message is added."
         page = (await http.get(url)).text
         thread = page.split('class="messages"')[1].split("</ol>")[0]
         opening, second = thread.split("The opening words")[1].split("Two more shots")
@@ -267,11 +274,11 @@ async def test_files_go_with_their_message_and_their_uploader_deletes_them(cloud
         assert "attach a photo or screenshot" in (await _flash(http, refused)).lower()
         assert "and a tool" not in (await http.get(url)).text
         deletes = re.findall(r'action="(/tickets/\d+/attachments/\d+/delete)"', page)
-        assert len(deletes) == 3  # the uploader's own files
+        assert len(deletes) == 4  # the uploader's own files
         gone = await http.post(deletes[0], data={"csrf_token": csrf_of(page)})
         assert await _flash(http, gone) == "success: The file is deleted."
         assert "first.png" not in (await http.get(url)).text
-        assert _count(cloud, TicketAttachmentRow) == 2
+        assert _count(cloud, TicketAttachmentRow) == 3
     async with signed_in(cloud.app, role="owner") as (stranger, _):
         page = (await stranger.get("/tickets")).text
         assert (
@@ -279,5 +286,5 @@ async def test_files_go_with_their_message_and_their_uploader_deletes_them(cloud
         ).status_code == 404
     async with signed_in(cloud.app, role="support") as (desk, _):
         page = (await desk.get(url)).text
-        assert len(re.findall(r"/attachments/\d+/delete", page)) == 2  # support: any file
-    assert _count(cloud, TicketAttachmentRow) == 2
+        assert len(re.findall(r"/attachments/\d+/delete", page)) == 3  # support: any file
+    assert _count(cloud, TicketAttachmentRow) == 3
