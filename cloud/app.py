@@ -269,12 +269,13 @@ def create_app(
                 clock=now,
                 timeout_s=settings.command_timeout_s,
             )
+            attachments = AttachmentStore(
+                settings.attachments_dir, limits=settings.tickets_attachment_limits
+            )
             tickets = TicketService(
                 store,
                 clock=now,
-                attachments=AttachmentStore(
-                    settings.attachments_dir, limits=settings.tickets_attachment_limits
-                ),
+                attachments=attachments,
                 translations=gettext_for,
                 public_url=settings.effective_public_url,
                 support_email=settings.tickets_support_email,
@@ -286,6 +287,8 @@ def create_app(
                     clock=now,
                     interval_s=settings.tickets_interval_s,
                     on_closed=tickets.auto_closed,  # mail and audit what it closes
+                    attachments=attachments,
+                    orphan_grace_s=settings.tickets_orphan_grace_s,
                 ),
                 HealthRetentionJob(
                     store,

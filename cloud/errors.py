@@ -53,7 +53,9 @@ the HTTP status is the branch's::
                   (cloud.health.commands), UnknownTicket, UnknownTask, UnknownAttachment
                   (cloud.tickets.service), UnknownRepair, UnknownShipment
                   (cloud.repairs.access, .service)
-    Forbidden     CategoryRefused (cloud.tickets.rules) a support-only category
+    Forbidden     CategoryRefused (cloud.tickets.rules) a support-only category,
+                  NotYourAttachment (cloud.tickets.rules.files) a customer deleting
+                  another's file
     ContentTooLarge  AttachmentTooLarge (cloud.tickets.rules.files)
     Conflict      OrderStateConflict, IdempotencyConflict, ChargeSettled,
                   ChargeNotSettled (cloud.billing.errors), NoInvoice
@@ -63,6 +65,7 @@ the HTTP status is the branch's::
                   RepairOpen (cloud.repairs.service) a device has one open repair at a time
     InvalidRequest
     ├── UnsupportedAttachment (cloud.tickets.rules.files) not an accepted file type
+    ├── TooManyAttachments   (cloud.tickets.rules.files) more files than a message carries
     └── BadOrderRequest      (cloud.billing.errors) an order that can never be valid
         ├── PartialVoid
         └── RefundTooLarge

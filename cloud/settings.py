@@ -69,7 +69,8 @@ class CloudSettings(BrokerClientSettings):
     health_gap_window_s: int = Field(default=3600, gt=0, description="how far back to look")
     command_timeout_s: int = 300
     tickets_interval_s: float = 300.0
-    # tickets' attachments (cloud.tickets.files): the files live outside the database
+    # tickets' attachments (cloud.tickets.storage, the acceptance cloud.tickets.rules.files):
+    # the files live outside the database, named by their SHA-256
     tickets_attachments_dir: Path | None = Field(
         default=None,
         description="where ticket attachments are stored; default data_dir/attachments",
@@ -77,6 +78,12 @@ class CloudSettings(BrokerClientSettings):
     tickets_attachment_limits: dict[Literal["image", "text", "video", "pdf"], int] = Field(
         default={"image": 10 << 20, "text": 5 << 20, "video": 50 << 20, "pdf": 10 << 20},
         description="bytes allowed per attachment type (image, text log, video, pdf); 0 refuses it",
+    )
+    tickets_orphan_grace_s: int = Field(
+        default=3600,
+        ge=60,
+        description="attachment files no row names (and unfinished uploads) older than this "
+        "are removed by the tickets job; younger ones may be uploads in flight",
     )
     tickets_support_email: str | None = Field(
         default=None,

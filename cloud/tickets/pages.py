@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -27,7 +27,15 @@ from cloud.accounts.deps import page_require
 from cloud.accounts.rules import STAFF_ROLES, Permission
 from cloud.devices.deps import DevicesDep, InstallationsDep
 from cloud.devices.service import InstallationService
-from cloud.errors import N_, CloudError, InvalidRequest, InvalidTransition, NotFound
+from cloud.errors import (
+    N_,
+    CloudError,
+    ContentTooLarge,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    UnknownDevice,
+)
 from cloud.health.deps import HealthDep
 from cloud.health.schemas import DeviceHealthOut
 from cloud.http.schemas import DEVICE_ID_PATTERN
@@ -54,7 +62,7 @@ from cloud.tickets.schemas import (
     TaskUpdate,
     TicketCreate,
 )
-from cloud.tickets.service import UnknownTicket
+from cloud.tickets.service import Upload
 from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.templates import render, translator
@@ -88,6 +96,52 @@ def _unique(items: list[str]) -> list[str]:
 def _fields(exc: ValidationError) -> list[str]:
     """The form fields a schema refused, in the schema's order, each once."""
     return list(dict.fromkeys(str(error["loc"][0]) for error in exc.errors() if error["loc"]))
+
+
+Refusals = Sequence[tuple[type[Exception], str | None]]
+"""Errors an action answers on the ticket page: (error type, what to say; None: the
+error's own text in the reader's language)."""
+
+_ANY_REFUSAL: Refusals = ((CloudError, None),)
+
+
+def _act(
+    request: Request,
+    ticket_id: int,
+    call: Callable[[], object],
+    done: str,
+    *,
+    refused: Refusals = _ANY_REFUSAL,
+) -> Response:
+    """The one shape of a ticket page's actions: ``call`` reads the form and calls the
+    service, then the browser goes back to the ticket, told ``done`` or why not.
+
+    Synchronous on purpose, like the service's database calls: FastAPI runs a plain
+    ``def`` handler in its thread pool, never on the event loop. An error ``refused``
+    names (the first that matches) is said on the ticket; any other goes to the app's
+    error pages, and a not-found (an unknown ticket or task) is the not-found page
+    unless a not-found type is named.
+    """
+    try:
+        call()
+    except (CloudError, ValidationError) as exc:
+        said = _refusal(exc, refused, request)
+        if said is None:
+            raise
+        return redirect(f"/tickets/{ticket_id}", said, level="error")
+    return redirect(f"/tickets/{ticket_id}", done)
+
+
+def _refusal(exc: Exception, refused: Refusals, request: Request) -> str | None:
+    for kind, said in refused:
+        if not isinstance(exc, kind):
+            continue
+        if isinstance(exc, NotFound) and not issubclass(kind, NotFound):
+            return None
+        if said is not None:
+            return said
+        return exc.text(translator(request).gettext) if isinstance(exc, CloudError) else None
+    return None
 
 
 # the board ----------------------------------------------------------------------
@@ -237,7 +291,7 @@ def new_ticket_submit(
             error=" ".join(problems),
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    upload = form.get("file")
+    files = _uploads(form)
     try:
         opened = service.open(
             who,
@@ -267,9 +321,9 @@ def new_ticket_submit(
             error=_("No installation or device with this id is yours to name."),
             code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    if isinstance(upload, UploadFile) and upload.filename:
-        try:
-            service.add_attachment(who, opened.id, source=upload.file, name=upload.filename)
+    if files:
+        try:  # with the opening message, which is the opener's
+            service.add_files(who, opened.id, files, message_id=opened.messages[0]["id"])
         except CloudError as exc:
             return redirect(
                 f"/tickets/{opened.id}",
@@ -314,31 +368,49 @@ def ticket_page(
         "task_types": [t.value for t in TaskType],
         "task_statuses": [t.value for t in TaskStatus],
         "questions": QUESTIONS,
+        "deletable": service.deletable(who, ticket),
+        "loose_files": [a for a in ticket.attachments or [] if a["message_id"] is None],
     }
     return render(request, "tickets/ticket.html", context)
+
+
+def _uploads(form: Any) -> list[Upload]:
+    """The files a form sends (its ``file`` inputs; an empty input sends none)."""
+    return [
+        Upload(item.file, item.filename)
+        for item in form.getlist("file")
+        if isinstance(item, UploadFile) and item.filename
+    ]
+
+
+_FILE_REFUSALS: Refusals = ((InvalidRequest, None), (ContentTooLarge, None))
+"""A refused file (its type, its size, how many): said on the ticket, nothing stored."""
 
 
 @router.post("/tickets/{ticket_id}/messages")
 def add_message(
     request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
 ) -> Response:
-    """Answer on the ticket; the next action passes to the other party."""
+    """Answer on the ticket, with the files the answer carries; the next action passes to
+    the other party."""
     _ = translator(request).gettext
-    try:
-        message = MessageCreate(body=str(form.get("body", "")).strip())
-    except ValidationError:
-        return redirect(
-            f"/tickets/{ticket_id}",
-            _("Write a message of at most 20,000 characters."),
-            level="error",
-        )
-    try:
-        service.add_message(who, ticket_id, body=message.body)
-    except InvalidTransition:
-        return redirect(
-            f"/tickets/{ticket_id}", _("The ticket is closed: open a new ticket."), level="error"
-        )
-    return redirect(f"/tickets/{ticket_id}", _("Your message is added."))
+    files = _uploads(form)
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.add_message(
+            who,
+            ticket_id,
+            body=MessageCreate(body=str(form.get("body", "")).strip()).body,
+            files=files,
+        ),
+        _("Your message is added."),
+        refused=(
+            (ValidationError, _("Write a message of at most 20,000 characters.")),
+            (InvalidTransition, _("The ticket is closed: open a new ticket.")),
+            *_FILE_REFUSALS,
+        ),
+    )
 
 
 @router.post("/tickets/{ticket_id}/stage")
@@ -353,17 +425,16 @@ def change_stage(
         raise InvalidRequest(N_("choose a stage the ticket can move to")) from None
     plan = str(form.get("plan", "")).strip() or None
     eta = _eta(str(form.get("eta", "")))
-    try:
-        service.move(who, ticket_id, to=to, plan=plan, eta=eta)
-    except InvalidTransition:
-        return redirect(
-            f"/tickets/{ticket_id}",
-            _("The ticket cannot move there from its stage."),
-            level="error",
-        )
-    except InvalidRequest as exc:
-        return redirect(f"/tickets/{ticket_id}", exc.text(_), level="error")
-    return redirect(f"/tickets/{ticket_id}", _("The ticket has moved."))
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.move(who, ticket_id, to=to, plan=plan, eta=eta),
+        _("The ticket has moved."),
+        refused=(
+            (InvalidTransition, _("The ticket cannot move there from its stage.")),
+            (InvalidRequest, None),
+        ),
+    )
 
 
 def _eta(raw: str) -> int | None:
@@ -373,20 +444,6 @@ def _eta(raw: str) -> int | None:
     except ValueError:
         return None
     return int(datetime(day.year, day.month, day.day, 23, 59, tzinfo=UTC).timestamp())
-
-
-def _act(request: Request, ticket_id: int, call: Callable[[], object], done: str) -> Response:
-    """Do a support change and come back to the ticket, saying what happened or why not
-    (a refusal in the reader's language; an unknown ticket or task is the not-found page)."""
-    try:
-        call()
-    except NotFound:
-        raise
-    except CloudError as exc:
-        return redirect(
-            f"/tickets/{ticket_id}", exc.text(translator(request).gettext), level="error"
-        )
-    return redirect(f"/tickets/{ticket_id}", done)
 
 
 def _choice(form: Any, key: str, kind: type[Any]) -> Any:
@@ -452,7 +509,8 @@ def add_task(
 ) -> Response:
     """Support adds an action task."""
     _ = translator(request).gettext
-    try:
+
+    def add() -> object:
         task = TaskCreate.model_validate(
             {
                 "type": str(form.get("type", "")),
@@ -461,24 +519,27 @@ def add_task(
                 "expected_on": str(form.get("expected_on", "")),
             }
         )
-    except ValidationError:
-        return redirect(
-            f"/tickets/{ticket_id}",
-            _("Give the task a type, a title, its hours (more than 0) and an expected date."),
-            level="error",
-        )
-    return _act(
-        request,
-        ticket_id,
-        lambda: service.add_task(
+        return service.add_task(
             who,
             ticket_id,
             type=task.type,
             title=task.title,
             hours=task.hours,
             expected_on=task.expected_on,
-        ),
+        )
+
+    return _act(
+        request,
+        ticket_id,
+        add,
         _("The task is added."),
+        refused=(
+            (
+                ValidationError,
+                _("Give the task a type, a title, its hours (more than 0) and an expected date."),
+            ),
+            *_ANY_REFUSAL,
+        ),
     )
 
 
@@ -537,18 +598,36 @@ def delete_task(
 def add_attachment(
     request: Request, ticket_id: TicketId, who: Writer, form: CheckedForm, service: TicketsDep
 ) -> Response:
-    """Attach a photo, screenshot, log, video or PDF."""
+    """Send photos, screenshots, logs, videos or PDFs on their own (without a message)."""
     _ = translator(request).gettext
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile) or not upload.filename:
+    files = _uploads(form)
+    if not files:
         return redirect(f"/tickets/{ticket_id}", _("Choose a file to attach."), level="error")
     return _act(
         request,
         ticket_id,
-        lambda: service.add_attachment(
-            who, ticket_id, source=upload.file, name=upload.filename or ""
-        ),
+        lambda: service.add_files(who, ticket_id, files),
         _("The file is attached."),
+    )
+
+
+@router.post("/tickets/{ticket_id}/attachments/{attachment_id}/delete")
+def delete_attachment(
+    request: Request,
+    ticket_id: TicketId,
+    attachment_id: ItemId,
+    who: Writer,
+    form: CheckedForm,
+    service: TicketsDep,
+) -> Response:
+    """Delete a file: support any, its uploader while the ticket is open (anyone else: 403)."""
+    _ = translator(request).gettext
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.delete_attachment(who, ticket_id, attachment_id),
+        _("The file is deleted."),
+        refused=((InvalidTransition, None),),
     )
 
 
@@ -578,17 +657,14 @@ def attach(
             _("Give device serials or e-mail addresses to add (at most 20 of each)."),
             level="error",
         )
-    try:
-        service.attach(who, ticket_id, device_ids=_unique(adding.device_ids), cc=_unique(adding.cc))
-    except UnknownTicket:
-        raise
-    except NotFound:
-        return redirect(
-            f"/tickets/{ticket_id}",
-            _("No device with this serial is yours to attach."),
-            level="error",
-        )
-    return redirect(f"/tickets/{ticket_id}", _("Added to the ticket."))
+    device_ids, cc = _unique(adding.device_ids), _unique(adding.cc)
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.attach(who, ticket_id, device_ids=device_ids, cc=cc),
+        _("Added to the ticket."),
+        refused=((UnknownDevice, _("No device with this serial is yours to attach.")),),
+    )
 
 
 @router.post("/tickets/{ticket_id}/rma")
@@ -601,15 +677,16 @@ def approve_rma(
         device_id = RmaRequest(device_id=str(form.get("device_id", ""))).device_id
     except ValidationError:
         raise InvalidRequest(N_("name the device to approve the RMA of")) from None
-    try:
-        service.approve_rma(who, ticket_id, device_id=device_id)
-    except RmaRefused:
-        return redirect(
-            f"/tickets/{ticket_id}",
-            _("The RMA of %(device)s is not approved: see why under the device.")
-            % {"device": device_id},
-            level="error",
-        )
-    return redirect(
-        f"/tickets/{ticket_id}", _("The RMA of %(device)s is approved.") % {"device": device_id}
+    return _act(
+        request,
+        ticket_id,
+        lambda: service.approve_rma(who, ticket_id, device_id=device_id),
+        _("The RMA of %(device)s is approved.") % {"device": device_id},
+        refused=(
+            (
+                RmaRefused,
+                _("The RMA of %(device)s is not approved: see why under the device.")
+                % {"device": device_id},
+            ),
+        ),
     )

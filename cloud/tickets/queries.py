@@ -2,12 +2,13 @@
 
 The board's filter (:func:`board_filter`) is one list of conditions shared by its counts
 and its columns; the job's passes (:func:`close_suggested`, :func:`flag_breaches`) are
-conditional UPDATEs, safe in every worker.
+conditional UPDATEs, safe in every worker (which tickets to flag is the pure rule's,
+:func:`cloud.tickets.rules.breached`, over :func:`breach_candidates`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +21,14 @@ from cloud.devices.tables import OwnerRow
 from cloud.health.tables import CommandRow, CommandStatus
 from cloud.tickets.rules import (
     AUTO_CLOSE_AFTER_S,
+    LINE_SLA,
     LINES,
     Category,
     Owner,
     SelfTestOutcome,
     Stage,
     Status,
+    TicketState,
 )
 from cloud.tickets.tables import (
     RmaApprovalRow,
@@ -46,14 +49,17 @@ __all__ = [
     "user_email",
     "attached_devices",
     "board_filter",
+    "breach_candidates",
     "breached_open",
     "cc_addresses",
     "close_suggested",
     "flag_breaches",
     "messages",
+    "referenced",
     "self_tests",
     "stage_counts",
     "support_users",
+    "ticket_state",
     "tickets_in_stage",
 ]
 
@@ -81,6 +87,17 @@ def tasks(session: Session, ticket_id: int) -> Sequence[TicketTaskRow]:
     """The ticket's action tasks, by expected date."""
     query = select(TicketTaskRow).where(TicketTaskRow.ticket_id == ticket_id)
     return session.scalars(query.order_by(TicketTaskRow.expected_on, TicketTaskRow.id)).all()
+
+
+def referenced(session: Session, shas: Collection[str]) -> set[str]:
+    """Which of these SHA-256s an attachment row names."""
+    named: set[str] = set()
+    wanted = sorted(shas)
+    for at in range(0, len(wanted), 500):  # bounded IN lists
+        chunk = wanted[at : at + 500]
+        query = select(TicketAttachmentRow.sha256).where(TicketAttachmentRow.sha256.in_(chunk))
+        named.update(session.scalars(query.distinct()))
+    return named
 
 
 def attachments(session: Session, ticket_id: int) -> Sequence[TicketAttachmentRow]:
@@ -243,14 +260,55 @@ def close_suggested(session: Session, *, now: int) -> list[int]:
     return sorted(int(ticket_id) for ticket_id in result.scalars())
 
 
-def flag_breaches(session: Session, *, now: int) -> int:
-    """Stamp ``sla_breached_at`` on open tickets past their due time; how many."""
+def ticket_state(row: TicketRow) -> TicketState:
+    """The pure rules' view of a ticket row."""
+    return TicketState(
+        category=Category(row.category),
+        stage=Stage(row.stage),
+        next_action=Owner(row.next_action),
+        opened_at=row.opened_at,
+        due_at=row.due_at,
+        suggest_close_at=row.suggest_close_at,
+        closed_at=row.closed_at,
+        status=Status(row.status or Status.OPEN),
+        stage_since=row.stage_since,
+        responded_at=row.responded_at,
+        plan=row.plan,
+        eta=row.eta,
+    )
+
+
+_EARLIEST_TARGET_S = min(min(sla.response_s, sla.resolution_s) for sla in LINE_SLA.values())
+
+
+def breach_candidates(session: Session, *, now: int) -> Sequence[TicketRow]:
+    """Open tickets not yet flagged that may be past an SLA: past their category's due
+    time, or on their line (or before an ETA) longer than any line's first target.
+    :func:`cloud.tickets.rules.breached` decides; this only spares it the young ones."""
+    since = func.coalesce(TicketRow.stage_since, TicketRow.opened_at)
+    query = select(TicketRow).where(
+        TicketRow.stage.in_(_OPEN),
+        TicketRow.sla_breached_at.is_(None),
+        or_(
+            TicketRow.due_at < now,
+            since < now - _EARLIEST_TARGET_S,
+            TicketRow.eta < now,
+        ),
+    )
+    return session.scalars(query.order_by(TicketRow.id)).all()
+
+
+def flag_breaches(session: Session, ticket_ids: Sequence[int], *, now: int) -> int:
+    """Stamp ``sla_breached_at`` on these tickets unless flagged already (by another
+    worker meanwhile); how many."""
+    if not ticket_ids:
+        return 0
     result = session.execute(
         update(TicketRow)
         .where(
+            TicketRow.id.in_(ticket_ids),
             TicketRow.stage.in_(_OPEN),
             TicketRow.sla_breached_at.is_(None),
-            TicketRow.due_at < now,
         )
         .values(sla_breached_at=now)
     )

@@ -25,6 +25,7 @@ from cloud.tickets.schemas import (
     CategoryChange,
     FindingOut,
     MessageCreate,
+    MessageForm,
     ReportCheckOut,
     RmaOut,
     RmaRefusedOut,
@@ -35,12 +36,15 @@ from cloud.tickets.schemas import (
     TaskUpdate,
     TicketCreate,
 )
-from cloud.tickets.service import AttachmentFile, TicketView
+from cloud.tickets.service import AttachmentFile, TicketView, Upload
 
 __all__ = ["ATTACHMENT_UPLOAD", "attachment_response", "check_out", "router"]
 
-ATTACHMENT_UPLOAD = re.compile(r"(/api/v1)?/tickets/[0-9]{1,10}/attachments")
-"""The upload paths (API and page), which the body limit lets carry an attachment."""
+ATTACHMENT_UPLOAD = re.compile(
+    r"(/api/v1)?/tickets/[0-9]{1,10}/attachments|/tickets/[0-9]{1,10}/messages"
+)
+"""The upload paths (API and page; the page's messages carry files), which the body
+limit lets carry attachments."""
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
@@ -258,15 +262,40 @@ def delete_task(
 )
 def add_attachment(
     ticket_id: TicketId,
-    file: Annotated[UploadFile, File(description="a photo, screenshot, text log, video or PDF")],
+    file: Annotated[
+        list[UploadFile],
+        File(description="a photo, screenshot, text log, video or PDF (one to five parts)"),
+    ],
     principal: Writer,
     service: Service,
+    body: MessageForm = None,
 ) -> TicketView:
-    """Attach a file; its type is read from its bytes (PNG, JPEG, WebP, text, MP4, WebM,
-    PDF), each type with its size limit. A refused upload leaves nothing stored."""
-    return service.add_attachment(
-        principal, ticket_id, source=file.file, name=file.filename or "attachment"
-    )
+    """Send files: with ``body``, a new message that carries them (as ``POST …/messages``:
+    the next action passes, the other side is mailed); without, files on their own. Each
+    file's type is read from its bytes (PNG, JPEG, WebP, text, MP4, WebM, PDF), each type
+    with its size limit. A refused upload leaves nothing stored: no file, row or message."""
+    files = [Upload(f.file, f.filename or "attachment") for f in file]
+    if body is not None:
+        return service.add_message(principal, ticket_id, body=body, files=files)
+    return service.add_files(principal, ticket_id, files)
+
+
+@router.delete(
+    "/{ticket_id}/attachments/{attachment_id}",
+    responses=documented(
+        {
+            403: "another's file (customers delete their own)",
+            404: "unknown ticket or attachment",
+            409: "closed (the uploader)",
+        }
+    ),
+)
+def delete_attachment(
+    ticket_id: TicketId, attachment_id: ItemId, principal: Writer, service: Service
+) -> TicketView:
+    """Delete a file: support any, its uploader while the ticket is not closed (audited);
+    the stored bytes go when no other attachment has the same."""
+    return service.delete_attachment(principal, ticket_id, attachment_id)
 
 
 @router.get(

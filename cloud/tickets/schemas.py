@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
+from fastapi import Form
 from pydantic import BaseModel, Field
 
 from cloud.http.inputs import BY_VALUE, StrictBody
@@ -22,6 +23,7 @@ __all__ = [
     "TaskCreate",
     "TaskUpdate",
     "MessageCreate",
+    "MessageForm",
     "RmaOut",
     "RmaRefusedOut",
     "RmaRequest",
@@ -31,6 +33,19 @@ __all__ = [
 
 _EMAIL = r"^[^@\x00-\x20\x7f-\x9f]{1,64}@[^@\x00-\x20\x7f-\x9f]{1,189}$"  # no spaces, no controls
 _TEXT = r"^[^\x00]*$"  # PostgreSQL refuses NUL in text
+
+_MESSAGE_MAX = 20_000
+
+MessageForm = Annotated[
+    str | None,
+    Form(
+        description="the message the files are sent with",
+        min_length=1,
+        max_length=_MESSAGE_MAX,
+        pattern=_TEXT,
+    ),
+]
+"""A message's words as a multipart field, beside its files (None: files on their own)."""
 
 
 _ANSWER = Field(default="", max_length=2000, pattern=_TEXT)
@@ -59,7 +74,7 @@ class TicketCreate(StrictBody):
 
 
 class MessageCreate(StrictBody):
-    body: str = Field(min_length=1, max_length=20_000, pattern=_TEXT)
+    body: str = Field(min_length=1, max_length=_MESSAGE_MAX, pattern=_TEXT)
 
 
 class StageChange(StrictBody):

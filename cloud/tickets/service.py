@@ -17,6 +17,7 @@ days and flags SLA breaches. Reads and the job's UPDATEs are :mod:`cloud.tickets
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -52,6 +53,7 @@ from cloud.tickets.rules import (
     TaskStatus,
     TaskType,
     TicketState,
+    breached,
     check_category,
     check_responsible,
     check_rma,
@@ -66,8 +68,9 @@ from cloud.tickets.rules import (
     set_status,
     sla_breached,
 )
+from cloud.tickets.rules.files import check_count, check_delete
 from cloud.tickets.rules.precheck import ReportCheck, report_check
-from cloud.tickets.storage import AttachmentStore
+from cloud.tickets.storage import AttachmentStore, Stored
 from cloud.tickets.tables import (
     RmaApprovalRow,
     TicketAttachmentRow,
@@ -89,6 +92,7 @@ __all__ = [
     "UnknownAttachment",
     "UnknownTask",
     "UnknownTicket",
+    "Upload",
 ]
 
 Translations = Callable[[str | None], Callable[[str], str]]
@@ -106,6 +110,14 @@ class UnknownAttachment(NotFound):
 
 class UnknownTask(NotFound):
     """No action task with this id on the ticket."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file as it arrives: its bytes to read and the name the client gave it."""
+
+    source: BinaryIO
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,21 +223,7 @@ def _label(principal: Principal) -> str:
     return f"key:{principal.key_id}"
 
 
-def _state(row: TicketRow) -> TicketState:
-    return TicketState(
-        category=Category(row.category),
-        stage=Stage(row.stage),
-        next_action=Owner(row.next_action),
-        opened_at=row.opened_at,
-        due_at=row.due_at,
-        suggest_close_at=row.suggest_close_at,
-        closed_at=row.closed_at,
-        status=Status(row.status or Status.OPEN),
-        stage_since=row.stage_since,
-        responded_at=row.responded_at,
-        plan=row.plan,
-        eta=row.eta,
-    )
+_state = queries.ticket_state
 
 
 def _apply(row: TicketRow, state: TicketState, *, now: int) -> None:
@@ -241,7 +239,7 @@ def _apply(row: TicketRow, state: TicketState, *, now: int) -> None:
     row.plan = state.plan
     row.eta = state.eta
     row.updated_at = now
-    if row.sla_breached_at is None and sla_breached(state, now=now):
+    if row.sla_breached_at is None and breached(state, now=now):
         row.sla_breached_at = now
 
 
@@ -254,6 +252,19 @@ def _snapshot(row: TicketRow) -> dict[str, Any]:
         "responsible_user_id": row.responsible_user_id,
         "plan": row.plan,
         "eta": row.eta,
+    }
+
+
+def _attachment(file: TicketAttachmentRow) -> dict[str, Any]:
+    """What the audit log keeps of an attachment."""
+    return {
+        "ticket_id": file.ticket_id,
+        "message_id": file.message_id,
+        "filename": file.filename,
+        "content_type": file.content_type,
+        "size": file.size,
+        "sha256": file.sha256,
+        "uploaded_by": file.uploaded_by,
     }
 
 
@@ -426,6 +437,19 @@ class TicketService:
             else session.get(UserRow, row.responsible_user_id)
         )
         clock = line_clock(_state(row), now=now)
+        files = [
+            {
+                "id": a.id,
+                "message_id": a.message_id,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "from_customer": a.from_customer,
+                "uploaded_by": a.uploaded_by,
+                "uploaded_at": a.uploaded_at,
+            }
+            for a in queries.attachments(session, tid)
+        ]
         return TicketView(
             id=tid,
             subject=row.subject,
@@ -443,10 +467,12 @@ class TicketService:
             cc=queries.cc_addresses(session, tid),
             messages=[
                 {
+                    "id": m.id,
                     "author": m.author,
                     "from_customer": m.from_customer,
                     "body": m.body,
                     "at": m.created_at,
+                    "attachments": [a for a in files if a["message_id"] == m.id],
                 }
                 for m in messages
             ],
@@ -477,17 +503,7 @@ class TicketService:
             },
             questions=row.questions,
             tasks=[_task(t) for t in queries.tasks(session, tid)],
-            attachments=[
-                {
-                    "id": a.id,
-                    "filename": a.filename,
-                    "content_type": a.content_type,
-                    "size": a.size,
-                    "from_customer": a.from_customer,
-                    "uploaded_at": a.uploaded_at,
-                }
-                for a in queries.attachments(session, tid)
-            ],
+            attachments=files,
         )
 
     def get(self, principal: Principal, ticket_id: int) -> TicketView:
@@ -637,25 +653,36 @@ class TicketService:
             _log.info("ticket %d opened (%s)", row.id, state.category.value)
             return self._view(session, row, now=now)
 
-    def add_message(self, principal: Principal, ticket_id: int, *, body: str) -> TicketView:
-        """Raises UnknownTicket, InvalidTransition (closed)."""
-        now = self._clock()
-        with self._store.transaction() as tx:
-            row = self._load(tx, principal, ticket_id, lock=True)
-            customer = not _is_staff(principal)
-            _apply(row, on_message(_state(row), from_customer=customer, now=now), now=now)
-            tx.add(
-                TicketMessageRow(
+    def add_message(
+        self, principal: Principal, ticket_id: int, *, body: str, files: Sequence[Upload] = ()
+    ) -> TicketView:
+        """A message, with the files it carries (all stored with it, or nothing).
+
+        Raises UnknownTicket, InvalidTransition (closed), and for ``files``
+        TooManyAttachments, UnsupportedAttachment (422), AttachmentTooLarge (413).
+        """
+        stored = self._store_files(principal, ticket_id, files) if files else ()
+        try:
+            now = self._clock()
+            with self._store.transaction() as tx:
+                row = self._load(tx, principal, ticket_id, lock=True)
+                customer = not _is_staff(principal)
+                _apply(row, on_message(_state(row), from_customer=customer, now=now), now=now)
+                message = TicketMessageRow(
                     ticket_id=row.id,
                     author=_label(principal),
                     from_customer=customer,
                     body=body,
                     created_at=now,
                 )
-            )
-            tx.flush()
-            self._mail_message(tx, row, author=principal, body=body, now=now)
-            return self._view(tx, row, now=now)
+                tx.add(message)
+                tx.flush()
+                self._file_rows(tx, principal, row, stored, message_id=message.id, now=now)
+                self._mail_message(tx, row, author=principal, body=body, now=now)
+                return self._view(tx, row, now=now)
+        except BaseException:
+            self._discard(stored)
+            raise
 
     def move(
         self,
@@ -889,57 +916,168 @@ class TicketService:
     def add_attachment(
         self, principal: Principal, ticket_id: int, *, source: BinaryIO, name: str
     ) -> TicketView:
-        """Store the file and its row, or neither.
+        """One file sent on its own (:meth:`add_files`)."""
+        return self.add_files(principal, ticket_id, [Upload(source, name)])
 
-        Raises UnknownTicket, InvalidTransition (closed), UnsupportedAttachment (422),
-        AttachmentTooLarge (413).
+    def add_files(
+        self,
+        principal: Principal,
+        ticket_id: int,
+        files: Sequence[Upload],
+        *,
+        message_id: int | None = None,
+    ) -> TicketView:
+        """Store the files and their rows, or nothing: sent on their own (``message_id``
+        None), or added to a message of the principal's own on the ticket (a new ticket's
+        first message, whose files follow it).
+
+        Raises UnknownTicket, UnknownAttachment (not the principal's message on this
+        ticket), InvalidTransition (closed), TooManyAttachments, UnsupportedAttachment
+        (422), AttachmentTooLarge (413).
         """
-        if self._files is None:
-            raise RuntimeError("TicketService has no attachment store")
-        with self._store.transaction() as tx:  # a stranger's upload is never read
-            if Stage(self._load(tx, principal, ticket_id).stage) is Stage.CLOSED:
-                raise InvalidTransition(N_("the ticket is closed; open a new ticket"))
-        stored = self._files.put(source, name=name)
+        stored = self._store_files(principal, ticket_id, files)
         try:
             now = self._clock()
             with self._store.transaction() as tx:
                 row = self._load(tx, principal, ticket_id, lock=True)
                 if Stage(row.stage) is Stage.CLOSED:
                     raise InvalidTransition(N_("the ticket is closed; open a new ticket"))
-                attachment = TicketAttachmentRow(
-                    ticket_id=row.id,
-                    filename=stored.accepted.filename,
-                    content_type=stored.accepted.content_type,
-                    size=stored.size,
-                    sha256=stored.sha256,
-                    uploaded_by=_label(principal),
-                    from_customer=not _is_staff(principal),
-                    uploaded_at=now,
-                )
-                tx.add(attachment)
+                if message_id is not None:
+                    message = tx.get(TicketMessageRow, message_id)
+                    if (
+                        message is None
+                        or message.ticket_id != row.id
+                        or message.author != _label(principal)
+                    ):
+                        raise UnknownAttachment(f"no message {message_id} of yours on {row.id}")
+                self._file_rows(tx, principal, row, stored, message_id=message_id, now=now)
                 row.updated_at = now
-                tx.flush()
-                audit.record(
-                    tx,
-                    actor=principal,
-                    action="ticket.attachment.add",
-                    object_type="ticket_attachment",
-                    object_id=str(attachment.id),
-                    before=None,
-                    after={
-                        "ticket_id": row.id,
-                        "filename": attachment.filename,
-                        "content_type": attachment.content_type,
-                        "size": attachment.size,
-                        "sha256": attachment.sha256,
-                    },
-                    now=now,
-                )
                 return self._view(tx, row, now=now)
         except BaseException:
-            if stored.created:
-                self._files.discard(stored.sha256)
+            self._discard(stored)
             raise
+
+    def _store_files(
+        self, principal: Principal, ticket_id: int, files: Sequence[Upload]
+    ) -> Sequence[Stored]:
+        """The files on disk, once the principal may add to the open ticket (a stranger's
+        upload is never read); on any refusal none of them stays."""
+        if self._files is None:
+            raise RuntimeError("TicketService has no attachment store")
+        check_count(len(files))
+        with self._store.transaction() as tx:
+            if Stage(self._load(tx, principal, ticket_id).stage) is Stage.CLOSED:
+                raise InvalidTransition(N_("the ticket is closed; open a new ticket"))
+        stored: typing.List[Stored] = []  # noqa: UP006 (``list`` is a method here)
+        try:
+            for upload in files:
+                stored.append(self._files.put(upload.source, name=upload.name))
+        except BaseException:
+            self._discard(stored)
+            raise
+        return stored
+
+    def _discard(self, stored: Sequence[Stored]) -> None:
+        """Remove the files this request created (their rows were not written)."""
+        if self._files is None:
+            return
+        for file in stored:
+            if file.created:
+                self._files.discard(file.sha256)
+
+    def _file_rows(
+        self,
+        tx: Session,
+        principal: Principal,
+        row: TicketRow,
+        stored: Sequence[Stored],
+        *,
+        message_id: int | None,
+        now: int,
+    ) -> None:
+        for file in stored:
+            attachment = TicketAttachmentRow(
+                ticket_id=row.id,
+                message_id=message_id,
+                filename=file.accepted.filename,
+                content_type=file.accepted.content_type,
+                size=file.size,
+                sha256=file.sha256,
+                uploaded_by=_label(principal),
+                from_customer=not _is_staff(principal),
+                uploaded_at=now,
+            )
+            tx.add(attachment)
+            tx.flush()
+            audit.record(
+                tx,
+                actor=principal,
+                action="ticket.attachment.add",
+                object_type="ticket_attachment",
+                object_id=str(attachment.id),
+                before=None,
+                after=_attachment(attachment),
+                now=now,
+            )
+
+    def delete_attachment(
+        self, principal: Principal, ticket_id: int, attachment_id: int
+    ) -> TicketView:
+        """Support deletes any file; its uploader while the ticket is not closed. The row
+        goes with an audit row; the file on disk too once no other row names its SHA-256
+        (a file left behind by a failure here is the tickets job's orphan).
+
+        Raises UnknownTicket, UnknownAttachment, NotYourAttachment (403),
+        InvalidTransition (the uploader, on a closed ticket).
+        """
+        if self._files is None:
+            raise RuntimeError("TicketService has no attachment store")
+        now = self._clock()
+        with self._store.transaction() as tx:
+            row = self._load(tx, principal, ticket_id, lock=True)
+            found = tx.get(TicketAttachmentRow, attachment_id, with_for_update=True)
+            if found is None or found.ticket_id != row.id:
+                raise UnknownAttachment(f"no attachment {attachment_id} on ticket {row.id}")
+            check_delete(
+                staff=_is_staff(principal),
+                own=found.uploaded_by == _label(principal),
+                closed=Stage(row.stage) is Stage.CLOSED,
+            )
+            sha = found.sha256
+            audit.record(
+                tx,
+                actor=principal,
+                action="ticket.attachment.delete",
+                object_type="ticket_attachment",
+                object_id=str(found.id),
+                before=_attachment(found),
+                after=None,
+                now=now,
+            )
+            tx.delete(found)
+            row.updated_at = now
+            tx.flush()
+            view = self._view(tx, row, now=now)
+        with self._store.transaction() as tx:
+            shared = queries.referenced(tx, {sha})
+        if not shared:
+            self._files.discard(sha)
+        return view
+
+    def deletable(self, principal: Principal, ticket: TicketView) -> set[int]:
+        """The ids of the ticket's files the principal may delete (the page's buttons)."""
+        deletable: set[int] = set()
+        for file in ticket.attachments or []:
+            try:
+                check_delete(
+                    staff=_is_staff(principal),
+                    own=file["uploaded_by"] == _label(principal),
+                    closed=ticket.stage == Stage.CLOSED.value,
+                )
+            except (Forbidden, InvalidTransition):
+                continue
+            deletable.add(int(file["id"]))
+        return deletable
 
     def attachment(
         self, principal: Principal, ticket_id: int, attachment_id: int

@@ -4,7 +4,9 @@
 directory, sniffing its first bytes (:func:`cloud.tickets.rules.files.accept`) and
 counting the rest against the type's limit; only a complete, accepted file is renamed to
 its SHA-256 (``ab/abcdef...``). A refused, oversized or interrupted upload leaves nothing:
-the temporary file is removed on every error. Equal files share one stored copy.
+the temporary file is removed on every error. Equal files share one stored copy (storing
+it again touches it, so the orphan cleanup's grace period starts again).
+:meth:`AttachmentStore.listing` is what the tickets job's orphan cleanup reads.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from cloud.tickets.rules.files import SNIFF_BYTES, Accepted, accept, check_size
+from cloud.tickets.rules.files import SNIFF_BYTES, Accepted, StoredFile, accept, check_size
 
 __all__ = ["AttachmentStore", "Stored"]
 
 _CHUNK = 64 * 1024
 _SHA256 = frozenset("0123456789abcdef")
+_TEMP = ".upload-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,7 @@ class AttachmentStore:
                 break
             head += chunk
         accepted = accept(head, name=name, limits=self.limits)
-        temp = self.root / f".upload-{secrets.token_hex(8)}"
+        temp = self.root / f"{_TEMP}{secrets.token_hex(8)}"
         digest = hashlib.sha256()
         size = 0
         try:
@@ -76,12 +79,14 @@ class AttachmentStore:
                 os.fsync(out.fileno())
             sha = digest.hexdigest()
             final = self.path(sha)
-            if final.exists():
-                temp.unlink()
-                return Stored(sha, size, accepted, created=False)
-            final.parent.mkdir(exist_ok=True)
-            os.replace(temp, final)
-            return Stored(sha, size, accepted, created=True)
+            try:
+                os.utime(final)  # in use again: not an orphan for another grace period
+            except FileNotFoundError:
+                final.parent.mkdir(exist_ok=True)
+                os.replace(temp, final)
+                return Stored(sha, size, accepted, created=True)
+            temp.unlink()
+            return Stored(sha, size, accepted, created=False)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -89,3 +94,37 @@ class AttachmentStore:
     def discard(self, sha256: str) -> None:
         """Remove a stored file (one no row refers to: its row's transaction failed)."""
         self.path(sha256).unlink(missing_ok=True)
+
+    def listing(self) -> list[StoredFile]:
+        """Every stored file and unfinished upload; anything else here is not ours."""
+        found: list[StoredFile] = []
+        if not self.root.is_dir():
+            return found
+        for entry in self.root.iterdir():
+            if entry.name.startswith(_TEMP) and entry.is_file():
+                found.append(StoredFile(entry.name, None, int(entry.stat().st_mtime)))
+            elif len(entry.name) == 2 and set(entry.name) <= _SHA256 and entry.is_dir():
+                for file in entry.iterdir():
+                    name = file.name
+                    if (
+                        len(name) == 64
+                        and set(name) <= _SHA256
+                        and name[:2] == entry.name
+                        and file.is_file()
+                    ):
+                        found.append(
+                            StoredFile(f"{entry.name}/{name}", name, int(file.stat().st_mtime))
+                        )
+        return found
+
+    def remove(self, file: StoredFile) -> bool:
+        """Remove a listed file unless it was written again since it was listed (an
+        upload of the same bytes); whether it was removed."""
+        path = self.root / file.name
+        try:
+            if int(path.stat().st_mtime) > file.modified_at:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

@@ -137,14 +137,18 @@ class TicketTaskRow(Base):
 
 
 class TicketAttachmentRow(Base):
-    """An attached file's metadata; its bytes are ``stored_as`` under the attachments
-    directory (named by their SHA-256, so equal files share one)."""
+    """An attached file's metadata; its bytes are stored under the attachments directory
+    named by their SHA-256 (equal files share one). ``message_id`` is the message it was
+    sent with; None: sent on its own (every file uploaded before messages carried files)."""
 
     __tablename__ = "ticket_attachments"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ticket_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("tickets.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("ticket_messages.id", ondelete="CASCADE"), index=True
     )
     filename: Mapped[str] = mapped_column(String(120))
     content_type: Mapped[str] = mapped_column(String(40))

@@ -1,11 +1,12 @@
 """A ticket's life as the vendor's manual runs it, in Chromium on `entitle cloud serve`.
 
 Must show 3: the owner checks the device before reporting, opens a data-accuracy ticket
-with the five questions, a copy address and a screenshot attached; support takes it
-(responsible person), answers, sets a status, adds an action task, escalates to the
-third line with a plan and an ETA and proposes to close; the owner downloads the
-screenshot and closes the ticket. After each step the mail it causes is read from the
-SMTP server (the cloud's outbox sends it). Another customer gets 404 for the screenshot.
+with the five questions, a copy address and a screenshot attached (it shows under the
+opening message); support takes it (responsible person), answers with a log file that
+shows under its answer, sets a status, adds an action task, escalates to the third line
+with a plan and an ETA and proposes to close; the owner downloads the screenshot and
+closes the ticket. After each step the mail it causes is read from the SMTP server (the
+cloud's outbox sends it). Another customer gets 404 for the screenshot.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def test_a_tickets_life_with_mails_and_an_attachment(
     copy = "manager@market-hall.example"
     shot = tmp_path / "saturday-counts.png"
     shot.write_bytes(SCREENSHOT)
+    raw = tmp_path / "raw-counts.log"
+    raw.write_bytes(b"2026-12-05 10:00 entrance in=412 out=398\n" * 3)
 
     # the owner checks the device first, then reports
     page = login("life_owner")
@@ -82,7 +85,7 @@ def test_a_tickets_life_with_mails_and_an_attachment(
     page.wait_for_url(re.compile(r".*/tickets/\d+$"))
     ticket_id = int(page.url.rsplit("/", 1)[1])
     assert "is open" in page.locator(".flash").inner_text()
-    link = page.locator(".attachments a")
+    link = page.locator(".messages .from-customer .attachments a")  # under the opening words
     assert link.inner_text() == "saturday-counts.png"
     opened = _mail(dashboard, copy, f"[Ticket #{ticket_id}] New message", after=sent)
     assert "Saturday's counts are half" in _text(opened)
@@ -100,9 +103,12 @@ def test_a_tickets_life_with_mails_and_an_attachment(
     assert "responsible person is set" in desk.locator(".flash").inner_text()
     sent = len(dashboard.smtp.messages)
     desk.fill("#body", "We will recount Saturday from the sensor's raw data.")
+    desk.set_input_files("#answer-files", str(raw))
     desk.click("form[action$='/messages'] button")
     answer = _mail(dashboard, owner["email"], f"[Ticket #{ticket_id}] New message", after=sent)
     assert "recount Saturday" in _text(answer) and copy in str(answer["To"])
+    sent_with = desk.locator(".messages .from-support").filter(has_text="recount Saturday")
+    assert sent_with.locator(".attachments a").inner_text() == "raw-counts.txt"
 
     sent = len(dashboard.smtp.messages)
     desk.click(".support-controls summary")
@@ -141,10 +147,12 @@ def test_a_tickets_life_with_mails_and_an_attachment(
 
     # the owner downloads the screenshot and closes the ticket
     page.goto(f"/tickets/{ticket_id}")
+    mine = page.locator(".messages .from-customer .attachments a")
     with page.expect_download() as info:
-        page.click(".attachments a")
+        mine.click()
     assert Path(info.value.path()).read_bytes() == SCREENSHOT
-    href = page.locator(".attachments a").get_attribute("href")
+    assert page.locator(".messages .from-support .attachments a").inner_text() == "raw-counts.txt"
+    href = mine.get_attribute("href")
     assert href is not None
     assert "proposes to close it" in page.locator(".suggest-close").inner_text()
     shoot(page, "ticket-suggested-close-owner")

@@ -155,6 +155,9 @@ _STATEFUL = {
     "POST /api/v1/tickets/{ticket_id}/attachments": (
         "a file of an accepted type: tests/cloud/tickets/test_manual_api.py"
     ),
+    "DELETE /api/v1/tickets/{ticket_id}/attachments/{attachment_id}": (
+        "an attached file: tests/cloud/tickets/test_manual_api.py"
+    ),
     "POST /api/v1/orders/{order_id}/hide": (
         "a customer's own order (staff may not hide): tests/cloud/billing/test_order_actions.py"
     ),

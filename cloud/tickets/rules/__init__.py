@@ -10,7 +10,8 @@ Categories are the vendor manual's; :data:`SUPPORT_ONLY` ones (software bug,
 accuracy-audit blockade) only support chooses: a customer is refused
 (:func:`check_category`), and support re-categorises. Each line has its own SLA
 (:data:`LINE_SLA`: a first response and a resolution target from when the ticket
-entered the line; :func:`line_clock`). Escalating to the third line needs a plan and an
+entered the line; :func:`line_clock`); a ticket past either SLA is breached
+(:func:`breached`). Escalating to the third line needs a plan and an
 ETA (:func:`escalate_third_line`). Action tasks (:class:`TaskStatus`) move by
 :data:`TASK_MOVES`. The attachment acceptance is :mod:`cloud.tickets.rules.files`,
 the check before a report :mod:`cloud.tickets.rules.precheck`.
@@ -70,6 +71,7 @@ __all__ = [
     "Stage",
     "TicketState",
     "auto_close_due",
+    "breached",
     "check_rma",
     "decide_rma",
     "move",
@@ -443,6 +445,17 @@ def sla_breached(state: TicketState, *, now: int) -> bool:
     if resolved_at is not None:
         return resolved_at > state.due_at
     return now > state.due_at
+
+
+def breached(state: TicketState, *, now: int) -> bool:
+    """Whether the ticket is past an SLA now: its category's (:func:`sla_breached`) or,
+    on a line, that line's own (:func:`line_clock`: no first answer by the response
+    target, or no resolution by the resolution target, the third line's ETA included).
+    The tickets job flags what this says."""
+    if sla_breached(state, now=now):
+        return True
+    clock = line_clock(state, now=now)
+    return clock is not None and (clock.response_breached or clock.resolution_breached)
 
 
 def auto_close_due(state: TicketState, *, now: int) -> bool:

@@ -6,31 +6,43 @@ tab, CR, LF, ESC). The client's declared type and file name never decide it.
 :func:`accept` checks the type against the family limits (``limits``: family -> bytes,
 the cloud settings' ``tickets_attachment_limits``); the upload adapter calls
 :func:`check_size` while it streams, so an oversized upload stops at the limit.
+:func:`orphans` picks the stored files to clean up: unfinished uploads and files no
+attachment row refers to (a crash between storing and the row), once older than a grace
+period, so an upload still in flight is never taken.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from cloud.errors import N_, ContentTooLarge, InvalidRequest
+from cloud.errors import N_, ContentTooLarge, Forbidden, InvalidRequest, InvalidTransition
 
 __all__ = [
     "FAMILIES",
+    "MAX_FILES",
     "MAX_NAME",
     "SNIFF_BYTES",
     "AttachmentTooLarge",
+    "NotYourAttachment",
+    "TooManyAttachments",
     "UnsupportedAttachment",
     "Accepted",
+    "StoredFile",
     "accept",
+    "check_count",
+    "check_delete",
     "check_size",
+    "orphans",
     "safe_name",
     "sniff",
 ]
 
 SNIFF_BYTES = 4096
 MAX_NAME = 120
+MAX_FILES = 5
+"""Files one message (or one upload) carries at most."""
 
 FAMILIES: Mapping[str, str] = {
     "image/png": "image",
@@ -59,6 +71,41 @@ class UnsupportedAttachment(InvalidRequest):
 
 class AttachmentTooLarge(ContentTooLarge):
     """Over its type's size limit (413)."""
+
+
+class TooManyAttachments(InvalidRequest):
+    """More files than one message carries (422)."""
+
+
+class NotYourAttachment(Forbidden):
+    """A customer deleting a file someone else uploaded (403)."""
+
+
+def check_count(count: int) -> None:
+    """Raises TooManyAttachments over :data:`MAX_FILES`."""
+    if count > MAX_FILES:
+        raise TooManyAttachments(
+            N_("a message carries at most %(count)s files: send the others with another"),
+            count=MAX_FILES,
+        )
+
+
+def check_delete(*, staff: bool, own: bool, closed: bool) -> None:
+    """Support deletes any attachment; whoever uploaded one deletes it while the ticket is
+    not closed.
+
+    Raises:
+        NotYourAttachment: a customer's attempt at someone else's file.
+        InvalidTransition: the uploader's, on a closed ticket.
+    """
+    if staff:
+        return
+    if not own:
+        raise NotYourAttachment(N_("only who uploaded a file, or support, may delete it"))
+    if closed:
+        raise InvalidTransition(
+            N_("the ticket is closed and keeps its files: ask support to delete one")
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +175,26 @@ def accept(head: bytes, *, name: str, limits: Mapping[str, int]) -> Accepted:
             )
         )
     return Accepted(content_type, family, limits[family], safe_name(name, content_type))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file in the attachments directory: ``name`` relative to it, the SHA-256 it is
+    stored as (None: an upload's temporary file), when it was last written."""
+
+    name: str
+    sha256: str | None
+    modified_at: int
+
+
+def orphans(
+    files: Iterable[StoredFile], referenced: Collection[str], *, now: int, grace_s: int
+) -> list[StoredFile]:
+    """The files to remove: last written more than ``grace_s`` before ``now``, and either
+    an upload that never finished or a stored file whose SHA-256 no attachment row names
+    (``referenced``)."""
+    return [
+        f
+        for f in files
+        if f.modified_at < now - grace_s and (f.sha256 is None or f.sha256 not in referenced)
+    ]

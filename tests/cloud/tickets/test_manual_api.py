@@ -5,6 +5,7 @@ attachments on disk, mails in the outbox, and the check before a report."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from cloud.accounts.tables import AuditRow
 from cloud.health.ingest import Incoming
 from cloud.notifications.tables import NotificationRow
+from cloud.tickets.storage import AttachmentStore
 from cloud.tickets.tables import TicketAttachmentRow, TicketRow
 from protocol.health import HealthReport, health_to_json
 from protocol.topics import device_topic
@@ -409,3 +411,160 @@ async def test_an_attachment_may_be_larger_than_other_request_bodies(cloud: Clou
     )
     assert too_long.status_code == 413  # every other route keeps the general limit
     assert len((await cloud.http.get(f"/api/v1/tickets/{tid}")).json()["messages"]) == 1
+
+
+async def test_the_job_flags_each_lines_own_sla(cloud: Cloud) -> None:
+    """Four 3-day tickets (the old rule flags none before 3 days): first line unanswered,
+    first line answered, second line unanswered, third line answered with a 1-day ETA."""
+    inst, _, _ = await _site(cloud)
+    start = cloud.clock()
+    ids = {}
+    for name in ("first", "answered", "second", "third"):
+        ids[name] = (await _open(cloud.http, inst)).json()["id"]
+    url = "/api/v1/tickets/{}".format
+    await cloud.http.post(f"{url(ids['answered'])}/messages", json={"body": "looking"})
+    await cloud.http.post(f"{url(ids['second'])}/stage", json={"stage": "second_line"})
+    third = await cloud.http.post(
+        f"{url(ids['third'])}/stage",
+        json={"stage": "third_line", "plan": "patch", "eta": start + DAY + 3600},
+    )
+    assert third.status_code == 200, third.text
+    await cloud.http.post(f"{url(ids['third'])}/messages", json={"body": "on it"})
+
+    async def flagged_after(seconds: int) -> set[str]:
+        cloud.clock.advance(start + seconds - cloud.clock())
+        await cloud.state.jobs.run_once()
+        return {
+            name
+            for name, tid in ids.items()
+            if (await cloud.http.get(url(tid))).json()["sla_breached"]
+        }
+
+    assert await flagged_after(4 * 3600) == set()
+    assert await flagged_after(4 * 3600 + 1) == {"first"}  # no answer within 4 h
+    assert await flagged_after(DAY + 1) == {"first", "answered", "second"}
+    assert await flagged_after(DAY + 3600 + 1) == set(ids)  # the third line's ETA
+    with cloud.state.store.transaction() as tx:
+        stamps = dict(tx.execute(select(TicketRow.id, TicketRow.sla_breached_at)).all())
+    assert stamps[ids["first"]] == start + 4 * 3600 + 1  # flagged once, when first seen
+    assert stamps[ids["third"]] == start + DAY + 3600 + 1
+
+
+async def test_the_job_removes_orphan_files_after_the_grace_period(cloud: Cloud) -> None:
+    """A file stored before a crash lost its row, and an upload cut off half-way, go once
+    older than the grace period; a file a row names, and files not ours, stay."""
+    inst, _, _ = await _site(cloud)
+    tid = (await _open(cloud.http, inst)).json()["id"]
+    up = await cloud.http.post(
+        f"/api/v1/tickets/{tid}/attachments", files={"file": ("shot.png", io.BytesIO(PNG))}
+    )
+    [kept] = up.json()["attachments"]
+    settings = cloud.state.settings
+    root = settings.attachments_dir
+    store = AttachmentStore(root, limits=settings.tickets_attachment_limits)
+    lost = store.put(io.BytesIO(LOG), name="lost.log")  # the crash: no row follows
+    half = root / ".upload-0123456789abcdef"
+    half.write_bytes(b"half a video")
+    not_ours = root / "README"
+    not_ours.write_text("the operator's note")
+    grace = settings.tickets_orphan_grace_s
+    written = cloud.clock() - grace
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (written, written))
+    assert (await cloud.state.jobs.run_once())["tickets"].orphans == 0  # within the grace
+    assert store.path(lost.sha256).exists() and half.exists()
+    cloud.clock.advance(1)
+    assert (await cloud.state.jobs.run_once())["tickets"].orphans == 2
+    assert not store.path(lost.sha256).exists() and not half.exists()
+    assert not_ours.exists()
+    got = await cloud.http.get(f"/api/v1/tickets/{tid}/attachments/{kept['id']}")
+    assert got.status_code == 200 and got.content == PNG
+    assert (await cloud.state.jobs.run_once())["tickets"].orphans == 0
+
+
+async def test_a_message_carries_its_files(cloud: Cloud) -> None:
+    inst, _, owner = await _site(cloud)
+    async with _as(cloud, owner) as customer:
+        tid = (await _open(customer, inst)).json()["id"]
+        url = f"/api/v1/tickets/{tid}/attachments"
+        sent = await customer.post(
+            url,
+            data={"body": "the log and a photo of the counter"},
+            files=[("file", ("counter.log", LOG)), ("file", ("counter.png", PNG))],
+        )
+        assert sent.status_code == 201, sent.text
+        shown = sent.json()
+        first, message = shown["messages"]
+        assert message["body"] == "the log and a photo of the counter"
+        assert [a["filename"] for a in message["attachments"]] == ["counter.txt", "counter.png"]
+        assert {a["message_id"] for a in shown["attachments"]} == {message["id"]}
+        assert first["attachments"] == []
+        assert shown["next_action"] == "support"
+        # files on their own, as before: no message
+        alone = await customer.post(url, files={"file": ("more.png", PNG)})
+        assert alone.status_code == 201
+        assert len(alone.json()["messages"]) == 2
+        assert alone.json()["attachments"][-1]["message_id"] is None
+        rows, files = _count(cloud, TicketAttachmentRow), _files(cloud)
+        # one refused file refuses the message and every file sent with it
+        mixed = await customer.post(
+            url,
+            data={"body": "and an exe"},
+            files=[("file", ("new.log", LOG + b"new")), ("file", ("x.log", b"MZ\x90\x00" * 9))],
+        )
+        assert mixed.status_code == 422, mixed.text
+        six = await customer.post(
+            url, data={"body": "six"}, files=[("file", (f"{i}.png", PNG)) for i in range(6)]
+        )
+        assert six.status_code == 422 and "at most 5 files" in six.text
+        nul = await customer.post(url, data={"body": "a\x00b"}, files={"file": ("e.png", PNG)})
+        assert nul.status_code == 422
+        after = (await customer.get(f"/api/v1/tickets/{tid}")).json()
+        assert len(after["messages"]) == 2
+        assert _count(cloud, TicketAttachmentRow) == rows and _files(cloud) == files
+
+
+async def test_deleting_an_attachment(cloud: Cloud) -> None:
+    inst, _, owner = await _site(cloud)
+    other = new_user(cloud.app, role="owner", email="other@elsewhere.example")
+    async with _as(cloud, owner) as customer:
+        tid = (await _open(customer, inst)).json()["id"]
+        url = f"/api/v1/tickets/{tid}/attachments"
+        mine = await customer.post(url, data={"body": "photo"}, files={"file": ("a.png", PNG)})
+        [own] = mine.json()["messages"][-1]["attachments"]
+    theirs = await cloud.http.post(url, files={"file": ("same.png", PNG)})  # the same bytes
+    shared = theirs.json()["attachments"][-1]
+    [stored] = _files(cloud)
+    async with _as(cloud, other) as stranger:
+        assert (await stranger.delete(f"{url}/{own['id']}")).status_code == 404
+    async with _as(cloud, owner) as customer:
+        refused = await customer.delete(f"{url}/{shared['id']}")  # support's file
+        assert refused.status_code == 403, refused.text
+        assert (await customer.delete(f"{url}/999")).status_code == 404
+        gone = await customer.delete(f"{url}/{own['id']}")
+        assert gone.status_code == 200, gone.text
+        assert [a["id"] for a in gone.json()["attachments"]] == [shared["id"]]
+        assert gone.json()["messages"][-1]["attachments"] == []
+        assert (await customer.get(f"{url}/{own['id']}")).status_code == 404
+        assert (await customer.get(f"{url}/{shared['id']}")).content == PNG  # file kept
+        assert _files(cloud) == [stored]
+        assert (await customer.delete(f"{url}/{own['id']}")).status_code == 404  # once
+    with cloud.state.store.transaction() as tx:
+        entry = tx.scalars(
+            select(AuditRow).where(AuditRow.action == "ticket.attachment.delete")
+        ).one()
+        assert entry.actor == f"user:{owner}" and entry.object_id == str(own["id"])
+        assert entry.before["filename"] == "a.png"  # type: ignore[index]
+    # support deletes any file; the last row naming the bytes takes them along
+    assert (await cloud.http.delete(f"{url}/{shared['id']}")).status_code == 200
+    assert (await cloud.http.get(f"{url}/{shared['id']}")).status_code == 404
+    assert _files(cloud) == []
+    # on a closed ticket the uploader may not, support may
+    async with _as(cloud, owner) as customer:
+        late = await customer.post(url, files={"file": ("log.txt", LOG)})
+        [kept] = late.json()["attachments"]
+        await customer.post(f"/api/v1/tickets/{tid}/stage", json={"stage": "closed"})
+        assert (await customer.delete(f"{url}/{kept['id']}")).status_code == 409
+    assert (await cloud.http.delete(f"{url}/{kept['id']}")).status_code == 200
+    assert _count(cloud, TicketAttachmentRow) == 0

@@ -6,6 +6,7 @@ who may read the ticket."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select
@@ -45,6 +46,24 @@ async def _flash(http: httpx.AsyncClient, answer: httpx.Response) -> str:
     found = re.search(r'class="flash flash-(\w+)"[^>]*>([^<]*)<', shown.text)
     assert found is not None, shown.text[:300]
     return f"{found.group(1)}: {found.group(2).strip()}"
+
+
+async def _open_on_page(http: httpx.AsyncClient, installation: str, body: str, **files: Any) -> str:
+    """A technical ticket opened with the new-ticket form; its page's address."""
+    form = await http.get("/tickets/new")
+    opened = await http.post(
+        "/tickets/new",
+        data={
+            "csrf_token": csrf_of(form.text),
+            "category": "technical",
+            "subject": "Screen",
+            "body": body,
+            "installation_id": installation,
+        },
+        **files,
+    )
+    assert opened.status_code == 303, opened.text[:300]
+    return str(opened.headers["location"])
 
 
 async def test_the_check_before_a_report_shows_an_obstructed_lens(cloud: Cloud) -> None:
@@ -190,18 +209,7 @@ async def test_support_controls_on_the_ticket_page(cloud: Cloud) -> None:
 async def test_attachments_on_the_page_only_for_who_may_read(cloud: Cloud) -> None:
     async with signed_in(cloud.app, role="owner") as (http, me):
         installation, _ = await _site(cloud, me)
-        form = await http.get("/tickets/new")
-        opened = await http.post(
-            "/tickets/new",
-            data={
-                "csrf_token": csrf_of(form.text),
-                "category": "technical",
-                "subject": "Screen",
-                "body": "See the screenshot",
-                "installation_id": installation,
-            },
-        )
-        url = opened.headers["location"]
+        url = await _open_on_page(http, installation, "See the screenshot")
         page = (await http.get(url)).text
         up = await http.post(
             f"{url}/attachments",
@@ -228,3 +236,55 @@ async def test_attachments_on_the_page_only_for_who_may_read(cloud: Cloud) -> No
     async with signed_in(cloud.app, role="owner") as (stranger, _):
         assert (await stranger.get(link.group(1))).status_code == 404
         assert (await stranger.get(url)).status_code == 404
+
+
+async def test_files_go_with_their_message_and_their_uploader_deletes_them(cloud: Cloud) -> None:
+    async with signed_in(cloud.app, role="owner") as (http, me):
+        installation, _ = await _site(cloud, me)
+        url = await _open_on_page(
+            http, installation, "The opening words", files={"file": ("first.png", PNG, "image/png")}
+        )
+        page = (await http.get(url)).text
+        answer = await http.post(
+            f"{url}/messages",
+            data={"csrf_token": csrf_of(page), "body": "Two more shots"},
+            files=[
+                ("file", ("left.png", PNG, "image/png")),
+                ("file", ("right.png", PNG + b"r", "image/png")),
+            ],
+        )
+        assert await _flash(http, answer) == "success: Your message is added."
+        big = PNG + bytes(cloud.state.settings.http_max_body_bytes + 1000)
+        large = await http.post(
+            f"{url}/messages",
+            data={"csrf_token": csrf_of(page), "body": "A large photo"},
+            files={"file": ("large.png", big, "image/png")},
+        )  # an answer's files may be larger than other forms
+        assert await _flash(http, large) == "success: Your message is added."
+        page = (await http.get(url)).text
+        thread = page.split('class="messages"')[1].split("</ol>")[0]
+        opening, second = thread.split("The opening words")[1].split("Two more shots")
+        assert "first.png" in opening and "left.png" not in opening
+        assert "left.png" in second and "right.png" in second
+        refused = await http.post(
+            f"{url}/messages",
+            data={"csrf_token": csrf_of(page), "body": "and a tool"},
+            files={"file": ("tool.exe", b"MZ\x90\x00" * 10, "application/octet-stream")},
+        )
+        assert "attach a photo or screenshot" in (await _flash(http, refused)).lower()
+        assert "and a tool" not in (await http.get(url)).text
+        deletes = re.findall(r'action="(/tickets/\d+/attachments/\d+/delete)"', page)
+        assert len(deletes) == 4  # the uploader's own files
+        gone = await http.post(deletes[0], data={"csrf_token": csrf_of(page)})
+        assert await _flash(http, gone) == "success: The file is deleted."
+        assert "first.png" not in (await http.get(url)).text
+        assert _count(cloud, TicketAttachmentRow) == 3
+    async with signed_in(cloud.app, role="owner") as (stranger, _):
+        page = (await stranger.get("/tickets")).text
+        assert (
+            await stranger.post(deletes[1], data={"csrf_token": csrf_of(page)})
+        ).status_code == 404
+    async with signed_in(cloud.app, role="support") as (desk, _):
+        page = (await desk.get(url)).text
+        assert len(re.findall(r"/attachments/\d+/delete", page)) == 3  # support: any file
+    assert _count(cloud, TicketAttachmentRow) == 3

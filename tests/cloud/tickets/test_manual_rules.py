@@ -21,6 +21,7 @@ from cloud.tickets.rules import (
     Stage,
     Status,
     TaskStatus,
+    breached,
     check_category,
     check_responsible,
     escalate_third_line,
@@ -31,13 +32,16 @@ from cloud.tickets.rules import (
     open_ticket,
     recategorise,
     set_status,
+    sla_breached,
 )
 from cloud.tickets.rules.files import (
     FAMILIES,
     AttachmentTooLarge,
+    StoredFile,
     UnsupportedAttachment,
     accept,
     check_size,
+    orphans,
     safe_name,
     sniff,
 )
@@ -150,6 +154,32 @@ def test_sla_per_line(line: Stage) -> None:
     assert not met.resolution_breached
     over = line_clock(answered, now=entered + sla.resolution_s + 1)
     assert over is not None and over.resolution_breached
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_a_breach_is_the_lines_own_sla_not_only_the_categorys(line: Stage) -> None:
+    """A 3-day category on each line: the line's first-answer target (4 h, 1 day, 2 days),
+    and its resolution target (the third line's ETA) are breaches before the 3 days."""
+    ticket = open_ticket(Category.DATA_ACCURACY, now=T0)
+    if line is Stage.THIRD_LINE:
+        on = escalate_third_line(ticket, plan="p", eta=T0 + 2 * DAY + HOUR, now=T0)
+    else:
+        on = ticket if line is Stage.FIRST_LINE else move(ticket, line, now=T0)
+    sla = LINE_SLA[line]
+    response_due = T0 + sla.response_s
+    assert not breached(on, now=response_due)
+    assert breached(on, now=response_due + 1)
+    assert not sla_breached(on, now=response_due + 1)  # the old rule: not yet
+    answered = on_message(on, from_customer=False, now=T0 + 60)
+    resolution_due = on.eta if on.eta is not None else T0 + sla.resolution_s
+    assert not breached(answered, now=min(resolution_due, on.due_at))
+    if resolution_due < on.due_at:
+        assert breached(answered, now=resolution_due + 1)
+        assert not sla_breached(answered, now=resolution_due + 1)
+    assert breached(answered, now=on.due_at + 1)  # the category's SLA still counts
+    # off the lines only the category's rule is left
+    proposed = move(answered, Stage.SUGGEST_CLOSE, now=T0 + 120)
+    assert not breached(proposed, now=T0 + 30 * DAY)
 
 
 def test_the_answer_of_an_earlier_line_does_not_count_on_the_next() -> None:
@@ -351,3 +381,18 @@ def test_status_always_matches_the_stage(steps: list[tuple[Stage, Status, bool]]
         assert (ticket.plan is not None) == (ticket.stage is Stage.THIRD_LINE) or (
             ticket.stage in (Stage.SUGGEST_CLOSE, Stage.CLOSED)
         )
+
+
+def test_orphans_are_old_unnamed_files_and_unfinished_uploads() -> None:
+    now, grace = T0, 3600
+    named, lost = "a" * 64, "b" * 64
+    files = [
+        StoredFile(f"aa/{named}", named, now - 10 * grace),  # its row exists
+        StoredFile(f"bb/{lost}", lost, now - grace - 1),  # no row: a crash lost it
+        StoredFile(".upload-1", None, now - grace - 1),  # an upload that never finished
+        StoredFile(f"bb/{'c' * 64}", "c" * 64, now - grace),  # in flight, maybe
+        StoredFile(".upload-2", None, now - 5),
+    ]
+    gone = orphans(files, {named}, now=now, grace_s=grace)
+    assert [f.name for f in gone] == [f"bb/{lost}", ".upload-1"]
+    assert orphans(files, {named, lost}, now=now, grace_s=grace) == [files[2]]
