@@ -18,15 +18,18 @@ from cloud.subscriptions.rules.catalogue import product
 from cloud.subscriptions.rules.lifecycle import (
     NOTICE_MONTHS,
     ChangePlan,
+    Charge,
     Event,
     PlanChangeReversed,
     Status,
     Subscription,
     add_months,
+    charge_in_flight,
     due_at,
     status_text,
 )
 from cloud.subscriptions.rules.plans import PlanChangeQuote
+from cloud.subscriptions.rules.renewals import Due
 from cloud.subscriptions.tables import (
     Outcome,
     PlanChangeRow,
@@ -36,6 +39,9 @@ from cloud.subscriptions.tables import (
 
 __all__ = [
     "abandoned_checkouts",
+    "due_of",
+    "hold_month",
+    "unplaced_charges",
     "add_order_link",
     "add_plan_change",
     "downgrades_refunded",
@@ -306,6 +312,54 @@ def links_of(session: Session, subscription_id: str) -> Sequence[SubscriptionOrd
         SubscriptionOrderRow.subscription_id == subscription_id
     )
     return session.scalars(query.order_by(SubscriptionOrderRow.order_id)).all()
+
+
+def due_of(row: Any, sub: Subscription, charge: Charge) -> Due:
+    """A renewal charge of the subscription of ``row`` (state ``sub``) with what its order
+    line needs."""
+    return Due(
+        sub_id=row.id,
+        installation_id=row.installation_id,
+        product_code=row.product_code,
+        description=f"{sub.product.name}, renewal",
+        pay_with=row.pay_with,
+        card_token=row.card_token,
+        charge=charge,
+    )
+
+
+def hold_month(session: Session, *, buyer: int, end: int) -> None:
+    """Lock the purchaser's subscriptions ending at ``end`` (one purchaser-month) until the
+    transaction ends; waits for a sweep that holds some of them to commit.
+
+    PostgreSQL: ``FOR NO KEY UPDATE``, in id order (two holders never deadlock; an order
+    link's foreign key check, ``KEY SHARE``, is not blocked). SQLite ignores it: its
+    ``BEGIN IMMEDIATE`` lets one writer in at a time.
+    """
+    session.execute(
+        select(SubscriptionRow.id)
+        .where(SubscriptionRow.purchaser_id == buyer, SubscriptionRow.ends_at == end)
+        .order_by(SubscriptionRow.id)
+        .with_for_update(key_share=True)
+    ).all()
+
+
+def unplaced_charges(session: Session, *, buyer: int, end: int) -> list[Due]:
+    """The purchaser's renewal charges for the month of ``end`` that a tick sent (whoever
+    ticked them) and no order holds yet: what that month's renewal order is to charge."""
+    query = select(SubscriptionRow).where(
+        SubscriptionRow.purchaser_id == buyer,
+        SubscriptionRow.ends_at == end,
+        SubscriptionRow.charging.is_not(None),
+    )
+    charges = []
+    for row in session.scalars(query.order_by(SubscriptionRow.id)):
+        sub = load(row)
+        charge = charge_in_flight(sub)
+        assert charge is not None
+        charges.append(due_of(row, sub, charge))
+    placed = orders_of_charge_keys(session, [d.charge.idempotency_key for d in charges])
+    return [d for d in charges if d.charge.idempotency_key not in placed]
 
 
 def orders_of_charge_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:

@@ -114,15 +114,7 @@ def sweep_batch(tx: Session, *, now: int, limit: int, actor: str) -> SweptBatch:
     devices = device_queries.device_ids_of(tx, sorted(installations))
     device_queries.enqueue_resign(tx, devices, now=now)
     charges = tuple(
-        Due(
-            sub_id=row.id,
-            installation_id=row.installation_id,
-            product_code=row.product_code,
-            description=f"{before.product.name}, renewal",
-            pay_with=row.pay_with,
-            card_token=row.card_token,
-            charge=e,
-        )
+        rows.due_of(row, before, e)
         for row, before, t in changed
         for e in t.effects
         if isinstance(e, Charge)
