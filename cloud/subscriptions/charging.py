@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from cloud.accounts.apikeys import Principal
 from cloud.billing import credit
 from cloud.billing import queries as billing_queries
+from cloud.billing.orders import OrderResult
 from cloud.billing.rules import OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
 from cloud.devices import queries as device_queries
@@ -129,21 +130,30 @@ class RenewalCharger:
         for _ in range(_GATHERS):
             try:
                 for order in await asyncio.to_thread(gather):
-                    results.append(await self.place(order, now=now, whole_month=True))
+                    placed = await self._place_order(order, now=now, whole_month=True)
+                    if placed.replayed:  # placed by another worker: it applies the answer
+                        continue
+                    await self._apply(placed, order, now=now)
+                    results.append((placed.order_id, placed.status))
             except _MonthMoved:
                 continue
             return results
         _log.warning("renewals of purchaser %s ending %s kept moving: next pass", buyer, iso(end))
         return results
 
-    async def place(
-        self, order: RenewalOrder, *, now: int, whole_month: bool = False
-    ) -> tuple[int, OrderStatus]:
-        """Place one consolidated renewal order and apply its answer; (order id, status).
+    async def place(self, order: RenewalOrder, *, now: int) -> tuple[int, OrderStatus]:
+        """Place one consolidated renewal order and apply its answer; (order id, status)."""
+        placed = await self._place_order(order, now=now, whole_month=False)
+        await self._apply(placed, order, now=now)
+        return placed.order_id, placed.status
 
-        ``whole_month``: the order is written only if it is what its purchaser-month's
-        unplaced charges consolidate to, checked with the month held (else _MonthMoved);
-        an order another worker placed at the same moment is left to that worker.
+    async def _place_order(
+        self, order: RenewalOrder, *, now: int, whole_month: bool
+    ) -> OrderResult:
+        """The order placed (or replayed) and charged, its links written before the charge.
+
+        ``whole_month``: written only if it is what its purchaser-month's unplaced charges
+        consolidate to, checked with the month held; else _MonthMoved (nothing written).
         """
 
         def link(session: Session, row: OrderRow) -> None:
@@ -170,7 +180,7 @@ class RenewalCharger:
                     now=now,
                 )
 
-        placed = await self._service.billing.place_order(
+        return await self._service.billing.place_order(
             kind="renewal",
             buyer=order.buyer,
             installation_id=order.items[0].installation_id,
@@ -191,11 +201,6 @@ class RenewalCharger:
             prepare=link,
             use_credit=True,
         )
-        if whole_month and placed.replayed:  # the worker that placed it applies its answer
-            return placed.order_id, placed.status
-        declined = [(i.sub_id, i.charge.end, i.charge.attempt) for i in order.items]
-        await self._apply(placed.order_id, placed.status, declined, now=now)
-        return placed.order_id, placed.status
 
     async def _resume(self, order_id: int, *, now: int) -> tuple[int, OrderStatus]:
         """Apply the answer of an order placed before (its charges re-sent after the lease)."""
@@ -210,12 +215,17 @@ class RenewalCharger:
                 ]
 
         status, declined = await asyncio.to_thread(load)
-        await self._apply(order_id, status, declined, now=now)
+        await self._answer(order_id, status, declined, now=now)
         return order_id, status
 
-    async def _apply(
+    async def _apply(self, placed: OrderResult, order: RenewalOrder, *, now: int) -> None:
+        declined = [(i.sub_id, i.charge.end, i.charge.attempt) for i in order.items]
+        await self._answer(placed.order_id, placed.status, declined, now=now)
+
+    async def _answer(
         self, order_id: int, status: OrderStatus, declined: Sequence[_Declined], *, now: int
     ) -> None:
+        """Apply an order's answer: paid, its callbacks; declined, every line's decline."""
         if status is OrderStatus.SUCCEED:  # delivered (or refunded) once per line
             await self._service.billing.run_callbacks(order_id, now=now)
         elif status is OrderStatus.FAILED:  # the whole order is retried, every line
