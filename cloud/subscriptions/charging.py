@@ -235,22 +235,25 @@ class RenewalCharger:
         # else time out / system processing: the lease and billing's reconcile settle it
 
     async def _declined(self, items: Sequence[_Declined], reason: str | None, now: int) -> None:
-        devices: list[str] = []
-        for sub_id, end, attempt in items:
-            event = (
+        """Every line's subscription takes the decline, in one transaction (the order was
+        declined as a whole: all its lines' declines are written, or none, and a lease
+        re-send applies them again; a decline applied already changes nothing)."""
+        events = [
+            (
+                sub_id,
                 ChargeFailed(end=end, attempt=attempt)
                 if reason is None
-                else ChargeFailed(end=end, attempt=attempt, reason=reason)
+                else ChargeFailed(end=end, attempt=attempt, reason=reason),
             )
-            _, changed, _ = await asyncio.to_thread(
-                self._service.apply_event,
-                sub_id,
-                event,
-                actor=ACTOR,
-                action="subscription.charge_failed",
-                now=now,
-            )
-            devices.extend(changed)
+            for sub_id, end, attempt in items
+        ]
+        devices = await asyncio.to_thread(
+            self._service.apply_events,
+            events,
+            actor=ACTOR,
+            action="subscription.charge_failed",
+            now=now,
+        )
         await self._service.reissue(devices)
 
     async def force_bill(self, principal: Principal, sub_id: str, *, now: int) -> BilledNow:

@@ -65,6 +65,7 @@ __all__ = [
     "snapshot",
     "subscription_for_service",
     "subscription_of",
+    "subscriptions_locked",
     "subscriptions_of",
 ]
 
@@ -172,6 +173,18 @@ def subscription_of(session: Session, sub_id: str, *, lock: bool = False) -> Sub
     if lock:
         query = query.with_for_update()
     return session.scalars(query).one_or_none()
+
+
+def subscriptions_locked(session: Session, sub_ids: Sequence[str]) -> list[SubscriptionRow]:
+    """The subscriptions ``sub_ids`` that exist, locked for update in id order (two
+    transactions locking some of the same rows this way never deadlock)."""
+    query = (
+        select(SubscriptionRow)
+        .where(SubscriptionRow.id.in_(sorted(set(sub_ids))))
+        .order_by(SubscriptionRow.id)
+        .with_for_update()
+    )
+    return list(session.scalars(query))
 
 
 def subscription_for_service(
