@@ -38,6 +38,7 @@ from cloud.subscriptions.tables import (
 )
 
 __all__ = [
+    "IN_CHUNK",
     "abandoned_checkouts",
     "due_of",
     "hold_month",
@@ -68,6 +69,8 @@ __all__ = [
     "subscriptions_locked",
     "subscriptions_of",
 ]
+
+IN_CHUNK = 900  # ids or keys a statement (IN lists), under SQLite's 32,766 variables
 
 
 def load(row: Any) -> Subscription:
@@ -377,12 +380,13 @@ def unplaced_charges(session: Session, *, buyer: int, end: int) -> list[Due]:
 
 def orders_of_charge_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:
     """Charge key -> the order that already holds that renewal charge."""
-    if not keys:
-        return {}
-    query = select(SubscriptionOrderRow.charge_key, SubscriptionOrderRow.order_id).where(
-        SubscriptionOrderRow.charge_key.in_(list(keys))
-    )
-    return {key: order for key, order in session.execute(query) if key is not None}
+    found: dict[str, int] = {}
+    for first in range(0, len(keys), IN_CHUNK):
+        query = select(SubscriptionOrderRow.charge_key, SubscriptionOrderRow.order_id).where(
+            SubscriptionOrderRow.charge_key.in_(list(keys[first : first + IN_CHUNK]))
+        )
+        found.update((key, order) for key, order in session.execute(query) if key is not None)
+    return found
 
 
 def abandoned_checkouts(session: Session, *, placed_before: int, limit: int = 100) -> list[int]:

@@ -128,9 +128,6 @@ _AUDIT = (
 )
 
 
-_IN_CHUNK = 900  # ids a statement, with the changed columns' values under SQLite's 32,766
-
-
 def _save_states(tx: Session, changed: _Changed, *, now: int) -> None:
     """The new states, version-checked (the version moves on, as the ORM's does), in one
     ``UPDATE`` per distinct change and version: rows at one version whose changed columns
@@ -149,8 +146,8 @@ def _save_states(tx: Session, changed: _Changed, *, now: int) -> None:
     updated = 0
     for (version, change), ids in groups.items():
         sets = "".join(f"{column} = {mark}, " for column, _ in change)
-        for first in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[first : first + _IN_CHUNK]
+        for first in range(0, len(ids), rows.IN_CHUNK):
+            chunk = ids[first : first + rows.IN_CHUNK]
             result = connection.exec_driver_sql(
                 f"UPDATE subscriptions SET {sets}version = version + 1 WHERE version = {mark} "
                 f"AND id IN ({', '.join([mark] * len(chunk))})",
