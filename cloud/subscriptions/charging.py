@@ -1,5 +1,22 @@
 """Renewal charges placed as orders: the renewal job's and an operator's "bill now".
 
+:meth:`RenewalCharger.place_ticked` places what the renewal job's ticks sent, from the
+database rather than from one worker's list (TTecomm: one renewal order and one invoice
+a month per purchaser, however many workers ticked parts of that month). For each
+purchaser-month it ticked, the worker gathers every charge that is in flight and on no
+order yet (:func:`~cloud.subscriptions.queries.unplaced_charges`: whoever ticked it) and
+consolidates them (:func:`~cloud.subscriptions.rules.renewals.consolidate`). The order's
+transaction then holds that purchaser-month's subscriptions
+(:func:`~cloud.subscriptions.queries.hold_month`: waits for a sweep still holding some
+of them) and gathers again: if the order is no longer what the month consolidates to (a
+sweep committed more of the month, another worker placed some), nothing is written and
+the worker gathers again; else the order and its links are written before any charge.
+A charge key is on one order at most (unique), so each subscription is charged once per
+attempt; a worker that finds every charge placed places nothing. A charge ticked after
+its month's order was placed (and charged) is the one case of a second order that
+month: it cannot be added to a charge already sent. A charge re-sent after its lease
+(its answer was not applied) resumes its order instead.
+
 :meth:`RenewalCharger.place` places one consolidated renewal order
 (:class:`~cloud.subscriptions.rules.renewals.RenewalOrder`: one line and link per
 subscription, each link holding its charge's own key, written in the order's
@@ -17,6 +34,8 @@ charged twice.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +44,7 @@ from sqlalchemy.orm import Session
 from cloud.accounts.apikeys import Principal
 from cloud.billing import credit
 from cloud.billing import queries as billing_queries
+from cloud.billing.orders import OrderResult
 from cloud.billing.rules import OrderLine, OrderStatus
 from cloud.billing.tables import OrderRow
 from cloud.devices import queries as device_queries
@@ -49,6 +69,13 @@ from cloud.subscriptions.views import subscription_view
 __all__ = ["BilledNow", "DateMoved", "RenewalCharger"]
 
 ACTOR = "system:renewals"
+_GATHERS = 5  # a purchaser-month gathered at most this often by one placing
+_log = logging.getLogger(__name__)
+_Declined = tuple[str, int, int]  # (subscription, end, attempt) of a declined charge
+
+
+class _MonthMoved(Exception):
+    """The purchaser-month's unplaced charges are no longer the order's: gather again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +94,76 @@ class RenewalCharger:
     def __init__(self, service: SubscriptionService) -> None:
         self._service = service
 
+    async def place_ticked(self, dues: Sequence[Due], *, now: int) -> list[tuple[int, OrderStatus]]:
+        """Place the orders of the charges ``dues`` (what this worker's ticks sent), from the
+        database (see the module docstring); (order id, status) of each order it placed or
+        resumed. A failure is logged: the lease sends that charge again on a later pass."""
+        keys = [d.charge.idempotency_key for d in dues]
+
+        def placed_orders() -> dict[str, int]:
+            with self._service.store.transaction() as tx:
+                return rows.orders_of_charge_keys(tx, keys)
+
+        placed = await asyncio.to_thread(placed_orders)
+        results = []
+        for order_id in sorted(set(placed.values())):  # re-sent after the lease
+            try:
+                results.append(await self._resume(order_id, now=now))
+            except Exception:
+                _log.exception("renewal order %s could not be resumed", order_id)
+        months = {(d.charge.buyer, d.charge.end) for d in dues}
+        for buyer, end in sorted(months):
+            try:
+                results.extend(await self._place_month(buyer, end, now=now))
+            except Exception:
+                _log.exception("renewals of purchaser %s ending %s failed", buyer, iso(end))
+        return results
+
+    async def _place_month(
+        self, buyer: int, end: int, *, now: int
+    ) -> list[tuple[int, OrderStatus]]:
+        def gather() -> tuple[RenewalOrder, ...]:
+            with self._service.store.transaction() as tx:
+                return consolidate(rows.unplaced_charges(tx, buyer=buyer, end=end))
+
+        results: list[tuple[int, OrderStatus]] = []
+        for _ in range(_GATHERS):
+            try:
+                for order in await asyncio.to_thread(gather):
+                    placed = await self._place_order(order, now=now, whole_month=True)
+                    if placed.replayed:  # placed by another worker: it applies the answer
+                        continue
+                    await self._apply(placed, order, now=now)
+                    results.append((placed.order_id, placed.status))
+            except _MonthMoved:
+                continue
+            return results
+        _log.warning("renewals of purchaser %s ending %s kept moving: next pass", buyer, iso(end))
+        return results
+
     async def place(self, order: RenewalOrder, *, now: int) -> tuple[int, OrderStatus]:
         """Place one consolidated renewal order and apply its answer; (order id, status)."""
+        placed = await self._place_order(order, now=now, whole_month=False)
+        await self._apply(placed, order, now=now)
+        return placed.order_id, placed.status
+
+    async def _place_order(
+        self, order: RenewalOrder, *, now: int, whole_month: bool
+    ) -> OrderResult:
+        """The order placed (or replayed) and charged, its links written before the charge.
+
+        ``whole_month``: written only if it is what its purchaser-month's unplaced charges
+        consolidate to, checked with the month held; else _MonthMoved (nothing written).
+        """
 
         def link(session: Session, row: OrderRow) -> None:
+            if whole_month:
+                rows.hold_month(session, buyer=order.buyer, end=order.end)
+                now_due = consolidate(
+                    rows.unplaced_charges(session, buyer=order.buyer, end=order.end)
+                )
+                if order.idempotency_key not in {o.idempotency_key for o in now_due}:
+                    raise _MonthMoved(order.idempotency_key)
             lines = billing_queries.lines_of(session, row.id)
             # the items' lines first, in order; a "Credit applied" line may follow
             for item, line in zip(order.items, lines[: len(order.items)], strict=True):
@@ -87,7 +180,7 @@ class RenewalCharger:
                     now=now,
                 )
 
-        placed = await self._service.billing.place_order(
+        return await self._service.billing.place_order(
             kind="renewal",
             buyer=order.buyer,
             installation_id=order.items[0].installation_id,
@@ -108,33 +201,59 @@ class RenewalCharger:
             prepare=link,
             use_credit=True,
         )
-        if placed.status is OrderStatus.SUCCEED:  # delivered (or refunded) once per line
-            await self._service.billing.run_callbacks(placed.order_id, now=now)
-        elif placed.status is OrderStatus.FAILED:  # the whole order is retried, every line
-            await self._declined(order, None, now)
-        elif placed.status is OrderStatus.PROCESSING:  # no card on file: it waits for checkout
-            await self._declined(order, "not paid (no card on file)", now)
-        # else time out / system processing: the lease and billing's reconcile settle it
-        return placed.order_id, placed.status
 
-    async def _declined(self, order: RenewalOrder, reason: str | None, now: int) -> None:
-        devices: list[str] = []
-        for item in order.items:
-            charge = item.charge
-            event = (
-                ChargeFailed(end=charge.end, attempt=charge.attempt)
+    async def _resume(self, order_id: int, *, now: int) -> tuple[int, OrderStatus]:
+        """Apply the answer of an order placed before (its charges re-sent after the lease)."""
+
+        def load() -> tuple[OrderStatus, list[_Declined]]:
+            with self._service.store.transaction() as tx:
+                row = billing_queries.get_order(tx, order_id)
+                assert row is not None
+                links = rows.order_links(tx, order_id)
+                return OrderStatus(row.status), [
+                    (lk.subscription_id, lk.ends_at, lk.attempt) for lk in links
+                ]
+
+        status, declined = await asyncio.to_thread(load)
+        await self._answer(order_id, status, declined, now=now)
+        return order_id, status
+
+    async def _apply(self, placed: OrderResult, order: RenewalOrder, *, now: int) -> None:
+        declined = [(i.sub_id, i.charge.end, i.charge.attempt) for i in order.items]
+        await self._answer(placed.order_id, placed.status, declined, now=now)
+
+    async def _answer(
+        self, order_id: int, status: OrderStatus, declined: Sequence[_Declined], *, now: int
+    ) -> None:
+        """Apply an order's answer: paid, its callbacks; declined, every line's decline."""
+        if status is OrderStatus.SUCCEED:  # delivered (or refunded) once per line
+            await self._service.billing.run_callbacks(order_id, now=now)
+        elif status is OrderStatus.FAILED:  # the whole order is retried, every line
+            await self._declined(declined, None, now)
+        elif status is OrderStatus.PROCESSING:  # no card on file: it waits for checkout
+            await self._declined(declined, "not paid (no card on file)", now)
+        # else time out / system processing: the lease and billing's reconcile settle it
+
+    async def _declined(self, items: Sequence[_Declined], reason: str | None, now: int) -> None:
+        """Every line's subscription takes the decline, in one transaction (the order was
+        declined as a whole: all its lines' declines are written, or none, and a lease
+        re-send applies them again; a decline applied already changes nothing)."""
+        events = [
+            (
+                sub_id,
+                ChargeFailed(end=end, attempt=attempt)
                 if reason is None
-                else ChargeFailed(end=charge.end, attempt=charge.attempt, reason=reason)
+                else ChargeFailed(end=end, attempt=attempt, reason=reason),
             )
-            _, changed, _ = await asyncio.to_thread(
-                self._service.apply_event,
-                item.sub_id,
-                event,
-                actor=ACTOR,
-                action="subscription.charge_failed",
-                now=now,
-            )
-            devices.extend(changed)
+            for sub_id, end, attempt in items
+        ]
+        devices = await asyncio.to_thread(
+            self._service.apply_events,
+            events,
+            actor=ACTOR,
+            action="subscription.charge_failed",
+            now=now,
+        )
         await self._service.reissue(devices)
 
     async def force_bill(self, principal: Principal, sub_id: str, *, now: int) -> BilledNow:
@@ -158,15 +277,7 @@ class RenewalCharger:
                 service.commit(
                     tx, row, before, t, actor=principal, action="subscription.force_bill", now=now
                 )
-                return Due(
-                    sub_id=row.id,
-                    installation_id=row.installation_id,
-                    product_code=row.product_code,
-                    description=f"{before.product.name}, renewal",
-                    pay_with=row.pay_with,
-                    card_token=row.card_token,
-                    charge=charge,
-                )
+                return rows.due_of(row, before, charge)
 
         due = await asyncio.to_thread(start)
         [order] = consolidate([due])

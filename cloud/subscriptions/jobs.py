@@ -40,7 +40,7 @@ from cloud.billing.rules import OrderStatus
 from cloud.subscriptions import queries as rows
 from cloud.subscriptions.charging import RenewalCharger
 from cloud.subscriptions.rules.lifecycle import ABANDON_AFTER_S
-from cloud.subscriptions.rules.renewals import Due, consolidate
+from cloud.subscriptions.rules.renewals import Due
 from cloud.subscriptions.service import SubscriptionService
 from cloud.subscriptions.sweep import sweep_batch
 from common.clock import Clock
@@ -88,9 +88,10 @@ class RenewalJob:
     async def run_once(self) -> RenewalReport:
         """Every subscription due at the clock's ``now``, in batches; idempotent.
 
-        The charges of every batch are placed after the last one, consolidated
-        (:func:`~cloud.subscriptions.rules.renewals.consolidate`): one purchaser's
-        charges for one month are one order, even when the batches split them.
+        The charges of every batch are placed after the last one, from the database
+        (:meth:`~cloud.subscriptions.charging.RenewalCharger.place_ticked`): one
+        purchaser's charges for one month are one order, even when batches or workers
+        split them.
         """
         now = self._clock()
         ticked = charged = paid = declined = 0
@@ -101,12 +102,7 @@ class RenewalJob:
             pending.extend(charges)
             if selected < self._batch:
                 break
-        for order in consolidate(pending):
-            try:
-                _, status = await self._charger.place(order, now=now)
-            except Exception:  # the lease sends it again (same key) on a later pass
-                _log.exception("renewal charge %s failed", order.idempotency_key)
-                continue
+        for _, status in await self._charger.place_ticked(pending, now=now):
             charged += 1
             paid += status is OrderStatus.SUCCEED
             declined += status in (OrderStatus.FAILED, OrderStatus.PROCESSING)

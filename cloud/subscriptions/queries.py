@@ -18,15 +18,18 @@ from cloud.subscriptions.rules.catalogue import product
 from cloud.subscriptions.rules.lifecycle import (
     NOTICE_MONTHS,
     ChangePlan,
+    Charge,
     Event,
     PlanChangeReversed,
     Status,
     Subscription,
     add_months,
+    charge_in_flight,
     due_at,
     status_text,
 )
 from cloud.subscriptions.rules.plans import PlanChangeQuote
+from cloud.subscriptions.rules.renewals import Due
 from cloud.subscriptions.tables import (
     Outcome,
     PlanChangeRow,
@@ -35,7 +38,11 @@ from cloud.subscriptions.tables import (
 )
 
 __all__ = [
+    "IN_CHUNK",
     "abandoned_checkouts",
+    "due_of",
+    "hold_month",
+    "unplaced_charges",
     "add_order_link",
     "add_plan_change",
     "downgrades_refunded",
@@ -59,8 +66,11 @@ __all__ = [
     "snapshot",
     "subscription_for_service",
     "subscription_of",
+    "subscriptions_locked",
     "subscriptions_of",
 ]
+
+IN_CHUNK = 900  # ids or keys a statement (IN lists), under SQLite's 32,766 variables
 
 
 def load(row: Any) -> Subscription:
@@ -166,6 +176,18 @@ def subscription_of(session: Session, sub_id: str, *, lock: bool = False) -> Sub
     if lock:
         query = query.with_for_update()
     return session.scalars(query).one_or_none()
+
+
+def subscriptions_locked(session: Session, sub_ids: Sequence[str]) -> list[SubscriptionRow]:
+    """The subscriptions ``sub_ids`` that exist, locked for update in id order (two
+    transactions locking some of the same rows this way never deadlock)."""
+    query = (
+        select(SubscriptionRow)
+        .where(SubscriptionRow.id.in_(sorted(set(sub_ids))))
+        .order_by(SubscriptionRow.id)
+        .with_for_update()
+    )
+    return list(session.scalars(query))
 
 
 def subscription_for_service(
@@ -310,14 +332,63 @@ def links_of(session: Session, subscription_id: str) -> Sequence[SubscriptionOrd
     return session.scalars(query.order_by(SubscriptionOrderRow.order_id)).all()
 
 
+def due_of(row: Any, sub: Subscription, charge: Charge) -> Due:
+    """A renewal charge of the subscription of ``row`` (state ``sub``) with what its order
+    line needs."""
+    return Due(
+        sub_id=row.id,
+        installation_id=row.installation_id,
+        product_code=row.product_code,
+        description=f"{sub.product.name}, renewal",
+        pay_with=row.pay_with,
+        card_token=row.card_token,
+        charge=charge,
+    )
+
+
+def hold_month(session: Session, *, buyer: int, end: int) -> None:
+    """Lock the purchaser's subscriptions ending at ``end`` (one purchaser-month) until the
+    transaction ends; waits for a sweep that holds some of them to commit.
+
+    PostgreSQL: ``FOR NO KEY UPDATE``, in id order (two holders never deadlock; an order
+    link's foreign key check, ``KEY SHARE``, is not blocked). SQLite ignores it: its
+    ``BEGIN IMMEDIATE`` lets one writer in at a time.
+    """
+    session.execute(
+        select(SubscriptionRow.id)
+        .where(SubscriptionRow.purchaser_id == buyer, SubscriptionRow.ends_at == end)
+        .order_by(SubscriptionRow.id)
+        .with_for_update(key_share=True)
+    ).all()
+
+
+def unplaced_charges(session: Session, *, buyer: int, end: int) -> list[Due]:
+    """The purchaser's renewal charges for the month of ``end`` that a tick sent (whoever
+    ticked them) and no order holds yet: what that month's renewal order is to charge."""
+    query = select(SubscriptionRow).where(
+        SubscriptionRow.purchaser_id == buyer,
+        SubscriptionRow.ends_at == end,
+        SubscriptionRow.charging.is_not(None),
+    )
+    charges = []
+    for row in session.scalars(query.order_by(SubscriptionRow.id)):
+        sub = load(row)
+        charge = charge_in_flight(sub)
+        assert charge is not None
+        charges.append(due_of(row, sub, charge))
+    placed = orders_of_charge_keys(session, [d.charge.idempotency_key for d in charges])
+    return [d for d in charges if d.charge.idempotency_key not in placed]
+
+
 def orders_of_charge_keys(session: Session, keys: Sequence[str]) -> dict[str, int]:
     """Charge key -> the order that already holds that renewal charge."""
-    if not keys:
-        return {}
-    query = select(SubscriptionOrderRow.charge_key, SubscriptionOrderRow.order_id).where(
-        SubscriptionOrderRow.charge_key.in_(list(keys))
-    )
-    return {key: order for key, order in session.execute(query) if key is not None}
+    found: dict[str, int] = {}
+    for first in range(0, len(keys), IN_CHUNK):
+        query = select(SubscriptionOrderRow.charge_key, SubscriptionOrderRow.order_id).where(
+            SubscriptionOrderRow.charge_key.in_(list(keys[first : first + IN_CHUNK]))
+        )
+        found.update((key, order) for key, order in session.execute(query) if key is not None)
+    return found
 
 
 def abandoned_checkouts(session: Session, *, placed_before: int, limit: int = 100) -> list[int]:

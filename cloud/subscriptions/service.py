@@ -227,6 +227,33 @@ class SubscriptionService:
             row, devices = self.commit(tx, row, before, t, actor=actor, action=action, now=now)
             return row, devices, t
 
+    def apply_events(
+        self,
+        events: Sequence[tuple[str, Event]],
+        *,
+        actor: Principal | str,
+        action: str,
+        now: int,
+    ) -> list[str]:
+        """:meth:`apply_event` for several subscriptions (an order's lines) in one
+        transaction, their rows locked in id order: all are applied, or none; the devices
+        to re-issue for. A subscription that is gone (deleted with its installation) has
+        nothing to apply and is skipped."""
+        with self.store.transaction() as tx:
+            locked = {r.id: r for r in rows.subscriptions_locked(tx, [s for s, _ in events])}
+            devices: list[str] = []
+            for sub_id, event in events:
+                row = locked.get(sub_id)
+                if row is None:
+                    continue
+                before = rows.load(row)
+                t = apply(before, event, now=now)
+                if t.state == before:
+                    continue
+                _, changed = self.commit(tx, row, before, t, actor=actor, action=action, now=now)
+                devices.extend(changed)
+            return devices
+
     # reads ----------------------------------------------------------------------
     def get(self, principal: Principal, sub_id: str) -> dict[str, Any]:
         with self.store.transaction() as tx:

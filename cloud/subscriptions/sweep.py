@@ -114,15 +114,7 @@ def sweep_batch(tx: Session, *, now: int, limit: int, actor: str) -> SweptBatch:
     devices = device_queries.device_ids_of(tx, sorted(installations))
     device_queries.enqueue_resign(tx, devices, now=now)
     charges = tuple(
-        Due(
-            sub_id=row.id,
-            installation_id=row.installation_id,
-            product_code=row.product_code,
-            description=f"{before.product.name}, renewal",
-            pay_with=row.pay_with,
-            card_token=row.card_token,
-            charge=e,
-        )
+        rows.due_of(row, before, e)
         for row, before, t in changed
         for e in t.effects
         if isinstance(e, Charge)
@@ -134,9 +126,6 @@ _AUDIT = (
     'INSERT INTO audit_log (at, actor, actor_user_id, action, object_type, object_id, "before", '
     "\"after\") VALUES (:at, :actor, NULL, :action, 'subscription', :object_id, :before, :after)"
 )
-
-
-_IN_CHUNK = 900  # ids a statement, with the changed columns' values under SQLite's 32,766
 
 
 def _save_states(tx: Session, changed: _Changed, *, now: int) -> None:
@@ -157,8 +146,8 @@ def _save_states(tx: Session, changed: _Changed, *, now: int) -> None:
     updated = 0
     for (version, change), ids in groups.items():
         sets = "".join(f"{column} = {mark}, " for column, _ in change)
-        for first in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[first : first + _IN_CHUNK]
+        for first in range(0, len(ids), rows.IN_CHUNK):
+            chunk = ids[first : first + rows.IN_CHUNK]
             result = connection.exec_driver_sql(
                 f"UPDATE subscriptions SET {sets}version = version + 1 WHERE version = {mark} "
                 f"AND id IN ({', '.join([mark] * len(chunk))})",

@@ -101,6 +101,7 @@ __all__ = [
     "Transition",
     "add_months",
     "apply",
+    "charge_in_flight",
     "due_at",
     "month_start",
     "next_renewal",
@@ -556,6 +557,30 @@ def _notice_if_due(sub: Subscription, *, now: int, effects: list[Effect]) -> Sub
     return replace(sub, notice_for=sub.end)
 
 
+def _charge(sub: Subscription, *, attempt: int, serial: int) -> Charge:
+    # serial -1: a charge sent before keys carried the serial keeps its old key
+    suffix = f":{serial}" if serial >= 0 else ""
+    return Charge(
+        idempotency_key=f"renewal:{sub.id}:{sub.end}:{attempt}{suffix}",
+        buyer=sub.purchaser,
+        months=sub.term_months,
+        amount_cents=term_price(sub.product, sub.term_months),
+        end=sub.end,
+        attempt=attempt,
+    )
+
+
+def charge_in_flight(sub: Subscription) -> Charge | None:
+    """The renewal charge ``sub`` awaits the answer of (the one a tick sent), or None.
+
+    Its key is the one the tick's :class:`Charge` carried, so whoever places the charge
+    later (the renewal job gathering a purchaser's month) places that very charge.
+    """
+    if sub.charging is None:
+        return None
+    return _charge(sub, attempt=sub.charging, serial=sub.charges_sent - 1)
+
+
 def _charge_if_due(sub: Subscription, *, now: int, effects: list[Effect]) -> Subscription:
     if sub.charging is not None:
         if sub.charge_sent_at is not None and now < sub.charge_sent_at + CHARGE_LEASE_S:
@@ -567,18 +592,7 @@ def _charge_if_due(sub: Subscription, *, now: int, effects: list[Effect]) -> Sub
         attempt, serial = sub.attempts, sub.charges_sent
     else:
         return sub
-    # serial -1: a charge sent before keys carried the serial keeps its old key
-    suffix = f":{serial}" if serial >= 0 else ""
-    effects.append(
-        Charge(
-            idempotency_key=f"renewal:{sub.id}:{sub.end}:{attempt}{suffix}",
-            buyer=sub.purchaser,
-            months=sub.term_months,
-            amount_cents=term_price(sub.product, sub.term_months),
-            end=sub.end,
-            attempt=attempt,
-        )
-    )
+    effects.append(_charge(sub, attempt=attempt, serial=serial))
     return replace(
         sub,
         charging=attempt,

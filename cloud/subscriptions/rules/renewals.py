@@ -32,13 +32,13 @@ from datetime import UTC, datetime
 
 from cloud.errors import N_, InvalidRequest, InvalidTransition
 from cloud.subscriptions.rules.calendar import add_months, iso, month_start, term_end
-from cloud.subscriptions.rules.catalogue import term_price
 from cloud.subscriptions.rules.lifecycle import (
     Charge,
     GrantService,
     Status,
     Subscription,
     Transition,
+    charge_in_flight,
 )
 
 __all__ = [
@@ -152,18 +152,15 @@ def force_bill(sub: Subscription, *, now: int) -> Transition:
             N_("the subscription is paid through %(end)s already: nothing is due this cycle"),
             end=iso(sub.end),
         )
-    attempt, serial = sub.attempts, sub.charges_sent
-    charge = Charge(
-        idempotency_key=f"renewal:{sub.id}:{sub.end}:{attempt}:{serial}",
-        buyer=sub.purchaser,
-        months=sub.term_months,
-        amount_cents=term_price(sub.product, sub.term_months),
-        end=sub.end,
-        attempt=attempt,
-    )
     billed = replace(
-        sub, charging=attempt, charge_sent_at=now, next_retry_at=None, charges_sent=serial + 1
+        sub,
+        charging=sub.attempts,
+        charge_sent_at=now,
+        next_retry_at=None,
+        charges_sent=sub.charges_sent + 1,
     )
+    charge = charge_in_flight(billed)
+    assert charge is not None
     return Transition(billed, (charge,), due_now_cents=charge.amount_cents)
 
 

@@ -1,6 +1,7 @@
-"""Two cloud workers on one PostgreSQL database run the renewal job at the same time, many
-times (must-show 5): exactly one order and one card charge per renewal attempt, and no
-transition lost (every paid renewal extends its subscription exactly once)."""
+"""Two cloud workers on one database run the renewal job at the same time (must-show 5):
+exactly one order and one card charge per renewal attempt, and no transition lost (every
+paid renewal extends its subscription exactly once) — and one renewal order, one invoice,
+per purchaser and month (TTecomm), even when the workers tick parts of the month each."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from cloud import create_app
@@ -18,6 +20,9 @@ from cloud.billing.tables import OrderRow
 from cloud.devices import memberships
 from cloud.notifications.tables import NotificationRow
 from cloud.settings import CloudSettings
+from cloud.subscriptions import queries as subscription_queries
+from cloud.subscriptions.charging import RenewalCharger
+from cloud.subscriptions.jobs import RenewalJob
 from cloud.subscriptions.tables import SubscriptionOrderRow, SubscriptionRow
 from cloud.testclock import TestClock
 from cloud.testing import AccountsSimulator, PublisherSimulator
@@ -32,6 +37,7 @@ from tests.cloud.harness import (
 )
 
 SUBSCRIPTIONS = 12
+SUBSCRIPTION_CENTS = 6000  # Remote Services (TSF16100), a year
 
 
 def ts(y: int, m: int, d: int) -> int:
@@ -53,6 +59,44 @@ def _renewals(app) -> object:
     return job
 
 
+async def _buy(app, clock: TestClock, *, declining: int) -> tuple[dict[str, str], set[str]]:
+    """SUBSCRIPTIONS subscriptions of one purchaser (a partner paying by card), all ending
+    1 Feb 2027; the first ``declining`` get a declining card. (subscription -> installation,
+    the declining ones)."""
+    admin = new_api_key(app)
+    company = new_company(app, name="SI", payment_type="card")
+    uid = new_user(app, role="partner", company_id=company)
+    subs: dict[str, str] = {}
+    async with client(app, admin) as ops, client(app, user_api_key(app, uid)) as si:
+        for i in range(SUBSCRIPTIONS):
+            inst = (await ops.post("/api/v1/installations", json={"name": f"s{i}"})).json()["id"]
+            with app.state.cloud.store.transaction() as tx:
+                memberships.add_integrator(tx, inst, company, actor="t", now=clock())
+            r = await si.post(
+                "/api/v1/subscriptions",
+                json={"installation_id": inst, "product": "TSF16100", "card_token": CARD_OK},
+            )
+            assert r.status_code == 201, r.text
+            subs[r.json()["subscription"]["id"]] = inst
+        declines = set(list(subs)[:declining])
+        for sub_id in declines:  # the purchaser puts a declining card on file
+            card = {"card_token": CARD_DECLINED}
+            r = await si.put(f"/api/v1/subscriptions/{sub_id}/card", json=card)
+            assert r.status_code == 200, r.text
+    return subs, declines
+
+
+def _invoice_mails(tx, order_ids: set[int]) -> list[str]:
+    keys = {f"invoice:{i}" for i in order_ids}
+    return [
+        k
+        for k in tx.scalars(
+            select(NotificationRow.dedupe_key).where(NotificationRow.kind == "invoice")
+        )
+        if k in keys
+    ]
+
+
 async def test_two_workers_charge_each_renewal_once_and_lose_no_transition(
     postgres_url: str, tmp_path: Path
 ) -> None:
@@ -72,32 +116,7 @@ async def test_two_workers_charge_each_renewal_once_and_lose_no_transition(
             clock=clock,
         )
         async with running(app_b):
-            admin = new_api_key(app_a)
-            company = new_company(app_a, name="SI", payment_type="card")
-            uid = new_user(app_a, role="partner", company_id=company)
-            subs: dict[str, str] = {}
-            async with client(app_a, admin) as ops, client(app_a, user_api_key(app_a, uid)) as si:
-                for i in range(SUBSCRIPTIONS):
-                    inst = (await ops.post("/api/v1/installations", json={"name": f"s{i}"})).json()[
-                        "id"
-                    ]
-                    with app_a.state.cloud.store.transaction() as tx:
-                        memberships.add_integrator(tx, inst, company, actor="t", now=clock())
-                    r = await si.post(
-                        "/api/v1/subscriptions",
-                        json={
-                            "installation_id": inst,
-                            "product": "TSF16100",
-                            "card_token": CARD_OK,
-                        },
-                    )
-                    assert r.status_code == 201, r.text
-                    subs[r.json()["subscription"]["id"]] = inst
-                declining = set(list(subs)[: SUBSCRIPTIONS // 2])
-                for sub_id in declining:  # the purchaser puts a declining card on file
-                    card = {"card_token": CARD_DECLINED}
-                    r = await si.put(f"/api/v1/subscriptions/{sub_id}/card", json=card)
-                    assert r.status_code == 200, r.text
+            subs, declining = await _buy(app_a, clock, declining=SUBSCRIPTIONS // 2)
 
             jobs = [_renewals(app_a), _renewals(app_b)]
             clock.set(ts(2026, 12, 31))
@@ -124,6 +143,7 @@ async def test_two_workers_charge_each_renewal_once_and_lose_no_transition(
                         NotificationRow.kind == "charge_failed"
                     )
                 ).all()
+                invoices = _invoice_mails(tx, {o.id for o in orders})
 
     keys = Counter(o.idempotency_key for o in orders)
     assert all(n == 1 for n in keys.values())
@@ -134,24 +154,134 @@ async def test_two_workers_charge_each_renewal_once_and_lose_no_transition(
     # one card charge per renewal order, across both workers' payment providers
     assert {i: charged[i] for i in renewal_ids} == dict.fromkeys(renewal_ids, 1)
     paying = set(subs) - declining
-    # the paying subscriptions (one purchaser, one card, one month): each renewed exactly
-    # once, by one succeeded order (no double, no loss). Known limit, not asserted here: two
-    # workers that tick parts of one purchaser's month at the same moment (SKIP LOCKED) each
-    # place a consolidated order for their part, so the month can have two orders; one
-    # worker always places one (tests/cloud/subscriptions/test_renewals_consolidated.py).
+    # the paying subscriptions (one purchaser, one card, one month): one order, one invoice
+    # mail, whichever worker ticked which subscription; each renewed exactly once (no
+    # double, no loss)
     succeeded = [o for o in orders if o.status == "Succeed"]
+    assert len(succeeded) == 1
+    assert {lk.subscription_id for lk in links[succeeded[0].id]} == paying
+    assert invoices == [f"invoice:{succeeded[0].id}"]
     renewed = Counter(lk.subscription_id for o in succeeded for lk in links[o.id])
     assert renewed == dict.fromkeys(paying, 1)
     for sub_id in paying:
         assert rows[sub_id].ends_at == ts(2028, 2, 1) and rows[sub_id].status == "active"
         assert paid_audits[sub_id] == 1
-    # the declining ones (one card): 11 attempts (1, 4, ... 31 Jan), each charged once in an
-    # order of declining subscriptions only (the whole order is retried), one mail each per
-    # attempt; expired
+    # the declining ones (one card): 11 attempts (1, 4, ... 31 Jan), each one order of all
+    # the declining subscriptions (the whole order is retried), charged once, one mail each
+    # per attempt; expired
     failed = [o for o in orders if o.status == "Failed"]
-    assert all({lk.subscription_id for lk in links[o.id]} <= declining for o in failed)
+    assert len(failed) == 11 and len(orders) == 12
+    assert all({lk.subscription_id for lk in links[o.id]} == declining for o in failed)
     attempts = Counter(lk.subscription_id for o in failed for lk in links[o.id])
     assert attempts == dict.fromkeys(declining, 11)
     for sub_id in declining:
         assert rows[sub_id].status == "expired" and rows[sub_id].ends_at == ts(2027, 2, 1)
     assert len(failed_mails) == len(set(failed_mails)) == 11 * len(declining)
+
+
+async def test_two_workers_each_ticking_half_of_a_month_place_one_order(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving that used to split a month, forced: worker A and worker B each
+    claim half of one purchaser's subscriptions due on the charge day (a batch of half),
+    and neither places an order before both have ticked (a barrier before placing). One
+    order of every subscription, one charge, one invoice mail; the other worker places
+    nothing, and a later pass nothing either."""
+    clock = TestClock(ts(2026, 1, 31))
+    half = SUBSCRIPTIONS // 2
+    both_ticked = asyncio.Barrier(2)
+    place_ticked = RenewalCharger.place_ticked
+
+    async def after_both_ticked(self, dues, *, now):
+        await both_ticked.wait()
+        return await place_ticked(self, dues, now=now)
+
+    apps = [
+        create_app(
+            _settings(tmp_path, database_url, "a"),
+            publisher=PublisherSimulator(),
+            accounts=AccountsSimulator(),
+            clock=clock,
+        )
+        for _ in range(2)
+    ]
+    async with running(apps[0]), running(apps[1]):
+        subs, _ = await _buy(apps[0], clock, declining=0)
+        workers = [
+            RenewalJob(app.state.cloud.subscriptions, clock=clock, batch=half, max_batches=1)
+            for app in apps
+        ]
+        clock.set(ts(2027, 1, 1))  # the charge day of every subscription (1 Feb 2027)
+        monkeypatch.setattr(RenewalCharger, "place_ticked", after_both_ticked)
+        reports = await asyncio.gather(*(w.run_once() for w in workers))
+        monkeypatch.undo()
+        assert [r.ticked for r in reports] == [half, half]  # each ticked its half
+        assert sorted(r.charged for r in reports) == [0, 1]  # one placed, the other nothing
+        later = await asyncio.gather(*(w.run_once() for w in workers))
+        assert [r.charged for r in later] == [0, 0]
+
+        providers = [app.state.cloud.billing.provider for app in apps]
+        with apps[0].state.cloud.store.transaction() as tx:
+            [order] = tx.scalars(select(OrderRow).where(OrderRow.kind == "renewal")).all()
+            linked = {
+                lk.subscription_id
+                for lk in tx.scalars(
+                    select(SubscriptionOrderRow).where(SubscriptionOrderRow.order_id == order.id)
+                )
+            }
+            rows = {r.id: r for r in tx.scalars(select(SubscriptionRow))}
+            invoices = _invoice_mails(tx, {order.id})
+    assert order.status == "Succeed" and linked == set(subs)
+    assert order.amount_cents == sum(SUBSCRIPTION_CENTS for _ in subs)
+    charges = [e for p in providers for e in p.ledger.values()]
+    assert [
+        e.idempotency_key for e in charges if e.idempotency_key.startswith(f"order:{order.id}:")
+    ] == [f"order:{order.id}:charge:1"]
+    assert invoices == [f"invoice:{order.id}"]
+    assert all(rows[s].ends_at == ts(2028, 2, 1) for s in subs)
+
+
+async def test_an_order_gathered_before_more_of_its_month_was_ticked_is_gathered_again(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker gathers half of a purchaser's month (the rest is ticked by another worker
+    just after that read, forced by serving the first read half); the order's transaction
+    holds the month, sees the whole of it, writes nothing and the worker gathers again:
+    one order of every subscription, charged once."""
+    clock = TestClock(ts(2026, 1, 31))
+    app = create_app(
+        _settings(tmp_path, database_url, "a"),
+        publisher=PublisherSimulator(),
+        accounts=AccountsSimulator(),
+        clock=clock,
+    )
+    reads = []
+    unplaced_charges = subscription_queries.unplaced_charges
+
+    def first_read_half(session, *, buyer, end):
+        found = unplaced_charges(session, buyer=buyer, end=end)
+        reads.append(len(found))
+        return found[: len(found) // 2] if len(reads) == 1 else found
+
+    async with running(app):
+        subs, _ = await _buy(app, clock, declining=0)
+        clock.set(ts(2027, 1, 1))
+        monkeypatch.setattr(subscription_queries, "unplaced_charges", first_read_half)
+        report = await _renewals(app).run_once()
+        monkeypatch.undo()
+        assert report.ticked == SUBSCRIPTIONS and report.charged == 1
+        assert reads[:2] == [SUBSCRIPTIONS, SUBSCRIPTIONS]  # the gather, then the check
+        with app.state.cloud.store.transaction() as tx:
+            [order] = tx.scalars(select(OrderRow).where(OrderRow.kind == "renewal")).all()
+            linked = {
+                lk.subscription_id
+                for lk in tx.scalars(
+                    select(SubscriptionOrderRow).where(SubscriptionOrderRow.order_id == order.id)
+                )
+            }
+    assert order.status == "Succeed" and linked == set(subs)
+    assert order.amount_cents == SUBSCRIPTION_CENTS * SUBSCRIPTIONS
+    ledger = app.state.cloud.billing.provider.ledger.values()
+    assert [
+        e.idempotency_key for e in ledger if e.idempotency_key.startswith(f"order:{order.id}:")
+    ] == [f"order:{order.id}:charge:1"]
