@@ -1,14 +1,23 @@
 """The renewal sweep, set-based: one batch of due subscriptions, one statement per effect.
 
-The pure rule decides, row by row (:func:`~cloud.subscriptions.rules.lifecycle.apply`
-of a :class:`~cloud.subscriptions.rules.lifecycle.Tick`: microseconds); what it
-decided is written for the whole batch at once, in the caller's transaction:
+The pure rule decides once per *group*: rows equal in every column the rule
+reads (:data:`~cloud.subscriptions.queries.STATE_COLUMNS`: product, purchaser,
+status, dates, charge state, scope) differ only in their identities (id,
+installation), which the rule copies into what it emits and never reads. So
+:func:`~cloud.subscriptions.rules.lifecycle.apply` of a
+:class:`~cloud.subscriptions.rules.lifecycle.Tick` runs on the group's first
+row with placeholders for the identities, and its new state, audit
+snapshots, e-mails (composed once: :func:`~cloud.notifications.outbox.fill`)
+and charge keys serve every row of the group, each row's identities filled
+in. A batch of subscriptions expiring at one end is one group per purchaser
+and product. What is decided is written for the whole batch at once, in the
+caller's transaction:
 
 - one ``SELECT ... FOR UPDATE SKIP LOCKED`` claims the batch (PostgreSQL: N
   sweepers take disjoint rows, a row another holds is skipped, not waited for;
   SQLite ignores the clause, but every write transaction starts ``BEGIN
   IMMEDIATE``, so sweepers take turns and the next one sees the new ``due_at``);
-- one version-checked ``UPDATE`` per distinct change writes the new states;
+- one version-checked ``UPDATE`` per group and version writes the new states;
 - one ``INSERT`` of the audit entries, one of the e-mails (``ON CONFLICT
   DO NOTHING`` on their dedupe key), after one read of their recipients;
 - one upsert of the grants the rule (re)started, one ``UPDATE`` per feature of
@@ -28,10 +37,11 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -41,7 +51,8 @@ from cloud.devices import queries as device_queries
 from cloud.devices.rules import GrantStatus
 from cloud.devices.tables import GrantRow
 from cloud.errors import UnknownUser
-from cloud.notifications.outbox import compose
+from cloud.notifications.outbox import compose, fill
+from cloud.notifications.queries import OutboxMessage
 from cloud.notifications.tables import NotificationStatus
 from cloud.subscriptions import queries as rows
 from cloud.subscriptions.rules.lifecycle import (
@@ -60,8 +71,12 @@ from cloud.subscriptions.tables import SubscriptionRow
 
 __all__ = ["Due", "SweptBatch", "sweep_batch"]
 
-_Changed = Sequence[tuple[Any, Subscription, Transition]]
 _TABLE = SubscriptionRow.__table__
+# stand-ins for a group's identities while the rule decides: printable, and in no id
+# (ids are [A-Za-z0-9_-]) or product text, so filling them in replaces only them
+_SUB_ID = "⟦subscription⟧"
+_INSTALLATION = "⟦installation⟧"
+_STATE_OF = itemgetter(*(_TABLE.c.keys().index(c) for c in rows.STATE_COLUMNS))
 # the batch's writes go through plain DBAPI (cloud.database.executemany, exec_driver_sql):
 # SQLAlchemy's per-row parameter processing was most of a batch's time (measured); the
 # column names in the UPDATE are row_values()'s keys, never input
@@ -79,6 +94,11 @@ _MAIL = (
     "created_at, next_attempt_at) VALUES (:kind, :recipients, :subject, :body, :dedupe_key, "
     ":status, 0, :now, :now) ON CONFLICT (dedupe_key) DO NOTHING"
 )
+_AUDIT = (
+    'INSERT INTO audit_log (at, actor, actor_user_id, action, object_type, object_id, "before", '
+    "\"after\") VALUES (:at, :actor, NULL, :action, 'subscription', :object_id, :before, :after)"
+)
+_IN_CHUNK = 900  # ids a statement, with the changed columns' values under SQLite's 32,766
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,23 @@ class SweptBatch:
     devices_queued: int
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Decision:
+    """The rule's transition for one group, its identities left as placeholders, and what
+    every row of the group writes because of it."""
+
+    before: Subscription
+    after: Transition
+    columns: tuple[tuple[str, Any], ...]  # the new state's columns (installation: unchanged)
+    audit_before: str
+    audit_after: str
+    notices: tuple[Notify, ...]
+    charges: tuple[Charge, ...]
+
+
+_Changed = Sequence[tuple[Row[Any], _Decision]]
+
+
 def sweep_batch(tx: Session, *, now: int, limit: int, actor: str) -> SweptBatch:
     """Tick up to ``limit`` due subscriptions at ``now`` and write every effect in bulk.
 
@@ -99,18 +136,22 @@ def sweep_batch(tx: Session, *, now: int, limit: int, actor: str) -> SweptBatch:
             caller's transaction rolls back and the next pass sees the row again.
     """
     claimed = tx.execute(rows.due_query(now=now, limit=limit).with_only_columns(*_TABLE.c)).all()
-    changed: list[tuple[Any, Subscription, Transition]] = []
+    decisions: dict[tuple[Any, ...], _Decision | None] = {}
+    changed: list[tuple[Row[Any], _Decision]] = []
     for row in claimed:
-        before = rows.load(row)
-        t = apply(before, Tick(), now=now)
-        if t.state != before:
-            changed.append((row, before, t))
+        state = _STATE_OF(row)
+        try:
+            decision = decisions[state]
+        except KeyError:
+            decision = decisions[state] = _decide(row, now=now)
+        if decision is not None:
+            changed.append((row, decision))
     if not changed:
         return SweptBatch(len(claimed), 0, (), 0)
-    _save_states(tx, changed, now=now)
+    _save_states(tx, changed)
     _audit(tx, changed, actor=actor, now=now)
-    installations = _grants(tx, [t for _, _, t in changed], now=now)
-    _notify(tx, [e for _, _, t in changed for e in t.effects if isinstance(e, Notify)], now=now)
+    installations = _grants(tx, changed, now=now)
+    _notify(tx, changed, now=now)
     devices = device_queries.device_ids_of(tx, sorted(installations))
     device_queries.enqueue_resign(tx, devices, now=now)
     charges = tuple(
@@ -118,51 +159,69 @@ def sweep_batch(tx: Session, *, now: int, limit: int, actor: str) -> SweptBatch:
             sub_id=row.id,
             installation_id=row.installation_id,
             product_code=row.product_code,
-            description=f"{before.product.name}, renewal",
+            description=f"{decision.before.product.name}, renewal",
             pay_with=row.pay_with,
             card_token=row.card_token,
-            charge=e,
+            charge=Charge(
+                idempotency_key=_filled(charge.idempotency_key, row),
+                buyer=charge.buyer,
+                months=charge.months,
+                amount_cents=charge.amount_cents,
+                end=charge.end,
+                attempt=charge.attempt,
+            ),
         )
-        for row, before, t in changed
-        for e in t.effects
-        if isinstance(e, Charge)
+        for row, decision in changed
+        for charge in decision.charges
     )
     return SweptBatch(len(claimed), len(changed), charges, len(devices))
 
 
-_AUDIT = (
-    'INSERT INTO audit_log (at, actor, actor_user_id, action, object_type, object_id, "before", '
-    "\"after\") VALUES (:at, :actor, NULL, :action, 'subscription', :object_id, :before, :after)"
-)
+def _decide(row: Row[Any], *, now: int) -> _Decision | None:
+    """The rule on ``row``'s state with placeholder identities; None: the tick changes
+    nothing."""
+    before = replace(rows.load(row), id=_SUB_ID, installation_id=_INSTALLATION)
+    t = apply(before, Tick(), now=now)
+    if t.state == before:
+        return None
+    if (t.state.id, t.state.installation_id) != (_SUB_ID, _INSTALLATION):
+        raise RuntimeError("the lifecycle rule changed a subscription's identity")
+    values = rows.row_values(t.state, now=now)
+    del values["installation_id"]
+    values["status"] = values["status"].value  # a StrEnum: the driver takes its value
+    return _Decision(
+        before=before,
+        after=t,
+        columns=tuple(values.items()),
+        audit_before=json.dumps(rows.snapshot(before)),
+        audit_after=json.dumps(rows.snapshot(t.state)),
+        notices=tuple(e for e in t.effects if isinstance(e, Notify)),
+        charges=tuple(e for e in t.effects if isinstance(e, Charge)),
+    )
 
 
-_IN_CHUNK = 900  # ids a statement, with the changed columns' values under SQLite's 32,766
+def _filled(text: str, row: Row[Any]) -> str:
+    return text.replace(_SUB_ID, row.id).replace(_INSTALLATION, row.installation_id)
 
 
-def _save_states(tx: Session, changed: _Changed, *, now: int) -> None:
+def _save_states(tx: Session, changed: _Changed) -> None:
     """The new states, version-checked (the version moves on, as the ORM's does), in one
-    ``UPDATE`` per distinct change and version: rows at one version whose changed columns
-    take the same values (a batch expiring at one sweep: status, due date, the time of
-    the change) are one statement, ``WHERE version = ? AND id IN (...)`` (the primary
+    ``UPDATE`` per group and version, ``WHERE version = ? AND id IN (...)`` (the primary
     key's index); a row changed under the batch is not matched and the count tells."""
-    groups: dict[tuple[int, tuple[tuple[str, Any], ...]], list[str]] = defaultdict(list)
-    for row, _, t in changed:
-        values = rows.row_values(t.state, now=now)
-        values["status"] = values["status"].value  # a StrEnum: equal to the stored member
-        stored = row._mapping
-        change = tuple((c, v) for c, v in values.items() if stored[c] != v)
-        groups[(row.version, change)].append(row.id)
+    groups: dict[tuple[_Decision, int], list[str]] = defaultdict(list)
+    for row, decision in changed:
+        groups[decision, row.version].append(row.id)
     connection = tx.connection()
     mark = "%s" if connection.dialect.name == "postgresql" else "?"
     updated = 0
-    for (version, change), ids in groups.items():
-        sets = "".join(f"{column} = {mark}, " for column, _ in change)
+    for (decision, version), ids in groups.items():
+        sets = "".join(f"{column} = {mark}, " for column, _ in decision.columns)
         for first in range(0, len(ids), _IN_CHUNK):
             chunk = ids[first : first + _IN_CHUNK]
             result = connection.exec_driver_sql(
                 f"UPDATE subscriptions SET {sets}version = version + 1 WHERE version = {mark} "
                 f"AND id IN ({', '.join([mark] * len(chunk))})",
-                (*(value for _, value in change), version, *chunk),
+                (*(value for _, value in decision.columns), version, *chunk),
             )
             updated += result.rowcount
     if updated != len(changed):
@@ -179,40 +238,44 @@ def _audit(tx: Session, changed: _Changed, *, actor: str, now: int) -> None:
                 "at": now,
                 "actor": actor,
                 "action": "subscription.tick",
-                "object_id": t.state.id,
-                "before": json.dumps(rows.snapshot(before)),
-                "after": json.dumps(rows.snapshot(t.state)),
+                "object_id": row.id,
+                "before": decision.audit_before,
+                "after": decision.audit_after,
             }
-            for _, before, t in changed
+            for row, decision in changed
         ],
     )
 
 
-def _grants(tx: Session, transitions: Sequence[Transition], *, now: int) -> set[str]:
+def _grants(tx: Session, changed: _Changed, *, now: int) -> set[str]:
     """Grants (re)started, then grants ended (a pending subscription whose term already
     passed does both, in that order, as the rule lists them); returns the installations."""
     started: list[dict[str, Any]] = []
     ended: dict[tuple[str, str], list[str]] = defaultdict(list)
     touched: set[str] = set()
-    for t in transitions:
-        for effect in t.effects:
+    params: dict[int, str] = {}  # the JSON of a GrantService's params, by the effect's id
+    for row, decision in changed:
+        scope = decision.after.state.scope
+        for effect in decision.after.effects:
             if isinstance(effect, GrantService):
+                if id(effect) not in params:
+                    params[id(effect)] = json.dumps(dict(effect.params))
                 started.append(
                     {
-                        "installation_id": t.state.installation_id,
+                        "installation_id": row.installation_id,
                         "feature": effect.feature,
-                        "scope": t.state.scope,
-                        "params": json.dumps(dict(effect.params)),
+                        "scope": scope,
+                        "params": params[id(effect)],
                         "valid_until": effect.until,
                         "source": GRANT_SOURCE,
                         "status": GrantStatus.ACTIVE.value,
                         "now": now,
                     }
                 )
-                touched.add(t.state.installation_id)
+                touched.add(row.installation_id)
             elif isinstance(effect, EndService):
-                ended[effect.feature, t.state.scope].append(t.state.installation_id)
-                touched.add(t.state.installation_id)
+                ended[effect.feature, scope].append(row.installation_id)
+                touched.add(row.installation_id)
     executemany(tx, _UPSERT_GRANT, started)
     for (feature, scope), installations in sorted(ended.items()):
         tx.execute(
@@ -228,24 +291,60 @@ def _grants(tx: Session, transitions: Sequence[Transition], *, now: int) -> set[
     return touched
 
 
-def _notify(tx: Session, notices: Sequence[Notify], *, now: int) -> None:
-    """The e-mails, checked by :func:`~cloud.notifications.outbox.compose` and inserted in one
+def _notify(tx: Session, changed: _Changed, *, now: int) -> None:
+    """The e-mails, each composed once per group (:func:`~cloud.notifications.outbox.compose`)
+    and filled in per row (:func:`~cloud.notifications.outbox.fill`), inserted in one
     statement; a dedupe key already queued (by anyone) is skipped, as ``enqueue`` does."""
-    if not notices:
+    purchasers = {n.to_user for _, decision in changed for n in decision.notices}
+    if not purchasers:
         return
     users = {
         u.id: u
         for u in tx.execute(
-            select(UserRow.id, UserRow.email, UserRow.name).where(
-                UserRow.id.in_({n.to_user for n in notices})
-            )
+            select(UserRow.id, UserRow.email, UserRow.name).where(UserRow.id.in_(purchasers))
         )
     }
+    composed: dict[int, tuple[OutboxMessage, str] | None] = {}  # by the Notify's id
     values = []
-    for notice in notices:
-        contact = users.get(notice.to_user)
-        if contact is None:
-            raise UnknownUser(f"no user with id {notice.to_user}")
+    for row, decision in changed:
+        for notice in decision.notices:
+            if id(notice) not in composed:
+                composed[id(notice)] = _compose(notice, users)
+            template = composed[id(notice)]
+            if template is None:  # the template itself did not fit: compose this one whole
+                message = _compose_filled(notice, users, row)
+                recipients = json.dumps(list(message.recipients))
+            else:
+                message = fill(template[0], {_SUB_ID: row.id, _INSTALLATION: row.installation_id})
+                recipients = template[1]
+            values.append(
+                {
+                    "kind": message.kind,
+                    "recipients": recipients,
+                    "subject": message.subject,
+                    "body": message.body,
+                    "dedupe_key": message.dedupe_key,
+                    "status": NotificationStatus.QUEUED.value,
+                    "now": now,
+                }
+            )
+    executemany(tx, _MAIL, values)
+
+
+def _contact(users: dict[int, Any], user_id: int) -> Any:
+    contact = users.get(user_id)
+    if contact is None:
+        raise UnknownUser(f"no user with id {user_id}")
+    return contact
+
+
+def _compose(notice: Notify, users: dict[int, Any]) -> tuple[OutboxMessage, str] | None:
+    """The group's mail with its placeholders, and its recipients as JSON; None when the
+    placeholders make it too long (each row is then composed whole)."""
+    contact = _contact(users, notice.to_user)
+    if _SUB_ID in contact.name or _INSTALLATION in contact.name:
+        return None  # a name that reads like a placeholder: filled in, it would change
+    try:
         message = compose(
             kind=notice.kind,
             to=[contact.email],
@@ -253,15 +352,17 @@ def _notify(tx: Session, notices: Sequence[Notify], *, now: int) -> None:
             body=f"Hello {contact.name},\n\n{notice.body}\n",
             dedupe_key=notice.dedupe_key,
         )
-        values.append(
-            {
-                "kind": message.kind,
-                "recipients": json.dumps(list(message.recipients)),
-                "subject": message.subject,
-                "body": message.body,
-                "dedupe_key": message.dedupe_key,
-                "status": NotificationStatus.QUEUED.value,
-                "now": now,
-            }
-        )
-    executemany(tx, _MAIL, values)
+    except ValueError:
+        return None
+    return message, json.dumps(list(message.recipients))
+
+
+def _compose_filled(notice: Notify, users: dict[int, Any], row: Row[Any]) -> OutboxMessage:
+    contact = _contact(users, notice.to_user)
+    return compose(
+        kind=notice.kind,
+        to=[contact.email],
+        subject=_filled(notice.subject, row),
+        body=f"Hello {contact.name},\n\n{_filled(notice.body, row)}\n",
+        dedupe_key=_filled(notice.dedupe_key, row),
+    )
