@@ -41,19 +41,19 @@ from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from cloud.accounts.tables import UserRow
-from cloud.database import executemany
+from cloud.accounts.tables import AuditRow, UserRow
+from cloud.database import in_values, insert_rows
 from cloud.devices import queries as device_queries
 from cloud.devices.rules import GrantStatus
 from cloud.devices.tables import GrantRow
 from cloud.errors import UnknownUser
 from cloud.notifications.outbox import compose, fill
 from cloud.notifications.queries import OutboxMessage
-from cloud.notifications.tables import NotificationStatus
+from cloud.notifications.tables import NotificationRow, NotificationStatus
 from cloud.subscriptions import queries as rows
 from cloud.subscriptions.rules.lifecycle import (
     Charge,
@@ -77,26 +77,14 @@ _TABLE = SubscriptionRow.__table__
 _SUB_ID = "⟦subscription⟧"
 _INSTALLATION = "⟦installation⟧"
 _STATE_OF = itemgetter(*(_TABLE.c.keys().index(c) for c in rows.STATE_COLUMNS))
-# the batch's writes go through plain DBAPI (cloud.database.executemany, exec_driver_sql):
+# the batch's writes go through the driver (cloud.database.insert_rows, exec_driver_sql):
 # SQLAlchemy's per-row parameter processing was most of a batch's time (measured); the
 # column names in the UPDATE are row_values()'s keys, never input
-_UPSERT_GRANT = (
-    "INSERT INTO service_grants (installation_id, feature, scope, params, valid_until, source, "
-    "status, created_at, updated_at, ended_at) VALUES (:installation_id, :feature, :scope, "
-    ":params, :valid_until, :source, :status, :now, :now, NULL) "
+_GRANT_UPSERT = (
     "ON CONFLICT (installation_id, feature, scope) "
     "DO UPDATE SET params = excluded.params, valid_until = excluded.valid_until, "
     "source = excluded.source, status = excluded.status, updated_at = excluded.updated_at, "
     "ended_at = NULL"
-)
-_MAIL = (
-    "INSERT INTO notifications (kind, recipients, subject, body, dedupe_key, status, attempts, "
-    "created_at, next_attempt_at) VALUES (:kind, :recipients, :subject, :body, :dedupe_key, "
-    ":status, 0, :now, :now) ON CONFLICT (dedupe_key) DO NOTHING"
-)
-_AUDIT = (
-    'INSERT INTO audit_log (at, actor, actor_user_id, action, object_type, object_id, "before", '
-    "\"after\") VALUES (:at, :actor, NULL, :action, 'subscription', :object_id, :before, :after)"
 )
 _IN_CHUNK = 900  # ids a statement, with the changed columns' values under SQLite's 32,766
 
@@ -135,7 +123,11 @@ def sweep_batch(tx: Session, *, now: int, limit: int, actor: str) -> SweptBatch:
         StaleDataError: a row changed under the batch (a version mismatch): the
             caller's transaction rolls back and the next pass sees the row again.
     """
-    claimed = tx.execute(rows.due_query(now=now, limit=limit).with_only_columns(*_TABLE.c)).all()
+    claimed = (
+        tx.connection()  # Core rows: the ORM's loading adds nothing to plain columns
+        .execute(rows.due_query(now=now, limit=limit).with_only_columns(*_TABLE.c))
+        .all()
+    )
     decisions: dict[tuple[Any, ...], _Decision | None] = {}
     changed: list[tuple[Row[Any], _Decision]] = []
     for row in claimed:
@@ -217,10 +209,10 @@ def _save_states(tx: Session, changed: _Changed) -> None:
     for (decision, version), ids in groups.items():
         sets = "".join(f"{column} = {mark}, " for column, _ in decision.columns)
         for first in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[first : first + _IN_CHUNK]
+            among, chunk = in_values(connection, ids[first : first + _IN_CHUNK])
             result = connection.exec_driver_sql(
                 f"UPDATE subscriptions SET {sets}version = version + 1 WHERE version = {mark} "
-                f"AND id IN ({', '.join([mark] * len(chunk))})",
+                f"AND id {among}",
                 (*(value for _, value in decision.columns), version, *chunk),
             )
             updated += result.rowcount
@@ -230,14 +222,16 @@ def _save_states(tx: Session, changed: _Changed) -> None:
 
 def _audit(tx: Session, changed: _Changed, *, actor: str, now: int) -> None:
     """The audit entries, as :func:`cloud.accounts.audit.record` writes them, in one INSERT."""
-    executemany(
+    insert_rows(
         tx,
-        _AUDIT,
+        AuditRow.__table__,
         [
             {
                 "at": now,
                 "actor": actor,
+                "actor_user_id": None,
                 "action": "subscription.tick",
+                "object_type": "subscription",
                 "object_id": row.id,
                 "before": decision.audit_before,
                 "after": decision.audit_after,
@@ -269,24 +263,25 @@ def _grants(tx: Session, changed: _Changed, *, now: int) -> set[str]:
                         "valid_until": effect.until,
                         "source": GRANT_SOURCE,
                         "status": GrantStatus.ACTIVE.value,
-                        "now": now,
+                        "created_at": now,
+                        "updated_at": now,
+                        "ended_at": None,
                     }
                 )
                 touched.add(row.installation_id)
             elif isinstance(effect, EndService):
                 ended[effect.feature, scope].append(row.installation_id)
                 touched.add(row.installation_id)
-    executemany(tx, _UPSERT_GRANT, started)
+    insert_rows(tx, GrantRow.__table__, started, tail=_GRANT_UPSERT)
+    connection = tx.connection()
+    mark = "%s" if connection.dialect.name == "postgresql" else "?"
     for (feature, scope), installations in sorted(ended.items()):
-        tx.execute(
-            update(GrantRow)
-            .where(
-                GrantRow.feature == feature,
-                GrantRow.scope == scope,
-                GrantRow.installation_id.in_(installations),
-                GrantRow.status == GrantStatus.ACTIVE,
-            )
-            .values(status=GrantStatus.ENDED, updated_at=now, ended_at=now)
+        among, ids = in_values(connection, installations)
+        connection.exec_driver_sql(
+            f"UPDATE service_grants SET status = {mark}, updated_at = {mark}, ended_at = {mark} "
+            f"WHERE feature = {mark} AND scope = {mark} AND status = {mark} "
+            f"AND installation_id {among}",
+            (GrantStatus.ENDED.value, now, now, feature, scope, GrantStatus.ACTIVE.value, *ids),
         )
     return touched
 
@@ -325,10 +320,12 @@ def _notify(tx: Session, changed: _Changed, *, now: int) -> None:
                     "body": message.body,
                     "dedupe_key": message.dedupe_key,
                     "status": NotificationStatus.QUEUED.value,
-                    "now": now,
+                    "attempts": 0,
+                    "created_at": now,
+                    "next_attempt_at": now,
                 }
             )
-    executemany(tx, _MAIL, values)
+    insert_rows(tx, NotificationRow.__table__, values, tail="ON CONFLICT (dedupe_key) DO NOTHING")
 
 
 def _contact(users: dict[int, Any], user_id: int) -> Any:
