@@ -8,6 +8,12 @@ copies of one SQLite database seeded with the same generated subscriptions
 (any status, term, product, charge and retry state, around the term's end),
 grants and devices; every table they write must come out equal, the devices
 to re-sign must be the devices to re-issue, and the charges the same keys.
+
+Both write a transition's audit entry, grants and mails through one writer
+(:mod:`cloud.subscriptions.effects`), for one row or a batch; what differs, and
+is compared here, is the rest: the rule applied once per group of rows with
+placeholder identities against once per row on the row itself, each group's mail
+filled in per row, and the bulk ``UPDATE`` against the ORM's save.
 """
 
 from __future__ import annotations
@@ -209,6 +215,27 @@ def _dump(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+def _assert_both_paths_write_alike(
+    template: Path, prefix: Path, subs: list[tuple[Subscription, dict[str, Any]]], now: int
+) -> None:
+    """Seed two copies of ``template`` with ``subs``; the per-row path on one and the
+    set-based sweep on the other must write the same rows, devices and charges."""
+    stores = {}
+    for name in ("per_row", "set_based"):
+        path = prefix.with_name(f"{prefix.name}-{name}.db")
+        shutil.copy(template, path)
+        stores[name] = Store.open(f"sqlite:///{path}", migrate=False)
+        _seed(stores[name], subs, now)
+    try:
+        expected = _per_row(stores["per_row"], now)
+        got = _set_based(stores["set_based"], now)
+        assert got == expected
+        assert _dump(stores["set_based"]) == _dump(stores["per_row"])
+    finally:
+        for store in stores.values():
+            store.close()
+
+
 @settings(
     derandomize=True,
     max_examples=60,
@@ -231,20 +258,7 @@ def test_set_based_sweep_writes_what_the_per_row_path_writes(
         if key not in seen:  # one subscription per installation and service
             seen.add(key)
             subs.append((sub, d))
-    stores = {}
-    for name in ("per_row", "set_based"):
-        path = tmp_path / f"{name}-{offset}-{len(generated)}.db"
-        shutil.copy(template, path)
-        stores[name] = Store.open(f"sqlite:///{path}", migrate=False)
-        _seed(stores[name], subs, now)
-    try:
-        expected = _per_row(stores["per_row"], now)
-        got = _set_based(stores["set_based"], now)
-        assert got == expected
-        assert _dump(stores["set_based"]) == _dump(stores["per_row"])
-    finally:
-        for store in stores.values():
-            store.close()
+    _assert_both_paths_write_alike(template, tmp_path / f"{offset}-{len(generated)}", subs, now)
 
 
 def _tweaked(d: dict[str, Any], field: str) -> dict[str, Any]:
@@ -308,20 +322,7 @@ def test_rows_differing_in_one_field_or_only_in_identity_are_decided_apart(
         if key not in seen:
             seen.add(key)
             subs.append((sub, d))
-    stores = {}
-    for name in ("per_row", "set_based"):
-        path = tmp_path / f"{name}-{offset}-{len(copies)}.db"
-        shutil.copy(template, path)
-        stores[name] = Store.open(f"sqlite:///{path}", migrate=False)
-        _seed(stores[name], subs, now)
-    try:
-        expected = _per_row(stores["per_row"], now)
-        got = _set_based(stores["set_based"], now)
-        assert got == expected
-        assert _dump(stores["set_based"]) == _dump(stores["per_row"])
-    finally:
-        for store in stores.values():
-            store.close()
+    _assert_both_paths_write_alike(template, tmp_path / f"{offset}-{len(copies)}", subs, now)
 
 
 def test_the_rule_decides_once_for_rows_of_one_state(
