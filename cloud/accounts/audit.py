@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.tables import AuditRow
+from cloud.database import insert_rows
 
-__all__ = ["count", "entries", "record"]
+__all__ = ["count", "entries", "record", "record_many"]
 
 MAX_FIELD = 64
 
@@ -64,6 +65,42 @@ def record(
         )
     )
     session.flush()
+
+
+def record_many(
+    session: Session,
+    *,
+    actor: Principal | str,
+    action: str,
+    object_type: str,
+    changes: Sequence[tuple[str, str, str]],
+    now: int,
+) -> None:
+    """Append one entry per ``(object_id, before, after)`` in one statement, the snapshots
+    as JSON text (``"null"``: none, as :func:`record` stores a missing one): a job's batch
+    dumps one snapshot once for the many objects it fits."""
+    if isinstance(actor, Principal):
+        name, user_id = actor.actor, actor.user_id
+    else:
+        name, user_id = _bounded(actor, "actor"), None
+    action, object_type = _bounded(action, "action"), _bounded(object_type, "object type")
+    insert_rows(
+        session,
+        AuditRow.__table__,
+        [
+            {
+                "at": now,
+                "actor": name,
+                "actor_user_id": user_id,
+                "action": action,
+                "object_type": object_type,
+                "object_id": _bounded(object_id, "object id"),
+                "before": before,
+                "after": after,
+            }
+            for object_id, before, after in changes
+        ],
+    )
 
 
 def entries(

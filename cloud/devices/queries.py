@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from cloud.database import executemany
+from cloud.database import executemany, in_values, insert_rows
 from cloud.devices.rules import DeviceKind, Grant, GrantStatus, TokenState
 from cloud.devices.tables import (
     DeviceRow,
@@ -390,8 +390,10 @@ def device_ids_of(session: Session, installation_ids: Sequence[str]) -> list[str
     """The ids of every device of these installations (one query)."""
     if not installation_ids:
         return []
-    query = select(DeviceRow.id).where(DeviceRow.installation_id.in_(installation_ids))
-    return list(session.scalars(query.order_by(DeviceRow.id)))
+    connection = session.connection()  # the driver's SQL: a sweep batch names 1,000
+    among, ids = in_values(connection, installation_ids)
+    query = f"SELECT id FROM devices WHERE installation_id {among} ORDER BY id"
+    return [device_id for (device_id,) in connection.exec_driver_sql(query, ids)]
 
 
 # the re-sign queue --------------------------------------------------------
@@ -402,11 +404,11 @@ def enqueue_resign(session: Session, device_ids: Sequence[str], *, now: int) -> 
     reads the grants as they are when it signs, so one signature carries the
     newest state however many changes queued it.
     """
-    executemany(  # plain DBAPI: a sweep queues 100,000 devices in batches
+    insert_rows(  # through the driver: a sweep queues 100,000 devices in batches
         session,
-        "INSERT INTO token_resign_queue (device_id, queued_at) VALUES (:device_id, :queued_at) "
-        "ON CONFLICT (device_id) DO NOTHING",
+        ResignRow.__table__,
         [{"device_id": d, "queued_at": now} for d in sorted(set(device_ids))],
+        tail="ON CONFLICT (device_id) DO NOTHING",
     )
 
 

@@ -9,7 +9,7 @@ always one the sender can build.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -25,6 +25,7 @@ __all__ = [
     "build_message",
     "compose",
     "enqueue",
+    "fill",
 ]
 
 MAX_RECIPIENTS = 50
@@ -137,6 +138,50 @@ def compose(
         attachments=files,
         attempts=0,
         dedupe_key=dedupe_key,
+    )
+
+
+def fill(template: OutboxMessage, values: Mapping[str, str]) -> OutboxMessage:
+    """``template`` (made by :func:`compose`) with each placeholder of ``values`` replaced by
+    its value in the subject, body and dedupe key: one mail composed for many rows.
+
+    What :func:`compose` checked on the template holds after printable values
+    (no NUL, line break or surrogate), so only the lengths are checked again;
+    any other value goes through :func:`compose` whole.
+
+    Raises:
+        ValueError: as :func:`enqueue`.
+    """
+    subject, body, key = template.subject, template.body, template.dedupe_key
+    for placeholder, value in values.items():
+        subject = subject.replace(placeholder, value)
+        body = body.replace(placeholder, value)
+        if key is not None:
+            key = key.replace(placeholder, value)
+    if (
+        all(value.isprintable() for value in values.values())
+        and len(subject) <= _MAX_SUBJECT
+        and subject.strip()
+        and len(body) <= MAX_BODY_CHARS
+        and (key is None or 0 < len(key) <= 200)
+    ):
+        return OutboxMessage(
+            id=0,
+            kind=template.kind,
+            recipients=template.recipients,
+            subject=subject,
+            body=body,
+            attachments=template.attachments,
+            attempts=0,
+            dedupe_key=key,
+        )
+    return compose(
+        kind=template.kind,
+        to=template.recipients,
+        subject=subject,
+        body=body,
+        attachments=[(a.filename, a.content_type, a.data) for a in template.attachments],
+        dedupe_key=key,
     )
 
 

@@ -8,6 +8,8 @@ links, settlement of the orders they place, and the renewal job.
 - ``tables``       the rows
 - ``queries``      their reads and writes, inside the caller's session
 - ``service`` ``settlement`` ``payer`` ``views``
+- ``effects``      a transition's audit entry, grants and e-mails, for one or a batch
+- ``sweep``        the renewal job's set-based batch
 - ``jobs``         the renewal job
 - ``deps``         the service a route depends on
 - ``schemas``      the HTTP bodies

@@ -64,6 +64,7 @@ __all__ = [
     "row_values",
     "save",
     "snapshot",
+    "STATE_COLUMNS",
     "subscription_for_service",
     "subscription_of",
     "subscriptions_locked",
@@ -73,8 +74,30 @@ __all__ = [
 IN_CHUNK = 900  # ids or keys a statement (IN lists), under SQLite's 32,766 variables
 
 
+# every column :func:`load` reads but the two identities (``id``, ``installation_id``): rows
+# equal in these are one state to the rule (the renewal sweep decides once for them)
+STATE_COLUMNS = (
+    "product_code",
+    "purchaser_id",
+    "status",
+    "term_months",
+    "starts_at",
+    "ends_at",
+    "auto_renew",
+    "awaiting_payment",
+    "notice_for",
+    "attempts",
+    "charging",
+    "charge_sent_at",
+    "next_retry_at",
+    "charges_sent",
+    "scope",
+)
+
+
 def load(row: Any) -> Subscription:
-    """The lifecycle state of a row (an ORM row, or a Core row of the table's columns)."""
+    """The lifecycle state of a row (an ORM row, or a Core row of the table's columns);
+    it reads ``id``, ``installation_id`` and :data:`STATE_COLUMNS`."""
     return Subscription(
         id=row.id,
         installation_id=row.installation_id,

@@ -5,7 +5,8 @@ UPDATE``; the row's ``version`` catches a stale write), the pure rule
 (:mod:`cloud.subscriptions.rules.lifecycle`) decides, and the new state, its audit entry,
 its notifications (outbox, deduplicated) and the installation's service grant
 (``source="subscription"``, ``valid_until`` = the paid-through end) commit
-together. After the commit the installation's devices get new tokens through
+together, written by :func:`cloud.subscriptions.effects.write` (the renewal sweep's
+writer too). After the commit the installation's devices get new tokens through
 the :class:`~cloud.devices.issuing.IssuingService`, so they follow on their own.
 
 Requests are validated before any order: a refused request changes
@@ -44,7 +45,6 @@ from cloud.devices.access import (
     visible_installation_ids,
 )
 from cloud.devices.issuing import IssuingService
-from cloud.devices.rules import GrantStatus
 from cloud.devices.tables import InstallationRow
 from cloud.errors import (
     N_,
@@ -56,16 +56,14 @@ from cloud.errors import (
     UnknownDevice,
     UnknownSubscription,
 )
-from cloud.notifications.outbox import enqueue
+from cloud.subscriptions import effects
 from cloud.subscriptions import queries as rows
 from cloud.subscriptions.changes import PlanChanges
 from cloud.subscriptions.payer import payment_method, purchaser
 from cloud.subscriptions.rules.catalogue import Product, Scope, product, term_price
 from cloud.subscriptions.rules.lifecycle import (
     Deactivate,
-    EndService,
     Event,
-    GrantService,
     Notify,
     Reactivate,
     Renew,
@@ -98,7 +96,6 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 Reports = Callable[[Session, str], list[DeviceReport]]
 """``reports(session, installation_id)``: each device's last report time and firmware."""
-GRANT_SOURCE = "subscription"
 _DECLINED = "subscription.purchase_declined"
 
 
@@ -158,47 +155,13 @@ class SubscriptionService:
     ) -> tuple[SubscriptionRow, list[str]]:
         """Save ``t.state`` with its audit entry and effects; returns the row and devices to
         re-issue for. Charges are *not* handled here: the caller places them after commit."""
-        session = tx
-        row = rows.save(session, t.state, now=now, row=row, pay=pay)
-        audit.record(
-            session,
-            actor=actor,
-            action=action,
-            object_type="subscription",
-            object_id=t.state.id,
-            before=None if before is None else rows.snapshot(before),
-            after=rows.snapshot(t.state),
-            now=now,
+        row = rows.save(tx, t.state, now=now, row=row, pay=pay)
+        changed = effects.write(
+            tx, [(row, effects.decision(before, t))], actor=actor, action=action, now=now
         )
-        grants_changed = False
-        for effect in t.effects:
-            if isinstance(effect, GrantService):
-                device_queries.upsert_grant(
-                    tx,
-                    installation_id=t.state.installation_id,
-                    feature=effect.feature,
-                    until=effect.until,
-                    params=dict(effect.params),
-                    source=GRANT_SOURCE,
-                    now=now,
-                    scope=t.state.scope,
-                )
-                grants_changed = True
-            elif isinstance(effect, EndService):
-                device_queries.end_grant(
-                    tx,
-                    installation_id=t.state.installation_id,
-                    feature=effect.feature,
-                    status=GrantStatus.ENDED,
-                    now=now,
-                    scope=t.state.scope,
-                )
-                grants_changed = True
-            elif isinstance(effect, Notify):
-                _notify(session, effect, now=now)
         devices = (
             [d.id for d in device_queries.devices_of(tx, t.state.installation_id)]
-            if grants_changed
+            if changed
             else []
         )
         return row, devices
@@ -910,7 +873,7 @@ class SubscriptionService:
 
     def notify(self, session: Session, effect: Notify, *, now: int) -> None:
         """Queue a lifecycle message (deduplicated)."""
-        _notify(session, effect, now=now)
+        effects.notify(session, [effect], now=now)
 
 
 def _exists(installation_id: str, feature: str, row: SubscriptionRow) -> SubscriptionExists:
@@ -966,17 +929,4 @@ def _set_card(
         before=before,
         after={"pay_with": "card", "card_last4": card[-4:]},
         now=now,
-    )
-
-
-def _notify(session: Session, effect: Notify, *, now: int) -> None:
-    contact = user_contact(session, effect.to_user)
-    enqueue(
-        session,
-        kind=effect.kind,
-        to=[contact.email],
-        subject=effect.subject,
-        body=f"Hello {contact.name},\n\n{effect.body}\n",
-        now=now,
-        dedupe_key=effect.dedupe_key,
     )

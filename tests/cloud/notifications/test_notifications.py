@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from cloud.database import Store
-from cloud.notifications.outbox import build_message, compose, enqueue
+from cloud.notifications.outbox import build_message, compose, enqueue, fill
 from cloud.notifications.queries import claim_due, notifications
 from cloud.notifications.tables import NotificationStatus
 from tests.cloud.harness import START
@@ -158,3 +158,36 @@ def test_a_composed_message_keeps_its_headers_whatever_the_text(
     )
     [attachment] = list(parsed.iter_attachments())
     assert attachment.get_content() == name.encode()
+
+
+def _composed(**fields: Any) -> Any:
+    try:
+        return compose(kind="expired", to=["a@example.com"], **fields)
+    except ValueError:
+        return ValueError
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    subject=st.sampled_from(["{sub} has expired", "Expired", "{sub}", " {sub} "]),
+    body=st.sampled_from(["Installation {inst} ended.", "{inst}{sub}", "x" * 199_990 + "{inst}"]),
+    key=st.sampled_from(["expired:{sub}:{inst}", "k" * 190 + "{sub}"]),
+    sub=st.text(max_size=12),
+    inst=st.text(st.characters(codec="utf-8"), max_size=12),
+)
+def test_a_filled_template_is_the_mail_composed_with_the_values(
+    subject: str, body: str, key: str, sub: str, inst: str
+) -> None:
+    """Composed once with placeholders, filled per row: the same message as composing each
+    row's text, or the same refusal (a line break, a NUL, a length over the limits)."""
+    template = _composed(subject=subject, body=body, dedupe_key=key)
+    assert template is not ValueError
+    values = {"{sub}": sub, "{inst}": inst}
+    try:
+        filled = fill(template, values)
+    except ValueError:
+        filled = ValueError
+    texts = {"subject": subject, "body": body, "dedupe_key": key}
+    for placeholder, value in values.items():
+        texts = {name: text.replace(placeholder, value) for name, text in texts.items()}
+    assert filled == _composed(**texts)

@@ -8,6 +8,12 @@ copies of one SQLite database seeded with the same generated subscriptions
 (any status, term, product, charge and retry state, around the term's end),
 grants and devices; every table they write must come out equal, the devices
 to re-sign must be the devices to re-issue, and the charges the same keys.
+
+Both write a transition's audit entry, grants and mails through one writer
+(:mod:`cloud.subscriptions.effects`), for one row or a batch; what differs, and
+is compared here, is the rest: the rule applied once per group of rows with
+placeholder identities against once per row on the row itself, each group's mail
+filled in per row, and the bulk ``UPDATE`` against the ORM's save.
 """
 
 from __future__ import annotations
@@ -209,6 +215,27 @@ def _dump(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+def _assert_both_paths_write_alike(
+    template: Path, prefix: Path, subs: list[tuple[Subscription, dict[str, Any]]], now: int
+) -> None:
+    """Seed two copies of ``template`` with ``subs``; the per-row path on one and the
+    set-based sweep on the other must write the same rows, devices and charges."""
+    stores = {}
+    for name in ("per_row", "set_based"):
+        path = prefix.with_name(f"{prefix.name}-{name}.db")
+        shutil.copy(template, path)
+        stores[name] = Store.open(f"sqlite:///{path}", migrate=False)
+        _seed(stores[name], subs, now)
+    try:
+        expected = _per_row(stores["per_row"], now)
+        got = _set_based(stores["set_based"], now)
+        assert got == expected
+        assert _dump(stores["set_based"]) == _dump(stores["per_row"])
+    finally:
+        for store in stores.values():
+            store.close()
+
+
 @settings(
     derandomize=True,
     max_examples=60,
@@ -231,17 +258,124 @@ def test_set_based_sweep_writes_what_the_per_row_path_writes(
         if key not in seen:  # one subscription per installation and service
             seen.add(key)
             subs.append((sub, d))
-    stores = {}
-    for name in ("per_row", "set_based"):
-        path = tmp_path / f"{name}-{offset}-{len(generated)}.db"
-        shutil.copy(template, path)
-        stores[name] = Store.open(f"sqlite:///{path}", migrate=False)
-        _seed(stores[name], subs, now)
+    _assert_both_paths_write_alike(template, tmp_path / f"{offset}-{len(generated)}", subs, now)
+
+
+def _tweaked(d: dict[str, Any], field: str) -> dict[str, Any]:
+    """``d`` with one field the rule reads changed (``"none"``: unchanged)."""
+    flip = {
+        "none": lambda v: v,
+        "code": lambda v: CODES[(CODES.index(v) + 1) % len(CODES)],
+        "purchaser": lambda v: 3 - v,
+        "status": lambda v: list(Status)[(list(Status).index(v) + 1) % len(Status)],
+        "end_months": lambda v: v + 1,
+        "awaiting_payment": lambda v: not v,
+        "auto_renew": lambda v: not v,
+        "noticed": lambda v: not v,
+        "attempts": lambda v: v + 1,
+        "charging": lambda v: 0 if v is None else None,
+        "sent_ago": lambda v: 3600 if v is None else None,
+        "retry_in": lambda v: -DAY_S if v is None else None,
+        "charges_sent": lambda v: v + 1,
+        "start_in": lambda v: v + DAY_S,
+    }[field]
+    return d if field == "none" else {**d, field: flip(d[field])}
+
+
+_TWEAKS = ["none", "none", "none", *sorted({"code", "purchaser", "status", "end_months"})]
+_TWEAKS += ["awaiting_payment", "auto_renew", "noticed", "attempts", "charging", "sent_ago"]
+_TWEAKS += ["retry_in", "charges_sent", "start_in"]
+
+
+@settings(
+    derandomize=True,
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.lists(_sub, min_size=1, max_size=3),
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 9), st.sampled_from(_TWEAKS)),
+        min_size=2,
+        max_size=16,
+    ),
+    st.integers(-70 * DAY_S, 100 * DAY_S),
+)
+def test_rows_differing_in_one_field_or_only_in_identity_are_decided_apart(
+    template: Path,
+    tmp_path: Path,
+    shapes: list[dict[str, Any]],
+    copies: list[tuple[int, int, str]],
+    offset: int,
+) -> None:
+    """Many rows share a state (the sweep decides once for them and fills each row's
+    identities in), others differ from it in exactly one field the rule reads (they must
+    not be taken for it): the per-row path is the reference again."""
+    now = BASE + offset
+    seen: set[tuple[str, str]] = set()
+    subs = []
+    for i, (shape, inst, field) in enumerate(copies):
+        d = _tweaked({**shapes[shape % len(shapes)], "inst": inst}, field)
+        sub = _state(i, d, now)
+        key = (sub.installation_id, sub.product.feature)
+        if key not in seen:
+            seen.add(key)
+            subs.append((sub, d))
+    _assert_both_paths_write_alike(template, tmp_path / f"{offset}-{len(copies)}", subs, now)
+
+
+def test_the_rule_decides_once_for_rows_of_one_state(
+    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forty subscriptions expiring at one end for one purchaser: one decision, forty
+    rows written, each mail and audit entry naming its own subscription and installation."""
+    import cloud.subscriptions.sweep as sweep
+
+    calls: list[Subscription] = []
+
+    def counted(sub: Subscription, event: Any, *, now: int) -> Any:
+        calls.append(sub)
+        return apply(sub, event, now=now)
+
+    monkeypatch.setattr(sweep, "apply", counted)
+    now = add_months(BASE, 1) + 1
+    shape = {
+        "code": "TSF16100",
+        "purchaser": 1,
+        "status": Status.ACTIVE,
+        "end_months": 1,
+        "awaiting_payment": False,
+        "auto_renew": True,
+        "noticed": True,
+        "attempts": 3,
+        "charging": None,
+        "sent_ago": None,
+        "retry_in": None,
+        "charges_sent": 3,
+        "start_in": 0,
+        "grant": "active",
+        "devices": 1,
+    }
+    subs = [(_state(i, {**shape, "inst": i}, now), {**shape, "inst": i}) for i in range(40)]
+    path = tmp_path / "once.db"
+    shutil.copy(template, path)
+    store = Store.open(f"sqlite:///{path}", migrate=False)
     try:
-        expected = _per_row(stores["per_row"], now)
-        got = _set_based(stores["set_based"], now)
-        assert got == expected
-        assert _dump(stores["set_based"]) == _dump(stores["per_row"])
+        _seed(store, subs, now)
+        devices, charges = _set_based(store, now)
+        assert len(calls) == 1
+        assert devices == {f"inst-{i}-gw0" for i in range(40)} and charges == []
+        with store.transaction() as tx:
+            states = {r.id: r.status for r in tx.scalars(select(SubscriptionRow))}
+            mails = {m.dedupe_key: m.body for m in tx.scalars(select(NotificationRow))}
+            audited = sorted(
+                tx.scalars(select(AuditRow.object_id).where(AuditRow.object_type == "subscription"))
+            )
+        assert set(states.values()) == {Status.EXPIRED}
+        assert audited == sorted(states)
+        for i in range(40):
+            body = mails[f"expired:sub_{i:04d}:{add_months(BASE, 1)}"]
+            assert f"installation inst-{i} ended" in body and "⟦" not in body
     finally:
-        for store in stores.values():
-            store.close()
+        store.close()
