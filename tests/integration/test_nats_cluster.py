@@ -151,6 +151,17 @@ async def test_two_hundred_devices_then_a_qos1_round_trip_on_persistent_sessions
     assert got == [(device_topic(d, "cmd"), d.encode()) for d in devices]
 
 
+def test_no_node_caps_the_consumers_of_a_stream(nats_cluster: FixtureCluster) -> None:
+    """Each QoS 1 MQTT subscription is a consumer of the one $MQTT_msgs stream; nats-server
+    2.15's default of 1,000 consumers a stream refused every subscription past ~330
+    devices (a reconnect storm of 200 hit it: 'maximum consumers limit reached')."""
+    for node in nats_cluster.nodes:
+        url = f"http://{nats_cluster.host}:{node.monitor}/jsz"
+        with urllib.request.urlopen(url, timeout=HANG_S) as reply:
+            limits = json.load(reply).get("limits", {})
+        assert limits.get("default_max_consumers") == -1, limits
+
+
 async def test_client_id_is_pinned_and_a_removed_login_is_refused(
     nats_cluster: FixtureCluster,
 ) -> None:
@@ -199,6 +210,7 @@ def test_generated_config_routes_every_other_node(tmp_path: Path) -> None:
     assert '"nats-route://route:r@127.0.0.1:6002"' in text
     assert '6001"' not in text.split("routes:")[1]  # not to itself
     assert 'listen: "127.0.0.1:1901"' in text and "jetstream {" in text
+    assert "default_max_consumers: -1" in text
     assert "auth_callout {" in text and "issuer: AISSUER" in text
 
 
