@@ -5,10 +5,11 @@ It connects with the device's own credentials, announces ``online`` on the
 retained status topic (the broker publishes the retained ``offline`` will when
 the device drops), subscribes to its entitlement and command topics and the
 key-set topic, and passes every message to a handler. :meth:`MqttSession.publish`
-is the bounded-time QoS 1 publish the health publisher and command results use. Connection failures
-are retried forever with capped exponential backoff and jitter, and logged
-once per change (a refused login as an error naming the settings to check);
-a handler error is the handler's to log.
+is the bounded-time QoS 1 publish the health publisher and command results use.
+Connection failures (a subscription the broker refused among them: the device
+would miss its tokens) are retried forever with capped exponential backoff and
+jitter, and logged once per change (a refused login as an error naming the
+settings to check); a handler error is the handler's to log.
 """
 
 from __future__ import annotations

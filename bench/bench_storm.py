@@ -75,6 +75,7 @@ class Sample:
     connected: int
     reconnected: int
     reenforced: int
+    waiting: int  # reconnected, not re-enforced since (simulators.storm.StormStats)
     collected: int
     acked: int
     queued: int
@@ -344,6 +345,7 @@ async def _phases(
             connected=fleet.total("connected"),
             reconnected=fleet.total("reconnected"),
             reenforced=fleet.total("reenforced"),
+            waiting=fleet.total("waiting"),
             collected=fleet.total("collected"),
             acked=fleet.total("acked"),
             queued=fleet.total("queued"),
@@ -396,18 +398,15 @@ async def _phases(
     while True:
         point = await sample("storm")
         # every device connected, and every one cut off re-enforced since
-        done = (
-            point.connected == n
-            and point.reconnected >= least
-            and point.reenforced == point.reconnected
-        )
+        done = point.connected == n and point.reconnected >= least and point.waiting == 0
         if run.drained_s is None and done and point.backlog <= level:
             run.drained_s = time.monotonic() - run.t_up
         if done and (run.drained_s is not None or time.monotonic() > deadline):
             break
         if time.monotonic() > deadline:
             console.print(
-                f"[red]{point.reenforced:,} of {point.reconnected:,} re-enforced, "
+                f"[red]{point.reconnected - point.waiting:,} of {point.reconnected:,} "
+                "re-enforced, "
                 f"{point.connected:,} of {n:,} connected[/red]"
             )
             break

@@ -111,6 +111,11 @@ def node_config(
         "max_payload: 262144",
         "jetstream {",
         f"  store_dir: {_q(str(d / 'jetstream'))}",
+        # every QoS 1 MQTT subscription of every session is a consumer of the one
+        # $MQTT_msgs stream, and nats-server 2.15 caps a stream at 1,000 consumers by
+        # default: past ~330 devices (3 subscriptions each), or fewer while sessions
+        # reconnect, every new subscription was refused (issue 16's reconnect storm)
+        "  limits { default_max_consumers: -1 }",
         "}",
         "mqtt {",
         f"  listen: {_q(f'{host}:{me.mqtt}')}",

@@ -21,8 +21,10 @@ same backoff.
 
 Errors: aiomqtt's never leave this module. What a caller can meet is
 :class:`LinkError`, a :class:`~protocol.errors.TransportError`: not connected,
-no PUBACK in time, the connection failed. A refused login stays inside the
-loop, logged as an error that names the settings to check.
+no PUBACK in time, the connection failed, a subscription refused (in ``on_connect``
+it ends the connection like any other: a NATS node refuses a QoS 1 subscription it
+cannot back in time). A refused login stays inside the loop, logged as an error
+that names the settings to check.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ __all__ = [
     "backoff_delay",
     "protocol_version",
     "refused_login",
+    "refused_subscriptions",
 ]
 
 # Entitlements and health are small messages: without TCP_NODELAY, Nagle's
@@ -209,6 +212,25 @@ class PersistentSession:
     receive_maximum: int = 1000
 
 
+def refused_subscriptions(filters: Sequence[str], codes: Sequence[object]) -> list[str]:
+    """The ``filters`` a SUBACK refused: a failure code (0x80 and up; paho's
+    ``ReasonCode.is_failure``, or a bare number), or no code at all.
+
+    A NATS node answers 0x80 when it cannot make the JetStream consumer of a QoS 1
+    subscription in time (its stream's leader being re-elected after a node died), as
+    it does for a subscription its permissions forbid.
+    """
+    refused = []
+    for i, topic in enumerate(filters):
+        code = codes[i] if i < len(codes) else None
+        failed = getattr(code, "is_failure", None)
+        if failed is None:
+            failed = not isinstance(code, int) or code >= 0x80
+        if failed:
+            refused.append(topic)
+    return refused
+
+
 def _acked_on_arrival() -> None:
     pass
 
@@ -271,13 +293,22 @@ class Link:
         self.open = True
 
     async def subscribe(self, *filters: str) -> None:
-        """Subscribe to ``filters`` with QoS 1."""
+        """Subscribe to ``filters`` with QoS 1.
+
+        Raises:
+            LinkError: the connection failed, or the broker refused a filter (a SUBACK
+                failure code): a connection that silently lacks a subscription would
+                never receive what is published there.
+        """
         try:
-            await self._client.subscribe([(topic, 1) for topic in filters])
+            codes = await self._client.subscribe([(topic, 1) for topic in filters])
         except aiomqtt.MqttError as exc:
             raise LinkError(f"subscribe to {', '.join(filters)} failed: {exc}") from exc
         finally:
             _raise_if_cancelling()
+        refused = refused_subscriptions(filters, codes)
+        if refused:
+            raise LinkError(f"the broker refused the subscription to {', '.join(refused)}")
 
     async def publish(
         self,
@@ -608,7 +639,7 @@ class BatchReceiver:
             c.subscribe([(topic, 1) for topic in self.subscriptions])
 
         def on_subscribe(c: paho.Client, _u: object, _m: int, codes: list[Any], _p: object) -> None:
-            refused = [t for t, r in zip(self.subscriptions, codes, strict=False) if r.is_failure]
+            refused = refused_subscriptions(self.subscriptions, codes)
             if refused:
                 self._refused = LinkError(f"the broker refused the subscription to {refused}")
                 return

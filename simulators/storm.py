@@ -348,6 +348,10 @@ class StormStats:
     acked: int
     queued: int
     resent: int = 0
+    # connected again since the mark and not re-enforced since that (last) connect: a
+    # device not cut off may re-enforce too (a QoS 1 redelivery, a republish), so the
+    # counts of reconnected and reenforced need not match when every device is back
+    waiting: int = 0
     done: bool = False
     results: tuple[DeviceResult, ...] = ()
 
@@ -363,15 +367,17 @@ class StormControl:
 
 
 def _stats(job: StormJob, devices: list[StormDevice], mark: float, *, done: bool) -> StormStats:
-    connected = enforced = reconnected = reenforced = wrong = rejected = 0
+    connected = enforced = reconnected = reenforced = waiting = wrong = rejected = 0
     collected = acked = queued = resent = 0
     for d in devices:
         r = d.result
         connected += d.session.connected.is_set()
         enforced += bool(r.enforced)
         if mark:
-            reconnected += bool(r.connects and r.connects[-1] >= mark)
+            back = bool(r.connects and r.connects[-1] >= mark)
+            reconnected += back
             reenforced += bool(r.enforced and r.enforced[-1] >= mark)
+            waiting += back and not (r.enforced and r.enforced[-1] >= r.connects[-1])
         wrong += r.wrong
         rejected += sum(r.rejected.values())
         collected += r.collected
@@ -392,6 +398,7 @@ def _stats(job: StormJob, devices: list[StormDevice], mark: float, *, done: bool
         acked=acked,
         queued=queued,
         resent=resent,
+        waiting=waiting,
         done=done,
         results=tuple(d.finish() for d in devices) if done else (),
     )

@@ -603,14 +603,29 @@ class IssuingService:
         )
 
     async def republish(self, device_ids: Sequence[str]) -> list[Issued]:
-        """Publish the devices' current stored tokens again (no new version)."""
+        """Publish the devices' current stored tokens again (no new version).
+
+        A token the broker did not take goes back into the outbox, so the refresh job
+        publishes it (a device that came online behind while the cloud's own connection
+        was still failing over would otherwise wait for its next status).
+        """
 
         def load() -> list[Issued]:
             with self._store.transaction() as tx:
                 rows = device_queries.current_tokens(tx, device_ids)
             return [_issued(rows[d]) for d in device_ids if d in rows]
 
-        return await self._publish(await self._in_thread(load))
+        results = await self._publish(await self._in_thread(load))
+        failed = [(i.token_id, i.device_id) for i in results if not i.published]
+        if failed:
+            now = self._clock()
+
+            def requeue() -> None:
+                with self._store.transaction() as tx:
+                    device_queries.add_outbox(tx, failed, now=now)
+
+            await self._in_thread(requeue)
+        return results
 
     async def rotate_keys(self, *, new_root: bool = False, new_epoch: bool = False) -> list[Issued]:
         """Rotate the issuer keys, publish the key-set chain, re-issue for every device."""

@@ -439,12 +439,13 @@ def resign_length(session: Session) -> int:
 
 # the entitlement outbox ---------------------------------------------------
 def add_outbox(session: Session, tokens: Sequence[tuple[int, str]], *, now: int) -> None:
-    """An outbox row per stored token ``(token id, device id)``, in the token's transaction
-    (one statement)."""
+    """An outbox row per token ``(token id, device id)`` (one statement): in the token's
+    transaction, or again for a republish the broker did not take (a token still in the
+    outbox keeps its row)."""
     executemany(
         session,
         "INSERT INTO entitlement_outbox (token_id, device_id, created_at) "
-        "VALUES (:token_id, :device_id, :created_at)",
+        "VALUES (:token_id, :device_id, :created_at) ON CONFLICT (token_id) DO NOTHING",
         [{"token_id": t, "device_id": d, "created_at": now} for t, d in tokens],
     )
 

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cloud.database import Store
 from cloud.devices import queries as device_queries
+from cloud.devices.issuing import Issued
 from cloud.health import bulk
 from cloud.health import queries as repo
 from cloud.health.rows import ReportRow, parse_row
@@ -168,7 +169,7 @@ class HealthIngest:
         # given the devices that came online holding an older token than their current one
         # (a retained token missed while re-subscribing, e.g. during a NATS node's
         # failover): the app republishes their current tokens (IssuingService.republish)
-        self.on_behind: Callable[[list[str]], Awaitable[object]] | None = None
+        self.on_behind: Callable[[list[str]], Awaitable[Sequence[Issued]]] | None = None
 
     @property
     def pending(self) -> int:
@@ -277,16 +278,24 @@ class HealthIngest:
             return refused
 
     async def _catch_up(self, devices: list[str]) -> None:
-        """Republish the current tokens of devices that came online behind; a failure is
-        logged, not raised (the refresh job and the next status try again)."""
+        """Republish the current tokens of devices that came online behind; what the
+        broker did not take is logged, not raised (the refresh job and the next status
+        try again)."""
         assert self.on_behind is not None
         try:
-            await self.on_behind(devices)
+            results = await self.on_behind(devices)
         except TransportError as exc:
             _log.warning("tokens of %d devices behind not republished: %s", len(devices), exc)
-        else:
-            self.republished += len(devices)
-            _log.info("republished the current token of %d devices that were behind", len(devices))
+            return
+        done = sum(1 for issued in results if issued.published)
+        self.republished += done
+        if done:
+            _log.info("republished the current token of %d devices that were behind", done)
+        if done < len(results):
+            _log.warning(
+                "tokens of %d devices behind not republished; the refresh job retries",
+                len(results) - done,
+            )
 
     def _account(self, done: BatchReport) -> None:
         total = self.totals

@@ -43,8 +43,15 @@ KILLED = 1  # the NATS node killed -9: the cloud's MQTT connection is on the fir
 
 
 _NATS_RECOVERY = pytest.mark.xfail(
-    reason="known defect, issue 16 open: after a NATS node restart not every device reconnects "
-    "within 180 s (67 of 200 in one quiet fresh-clone run on cd651cb; it passed in others)",
+    reason="known defect, issue 16 open: after a NATS node is killed -9 and started again, some "
+    "devices cut off reconnect, are granted every subscription and get no retained token (a "
+    "run ended with 67 reconnected, 32 of them not re-enforced after 180 s: 1 of 8 runs with "
+    "the consumer cap lifted, 1 more on a count check since corrected). They hold the "
+    "current token, so the cloud does not republish (it does for devices behind); the node "
+    "they re-subscribe on likely has not rebuilt its index of retained messages yet "
+    "(docs/nats.md). Fixed on the way: refused subscriptions were taken as granted, and "
+    "nats-server 2.15's cap of 1,000 consumers a stream refused every subscription (a run's "
+    "first stage: 57 of 200 devices got their first token)",
     strict=False,
 )
 
@@ -112,12 +119,13 @@ async def test_every_device_reenforces_and_no_report_is_lost(tmp_path: Path, eng
                 least = DEVICES
 
             def back(s: StormStats | None) -> bool:
-                """Every device connected, and each one cut off re-enforced since."""
+                """Every device connected, and each one cut off re-enforced since its
+                last connect (a device not cut off may re-enforce too: a redelivery)."""
                 return (
                     s is not None
                     and s.connected == DEVICES
                     and s.reconnected >= least
-                    and s.reenforced == s.reconnected
+                    and s.waiting == 0
                 )
 
             await eventually(lambda: back(now()), what=shown, within=SLOW)

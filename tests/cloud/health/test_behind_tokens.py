@@ -82,3 +82,40 @@ async def test_a_device_up_to_date_or_not_saying_is_left_alone(cloud: Cloud, hel
     await eventually(lambda: len(acks) == 2, what="the second status acked")
     assert len(_sent(cloud, device)) == before
     assert ingest.republished == 0
+
+
+async def test_a_republish_the_broker_did_not_take_is_left_to_the_refresh_job(
+    cloud: Cloud,
+) -> None:
+    """The cloud's own connection may still be failing over when a device comes back
+    online behind (a NATS node died under both): the token goes back into the outbox."""
+    installation = await cloud.installation()
+    device = (await cloud.device(installation))["device_id"]
+    await cloud.http.post(
+        f"/api/v1/installations/{installation}/grants",
+        json={"feature": "remote_access", "until": cloud.clock() + 86400},
+    )
+    current = _sent(cloud, device)[-1]
+    before = len(_sent(cloud, device))
+    service = cloud.state.service
+    assert service.resign_counters().outbox == 0
+    ingest = cloud.state.health_ingest
+    assert ingest is not None
+    acks: list[str] = []
+    cloud.publisher.down = True
+    ingest.offer(_status(device, 1, acks))  # behind, and the broker is away
+    await eventually(lambda: len(acks) == 1, what="the status acked")
+    with cloud.state.store.transaction() as tx:
+        from cloud.devices import queries as device_queries
+
+        version = device_queries.current_tokens(tx, [device])[device].ver
+    ingest.offer(_status(device, version, acks))  # taken after the first batch's catch-up
+    await eventually(lambda: len(acks) == 2, what="the second status acked")
+    assert ingest.republished == 0  # not counted: nothing was published
+    assert service.resign_counters().outbox == 1  # left to the refresh job
+
+    cloud.publisher.down = False
+    published = await service.publish_outbox(before=cloud.clock())
+    assert [i.device_id for i in published if i.published] == [device]
+    assert _sent(cloud, device)[-1] == current and len(_sent(cloud, device)) == before + 1
+    assert service.resign_counters().outbox == 0
