@@ -103,6 +103,7 @@ async def test_the_order_pages_show_the_second_partner_his_line_and_a_note(cloud
         assert insts[0] not in page.text and "Shop Zero" not in page.text
         assert "Lines for installations you cannot see: 1" in page.text
         assert "96.00" in page.text  # the total
+        assert "Hide from my order history" not in page.text  # the whole order's: not his
         pdf = await http.get(f"/orders/{order_id}/invoice.pdf")
         assert pdf.status_code == 200 and "Shop Zero" not in _pdf_text(pdf.content)
         hide = await http.post(f"/orders/{order_id}/hide", data={"csrf_token": csrf_of(page.text)})
