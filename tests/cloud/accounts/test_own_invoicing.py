@@ -9,19 +9,18 @@ import pytest
 from sqlalchemy import select
 
 from cloud.accounts.tables import AuditRow, CompanyRow
-from tests.cloud.accounts.test_invoicing_details import ADDRESS, GSTIN, NL_VAT, _bought, _pdf
+from tests.cloud.accounts.test_invoicing_details import (
+    ADDRESS,
+    GSTIN,
+    NL_VAT,
+    SAVED,
+    _bought,
+    _pdf,
+)
 from tests.cloud.harness import Cloud, client, every_row, new_company, new_user, user_api_key
 from tests.cloud.pages import csrf_of, signed_in
 
 MINE = "/api/v1/me/company"
-SAVED = {
-    "address": "Damrak 1\nSecond floor",
-    "postcode": "1012 LG",
-    "city": "Amsterdam",
-    "country": "NL",
-    "vat_number": NL_VAT,
-    "gst_number": None,
-}
 
 
 def _invoicing_of(cloud: Cloud, company: int) -> tuple[str | None, ...]:
