@@ -6,6 +6,7 @@ create, change) and is never echoed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -16,6 +17,7 @@ from cloud.http.inputs import BY_VALUE, StrictBody
 from cloud.http.schemas import NAME_PATTERN
 
 __all__ = [
+    "posted_invoicing",
     "AuditOut",
     "BlacklistRequest",
     "CompanyCreate",
@@ -128,6 +130,14 @@ class InvoicingIn(StrictBody):
         pattern=r"^[0-9A-Za-z ]{15,20}$",
         description="India: the 15-character GSTIN with its check character",
     )
+
+
+def posted_invoicing(form: Mapping[str, Any]) -> dict[str, str | None]:
+    """A page form's invoicing fields (those of :class:`InvoicingIn`): trimmed, capped, and
+    None when empty (which clears the field)."""
+    return {
+        name: str(form.get(name, "")).strip()[:600] or None for name in InvoicingIn.model_fields
+    }
 
 
 class CompanyUpdate(StrictBody):

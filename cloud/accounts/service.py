@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from cloud.accounts import audit, profile, resets, users
 from cloud.accounts import queries as account_queries
 from cloud.accounts.apikeys import MAX_NAME, Principal, add_api_key
@@ -35,7 +37,14 @@ from cloud.accounts.schemas import (
 from cloud.accounts.sessions import attempt_login, end_session
 from cloud.accounts.tables import ApiKeyRow, AuditRow, CompanyRow, UserRow
 from cloud.database import Store
-from cloud.errors import N_, Forbidden, InvalidRequest, UnknownApiKey, UnknownUser
+from cloud.errors import (
+    N_,
+    Forbidden,
+    InvalidRequest,
+    UnknownApiKey,
+    UnknownCompany,
+    UnknownUser,
+)
 from common.clock import Clock
 
 __all__ = ["AccountService", "ApiKeyView", "AuditFilter", "Login", "NewKeyOut", "Profile"]
@@ -51,6 +60,24 @@ def _company_out(row: CompanyRow) -> CompanyOut:
     view = users.company_view(row)
     invoicing = InvoicingOut(**{name: view[name] for name in InvoicingOut.model_fields})
     return CompanyOut(**view, invoicing=invoicing)
+
+
+def _own_company_id(session: Session, principal: Principal) -> int:
+    """The company of a partner user (only partners act for a company: an owner's invoices
+    name the owner).
+
+    Raises:
+        UnknownCompany: a user of another role, or of no company, or a bare API key.
+    """
+    row = None if principal.user_id is None else users.user(session, principal.user_id)
+    if row is None or row.role is not Role.PARTNER or row.company_id is None:
+        raise UnknownCompany(
+            N_(
+                "your account is not a partner company's: invoicing details belong to a "
+                "partner company (staff set a company's on its admin page)"
+            )
+        )
+    return row.company_id
 
 
 def _audit_out(row: AuditRow) -> AuditOut:
@@ -446,6 +473,36 @@ class AccountService:
             row = users.user(tx, principal.user_id)
             company = None if row.company_id is None else users.company(tx, row.company_id).name
             return Profile(user=_user_out(row), locale=row.locale, company_name=company)
+
+    def own_company(self, principal: Principal) -> CompanyOut:
+        """The partner company the caller works for, with its invoicing details.
+
+        Raises:
+            UnknownCompany: the caller is no partner company's user (owners, staff, bare keys).
+        """
+        with self._store.transaction() as tx:
+            return _company_out(users.company(tx, _own_company_id(tx, principal)))
+
+    def update_own_invoicing(self, principal: Principal, details: InvoicingDetails) -> CompanyOut:
+        """Replace the invoicing details of the caller's own company (audited), checked as
+        staff's changes are (:func:`~cloud.accounts.rules.check_invoicing`).
+
+        Raises:
+            UnknownCompany: the caller is no partner company's user.
+            Blacklisted: a blacklisted customer changes nothing.
+            InvalidRequest: details the check refuses (nothing is stored).
+        """
+        with self._store.transaction() as tx:
+            company_id = _own_company_id(tx, principal)
+            users.ensure_not_blacklisted(tx, principal.user_id)
+            row = users.update_company(
+                tx,
+                company_id,
+                actor=principal,
+                now=self._clock(),
+                invoicing=details,
+            )
+            return _company_out(row)
 
     def update_profile(self, principal: Principal, *, name: str, locale: str) -> None:
         """Raises: InvalidRequest, UnknownUser."""

@@ -35,6 +35,7 @@ from cloud.accounts.tables import LoginSessionRow, UserRow
 from cloud.errors import (
     N_,
     AccountExists,
+    Blacklisted,
     Forbidden,
     InvalidRequest,
     UnknownUser,
@@ -51,6 +52,7 @@ __all__ = [
     "create_company",
     "create_user",
     "disable_user",
+    "ensure_not_blacklisted",
     "find_companies",
     "find_users",
     "is_blacklisted",
@@ -164,6 +166,21 @@ def is_blacklisted(session: Session, user_id: int) -> bool:
     if row.blacklisted:
         return True
     return row.company_id is not None and company(session, row.company_id).blacklisted
+
+
+def ensure_not_blacklisted(session: Session, user_id: int | None) -> None:
+    """Return unless the user (or the user's company) is blacklisted; None (a bare key) passes.
+
+    Raises:
+        Blacklisted: they may look, but not buy or change anything.
+    """
+    if user_id is not None and is_blacklisted(session, user_id):
+        raise Blacklisted(
+            N_(
+                "this account is blacklisted: it may look but not buy or change anything; "
+                "contact customer service"
+            )
+        )
 
 
 def find_users(

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from fpdf import FPDF
 from fpdf.enums import Align, XPos, YPos
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.accounts import users
@@ -58,6 +59,7 @@ _KIND_NAMES = {
 }
 _ZERO_DECIMAL = frozenset({"JPY", "KRW", "ISK", "CLP", "VND"})
 MAX_LINES = 200
+OTHER_LINES_CODE = "OTHER"  # the one line standing for the lines a reader may not see
 PAYMENT_TERMS_DAYS = 30  # an invoiced order is due this many days after the order date
 
 
@@ -139,7 +141,8 @@ class Invoice:
     vat_percent: Decimal = Decimal(0)
     paid_at: int | None = None
     due_at: int | None = None
-    installation: str | None = None
+    installation: str | None = None  # the installations the order is for, as printed
+    installations: int = 1  # how many: "Installation" or "Installations"
     notes: tuple[str, ...] = field(default=())
     card_last4: str | None = None  # paid by card: the receipt names the card
     kind: OrderKind | None = None  # what the order was (purchase, renewal, repair, ...)
@@ -262,8 +265,11 @@ def render_invoice(invoice: Invoice) -> bytes:
     right = _party(pdf, "Bill to", invoice.buyer, x=pdf.l_margin + width / 2, y=y, width=width / 2)
     pdf.set_xy(pdf.l_margin, max(left, right) + 6)
     if invoice.installation:
-        pdf.cell(width, 5, _text(f"Installation: {invoice.installation}"), new_x=XPos.LMARGIN)
-        pdf.ln(8)
+        label = "Installations" if invoice.installations > 1 else "Installation"
+        pdf.multi_cell(
+            width, 5, _text(f"{label}: {invoice.installation}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT
+        )
+        pdf.ln(3)
 
     pdf.set_font("Helvetica", "", 9)
     with pdf.table(
@@ -321,10 +327,21 @@ def render_invoice(invoice: Invoice) -> bytes:
     return bytes(pdf.output())
 
 
-def invoice_for_order(session: Session, order_id: int, *, settings: CloudSettings) -> Invoice:
+def invoice_for_order(
+    session: Session,
+    order_id: int,
+    *,
+    settings: CloudSettings,
+    seen: frozenset[str] | None = None,
+) -> Invoice:
     """The invoice of a paid (card) or invoiced order, from the stored order.
 
-    The invoice number is the order number: one order, one invoice.
+    The invoice number is the order number: one order, one invoice. The heading names
+    every installation the order is for.
+
+    ``seen``: the installations the reader may see (None: all, as mailed to the
+    purchaser). The lines of the others are folded into one line saying how many
+    there are and what they amount to, so the total is still the order's.
 
     Raises:
         UnknownOrder: no such order.
@@ -348,25 +365,52 @@ def invoice_for_order(session: Session, order_id: int, *, settings: CloudSetting
     else:
         due_at = row.created_at + PAYMENT_TERMS_DAYS * 86_400
     installation = session.get(InstallationRow, row.installation_id)
+    every = orders.lines_of(session, row.id)
+    shown = [
+        line
+        for line in every
+        if seen is None or (line.installation_id or row.installation_id) in seen
+    ]
+    lines = invoice_lines(shown)
+    if len(shown) < len(every):
+        hidden = len(every) - len(shown)
+        lines += (
+            InvoiceLine(
+                OTHER_LINES_CODE,
+                f"{hidden} more line{'s' if hidden > 1 else ''} for installations you cannot see",
+                0,
+                sum(line.amount_cents for line in every) - sum(line.amount_cents for line in shown),
+            ),
+        )
+    places = orders.order_installations(session, [row])[row.id]
     return Invoice(
         number=row.number,
         order_number=row.number,
         issued_at=row.created_at,
         seller=seller_from_settings(settings),
         buyer=_buyer(session, row.buyer_user_id, installation),
-        lines=invoice_lines(orders.lines_of(session, row.id)),
+        lines=lines,
         currency=row.currency,
         vat_percent=settings.invoice_vat_percent,
         paid_at=paid_at,
         due_at=due_at,
-        installation=(
-            f"{installation.name} ({installation.id})"
-            if installation is not None
-            else row.installation_id
-        ),
+        installation=_installations(session, places, seen=seen),
+        installations=len(places),
         card_last4=card_last4,
         kind=OrderKind(row.kind),
     )
+
+
+def _installations(session: Session, places: Sequence[str], *, seen: frozenset[str] | None) -> str:
+    """The invoice heading's installations: each by name and id, those out of sight counted."""
+    query = select(InstallationRow.id, InstallationRow.name).where(InstallationRow.id.in_(places))
+    names = {place: name for place, name in session.execute(query)}
+    shown = [p for p in places if seen is None or p in seen]
+    text = ", ".join(f"{names[p]} ({p})" if p in names else p for p in shown)
+    if len(shown) < len(places):
+        others = len(places) - len(shown)
+        text += f" and {others} other installation{'s' if others > 1 else ''}"
+    return text
 
 
 def _buyer(session: Session, user_id: int | None, installation: InstallationRow | None) -> Party:

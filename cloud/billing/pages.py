@@ -165,7 +165,9 @@ async def order_page(
     if allowed(who.role, Permission.REFUNDS):
         option = await service.reversal_option(who, order_id)
     summary = await asyncio.to_thread(service.summary, who, order_id)
-    context = {"order": detail, "option": option, "summary": summary}
+    # each line's installation by name (those the caller may see: the only lines shown)
+    names = dict(zip(summary.installation_ids, summary.installation_names, strict=True))
+    context = {"order": detail, "option": option, "summary": summary, "names": names}
     return render(request, "billing/order.html", context)
 
 

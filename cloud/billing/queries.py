@@ -10,8 +10,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.accounts import audit
@@ -47,6 +48,7 @@ __all__ = [
     "latest_purchase",
     "lines_of",
     "order_by_key",
+    "order_installations",
     "order_summaries",
     "refunded_cents",
     "retries_of",
@@ -59,6 +61,7 @@ __all__ = [
     "set_txn_status",
     "transactions_of",
     "unhandled_paid_orders",
+    "visible_among",
 ]
 
 Actor = Principal | str
@@ -104,9 +107,11 @@ class OrderSummary:
 
     customer_name: str | None
     customer_email: str | None
-    installation_name: str | None
+    installation_name: str | None  # of the order's first installation
     services: tuple[str, ...]
     last_error: str | None  # of the latest failed charge
+    # every installation the order is for, in line order: (id, name or None), each once
+    installations: tuple[tuple[str, str | None], ...] = ()
 
 
 def _audit_order(
@@ -416,6 +421,52 @@ def claim_due_retries(
     return claimed
 
 
+def _touches(ids: Select[Any] | Sequence[str]) -> ColumnElement[bool]:
+    """The order is for one of ``ids``: filed under it, or any of its lines is for it.
+
+    An order may span several installations (a checkout, a consolidated renewal): it is
+    filed under its first line's, but it belongs to each of them.
+    """
+    among = ids.scalar_subquery() if isinstance(ids, Select) else list(ids)
+    lines = select(OrderLineRow.order_id).where(OrderLineRow.installation_id.in_(among))
+    return OrderRow.installation_id.in_(among) | OrderRow.id.in_(lines)
+
+
+def order_installations(session: Session, rows: Sequence[OrderRow]) -> dict[int, tuple[str, ...]]:
+    """Every installation each order is for (by order id): the one it is filed under, then
+    its lines' in line order, each once.
+
+    Lines older than line installations (NULL) count as the order's own installation.
+    """
+    out: dict[int, list[str]] = {row.id: [row.installation_id] for row in rows}
+    filed = {row.id: row.installation_id for row in rows}
+    if not out:
+        return {}
+    query = (
+        select(OrderLineRow.order_id, OrderLineRow.installation_id)
+        .where(OrderLineRow.order_id.in_(sorted(out)))
+        .order_by(OrderLineRow.order_id, OrderLineRow.id)
+    )
+    for order_id, place in session.execute(query):
+        place = place or filed[order_id]
+        if place not in out[order_id]:
+            out[order_id].append(place)
+    return {order_id: tuple(places) for order_id, places in out.items()}
+
+
+def visible_among(
+    session: Session, ids: Sequence[str], *, visible: Select[tuple[str]] | None
+) -> set[str]:
+    """Which of ``ids`` are within ``visible`` (None: all of them)."""
+    if visible is None or not ids:
+        return set(ids)
+    query = select(InstallationRow.id).where(
+        InstallationRow.id.in_(sorted(set(ids))),
+        InstallationRow.id.in_(visible.scalar_subquery()),
+    )
+    return set(session.scalars(query))
+
+
 def _filtered(query: OrderQuery, visible: Select[tuple[str]] | None) -> Select[tuple[OrderRow]]:
     stmt = select(OrderRow)
     if query.kind is not None:
@@ -425,9 +476,9 @@ def _filtered(query: OrderQuery, visible: Select[tuple[str]] | None) -> Select[t
     if query.number is not None:
         stmt = stmt.where(OrderRow.number == query.number.strip().upper())
     if query.installation_id is not None:
-        stmt = stmt.where(OrderRow.installation_id == query.installation_id)
+        stmt = stmt.where(_touches((query.installation_id,)))
     if query.installation_ids is not None:
-        stmt = stmt.where(OrderRow.installation_id.in_(query.installation_ids))
+        stmt = stmt.where(_touches(query.installation_ids))
     if query.service is not None:
         lines = select(OrderLineRow.order_id).where(OrderLineRow.product_code == query.service)
         stmt = stmt.where(OrderRow.id.in_(lines))
@@ -446,20 +497,16 @@ def _filtered(query: OrderQuery, visible: Select[tuple[str]] | None) -> Select[t
             func.lower(InstallationRow.id).contains(text, autoescape=True)
             | func.lower(InstallationRow.name).contains(text, autoescape=True)
         )
-        stmt = stmt.where(OrderRow.buyer_user_id.in_(buyers) | OrderRow.installation_id.in_(places))
+        stmt = stmt.where(OrderRow.buyer_user_id.in_(buyers) | _touches(places))
     if query.customer_user_id is not None:
         owned = select(OwnerRow.installation_id).where(OwnerRow.user_id == query.customer_user_id)
-        stmt = stmt.where(
-            (OrderRow.buyer_user_id == query.customer_user_id) | OrderRow.installation_id.in_(owned)
-        )
+        stmt = stmt.where((OrderRow.buyer_user_id == query.customer_user_id) | _touches(owned))
     if query.customer_company_id is not None:
         staff = select(UserRow.id).where(UserRow.company_id == query.customer_company_id)
         integrated = select(IntegratorRow.installation_id).where(
             IntegratorRow.company_id == query.customer_company_id
         )
-        stmt = stmt.where(
-            OrderRow.buyer_user_id.in_(staff) | OrderRow.installation_id.in_(integrated)
-        )
+        stmt = stmt.where(OrderRow.buyer_user_id.in_(staff) | _touches(integrated))
     if query.hidden is not None:
         hidden = OrderRow.hidden_at.is_not(None)
         stmt = stmt.where(hidden if query.hidden else ~hidden)
@@ -468,7 +515,7 @@ def _filtered(query: OrderQuery, visible: Select[tuple[str]] | None) -> Select[t
     if query.until is not None:
         stmt = stmt.where(OrderRow.created_at < query.until)
     if visible is not None:
-        stmt = stmt.where(OrderRow.installation_id.in_(visible.scalar_subquery()))
+        stmt = stmt.where(_touches(visible))
     return stmt
 
 
@@ -516,11 +563,13 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             select(UserRow.id, UserRow.name, UserRow.email).where(UserRow.id.in_(sorted(buyer_ids)))
         )
     }
+    spans = order_installations(session, rows)
+    every = {place for span in spans.values() for place in span}
     places = {
         place_id: name
         for place_id, name in session.execute(
             select(InstallationRow.id, InstallationRow.name).where(
-                InstallationRow.id.in_(sorted({r.installation_id for r in rows}))
+                InstallationRow.id.in_(sorted(every))
             )
         )
     }
@@ -550,6 +599,7 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             customer_name=name,
             customer_email=email,
             installation_name=places.get(row.installation_id),
+            installations=tuple((place, places.get(place)) for place in spans[row.id]),
             services=tuple(codes.get(row.id, ())),
             last_error=errors.get(row.id),
         )
@@ -612,9 +662,7 @@ def service_codes(session: Session, *, visible: Select[tuple[str]] | None) -> li
     """The product codes found on the orders within ``visible`` (the history's service filter)."""
     stmt = select(OrderLineRow.product_code).distinct()
     if visible is not None:
-        stmt = stmt.join(OrderRow, OrderRow.id == OrderLineRow.order_id).where(
-            OrderRow.installation_id.in_(visible.scalar_subquery())
-        )
+        stmt = stmt.where(OrderLineRow.order_id.in_(select(OrderRow.id).where(_touches(visible))))
     return sorted(session.scalars(stmt))
 
 

@@ -127,11 +127,25 @@ class OrderOut(BaseModel):
     hidden_at: int | None = Field(
         default=None, description="when the customer hid it from their history (staff see it)"
     )
+    installation_ids: list[str] = Field(
+        default_factory=list,
+        description="every installation it is for that the caller may see, in line order "
+        "(installation_id is the one it is filed under)",
+    )
+    other_installations: int = Field(
+        default=0, description="how many more installations it is for, out of the caller's scope"
+    )
 
 
 class OrderDetail(OrderOut):
     notify: list[str]
-    lines: list[LineOut]
+    lines: list[LineOut] = Field(description="the lines of installations the caller may see")
+    hidden_lines: int = Field(
+        default=0,
+        description="lines for installations out of the caller's scope: not listed, "
+        "but counted in amount_cents",
+    )
+    hidden_cents: int = Field(default=0, description="what the hidden lines amount to")
     transactions: list[TransactionOut]
 
 
@@ -185,6 +199,10 @@ class OrderSummaryOut(OrderOut):
     customer_name: str | None
     customer_email: str | None
     installation_name: str | None
+    installation_names: list[str] = Field(
+        default_factory=list,
+        description="names (or ids) of installation_ids, the installations the caller may see",
+    )
     services: list[str]
     last_error: str | None = Field(description="why the latest failed charge failed")
 

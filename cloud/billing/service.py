@@ -11,7 +11,7 @@ handler answers them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -49,7 +49,7 @@ from cloud.billing.schemas import (
     TransactionOut,
     WhyNot,
 )
-from cloud.billing.tables import OrderRow, RefundRetryRow, TransactionRow
+from cloud.billing.tables import OrderLineRow, OrderRow, RefundRetryRow, TransactionRow
 from cloud.database import Store
 from cloud.devices import memberships
 from cloud.devices.access import ensure_installation_access, visible_installation_ids
@@ -99,7 +99,38 @@ def _billed_to(session: Session, installation_id: str) -> BilledToOut | None:
     )
 
 
-def _order_out(row: OrderRow) -> OrderOut:
+@dataclass(frozen=True, slots=True)
+class _Scoped:
+    """An order as one caller sees it: every installation it is for, and those they may see."""
+
+    row: OrderRow
+    places: tuple[str, ...]  # every installation of the order, in line order
+    seen: frozenset[str]  # those the caller may see (never empty)
+
+    @property
+    def whole(self) -> bool:
+        return self.seen.issuperset(self.places)
+
+
+def _scopes(session: Session, principal: Principal, rows: Sequence[OrderRow]) -> dict[int, _Scoped]:
+    """Each order (by id) as ``principal`` sees it."""
+    spans = repo.order_installations(session, rows)
+    visible = visible_installation_ids(session, principal)
+    seen = repo.visible_among(
+        session, sorted({p for s in spans.values() for p in s}), visible=visible
+    )
+    return {
+        row.id: _Scoped(row, spans[row.id], frozenset(p for p in spans[row.id] if p in seen))
+        for row in rows
+    }
+
+
+def _total(lines: Sequence[OrderLineRow] | Sequence[LineOut]) -> int:
+    return sum(line.amount_cents for line in lines)
+
+
+def _order_out(scope: _Scoped) -> OrderOut:
+    row = scope.row
     return OrderOut(
         id=row.id,
         number=row.number,
@@ -113,15 +144,18 @@ def _order_out(row: OrderRow) -> OrderOut:
         created_at=row.created_at,
         updated_at=row.updated_at,
         hidden_at=row.hidden_at,
+        installation_ids=[p for p in scope.places if p in scope.seen],
+        other_installations=sum(1 for p in scope.places if p not in scope.seen),
     )
 
 
-def _summary_out(row: OrderRow, more: repo.OrderSummary) -> OrderSummaryOut:
+def _summary_out(scope: _Scoped, more: repo.OrderSummary) -> OrderSummaryOut:
     return OrderSummaryOut(
-        **_order_out(row).model_dump(),
+        **_order_out(scope).model_dump(),
         customer_name=more.customer_name,
         customer_email=more.customer_email,
         installation_name=more.installation_name,
+        installation_names=[name or p for p, name in more.installations if p in scope.seen],
         services=list(more.services),
         last_error=more.last_error,
     )
@@ -179,21 +213,38 @@ def _is_staff(principal: Principal) -> bool:
 
 def _order_in_scope(
     session: Session, principal: Principal, order_id: int, *, write: bool
-) -> OrderRow:
-    """The order if ``principal`` may see it (``write``: change it).
+) -> _Scoped:
+    """The order if ``principal`` may see any of its installations (``write``: change every
+    one of them: money actions and hiding act on the whole order, so a caller who sees only
+    part of it does not take them).
 
     Raises:
-        UnknownOrder: no such order, or one of an installation out of scope.
+        UnknownOrder: no such order, or none of its installations in scope.
+        Forbidden: ``write`` on an order that is also for installations out of scope.
         Forbidden, Blacklisted: as :func:`~cloud.devices.access.ensure_installation_access`.
     """
     row = repo.get_order(session, order_id)
     if row is None:
         raise UnknownOrder(f"no order {order_id}")
+    scope = _scopes(session, principal, [row])[row.id]
+    if not scope.seen:
+        raise UnknownOrder(f"no order {order_id}")
+    if write and not scope.whole:
+        raise Forbidden(
+            N_(
+                "order %(number)s is also for installations you do not manage: only its "
+                "purchaser, their partner for every installation of it, or billing staff "
+                "change it"
+            ),
+            number=row.number,
+        )
+    # the role's own rules besides the scope: support only reads, a blacklisted customer looks
+    place = row.installation_id if row.installation_id in scope.seen else min(scope.seen)
     try:
-        ensure_installation_access(session, principal, row.installation_id, write=write)
+        ensure_installation_access(session, principal, place, write=write)
     except UnknownInstallation:
         raise UnknownOrder(f"no order {order_id}") from None
-    return row
+    return scope
 
 
 @asynccontextmanager
@@ -219,9 +270,11 @@ class OrderService:
     def _scoped(self, principal: Principal, order_id: int, *, write: bool) -> OrderDetail:
         """The order if ``principal`` may see it (``write``: change it); else UnknownOrder."""
         with self._store.transaction() as tx:
-            row = _order_in_scope(tx, principal, order_id, write=write)
+            scope = _order_in_scope(tx, principal, order_id, write=write)
+            row = scope.row
             txns = repo.transactions_of(tx, order_id)
             retries = repo.retries_of(tx, [t.id for t in txns])
+            every = repo.lines_of(tx, order_id)
             lines = [
                 LineOut(
                     product_code=line.product_code,
@@ -234,12 +287,15 @@ class OrderService:
                     installation_id=line.installation_id,
                     reversed_at=line.reversed_at,
                 )
-                for line in repo.lines_of(tx, order_id)
+                for line in every
+                if (line.installation_id or row.installation_id) in scope.seen
             ]
             return OrderDetail(
-                **_order_out(row).model_dump(),
+                **_order_out(scope).model_dump(),
                 notify=list(row.notify),
                 lines=lines,
+                hidden_lines=len(every) - len(lines),
+                hidden_cents=_total(every) - _total(lines),
                 transactions=[_txn_out(t, retries.get(t.id)) for t in txns],
             )
 
@@ -280,7 +336,9 @@ class OrderService:
             if installation_id is not None:
                 ensure_installation_access(tx, principal, installation_id, write=False)
             visible = visible_installation_ids(tx, principal)
-            return [_order_out(r) for r in repo.search_orders(tx, query, visible=visible)]
+            rows = repo.search_orders(tx, query, visible=visible)
+            scopes = _scopes(tx, principal, rows)
+            return [_order_out(scopes[r.id]) for r in rows]
 
     def customer_activity(
         self,
@@ -360,8 +418,9 @@ class OrderService:
             visible = visible_installation_ids(tx, principal)
             rows = repo.search_orders(tx, which, visible=visible)
             more = repo.order_summaries(tx, rows)
+            scopes = _scopes(tx, principal, rows)
             return OrderHistoryOut(
-                items=[_summary_out(r, more[r.id]) for r in rows],
+                items=[_summary_out(scopes[r.id], more[r.id]) for r in rows],
                 total=repo.count_orders(tx, which, visible=visible),
                 services=repo.service_codes(tx, visible=visible) if service_codes else [],
             )
@@ -373,8 +432,8 @@ class OrderService:
             UnknownOrder: no such order, or not one of the caller's.
         """
         with self._store.transaction() as tx:
-            row = _order_in_scope(tx, principal, order_id, write=False)
-            return _summary_out(row, repo.order_summaries(tx, [row])[row.id])
+            scope = _order_in_scope(tx, principal, order_id, write=False)
+            return _summary_out(scope, repo.order_summaries(tx, [scope.row])[order_id])
 
     async def reversal_option(self, principal: Principal, order_id: int) -> ReversalOptionOut:
         """Whether the order's card charge would be voided (unsettled) or refunded (settled) now.
@@ -387,7 +446,7 @@ class OrderService:
 
         def load() -> tuple[OrderRow, str | None, int, int]:
             with self._store.transaction() as tx:
-                row = _order_in_scope(tx, principal, order_id, write=False)
+                row = _order_in_scope(tx, principal, order_id, write=False).row
                 charge = repo.charge_of(tx, order_id)
                 if charge is None or not charge.provider_charge_id:
                     return row, None, 0, 0
@@ -442,8 +501,9 @@ class OrderService:
 
         def load() -> Invoice:
             with self._store.transaction() as tx:
-                _order_in_scope(tx, principal, order_id, write=False)
-                return invoice_for_order(tx, order_id, settings=self._settings)
+                scope = _order_in_scope(tx, principal, order_id, write=False)
+                seen = None if scope.whole else scope.seen
+                return invoice_for_order(tx, order_id, settings=self._settings, seen=seen)
 
         invoice = await asyncio.to_thread(load)
         pdf = await asyncio.to_thread(render_invoice, invoice)
@@ -467,9 +527,9 @@ class OrderService:
                 )
             )
         with self._store.transaction() as tx:
-            row = _order_in_scope(tx, principal, order_id, write=True)
-            repo.set_hidden(tx, row, hidden=hidden, actor=principal, now=self._clock())
-            return _order_out(row)
+            scope = _order_in_scope(tx, principal, order_id, write=True)
+            repo.set_hidden(tx, scope.row, hidden=hidden, actor=principal, now=self._clock())
+            return _order_out(scope)
 
     def resend(self, principal: Principal, order_id: int, *, mail: str) -> ResendOut:
         """Queue the order's invoice, or the mail of its latest void or refund, again to the
@@ -485,7 +545,7 @@ class OrderService:
             raise Forbidden(N_("only staff resend an order's mails; download the invoice instead"))
         now = self._clock()
         with self._store.transaction() as tx:
-            row = _order_in_scope(tx, principal, order_id, write=False)
+            row = _order_in_scope(tx, principal, order_id, write=False).row
             if not row.notify:
                 raise NothingToResend(
                     N_("order %(number)s has nobody to send mail to"), number=row.number

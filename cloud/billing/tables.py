@@ -84,8 +84,9 @@ class OrderLineRow(Base):
     quantity: Mapped[int] = mapped_column(Integer, server_default="1")
     unit_cents: Mapped[int] = mapped_column(BigInteger)
     # the installation the line is for: an order may span several (a consolidated renewal,
-    # a checkout for several installations); NULL only on lines older than that
-    installation_id: Mapped[str | None] = mapped_column(String(64))
+    # a checkout for several installations); NULL only on lines older than that. Indexed:
+    # the order belongs to each, and a customer's history finds it through its lines
+    installation_id: Mapped[str | None] = mapped_column(String(64), index=True)
     # when the line alone was given back (refunded, or its invoice line credited)
     reversed_at: Mapped[int | None] = mapped_column(BigInteger)
 

@@ -32,10 +32,10 @@ from sqlalchemy.orm import Session
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import Role
 from cloud.accounts.tables import UserRow
-from cloud.accounts.users import is_blacklisted
+from cloud.accounts.users import ensure_not_blacklisted
 from cloud.database import Store
 from cloud.devices.tables import DeviceRow, InstallationRow, IntegratorRow, OwnerRow
-from cloud.errors import N_, Blacklisted, Forbidden, UnknownDevice, UnknownInstallation
+from cloud.errors import N_, Forbidden, UnknownDevice, UnknownInstallation
 
 __all__ = [
     "check_device",
@@ -114,13 +114,7 @@ def ensure_may_change(session: Session, principal: Principal) -> None:
     Raises:
         Blacklisted: they may look, but not buy or change anything.
     """
-    if principal.user_id is not None and is_blacklisted(session, principal.user_id):
-        raise Blacklisted(
-            N_(
-                "this account is blacklisted: it may look but not buy or change anything; "
-                "contact customer service"
-            )
-        )
+    ensure_not_blacklisted(session, principal.user_id)
 
 
 def _is_member(session: Session, principal: Principal, role: Role, installation_id: str) -> bool:

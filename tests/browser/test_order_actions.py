@@ -1,7 +1,8 @@
 """Issue 17's order actions and invoicing details in a real browser, screenshotted and
 axe-checked (``shoot``): a customer hides a paid order from their history and shows it
 again; support resends its invoice; lines show quantity × unit price; a customer-service
-admin fills in a company's invoicing details (a wrong VAT number is refused on the page)."""
+admin fills in a company's invoicing details (a wrong VAT number is refused on the page), and
+a partner their own company's (``/profile/company``)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ def test_an_owner_hides_an_order_and_shows_it_again(
 ) -> None:
     page = login("owner")
     page.goto(f"/orders/{bought['id']}")
-    assert page.get_by_role("columnheader", name="Quantity").count() == 1
+    # one lines table: quantity × unit price and the amount in the line's row
+    assert page.get_by_role("columnheader", name="Quantity × unit price").count() == 1
+    row = page.locator("table.order-lines tbody tr").inner_text()
+    assert "TSF16100" in row and "1 × €60.00" in row, row
     page.get_by_role("button", name="Hide from my order history").click()
     page.wait_for_url(f"**/orders/{bought['id']}")
     assert "is hidden from your order history" in page.content()
@@ -81,3 +85,32 @@ def test_cs_admin_fills_in_invoicing_details(login: Any, shoot: Any, dashboard: 
     shoot(fresh, "company-invoicing-cs_admin")
     company = dashboard.call("GET", f"/companies/{dashboard.companies['card']}")
     assert company["invoicing"]["city"] == "Amsterdam"
+
+
+def test_a_partner_fills_in_his_own_company_invoicing_details(
+    login: Any, shoot: Any, dashboard: Dashboard
+) -> None:
+    page = login("partner")  # of the invoiced company
+    page.goto("/profile")
+    page.get_by_role("link", name="My company's invoicing details").click()
+    page.wait_for_url("**/profile/company")
+    page.fill("#address", "Keizersgracht 100\nSecond floor")
+    page.fill("#postcode", "1015 AA")
+    page.fill("#city", "Amsterdam")
+    page.fill("#country", "NL")
+    page.fill("#vat_number", "NL004495446B01")  # a wrong check digit
+    page.get_by_role("button", name="Save the invoicing details").click()
+    assert "is not a valid VAT number" in page.locator("#invoicing-error").inner_text()
+    assert page.locator("#city").input_value() == "Amsterdam"  # kept to correct
+    company = dashboard.call("GET", f"/companies/{dashboard.companies['invoice']}")
+    assert company["invoicing"]["vat_number"] is None  # nothing stored
+    page.fill("#vat_number", "NL004495445B01")
+    page.get_by_role("button", name="Save the invoicing details").click()
+    page.wait_for_url("**/profile/company")
+    assert "Your invoicing details are saved." in page.content()
+    fresh = login("partner")  # the refused post's 422 stays in the first page's log
+    fresh.goto("/profile/company")
+    shoot(fresh, "company-invoicing-partner")
+    company = dashboard.call("GET", f"/companies/{dashboard.companies['invoice']}")
+    assert company["invoicing"]["vat_number"] == "NL004495445B01"
+    assert company["invoicing"]["address"] == "Keizersgracht 100\nSecond floor"

@@ -1,6 +1,7 @@
 """Checkout for several installations in Chromium, on `entitle cloud serve`: a card partner
-ticks a service on two installations, pays once, and lands on the one order, whose lines are
-listed per installation (screenshots, axe-checked)."""
+ticks a service on two installations, pays once, and lands on the one order, whose one
+table lists each line with its installation; a partner of only one of them sees the order
+with that line and a note of the others (screenshots, axe-checked)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from tests.browser.conftest import Dashboard
 def test_a_card_partner_buys_for_two_installations_in_one_checkout(
     login: Any, dashboard: Dashboard, shoot: Any
 ) -> None:
+    # the invoiced company integrates Dock South too (only that one)
     installs = [
-        dashboard.new_installation(name, integrators=("card",))
-        for name in ("Dock North", "Dock South")
+        dashboard.new_installation("Dock North", integrators=("card",)),
+        dashboard.new_installation("Dock South", integrators=("card", "invoice")),
     ]
     page = login("card_partner")
     page.goto("/checkout")
@@ -26,8 +28,23 @@ def test_a_card_partner_buys_for_two_installations_in_one_checkout(
     page.click("text=Buy the ticked services")
     page.wait_for_url("**/orders/*")
     assert "Bought 2 services in one order." in page.locator(".flash").inner_text()
-    lines = page.locator("text=Lines per installation")
-    assert lines.count() == 1
-    text = page.content()
-    assert all(inst in text for inst in installs)
+    # one table, a row per line: its installation (name and id) and its amount
+    rows = page.locator("table.order-lines tbody tr")
+    assert rows.count() == 2 and page.locator("text=Lines per installation").count() == 0
+    texts = [rows.nth(i).inner_text() for i in range(2)]
+    for name, inst in zip(("Dock North", "Dock South"), installs, strict=True):
+        [row] = [text for text in texts if name in text]  # its own row, in whatever order
+        assert inst in row and "TSF16100" in row and "€60.00" in row, row
     shoot(page, "order-lines-per-installation")
+    # the other company's partner sees the order, only the Dock South line, and a note
+    order_url = page.url
+    other = login("partner")
+    other.goto(order_url)
+    rows = other.locator("table.order-lines tbody tr")
+    assert rows.count() == 1 and "Dock South" in rows.inner_text()
+    assert "Dock North" not in other.content() and installs[0] not in other.content()
+    assert "Lines for installations you cannot see: 1" in other.content()
+    assert "€120.00" in other.locator("table.order-lines tfoot").inner_text()  # the total
+    # hiding acts on the whole order: not offered to who sees part of it
+    assert other.get_by_role("button", name="Hide from my order history").count() == 0
+    shoot(other, "order-part-seen-by-another-partner")

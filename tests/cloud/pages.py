@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from tests.cloud.harness import PASSWORD, new_user
 
-__all__ = ["csrf_of", "signed_in"]
+__all__ = ["csrf_of", "line_rows", "signed_in"]
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -21,6 +21,16 @@ def csrf_of(html: str) -> str:
     found = _CSRF.search(html)
     assert found is not None, f"no CSRF field on the page: {html[:300]}"
     return found.group(1)
+
+
+_LINE_ROW = re.compile(r'<tr id="line-\d+"[^>]*>(.*?)</tr>', re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def line_rows(html: str) -> list[str]:
+    """The text of each row of an order page's lines table (one row per line), tags and
+    runs of white space made single spaces."""
+    return [" ".join(_TAG.sub(" ", row).split()) for row in _LINE_ROW.findall(html)]
 
 
 @asynccontextmanager

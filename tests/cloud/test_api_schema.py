@@ -90,6 +90,9 @@ _CROSS_FIELD_RULES = [
     "POST /api/v1/tickets/{ticket_id}/attachments",
     # a VAT number or a GSTIN, not both; their check digits; the VAT prefix of the country
     "PATCH /api/v1/companies/{company_id}",
+    "PUT /api/v1/me/company/invoicing",
+    # one's own company is a partner user's: the walk's staff key has none (404)
+    "GET /api/v1/me/company",
 ]
 # Catalogue and payment rules: a product the catalogue lacks, a term it does not
 # offer, a renewal outside 1-60 months, a sandbox card that declines (402)
@@ -157,6 +160,12 @@ _STATEFUL = {
     ),
     "DELETE /api/v1/tickets/{ticket_id}/attachments/{attachment_id}": (
         "an attached file: tests/cloud/tickets/test_manual_api.py"
+    ),
+    "GET /api/v1/me/company": (
+        "a partner company's user (the walk is staff's): tests/cloud/accounts/test_own_invoicing.py"
+    ),
+    "PUT /api/v1/me/company/invoicing": (
+        "a partner company's user (the walk is staff's): tests/cloud/accounts/test_own_invoicing.py"
     ),
     "POST /api/v1/orders/{order_id}/hide": (
         "a customer's own order (staff may not hide): tests/cloud/billing/test_order_actions.py"

@@ -29,6 +29,7 @@ from cloud.accounts.schemas import (
     InvoicingIn,
     UserCreate,
     UserUpdate,
+    posted_invoicing,
 )
 from cloud.accounts.service import AccountService, AuditFilter
 from cloud.errors import N_, AccountExists, Forbidden, InvalidRequest
@@ -324,17 +325,14 @@ def company_page(
     return render(request, "accounts/admin_company.html", context)
 
 
-_INVOICING = ("address", "postcode", "city", "country", "vat_number", "gst_number")
-
-
 @router.post("/admin/companies/{company_id}/invoicing")
 def invoicing_submit(
     request: Request, company_id: Id, who: Writer, form: CheckedForm, service: AccountsDep
 ) -> Response:
     """Save the company's address and VAT number or GSTIN (all at once; empty clears)."""
-    values = {k: str(form.get(k, "")).strip()[:600] or None for k in _INVOICING}
+    values = posted_invoicing(form)
     try:
-        body = CompanyUpdate(invoicing=InvoicingIn(**values))  # type: ignore[arg-type]
+        body = CompanyUpdate(invoicing=InvoicingIn(**values))
         service.update_company(who, company_id, body)
     except (ValidationError, InvalidRequest) as exc:
         company = service.company(company_id)

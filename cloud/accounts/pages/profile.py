@@ -1,4 +1,5 @@
-"""My profile: name, language, and a new password (the current one first).
+"""My profile: name, language, and a new password (the current one first); a partner's
+company's invoicing details (``/profile/company``), checked as staff's changes are.
 
 A new password signs the user out everywhere else; this browser stays signed in.
 """
@@ -13,13 +14,14 @@ from fastapi.responses import HTMLResponse, Response
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import SESSION_COOKIE, AccountsDep, page_require
 from cloud.accounts.passwords import MAX_PASSWORD, MIN_PASSWORD
-from cloud.accounts.rules import Permission
+from cloud.accounts.rules import InvoicingDetails, Permission
+from cloud.accounts.schemas import posted_invoicing
 from cloud.accounts.service import AccountService
 from cloud.errors import InvalidRequest, LoginFailed, LoginThrottled
 from cloud.web.flash import redirect
 from cloud.web.forms import CheckedForm
 from cloud.web.i18n import LANGUAGES
-from cloud.web.templates import render, translator
+from cloud.web.templates import error_text, render, translator
 
 __all__ = ["router"]
 
@@ -129,3 +131,42 @@ def _changed(request: Request, ended: int) -> Response:
         ended,
     ) % {"count": ended}
     return redirect("/profile", text)
+
+
+# my company's invoicing details (partners) --------------------------------------------
+def _company_page(
+    request: Request,
+    who: Principal,
+    service: AccountService,
+    *,
+    values: dict[str, str | None] | None = None,
+    error: str | None = None,
+) -> HTMLResponse:
+    company = service.own_company(who)  # 404 for anyone who is no company's partner
+    context: dict[str, Any] = {
+        "company": company,
+        "invoicing": values if values is not None else company.invoicing,
+        "invoicing_error": error,
+    }
+    code = status.HTTP_422_UNPROCESSABLE_CONTENT if error else status.HTTP_200_OK
+    return render(request, "accounts/company.html", context, status_code=code)
+
+
+@router.get("/profile/company")
+def company_page(request: Request, who: Me, service: AccountsDep) -> HTMLResponse:
+    """My partner company and the invoicing details printed on its invoices."""
+    return _company_page(request, who, service)
+
+
+@router.post("/profile/company")
+def company_submit(request: Request, who: Me, form: CheckedForm, service: AccountsDep) -> Response:
+    """Save my company's invoicing details (all at once; empty clears); a refusal says why
+    and stores nothing."""
+    values = posted_invoicing(form)
+    try:
+        service.update_own_invoicing(who, InvoicingDetails(**values))
+    except InvalidRequest as exc:
+        return _company_page(request, who, service, values=values, error=error_text(request, exc))
+    return redirect(
+        "/profile/company", translator(request).gettext("Your invoicing details are saved.")
+    )

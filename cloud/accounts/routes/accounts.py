@@ -13,13 +13,14 @@ from fastapi import APIRouter, Depends, Path, Query, status
 
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.deps import AccountsDep, require
-from cloud.accounts.rules import Permission, Role
+from cloud.accounts.rules import InvoicingDetails, Permission, Role
 from cloud.accounts.schemas import (
     AuditOut,
     BlacklistRequest,
     CompanyCreate,
     CompanyOut,
     CompanyUpdate,
+    InvoicingIn,
     UserCreate,
     UserOut,
     UserUpdate,
@@ -162,6 +163,30 @@ def update_company(
     company_id: int = CompanyId,
 ) -> CompanyOut:
     return service.update_company(principal, company_id, body)
+
+
+# one's own company: a partner reads and sets its invoicing details, never another's -------
+Me = Annotated[Principal, Depends(require(Permission.PROFILE))]
+_NOT_A_PARTNER = {404: "you are not a partner company's user (owners, staff, bare keys)"}
+
+
+@router.get("/me/company", responses=documented(_NOT_A_PARTNER))
+def get_own_company(principal: Me, service: AccountsDep) -> CompanyOut:
+    """The partner company you work for, with its invoicing details."""
+    return service.own_company(principal)
+
+
+@router.put(
+    "/me/company/invoicing",
+    responses=documented(
+        {**_NOT_A_PARTNER, 403: "a blacklisted customer changes nothing"}, body=True
+    ),
+)
+def put_own_invoicing(body: InvoicingIn, principal: Me, service: AccountsDep) -> CompanyOut:
+    """Replace your company's invoicing details (a field left out is cleared), checked as on
+    the admin page: an ISO country, an EU VAT number with its check digits (or a GSTIN);
+    audited. A refused change stores nothing (422)."""
+    return service.update_own_invoicing(principal, InvoicingDetails(**body.model_dump()))
 
 
 @router.put(

@@ -125,7 +125,9 @@ def get_order(principal: Reader, service: OrdersDep, order_id: OrderId) -> Order
     return service.detail(principal, order_id)
 
 
-_HIDE_ERRORS = {**_NOT_FOUND, 403: "staff: they always see every order"}
+# an order for several installations is changed only by who may change every one of them
+_PART = "the order is also for installations you do not manage"
+_HIDE_ERRORS = {**_NOT_FOUND, 403: f"staff: they always see every order; or {_PART}"}
 
 
 @router.post("/{order_id}/hide", responses=documented(_HIDE_ERRORS))
@@ -160,6 +162,7 @@ def resend_mail(
 
 _PAY_ERRORS = {
     **_NOT_FOUND,
+    403: _PART,
     409: "not payable now: paid, cancelled, invoiced, or a payment is running",
     502: "the payment provider failed",
 }
@@ -175,7 +178,9 @@ async def pay_order(
 
 @router.post(
     "/{order_id}/cancel",
-    responses=documented({**_NOT_FOUND, 409: "paid or being paid: void or refund instead"}),
+    responses=documented(
+        {**_NOT_FOUND, 403: _PART, 409: "paid or being paid: void or refund instead"}
+    ),
 )
 async def cancel_order(principal: Writer, service: OrdersDep, order_id: OrderId) -> OrderResultOut:
     """Cancel an order nobody paid; it becomes ``Cancel``."""

@@ -138,6 +138,10 @@ def _requests(shop: _Shop) -> dict[tuple[str, str], tuple[str, dict[str, Any] | 
         ),
         ("POST", "/api/v1/orders/{order_id}/hide"): (f"/api/v1/orders/{order}/hide", None),
         ("POST", "/api/v1/orders/{order_id}/unhide"): (f"/api/v1/orders/{order}/unhide", None),
+        ("PUT", "/api/v1/me/company/invoicing"): (
+            "/api/v1/me/company/invoicing",
+            {"city": "Amsterdam", "country": "NL"},
+        ),
     }
 
 

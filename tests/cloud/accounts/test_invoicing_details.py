@@ -30,6 +30,17 @@ ADDRESS = {
 }
 
 
+# ADDRESS as stored: trimmed, upper case, the VAT number without its dots and spaces
+SAVED = {
+    "address": "Damrak 1\nSecond floor",
+    "postcode": "1012 LG",
+    "city": "Amsterdam",
+    "country": "NL",
+    "vat_number": NL_VAT,
+    "gst_number": None,
+}
+
+
 def _billing(cloud: Cloud) -> Billing:
     assert cloud.state.billing is not None
     return cloud.state.billing
@@ -58,14 +69,7 @@ async def test_invoicing_details_are_saved_audited_and_printed(cloud: Cloud) -> 
     fitter = new_user(cloud.app, role="partner", company_id=company)
     saved = await cloud.http.patch(f"/api/v1/companies/{company}", json={"invoicing": ADDRESS})
     assert saved.status_code == 200, saved.text
-    assert saved.json()["invoicing"] == {
-        "address": "Damrak 1\nSecond floor",
-        "postcode": "1012 LG",
-        "city": "Amsterdam",
-        "country": "NL",
-        "vat_number": NL_VAT,
-        "gst_number": None,
-    }
+    assert saved.json()["invoicing"] == SAVED
     assert (await cloud.http.get(f"/api/v1/companies/{company}")).json() == saved.json()
     with cloud.state.store.transaction() as tx:
         [after] = tx.scalars(

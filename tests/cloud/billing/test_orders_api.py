@@ -124,6 +124,8 @@ async def test_history_is_searchable_by_type_status_number_and_installation(
         "created_at": cloud.clock(),
         "updated_at": cloud.clock(),
         "hidden_at": None,
+        "installation_ids": [inst_a],
+        "other_installations": 0,
     }
 
 

@@ -17,7 +17,7 @@ from cloud.billing.payments import CARD_DECLINED, CARD_OK, CARD_REFUND_FAILS, CA
 from cloud.devices import memberships
 from tests.cloud.conftest import Cloud
 from tests.cloud.harness import every_row, new_user
-from tests.cloud.pages import csrf_of, signed_in
+from tests.cloud.pages import csrf_of, line_rows, signed_in
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -228,6 +228,11 @@ async def test_the_invoice_downloads_as_the_api_gives_it(
             memberships.set_owner(tx, str(shop["villa"]), uid, actor="system:tests", now=1)
         order = await http.get(f"/orders/{shop['settled']}")
         assert f'href="/orders/{shop["settled"]}/invoice.pdf"' in order.text
+        # one installation: one line row, and no installation column in the lines table
+        [row] = line_rows(order.text)
+        assert "TSF16100" in row and row.endswith("€60.00") and "1 × €60.00" in row, row
+        table = order.text.split('class="order-lines"')[1].split("</table>")[0]
+        assert "Installation" not in table and str(shop["villa"]) not in table
         got = await http.get(f"/orders/{shop['settled']}/invoice.pdf")
         assert got.status_code == 200 and got.headers["content-type"] == "application/pdf"
         assert got.headers["content-disposition"].startswith("attachment;")

@@ -13,7 +13,7 @@ from cloud.devices import memberships
 from cloud.notifications.queries import notifications
 from tests.cloud.conftest import Cloud
 from tests.cloud.harness import every_row, new_user
-from tests.cloud.pages import csrf_of, signed_in
+from tests.cloud.pages import csrf_of, line_rows, signed_in
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
@@ -50,7 +50,9 @@ async def test_a_customer_hides_an_order_from_their_history_and_shows_it_again(
         kept, hidden = await _order(cloud, inst, "k1", anna), await _order(cloud, inst, "k2", anna)
         page = await http.get(f"/orders/{hidden}")
         assert "Hide from my order history" in page.text
-        assert ">Quantity<" in page.text and ">€36.00<" in page.text and ">€72.00<" in page.text
+        assert ">Quantity × unit price<" in page.text  # one lines table: quantity × unit, amount
+        [row] = line_rows(page.text)
+        assert "TSF12125" in row and "2 × €36.00" in row and row.endswith("€72.00"), row
         done = await http.post(f"/orders/{hidden}/hide", data={"csrf_token": csrf_of(page.text)})
         assert done.status_code == 303
         after = await http.get(done.headers["location"])

@@ -45,7 +45,7 @@ def _add_order(store: Store, order_id: int, kind: str, product: str) -> None:
 
 
 def test_repair_purchases_become_repair_orders_and_back(store: Store) -> None:
-    downgrade(store.engine, "0021")
+    downgrade(store.engine, "0022")
     with store.engine.begin() as connection:
         connection.execute(
             text("INSERT INTO installations (id, name, created_at) VALUES ('inst-1', 'Home', 0)")
@@ -64,7 +64,7 @@ def test_repair_purchases_become_repair_orders_and_back(store: Store) -> None:
     with pytest.raises(IntegrityError):
         _add_order(store, 5, "sideways", "REPAIR")
 
-    downgrade(store.engine, "0021")
+    downgrade(store.engine, "0022")
     assert _kinds(store) == {1: "purchase", 2: "purchase", 3: "renewal", 4: "purchase"}
     with pytest.raises(IntegrityError):
         _add_order(store, 6, "repair", "REPAIR")

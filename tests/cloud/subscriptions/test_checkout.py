@@ -14,7 +14,7 @@ from cloud.billing.tables import OrderRow, TransactionRow
 from cloud.devices import memberships
 from cloud.subscriptions.tables import SubscriptionRow
 from tests.cloud.harness import Cloud, client, every_row, new_company, new_user, user_api_key
-from tests.cloud.pages import csrf_of, signed_in
+from tests.cloud.pages import csrf_of, line_rows, signed_in
 
 CHECKOUT = "/api/v1/subscriptions/checkout"
 
@@ -136,4 +136,11 @@ async def test_the_checkout_page_buys_for_several_installations(cloud: Cloud) ->
         assert done.status_code == 303, done.text[:300]
         order = await http.get(done.headers["location"])
         assert "Bought 3 services in one order." in order.text
-        assert "Lines per installation" in order.text
+        # one table, one row per line, each naming its installation and its amount
+        rows = line_rows(order.text)
+        assert len(rows) == 3 and "Lines per installation" not in order.text
+        expected = [("Shop 0", "TSF16100", "€60.00"), ("Shop 1", "TSF16100", "€60.00")]
+        expected.append(("Shop 1", "TSF12125", "€36.00"))
+        for row, (name, code, amount) in zip(rows, expected, strict=True):
+            assert name in row and code in row and row.endswith(amount), row
+            assert f"1 × {amount}" in row, row

@@ -13,7 +13,7 @@ from cloud.billing.payments import CARD_OK
 from cloud.billing.tables import CreditRow
 from cloud.devices import memberships
 from tests.cloud.harness import DAY, Cloud, client, every_row, new_company, new_user, user_api_key
-from tests.cloud.pages import csrf_of, signed_in
+from tests.cloud.pages import csrf_of, line_rows, signed_in
 
 BUY = "/api/v1/subscriptions"
 
@@ -58,8 +58,10 @@ async def test_a_renewal_order_page_lists_lines_per_installation_and_gives_one_b
     async with signed_in(cloud.app, role="cs_admin") as (http, _):
         page = await http.get(f"/orders/{order['id']}")
         assert page.status_code == 200
-        assert "Lines per installation" in page.text
-        assert all(inst in page.text for inst in insts)
+        rows = line_rows(page.text)  # one table: a row per line, its installation, its amount
+        assert len(rows) == 2 and "Lines per installation" not in page.text
+        for row, name, inst in zip(rows, ("Shop 0", "Shop 1"), insts, strict=True):
+            assert name in row and inst in row and "€60.00" in row, row
         lines = (await cloud.http.get(f"/api/v1/orders/{order['id']}")).json()["lines"]
         action = f"/orders/{order['id']}/lines/{lines[0]['id']}/refund"
         assert page.text.count("Give back this line") == 2 and action in page.text
