@@ -151,7 +151,7 @@ class JetStreamHealth:
             want = min(self._batch, self._max_unacked - self._unacked)
             try:
                 messages = await subscription.fetch(want, timeout=1.0)  # type: ignore[attr-defined]
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own or asyncio's: nothing came this second
                 continue
             if messages:
                 self._unacked += len(messages)
@@ -163,6 +163,7 @@ class JetStreamHealth:
         attempt = 0
         while True:
             nc: nats.NATS | None = None
+            delay: float | None = None
             try:
                 nc = await nats.connect(
                     servers=self.servers,
@@ -194,11 +195,14 @@ class JetStreamHealth:
                     repr(group.exceptions[0]),
                     delay,
                 )
-                self.connected.clear()
-                await asyncio.sleep(delay)
             finally:
                 self.connected.clear()
                 if nc is not None and not nc.is_closed:
                     # bounded: a shutdown must not wait on a cluster that went away
                     with contextlib.suppress(TimeoutError, nats.errors.Error):
                         await asyncio.wait_for(nc.close(), 5.0)
+            if delay is not None:
+                # not inside ``except*``: a cancel raised there comes out wrapped in an
+                # exception group, which the app's task groups do not take as a cancel
+                # (the app's shutdown failed so while the consumer waited to reconnect)
+                await asyncio.sleep(delay)
