@@ -74,6 +74,15 @@ _log = logging.getLogger(__name__)
 _Declined = tuple[str, int, int]  # (subscription, end, attempt) of a declined charge
 
 
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """An order the renewal job placed, or found placed and applied the answer of again."""
+
+    order_id: int
+    status: OrderStatus
+    resumed: bool = False
+
+
 class _MonthMoved(Exception):
     """The purchaser-month's unplaced charges are no longer the order's: gather again."""
 
@@ -94,10 +103,12 @@ class RenewalCharger:
     def __init__(self, service: SubscriptionService) -> None:
         self._service = service
 
-    async def place_ticked(self, dues: Sequence[Due], *, now: int) -> list[tuple[int, OrderStatus]]:
+    async def place_ticked(self, dues: Sequence[Due], *, now: int) -> list[Placed]:
         """Place the orders of the charges ``dues`` (what this worker's ticks sent), from the
-        database (see the module docstring); (order id, status) of each order it placed or
-        resumed. A failure is logged: the lease sends that charge again on a later pass."""
+        database (see the module docstring): each order it placed, and each it found
+        placed already and applied the answer of again (``resumed``: placed by another
+        worker, or in an earlier pass). A failure is logged: the lease sends that charge
+        again on a later pass."""
         keys = [d.charge.idempotency_key for d in dues]
 
         def placed_orders() -> dict[str, int]:
@@ -105,10 +116,10 @@ class RenewalCharger:
                 return rows.orders_of_charge_keys(tx, keys)
 
         placed = await asyncio.to_thread(placed_orders)
-        results = []
+        results: list[Placed] = []
         for order_id in sorted(set(placed.values())):  # re-sent after the lease
             try:
-                results.append(await self._resume(order_id, now=now))
+                results.append(Placed(*await self._resume(order_id, now=now), resumed=True))
             except Exception:
                 _log.exception("renewal order %s could not be resumed", order_id)
         months = {(d.charge.buyer, d.charge.end) for d in dues}
@@ -119,14 +130,12 @@ class RenewalCharger:
                 _log.exception("renewals of purchaser %s ending %s failed", buyer, iso(end))
         return results
 
-    async def _place_month(
-        self, buyer: int, end: int, *, now: int
-    ) -> list[tuple[int, OrderStatus]]:
+    async def _place_month(self, buyer: int, end: int, *, now: int) -> list[Placed]:
         def gather() -> tuple[RenewalOrder, ...]:
             with self._service.store.transaction() as tx:
                 return consolidate(rows.unplaced_charges(tx, buyer=buyer, end=end))
 
-        results: list[tuple[int, OrderStatus]] = []
+        results: list[Placed] = []
         for _ in range(_GATHERS):
             try:
                 for order in await asyncio.to_thread(gather):
@@ -134,7 +143,7 @@ class RenewalCharger:
                     if placed.replayed:  # placed by another worker: it applies the answer
                         continue
                     await self._apply(placed, order, now=now)
-                    results.append((placed.order_id, placed.status))
+                    results.append(Placed(placed.order_id, placed.status))
             except _MonthMoved:
                 continue
             return results

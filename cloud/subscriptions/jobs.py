@@ -63,6 +63,7 @@ class RenewalReport:
     declined: int
     abandoned: int = 0  # unpaid purchase checkouts cancelled
     refunded: int = 0  # undeliverable payments given back
+    resumed: int = 0  # orders found placed (another worker's, or an earlier pass's)
 
 
 class RenewalJob:
@@ -94,7 +95,7 @@ class RenewalJob:
         split them.
         """
         now = self._clock()
-        ticked = charged = paid = declined = 0
+        ticked = charged = paid = declined = resumed = 0
         pending: list[Due] = []
         for _ in range(self._max_batches):
             selected, changed, charges = await asyncio.to_thread(self._tick_due, now)
@@ -102,24 +103,28 @@ class RenewalJob:
             pending.extend(charges)
             if selected < self._batch:
                 break
-        for _, status in await self._charger.place_ticked(pending, now=now):
+        for placed in await self._charger.place_ticked(pending, now=now):
+            if placed.resumed:  # its answer applied again: charged where it was placed
+                resumed += 1
+                continue
             charged += 1
-            paid += status is OrderStatus.SUCCEED
-            declined += status in (OrderStatus.FAILED, OrderStatus.PROCESSING)
+            paid += placed.status is OrderStatus.SUCCEED
+            declined += placed.status in (OrderStatus.FAILED, OrderStatus.PROCESSING)
         abandoned = await self._cancel_abandoned(now=now)
         refunded = await self._service.settlement.refund_due()
-        if ticked or charged or abandoned or refunded:
+        if ticked or charged or resumed or abandoned or refunded:
             _log.info(
-                "renewals: %d ticked, %d charged (%d paid, %d declined), "
+                "renewals: %d ticked, %d charged (%d paid, %d declined), %d resumed, "
                 "%d checkouts abandoned, %d refunded",
                 ticked,
                 charged,
                 paid,
                 declined,
+                resumed,
                 abandoned,
                 refunded,
             )
-        return RenewalReport(ticked, charged, paid, declined, abandoned, refunded)
+        return RenewalReport(ticked, charged, paid, declined, abandoned, refunded, resumed)
 
     async def _cancel_abandoned(self, *, now: int) -> int:
         """Cancel purchase checkouts unpaid for ABANDON_AFTER_S; their subscriptions end."""

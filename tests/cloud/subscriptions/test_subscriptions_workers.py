@@ -179,22 +179,35 @@ async def test_two_workers_charge_each_renewal_once_and_lose_no_transition(
     assert len(failed_mails) == len(set(failed_mails)) == 11 * len(declining)
 
 
+@pytest.mark.parametrize("placing", ["together", "one after the other"])
 async def test_two_workers_each_ticking_half_of_a_month_place_one_order(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, placing: str
 ) -> None:
     """The interleaving that used to split a month, forced: worker A and worker B each
     claim half of one purchaser's subscriptions due on the charge day (a batch of half),
-    and neither places an order before both have ticked (a barrier before placing). One
-    order of every subscription, one charge, one invoice mail; the other worker places
-    nothing, and a later pass nothing either."""
+    and neither places an order before both have ticked (a barrier before placing); then
+    both place at once, or one after the other (the second finds its charges on the
+    first's order: it resumes nothing it did not place). One order of every subscription,
+    one charge, one invoice mail; the other worker places nothing, and a later pass
+    nothing either."""
     clock = TestClock(ts(2026, 1, 31))
     half = SUBSCRIPTIONS // 2
     both_ticked = asyncio.Barrier(2)
+    first_in, first_done = asyncio.Event(), asyncio.Event()
     place_ticked = RenewalCharger.place_ticked
 
     async def after_both_ticked(self, dues, *, now):
         await both_ticked.wait()
-        return await place_ticked(self, dues, now=now)
+        if placing == "together":
+            return await place_ticked(self, dues, now=now)
+        if first_in.is_set():  # the second waits until the first has placed and applied
+            await first_done.wait()
+            return await place_ticked(self, dues, now=now)
+        first_in.set()
+        try:
+            return await place_ticked(self, dues, now=now)
+        finally:
+            first_done.set()
 
     apps = [
         create_app(
@@ -217,6 +230,8 @@ async def test_two_workers_each_ticking_half_of_a_month_place_one_order(
         monkeypatch.undo()
         assert [r.ticked for r in reports] == [half, half]  # each ticked its half
         assert sorted(r.charged for r in reports) == [0, 1]  # one placed, the other nothing
+        if placing == "one after the other":  # the second found its charges on that order
+            assert sorted(r.resumed for r in reports) == [0, 1]
         later = await asyncio.gather(*(w.run_once() for w in workers))
         assert [r.charged for r in later] == [0, 0]
 
