@@ -42,7 +42,7 @@ from cloud.health.rows import ReportRow, parse_row
 from common.clock import Clock
 from common.mqtt import Received
 from protocol.commands import BadCommand, parse_command_result
-from protocol.errors import TopicError, TransportError
+from protocol.errors import TopicError
 from protocol.health import BadHealthReport
 from protocol.status import BadStatus
 from protocol.status import read as read_status
@@ -278,13 +278,15 @@ class HealthIngest:
             return refused
 
     async def _catch_up(self, devices: list[str]) -> None:
-        """Republish the current tokens of devices that came online behind; what the
-        broker did not take is logged, not raised (the refresh job and the next status
-        try again)."""
+        """Republish the current tokens of devices that came online behind; a failure is
+        logged, never raised: it would end the ingest (the refresh job and the device's
+        next status try again). A token the broker did not take is logged by the
+        publisher and put back in the outbox; the database may fail too (reading the
+        tokens, or putting them back)."""
         assert self.on_behind is not None
         try:
             results = await self.on_behind(devices)
-        except TransportError as exc:
+        except SQLAlchemyError as exc:
             _log.warning("tokens of %d devices behind not republished: %s", len(devices), exc)
             return
         done = sum(1 for issued in results if issued.published)

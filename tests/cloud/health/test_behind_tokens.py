@@ -119,3 +119,33 @@ async def test_a_republish_the_broker_did_not_take_is_left_to_the_refresh_job(
     assert [i.device_id for i in published if i.published] == [device]
     assert _sent(cloud, device)[-1] == current and len(_sent(cloud, device)) == before + 1
     assert service.resign_counters().outbox == 0
+
+
+async def test_a_database_failure_at_the_catch_up_does_not_end_the_ingest(cloud: Cloud) -> None:
+    # the catch-up reads the tokens and may put them back in the outbox: an error there
+    # is logged, and the next message is ingested (it ended the ingest's task before)
+    from sqlalchemy.exc import OperationalError
+
+    installation = await cloud.installation()
+    device = (await cloud.device(installation))["device_id"]
+    granted = await cloud.http.post(
+        f"/api/v1/installations/{installation}/grants",
+        json={"feature": "remote_access", "until": cloud.clock() + 86400},
+    )
+    assert granted.status_code < 300, granted.text
+    ingest = cloud.state.health_ingest
+    assert ingest is not None and ingest.on_behind is not None
+    republish, failed = ingest.on_behind, asyncio.Event()
+
+    async def database_down(devices: list[str]) -> list:
+        failed.set()
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    ingest.on_behind = database_down
+    acks: list[str] = []
+    ingest.offer(_status(device, 1, acks))
+    await asyncio.wait_for(failed.wait(), 30)  # a hang guard, not a figure
+    ingest.on_behind = republish
+    before = len(_sent(cloud, device))
+    ingest.offer(_status(device, 1, acks))  # still behind: this one is republished
+    await eventually(lambda: len(_sent(cloud, device)) == before + 1, what="a republish")
