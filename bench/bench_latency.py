@@ -202,7 +202,7 @@ async def main(grants: int, devices: int, database: str) -> None:
                 console,
                 grants=grants,
                 devices=devices,
-                database_url=url if database == "postgresql" else None,
+                database_url=url,
                 root=root,
             )
     finally:
