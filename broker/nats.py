@@ -45,7 +45,7 @@ from broker.mosquitto import find_free_port
 from broker.natsauth import QUEUE, READY
 from broker.natsconfig import RESPONDER_USER, NodePorts, nats_server_path, node_config
 from broker.passwd import write_private
-from broker.process import log_size, spawn, stop_all, tail, wait_logged
+from broker.process import log_size, logged_since, spawn, stop_all, tail, wait_logged
 from common.natsaccounts import AUTH_SUBJECT, NatsAccounts
 from common.settings import broker_url
 from protocol.topics import check_device_id
@@ -277,6 +277,7 @@ class NatsCluster:
         for attempt in range(_PORT_ATTEMPTS):
             if not self.nodes:
                 self.configure()
+            logged = self._log_sizes()  # what this attempt logs comes after these
             offsets = {i: self._spawn_node(i) for i in range(self.size) if self.pid(i) is None}
             try:
                 for i, offset in offsets.items():
@@ -285,7 +286,7 @@ class NatsCluster:
             except BrokerError:
                 # a free port found for a new cluster can be taken by another process
                 # before the node binds it: pick new ports (only before anyone knows them)
-                if not fresh or attempt == _PORT_ATTEMPTS - 1 or not self._port_taken():
+                if not fresh or attempt == _PORT_ATTEMPTS - 1 or not self._port_taken(logged):
                     raise
                 log.warning("a port of the new NATS cluster was taken meanwhile: new ports")
                 (self.directory / PLAN_NAME).unlink()
@@ -314,11 +315,18 @@ class NatsCluster:
                     )
                 time.sleep(0.1)
 
-    def _port_taken(self) -> bool:
-        return any(
-            "address already in use" in tail(self.node_dir(i) / name, 50)
+    def _log_sizes(self) -> dict[Path, int]:
+        return {
+            self.node_dir(i) / name: log_size(self.node_dir(i) / name)
             for i in range(self.size)
             for name in ("nats.log", "nats.out")
+        }
+
+    def _port_taken(self, logged: dict[Path, int]) -> bool:
+        """Whether a node said, since ``logged`` (each log's size), that its port was taken
+        (not an earlier attempt's line: the logs are only appended to)."""
+        return any(
+            logged_since(path, offset, "address already in use") for path, offset in logged.items()
         )
 
     def start_node(self, index: int) -> None:
