@@ -108,7 +108,9 @@ class OrderSummary:
     customer_name: str | None
     customer_email: str | None
     installation_name: str | None  # of the order's first installation
-    services: tuple[str, ...]
+    # (installation, product code) of its lines, in line order, each pair once: a caller
+    # shows only the codes of the installations they may see
+    services: tuple[tuple[str, str], ...]
     last_error: str | None  # of the latest failed charge
     # every installation the order is for, in line order: (id, name or None), each once
     installations: tuple[tuple[str, str | None], ...] = ()
@@ -432,6 +434,11 @@ def _touches(ids: Select[Any] | Sequence[str]) -> ColumnElement[bool]:
     return OrderRow.installation_id.in_(among) | OrderRow.id.in_(lines)
 
 
+def _line_place() -> ColumnElement[str]:
+    """The installation an order line is for: its own, else (older lines) the order's."""
+    return func.coalesce(OrderLineRow.installation_id, OrderRow.installation_id)
+
+
 def order_installations(session: Session, rows: Sequence[OrderRow]) -> dict[int, tuple[str, ...]]:
     """Every installation each order is for (by order id): the one it is filed under, then
     its lines' in line order, each once.
@@ -480,8 +487,13 @@ def _filtered(query: OrderQuery, visible: Select[tuple[str]] | None) -> Select[t
     if query.installation_ids is not None:
         stmt = stmt.where(_touches(query.installation_ids))
     if query.service is not None:
-        lines = select(OrderLineRow.order_id).where(OrderLineRow.product_code == query.service)
-        stmt = stmt.where(OrderRow.id.in_(lines))
+        # a line of the service for an installation within ``visible``: not one hidden from them
+        lines = select(OrderLineRow.id).where(
+            OrderLineRow.order_id == OrderRow.id, OrderLineRow.product_code == query.service
+        )
+        if visible is not None:
+            lines = lines.where(_line_place().in_(visible.scalar_subquery()))
+        stmt = stmt.where(lines.exists())
     if query.customer:
         text = query.customer.strip().lower()
         buyers = (
@@ -573,14 +585,16 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             )
         )
     }
-    codes: dict[int, list[str]] = {}
-    for order_id, code in session.execute(
-        select(OrderLineRow.order_id, OrderLineRow.product_code)
+    filed = {r.id: r.installation_id for r in rows}
+    codes: dict[int, list[tuple[str, str]]] = {}
+    for order_id, place, code in session.execute(
+        select(OrderLineRow.order_id, OrderLineRow.installation_id, OrderLineRow.product_code)
         .where(OrderLineRow.order_id.in_(ids))
         .order_by(OrderLineRow.id)
     ):
-        if code not in codes.setdefault(order_id, []):
-            codes[order_id].append(code)
+        pair = (place or filed[order_id], code)
+        if pair not in codes.setdefault(order_id, []):
+            codes[order_id].append(pair)
     errors: dict[int, str | None] = {}
     for order_id, error in session.execute(
         select(TransactionRow.order_id, TransactionRow.error)
@@ -659,10 +673,13 @@ def latest_purchase(session: Session, installation_id: str) -> OrderRow | None:
 
 
 def service_codes(session: Session, *, visible: Select[tuple[str]] | None) -> list[str]:
-    """The product codes found on the orders within ``visible`` (the history's service filter)."""
+    """The product codes on the order lines for installations within ``visible`` (the
+    history's service filter)."""
     stmt = select(OrderLineRow.product_code).distinct()
     if visible is not None:
-        stmt = stmt.where(OrderLineRow.order_id.in_(select(OrderRow.id).where(_touches(visible))))
+        stmt = stmt.join(OrderRow, OrderRow.id == OrderLineRow.order_id).where(
+            _line_place().in_(visible.scalar_subquery())
+        )
     return sorted(session.scalars(stmt))
 
 

@@ -156,7 +156,7 @@ def _summary_out(scope: _Scoped, more: repo.OrderSummary) -> OrderSummaryOut:
         customer_email=more.customer_email,
         installation_name=more.installation_name,
         installation_names=[name or p for p, name in more.installations if p in scope.seen],
-        services=list(more.services),
+        services=list(dict.fromkeys(code for p, code in more.services if p in scope.seen)),
         last_error=more.last_error,
     )
 
