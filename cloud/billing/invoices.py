@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from cloud.accounts import users
 from cloud.billing import queries as orders
 from cloud.billing.errors import UnknownOrder
-from cloud.billing.rules import OrderKind, OrderStatus, PayWith
+from cloud.billing.rules import OrderKind, OrderStatus, PayWith, line_installation
 from cloud.devices.tables import InstallationRow
 from cloud.errors import N_, Conflict, NotFound
 from cloud.settings import CloudSettings
@@ -369,7 +369,7 @@ def invoice_for_order(
     shown = [
         line
         for line in every
-        if seen is None or (line.installation_id or row.installation_id) in seen
+        if seen is None or line_installation(line.installation_id, row.installation_id) in seen
     ]
     lines = invoice_lines(shown)
     if len(shown) < len(every):

@@ -25,6 +25,7 @@ from cloud.billing.rules import (
     PayWith,
     TxnType,
     check_transition,
+    line_installation,
     order_number,
 )
 from cloud.billing.tables import OrderLineRow, OrderRow, RefundRetryRow, TransactionRow
@@ -439,26 +440,44 @@ def _line_place() -> ColumnElement[str]:
     return func.coalesce(OrderLineRow.installation_id, OrderRow.installation_id)
 
 
+def _line_services(
+    session: Session, rows: Sequence[OrderRow]
+) -> dict[int, tuple[tuple[str, str], ...]]:
+    """(installation, product code) of each order's lines (by order id), in line order, each
+    pair once; a line's installation is :func:`~cloud.billing.rules.line_installation`."""
+    out: dict[int, list[tuple[str, str]]] = {row.id: [] for row in rows}
+    filed = {row.id: row.installation_id for row in rows}
+    if not out:
+        return {}
+    query = (
+        select(OrderLineRow.order_id, OrderLineRow.installation_id, OrderLineRow.product_code)
+        .where(OrderLineRow.order_id.in_(sorted(out)))
+        .order_by(OrderLineRow.order_id, OrderLineRow.id)
+    )
+    for order_id, place, code in session.execute(query):
+        pair = (line_installation(place, filed[order_id]), code)
+        if pair not in out[order_id]:
+            out[order_id].append(pair)
+    return {order_id: tuple(pairs) for order_id, pairs in out.items()}
+
+
+def _spans(
+    rows: Sequence[OrderRow], services: dict[int, tuple[tuple[str, str], ...]]
+) -> dict[int, tuple[str, ...]]:
+    """Every installation each order is for: the one it is filed under, then its lines'."""
+    return {
+        row.id: tuple(dict.fromkeys([row.installation_id, *(p for p, _ in services[row.id])]))
+        for row in rows
+    }
+
+
 def order_installations(session: Session, rows: Sequence[OrderRow]) -> dict[int, tuple[str, ...]]:
     """Every installation each order is for (by order id): the one it is filed under, then
     its lines' in line order, each once.
 
     Lines older than line installations (NULL) count as the order's own installation.
     """
-    out: dict[int, list[str]] = {row.id: [row.installation_id] for row in rows}
-    filed = {row.id: row.installation_id for row in rows}
-    if not out:
-        return {}
-    query = (
-        select(OrderLineRow.order_id, OrderLineRow.installation_id)
-        .where(OrderLineRow.order_id.in_(sorted(out)))
-        .order_by(OrderLineRow.order_id, OrderLineRow.id)
-    )
-    for order_id, place in session.execute(query):
-        place = place or filed[order_id]
-        if place not in out[order_id]:
-            out[order_id].append(place)
-    return {order_id: tuple(places) for order_id, places in out.items()}
+    return _spans(rows, _line_services(session, rows))
 
 
 def visible_among(
@@ -575,7 +594,8 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             select(UserRow.id, UserRow.name, UserRow.email).where(UserRow.id.in_(sorted(buyer_ids)))
         )
     }
-    spans = order_installations(session, rows)
+    services = _line_services(session, rows)
+    spans = _spans(rows, services)
     every = {place for span in spans.values() for place in span}
     places = {
         place_id: name
@@ -585,16 +605,6 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             )
         )
     }
-    filed = {r.id: r.installation_id for r in rows}
-    codes: dict[int, list[tuple[str, str]]] = {}
-    for order_id, place, code in session.execute(
-        select(OrderLineRow.order_id, OrderLineRow.installation_id, OrderLineRow.product_code)
-        .where(OrderLineRow.order_id.in_(ids))
-        .order_by(OrderLineRow.id)
-    ):
-        pair = (place or filed[order_id], code)
-        if pair not in codes.setdefault(order_id, []):
-            codes[order_id].append(pair)
     errors: dict[int, str | None] = {}
     for order_id, error in session.execute(
         select(TransactionRow.order_id, TransactionRow.error)
@@ -614,7 +624,7 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             customer_email=email,
             installation_name=places.get(row.installation_id),
             installations=tuple((place, places.get(place)) for place in spans[row.id]),
-            services=tuple(codes.get(row.id, ())),
+            services=services[row.id],
             last_error=errors.get(row.id),
         )
     return out
