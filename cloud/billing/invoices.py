@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from cloud.accounts import users
 from cloud.billing import queries as orders
 from cloud.billing.errors import UnknownOrder
-from cloud.billing.rules import OrderKind, OrderStatus, PayWith
+from cloud.billing.rules import OrderKind, OrderStatus, PayWith, line_installation
 from cloud.devices.tables import InstallationRow
 from cloud.errors import N_, Conflict, NotFound
 from cloud.settings import CloudSettings
@@ -50,13 +50,6 @@ __all__ = [
     "vat_included",
 ]
 
-# the invoice is English: what each kind of order is called on it
-_KIND_NAMES = {
-    OrderKind.PURCHASE: "Purchase",
-    OrderKind.RENEWAL: "Renewal",
-    OrderKind.REACTIVATION: "Reactivation",
-    OrderKind.REPAIR: "Repair",
-}
 _ZERO_DECIMAL = frozenset({"JPY", "KRW", "ISK", "CLP", "VND"})
 MAX_LINES = 200
 OTHER_LINES_CODE = "OTHER"  # the one line standing for the lines a reader may not see
@@ -252,7 +245,8 @@ def render_invoice(invoice: Invoice) -> bytes:
     facts = [
         f"Invoice no.: {invoice.number}",
         f"Order no.: {invoice.order_number}",
-        *([f"Order type: {_KIND_NAMES[invoice.kind]}"] if invoice.kind is not None else []),
+        # the invoice is English: the kind's value, capitalised ("Purchase", "Renewal", ...)
+        *([f"Order type: {invoice.kind.value.capitalize()}"] if invoice.kind is not None else []),
         f"Date: {format_date(invoice.issued_at)}",
         f"Currency: {invoice.currency.upper()}",
     ]
@@ -369,7 +363,7 @@ def invoice_for_order(
     shown = [
         line
         for line in every
-        if seen is None or (line.installation_id or row.installation_id) in seen
+        if seen is None or line_installation(line.installation_id, row.installation_id) in seen
     ]
     lines = invoice_lines(shown)
     if len(shown) < len(every):

@@ -25,6 +25,7 @@ from cloud.billing.rules import (
     PayWith,
     TxnType,
     check_transition,
+    line_installation,
     order_number,
 )
 from cloud.billing.tables import OrderLineRow, OrderRow, RefundRetryRow, TransactionRow
@@ -108,7 +109,9 @@ class OrderSummary:
     customer_name: str | None
     customer_email: str | None
     installation_name: str | None  # of the order's first installation
-    services: tuple[str, ...]
+    # (installation, product code) of its lines, in line order, each pair once: a caller
+    # shows only the codes of the installations they may see
+    services: tuple[tuple[str, str], ...]
     last_error: str | None  # of the latest failed charge
     # every installation the order is for, in line order: (id, name or None), each once
     installations: tuple[tuple[str, str | None], ...] = ()
@@ -432,26 +435,49 @@ def _touches(ids: Select[Any] | Sequence[str]) -> ColumnElement[bool]:
     return OrderRow.installation_id.in_(among) | OrderRow.id.in_(lines)
 
 
+def _line_place() -> ColumnElement[str]:
+    """The installation an order line is for: its own, else (older lines) the order's."""
+    return func.coalesce(OrderLineRow.installation_id, OrderRow.installation_id)
+
+
+def _line_services(
+    session: Session, rows: Sequence[OrderRow]
+) -> dict[int, tuple[tuple[str, str], ...]]:
+    """(installation, product code) of each order's lines (by order id), in line order, each
+    pair once; a line's installation is :func:`~cloud.billing.rules.line_installation`."""
+    out: dict[int, list[tuple[str, str]]] = {row.id: [] for row in rows}
+    filed = {row.id: row.installation_id for row in rows}
+    if not out:
+        return {}
+    query = (
+        select(OrderLineRow.order_id, OrderLineRow.installation_id, OrderLineRow.product_code)
+        .where(OrderLineRow.order_id.in_(sorted(out)))
+        .order_by(OrderLineRow.order_id, OrderLineRow.id)
+    )
+    for order_id, place, code in session.execute(query):
+        pair = (line_installation(place, filed[order_id]), code)
+        if pair not in out[order_id]:
+            out[order_id].append(pair)
+    return {order_id: tuple(pairs) for order_id, pairs in out.items()}
+
+
+def _spans(
+    rows: Sequence[OrderRow], services: dict[int, tuple[tuple[str, str], ...]]
+) -> dict[int, tuple[str, ...]]:
+    """Every installation each order is for: the one it is filed under, then its lines'."""
+    return {
+        row.id: tuple(dict.fromkeys([row.installation_id, *(p for p, _ in services[row.id])]))
+        for row in rows
+    }
+
+
 def order_installations(session: Session, rows: Sequence[OrderRow]) -> dict[int, tuple[str, ...]]:
     """Every installation each order is for (by order id): the one it is filed under, then
     its lines' in line order, each once.
 
     Lines older than line installations (NULL) count as the order's own installation.
     """
-    out: dict[int, list[str]] = {row.id: [row.installation_id] for row in rows}
-    filed = {row.id: row.installation_id for row in rows}
-    if not out:
-        return {}
-    query = (
-        select(OrderLineRow.order_id, OrderLineRow.installation_id)
-        .where(OrderLineRow.order_id.in_(sorted(out)))
-        .order_by(OrderLineRow.order_id, OrderLineRow.id)
-    )
-    for order_id, place in session.execute(query):
-        place = place or filed[order_id]
-        if place not in out[order_id]:
-            out[order_id].append(place)
-    return {order_id: tuple(places) for order_id, places in out.items()}
+    return _spans(rows, _line_services(session, rows))
 
 
 def visible_among(
@@ -480,8 +506,13 @@ def _filtered(query: OrderQuery, visible: Select[tuple[str]] | None) -> Select[t
     if query.installation_ids is not None:
         stmt = stmt.where(_touches(query.installation_ids))
     if query.service is not None:
-        lines = select(OrderLineRow.order_id).where(OrderLineRow.product_code == query.service)
-        stmt = stmt.where(OrderRow.id.in_(lines))
+        # a line of the service for an installation within ``visible``: not one hidden from them
+        lines = select(OrderLineRow.id).where(
+            OrderLineRow.order_id == OrderRow.id, OrderLineRow.product_code == query.service
+        )
+        if visible is not None:
+            lines = lines.where(_line_place().in_(visible.scalar_subquery()))
+        stmt = stmt.where(lines.exists())
     if query.customer:
         text = query.customer.strip().lower()
         buyers = (
@@ -563,7 +594,8 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             select(UserRow.id, UserRow.name, UserRow.email).where(UserRow.id.in_(sorted(buyer_ids)))
         )
     }
-    spans = order_installations(session, rows)
+    services = _line_services(session, rows)
+    spans = _spans(rows, services)
     every = {place for span in spans.values() for place in span}
     places = {
         place_id: name
@@ -573,14 +605,6 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             )
         )
     }
-    codes: dict[int, list[str]] = {}
-    for order_id, code in session.execute(
-        select(OrderLineRow.order_id, OrderLineRow.product_code)
-        .where(OrderLineRow.order_id.in_(ids))
-        .order_by(OrderLineRow.id)
-    ):
-        if code not in codes.setdefault(order_id, []):
-            codes[order_id].append(code)
     errors: dict[int, str | None] = {}
     for order_id, error in session.execute(
         select(TransactionRow.order_id, TransactionRow.error)
@@ -600,7 +624,7 @@ def order_summaries(session: Session, rows: Sequence[OrderRow]) -> dict[int, Ord
             customer_email=email,
             installation_name=places.get(row.installation_id),
             installations=tuple((place, places.get(place)) for place in spans[row.id]),
-            services=tuple(codes.get(row.id, ())),
+            services=services[row.id],
             last_error=errors.get(row.id),
         )
     return out
@@ -659,10 +683,13 @@ def latest_purchase(session: Session, installation_id: str) -> OrderRow | None:
 
 
 def service_codes(session: Session, *, visible: Select[tuple[str]] | None) -> list[str]:
-    """The product codes found on the orders within ``visible`` (the history's service filter)."""
+    """The product codes on the order lines for installations within ``visible`` (the
+    history's service filter)."""
     stmt = select(OrderLineRow.product_code).distinct()
     if visible is not None:
-        stmt = stmt.where(OrderLineRow.order_id.in_(select(OrderRow.id).where(_touches(visible))))
+        stmt = stmt.join(OrderRow, OrderRow.id == OrderLineRow.order_id).where(
+            _line_place().in_(visible.scalar_subquery())
+        )
     return sorted(session.scalars(stmt))
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "choose_reversal",
     "hidden_filter",
     "line_amount",
+    "line_installation",
     "next_refund_retry",
     "order_number",
     "plan_refund",
@@ -225,6 +226,12 @@ def line_amount(*, quantity: int, unit_cents: int, amount_cents: int | None = No
             unit=unit_cents,
         )
     return total
+
+
+def line_installation(line_installation_id: str | None, order_installation_id: str) -> str:
+    """The installation an order line is for: its own; lines older than line installations
+    (NULL) are for the order's."""
+    return line_installation_id or order_installation_id
 
 
 def hidden_filter(*, staff: bool, show_hidden: bool) -> bool | None:

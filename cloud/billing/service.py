@@ -28,7 +28,14 @@ from cloud.billing.errors import NothingToResend, PaymentProviderError, UnknownO
 from cloud.billing.invoices import Invoice, invoice_filename, invoice_for_order, render_invoice
 from cloud.billing.orders import Billing, OrderResult
 from cloud.billing.refunds import Reversal, mail_reversal
-from cloud.billing.rules import OrderKind, OrderStatus, PayWith, TxnType, hidden_filter
+from cloud.billing.rules import (
+    OrderKind,
+    OrderStatus,
+    PayWith,
+    TxnType,
+    hidden_filter,
+    line_installation,
+)
 from cloud.billing.schemas import (
     BilledToOut,
     CreditEntryOut,
@@ -112,9 +119,15 @@ class _Scoped:
         return self.seen.issuperset(self.places)
 
 
-def _scopes(session: Session, principal: Principal, rows: Sequence[OrderRow]) -> dict[int, _Scoped]:
-    """Each order (by id) as ``principal`` sees it."""
-    spans = repo.order_installations(session, rows)
+def _scopes(
+    session: Session,
+    principal: Principal,
+    rows: Sequence[OrderRow],
+    spans: dict[int, tuple[str, ...]] | None = None,
+) -> dict[int, _Scoped]:
+    """Each order (by id) as ``principal`` sees it (``spans``: each order's installations,
+    when read already)."""
+    spans = repo.order_installations(session, rows) if spans is None else spans
     visible = visible_installation_ids(session, principal)
     seen = repo.visible_among(
         session, sorted({p for s in spans.values() for p in s}), visible=visible
@@ -156,7 +169,7 @@ def _summary_out(scope: _Scoped, more: repo.OrderSummary) -> OrderSummaryOut:
         customer_email=more.customer_email,
         installation_name=more.installation_name,
         installation_names=[name or p for p, name in more.installations if p in scope.seen],
-        services=list(more.services),
+        services=list(dict.fromkeys(code for p, code in more.services if p in scope.seen)),
         last_error=more.last_error,
     )
 
@@ -288,7 +301,7 @@ class OrderService:
                     reversed_at=line.reversed_at,
                 )
                 for line in every
-                if (line.installation_id or row.installation_id) in scope.seen
+                if line_installation(line.installation_id, row.installation_id) in scope.seen
             ]
             return OrderDetail(
                 **_order_out(scope).model_dump(),
@@ -418,7 +431,8 @@ class OrderService:
             visible = visible_installation_ids(tx, principal)
             rows = repo.search_orders(tx, which, visible=visible)
             more = repo.order_summaries(tx, rows)
-            scopes = _scopes(tx, principal, rows)
+            spans = {r.id: tuple(p for p, _ in more[r.id].installations) for r in rows}
+            scopes = _scopes(tx, principal, rows, spans)
             return OrderHistoryOut(
                 items=[_summary_out(scopes[r.id], more[r.id]) for r in rows],
                 total=repo.count_orders(tx, which, visible=visible),

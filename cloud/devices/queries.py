@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from cloud.database import executemany, in_values, insert_rows
+from cloud.database import in_values, insert_rows
 from cloud.devices.rules import DeviceKind, Grant, GrantStatus, TokenState
 from cloud.devices.tables import (
     DeviceRow,
@@ -442,11 +442,11 @@ def add_outbox(session: Session, tokens: Sequence[tuple[int, str]], *, now: int)
     """An outbox row per token ``(token id, device id)`` (one statement): in the token's
     transaction, or again for a republish the broker did not take (a token still in the
     outbox keeps its row)."""
-    executemany(
+    insert_rows(
         session,
-        "INSERT INTO entitlement_outbox (token_id, device_id, created_at) "
-        "VALUES (:token_id, :device_id, :created_at) ON CONFLICT (token_id) DO NOTHING",
+        OutboxRow.__table__,
         [{"token_id": t, "device_id": d, "created_at": now} for t, d in tokens],
+        tail="ON CONFLICT (token_id) DO NOTHING",
     )
 
 

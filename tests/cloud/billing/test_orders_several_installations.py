@@ -97,6 +97,13 @@ async def test_the_order_pages_show_the_second_partner_his_line_and_a_note(cloud
         assert listing.status_code == 200 and f"/orders/{order_id}" in listing.text
         assert "Shop One" in listing.text and "Shop Zero" not in listing.text
         assert "and 1 more you may not see" in listing.text
+        # nor the hidden line's service: not in its row, nor the service filter's choices,
+        # and filtering by it does not find the order for him
+        assert "TSF12125" in listing.text and "TSF16100" not in listing.text
+        hidden_code = await http.get("/orders", params={"service": "TSF16100"})
+        assert hidden_code.status_code == 200 and f"/orders/{order_id}" not in hidden_code.text
+        own_code = await http.get("/orders", params={"service": "TSF12125"})
+        assert f"/orders/{order_id}" in own_code.text
         page = await http.get(f"/orders/{order_id}")
         assert page.status_code == 200, page.text[:300]
         assert "TSF12125" in page.text and "TSF16100" not in page.text
