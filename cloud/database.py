@@ -40,6 +40,7 @@ __all__ = [
     "in_values",
     "insert_rows",
     "make_engine",
+    "param_mark",
     "upgrade",
 ]
 
@@ -227,13 +228,20 @@ def insert_rows(
     )
 
 
+def param_mark(connection: Connection) -> str:
+    """A positional parameter in the driver's SQL (``exec_driver_sql``): ``%s`` on
+    PostgreSQL, ``?`` on SQLite."""
+    return "%s" if connection.dialect.name == "postgresql" else "?"
+
+
 def in_values(connection: Connection, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
     """``IN (...)`` of ``values`` for the driver's SQL, and its parameters: ``= ANY(%s)``
     with one array on PostgreSQL (one parameter, one statement text however many values),
     ``IN (?, ?, ...)`` on SQLite (at most 32,766 parameters a statement)."""
+    mark = param_mark(connection)
     if connection.dialect.name == "postgresql":
-        return "= ANY(%s)", (list(values),)
-    return f"IN ({', '.join('?' * len(values))})", tuple(values)
+        return f"= ANY({mark})", (list(values),)
+    return f"IN ({', '.join([mark] * len(values))})", tuple(values)
 
 
 class Base(DeclarativeBase):

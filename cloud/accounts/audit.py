@@ -28,6 +28,20 @@ def _bounded(text: str, what: str) -> str:
     return text
 
 
+def _entry(actor: Principal | str, action: str, object_type: str) -> dict[str, Any]:
+    """The columns an entry takes from who did what to which kind of object, bounded."""
+    if isinstance(actor, Principal):
+        name, user_id = actor.actor, actor.user_id
+    else:
+        name, user_id = _bounded(actor, "actor"), None
+    return {
+        "actor": name,
+        "actor_user_id": user_id,
+        "action": _bounded(action, "action"),
+        "object_type": _bounded(object_type, "object type"),
+    }
+
+
 def record(
     session: Session,
     *,
@@ -48,17 +62,10 @@ def record(
         before, after: JSON-able snapshots of the object (None when it did not/no longer exist).
         now: epoch seconds.
     """
-    if isinstance(actor, Principal):
-        name, user_id = actor.actor, actor.user_id
-    else:
-        name, user_id = _bounded(actor, "actor"), None
     session.add(
         AuditRow(
             at=now,
-            actor=name,
-            actor_user_id=user_id,
-            action=_bounded(action, "action"),
-            object_type=_bounded(object_type, "object type"),
+            **_entry(actor, action, object_type),
             object_id=_bounded(str(object_id), "object id"),
             before=None if before is None else dict(before),
             after=None if after is None else dict(after),
@@ -79,21 +86,14 @@ def record_many(
     """Append one entry per ``(object_id, before, after)`` in one statement, the snapshots
     as JSON text (``"null"``: none, as :func:`record` stores a missing one): a job's batch
     dumps one snapshot once for the many objects it fits."""
-    if isinstance(actor, Principal):
-        name, user_id = actor.actor, actor.user_id
-    else:
-        name, user_id = _bounded(actor, "actor"), None
-    action, object_type = _bounded(action, "action"), _bounded(object_type, "object type")
+    entry = _entry(actor, action, object_type)
     insert_rows(
         session,
         AuditRow.__table__,
         [
             {
                 "at": now,
-                "actor": name,
-                "actor_user_id": user_id,
-                "action": action,
-                "object_type": object_type,
+                **entry,
                 "object_id": _bounded(object_id, "object id"),
                 "before": before,
                 "after": after,

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.tables import UserRow
-from cloud.database import in_values, insert_rows
+from cloud.database import in_values, insert_rows, param_mark
 from cloud.devices.rules import GrantStatus
 from cloud.devices.tables import GrantRow
 from cloud.errors import UnknownUser
@@ -180,7 +180,7 @@ def _grants(tx: Session, changed: Sequence[tuple[Target, Decision]], *, now: int
                 touched.add(target.installation_id)
     insert_rows(tx, GrantRow.__table__, started, tail=_GRANT_UPSERT)
     connection = tx.connection()
-    mark = "%s" if connection.dialect.name == "postgresql" else "?"
+    mark = param_mark(connection)
     for (feature, scope), installations in sorted(ended.items()):
         among, ids = in_values(connection, installations)
         connection.exec_driver_sql(

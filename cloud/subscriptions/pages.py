@@ -90,14 +90,8 @@ async def subscriptions_section(
     if not allowed(user.role, Permission.SUBSCRIPTIONS_READ):
         return None
     service = state_of(request).provided(SubscriptionService)
-    every = service.lines(user, installation.id)
     # office users have a page of their own (up to 60 of them): here, only how many
-    lines = [line for line in every if line.view["user_ref"] is None]
-    office_users = sum(
-        1
-        for line in every
-        if line.view["user_ref"] is not None and line.state not in ("expired", "cancelled")
-    )
+    lines, office_users = service.installation_lines(user, installation.id, OFFICE_USER)
     may_write = allowed(user.role, Permission.SUBSCRIPTIONS_WRITE)
     blacklisted = may_write and not service.may_change(user)
     may_write = may_write and not blacklisted
@@ -264,22 +258,23 @@ def confirm_auto_renew(
 ) -> HTMLResponse:
     """The confirm step: off = runs to its end date; on = you become the purchaser, nothing
     due now, the next renewal's price and date. ``back``: the page it returns to."""
-    line = service.line(user, sub_id)
+    quote, error = None, None
+    if turn == "on":
+        try:
+            quote = service.reactivation_quote(user, sub_id)
+        except (InvalidRequest, Conflict) as exc:
+            error = exc
+    line = service.line(user, sub_id) if quote is None else quote.line  # the quote's: one read
     values: dict[str, Any] = {
         "turn": turn,
         "line": line,
-        "quote": None,
-        "error": None,
+        "quote": quote,
+        "error": None if error is None else error_text(request, error),
         "back_to": back,
         "back": _back(line.view["installation_id"], back),
     }
-    if turn == "off":
-        return _page(request, "subscriptions/auto_renew.html", values)
-    try:
-        values["quote"] = service.reactivation_quote(user, sub_id)
-    except (InvalidRequest, Conflict) as exc:
-        values["error"] = error_text(request, exc)
-        return _page(request, "subscriptions/auto_renew.html", values, status_code=_refused(exc))
+    if error is not None:
+        return _page(request, "subscriptions/auto_renew.html", values, status_code=_refused(error))
     return _page(request, "subscriptions/auto_renew.html", values)
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "line_link",
     "links_of",
     "live_scoped",
+    "live_scopes",
     "load",
     "order_link",
     "order_links",
@@ -229,19 +230,30 @@ def subscription_for_service(
 def live_scoped(session: Session, installation_id: str, service: str, *, prefix: str) -> int:
     """How many subscriptions of ``service`` with a scope starting ``prefix`` (one per user,
     one per device) the installation holds that have not expired."""
-    return len(live_scopes(session, installation_id, service, prefix=prefix))
+    query = (
+        select(func.count())
+        .select_from(SubscriptionRow)
+        .where(*_live(installation_id, service, prefix=prefix))
+    )
+    return int(session.scalar(query) or 0)
 
 
 def live_scopes(session: Session, installation_id: str, service: str, *, prefix: str) -> set[str]:
     """The scopes starting ``prefix`` of the installation's subscriptions of ``service``
     that have not expired (at most one subscription per scope)."""
-    query = select(SubscriptionRow.scope).where(
+    query = select(SubscriptionRow.scope).where(*_live(installation_id, service, prefix=prefix))
+    return set(session.scalars(query).all())
+
+
+def _live(installation_id: str, service: str, *, prefix: str) -> tuple[Any, ...]:
+    """The conditions of the installation's subscriptions of ``service`` not expired whose
+    scope starts ``prefix``."""
+    return (
         SubscriptionRow.installation_id == installation_id,
         SubscriptionRow.service == service,
         SubscriptionRow.scope.startswith(prefix, autoescape=True),
         SubscriptionRow.status != Status.EXPIRED,
     )
-    return set(session.scalars(query).all())
 
 
 def subscriptions_of(session: Session, installation_id: str) -> Sequence[SubscriptionRow]:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from cloud.accounts import audit
 from cloud.accounts.apikeys import Principal
 from cloud.accounts.rules import Role
-from cloud.accounts.users import user_contact
+from cloud.accounts.users import Contact, user_contact
 from cloud.billing.errors import OrderStateConflict
 from cloud.billing.orders import Billing, OrderResult
 from cloud.billing.rules import OrderLine, OrderStatus
@@ -238,10 +238,21 @@ class SubscriptionService:
 
     # what the pages show --------------------------------------------------------
     def _line(
-        self, tx: Session, principal: Principal, row: SubscriptionRow, *, now: int
+        self,
+        tx: Session,
+        principal: Principal,
+        row: SubscriptionRow,
+        *,
+        now: int,
+        contacts: dict[int, Contact] | None = None,
     ) -> SubscriptionLine:
+        """``contacts``: purchasers' contacts already read, filled in as read (one query
+        per purchaser for a list of lines)."""
         sub = rows.load(row)
-        contact = user_contact(tx, row.purchaser_id)
+        contacts = {} if contacts is None else contacts
+        contact = contacts.get(row.purchaser_id)
+        if contact is None:
+            contact = contacts[row.purchaser_id] = user_contact(tx, row.purchaser_id)
         return SubscriptionLine(
             view=subscription_view(row),
             name=sub.product.name,
@@ -257,10 +268,34 @@ class SubscriptionService:
         now = self.clock()
         with self.store.transaction() as tx:
             ensure_installation_access(tx, principal, installation_id, write=False)
+            contacts: dict[int, Contact] = {}
             return [
-                self._line(tx, principal, r, now=now)
+                self._line(tx, principal, r, now=now, contacts=contacts)
                 for r in rows.subscriptions_of(tx, installation_id)
             ]
+
+    def installation_lines(
+        self, principal: Principal, installation_id: str, product_code: str
+    ) -> tuple[list[SubscriptionLine], int]:
+        """The installation's subscriptions but its users' (they have a page of their own,
+        :meth:`office_users`), and how many users of the per-user ``product_code`` are not
+        expired (counted, not read).
+
+        Raises:
+            UnknownProduct, UnknownInstallation (out of scope too).
+        """
+        item = product(product_code)
+        now = self.clock()
+        with self.store.transaction() as tx:
+            ensure_installation_access(tx, principal, installation_id, write=False)
+            contacts: dict[int, Contact] = {}
+            found = [
+                self._line(tx, principal, r, now=now, contacts=contacts)
+                for r in rows.subscriptions_of(tx, installation_id)
+                if not r.scope.startswith("user:")
+            ]
+            users = rows.live_scoped(tx, installation_id, item.feature, prefix="user:")
+        return found, users
 
     def line(self, principal: Principal, sub_id: str) -> SubscriptionLine:
         """One subscription as :meth:`lines` shows it (UnknownSubscription out of scope)."""
@@ -577,12 +612,15 @@ class SubscriptionService:
         now = self.clock()
         with self.store.transaction() as tx:
             ensure_installation_access(tx, principal, installation_id, write=False)
-            found = [
-                self._line(tx, principal, r, now=now)
+            users = [
+                r
                 for r in rows.subscriptions_of(tx, installation_id)
                 if r.service == item.feature and r.scope.startswith("user:")
             ]
-            live = rows.live_scoped(tx, installation_id, item.feature, prefix="user:")
+            contacts: dict[int, Contact] = {}
+            found = [self._line(tx, principal, r, now=now, contacts=contacts) for r in users]
+            # what live_scoped counts, over the rows read: the user scopes not expired
+            live = sum(r.status is not Status.EXPIRED for r in users)
         found.sort(key=lambda line: (line.state in ("expired", "cancelled"), line.view["user_ref"]))
         return OfficeRoster(item, found, live, item.max_per_installation or 0)
 

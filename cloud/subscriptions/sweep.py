@@ -42,7 +42,7 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from cloud.database import in_values
+from cloud.database import in_values, param_mark
 from cloud.devices import queries as device_queries
 from cloud.subscriptions import effects
 from cloud.subscriptions import queries as rows
@@ -151,7 +151,7 @@ def _save_states(tx: Session, changed: _Changed) -> None:
     for row, group in changed:
         by_version[group, row.version].append(row.id)
     connection = tx.connection()
-    mark = "%s" if connection.dialect.name == "postgresql" else "?"
+    mark = param_mark(connection)
     updated = 0
     for (group, version), ids in by_version.items():
         sets = "".join(f"{column} = {mark}, " for column, _ in group.columns)

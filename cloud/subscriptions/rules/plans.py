@@ -123,9 +123,9 @@ def check_user_limit(item: Product, *, installation_id: str, users: int, adding:
 
 def check_users_to_add(
     item: Product, *, installation_id: str, user_refs: Sequence[str], live: Collection[str]
-) -> list[str]:
-    """The scopes of ``user_refs`` if every one of them may be added, at once, to an
-    installation whose users of ``item`` not expired have the scopes ``live``.
+) -> None:
+    """Whether every one of ``user_refs`` may be added, at once, to an installation whose
+    users of ``item`` not expired have the scopes ``live``.
 
     Raises:
         InvalidRequest: not a per-user product, no name, a bad name, or a name twice.
@@ -152,7 +152,6 @@ def check_users_to_add(
                 product=item.name,
             )
     check_user_limit(item, installation_id=installation_id, users=len(live), adding=len(scopes))
-    return scopes
 
 
 def prorate(yearly_difference_cents: int, days_left: int) -> int:

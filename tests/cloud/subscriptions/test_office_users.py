@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from cloud.accounts.apikeys import Principal
 from cloud.billing.tables import OrderRow
 from cloud.devices import memberships
+from cloud.subscriptions import service as subscription_service
 from cloud.subscriptions.tables import SubscriptionRow
 from tests.cloud.conftest import Cloud
 from tests.cloud.harness import client, new_company, user_api_key
@@ -74,7 +75,9 @@ async def _confirm(http: httpx.AsyncClient, url: str, data: dict) -> httpx.Respo
     return await http.post(action, data={"csrf_token": csrf_of(review.text), **data})
 
 
-async def test_add_two_users_end_one_and_keep_it_after_all(cloud: Cloud) -> None:
+async def test_add_two_users_end_one_and_keep_it_after_all(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cloud.clock.now = ts(2026, 3, 10)
     inst = await cloud.installation("Harbour Office")
     company = _integrate(cloud, inst, payment_type="invoice")
@@ -140,6 +143,18 @@ async def test_add_two_users_end_one_and_keep_it_after_all(cloud: Cloud) -> None
         assert _users(cloud, inst)["Sales"]["auto_renew"] is True
         assert _count(cloud, OrderRow) == orders
         assert "active, renews" in _row((await http.get(page_url)).text, "Sales")
+
+        # the page reads the one purchaser's contact once, the installation page not at all
+        # (no line there but the users, whom it counts)
+        real, read = subscription_service.user_contact, []
+        monkeypatch.setattr(
+            subscription_service,
+            "user_contact",
+            lambda tx, user_id: read.append(user_id) or real(tx, user_id),
+        )
+        assert "2 of 60" in (await http.get(page_url)).text
+        assert "2 of 60" in (await http.get(f"/installations/{inst}")).text
+        assert len(read) == 1, read
 
 
 async def test_a_card_partner_adds_users_at_checkout_in_dutch(cloud: Cloud) -> None:

@@ -152,7 +152,8 @@ def test_users_to_add_are_refused_together() -> None:
     office = product("AKV-OFFICE-USER")
     live = {"user:Sales"}
     add = functools.partial(check_users_to_add, office, installation_id="i", live=live)
-    assert add(user_refs=["Hr", "Reception"]) == ["user:Hr", "user:Reception"]
+    add(user_refs=["Hr", "Reception"])  # accepted: no error (the scopes: scope_key's test)
+    add(user_refs=["Hr"], live={"Hr", "user:Hr-2"})  # a live scope is the user's, prefixed
     for refs, error, match in (
         ([], InvalidRequest, "at least one"),
         (["Hr", "Hr"], InvalidRequest, "Hr is named more than once"),
@@ -161,6 +162,12 @@ def test_users_to_add_are_refused_together() -> None:
     ):
         with pytest.raises(error, match=match):
             add(user_refs=refs)
+    check_users_to_add(  # up to the maximum
+        office,
+        installation_id="i",
+        user_refs=["Hr", "Reception"],
+        live={f"user:u{i}" for i in range(58)},
+    )
     with pytest.raises(UserLimitReached, match="add at most 1 more, not 2"):
         check_users_to_add(
             office,

@@ -93,7 +93,7 @@ _sub = st.fixed_dictionaries(
 
 def _state(i: int, d: dict[str, Any], now: int) -> Subscription:
     item = CATALOGUE[d["code"]]
-    term = min(item.term_cents)
+    term = min(item.term_cents)  # the term the start is reckoned from (a tweak keeps it)
     end = add_months(BASE, d["end_months"])
     pending = d["status"] is Status.PENDING
     return Subscription(
@@ -102,7 +102,7 @@ def _state(i: int, d: dict[str, Any], now: int) -> Subscription:
         product=item,
         purchaser=d["purchaser"],
         status=d["status"],
-        term_months=term,
+        term_months=d.get("term") or term,
         start=now + d["start_in"] if pending else add_months(end, -term),
         end=end,
         auto_renew=d["auto_renew"],
@@ -113,6 +113,7 @@ def _state(i: int, d: dict[str, Any], now: int) -> Subscription:
         charge_sent_at=None if d["sent_ago"] is None else now - d["sent_ago"],
         next_retry_at=None if d["retry_in"] is None else now + d["retry_in"],
         charges_sent=d["charges_sent"],
+        scope=d.get("scope") or "",
     )
 
 
@@ -278,13 +279,15 @@ def _tweaked(d: dict[str, Any], field: str) -> dict[str, Any]:
         "retry_in": lambda v: -DAY_S if v is None else None,
         "charges_sent": lambda v: v + 1,
         "start_in": lambda v: v + DAY_S,
+        "term": lambda v: 24 if v is None else None,  # no product's shortest term
+        "scope": lambda v: "user:tweaked" if v is None else None,
     }[field]
-    return d if field == "none" else {**d, field: flip(d[field])}
+    return d if field == "none" else {**d, field: flip(d.get(field))}
 
 
 _TWEAKS = ["none", "none", "none", *sorted({"code", "purchaser", "status", "end_months"})]
 _TWEAKS += ["awaiting_payment", "auto_renew", "noticed", "attempts", "charging", "sent_ago"]
-_TWEAKS += ["retry_in", "charges_sent", "start_in"]
+_TWEAKS += ["retry_in", "charges_sent", "start_in", "term", "scope"]
 
 
 @settings(
@@ -325,6 +328,43 @@ def test_rows_differing_in_one_field_or_only_in_identity_are_decided_apart(
     _assert_both_paths_write_alike(template, tmp_path / f"{offset}-{len(copies)}", subs, now)
 
 
+_SHAPE: dict[str, Any] = {
+    "code": "TSF16100",
+    "purchaser": 1,
+    "status": Status.ACTIVE,
+    "end_months": 1,
+    "awaiting_payment": False,
+    "auto_renew": True,
+    "noticed": True,
+    "attempts": 3,
+    "charging": None,
+    "sent_ago": None,
+    "retry_in": None,
+    "charges_sent": 3,
+    "start_in": 0,
+    "grant": "active",
+    "devices": 1,
+}
+
+
+def test_state_columns_are_every_column_load_reads_but_the_identities() -> None:
+    """The sweep groups rows equal in :data:`~cloud.subscriptions.queries.STATE_COLUMNS`
+    and gives them one decision: a column ``load`` reads and the list misses would let
+    rows differing in it share the first row's decision."""
+    sub = _state(0, {**_SHAPE, "inst": 0}, BASE)
+    values = {"id": sub.id, **rows.row_values(sub, now=BASE)}
+    read: set[str] = set()
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            read.add(name)
+            return values[name]
+
+    assert rows.load(Recording()) == sub
+    assert read == {"id", "installation_id", *rows.STATE_COLUMNS}
+    assert len(rows.STATE_COLUMNS) == len(set(rows.STATE_COLUMNS))
+
+
 def test_the_rule_decides_once_for_rows_of_one_state(
     template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -340,23 +380,7 @@ def test_the_rule_decides_once_for_rows_of_one_state(
 
     monkeypatch.setattr(sweep, "apply", counted)
     now = add_months(BASE, 1) + 1
-    shape = {
-        "code": "TSF16100",
-        "purchaser": 1,
-        "status": Status.ACTIVE,
-        "end_months": 1,
-        "awaiting_payment": False,
-        "auto_renew": True,
-        "noticed": True,
-        "attempts": 3,
-        "charging": None,
-        "sent_ago": None,
-        "retry_in": None,
-        "charges_sent": 3,
-        "start_in": 0,
-        "grant": "active",
-        "devices": 1,
-    }
+    shape = _SHAPE
     subs = [(_state(i, {**shape, "inst": i}, now), {**shape, "inst": i}) for i in range(40)]
     path = tmp_path / "once.db"
     shutil.copy(template, path)
