@@ -62,7 +62,7 @@ from cloud.subscriptions.jobs import RenewalJob
 from cloud.subscriptions.service import SubscriptionService
 from cloud.testclock import TestClock
 from cloud.tickets.jobs import TicketJob
-from cloud.tickets.routes import ATTACHMENT_UPLOAD
+from cloud.tickets.routes import ATTACHMENT_UPLOAD, upload_limit
 from cloud.tickets.service import TicketService
 from cloud.tickets.storage import AttachmentStore
 from cloud.web.assets import mount_static
@@ -416,8 +416,9 @@ def create_app(
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.http_max_body_bytes,
-        # ticket attachments (photos, logs, videos) have their own, per-type limits
-        uploads=(ATTACHMENT_UPLOAD, max(settings.tickets_attachment_limits.values()) + (64 << 10)),
+        # ticket attachments (photos, logs, videos; several an upload) have their own,
+        # per-type limits
+        uploads=(ATTACHMENT_UPLOAD, upload_limit(settings.tickets_attachment_limits)),
     )
     app.add_middleware(SecurityHeaders)  # CSP without inline script, nosniff, no framing
     app.include_router(api_router)

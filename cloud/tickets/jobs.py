@@ -61,11 +61,11 @@ class TicketJob:
         if self._files is None:
             return 0
         listed = self._files.listing()
-        old = [f for f in listed if f.modified_at < now - self._orphan_grace_s]
-        shas = {f.sha256 for f in old if f.sha256 is not None}
+        # the rule keeps the files younger than the grace (nearly every stored file is older)
+        shas = {f.sha256 for f in listed if f.sha256 is not None}
         with self._store.transaction() as tx:
             named = queries.referenced(tx, shas) if shas else set()
-        gone = orphans(old, named, now=now, grace_s=self._orphan_grace_s)
+        gone = orphans(listed, named, now=now, grace_s=self._orphan_grace_s)
         removed = 0
         for f in gone:
             if self._files.remove(f):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Path, Query, UploadFile, status
@@ -18,6 +19,7 @@ from cloud.http.errors import documented
 from cloud.http.schemas import DEVICE_ID_PATTERN
 from cloud.tickets.deps import TicketsDep
 from cloud.tickets.rules import Category, Stage
+from cloud.tickets.rules.files import MAX_FILES
 from cloud.tickets.rules.precheck import ReportCheck
 from cloud.tickets.schemas import (
     Assign,
@@ -38,13 +40,23 @@ from cloud.tickets.schemas import (
 )
 from cloud.tickets.service import AttachmentFile, TicketView, Upload
 
-__all__ = ["ATTACHMENT_UPLOAD", "attachment_response", "check_out", "router"]
+__all__ = ["ATTACHMENT_UPLOAD", "attachment_response", "check_out", "router", "upload_limit"]
 
 ATTACHMENT_UPLOAD = re.compile(
-    r"(/api/v1)?/tickets/[0-9]{1,10}/attachments|/tickets/[0-9]{1,10}/messages"
+    r"(/api/v1)?/tickets/[0-9]{1,10}/attachments|/tickets/[0-9]{1,10}/messages|/tickets/new"
 )
-"""The upload paths (API and page; the page's messages carry files), which the body
-limit lets carry attachments."""
+"""The upload paths (API and page; the page's new tickets and messages carry files), which
+the body limit lets carry attachments."""
+
+FORM_OVERHEAD = 64 << 10
+"""Room for an upload's form fields and multipart framing beside its files."""
+
+
+def upload_limit(limits: Mapping[str, int]) -> int:
+    """The body an upload path may send: :data:`MAX_FILES` files of the largest type
+    limit, and the form around them (the service checks each file's own type limit)."""
+    return MAX_FILES * max(limits.values()) + FORM_OVERHEAD
+
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 

@@ -1024,14 +1024,13 @@ class TicketService:
         self, principal: Principal, ticket_id: int, attachment_id: int
     ) -> TicketView:
         """Support deletes any file; its uploader while the ticket is not closed. The row
-        goes with an audit row; the file on disk too once no other row names its SHA-256
-        (a file left behind by a failure here is the tickets job's orphan).
+        goes with an audit row. The bytes on disk stay: once no row names their SHA-256 they
+        are the tickets job's orphan, removed after its grace period (removing them here
+        would lose the file of an upload of the same bytes whose row is not committed yet).
 
         Raises UnknownTicket, UnknownAttachment, NotYourAttachment (403),
         InvalidTransition (the uploader, on a closed ticket).
         """
-        if self._files is None:
-            raise RuntimeError("TicketService has no attachment store")
         now = self._clock()
         with self._store.transaction() as tx:
             row = self._load(tx, principal, ticket_id, lock=True)
@@ -1043,7 +1042,6 @@ class TicketService:
                 own=found.uploaded_by == _label(principal),
                 closed=Stage(row.stage) is Stage.CLOSED,
             )
-            sha = found.sha256
             audit.record(
                 tx,
                 actor=principal,
@@ -1057,12 +1055,7 @@ class TicketService:
             tx.delete(found)
             row.updated_at = now
             tx.flush()
-            view = self._view(tx, row, now=now)
-        with self._store.transaction() as tx:
-            shared = queries.referenced(tx, {sha})
-        if not shared:
-            self._files.discard(sha)
-        return view
+            return self._view(tx, row, now=now)
 
     def deletable(self, principal: Principal, ticket: TicketView) -> set[int]:
         """The ids of the ticket's files the principal may delete (the page's buttons)."""

@@ -1,17 +1,20 @@
-"""Helpers for page tests without a browser: sign in as a role, read a page's CSRF token."""
+"""Helpers for page tests without a browser: sign in as a role, read a page's CSRF token,
+its lines table, and the text of a PDF it serves."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pypdf
 from fastapi import FastAPI
 
 from tests.cloud.harness import PASSWORD, new_user
 
-__all__ = ["csrf_of", "line_rows", "signed_in"]
+__all__ = ["csrf_of", "line_rows", "pdf_text", "signed_in"]
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -31,6 +34,11 @@ def line_rows(html: str) -> list[str]:
     """The text of each row of an order page's lines table (one row per line), tags and
     runs of white space made single spaces."""
     return [" ".join(_TAG.sub(" ", row).split()) for row in _LINE_ROW.findall(html)]
+
+
+def pdf_text(pdf: bytes) -> str:
+    """The text of a PDF (an invoice, a shipping slip), its pages one after the other."""
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
 
 
 @asynccontextmanager

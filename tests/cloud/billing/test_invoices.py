@@ -28,6 +28,7 @@ from cloud.billing.payments import CARD_OK
 from cloud.devices import memberships
 from cloud.settings import CloudSettings
 from tests.cloud.harness import DAY, START, Cloud, client
+from tests.cloud.pages import pdf_text
 
 SELLER = Party("Entitle GmbH", ("Hauptstrasse 1", "10115 Berlin"), vat_id="DE123456789")
 BUYER = Party("Acme Security Ltd", ("Attn: Jo Smith",), email="jo@acme.example")
@@ -35,11 +36,6 @@ LINES = (
     InvoiceLine("TSF16100", "Remote Services", 13, 12_000),
     InvoiceLine("TSF12125", "Voice Control", 13, 6_000),
 )
-
-
-def _text(pdf: bytes) -> str:
-    reader = pypdf.PdfReader(io.BytesIO(pdf))
-    return "\n".join(page.extract_text() for page in reader.pages)
 
 
 def _invoice(**changes: object) -> Invoice:
@@ -61,7 +57,7 @@ def _invoice(**changes: object) -> Invoice:
 def test_the_pdf_says_who_what_when_and_how_much() -> None:
     pdf = render_invoice(_invoice())
     assert pdf.startswith(b"%PDF-")
-    text = _text(pdf)
+    text = pdf_text(pdf)
     for expected in (
         "INVOICE",
         "Invoice no.: EN-2026-000042",
@@ -86,7 +82,7 @@ def test_the_pdf_says_who_what_when_and_how_much() -> None:
 
 
 def test_an_invoiced_order_shows_the_due_date_and_no_vat_when_there_is_none() -> None:
-    text = _text(
+    text = pdf_text(
         render_invoice(_invoice(paid_at=None, due_at=START + 44 * DAY, vat_percent=Decimal(0)))
     )
     assert "Payment due by 2026-02-14." in text
@@ -100,7 +96,7 @@ def test_the_same_invoice_gives_the_same_bytes() -> None:
 
 def test_text_outside_latin1_is_transliterated_not_fatal() -> None:
     buyer = Party("Łódź Ochrona Sp. z o.o.", ("ul. Piotrkowska 1 – lokal 2",))
-    text = _text(render_invoice(_invoice(buyer=buyer, currency="PLN")))
+    text = pdf_text(render_invoice(_invoice(buyer=buyer, currency="PLN")))
     assert "Lódz Ochrona Sp. z o.o." in text and "Piotrkowska 1 - lokal 2" in text
     assert "Total PLN 180.00" in text
 
@@ -109,7 +105,7 @@ def test_many_lines_flow_onto_more_pages() -> None:
     lines = tuple(InvoiceLine(f"TSF{i:05d}", f"Camera {i} retention", 12, 1_000) for i in range(80))
     pdf = render_invoice(_invoice(lines=lines))
     assert len(pypdf.PdfReader(io.BytesIO(pdf)).pages) > 1
-    text = _text(pdf)
+    text = pdf_text(pdf)
     assert all(f"TSF{i:05d} Camera {i} retention" in text for i in range(80))
     assert "Total EUR 800.00" in text
 
@@ -149,7 +145,7 @@ def test_any_text_renders(name: str, description: str) -> None:
     pdf = render_invoice(
         _invoice(buyer=Party(name), lines=(InvoiceLine("X1", description, 1, 100),))
     )
-    assert pdf.startswith(b"%PDF-") and "Total EUR 1.00" in _text(pdf)
+    assert pdf.startswith(b"%PDF-") and "Total EUR 1.00" in pdf_text(pdf)
 
 
 # the route ------------------------------------------------------------------------------------
@@ -203,7 +199,7 @@ async def test_download_the_invoice_of_an_order(cloud: Cloud) -> None:
     assert response.headers["content-disposition"] == (
         f'attachment; filename="invoice-{number}.pdf"'
     )
-    text = _text(response.content)
+    text = pdf_text(response.content)
     assert f"Invoice no.: {number}" in text and "Bill to\njo" in text
     assert "TSF16100 Remote Services, 12 months 12 1 EUR 99.00 EUR 99.00" in text
     assert "Total EUR 99.00" in text and "Paid by card ending 4242 on 2026-01-01" in text
@@ -212,7 +208,7 @@ async def test_download_the_invoice_of_an_order(cloud: Cloud) -> None:
     async with client(cloud.app, owner_key) as as_owner:
         response = await as_owner.get(f"/api/v1/orders/{invoiced}/invoice.pdf")
         assert response.status_code == 200
-        assert "Payment due by 2026-01-31." in _text(response.content)
+        assert "Payment due by 2026-01-31." in pdf_text(response.content)
         assert (await as_owner.get(f"/api/v1/orders/{unpaid}/invoice.pdf")).status_code == 409
     async with client(cloud.app, stranger_key) as as_stranger:
         response = await as_stranger.get(f"/api/v1/orders/{paid}/invoice.pdf")

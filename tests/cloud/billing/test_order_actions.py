@@ -4,10 +4,8 @@ filter, and quantity × unit price on lines (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
-import io
 from email.message import EmailMessage
 
-import pypdf
 import pytest
 from sqlalchemy import select
 
@@ -23,6 +21,7 @@ from cloud.notifications.sender import OutboxSender
 from tests.cloud.billing.test_orders_api import _billing, _order, _user_key
 from tests.cloud.billing_harness import LINES, TOTAL
 from tests.cloud.harness import Cloud, client, every_row
+from tests.cloud.pages import pdf_text
 from tests.smtp_fixtures import SmtpServer
 
 S = OrderStatus
@@ -50,8 +49,7 @@ async def _send(cloud: Cloud, server: SmtpServer) -> list[EmailMessage]:
 def _pdf_text(message: EmailMessage) -> str:
     [attachment] = list(message.iter_attachments())
     assert attachment.get_content_type() == "application/pdf"
-    reader = pypdf.PdfReader(io.BytesIO(attachment.get_content()))
-    return "\n".join(page.extract_text() for page in reader.pages)
+    return pdf_text(attachment.get_content())
 
 
 def _number(order_id: int) -> str:
@@ -268,7 +266,7 @@ async def test_lines_carry_quantity_and_unit_price(cloud: Cloud, shop: tuple[str
     [line] = detail["lines"]
     assert (line["quantity"], line["unit_cents"], line["amount_cents"]) == (3, 1_000, 3_000)
     pdf = await cloud.http.get(f"/api/v1/orders/{result.order_id}/invoice.pdf")
-    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf.content)).pages)
+    text = pdf_text(pdf.content)
     assert "Remote Services 12 3 EUR 10.00 EUR 30.00" in text
     plain = await _order(cloud, shop[0], "q2", card=CARD_OK)  # no unit given: one unit
     [first, _] = (await cloud.http.get(f"/api/v1/orders/{plain}")).json()["lines"]

@@ -7,22 +7,18 @@ order does not change it (403, nothing stored)."""
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime
-
-import pypdf
 
 from cloud.billing.payments import CARD_OK
 from cloud.devices import memberships
 from tests.cloud.harness import Cloud, client, every_row, new_company, new_user, user_api_key
-from tests.cloud.pages import csrf_of, signed_in
+from tests.cloud.pages import csrf_of, pdf_text, signed_in
 
 CHECKOUT = "/api/v1/subscriptions/checkout"
 
 
 def _pdf_text(pdf: bytes) -> str:
-    pages = pypdf.PdfReader(io.BytesIO(pdf)).pages
-    return " ".join(" ".join(page.extract_text() for page in pages).split())  # cells wrap
+    return " ".join(pdf_text(pdf).split())  # cells wrap
 
 
 async def _two_installation_order(cloud: Cloud) -> tuple[int, list[str], int]:

@@ -4,22 +4,15 @@ shown translated, and the links from the device and ticket pages."""
 
 from __future__ import annotations
 
-import io
-
-import pypdf
 import pytest
 
 from cloud.billing.payments import CARD_OK
 from tests.cloud.harness import Cloud
-from tests.cloud.pages import csrf_of, signed_in
+from tests.cloud.pages import csrf_of, pdf_text, signed_in
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
 OUT_OF_WARRANTY = 800 * 86_400
-
-
-def _pdf_text(pdf: bytes) -> str:
-    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
 
 
 async def test_request_quote_pay_and_scope_through_the_pages(cloud: Cloud) -> None:
@@ -107,7 +100,7 @@ async def test_request_quote_pay_and_scope_through_the_pages(cloud: Cloud) -> No
         assert f"/orders/{order_id}" not in (await owner.get("/orders?type=purchase")).text
         assert "Repair ·" in (await owner.get(f"/orders/{order_id}")).text
         invoice = await owner.get(f"/orders/{order_id}/invoice.pdf")
-        assert "Order type: Repair" in _pdf_text(invoice.content)
+        assert "Order type: Repair" in pdf_text(invoice.content)
         owner.cookies.set("entitle_lang", "nl")
         assert "<td>Reparatie<br>" in (await owner.get("/orders")).text
         owner.cookies.delete("entitle_lang")

@@ -3,11 +3,9 @@ to end, money only through billing, scope, roles, and bad input that changes not
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import httpx
-import pypdf
 from sqlalchemy import select
 
 from cloud.accounts import audit, users
@@ -19,6 +17,7 @@ from cloud.billing.tables import OrderRow, TransactionRow
 from cloud.devices import memberships
 from cloud.notifications.tables import NotificationRow
 from tests.cloud.harness import DAY, client, every_row
+from tests.cloud.pages import pdf_text
 from tests.cloud.tickets.test_tickets_api import (
     FAULT,
     App,
@@ -422,10 +421,6 @@ async def test_a_declined_quote_moves_no_money_and_mails_each_reader_in_their_la
     await partner.aclose()
 
 
-def _pdf_text(pdf: bytes) -> str:
-    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
-
-
 async def test_a_replacement_names_its_serial_on_the_repair_mail_slip_and_audit(
     api: App,
 ) -> None:
@@ -472,7 +467,7 @@ async def test_a_replacement_names_its_serial_on_the_repair_mail_slip_and_audit(
     assert body is not None and "serial cam-2" in body
     assert entry.after is not None and entry.after["shipment"]["serial"] == "cam-2"
     slip = await owner.get(f"{url}/shipments/{shipment['id']}/slip.pdf")
-    text = _pdf_text(slip.content)
+    text = pdf_text(slip.content)
     assert "Replacement serial: cam-2" in text and "Replaces device: cam-1" in text
 
     # a lost replacement is sent again with another device: its serial is required too
@@ -499,7 +494,7 @@ async def test_a_dutch_customers_packing_slip_is_in_dutch(api: App) -> None:
     slip_url = f"{url}/shipments/{shipment}/slip.pdf"
     # the customer's language (the owner's), whoever downloads it
     for reader in (partner, api.http):
-        text = _pdf_text((await reader.get(slip_url)).content)
+        text = pdf_text((await reader.get(slip_url)).content)
         assert "PAKBON - VERVANGING" in text and "Vervangend apparaat cam-2" in text, text
         assert "Replacement" not in text
     await owner.aclose()

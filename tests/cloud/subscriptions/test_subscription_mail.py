@@ -34,6 +34,7 @@ from cloud.settings import CloudSettings
 from cloud.testclock import TestClock
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from tests.cloud.harness import client, new_api_key, new_company, new_user, running, user_api_key
+from tests.cloud.pages import pdf_text
 from tests.smtp_fixtures import Delivery, SmtpServer
 
 SENDER = "Entitle billing <billing@entitle.example>"
@@ -151,7 +152,7 @@ def _pdf_text(message: EmailMessage, order_number: str) -> str:
     assert attachment.get_filename() == f"invoice-{order_number}.pdf"
     reader = pypdf.PdfReader(io.BytesIO(attachment.get_content()))
     assert reader.metadata is not None and reader.metadata.title == f"Invoice {order_number}"
-    return "\n".join(page.extract_text() for page in reader.pages)
+    return pdf_text(attachment.get_content())
 
 
 async def test_a_year_of_subscription_mail_as_the_smtp_server_received_it(flow: _Flow) -> None:

@@ -556,9 +556,14 @@ async def test_deleting_an_attachment(cloud: Cloud) -> None:
         ).one()
         assert entry.actor == f"user:{owner}" and entry.object_id == str(own["id"])
         assert entry.before["filename"] == "a.png"  # type: ignore[index]
-    # support deletes any file; the last row naming the bytes takes them along
+    # support deletes any file; once no row names the bytes the tickets job removes them
+    # after the grace period (not the delete: an upload of the same bytes may be under way)
     assert (await cloud.http.delete(f"{url}/{shared['id']}")).status_code == 200
     assert (await cloud.http.get(f"{url}/{shared['id']}")).status_code == 404
+    assert _files(cloud) == [stored]
+    os.utime(stored, (cloud.clock(), cloud.clock()))
+    cloud.clock.advance(cloud.state.settings.tickets_orphan_grace_s + 1)
+    assert (await cloud.state.jobs.run_once())["tickets"].orphans == 1
     assert _files(cloud) == []
     # on a closed ticket the uploader may not, support may
     async with _as(cloud, owner) as customer:

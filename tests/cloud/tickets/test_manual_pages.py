@@ -6,19 +6,50 @@ who may read the ticket."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
+from cloud import create_app
 from cloud.health.ingest import Incoming
+from cloud.settings import CloudSettings
+from cloud.testing import AccountsSimulator, PublisherSimulator
 from cloud.tickets.tables import TicketAttachmentRow, TicketRow
 from protocol.health import HealthReport, health_to_json
 from protocol.topics import device_topic
-from tests.cloud.harness import Cloud, new_user
+from tests.cloud.harness import Cloud, FakeClock, client, new_api_key, new_user, running
 from tests.cloud.pages import csrf_of, signed_in
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(40)
+
+
+@pytest.fixture
+async def small_cloud(
+    settings: CloudSettings,
+    publisher: PublisherSimulator,
+    accounts: AccountsSimulator,
+    clock: FakeClock,
+) -> AsyncIterator[Cloud]:
+    """The app with small body limits (64 KiB; images 256 KiB), so large uploads stay fast."""
+    small = settings.model_copy(
+        update={
+            "http_max_body_bytes": 64 << 10,
+            "tickets_attachment_limits": {
+                "image": 256 << 10,
+                "text": 64 << 10,
+                "video": 0,
+                "pdf": 64 << 10,
+            },
+        }
+    )
+    app = create_app(small, publisher=publisher, accounts=accounts, clock=clock)
+    async with running(app):
+        api_key = new_api_key(app)
+        async with client(app, api_key) as http:
+            yield Cloud(app, http, publisher, accounts, clock, api_key)
 
 
 async def _site(cloud: Cloud, owner_id: int, kind: str = "camera") -> tuple[str, str]:
@@ -287,4 +318,46 @@ async def test_files_go_with_their_message_and_their_uploader_deletes_them(cloud
     async with signed_in(cloud.app, role="support") as (desk, _):
         page = (await desk.get(url)).text
         assert len(re.findall(r"/attachments/\d+/delete", page)) == 3  # support: any file
+    assert _count(cloud, TicketAttachmentRow) == 3
+
+
+async def test_a_form_may_carry_several_files_each_up_to_its_types_limit(
+    small_cloud: Cloud,
+) -> None:
+    """The body limit was one file's (the largest type limit + 64 KiB) and left out the
+    new-ticket form: a new ticket with one photo over the general limit, or an answer with
+    two photos that together pass one photo's limit, was 413."""
+    cloud = small_cloud
+    settings = cloud.state.settings
+    general, image = settings.http_max_body_bytes, settings.tickets_attachment_limits["image"]
+    async with signed_in(cloud.app, role="owner") as (http, me):
+        installation, _ = await _site(cloud, me)
+        photo = PNG + bytes(general + 1000)  # over the general limit, under the image limit
+        url = await _open_on_page(
+            http, installation, "One large photo", files={"file": ("big.png", photo, "image/png")}
+        )
+        assert "big.png" in (await http.get(url)).text
+        page = (await http.get(url)).text
+        each = PNG + bytes(image * 4 // 5)  # two: over one image's limit and its 64 KiB
+        assert 2 * len(each) > image + (64 << 10) and len(each) < image
+        answer = await http.post(
+            f"{url}/messages",
+            data={"csrf_token": csrf_of(page), "body": "Two large photos"},
+            files=[
+                ("file", ("left.png", each, "image/png")),
+                ("file", ("right.png", each + b"r", "image/png")),
+            ],
+        )
+        assert await _flash(http, answer) == "success: Your message is added."
+        page = (await http.get(url)).text
+        assert "left.png" in page and "right.png" in page
+        too_big = PNG + bytes(image)  # one file over its type's limit is still refused
+        refused = await http.post(
+            f"{url}/messages",
+            data={"csrf_token": csrf_of(page), "body": "Too large"},
+            files={"file": ("huge.png", too_big, "image/png")},
+        )
+        said = await _flash(http, refused)
+        assert said.startswith("error: ") and f"over {image} bytes" in said
+        assert "Too large" not in (await http.get(url)).text
     assert _count(cloud, TicketAttachmentRow) == 3
