@@ -42,14 +42,16 @@ from rich.table import Table
 from sqlalchemy import func, insert, select
 
 from broker.mosquitto import find_free_port
-from cloud.accounts import memberships
 from cloud.accounts.apikeys import create_api_key
 from cloud.accounts.companies import create_company
 from cloud.accounts.rules import PaymentType, Role
 from cloud.accounts.users import create_user
 from cloud.billing.payments import CARD_OK
 from cloud.database import Store
-from cloud.devices.tables import InstallationRow
+from cloud.devices import memberships
+from cloud.devices.rules import DeviceKind
+from cloud.devices.tables import DeviceRow, InstallationRow
+from cloud.health.tables import HealthStateRow
 from cloud.settings import CloudSettings
 from cloud.subscriptions.tables import SubscriptionRow
 
@@ -90,6 +92,22 @@ def _setup(store: Store, *, n: int) -> dict[str, tuple[str, list[str]]]:
             tx.execute(
                 insert(InstallationRow),
                 [{"id": i, "name": f"Site {i}", "created_at": now} for i in installations],
+            )
+            # connected (a purchase needs that): each has a gateway that reported just now
+            gateways = [
+                {
+                    "id": f"gw-{i}",
+                    "installation_id": i,
+                    "kind": DeviceKind.GATEWAY,
+                    "mqtt_password_hash": "-",
+                    "created_at": now,
+                }
+                for i in installations
+            ]
+            tx.execute(insert(DeviceRow), gateways)
+            tx.execute(
+                insert(HealthStateRow),
+                [{"device_id": g["id"], "last_seen": now} for g in gateways],
             )
             company = create_company(
                 tx,

@@ -132,8 +132,8 @@ class CloudSettings(BrokerClientSettings):
     purchase_connected_window_s: int = Field(
         default=7 * 86400,
         gt=0,
-        description="a product with a minimum firmware is sold only to an installation one of "
-        "whose devices reported health within this many seconds",
+        description="a service is sold only to an installation one of whose devices reported "
+        "health within this many seconds",
     )
     test_clock: bool = Field(
         default=False,

@@ -91,6 +91,20 @@ class DemoStack:
             socket_options=SOCKET_OPTIONS,
         )
 
+    async def wait_heard(self, *, within: float) -> None:
+        """Until the cloud has heard from every device (its status or a health report): a
+        service is sold only to a connected installation (TimeoutError otherwise)."""
+        deadline = time.perf_counter() + within
+        for agent in self.agents:
+            while True:
+                response = await self.api.get(f"/api/v1/devices/{agent.device_id}/health")
+                response.raise_for_status()
+                if response.json()["last_seen"] is not None:
+                    break
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"the cloud has not heard from {agent.device_id}")
+                await asyncio.sleep(0.05)
+
     async def stop_agent(self, agent: Agent) -> None:
         """Stop one device's agent (as if it were switched off)."""
         await cancel_and_wait([self.tasks.pop(agent.device_id)])

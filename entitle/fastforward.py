@@ -183,6 +183,7 @@ async def run_fast_forward(
         devices=devices, embedded=embedded, console=console, test_clock=clock
     ) as demo:
         await demo.wait_until(lambda a: a.state.ver > 0, within=10)
+        await demo.wait_heard(within=10)  # only a connected installation can buy
         sub = await _buy(demo, card=card, console=console)
         await _follow(demo, sub, console)
         console.print(f"{_day(clock())} (day 0) {_devices(demo.agents)}")

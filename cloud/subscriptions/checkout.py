@@ -75,6 +75,8 @@ class Checkout:
             InvalidRequest, UnknownProduct, BadTerm: refused input, naming the installation.
             UnknownInstallation, Forbidden, Blacklisted: scope and role, naming it.
             SubscriptionExists: an installation has the service already.
+            NotConnected, FirmwareTooOld: an installation does not meet a product's
+                preconditions (naming it; nothing bought).
             PaymentDeclined: the card was declined (nothing bought; the order is cancelled).
         """
         service = self._service
@@ -89,6 +91,7 @@ class Checkout:
                 for item in planned:
                     try:
                         ensure_installation_access(tx, principal, item.installation_id, write=True)
+                        service.preconditions(tx, item.product, item.installation_id, now=now)
                         existing = rows.subscription_for_service(
                             tx, item.installation_id, item.product.feature
                         )

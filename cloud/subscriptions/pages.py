@@ -110,6 +110,9 @@ async def subscriptions_section(
             "may_bill": may_write and allowed(user.role, Permission.REFUNDS),  # billing staff
             "blacklisted": blacklisted,
             "pays_with": service.pays_with(user) if may_write else None,
+            # nothing is sold to an installation that is not connected: say so up front
+            "not_connected": may_write and not service.connected(installation.id),
+            "window_days": service.connected_window_s // 86400,
             "services": [CATALOGUE[code] for code in SERVICES],
             "office": CATALOGUE[OFFICE_USER],
             "office_users": office_users,

@@ -77,7 +77,11 @@ from cloud.subscriptions.rules.lifecycle import (
     status_kind,
 )
 from cloud.subscriptions.rules.plans import check_user_limit, check_users_to_add, scope_key
-from cloud.subscriptions.rules.preconditions import DeviceReport, check_preconditions
+from cloud.subscriptions.rules.preconditions import (
+    DeviceReport,
+    check_preconditions,
+    is_connected,
+)
 from cloud.subscriptions.settlement import MANUAL, Settlement
 from cloud.subscriptions.tables import Outcome, SubscriptionRow
 from cloud.subscriptions.views import (
@@ -390,8 +394,8 @@ class SubscriptionService:
 
         A per-device plan (a camera's video retention) goes only into that
         device's token; a per-user one (an office user, by the month) counts
-        against the product's maximum per installation. A product with a minimum
-        firmware is sold only to a connected installation whose controller reports
+        against the product's maximum per installation. Only a connected installation
+        can buy, and a product with a minimum firmware only one whose controller reports
         that version or newer
         (:func:`~cloud.subscriptions.rules.preconditions.check_preconditions`).
 
@@ -431,13 +435,7 @@ class SubscriptionService:
             with self.store.transaction() as tx:
                 ensure_installation_access(tx, principal, installation_id, write=True)
                 scope = self._scope(tx, item, installation_id, device_id, user_ref)
-                check_preconditions(
-                    item,
-                    installation_id=installation_id,
-                    reports=self.reports(tx, installation_id),
-                    now=now,
-                    window_s=self.connected_window_s,
-                )
+                self.preconditions(tx, item, installation_id, now=now)
                 buyer = purchaser(principal, purchaser_id)
                 how = payment_method(tx, buyer, pay_with)
                 existing = rows.subscription_for_service(
@@ -563,6 +561,7 @@ class SubscriptionService:
         def cameras() -> list[str]:
             with self.store.transaction() as tx:
                 ensure_installation_access(tx, principal, installation_id, write=True)
+                self.preconditions(tx, item, installation_id, now=self.clock())
                 found = [
                     d.id
                     for d in device_queries.devices_of(tx, installation_id)
@@ -632,11 +631,12 @@ class SubscriptionService:
 
         Raises:
             UnknownProduct, InvalidRequest, UnknownInstallation, Forbidden, Blacklisted,
-            SubscriptionExists, UserLimitReached.
+            SubscriptionExists, UserLimitReached, NotConnected, FirmwareTooOld.
         """
         item = product(product_code)
         with self.store.transaction() as tx:
             ensure_installation_access(tx, principal, installation_id, write=True)
+            self.preconditions(tx, item, installation_id, now=self.clock())
             live = rows.live_scopes(tx, installation_id, item.feature, prefix="user:")
             check_users_to_add(
                 item, installation_id=installation_id, user_refs=user_refs, live=live
@@ -878,6 +878,28 @@ class SubscriptionService:
                 return subscription_view(row)
 
         return await self._in_thread(work)
+
+    def connected(self, installation_id: str) -> bool:
+        """Whether the installation may buy now: one of its devices reported within the
+        purchase window (:func:`is_connected`)."""
+        with self.store.transaction() as tx:
+            reports = self.reports(tx, installation_id)
+        return is_connected(reports, now=self.clock(), window_s=self.connected_window_s)
+
+    def preconditions(self, tx: Session, item: Product, installation_id: str, *, now: int) -> None:
+        """Refuse selling ``item`` to an installation that is not connected or whose
+        controller's firmware is too old (:func:`check_preconditions`).
+
+        Raises:
+            NotConnected, FirmwareTooOld.
+        """
+        check_preconditions(
+            item,
+            installation_id=installation_id,
+            reports=self.reports(tx, installation_id),
+            now=now,
+            window_s=self.connected_window_s,
+        )
 
     @staticmethod
     def _scope(

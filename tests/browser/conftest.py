@@ -37,9 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as paho_mqtt
+import paho.mqtt.publish as paho_publish
 import pytest
 
 from cloud.accounts.apikeys import bootstrap_api_key
+from protocol.health import HealthReport, health_to_json
+from protocol.topics import device_topic
 from tests.broker_fixtures import FixtureBroker, _require_mosquitto
 from tests.smtp_fixtures import SmtpServer, _free_port
 from tests.waiting import HANG_S
@@ -164,6 +168,37 @@ class Dashboard:
             "POST", "/devices", json={"installation_id": installation_id, "kind": kind}
         )
         return created
+
+    def connect(self, installation_id: str) -> str:
+        """A gateway of the installation that has reported health over MQTT, stored by the
+        cloud: the installation is connected (a purchase needs that). Its id."""
+        device = self.new_device(installation_id)
+        device_id = str(device["device_id"])
+        report = HealthReport(
+            device_id=device_id, seq=1, ts=int(time.time()), kind="gateway", uptime_s=60
+        )
+
+        # paho's blocking helper: Playwright's sync API keeps an event loop running here
+        paho_publish.single(
+            device_topic(device_id, "health"),
+            health_to_json(report),
+            qos=1,
+            hostname=self.broker.host,
+            port=self.broker.port,
+            client_id=device_id,
+            auth={"username": str(device["mqtt_username"]), "password": device["mqtt_password"]},
+            protocol=paho_mqtt.MQTTv5,
+        )
+        self.wait_seen(device_id)
+        return device_id
+
+    def wait_seen(self, device_id: str) -> None:
+        """Until the cloud has heard from ``device_id`` (a health report or an agent's
+        status): its installation is connected."""
+        deadline = time.monotonic() + HANG_S  # a hang guard: the ingest takes milliseconds
+        while self.call("GET", f"/devices/{device_id}/health")["last_seen"] is None:
+            assert time.monotonic() < deadline, f"the cloud never heard from {device_id}"
+            time.sleep(0.05)
 
     def start_agent(self, device: dict[str, Any]) -> Agent:
         """A real agent for ``device`` (from :meth:`new_device`), connected to the broker."""

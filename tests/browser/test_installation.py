@@ -39,6 +39,7 @@ def test_invoiced_partner_saves_voice_control_and_the_agent_allows_it(
 ) -> None:
     inst = dashboard.new_installation("Voice Shop", integrators=("invoice",))
     agent = dashboard.start_agent(dashboard.new_device(inst))
+    dashboard.wait_seen(agent.device_id)  # connected: services can be bought
     assert agent.check("voice_control") != 0
 
     page = login("partner")
@@ -73,6 +74,7 @@ def test_card_partner_checks_out_remote_services_and_the_agent_allows_it(
 ) -> None:
     inst = dashboard.new_installation("Remote Depot", integrators=("card",))
     agent = dashboard.start_agent(dashboard.new_device(inst))
+    dashboard.wait_seen(agent.device_id)  # connected: services can be bought
     assert agent.check("remote_access") != 0
 
     page = login("card_partner")
@@ -132,7 +134,7 @@ def walk(dashboard: Dashboard) -> tuple[str, dict[str, Any]]:
     inst = dashboard.new_installation(
         "Lighthouse Café", owner="owner", integrators=("invoice", "card")
     )
-    dashboard.new_device(inst, "gateway")
+    dashboard.connect(inst)  # its gateway has reported: services can be bought
     for _ in range(2):
         dashboard.new_device(inst, "camera")
     partner = dashboard.users["partner"]["id"]

@@ -1,5 +1,6 @@
 """Office users (AKV-OFFICE-USER, one subscription per user or department) in Chromium: an
 invoiced partner opens the installation's office users page from the installation page,
+is told the installation is not connected until its gateway reports,
 adds two users at once through the confirm step, ends one at the end of its month, and the
 page shows each one's status and the count "2 of 60"; on a desktop and on a phone."""
 
@@ -12,9 +13,16 @@ from tests.browser.conftest import Dashboard
 
 def test_add_two_office_users_and_end_one(dashboard: Dashboard, login: Any, shoot: Any) -> None:
     inst = dashboard.new_installation("Harbour Office Tower", integrators=("invoice",))
-    dashboard.new_device(inst, "gateway")
     page = login("partner")
     page.goto(f"/installations/{inst}")
+    # nothing has reported yet: the page says so before anyone tries to buy
+    notice = page.locator("#not-connected")
+    assert "is not connected" in notice.inner_text()
+    notice.scroll_into_view_if_needed()
+    shoot(page, "installation-not-connected")
+    dashboard.connect(inst)  # its gateway has reported: users can be bought
+    page.reload()
+    assert page.locator("#not-connected").count() == 0
     assert "0 of 60" in page.locator("#office-users-summary").inner_text()
     shoot(page, "office-users-installation")
     page.get_by_role("link", name="Office users and departments").click()

@@ -55,6 +55,7 @@ def shop(dashboard: Dashboard) -> dict[str, Any]:
     installation = dashboard.new_installation(
         "Bakkerij De Molen", owner="molen_owner", integrators=("card",)
     )
+    dashboard.connect(installation)
     for product, card in (("TSF12125", CARD_SETTLED), ("TSF16100", CARD_OK)):
         dashboard.call(
             "POST",

@@ -19,6 +19,8 @@ def test_a_card_partner_buys_for_two_installations_in_one_checkout(
         dashboard.new_installation("Dock North", integrators=("card",)),
         dashboard.new_installation("Dock South", integrators=("card", "invoice")),
     ]
+    for inst in installs:
+        dashboard.connect(inst)
     page = login("card_partner")
     page.goto("/checkout")
     for inst in installs:

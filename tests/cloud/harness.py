@@ -19,9 +19,12 @@ from cloud.accounts.rules import PaymentType, Role
 from cloud.accounts.users import create_company, create_user
 from cloud.app import CloudState
 from cloud.database import Base
+from cloud.health.ingest import Incoming
 from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
+from protocol.health import HealthReport, health_to_json
 from protocol.keyset import KeySet, trust_root
+from protocol.topics import device_topic
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY = 86_400
@@ -148,6 +151,32 @@ def every_row(app: FastAPI) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
+def report_health(
+    app: FastAPI, device_id: str, *, seq: int = 1, kind: str = "gateway", fw: str | None = None
+) -> None:
+    """A health report from ``device_id``, stamped with the app's clock, as the MQTT bridge
+    hands it to the ingest: its installation is connected (purchases need that)."""
+    state: CloudState = app.state.cloud
+    body = HealthReport(
+        device_id=device_id, seq=seq, ts=state.clock(), kind=kind, uptime_s=60, fw=fw
+    )
+    done = state.health_ingest.process(
+        [Incoming(device_topic(device_id, "health"), health_to_json(body))]
+    )
+    assert done.stored == 1, done
+
+
+async def connect(app: FastAPI, http: httpx.AsyncClient, installation_id: str) -> str:
+    """A gateway added to the installation through ``http`` (an admin's client) that has
+    just reported (:func:`report_health`): services can be bought for the installation."""
+    body = {"installation_id": installation_id, "kind": "gateway"}
+    response = await http.post("/api/v1/devices", json=body)
+    assert response.status_code == 201, response.text
+    device_id = str(response.json()["device_id"])
+    report_health(app, device_id)
+    return device_id
+
+
 def user_api_key(app: FastAPI, user_id: int) -> str:
     """An API key acting as the user."""
     state: CloudState = app.state.cloud
@@ -186,3 +215,16 @@ class Cloud:
         response = await self.http.post("/api/v1/devices", json=body)
         assert response.status_code == 201, response.text
         return dict(response.json())
+
+    def report(
+        self, device_id: str, *, seq: int = 1, kind: str = "gateway", fw: str | None = None
+    ) -> None:
+        """A health report from ``device_id``, stamped now (:func:`report_health`)."""
+        report_health(self.app, device_id, seq=seq, kind=kind, fw=fw)
+
+    async def connected(self, name: str = "Shop") -> str:
+        """A new installation whose gateway has just reported: services can be bought for
+        it (a purchase needs a connected installation)."""
+        installation_id = await self.installation(name)
+        await connect(self.app, self.http, installation_id)
+        return installation_id

@@ -52,7 +52,7 @@ from cloud.settings import CloudSettings
 from cloud.testing import AccountsSimulator, PublisherSimulator
 from protocol.commands import ok_result, result_to_json
 from protocol.topics import device_topic
-from tests.cloud.harness import PASSWORD, FakeClock
+from tests.cloud.harness import PASSWORD, FakeClock, report_health
 
 MAX_EXAMPLES = 25
 SEEDED_EMAIL = "owner@seeded.example"
@@ -334,6 +334,7 @@ def api(
             for kind in ("gateway", "camera"):
                 body = {"installation_id": installation_id, "kind": kind, "device_id": f"s-{kind}"}
                 device_ids.append(http.post("/api/v1/devices", json=body).json()["device_id"])
+            report_health(app, device_ids[0])  # connected: services can be bought
             grant = {"feature": Seeded.feature, "until": clock() + 86_400}
             http.post(f"/api/v1/installations/{installation_id}/grants", json=grant)
             company = {"name": "seeded", "payment_type": "invoice"}

@@ -25,6 +25,7 @@ from cloud import create_app
 from cloud.billing.payments import CARD_DECLINED, CARD_OK
 from cloud.billing.tables import OrderRow
 from cloud.devices import memberships
+from cloud.health.connectivity import installation_reports
 from cloud.notifications.tables import NotificationRow
 from cloud.settings import CloudSettings
 from cloud.testclock import TestClock
@@ -45,6 +46,12 @@ async def _until(agents, allowed: bool) -> None:
         lambda: all(a.check(FEATURE)[0] is allowed for a in agents),
         what=lambda: [a.check(FEATURE) for a in agents],
     )
+
+
+def _heard_from_all(app, installation_id: str) -> bool:
+    with app.state.cloud.store.transaction() as tx:
+        found = installation_reports(tx, installation_id)
+    return bool(found) and all(r.last_seen is not None for r in found)
 
 
 def _kinds(app, kind: str) -> list[NotificationRow]:
@@ -123,6 +130,8 @@ async def test_a_year_of_renewal_decline_expiry_and_late_payment(
                 # token published while a device is still subscribing can be missed
                 # (the retained one it then gets is older; docs/nats.md)
                 await eventually(lambda: all(a.state.ver >= 1 for a in agents), what="first tokens")
+                # and the cloud has heard from them: only a connected installation can buy
+                await eventually(lambda: _heard_from_all(app, inst), what="the devices' status")
                 # 31 Jan 2026: bought, runs to the end of January 2027
                 r = await si.post(
                     "/api/v1/subscriptions",

@@ -1,5 +1,6 @@
-"""Preconditions of a purchase: the installation is connected, its controller's firmware is
-new enough. Pure: the reports, the window and ``now`` are arguments.
+"""Preconditions of a purchase (TTecomm): a service is sold only to an installation that
+is connected, and, for a product with a minimum firmware, whose controller runs that
+version or newer. Pure: the reports, the window and ``now`` are arguments.
 
 *Connected*: some device of the installation reported health at most
 ``window_s`` seconds before ``now``. *Firmware*: the newest version any of the
@@ -19,7 +20,7 @@ from cloud.errors import N_, InvalidRequest
 from cloud.subscriptions.errors import FirmwareTooOld, NotConnected
 from cloud.subscriptions.rules.catalogue import Product
 
-__all__ = ["DeviceReport", "check_preconditions", "parse_version"]
+__all__ = ["DeviceReport", "check_preconditions", "is_connected", "parse_version"]
 
 _VERSION = re.compile(r"(\d{1,9}(?:\.\d{1,9}){0,3})")
 
@@ -43,6 +44,15 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     return tuple(parts + [0] * (4 - len(parts)))
 
 
+def _recent(reports: Sequence[DeviceReport], now: int, window_s: int) -> list[DeviceReport]:
+    return [r for r in reports if r.last_seen is not None and now - r.last_seen <= window_s]
+
+
+def is_connected(reports: Sequence[DeviceReport], *, now: int, window_s: int) -> bool:
+    """Whether some device reported at most ``window_s`` seconds before ``now``."""
+    return bool(_recent(reports, now, window_s))
+
+
 def check_preconditions(
     item: Product,
     *,
@@ -53,18 +63,14 @@ def check_preconditions(
 ) -> None:
     """Refuse buying ``item`` for an installation that does not meet its preconditions.
 
-    A product without ``min_firmware`` has none.
+    Every product needs the installation connected (the token must reach its
+    devices); only a product with ``min_firmware`` checks the controller's version.
 
     Raises:
         NotConnected: no device reported within ``window_s`` before ``now``.
         FirmwareTooOld: no controller reports a firmware at or above the minimum.
     """
-    if item.min_firmware is None:
-        return
-    minimum = parse_version(item.min_firmware)
-    if minimum is None:
-        raise InvalidRequest(N_("the catalogue's minimum firmware is not a version"))
-    recent = [r for r in reports if r.last_seen is not None and now - r.last_seen <= window_s]
+    recent = _recent(reports, now, window_s)
     if not recent:
         raise NotConnected(
             N_(
@@ -76,6 +82,11 @@ def check_preconditions(
             hours=window_s // 3600,
             product=item.name,
         )
+    if item.min_firmware is None:
+        return
+    minimum = parse_version(item.min_firmware)
+    if minimum is None:
+        raise InvalidRequest(N_("the catalogue's minimum firmware is not a version"))
     versions = [
         (v, r.firmware)
         for r in recent

@@ -44,6 +44,7 @@ async def _shop(cloud: Cloud, http: httpx.AsyncClient, partner: int, company: in
     inst = created.json()["id"]
     device = await http.post("/api/v1/devices", json={"installation_id": inst, "kind": "gateway"})
     assert device.status_code == 201, device.text
+    cloud.report(device.json()["device_id"])  # connected: services can be bought
     bought = await http.post(
         "/api/v1/subscriptions",
         json={"installation_id": inst, "product": "TSF16100", "card_token": CARD_OK},
@@ -210,7 +211,7 @@ async def test_a_blacklisted_customer_still_reaches_support(cloud: Cloud) -> Non
     company = new_company(cloud.app, name="Shady", payment_type="invoice")
     partner = new_user(cloud.app, role="partner", company_id=company)
     owner = new_user(cloud.app, role="owner")
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     with cloud.state.store.transaction() as tx:
         memberships.add_integrator(tx, inst, company, actor="system:tests", now=cloud.clock())
         memberships.set_owner(tx, inst, owner, actor="system:tests", now=cloud.clock())

@@ -28,7 +28,7 @@ async def _two_installation_order(cloud: Cloud) -> tuple[int, list[str], int]:
     cloud.clock.now = int(datetime(2026, 3, 10, tzinfo=UTC).timestamp())
     buyer_co = new_company(cloud.app, name="Cardco", payment_type="card")
     second_co = new_company(cloud.app, name="Second Co", payment_type="card")
-    insts = [await cloud.installation("Shop Zero"), await cloud.installation("Shop One")]
+    insts = [await cloud.connected("Shop Zero"), await cloud.connected("Shop One")]
     with cloud.state.store.transaction() as tx:
         for inst in insts:
             memberships.add_integrator(tx, inst, buyer_co, actor="tests", now=0)

@@ -29,10 +29,10 @@ async def _setup(cloud: Cloud, n: int) -> tuple[object, list[str], str]:
     uid = new_user(cloud.app, role="partner", company_id=company)
     insts = []
     for i in range(n):
-        insts.append(await cloud.installation(f"Shop {i}"))
+        insts.append(await cloud.connected(f"Shop {i}"))
         with cloud.state.store.transaction() as tx:
             memberships.add_integrator(tx, insts[-1], company, actor="tests", now=0)
-    foreign = await cloud.installation("Not theirs")
+    foreign = await cloud.connected("Not theirs")
     return client(cloud.app, user_api_key(cloud.app, uid)), insts, foreign
 
 
@@ -109,7 +109,7 @@ async def test_the_checkout_page_buys_for_several_installations(cloud: Cloud) ->
     company = new_company(cloud.app, name="Cardco", payment_type="card")
     insts = []
     for i in range(2):
-        insts.append(await cloud.installation(f"Shop {i}"))
+        insts.append(await cloud.connected(f"Shop {i}"))
         with cloud.state.store.transaction() as tx:
             memberships.add_integrator(tx, insts[-1], company, actor="tests", now=0)
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
@@ -144,3 +144,68 @@ async def test_the_checkout_page_buys_for_several_installations(cloud: Cloud) ->
         for row, (name, code, amount) in zip(rows, expected, strict=True):
             assert name in row and code in row and row.endswith(amount), row
             assert f"1 × {amount}" in row, row
+
+
+async def test_nothing_is_sold_to_an_installation_that_is_not_connected(cloud: Cloud) -> None:
+    """TTecomm: a service is bought only for a connected installation, whichever way it is
+    bought; the refusal names the installation and says what to do, and nothing is
+    written."""
+    si, insts, _ = await _setup(cloud, 1)
+    silent = await cloud.installation("Silent")  # a camera, registered, never reported
+    cam = (await cloud.device(silent, "camera"))["device_id"]
+    stale = await cloud.installation("Stale")  # reported once, longer ago than the window
+    gw = (await cloud.device(stale))["device_id"]
+    cloud.report(gw)
+    cloud.clock.advance(cloud.state.settings.purchase_connected_window_s + 1)
+    cloud.report((await cloud.device(insts[0]))["device_id"])  # still connected
+    company = new_company(cloud.app, name="Cardco 2", payment_type="card")
+    uid = new_user(cloud.app, role="partner", company_id=company)
+    with cloud.state.store.transaction() as tx:
+        for inst in (insts[0], silent, stale):
+            memberships.add_integrator(tx, inst, company, actor="tests", now=0)
+    attempts = [
+        (
+            CHECKOUT,
+            {
+                "items": [
+                    {"installation_id": insts[0], "product": "TSF16100"},
+                    {"installation_id": stale, "product": "TSF16100"},
+                ]
+            },
+            stale,
+        ),
+        ("/api/v1/subscriptions", {"installation_id": silent, "product": "TSF12125"}, silent),
+        (
+            "/api/v1/subscriptions",
+            {"installation_id": silent, "product": "VR-4K-30D", "device_id": cam},
+            silent,
+        ),
+        (
+            "/api/v1/subscriptions/cameras",
+            {"installation_id": silent, "product": "VR-4K-30D"},
+            silent,
+        ),
+        (
+            "/api/v1/subscriptions/users",
+            {"installation_id": stale, "user_refs": ["Hr", "Desk"]},
+            stale,
+        ),
+    ]
+    async with client(cloud.app, user_api_key(cloud.app, uid)) as other:
+        before, rows = _counts(cloud), every_row(cloud.app)
+        for path, body, named in attempts:
+            r = await other.post(path, json={**body, "card_token": CARD_OK})
+            assert r.status_code == 409, (path, r.text)
+            detail = r.json()["detail"]
+            assert f"installation {named} is not connected" in detail, detail
+            assert "wait for its report" in detail, detail
+        assert _counts(cloud) == before and every_row(cloud.app) == rows  # no money, no rows
+        # the one that reported in time buys
+        r = await other.post(
+            CHECKOUT,
+            json={
+                "items": [{"installation_id": insts[0], "product": "TSF16100"}],
+                "card_token": CARD_OK,
+            },
+        )
+        assert r.status_code == 201, r.text

@@ -68,6 +68,7 @@ from tests.cloud.harness import (
     DAY,
     FakeClock,
     client,
+    connect,
     new_api_key,
     new_company,
     new_user,
@@ -382,6 +383,7 @@ async def _world(settings_: CloudSettings, installations: int) -> AsyncIterator[
             for i in range(installations):
                 r = await admin.post("/api/v1/installations", json={"name": f"Site {i}"})
                 insts.append(r.json()["id"])
+                await connect(app, admin, insts[-1])
             for who, card in zip(WHO, (CARD_SETTLED, CARD_OK), strict=True):
                 company = new_company(app, name=f"SI {who}", payment_type="card")
                 uid = new_user(app, role="partner", company_id=company)

@@ -79,7 +79,7 @@ async def test_add_two_users_end_one_and_keep_it_after_all(
     cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cloud.clock.now = ts(2026, 3, 10)
-    inst = await cloud.installation("Harbour Office")
+    inst = await cloud.connected("Harbour Office")
     company = _integrate(cloud, inst, payment_type="invoice")
     page_url = f"/installations/{inst}/office-users"
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
@@ -159,7 +159,7 @@ async def test_add_two_users_end_one_and_keep_it_after_all(
 
 async def test_a_card_partner_adds_users_at_checkout_in_dutch(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 3, 10)
-    inst = await cloud.installation("Kantoor")
+    inst = await cloud.connected("Kantoor")
     company = _integrate(cloud, inst, payment_type="card")
     dutch = {"Accept-Language": "nl"}
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
@@ -181,7 +181,7 @@ async def test_a_card_partner_adds_users_at_checkout_in_dutch(cloud: Cloud) -> N
 
 async def test_names_that_cannot_all_be_added_add_none(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 3, 10)
-    inst = await cloud.installation("Full Office")
+    inst = await cloud.connected("Full Office")
     company = _integrate(cloud, inst, payment_type="invoice")
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, uid):
         async with client(cloud.app, user_api_key(cloud.app, uid)) as api:
@@ -229,9 +229,9 @@ async def test_names_that_cannot_all_be_added_add_none(cloud: Cloud) -> None:
 
 async def test_who_may_see_and_change_office_users(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 3, 10)
-    inst = await cloud.installation("Harbour Office")
+    inst = await cloud.connected("Harbour Office")
     company = _integrate(cloud, inst, payment_type="invoice")
-    elsewhere = await cloud.installation("Villa Dune")
+    elsewhere = await cloud.connected("Villa Dune")
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, uid):
         async with client(cloud.app, user_api_key(cloud.app, uid)) as api:
             r = await api.post(

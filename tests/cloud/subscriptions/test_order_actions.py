@@ -28,7 +28,7 @@ def ts(y: int, m: int, d: int) -> int:
 async def _partner(cloud: Cloud) -> tuple[httpx.AsyncClient, str]:
     company = new_company(cloud.app, name="Cardco", payment_type="card")
     uid = new_user(cloud.app, role="partner", company_id=company)
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     with cloud.state.store.transaction() as tx:
         memberships.add_integrator(tx, inst, company, actor="tests", now=cloud.clock())
     return client(cloud.app, user_api_key(cloud.app, uid)), inst
@@ -141,7 +141,7 @@ async def test_credit_pays_renewals_before_the_card_and_comes_back_when_given_ba
         client(cloud.app, user_api_key(cloud.app, other)) as them,
     ):
         for i in range(2):
-            insts.append(await cloud.installation(f"Shop {i}"))
+            insts.append(await cloud.connected(f"Shop {i}"))
             with cloud.state.store.transaction() as tx:
                 memberships.add_integrator(tx, insts[-1], company, actor="tests", now=0)
             r = await si.post(

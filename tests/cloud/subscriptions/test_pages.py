@@ -47,7 +47,7 @@ async def _post(http: httpx.AsyncClient, page_url: str, url: str, data: dict) ->
 
 async def test_invoiced_partner_saves_subscriptions_after_a_confirm_step(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31) + 3600
-    inst = await cloud.installation("Shop")
+    inst = await cloud.connected("Shop")
     company = _integrate(cloud, inst, payment_type="invoice")
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, uid):
         page = await http.get(f"/installations/{inst}")
@@ -87,7 +87,7 @@ async def test_invoiced_partner_saves_subscriptions_after_a_confirm_step(cloud: 
 
 
 async def test_card_partner_checks_out_with_the_sandbox_card(cloud: Cloud) -> None:
-    inst = await cloud.installation("Card shop")
+    inst = await cloud.connected("Card shop")
     company = _integrate(cloud, inst, payment_type="card")
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
         page = await http.get(f"/installations/{inst}")
@@ -122,8 +122,8 @@ async def test_card_partner_checks_out_with_the_sandbox_card(cloud: Cloud) -> No
 
 async def test_video_retention_is_applied_to_all_cameras(cloud: Cloud) -> None:
     inst = await cloud.installation("Cameras")
-    for _ in range(2):
-        await cloud.device(inst, kind="camera")
+    for _ in range(2):  # connected through its cameras' reports
+        cloud.report((await cloud.device(inst, kind="camera"))["device_id"], kind="camera")
     company = _integrate(cloud, inst, payment_type="invoice")
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
         page = await http.get(f"/installations/{inst}")
@@ -156,7 +156,7 @@ async def test_video_retention_is_applied_to_all_cameras(cloud: Cloud) -> None:
 
 async def test_auto_renew_off_then_on_by_another_purchaser(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31) + 3600
-    inst = await cloud.installation("Shop")
+    inst = await cloud.connected("Shop")
     invoiced = _integrate(cloud, inst, payment_type="invoice")
     carded = _integrate(cloud, inst, payment_type="card")
     async with signed_in(cloud.app, role="partner", company_id=invoiced) as (a, _):
@@ -203,7 +203,7 @@ async def test_auto_renew_off_then_on_by_another_purchaser(cloud: Cloud) -> None
 
 async def test_renew_shows_the_price_first_and_refuses_61_months(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31) + 3600
-    inst = await cloud.installation("Shop")
+    inst = await cloud.connected("Shop")
     company = _integrate(cloud, inst, payment_type="invoice")
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
         await _post(
@@ -229,7 +229,7 @@ async def test_renew_shows_the_price_first_and_refuses_61_months(cloud: Cloud) -
 
 
 async def test_support_gets_no_control_and_a_forged_post_changes_nothing(cloud: Cloud) -> None:
-    inst = await cloud.installation("Shop")
+    inst = await cloud.connected("Shop")
     company = _integrate(cloud, inst, payment_type="invoice")
     async with signed_in(cloud.app, role="partner", company_id=company) as (partner, _):
         await _post(
@@ -257,8 +257,8 @@ async def test_support_gets_no_control_and_a_forged_post_changes_nothing(cloud: 
 
 
 async def test_owner_checks_out_and_cannot_reach_another_installation(cloud: Cloud) -> None:
-    mine = await cloud.installation("Home")
-    theirs = await cloud.installation("Neighbour")
+    mine = await cloud.connected("Home")
+    theirs = await cloud.connected("Neighbour")
     company = _integrate(cloud, theirs, payment_type="invoice")
     async with signed_in(cloud.app, role="partner", company_id=company) as (partner, _):
         await _post(
@@ -297,8 +297,8 @@ async def test_owner_checks_out_and_cannot_reach_another_installation(cloud: Clo
 
 async def test_follow_up_lists_what_ends_soon_and_failed_charges(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31) + 3600
-    inst = await cloud.installation("Bakery")
-    other = await cloud.installation("Not theirs")
+    inst = await cloud.connected("Bakery")
+    other = await cloud.connected("Not theirs")
     company = _integrate(cloud, inst, payment_type="card")
     _integrate(cloud, other, payment_type="card")
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
@@ -334,7 +334,7 @@ async def test_follow_up_lists_what_ends_soon_and_failed_charges(cloud: Cloud) -
 async def test_a_blacklisted_partner_looks_but_gets_no_control(cloud: Cloud) -> None:
     from cloud.accounts.users import set_blacklisted
 
-    inst = await cloud.installation("Shop")
+    inst = await cloud.connected("Shop")
     company = _integrate(cloud, inst, payment_type="invoice")
     with cloud.state.store.transaction() as tx:
         set_blacklisted(

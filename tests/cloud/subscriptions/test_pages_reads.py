@@ -34,8 +34,8 @@ async def test_lines_quotes_and_expiring_follow_the_rules(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31) + 3600
     service = cloud.state.subscriptions
     assert service is not None
-    inst = await cloud.installation("Shop")
-    other = await cloud.installation("Elsewhere")
+    inst = await cloud.connected("Shop")
+    other = await cloud.connected("Elsewhere")
     invoiced = _integrate(cloud, inst, payment_type="invoice")
     carded = _integrate(cloud, inst, payment_type="card")
     outsider = _integrate(cloud, other, payment_type="invoice")

@@ -27,7 +27,7 @@ def ts(y: int, m: int, d: int, h: int = 0) -> int:
 
 async def test_plan_change_page_quotes_then_changes(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31, 12)
-    inst = await cloud.installation("Cameras")
+    inst = await cloud.connected("Cameras")
     cam = (await cloud.device(inst, kind="camera"))["device_id"]
     company = new_company(cloud.app, name="SI card", payment_type="card")
     with cloud.state.store.transaction() as tx:
@@ -81,7 +81,7 @@ async def test_plan_change_page_quotes_then_changes(cloud: Cloud) -> None:
 
 async def test_a_refused_plan_change_page_says_why_in_dutch(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31, 12)
-    inst = await cloud.installation("Cameras")
+    inst = await cloud.connected("Cameras")
     cam = (await cloud.device(inst, kind="camera"))["device_id"]
     company = new_company(cloud.app, name="SI invoice", payment_type="invoice")
     with cloud.state.store.transaction() as tx:
@@ -116,13 +116,28 @@ def _orders(cloud: Cloud) -> int:
 
 async def test_office_users_and_a_refused_precondition_on_the_buy_page(cloud: Cloud) -> None:
     inst = await cloud.installation("Office")
-    await cloud.device(inst)  # a controller that never reported
+    gw = (await cloud.device(inst))["device_id"]  # a controller that has not reported yet
     company = new_company(cloud.app, name="SI invoice", payment_type="invoice")
     with cloud.state.store.transaction() as tx:
         memberships.add_integrator(tx, inst, company, actor="system:tests", now=1)
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
         page = await http.get(f"/installations/{inst}")
         assert "Prosoft 3.7.3 or higher" in page.text and 'name="office_user"' in page.text
+        # said before anyone tries: the controller has not reported
+        assert 'id="not-connected"' in page.text and "in the last 7 days" in page.text
+        # nothing is sold to an installation none of whose devices has reported
+        refused = await http.get(f"/installations/{inst}/buy?office_user=Sales")
+        assert refused.status_code == 409 and "not connected" in refused.text
+        assert "wait for its report" in refused.text
+        forged = await http.post(
+            f"/installations/{inst}/buy",
+            data={"csrf_token": csrf_of(page.text), "office_user": "Sales"},
+        )
+        assert forged.status_code == 409 and "not connected" in forged.text
+        assert _orders(cloud) == 0
+        cloud.report(gw, fw="Prosoft 3.6.2")
+        page = await http.get(f"/installations/{inst}")
+        assert 'id="not-connected"' not in page.text
         review = await http.get(f"/installations/{inst}/buy?office_user=Sales")
         assert review.status_code == 200 and "user Sales" in review.text
         done = await http.post(
@@ -134,7 +149,7 @@ async def test_office_users_and_a_refused_precondition_on_the_buy_page(cloud: Cl
         assert [(s["product"], s["user_ref"], s["term_months"]) for s in subs] == [
             ("AKV-OFFICE-USER", "Sales", 1)
         ]
-        # Remote Diagnostics needs a connected controller on Prosoft 3.7.3
+        # Remote Diagnostics needs the controller on Prosoft 3.7.3
         orders = _orders(cloud)
         review = await http.get(f"/installations/{inst}/buy?product=TSF16110")
         refused = await http.post(
@@ -142,5 +157,5 @@ async def test_office_users_and_a_refused_precondition_on_the_buy_page(cloud: Cl
             data={"csrf_token": csrf_of(review.text), "product": "TSF16110"},
         )
         assert refused.status_code == 409
-        assert "not connected" in refused.text
+        assert "3.7.3 or higher" in refused.text and "3.6.2" in refused.text
         assert _orders(cloud) == orders

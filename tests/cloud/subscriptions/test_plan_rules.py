@@ -215,8 +215,23 @@ def test_preconditions() -> None:
         check(_gw("3.7.2", now))
     with pytest.raises(FirmwareTooOld, match="no firmware version"):
         check(_gw(None, now), _gw("9.9.9", now, kind="camera"))  # a camera is no controller
-    # a product without a minimum has no preconditions
-    check_preconditions(CAMERA, installation_id="i", reports=(), now=now, window_s=window)
+    # a product without a minimum needs the installation connected, by any device...
+    for silent in ((), (_gw(None, None),), (_gw("9.0.0", now - window - 1),)):
+        with pytest.raises(NotConnected, match="not connected"):
+            check_preconditions(
+                CAMERA, installation_id="i", reports=silent, now=now, window_s=window
+            )
+    check_preconditions(
+        CAMERA,
+        installation_id="i",
+        reports=(_gw(None, now, kind="camera"),),
+        now=now,
+        window_s=window,
+    )
+    # ...and whatever firmware its controller runs
+    check_preconditions(
+        CAMERA, installation_id="i", reports=(_gw("0.1", now - window),), now=now, window_s=window
+    )
 
 
 # one device's token -------------------------------------------------------------------

@@ -22,11 +22,8 @@ from cloud.billing.payments import CARD_DECLINED, CARD_OK, CARD_SETTLED
 from cloud.billing.tables import OrderRow, TransactionRow
 from cloud.devices import memberships
 from cloud.devices import queries as device_queries
-from cloud.health.ingest import Incoming
 from cloud.subscriptions.tables import PlanChangeRow, SubscriptionRow
-from protocol.health import HealthReport, health_to_json
 from protocol.token import verify_token
-from protocol.topics import device_topic
 from tests.cloud.harness import DAY, Cloud, client, new_company, new_user, user_api_key
 
 
@@ -49,17 +46,6 @@ async def _features(cloud: Cloud, device_id: str) -> dict:
         token, key_for=(await cloud.keyset()).token_key, device_id=device_id, now=cloud.clock()
     )
     return {name: dict(f.params) for name, f in claims.ent.items() if cloud.clock() < f.until}
-
-
-def _report(cloud: Cloud, device_id: str, *, seq: int, fw: str | None, kind: str = "gateway"):
-    """A health report as the MQTT bridge hands it to the ingest."""
-    body = HealthReport(
-        device_id=device_id, seq=seq, ts=cloud.clock(), kind=kind, uptime_s=60, fw=fw
-    )
-    done = cloud.state.health_ingest.process(
-        [Incoming(device_topic(device_id, "health"), health_to_json(body))]
-    )
-    assert done.stored == 1
 
 
 async def _plan(si: httpx.AsyncClient, inst: str, cam: str, code: str, card: str) -> httpx.Response:
@@ -92,6 +78,7 @@ def _count(cloud: Cloud, model: type) -> int:
 async def _two_cameras(cloud: Cloud) -> tuple[str, str, str, str]:
     inst = await cloud.installation()
     gw = (await cloud.device(inst))["device_id"]
+    cloud.report(gw)  # connected: services can be bought
     cam_a = (await cloud.device(inst, "camera"))["device_id"]
     cam_b = (await cloud.device(inst, "camera"))["device_id"]
     return inst, gw, cam_a, cam_b
@@ -370,15 +357,15 @@ async def test_old_controller_firmware_refuses_the_purchase_naming_the_minimum(
         r = await si.post("/api/v1/subscriptions", json=buy)
         assert r.status_code == 409 and "not connected" in _detail(r), r.text
         # the controller reports Prosoft 3.6.9; a camera's newer firmware does not count
-        _report(cloud, gw, seq=1, fw="3.6.9")
-        _report(cloud, cam, seq=1, fw="9.0.0", kind="camera")
+        cloud.report(gw, seq=1, fw="3.6.9")
+        cloud.report(cam, seq=1, fw="9.0.0", kind="camera")
         r = await si.post("/api/v1/subscriptions", json=buy)
         assert r.status_code == 409, r.text
         detail = _detail(r)
         assert "3.7.3 or higher" in detail and "3.6.9" in detail, detail
         assert _count(cloud, SubscriptionRow) == 0 and _count(cloud, OrderRow) == 0
         # updated: 3.7.10 is above 3.7.3 (compared as versions, not text)
-        _report(cloud, gw, seq=2, fw="3.7.10")
+        cloud.report(gw, seq=2, fw="3.7.10")
         r = await si.post("/api/v1/subscriptions", json=buy)
         assert r.status_code == 201, r.text
 
@@ -387,7 +374,7 @@ async def test_a_controller_silent_beyond_the_window_is_not_connected(cloud: Clo
     inst = await cloud.installation()
     gw = (await cloud.device(inst))["device_id"]
     _, si = await _partner(cloud, inst)
-    _report(cloud, gw, seq=1, fw="3.8.0")
+    cloud.report(gw, seq=1, fw="3.8.0")
     cloud.clock.advance(cloud.state.settings.purchase_connected_window_s + 1)
     async with si:
         r = await si.post(
@@ -401,6 +388,7 @@ async def test_a_controller_silent_beyond_the_window_is_not_connected(cloud: Clo
 async def test_office_users_by_the_month_at_most_60(cloud: Cloud) -> None:
     inst = await cloud.installation()
     gw = (await cloud.device(inst))["device_id"]
+    cloud.report(gw)
     _, si = await _partner(cloud, inst, payment_type="invoice")
     async with si:
         missing = await si.post(

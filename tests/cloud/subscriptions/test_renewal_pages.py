@@ -30,7 +30,7 @@ async def _shop(cloud: Cloud, n: int) -> tuple[int, list[str], list[str]]:
     insts, subs = [], []
     async with client(cloud.app, user_api_key(cloud.app, uid)) as si:
         for i in range(n):
-            insts.append(await cloud.installation(f"Shop {i}"))
+            insts.append(await cloud.connected(f"Shop {i}"))
             with cloud.state.store.transaction() as tx:
                 memberships.add_integrator(tx, insts[-1], company, actor="tests", now=0)
             r = await si.post(

@@ -29,6 +29,7 @@ from tests.cloud.harness import (
     DAY,
     Cloud,
     client,
+    connect,
     new_api_key,
     new_company,
     new_user,
@@ -52,6 +53,7 @@ async def _installations(app: Any, admin: httpx.AsyncClient, company: int, n: in
         r = await admin.post("/api/v1/installations", json={"name": f"Shop {i}"})
         assert r.status_code == 201, r.text
         out.append(r.json()["id"])
+        await connect(app, admin, out[-1])
         with app.state.cloud.store.transaction() as tx:
             memberships.add_integrator(tx, out[-1], company, actor="tests", now=0)
     return out

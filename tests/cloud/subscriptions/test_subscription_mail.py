@@ -33,7 +33,15 @@ from cloud.notifications.tables import NotificationStatus
 from cloud.settings import CloudSettings
 from cloud.testclock import TestClock
 from cloud.testing import AccountsSimulator, PublisherSimulator
-from tests.cloud.harness import client, new_api_key, new_company, new_user, running, user_api_key
+from tests.cloud.harness import (
+    client,
+    connect,
+    new_api_key,
+    new_company,
+    new_user,
+    running,
+    user_api_key,
+)
 from tests.cloud.pages import pdf_text
 from tests.smtp_fixtures import Delivery, SmtpServer
 
@@ -91,6 +99,7 @@ async def flow(settings: CloudSettings, smtp_server: SmtpServer) -> AsyncIterato
     async with running(app), client(app, new_api_key(app)) as admin:
         assert app.state.cloud.outbox is not None  # mail goes out through the SMTP server
         inst = (await admin.post("/api/v1/installations", json={"name": "Shop"})).json()["id"]
+        await connect(app, admin, inst)
         keys = []
         for email, payment_type in ((INVOICED, "invoice"), (CARDHOLDER, "card")):
             company = new_company(app, name=f"SI {payment_type}", payment_type=payment_type)

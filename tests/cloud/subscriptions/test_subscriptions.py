@@ -59,7 +59,7 @@ async def _days(cloud: Cloud, days: int) -> None:
 
 async def test_invoiced_partner_purchase_is_active_on_save_and_devices_get_it(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31) + 3600
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     dev = (await cloud.device(inst))["device_id"]
     uid, si = await _partner(cloud, inst, payment_type="invoice")
     async with si:
@@ -91,7 +91,7 @@ async def test_invoiced_partner_purchase_is_active_on_save_and_devices_get_it(cl
 
 
 async def test_card_partner_subscription_waits_for_checkout(cloud: Cloud) -> None:
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     dev = (await cloud.device(inst))["device_id"]
     _, si = await _partner(cloud, inst, payment_type="card")
     async with si:
@@ -117,7 +117,7 @@ async def test_manual_example_purchaser_moves_from_si_a_to_si_b(cloud: Cloud) ->
     """SI A purchases, A deactivates, SI B reactivates: B is the purchaser, 0 due now,
     and the next renewal is billed to B."""
     cloud.clock.now = ts(2026, 3, 10)
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     a, si_a = await _partner(cloud, inst, payment_type="invoice")
     b, si_b = await _partner(cloud, inst, payment_type="invoice")
     async with si_a, si_b:
@@ -152,7 +152,7 @@ async def test_declined_renewal_notifies_retries_expires_and_late_payment_restor
     cloud: Cloud,
 ) -> None:
     cloud.clock.now = ts(2026, 1, 31)
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     dev = (await cloud.device(inst))["device_id"]
     uid, si = await _partner(cloud, inst, payment_type="card")
     async with si:
@@ -204,7 +204,7 @@ async def test_test_clock_advances_day_by_day_running_the_jobs(
 ) -> None:
     from cloud import create_app
     from cloud.testclock import TestClock
-    from tests.cloud.harness import new_api_key, running
+    from tests.cloud.harness import connect, new_api_key, running
 
     clock = TestClock(ts(2026, 10, 15))
     app = create_app(
@@ -217,6 +217,7 @@ async def test_test_clock_advances_day_by_day_running_the_jobs(
         admin = client(app, new_api_key(app))
         async with admin:
             inst = (await admin.post("/api/v1/installations", json={"name": "x"})).json()["id"]
+            await connect(app, admin, inst)
             company = new_company(app, payment_type="invoice")
             uid = new_user(app, role="partner", company_id=company)
             with app.state.cloud.store.transaction() as tx:
@@ -245,7 +246,7 @@ async def test_test_clock_advances_day_by_day_running_the_jobs(
 async def test_two_purchases_of_one_service_at_once_leave_one_subscription_one_payment(
     cloud: Cloud,
 ) -> None:
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     _, si = await _partner(cloud, inst, payment_type="card")
     body = {"installation_id": inst, "product": "TSF16100", "card_token": CARD_OK}
     async with si:
@@ -266,7 +267,7 @@ async def test_future_start_activates_on_its_day_and_a_failed_renewal_order_paid
     cloud: Cloud,
 ) -> None:
     cloud.clock.now = ts(2026, 5, 10)
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     dev = (await cloud.device(inst))["device_id"]
     _, si = await _partner(cloud, inst, payment_type="card")
     async with si:

@@ -36,7 +36,7 @@ def _snapshot(cloud: Cloud) -> dict[str, object]:
 
 @pytest.fixture
 async def shop(cloud: Cloud):
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     company = new_company(cloud.app, name="SI", payment_type="card")
     uid = new_user(cloud.app, role="partner", company_id=company)
     with cloud.state.store.transaction() as tx:

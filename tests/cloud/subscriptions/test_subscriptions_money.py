@@ -71,7 +71,7 @@ async def _card(si: Any, sub_id: str, card: str) -> None:
 
 async def test_a_timed_out_purchase_is_activated_when_reconciled(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31)
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     _, si = await _partner(cloud, inst)
     async with si:
         r = await _buy(si, inst, card=CARD_TIMEOUT)
@@ -90,7 +90,7 @@ async def test_a_renewal_paid_twice_refunds_the_second_payment(cloud: Cloud) -> 
     """The automatic charge's answer is lost, the purchaser renews by hand meanwhile; when the
     lost charge turns out paid, it is refunded (audited, the buyer told), not kept."""
     cloud.clock.now = ts(2026, 1, 31)
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     uid, si = await _partner(cloud, inst)
     async with si:
         r = await _buy(si, inst)
@@ -117,7 +117,7 @@ async def test_a_renewal_paid_twice_refunds_the_second_payment(cloud: Cloud) -> 
 
 async def test_a_lost_renewal_answer_after_expiry_still_renews(cloud: Cloud) -> None:
     cloud.clock.now = ts(2026, 1, 31)
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     _, si = await _partner(cloud, inst)
     async with si:
         r = await _buy(si, inst)
@@ -134,7 +134,7 @@ async def test_a_lost_renewal_answer_after_expiry_still_renews(cloud: Cloud) -> 
 
 
 async def test_a_cancelled_or_abandoned_checkout_ends_the_subscription(cloud: Cloud) -> None:
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     _, si = await _partner(cloud, inst)
     item = {"installation_id": inst, "product": "TSF16100", "pay_with": "card"}
     async with si:
@@ -161,7 +161,7 @@ async def test_a_voided_purchase_ends_the_service_and_a_refunded_renewal_moves_t
     cloud: Cloud,
 ) -> None:
     cloud.clock.now = ts(2026, 1, 31)
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     _, si = await _partner(cloud, inst)
     async with si:
         r = await _buy(si, inst)
@@ -184,7 +184,7 @@ async def test_a_voided_purchase_ends_the_service_and_a_refunded_renewal_moves_t
 
 
 async def test_the_card_on_file_is_set_by_the_purchaser_or_an_admin_only(cloud: Cloud) -> None:
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     uid, si = await _partner(cloud, inst)
     other, si_b = await _partner(cloud, inst)
     async with si, si_b:

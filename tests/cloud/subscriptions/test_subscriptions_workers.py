@@ -29,6 +29,7 @@ from cloud.testing import AccountsSimulator, PublisherSimulator
 from tests.cloud.harness import (
     DAY,
     client,
+    connect,
     new_api_key,
     new_company,
     new_user,
@@ -70,6 +71,7 @@ async def _buy(app, clock: TestClock, *, declining: int) -> tuple[dict[str, str]
     async with client(app, admin) as ops, client(app, user_api_key(app, uid)) as si:
         for i in range(SUBSCRIPTIONS):
             inst = (await ops.post("/api/v1/installations", json={"name": f"s{i}"})).json()["id"]
+            await connect(app, ops, inst)
             with app.state.cloud.store.transaction() as tx:
                 memberships.add_integrator(tx, inst, company, actor="t", now=clock())
             r = await si.post(

@@ -36,7 +36,7 @@ async def test_support_finds_the_customer_by_partner_id_email_and_installation(
     fitter = new_user(cloud.app, role="partner", company_id=company, email="fitter@integra.example")
     new_user(cloud.app, role="partner", company_id=company, email="helper@entitle.example")
     owner = new_user(cloud.app, role="owner", email="owner@home.example")
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     with cloud.state.store.transaction() as tx:
         memberships.add_integrator(tx, inst, company, actor="tests", now=cloud.clock())
         memberships.set_owner(tx, inst, owner, actor="tests", now=cloud.clock())
@@ -72,7 +72,7 @@ async def test_support_finds_the_customer_by_partner_id_email_and_installation(
 async def test_support_gets_403_saying_who_may_on_every_subscription_and_order_change(
     cloud: Cloud,
 ) -> None:
-    inst = await cloud.installation()
+    inst = await cloud.connected()
     owner = new_user(cloud.app, role="owner")
     with cloud.state.store.transaction() as tx:
         memberships.set_owner(tx, inst, owner, actor="tests", now=cloud.clock())
