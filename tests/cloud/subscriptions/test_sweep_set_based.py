@@ -42,6 +42,7 @@ from cloud.subscriptions.rules.lifecycle import Charge, Status, Subscription, Ti
 from cloud.subscriptions.service import SubscriptionService
 from cloud.subscriptions.sweep import sweep_batch
 from cloud.subscriptions.tables import SubscriptionRow
+from tests.cloud.conftest import _empty_tables
 
 BASE = 1_798_761_600  # 2027-01-01T00:00:00Z
 ACTOR = "system:renewals"
@@ -53,18 +54,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A migrated database with two purchasers, copied for every example."""
     path = tmp_path_factory.mktemp("sweep") / "template.db"
     store = Store.open(f"sqlite:///{path}")
-    with store.transaction() as tx:
-        for i in (1, 2):
-            create_user(
-                tx,
-                email=f"buyer{i}@example.com",
-                name=f"Buyer {i}",
-                password="correct horse battery staple",
-                role=Role.OWNER,
-                company_id=None,
-                actor="test",
-                now=BASE,
-            )
+    _purchasers(store)
     store.close()
     yield path
 
@@ -260,6 +250,66 @@ def test_set_based_sweep_writes_what_the_per_row_path_writes(
             seen.add(key)
             subs.append((sub, d))
     _assert_both_paths_write_alike(template, tmp_path / f"{offset}-{len(generated)}", subs, now)
+
+
+def _purchasers(store: Store) -> None:
+    with store.transaction() as tx:
+        for i in (1, 2):
+            create_user(
+                tx,
+                email=f"buyer{i}@example.com",
+                name=f"Buyer {i}",
+                password="correct horse battery staple",
+                role=Role.OWNER,
+                company_id=None,
+                actor="test",
+                now=BASE,
+            )
+
+
+@settings(
+    derandomize=True,
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.lists(_sub, min_size=1, max_size=12),
+    st.integers(-70 * DAY_S, 100 * DAY_S),
+)
+def test_on_postgresql_the_set_based_sweep_writes_what_the_per_row_path_writes(
+    template: Path,
+    tmp_path: Path,
+    cloud_postgres_url: str,
+    generated: list[dict[str, Any]],
+    offset: int,
+) -> None:
+    """PostgreSQL's own batch inserts (one statement over a JSON document, rows in
+    ``WITH ORDINALITY`` order) against the per-row path on SQLite: the same rows in
+    the same order (ids skipped, rows ordered by id), devices and charges."""
+    now = BASE + offset
+    seen: set[tuple[str, str]] = set()
+    subs = []
+    for i, d in enumerate(generated):
+        sub = _state(i, d, now)
+        if (sub.installation_id, sub.product.feature) not in seen:
+            seen.add((sub.installation_id, sub.product.feature))
+            subs.append((sub, d))
+    path = tmp_path / f"{offset}-{len(generated)}-per-row.db"
+    shutil.copy(template, path)
+    reference = Store.open(f"sqlite:///{path}", migrate=False)
+    _empty_tables(cloud_postgres_url)
+    postgres = Store.open(cloud_postgres_url)  # migrated once a session
+    try:
+        _purchasers(postgres)
+        for store in (reference, postgres):
+            _seed(store, subs, now)
+        expected = _per_row(reference, now)
+        assert _set_based(postgres, now) == expected
+        assert _dump(postgres) == _dump(reference)
+    finally:
+        reference.close()
+        postgres.close()
 
 
 def _tweaked(d: dict[str, Any], field: str) -> dict[str, Any]:
