@@ -7,6 +7,8 @@ needs other settings starts its own cloud with :func:`serve_cloud`):
 
     dashboard   session scope: the running cloud, seeded with a user of every role
                 (:data:`ROLES`), two partner companies (invoice, card) and installations
+                ("Harbour Office" connected: a gateway of it has reported, so services
+                can be bought for it; :meth:`Dashboard.connect` does that for others)
     browser     module scope: headless Chromium (/usr/bin/chromium)
     login       ``login("support") -> Page``: a fresh browser context signed in as that role
     shoot       ``shoot(page, "fleet-admin")``: a full-page screenshot under
@@ -324,7 +326,10 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         board.new_user("card_partner", "partner", company="card")
         board.new_user("owner", "owner")
         board.new_user("other_owner", "owner")
-        board.new_installation("Harbour Office", owner="owner", integrators=("invoice", "card"))
+        harbour = board.new_installation(
+            "Harbour Office", owner="owner", integrators=("invoice", "card")
+        )
+        board.connect(harbour)
         board.new_installation("Villa Dune", owner="other_owner")
         yield board
 

@@ -13,7 +13,7 @@ def test_a_camera_plan_is_changed_after_a_confirm_step(
     dashboard: Dashboard, login: Any, shoot: Any
 ) -> None:
     inst = dashboard.new_installation("Harbour Camera Site", integrators=("invoice",))
-    dashboard.new_device(inst, "gateway")
+    dashboard.connect(inst)  # its gateway has reported: plans can be bought
     cam = dashboard.new_device(inst, "camera")["device_id"]
     bought = dashboard.call(
         "POST",
