@@ -227,6 +227,19 @@ def _assert_both_paths_write_alike(
             store.close()
 
 
+def _unique(generated: list[dict[str, Any]], now: int) -> list[tuple[Subscription, dict[str, Any]]]:
+    """The generated subscriptions, one per installation and service (the first)."""
+    seen: set[tuple[str, str]] = set()
+    subs = []
+    for i, d in enumerate(generated):
+        sub = _state(i, d, now)
+        key = (sub.installation_id, sub.product.feature)
+        if key not in seen:
+            seen.add(key)
+            subs.append((sub, d))
+    return subs
+
+
 @settings(
     derandomize=True,
     max_examples=60,
@@ -241,14 +254,7 @@ def test_set_based_sweep_writes_what_the_per_row_path_writes(
     template: Path, tmp_path: Path, generated: list[dict[str, Any]], offset: int
 ) -> None:
     now = BASE + offset
-    seen: set[tuple[str, str]] = set()
-    subs = []
-    for i, d in enumerate(generated):
-        sub = _state(i, d, now)
-        key = (sub.installation_id, sub.product.feature)
-        if key not in seen:  # one subscription per installation and service
-            seen.add(key)
-            subs.append((sub, d))
+    subs = _unique(generated, now)
     _assert_both_paths_write_alike(template, tmp_path / f"{offset}-{len(generated)}", subs, now)
 
 
@@ -288,13 +294,7 @@ def test_on_postgresql_the_set_based_sweep_writes_what_the_per_row_path_writes(
     ``WITH ORDINALITY`` order) against the per-row path on SQLite: the same rows in
     the same order (ids skipped, rows ordered by id), devices and charges."""
     now = BASE + offset
-    seen: set[tuple[str, str]] = set()
-    subs = []
-    for i, d in enumerate(generated):
-        sub = _state(i, d, now)
-        if (sub.installation_id, sub.product.feature) not in seen:
-            seen.add((sub.installation_id, sub.product.feature))
-            subs.append((sub, d))
+    subs = _unique(generated, now)
     path = tmp_path / f"{offset}-{len(generated)}-per-row.db"
     shutil.copy(template, path)
     reference = Store.open(f"sqlite:///{path}", migrate=False)
