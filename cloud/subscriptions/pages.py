@@ -408,8 +408,12 @@ def _checkout_page(
     error: str | None,
     status_code: int = 200,
 ) -> HTMLResponse:
+    visible = installations.visible(user, limit=200, offset=0)
     context = {
-        "installations": installations.visible(user, limit=200, offset=0),
+        "installations": visible,
+        # nothing is sold to these: their boxes are off, and the page says why
+        "unconnected": service.unconnected([i.id for i in visible]),
+        "window_days": service.connected_window_s // 86400,
         "services": SERVICES[:2],  # the yearly installation-wide services
         "products": CATALOGUE,
         "pays_with": service.pays_with(user),

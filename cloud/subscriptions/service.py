@@ -882,9 +882,18 @@ class SubscriptionService:
     def connected(self, installation_id: str) -> bool:
         """Whether the installation may buy now: one of its devices reported within the
         purchase window (:func:`is_connected`)."""
+        return not self.unconnected([installation_id])
+
+    def unconnected(self, installation_ids: Sequence[str]) -> set[str]:
+        """Those of ``installation_ids`` that nothing can be bought for now: none of their
+        devices reported within the purchase window (:func:`is_connected`)."""
+        now = self.clock()
         with self.store.transaction() as tx:
-            reports = self.reports(tx, installation_id)
-        return is_connected(reports, now=self.clock(), window_s=self.connected_window_s)
+            return {
+                i
+                for i in installation_ids
+                if not is_connected(self.reports(tx, i), now=now, window_s=self.connected_window_s)
+            }
 
     def preconditions(self, tx: Session, item: Product, installation_id: str, *, now: int) -> None:
         """Refuse selling ``item`` to an installation that is not connected or whose

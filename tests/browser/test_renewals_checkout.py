@@ -1,7 +1,8 @@
 """Checkout for several installations in Chromium, on `entitle cloud serve`: a card partner
-ticks a service on two installations, pays once, and lands on the one order, whose one
-table lists each line with its installation; a partner of only one of them sees the order
-with that line and a note of the others (screenshots, axe-checked)."""
+ticks a service on two installations (a third, not connected, cannot be ticked), pays
+once, and lands on the one order, whose one table lists each line with its installation;
+a partner of only one of them sees the order with that line and a note of the others
+(screenshots, axe-checked)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ def test_a_card_partner_buys_for_two_installations_in_one_checkout(
     ]
     for inst in installs:
         dashboard.connect(inst)
+    # nothing of it has reported: shown, but nothing can be ticked for it
+    silent = dashboard.new_installation("Dock West (not online yet)", integrators=("card",))
     page = login("card_partner")
     page.goto("/checkout")
+    assert "Not connected" in page.locator(f"#not-connected-{silent}").inner_text()
+    assert page.locator(f"#item-{silent}-TSF16100").is_disabled()
     for inst in installs:
         page.check(f"#item-{inst}-TSF16100")
     page.fill("#checkout-card", CARD_OK)

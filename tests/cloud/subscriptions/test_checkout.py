@@ -5,6 +5,7 @@ names it; a declined card buys nothing."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -112,11 +113,34 @@ async def test_the_checkout_page_buys_for_several_installations(cloud: Cloud) ->
         insts.append(await cloud.connected(f"Shop {i}"))
         with cloud.state.store.transaction() as tx:
             memberships.add_integrator(tx, insts[-1], company, actor="tests", now=0)
+    silent = await cloud.installation("Silent shop")  # nothing reported: nothing to buy
+    with cloud.state.store.transaction() as tx:
+        memberships.add_integrator(tx, silent, company, actor="tests", now=0)
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
         page = await http.get("/checkout")
         assert page.status_code == 200 and all(i in page.text for i in insts)
+        # the silent one is marked and its boxes are off; the others' are on
+        assert f'id="not-connected-{silent}"' in page.text and "in the last 7 days" in page.text
+        boxes = re.findall(r'<input type="checkbox"[^>]*id="item-([^"]+)-TSF\d+"[^>]*>', page.text)
+        assert sorted(set(boxes)) == sorted([*insts, silent])
+        for inst in (*insts, silent):
+            box = re.search(
+                rf'<input type="checkbox"[^>]*id="item-{inst}-TSF16100"[^>]*>', page.text
+            )
+            assert box is not None and ("disabled" in box.group(0)) == (inst == silent)
         token = csrf_of(page.text)
         rows = every_row(cloud.app)
+        forced = await http.post(  # a forged post with the silent one: refused whole
+            "/checkout",
+            data={
+                "csrf_token": token,
+                "item": [f"{insts[0]}|TSF16100", f"{silent}|TSF16100"],
+                "card_number": CARD_OK,
+            },
+        )
+        assert forced.status_code == 409 and f"installation {silent} is not connected" in (
+            forced.text
+        )
         wanted = [f"{insts[0]}|TSF16100", f"{insts[1]}|TSF16100", f"{insts[1]}|TSF12125"]
         no_card = await http.post("/checkout", data={"csrf_token": token, "item": wanted})
         assert no_card.status_code == 422 and "card number" in no_card.text
