@@ -167,6 +167,8 @@ def office_users(
             "may_write": may_write,
             "blacklisted": blacklisted,
             "pays_with": service.pays_with(user) if may_write else None,
+            "not_connected": may_write and not service.connected(installation_id),
+            "window_days": service.connected_window_s // 86400,
             "tone": _STATUS_TONE,
         },
     )

@@ -81,11 +81,18 @@ async def test_add_two_users_end_one_and_keep_it_after_all(
     cloud.clock.now = ts(2026, 3, 10)
     inst = await cloud.connected("Harbour Office")
     company = _integrate(cloud, inst, payment_type="invoice")
+    silent = await cloud.installation("Not online yet")
+    with cloud.state.store.transaction() as tx:
+        memberships.add_integrator(tx, silent, company, actor="system:tests", now=1)
     page_url = f"/installations/{inst}/office-users"
     async with signed_in(cloud.app, role="partner", company_id=company) as (http, _):
         empty = await http.get(page_url)
         assert empty.status_code == 200
         assert "0 of 60" in empty.text and "No office users yet." in empty.text
+        assert 'id="not-connected"' not in empty.text
+        # an installation none of whose devices reported: the add form says so first
+        unsold = await http.get(f"/installations/{silent}/office-users")
+        assert 'id="not-connected"' in unsold.text and "in the last 7 days" in unsold.text
         # two names in the text area, one a line: one confirm step with both, then saved
         review = await http.get(
             f"/installations/{inst}/buy",
