@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import pytest
 
 from cloud.health.ingest import Incoming
@@ -31,7 +32,8 @@ def _sent(cloud: Cloud, device_id: str) -> list[bytes]:
     return [m.payload for m in cloud.publisher.log if m.topic == topic and m.payload]
 
 
-async def test_a_device_online_behind_gets_its_current_token_again(cloud: Cloud) -> None:
+async def _granted(cloud: Cloud) -> tuple[str, httpx.Response]:
+    """A device of a new installation, and the answer to granting it remote_access."""
     installation = await cloud.installation()
     device = (await cloud.device(installation))["device_id"]
     granted = await cloud.http.post(
@@ -39,6 +41,11 @@ async def test_a_device_online_behind_gets_its_current_token_again(cloud: Cloud)
         json={"feature": "remote_access", "until": cloud.clock() + 86400},
     )
     assert granted.status_code < 300, granted.text
+    return device, granted
+
+
+async def test_a_device_online_behind_gets_its_current_token_again(cloud: Cloud) -> None:
+    device, granted = await _granted(cloud)
     current = _sent(cloud, device)[-1]
     before = len(_sent(cloud, device))
     ingest = cloud.state.health_ingest
@@ -57,12 +64,7 @@ async def test_a_device_online_behind_gets_its_current_token_again(cloud: Cloud)
 
 @pytest.mark.parametrize("held", ["current", None, "2", 1.0])
 async def test_a_device_up_to_date_or_not_saying_is_left_alone(cloud: Cloud, held: object) -> None:
-    installation = await cloud.installation()
-    device = (await cloud.device(installation))["device_id"]
-    granted = await cloud.http.post(
-        f"/api/v1/installations/{installation}/grants",
-        json={"feature": "remote_access", "until": cloud.clock() + 86400},
-    )
+    device, granted = await _granted(cloud)
     ingest = cloud.state.health_ingest
     assert ingest is not None
     [version] = [t["ver"] for t in granted.json()["tokens"] if t["device_id"] == device]
@@ -86,12 +88,7 @@ async def test_a_republish_the_broker_did_not_take_is_left_to_the_refresh_job(
 ) -> None:
     """The cloud's own connection may still be failing over when a device comes back
     online behind (a NATS node died under both): the token goes back into the outbox."""
-    installation = await cloud.installation()
-    device = (await cloud.device(installation))["device_id"]
-    granted = await cloud.http.post(
-        f"/api/v1/installations/{installation}/grants",
-        json={"feature": "remote_access", "until": cloud.clock() + 86400},
-    )
+    device, granted = await _granted(cloud)
     [version] = [t["ver"] for t in granted.json()["tokens"] if t["device_id"] == device]
     current = _sent(cloud, device)[-1]
     before = len(_sent(cloud, device))
@@ -120,13 +117,7 @@ async def test_a_database_failure_at_the_catch_up_does_not_end_the_ingest(cloud:
     # is logged, and the next message is ingested (it ended the ingest's task before)
     from sqlalchemy.exc import OperationalError
 
-    installation = await cloud.installation()
-    device = (await cloud.device(installation))["device_id"]
-    granted = await cloud.http.post(
-        f"/api/v1/installations/{installation}/grants",
-        json={"feature": "remote_access", "until": cloud.clock() + 86400},
-    )
-    assert granted.status_code < 300, granted.text
+    device, granted = await _granted(cloud)
     ingest = cloud.state.health_ingest
     assert ingest is not None and ingest.on_behind is not None
     republish, failed = ingest.on_behind, asyncio.Event()
