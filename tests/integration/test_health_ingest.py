@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +169,16 @@ def report(device_id: str, seq: int, *, ts0: int = 1_767_225_600) -> bytes:
     )
 
 
-async def wait_for(predicate: Any, *, within: float, what: str) -> None:
+async def wait_for(
+    predicate: Any, *, within: float, what: str, explain: Callable[[], str] | None = None
+) -> None:
+    """Poll ``predicate`` until true; on timeout fail naming ``what`` (and ``explain()``,
+    e.g. the processes' log, so a failure in CI says what the processes were doing)."""
     deadline = time.monotonic() + within
     while not await asyncio.to_thread(predicate):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            detail = "" if explain is None else f"\n--- log ---\n{explain()}"
+            raise AssertionError(f"timed out waiting for {what}{detail}")
         await asyncio.sleep(0.05)
 
 

@@ -79,7 +79,7 @@ class Workers:
             )
 
     def log(self) -> str:
-        return (self.root / "cloud.log").read_text(errors="replace")[-3000:]
+        return (self.root / "cloud.log").read_text(errors="replace")[-6000:]
 
     def ingest(self, i: int) -> dict[str, Any]:
         """Worker ``i``'s /api/v1/health/ingest (1-based)."""
@@ -177,6 +177,7 @@ async def test_two_workers_one_killed_mid_batch_store_every_report_once(
             lambda: workers.pid(2) not in (None, victim) and workers.connected(2),
             within=60,
             what="worker 2 restarted by the supervisor",
+            explain=workers.log,
         )
         await publishers.wait_past(at_kill, "the kill")
         publishers.stopping.set()
