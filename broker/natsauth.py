@@ -49,6 +49,7 @@ from common.natsaccounts import (
     LOGINS_BUCKET,
     device_permissions,
 )
+from common.natsstreams import HEALTH_STREAM, ensure_health_stream
 from protocol.errors import TopicError
 from protocol.topics import check_device_id
 
@@ -244,6 +245,9 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
     while True:
         try:
             kv = await _bucket(js, config.replicas)
+            # before any device can log in: a report sent then must land in the stream
+            if await ensure_health_stream(js, replicas=config.replicas):
+                log.info("created the JetStream stream %s", HEALTH_STREAM)
             break
         except (TimeoutError, nats.errors.Error) as exc:  # JetStream not up yet
             log.info("waiting for JetStream: %s", exc)

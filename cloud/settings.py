@@ -47,6 +47,9 @@ class CloudSettings(BrokerClientSettings):
     # health ingest, commands, tickets (cloud.health, cloud.tickets.service)
     health_batch_size: int = Field(default=200, ge=1, le=1000)
     health_flush_delay_s: float = Field(default=0.05, gt=0)
+    # NATS: how long a pulled report may stay unacked before JetStream hands it to another
+    # worker (a worker killed mid-batch); above the slowest batch commit
+    health_ack_wait_s: float = Field(default=30.0, ge=1)
     # N workers (entitle cloud serve --workers N): each its own consumer session, jobs in any
     mqtt_client_id: str | None = Field(
         default=None,

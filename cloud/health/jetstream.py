@@ -14,10 +14,13 @@ hands the message to whichever worker pulls after ``ack_wait_s``; the unique
 messages are held unacked by one worker (the analogue of MQTT's Receive
 Maximum), so a busy worker leaves the rest of the stream to the others.
 
-The stream and the consumer are created (or found) by the first worker that
-connects, idempotently; reports published before any stream existed were
-acknowledged by NATS and kept by the device's outbox, which the gap job asks
-for again (cloud.health.gaps). Errors of nats-py stay here: the loop logs and
+The stream is the broker's: its auth responders make it when the cluster starts
+(:mod:`common.natsstreams`), so reports sent before any worker ran are kept;
+a worker ensures it again when it connects (a cluster run without our
+responders), idempotently. Each worker creates or updates the consumer when it
+connects (NATS updates an existing durable's editable fields, such as its ack
+wait): ``ENTITLE_HEALTH_ACK_WAIT_S`` set on the workers takes effect when
+they restart. Errors of nats-py stay here: the loop logs and
 reconnects with :func:`common.mqtt.backoff_delay`.
 """
 
@@ -32,19 +35,19 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from cloud.settings import CloudSettings
 from common.mqtt import Received, backoff_delay
-from protocol.topics import PREFIX
+from common.natsstreams import HEALTH_STREAM, HEALTH_SUBJECT, ensure_health_stream
 
 __all__ = ["DURABLE", "STREAM", "SUBJECT", "JetStreamHealth"]
 
 _log = logging.getLogger(__name__)
 
-STREAM = "ENTITLE_HEALTH"
+STREAM = HEALTH_STREAM
 DURABLE = "cloud-health"
-SUBJECT = f"{PREFIX.replace('/', '.')}.dev.*.health"
+SUBJECT = HEALTH_SUBJECT
 
 
 def _topic(subject: str) -> str:
@@ -92,6 +95,7 @@ class JetStreamHealth:
             username=broker.username,
             password=broker.password.get_secret_value() if broker.password else None,
             batch=settings.health_batch_size,
+            ack_wait_s=settings.health_ack_wait_s,
         )
 
     def _ack_later(self, message: Msg) -> Callable[[], None]:
@@ -107,30 +111,21 @@ class JetStreamHealth:
 
     async def _setup(self, nc: nats.NATS) -> object:
         js = nc.jetstream()
-        try:
-            await js.stream_info(STREAM)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(
-                StreamConfig(
-                    name=STREAM,
-                    subjects=[SUBJECT],
-                    retention=RetentionPolicy.WORK_QUEUE,
-                    storage=StorageType.FILE,
-                    num_replicas=self.replicas,
-                )
-            )
+        if await ensure_health_stream(js, replicas=self.replicas):
             _log.info("created the JetStream stream %s (%d replicas)", STREAM, self.replicas)
-        return await js.pull_subscribe(
-            SUBJECT,
-            durable=DURABLE,
-            stream=STREAM,
-            config=ConsumerConfig(
+        # create or update: a durable made with another ack wait takes this worker's
+        await js.add_consumer(
+            STREAM,
+            ConsumerConfig(
+                name=DURABLE,
                 durable_name=DURABLE,
+                filter_subject=SUBJECT,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self._ack_wait_s,
                 max_ack_pending=-1,
             ),
         )
+        return await js.pull_subscribe_bind(durable=DURABLE, stream=STREAM)
 
     async def _send_acks(self) -> None:
         while True:

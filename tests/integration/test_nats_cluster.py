@@ -4,6 +4,8 @@
   and keeps enforcing (must-show 2); a grant made meanwhile reaches it.
 - 200 devices created in quick succession, then a QoS 1 round trip on a persistent
   session works for each (must-show 4; config reloads broke sessions after ~30).
+- The health stream exists before any cloud worker runs; workers set the durable
+  consumer's ack wait.
 - Logins: the MQTT client id is pinned to the device id, a removed login is
   refused, a device cannot connect over the NATS protocol, the generated config.
 """
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.request
@@ -23,9 +26,12 @@ import pytest
 
 from broker.nats import NatsCluster
 from broker.natsconfig import NodePorts, node_config
+from cloud.health.jetstream import DURABLE, STREAM, JetStreamHealth
+from common.mqtt import Received
 from entitle.demo import DemoStack, running_stack
+from protocol.health import HealthReport, health_to_json, parse_health
 from protocol.topics import device_topic
-from tests.broker_fixtures import FixtureCluster
+from tests.broker_fixtures import CLOUD, FixtureCluster
 from tests.waiting import HANG_S, eventually
 
 pytestmark = pytest.mark.timeout(180)
@@ -248,3 +254,64 @@ def test_a_port_taken_before_the_new_node_binds_it_gets_new_ports(
         with FixtureCluster(tmp_path / "c", nodes=1) as cluster:
             assert port not in {cluster.nodes[0].client, cluster.nodes[0].mqtt}
             assert cluster.pid(0) is not None
+
+
+async def test_the_broker_makes_the_health_stream_and_workers_set_the_ack_wait(
+    tmp_path: Path,
+) -> None:
+    """A report sent before any cloud worker ever ran is kept: the cluster's responders
+    made the health stream when it started. A worker creates the durable consumer with
+    its ``health_ack_wait_s``; a worker started with another value updates it (the
+    setting takes effect when workers restart, not only on a fresh cluster)."""
+    with FixtureCluster(tmp_path / "c", nodes=1) as cluster:
+        device, _ = cluster.new_device("gw")
+        report = HealthReport(
+            device_id=device, seq=1, ts=1_800_000_000, kind="gateway", uptime_s=60
+        )
+        async with cluster.client(device) as mqtt:  # no worker has connected yet
+            await mqtt.publish(device_topic(device, "health"), health_to_json(report), qos=1)
+
+        async def pull(ack_wait_s: float, *, reports: bool) -> tuple[list[Received], float]:
+            """Run a worker's consumer until it is connected (and, with ``reports``, has
+            handed over a batch): (what it got, the durable's ack wait as the server
+            reports it)."""
+            got: list[Received] = []
+            arrived = asyncio.Event()
+
+            def deliver(batch: list[Received]) -> None:
+                got.extend(batch)
+                for message in batch:
+                    message.ack()
+                arrived.set()
+
+            consumer = JetStreamHealth(
+                cluster.nats_servers,
+                username=CLOUD,
+                password=cluster.passwords[CLOUD],
+                ack_wait_s=ack_wait_s,
+            )
+            task = asyncio.create_task(consumer.run(deliver))
+            try:
+                async with asyncio.timeout(HANG_S):
+                    await consumer.connected.wait()
+                    if reports:
+                        await arrived.wait()
+                nc = await nats.connect(
+                    servers=cluster.nats_servers, user=CLOUD, password=cluster.passwords[CLOUD]
+                )
+                try:
+                    info = await nc.jetstream().consumer_info(STREAM, DURABLE)
+                finally:
+                    await nc.close()
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            return got, float(info.config.ack_wait or 0)
+
+        got, ack_wait = await pull(7, reports=True)
+        assert [parse_health(m.payload, topic_device_id=device) for m in got] == [report]
+        assert got[0].topic == device_topic(device, "health")
+        assert ack_wait == 7
+        _, ack_wait = await pull(12, reports=False)
+        assert ack_wait == 12
