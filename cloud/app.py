@@ -259,7 +259,9 @@ def create_app(
                 subscriptions=NATS_SUBSCRIPTIONS if nats else SUBSCRIPTIONS,
             )
             ingest.on_behind = service.republish  # a device came online with an older token
-            if bridge is not None:  # on NATS, reports come from JetStream (one durable consumer)
+            # on NATS, reports come from JetStream (one durable consumer); the job runner
+            # (`entitle cloud jobs`) takes no share of them
+            if bridge is not None and settings.ingest_health:
                 bridge.attach(
                     ingest, stream=JetStreamHealth.from_settings(settings) if nats else None
                 )

@@ -59,6 +59,11 @@ class CloudSettings(BrokerClientSettings):
     run_jobs: bool = Field(
         default=True, description="run the background jobs here (false: API and ingest only)"
     )
+    ingest_health: bool = Field(
+        default=True,
+        description="take a share of the health stream here (false: the job runner, "
+        "`entitle cloud jobs`, which publishes but consumes nothing)",
+    )
     health_retention_s: int = Field(default=30 * 86400, description="raw reports kept")
     health_hourly_retention_s: int = Field(default=730 * 86400, description="hourly aggregates")
     health_retention_interval_s: float = 3600.0

@@ -408,17 +408,38 @@ def cloud_serve(
     ] = 1,
 ) -> None:
     """The API, dashboard, MQTT bridge and jobs."""
-    import uvicorn
-
-    from broker.passwd import PASSWD_NAME, PasswdFileAccounts
-    from cloud.app import create_app
-
     _logging(verbose)
     settings = _cloud_settings()
     _broker_address(settings, whose="the cloud's")  # read once here: a sentence, not a trace
     if workers > 1:
         _serve_workers(settings, workers, verbose)
         return
+    _serve_one(settings, verbose)
+
+
+@cloud_app.command("jobs")
+def cloud_jobs(verbose: Verbose = False) -> None:
+    """The background jobs alone: renewals and expiry, token refresh and re-signing,
+    health retention and gap repair, tickets, the mail outbox.
+
+    It publishes tokens and commands but takes no share of the health stream (run it
+    beside 'cloud serve' workers started with ENTITLE_RUN_JOBS=false). It answers
+    /healthz and /metrics (job runs, backlogs) on its own port: keep that port off the
+    reverse proxy's pool.
+    """
+    _logging(verbose)
+    settings = _cloud_settings().model_copy(update={"run_jobs": True, "ingest_health": False})
+    _broker_address(settings, whose="the cloud's")
+    _serve_one(settings, verbose)
+
+
+def _serve_one(settings: CloudSettings, verbose: bool) -> None:
+    """One cloud process in the foreground (uvicorn on http_host:http_port)."""
+    import uvicorn
+
+    from broker.passwd import PASSWD_NAME, PasswdFileAccounts
+    from cloud.app import create_app
+
     broker_dir = settings.data_dir / "broker"
     # The embedded broker reads device logins from a password file beside it;
     # Mosquitto gets them over $CONTROL with the cloud's own login (the default).

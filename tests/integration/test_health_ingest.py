@@ -761,3 +761,35 @@ async def test_ticket_self_test_round_trip_then_rma(cloud_app: Any, clouds: Fixt
     assert health["diagnosis"]["action"] == "replace_device"
     shown = (await http.get(f"/api/v1/tickets/{tid}")).json()
     assert shown["rma"][0]["command_id"] == second["id"]
+
+
+async def test_the_job_runner_takes_no_share_of_the_health_stream(
+    clouds: FixtureBroker, tmp_path: Path
+) -> None:
+    """``entitle cloud jobs`` (``ingest_health`` off) is connected and publishing, but not
+    in the ``$share`` group: a worker beside it receives every report. Were the runner
+    in the group, Mosquitto would hand it about every second one."""
+    database_url = f"sqlite:///{tmp_path / 'cloud.db'}"
+    clouds.add_device("gw-1")
+    store = prepare(database_url, ["gw-1"])
+    settings = CloudSettings(
+        data_dir=tmp_path / "jobs",
+        database_url=database_url,
+        broker_url=clouds.url("cloud-b"),
+        ingest_health=False,
+    )
+    runner = create_app(settings, accounts=clouds.accounts)
+    worker = Worker(clouds, "cloud-a", database_url, batch=5).start()
+    try:
+        async with running(runner):
+            await runner.state.cloud.bridge.wait_connected(HANG_S)
+            await publish_all(clouds, "gw-1", list(range(1, 41)))
+            await wait_for(lambda: stored(store) == 40, within=60, what="every report")
+            consuming = runner.state.cloud.bridge.receiver
+        got = worker.stop()
+    finally:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.kill()
+    assert got["stored"] == 40
+    assert consuming is None
+    store.close()
