@@ -195,11 +195,14 @@ def insert_rows(
     clause naming columns as ``excluded.<name>``), in the session's transaction.
 
     Each row maps the same column names to what the driver takes (JSON dumped to
-    text, enums as their values). PostgreSQL gets one statement over one JSON
-    document (``json_to_recordset``, each field typed as the table declares it,
-    ``WITH ORDINALITY`` for the order): psycopg's ``executemany`` spent more Python
-    on each row than the whole sweep's rule (measured on the renewal sweep).
-    SQLite gets the driver's ``executemany`` (in C).
+    text, enums as their values). On PostgreSQL, rows without ``tail`` go in by
+    ``COPY … FROM STDIN`` (psycopg's copy, in the row order); with a ``tail``
+    (COPY takes no ``ON CONFLICT``), one statement over one JSON document
+    (``json_to_recordset``, each field typed as the table declares it, ``WITH
+    ORDINALITY`` for the order). Measured on 1,000 audit rows: COPY 8 ms and 1.5 ms
+    of Python, the JSON statement 19 ms and 4.8 ms; psycopg's ``executemany``
+    spent more Python on each row than the whole renewal sweep's rule. SQLite
+    gets the driver's ``executemany`` (in C).
     """
     if not rows:
         return
@@ -210,6 +213,14 @@ def insert_rows(
     if connection.dialect.name != "postgresql":
         marks = ", ".join(f":{n}" for n in names)
         executemany(session, f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) {tail}", rows)
+        return
+    if not tail:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:  # type: ignore[attr-defined]
+            with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[n] for n in names])
         return
     fields, values = [], []
     for name in names:

@@ -77,6 +77,7 @@ class RenewalJob:
         interval_s: float = 60.0,
         batch: int = _BATCH,
         max_batches: int = _MAX_BATCHES,
+        sweepers: int | None = None,
     ) -> None:
         self.name = "subscription-renewals"
         self.interval_s = interval_s
@@ -85,6 +86,11 @@ class RenewalJob:
         self._clock = clock
         self._batch = batch
         self._max_batches = max_batches
+        if sweepers is None:  # PostgreSQL: two, so one's statements run while one decides
+            sweepers = 2 if service.store.engine.dialect.name == "postgresql" else 1
+        if sweepers < 1:
+            raise ValueError("sweepers must be at least 1")
+        self._sweepers = sweepers
 
     async def run_once(self) -> RenewalReport:
         """Every subscription due at the clock's ``now``, in batches; idempotent.
@@ -95,14 +101,8 @@ class RenewalJob:
         split them.
         """
         now = self._clock()
-        ticked = charged = paid = declined = resumed = 0
-        pending: list[Due] = []
-        for _ in range(self._max_batches):
-            selected, changed, charges = await asyncio.to_thread(self._tick_due, now)
-            ticked += changed
-            pending.extend(charges)
-            if selected < self._batch:
-                break
+        charged = paid = declined = resumed = 0
+        ticked, pending = await self._sweep(now)
         for placed in await self._charger.place_ticked(pending, now=now):
             if placed.resumed:  # its answer applied again: charged where it was placed
                 resumed += 1
@@ -125,6 +125,36 @@ class RenewalJob:
                 refunded,
             )
         return RenewalReport(ticked, charged, paid, declined, abandoned, refunded, resumed)
+
+    async def _sweep(self, now: int) -> tuple[int, list[Due]]:
+        """Tick every due subscription, in batches (at most ``max_batches``): (rows
+        changed, charges to place).
+
+        On PostgreSQL ``sweepers`` threads sweep at once, each its own transactions:
+        ``SKIP LOCKED`` gives them disjoint batches, and the database works on one's
+        statements while the other's rule decides in Python (the sweep was half
+        server time, half client). SQLite takes one writer at a time: one sweeper.
+        A sweeper stops at a short batch (nothing more due, or the rest held by
+        another), or at a batch that changed under it (the next pass sees it).
+        """
+        budget = self._max_batches
+        ticked = 0
+        pending: list[Due] = []
+
+        async def sweeper() -> None:
+            nonlocal budget, ticked
+            while budget > 0:
+                budget -= 1
+                selected, changed, charges = await asyncio.to_thread(self._tick_due, now)
+                ticked += changed
+                pending.extend(charges)
+                if selected < self._batch:
+                    return
+
+        async with asyncio.TaskGroup() as sweeping:
+            for _ in range(self._sweepers):
+                sweeping.create_task(sweeper())
+        return ticked, pending
 
     async def _cancel_abandoned(self, *, now: int) -> int:
         """Cancel purchase checkouts unpaid for ABANDON_AFTER_S; their subscriptions end."""

@@ -6,6 +6,7 @@ per purchaser and month (TTecomm), even when the workers tick parts of the month
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from cloud.billing.tables import OrderRow
 from cloud.devices import memberships
 from cloud.notifications.tables import NotificationRow
 from cloud.settings import CloudSettings
+from cloud.subscriptions import jobs as renewal_jobs
 from cloud.subscriptions import queries as subscription_queries
 from cloud.subscriptions.charging import RenewalCharger
 from cloud.subscriptions.jobs import RenewalJob
@@ -36,6 +38,7 @@ from tests.cloud.harness import (
     running,
     user_api_key,
 )
+from tests.waiting import HANG_S
 
 SUBSCRIPTIONS = 12
 SUBSCRIPTION_CENTS = 6000  # Remote Services (TSF16100), a year
@@ -302,3 +305,52 @@ async def test_an_order_gathered_before_more_of_its_month_was_ticked_is_gathered
     assert [
         e.idempotency_key for e in ledger if e.idempotency_key.startswith(f"order:{order.id}:")
     ] == [f"order:{order.id}:charge:1"]
+
+
+async def test_one_pass_sweeps_in_two_threads_on_postgresql_each_row_once(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL one pass of the renewal job sweeps with two threads, so the database
+    works on one batch while the rule decides the other. Forced here: each thread's first
+    batch waits, claimed and uncommitted, until the other holds one too (were the claims
+    not disjoint, ``SKIP LOCKED``, the second would wait on the first's row locks and the
+    barrier would break). In batches of 2, every one of the twelve subscriptions due on
+    its charge day is ticked once, and the month is one order of all twelve."""
+    clock = TestClock(ts(2026, 1, 31))
+    app = create_app(
+        _settings(tmp_path, postgres_url, "a"),
+        publisher=PublisherSimulator(),
+        accounts=AccountsSimulator(),
+        clock=clock,
+    )
+    both_hold = threading.Barrier(2, timeout=HANG_S)
+    first_batches = iter(range(2))
+    real_sweep = renewal_jobs.sweep_batch
+
+    def sweep_then_meet(tx, **kwargs):
+        done = real_sweep(tx, **kwargs)
+        if next(first_batches, None) is not None:
+            both_hold.wait()  # BrokenBarrierError: the other never held a batch meanwhile
+        return done
+
+    async with running(app):
+        subs, _ = await _buy(app, clock, declining=0)
+        job = RenewalJob(app.state.cloud.subscriptions, clock=clock, batch=2)
+        clock.set(ts(2027, 1, 1))  # the charge day of every subscription (1 Feb 2027)
+        monkeypatch.setattr(renewal_jobs, "sweep_batch", sweep_then_meet)
+        report = await job.run_once()
+        monkeypatch.undo()
+        assert (report.ticked, report.charged) == (SUBSCRIPTIONS, 1)
+        with app.state.cloud.store.transaction() as tx:
+            ticks = Counter(
+                tx.scalars(select(AuditRow.object_id).where(AuditRow.action == "subscription.tick"))
+            )
+            [order] = tx.scalars(select(OrderRow).where(OrderRow.kind == "renewal")).all()
+            linked = Counter(
+                lk.subscription_id
+                for lk in tx.scalars(
+                    select(SubscriptionOrderRow).where(SubscriptionOrderRow.order_id == order.id)
+                )
+            )
+    assert ticks == dict.fromkeys(subs, 1)
+    assert linked == dict.fromkeys(subs, 1) and order.status == "Succeed"
