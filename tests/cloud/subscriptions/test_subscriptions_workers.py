@@ -10,6 +10,7 @@ import threading
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -55,6 +56,17 @@ def _settings(tmp_path: Path, url: str, name: str) -> CloudSettings:
         broker_url="mqtt://cloud:secret@broker.example:1883",
         test_clock=True,
         refresh_interval_s=3600,
+    )
+
+
+def _app(tmp_path: Path, url: str, clock: TestClock) -> Any:
+    """A cloud worker on ``url`` (the data dir, and so the issuer keys, shared), its
+    publisher and broker accounts test doubles, on ``clock``."""
+    return create_app(
+        _settings(tmp_path, url, "a"),
+        publisher=PublisherSimulator(),
+        accounts=AccountsSimulator(),
+        clock=clock,
     )
 
 
@@ -106,20 +118,10 @@ async def test_two_workers_charge_each_renewal_once_and_lose_no_transition(
     postgres_url: str, tmp_path: Path
 ) -> None:
     clock = TestClock(ts(2026, 1, 31))
-    app_a = create_app(
-        _settings(tmp_path, postgres_url, "a"),
-        publisher=PublisherSimulator(),
-        accounts=AccountsSimulator(),
-        clock=clock,
-    )
+    app_a = _app(tmp_path, postgres_url, clock)
     async with running(app_a):
         # worker B shares the database and the issuer keys (same data dir), not the process
-        app_b = create_app(
-            _settings(tmp_path, postgres_url, "a"),
-            publisher=PublisherSimulator(),
-            accounts=AccountsSimulator(),
-            clock=clock,
-        )
+        app_b = _app(tmp_path, postgres_url, clock)
         async with running(app_b):
             subs, declining = await _buy(app_a, clock, declining=SUBSCRIPTIONS // 2)
 
@@ -214,15 +216,7 @@ async def test_two_workers_each_ticking_half_of_a_month_place_one_order(
         finally:
             first_done.set()
 
-    apps = [
-        create_app(
-            _settings(tmp_path, database_url, "a"),
-            publisher=PublisherSimulator(),
-            accounts=AccountsSimulator(),
-            clock=clock,
-        )
-        for _ in range(2)
-    ]
+    apps = [_app(tmp_path, database_url, clock) for _ in range(2)]
     async with running(apps[0]), running(apps[1]):
         subs, _ = await _buy(apps[0], clock, declining=0)
         workers = [
@@ -269,12 +263,7 @@ async def test_an_order_gathered_before_more_of_its_month_was_ticked_is_gathered
     holds the month, sees the whole of it, writes nothing and the worker gathers again:
     one order of every subscription, charged once."""
     clock = TestClock(ts(2026, 1, 31))
-    app = create_app(
-        _settings(tmp_path, database_url, "a"),
-        publisher=PublisherSimulator(),
-        accounts=AccountsSimulator(),
-        clock=clock,
-    )
+    app = _app(tmp_path, database_url, clock)
     reads = []
     unplaced_charges = subscription_queries.unplaced_charges
 
@@ -317,12 +306,7 @@ async def test_one_pass_sweeps_in_two_threads_on_postgresql_each_row_once(
     barrier would break). In batches of 2, every one of the twelve subscriptions due on
     its charge day is ticked once, and the month is one order of all twelve."""
     clock = TestClock(ts(2026, 1, 31))
-    app = create_app(
-        _settings(tmp_path, postgres_url, "a"),
-        publisher=PublisherSimulator(),
-        accounts=AccountsSimulator(),
-        clock=clock,
-    )
+    app = _app(tmp_path, postgres_url, clock)
     both_hold = threading.Barrier(2, timeout=HANG_S)
     first_batches = iter(range(2))
     real_sweep = renewal_jobs.sweep_batch
