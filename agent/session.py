@@ -119,15 +119,18 @@ class MqttSession:
         """How many times the session connected (reconnects included)."""
         return self._client.connects
 
-    async def publish_status(self) -> None:
-        """Announce the current status (online plus details) retained.
+    async def publish_status(self, *, on_connect: bool = False) -> None:
+        """Announce the current status (online plus details) retained; ``on_connect``:
+        the first one of a new connection, marked ``"on_connect": true`` (on NATS the
+        cloud sends the current token again then: a node may replay no retained token).
 
         Raises:
             TransportError: the connection failed, or no PUBACK in time.
         """
         if not self.connected.is_set():
             return
-        payload = online_payload(self._status())
+        details = self._status()
+        payload = online_payload({**details, "on_connect": True} if on_connect else details)
         topic = device_topic(self._conn.username, "status")
         await self._client.link.publish(topic, payload, retain=True, timeout_s=_TIMEOUT_S)
 
@@ -149,7 +152,7 @@ class MqttSession:
         )
 
     async def _dispatch(self, link: Link) -> None:
-        await self.publish_status()
+        await self.publish_status(on_connect=True)
         async for message in link.messages():
             await self._handler(message.topic, message.payload)
 

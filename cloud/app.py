@@ -257,6 +257,7 @@ def create_app(
                 batch_size=settings.health_batch_size,
                 flush_delay_s=settings.health_flush_delay_s,
                 subscriptions=NATS_SUBSCRIPTIONS if nats else SUBSCRIPTIONS,
+                resend_on_connect=nats,
             )
             ingest.on_behind = service.republish  # a device came online with an older token
             # on NATS, reports come from JetStream (one durable consumer); the job runner

@@ -244,6 +244,7 @@ class Received:
     topic: str
     payload: bytes
     ack: Callable[[], None] = _acked_on_arrival
+    retained: bool = False  # sent because a subscription was made, not as it was published
 
 
 def _raise_if_cancelling() -> None:
@@ -652,7 +653,7 @@ class BatchReceiver:
                 topic = ""  # Mosquitto refuses such topics; the consumer rejects an empty one
             ack = self._acker(generation, message.mid) if message.qos else _acked_on_arrival
             with self._inbox_lock:
-                self._inbox.append(Received(topic, bytes(message.payload), ack))
+                self._inbox.append(Received(topic, bytes(message.payload), ack, message.retain))
                 first = len(self._inbox) == 1
             if first:
                 loop.call_soon_threadsafe(hand_over)

@@ -8,8 +8,11 @@ The agent publishes ``online`` with what it knows about itself (token and key
 set versions, trusted time, rejection and telemetry counters: the local API's
 ``/status``) each time it connects and whenever its decisions change; the
 broker publishes the will, a bare ``offline``, when the device drops. The
-details are free-form JSON for people and tools; the cloud reads only
-``status``.
+details are free-form JSON for people and tools; the cloud reads ``status``,
+``token_ver`` (the version the device holds: one behind gets its current token
+again) and ``on_connect`` (``true`` on the first status of a new connection: on
+NATS, whose nodes may replay no retained token after a failure, the cloud then
+sends the current token again).
 
 :func:`read` checks the size (4 KiB) before decoding, refuses what is not one
 strict JSON object (duplicate keys, ``NaN``) and a ``status`` other than the

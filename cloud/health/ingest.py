@@ -83,6 +83,7 @@ class BatchReport:
     answers: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     # devices that said they are online holding an older token than their current one
+    # (and, with ``resend_on_connect``, those that just connected holding the current one)
     behind: list[str] = field(default_factory=list)
 
 
@@ -104,6 +105,9 @@ class StageCpu:
 class _Parsed:
     reports: list[ReportRow] = field(default_factory=list)
     statuses: list[tuple[str, bool, int | None]] = field(default_factory=list)  # id, online, ver
+    # devices whose status was the first of a new connection, as published (not a retained
+    # copy replayed to the cloud's own subscription)
+    connecting: set[str] = field(default_factory=set)
     results: list[Any] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -127,6 +131,8 @@ def _parse(batch: list[Incoming]) -> _Parsed:
                     held = status.details.get("token_ver")
                     version = held if type(held) is int else None
                     out.statuses.append((device_id, status.online, version))
+                    if status.details.get("on_connect") is True and not message.retained:
+                        out.connecting.add(device_id)
             else:
                 out.rejected["bad_topic"] += 1
         except (BadHealthReport, BadCommand) as exc:
@@ -149,10 +155,15 @@ class HealthIngest:
         flush_delay_s: float = 0.05,
         retry_delay_s: float = 1.0,
         subscriptions: Sequence[str] = SUBSCRIPTIONS,
+        resend_on_connect: bool = False,
     ) -> None:
         if batch_size < 1 or flush_delay_s <= 0:
             raise ValueError("batch_size must be >= 1 and flush_delay_s > 0")
         self.subscriptions = tuple(subscriptions)
+        # NATS: a device that (re)connects holding its current token gets it again, since
+        # the node it re-subscribed on may replay no retained token (its index of retained
+        # messages not rebuilt yet after a node failure); Mosquitto replays them
+        self._resend_on_connect = resend_on_connect
         self._store = store
         self._clock = clock
         self._batch_size = batch_size
@@ -225,10 +236,15 @@ class HealthIngest:
             }
             if holding:
                 current = device_queries.current_tokens(session, list(holding))
+                connecting = parsed.connecting if self._resend_on_connect else set()
                 report.behind = sorted(
                     device
                     for device, held in holding.items()
-                    if device in current and current[device].ver > held
+                    if device in current
+                    and (
+                        current[device].ver > held
+                        or (device in connecting and current[device].ver == held)
+                    )
                 )
             for result in parsed.results:
                 outcome = repo.answer_command(

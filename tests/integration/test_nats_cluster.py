@@ -4,6 +4,7 @@
   and keeps enforcing (must-show 2); a grant made meanwhile reaches it.
 - 200 devices created in quick succession, then a QoS 1 round trip on a persistent
   session works for each (must-show 4; config reloads broke sessions after ~30).
+- A device reconnecting where no token is retained gets its current one again.
 - The health stream exists before any cloud worker runs; workers set the durable
   consumer's ack wait.
 - Logins: the MQTT client id is pinned to the device id, a removed login is
@@ -28,6 +29,7 @@ from broker.nats import NatsCluster
 from broker.natsconfig import NodePorts, node_config
 from cloud.health.jetstream import DURABLE, STREAM, JetStreamHealth
 from common.mqtt import Received
+from common.natsaccounts import KICK_SUBJECT
 from entitle.demo import DemoStack, running_stack
 from protocol.health import HealthReport, health_to_json, parse_health
 from protocol.topics import device_topic
@@ -315,3 +317,56 @@ async def test_the_broker_makes_the_health_stream_and_workers_set_the_ack_wait(
         assert ack_wait == 7
         _, ack_wait = await pull(12, reports=False)
         assert ack_wait == 12
+
+
+async def test_a_device_reconnecting_where_no_token_is_retained_gets_its_current_one(
+    tmp_path: Path,
+) -> None:
+    """What a node that failed and came back may do to a device re-subscribing on it
+    (seen in the reconnect storm: the device got no retained token), forced: the
+    device's retained token is deleted at the broker, then its connection is cut (the
+    responders' kick). It reconnects holding its current token, so it is not behind;
+    its first status on the new connection makes the cloud send the token again
+    (``resend_on_connect`` on NATS), and the agent receives it. Without that it waits
+    for a token that never comes."""
+    async with running_stack(devices=1, data_dir=tmp_path, engine="nats") as stack:
+        cluster = stack.cluster
+        assert cluster is not None
+        agent = stack.agents[0]
+        await stack.grant("remote_access", until=int(time.time()) + YEAR)
+        await stack.wait_until(lambda a: a.check("remote_access")[0], within=HANG_S)
+        user, password = next(iter(cluster.clouds.items()))
+        entitlement = device_topic(agent.device_id, "entitlement")
+        async with aiomqtt.Client(
+            cluster.host,
+            cluster.nodes[0].mqtt,
+            username=user,
+            password=password,
+            identifier=f"{user}-clears",
+            protocol=aiomqtt.ProtocolVersion.V311,
+        ) as mqtt:
+            await mqtt.publish(entitlement, b"", qos=1, retain=True)  # no retained token
+        tokens: list[bytes] = []
+        apply_token = agent.apply_token
+
+        async def counted(payload: bytes) -> bool:
+            tokens.append(payload)
+            return await apply_token(payload)
+
+        agent.apply_token = counted  # type: ignore[method-assign]
+        connects = agent.session.connects
+        nc = await nats.connect(servers=cluster.nats_servers, user=user, password=password)
+        try:
+            await nc.publish(KICK_SUBJECT, agent.device_id.encode())
+            await nc.flush()
+        finally:
+            await nc.close()
+        await eventually(
+            lambda: agent.session.connects > connects and agent.session.connected.is_set(),
+            what="the agent reconnected",
+            within=RECOVERY_S,
+        )
+        await eventually(
+            lambda: any(tokens), what=lambda: f"its token again ({tokens})", within=HANG_S
+        )
+        assert agent.check("remote_access")[0] is True

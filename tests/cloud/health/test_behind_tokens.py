@@ -14,7 +14,7 @@ import json
 import httpx
 import pytest
 
-from cloud.health.ingest import Incoming
+from cloud.health.ingest import HealthIngest, Incoming
 from protocol.topics import device_topic
 from tests.cloud.conftest import Cloud
 from tests.waiting import eventually
@@ -22,9 +22,19 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-def _status(device_id: str, token_ver: object, acks: list[str]) -> Incoming:
-    payload = json.dumps({"status": "online", "token_ver": token_ver}).encode()
-    return Incoming(device_topic(device_id, "status"), payload, lambda: acks.append(device_id))
+def _status(
+    device_id: str,
+    token_ver: object,
+    acks: list[str],
+    *,
+    on_connect: bool = False,
+    retained: bool = False,
+) -> Incoming:
+    details = {"token_ver": token_ver, **({"on_connect": True} if on_connect else {})}
+    payload = json.dumps({"status": "online", **details}).encode()
+    return Incoming(
+        device_topic(device_id, "status"), payload, lambda: acks.append(device_id), retained
+    )
 
 
 def _sent(cloud: Cloud, device_id: str) -> list[bytes]:
@@ -134,3 +144,28 @@ async def test_a_database_failure_at_the_catch_up_does_not_end_the_ingest(cloud:
     before = len(_sent(cloud, device))
     ingest.offer(_status(device, 1, acks))  # still behind: this one is republished
     await eventually(lambda: len(_sent(cloud, device)) == before + 1, what="a republish")
+
+
+@pytest.mark.parametrize(
+    ("engine", "on_connect", "retained", "resent"),
+    [
+        ("nats", True, False, True),  # the first status of a connection, as published
+        ("nats", True, True, False),  # its retained copy, replayed to a worker subscribing
+        ("nats", False, False, False),  # a status after the decisions changed
+        ("mosquitto", True, False, False),  # Mosquitto replays the retained token itself
+    ],
+)
+async def test_on_nats_a_device_that_connects_holding_its_current_token_gets_it_again(
+    cloud: Cloud, engine: str, on_connect: bool, retained: bool, resent: bool
+) -> None:
+    """A NATS node that failed and came back may replay no retained token to a device
+    re-subscribing on it (seen in the reconnect storm): that device holds its current
+    token, so it is not behind, yet it would wait for a token that never comes. On NATS
+    the ingest resends the current token to a device whose status is the first of a
+    new connection, as the device published it."""
+    device, granted = await _granted(cloud)
+    [version] = [t["ver"] for t in granted.json()["tokens"] if t["device_id"] == device]
+    ingest = HealthIngest(cloud.state.store, clock=cloud.clock, resend_on_connect=engine == "nats")
+    status = _status(device, version, [], on_connect=on_connect, retained=retained)
+    report = await asyncio.to_thread(ingest.commit, [status])
+    assert report.behind == ([device] if resent else [])
