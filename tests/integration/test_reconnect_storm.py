@@ -5,11 +5,13 @@ verifier, the agent's health publisher) each get a first token from the running
 cloud's re-sign job, enforce it and report health every second. Mosquitto
 (persistence on) is restarted; or, on a 3-node NATS cluster with the devices
 spread over the nodes, one node is killed -9 and started again. Every device cut
-off must connect again, receive its retained token again, verify it and enforce
-the right decisions; once the devices stop building reports, every queue must
-empty and every PUBACKed report be stored exactly once (reports Mosquitto PUBACKed
-and dropped while no worker's ``$share`` subscription existed come back through
-the cloud's gap repair, ``resend_health``, as with real agents). Awaited
+off must connect again, receive its retained token again (on NATS, or the
+current token the cloud sends to a device that connects, since a restarted
+node may replay none), verify it and enforce the right decisions; once the
+devices stop building reports, every queue must empty and every PUBACKed report
+be stored exactly once (reports Mosquitto PUBACKed and dropped while no worker's
+``$share`` subscription existed come back through the cloud's gap repair,
+``resend_health``, as with real agents). Awaited
 throughout; the ceilings only catch a hang. The large version with figures is
 ``bench/bench_storm.py``.
 """
@@ -42,23 +44,9 @@ SLOW = 180.0  # a hang, not a figure: 200 devices and a cloud on a loaded 2-core
 KILLED = 1  # the NATS node killed -9: the cloud's MQTT connection is on the first one
 
 
-_NATS_RECOVERY = pytest.mark.xfail(
-    reason="known defect, issue 16 open: after a NATS node is killed -9 and started again, some "
-    "devices cut off reconnect, are granted every subscription and get no retained token (a "
-    "run ended with 67 reconnected, 32 of them not re-enforced after 180 s: 1 of 8 runs with "
-    "the consumer cap lifted, 1 more on a count check since corrected). They hold the "
-    "current token, so the cloud does not republish (it does for devices behind); the node "
-    "they re-subscribe on likely has not rebuilt its index of retained messages yet "
-    "(docs/nats.md). Fixed on the way: refused subscriptions were taken as granted, and "
-    "nats-server 2.15's cap of 1,000 consumers a stream refused every subscription (a run's "
-    "first stage: 57 of 200 devices got their first token)",
-    strict=False,
-)
-
-
 @pytest.mark.usefixtures("require_mosquitto")
 @pytest.mark.timeout(SLOW * 3)
-@pytest.mark.parametrize("engine", ["mosquitto", pytest.param("nats", marks=_NATS_RECOVERY)])
+@pytest.mark.parametrize("engine", ["mosquitto", "nats"])
 async def test_every_device_reenforces_and_no_report_is_lost(tmp_path: Path, engine: str) -> None:
     plans = plan_fleet(
         devices=DEVICES,
