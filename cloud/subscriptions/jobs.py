@@ -151,9 +151,12 @@ class RenewalJob:
                 if selected < self._batch:
                     return
 
-        async with asyncio.TaskGroup() as sweeping:
-            for _ in range(self._sweepers):
-                sweeping.create_task(sweeper())
+        try:
+            async with asyncio.TaskGroup() as sweeping:
+                for _ in range(self._sweepers):
+                    sweeping.create_task(sweeper())
+        except ExceptionGroup as failed:  # raised as one sweeper would (the runner logs it)
+            raise failed.exceptions[0] from None
         return ticked, pending
 
     async def _cancel_abandoned(self, *, now: int) -> int:

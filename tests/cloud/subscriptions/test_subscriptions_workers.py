@@ -338,3 +338,24 @@ async def test_one_pass_sweeps_in_two_threads_on_postgresql_each_row_once(
             )
     assert ticks == dict.fromkeys(subs, 1)
     assert linked == dict.fromkeys(subs, 1) and order.status == "Succeed"
+
+
+@pytest.mark.parametrize("sweepers", [1, 2])
+async def test_a_sweep_that_fails_raises_its_own_error(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sweepers: int
+) -> None:
+    """A database error in a sweep comes out of the pass as itself (the job runner logs
+    it and tries again), not wrapped in the exception group of the sweeping tasks."""
+    from sqlalchemy.exc import OperationalError
+
+    clock = TestClock(ts(2026, 1, 31))
+    app = _app(tmp_path, database_url, clock)
+
+    def database_gone(tx, **kwargs):
+        raise OperationalError("UPDATE subscriptions", {}, Exception("server closed"))
+
+    async with running(app):
+        job = RenewalJob(app.state.cloud.subscriptions, clock=clock, sweepers=sweepers)
+        monkeypatch.setattr(renewal_jobs, "sweep_batch", database_gone)
+        with pytest.raises(OperationalError):
+            await job.run_once()
