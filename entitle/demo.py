@@ -295,6 +295,10 @@ async def running_stack(
             agents.append(agent)
             started.append(tasks.create_task(agent.run(), name=f"agent-{creds['device_id']}"))
             agent_tasks[agent.device_id] = started[-1]
+            # unwound first (last in, first out): the agent stops before its store closes,
+            # also when the start-up below fails (an agent still running on a closed store
+            # raised, and its error hid the start-up's)
+            stack.push_async_callback(cancel_and_wait, [started[-1]])
         demo = DemoStack(
             api=api,
             agents=agents,
@@ -309,7 +313,8 @@ async def running_stack(
             cluster=cluster,
         )
         demo.tasks = agent_tasks
-        await demo.wait_until(lambda a: bool(a.session and a.session.connected.is_set()), within=15)
+        # a ceiling for a hang, not a figure: a loaded machine takes seconds per login
+        await demo.wait_until(lambda a: bool(a.session and a.session.connected.is_set()), within=60)
         say(f"{devices} devices connected, each with its own login, store and verifier")
         try:
             yield demo
