@@ -236,7 +236,6 @@ async def running_stack(
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         cloud_task = tasks.create_task(server.serve(), name="cloud")
         stack.push_async_callback(_stop_server, server, cloud_task)
-        started: list[asyncio.Task[None]] = []
         api = await stack.enter_async_context(
             httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{http_port}",
@@ -293,12 +292,12 @@ async def running_stack(
             )
             stack.callback(agent.store.close)
             agents.append(agent)
-            started.append(tasks.create_task(agent.run(), name=f"agent-{creds['device_id']}"))
-            agent_tasks[agent.device_id] = started[-1]
+            task = tasks.create_task(agent.run(), name=f"agent-{creds['device_id']}")
+            agent_tasks[agent.device_id] = task
             # unwound first (last in, first out): the agent stops before its store closes,
-            # also when the start-up below fails (an agent still running on a closed store
-            # raised, and its error hid the start-up's)
-            stack.push_async_callback(cancel_and_wait, [started[-1]])
+            # and every agent before the cloud, also when the start-up below fails (an
+            # agent still running on a closed store raised, and its error hid the start-up's)
+            stack.push_async_callback(cancel_and_wait, [task])
         demo = DemoStack(
             api=api,
             agents=agents,
@@ -316,11 +315,7 @@ async def running_stack(
         # a ceiling for a hang, not a figure: a loaded machine takes seconds per login
         await demo.wait_until(lambda a: bool(a.session and a.session.connected.is_set()), within=60)
         say(f"{devices} devices connected, each with its own login, store and verifier")
-        try:
-            yield demo
-        finally:
-            # agents first (they use their stores), then the cloud, gracefully
-            await cancel_and_wait(started)
+        yield demo
 
 
 async def _stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
