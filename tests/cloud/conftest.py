@@ -91,6 +91,12 @@ def settings(tmp_path: Path, database_url: str) -> CloudSettings:
         token_ttl_s=14 * DAY,
         refresh_before_s=3 * DAY,
         refresh_interval_s=3600,
+        # Jobs that act on what a test stores (the verdict of a device that reported, a
+        # gap in its reports) run their start-up pass only: a test that needs a pass runs
+        # it, and a pass every 10 s of real time would race a test's "no row changed"
+        # snapshot on a loaded machine (a verdict row appeared in one CI run).
+        health_verdict_interval_s=3600,
+        health_gap_interval_s=3600,
     )
 
 
