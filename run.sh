@@ -94,7 +94,8 @@ case "${1:-}" in
     # './run.sh test -n 0' runs in one process.
     say "pytest (a worker per core)"
     set +e
-    python -m pytest -n auto --dist worksteal "$@"
+    # --durations: the slowest tests, printed at the end (the suite's 20-minute budget)
+    python -m pytest -n auto --dist worksteal --durations=30 "$@"
     rc=$?
     set -e
     if [ "$rc" = 5 ]; then die "pytest collected no tests: that is a failure, not a pass"; fi
