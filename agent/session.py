@@ -35,6 +35,12 @@ __all__ = ["Connection", "MqttSession", "quiet_closed_sockets"]
 
 log = logging.getLogger(__name__)
 _TIMEOUT_S = 10.0  # connect, and publish of the retained status
+# The SUBACK may come late from a broker that does real work per subscription (a NATS
+# node creates a JetStream consumer for each QoS 1 filter, slowly when a burst of
+# devices reconnects). Giving up after 10 s threw that work away and moved the
+# session to another node, which then redid it: the work grew instead of draining.
+# A dead connection is still found by the keepalive.
+_SUBSCRIBE_TIMEOUT_S = 60.0
 Handler = Callable[[str, bytes], Awaitable[None]]
 
 
@@ -90,10 +96,14 @@ class MqttSession:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         rng: random.Random | None = None,
+        timeout_s: float = _TIMEOUT_S,
+        subscribe_timeout_s: float = _SUBSCRIBE_TIMEOUT_S,
     ) -> None:
         self._conn = connection
         self._handler = handler
         self._status = status
+        self._timeout_s = timeout_s
+        self._subscribe_timeout_s = subscribe_timeout_s
         self._client = MqttClient(
             Endpoint(
                 connection.host,
@@ -107,7 +117,7 @@ class MqttSession:
             ),
             log=log,
             will=Will(device_topic(connection.username, "status"), write_status(OFFLINE)),
-            timeout_s=_TIMEOUT_S,
+            timeout_s=timeout_s,
             backoff_base_s=backoff_base,
             backoff_cap_s=backoff_cap,
             rng=rng or random.Random(),
@@ -132,7 +142,7 @@ class MqttSession:
         details = self._status()
         payload = online_payload({**details, "on_connect": True} if on_connect else details)
         topic = device_topic(self._conn.username, "status")
-        await self._client.link.publish(topic, payload, retain=True, timeout_s=_TIMEOUT_S)
+        await self._client.link.publish(topic, payload, retain=True, timeout_s=self._timeout_s)
 
     async def publish(
         self, topic: str, payload: bytes, *, timeout_s: float, retain: bool = False
@@ -148,7 +158,10 @@ class MqttSession:
     async def _subscribe(self, link: Link) -> None:
         device = self._conn.username
         await link.subscribe(
-            device_topic(device, "entitlement"), KEYS_TOPIC, device_topic(device, "cmd")
+            device_topic(device, "entitlement"),
+            KEYS_TOPIC,
+            device_topic(device, "cmd"),
+            timeout_s=self._subscribe_timeout_s,
         )
 
     async def _dispatch(self, link: Link) -> None:

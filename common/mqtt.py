@@ -293,16 +293,19 @@ class Link:
         self._manual_ack = manual_ack
         self.open = True
 
-    async def subscribe(self, *filters: str) -> None:
-        """Subscribe to ``filters`` with QoS 1.
+    async def subscribe(self, *filters: str, timeout_s: float | None = None) -> None:
+        """Subscribe to ``filters`` with QoS 1, waiting ``timeout_s`` for the SUBACK
+        (None: the client's timeout).
 
         Raises:
-            LinkError: the connection failed, or the broker refused a filter (a SUBACK
-                failure code): a connection that silently lacks a subscription would
-                never receive what is published there.
+            LinkError: the connection failed, no SUBACK in time, or the broker refused a
+                filter (a SUBACK failure code): a connection that silently lacks a
+                subscription would never receive what is published there.
         """
         try:
-            codes = await self._client.subscribe([(topic, 1) for topic in filters])
+            codes = await self._client.subscribe(
+                [(topic, 1) for topic in filters], timeout=timeout_s
+            )
         except aiomqtt.MqttError as exc:
             raise LinkError(f"subscribe to {', '.join(filters)} failed: {exc}") from exc
         finally:
