@@ -17,7 +17,8 @@ and ends only when cancelled. For a high-rate stream (the cloud's health ingest)
 handing messages over in batches. An :class:`Endpoint` with ``fallbacks`` (the other
 nodes of a clustered broker) fails over: after each failed connect or lost
 connection the next attempt goes to the next address, round robin, with the
-same backoff.
+same backoff; an address that refuses the TCP connection (a node that is down)
+is skipped at once while others remain to try (:class:`Reconnects`).
 
 Errors: aiomqtt's never leave this module. What a caller can meet is
 :class:`LinkError`, a :class:`~protocol.errors.TransportError`: not connected,
@@ -30,6 +31,7 @@ that names the settings to check.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import socket
@@ -59,11 +61,13 @@ __all__ = [
     "MqttClient",
     "PersistentSession",
     "Received",
+    "Reconnects",
     "Will",
     "backoff_delay",
     "protocol_version",
     "refused_login",
     "refused_subscriptions",
+    "unreachable",
 ]
 
 # Entitlements and health are small messages: without TCP_NODELAY, Nagle's
@@ -94,6 +98,62 @@ def backoff_delay(
     """
     ceiling = min(cap_s, base_s * (1 << min(attempt, 32)))
     return ceiling / 2 + (rng or _jitter).uniform(0, ceiling / 2)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a connection attempt failed before reaching any broker: the address
+    refused the TCP connection (a node that is down) or has no route.
+
+    aiomqtt raises its own error ``from None``; the socket's error is its context.
+    """
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, ConnectionRefusedError) or (
+            isinstance(error, OSError) and error.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
+        ):
+            return True
+    return False
+
+
+class Reconnects:
+    """When to try again after a failed or lost connection (round robin over the
+    endpoint's addresses; the caller moves to the next address each time).
+
+    Each failure waits :func:`backoff_delay`, growing until a connection succeeds;
+    except that an address refusing the TCP connection, while others remain untried
+    in this round, is skipped after ``skip_s``. A node that is down costs its
+    cluster nothing to try, and a device whose backoff had grown to 30 s otherwise
+    spent that long on the dead node's turn (a NATS failover test under load ran
+    out of its 120 s that way). When every address refuses, one backoff per round
+    keeps a fleet from hammering a broker that comes back.
+    """
+
+    def __init__(
+        self,
+        addresses: int,
+        *,
+        base_s: float,
+        cap_s: float,
+        rng: random.Random | None,
+        skip_s: float = 0.05,
+    ) -> None:
+        self._addresses = addresses
+        self._base_s, self._cap_s, self._rng = base_s, cap_s, rng
+        self._skip_s = skip_s
+        self._attempt = 0  # backoffs since the last good connection
+        self._skipped = 0  # unreachable addresses skipped in a row
+
+    def connected(self) -> None:
+        self._attempt = self._skipped = 0
+
+    def failed(self, failure: BaseException) -> float:
+        """Seconds to wait before the next attempt."""
+        if unreachable(failure) and self._skipped < self._addresses - 1:
+            self._skipped += 1
+            return self._skip_s
+        self._skipped = 0
+        delay = backoff_delay(self._attempt, base_s=self._base_s, cap_s=self._cap_s, rng=self._rng)
+        self._attempt += 1
+        return delay
 
 
 _CREDENTIALS_HINT = (
@@ -492,8 +552,10 @@ class MqttClient:
         A failure of either callback's :class:`LinkError` (or the connection's) ends
         the connection and is retried after a backoff; any other error propagates.
         """
-        attempt = 0
         ep = self.endpoint
+        retries = Reconnects(
+            len(ep.addresses), base_s=self._backoff[0], cap_s=self._backoff[1], rng=self._rng
+        )
         report = ConnectionLog(self._log, where=ep.where, login=ep.username or "")
         while True:
             failure: Exception
@@ -506,7 +568,7 @@ class MqttClient:
                         self._link = link
                         self.connected.set()
                         self.connects += 1
-                        attempt = 0
+                        retries.connected()
                         report.connected(connected_message)
                         await consume(link)
                     finally:
@@ -516,10 +578,7 @@ class MqttClient:
                 failure = LinkError("the connection ended")
             except (aiomqtt.MqttError, LinkError) as exc:
                 failure = exc
-            delay = backoff_delay(
-                attempt, base_s=self._backoff[0], cap_s=self._backoff[1], rng=self._rng
-            )
-            attempt += 1
+            delay = retries.failed(failure)
             report.failed(failure, retry_in_s=delay)
             # the next attempt goes to the next node of a cluster (a dead node's
             # address would otherwise be retried for as long as it stays down)
@@ -633,7 +692,9 @@ class BatchReceiver:
         ep = self.endpoint
         report = ConnectionLog(self._log, where=ep.where, login=ep.username or "")
         client = self._new_client()
-        attempt = 0
+        retries = Reconnects(
+            len(ep.addresses), base_s=self._backoff[0], cap_s=self._backoff[1], rng=self._rng
+        )
 
         def on_connect(c: paho.Client, _u: object, _f: object, reason: object, _p: object) -> None:
             code = getattr(reason, "value", reason)
@@ -691,7 +752,7 @@ class BatchReceiver:
                         break
                     if not announced and self._granted.is_set():
                         announced = True
-                        attempt = 0
+                        retries.connected()
                         self.connects += 1
                         loop.call_soon_threadsafe(self.connected.set)
                         report.connected(f"receiving from the broker at {host}:{port}")
@@ -705,10 +766,7 @@ class BatchReceiver:
                 client.disconnect()  # unacked messages stay in the broker's session
                 return
             client.disconnect()
-            delay = backoff_delay(
-                attempt, base_s=self._backoff[0], cap_s=self._backoff[1], rng=self._rng
-            )
-            attempt += 1
+            delay = retries.failed(failure)
             report.failed(failure, retry_in_s=delay)
             self._address = (self._address + 1) % len(ep.addresses)
             self._stopping.wait(delay)
