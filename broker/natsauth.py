@@ -30,9 +30,10 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import nats
 import nats.js.errors
@@ -53,16 +54,35 @@ from common.natsstreams import HEALTH_STREAM, ensure_health_stream
 from protocol.errors import TopicError
 from protocol.topics import check_device_id
 
-__all__ = ["Refused", "ResponderConfig", "decide", "decode_claims", "encode_jwt", "serve"]
+__all__ = [
+    "Answerers",
+    "Refused",
+    "ResponderConfig",
+    "decide",
+    "decode_claims",
+    "encode_jwt",
+    "serve",
+    "still_awaited",
+]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUEUE = "entitle-auth"
 READY = "entitle-auth ready"  # logged once the responder answers
-# A node waits 2 s for an answer. A read of the bucket that takes longer (its leader
-# died with a node and a new one is being elected) falls back to the copy this
-# responder keeps by watching the bucket, so devices can log in again at once.
+# A node waits for an answer as long as its ``authorization { timeout }`` says
+# (broker.natsconfig.AUTH_TIMEOUT_S) and stamps each request with it (``exp - iat``).
+# A read of the bucket that takes longer than LOOKUP_S (its leader died with a node
+# and a new one is being elected) falls back to the copy this responder keeps by
+# watching the bucket, so devices can log in again at once.
 LOOKUP_S = 0.5
+# Requests are answered in arrival order, at most ANSWERING at a time. Started all at
+# once, a burst of 2,000 logins interleaved so that each answer was ready only near
+# the end, after the node had stopped waiting: 160 of 2,000 were accepted (docs/nats.md).
+ANSWERING = 64
+# A request that has waited so long that its answer would reach the node after the
+# node stopped waiting is dropped unanswered: answering it only delays the next ones.
+MARGIN_S = 1.0
 
 
 class Refused(Exception):  # noqa: N818 (a decision, not a failure of ours)
@@ -170,6 +190,20 @@ def decide(
     }
 
 
+def still_awaited(request: dict[str, Any], waited_s: float, *, margin_s: float = MARGIN_S) -> bool:
+    """Whether the node still waits for the answer to ``request`` after ``waited_s``
+    in this responder's queue.
+
+    The node waits the request's ``exp - iat`` (both stamped by its clock, so no skew
+    between machines counts), of which the answer's way back needs ``margin_s``. A
+    request without both stamps is always answered.
+    """
+    iat, exp = request.get("iat"), request.get("exp")
+    if not isinstance(iat, int) or not isinstance(exp, int) or exp <= iat:
+        return True
+    return waited_s < exp - iat - margin_s
+
+
 def response(request: dict[str, Any], *, user_jwt: str | None, error: str | None) -> dict[str, Any]:
     """The authorization response claims: the signed user, or the refusal."""
     nats_claims = request.get("nats") or {}
@@ -229,6 +263,42 @@ async def _kick(system: Any, device_id: str, *, servers: int) -> int:
     return kicked
 
 
+class Answerers(Generic[T]):
+    """Requests handled in arrival order, at most ``size`` at a time; each handling is
+    told how long its request waited in the queue (``clock``: monotonic seconds)."""
+
+    def __init__(
+        self,
+        handle: Callable[..., Awaitable[None]],
+        *,
+        size: int = ANSWERING,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._handle = handle
+        self._size = size
+        self._clock = clock
+        self._waiting: asyncio.Queue[tuple[float, T]] = asyncio.Queue()
+
+    def put(self, request: T) -> None:
+        self._waiting.put_nowait((self._clock(), request))
+
+    async def run(self) -> None:
+        """Handle requests until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for i in range(self._size):
+                group.create_task(self._answer(), name=f"entitle-auth-answerer-{i}")
+
+    async def _answer(self) -> None:
+        while True:
+            arrived, request = await self._waiting.get()
+            try:
+                await self._handle(request, waited_s=self._clock() - arrived)
+            except (TimeoutError, nats.errors.Error) as exc:  # the respond itself
+                log.warning("could not answer an authorization request: %s", exc)
+            except Exception:  # a request no rule foresaw: this answerer goes on
+                log.exception("authorization request not answered")
+
+
 async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
     """Answer authorization requests until ``stop`` is set."""
     issuer = nkeys.from_seed(config.issuer_seed.encode())
@@ -286,11 +356,24 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
             known[device_id] = value
         return value
 
-    async def handle(msg: Msg) -> None:
+    dropped = 0
+
+    async def handle(msg: Msg, *, waited_s: float) -> None:
+        nonlocal dropped
         request: dict[str, Any] = {}
         now = int(time.time())
         try:
             request = decode_claims(msg.data.decode(errors="replace"))
+            if not still_awaited(request, waited_s):
+                dropped += 1
+                if dropped == 1 or dropped % 100 == 0:
+                    log.warning(
+                        "%d login(s) dropped: they waited %.1f s here, past the node's "
+                        "patience (a burst of logins; raise ANSWERING or add responders)",
+                        dropped,
+                        waited_s,
+                    )
+                return
             device_id = device_of(request)
             stored = await stored_hash(device_id)
             user = encode_jwt(
@@ -306,14 +389,14 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
             reply = response(request, user_jwt=None, error="login store unavailable")
         await msg.respond(encode_jwt(reply, issuer=issuer, now=now).encode())
 
-    answering: set[asyncio.Task[None]] = set()
+    answerers: Answerers[Msg] = Answerers(handle)
 
     async def answer(msg: Msg) -> None:
-        # nats-py calls a subscription's callback one message at a time: one slow
-        # lookup must not make the node time out every login queued behind it
-        task = asyncio.create_task(handle(msg), name="entitle-auth-answer")
-        answering.add(task)
-        task.add_done_callback(answering.discard)
+        # nats-py calls a subscription's callback one message at a time: the answerers
+        # take them from the queue, so one slow lookup holds up no other login
+        answerers.put(msg)
+
+    answering = [asyncio.create_task(answerers.run(), name="entitle-auth-answerers")]
 
     system = await nats.connect(
         servers=list(config.servers),

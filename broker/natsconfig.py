@@ -32,6 +32,11 @@ __all__ = [
 
 RESPONDER_USER = "entitle-auth"
 MIN_VERSION = (2, 12, 12)  # first with retained/replayed QoS 1 checked against permissions
+# How long a node waits for a client's login, the auth-callout answer included (NATS's
+# default is 2 s). A burst of device logins is answered in arrival order
+# (broker.natsauth.ANSWERING at a time per responder), and 2 s let a node give up on
+# most of a 2,000-login burst that the responders could answer within 5 s.
+AUTH_TIMEOUT_S = 5
 
 
 class NatsNotFound(BrokerError):
@@ -132,6 +137,7 @@ def node_config(
         "  }",
         "}",
         "authorization {",
+        f"  timeout: {AUTH_TIMEOUT_S}",
         "  auth_callout {",
         f"    issuer: {issuer}",
         f"    account: {ACCOUNT}",

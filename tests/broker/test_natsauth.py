@@ -1,7 +1,8 @@
-"""The NATS auth responder's decision and the permissions it signs (pure: no server)."""
+"""The NATS auth responder's decision, the permissions it signs and its queue (no server)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -9,9 +10,19 @@ from typing import Any
 import nkeys
 import pytest
 
-from broker.natsauth import Refused, decide, decode_claims, device_of, encode_jwt, response
+from broker.natsauth import (
+    Answerers,
+    Refused,
+    decide,
+    decode_claims,
+    device_of,
+    encode_jwt,
+    response,
+    still_awaited,
+)
 from common.credentials import mosquitto_hash
 from common.natsaccounts import device_permissions, subject
+from tests.waiting import eventually
 
 NOW = 1_800_000_000
 
@@ -120,3 +131,56 @@ def test_accounts_of_a_cluster_that_is_not_there_say_what_to_do() -> None:
             accounts.set_password("dev-1", "pw")
     finally:
         accounts.close()
+
+
+@pytest.mark.parametrize(
+    ("stamps", "waited_s", "awaited"),
+    [
+        ({"iat": NOW, "exp": NOW + 5}, 3.9, True),
+        ({"iat": NOW, "exp": NOW + 5}, 4.0, False),  # its answer would come too late
+        ({"iat": NOW, "exp": NOW + 2}, 0.9, True),
+        ({"iat": NOW, "exp": NOW + 2}, 1.5, False),
+        ({}, 1e6, True),  # no patience said: answered
+        ({"iat": NOW, "exp": NOW}, 1e6, True),
+        ({"iat": "x", "exp": NOW + 5}, 1e6, True),
+    ],
+)
+def test_a_request_is_answered_only_while_its_node_still_waits(
+    stamps: dict[str, Any], waited_s: float, awaited: bool
+) -> None:
+    assert still_awaited({**_request("gw-1", "pw"), **stamps}, waited_s) is awaited
+
+
+async def test_a_burst_is_answered_in_arrival_order_a_few_at_a_time() -> None:
+    """A burst started all at once made every answer late (160 of 2,000 logins accepted):
+    the answerers take requests first come, first served, at most ``size`` at a time."""
+    now = [100.0]
+    started: list[tuple[int, float]] = []
+    release = asyncio.Event()
+    in_flight = peak = 0
+
+    async def handle(request: int, *, waited_s: float) -> None:
+        nonlocal in_flight, peak
+        started.append((request, waited_s))
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await release.wait()
+        in_flight -= 1
+        if request == 0:
+            raise RuntimeError("a request no rule foresaw")  # the answerer goes on
+
+    answerers: Answerers[int] = Answerers(handle, size=4, clock=lambda: now[0])
+    for request in range(10):
+        answerers.put(request)
+    now[0] = 103.5
+    running = asyncio.create_task(answerers.run())
+    try:
+        await eventually(lambda: len(started) == 4, what=lambda: started)
+        assert started == [(0, 3.5), (1, 3.5), (2, 3.5), (3, 3.5)]
+        release.set()
+        await eventually(lambda: len(started) == 10, what=lambda: started)
+        assert [request for request, _ in started] == list(range(10))
+        assert peak == 4
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
