@@ -396,7 +396,7 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
         # take them from the queue, so one slow lookup holds up no other login
         answerers.put(msg)
 
-    answering = [asyncio.create_task(answerers.run(), name="entitle-auth-answerers")]
+    answering = asyncio.create_task(answerers.run(), name="entitle-auth-answerers")
 
     system = await nats.connect(
         servers=list(config.servers),
@@ -428,9 +428,8 @@ async def serve(config: ResponderConfig, *, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         watching.cancel()
-        for task in answering:
-            task.cancel()
-        await asyncio.gather(watching, *answering, return_exceptions=True)
+        answering.cancel()
+        await asyncio.gather(watching, answering, return_exceptions=True)
         await nc.drain()
         await system.close()
 

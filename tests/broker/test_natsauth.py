@@ -166,8 +166,6 @@ async def test_a_burst_is_answered_in_arrival_order_a_few_at_a_time() -> None:
         peak = max(peak, in_flight)
         await release.wait()
         in_flight -= 1
-        if request == 0:
-            raise RuntimeError("a request no rule foresaw")  # the answerer goes on
 
     answerers: Answerers[int] = Answerers(handle, size=4, clock=lambda: now[0])
     for request in range(10):
@@ -181,6 +179,26 @@ async def test_a_burst_is_answered_in_arrival_order_a_few_at_a_time() -> None:
         await eventually(lambda: len(started) == 10, what=lambda: started)
         assert [request for request, _ in started] == list(range(10))
         assert peak == 4
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_an_answerer_goes_on_after_a_request_it_could_not_answer() -> None:
+    """One answerer: the request that raises costs that request, not the ones behind it."""
+    handled: list[int] = []
+
+    async def handle(request: int, *, waited_s: float) -> None:
+        if request == 0:
+            raise RuntimeError("a request no rule foresaw")
+        handled.append(request)
+
+    answerers: Answerers[int] = Answerers(handle, size=1)
+    for request in range(3):
+        answerers.put(request)
+    running = asyncio.create_task(answerers.run())
+    try:
+        await eventually(lambda: handled == [1, 2], what=lambda: (handled, running))
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
